@@ -1,0 +1,43 @@
+"""CARE Lab engine: content-aware image restoration for fluorescence microscopy.
+
+The public API lives here: what a notebook cell, a wizard button or the CLI calls.
+Heavy modules (Keras models, training) are imported lazily so that ``import carecore``
+and the command line start fast.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import CareError
+from .axes import check_axes, move_axes, guess_axes
+from .io import Image, read_image, write_image
+from .normalize import (
+    DEFAULT_PERCENTILES,
+    Normalization,
+    percentile_normalize,
+    denormalize,
+    compute_percentiles,
+)
+from .metrics import evaluate, nrmse, ssim, psnr, isotropy_ratio, affine_fit
+from .baselines import baseline, BASELINES
+from .data.pairs import find_pairs, load_pair, check_alignment, PairListing
+from .data.patches import create_patches, PatchSet, load_patches
+from .simulate import (
+    simulate_photon_noise,
+    simulate_anisotropic,
+    simulate_subdiffraction,
+    psf_sigma_from_optics,
+    nuclei_volume,
+    surface_stack,
+    write_demo_data,
+)
+
+__all__ = [
+    "__version__", "CareError", "check_axes", "move_axes", "guess_axes", "Image", "read_image",
+    "write_image", "DEFAULT_PERCENTILES", "Normalization", "percentile_normalize", "denormalize",
+    "compute_percentiles", "evaluate", "nrmse", "ssim", "psnr", "isotropy_ratio", "affine_fit",
+    "baseline", "BASELINES", "find_pairs", "load_pair", "check_alignment", "PairListing",
+    "create_patches", "PatchSet", "load_patches", "simulate_photon_noise", "simulate_anisotropic",
+    "simulate_subdiffraction", "psf_sigma_from_optics", "nuclei_volume", "surface_stack",
+    "write_demo_data",
+]

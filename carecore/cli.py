@@ -1,0 +1,210 @@
+"""``carecore``: the command line. Thin: parses arguments and calls the public API.
+
+Errors in the input (a :class:`~carecore.CareError`) print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import CareError
+
+
+def _floats(text):
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 16,64,64, got {text!r}") from None
+
+
+def cmd_demo_data(args):
+    from .simulate import write_demo_data
+
+    from .simulate import DEMO_TASKS
+
+    out = write_demo_data(args.dir, tasks=args.task or DEMO_TASKS,
+                          seed=args.seed, size=args.size)
+    for task, folder in out.items():
+        print(f"{task}: {folder}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from .io import read_image
+    from .metrics import evaluate
+
+    pred = read_image(args.pred, axes=args.axes)
+    gt = read_image(args.gt, axes=args.axes or pred.axes)
+    if pred.shape != gt.shape:
+        raise CareError(f"{args.pred} has shape {tuple(pred.shape)} but {args.gt} has {tuple(gt.shape)}")
+    m = evaluate(pred.data, gt.data, axes=pred.axes, per_slice=args.per_slice, name=str(args.pred))
+    if args.json:
+        print(json.dumps(m))
+    else:
+        for k in ("nrmse", "ssim", "psnr"):
+            print(f"{k:6s} {m[k]:.4f}")
+    return 0
+
+
+def cmd_degrade(args):
+    from .io import read_image, write_image
+    from .simulate import simulate_anisotropic, simulate_photon_noise
+
+    img = read_image(args.inp, axes=args.axes)
+    if args.kind == "noise":
+        out, params = simulate_photon_noise(img.data, args.photons, background=args.background,
+                                            read_noise=args.read_noise, gain=args.gain, offset=args.offset,
+                                            seed=args.seed)
+        spacing = img.spacing
+    else:
+        sigma = args.psf_sigma
+        if sigma is None:
+            if args.na is None or args.wavelength is None:
+                raise CareError("give --psf-sigma, or --na, --wavelength and --voxel-size to derive it")
+            from .simulate import psf_sigma_from_optics
+
+            sigma = psf_sigma_from_optics(args.na, args.wavelength, args.voxel_size, direction="axial",
+                                          refractive_index=args.refractive_index)
+        out, params = simulate_anisotropic(img.data, args.factor, axes=img.axes, axis=args.axis, psf_sigma=sigma,
+                                           peak_photons=args.photons, read_noise=args.read_noise,
+                                           interpolation=args.interpolation, upsample_back=not args.subsampled,
+                                           seed=args.seed)
+        spacing = dict(img.spacing)
+        if args.subsampled and args.axis in spacing:
+            spacing[args.axis] = spacing[args.axis] * args.factor
+    write_image(args.out, out, axes=img.axes, spacing=spacing)
+    if args.params:
+        Path(args.params).write_text(json.dumps(params, indent=1))
+    print(f"wrote {args.out} ({' x '.join(map(str, out.shape))} {img.axes}, seed {params['seed']})")
+    return 0
+
+
+def cmd_patches(args):
+    from .data.pairs import find_pairs
+    from .data.patches import create_patches
+    from .progress import tqdm_progress
+
+    listing = find_pairs(args.low, args.high)
+    if listing.unmatched_low or listing.unmatched_high:
+        print(listing.report(), file=sys.stderr)
+    with tqdm_progress("patches", unit="image") as progress:
+        ps = create_patches(listing, args.patch, axes=args.axes, axes_high=args.axes_high,
+                            n_patches_per_image=args.n_per_image, validation_fraction=args.validation,
+                            out=args.out, seed=args.seed, progress=progress)
+    print(f"wrote {len(ps.X)} patch pairs ({ps.n_val} for validation) with axes {ps.axes} -> {ps.axes_y} to {args.out}")
+    return 0
+
+
+def cmd_lab(args):
+    from .simulate import write_demo_data
+
+    root = Path(args.data_root)
+    if not (root / "denoising3d").exists():
+        print(f"writing the embedded demo data to {root} ...")
+        write_demo_data(root)
+    app = Path(__file__).resolve().parent.parent / "app" / "care_lab.ipynb"
+    if app.exists():
+        import os
+        import subprocess
+
+        env = dict(os.environ, CARELAB_DATA_ROOT=str(root.resolve()))
+        cmd = [sys.executable, "-m", "voila", "--no-browser", f"--port={args.port}", f"--Voila.ip={args.ip}",
+               "--MappingKernelManager.cull_idle_timeout=3600", str(app)]
+        print(f"CARE Lab: open http://{args.ip}:{args.port}/ in your browser (Ctrl-C stops it)")
+        return subprocess.call(cmd, env=env)
+    print(f"demo data ready in {root}; try:\n  carecore evaluate --pred {root}/denoising3d/test/low/sample00.tif "
+          f"--gt {root}/denoising3d/test/high/sample00.tif")
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="carecore", description="CARE Lab: content-aware image restoration for microscopy.")
+    p.add_argument("--version", action="version", version=f"carecore {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("demo-data", help="write small ready-to-train demo datasets (simulated, deterministic)")
+    s.add_argument("dir")
+    s.add_argument("--task", action="append", help="only this task (repeatable)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", choices=["small", "tiny"], default="small")
+    s.set_defaults(func=cmd_demo_data)
+
+    s = sub.add_parser("evaluate", help="NRMSE, SSIM and PSNR of an image against its ground truth (paper protocol)")
+    s.add_argument("--pred", required=True, help="restored (or input) image")
+    s.add_argument("--gt", required=True, help="ground truth image")
+    s.add_argument("--axes", help="axes of both images (default: from the files)")
+    s.add_argument("--per-slice", action="store_true", help="also report each Z slice")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("degrade", help="simulate low-quality images from a clean one")
+    dsub = s.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, help_ in (("noise", "photon-budget degradation (Poisson + Gaussian)"),
+                        ("anisotropic", "axial blur + subsampling along one axis")):
+        d = dsub.add_parser(kind, help=help_)
+        d.add_argument("--in", dest="inp", required=True)
+        d.add_argument("--out", required=True)
+        d.add_argument("--axes")
+        d.add_argument("--seed", type=int, default=0)
+        d.add_argument("--read-noise", type=float, default=0.0)
+        d.set_defaults(func=cmd_degrade)
+    d = dsub.choices["noise"]
+    d.add_argument("--photons", type=float, required=True, help="expected photons at the brightest pixel")
+    d.add_argument("--background", type=float, default=0.0, help="background photons per pixel")
+    d.add_argument("--gain", type=float, default=1.0)
+    d.add_argument("--offset", type=float, default=0.0)
+    d = dsub.choices["anisotropic"]
+    d.add_argument("--factor", type=float, required=True, help="subsampling factor (non-integer allowed)")
+    d.add_argument("--axis", default="Z", type=str.upper)
+    d.add_argument("--psf-sigma", type=float, help="axial PSF sigma in pixels")
+    d.add_argument("--na", type=float)
+    d.add_argument("--wavelength", type=float, help="emission wavelength, same unit as --voxel-size")
+    d.add_argument("--voxel-size", type=float, default=1.0)
+    d.add_argument("--refractive-index", type=float, default=1.33)
+    d.add_argument("--photons", type=float, help="add photon noise at this peak count")
+    d.add_argument("--interpolation", choices=["nearest", "linear", "cubic"], default="linear")
+    d.add_argument("--subsampled", action="store_true", help="write the subsampled stack instead of re-interpolating")
+    d.add_argument("--params", help="also write the parameters used as JSON here")
+    dsub.choices["noise"].add_argument("--params", help="also write the parameters used as JSON here")
+
+    s = sub.add_parser("patches", help="foreground-biased training patches from folders of pairs")
+    s.add_argument("--low", required=True, nargs="+", help="low-quality folder(s)")
+    s.add_argument("--high", required=True, help="ground-truth folder")
+    s.add_argument("--axes")
+    s.add_argument("--axes-high")
+    s.add_argument("--patch", type=_floats, required=True, help="patch size, e.g. 16,64,64")
+    s.add_argument("--n-per-image", type=int, default=64)
+    s.add_argument("--validation", type=float, default=0.1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_patches)
+
+    s = sub.add_parser("lab", help="start CARE Lab (the web app) on the demo data")
+    s.add_argument("--data-root", default="lab-data")
+    s.add_argument("--port", type=int, default=8866)
+    s.add_argument("--ip", default="127.0.0.1")
+    s.set_defaults(func=cmd_lab)
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except CareError as e:
+        print(f"carecore: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("carecore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training data: pairs from folders and patches from pairs."""

@@ -1,0 +1,44 @@
+"""The progress and stop protocol shared by every long operation.
+
+A long operation takes ``progress`` (called as ``progress(done, total, what)``) and ``stop`` (a
+callable returning True when the user asked to stop). The app updates its widgets from
+``progress``; the CLI passes :func:`tqdm_progress`; notebooks pass either or nothing.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+
+class Stopped(Exception):
+    """Raised inside an operation when its stop request was honoured."""
+
+
+def report(progress, done, total, what=""):
+    if progress is not None:
+        progress(done, total, what)
+
+
+def check_stop(stop):
+    if stop is not None and stop():
+        raise Stopped()
+
+
+@contextmanager
+def tqdm_progress(desc, unit="it"):
+    """A ``progress`` callable that drives a tqdm bar (used by the CLI)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, leave=True)
+
+    def update(done, total, what=""):
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        if what:
+            bar.set_postfix_str(str(what), refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
