@@ -22,9 +22,10 @@ def _median(x, size=3):
 
 
 def _nlm(x, h=None, patch_size=5, patch_distance=6):
-    from skimage.restoration import denoise_nl_means, estimate_sigma
+    from skimage.restoration import denoise_nl_means
 
-    s = float(estimate_sigma(x))
+    # noise level from the median absolute difference of neighbours (robust to structure)
+    s = float(np.median(np.abs(np.diff(x, axis=-1)))) / (0.6745 * np.sqrt(2))
     return denoise_nl_means(x, h=0.8 * s if h is None else h, sigma=s, patch_size=patch_size,
                             patch_distance=patch_distance, fast_mode=True)
 

@@ -43,9 +43,12 @@ def ssim(a, b, *, data_range=1.0, sigma=1.5, truncate=3.5):
     if a.shape != b.shape:
         raise CareError(f"ssim: shapes differ, {a.shape} vs {b.shape}")
     radius = int(truncate * sigma + 0.5)
-    if min(a.shape) < 2 * radius + 1:
-        raise CareError(f"ssim: every side must be at least {2 * radius + 1} pixels, got shape {a.shape}")
-    f = lambda v: ndi.gaussian_filter(v, sigma, truncate=truncate, mode="reflect")  # noqa: E731
+    # Axes shorter than the window (a thin stack) are not filtered along: SSIM is then the mean of
+    # the per-slice values over the other axes.
+    sigmas = [sigma if n >= 2 * radius + 1 else 0.0 for n in a.shape]
+    if sum(s > 0 for s in sigmas) < min(2, a.ndim):
+        raise CareError(f"ssim: needs at least two axes of {2 * radius + 1} pixels or more, got shape {a.shape}")
+    f = lambda v: ndi.gaussian_filter(v, sigmas, truncate=truncate, mode="reflect")  # noqa: E731
     mu_a, mu_b = f(a), f(b)
     saa = f(a * a) - mu_a * mu_a
     sbb = f(b * b) - mu_b * mu_b
@@ -53,7 +56,7 @@ def ssim(a, b, *, data_range=1.0, sigma=1.5, truncate=3.5):
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
-    inner = tuple(slice(radius, -radius) for _ in s.shape)
+    inner = tuple(slice(radius, -radius) if sg > 0 else slice(None) for sg in sigmas)
     return float(s[inner].mean())
 
 
@@ -136,7 +139,7 @@ def isotropy_ratio(volume, *, axes="ZYX", axial="Z", lateral="X"):
     """Spectral isotropy ratio ``Phi`` = energy along the axial axis / along a lateral axis.
 
     The energy along an axis is the power spectrum summed over all frequencies whose component
-    along that axis is non-zero, after removing the mean, and weighted by the squared frequency
+    along that axis is non-zero, after removing the mean and applying a Hann window, and weighted by the squared frequency
     along that axis (the energy of the derivative along that axis). An isotropic volume gives
     ``Phi`` close to 1; blurring along Z lowers it. Both axes must have the same length (crop first).
     """
@@ -145,6 +148,12 @@ def isotropy_ratio(volume, *, axes="ZYX", axial="Z", lateral="X"):
     if v.ndim != 3 or set(axes) != set("ZYX"):
         raise CareError(f"isotropy_ratio: needs a ZYX volume, got axes {axes!r}")
     v = v - v.mean()
+    # a Hann window on every axis: without it the jump between opposite faces (the FFT is periodic)
+    # adds spurious high-frequency energy
+    for i, n in enumerate(v.shape):
+        shape = [1, 1, 1]
+        shape[i] = n
+        v = v * np.hanning(n).reshape(shape)
     power = np.abs(np.fft.fftn(v)) ** 2
     def energy(letter):
         i = axes.index(letter)

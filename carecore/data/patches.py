@@ -156,13 +156,14 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
     valid = tuple(s - q + 1 for s, q in zip(shape, p))
     k = tuple(max(q // 2, 1) for q in p)
     # threshold: fg_threshold × P99.9 of the (normalized, channel-max) target, from a sub-sample
-    step = max(1, int(np.ceil(high.data.size / max(budget_bytes // 16, 1024))))
+    step = max(1, int(np.ceil(high.data.size / max(budget_bytes // 64, 1024))))
     sample = np.asarray(np.asarray(high.data).reshape(-1)[::step], np.float32)
     lo = min(norm_high.lo) if len(norm_high.lo) > 1 else norm_high.lo[0]
     hi = max(norm_high.hi) if len(norm_high.hi) > 1 else norm_high.hi[0]
     thr = fg_threshold * float(np.percentile((sample - lo) / (hi - lo), 99.9))
     plane = int(np.prod(shape[1:]))
-    rows_per_slab = max(1, int(budget_bytes // 16 // max(plane * (1 + (high.data.shape[high.axes.index('C')] if 'C' in high.axes else 0)), 1)))
+    # a slab's float32 block, its filtered copy, mask and indices stay within the budget
+    rows_per_slab = max(1, int(budget_bytes // 48 // max(plane * (1 + (high.data.shape[high.axes.index('C')] if 'C' in high.axes else 0)), 1)))
     counts, cands = [], []
     h0 = k[0] // 2
     for r0 in range(0, valid[0], rows_per_slab):
@@ -281,7 +282,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             elif (sp, sp_h, cl, ch) != first[1:]:
                 raise CareError(f"{low.name}: axes {sp}->{sp_h} with {cl}->{ch} channels differ from {first[0]} "
                                 f"({first[1]}->{first[2]} with {first[3]}->{first[4]} channels)")
-            max_samples = max(memory_budget // 16, 4096)
+            max_samples = max(memory_budget // 64, 4096)
             nl = compute_percentiles(_subsample(low.data, low.axes, max_samples), *percentiles, axes=low.axes, name=low.name)
             nh = compute_percentiles(_subsample(high.data, high.axes, max_samples), *percentiles, axes=high.axes, name=high.name)
             starts_h, fg = _eligible_centres(high, nh, [p[a] for a in sp_h], fg_threshold, memory_budget, rng,

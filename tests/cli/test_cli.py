@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from carecore import nuclei_volume, read_image, write_image
+from carecore.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "carecore.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_help_and_version():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("demo-data", "evaluate", "degrade", "patches", "lab"):
+        assert cmd in r.stdout
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("carecore 0.")
+
+
+@pytest.fixture
+def clean_tif(tmp_path):
+    vol, _ = nuclei_volume((8, 32, 32), seed=0)
+    return write_image(tmp_path / "clean.tif", vol, axes="ZYX")
+
+
+def test_degrade_same_seed_same_bytes(tmp_path, clean_tif, capsys):
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert main(["degrade", "noise", "--in", str(clean_tif), "--out", str(tmp_path / f"{name}.tif"),
+                     "--photons", "5", "--read-noise", "1", "--seed", str(seed)]) == 0
+    a, b, c = ((tmp_path / f"{n}.tif").read_bytes() for n in "abc")
+    assert a == b and a != c
+    assert main(["degrade", "anisotropic", "--in", str(clean_tif), "--out", str(tmp_path / "d.tif"),
+                 "--factor", "2.5", "--psf-sigma", "1.5", "--seed", "3", "--params", str(tmp_path / "p.json")]) == 0
+    assert read_image(tmp_path / "d.tif").shape == (8, 32, 32)
+    assert json.loads((tmp_path / "p.json").read_text())["factor"] == 2.5
+
+
+def test_evaluate_json(tmp_path, clean_tif):
+    vol = read_image(clean_tif).data
+    write_image(tmp_path / "n.tif", vol + 0.2 * np.random.default_rng(0).random(vol.shape), axes="ZYX")
+    r = run("evaluate", "--pred", tmp_path / "n.tif", "--gt", clean_tif, "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert set(m) == {"nrmse", "ssim", "psnr"} and 0 < m["ssim"] < 1
+
+
+@pytest.mark.parametrize("make,args,match", [
+    (lambda p: p.write_bytes(b"garbage"), ["evaluate", "--pred", "{f}", "--gt", "{f}"], "not a readable TIFF"),
+    (lambda p: p.write_bytes(b""), ["degrade", "noise", "--in", "{f}", "--out", "{o}", "--photons", "3"], "empty"),
+    (lambda p: write_image(p, np.full((4, 16, 16), 3, np.float32), axes="ZYX"),
+     ["evaluate", "--pred", "{f}", "--gt", "{f}"], "constant"),
+    (lambda p: write_image(p, np.zeros((16, 16), np.float32), axes="YX"),
+     ["evaluate", "--pred", "{f}", "--gt", "{f}", "--axes", "ZYXQ"], "unknown letter"),
+])
+def test_bad_input_exit_2_one_line(tmp_path, make, args, match):
+    f = tmp_path / "bad.tif"
+    make(f)
+    out = tmp_path / "out.tif"
+    r = run(*[a.format(f=f, o=out) for a in args])
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert match in r.stderr and "bad.tif" in r.stderr
+    assert not out.exists()
+
+
+def test_demo_data_and_patches(tmp_path):
+    r = run("demo-data", tmp_path / "demo", "--task", "denoising3d", "--size", "tiny")
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "demo" / "denoising3d" / "train"
+    r = run("patches", "--low", d / "low", "--high", d / "high", "--patch", "8,32,32", "--n-per-image", "4",
+            "--out", tmp_path / "p")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p" / "X.npy").exists()

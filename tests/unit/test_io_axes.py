@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import tifffile
+
+from carecore import CareError, check_axes, move_axes, read_image, write_image
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("shape,axes", [((20, 30), "YX"), ((5, 20, 30), "ZYX"), ((2, 5, 20, 30), "CZYX"),
+                                        ((5, 3, 20, 30), "ZCYX")])
+def test_write_read_round_trip(tmp_path, dtype, shape, axes):
+    data = (np.random.default_rng(1).random(shape) * 200).astype(dtype)
+    p = write_image(tmp_path / "a.tif", data, axes=axes, spacing={"Z": 2.0, "Y": 0.5, "X": 0.5})
+    img = read_image(p)
+    assert img.axes == axes and not img.axes_guessed
+    assert img.data.dtype == dtype
+    np.testing.assert_array_equal(img.data, data)
+    assert img.spacing["X"] == pytest.approx(0.5)
+    if "Z" in axes:
+        assert img.spacing["Z"] == pytest.approx(2.0)
+
+
+def test_imagej_file_and_override(shared_data):
+    img = read_image(shared_data / "morpholibj_arabidopsis_embryo_106x112x109.tif")
+    assert img.axes == "ZYX" and img.shape == (106, 112, 109) and img.data.dtype == np.uint8
+    img2 = read_image(shared_data / "bian_BPAE_actin_680x1100.tif")
+    assert img2.axes == "YX" and img2.data.dtype == np.float32
+
+
+def test_imagej_hyperstack_axes_and_spacing(tmp_path):
+    data = np.zeros((4, 2, 8, 9), np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 3.0, "unit": "um"})
+    img = read_image(tmp_path / "ij.tif")
+    assert img.axes == "ZCYX" and img.spacing["Z"] == 3.0 and img.spacing["X"] == pytest.approx(0.5)
+
+
+def test_plain_tiff_axes_guessed_and_override(tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((3, 8, 9), np.float32), photometric="minisblack")
+    img = read_image(tmp_path / "plain.tif")
+    assert img.axes == "ZYX" and img.axes_guessed
+    assert read_image(tmp_path / "plain.tif", axes="CYX").axes == "CYX"
+
+
+def test_same_pixels_same_bytes(tmp_path):
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    write_image(tmp_path / "a.tif", data, axes="ZYX")
+    write_image(tmp_path / "b.tif", data, axes="ZYX")
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+
+
+@pytest.mark.parametrize("content,match", [(b"", "empty"), (b"this is not a tiff at all", "not a readable TIFF"),
+                                           (b"II*\x00\x08\x00\x00\x00\x99\x99", "TIFF|read")])
+def test_bad_files(tmp_path, content, match):
+    p = tmp_path / "bad.tif"
+    p.write_bytes(content)
+    with pytest.raises(CareError, match=match) as e:
+        read_image(p)
+    assert "bad.tif" in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CareError, match="no such file"):
+        read_image(tmp_path / "nope.tif")
+
+
+@pytest.mark.parametrize("axes,match", [("ZYX", "3 letters but the image of shape \\(8, 9\\) has 2"),
+                                        ("YQ", "unknown letter"), ("YY", "repeat"), ("ZY", "must contain both")])
+def test_bad_axes(tmp_path, axes, match):
+    write_image(tmp_path / "a.tif", np.zeros((8, 9), np.float32), axes="YX")
+    with pytest.raises(CareError, match=match) as e:
+        read_image(tmp_path / "a.tif", axes=axes)
+    assert "a.tif" in str(e.value)
+
+
+def test_write_is_atomic_and_checks_range(tmp_path):
+    with pytest.raises(CareError, match="do not fit in uint8"):
+        write_image(tmp_path / "a.tif", np.array([[0, 300]], float), axes="YX", dtype=np.uint8)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CareError, match="3 letters"):
+        write_image(tmp_path / "a.tif", np.zeros((4, 4)), axes="ZYX")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_move_axes():
+    x = np.zeros((2, 5, 6, 7))
+    assert move_axes(x, "CZYX", "ZYXC").shape == (5, 6, 7, 2)
+    assert move_axes(np.zeros((6, 7)), "YX", "ZYXC").shape == (1, 6, 7, 1)
+    with pytest.raises(CareError, match="cannot drop axis 'C' of size 2"):
+        move_axes(x, "CZYX", "ZYX")
+    assert check_axes("zyx", 3) == "ZYX"

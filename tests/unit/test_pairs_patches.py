@@ -1,0 +1,135 @@
+import tracemalloc
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from carecore import (CareError, check_alignment, create_patches, find_pairs, load_pair, load_patches,
+                      nuclei_volume, read_image, simulate_photon_noise, write_image)
+
+
+def _pair_folder(tmp_path, n=2, shape=(8, 40, 40), names=None):
+    low, high = tmp_path / "low", tmp_path / "high"
+    low.mkdir(exist_ok=True)
+    high.mkdir(exist_ok=True)
+    for i in range(n):
+        name = (names or [f"s{j}.tif" for j in range(n)])[i]
+        clean, _ = nuclei_volume(shape, seed=i)
+        noisy, _ = simulate_photon_noise(clean, 10, seed=i)
+        write_image(high / name, clean, axes="ZYX")
+        write_image(low / name, noisy, axes="ZYX")
+    return low, high
+
+
+def test_find_pairs_reports_unmatched(tmp_path):
+    low, high = _pair_folder(tmp_path, n=2)
+    write_image(low / "only_low.tif", np.random.rand(4, 8, 8).astype(np.float32), axes="ZYX")
+    write_image(high / "only_high.tif", np.random.rand(4, 8, 8).astype(np.float32), axes="ZYX")
+    (low / "notes.txt").write_text("ignored")
+    listing = find_pairs(low, high)
+    assert [p.name for p in listing] == ["s0.tif", "s1.tif"]
+    assert [p.name for p in listing.unmatched_low] == ["only_low.tif"]
+    assert [p.name for p in listing.unmatched_high] == ["only_high.tif"]
+    assert "only_low.tif" in listing.report()
+
+
+def test_several_low_folders(tmp_path):
+    low, high = _pair_folder(tmp_path, n=1)
+    low2 = tmp_path / "low2"
+    low2.mkdir()
+    (low2 / "s0.tif").write_bytes((low / "s0.tif").read_bytes())
+    assert len(find_pairs([low, low2], high)) == 2
+
+
+def test_pair_shapes_checked(tmp_path):
+    low, high = _pair_folder(tmp_path, n=1)
+    write_image(high / "s0.tif", np.zeros((8, 40, 39), np.float32), axes="ZYX")
+    pair = find_pairs(low, high).pairs[0]
+    with pytest.raises(CareError, match=r"low/s0.tif has shape \(8, 40, 40\) \(ZYX\) but .*high/s0.tif has \(8, 40, 39\)"):
+        load_pair(pair)
+
+
+def test_no_pairs_is_an_error(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(CareError, match="no pairs"):
+        find_pairs(tmp_path / "a", tmp_path / "b")
+
+
+def test_alignment_check_finds_shift():
+    clean, _ = nuclei_volume((12, 64, 64), seed=0)
+    noisy, _ = simulate_photon_noise(clean, 20, seed=0)
+    from carecore import Image
+
+    ok = check_alignment(Image(noisy, "ZYX", path="a.tif"), Image(clean, "ZYX"))
+    assert ok["aligned"] and max(abs(v) for v in ok["shift"].values()) < 0.5
+    shifted = ndi.shift(noisy, (0, 3, -2), order=0, mode="wrap")
+    bad = check_alignment(Image(shifted, "ZYX", path="a.tif"), Image(clean, "ZYX"))
+    assert not bad["aligned"]
+    assert bad["shift"]["Y"] == pytest.approx(-3, abs=0.5) and bad["shift"]["X"] == pytest.approx(2, abs=0.5)
+
+
+def test_patches_foreground_biased_and_split(tmp_path):
+    low, high = _pair_folder(tmp_path, n=2, shape=(8, 64, 64))
+    ps = create_patches(find_pairs(low, high), (4, 16, 16), n_patches_per_image=50, validation_fraction=0.2, seed=1)
+    assert ps.X.shape == (100, 4, 16, 16, 1) and ps.Y.shape == (100, 4, 16, 16, 1)
+    assert ps.axes == "SZYXC" and ps.n_val == 20 and len(ps.train[0]) == 80
+    # foreground bias: patches hold more signal than random crops of the same target
+    clean = read_image(high / "s0.tif").data
+    rng = np.random.default_rng(0)
+    rand_mean = np.mean([clean[z:z + 4, y:y + 16, x:x + 16].max() for z, y, x in
+                         zip(rng.integers(0, 5, 200), rng.integers(0, 49, 200), rng.integers(0, 49, 200))])
+    nh = ps.meta["sources"][0]["norm_high"]
+    patch_max = np.mean(ps.Y.reshape(100, -1).max(1)) * (nh["hi"][0] - nh["lo"][0]) + nh["lo"][0]
+    assert patch_max > rand_mean
+    # same seed, same patches
+    ps2 = create_patches(find_pairs(low, high), (4, 16, 16), n_patches_per_image=50, validation_fraction=0.2, seed=1)
+    np.testing.assert_array_equal(ps.X, ps2.X)
+
+
+def test_patches_2d_multichannel_and_projection():
+    rng = np.random.default_rng(0)
+    low = rng.random((2, 40, 40)).astype(np.float32)
+    high = rng.random((3, 40, 40)).astype(np.float32)
+    ps = create_patches([(low, high)], (16, 16), axes="CYX", n_patches_per_image=5, validation_fraction=0)
+    assert ps.X.shape == (5, 16, 16, 2) and ps.Y.shape == (5, 16, 16, 3) and ps.axes == "SYXC"
+    stack = rng.random((10, 40, 40)).astype(np.float32)
+    proj = stack.max(0)
+    ps = create_patches([(stack, proj)], (10, 16, 16), axes="ZYX", axes_high="YX", n_patches_per_image=4)
+    assert ps.X.shape == (4, 10, 16, 16, 1) and ps.Y.shape == (4, 16, 16, 1) and ps.axes_y == "SYXC"
+
+
+def test_patch_errors():
+    with pytest.raises(CareError, match=r"smaller than the patch size \(16, 16\) along X \(10 < 16\)"):
+        create_patches([(np.random.rand(40, 10), np.random.rand(40, 10))], (16, 16), axes="YX")
+    with pytest.raises(CareError, match="constant"):
+        create_patches([(np.ones((40, 40)), np.random.rand(40, 40))], (16, 16), axes="YX")
+    with pytest.raises(CareError, match="NaN"):
+        bad = np.random.rand(40, 40)
+        bad[1, 1] = np.nan
+        create_patches([(bad, np.random.rand(40, 40))], (16, 16), axes="YX")
+
+
+def test_streaming_patches_within_memory_budget(tmp_path):
+    """Data 4x larger than the memory budget: images read memory-mapped, patches written to disk."""
+    shape = (64, 256, 256)  # 16 MiB per float32 volume, 32 MiB per pair, 64 MiB for two pairs
+    low, high = tmp_path / "low", tmp_path / "high"
+    low.mkdir()
+    high.mkdir()
+    for i in range(2):
+        clean, _ = nuclei_volume(shape, seed=i)
+        write_image(high / f"v{i}.tif", clean, axes="ZYX")
+        write_image(low / f"v{i}.tif", clean + np.float32(0.1) * np.random.default_rng(i).standard_normal(shape, np.float32), axes="ZYX")
+        del clean
+    budget = 16 * 2**20
+    tracemalloc.start()
+    ps = create_patches(find_pairs(low, high), (16, 32, 32), n_patches_per_image=64, out=tmp_path / "patches",
+                        memory_budget=budget, seed=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < budget, f"peak {peak / 2**20:.1f} MiB over the {budget / 2**20:.0f} MiB budget"
+    assert isinstance(ps.X, np.memmap) and ps.X.shape == (128, 16, 32, 32, 1)
+    again = load_patches(tmp_path / "patches")
+    np.testing.assert_array_equal(again.Y[:5], ps.Y[:5])
+    assert again.axes == "SZYXC" and again.n_val == ps.n_val
+    assert not list(tmp_path.glob(".patches*"))  # no half-written folder left
