@@ -32,7 +32,27 @@ from .simulate import (
     write_demo_data,
 )
 
-__all__ = [
+_LAZY = {
+    "CARE": ("carecore.models.care", "CARE"),
+    "UpsamplingCARE": ("carecore.models.upsampling", "UpsamplingCARE"),
+    "TrainingResult": ("carecore.models.care", "TrainingResult"),
+    "CareConfig": ("carecore.models.config", "CareConfig"),
+    "care_config": ("carecore.models.config", "care_config"),
+    "load_model": ("carecore.models.care", "load_model"),
+}
+
+
+def __getattr__(name):
+    """Keras/TensorFlow load only when a model is first used, so `import carecore` stays fast."""
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'carecore' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY) + [
     "__version__", "CareError", "check_axes", "move_axes", "guess_axes", "Image", "read_image",
     "write_image", "DEFAULT_PERCENTILES", "Normalization", "percentile_normalize", "denormalize",
     "compute_percentiles", "evaluate", "nrmse", "ssim", "psnr", "isotropy_ratio", "affine_fit",

@@ -12,7 +12,6 @@ channels last, with their axes: ``SZYXC`` (3D) or ``SYXC`` (2D); ``S`` indexes p
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._atomic import fresh_tmp, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..io import Image
@@ -57,11 +57,11 @@ class PatchSet:
     def save(self, folder):
         """Write ``X.npy``, ``Y.npy`` and ``patches.json`` into ``folder`` (atomically)."""
         folder = Path(folder)
-        tmp = _fresh_tmp(folder)
+        tmp = fresh_tmp(folder)
         np.save(tmp / "X.npy", np.asarray(self.X))
         np.save(tmp / "Y.npy", np.asarray(self.Y))
         (tmp / "patches.json").write_text(json.dumps(self._meta_json(), indent=1))
-        _swap_in(tmp, folder)
+        swap_in(tmp, folder)
         self.path = folder
         return folder
 
@@ -86,27 +86,6 @@ def load_patches(folder, *, mmap=True):
         raise CareError(f"{folder}: X.npy/Y.npy hold {len(X)}/{len(Y)} patches, patches.json says {meta['n_patches']}")
     rest = {k: v for k, v in meta.items() if k not in ("format_version", "axes", "axes_y", "n_patches", "n_val")}
     return PatchSet(X, Y, meta["axes"], meta["axes_y"], meta["n_val"], rest, folder)
-
-
-def _fresh_tmp(folder):
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.part"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def _swap_in(tmp, folder):
-    if folder.exists():
-        old = folder.parent / f".{folder.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, folder)
 
 
 def _resolve(source, axes, axes_high):
@@ -275,7 +254,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                 if out is None:
                     X, Y = np.empty(shape_x, np.float32), np.empty(shape_y, np.float32)
                 else:
-                    tmp = _fresh_tmp(Path(out))
+                    tmp = fresh_tmp(Path(out))
                     X = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32, shape=shape_x)
                     Y = np.lib.format.open_memmap(tmp / "Y.npy", mode="w+", dtype=np.float32, shape=shape_y)
                 axes_x, axes_y, first = "S" + sp + "C", "S" + sp_h + "C", (low.name, sp, sp_h, cl, ch)
@@ -307,7 +286,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             Y.flush()
             (tmp / "patches.json").write_text(json.dumps(ps._meta_json(), indent=1))
             del X, Y, ps
-            _swap_in(tmp, Path(out))
+            swap_in(tmp, Path(out))
             tmp = None
             return load_patches(out)
         return ps

@@ -1,0 +1,462 @@
+"""The CARE model: train, predict (tiled), save, load (CARE-NOTES §2, §5, §9).
+
+Subclasses override a few hooks and tiling just works:
+
+- :meth:`CARE._build` — the Keras network for a configuration;
+- :meth:`CARE._preprocess` — what happens to the (normalized) input before the network, e.g. the
+  Z interpolation of :class:`~carecore.models.upsampling.UpsamplingCARE`;
+- :meth:`CARE._halo` and :attr:`CareConfig.divisor` — tile overlap and size granularity.
+
+A model lives in a folder (``config.json``, ``weights_best.weights.h5``, ``weights_last.weights.h5``,
+``normalization.json``, ``history.csv``, ``run_card.json``, ``manifest.json``) written atomically;
+loading checks the manifest (completeness, hashes, format version) and rebuilds the network from the
+configuration, then loads weights only: no pickle, no deserialized code.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .._atomic import fresh_tmp, swap_in
+from ..axes import check_axes, spatial_axes
+from ..errors import CareError
+from ..normalize import compute_percentiles
+from ..progress import check_stop, report
+from .config import CareConfig
+
+MODEL_FORMAT = "carecore-model"
+MODEL_FORMAT_VERSION = 1
+WEIGHT_FILES = ("weights_best.weights.h5", "weights_last.weights.h5")
+#: Default working memory for prediction tiles (bytes of network activations).
+DEFAULT_PREDICT_BUDGET = 1 * 2**30
+
+
+@dataclass
+class TrainingResult:
+    """What :meth:`CARE.train` did."""
+
+    status: str                      # completed, stopped, early_stopped, nan
+    message: str
+    epochs: int                      # epochs completed in total (resumed ones included)
+    history: list = field(default_factory=list)
+    best_val_loss: float = math.inf
+    seconds: float = 0.0
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class CARE:
+    """A content-aware restoration network.
+
+    Parameters
+    ----------
+    config : CareConfig
+    path : str or Path, optional
+        Model folder; training saves there after every epoch.
+
+    Examples
+    --------
+    >>> model = CARE(care_config("ZYX", epochs=10), "models/my_care")     # doctest: +SKIP
+    >>> model.train(create_patches(find_pairs("low", "high"), (16, 64, 64)))  # doctest: +SKIP
+    >>> restored = model.predict(read_image("new.tif").data, axes="ZYX")     # doctest: +SKIP
+    """
+
+    def __init__(self, config: CareConfig, path=None):
+        if not isinstance(config, CareConfig):
+            raise CareError(f"config must be a CareConfig, got {type(config).__name__}")
+        self.config = config
+        self.path = Path(path) if path is not None else None
+        self.history = []
+        self.run_card = {}
+        self.best_val_loss = math.inf
+        import keras
+
+        keras.utils.set_random_seed(config.seed)
+        self.keras_model = self._build()
+        self._best_weights = None
+
+    # -- hooks -------------------------------------------------------------------------------
+    def _build(self):
+        from .unet import build_unet
+
+        return build_unet(self.config)
+
+    def _preprocess(self, x, axes):
+        """Normalized input (spatial..., C) -> what the network sees. Identity for plain CARE."""
+        return x
+
+    def _halo(self):
+        from .unet import receptive_radius
+
+        return receptive_radius(self.config)
+
+    def _bytes_per_voxel(self):
+        """Estimated peak activation memory per input voxel (calibrated on CPU, see benchmarks/)."""
+        itemsize = 2 if self.config.precision == "mixed_bfloat16" else 4
+        return 10 * self.config.unet_filters * itemsize + 64
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def axes(self):
+        return self.config.axes
+
+    def count_params(self):
+        return int(self.keras_model.count_params())
+
+    # -- training ----------------------------------------------------------------------------
+    def _compile(self, learning_rate):
+        import keras
+
+        from .losses import LOSSES, laplace_mae
+
+        metrics = [laplace_mae] if self.config.probabilistic else None
+        self.keras_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSSES[self.config.loss],
+                                 metrics=metrics, jit_compile=False)
+
+    def _check_patches(self, X, Y, what):
+        c = self.config
+        if X.ndim != c.ndim + 2 or X.shape[-1] != c.n_channel_in:
+            raise CareError(f"{what}: input patches of shape {tuple(X.shape)} do not fit a {c.ndim}D model with "
+                            f"{c.n_channel_in} input channel(s) (expected (N, {', '.join('?' * c.ndim)}, {c.n_channel_in}))")
+        if Y.shape[:-1] != X.shape[:-1] or Y.shape[-1] != c.n_channel_out:
+            raise CareError(f"{what}: target patches of shape {tuple(Y.shape)} do not match inputs {tuple(X.shape)} "
+                            f"with {c.n_channel_out} output channel(s)")
+        bad = [s for s in X.shape[1:-1] if s % c.divisor]
+        if bad:
+            raise CareError(f"{what}: patch sides {tuple(X.shape[1:-1])} must be divisible by {c.divisor} (2**unet_depth)")
+
+    def train(self, patches, *, epochs=None, steps_per_epoch=None, callback=None, stop=None, data_hash=None):
+        """Train on a :class:`~carecore.PatchSet` (or ``(X, Y, X_val, Y_val)``), resuming if trained before.
+
+        Parameters
+        ----------
+        patches : PatchSet or tuple
+        epochs, steps_per_epoch : int, optional
+            Override the configuration (``epochs`` more epochs are trained).
+        callback : callable, optional
+            Receives progress events (see :mod:`carecore.training.events`).
+        stop : callable, optional
+            Polled after every step; True ends training after that step.
+
+        Returns
+        -------
+        TrainingResult
+        """
+        from ..metrics import ssim
+        from ..training.events import EventCallback
+        from ..training.pipeline import make_dataset
+
+        c = self.config
+        if isinstance(patches, tuple):
+            X, Y, Xv, Yv = patches
+            info = {}
+        else:
+            (X, Y), (Xv, Yv) = patches.train, patches.val
+            info = patches.meta
+            if data_hash is None and patches.path is not None:
+                data_hash = _sha256(Path(patches.path) / "patches.json")
+        self._check_patches(X, Y, "training patches")
+        if len(Xv) == 0:
+            raise CareError("no validation patches: create patches with validation_fraction > 0")
+        self._check_patches(Xv, Yv, "validation patches")
+        epochs = int(epochs or c.epochs)
+        steps = int(steps_per_epoch or c.steps_per_epoch)
+        bs = c.batch_size
+        initial = len(self.history)
+        lr = self.history[-1]["lr"] if self.history else c.learning_rate
+        self._compile(lr)
+        Xv = np.asarray(Xv[:2048], dtype=np.float32)
+        Yv = np.asarray(Yv[:2048], dtype=np.float32)
+        import tensorflow as tf  # the data pipeline only
+
+        val_bs = min(bs, len(Xv))
+        val_ds = tf.data.Dataset.from_tensor_slices((Xv, Yv)).batch(val_bs)
+        sx, sy = Xv[:8], Yv[:8, ..., 0]
+
+        def val_ssim():
+            pred = np.asarray(self.keras_model.predict_on_batch(sx))[..., 0]
+            vals = []
+            for p, t in zip(pred, sy):
+                try:
+                    vals.append(ssim(p, t, data_range=max(float(t.max() - t.min()), 1e-6)))
+                except CareError:
+                    return float("nan")
+            return float(np.mean(vals))
+
+        prior = list(self.history)
+
+        def checkpoint(events):
+            """After every epoch: record history and best weights, save the folder (if any)."""
+            self.history = prior + list(events.rows)
+            if events.best_weights is not None:
+                self._best_weights = events.best_weights
+                self.best_val_loss = events.best_val
+            if self.path is not None and events.status != "nan":
+                self.run_card = self._run_card(info, data_hash, "running", "", 0.0)
+                self.save(self.path)
+
+        cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val_ssim,
+                           lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
+                           best_val=self.best_val_loss, on_epoch=checkpoint)
+        ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
+        t0 = time.perf_counter()
+        self.keras_model.fit(ds, epochs=initial + epochs, initial_epoch=initial, steps_per_epoch=steps,
+                             validation_data=val_ds, callbacks=[cb], verbose=0)
+        seconds = time.perf_counter() - t0
+        checkpoint(cb)
+        self.run_card = self._run_card(info, data_hash, cb.status, cb.message, seconds)
+        if self.path is not None:
+            self.save(self.path)
+        if self._best_weights is not None:
+            self.keras_model.set_weights(self._best_weights)  # predict with the best weights
+        if callback is not None:
+            callback({"kind": "end", "status": cb.status, "message": cb.message})
+        return TrainingResult(cb.status, cb.message, len(self.history), list(self.history), self.best_val_loss, seconds)
+
+    def _run_card(self, info, data_hash, status, message, seconds):
+        import keras
+        import tensorflow as tf
+
+        card = dict(self.run_card)
+        card.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        card.update({
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": {"carecore": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
+                         "numpy": np.__version__, "python": platform.python_version()},
+            "backend": keras.backend.backend(), "machine": platform.machine(),
+            "seed": self.config.seed, "epochs_done": len(self.history), "status": status, "message": message,
+            "training_seconds": card.get("training_seconds", 0.0) + seconds,
+            "parameters": self.count_params(), "best_val_loss": self.best_val_loss,
+        })
+        if data_hash:
+            card["data_sha256"] = data_hash
+        if info.get("sources"):
+            card["data_sources"] = [{"low": s["low"], "high": s["high"]} for s in info["sources"]]
+        return card
+
+    # -- prediction --------------------------------------------------------------------------
+    def _check_input(self, x, axes, name):
+        axes = check_axes(axes, np.ndim(x), name=name, shape=np.shape(x))
+        c = self.config
+        sp = spatial_axes(axes)
+        extra = set(axes) - set(sp) - {"C"}
+        if extra:
+            raise CareError(f"{name}: axes {axes!r} have {''.join(sorted(extra))}; predict one image at a time "
+                            "(axes made of C and the model's spatial axes)")
+        if sp != c.axes:
+            raise CareError(f"{name}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "
+                            f"(shape {tuple(np.shape(x))}, axes {axes})")
+        nc = x.shape[axes.index("C")] if "C" in axes else 1
+        if nc != c.n_channel_in:
+            raise CareError(f"{name}: the model takes {c.n_channel_in} channel(s) but the image has {nc} "
+                            f"(shape {tuple(np.shape(x))}, axes {axes})")
+        return axes
+
+    def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
+                normalization=None, progress=None, stop=None, out=None, name="image"):
+        """Restore ``image``; probabilistic models return ``(mean, scale)``.
+
+        Parameters
+        ----------
+        image : array_like (may be a memory map)
+        axes : str
+            Axes of ``image``: the model's spatial axes, optionally with ``C``.
+        n_tiles : "auto" or tuple of int
+            Tiles per spatial axis; ``"auto"`` picks them from ``memory_budget``.
+        memory_budget : int
+            Bytes of network activations allowed at once.
+        batch_size : int, optional
+            Tiles per network call (default: as many as fit the budget, at most 8).
+        normalization : Normalization, optional
+            Use these input percentiles instead of computing them.
+        progress, stop : callables, optional
+            ``progress(done, total, "tiles")`` after every batch of tiles; ``stop()`` polled likewise.
+        out : array, optional
+            Where to write the result (e.g. a ``np.memmap`` for results larger than RAM).
+
+        Returns
+        -------
+        numpy.ndarray (float32), same axes as ``image`` (``C`` = output channels), mapped back to the
+        input's intensity range when input and output channel counts agree; for probabilistic models
+        the tuple ``(mean, scale)``.
+        """
+        x = image
+        axes = self._check_input(x, axes, name)
+        c = self.config
+        sp = spatial_axes(axes)
+        norm = normalization or compute_percentiles(x, *c.percentiles, axes=axes, name=name)
+        lo = np.asarray(norm.lo, np.float32)
+        hi = np.asarray(norm.hi, np.float32)
+        # layout (spatial..., C) without copying data
+        order = [axes.index(a) for a in sp] + ([axes.index("C")] if "C" in axes else [])
+        xv = np.transpose(x, order) if "C" in axes else np.asarray(x)[..., None]
+        xv = self._preprocess_view(xv)
+        shape = xv.shape[:-1]
+        halo = self._halo()
+        if isinstance(n_tiles, str):
+            if n_tiles != "auto":
+                raise CareError(f"n_tiles must be 'auto' or a tuple of ints, got {n_tiles!r}")
+            from ..prediction.tiling import auto_tiles
+
+            n_tiles = auto_tiles(shape, halo=halo, divisor=c.divisor, bytes_per_voxel=self._bytes_per_voxel(),
+                                 budget=memory_budget)
+        from ..prediction.tiling import plan_tiles, read_window
+
+        plan = plan_tiles(shape, n_tiles, halo=halo, divisor=c.divisor)
+        tile_bytes = int(np.prod(plan.tile_shape)) * self._bytes_per_voxel()
+        bs = batch_size or int(max(1, min(8, memory_budget // max(tile_bytes, 1))))
+        n_out = c.n_channel_out * (2 if c.probabilistic else 1)
+        if out is None:
+            res = np.empty(tuple(shape) + (n_out,), np.float32)
+        else:
+            if tuple(out.shape) != tuple(shape) + (n_out,):
+                raise CareError(f"out has shape {tuple(out.shape)}, expected {tuple(shape) + (n_out,)}")
+            res = out
+        tiles = plan.tiles
+        done = 0
+        report(progress, 0, len(tiles), "tiles")
+        for start in range(0, len(tiles), bs):
+            check_stop(stop)
+            group = tiles[start:start + bs]
+            batch = np.stack([(np.asarray(read_window(xv, t.window), np.float32) - lo) / (hi - lo) for t in group])
+            pred = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float32)
+            for t, p in zip(group, pred):
+                res[t.core] = p[t.inner]
+            done += len(group)
+            report(progress, done, len(tiles), "tiles")
+        if c.n_channel_in == c.n_channel_out:  # back to the input's intensity range
+            res[..., : c.n_channel_out] *= hi - lo
+            res[..., : c.n_channel_out] += lo
+            if c.probabilistic:
+                res[..., c.n_channel_out:] *= hi - lo
+        back = lambda r: np.moveaxis(r, -1, axes.index("C")) if "C" in axes else r[..., 0]  # noqa: E731
+        if c.probabilistic:
+            return back(res[..., : c.n_channel_out]), back(res[..., c.n_channel_out:])
+        return back(res)
+
+    def _preprocess_view(self, xv):
+        return self._preprocess(xv, self.config.axes)
+
+    def tile_plan(self, shape, n_tiles="auto", *, memory_budget=DEFAULT_PREDICT_BUDGET):
+        """The tile plan :meth:`predict` would use for an image of spatial ``shape``."""
+        from ..prediction.tiling import auto_tiles, plan_tiles
+
+        if n_tiles == "auto":
+            n_tiles = auto_tiles(shape, halo=self._halo(), divisor=self.config.divisor,
+                                 bytes_per_voxel=self._bytes_per_voxel(), budget=memory_budget)
+        return plan_tiles(shape, n_tiles, halo=self._halo(), divisor=self.config.divisor)
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path=None):
+        """Write the model folder atomically (best and last weights, config, history, run card)."""
+        path = Path(path or self.path)
+        if path is None:
+            raise CareError("no folder to save to: pass a path")
+        tmp = fresh_tmp(path)
+        km = self.keras_model
+        km.save_weights(tmp / "weights_last.weights.h5")
+        if self._best_weights is not None:
+            last = km.get_weights()
+            km.set_weights(self._best_weights)
+            km.save_weights(tmp / "weights_best.weights.h5")
+            km.set_weights(last)
+        else:
+            km.save_weights(tmp / "weights_best.weights.h5")
+        (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1))
+        (tmp / "normalization.json").write_text(json.dumps({
+            "method": "percentile", "percentiles": list(self.config.percentiles), "per_channel": True,
+            "output": "mapped back with the input's percentile range when channels in == out"}, indent=1))
+        with open(tmp / "history.csv", "w", newline="") as f:
+            cols = ["epoch", "loss", "val_loss", "val_ssim", "lr", "elapsed"]
+            w = csv.DictWriter(f, cols)
+            w.writeheader()
+            for row in self.history:
+                w.writerow({k: row.get(k) for k in cols})
+        card = dict(self.run_card, best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None)
+        (tmp / "run_card.json").write_text(json.dumps(card, indent=1, default=str))
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        (tmp / "manifest.json").write_text(json.dumps({
+            "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "carecore_version": __version__,
+            "model_class": type(self).__name__, "files": files}, indent=1))
+        swap_in(tmp, path)
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path, *, weights="best"):
+        """Load a model folder, refusing incomplete, incompatible or modified folders."""
+        path = Path(path)
+        if not path.is_dir():
+            raise CareError(f"{path}: no such model folder")
+        man_path = path / "manifest.json"
+        if not man_path.exists():
+            raise CareError(f"{path}: not a complete model folder (manifest.json is missing)")
+        try:
+            man = json.loads(man_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CareError(f"{path}/manifest.json: unreadable ({e})") from None
+        if man.get("format") != MODEL_FORMAT:
+            raise CareError(f"{path}: not a carecore model (format {man.get('format')!r})")
+        if man.get("format_version") != MODEL_FORMAT_VERSION:
+            raise CareError(f"{path}: model format version {man.get('format_version')} is not supported "
+                            f"(this carecore reads version {MODEL_FORMAT_VERSION})")
+        for name, digest in man.get("files", {}).items():
+            f = path / name
+            if not f.exists():
+                raise CareError(f"{path}: incomplete model folder, {name} is missing")
+            if _sha256(f) != digest:
+                raise CareError(f"{path}: {name} was modified after the model was saved (checksum mismatch); "
+                                "refusing to load it")
+        for name in ("config.json",) + WEIGHT_FILES:
+            if name not in man.get("files", {}):
+                raise CareError(f"{path}: incomplete model folder, {name} is not listed in the manifest")
+        config = CareConfig.from_dict(json.loads((path / "config.json").read_text()))
+        model_cls = _model_class(config, man.get("model_class"), cls)
+        model = model_cls(config, path)
+        wfile = {"best": WEIGHT_FILES[0], "last": WEIGHT_FILES[1]}.get(weights)
+        if wfile is None:
+            raise CareError(f"weights must be 'best' or 'last', got {weights!r}")
+        model.keras_model.load_weights(path / wfile)
+        if weights == "best":
+            model._best_weights = [w.copy() for w in model.keras_model.get_weights()]
+        hist = path / "history.csv"
+        if hist.exists():
+            with open(hist, newline="") as f:
+                model.history = [{k: (float(v) if v not in ("", None) else float("nan")) for k, v in r.items()}
+                                 for r in csv.DictReader(f)]
+                for r in model.history:
+                    r["epoch"] = int(r["epoch"])
+        card = path / "run_card.json"
+        if card.exists():
+            model.run_card = json.loads(card.read_text())
+            bv = model.run_card.get("best_val_loss")
+            model.best_val_loss = float(bv) if bv is not None else math.inf
+        return model
+
+
+def _model_class(config, name, default):
+    from .upsampling import UpsamplingCARE
+
+    if config.kind == "upsampling":
+        return UpsamplingCARE
+    return default if default is not UpsamplingCARE else CARE
+
+
+def load_model(path, *, weights="best"):
+    """Load a model folder (plain or upsampling CARE); see :meth:`CARE.load`."""
+    return CARE.load(path, weights=weights)

@@ -1,0 +1,168 @@
+"""A validated, JSON-serializable model configuration (CARE-NOTES §2).
+
+Unknown keys and inconsistent values are rejected with a message naming the field. Configurations
+are immutable: :meth:`CareConfig.replace` returns a changed copy. Saved configurations carry
+:data:`CONFIG_VERSION`; :func:`upgrade` brings older ones up to date.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+from ..axes import check_axes, spatial_axes
+from ..errors import CareError
+from ..normalize import DEFAULT_PERCENTILES
+
+CONFIG_VERSION = 1
+LOSSES = ("mae", "mse", "laplace")
+PRECISIONS = ("mixed_bfloat16", "float32")
+KINDS = ("care", "upsampling")
+
+
+@dataclass(frozen=True)
+class CareConfig:
+    """Everything that defines a CARE network and how it is trained."""
+
+    axes: str = field(default="ZYX", metadata={"doc": "spatial axes of the network input (YX or ZYX); channels are separate"})
+    n_channel_in: int = field(default=1, metadata={"doc": "channels of the input"})
+    n_channel_out: int = field(default=1, metadata={"doc": "channels of the output"})
+    kind: str = field(default="care", metadata={"doc": "care, or upsampling (interpolate Z by upsampling_factor first)"})
+    upsampling_factor: float = field(default=1.0, metadata={"doc": "axial factor for kind=upsampling"})
+    unet_depth: int = field(default=2, metadata={"doc": "number of poolings"})
+    unet_filters: int = field(default=32, metadata={"doc": "filters in the first level; doubled per level"})
+    unet_kernel: int = field(default=0, metadata={"doc": "convolution kernel size; 0 picks 5 in 2D, 3 in 3D"})
+    unet_n_conv: int = field(default=2, metadata={"doc": "convolutions per level"})
+    residual: bool = field(default=True, metadata={"doc": "learn the correction to the input (needs channels in == out)"})
+    probabilistic: bool = field(default=False, metadata={"doc": "predict a Laplace mean and scale per pixel"})
+    loss: str = field(default="mae", metadata={"doc": "mae, mse, or laplace (must be laplace iff probabilistic)"})
+    learning_rate: float = field(default=4e-4, metadata={"doc": "Adam learning rate"})
+    batch_size: int = field(default=16, metadata={"doc": "patches per training step"})
+    epochs: int = field(default=100, metadata={"doc": "training epochs"})
+    steps_per_epoch: int = field(default=400, metadata={"doc": "training steps per epoch"})
+    patch_size: tuple = field(default=(16, 64, 64), metadata={"doc": "training patch size along axes"})
+    seed: int = field(default=0, metadata={"doc": "seed of weight initialization and patch order"})
+    augment: bool = field(default=True, metadata={"doc": "random flips and 90° rotations in the lateral plane"})
+    precision: str = field(default="mixed_bfloat16", metadata={"doc": "mixed_bfloat16 (fast) or float32"})
+    percentiles: tuple = field(default=DEFAULT_PERCENTILES, metadata={"doc": "normalization percentiles (low, high)"})
+    lr_patience: int = field(default=10, metadata={"doc": "epochs without validation improvement before halving the learning rate"})
+    early_stopping: int = field(default=0, metadata={"doc": "stop after this many epochs without improvement (0: never)"})
+    version: int = field(default=CONFIG_VERSION, metadata={"doc": "configuration format version"})
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (normalizing, still frozen to users)
+        try:
+            axes = check_axes(self.axes, name="config")
+        except CareError as e:
+            raise CareError(f"axes: {e}") from None
+        if axes not in ("YX", "ZYX"):
+            raise CareError(f"axes: must be 'YX' (2D) or 'ZYX' (3D), got {self.axes!r}")
+        set_("axes", axes)
+        set_("patch_size", tuple(int(v) for v in self.patch_size))
+        set_("percentiles", tuple(float(v) for v in self.percentiles))
+        for name, lo in (("n_channel_in", 1), ("n_channel_out", 1), ("unet_depth", 1), ("unet_filters", 1),
+                         ("unet_n_conv", 1), ("batch_size", 1), ("epochs", 1), ("steps_per_epoch", 1),
+                         ("lr_patience", 1), ("early_stopping", 0), ("unet_kernel", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise CareError(f"{name}: must be an integer >= {lo}, got {v!r}")
+        if self.unet_kernel and self.unet_kernel % 2 == 0:
+            raise CareError(f"unet_kernel: must be odd, got {self.unet_kernel}")
+        if self.kind not in KINDS:
+            raise CareError(f"kind: must be one of {KINDS}, got {self.kind!r}")
+        if self.loss not in LOSSES:
+            raise CareError(f"loss: must be one of {LOSSES}, got {self.loss!r}")
+        if self.precision not in PRECISIONS:
+            raise CareError(f"precision: must be one of {PRECISIONS}, got {self.precision!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
+            raise CareError(f"learning_rate: must be in (0, 1), got {self.learning_rate!r}")
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100 or len(self.percentiles) != 2:
+            raise CareError(f"percentiles: need 0 <= low < high <= 100, got {self.percentiles}")
+        if self.probabilistic != (self.loss == "laplace"):
+            raise CareError(f"probabilistic and loss: a probabilistic model trains with loss 'laplace' and only it "
+                            f"(got probabilistic={self.probabilistic}, loss={self.loss!r})")
+        if self.residual and self.n_channel_in != self.n_channel_out:
+            raise CareError(f"residual and n_channel_in/n_channel_out: a residual model needs as many output as input "
+                            f"channels (got {self.n_channel_in} -> {self.n_channel_out}); set residual=False")
+        if len(self.patch_size) != len(axes):
+            raise CareError(f"patch_size and axes: {len(self.patch_size)} sizes {self.patch_size} for axes {axes!r}")
+        div = 2**self.unet_depth
+        bad = [p for p in self.patch_size if p % div]
+        if bad:
+            raise CareError(f"patch_size and unet_depth: each patch side must be divisible by 2**unet_depth = {div}, "
+                            f"got {self.patch_size}")
+        if self.kind == "upsampling":
+            if axes != "ZYX":
+                raise CareError("kind and axes: upsampling needs a 3D (ZYX) model")
+            if not self.upsampling_factor > 1:
+                raise CareError(f"upsampling_factor: must be > 1 for kind='upsampling', got {self.upsampling_factor}")
+        if self.version != CONFIG_VERSION:
+            raise CareError(f"version: configuration version {self.version} is not {CONFIG_VERSION}; use upgrade()")
+
+    @property
+    def ndim(self):
+        return len(self.axes)
+
+    @property
+    def kernel(self):
+        return self.unet_kernel or (5 if self.ndim == 2 else 3)
+
+    @property
+    def divisor(self):
+        return 2**self.unet_depth
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        d["percentiles"] = list(self.percentiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a dict, rejecting unknown keys (after :func:`upgrade`)."""
+        d = upgrade(dict(d))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CareError(f"unknown configuration field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def describe(cls):
+        """``{field: one-line doc}``."""
+        return {f.name: f.metadata.get("doc", "") for f in fields(cls)}
+
+
+def upgrade(d):
+    """Bring a saved configuration dict to :data:`CONFIG_VERSION` (the hook for future formats)."""
+    v = d.get("version", CONFIG_VERSION)
+    if v > CONFIG_VERSION:
+        raise CareError(f"version: this configuration was written by a newer carecore (format {v} > {CONFIG_VERSION}); upgrade carecore")
+    return d
+
+
+def care_config(axes="ZYX", *, quick=False, **overrides):
+    """The common case in one line: CSBDeep-comparable defaults for ``axes``, or tiny ``quick`` sizes.
+
+    Examples
+    --------
+    >>> care_config("YX").patch_size
+    (128, 128)
+    >>> care_config("ZYX", probabilistic=True).loss
+    'laplace'
+    """
+    axes = axes.upper()
+    base = {"axes": axes, "patch_size": (16, 64, 64) if len(axes) == 3 else (128, 128)}
+    if quick:
+        base.update(patch_size=(8, 32, 32) if len(axes) == 3 else (32, 32), unet_filters=8, batch_size=4,
+                    epochs=2, steps_per_epoch=10)
+    if overrides.get("probabilistic") and "loss" not in overrides:
+        base["loss"] = "laplace"
+    if overrides.get("n_channel_in", 1) != overrides.get("n_channel_out", overrides.get("n_channel_in", 1)) \
+            and "residual" not in overrides:
+        base["residual"] = False
+    base.update(overrides)
+    return CareConfig(**base)

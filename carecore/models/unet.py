@@ -1,0 +1,66 @@
+"""The residual U-Net of CARE in 2D and 3D (CSBDeep's defaults, CARE-NOTES §2), Keras 3 only.
+
+2D and 3D differ only in the layer classes picked from the number of dimensions. With the default
+configuration the 2D network has 922,977 parameters (kernel 5) and the 3D network 996,769 (kernel 3),
+as CSBDeep's. The probabilistic head adds a 1×1 convolution for the Laplace scale
+``b = softplus(.) + 1e-3``; the output then holds ``[mu..., b...]`` along the channel axis.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from .config import CareConfig
+
+
+def _layers(ndim):
+    if ndim == 2:
+        return layers.Conv2D, layers.MaxPooling2D, layers.UpSampling2D
+    return layers.Conv3D, layers.MaxPooling3D, layers.UpSampling3D
+
+
+def build_unet(config: CareConfig, *, name="care_unet"):
+    """A Keras model mapping (batch, *spatial, C_in) to (batch, *spatial, C_out [× 2 if probabilistic])."""
+    Conv, Pool, Up = _layers(config.ndim)
+    policy = config.precision
+    k = config.kernel
+    conv = lambda n, x, nm: Conv(n, k, padding="same", activation="relu", dtype=policy, name=nm)(x)  # noqa: E731
+    inp = keras.Input((None,) * config.ndim + (config.n_channel_in,), name="input")
+    x = inp
+    skips = []
+    for level in range(config.unet_depth):
+        for j in range(config.unet_n_conv):
+            x = conv(config.unet_filters * 2**level, x, f"down{level}_conv{j}")
+        skips.append(x)
+        x = Pool(2, dtype=policy, name=f"down{level}_pool")(x)
+    for j in range(config.unet_n_conv - 1):
+        x = conv(config.unet_filters * 2**config.unet_depth, x, f"middle_conv{j}")
+    x = conv(config.unet_filters * 2 ** max(0, config.unet_depth - 1), x, f"middle_conv{config.unet_n_conv - 1}")
+    for level in reversed(range(config.unet_depth)):
+        x = Up(2, dtype=policy, name=f"up{level}_upsample")(x)
+        x = layers.Concatenate(dtype=policy, name=f"up{level}_concat")([x, skips[level]])
+        for j in range(config.unet_n_conv - 1):
+            x = conv(config.unet_filters * 2**level, x, f"up{level}_conv{j}")
+        x = conv(config.unet_filters * 2 ** max(0, level - 1), x, f"up{level}_conv{config.unet_n_conv - 1}")
+    # the head runs in float32: the residual sum and the scale need the precision
+    mu = Conv(config.n_channel_out, 1, activation="linear", dtype="float32", name="head_mean")(x)
+    if config.residual:
+        mu = layers.Add(dtype="float32", name="residual")([mu, ops.cast(inp, "float32")])
+    if config.probabilistic:
+        b = Conv(config.n_channel_out, 1, activation="linear", dtype="float32", name="head_scale")(x)
+        b = layers.Activation(lambda t: ops.softplus(t) + 1e-3, dtype="float32", name="scale")(b)
+        out = layers.Concatenate(dtype="float32", name="mean_scale")([mu, b])
+    else:
+        out = mu
+    return keras.Model(inp, out, name=name)
+
+
+def receptive_radius(config: CareConfig):
+    """Theoretical half-width (pixels) of the receptive field: how far a pixel's output can look."""
+    r = (config.kernel - 1) // 2
+    total = 0
+    for level in range(config.unet_depth):
+        total += 2 * config.unet_n_conv * r * 2**level  # down and up convolutions of this level
+        total += 2**level  # pooling / upsampling offset
+    total += config.unet_n_conv * r * 2**config.unet_depth
+    return total

@@ -1,0 +1,128 @@
+"""Tile plans for exact tiled prediction (CARE-NOTES §9).
+
+The image is (virtually) padded at its end to a multiple of the network's divisor ``2**depth``.
+Each axis is cut into ``n`` cores whose boundaries are multiples of the divisor; every tile is its
+core grown by the halo (rounded up to the divisor) on both sides, shifted inwards at the image
+borders, so that all tiles have the same shape (they can be batched) and start on the pooling grid.
+Each output pixel is taken from exactly one tile's core: with a halo at least the receptive
+field, tiled prediction equals untiled prediction up to float rounding.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CareError
+
+
+def _up(v, d):
+    return int(math.ceil(v / d) * d)
+
+
+@dataclass(frozen=True)
+class Tile:
+    window: tuple   # slices into the padded image (what the network sees)
+    core: tuple     # slices into the output image (what this tile writes)
+    inner: tuple    # slices into the tile's output that land on ``core``
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    shape: tuple          # image shape (spatial)
+    padded: tuple         # padded to the divisor
+    n_tiles: tuple
+    tile_shape: tuple
+    halo: tuple
+    tiles: tuple
+
+    def __len__(self):
+        return len(self.tiles)
+
+    @property
+    def voxels(self):
+        """Voxels the network processes in all (halo overhead included)."""
+        return len(self.tiles) * int(np.prod(self.tile_shape))
+
+
+def _axis(length, padded, n, halo, div):
+    n = max(1, min(n, padded // div))
+    bounds = [min(_up(round(i * padded / n), div), padded) for i in range(n + 1)]
+    bounds = sorted(set(bounds))
+    cores = list(zip(bounds[:-1], bounds[1:]))
+    h = _up(halo, div) if len(cores) > 1 else 0
+    size = min(max(c1 - c0 for c0, c1 in cores) + 2 * h, padded)
+    out = []
+    for c0, c1 in cores:
+        s = min(max(c0 - h, 0), padded - size)
+        e0, e1 = c0, min(c1, length)
+        if e1 > e0:
+            out.append((slice(s, s + size), slice(e0, e1), slice(e0 - s, e1 - s)))
+    return out, size, h
+
+
+def plan_tiles(shape, n_tiles, *, halo, divisor):
+    """A :class:`TilePlan` cutting ``shape`` into ``n_tiles`` (one count per axis)."""
+    shape = tuple(int(s) for s in shape)
+    n_tiles = tuple(int(n) for n in n_tiles)
+    halo = tuple(halo) if np.ndim(halo) else (int(halo),) * len(shape)
+    if len(n_tiles) != len(shape):
+        raise CareError(f"tiles {n_tiles} give {len(n_tiles)} counts for an image with {len(shape)} spatial axes {shape}")
+    if any(n < 1 for n in n_tiles):
+        raise CareError(f"tile counts must be >= 1, got {n_tiles}")
+    padded = tuple(_up(s, divisor) for s in shape)
+    per_axis = [_axis(s, p, n, h, divisor) for s, p, n, h in zip(shape, padded, n_tiles, halo)]
+    tiles = tuple(Tile(tuple(t[0] for t in combo), tuple(t[1] for t in combo), tuple(t[2] for t in combo))
+                  for combo in itertools.product(*[a[0] for a in per_axis]))
+    return TilePlan(shape, padded, tuple(len(a[0]) for a in per_axis), tuple(a[1] for a in per_axis),
+                    tuple(a[2] for a in per_axis), tiles)
+
+
+def auto_tiles(shape, *, halo, divisor, bytes_per_voxel, budget, batch=1, max_per_axis=16):
+    """The tile counts with the least total compute whose batch of tiles fits ``budget`` bytes."""
+    shape = tuple(shape)
+    best = None
+    ranges = [range(1, min(max_per_axis, max(1, _up(s, divisor) // divisor)) + 1) for s in shape]
+    for n in itertools.product(*ranges):
+        plan_shape, cost = _cost(shape, n, halo, divisor)
+        fits = int(np.prod(plan_shape)) * bytes_per_voxel * batch <= budget
+        key = (not fits, cost if fits else int(np.prod(plan_shape)), int(np.prod(n)))
+        if best is None or key < best[0]:
+            best = (key, n)
+    return best[1]
+
+
+def _cost(shape, n, halo, divisor):
+    sizes, counts = [], []
+    for s, k in zip(shape, n):
+        p = _up(s, divisor)
+        k = max(1, min(k, p // divisor))
+        bounds = sorted({min(_up(round(i * p / k), divisor), p) for i in range(k + 1)})
+        core = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+        h = _up(halo, divisor) if len(bounds) > 2 else 0
+        sizes.append(min(core + 2 * h, p))
+        counts.append(len(bounds) - 1)
+    return tuple(sizes), int(np.prod(counts)) * int(np.prod(sizes))
+
+
+def read_window(x, window):
+    """``x[window]`` for a window on the padded grid: indices past the end are reflected back."""
+    index = []
+    simple = True
+    for sl, n in zip(window, x.shape):
+        if sl.stop <= n:
+            index.append(sl)
+        else:
+            idx = np.arange(sl.start, sl.stop)
+            idx = np.where(idx < n, idx, 2 * (n - 1) - idx) if n > 1 else np.zeros_like(idx)
+            index.append(np.clip(np.abs(idx), 0, n - 1))
+            simple = False
+    if simple:
+        return x[tuple(index)]
+    out = x[tuple(slice(None) if isinstance(i, np.ndarray) else i for i in index)]
+    for ax, i in enumerate(index):
+        if isinstance(i, np.ndarray):
+            out = np.take(out, i, axis=ax)
+    return out

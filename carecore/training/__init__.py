@@ -1,0 +1,1 @@
+"""Training: the input pipeline and the progress / stop protocol for training."""

@@ -1,0 +1,101 @@
+"""Training progress as events, and the stop request, shared by the app, notebooks and the CLI.
+
+``callback(event)`` receives dicts:
+
+- ``{"kind": "batch", "epoch", "epochs", "step", "steps", "loss", "lr", "elapsed", "eta"}`` after
+  every training step;
+- ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
+  "best": bool}`` after every epoch;
+- ``{"kind": "end", "status": "completed" | "stopped" | "early_stopped" | "nan", "message"}``.
+
+``stop()`` is polled after every step; when it returns True training ends after that step.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+
+
+class EventCallback(keras.callbacks.Callback):
+    """Turns Keras' hooks into events; keeps the best weights; halves the LR on plateaus; NaN guard."""
+
+    def __init__(self, *, epochs, steps, callback=None, stop=None, val_data=None, val_fn=None,
+                 lr_patience=10, early_stopping=0, initial_epoch=0, best_val=math.inf, on_epoch=None):
+        super().__init__()
+        self.epochs, self.steps = epochs, steps
+        self.callback, self.stop = callback, stop
+        self.val_fn = val_fn
+        self.on_epoch = on_epoch
+        self.lr_patience, self.early_stopping = lr_patience, early_stopping
+        self.initial_epoch = initial_epoch
+        self.best_val = best_val
+        self.best_weights = None
+        self.wait_lr = self.wait_stop = 0
+        self.status, self.message = "completed", ""
+        self.rows = []
+        self._epoch = initial_epoch
+
+    def _emit(self, event):
+        if self.callback is not None:
+            self.callback(event)
+
+    def _lr(self):
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_train_begin(self, logs=None):
+        self.t0 = time.perf_counter()
+        self.steps_done = 0
+        self.total_steps = (self.epochs - self.initial_epoch) * self.steps
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_done += 1
+        loss = float((logs or {}).get("loss", np.nan))
+        elapsed = time.perf_counter() - self.t0
+        if not math.isfinite(loss):
+            self.status = "nan"
+            self.message = (f"training stopped: the loss became {loss} at epoch {self._epoch + 1}, step {batch + 1}; "
+                            "the best weights so far are kept (try a lower learning rate, or check the data)")
+            self.model.stop_training = True
+            return
+        self._emit({"kind": "batch", "epoch": self._epoch + 1, "epochs": self.epochs, "step": batch + 1,
+                    "steps": self.steps, "loss": loss, "lr": self._lr(), "elapsed": elapsed,
+                    "eta": elapsed / self.steps_done * (self.total_steps - self.steps_done)})
+        if self.stop is not None and self.stop():
+            self.status, self.message = "stopped", f"training stopped on request at epoch {self._epoch + 1}, step {batch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if self.status == "nan":
+            return
+        val_loss = float(logs.get("val_loss", logs.get("loss", np.nan)))
+        val_ssim = float(self.val_fn()) if self.val_fn is not None else float("nan")
+        best = math.isfinite(val_loss) and val_loss < self.best_val
+        if best:
+            self.best_val = val_loss
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
+            self.wait_lr = self.wait_stop = 0
+        else:
+            self.wait_lr += 1
+            self.wait_stop += 1
+            if self.wait_lr >= self.lr_patience:
+                self.model.optimizer.learning_rate.assign(self._lr() * 0.5)
+                self.wait_lr = 0
+            if self.early_stopping and self.wait_stop >= self.early_stopping:
+                self.status = "early_stopped"
+                self.message = f"early stopping after {self.wait_stop} epochs without validation improvement"
+                self.model.stop_training = True
+        elapsed = time.perf_counter() - self.t0
+        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
+               "val_ssim": val_ssim, "lr": self._lr(), "elapsed": elapsed}
+        self.rows.append(row)
+        if self.on_epoch is not None:
+            self.on_epoch(self)
+        self._emit({"kind": "epoch", "epochs": self.epochs, "best": best,
+                    "eta": elapsed / max(self.steps_done, 1) * (self.total_steps - self.steps_done), **row})

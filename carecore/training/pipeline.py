@@ -1,0 +1,57 @@
+"""The training input pipeline: patches streamed from (memory-mapped) arrays, augmented, prefetched.
+
+Batches are drawn by index from ``X``/``Y`` (which may be ``np.memmap``), so the patch set never has
+to fit in RAM; a background thread (``tf.data`` prefetch) prepares the next batches while the
+network trains. Augmentation: random flips of Y and X and random 90° rotations in the YX plane
+(rotations only for square patches), the same for input and target.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def augment_batch(x, y, rng):
+    """Flip/rotate each patch pair of a batch (channels-last, spatial axes ..., Y, X)."""
+    x = x.copy()
+    y = y.copy()
+    square = x.shape[-3] == x.shape[-2]
+    for i in range(len(x)):
+        k = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
+        fy, fx = rng.integers(2, size=2)
+        xi, yi = x[i], y[i]
+        if k:
+            xi, yi = np.rot90(xi, k, axes=(-3, -2)), np.rot90(yi, k, axes=(-3, -2))
+        if fy:
+            xi, yi = xi[..., ::-1, :, :], yi[..., ::-1, :, :]
+        if fx:
+            xi, yi = xi[..., :, ::-1, :], yi[..., :, ::-1, :]
+        x[i], y[i] = xi, yi
+    return x, y
+
+
+def batches(X, Y, batch_size, *, seed, augment):
+    """An endless generator of (x, y) float32 batches in a seeded random order (epoch after epoch)."""
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    while True:
+        order = rng.permutation(n)
+        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            idx = np.sort(order[start:start + batch_size])  # sorted: sequential reads from a memmap
+            if len(idx) < batch_size:  # fewer patches than one batch: sample with replacement
+                idx = np.sort(rng.integers(0, n, batch_size))
+            x = np.asarray(X[idx], dtype=np.float32)
+            y = np.asarray(Y[idx], dtype=np.float32)
+            if augment:
+                x, y = augment_batch(x, y, rng)
+            yield x, y
+
+
+def make_dataset(X, Y, batch_size, *, seed, augment, prefetch=4):
+    """A prefetching ``tf.data.Dataset`` over :func:`batches`."""
+    import tensorflow as tf
+
+    spec = (tf.TensorSpec((batch_size,) + tuple(X.shape[1:]), tf.float32),
+            tf.TensorSpec((batch_size,) + tuple(Y.shape[1:]), tf.float32))
+    ds = tf.data.Dataset.from_generator(lambda: batches(X, Y, batch_size, seed=seed, augment=augment),
+                                        output_signature=spec)
+    return ds.prefetch(prefetch)
