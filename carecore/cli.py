@@ -98,6 +98,102 @@ def cmd_patches(args):
     return 0
 
 
+def cmd_train(args):
+    from .data.pairs import find_pairs
+    from .data.patches import create_patches, load_patches
+    from .models.care import CARE
+    from .models.config import care_config
+    from .progress import tqdm_progress
+
+    model_dir = Path(args.model_dir)
+    resume = (model_dir / "manifest.json").exists()
+    if resume:
+        model = CARE.load(model_dir, weights="last")
+        config = model.config
+        print(f"resuming {model_dir} after {len(model.history)} epoch(s)")
+    else:
+        overrides = {k: v for k, v in (("batch_size", args.batch), ("seed", args.seed), ("precision", args.precision),
+                                       ("epochs", args.epochs), ("steps_per_epoch", args.steps)) if v is not None}
+        axes = "".join(a for a in (args.axes or "ZYX").upper() if a in "ZYX")
+        if args.patch:
+            overrides["patch_size"] = args.patch
+        if args.probabilistic:
+            overrides["probabilistic"] = True
+        if args.upsampling:
+            overrides.update(kind="upsampling", upsampling_factor=args.upsampling)
+        config = care_config(axes, **overrides)
+    if args.patches:
+        patches = load_patches(args.patches)
+    else:
+        if not (args.low and args.high):
+            raise CareError("give --low and --high folders (or --patches)")
+        listing = find_pairs(args.low, args.high)
+        if listing.unmatched_low or listing.unmatched_high:
+            print(listing.report(), file=sys.stderr)
+        with tqdm_progress("patches", unit="image") as progress:
+            patches = create_patches(listing, args.patch or config.patch_size, axes=args.axes,
+                                     n_patches_per_image=args.n_per_image, seed=config.seed, progress=progress)
+    if not resume:
+        if patches.X.shape[-1] != config.n_channel_in or patches.Y.shape[-1] != config.n_channel_out:
+            config = config.replace(n_channel_in=int(patches.X.shape[-1]), n_channel_out=int(patches.Y.shape[-1]),
+                                    residual=config.residual and patches.X.shape[-1] == patches.Y.shape[-1])
+        model = CARE._for(config, model_dir)
+    epochs = args.epochs or config.epochs
+    steps = args.steps or config.steps_per_epoch
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=epochs * steps, desc="training", unit="step")
+
+    def on_event(e):
+        if e["kind"] == "batch":
+            bar.update(1)
+            bar.set_postfix_str(f"epoch {e['epoch']}/{e['epochs']} loss {e['loss']:.4f}", refresh=False)
+        elif e["kind"] == "epoch":
+            bar.write(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e['val_loss']:.4f} "
+                      f"val_ssim {e['val_ssim']:.3f} lr {e['lr']:.2g}")
+
+    try:
+        result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event)
+    finally:
+        bar.close()
+    print(f"{result.status}: {result.epochs} epoch(s), best val_loss {result.best_val_loss:.4f}; model in {model_dir}")
+    if result.status == "nan":
+        print(f"carecore: {result.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_predict(args):
+    from .io import read_image, write_image
+    from .models.care import load_model
+    from .progress import tqdm_progress
+
+    if len(args.model) > 1:
+        raise CareError("several --model folders (an ensemble) are not supported yet; give one")
+    model = load_model(args.model[0])
+    img = read_image(args.inp, axes=args.axes, mmap=True)
+    if "C" not in img.axes and model.config.n_channel_in > 1:
+        raise CareError(f"{args.inp}: the model takes {model.config.n_channel_in} channels but the image has axes {img.axes}")
+    tiles = "auto" if args.tiles == "auto" else _floats(args.tiles)
+    with tqdm_progress("predicting", unit="tile") as progress:
+        out = model.predict(img.data, axes=img.axes, n_tiles=tiles, memory_budget=int(args.memory_budget * 2**20),
+                            progress=progress, name=str(args.inp))
+    spacing = dict(img.spacing)
+    if model.config.kind == "upsampling" and "Z" in spacing:
+        spacing["Z"] = spacing["Z"] / model.config.upsampling_factor
+    if isinstance(out, tuple):
+        mean, scale = out
+        if args.scale_out:
+            write_image(args.scale_out, scale, axes=img.axes, spacing=spacing)
+    else:
+        mean = out
+        if args.scale_out:
+            raise CareError(f"{args.model[0]} is not a probabilistic model: it has no scale to write")
+    write_image(args.out, mean, axes=img.axes, spacing=spacing)
+    print(f"wrote {args.out}" + (f" and {args.scale_out}" if args.scale_out else ""))
+    return 0
+
+
 def cmd_lab(args):
     from .simulate import write_demo_data
 
@@ -182,6 +278,33 @@ def build_parser():
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_patches)
 
+    s = sub.add_parser("train", help="train a CARE network on folders of pairs (resumes an existing model folder)")
+    s.add_argument("--low", nargs="+", help="low-quality folder(s)")
+    s.add_argument("--high", help="ground-truth folder")
+    s.add_argument("--patches", help="a patch folder from `carecore patches` instead of --low/--high")
+    s.add_argument("--axes", help="axes of the images, e.g. ZYX or CYX")
+    s.add_argument("--model-dir", required=True)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--steps", type=int, help="steps per epoch")
+    s.add_argument("--patch", type=_floats, help="patch size, e.g. 16,64,64")
+    s.add_argument("--batch", type=int)
+    s.add_argument("--n-per-image", type=int, default=64, help="patches per image")
+    s.add_argument("--probabilistic", action="store_true", help="predict per-pixel Laplace mean and scale")
+    s.add_argument("--upsampling", type=float, metavar="FACTOR", help="an upsampling model for this axial factor")
+    s.add_argument("--precision", choices=["mixed_bfloat16", "float32"])
+    s.add_argument("--seed", type=int)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="restore an image with a trained model (tiled)")
+    s.add_argument("--model", required=True, nargs="+", help="model folder")
+    s.add_argument("--in", dest="inp", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--axes")
+    s.add_argument("--tiles", default="auto", help="auto, or tiles per spatial axis such as 1,4,4")
+    s.add_argument("--memory-budget", type=float, default=1024, help="MiB of network activations at once")
+    s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here")
+    s.set_defaults(func=cmd_predict)
+
     s = sub.add_parser("lab", help="start CARE Lab (the web app) on the demo data")
     s.add_argument("--data-root", default="lab-data")
     s.add_argument("--port", type=int, default=8866)
@@ -191,6 +314,9 @@ def build_parser():
 
 
 def main(argv=None):
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

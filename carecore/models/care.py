@@ -90,6 +90,13 @@ class CARE:
         self.keras_model = self._build()
         self._best_weights = None
 
+    @staticmethod
+    def _for(config, path=None):
+        """A new model of the class the configuration asks for (plain or upsampling CARE)."""
+        from .upsampling import UpsamplingCARE
+
+        return (UpsamplingCARE if config.kind == "upsampling" else CARE)(config, path)
+
     # -- hooks -------------------------------------------------------------------------------
     def _build(self):
         from .unet import build_unet
@@ -216,7 +223,7 @@ class CARE:
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
         t0 = time.perf_counter()
         self.keras_model.fit(ds, epochs=initial + epochs, initial_epoch=initial, steps_per_epoch=steps,
-                             validation_data=val_ds, callbacks=[cb], verbose=0)
+                             validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
         seconds = time.perf_counter() - t0
         checkpoint(cb)
         self.run_card = self._run_card(info, data_hash, cb.status, cb.message, seconds)

@@ -90,6 +90,9 @@ class CareConfig:
         if bad:
             raise CareError(f"patch_size and unet_depth: each patch side must be divisible by 2**unet_depth = {div}, "
                             f"got {self.patch_size}")
+        if self.precision == "mixed_bfloat16" and len(axes) == 3 and min(self.patch_size) < 2 * div:
+            raise CareError(f"patch_size and precision: 3D bfloat16 training needs patch sides of at least "
+                            f"{2 * div} (2**(unet_depth+1)), got {self.patch_size}; enlarge the patch or use float32")
         if self.kind == "upsampling":
             if axes != "ZYX":
                 raise CareError("kind and axes: upsampling needs a 3D (ZYX) model")

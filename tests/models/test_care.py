@@ -1,0 +1,182 @@
+import json
+
+import numpy as np
+import pytest
+
+import carecore as cc
+from carecore import CareError, care_config
+
+pytestmark = pytest.mark.slow
+
+
+def _noisy_volume(seed, shape=(16, 48, 48)):
+    clean, _ = cc.nuclei_volume(shape, seed=seed)
+    noisy, _ = cc.simulate_photon_noise(clean, 10, background=1, seed=seed)
+    return noisy, clean
+
+
+@pytest.fixture(scope="module")
+def patches():
+    pairs = [_noisy_volume(s) for s in range(3)]
+    return cc.create_patches(pairs, (8, 32, 32), axes="ZYX", n_patches_per_image=48, validation_fraction=0.15, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(patches, tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "model"
+    cfg = care_config("ZYX", quick=True, unet_filters=16, batch_size=8, epochs=4, steps_per_epoch=10,
+                      learning_rate=2e-3, seed=1)
+    model = cc.CARE(cfg, path)
+    events = []
+    result = model.train(patches, callback=events.append)
+    return model, result, events, path
+
+
+def test_tiny_model_beats_its_input(trained):
+    model, result, events, _ = trained
+    noisy, clean = _noisy_volume(99, (16, 64, 64))  # a separate volume
+    restored = model.predict(noisy, axes="ZYX")
+    assert restored.shape == noisy.shape and restored.dtype == np.float32
+    before = cc.evaluate(noisy, clean, axes="ZYX")["ssim"]
+    after = cc.evaluate(restored, clean, axes="ZYX")["ssim"]
+    assert after > before + 0.05, (before, after)
+    # mapped back to the input's range
+    assert abs(np.median(restored) - np.median(noisy)) < 0.2 * (noisy.max() - noisy.min())
+
+
+def test_training_events_history_and_folder(trained):
+    model, result, events, path = trained
+    assert result.status == "completed" and result.epochs == 4
+    batch = [e for e in events if e["kind"] == "batch"]
+    epoch = [e for e in events if e["kind"] == "epoch"]
+    assert len(batch) == 40 and len(epoch) == 4 and events[-1]["kind"] == "end"
+    assert {"loss", "lr", "elapsed", "eta", "step", "steps"} <= set(batch[0])
+    assert all(np.isfinite(e["val_loss"]) and np.isfinite(e["val_ssim"]) for e in epoch)
+    assert batch[-1]["eta"] == pytest.approx(0, abs=1e-6)
+    names = {p.name for p in path.iterdir()}
+    assert names == {"config.json", "weights_best.weights.h5", "weights_last.weights.h5", "normalization.json",
+                     "history.csv", "run_card.json", "manifest.json"}
+    card = json.loads((path / "run_card.json").read_text())
+    assert card["epochs_done"] == 4 and card["versions"]["keras"] and card["seed"] == 1
+    assert (path / "history.csv").read_text().count("\n") == 5
+
+
+@pytest.mark.parametrize("n_tiles", [(1, 2, 2), (2, 1, 3), (1, 3, 1)])
+def test_tiled_equals_untiled_3d(trained, n_tiles):
+    model, *_ = trained
+    noisy, _ = _noisy_volume(5, (20, 70, 52))  # sizes not divisible by 4: padding is exercised
+    model32 = cc.CARE(model.config.replace(precision="float32"))
+    model32.keras_model.set_weights(model.keras_model.get_weights())
+    full = model32.predict(noisy, axes="ZYX", n_tiles=(1, 1, 1))
+    tiled = model32.predict(noisy, axes="ZYX", n_tiles=n_tiles)
+    np.testing.assert_allclose(tiled, full, atol=1e-4 * float(np.abs(full).max()))
+    # the default (bfloat16) model: same tiling, close within its precision
+    bf = model.predict(noisy, axes="ZYX", n_tiles=n_tiles)
+    assert np.abs(bf - full).mean() < 0.02 * float(np.abs(full).max())
+
+
+@pytest.mark.parametrize("n_tiles", [(2, 2), (3, 1), (4, 3)])
+def test_tiled_equals_untiled_2d(n_tiles):
+    model = cc.CARE(care_config("YX", quick=True, precision="float32"))
+    x = np.random.default_rng(0).random((150, 123)).astype(np.float32)
+    full = model.predict(x, axes="YX", n_tiles=(1, 1))
+    seen = []
+    tiled = model.predict(x, axes="YX", n_tiles=n_tiles, progress=lambda d, t, w: seen.append((d, t)))
+    np.testing.assert_allclose(tiled, full, atol=1e-4 * float(np.abs(full).max()))
+    assert seen[-1][0] == seen[-1][1] == int(np.prod(n_tiles))
+
+
+def test_save_load_identical_and_resume(trained, patches, tmp_path):
+    model, _, _, path = trained
+    x, _ = _noisy_volume(7)
+    loaded = cc.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, axes="ZYX"), model.predict(x, axes="ZYX"), atol=1e-5)
+    # resume: more epochs on top of the saved ones
+    resumed = cc.CARE.load(path, weights="last")
+    resumed.path = tmp_path / "resumed"
+    r = resumed.train(patches, epochs=1, steps_per_epoch=2)
+    assert r.epochs == 5 and len(cc.load_model(tmp_path / "resumed").history) == 5
+
+
+def test_load_refuses_bad_folders(trained, tmp_path):
+    import shutil
+
+    _, _, _, path = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    (bad / "weights_best.weights.h5").write_bytes(b"x" + (bad / "weights_best.weights.h5").read_bytes()[1:])
+    with pytest.raises(CareError, match="modified after the model was saved"):
+        cc.load_model(bad)
+    (bad / "weights_best.weights.h5").unlink()
+    with pytest.raises(CareError, match="weights_best.weights.h5 is missing"):
+        cc.load_model(bad)
+    (bad / "manifest.json").unlink()
+    with pytest.raises(CareError, match="manifest.json is missing"):
+        cc.load_model(bad)
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    man = json.loads((old / "manifest.json").read_text())
+    man["format_version"] = 0
+    (old / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(CareError, match="format version 0 is not supported"):
+        cc.load_model(old)
+
+
+def test_wrong_inputs_get_clear_errors(trained):
+    model, *_ = trained
+    with pytest.raises(CareError, match="the model is 3D \\(ZYX\\) but the image has spatial axes 'YX'"):
+        model.predict(np.random.rand(32, 32), axes="YX")
+    with pytest.raises(CareError, match="takes 1 channel\\(s\\) but the image has 2"):
+        model.predict(np.random.rand(2, 8, 32, 32), axes="CZYX")
+    with pytest.raises(CareError, match="input patches of shape"):
+        model.train((np.zeros((4, 32, 32, 1)),) * 4)
+
+
+def test_stop_request_within_one_batch(patches):
+    model = cc.CARE(care_config("ZYX", quick=True, epochs=3, steps_per_epoch=10))
+    steps = []
+    r = model.train(patches, callback=lambda e: steps.append(e) if e["kind"] == "batch" else None,
+                    stop=lambda: len(steps) >= 3)
+    assert r.status == "stopped" and len(steps) == 3
+
+
+def test_nan_loss_stops_and_keeps_best(patches):
+    model = cc.CARE(care_config("ZYX", quick=True, epochs=3, steps_per_epoch=4))
+    X, Y = patches.train
+    Xv, Yv = patches.val
+    model.train((X, Y, Xv, Yv), epochs=1)
+    best = [w.copy() for w in model.keras_model.get_weights()]
+    bad_Y = np.array(Y)
+    bad_Y[:] = np.nan
+    r = model.train((X, bad_Y, Xv, Yv), epochs=2)
+    assert r.status == "nan" and "loss became nan" in r.message
+    for a, b in zip(model.keras_model.get_weights(), best):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_probabilistic_model_returns_mean_and_scale(patches):
+    model = cc.CARE(care_config("ZYX", quick=True, probabilistic=True, epochs=1, steps_per_epoch=3))
+    model.train(patches)
+    x, _ = _noisy_volume(3)
+    mean, scale = model.predict(x, axes="ZYX", n_tiles=(1, 1, 2))
+    assert mean.shape == scale.shape == x.shape and (scale > 0).all()
+
+
+def test_upsampling_model_interpolates_z():
+    cfg = care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=2.5, precision="float32")
+    model = cc.CARE._for(cfg)
+    assert type(model).__name__ == "UpsamplingCARE"
+    x = np.random.default_rng(0).random((9, 32, 32)).astype(np.float32)
+    out = model.predict(x, axes="ZYX")
+    assert out.shape == (21, 32, 32)
+    np.testing.assert_allclose(model.predict(x, axes="ZYX", n_tiles=(2, 1, 2)), out, atol=1e-4 * np.abs(out).max())
+
+
+def test_augmentation_keeps_pairs_aligned():
+    from carecore.training.pipeline import augment_batch
+
+    x = np.random.default_rng(0).random((16, 4, 8, 8, 1)).astype(np.float32)
+    xa, ya = augment_batch(x, x.copy(), np.random.default_rng(1))
+    np.testing.assert_array_equal(xa, ya)
+    assert not np.array_equal(xa, x)
+    np.testing.assert_allclose(np.sort(xa.ravel()), np.sort(x.ravel()))

@@ -1,0 +1,95 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from carecore import CareError
+from carecore.models.config import CareConfig, care_config
+from carecore.prediction.tiling import auto_tiles, plan_tiles, read_window
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(CareError, match="unknown configuration field.*'depth'"):
+        CareConfig.from_dict({"axes": "YX", "patch_size": [32, 32], "depth": 3})
+    with pytest.raises(CareError, match="^batch_size: must be an integer >= 1"):
+        care_config("YX", batch_size=0)
+    with pytest.raises(CareError, match="probabilistic and loss"):
+        care_config("YX", probabilistic=True, loss="mae")
+    with pytest.raises(CareError, match="residual and n_channel_in/n_channel_out"):
+        CareConfig(axes="YX", patch_size=(32, 32), n_channel_in=1, n_channel_out=2)
+    with pytest.raises(CareError, match="patch_size and unet_depth.*divisible by 2\\*\\*unet_depth = 4"):
+        care_config("YX", patch_size=(30, 32))
+    with pytest.raises(CareError, match="axes: must be 'YX'"):
+        care_config("CYX")
+    with pytest.raises(CareError, match="newer carecore"):
+        CareConfig.from_dict({"axes": "YX", "patch_size": [32, 32], "version": 99})
+    with pytest.raises(CareError, match="learning_rate"):
+        care_config("ZYX", learning_rate=5)
+
+
+def test_config_round_trip_and_immutable():
+    c = care_config("ZYX", probabilistic=True, epochs=3)
+    assert CareConfig.from_dict(c.to_dict()) == c
+    c2 = c.replace(epochs=5)
+    assert c.epochs == 3 and c2.epochs == 5
+    with pytest.raises(Exception):
+        c.epochs = 4
+    assert care_config("YX", n_channel_in=3, n_channel_out=1).residual is False
+    assert set(CareConfig.describe()) >= {"axes", "unet_depth", "loss"}
+
+
+@pytest.mark.parametrize("axes,count", [("YX", 922_977), ("ZYX", 996_769)])
+def test_default_parameter_counts_match_csbdeep(axes, count):
+    from carecore.models.unet import build_unet
+
+    assert build_unet(care_config(axes)).count_params() == count
+    assert build_unet(care_config(axes, probabilistic=True)).count_params() == count + 33
+
+
+@pytest.mark.parametrize("axes", ["YX", "ZYX"])
+def test_halo_covers_measured_receptive_field(axes):
+    """Perturb one input pixel; every changed output pixel lies within the halo."""
+    from carecore import CARE
+
+    cfg = care_config(axes, unet_filters=4, precision="float32", patch_size=(16,) * len(axes))
+    model = CARE(cfg)
+    size = 2 * model._halo() + 16 + (8 if axes == "YX" else 0)
+    size -= size % 4
+    shape = (size,) * len(axes)
+    x = np.random.default_rng(0).random((1,) + shape + (1,)).astype(np.float32)
+    c = tuple(s // 2 for s in shape)
+    x2 = x.copy()
+    x2[(0,) + c + (0,)] += 10.0
+    f = lambda v: np.asarray(model.keras_model.predict_on_batch(v))[0, ..., 0]  # noqa: E731
+    diff = np.abs(f(x2) - f(x)) > 1e-6
+    reach = max(np.abs(np.array(np.nonzero(diff)) - np.array(c)[:, None]).max(1))
+    assert reach <= model._halo()
+    assert reach >= model._halo() - 4  # the bound is tight, not a wild over-estimate
+
+
+@pytest.mark.parametrize("shape,n", [((37,), (3,)), ((64, 50), (2, 3)), ((20, 33, 41), (1, 2, 3)), ((8, 8), (4, 4))])
+def test_tile_plan_covers_each_pixel_once(shape, n):
+    plan = plan_tiles(shape, n, halo=10, divisor=4)
+    count = np.zeros(shape, int)
+    for t in plan.tiles:
+        count[t.core] += 1
+        assert all(w.stop - w.start == s for w, s in zip(t.window, plan.tile_shape))
+        assert all(w.start % 4 == 0 for w in t.window)
+        for w, core, inner in zip(t.window, t.core, t.inner):
+            assert inner.start == core.start - w.start and inner.stop - inner.start == core.stop - core.start
+            # the core keeps the halo from the window edge, except at the image border
+            assert core.start - w.start >= 10 or w.start == 0 or plan.n_tiles == 1
+    assert (count == 1).all()
+
+
+def test_auto_tiles_respects_budget():
+    shape = (64, 256, 256)
+    n = auto_tiles(shape, halo=23, divisor=4, bytes_per_voxel=700, budget=2**30)
+    plan = plan_tiles(shape, n, halo=23, divisor=4)
+    assert int(np.prod(plan.tile_shape)) * 700 <= 2**30
+    assert auto_tiles(shape, halo=23, divisor=4, bytes_per_voxel=700, budget=2**40) == (1, 1, 1)
+
+
+def test_read_window_reflects_past_the_end():
+    x = np.arange(10.0)[:, None]
+    np.testing.assert_array_equal(read_window(x, (slice(6, 12),))[:, 0], [6, 7, 8, 9, 8, 7])
