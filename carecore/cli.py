@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+import numpy as np
 from pathlib import Path
 
 from . import __version__
@@ -152,6 +154,19 @@ def cmd_train(args):
             bar.write(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e['val_loss']:.4f} "
                       f"val_ssim {e['val_ssim']:.3f} lr {e['lr']:.2g}")
 
+    if args.ensemble:
+        from .uncertainty import train_ensemble
+
+        if resume:
+            raise CareError(f"{model_dir} already holds a model; give a new folder for an ensemble")
+        bar.total = epochs * steps * args.ensemble
+        try:
+            ens = train_ensemble(patches, config, model_dir, n_members=args.ensemble, callback=on_event,
+                                 epochs=epochs, steps_per_epoch=steps)
+        finally:
+            bar.close()
+        print(f"ensemble of {len(ens.members) if ens else 0} member(s) in {model_dir}")
+        return 0
     try:
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event)
     finally:
@@ -165,32 +180,72 @@ def cmd_train(args):
 
 def cmd_predict(args):
     from .io import read_image, write_image
-    from .models.care import load_model
     from .progress import tqdm_progress
+    from .qc import _load_models
+    from .uncertainty import Ensemble, laplace_interval, laplace_samples, mixture_mean_variance
 
-    if len(args.model) > 1:
-        raise CareError("several --model folders (an ensemble) are not supported yet; give one")
-    model = load_model(args.model[0])
+    model = _load_models(args.model)
+    cfg = model.config
     img = read_image(args.inp, axes=args.axes, mmap=True)
-    if "C" not in img.axes and model.config.n_channel_in > 1:
-        raise CareError(f"{args.inp}: the model takes {model.config.n_channel_in} channels but the image has axes {img.axes}")
     tiles = "auto" if args.tiles == "auto" else _floats(args.tiles)
-    with tqdm_progress("predicting", unit="tile") as progress:
-        out = model.predict(img.data, axes=img.axes, n_tiles=tiles, memory_budget=int(args.memory_budget * 2**20),
-                            progress=progress, name=str(args.inp))
+    kw = dict(axes=img.axes, n_tiles=tiles, memory_budget=int(args.memory_budget * 2**20))
     spacing = dict(img.spacing)
-    if model.config.kind == "upsampling" and "Z" in spacing:
-        spacing["Z"] = spacing["Z"] / model.config.upsampling_factor
-    if isinstance(out, tuple):
-        mean, scale = out
+    if cfg.kind == "upsampling" and "Z" in spacing:
+        spacing["Z"] = spacing["Z"] / cfg.upsampling_factor
+    write = lambda path, data: write_image(path, data, axes=img.axes, spacing=spacing)  # noqa: E731
+    wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
+    if not cfg.probabilistic and wants:
+        raise CareError(f"--{wants[0].replace('_', '-')} needs a probabilistic model; {args.model[0]} is not")
+    if isinstance(model, Ensemble):
+        with tqdm_progress("predicting", unit="tile") as progress:
+            mus, bs = model.predict_members(img.data, progress=progress, name=str(args.inp), **kw)
+        from .uncertainty import disagreement
+
+        mean, var = mixture_mean_variance(mus, bs)
+        if args.disagreement_out:
+            with tqdm_progress("disagreement", unit="px") as progress:
+                write(args.disagreement_out, disagreement(mus, bs, progress=progress))
         if args.scale_out:
-            write_image(args.scale_out, scale, axes=img.axes, spacing=spacing)
+            write(args.scale_out, np.sqrt(var / 2))
+        if args.lower_out or args.upper_out or args.samples_out:
+            raise CareError("intervals and samples come from one probabilistic model; give one --model")
     else:
-        mean = out
-        if args.scale_out:
-            raise CareError(f"{args.model[0]} is not a probabilistic model: it has no scale to write")
-    write_image(args.out, mean, axes=img.axes, spacing=spacing)
-    print(f"wrote {args.out}" + (f" and {args.scale_out}" if args.scale_out else ""))
+        if args.disagreement_out:
+            raise CareError("--disagreement-out needs an ensemble: give several --model folders (or an ensemble folder)")
+        with tqdm_progress("predicting", unit="tile") as progress:
+            out = model.predict(img.data, progress=progress, name=str(args.inp), **kw)
+        mean = out[0] if isinstance(out, tuple) else out
+        if isinstance(out, tuple):
+            scale = out[1]
+            if args.scale_out:
+                write(args.scale_out, scale)
+            if args.lower_out or args.upper_out:
+                lo, hi = laplace_interval(mean, scale, args.interval)
+                if args.lower_out:
+                    write(args.lower_out, lo)
+                if args.upper_out:
+                    write(args.upper_out, hi)
+            if args.samples_out:
+                frames = laplace_samples(mean, scale, args.samples, seed=0)
+                write_image(args.samples_out, frames, axes="T" + img.axes.replace("T", ""), spacing=spacing)
+    write(args.out, mean)
+    print(f"wrote {args.out}" + "".join(f", {getattr(args, o)}" for o in wants))
+    return 0
+
+
+def cmd_qc(args):
+    from .progress import tqdm_progress
+    from .qc import quality_report
+
+    with tqdm_progress("qc", unit="image") as progress:
+        rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, progress=progress)
+    for name, m in rep["overall"].items():
+        print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
+    if "calibration" in rep:
+        print(f"ECE {rep['calibration']['ece']:.3f}")
+    for w in rep["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"report: {Path(args.out) / 'index.html'}")
     return 0
 
 
@@ -293,6 +348,7 @@ def build_parser():
     s.add_argument("--upsampling", type=float, metavar="FACTOR", help="an upsampling model for this axial factor")
     s.add_argument("--precision", choices=["mixed_bfloat16", "float32"])
     s.add_argument("--seed", type=int)
+    s.add_argument("--ensemble", type=int, metavar="M", help="train M probabilistic members (seeds seed..seed+M-1)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("predict", help="restore an image with a trained model (tiled)")
@@ -302,8 +358,22 @@ def build_parser():
     s.add_argument("--axes")
     s.add_argument("--tiles", default="auto", help="auto, or tiles per spatial axis such as 1,4,4")
     s.add_argument("--memory-budget", type=float, default=1024, help="MiB of network activations at once")
-    s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here")
+    s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (ensembles: mixture std/sqrt2)")
+    s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here")
+    s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out")
+    s.add_argument("--lower-out", help="probabilistic models: lower end of the central interval")
+    s.add_argument("--upper-out", help="probabilistic models: upper end of the central interval")
+    s.add_argument("--samples", type=int, default=10, help="number of samples for --samples-out")
+    s.add_argument("--samples-out", help="probabilistic models: samples (an uncertainty movie, axis T)")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("qc", help="quality-control report: metrics, baselines, calibration, disagreement (HTML)")
+    s.add_argument("--model", required=True, nargs="+", help="model folder, ensemble folder, or several model folders")
+    s.add_argument("--low", required=True, help="folder of low-quality images")
+    s.add_argument("--gt", required=True, help="folder of ground truth images (same file names)")
+    s.add_argument("--axes")
+    s.add_argument("--out", required=True, help="report folder (index.html, report.json, PNG figures)")
+    s.set_defaults(func=cmd_qc)
 
     s = sub.add_parser("lab", help="start CARE Lab (the web app) on the demo data")
     s.add_argument("--data-root", default="lab-data")

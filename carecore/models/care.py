@@ -227,6 +227,13 @@ class CARE:
         seconds = time.perf_counter() - t0
         checkpoint(cb)
         self.run_card = self._run_card(info, data_hash, cb.status, cb.message, seconds)
+        if c.probabilistic and self._best_weights is not None:
+            from ..uncertainty import reference_levels
+
+            last = self.keras_model.get_weights()
+            self.keras_model.set_weights(self._best_weights)
+            self.run_card["reference"] = reference_levels(self, Xv[:16])
+            self.keras_model.set_weights(last)
         if self.path is not None:
             self.save(self.path)
         if self._best_weights is not None:

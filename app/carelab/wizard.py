@@ -1,0 +1,476 @@
+"""The five steps of CARE Lab as thin views bound to :class:`LabState`.
+
+Layout, event wiring and callbacks are kept apart in each step: ``_layout`` builds widgets,
+``_wire`` binds them to the state, callbacks call one state method and show errors in the step's
+message area. Long work runs in a thread so the page stays responsive.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import traceback
+
+import ipywidgets as W
+import numpy as np
+
+from carecore import CareError
+
+from .state import TASKS, LabState
+from .viewers import BandProfile, Curves, SliceView, volume_pair
+
+
+class Message(W.HTML):
+    """A step's message line: errors in red, notes in grey."""
+
+    def __init__(self, css):
+        super().__init__("")
+        self.add_class(css)
+
+    def error(self, text):
+        self.value = f"<div style='color:#b00020;font-weight:bold' class='care-error'>⚠ {html.escape(str(text))}</div>"
+
+    def note(self, text):
+        self.value = f"<div style='color:#444'>{html.escape(str(text))}</div>"
+
+
+def run_guarded(msg, fn, *, thread=False, done=None):
+    """Call ``fn``; show a CareError (or any failure) in ``msg`` instead of breaking the page."""
+    def body():
+        try:
+            out = fn()
+            if done is not None:
+                done(out)
+        except CareError as e:
+            msg.error(e)
+        except Exception as e:  # noqa: BLE001 - an unexpected failure must not kill the app
+            msg.error(f"{type(e).__name__}: {e}")
+            traceback.print_exc()
+
+    if thread:
+        threading.Thread(target=body, daemon=True).start()
+    else:
+        body()
+
+
+def button(label, css, style="primary", icon=""):
+    b = W.Button(description=label, button_style=style, icon=icon, layout=W.Layout(width="auto"))
+    b.add_class(css)
+    return b
+
+
+class DataStep(W.VBox):
+    def __init__(self, state: LabState):
+        self.state = state
+        self.msg = Message("care-data-msg")
+        self.task = W.Dropdown(options=[(v["label"], k) for k, v in TASKS.items()], value=state.task, description="Task")
+        self.source = W.ToggleButtons(options=[("Pairs from folders", "folders"), ("Simulate from the demo", "simulate")],
+                                      value=state.source)
+        self.low = W.Text(description="Low", layout=W.Layout(width="420px"))
+        self.high = W.Text(description="High", layout=W.Layout(width="420px"))
+        self.axes = W.Text(description="Axes", layout=W.Layout(width="180px"))
+        self.axes_note = W.HTML()
+        self.scan = button("Check pairs", "care-data-scan", icon="search")
+        self.dose = W.FloatSlider(description="Light dose", min=1, max=100, value=state.light_dose, step=1,
+                                  continuous_update=False, readout_format=".0f")
+        self.factor = W.FloatSlider(description="Axial factor", min=1.5, max=8, value=state.axial_factor, step=0.5,
+                                    continuous_update=False)
+        self.psf = W.FloatSlider(description="PSF σ (px)", min=0.5, max=4, value=state.psf_sigma, step=0.25,
+                                 continuous_update=False)
+        self.simulate = button("Simulate pairs", "care-data-simulate", icon="magic")
+        self.table = W.HTML()
+        self.preview_low = SliceView("input (low quality)", "care-preview-low")
+        self.preview_high = SliceView("target (high quality)", "care-preview-high")
+        self.patch_btn = button("Extract training patches", "care-data-patches", "success", "th")
+        self.patch_bar = W.IntProgress(min=0, max=1, description="patches")
+        self.patch_note = W.HTML()
+        self.patch_note.add_class("care-patches-status")
+        self.folder_box = W.VBox([self.low, self.high, W.HBox([self.axes, self.axes_note]), self.scan])
+        self.sim_box = W.VBox([self.dose, self.factor, self.psf, self.simulate])
+        super().__init__()
+        self._wire()
+        self._layout()
+
+    def _layout(self):
+        self.children = [W.HTML("<h3>1 · Data</h3><p>Choose the task, then load pairs of low- and high-quality images, "
+                                "or simulate them from the embedded demo volume.</p>"),
+                         self.task, self.source, self.folder_box if self.state.source == "folders" else self.sim_box,
+                         self.msg, self.table, W.HBox([self.preview_low, self.preview_high]),
+                         W.HBox([self.patch_btn, self.patch_bar]), self.patch_note]
+
+    def _wire(self):
+        s = self.state
+        W.link((self.task, "value"), (s, "task"))
+        W.link((self.source, "value"), (s, "source"))
+        W.link((self.low, "value"), (s, "low_dir"))
+        W.link((self.high, "value"), (s, "high_dir"))
+        W.link((self.axes, "value"), (s, "axes"))
+        W.link((self.dose, "value"), (s, "light_dose"))
+        W.link((self.factor, "value"), (s, "axial_factor"))
+        W.link((self.psf, "value"), (s, "psf_sigma"))
+        s.observe(lambda c: self._layout(), "source")
+        s.observe(self._axes_note, "axes_error")
+        s.observe(lambda c: self._table(), "pairs")
+        self.scan.on_click(lambda b: self.on_scan())
+        self.simulate.on_click(lambda b: self.on_simulate())
+        self.patch_btn.on_click(lambda b: self.on_patches())
+
+    def _axes_note(self, change):
+        self.axes_note.value = (f"<span style='color:#b00020'>{html.escape(change['new'])}</span>" if change["new"]
+                                else "<span style='color:green'>✓</span>")
+
+    def _table(self):
+        rows = "".join(f"<tr><td>{html.escape(r['name'])}</td><td>{r['low']}</td><td>{r['high']}</td><td>{r['shift']}</td>"
+                       f"<td>{'✓' if r['aligned'] else '⚠ misaligned'}</td></tr>" for r in self.state.pairs)
+        extra = f"<p style='color:#a66'>{html.escape(self.state.unmatched)}</p>" if self.state.unmatched else ""
+        self.table.value = ("<table class='care-pairs' style='border-collapse:collapse'><tr><th>file</th><th>low</th>"
+                            "<th>high</th><th>shift (px)</th><th>alignment</th></tr>" + rows + "</table>" + extra) if rows else ""
+
+    def _previews(self):
+        if self.state.low is not None:
+            self.preview_low.set_image(self.state.low)
+            self.preview_high.set_image(self.state.high)
+
+    def on_scan(self):
+        self.msg.note("reading pairs ...")
+        run_guarded(self.msg, self.state.scan_pairs, done=lambda r: (self.msg.note(f"{len(r)} pair(s) ready"), self._previews()))
+
+    def on_simulate(self):
+        self.msg.note("simulating ...")
+
+        def go():
+            self.state.simulate()
+            return self.state.scan_pairs()
+
+        run_guarded(self.msg, go, done=lambda r: (self.msg.note(f"simulated {len(r)} pair(s) at light dose "
+                                                                f"{self.state.light_dose:g}"), self._previews()))
+
+    def on_patches(self):
+        self.patch_btn.disabled = True
+
+        def progress(done, total, what):
+            self.patch_bar.max, self.patch_bar.value = total, done
+
+        def finished(ps):
+            self.patch_note.value = (f"<b class='care-patches-ready'>{len(ps.X)} patch pairs ready</b> "
+                                     f"({ps.n_val} for validation), axes {ps.axes}. Next: step 2 · Train.")
+            self.patch_btn.disabled = False
+
+        def go():
+            try:
+                return self.state.make_patches(progress)
+            finally:
+                self.patch_btn.disabled = False
+
+        run_guarded(self.msg, go, thread=True, done=finished)
+
+
+class TrainStep(W.VBox):
+    def __init__(self, state: LabState):
+        self.state = state
+        self.msg = Message("care-train-msg")
+        self.epochs = W.BoundedIntText(description="Epochs", min=1, max=1000, value=state.epochs)
+        self.steps = W.BoundedIntText(description="Steps/epoch", min=1, max=10000, value=state.steps)
+        self.batch = W.BoundedIntText(description="Batch", min=1, max=256, value=state.batch_size)
+        self.prob = W.Checkbox(description="Probabilistic (confidence intervals)", value=state.probabilistic)
+        self.ensemble = W.BoundedIntText(description="Ensemble M", min=0, max=10, value=state.ensemble)
+        self.filters = W.BoundedIntText(description="Filters", min=4, max=128, value=state.filters)
+        self.lr = W.FloatText(description="Learning rate", value=state.learning_rate)
+        self.precision = W.Dropdown(description="Precision", options=["mixed_bfloat16", "float32"], value=state.precision)
+        self.seed = W.IntText(description="Seed", value=state.seed)
+        self.advanced = W.Accordion([W.VBox([self.filters, self.lr, self.precision, self.seed])])
+        self.advanced.set_title(0, "Advanced")
+        self.advanced.selected_index = None
+        self.pre_btn = button("Estimate", "care-train-preflight", "info", "clock-o")
+        self.pre_note = W.HTML()
+        self.start = button("Start", "care-train-start", "success", "play")
+        self.stop = button("Stop", "care-train-stop", "danger", "stop")
+        self.resume = button("Resume", "care-train-resume", "warning", "repeat")
+        self.epoch_bar = W.IntProgress(description="epoch", min=0, max=1)
+        self.step_bar = W.IntProgress(description="step", min=0, max=1)
+        self.status = W.HTML()
+        self.status.add_class("care-train-status")
+        self.loss = Curves("loss", ["training", "validation"], xlabel="epoch", css="care-train-loss")
+        self.ssim = Curves("validation SSIM", ["SSIM"], xlabel="epoch", css="care-train-ssim", colors=["#2ca02c"])
+        super().__init__()
+        self._layout()
+        self._wire()
+
+    def _layout(self):
+        self.children = [W.HTML("<h3>2 · Train</h3><p>Good defaults are filled in; training runs in the background "
+                                "(closing the page does not stop it).</p>"),
+                         W.HBox([W.VBox([self.epochs, self.steps, self.batch]), W.VBox([self.prob, self.ensemble])]),
+                         self.advanced, W.HBox([self.pre_btn, self.pre_note]),
+                         W.HBox([self.start, self.stop, self.resume]), self.msg,
+                         W.HBox([self.epoch_bar, self.step_bar]), self.status, W.HBox([self.loss, self.ssim])]
+
+    def _wire(self):
+        s = self.state
+        for w, t in ((self.epochs, "epochs"), (self.steps, "steps"), (self.batch, "batch_size"), (self.prob, "probabilistic"),
+                     (self.ensemble, "ensemble"), (self.filters, "filters"), (self.lr, "learning_rate"),
+                     (self.precision, "precision"), (self.seed, "seed")):
+            W.link((w, "value"), (s, t))
+        self.pre_btn.on_click(lambda b: self.on_preflight())
+        self.start.on_click(lambda b: run_guarded(self.msg, lambda: self.state.start_training()))
+        self.resume.on_click(lambda b: run_guarded(self.msg, lambda: self.state.start_training(resume=True)))
+        self.stop.on_click(lambda b: run_guarded(self.msg, self.state.stop_training))
+        s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step"])
+
+    def on_preflight(self):
+        self.pre_note.value = "timing one batch ..."
+
+        def show(p):
+            self.pre_note.value = (f"{p['parameters']:,} parameters · patches {p['patch_memory_mib']:.0f} MiB · "
+                                   f"{p['seconds_per_step']:.2f} s/step · ~{p['seconds_per_epoch']:.0f} s/epoch · "
+                                   f"~{p['seconds_total'] / 60:.1f} min in all")
+
+        run_guarded(self.msg, self.state.run_preflight, thread=True, done=show)
+
+    def update(self):
+        s = self.state
+        hist = [h for h in s.history if h.get("epoch") is not None]
+        steps = max(s.steps, 1)
+        if s.losses:
+            xs = [p[0] / steps for p in s.losses]
+            self.loss.set_curve("training", xs, [p[1] for p in s.losses])
+        if hist:
+            ep = list(range(1, len(hist) + 1))
+            self.loss.set_curve("validation", ep, [h["val_loss"] for h in hist])
+            self.ssim.set_curve("SSIM", ep, [h["val_ssim"] for h in hist])
+        total = s.epochs * (s.ensemble if s.ensemble >= 2 else 1)
+        self.epoch_bar.max, self.epoch_bar.value = total, min(len(hist), total)
+        self.step_bar.max, self.step_bar.value = steps, min(s.progress_step, steps)
+        state = s.job_state
+        text = {"starting": "starting the training process ...", "running": f"training: epoch {s.progress_epoch}",
+                "completed": "training completed. Next: step 3 · Restore.", "stopped": "training stopped.",
+                "early_stopped": "stopped early (no more improvement).", "nan": "training failed",
+                "error": "training failed", "died": "the training process ended unexpectedly"}.get(state, "")
+        self.status.value = f"<span class='care-job-{state}'>{html.escape(text)}</span>"
+        if s.job_message and state in ("nan", "error", "died", "stopped"):
+            (self.msg.error if state != "stopped" else self.msg.note)(s.job_message)
+
+
+class RestoreStep(W.VBox):
+    def __init__(self, state: LabState):
+        self.state = state
+        self.msg = Message("care-restore-msg")
+        self.model = W.Dropdown(description="Model", options=[], layout=W.Layout(width="480px"))
+        self.image = W.Dropdown(description="Image", options=[], layout=W.Layout(width="480px"))
+        self.refresh = button("Refresh lists", "care-restore-refresh", "", "refresh")
+        self.go = button("Restore", "care-restore-go", "success", "magic")
+        self.bar = W.IntProgress(description="tiles", min=0, max=1)
+        self.metrics = W.HTML()
+        self.metrics.add_class("care-restore-metrics")
+        self.before = SliceView("input", "care-restore-input")
+        self.after = SliceView("restored", "care-restore-output")
+        super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image; it is restored tile by tile "
+                                 "and saved as TIFF under <code>restored/</code>.</p>"),
+                          W.HBox([self.model, self.refresh]), self.image, W.HBox([self.go, self.bar]), self.msg,
+                          self.metrics, W.HBox([self.before, self.after])])
+        self.refresh.on_click(lambda b: self.fill())
+        self.go.on_click(lambda b: self.on_restore())
+        W.link((self.model, "value"), (state, "model_dir"))
+        W.link((self.image, "value"), (state, "input_path"))
+        state.observe(lambda c: self.fill(), "model_dir")
+        self.fill()
+
+    def fill(self):
+        s = self.state
+        models = s.models_available()
+        current = s.rel(s.model_dir) if s.model_dir and s.model_dir.startswith("/") else s.model_dir
+        opts = models if current in models or not current else [current] + models
+        with self.model.hold_trait_notifications():
+            self.model.options = opts
+            if current in opts:
+                self.model.value = current
+        files = s.tif_files()
+        with self.image.hold_trait_notifications():
+            self.image.options = files
+            default = s.input_path or s.default_input()
+            if default in files:
+                self.image.value = default
+
+    def on_restore(self):
+        self.go.disabled = True
+
+        def progress(done, total, what):
+            self.bar.max, self.bar.value = max(total, 1), done
+
+        def show(restored):
+            s = self.state
+            lo_hi = None
+            self.before.set_image(s.input_image)
+            self.after.set_image(restored, *(lo_hi or (None, None)))
+            rows = "".join(f"<tr><td>{k}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>"
+                           for k, m in s.metrics.items())
+            table = ("<table><tr><th></th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>" + rows + "</table>") if rows else \
+                "<i>no ground truth found for this image</i>"
+            self.metrics.value = f"<p>saved <code>{html.escape(s.restored_path)}</code></p>{table}"
+            self.msg.note("restored. Next: step 4 · View.")
+
+        def go():
+            try:
+                return self.state.restore(progress)
+            finally:
+                self.go.disabled = False
+
+        self.msg.note("restoring ...")
+        run_guarded(self.msg, go, thread=True, done=show)
+
+
+class ViewStep(W.VBox):
+    def __init__(self, state: LabState):
+        self.state = state
+        self.msg = Message("care-view-msg")
+        self.show3d = button("Show volumes", "care-view-show", "primary", "cube")
+        self.vol_box = W.Box()
+        self.ortho_in = SliceView("input", "care-view-input")
+        self.ortho_out = SliceView("restored", "care-view-output")
+        self.row = W.IntSlider(description="profile row", min=0, max=0, continuous_update=False)
+        self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)", css="care-view-profile")
+        super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side: 3D renderings with a shared "
+                                 "camera, orthogonal slices, and a line profile.</p>"),
+                          self.show3d, self.msg, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
+                          self.profile])
+        self.show3d.on_click(lambda b: run_guarded(self.msg, self.on_show))
+        self.row.observe(lambda c: self._profile(), "value")
+        self.ortho_out.slider.observe(lambda c: self._profile(), "value")
+        W.jslink((self.ortho_in.slider, "value"), (self.ortho_out.slider, "value"))
+
+    def on_show(self):
+        s = self.state
+        if s.restored is None:
+            raise CareError("restore an image first (step 3)")
+        self.ortho_in.set_image(s.input_image)
+        self.ortho_out.set_image(s.restored)
+        self.row.max = s.restored.shape[-2] - 1
+        self.row.value = s.restored.shape[-2] // 2
+        if s.restored.ndim == 3 and s.input_image.shape == s.restored.shape:
+            self.vol_box.children = [volume_pair(s.input_image, s.restored, css="care-view-volumes")]
+        elif s.restored.ndim == 3:
+            self.vol_box.children = [volume_pair(s.restored, s.restored, css="care-view-volumes")]
+        else:
+            self.vol_box.children = [W.HTML("<i>2D images: no volume rendering</i>")]
+        self._profile()
+
+    def _profile(self):
+        s = self.state
+        if s.restored is None:
+            return
+        z = self.ortho_out.slider.value if s.restored.ndim == 3 else None
+        pick = (lambda a: a[z, self.row.value]) if z is not None else (lambda a: a[self.row.value])
+        self.profile.set_curve("restored", np.arange(s.restored.shape[-1]), pick(s.restored))
+        if s.input_image.shape == s.restored.shape:
+            self.profile.set_curve("input", np.arange(s.restored.shape[-1]), pick(s.input_image))
+
+
+class ReliabilityStep(W.VBox):
+    def __init__(self, state: LabState):
+        self.state = state
+        self.msg = Message("care-rel-msg")
+        self.go = button("Compute confidence", "care-rel-go", "primary", "bar-chart")
+        self.row = W.IntSlider(description="row", min=0, max=0, continuous_update=False)
+        self.z = W.IntSlider(description="slice", min=0, max=0, continuous_update=False)
+        self.band = BandProfile(css="care-rel-band")
+        self.play = W.Play(min=0, max=0, interval=400, description="play")
+        self.frame = W.IntSlider(description="sample", min=0, max=0)
+        W.jslink((self.play, "value"), (self.frame, "value"))
+        self.movie = W.Image(format="png", layout=W.Layout(width="260px"))
+        self.movie.add_class("care-rel-movie")
+        self.dmap = W.Image(format="png", layout=W.Layout(width="260px"))
+        self.dnote = W.HTML()
+        self.calib = Curves("calibration", ["calibrated", "model"], xlabel="confidence", ylabel="accuracy",
+                            css="care-rel-calibration", colors=["#999999", "#d62728"])
+        self.ece = W.HTML()
+        super().__init__([W.HTML("<h3>5 · Reliability</h3><p>Where may the restoration be wrong? The 90 % interval "
+                                 "along a line, an uncertainty movie of samples, the ensemble disagreement and the "
+                                 "calibration curve.</p>"), self.go, self.msg, W.HBox([self.z, self.row]), self.band,
+                          W.HBox([W.VBox([W.HTML("<b>uncertainty movie</b>"), W.HBox([self.play, self.frame]), self.movie]),
+                                  W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dnote])]),
+                          W.HBox([self.calib, self.ece])])
+        self.go.on_click(lambda b: self.on_compute())
+        for w in (self.row, self.z):
+            w.observe(lambda c: self._profile(), "value")
+        self.frame.observe(lambda c: self._frame(), "value")
+
+    def on_compute(self):
+        self.msg.note("computing ...")
+        run_guarded(self.msg, self.state.compute_reliability, thread=True, done=lambda r: self.show(r))
+
+    def show(self, r):
+        from carecore.render import display_range, to_png
+
+        m = r["mean"]
+        self.z.max = m.shape[0] - 1 if m.ndim == 3 else 0
+        self.z.value = m.shape[0] // 2 if m.ndim == 3 else 0
+        self.row.max = m.shape[-2] - 1
+        self.row.value = m.shape[-2] // 2
+        self._range = display_range(m)
+        self.frame.max = self.play.max = len(r["samples"]) - 1
+        self._profile()
+        self._frame()
+        if "disagreement" in r:
+            d = r["disagreement"]
+            self.dmap.value = to_png(d[d.shape[0] // 2] if d.ndim == 3 else d, 0, 1, cmap="inferno")
+            self.dnote.value = f"mean D = {float(d.mean()):.3f} (0 agree … 1 disjoint)"
+        else:
+            self.dnote.value = "<i>train an ensemble (M ≥ 2) for the disagreement map</i>"
+        if "calibration" in r:
+            c = r["calibration"]
+            self.calib.set_curve("calibrated", [0, 1], [0, 1])
+            self.calib.set_curve("model", c["confidence"], c["accuracy"])
+            self.ece.value = f"<p class='care-rel-ece'>ECE = <b>{c['ece']:.3f}</b><br>(below the diagonal: over-confident)</p>"
+        else:
+            self.ece.value = "<i>no ground truth for this image: no calibration curve</i>"
+        self.msg.note("done")
+
+    def _pick(self, a):
+        return a[self.z.value, self.row.value] if a.ndim == 3 else a[self.row.value]
+
+    def _profile(self):
+        r = self.state.readouts
+        if not r:
+            return
+        truth = self.state.truth
+        self.band.set_profile(self._pick(r["mean"]), self._pick(r["lower"]), self._pick(r["upper"]),
+                              None if truth is None else self._pick(truth) * 0 + self._pick(truth))
+
+    def _frame(self):
+        from carecore.render import to_png
+
+        r = self.state.readouts
+        if not r:
+            return
+        f = r["samples"][self.frame.value]
+        self.movie.value = to_png(f[f.shape[0] // 2] if f.ndim == 3 else f, *self._range)
+
+
+class CareLab(W.VBox):
+    """The whole wizard: five steps as tabs, one shared state."""
+
+    def __init__(self, state: LabState):
+        self.state = state
+        self.steps = [DataStep(state), TrainStep(state), RestoreStep(state), ViewStep(state), ReliabilityStep(state)]
+        self.tabs = W.Tab(children=self.steps)
+        for i, t in enumerate(["1 · Data", "2 · Train", "3 · Restore", "4 · View", "5 · Reliability"]):
+            self.tabs.set_title(i, t)
+        self.tabs.add_class("care-tabs")
+        root = W.HTML(f"<p style='color:#666'>data root: <code>{html.escape(state.data_root)}</code></p>")
+        super().__init__([root, self.tabs])
+        self.add_class("care-lab")
+        if state.attach_latest_job():
+            self.steps[1].update()
+
+    @classmethod
+    def from_env(cls):
+        """The app as Voila serves it: data root and quick mode from the environment."""
+        import os
+
+        from carecore.simulate import write_demo_data
+
+        root = os.environ.get("CARELAB_DATA_ROOT", "lab-data")
+        quick = os.environ.get("CARELAB_QUICK", "") not in ("", "0")
+        from pathlib import Path
+
+        if not (Path(root) / "denoising3d").exists():
+            write_demo_data(root, size="tiny" if quick else "small")
+        return cls(LabState(root, quick=quick))

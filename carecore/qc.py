@@ -1,0 +1,221 @@
+"""The quality-control report: ``carecore qc`` (CARE-NOTES §4, §5–§7).
+
+For each pair of a low-quality image and its ground truth: NRMSE / SSIM / PSNR with the paper's
+protocol for the input, classical baselines and CARE; SSIM and error maps; for probabilistic models
+the calibration curve and ECE; for ensembles the disagreement map; an out-of-distribution warning
+when the model's uncertainty on an image is far above its level on the validation data. Written as
+``report.json``, PNG figures and one ``index.html`` that shows them.
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import fresh_tmp, swap_in
+from .baselines import baseline
+from .errors import CareError
+from .metrics import GT_PERCENTILES, affine_fit, evaluate
+from .normalize import compute_percentiles, percentile_normalize
+from .progress import check_stop, report
+from .uncertainty import Ensemble, calibration_curve, disagreement, mixture_mean_variance, ood_check
+
+QC_BASELINES = {"gaussian": {"sigma": 1.0}, "median": {"size": 3}, "tv": {"weight": 0.1}}
+
+
+def _ssim_map(y, g):
+    from scipy import ndimage as ndi
+
+    f = lambda v: ndi.gaussian_filter(v, 1.5, truncate=3.5)  # noqa: E731
+    mu_y, mu_g = f(y), f(g)
+    syy, sgg, syg = f(y * y) - mu_y**2, f(g * g) - mu_g**2, f(y * g) - mu_y * mu_g
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu_y * mu_g + c1) * (2 * syg + c2)) / ((mu_y**2 + mu_g**2 + c1) * (syy + sgg + c2))
+
+
+def _mid(a):
+    return a[a.shape[0] // 2] if a.ndim == 3 else a
+
+
+def _figure(path, panels, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (name, img, cmap, vmin, vmax) in zip(axes[0], panels):
+        im = ax.imshow(_mid(img), cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _calibration_figure(path, curves):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    for name, c in curves.items():
+        ax.plot(c["confidence"], c["accuracy"], "o-", ms=3, label=f"{name} (ECE {c['ece']:.3f})")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy (ground truth inside the interval)")
+    ax.legend(fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _load_models(models):
+    from .models.care import load_model
+
+    models = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
+    if len(models) == 1 and (models[0] / "ensemble.json").exists():
+        return Ensemble.load(models[0])
+    if len(models) == 1:
+        return load_model(models[0])
+    return Ensemble.from_folders(models)
+
+
+def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=QC_BASELINES, progress=None, stop=None):
+    """Write the QC report for ``models`` (a model folder, an ensemble folder, or several model folders).
+
+    Returns the report as a dict (also written to ``out_dir/report.json``).
+
+    Examples
+    --------
+    >>> quality_report("models/care", "test/low", "test/high", "qc")  # doctest: +SKIP
+    """
+    from .data.pairs import find_pairs, load_pair
+
+    model = _load_models(models)
+    ens = isinstance(model, Ensemble)
+    cfg = model.config
+    listing = find_pairs(low_dir, gt_dir)
+    out_dir = Path(out_dir)
+    tmp = fresh_tmp(out_dir)
+    rep = {"models": [str(m) for m in ([models] if isinstance(models, (str, Path)) else models)],
+           "ensemble": ens, "probabilistic": cfg.probabilistic, "images": [], "warnings": []}
+    if listing.unmatched_low or listing.unmatched_high:
+        rep["warnings"].append(listing.report().replace("\n", "; "))
+    ref = (model.info.get("reference") if ens else model.run_card.get("reference")) or {}
+    all_u = []
+    try:
+        for i, pair in enumerate(listing.pairs):
+            check_stop(stop)
+            low, gt = load_pair(pair, axes=axes)
+            x, g_raw = np.asarray(low.data, np.float32), np.asarray(gt.data, np.float32)
+            entry = {"name": pair.name, "shape": list(x.shape), "axes": low.axes, "metrics": {}, "figures": {}}
+            outputs = {"input": x}
+            for name, params in (baselines or {}).items():
+                outputs[name] = baseline(name, x, axes=low.axes, **params)
+            norm = compute_percentiles(x, *cfg.percentiles, axes=low.axes, name=pair.name)
+            span = float(np.mean(np.asarray(norm.hi) - np.asarray(norm.lo)))
+            mus = bs = None
+            if ens:
+                mus, bs = model.predict_members(x, axes=low.axes, stop=stop)
+                mean, _ = mixture_mean_variance(mus, bs)
+                D = disagreement(mus, bs, stop=stop)
+                entry["mean_disagreement"] = float(D.mean())
+                warn = ood_check(float(D.mean()), ref.get("mean_disagreement"), what="disagreement")
+            else:
+                out = model.predict(x, axes=low.axes, stop=stop)
+                if cfg.probabilistic:
+                    mean, b = out
+                    mus, bs = mean[None], b[None]
+                    entry["mean_scale"] = float(b.mean() / span)
+                    warn = ood_check(float(b.mean() / span), ref.get("mean_scale"), what="predicted scale")
+                else:
+                    mean, warn = out, None
+                D = None
+            outputs["CARE"] = mean
+            if warn:
+                entry["warning"] = warn
+                rep["warnings"].append(f"{pair.name}: {warn}")
+            g, _ = percentile_normalize(g_raw, *GT_PERCENTILES, axes=gt.axes)
+            for name, y in outputs.items():
+                entry["metrics"][name] = evaluate(y, g_raw, axes=low.axes, name=pair.name)
+            a, b0 = affine_fit(mean, g)
+            phi = a * mean + b0
+            stem = Path(pair.name).stem
+            _figure(tmp / f"{stem}_images.png", [("input", x, "gray", None, None), ("CARE", mean, "gray", None, None),
+                                                 ("ground truth", g_raw, "gray", None, None)], pair.name)
+            err_panels = [("|CARE - GT| (normalized)", np.abs(phi - g), "magma", 0, 0.5),
+                          ("SSIM map (CARE)", _ssim_map(phi.astype(np.float64), g.astype(np.float64)), "viridis", 0, 1)]
+            if D is not None:
+                err_panels.append(("disagreement D", D, "inferno", 0, 1))
+            _figure(tmp / f"{stem}_maps.png", err_panels, pair.name)
+            entry["figures"] = {"images": f"{stem}_images.png", "maps": f"{stem}_maps.png"}
+            if mus is not None:
+                # the predicted distributions in the normalized ground truth's units (same affine map as the mean)
+                from .uncertainty import pit
+
+                u = pit(g, a * mus + b0, abs(a) * bs)
+                curve = calibration_curve(g, a * mus + b0, abs(a) * bs)
+                entry["calibration"] = curve
+                all_u.append(u.ravel()[:: max(1, u.size // 200_000)])
+            rep["images"].append(entry)
+            report(progress, i + 1, len(listing.pairs), pair.name)
+        names = list(rep["images"][0]["metrics"]) if rep["images"] else []
+        rep["overall"] = {n: {k: float(np.mean([e["metrics"][n][k] for e in rep["images"]])) for k in ("nrmse", "ssim", "psnr")}
+                          for n in names}
+        if all_u:
+            u = np.concatenate(all_u)
+            c = np.asarray(rep["images"][0]["calibration"]["confidence"])
+            acc = np.array([(np.abs(u - 0.5) <= ci / 2).mean() for ci in c])
+            rep["calibration"] = {"confidence": c.tolist(), "accuracy": acc.tolist(), "ece": float(np.mean(np.abs(acc - c)))}
+            _calibration_figure(tmp / "calibration.png", {"all images": rep["calibration"]})
+        (tmp / "report.json").write_text(json.dumps(rep, indent=1))
+        (tmp / "index.html").write_text(_html(rep))
+        swap_in(tmp, out_dir)
+        tmp = None
+    finally:
+        if tmp is not None:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return rep
+
+
+def _html(rep):
+    e = html.escape
+    rows = []
+    for name, m in rep.get("overall", {}).items():
+        style = ' style="font-weight:bold"' if name == "CARE" else ""
+        rows.append(f"<tr{style}><td>{e(name)}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>")
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>CARE quality control</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}td:first-child{text-align:left}"
+             ".warn{background:#fff3cd;border:1px solid #e0b000;padding:8px;margin:8px 0}img{max-width:100%}</style>",
+             "</head><body><h1>CARE quality control</h1>",
+             f"<p>Model: {e(', '.join(rep['models']))}{' (ensemble)' if rep['ensemble'] else ''}. Metrics follow the "
+             "paper's protocol: ground truth normalized (0.1, 99.9 percentiles), each result fitted to it by least squares.</p>"]
+    for w in rep["warnings"]:
+        parts.append(f"<div class='warn'>⚠ {e(w)}</div>")
+    parts.append("<h2>Overall</h2><table><tr><th>method</th><th>NRMSE ↓</th><th>SSIM ↑</th><th>PSNR ↑</th></tr>"
+                 + "".join(rows) + "</table>")
+    if "calibration" in rep:
+        parts.append(f"<h2>Calibration</h2><p>Expected calibration error: <b>{rep['calibration']['ece']:.3f}</b> "
+                     "(0 is perfect; a curve below the diagonal is over-confident).</p><img src='calibration.png'>")
+    for img in rep["images"]:
+        parts.append(f"<h2>{e(img['name'])}</h2><table><tr><th>method</th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>")
+        for name, m in img["metrics"].items():
+            parts.append(f"<tr><td>{e(name)}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>")
+        parts.append("</table>")
+        if "calibration" in img:
+            parts.append(f"<p>ECE on this image: {img['calibration']['ece']:.3f}</p>")
+        for key in ("images", "maps"):
+            parts.append(f"<img src='{e(img['figures'][key])}' alt='{e(key)}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

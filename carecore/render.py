@@ -1,0 +1,35 @@
+"""Images for people: a 2D slice to PNG bytes (for the app, notebooks and reports)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def display_range(image, p_lo=1.0, p_hi=99.8):
+    """Contrast limits (percentiles) for showing ``image``; never an empty range."""
+    lo, hi = np.percentile(np.asarray(image, np.float32), [p_lo, p_hi])
+    return float(lo), float(hi if hi > lo else lo + 1.0)
+
+
+def to_png(image2d, lo=None, hi=None, *, cmap="gray", size=None):
+    """PNG bytes of a 2D array mapped from ``[lo, hi]`` through a matplotlib colormap.
+
+    ``size`` (height, width) resizes with nearest-neighbour sampling, e.g. to stretch a thin XZ slice.
+    """
+    from matplotlib import colormaps
+    from PIL import Image as PILImage
+
+    a = np.asarray(image2d, np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"to_png takes a 2D array, got shape {a.shape}")
+    if lo is None or hi is None:
+        lo, hi = display_range(a)
+    t = np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = (colormaps[cmap](t)[..., :3] * 255).astype(np.uint8)
+    im = PILImage.fromarray(rgb)
+    if size is not None:
+        im = im.resize((int(size[1]), int(size[0])), PILImage.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,203 @@
+"""Training as a background process that writes its progress into a job folder.
+
+Closing the browser tab (or the notebook) does not stop the training; any page can re-attach to a
+running job by reading its status. A job folder holds::
+
+    job.json      what to train (configuration, patch folder, epochs, ensemble size)
+    status.json   written atomically as training goes: state, last event, epoch history, recent losses
+    job.log       the process's output
+    STOP          present when a stop was requested (honoured within one training step)
+    model/        the model folder (or ensemble/ for an ensemble)
+
+Run one with :func:`start_job`; follow it with :func:`job_status`; stop it with :func:`request_stop`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from ..errors import CareError
+
+STATES_RUNNING = ("starting", "running")
+
+
+def _write_json(path, data):
+    tmp = Path(str(path) + ".part")
+    tmp.write_text(json.dumps(data, default=float))
+    os.replace(tmp, path)
+
+
+def model_path(job_dir):
+    """The trained model (or ensemble) folder of a job."""
+    job = json.loads((Path(job_dir) / "job.json").read_text())
+    return Path(job_dir) / ("ensemble" if job.get("ensemble", 0) >= 2 else "model")
+
+
+def start_job(job_dir, patches_dir, config, *, epochs=None, steps_per_epoch=None, ensemble=0, python=None):
+    """Start training in a separate process; returns the process id.
+
+    Parameters
+    ----------
+    job_dir : str or Path
+        The job folder (created). If it holds a finished single model, training resumes from it.
+    patches_dir : str or Path
+        A patch folder written by :func:`~carecore.create_patches` (``out=``) or ``PatchSet.save``.
+    config : CareConfig
+    ensemble : int
+        Train this many probabilistic members instead of one model (0 or 1: one model).
+    """
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    st = job_status(job_dir)
+    if st.get("alive"):
+        raise CareError(f"{job_dir}: a training job is already running (pid {st.get('pid')})")
+    if not (Path(patches_dir) / "patches.json").exists():
+        raise CareError(f"{patches_dir}: not a patch folder (no patches.json)")
+    (job_dir / "STOP").unlink(missing_ok=True)
+    _write_json(job_dir / "job.json", {"config": config.to_dict(), "patches": str(Path(patches_dir).resolve()),
+                                       "epochs": epochs, "steps_per_epoch": steps_per_epoch, "ensemble": int(ensemble)})
+    _write_json(job_dir / "status.json", {"state": "starting", "started": time.time(), "history": [], "losses": []})
+    log = open(job_dir / "job.log", "ab")
+    proc = subprocess.Popen([python or sys.executable, "-m", "carecore.training.jobs", str(job_dir)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    st = json.loads((job_dir / "status.json").read_text())
+    st["pid"] = proc.pid
+    _write_json(job_dir / "status.json", st)
+    return proc.pid
+
+
+def _alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, PermissionError, ValueError):
+        return False
+    try:  # a finished child that was not reaped yet is a zombie: not alive
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def job_status(job_dir):
+    """The job's status dict (``state``, ``history``, ``losses``, ``event``, ``message``, ``alive``)."""
+    f = Path(job_dir) / "status.json"
+    if not f.exists():
+        return {"state": "none", "alive": False, "history": [], "losses": []}
+    try:
+        st = json.loads(f.read_text())
+    except (json.JSONDecodeError, OSError):
+        return {"state": "unknown", "alive": False, "history": [], "losses": []}
+    st["alive"] = st.get("state") in STATES_RUNNING and _alive(st.get("pid"))
+    if st.get("state") in STATES_RUNNING and not st["alive"] and st.get("pid"):
+        st["state"] = "died"
+        st.setdefault("message", "the training process ended unexpectedly; see job.log")
+    return st
+
+
+def request_stop(job_dir):
+    """Ask a running job to stop after its current step."""
+    (Path(job_dir) / "STOP").write_text("stop requested\n")
+
+
+def find_jobs(root):
+    """Job folders under ``root`` (one level), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    jobs = [p for p in root.iterdir() if (p / "job.json").exists()]
+    return sorted(jobs, key=lambda p: (p / "job.json").stat().st_mtime, reverse=True)
+
+
+def run_job(job_dir):
+    """The body of the background process (also callable in-process, e.g. from tests)."""
+    from ..data.patches import load_patches
+    from ..models.care import CARE
+    from ..models.config import CareConfig
+    from ..uncertainty import train_ensemble
+
+    job_dir = Path(job_dir)
+    job = json.loads((job_dir / "job.json").read_text())
+    status = json.loads((job_dir / "status.json").read_text()) if (job_dir / "status.json").exists() else {}
+    status.update(state="running", pid=os.getpid(), history=[], losses=[], message="")
+    last_write = [0.0]
+    step = [0]
+
+    def write(force=False):
+        now = time.time()
+        if force or now - last_write[0] > 0.5:
+            status["updated"] = now
+            _write_json(job_dir / "status.json", status)
+            last_write[0] = now
+
+    def on_event(e):
+        if e["kind"] == "batch":
+            step[0] += 1
+            status["losses"].append([step[0], e["loss"]])
+            status["losses"] = status["losses"][-2000:]
+            status["event"] = e
+            write()
+        elif e["kind"] == "epoch":
+            status["history"].append({k: e.get(k) for k in ("epoch", "loss", "val_loss", "val_ssim", "lr", "member")})
+            status["event"] = e
+            write(force=True)
+        elif e["kind"] == "end":
+            status["message"] = e.get("message", "")
+
+    stop = lambda: (job_dir / "STOP").exists()  # noqa: E731
+    write(force=True)
+    try:
+        config = CareConfig.from_dict(job["config"])
+        patches = load_patches(job["patches"])
+        if job.get("ensemble", 0) >= 2:
+            ens = train_ensemble(patches, config, job_dir / "ensemble", n_members=job["ensemble"], callback=on_event,
+                                 stop=stop, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"))
+            status["state"] = "stopped" if stop() else "completed"
+            status["members"] = len(ens.members) if ens else 0
+        else:
+            mdir = job_dir / "model"
+            model = CARE.load(mdir, weights="last") if (mdir / "manifest.json").exists() else CARE._for(config, mdir)
+            result = model.train(patches, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"),
+                                 callback=on_event, stop=stop)
+            status["state"] = result.status
+            status["message"] = result.message
+    except CareError as e:
+        status.update(state="error", message=str(e))
+    except Exception as e:  # the job must always leave a readable final state
+        status.update(state="error", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    status["finished"] = time.time()
+    write(force=True)
+    return status
+
+
+def preflight(config, patches):
+    """Estimates before training: patch memory, seconds per step (one timed batch) and per epoch."""
+    import numpy as np
+
+    from ..models.care import CARE
+
+    X, Y = patches.train
+    mem = (X.nbytes if hasattr(X, "nbytes") else 0) + (Y.nbytes if hasattr(Y, "nbytes") else 0)
+    model = CARE._for(config)
+    model._compile(config.learning_rate)
+    idx = np.arange(min(config.batch_size, len(X)))
+    xb, yb = np.asarray(X[idx], np.float32), np.asarray(Y[idx], np.float32)
+    model.keras_model.train_on_batch(xb, yb)  # the first step builds the graph: not representative
+    t = time.perf_counter()
+    model.keras_model.train_on_batch(xb, yb)
+    step = time.perf_counter() - t
+    return {"parameters": model.count_params(), "patch_memory_mib": mem / 2**20, "seconds_per_step": step,
+            "seconds_per_epoch": step * config.steps_per_epoch,
+            "seconds_total": step * config.steps_per_epoch * config.epochs}
+
+
+if __name__ == "__main__":
+    final = run_job(sys.argv[1])
+    sys.exit(0 if final.get("state") in ("completed", "stopped", "early_stopped") else 1)

@@ -1,0 +1,323 @@
+"""Reliability read-outs: Laplace confidence intervals, ensembles, disagreement, calibration (§5–§7).
+
+A probabilistic CARE network predicts, per pixel, a Laplace distribution with mean ``mu`` and scale
+``b``: density ``exp(-|z - mu| / b) / (2 b)``, variance ``2 b²``, entropy ``1 + log(2 b)``, quantile
+``mu + b ln(2q)`` (q < 1/2) or ``mu - b ln(2 - 2q)``. Every read-out here is a per-pixel function of
+``(mu, b)``, so it is exactly as tiled as the prediction it comes from.
+
+An ensemble of M members (trained with different seeds) predicts the mixture
+``p_ens = (1/M) Σ p_m``. Its disagreement ``D = (1/M) Σ_m KL(p_m || p_ens) / log M`` lies in [0, 1]:
+0 when the members agree, 1 when their distributions do not overlap. The KL divergence to a
+Laplace mixture has no closed form; it is integrated numerically under each member with
+Gauss–Laguerre quadrature on both sides of its mean.
+
+Calibration: for confidence levels c, accuracy(c) is the fraction of ground-truth pixels inside the
+predicted central c-interval (via the probability integral transform, so it works for single models
+and mixtures alike); ECE is the mean of ``|accuracy(c) - c|`` over the levels (equal weights).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CareError
+from .progress import check_stop, report
+
+DEFAULT_CONFIDENCES = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+
+
+# -- one Laplace distribution per pixel --------------------------------------------------------
+def _check(mean, scale):
+    mean = np.asarray(mean, dtype=np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    if mean.shape != scale.shape:
+        raise CareError(f"mean has shape {mean.shape} but scale has {scale.shape}")
+    if not (scale > 0).all():
+        raise CareError("the Laplace scale must be positive everywhere")
+    return mean, scale
+
+
+def laplace_variance(scale):
+    """Variance ``2 b²``."""
+    return 2.0 * np.asarray(scale, np.float32) ** 2
+
+
+def laplace_entropy(scale):
+    """Differential entropy ``1 + log(2 b)`` (nats)."""
+    return 1.0 + np.log(2.0 * np.asarray(scale, np.float32))
+
+
+def laplace_quantile(mean, scale, q):
+    """The ``q``-quantile per pixel (``q`` in (0, 1))."""
+    mean, scale = _check(mean, scale)
+    if not 0 < q < 1:
+        raise CareError(f"quantile must be in (0, 1), got {q}")
+    return mean + scale * np.float32(np.log(2 * q)) if q < 0.5 else mean - scale * np.float32(np.log(2 - 2 * q))
+
+
+def laplace_interval(mean, scale, confidence=0.9):
+    """The central ``confidence`` interval ``(lower, upper)`` per pixel.
+
+    Examples
+    --------
+    >>> lo, hi = laplace_interval(0.0, 1.0, 0.9)
+    >>> round(float(hi), 4)
+    2.3026
+    """
+    if not 0 < confidence < 1:
+        raise CareError(f"confidence must be in (0, 1), got {confidence}")
+    return (laplace_quantile(mean, scale, (1 - confidence) / 2),
+            laplace_quantile(mean, scale, (1 + confidence) / 2))
+
+
+def laplace_cdf(z, mean, scale):
+    z = np.asarray(z, np.float64)
+    t = (z - mean) / scale
+    return np.where(t < 0, 0.5 * np.exp(np.minimum(t, 0)), 1 - 0.5 * np.exp(-np.maximum(t, 0)))
+
+
+def laplace_samples(mean, scale, n, *, seed=None):
+    """``n`` samples per pixel, stacked on a new first axis (frames of an "uncertainty movie")."""
+    mean, scale = _check(mean, scale)
+    rng = np.random.default_rng(seed)
+    return (mean[None] + scale[None] * rng.laplace(size=(int(n),) + mean.shape)).astype(np.float32)
+
+
+def probabilistic_readouts(mean, scale, *, confidence=0.9):
+    """Mean, scale, variance, entropy and the central interval, as a dict of arrays."""
+    mean, scale = _check(mean, scale)
+    lo, hi = laplace_interval(mean, scale, confidence)
+    return {"mean": mean, "scale": scale, "variance": laplace_variance(scale), "entropy": laplace_entropy(scale),
+            "lower": lo, "upper": hi, "confidence": confidence}
+
+
+# -- mixtures and disagreement -----------------------------------------------------------------
+def _laguerre(n):
+    t, w = np.polynomial.laguerre.laggauss(n)
+    return t.astype(np.float64), w.astype(np.float64)
+
+
+def _log_mixture(z, mus, bs):
+    """log p_ens(z) for z of shape (K, P) and members (M, P): returns (K, P)."""
+    lp = -np.abs(z[None] - mus[:, None]) / bs[:, None] - np.log(2 * bs[:, None])  # (M, K, P)
+    mx = lp.max(0)
+    return mx + np.log(np.exp(lp - mx).mean(0))
+
+
+def disagreement(means, scales, *, nodes=24, chunk=65536, progress=None, stop=None):
+    """Per-pixel disagreement ``D`` in [0, 1] of M Laplace members.
+
+    Parameters
+    ----------
+    means, scales : array_like, shape (M, ...)
+        The members' Laplace means and scales.
+    nodes : int
+        Gauss–Laguerre nodes per side of each member's mean.
+
+    Returns
+    -------
+    numpy.ndarray (float32), shape ``...``
+    """
+    means = np.asarray(means, np.float64)
+    scales = np.asarray(scales, np.float64)
+    if means.shape != scales.shape or means.ndim < 2:
+        raise CareError(f"means and scales must share a shape (M, ...), got {means.shape} and {scales.shape}")
+    M = means.shape[0]
+    if M < 2:
+        raise CareError("disagreement needs at least 2 members")
+    if not (scales > 0).all():
+        raise CareError("scales must be positive")
+    shape = means.shape[1:]
+    mus = means.reshape(M, -1)
+    bs = scales.reshape(M, -1)
+    P = mus.shape[1]
+    t, w = _laguerre(nodes)
+    out = np.empty(P, np.float64)
+    for start in range(0, P, chunk):
+        check_stop(stop)
+        sl = slice(start, start + chunk)
+        mu, b = mus[:, sl], bs[:, sl]
+        kl = np.zeros(mu.shape[1])
+        for m in range(M):
+            for sign in (1.0, -1.0):
+                z = mu[m][None] + sign * b[m][None] * t[:, None]  # (K, P)
+                log_pm = -t[:, None] - np.log(2 * b[m])[None]
+                kl += 0.5 * (w[:, None] * (log_pm - _log_mixture(z, mu, b))).sum(0)
+        out[sl] = kl / M / np.log(M)
+        report(progress, min(start + chunk, P), P, "disagreement")
+    return np.clip(out, 0.0, 1.0).reshape(shape).astype(np.float32)
+
+
+def mixture_mean_variance(means, scales):
+    """Mean and variance of the equal-weight Laplace mixture."""
+    means = np.asarray(means, np.float64)
+    scales = np.asarray(scales, np.float64)
+    mean = means.mean(0)
+    second = (2 * scales**2 + means**2).mean(0)
+    return mean.astype(np.float32), np.maximum(second - mean**2, 0).astype(np.float32)
+
+
+# -- calibration -------------------------------------------------------------------------------
+def pit(gt, means, scales):
+    """Probability integral transform ``F(gt)`` under a Laplace (means (...)) or a mixture (means (M, ...))."""
+    gt = np.asarray(gt, np.float64)
+    means = np.asarray(means, np.float64)
+    scales = np.asarray(scales, np.float64)
+    if means.shape == gt.shape:
+        return laplace_cdf(gt, means, scales)
+    if means.shape[1:] == gt.shape:
+        return np.mean([laplace_cdf(gt, m, s) for m, s in zip(means, scales)], axis=0)
+    raise CareError(f"ground truth of shape {gt.shape} does not match predictions of shape {means.shape}")
+
+
+def calibration_curve(gt, means, scales, *, confidences=DEFAULT_CONFIDENCES):
+    """Accuracy against confidence and the expected calibration error.
+
+    Returns
+    -------
+    dict
+        ``{"confidence": [...], "accuracy": [...], "ece": float}``.
+
+    Examples
+    --------
+    >>> curve = calibration_curve(truth, mean, scale)   # doctest: +SKIP
+    >>> curve["ece"] < 0.05                             # doctest: +SKIP
+    """
+    u = pit(gt, means, scales).ravel()
+    c = np.asarray(confidences, np.float64)
+    if not ((c > 0) & (c < 1)).all():
+        raise CareError("confidence levels must be in (0, 1)")
+    dev = np.abs(u - 0.5)
+    acc = np.array([(dev <= ci / 2).mean() for ci in c])
+    return {"confidence": c.tolist(), "accuracy": acc.tolist(), "ece": float(np.mean(np.abs(acc - c)))}
+
+
+# -- ensembles ---------------------------------------------------------------------------------
+ENSEMBLE_FILE = "ensemble.json"
+
+
+class Ensemble:
+    """M probabilistic CARE models trained on the same data with different seeds.
+
+    An ensemble is a folder with ``ensemble.json`` listing its member model folders.
+    """
+
+    def __init__(self, members, path=None, info=None):
+        if len(members) < 2:
+            raise CareError("an ensemble needs at least 2 members")
+        cfgs = [m.config for m in members]
+        for c in cfgs[1:]:
+            if (c.axes, c.n_channel_in, c.n_channel_out) != (cfgs[0].axes, cfgs[0].n_channel_in, cfgs[0].n_channel_out):
+                raise CareError("ensemble members must share axes and channel counts")
+        if not all(c.probabilistic for c in cfgs):
+            raise CareError("ensemble members must be probabilistic models (disagreement compares distributions)")
+        self.members = list(members)
+        self.path = Path(path) if path else None
+        self.info = dict(info or {})
+
+    @property
+    def config(self):
+        return self.members[0].config
+
+    @classmethod
+    def load(cls, path):
+        from .models.care import load_model
+
+        path = Path(path)
+        f = path / ENSEMBLE_FILE
+        if not f.exists():
+            raise CareError(f"{path}: not an ensemble folder ({ENSEMBLE_FILE} is missing)")
+        info = json.loads(f.read_text())
+        return cls([load_model(path / m) for m in info["members"]], path, info)
+
+    @classmethod
+    def from_folders(cls, folders):
+        from .models.care import load_model
+
+        return cls([load_model(f) for f in folders])
+
+    def save_index(self):
+        self.info["members"] = [str(Path(m.path).relative_to(self.path)) for m in self.members]
+        tmp = self.path / (ENSEMBLE_FILE + ".part")
+        tmp.write_text(json.dumps(self.info, indent=1))
+        tmp.replace(self.path / ENSEMBLE_FILE)
+
+    def predict_members(self, image, *, axes, progress=None, stop=None, **kw):
+        """Stacked member means and scales, shape (M, ...)."""
+        mus, bs = [], []
+        M = len(self.members)
+        for i, m in enumerate(self.members):
+            sub = (lambda d, t, w, i=i: progress(i * t + d, M * t, f"member {i + 1}/{M}")) if progress else None
+            mu, b = m.predict(image, axes=axes, progress=sub, stop=stop, **kw)
+            mus.append(mu)
+            bs.append(b)
+        return np.stack(mus), np.stack(bs)
+
+    def predict(self, image, *, axes, progress=None, stop=None, **kw):
+        """Mixture mean and variance, and the disagreement D, as a dict of arrays."""
+        mus, bs = self.predict_members(image, axes=axes, progress=progress, stop=stop, **kw)
+        mean, var = mixture_mean_variance(mus, bs)
+        return {"mean": mean, "variance": var, "disagreement": disagreement(mus, bs, stop=stop),
+                "member_means": mus, "member_scales": bs}
+
+
+def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=None, epochs=None,
+                   steps_per_epoch=None):
+    """Train ``n_members`` probabilistic models with seeds ``config.seed + i``, one after another.
+
+    Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
+    ``"members"`` added. Returns the :class:`Ensemble` (its folder lists the members).
+    """
+    from .models.care import CARE
+
+    if n_members < 2:
+        raise CareError(f"n_members must be >= 2, got {n_members}")
+    if not config.probabilistic:
+        config = config.replace(probabilistic=True, loss="laplace")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    members = []
+    for i in range(n_members):
+        check_stop(stop)
+        model = CARE._for(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
+        cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
+        result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop)
+        members.append(model)
+        if result.status in ("stopped", "nan"):
+            break
+    ens = Ensemble(members, folder, {"n_members": n_members, "seed": config.seed}) if len(members) >= 2 else None
+    if ens is not None:
+        Xv, _ = patches.val
+        ens.info["reference"] = reference_levels(ens, np.asarray(Xv[: min(len(Xv), 16)]))
+        ens.save_index()
+    return ens
+
+
+def reference_levels(model_or_ensemble, X):
+    """Typical mean scale (and disagreement, for ensembles) on validation patches (normalized units).
+
+    Stored with the model so that new data can be compared to it (out-of-distribution warning).
+    """
+    members = model_or_ensemble.members if isinstance(model_or_ensemble, Ensemble) else [model_or_ensemble]
+    n = members[0].config.n_channel_out
+    mus, bs = [], []
+    for m in members:
+        out = np.asarray(m.keras_model.predict_on_batch(X), np.float32)
+        mus.append(out[..., :n])
+        bs.append(out[..., n:])
+    ref = {"mean_scale": float(np.mean(bs))}
+    if len(members) > 1:
+        ref["mean_disagreement"] = float(disagreement(np.stack(mus), np.stack(bs)).mean())
+    return ref
+
+
+def ood_check(value, reference, *, factor=2.0, what="disagreement"):
+    """A warning string when ``value`` exceeds ``factor`` × ``reference`` (else None)."""
+    if reference is None or not np.isfinite(value):
+        return None
+    if value > factor * reference and value > reference + 1e-3:
+        return (f"the mean {what} on this image ({value:.3g}) is {value / max(reference, 1e-12):.1f}× that on the "
+                f"validation data ({reference:.3g}): it may look unlike anything the model was trained on")
+    return None

@@ -1,0 +1,70 @@
+"""Serve the app with Voila on a free loopback port; drive it with Playwright in Debian's Chromium."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = REPO / "test-artifacts" / "screenshots"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (tests/setup_browser.py installs it)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]}
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory):
+    from carecore import write_demo_data
+
+    root = tmp_path_factory.mktemp("labroot")
+    write_demo_data(root, size="tiny", tasks=["denoising3d"])
+    port = _free_port()
+    env = dict(os.environ, CARELAB_DATA_ROOT=str(root), CARELAB_QUICK="1", TF_CPP_MIN_LOG_LEVEL="2")
+    log = open(tmp_path_factory.mktemp("voila") / "voila.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+                             "--MappingKernelManager.cull_idle_timeout=600", str(REPO / "app" / "care_lab.ipynb")],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    url = f"http://127.0.0.1:{port}/"
+    t = time.time()
+    while time.time() - t < 60:
+        try:
+            urllib.request.urlopen(url + "api", timeout=2)
+            break
+        except urllib.error.HTTPError:
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.terminate()
+        pytest.fail("voila did not start within 60 s")
+    yield {"url": url, "root": root}
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def shots():
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return SHOTS

@@ -1,0 +1,98 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import carecore as cc
+from carecore import care_config
+from carecore.uncertainty import Ensemble, laplace_interval, train_ensemble
+
+pytestmark = pytest.mark.slow
+
+
+def _pair(seed, shape=(16, 48, 48)):
+    clean, _ = cc.nuclei_volume(shape, seed=seed)
+    noisy, _ = cc.simulate_photon_noise(clean, 10, background=1, seed=seed)
+    return noisy, clean
+
+
+@pytest.fixture(scope="module")
+def patches():
+    return cc.create_patches([_pair(s) for s in range(3)], (8, 32, 32), axes="ZYX", n_patches_per_image=48,
+                             validation_fraction=0.15, seed=0)
+
+
+def test_probabilistic_intervals_cover_ground_truth(patches, tmp_path):
+    cfg = care_config("ZYX", quick=True, probabilistic=True, unet_filters=16, batch_size=8, epochs=6, steps_per_epoch=15,
+                      learning_rate=2e-3, seed=0)
+    model = cc.CARE(cfg, tmp_path / "prob")
+    model.train(patches)
+    assert "mean_scale" in model.run_card["reference"]
+    noisy, clean = _pair(50, (16, 64, 64))
+    mean, scale = model.predict(noisy, axes="ZYX")
+    # the target in the network's (normalized target) units: compare with the normalized clean volume
+    g, _ = cc.percentile_normalize(clean, axes="ZYX")
+    x_norm = cc.compute_percentiles(noisy, axes="ZYX")
+    span = x_norm.hi[0] - x_norm.lo[0]
+    mu_n, b_n = (mean - x_norm.lo[0]) / span, scale / span
+    lo, hi = laplace_interval(mu_n, b_n, 0.9)
+    coverage = float(((g >= lo) & (g <= hi)).mean())
+    assert 0.80 <= coverage <= 0.97, coverage
+
+
+def test_ensemble_train_predict_and_qc(patches, tmp_path):
+    cfg = care_config("ZYX", quick=True, probabilistic=True, epochs=2, steps_per_epoch=5, seed=3)
+    events = []
+    ens = train_ensemble(patches, cfg, tmp_path / "ens", n_members=3, callback=events.append)
+    assert len(ens.members) == 3 and {e["member"] for e in events} == {1, 2, 3}
+    assert [m.config.seed for m in ens.members] == [3, 4, 5]
+    info = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    assert info["members"] == ["member01", "member02", "member03"] and "mean_disagreement" in info["reference"]
+    loaded = Ensemble.load(tmp_path / "ens")
+    noisy, clean = _pair(9)
+    out = loaded.predict(noisy, axes="ZYX")
+    assert out["mean"].shape == noisy.shape and 0 <= out["disagreement"].min() and out["disagreement"].max() <= 1
+    # QC report from the command line, on files
+    d = tmp_path / "data"
+    for sub in ("low", "gt"):
+        (d / sub).mkdir(parents=True)
+    cc.write_image(d / "low" / "a.tif", noisy, axes="ZYX")
+    cc.write_image(d / "gt" / "a.tif", clean, axes="ZYX")
+    r = subprocess.run([sys.executable, "-m", "carecore.cli", "qc", "--model", tmp_path / "ens", "--low", d / "low",
+                        "--gt", d / "gt", "--out", tmp_path / "qc"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((tmp_path / "qc" / "report.json").read_text())
+    assert set(rep["overall"]) >= {"input", "gaussian", "median", "tv", "CARE"}
+    assert "calibration" in rep and 0 <= rep["calibration"]["ece"] <= 1
+    assert (tmp_path / "qc" / "index.html").exists() and (tmp_path / "qc" / "a_maps.png").exists()
+    # ensemble prediction from the CLI with the disagreement map
+    r = subprocess.run([sys.executable, "-m", "carecore.cli", "predict", "--model", *[tmp_path / "ens" / m for m in info["members"]],
+                        "--in", d / "low" / "a.tif", "--out", tmp_path / "mean.tif", "--disagreement-out", tmp_path / "D.tif"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    D = cc.read_image(tmp_path / "D.tif").data
+    assert D.shape == noisy.shape and 0 <= D.min() and D.max() <= 1
+
+
+def test_ood_warning_on_unlike_data(patches, tmp_path):
+    cfg = care_config("ZYX", quick=True, probabilistic=True, unet_filters=16, batch_size=8, epochs=4, steps_per_epoch=10,
+                      learning_rate=2e-3)
+    model = cc.CARE(cfg, tmp_path / "m")
+    model.train(patches)
+    d = tmp_path / "data"
+    for sub in ("low", "gt"):
+        (d / sub).mkdir(parents=True)
+    noisy, clean = _pair(11)
+    cc.write_image(d / "low" / "nuclei.tif", noisy, axes="ZYX")
+    cc.write_image(d / "gt" / "nuclei.tif", clean, axes="ZYX")
+    rng = np.random.default_rng(0)
+    stripes = (np.sin(np.arange(48) * 2.5)[None, None, :] * np.ones((16, 48, 1)) + 3 * rng.random((16, 48, 48))).astype(np.float32)
+    cc.write_image(d / "low" / "stripes.tif", stripes, axes="ZYX")
+    cc.write_image(d / "gt" / "stripes.tif", np.abs(stripes), axes="ZYX")
+    from carecore.qc import quality_report
+
+    rep = quality_report(tmp_path / "m", d / "low", d / "gt", tmp_path / "qc")
+    names_warned = [w.split(":")[0] for w in rep["warnings"]]
+    assert "stripes.tif" in names_warned and "nuclei.tif" not in names_warned
