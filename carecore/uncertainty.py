@@ -8,8 +8,8 @@ A probabilistic CARE network predicts, per pixel, a Laplace distribution with me
 An ensemble of M members (trained with different seeds) predicts the mixture
 ``p_ens = (1/M) Σ p_m``. Its disagreement ``D = (1/M) Σ_m KL(p_m || p_ens) / log M`` lies in [0, 1]:
 0 when the members agree, 1 when their distributions do not overlap. The KL divergence to a
-Laplace mixture has no closed form; it is integrated numerically under each member with
-Gauss–Laguerre quadrature on both sides of its mean.
+Laplace mixture has no closed form; it is integrated numerically, piecewise between the members'
+means, with Gauss–Legendre quadrature in the member's own cumulative probability.
 
 Calibration: for confidence levels c, accuracy(c) is the fraction of ground-truth pixels inside the
 predicted central c-interval (via the probability integral transform, so it works for single models
@@ -94,11 +94,6 @@ def probabilistic_readouts(mean, scale, *, confidence=0.9):
 
 
 # -- mixtures and disagreement -----------------------------------------------------------------
-def _laguerre(n):
-    t, w = np.polynomial.laguerre.laggauss(n)
-    return t.astype(np.float64), w.astype(np.float64)
-
-
 def _log_mixture(z, mus, bs):
     """log p_ens(z) for z of shape (K, P) and members (M, P): returns (K, P)."""
     lp = -np.abs(z[None] - mus[:, None]) / bs[:, None] - np.log(2 * bs[:, None])  # (M, K, P)
@@ -106,7 +101,41 @@ def _log_mixture(z, mus, bs):
     return mx + np.log(np.exp(lp - mx).mean(0))
 
 
-def disagreement(means, scales, *, nodes=24, chunk=65536, progress=None, stop=None):
+def _kl_to_mixture(mu, b, nodes):
+    """Mean over members of KL(p_m || p_ens), per pixel, for members (M, P).
+
+    The real line is cut at the members' means (where log p_ens has kinks). On each piece p_m is an
+    exponential decaying away from the piece end nearest to mu_m, so with ``z = anchor ± b_m t`` and
+    ``s = 1 - exp(-t)`` the piece's integral becomes ``0.5 exp(-|anchor - mu_m| / b_m) ∫_0^S g ds``
+    with a smooth ``g = log p_m - log p_ens``: Gauss–Legendre in ``s`` then converges fast, for
+    narrow and wide, near and far members alike.
+    """
+    M, P = mu.shape
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    bps = np.sort(mu, axis=0)
+    lo = np.vstack([np.full((1, P), -np.inf), bps])   # (M+1, P) piece starts
+    hi = np.vstack([bps, np.full((1, P), np.inf)])    # piece ends
+    total = np.zeros(P)
+    for m in range(M):
+        right = lo >= mu[m][None]                     # pieces right of mu_m decay from their start
+        anchor = np.where(right, lo, hi)
+        far_end = np.where(right, hi, lo)
+        T = np.abs(far_end - anchor) / b[m][None]     # may be inf (the two tails)
+        S = -np.expm1(-T)                             # 1 - exp(-T), in [0, 1]
+        amp = 0.5 * np.exp(-np.abs(anchor - mu[m][None]) / b[m][None])
+        sgn = np.where(right, 1.0, -1.0)
+        acc = np.zeros_like(S)
+        for xi, wi in zip(x, w):
+            sv = S * (xi + 1) / 2
+            t = -np.log1p(-np.minimum(sv, 1 - 1e-16))
+            z = anchor + sgn * b[m][None] * t
+            g = -np.abs(z - mu[m][None]) / b[m][None] - np.log(2 * b[m][None]) - _log_mixture(z, mu, b)
+            acc += wi * S / 2 * g
+        total += (amp * acc).sum(0)
+    return total / M
+
+
+def disagreement(means, scales, *, nodes=16, chunk=16384, progress=None, stop=None):
     """Per-pixel disagreement ``D`` in [0, 1] of M Laplace members.
 
     Parameters
@@ -114,7 +143,7 @@ def disagreement(means, scales, *, nodes=24, chunk=65536, progress=None, stop=No
     means, scales : array_like, shape (M, ...)
         The members' Laplace means and scales.
     nodes : int
-        Gauss–Laguerre nodes per side of each member's mean.
+        Gauss–Legendre nodes per piece of the integral (see :func:`_kl_to_mixture`).
 
     Returns
     -------
@@ -133,19 +162,11 @@ def disagreement(means, scales, *, nodes=24, chunk=65536, progress=None, stop=No
     mus = means.reshape(M, -1)
     bs = scales.reshape(M, -1)
     P = mus.shape[1]
-    t, w = _laguerre(nodes)
     out = np.empty(P, np.float64)
     for start in range(0, P, chunk):
         check_stop(stop)
         sl = slice(start, start + chunk)
-        mu, b = mus[:, sl], bs[:, sl]
-        kl = np.zeros(mu.shape[1])
-        for m in range(M):
-            for sign in (1.0, -1.0):
-                z = mu[m][None] + sign * b[m][None] * t[:, None]  # (K, P)
-                log_pm = -t[:, None] - np.log(2 * b[m])[None]
-                kl += 0.5 * (w[:, None] * (log_pm - _log_mixture(z, mu, b))).sum(0)
-        out[sl] = kl / M / np.log(M)
+        out[sl] = _kl_to_mixture(mus[:, sl], bs[:, sl], nodes) / np.log(M)
         report(progress, min(start + chunk, P), P, "disagreement")
     return np.clip(out, 0.0, 1.0).reshape(shape).astype(np.float32)
 
@@ -313,8 +334,15 @@ def reference_levels(model_or_ensemble, X):
     return ref
 
 
-def ood_check(value, reference, *, factor=2.0, what="disagreement"):
-    """A warning string when ``value`` exceeds ``factor`` × ``reference`` (else None)."""
+def ood_check(value, reference, *, factor=3.0, what="disagreement"):
+    """A warning string when ``value`` exceeds ``factor`` × ``reference`` (else None).
+
+    The reference is measured on (foreground-rich) validation patches. Measured with small ensembles
+    of 3 members on nuclei data: a new nuclei volume had 1.6× the reference disagreement, stripes,
+    noise or a checkerboard 6-7×; hence the factor 3. A single model's predicted scale barely
+    moves on such data (0.7-0.8× its reference), so for single models the check rarely fires:
+    use an ensemble to detect unfamiliar data.
+    """
     if reference is None or not np.isfinite(value):
         return None
     if value > factor * reference and value > reference + 1e-3:

@@ -53,25 +53,31 @@ def build_unet(config: CareConfig, *, name="care_unet"):
             x = conv(config.unet_filters * 2**level, x, f"down{level}_conv{j}")
         skips.append(x)
         x = Pool(2, dtype=policy, name=f"down{level}_pool")(x)
-    # The bottom level runs in float32: it holds ~4 % of the work, and TensorFlow's bfloat16 3D
-    # kernel-gradient returns inf for sides of 2 voxels, which the bottom of small patches reaches.
+    # TensorFlow's bfloat16 3D kernel-gradient returns inf where a side is 2 voxels (measured on
+    # CPU), which the bottom level of small training patches reaches: the bottom then runs in float32.
+    bottom = policy
+    if config.ndim == 3 and policy != "float32" and min(config.patch_size) // 2**config.unet_depth < 3:
+        bottom = "float32"
     for j in range(config.unet_n_conv - 1):
-        x = conv(config.unet_filters * 2**config.unet_depth, x, f"middle_conv{j}", "float32")
+        x = conv(config.unet_filters * 2**config.unet_depth, x, f"middle_conv{j}", bottom)
     x = conv(config.unet_filters * 2 ** max(0, config.unet_depth - 1), x, f"middle_conv{config.unet_n_conv - 1}",
-             "float32")
+             bottom)
     for level in reversed(range(config.unet_depth)):
         x = Up(2, dtype=policy, name=f"up{level}_upsample")(x)
         x = layers.Concatenate(dtype=policy, name=f"up{level}_concat")([x, skips[level]])
         for j in range(config.unet_n_conv - 1):
             x = conv(config.unet_filters * 2**level, x, f"up{level}_conv{j}")
         x = conv(config.unet_filters * 2 ** max(0, level - 1), x, f"up{level}_conv{config.unet_n_conv - 1}")
-    # the head runs in float32: the residual sum and the scale need the precision
-    mu = Conv(config.n_channel_out, 1, activation="linear", dtype="float32", name="head_mean")(x)
+    # The 1×1 heads compute in the network's precision (casting 32 feature channels to float32
+    # would cost a full-resolution copy); their few output channels, the residual sum and the
+    # Laplace scale are float32.
+    mu = Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name="head_mean")(x)
+    mu = layers.Activation("linear", dtype="float32", name="head_mean_float32")(mu)
     if config.residual:
         mu = layers.Add(dtype="float32", name="residual")([mu, ops.cast(inp, "float32")])
     if config.probabilistic:
-        b = Conv(config.n_channel_out, 1, activation="linear", dtype="float32", name="head_scale")(x)
-        b = layers.Activation(lambda t: ops.softplus(t) + 1e-3, dtype="float32", name="scale")(b)
+        b = Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name="head_scale")(x)
+        b = layers.Activation(lambda t: ops.softplus(ops.cast(t, "float32")) + 1e-3, dtype="float32", name="scale")(b)
         out = layers.Concatenate(dtype="float32", name="mean_scale")([mu, b])
     else:
         out = mu

@@ -79,8 +79,7 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path):
 def test_ood_warning_on_unlike_data(patches, tmp_path):
     cfg = care_config("ZYX", quick=True, probabilistic=True, unet_filters=16, batch_size=8, epochs=4, steps_per_epoch=10,
                       learning_rate=2e-3)
-    model = cc.CARE(cfg, tmp_path / "m")
-    model.train(patches)
+    train_ensemble(patches, cfg, tmp_path / "ens", n_members=3)
     d = tmp_path / "data"
     for sub in ("low", "gt"):
         (d / sub).mkdir(parents=True)
@@ -93,6 +92,6 @@ def test_ood_warning_on_unlike_data(patches, tmp_path):
     cc.write_image(d / "gt" / "stripes.tif", np.abs(stripes), axes="ZYX")
     from carecore.qc import quality_report
 
-    rep = quality_report(tmp_path / "m", d / "low", d / "gt", tmp_path / "qc")
+    rep = quality_report(tmp_path / "ens", d / "low", d / "gt", tmp_path / "qc", baselines={})
     names_warned = [w.split(":")[0] for w in rep["warnings"]]
     assert "stripes.tif" in names_warned and "nuclei.tif" not in names_warned

@@ -40,7 +40,7 @@ def test_disagreement_matches_brute_force_integration():
     pdf = lambda m, s: np.exp(-np.abs(z - m) / s) / (2 * s)  # noqa: E731
     pens = np.mean([pdf(m, s) for m, s in zip(mus[:, 0], bs[:, 0])], 0)
     kl = np.mean([np.trapezoid(pdf(m, s) * np.log(pdf(m, s) / pens), z) for m, s in zip(mus[:, 0], bs[:, 0])])
-    assert disagreement(mus, bs)[0] == pytest.approx(kl / np.log(3), abs=2e-3)
+    assert disagreement(mus, bs)[0] == pytest.approx(kl / np.log(3), abs=1e-3)
 
 
 def test_mixture_moments():
