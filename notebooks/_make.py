@@ -11,8 +11,8 @@ import carecore as cc"""
 
 def nb(cells):
     out = []
-    for kind, text in cells:
-        c = {"cell_type": kind, "metadata": {}, "source": text.strip("\n").splitlines(keepends=True)}
+    for i, (kind, text) in enumerate(cells):
+        c = {"cell_type": kind, "id": f"cell-{i:02d}", "metadata": {}, "source": text.strip("\n").splitlines(keepends=True)}
         if kind == "code":
             c.update(outputs=[], execution_count=None)
         out.append(c)

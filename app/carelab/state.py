@@ -43,10 +43,10 @@ class LabState(HasTraits):
     patches_dir = Unicode()
     n_patches = Int(0)
     # step 2: train
-    epochs = Int(2)
-    steps = Int(10)
-    batch_size = Int(4)
-    filters = Int(32)
+    epochs = Int(8)           # defaults sized for a first run on a laptop CPU: a few minutes
+    steps = Int(20)
+    batch_size = Int(8)
+    filters = Int(16)
     probabilistic = Bool(True)
     ensemble = Int(0)
     learning_rate = Float(4e-4)
@@ -344,6 +344,8 @@ class LabState(HasTraits):
             g, _ = cc.percentile_normalize(self.truth, *cc.metrics.GT_PERCENTILES, axes="ZYX"[-self.truth.ndim:])
             a, b = cc.affine_fit(self.restored, g)
             r["calibration"] = calibration_curve(g, a * self.restored + b, abs(a) * self.scale)
+            at, bt = cc.affine_fit(self.truth, self.restored)   # the truth in the restored image's units
+            r["truth_display"] = (at * self.truth + bt).astype(np.float32)
         self.readouts = r
         self.reliability_ready = True
         return r

@@ -15,7 +15,7 @@ class SliceView(W.VBox):
         self.images = [W.Image(format="png", layout=W.Layout(width=f"{width}px")) for _ in range(3)]
         self.slider = W.IntSlider(description="Z", min=0, max=0, continuous_update=False)
         self.slider.observe(lambda c: self._draw(), "value")
-        super().__init__([self.title, self.images[0], self.slider])
+        super().__init__([self.title, W.HTML("<i style='color:#888'>nothing to show yet</i>")])
         if css:
             self.add_class(css)
         self.data = None
@@ -61,7 +61,7 @@ class Curves(W.VBox):
                                   display_legend=True, marker="circle" if i else None, marker_size=16)
                       for i, (n, c) in enumerate(zip(names, colors))}
         ax = bq.Axis(scale=self.xs, label=xlabel)
-        ay = bq.Axis(scale=self.ys, orientation="vertical", label=ylabel, tick_format=".3g")
+        ay = bq.Axis(scale=self.ys, orientation="vertical", label=ylabel, tick_format=".3g", num_ticks=5)
         self.figure = bq.Figure(marks=list(self.lines.values()), axes=[ax, ay], title=title,
                                 layout=W.Layout(width="420px", height=height),
                                 fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20}, legend_location="top-right")
@@ -84,8 +84,7 @@ class BandProfile(W.VBox):
 
         self.xs, self.ys = bq.LinearScale(), bq.LinearScale()
         self.band = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, fill="between", colors=["#9ecae1"],
-                             fill_colors=["#9ecae1"], fill_opacities=[0.6], stroke_width=0, labels=["90 % interval"],
-                             display_legend=True)
+                             fill_colors=["#9ecae1"], fill_opacities=[0.6], stroke_width=0, display_legend=False)
         self.mean = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=["#08519c"], labels=["mean"],
                              display_legend=True)
         self.truth = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=["#222222"],
@@ -93,7 +92,7 @@ class BandProfile(W.VBox):
         self.figure = bq.Figure(marks=[self.band, self.mean, self.truth],
                                 axes=[bq.Axis(scale=self.xs, label="X (pixels)"),
                                       bq.Axis(scale=self.ys, orientation="vertical", tick_format=".3g")],
-                                title="line profile", layout=W.Layout(width="560px", height="260px"),
+                                title="line profile (band: 90 % interval)", layout=W.Layout(width="560px", height="260px"),
                                 fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20})
         super().__init__([self.figure])
         if css:

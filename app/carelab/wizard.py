@@ -84,8 +84,8 @@ class DataStep(W.VBox):
         self.patch_bar = W.IntProgress(min=0, max=1, description="patches")
         self.patch_note = W.HTML()
         self.patch_note.add_class("care-patches-status")
-        self.folder_box = W.VBox([self.low, self.high, W.HBox([self.axes, self.axes_note]), self.scan])
-        self.sim_box = W.VBox([self.dose, self.factor, self.psf, self.simulate])
+        self.folder_box = W.VBox([self.low, self.high, W.HBox([self.axes, self.axes_note]), W.HBox([self.scan])])
+        self.sim_box = W.VBox([self.dose, self.factor, self.psf, W.HBox([self.simulate])])
         super().__init__()
         self._wire()
         self._layout()
@@ -99,14 +99,14 @@ class DataStep(W.VBox):
 
     def _wire(self):
         s = self.state
-        W.link((self.task, "value"), (s, "task"))
-        W.link((self.source, "value"), (s, "source"))
-        W.link((self.low, "value"), (s, "low_dir"))
-        W.link((self.high, "value"), (s, "high_dir"))
-        W.link((self.axes, "value"), (s, "axes"))
-        W.link((self.dose, "value"), (s, "light_dose"))
-        W.link((self.factor, "value"), (s, "axial_factor"))
-        W.link((self.psf, "value"), (s, "psf_sigma"))
+        W.link((s, "task"), (self.task, "value"))
+        W.link((s, "source"), (self.source, "value"))
+        W.link((s, "low_dir"), (self.low, "value"))
+        W.link((s, "high_dir"), (self.high, "value"))
+        W.link((s, "axes"), (self.axes, "value"))
+        W.link((s, "light_dose"), (self.dose, "value"))
+        W.link((s, "axial_factor"), (self.factor, "value"))
+        W.link((s, "psf_sigma"), (self.psf, "value"))
         s.observe(lambda c: self._layout(), "source")
         s.observe(self._axes_note, "axes_error")
         s.observe(lambda c: self._table(), "pairs")
@@ -169,7 +169,8 @@ class TrainStep(W.VBox):
         self.state = state
         self.msg = Message("care-train-msg")
         self.epochs = W.BoundedIntText(description="Epochs", min=1, max=1000, value=state.epochs)
-        self.steps = W.BoundedIntText(description="Steps/epoch", min=1, max=10000, value=state.steps)
+        self.steps = W.BoundedIntText(description="Steps/epoch", min=1, max=10000, value=state.steps,
+                                      style={"description_width": "90px"})
         self.batch = W.BoundedIntText(description="Batch", min=1, max=256, value=state.batch_size)
         self.prob = W.Checkbox(description="Probabilistic (confidence intervals)", value=state.probabilistic)
         self.ensemble = W.BoundedIntText(description="Ensemble M", min=0, max=10, value=state.ensemble)
@@ -189,8 +190,8 @@ class TrainStep(W.VBox):
         self.step_bar = W.IntProgress(description="step", min=0, max=1)
         self.status = W.HTML()
         self.status.add_class("care-train-status")
-        self.loss = Curves("loss", ["training", "validation"], xlabel="epoch", css="care-train-loss")
-        self.ssim = Curves("validation SSIM", ["SSIM"], xlabel="epoch", css="care-train-ssim", colors=["#2ca02c"])
+        self.loss = self.ssim = None
+        self.charts = W.HBox()
         super().__init__()
         self._layout()
         self._wire()
@@ -201,14 +202,22 @@ class TrainStep(W.VBox):
                          W.HBox([W.VBox([self.epochs, self.steps, self.batch]), W.VBox([self.prob, self.ensemble])]),
                          self.advanced, W.HBox([self.pre_btn, self.pre_note]),
                          W.HBox([self.start, self.stop, self.resume]), self.msg,
-                         W.HBox([self.epoch_bar, self.step_bar]), self.status, W.HBox([self.loss, self.ssim])]
+                         W.HBox([self.epoch_bar, self.step_bar]), self.status, self.charts]
+
+    def activate(self):
+        """Build the charts when the tab is first shown (bqplot cannot lay out inside a hidden tab)."""
+        if self.loss is None:
+            self.loss = Curves("loss", ["training", "validation"], xlabel="epoch", css="care-train-loss")
+            self.ssim = Curves("validation SSIM", ["SSIM"], xlabel="epoch", css="care-train-ssim", colors=["#2ca02c"])
+            self.charts.children = [self.loss, self.ssim]
+            self.update()
 
     def _wire(self):
         s = self.state
         for w, t in ((self.epochs, "epochs"), (self.steps, "steps"), (self.batch, "batch_size"), (self.prob, "probabilistic"),
                      (self.ensemble, "ensemble"), (self.filters, "filters"), (self.lr, "learning_rate"),
                      (self.precision, "precision"), (self.seed, "seed")):
-            W.link((w, "value"), (s, t))
+            W.link((s, t), (w, "value"))
         self.pre_btn.on_click(lambda b: self.on_preflight())
         self.start.on_click(lambda b: run_guarded(self.msg, lambda: self.state.start_training()))
         self.resume.on_click(lambda b: run_guarded(self.msg, lambda: self.state.start_training(resume=True)))
@@ -229,10 +238,10 @@ class TrainStep(W.VBox):
         s = self.state
         hist = [h for h in s.history if h.get("epoch") is not None]
         steps = max(s.steps, 1)
-        if s.losses:
+        if s.losses and self.loss is not None:
             xs = [p[0] / steps for p in s.losses]
             self.loss.set_curve("training", xs, [p[1] for p in s.losses])
-        if hist:
+        if hist and self.loss is not None:
             ep = list(range(1, len(hist) + 1))
             self.loss.set_curve("validation", ep, [h["val_loss"] for h in hist])
             self.ssim.set_curve("SSIM", ep, [h["val_ssim"] for h in hist])
@@ -268,8 +277,9 @@ class RestoreStep(W.VBox):
                           self.metrics, W.HBox([self.before, self.after])])
         self.refresh.on_click(lambda b: self.fill())
         self.go.on_click(lambda b: self.on_restore())
-        W.link((self.model, "value"), (state, "model_dir"))
-        W.link((self.image, "value"), (state, "input_path"))
+        # one way (dropdown -> state): an empty dropdown's None must not reach the state
+        self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
+        self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
         state.observe(lambda c: self.fill(), "model_dir")
         self.fill()
 
@@ -278,16 +288,16 @@ class RestoreStep(W.VBox):
         models = s.models_available()
         current = s.rel(s.model_dir) if s.model_dir and s.model_dir.startswith("/") else s.model_dir
         opts = models if current in models or not current else [current] + models
-        with self.model.hold_trait_notifications():
-            self.model.options = opts
-            if current in opts:
-                self.model.value = current
+        # (not under hold_trait_notifications: a dropdown validates its value against options that
+        # only update when notifications flow)
+        self.model.options = opts
+        if current in opts:
+            self.model.value = current
         files = s.tif_files()
-        with self.image.hold_trait_notifications():
-            self.image.options = files
-            default = s.input_path or s.default_input()
-            if default in files:
-                self.image.value = default
+        self.image.options = files
+        default = s.input_path or s.default_input()
+        if default in files:
+            self.image.value = default
 
     def on_restore(self):
         self.go.disabled = True
@@ -297,9 +307,8 @@ class RestoreStep(W.VBox):
 
         def show(restored):
             s = self.state
-            lo_hi = None
             self.before.set_image(s.input_image)
-            self.after.set_image(restored, *(lo_hi or (None, None)))
+            self.after.set_image(restored)
             rows = "".join(f"<tr><td>{k}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>"
                            for k, m in s.metrics.items())
             table = ("<table><tr><th></th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>" + rows + "</table>") if rows else \
@@ -326,20 +335,27 @@ class ViewStep(W.VBox):
         self.ortho_in = SliceView("input", "care-view-input")
         self.ortho_out = SliceView("restored", "care-view-output")
         self.row = W.IntSlider(description="profile row", min=0, max=0, continuous_update=False)
-        self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)", css="care-view-profile")
+        self.profile = None
+        self.profile_box = W.Box()
         super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side: 3D renderings with a shared "
                                  "camera, orthogonal slices, and a line profile.</p>"),
-                          self.show3d, self.msg, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
-                          self.profile])
+                          W.HBox([self.show3d]), self.msg, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
+                          self.profile_box])
         self.show3d.on_click(lambda b: run_guarded(self.msg, self.on_show))
         self.row.observe(lambda c: self._profile(), "value")
         self.ortho_out.slider.observe(lambda c: self._profile(), "value")
         W.jslink((self.ortho_in.slider, "value"), (self.ortho_out.slider, "value"))
 
+    def activate(self):
+        if self.profile is None:
+            self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)", css="care-view-profile")
+            self.profile_box.children = [self.profile]
+
     def on_show(self):
         s = self.state
         if s.restored is None:
             raise CareError("restore an image first (step 3)")
+        self.activate()
         self.ortho_in.set_image(s.input_image)
         self.ortho_out.set_image(s.restored)
         self.row.max = s.restored.shape[-2] - 1
@@ -354,7 +370,7 @@ class ViewStep(W.VBox):
 
     def _profile(self):
         s = self.state
-        if s.restored is None:
+        if s.restored is None or self.profile is None:
             return
         z = self.ortho_out.slider.value if s.restored.ndim == 3 else None
         pick = (lambda a: a[z, self.row.value]) if z is not None else (lambda a: a[self.row.value])
@@ -370,29 +386,37 @@ class ReliabilityStep(W.VBox):
         self.go = button("Compute confidence", "care-rel-go", "primary", "bar-chart")
         self.row = W.IntSlider(description="row", min=0, max=0, continuous_update=False)
         self.z = W.IntSlider(description="slice", min=0, max=0, continuous_update=False)
-        self.band = BandProfile(css="care-rel-band")
+        self.band = self.calib = None
+        self.band_box, self.calib_box = W.Box(), W.Box()
         self.play = W.Play(min=0, max=0, interval=400, description="play")
         self.frame = W.IntSlider(description="sample", min=0, max=0)
         W.jslink((self.play, "value"), (self.frame, "value"))
         self.movie = W.Image(format="png", layout=W.Layout(width="260px"))
         self.movie.add_class("care-rel-movie")
-        self.dmap = W.Image(format="png", layout=W.Layout(width="260px"))
+        self.dmap = W.Image(format="png", layout=W.Layout(width="260px", display="none"))
         self.dnote = W.HTML()
-        self.calib = Curves("calibration", ["calibrated", "model"], xlabel="confidence", ylabel="accuracy",
-                            css="care-rel-calibration", colors=["#999999", "#d62728"])
         self.ece = W.HTML()
         super().__init__([W.HTML("<h3>5 · Reliability</h3><p>Where may the restoration be wrong? The 90 % interval "
                                  "along a line, an uncertainty movie of samples, the ensemble disagreement and the "
-                                 "calibration curve.</p>"), self.go, self.msg, W.HBox([self.z, self.row]), self.band,
+                                 "calibration curve.</p>"), W.HBox([self.go]), self.msg, W.HBox([self.z, self.row]), self.band_box,
                           W.HBox([W.VBox([W.HTML("<b>uncertainty movie</b>"), W.HBox([self.play, self.frame]), self.movie]),
                                   W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dnote])]),
-                          W.HBox([self.calib, self.ece])])
+                          W.HBox([self.calib_box, self.ece])])
         self.go.on_click(lambda b: self.on_compute())
         for w in (self.row, self.z):
             w.observe(lambda c: self._profile(), "value")
         self.frame.observe(lambda c: self._frame(), "value")
 
+    def activate(self):
+        if self.band is None:
+            self.band = BandProfile(css="care-rel-band")
+            self.calib = Curves("calibration", ["calibrated", "model"], xlabel="confidence", ylabel="accuracy",
+                                css="care-rel-calibration", colors=["#999999", "#d62728"])
+            self.band_box.children = [self.band]
+            self.calib_box.children = [self.calib]
+
     def on_compute(self):
+        self.activate()
         self.msg.note("computing ...")
         run_guarded(self.msg, self.state.compute_reliability, thread=True, done=lambda r: self.show(r))
 
@@ -411,6 +435,7 @@ class ReliabilityStep(W.VBox):
         if "disagreement" in r:
             d = r["disagreement"]
             self.dmap.value = to_png(d[d.shape[0] // 2] if d.ndim == 3 else d, 0, 1, cmap="inferno")
+            self.dmap.layout.display = None
             self.dnote.value = f"mean D = {float(d.mean()):.3f} (0 agree … 1 disjoint)"
         else:
             self.dnote.value = "<i>train an ensemble (M ≥ 2) for the disagreement map</i>"
@@ -428,11 +453,11 @@ class ReliabilityStep(W.VBox):
 
     def _profile(self):
         r = self.state.readouts
-        if not r:
+        if not r or self.band is None:
             return
-        truth = self.state.truth
+        truth = r.get("truth_display")
         self.band.set_profile(self._pick(r["mean"]), self._pick(r["lower"]), self._pick(r["upper"]),
-                              None if truth is None else self._pick(truth) * 0 + self._pick(truth))
+                              None if truth is None else self._pick(truth))
 
     def _frame(self):
         from carecore.render import to_png
@@ -454,11 +479,17 @@ class CareLab(W.VBox):
         for i, t in enumerate(["1 · Data", "2 · Train", "3 · Restore", "4 · View", "5 · Reliability"]):
             self.tabs.set_title(i, t)
         self.tabs.add_class("care-tabs")
+        self.tabs.observe(self._tab_shown, "selected_index")
         root = W.HTML(f"<p style='color:#666'>data root: <code>{html.escape(state.data_root)}</code></p>")
         super().__init__([root, self.tabs])
         self.add_class("care-lab")
         if state.attach_latest_job():
             self.steps[1].update()
+
+    def _tab_shown(self, change):
+        step = self.steps[change["new"]] if change["new"] is not None else None
+        if hasattr(step, "activate"):
+            step.activate()
 
     @classmethod
     def from_env(cls):

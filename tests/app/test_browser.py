@@ -16,7 +16,15 @@ def _allowed(text):
     return any(p.search(text) for p in ALLOWED)
 
 
-def test_walk_all_five_steps(page, lab_server, shots):
+@pytest.fixture
+def page_on_failure(page, shots, request):
+    yield page
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        page.screenshot(path=str(shots / "failure.png"), full_page=True)
+
+
+def test_walk_all_five_steps(page_on_failure, lab_server, shots):
+    page = page_on_failure
     errors = []
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
@@ -38,7 +46,7 @@ def test_walk_all_five_steps(page, lab_server, shots):
     page.screenshot(path=str(shots / "1_data.png"), full_page=True)
 
     # 2 · Train
-    page.get_by_text("2 · Train").click()
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="2 · Train").click()
     page.locator(".care-train-start").click()
     line = page.locator(".care-train-loss path.line").first
     saw_points_while_running = False
@@ -56,7 +64,7 @@ def test_walk_all_five_steps(page, lab_server, shots):
     page.screenshot(path=str(shots / "2_train.png"), full_page=True)
 
     # 3 · Restore
-    page.get_by_text("3 · Restore").click()
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
     page.locator(".care-restore-refresh").click()
     time.sleep(1)
     page.locator(".care-restore-go").click()
@@ -65,7 +73,7 @@ def test_walk_all_five_steps(page, lab_server, shots):
     page.screenshot(path=str(shots / "3_restore.png"), full_page=True)
 
     # 4 · View
-    page.get_by_text("4 · View").click()
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()
     page.locator(".care-view-show").click()
     page.locator(".care-view-volumes canvas").first.wait_for(timeout=60_000)
     page.locator(".care-view-output img[src]").first.wait_for(timeout=30_000)
@@ -73,7 +81,7 @@ def test_walk_all_five_steps(page, lab_server, shots):
     page.screenshot(path=str(shots / "4_view.png"), full_page=True)
 
     # 5 · Reliability
-    page.get_by_text("5 · Reliability").click()
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="5 · Reliability").click()
     page.locator(".care-rel-go").click()
     page.locator(".care-rel-ece").wait_for(timeout=120_000)
     band = page.locator(".care-rel-band path.area").first
