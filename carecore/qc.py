@@ -16,7 +16,6 @@ import numpy as np
 
 from ._atomic import fresh_tmp, swap_in
 from .baselines import baseline
-from .errors import CareError
 from .metrics import GT_PERCENTILES, affine_fit, evaluate
 from .normalize import compute_percentiles, percentile_normalize
 from .progress import check_stop, report

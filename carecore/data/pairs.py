@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..axes import check_axes, spatial_axes
+from ..axes import spatial_axes
 from ..errors import CareError
 from ..io import Image, read_image
 

@@ -23,7 +23,7 @@ from .._atomic import fresh_tmp, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..io import Image
-from ..normalize import DEFAULT_PERCENTILES, Normalization, compute_percentiles
+from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
 from ..progress import check_stop, report
 from .pairs import Pair, PairListing, check_pair_shapes, load_pair
 

@@ -320,7 +320,7 @@ class CARE:
         # layout (spatial..., C) without copying data
         order = [axes.index(a) for a in sp] + ([axes.index("C")] if "C" in axes else [])
         xv = np.transpose(x, order) if "C" in axes else np.asarray(x)[..., None]
-        xv = self._preprocess_view(xv)
+        xv = self._preprocess(xv, c.axes)
         shape = xv.shape[:-1]
         halo = self._halo()
         if isinstance(n_tiles, str):
@@ -363,9 +363,6 @@ class CARE:
         if c.probabilistic:
             return back(res[..., : c.n_channel_out]), back(res[..., c.n_channel_out:])
         return back(res)
-
-    def _preprocess_view(self, xv):
-        return self._preprocess(xv, self.config.axes)
 
     def tile_plan(self, shape, n_tiles="auto", *, memory_budget=DEFAULT_PREDICT_BUDGET):
         """The tile plan :meth:`predict` would use for an image of spatial ``shape``."""
@@ -441,8 +438,7 @@ class CARE:
             if name not in man.get("files", {}):
                 raise CareError(f"{path}: incomplete model folder, {name} is not listed in the manifest")
         config = CareConfig.from_dict(json.loads((path / "config.json").read_text()))
-        model_cls = _model_class(config, man.get("model_class"), cls)
-        model = model_cls(config, path)
+        model = CARE._for(config, path)
         wfile = {"best": WEIGHT_FILES[0], "last": WEIGHT_FILES[1]}.get(weights)
         if wfile is None:
             raise CareError(f"weights must be 'best' or 'last', got {weights!r}")
@@ -462,14 +458,6 @@ class CARE:
             bv = model.run_card.get("best_val_loss")
             model.best_val_loss = float(bv) if bv is not None else math.inf
         return model
-
-
-def _model_class(config, name, default):
-    from .upsampling import UpsamplingCARE
-
-    if config.kind == "upsampling":
-        return UpsamplingCARE
-    return default if default is not UpsamplingCARE else CARE
 
 
 def load_model(path, *, weights="best"):

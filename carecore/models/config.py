@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from ..axes import check_axes, spatial_axes
+from ..axes import check_axes
 from ..errors import CareError
 from ..normalize import DEFAULT_PERCENTILES
 

@@ -1,7 +1,6 @@
 """The wizard's state without a browser: every step through the same calls the buttons make."""
 import time
 
-import numpy as np
 import pytest
 
 from carecore import CareError
