@@ -113,10 +113,12 @@ class CARE:
         return receptive_radius(self.config)
 
     def _bytes_per_voxel(self):
-        """Estimated peak memory per tile voxel, calibrated on CPU with TensorFlow: 355-420 bytes for the
-        default 3D network in bfloat16 (skip, upsampled, concatenated and convolved level-0 features)."""
+        """Estimated peak memory per tile voxel, calibrated on CPU with TensorFlow (benchmarks/): the
+        resident-set rise was 355-420 bytes per tile voxel for the default 3D network in bfloat16
+        (skip, upsampled, concatenated and convolved level-0 features) and up to 580 with tiles of a
+        third of a 64×256×256 volume (allocator caching); the estimate takes the upper end."""
         itemsize = 2 if self.config.precision == "mixed_bfloat16" else 4
-        return int(6.5 * self.config.unet_filters * itemsize) + 32
+        return int(9 * self.config.unet_filters * itemsize) + 32
 
     # -- properties --------------------------------------------------------------------------
     @property

@@ -1,0 +1,37 @@
+"""The QC report renders in a real browser: tables, figures and the calibration curve."""
+import numpy as np
+import pytest
+
+import carecore as cc
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def test_qc_report_renders(page, tmp_path, shots):
+    from carecore.qc import quality_report
+    from carecore.uncertainty import train_ensemble
+
+    pairs = []
+    for s in range(2):
+        clean, _ = cc.nuclei_volume((16, 48, 48), seed=s)
+        pairs.append((cc.simulate_photon_noise(clean, 10, seed=s)[0], clean))
+    ps = cc.create_patches(pairs, (8, 32, 32), axes="ZYX", n_patches_per_image=24)
+    train_ensemble(ps, cc.care_config("ZYX", quick=True, probabilistic=True, epochs=1, steps_per_epoch=4),
+                   tmp_path / "ens", n_members=2)
+    for sub in ("low", "gt"):
+        (tmp_path / sub).mkdir()
+    clean, _ = cc.nuclei_volume((16, 48, 48), seed=9)
+    cc.write_image(tmp_path / "low" / "test.tif", cc.simulate_photon_noise(clean, 10, seed=9)[0], axes="ZYX")
+    cc.write_image(tmp_path / "gt" / "test.tif", clean, axes="ZYX")
+    quality_report(tmp_path / "ens", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tmp_path / "qc" / "index.html").as_uri())
+    assert page.locator("h1").inner_text() == "CARE quality control"
+    assert page.locator("table tr").count() >= 6
+    for img in page.locator("img").all():  # every figure loaded
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0")
+    assert "ECE" in page.content()
+    page.screenshot(path=str(shots / "qc_report.png"), full_page=True)
+    assert not errors
+    assert np.isfinite(float(page.locator("b").first.inner_text()))
