@@ -30,3 +30,18 @@ def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     write_demo_data(root, size="tiny", seed=0)
     return root
+
+
+def _noisy_pair(seed, shape=(16, 48, 48), photons=10, background=1):
+    """A simulated (noisy, clean) nuclei volume pair."""
+    from carecore import nuclei_volume, simulate_photon_noise
+
+    clean, _ = nuclei_volume(shape, seed=seed)
+    noisy, _ = simulate_photon_noise(clean, photons, background=background, seed=seed)
+    return noisy, clean
+
+
+@pytest.fixture(scope="session")
+def noisy_pair():
+    """``noisy_pair(seed, shape=(16, 48, 48))`` -> (noisy, clean) simulated nuclei volumes."""
+    return _noisy_pair

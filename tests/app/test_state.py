@@ -8,6 +8,13 @@ from carecore import CareError
 pytestmark = pytest.mark.slow
 
 
+def _wait_for_job(state, limit=240):
+    t = time.time()
+    while state.job_state in ("starting", "running") and time.time() - t < limit:
+        time.sleep(0.5)
+        state.poll_job()
+
+
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
     from carecore import write_demo_data
@@ -52,10 +59,7 @@ def test_all_steps(state):
     pre = state.run_preflight()
     assert pre["seconds_per_step"] > 0 and pre["parameters"] > 0
     state.start_training()
-    t = time.time()
-    while state.job_state in ("starting", "running") and time.time() - t < 240:
-        time.sleep(0.5)
-        state.poll_job()
+    _wait_for_job(state)
     assert state.job_state == "completed", state.job_message
     assert len(state.history) == state.epochs and len(state.losses) == state.epochs * state.steps
     assert state.model_dir.endswith("model")
@@ -104,10 +108,7 @@ def test_other_tasks_train_and_restore(task, tmp_path):
     assert len(s.scan_pairs()) == 2
     s.make_patches()
     s.start_training()
-    t = time.time()
-    while s.job_state in ("starting", "running") and time.time() - t < 240:
-        time.sleep(0.5)
-        s.poll_job()
+    _wait_for_job(s)
     assert s.job_state == "completed", s.job_message
     s.input_path = s.default_input()
     restored = s.restore()

@@ -9,15 +9,11 @@ from carecore import CareError, care_config
 pytestmark = pytest.mark.slow
 
 
-def _noisy_volume(seed, shape=(16, 48, 48)):
-    clean, _ = cc.nuclei_volume(shape, seed=seed)
-    noisy, _ = cc.simulate_photon_noise(clean, 10, background=1, seed=seed)
-    return noisy, clean
 
 
 @pytest.fixture(scope="module")
-def patches():
-    pairs = [_noisy_volume(s) for s in range(3)]
+def patches(noisy_pair):
+    pairs = [noisy_pair(s) for s in range(3)]
     return cc.create_patches(pairs, (8, 32, 32), axes="ZYX", n_patches_per_image=48, validation_fraction=0.15, seed=0)
 
 
@@ -32,9 +28,9 @@ def trained(patches, tmp_path_factory):
     return model, result, events, path
 
 
-def test_tiny_model_beats_its_input(trained):
+def test_tiny_model_beats_its_input(trained, noisy_pair):
     model, result, events, _ = trained
-    noisy, clean = _noisy_volume(99, (16, 64, 64))  # a separate volume
+    noisy, clean = noisy_pair(99, (16, 64, 64))  # a separate volume
     restored = model.predict(noisy, axes="ZYX")
     assert restored.shape == noisy.shape and restored.dtype == np.float32
     before = cc.evaluate(noisy, clean, axes="ZYX")["ssim"]
@@ -62,9 +58,9 @@ def test_training_events_history_and_folder(trained):
 
 
 @pytest.mark.parametrize("n_tiles", [(1, 2, 2), (2, 1, 3), (1, 3, 1)])
-def test_tiled_equals_untiled_3d(trained, n_tiles):
+def test_tiled_equals_untiled_3d(trained, n_tiles, noisy_pair):
     model, *_ = trained
-    noisy, _ = _noisy_volume(5, (20, 70, 52))  # sizes not divisible by 4: padding is exercised
+    noisy, _ = noisy_pair(5, (20, 70, 52))  # sizes not divisible by 4: padding is exercised
     model32 = cc.CARE(model.config.replace(precision="float32"))
     model32.keras_model.set_weights(model.keras_model.get_weights())
     full = model32.predict(noisy, axes="ZYX", n_tiles=(1, 1, 1))
@@ -86,9 +82,9 @@ def test_tiled_equals_untiled_2d(n_tiles):
     assert seen[-1][0] == seen[-1][1] == int(np.prod(n_tiles))
 
 
-def test_save_load_identical_and_resume(trained, patches, tmp_path):
+def test_save_load_identical_and_resume(trained, patches, tmp_path, noisy_pair):
     model, _, _, path = trained
-    x, _ = _noisy_volume(7)
+    x, _ = noisy_pair(7)
     loaded = cc.load_model(path)
     np.testing.assert_allclose(loaded.predict(x, axes="ZYX"), model.predict(x, axes="ZYX"), atol=1e-5)
     # resume: more epochs on top of the saved ones
@@ -154,10 +150,10 @@ def test_nan_loss_stops_and_keeps_best(patches):
         np.testing.assert_array_equal(a, b)
 
 
-def test_probabilistic_model_returns_mean_and_scale(patches):
+def test_probabilistic_model_returns_mean_and_scale(patches, noisy_pair):
     model = cc.CARE(care_config("ZYX", quick=True, probabilistic=True, epochs=1, steps_per_epoch=3))
     model.train(patches)
-    x, _ = _noisy_volume(3)
+    x, _ = noisy_pair(3)
     mean, scale = model.predict(x, axes="ZYX", n_tiles=(1, 1, 2))
     assert mean.shape == scale.shape == x.shape and (scale > 0).all()
 

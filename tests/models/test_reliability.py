@@ -12,25 +12,21 @@ from carecore.uncertainty import Ensemble, laplace_interval, train_ensemble
 pytestmark = pytest.mark.slow
 
 
-def _pair(seed, shape=(16, 48, 48)):
-    clean, _ = cc.nuclei_volume(shape, seed=seed)
-    noisy, _ = cc.simulate_photon_noise(clean, 10, background=1, seed=seed)
-    return noisy, clean
 
 
 @pytest.fixture(scope="module")
-def patches():
-    return cc.create_patches([_pair(s) for s in range(3)], (8, 32, 32), axes="ZYX", n_patches_per_image=48,
+def patches(noisy_pair):
+    return cc.create_patches([noisy_pair(s) for s in range(3)], (8, 32, 32), axes="ZYX", n_patches_per_image=48,
                              validation_fraction=0.15, seed=0)
 
 
-def test_probabilistic_intervals_cover_ground_truth(patches, tmp_path):
+def test_probabilistic_intervals_cover_ground_truth(patches, tmp_path, noisy_pair):
     cfg = care_config("ZYX", quick=True, probabilistic=True, unet_filters=16, batch_size=8, epochs=6, steps_per_epoch=15,
                       learning_rate=2e-3, seed=0)
     model = cc.CARE(cfg, tmp_path / "prob")
     model.train(patches)
     assert "mean_scale" in model.run_card["reference"]
-    noisy, clean = _pair(50, (16, 64, 64))
+    noisy, clean = noisy_pair(50, (16, 64, 64))
     mean, scale = model.predict(noisy, axes="ZYX")
     # the target in the network's (normalized target) units: compare with the normalized clean volume
     g, _ = cc.percentile_normalize(clean, axes="ZYX")
@@ -42,7 +38,7 @@ def test_probabilistic_intervals_cover_ground_truth(patches, tmp_path):
     assert 0.80 <= coverage <= 0.97, coverage
 
 
-def test_ensemble_train_predict_and_qc(patches, tmp_path):
+def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
     cfg = care_config("ZYX", quick=True, probabilistic=True, epochs=2, steps_per_epoch=5, seed=3)
     events = []
     ens = train_ensemble(patches, cfg, tmp_path / "ens", n_members=3, callback=events.append)
@@ -51,7 +47,7 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path):
     info = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert info["members"] == ["member01", "member02", "member03"] and "mean_disagreement" in info["reference"]
     loaded = Ensemble.load(tmp_path / "ens")
-    noisy, clean = _pair(9)
+    noisy, clean = noisy_pair(9)
     out = loaded.predict(noisy, axes="ZYX")
     assert out["mean"].shape == noisy.shape and 0 <= out["disagreement"].min() and out["disagreement"].max() <= 1
     # QC report from the command line, on files
@@ -76,14 +72,14 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path):
     assert D.shape == noisy.shape and 0 <= D.min() and D.max() <= 1
 
 
-def test_ood_warning_on_unlike_data(patches, tmp_path):
+def test_ood_warning_on_unlike_data(patches, tmp_path, noisy_pair):
     cfg = care_config("ZYX", quick=True, probabilistic=True, unet_filters=16, batch_size=8, epochs=4, steps_per_epoch=10,
                       learning_rate=2e-3)
     train_ensemble(patches, cfg, tmp_path / "ens", n_members=3)
     d = tmp_path / "data"
     for sub in ("low", "gt"):
         (d / sub).mkdir(parents=True)
-    noisy, clean = _pair(11)
+    noisy, clean = noisy_pair(11)
     cc.write_image(d / "low" / "nuclei.tif", noisy, axes="ZYX")
     cc.write_image(d / "gt" / "nuclei.tif", clean, axes="ZYX")
     rng = np.random.default_rng(0)
