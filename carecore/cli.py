@@ -139,7 +139,8 @@ def cmd_train(args):
         if patches.X.shape[-1] != config.n_channel_in or patches.Y.shape[-1] != config.n_channel_out:
             config = config.replace(n_channel_in=int(patches.X.shape[-1]), n_channel_out=int(patches.Y.shape[-1]),
                                     residual=config.residual and patches.X.shape[-1] == patches.Y.shape[-1])
-        model = CARE._for(config, model_dir)
+        if not args.ensemble:
+            model = CARE._for(config, model_dir)
     epochs = args.epochs or config.epochs
     steps = args.steps or config.steps_per_epoch
     from tqdm.auto import tqdm

@@ -210,13 +210,13 @@ class CARE:
 
         prior = list(self.history)
 
-        def checkpoint(events):
+        def checkpoint(events, save=True):
             """After every epoch: record history and best weights, save the folder (if any)."""
             self.history = prior + list(events.rows)
             if events.best_weights is not None:
                 self._best_weights = events.best_weights
                 self.best_val_loss = events.best_val
-            if self.path is not None and events.status != "nan":
+            if save and self.path is not None and events.status != "nan":
                 self.run_card = self._run_card(info, data_hash, "running", "", 0.0)
                 self.save(self.path)
 
@@ -228,7 +228,9 @@ class CARE:
         self.keras_model.fit(ds, epochs=initial + epochs, initial_epoch=initial, steps_per_epoch=steps,
                              validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
         seconds = time.perf_counter() - t0
-        checkpoint(cb)
+        checkpoint(cb, save=False)
+        if cb.status == "nan" and self._best_weights is not None:
+            self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
         self.run_card = self._run_card(info, data_hash, cb.status, cb.message, seconds)
         if c.probabilistic and self._best_weights is not None:
             from ..uncertainty import reference_levels
