@@ -158,6 +158,24 @@ def read_image(path, *, axes=None, mmap=False):
     return Image(data=data, axes=axes, spacing=spacing, path=str(path), axes_guessed=guessed)
 
 
+def peek_axes(path):
+    """``(axes, shape, guessed)`` of a TIFF file from its header alone (no pixels are read)."""
+    import tifffile
+
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = _axes_from_tiff(tif)
+            shape = tuple(series.shape)
+    except Exception as e:
+        raise CareError(f"{path}: not a readable TIFF file ({e})") from None
+    if axes is None:
+        shape = tuple(s for s in shape if s != 1) if len(shape) > 2 else shape
+        return guess_axes(len(shape)), shape, True
+    return axes, shape, False
+
+
 def atomic_path(path):
     """A temporary path in the same folder as ``path``, for write-then-rename."""
     path = Path(path)

@@ -111,12 +111,25 @@ class LabState(HasTraits):
     def set_task_defaults(self):
         t = TASKS[self.task]
         self.axes = t["axes"]
-        demo = {"denoising3d": "denoising3d", "denoising2d": "denoising2d", "upsampling": "upsampling"}[self.task]
-        low = Path(self.data_root) / demo / "train" / "low"
+        low = Path(self.data_root) / self.task / "train" / "low"   # the demo data of this task
         if low.exists():
             self.low_dir = self.rel(low)
             self.high_dir = self.rel(low.parent / "high")
         self.pairs, self.patches_dir, self.n_patches = [], "", 0
+
+    @observe("low_dir")
+    def _guess_axes(self, change):
+        """Axes from the first file of the chosen folder (its metadata, else its number of dimensions)."""
+        try:
+            folder = self.resolve(change["new"])
+            first = next(iter(sorted(folder.glob("*.tif*"))), None)
+        except (CareError, OSError):
+            return
+        if first is not None:
+            try:
+                self.axes = cc.io.peek_axes(first)[0]
+            except CareError as e:
+                self.axes_error = str(e)
 
     @validate("axes")
     def _valid_axes(self, proposal):

@@ -1,6 +1,7 @@
 """The wizard's state without a browser: every step through the same calls the buttons make."""
 import time
 
+import numpy as np
 import pytest
 
 from carecore import CareError
@@ -31,6 +32,18 @@ def test_paths_are_confined_to_the_data_root(state):
     with pytest.raises(CareError, match="outside the data root"):
         state.resolve("/etc")
     assert state.resolve("denoising3d").is_dir()
+
+
+def test_axes_guessed_from_the_chosen_folder(state, tmp_path):
+    import carecore as cc
+
+    folder = state.resolve(".") / "two_d"
+    folder.mkdir()
+    cc.write_image(folder / "a.tif", np.zeros((2, 16, 16), np.float32), axes="CYX")
+    state.low_dir = "two_d"
+    assert state.axes == "CYX"
+    state.set_task_defaults()
+    assert state.axes == "ZYX"
 
 
 def test_axes_validated_live(state):
