@@ -172,6 +172,8 @@ class TrainStep(W.VBox):
         self.steps = W.BoundedIntText(description="Steps/epoch", min=1, max=10000, value=state.steps,
                                       style={"description_width": "90px"})
         self.batch = W.BoundedIntText(description="Batch", min=1, max=256, value=state.batch_size)
+        self.epochs.add_class("care-train-epochs")
+        self.steps.add_class("care-train-steps")
         self.prob = W.Checkbox(description="Probabilistic (confidence intervals)", value=state.probabilistic)
         self.ensemble = W.BoundedIntText(description="Ensemble M", min=0, max=10, value=state.ensemble)
         self.filters = W.BoundedIntText(description="Filters", min=4, max=128, value=state.filters)

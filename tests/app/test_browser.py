@@ -47,6 +47,11 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
 
     # 2 · Train
     page.locator(".care-tabs .lm-TabBar-tab", has_text="2 · Train").click()
+    # long enough (3 × 40 tiny steps) to watch the curve grow while the job runs
+    for css, value in ((".care-train-epochs input", "3"), (".care-train-steps input", "40")):
+        page.locator(css).fill(value)
+        page.locator(css).press("Enter")
+    time.sleep(0.5)
     page.locator(".care-train-start").click()
     line = page.locator(".care-train-loss path.line").first
     saw_points_while_running = False
@@ -58,7 +63,7 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
             saw_points_while_running = True
         if page.locator(".care-job-completed").count():
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert page.locator(".care-job-completed").count(), "training did not complete"
     assert saw_points_while_running, "no curve points appeared while training ran"
     page.screenshot(path=str(shots / "2_train.png"), full_page=True)
