@@ -150,12 +150,18 @@ def read_image(path, *, axes=None, mmap=False):
     guessed = False
     if axes is None:
         if file_axes is None:
-            data = np.squeeze(data) if data.ndim > 2 and 1 in data.shape[:-2] else data
+            data = data.reshape(_squeezed(data.shape))
             axes, guessed = guess_axes(data.ndim), True
         else:
             axes = file_axes
     axes = check_axes(axes, data.ndim, name=str(path), shape=data.shape)
     return Image(data=data, axes=axes, spacing=spacing, path=str(path), axes_guessed=guessed)
+
+
+def _squeezed(shape):
+    """Without metadata, leading singleton dimensions carry no meaning: drop them (Y and X stay)."""
+    lead = tuple(s for s in shape[:-2] if s != 1)
+    return lead + tuple(shape[-2:])
 
 
 def peek_axes(path):
@@ -171,7 +177,7 @@ def peek_axes(path):
     except Exception as e:
         raise CareError(f"{path}: not a readable TIFF file ({e})") from None
     if axes is None:
-        shape = tuple(s for s in shape if s != 1) if len(shape) > 2 else shape
+        shape = _squeezed(shape)
         return guess_axes(len(shape)), shape, True
     return axes, shape, False
 

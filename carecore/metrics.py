@@ -73,8 +73,7 @@ def psnr(y, g, *, data_range=1.0):
 
 def _one(pred, gt, name):
     """Paper protocol for one channel: returns (phi(pred), g)."""
-    ax = "ZYX"[-pred.ndim:] if pred.ndim <= 3 else "S" + "ZYX"[-(pred.ndim - 1):]
-    g, _ = percentile_normalize(gt, *GT_PERCENTILES, axes=ax, name=f"{name} (ground truth)")
+    g, _ = percentile_normalize(gt, *GT_PERCENTILES, axes="ZYX"[-pred.ndim:], name=f"{name} (ground truth)")
     if not np.isfinite(pred).all():
         raise CareError(f"{name}: the restored image contains NaN or infinite values")
     alpha, beta = affine_fit(pred, g)

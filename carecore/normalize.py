@@ -44,22 +44,28 @@ def _check_percentiles(p_lo, p_hi):
 
 
 def _channel_views(x, axes):
+    """One view per channel (slicing, not ``np.take``: a memory map stays unread)."""
     if "C" in axes:
         c = axes.index("C")
-        return [np.take(x, i, axis=c) for i in range(x.shape[c])]
+        return [x[(slice(None),) * c + (i,)] for i in range(x.shape[c])]
     return [x]
 
 
-def _sample(v):
-    """A view with at most ~SUBSAMPLE_ABOVE elements, strided along the first axis."""
-    if v.size <= SUBSAMPLE_ABOVE:
+def _sample(v, max_samples):
+    """Every k-th plane along the first axis, so that about ``max_samples`` values remain (at least one plane)."""
+    if v.size <= max_samples:
         return v
-    step = int(np.ceil(v.size / SUBSAMPLE_ABOVE))
-    return v[::step] if v.shape[0] >= step else v.reshape(-1)[::step]
+    per_plane = v.size // v.shape[0]
+    step = int(np.ceil(v.shape[0] / max(1, max_samples // max(1, per_plane))))
+    return v[::step]
 
 
-def compute_percentiles(x, p_lo=DEFAULT_PERCENTILES[0], p_hi=DEFAULT_PERCENTILES[1], *, axes, name="image"):
+def compute_percentiles(x, p_lo=DEFAULT_PERCENTILES[0], p_hi=DEFAULT_PERCENTILES[1], *, axes, name="image",
+                        max_samples=SUBSAMPLE_ABOVE):
     """The (lo, hi) values per channel; errors out on NaN, infinity or a constant image.
+
+    Channels with more than ``max_samples`` values are sampled plane by plane (a memory-mapped image
+    is then read only in part).
 
     Examples
     --------
@@ -71,7 +77,7 @@ def compute_percentiles(x, p_lo=DEFAULT_PERCENTILES[0], p_hi=DEFAULT_PERCENTILES
     axes = check_axes(axes, np.ndim(x), name=name, shape=np.shape(x))
     los, his = [], []
     for ci, v in enumerate(_channel_views(x, axes)):
-        v = np.asarray(_sample(v), dtype=np.float32)
+        v = np.asarray(_sample(v, max_samples), dtype=np.float32)
         ch = f" (channel {ci})" if "C" in axes else ""
         if not np.isfinite(v).all():
             nbad = int((~np.isfinite(v)).sum())

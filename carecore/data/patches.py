@@ -262,8 +262,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                 raise CareError(f"{low.name}: axes {sp}->{sp_h} with {cl}->{ch} channels differ from {first[0]} "
                                 f"({first[1]}->{first[2]} with {first[3]}->{first[4]} channels)")
             max_samples = max(memory_budget // 64, 4096)
-            nl = compute_percentiles(_subsample(low.data, low.axes, max_samples), *percentiles, axes=low.axes, name=low.name)
-            nh = compute_percentiles(_subsample(high.data, high.axes, max_samples), *percentiles, axes=high.axes, name=high.name)
+            nl = compute_percentiles(low.data, *percentiles, axes=low.axes, name=low.name, max_samples=max_samples)
+            nh = compute_percentiles(high.data, *percentiles, axes=high.axes, name=high.name, max_samples=max_samples)
             starts_h, fg = _eligible_centres(high, nh, [p[a] for a in sp_h], fg_threshold, memory_budget, rng,
                                              n_patches_per_image, high.name)
             starts = {a: starts_h[:, j] for j, a in enumerate(sp_h)}
@@ -293,15 +293,3 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _subsample(data, axes, max_samples):
-    """Every k-th plane along the first spatial axis, so that about ``max_samples`` values remain."""
-    if data.size <= max_samples:
-        return data
-    ax = axes.index(spatial_axes(axes)[0])
-    per_plane = data.size // data.shape[ax]
-    step = int(np.ceil(data.shape[ax] / max(1, max_samples // max(1, per_plane))))
-    sl = [slice(None)] * data.ndim
-    sl[ax] = slice(None, None, step)
-    return data[tuple(sl)]
