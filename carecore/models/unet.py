@@ -7,7 +7,10 @@ as CSBDeep's. The probabilistic head adds a 1×1 convolution for the Laplace sca
 """
 from __future__ import annotations
 
+import itertools
+
 import keras
+import numpy as np
 from keras import layers, ops
 
 from .config import CareConfig
@@ -15,8 +18,118 @@ from .config import CareConfig
 
 def _layers(ndim):
     if ndim == 2:
-        return layers.Conv2D, layers.MaxPooling2D, layers.UpSampling2D
-    return layers.Conv3D, layers.MaxPooling3D, layers.UpSampling3D
+        return layers.Conv2D, layers.MaxPooling2D
+    return layers.Conv3D, layers.MaxPooling3D
+
+
+def _phase_taps(k):
+    """How a 'same' convolution of odd size ``k`` after nearest 2× upsampling reads the coarse grid.
+
+    Fine output ``2i + p`` (phase ``p``) sees fine inputs ``2i + p + t - r`` (``r = k // 2``), i.e.
+    coarse inputs ``i + (p + t - r) // 2``. Returns ``M`` of shape (2, L, k) summing the ``k`` fine
+    taps into ``L`` coarse taps per phase, and each phase's first coarse offset ``lo[p]``.
+    """
+    r = k // 2
+    offsets = [[(p + t - r) // 2 for t in range(k)] for p in (0, 1)]
+    lo = [min(o) for o in offsets]
+    L = max(max(o) - min(o) + 1 for o in offsets)
+    M = np.zeros((2, L, k), np.float32)
+    for p in (0, 1):
+        for t in range(k):
+            M[p, offsets[p][t] - lo[p], t] = 1
+    return M, lo
+
+
+def _zero_pad(x, pad):
+    """Zeros around every spatial axis of (batch, *spatial, C), ``pad = (before, after)``.
+
+    By concatenation rather than ``ops.pad``: TensorFlow's graph optimizer folds a ``Pad`` into the
+    convolution that follows it and then fails on the gradient graph that still reads the pad
+    ("remapper failed: fanout ... exist for missing node"), which silently drops every other
+    fusion of the training step (measured: all convolutions lose their fused bias and ReLU).
+    """
+    for axis in range(1, len(x.shape) - 1):
+        before = [ops.zeros(_with(ops.shape(x), axis, pad[0]), x.dtype)] if pad[0] else []
+        after = [ops.zeros(_with(ops.shape(x), axis, pad[1]), x.dtype)] if pad[1] else []
+        x = ops.concatenate(before + [x] + after, axis=axis)
+    return x
+
+
+def _with(shape, axis, n):
+    shape = list(shape)
+    shape[axis] = n
+    return tuple(shape)
+
+
+class UpsampleConcatConv(layers.Layer):
+    """``conv(concat([upsample2(a), skip]))`` of the U-Net's up path without the upsampled tensor.
+
+    Same kernel, same result as nearest 2× upsampling of ``a``, concatenation with ``skip`` and a
+    'same' convolution without bias, but the part of the kernel that reads the upsampled channels
+    is applied on the coarse grid (polyphase): each of the ``2^d`` output phases of a size-``k``
+    convolution on an upsampled image is a size-``L`` convolution of the coarse image with summed
+    taps (``L = 2`` for ``k = 3``, 3 for ``k = 5``). All phases come from one 'valid' convolution of
+    the padded coarse input with ``2^d · filters`` output channels, interleaved by a reshape and a
+    transpose. For the default 3D network this computes 8 instead of 27 taps per voxel for half of
+    the level's input channels, and the upsampled and concatenated tensors never exist.
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+
+    def build(self, input_shape):
+        a_shape, s_shape = input_shape
+        nd = len(a_shape) - 2
+        self.ndim, self.n_up = nd, int(a_shape[-1])
+        k = self.kernel_size
+        self.kernel = self.add_weight(shape=(k,) * nd + (self.n_up + int(s_shape[-1]), self.filters),
+                                      initializer="glorot_uniform", name="kernel")
+        M, lo = _phase_taps(k)
+        L = M.shape[1]
+        # Coarse output j of the 'valid' convolution reads coarse inputs j - pad_left + (0..L-1), so
+        # phase p at coarse i is output j = i + lo[p] - min(lo). Order the phases along the new axis
+        # (q) so that 2 j + q = fine index + shift, with one shift for both phases.
+        self._pad = (-min(lo), max(lo) + L - 1)
+        q = next(q for q in ((0, 1), (1, 0)) if len({2 * (lo[p] - min(lo)) + q[p] - p for p in (0, 1)}) == 1)
+        self._shift = 2 * (lo[0] - min(lo)) + q[0]
+        T = np.zeros((2,) * nd + (L,) * nd + (k,) * nd, np.float32)
+        for phases in itertools.product((0, 1), repeat=nd):
+            t = M[phases[0]]
+            for p in phases[1:]:
+                t = np.multiply.outer(t, M[p])  # axes (L, k, L, k, ...)
+            T[tuple(q[p] for p in phases)] = t.transpose([2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)])
+        self._phase_matrix = T.reshape(2**nd * L**nd, k**nd)
+        self._L = L
+
+    def call(self, inputs):
+        a, skip = inputs
+        nd, k, L, co, ca = self.ndim, self.kernel_size, self._L, self.filters, self.n_up
+        w_up, w_skip = ops.split(ops.cast(self.kernel, self.compute_dtype), [ca], axis=-2)
+        w_up = ops.reshape(w_up, (k**nd, ca * co))
+        # (phases·L^d, k^d) @ (k^d, ca·co) -> kernel (L..., ca, phases·co)
+        kp = ops.matmul(ops.convert_to_tensor(self._phase_matrix, w_up.dtype), w_up)
+        kp = ops.reshape(kp, (2**nd, L**nd, ca, co))
+        kp = ops.reshape(ops.transpose(kp, (1, 2, 0, 3)), (L,) * nd + (ca, 2**nd * co))
+        p = ops.conv(_zero_pad(a, self._pad), kp, padding="valid")
+        n = ops.shape(p)
+        m = [n[1 + i] for i in range(nd)]
+        p = ops.reshape(p, (n[0], *m) + (2,) * nd + (co,))
+        p = ops.transpose(p, [0] + [j for i in range(nd) for j in (1 + i, 1 + nd + i)] + [1 + 2 * nd])
+        p = ops.reshape(p, (n[0], *[2 * mi for mi in m], co))
+        # crop to the skip's grid (a plain slice: its gradient is a pad, a strided slice's a scatter)
+        size = ops.shape(skip)
+        p = ops.slice(p, (0,) + (self._shift,) * nd + (0,), (n[0], *size[1:-1], co))
+        return p + ops.conv(skip, w_skip, padding="same")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[1][:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
 
 
 class Bias(layers.Layer):
@@ -37,12 +150,15 @@ class Bias(layers.Layer):
 
 def build_unet(config: CareConfig, *, name="care_unet"):
     """A Keras model mapping (batch, *spatial, C_in) to (batch, *spatial, C_out [× 2 if probabilistic])."""
-    Conv, Pool, Up = _layers(config.ndim)
+    Conv, Pool = _layers(config.ndim)
     policy = config.precision
     k = config.kernel
 
-    def conv(n, x, nm, dtype=policy):
-        x = Conv(n, k, padding="same", use_bias=False, dtype=dtype, name=nm)(x)
+    def conv(n, x, nm, dtype=policy, skip=None):
+        if skip is None:
+            x = Conv(n, k, padding="same", use_bias=False, dtype=dtype, name=nm)(x)
+        else:  # upsample x, concatenate the skip connection, convolve
+            x = UpsampleConcatConv(n, k, dtype=dtype, name=nm)([x, skip])
         x = Bias(dtype=dtype, name=f"{nm}_bias")(x)
         return layers.Activation("relu", dtype=dtype, name=f"{nm}_relu")(x)
     inp = keras.Input((None,) * config.ndim + (config.n_channel_in,), name="input")
@@ -63,11 +179,12 @@ def build_unet(config: CareConfig, *, name="care_unet"):
     x = conv(config.unet_filters * 2 ** max(0, config.unet_depth - 1), x, f"middle_conv{config.unet_n_conv - 1}",
              bottom)
     for level in reversed(range(config.unet_depth)):
-        x = Up(2, dtype=policy, name=f"up{level}_upsample")(x)
-        x = layers.Concatenate(dtype=policy, name=f"up{level}_concat")([x, skips[level]])
-        for j in range(config.unet_n_conv - 1):
-            x = conv(config.unet_filters * 2**level, x, f"up{level}_conv{j}")
-        x = conv(config.unet_filters * 2 ** max(0, level - 1), x, f"up{level}_conv{config.unet_n_conv - 1}")
+        skip = skips[level]
+        for j in range(config.unet_n_conv):
+            last = j == config.unet_n_conv - 1
+            n = config.unet_filters * 2 ** (max(0, level - 1) if last else level)
+            x = conv(n, x, f"up{level}_conv{j}", skip=skip)
+            skip = None
     # The 1×1 heads compute in the network's precision (casting 32 feature channels to float32
     # would cost a full-resolution copy); their few output channels, the residual sum and the
     # Laplace scale are float32.

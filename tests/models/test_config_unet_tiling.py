@@ -45,6 +45,26 @@ def test_default_parameter_counts_match_csbdeep(axes, count):
     assert build_unet(care_config(axes, probabilistic=True)).count_params() == count + 33
 
 
+@pytest.mark.parametrize("ndim, kernel", [(2, 3), (2, 5), (3, 3), (3, 5)])
+def test_upsample_concat_conv_equals_upsample_concat_conv(ndim, kernel):
+    """The polyphase layer gives what nearest upsampling, concatenation and a 'same' convolution give."""
+    import keras
+    from keras import ops
+
+    from carecore.models.unet import UpsampleConcatConv
+
+    rng = np.random.default_rng(kernel)
+    coarse = (3, 5, 6)[3 - ndim:]
+    a = rng.normal(size=(2, *coarse, 4)).astype(np.float32)
+    skip = rng.normal(size=(2, *(2 * c for c in coarse), 3)).astype(np.float32)
+    layer = UpsampleConcatConv(5, kernel, dtype="float32")
+    got = np.asarray(layer([a, skip]))
+    Up = keras.layers.UpSampling2D if ndim == 2 else keras.layers.UpSampling3D
+    ref = ops.conv(ops.concatenate([Up(2)(a), skip], axis=-1), layer.kernel, padding="same")
+    assert got.shape == skip.shape[:-1] + (5,)
+    np.testing.assert_allclose(got, np.asarray(ref), atol=1e-5)
+
+
 @pytest.mark.parametrize("axes", ["YX", "ZYX"])
 def test_halo_covers_measured_receptive_field(axes):
     """Perturb one input pixel; every changed output pixel lies within the halo."""
