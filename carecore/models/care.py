@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,9 @@ from ..progress import check_stop, report
 from .config import CareConfig
 
 MODEL_FORMAT = "carecore-model"
-MODEL_FORMAT_VERSION = 1
+#: 2: the up path's first convolution is one ``UpsampleConcatConv`` layer (same variables as 1).
+MODEL_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 WEIGHT_FILES = ("weights_best.weights.h5", "weights_last.weights.h5")
 #: Default working memory for prediction tiles (bytes of network activations).
 DEFAULT_PREDICT_BUDGET = 1 * 2**30
@@ -428,9 +431,9 @@ class CARE:
             raise CareError(f"{path}/manifest.json: unreadable ({e})") from None
         if man.get("format") != MODEL_FORMAT:
             raise CareError(f"{path}: not a carecore model (format {man.get('format')!r})")
-        if man.get("format_version") != MODEL_FORMAT_VERSION:
+        if man.get("format_version") not in READABLE_FORMAT_VERSIONS:
             raise CareError(f"{path}: model format version {man.get('format_version')} is not supported "
-                            f"(this carecore reads version {MODEL_FORMAT_VERSION})")
+                            f"(this carecore reads versions {', '.join(map(str, READABLE_FORMAT_VERSIONS))})")
         for name, digest in man.get("files", {}).items():
             f = path / name
             if not f.exists():
@@ -446,7 +449,10 @@ class CARE:
         wfile = {"best": WEIGHT_FILES[0], "last": WEIGHT_FILES[1]}.get(weights)
         if wfile is None:
             raise CareError(f"weights must be 'best' or 'last', got {weights!r}")
-        model.keras_model.load_weights(path / wfile)
+        if man["format_version"] == 1:
+            _load_format1_weights(model.keras_model, path / wfile)
+        else:
+            model.keras_model.load_weights(path / wfile)
         if weights == "best":
             model._best_weights = [w.copy() for w in model.keras_model.get_weights()]
         hist = path / "history.csv"
@@ -462,6 +468,43 @@ class CARE:
             bv = model.run_card.get("best_val_loss")
             model.best_val_loss = float(bv) if bv is not None else math.inf
         return model
+
+
+def _snake(name):
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _load_format1_weights(km, file):
+    """Weights saved in format 1, whose up path was UpSampling, Concatenate and a ``ConvND``.
+
+    The variables are the same, in the same order; Keras stored them under keys derived from the
+    layer classes (``conv3d``, ``conv3d_1``, ..., ``bias``, ``bias_1``, ...), so the keys are
+    recomputed with each ``UpsampleConcatConv`` counted as the convolution it replaces.
+    """
+    import h5py
+
+    seen = {}
+    with h5py.File(file, "r") as f:
+        for layer in km.layers:
+            cls = type(layer).__name__
+            if cls == "UpsampleConcatConv":
+                cls = f"Conv{layer.ndim}D"
+            key = _snake(cls)
+            n = seen.get(key, 0)
+            seen[key] = n + 1
+            if not layer.weights:
+                continue
+            group = f"layers/{key}{f'_{n}' if n else ''}/vars"
+            if group not in f or len(f[group]) != len(layer.weights):
+                raise CareError(f"{file}: format-1 weights do not match this network (no {group} for layer "
+                                f"{layer.name})")
+            values = [np.asarray(f[group][str(i)]) for i in range(len(layer.weights))]
+            for v, w in zip(values, layer.weights):
+                if tuple(v.shape) != tuple(w.shape):
+                    raise CareError(f"{file}: format-1 weights do not match this network ({group}: shape "
+                                    f"{v.shape}, layer {layer.name} expects {tuple(w.shape)})")
+            layer.set_weights(values)
 
 
 def load_model(path, *, weights="best"):

@@ -86,8 +86,9 @@ class UpsampleConcatConv(layers.Layer):
         nd = len(a_shape) - 2
         self.ndim, self.n_up = nd, int(a_shape[-1])
         k = self.kernel_size
+        # not autocast: the phase kernels are sums of taps, formed in float32 before the cast
         self.kernel = self.add_weight(shape=(k,) * nd + (self.n_up + int(s_shape[-1]), self.filters),
-                                      initializer="glorot_uniform", name="kernel")
+                                      initializer="glorot_uniform", name="kernel", autocast=False)
         M, lo = _phase_taps(k)
         L = M.shape[1]
         # Coarse output j of the 'valid' convolution reads coarse inputs j - pad_left + (0..L-1), so
@@ -108,12 +109,13 @@ class UpsampleConcatConv(layers.Layer):
     def call(self, inputs):
         a, skip = inputs
         nd, k, L, co, ca = self.ndim, self.kernel_size, self._L, self.filters, self.n_up
-        w_up, w_skip = ops.split(ops.cast(self.kernel, self.compute_dtype), [ca], axis=-2)
+        w_up, w_skip = ops.split(ops.cast(self.kernel, "float32"), [ca], axis=-2)
         w_up = ops.reshape(w_up, (k**nd, ca * co))
         # (phases·L^d, k^d) @ (k^d, ca·co) -> kernel (L..., ca, phases·co)
-        kp = ops.matmul(ops.convert_to_tensor(self._phase_matrix, w_up.dtype), w_up)
+        kp = ops.matmul(ops.convert_to_tensor(self._phase_matrix, "float32"), w_up)
         kp = ops.reshape(kp, (2**nd, L**nd, ca, co))
         kp = ops.reshape(ops.transpose(kp, (1, 2, 0, 3)), (L,) * nd + (ca, 2**nd * co))
+        kp, w_skip = ops.cast(kp, self.compute_dtype), ops.cast(w_skip, self.compute_dtype)
         p = ops.conv(_zero_pad(a, self._pad), kp, padding="valid")
         n = ops.shape(p)
         m = [n[1 + i] for i in range(nd)]

@@ -118,6 +118,22 @@ def test_load_refuses_bad_folders(trained, tmp_path):
         cc.load_model(old)
 
 
+def test_loads_format1_folder_saved_by_carecore_0_1(tmp_path):
+    """A folder written by carecore 0.1.0 (up path as UpSampling + Concatenate + Conv3D) loads and predicts
+    what it predicted then (bfloat16 both times, computed in another order: 5e-4 of the range measured)."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent / "data"
+    model = cc.load_model(data / "model_format1")
+    x = np.load(data / "model_format1_input.npy")
+    expected = np.load(data / "model_format1_prediction.npy")
+    got = model.predict(x, axes="ZYX")
+    np.testing.assert_allclose(got, expected, atol=2e-3 * np.ptp(expected))
+    model.save(tmp_path / "again")  # saved anew in the current format, it loads the ordinary way
+    assert json.loads((tmp_path / "again" / "manifest.json").read_text())["format_version"] == 2
+    np.testing.assert_allclose(cc.load_model(tmp_path / "again").predict(x, axes="ZYX"), got, atol=1e-6)
+
+
 def test_wrong_inputs_get_clear_errors(trained):
     model, *_ = trained
     with pytest.raises(CareError, match="the model is 3D \\(ZYX\\) but the image has spatial axes 'YX'"):
