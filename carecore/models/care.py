@@ -119,7 +119,8 @@ class CARE:
         """Estimated peak memory per tile voxel, calibrated on CPU with TensorFlow (benchmarks/): the
         resident-set rise was 355-420 bytes per tile voxel for the default 3D network in bfloat16
         (skip, upsampled, concatenated and convolved level-0 features) and up to 580 with tiles of a
-        third of a 64×256×256 volume (allocator caching); the estimate takes the upper end."""
+        third of a 64×256×256 volume (allocator caching); the estimate takes the upper end. With the
+        polyphase up path (format 2) the rise was 530 bytes per voxel for 1×2×2 tiles of 64×152×152."""
         itemsize = 2 if self.config.precision == "mixed_bfloat16" else 4
         return int(9 * self.config.unet_filters * itemsize) + 32
 

@@ -1,11 +1,13 @@
 """Tile plans for exact tiled prediction (CARE-NOTES §9).
 
 The image is (virtually) padded at its end to a multiple of the network's divisor ``2**depth``.
-Each axis is cut into ``n`` cores whose boundaries are multiples of the divisor; every tile is its
-core grown by the halo (rounded up to the divisor) on both sides, shifted inwards at the image
-borders, so that all tiles have the same shape (they can be batched) and start on the pooling grid.
-Each output pixel is taken from exactly one tile's core: with a halo at least the receptive
-field, tiled prediction equals untiled prediction up to float rounding.
+All tiles of an axis have one size (they can be batched) and start on the pooling grid (multiples of
+the divisor). A tile's output is exact where the halo (the receptive field, rounded up to the
+divisor) fits inside the tile on both sides, or reaches past the image border as in the untiled
+network: the first and last tiles sit flush with the image borders and need the halo on their inner
+side only, so ``n`` tiles of size ``S`` cover ``n S - 2 h (n - 1)`` voxels. Each output pixel is
+taken from exactly one tile (the boundaries lie in the middle of the overlaps): tiled prediction
+equals untiled prediction up to float rounding.
 """
 from __future__ import annotations
 
@@ -47,16 +49,29 @@ class TilePlan:
         return len(self.tiles) * int(np.prod(self.tile_shape))
 
 
-def _axis(length, padded, n, halo, div):
+def _tile_layout(padded, n, halo, div):
+    """(size, halo, starts) of at most ``n`` equal tiles along an axis of ``padded`` voxels."""
     n = max(1, min(n, padded // div))
-    bounds = [min(_up(round(i * padded / n), div), padded) for i in range(n + 1)]
-    bounds = sorted(set(bounds))
-    cores = list(zip(bounds[:-1], bounds[1:]))
-    h = _up(halo, div) if len(cores) > 1 else 0
-    size = min(max(c1 - c0 for c0, c1 in cores) + 2 * h, padded)
+    h = _up(halo, div)
+    size = _up(math.ceil((padded + 2 * h * (n - 1)) / n), div) if n > 1 else padded
+    if size >= padded:  # cutting gains nothing
+        return padded, 0, [0]
+    # here padded > size > 2h, all on the divisor grid: middle tiles keep a core of at least one divisor
+    while True:
+        starts = sorted({div * round(i * (padded - size) / (div * (n - 1))) for i in range(n)})
+        if all(b - a <= size - 2 * h for a, b in zip(starts[:-1], starts[1:])):
+            return size, h, starts
+        size += div  # rounding the starts to the grid opened a gap: grow the tiles
+
+
+def _axis(length, padded, n, halo, div):
+    size, h, starts = _tile_layout(padded, n, halo, div)
+    if len(starts) == 1:
+        return [(slice(0, padded), slice(0, length), slice(0, length))], size, 0
+    # tile i is exact on [starts[i] + h, starts[i] + size - h), and up to the image border at either end
+    bounds = [0] + [(b + h + a + size - h) // 2 for a, b in zip(starts[:-1], starts[1:])] + [padded]
     out = []
-    for c0, c1 in cores:
-        s = min(max(c0 - h, 0), padded - size)
+    for s, c0, c1 in zip(starts, bounds[:-1], bounds[1:]):
         e0, e1 = c0, min(c1, length)
         if e1 > e0:
             out.append((slice(s, s + size), slice(e0, e1), slice(e0 - s, e1 - s)))
@@ -97,13 +112,9 @@ def auto_tiles(shape, *, halo, divisor, bytes_per_voxel, budget, batch=1, max_pe
 def _cost(shape, n, halo, divisor):
     sizes, counts = [], []
     for s, k in zip(shape, n):
-        p = _up(s, divisor)
-        k = max(1, min(k, p // divisor))
-        bounds = sorted({min(_up(round(i * p / k), divisor), p) for i in range(k + 1)})
-        core = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
-        h = _up(halo, divisor) if len(bounds) > 2 else 0
-        sizes.append(min(core + 2 * h, p))
-        counts.append(len(bounds) - 1)
+        size, _, starts = _tile_layout(_up(s, divisor), k, halo, divisor)
+        sizes.append(size)
+        counts.append(len(starts))
     return tuple(sizes), int(np.prod(counts)) * int(np.prod(sizes))
 
 

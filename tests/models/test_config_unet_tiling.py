@@ -94,11 +94,21 @@ def test_tile_plan_covers_each_pixel_once(shape, n):
         count[t.core] += 1
         assert all(w.stop - w.start == s for w, s in zip(t.window, plan.tile_shape))
         assert all(w.start % 4 == 0 for w in t.window)
-        for w, core, inner in zip(t.window, t.core, t.inner):
+        for w, core, inner, padded in zip(t.window, t.core, t.inner, plan.padded):
             assert inner.start == core.start - w.start and inner.stop - inner.start == core.stop - core.start
             # the core keeps the halo from the window edge, except at the image border
             assert core.start - w.start >= 10 or w.start == 0 or plan.n_tiles == 1
+            assert w.stop - core.stop >= 10 or w.stop == padded
     assert (count == 1).all()
+
+
+def test_border_tiles_carry_the_halo_on_their_inner_side_only():
+    # 256 voxels, halo 23 -> 24 on the grid of 4: two tiles of 128 + 24, four of (256 + 3·48) / 4 = 100
+    assert plan_tiles((256,), (2,), halo=23, divisor=4).tile_shape == (152,)
+    assert plan_tiles((256,), (4,), halo=23, divisor=4).tile_shape == (100,)
+    # the default 3D network's volume in 1×2×2 tiles computes 1.41× the voxels, not 1.89× (2·24 per cut)
+    plan = plan_tiles((64, 256, 256), (1, 2, 2), halo=23, divisor=4)
+    assert plan.voxels / (64 * 256 * 256) < 1.42
 
 
 def test_auto_tiles_respects_budget():
