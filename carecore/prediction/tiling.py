@@ -69,7 +69,7 @@ def _axis(length, padded, n, halo, div):
     if len(starts) == 1:
         return [(slice(0, padded), slice(0, length), slice(0, length))], size, 0
     # tile i is exact on [starts[i] + h, starts[i] + size - h), and up to the image border at either end
-    bounds = [0] + [(b + h + a + size - h) // 2 for a, b in zip(starts[:-1], starts[1:])] + [padded]
+    bounds = [0] + [(a + size + b) // 2 for a, b in zip(starts[:-1], starts[1:])] + [padded]  # mid-overlap
     out = []
     for s, c0, c1 in zip(starts, bounds[:-1], bounds[1:]):
         e0, e1 = c0, min(c1, length)
