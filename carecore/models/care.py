@@ -92,6 +92,7 @@ class CARE:
         keras.utils.set_random_seed(config.seed)
         self.keras_model = self._build()
         self._best_weights = None
+        self._stage_cache = None
 
     @staticmethod
     def _for(config, path=None):
@@ -114,6 +115,18 @@ class CARE:
         from .unet import receptive_radius
 
         return receptive_radius(self.config)
+
+    def _stages(self):
+        """The network as prediction stages (:mod:`carecore.prediction.staged`), or None to run it whole.
+
+        Staged prediction keeps large blocks in one piece at little memory; a subclass whose network
+        cannot be cut this way returns None and gets plain tiles.
+        """
+        if self._stage_cache is None:
+            from .unet import unet_stages
+
+            self._stage_cache = unet_stages(self.keras_model, self.config)
+        return self._stage_cache
 
     def _bytes_per_voxel(self):
         """Estimated peak memory per tile voxel, calibrated on CPU with TensorFlow (benchmarks/): the
@@ -291,7 +304,7 @@ class CARE:
         return axes
 
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
-                normalization=None, progress=None, stop=None, out=None, name="image"):
+                stage_tiles=None, normalization=None, progress=None, stop=None, out=None, name="image"):
         """Restore ``image``; probabilistic models return ``(mean, scale)``.
 
         Parameters
@@ -300,11 +313,15 @@ class CARE:
         axes : str
             Axes of ``image``: the model's spatial axes, optionally with ``C``.
         n_tiles : "auto" or tuple of int
-            Tiles per spatial axis; ``"auto"`` picks them from ``memory_budget``.
+            Tiles per spatial axis; ``"auto"`` picks the plan with the least work within
+            ``memory_budget`` (see :meth:`tile_plan`).
         memory_budget : int
-            Bytes of network activations allowed at once.
+            Bytes of working memory allowed at once (network activations and staged intermediates).
         batch_size : int, optional
             Tiles per network call (default: as many as fit the budget, at most 8).
+        stage_tiles : tuple, optional
+            Run the network in stages (:mod:`carecore.prediction.staged`) with these tile counts per
+            axis, for every stage or one tuple per stage; ``"auto"`` picks them from the budget.
         normalization : Normalization, optional
             Use these input percentiles instead of computing them.
         progress, stop : callables, optional
@@ -330,19 +347,7 @@ class CARE:
         xv = np.transpose(x, order) if "C" in axes else np.asarray(x)[..., None]
         xv = self._preprocess(xv, c.axes)
         shape = xv.shape[:-1]
-        halo = self._halo()
-        if isinstance(n_tiles, str):
-            if n_tiles != "auto":
-                raise CareError(f"n_tiles must be 'auto' or a tuple of ints, got {n_tiles!r}")
-            from ..prediction.tiling import auto_tiles
-
-            n_tiles = auto_tiles(shape, halo=halo, divisor=c.divisor, bytes_per_voxel=self._bytes_per_voxel(),
-                                 budget=memory_budget)
-        from ..prediction.tiling import plan_tiles, read_window
-
-        plan = plan_tiles(shape, n_tiles, halo=halo, divisor=c.divisor)
-        tile_bytes = int(np.prod(plan.tile_shape)) * self._bytes_per_voxel()
-        bs = batch_size or int(max(1, min(8, memory_budget // max(tile_bytes, 1))))
+        plan = self.tile_plan(shape, n_tiles, memory_budget=memory_budget, stage_tiles=stage_tiles)
         n_out = c.n_channel_out * (2 if c.probabilistic else 1)
         if out is None:
             res = np.empty(tuple(shape) + (n_out,), np.float32)
@@ -350,18 +355,37 @@ class CARE:
             if tuple(out.shape) != tuple(shape) + (n_out,):
                 raise CareError(f"out has shape {tuple(out.shape)}, expected {tuple(shape) + (n_out,)}")
             res = out
+        from ..prediction.tiling import read_window
+
+        normalized = lambda t: (np.asarray(read_window(xv, t.window), np.float32) - lo) / (hi - lo)  # noqa: E731
         tiles = plan.tiles
-        done = 0
-        report(progress, 0, len(tiles), "tiles")
-        for start in range(0, len(tiles), bs):
-            check_stop(stop)
-            group = tiles[start:start + bs]
-            batch = np.stack([(np.asarray(read_window(xv, t.window), np.float32) - lo) / (hi - lo) for t in group])
-            pred = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float32)
-            for t, p in zip(group, pred):
-                res[t.core] = p[t.inner]
-            done += len(group)
-            report(progress, done, len(tiles), "tiles")
+        if plan.stage_tiles is None:
+            tile_bytes = int(np.prod(plan.tile_shape)) * self._bytes_per_voxel()
+            bs = batch_size or int(max(1, min(8, memory_budget // max(tile_bytes, 1))))
+            report(progress, 0, len(tiles), "tiles")
+            for start in range(0, len(tiles), bs):
+                check_stop(stop)
+                group = tiles[start:start + bs]
+                pred = np.asarray(self.keras_model.predict_on_batch(np.stack([normalized(t) for t in group])),
+                                  dtype=np.float32)
+                for t, p in zip(group, pred):
+                    res[t.core] = p[t.inner]
+                report(progress, start + len(group), len(tiles), "tiles")
+        else:
+            from ..prediction.staged import run_stages, stage_plans
+
+            stages = self._stages()
+            total = len(tiles) * sum(len(p) for p in stage_plans(stages, plan.tile_shape, plan.stage_tiles))
+            done = [0]
+
+            def on_tile():
+                done[0] += 1
+                report(progress, done[0], total, "tiles")
+
+            report(progress, 0, total, "tiles")
+            for t in tiles:
+                pred = run_stages(stages, normalized(t), plan.stage_tiles, on_tile=on_tile, stop=stop)
+                res[t.core] = pred[t.inner]
         if c.n_channel_in == c.n_channel_out:  # back to the input's intensity range
             res[..., : c.n_channel_out] *= hi - lo
             res[..., : c.n_channel_out] += lo
@@ -372,14 +396,57 @@ class CARE:
             return back(res[..., : c.n_channel_out]), back(res[..., c.n_channel_out:])
         return back(res)
 
-    def tile_plan(self, shape, n_tiles="auto", *, memory_budget=DEFAULT_PREDICT_BUDGET):
-        """The tile plan :meth:`predict` would use for an image of spatial ``shape``."""
+    def tile_plan(self, shape, n_tiles="auto", *, memory_budget=DEFAULT_PREDICT_BUDGET, stage_tiles=None):
+        """How :meth:`predict` cuts an image of spatial ``shape`` (a :class:`~carecore.prediction.tiling.TilePlan`).
+
+        With ``n_tiles="auto"``: the whole image at once when the network's activations fit
+        ``memory_budget``; otherwise whichever needs less work within the budget, plain tiles
+        through the whole network (each cut costs the receptive field on both sides) or staged
+        prediction (:mod:`carecore.prediction.staged`: small halos per stage, plus the cost of
+        keeping the intermediate arrays) over blocks as large as the budget allows.
+        ``stage_tiles`` forces staged prediction.
+        """
+        from ..prediction.staged import STAGING_OVERHEAD, staged_voxels
         from ..prediction.tiling import auto_tiles, plan_tiles
 
-        if n_tiles == "auto":
-            n_tiles = auto_tiles(shape, halo=self._halo(), divisor=self.config.divisor,
-                                 bytes_per_voxel=self._bytes_per_voxel(), budget=memory_budget)
-        return plan_tiles(shape, n_tiles, halo=self._halo(), divisor=self.config.divisor)
+        if isinstance(n_tiles, str) and n_tiles != "auto":
+            raise CareError(f"n_tiles must be 'auto' or a tuple of ints, got {n_tiles!r}")
+        kw = dict(halo=self._halo(), divisor=self.config.divisor)
+        if stage_tiles is None:
+            if n_tiles != "auto":
+                return plan_tiles(shape, n_tiles, **kw)
+            plain = plan_tiles(shape, auto_tiles(shape, bytes_per_voxel=self._bytes_per_voxel(),
+                                                 budget=memory_budget, **kw), **kw)
+            if len(plain) == 1 or self._stages() is None:
+                return plain
+            staged = self._staged_plan(shape, "auto", "auto", memory_budget)
+            work = len(staged) * staged_voxels(self._stages(), staged.tile_shape, staged.stage_tiles)
+            return staged if work * STAGING_OVERHEAD < plain.voxels else plain
+        if self._stages() is None:
+            raise CareError(f"{type(self).__name__} cannot predict in stages; leave stage_tiles unset")
+        return self._staged_plan(shape, n_tiles, stage_tiles, memory_budget)
+
+    def _staged_plan(self, shape, n_tiles, stage_tiles, memory_budget):
+        from ..prediction.staged import auto_stage_tiles, stored_bytes_per_voxel
+        from ..prediction.tiling import auto_tiles, plan_tiles
+
+        c = self.config
+        kw = dict(halo=self._halo(), divisor=c.divisor)
+        stages = self._stages()
+        stored = stored_bytes_per_voxel(stages, n_channel_in=c.n_channel_in, ndim=c.ndim)
+        if n_tiles == "auto":  # blocks whose kept arrays take at most half the budget
+            n_tiles = auto_tiles(shape, bytes_per_voxel=2 * stored, budget=memory_budget, **kw)
+        block = plan_tiles(shape, n_tiles, **kw).tile_shape
+        if stage_tiles == "auto":
+            stage_tiles = auto_stage_tiles(stages, block, memory_budget - stored * int(np.prod(block)))
+        else:
+            stage_tiles = tuple(stage_tiles)
+            if all(isinstance(v, (int, np.integer)) for v in stage_tiles):
+                stage_tiles = (stage_tiles,) * len(stages)
+            if len(stage_tiles) != len(stages) or any(len(t) != len(shape) for t in stage_tiles):
+                raise CareError(f"stage_tiles {stage_tiles}: give one count per axis ({len(shape)}), for all "
+                                f"{len(stages)} stages or one tuple per stage")
+        return plan_tiles(shape, n_tiles, stage_tiles=stage_tiles, **kw)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path=None):

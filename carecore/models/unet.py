@@ -150,57 +150,137 @@ class Bias(layers.Layer):
         return x + ops.cast(self.bias, x.dtype)
 
 
-def build_unet(config: CareConfig, *, name="care_unet"):
-    """A Keras model mapping (batch, *spatial, C_in) to (batch, *spatial, C_out [× 2 if probabilistic])."""
-    Conv, Pool = _layers(config.ndim)
-    policy = config.precision
-    k = config.kernel
+class _Layers:
+    """Hands out the network's layers by name: new ones while building the network, the model's own
+    (same weights) when a part of it is wired again as a prediction stage."""
 
-    def conv(n, x, nm, dtype=policy, skip=None):
-        if skip is None:
-            x = Conv(n, k, padding="same", use_bias=False, dtype=dtype, name=nm)(x)
-        else:  # upsample x, concatenate the skip connection, convolve
-            x = UpsampleConcatConv(n, k, dtype=dtype, name=nm)([x, skip])
-        x = Bias(dtype=dtype, name=f"{nm}_bias")(x)
-        return layers.Activation("relu", dtype=dtype, name=f"{nm}_relu")(x)
-    inp = keras.Input((None,) * config.ndim + (config.n_channel_in,), name="input")
-    x = inp
-    skips = []
-    for level in range(config.unet_depth):
-        for j in range(config.unet_n_conv):
-            x = conv(config.unet_filters * 2**level, x, f"down{level}_conv{j}")
+    def __init__(self, model=None):
+        self.model = model
+
+    def __call__(self, name, make):
+        return make(name) if self.model is None else self.model.get_layer(name)
+
+
+def _conv(L, config, n, x, name, dtype=None, skip=None):
+    """Convolution (or upsample + concatenate ``skip`` + convolution), bias, ReLU."""
+    Conv, _ = _layers(config.ndim)
+    dtype = dtype or config.precision
+    k = config.kernel
+    if skip is None:
+        x = L(name, lambda nm: Conv(n, k, padding="same", use_bias=False, dtype=dtype, name=nm))(x)
+    else:
+        x = L(name, lambda nm: UpsampleConcatConv(n, k, dtype=dtype, name=nm))([x, skip])
+    x = L(f"{name}_bias", lambda nm: Bias(dtype=dtype, name=nm))(x)
+    return L(f"{name}_relu", lambda nm: layers.Activation("relu", dtype=dtype, name=nm))(x)
+
+
+def _encode0(L, config, x):
+    """Level 0 of the down path: input -> (skip0, p0 = pool(skip0))."""
+    _, Pool = _layers(config.ndim)
+    for j in range(config.unet_n_conv):
+        x = _conv(L, config, config.unet_filters, x, f"down0_conv{j}")
+    return x, L("down0_pool", lambda nm: Pool(2, dtype=config.precision, name=nm))(x)
+
+
+def _deep(L, config, x):
+    """Everything below level 0: p0 -> u1, the input of level 0's up path (half resolution)."""
+    _, Pool = _layers(config.ndim)
+    f, depth, n_conv = config.unet_filters, config.unet_depth, config.unet_n_conv
+    skips = [None]
+    for level in range(1, depth):
+        for j in range(n_conv):
+            x = _conv(L, config, f * 2**level, x, f"down{level}_conv{j}")
         skips.append(x)
-        x = Pool(2, dtype=policy, name=f"down{level}_pool")(x)
+        x = L(f"down{level}_pool", lambda nm: Pool(2, dtype=config.precision, name=nm))(x)
     # TensorFlow's bfloat16 3D kernel-gradient returns inf where a side is 2 voxels (measured on
     # CPU), which the bottom level of small training patches reaches: the bottom then runs in float32.
-    bottom = policy
-    if config.ndim == 3 and policy != "float32" and min(config.patch_size) // 2**config.unet_depth < 3:
+    bottom = config.precision
+    if config.ndim == 3 and bottom != "float32" and min(config.patch_size) // 2**depth < 3:
         bottom = "float32"
-    for j in range(config.unet_n_conv - 1):
-        x = conv(config.unet_filters * 2**config.unet_depth, x, f"middle_conv{j}", bottom)
-    x = conv(config.unet_filters * 2 ** max(0, config.unet_depth - 1), x, f"middle_conv{config.unet_n_conv - 1}",
-             bottom)
-    for level in reversed(range(config.unet_depth)):
-        skip = skips[level]
-        for j in range(config.unet_n_conv):
-            last = j == config.unet_n_conv - 1
-            n = config.unet_filters * 2 ** (max(0, level - 1) if last else level)
-            x = conv(n, x, f"up{level}_conv{j}", skip=skip)
-            skip = None
+    for j in range(n_conv - 1):
+        x = _conv(L, config, f * 2**depth, x, f"middle_conv{j}", bottom)
+    x = _conv(L, config, f * 2 ** max(0, depth - 1), x, f"middle_conv{n_conv - 1}", bottom)
+    for level in reversed(range(1, depth)):
+        x = _up_level(L, config, level, x, skips[level])
+    return x
+
+
+def _up_level(L, config, level, x, skip):
+    for j in range(config.unet_n_conv):
+        last = j == config.unet_n_conv - 1
+        n = config.unet_filters * 2 ** (max(0, level - 1) if last else level)
+        x = _conv(L, config, n, x, f"up{level}_conv{j}", skip=skip)
+        skip = None
+    return x
+
+
+def _decode0(L, config, u1, skip0, inp):
+    """Level 0 of the up path and the heads: (u1, skip0, input) -> output."""
+    Conv, _ = _layers(config.ndim)
+    policy = config.precision
+    x = _up_level(L, config, 0, u1, skip0)
     # The 1×1 heads compute in the network's precision (casting 32 feature channels to float32
     # would cost a full-resolution copy); their few output channels, the residual sum and the
     # Laplace scale are float32.
-    mu = Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name="head_mean")(x)
-    mu = layers.Activation("linear", dtype="float32", name="head_mean_float32")(mu)
+    mu = L("head_mean", lambda nm: Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name=nm))(x)
+    mu = L("head_mean_float32", lambda nm: layers.Activation("linear", dtype="float32", name=nm))(mu)
     if config.residual:
-        mu = layers.Add(dtype="float32", name="residual")([mu, ops.cast(inp, "float32")])
-    if config.probabilistic:
-        b = Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name="head_scale")(x)
-        b = layers.Activation(lambda t: ops.softplus(ops.cast(t, "float32")) + 1e-3, dtype="float32", name="scale")(b)
-        out = layers.Concatenate(dtype="float32", name="mean_scale")([mu, b])
-    else:
-        out = mu
-    return keras.Model(inp, out, name=name)
+        mu = L("residual", lambda nm: layers.Add(dtype="float32", name=nm))([mu, ops.cast(inp, "float32")])
+    if not config.probabilistic:
+        return mu
+    b = L("head_scale", lambda nm: Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name=nm))(x)
+    b = L("scale", lambda nm: layers.Activation(lambda t: ops.softplus(ops.cast(t, "float32")) + 1e-3,
+                                                dtype="float32", name=nm))(b)
+    return L("mean_scale", lambda nm: layers.Concatenate(dtype="float32", name=nm))([mu, b])
+
+
+def build_unet(config: CareConfig, *, name="care_unet"):
+    """A Keras model mapping (batch, *spatial, C_in) to (batch, *spatial, C_out [× 2 if probabilistic])."""
+    L = _Layers()
+    inp = keras.Input((None,) * config.ndim + (config.n_channel_in,), name="input")
+    skip0, x = _encode0(L, config, inp)
+    return keras.Model(inp, _decode0(L, config, _deep(L, config, x), skip0, inp), name=name)
+
+
+def unet_stages(model, config: CareConfig):
+    """The network of ``model`` as three prediction stages sharing its layers (and weights).
+
+    See :mod:`carecore.prediction.staged`: ``encode0`` (input -> skip0, p0), ``deep`` (p0 -> u1) and
+    ``decode0`` (u1, skip0, input -> output). Halos: the level-0 convolutions of either side see
+    ``n_conv · (k // 2)`` voxels; the deep part sees the rest of the receptive field.
+    """
+    from ..prediction.staged import Stage
+
+    L = _Layers(model)
+    nd, f = config.ndim, config.unet_filters
+    dtype = "float32" if config.precision == "float32" else "bfloat16"
+    item = 4 if dtype == "float32" else 2
+    grid = (None,) * nd
+    n_out = config.n_channel_out * (2 if config.probabilistic else 1)
+    level0 = config.unet_n_conv * (config.kernel // 2)
+
+    inp = keras.Input(grid + (config.n_channel_in,), name="input")
+    skip0, p0 = _encode0(L, config, inp)
+    encode = keras.Model(inp, [skip0, p0], name="encode0")
+    p_in = keras.Input(grid + (f,), dtype=dtype, name="p0")
+    deep = keras.Model(p_in, _deep(L, config, p_in), name="deep")
+    u_in = keras.Input(grid + (f,), dtype=dtype, name="u1")
+    s_in = keras.Input(grid + (f,), dtype=dtype, name="skip0")
+    x_in = keras.Input(grid + (config.n_channel_in,), name="input")
+    decode = keras.Model([u_in, s_in, x_in], _decode0(L, config, u_in, s_in, x_in), name="decode0")
+    # Working memory per voxel of a tile, in level-0 feature maps (f values each): measured as the
+    # resident-set rise of one tile on CPU with TensorFlow, default 3D network (bfloat16, float32 for
+    # decode0), tiles of 1-2 M voxels: encode0 3.2-3.4 maps, deep 1.2-1.6, decode0 6.5-6.6 (its
+    # polyphase up-convolution, interleave, skip convolution and sum are alive together).
+    fs = f * item
+    return (
+        Stage("encode0", encode, (("input", 0),), (("skip0", 0, f, item), ("p0", 1, f, item)),
+              halo=level0, divisor=2, bytes_per_voxel=4 * fs + 4 * config.n_channel_in),
+        Stage("deep", deep, (("p0", 1),), (("u1", 1, f, item),),
+              halo=receptive_radius(config) - 2 * level0 - 1, divisor=config.divisor, bytes_per_voxel=2 * fs),
+        Stage("decode0", decode, (("u1", 1), ("skip0", 0), ("input", 0)), (("output", 0, n_out, 4),),
+              halo=level0, divisor=2, bytes_per_voxel=7 * fs + 8 * n_out),
+    )
 
 
 def receptive_radius(config: CareConfig):

@@ -39,6 +39,9 @@ class TilePlan:
     tile_shape: tuple
     halo: tuple
     tiles: tuple
+    #: None: each tile runs through the whole network; else the tile counts of each stage of
+    #: staged prediction (:mod:`carecore.prediction.staged`) within every tile
+    stage_tiles: tuple = None
 
     def __len__(self):
         return len(self.tiles)
@@ -69,7 +72,9 @@ def _axis(length, padded, n, halo, div):
     if len(starts) == 1:
         return [(slice(0, padded), slice(0, length), slice(0, length))], size, 0
     # tile i is exact on [starts[i] + h, starts[i] + size - h), and up to the image border at either end
-    bounds = [0] + [(a + size + b) // 2 for a, b in zip(starts[:-1], starts[1:])] + [padded]  # mid-overlap
+    # boundaries in the middle of the overlaps, on the divisor grid (so that they fall on whole voxels
+    # of every pooled level): the overlap [b + h, a + size - h] starts and ends on that grid
+    bounds = [0] + [div * ((a + size + b) // (2 * div)) for a, b in zip(starts[:-1], starts[1:])] + [padded]
     out = []
     for s, c0, c1 in zip(starts, bounds[:-1], bounds[1:]):
         e0, e1 = c0, min(c1, length)
@@ -78,7 +83,7 @@ def _axis(length, padded, n, halo, div):
     return out, size, h
 
 
-def plan_tiles(shape, n_tiles, *, halo, divisor):
+def plan_tiles(shape, n_tiles, *, halo, divisor, stage_tiles=None):
     """A :class:`TilePlan` cutting ``shape`` into ``n_tiles`` (one count per axis)."""
     shape = tuple(int(s) for s in shape)
     n_tiles = tuple(int(n) for n in n_tiles)
@@ -92,7 +97,7 @@ def plan_tiles(shape, n_tiles, *, halo, divisor):
     tiles = tuple(Tile(tuple(t[0] for t in combo), tuple(t[1] for t in combo), tuple(t[2] for t in combo))
                   for combo in itertools.product(*[a[0] for a in per_axis]))
     return TilePlan(shape, padded, tuple(len(a[0]) for a in per_axis), tuple(a[1] for a in per_axis),
-                    tuple(a[2] for a in per_axis), tiles)
+                    tuple(a[2] for a in per_axis), tiles, stage_tiles)
 
 
 def auto_tiles(shape, *, halo, divisor, bytes_per_voxel, budget, batch=1, max_per_axis=16):
@@ -103,7 +108,8 @@ def auto_tiles(shape, *, halo, divisor, bytes_per_voxel, budget, batch=1, max_pe
     for n in itertools.product(*ranges):
         plan_shape, cost = _cost(shape, n, halo, divisor)
         fits = int(np.prod(plan_shape)) * bytes_per_voxel * batch <= budget
-        key = (not fits, cost if fits else int(np.prod(plan_shape)), int(np.prod(n)))
+        # ties: fewer tiles, then cuts along earlier axes (tiles of whole rows are contiguous in memory)
+        key = (not fits, cost if fits else int(np.prod(plan_shape)), int(np.prod(n)), n[::-1])
         if best is None or key < best[0]:
             best = (key, n)
     return best[1]
