@@ -94,6 +94,7 @@ def test_tile_plan_covers_each_pixel_once(shape, n):
         count[t.core] += 1
         assert all(w.stop - w.start == s for w, s in zip(t.window, plan.tile_shape))
         assert all(w.start % 4 == 0 for w in t.window)
+        assert all(core.start % 4 == 0 for core in t.core)  # boundaries fall on whole voxels of pooled levels
         for w, core, inner, padded in zip(t.window, t.core, t.inner, plan.padded):
             assert inner.start == core.start - w.start and inner.stop - inner.start == core.stop - core.start
             # the core keeps the halo from the window edge, except at the image border
