@@ -129,13 +129,13 @@ class CARE:
         return self._stage_cache
 
     def _bytes_per_voxel(self):
-        """Estimated peak memory per tile voxel, calibrated on CPU with TensorFlow (benchmarks/): the
-        resident-set rise was 355-420 bytes per tile voxel for the default 3D network in bfloat16
-        (skip, upsampled, concatenated and convolved level-0 features) and up to 580 with tiles of a
-        third of a 64×256×256 volume (allocator caching); the estimate takes the upper end. With the
-        polyphase up path (format 2) the rise was 530 bytes per voxel for 1×2×2 tiles of 64×152×152."""
+        """Estimated peak memory per voxel of a tile through the whole network, calibrated on CPU with
+        TensorFlow (resident-set rise of one prediction, freed memory returned first): for the
+        default 3D network in bfloat16 255-315 bytes per tile voxel, and 431-435 when every side is a
+        power of two (16×128×128 to 64×256×256); the 2D network 287-293; float32 608 (3D, 2.5 M
+        voxels). The estimate, 7 level-0 feature maps and 32 bytes, covers the worst case."""
         itemsize = 2 if self.config.precision == "mixed_bfloat16" else 4
-        return int(9 * self.config.unet_filters * itemsize) + 32
+        return int(7 * self.config.unet_filters * itemsize) + 32
 
     # -- properties --------------------------------------------------------------------------
     @property

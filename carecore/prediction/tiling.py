@@ -101,27 +101,31 @@ def plan_tiles(shape, n_tiles, *, halo, divisor, stage_tiles=None):
 
 
 def auto_tiles(shape, *, halo, divisor, bytes_per_voxel, budget, batch=1, max_per_axis=16):
-    """The tile counts with the least total compute whose batch of tiles fits ``budget`` bytes."""
+    """The tile counts with the least total compute whose batch of tiles fits ``budget`` bytes.
+
+    Ties go to fewer tiles, then to cuts along earlier axes (tiles made of whole rows are
+    contiguous in memory). When nothing fits, the smallest tiles.
+    """
     shape = tuple(shape)
+    # each axis' layout depends on its own count only: (count, tile size, tiles along the axis)
+    axes = []
+    for s in shape:
+        padded = _up(s, divisor)
+        options = []
+        for n in range(1, min(max_per_axis, max(1, padded // divisor)) + 1):
+            size, _, starts = _tile_layout(padded, n, halo, divisor)
+            options.append((n, size, len(starts)))
+        axes.append(options)
     best = None
-    ranges = [range(1, min(max_per_axis, max(1, _up(s, divisor) // divisor)) + 1) for s in shape]
-    for n in itertools.product(*ranges):
-        plan_shape, cost = _cost(shape, n, halo, divisor)
-        fits = int(np.prod(plan_shape)) * bytes_per_voxel * batch <= budget
-        # ties: fewer tiles, then cuts along earlier axes (tiles of whole rows are contiguous in memory)
-        key = (not fits, cost if fits else int(np.prod(plan_shape)), int(np.prod(n)), n[::-1])
+    for combo in itertools.product(*axes):
+        n = tuple(o[0] for o in combo)
+        voxels = math.prod(o[1] for o in combo)
+        fits = voxels * bytes_per_voxel * batch <= budget
+        cost = math.prod(o[2] for o in combo) * voxels
+        key = (not fits, cost if fits else voxels, math.prod(n), n[::-1])
         if best is None or key < best[0]:
             best = (key, n)
     return best[1]
-
-
-def _cost(shape, n, halo, divisor):
-    sizes, counts = [], []
-    for s, k in zip(shape, n):
-        size, _, starts = _tile_layout(_up(s, divisor), k, halo, divisor)
-        sizes.append(size)
-        counts.append(len(starts))
-    return tuple(sizes), int(np.prod(counts)) * int(np.prod(sizes))
 
 
 def read_window(x, window):
