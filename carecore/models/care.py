@@ -5,7 +5,8 @@ Subclasses override a few hooks and tiling just works:
 - :meth:`CARE._build` — the Keras network for a configuration;
 - :meth:`CARE._preprocess` — what happens to the (normalized) input before the network, e.g. the
   Z interpolation of :class:`~carecore.models.upsampling.UpsamplingCARE`;
-- :meth:`CARE._halo` and :attr:`CareConfig.divisor` — tile overlap and size granularity.
+- :meth:`CARE._halo` and :attr:`CareConfig.divisor` — tile overlap and size granularity;
+- :meth:`CARE._stages` — the network cut into stages for memory-lean prediction, or None.
 
 A model lives in a folder (``config.json``, ``weights_best.weights.h5``, ``weights_last.weights.h5``,
 ``normalization.json``, ``history.csv``, ``run_card.json``, ``manifest.json``) written atomically;
@@ -39,7 +40,7 @@ MODEL_FORMAT = "carecore-model"
 MODEL_FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)
 WEIGHT_FILES = ("weights_best.weights.h5", "weights_last.weights.h5")
-#: Default working memory for prediction tiles (bytes of network activations).
+#: Default working memory of a prediction (bytes: network activations and kept intermediate arrays).
 DEFAULT_PREDICT_BUDGET = 1 * 2**30
 
 
@@ -119,9 +120,11 @@ class CARE:
     def _stages(self):
         """The network as prediction stages (:mod:`carecore.prediction.staged`), or None to run it whole.
 
-        Staged prediction keeps large blocks in one piece at little memory; a subclass whose network
-        cannot be cut this way returns None and gets plain tiles.
+        Staged prediction keeps large blocks in one piece at little memory. A subclass with a network
+        of its own (another :meth:`_build`) gets plain tiles unless it overrides this hook too.
         """
+        if type(self)._build is not CARE._build:
+            return None
         if self._stage_cache is None:
             from .unet import unet_stages
 

@@ -72,6 +72,7 @@ def auto_stage_tiles(stages, shape, budget):
 
 
 def stage_plans(stages, shape, stage_tiles):
+    """The :class:`~carecore.prediction.tiling.TilePlan` of each stage over a block of ``shape``."""
     return [plan_tiles(shape, n, halo=st.halo, divisor=st.divisor) for st, n in zip(stages, stage_tiles)]
 
 

@@ -122,3 +122,27 @@ def test_stage_tiles_are_checked():
         model.tile_plan((16, 32, 32), stage_tiles=(1, 2))
     with pytest.raises(CareError, match="n_tiles must be 'auto'"):
         model.tile_plan((16, 32, 32), n_tiles="many")
+
+
+def test_a_network_of_its_own_gets_plain_tiles():
+    class OwnNetwork(cc.CARE):
+        def _build(self):
+            from carecore.models.unet import build_unet
+
+            return build_unet(self.config, name="own")
+
+    model = OwnNetwork(care_config("ZYX"))
+    assert model._stages() is None
+    assert model.tile_plan((64, 256, 256)).stage_tiles is None
+    with pytest.raises(CareError, match="cannot predict in stages"):
+        model.tile_plan((16, 32, 32), stage_tiles=(1, 1, 1))
+
+
+def test_saved_after_staged_prediction_loads_the_same(tmp_path):
+    """The stage models share the network's layers; saving and loading are unaffected."""
+    model = _jittered(cc.CARE(care_config("ZYX", quick=True, precision="float32")))
+    x = np.random.default_rng(3).random((16, 40, 36)).astype(np.float32)
+    staged = model.predict(x, axes="ZYX", stage_tiles=(1, 2, 2))
+    model.save(tmp_path / "m")
+    loaded = cc.load_model(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict(x, axes="ZYX", n_tiles=(1, 1, 1)), staged, atol=1e-5 * np.abs(staged).max())
