@@ -180,6 +180,75 @@ def mixture_mean_variance(means, scales):
     return mean.astype(np.float32), np.maximum(second - mean**2, 0).astype(np.float32)
 
 
+def mixture_cdf(z, means, scales):
+    """CDF of the equal-weight Laplace mixture with members ``means``/``scales`` (M, ...) at ``z`` (...)."""
+    means = np.asarray(means, np.float64)
+    scales = np.asarray(scales, np.float64)
+    return np.mean([laplace_cdf(z, m, b) for m, b in zip(means, scales)], axis=0)
+
+
+def mixture_quantile(means, scales, q, *, tol=1e-6, max_iter=60):
+    """The ``q``-quantile of the Laplace mixture per pixel (bisection on its CDF; members (M, ...)).
+
+    The quantile lies between the smallest and the largest member quantile, so the bracket is exact.
+    """
+    if not 0 < q < 1:
+        raise CareError(f"quantile must be in (0, 1), got {q}")
+    means, scales = np.asarray(means, np.float64), np.asarray(scales, np.float64)
+    if means.shape != scales.shape or means.ndim < 1:
+        raise CareError(f"means and scales must share a shape (M, ...), got {means.shape} and {scales.shape}")
+    member_q = np.stack([laplace_quantile(m, b, q) for m, b in zip(means, scales)]).astype(np.float64)
+    lo, hi = member_q.min(0), member_q.max(0)
+    for _ in range(max_iter):
+        mid = 0.5 * (lo + hi)
+        below = mixture_cdf(mid, means, scales) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        if np.max(hi - lo, initial=0.0) <= tol * max(1.0, float(np.abs(hi).max(initial=0.0))):
+            break
+    return (0.5 * (lo + hi)).astype(np.float32)
+
+
+def mixture_samples(means, scales, n, *, seed=None):
+    """``n`` samples per pixel from the mixture: a member drawn at random per pixel and frame, then its Laplace."""
+    means, scales = np.asarray(means, np.float32), np.asarray(scales, np.float32)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, means.shape[0], size=(int(n),) + means.shape[1:])
+    mu = np.take_along_axis(means[None].repeat(int(n), 0), pick[:, None], 1)[:, 0]
+    b = np.take_along_axis(scales[None].repeat(int(n), 0), pick[:, None], 1)[:, 0]
+    return (mu + b * rng.laplace(size=mu.shape)).astype(np.float32)
+
+
+def predictive_readouts(means, scales, *, members=False, confidence=0.9, n_samples=0, seed=0):
+    """Mean, central interval and samples of a prediction, each from the distribution it predicts:
+    one Laplace per pixel, or with ``members=True`` (``means``/``scales`` of shape (M, ...)) the
+    equal-weight mixture of an ensemble (never a single Laplace fitted to the mixture's variance).
+
+    Returns
+    -------
+    dict
+        ``mean``, ``variance``, ``lower``, ``upper``, ``width`` (upper - lower), ``confidence``, and
+        ``samples`` (frames on a new first axis) when ``n_samples`` > 0.
+    """
+    if not 0 < confidence < 1:
+        raise CareError(f"confidence must be in (0, 1), got {confidence}")
+    means, scales = np.asarray(means, np.float32), np.asarray(scales, np.float32)
+    if means.shape != scales.shape:
+        raise CareError(f"means have shape {means.shape} but scales {scales.shape}")
+    lo_q, hi_q = (1 - confidence) / 2, (1 + confidence) / 2
+    if members:
+        mean, var = mixture_mean_variance(means, scales)
+        lo, hi = mixture_quantile(means, scales, lo_q), mixture_quantile(means, scales, hi_q)
+        sample = mixture_samples
+    else:
+        mean, var = means, laplace_variance(scales)
+        lo, hi = laplace_quantile(means, scales, lo_q), laplace_quantile(means, scales, hi_q)
+        sample = laplace_samples
+    out = {"mean": mean, "variance": var, "lower": lo, "upper": hi, "width": hi - lo, "confidence": confidence}
+    if n_samples:
+        out["samples"] = sample(means, scales, n_samples, seed=seed)
+    return out
+
+
 # -- calibration -------------------------------------------------------------------------------
 def pit(gt, means, scales):
     """Probability integral transform ``F(gt)`` under a Laplace (means (...)) or a mixture (means (M, ...))."""
@@ -213,6 +282,66 @@ def calibration_curve(gt, means, scales, *, confidences=DEFAULT_CONFIDENCES):
     dev = np.abs(u - 0.5)
     acc = np.array([(dev <= ci / 2).mean() for ci in c])
     return {"confidence": c.tolist(), "accuracy": acc.tolist(), "ece": float(np.mean(np.abs(acc - c)))}
+
+
+def measure_calibration(truth, means, scales, *, image, axes, percentiles, mapped_back=True,
+                        confidences=DEFAULT_CONFIDENCES):
+    """Calibration where the network makes its promise, with no fit to the ground truth (CARE-NOTES §7).
+
+    The network predicts distributions of the *normalized target*: the ground truth normalized with
+    its own percentiles (the model's stored ``percentiles``), exactly as training targets were.
+    :meth:`~carecore.CARE.predict` maps its output back with the input's percentile range, so here
+    the prediction is mapped into the network's units again with the input's own percentiles, and
+    the ground truth with its own; nothing is fitted, so a biased mean shows as miscalibration.
+
+    Parameters
+    ----------
+    truth : array_like
+        The ground truth, in its own intensity units, with ``axes``.
+    means, scales : array_like
+        As returned by ``predict`` for ``image`` (axes ``axes``), or stacked members (M, ...) of an
+        ensemble (the mixture is then evaluated).
+    image : array_like
+        The input the prediction was made from (its percentiles map the prediction back).
+    axes : str
+    percentiles : (float, float)
+        The model's normalization percentiles (``model.config.percentiles``).
+    mapped_back : bool
+        Whether ``predict`` mapped the output back with the input's range (it does when the model
+        has as many output as input channels); otherwise the prediction is in the network's units.
+
+    Returns
+    -------
+    dict
+        ``{"confidence", "accuracy", "ece", "space": "normalized target (no fit)"}``.
+    """
+    from .normalize import compute_percentiles
+
+    truth = np.asarray(truth, np.float32)
+    means = np.asarray(means, np.float32)
+    scales = np.asarray(scales, np.float32)
+    if truth.shape != np.shape(image):
+        raise CareError(f"the ground truth has shape {truth.shape} but the input {np.shape(image)} (axes {axes}); "
+                        "calibration compares pixels on the same grid")
+
+    def unit(norm, x):
+        lo, hi = np.asarray(norm.lo, np.float32), np.asarray(norm.hi, np.float32)
+        if "C" in axes:
+            shape = [1] * x.ndim
+            shape[x.ndim - len(axes) + axes.index("C")] = -1
+            lo, hi = lo.reshape(shape), hi.reshape(shape)
+        else:
+            lo, hi = lo[0], hi[0]
+        return lo, hi
+
+    n_in = compute_percentiles(image, *percentiles, axes=axes, name="input")
+    n_gt = compute_percentiles(truth, *percentiles, axes=axes, name="ground truth")
+    lo, hi = unit(n_in, means) if mapped_back else (np.float32(0), np.float32(1))
+    glo, ghi = unit(n_gt, truth)
+    g = (truth - glo) / (ghi - glo)
+    curve = calibration_curve(g, (means - lo) / (hi - lo), scales / (hi - lo), confidences=confidences)
+    curve["space"] = "normalized target (no fit)"
+    return curve
 
 
 # -- ensembles ---------------------------------------------------------------------------------

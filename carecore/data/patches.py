@@ -6,6 +6,13 @@ Images are read memory-mapped and scanned in slabs sized from ``memory_budget``,
 the patches are written straight into ``.npy`` memory maps, so neither the images nor the patches
 have to fit in RAM.
 
+Validation never overlaps training (CARE-NOTES §7): validation patches come from held-out spatial
+blocks, a slab at the end of an image along its longest axis (relative to the patch), that no
+training patch touches. Blocks are taken from the last images first until they hold about
+``validation_fraction`` of all voxels, so with several images most stay whole for training; an
+image too small to give a block and training room is held out whole. Where every patch came from
+is kept in ``positions`` (source image and start per spatial axis).
+
 Patches are stored normalized (each image with its own percentiles, :data:`DEFAULT_PERCENTILES`),
 channels last, with their axes: ``SZYXC`` (3D) or ``SYXC`` (2D); ``S`` indexes patches.
 """
@@ -27,7 +34,7 @@ from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
 from ..progress import check_stop, report
 from .pairs import Pair, PairListing, check_pair_shapes, load_pair
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: validation from held-out blocks, positions.npy
 
 
 @dataclass
@@ -41,6 +48,7 @@ class PatchSet:
     n_val: int
     meta: dict = field(default_factory=dict)
     path: Path | None = None
+    positions: np.ndarray | None = None   # (N, 1 + ndim): source index, start per spatial axis (input's axes)
 
     @property
     def n_train(self):
@@ -60,6 +68,8 @@ class PatchSet:
         tmp = fresh_tmp(folder)
         np.save(tmp / "X.npy", np.asarray(self.X))
         np.save(tmp / "Y.npy", np.asarray(self.Y))
+        if self.positions is not None:
+            np.save(tmp / "positions.npy", np.asarray(self.positions))
         (tmp / "patches.json").write_text(json.dumps(self._meta_json(), indent=1))
         swap_in(tmp, folder)
         self.path = folder
@@ -77,6 +87,9 @@ def load_patches(folder, *, mmap=True):
     if not meta_path.exists():
         raise CareError(f"{folder}: not a patch folder (no patches.json)")
     meta = json.loads(meta_path.read_text())
+    if meta.get("format_version") == 1:
+        raise CareError(f"{folder}: patches of format 1 drew validation patches from the training regions (they "
+                        "overlapped); create the patches again")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CareError(f"{folder}: patch format version {meta.get('format_version')} is not {FORMAT_VERSION}")
     mode = "r" if mmap else None
@@ -85,7 +98,9 @@ def load_patches(folder, *, mmap=True):
     if len(X) != meta["n_patches"] or len(Y) != meta["n_patches"]:
         raise CareError(f"{folder}: X.npy/Y.npy hold {len(X)}/{len(Y)} patches, patches.json says {meta['n_patches']}")
     rest = {k: v for k, v in meta.items() if k not in ("format_version", "axes", "axes_y", "n_patches", "n_val")}
-    return PatchSet(X, Y, meta["axes"], meta["axes_y"], meta["n_val"], rest, folder)
+    pos = folder / "positions.npy"
+    return PatchSet(X, Y, meta["axes"], meta["axes_y"], meta["n_val"], rest, folder,
+                    np.load(pos) if pos.exists() else None)
 
 
 def _resolve(source, axes, axes_high):
@@ -134,12 +149,16 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
     p = tuple(patch_high)
     valid = tuple(s - q + 1 for s, q in zip(shape, p))
     k = tuple(max(q // 2, 1) for q in p)
-    # threshold: fg_threshold × P99.9 of the (normalized, channel-max) target, from a sub-sample
+    # threshold per channel: fg_threshold × P99.9 of that (normalized) channel, from a sub-sample; each
+    # channel is divided by its own P99.9 so that one threshold fg_threshold applies to the channel maximum
     step = max(1, int(np.ceil(high.data.size / max(budget_bytes // 64, 1024))))
-    sample = np.asarray(np.asarray(high.data).reshape(-1)[::step], np.float32)
-    lo = min(norm_high.lo) if len(norm_high.lo) > 1 else norm_high.lo[0]
-    hi = max(norm_high.hi) if len(norm_high.hi) > 1 else norm_high.hi[0]
-    thr = fg_threshold * float(np.percentile((sample - lo) / (hi - lo), 99.9))
+    sample = _normalize_block(np.asarray(high.data)[tuple(slice(None, None, step) if a == sp[0] else slice(None)
+                                                          for a in high.axes)], norm_high, high.axes)
+    c_ax = high.axes.index("C") if "C" in high.axes else None
+    p999 = (np.percentile(np.moveaxis(sample, c_ax, 0).reshape(sample.shape[c_ax], -1), 99.9, axis=1)
+            if c_ax is not None else np.percentile(sample, 99.9, keepdims=True))
+    p999 = np.maximum(np.asarray(p999, np.float32), 1e-6)
+    thr = fg_threshold
     plane = int(np.prod(shape[1:]))
     # a slab's float32 block, its filtered copy, mask and indices stay within the budget
     rows_per_slab = max(1, int(budget_bytes // 48 // max(plane * (1 + (high.data.shape[high.axes.index('C')] if 'C' in high.axes else 0)), 1)))
@@ -152,8 +171,10 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
         sl = [slice(None)] * high.data.ndim
         sl[high.axes.index(sp[0])] = slice(a0, a1)
         block = _normalize_block(high.data[tuple(sl)], norm_high, high.axes)
-        if "C" in high.axes:
-            block = block.max(axis=high.axes.index("C"))
+        if c_ax is not None:
+            block = (block / p999.reshape([-1 if i == c_ax else 1 for i in range(block.ndim)])).max(axis=c_ax)
+        else:
+            block = block / p999[0]
         block = np.transpose(block, [high.axes.replace("C", "").index(a) for a in sp])
         mx = ndi.maximum_filter(block, size=k, mode="nearest")
         mx = mx[c0 - a0: c1 - a0]
@@ -177,6 +198,58 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
     return np.concatenate(chosen), total / float(np.prod(valid))
 
 
+def validation_blocks(shapes, patch, fraction):
+    """Where each image's held-out validation block lies: ``None`` (all training), ``{"whole": True}``
+    (the image is held out whole) or ``{"axis", "start", "whole": False}`` (the slab from ``start`` to
+    the end of ``axis``).
+
+    Blocks are taken from the last image backwards until they hold ``fraction`` of all voxels; each
+    lies along the image's longest axis relative to the patch and is at least one patch wide, and
+    the training region left beside it is at least one patch wide (else the image is held out whole).
+
+    Parameters
+    ----------
+    shapes : list of dict
+        Spatial sizes per image, ``{"Z": 32, "Y": 128, "X": 128}``.
+    patch : dict
+        Patch size per axis.
+    fraction : float
+    """
+    blocks = [None] * len(shapes)
+    if fraction <= 0:
+        return blocks
+    voxels = [int(np.prod(list(s.values()))) for s in shapes]
+    target = fraction * sum(voxels)
+    held = 0.0
+    for i in reversed(range(len(shapes))):
+        if held >= target:
+            break
+        shape = shapes[i]
+        axis = max(reversed(list(shape)), key=lambda a: shape[a] / patch[a])  # ties: the last (lateral) axis
+        n_a, q = shape[axis], patch[axis]
+        per_row = voxels[i] / n_a
+        w = max(q, int(np.ceil((target - held) / per_row)))
+        if n_a - w < q:
+            blocks[i] = {"whole": True}
+            held += voxels[i]
+        else:
+            blocks[i] = {"axis": axis, "start": n_a - w, "whole": False}
+            held += w * per_row
+    if all(b is not None and b["whole"] for b in blocks):
+        raise CareError(f"no room for training patches: holding out validation_fraction={fraction} of images of "
+                        f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves no "
+                        "training region; use more or larger images, a smaller patch, or validation_fraction=0")
+    return blocks
+
+
+def _crop(image, ranges):
+    """``image`` restricted to ``ranges`` ({axis: (start, stop)}) as a view (a memory map stays unread)."""
+    if not ranges:
+        return image
+    sl = tuple(slice(*ranges[a]) if a in ranges else slice(None) for a in image.axes)
+    return Image(image.data[sl], image.axes, dict(image.spacing), image.path)
+
+
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
                    fg_threshold=0.4, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
                    out=None, memory_budget=2**30, seed=0, progress=None, stop=None):
@@ -194,7 +267,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     fg_threshold : float
         Foreground bias: 0 samples uniformly.
     validation_fraction : float
-        Share of patches held out for validation (the last ``n_val`` of the set).
+        Share of the image voxels held out for validation, as blocks no training patch touches (see
+        :func:`validation_blocks`); the validation patches are the last ``n_val`` of the set.
     percentiles : (float, float)
         Normalization percentiles, applied per image and channel.
     out : str or Path, optional
@@ -223,67 +297,101 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     if n_patches_per_image < 1:
         raise CareError(f"n_patches_per_image must be >= 1, got {n_patches_per_image}")
     rng = np.random.default_rng(seed)
-    N = n_patches_per_image * len(sources)
-    n_val = int(round(N * validation_fraction))
-    if validation_fraction > 0 and N > 1:
-        n_val = min(max(n_val, 1), N - 1)
-    dest = rng.permutation(N)
-    X = Y = None
-    tmp = None
-    info = {"patch_size": list(patch_size), "percentiles": list(percentiles), "seed": seed,
-            "fg_threshold": fg_threshold, "sources": []}
-    try:
-        for i, source in enumerate(sources):
-            check_stop(stop)
-            low, high = _resolve(source, axes, axes_high)
-            sp, sp_h = spatial_axes(low.axes), spatial_axes(high.axes)
+    resolved = [_resolve(source, axes, axes_high) for source in sources]  # memory maps: headers only
+    first = None
+    for low, high in resolved:
+        sp, sp_h = spatial_axes(low.axes), spatial_axes(high.axes)
+        cl = low.shape[low.axes.index("C")] if "C" in low.axes else 1
+        ch = high.shape[high.axes.index("C")] if "C" in high.axes else 1
+        if first is None:
+            first = (low.name, sp, sp_h, cl, ch)
             if len(patch_size) != len(sp):
                 raise CareError(f"patch size {tuple(patch_size)} has {len(patch_size)} values but the images have "
                                 f"{len(sp)} spatial axes ({sp})")
-            p = dict(zip(sp, (int(q) for q in patch_size)))
-            for a in sp:
-                n_a = low.shape[low.axes.index(a)]
-                if n_a < p[a]:
-                    raise CareError(f"{low.name}: image of shape {tuple(low.shape)} ({low.axes}) is smaller than the "
-                                    f"patch size {tuple(patch_size)} along {a} ({n_a} < {p[a]})")
-            cl = low.shape[low.axes.index("C")] if "C" in low.axes else 1
-            ch = high.shape[high.axes.index("C")] if "C" in high.axes else 1
-            if X is None:
-                shape_x = (N,) + tuple(p[a] for a in sp) + (cl,)
-                shape_y = (N,) + tuple(p[a] for a in sp_h) + (ch,)
-                if out is None:
-                    X, Y = np.empty(shape_x, np.float32), np.empty(shape_y, np.float32)
-                else:
-                    tmp = fresh_tmp(Path(out))
-                    X = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32, shape=shape_x)
-                    Y = np.lib.format.open_memmap(tmp / "Y.npy", mode="w+", dtype=np.float32, shape=shape_y)
-                axes_x, axes_y, first = "S" + sp + "C", "S" + sp_h + "C", (low.name, sp, sp_h, cl, ch)
-            elif (sp, sp_h, cl, ch) != first[1:]:
-                raise CareError(f"{low.name}: axes {sp}->{sp_h} with {cl}->{ch} channels differ from {first[0]} "
-                                f"({first[1]}->{first[2]} with {first[3]}->{first[4]} channels)")
+        elif (sp, sp_h, cl, ch) != first[1:]:
+            raise CareError(f"{low.name}: axes {sp}->{sp_h} with {cl}->{ch} channels differ from {first[0]} "
+                            f"({first[1]}->{first[2]} with {first[3]}->{first[4]} channels)")
+        for a, q in zip(sp, patch_size):
+            n_a = low.shape[low.axes.index(a)]
+            if n_a < q:
+                raise CareError(f"{low.name}: image of shape {tuple(low.shape)} ({low.axes}) is smaller than the "
+                                f"patch size {tuple(patch_size)} along {a} ({n_a} < {q})")
+    _, sp, sp_h, cl, ch = first
+    p = dict(zip(sp, (int(q) for q in patch_size)))
+    blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
+                               {a: p[a] for a in sp_h}, validation_fraction)
+    counts = []  # (n_train, n_val) per image
+    for blk, (low, _) in zip(blocks, resolved):
+        if blk is None:
+            counts.append((n_patches_per_image, 0))
+        elif blk["whole"]:
+            counts.append((0, n_patches_per_image))
+        else:
+            n_a = low.shape[low.axes.index(blk["axis"])]
+            nv = min(max(1, int(round(n_patches_per_image * (n_a - blk["start"]) / n_a))), n_patches_per_image - 1)
+            counts.append((n_patches_per_image - nv, nv))
+    n_train = sum(c[0] for c in counts)
+    n_val = sum(c[1] for c in counts)
+    if n_train == 0:
+        raise CareError(f"no training patches left: with n_patches_per_image={n_patches_per_image} and "
+                        f"validation_fraction={validation_fraction} every patch would be for validation")
+    N = n_train + n_val
+    dest_train = iter(rng.permutation(n_train))
+    dest_val = iter(range(n_train, N))
+    shape_x = (N,) + tuple(p[a] for a in sp) + (cl,)
+    shape_y = (N,) + tuple(p[a] for a in sp_h) + (ch,)
+    positions = np.zeros((N, 1 + len(sp)), np.int64)
+    tmp = None
+    if out is None:
+        X, Y = np.empty(shape_x, np.float32), np.empty(shape_y, np.float32)
+    else:
+        tmp = fresh_tmp(Path(out))
+        X = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32, shape=shape_x)
+        Y = np.lib.format.open_memmap(tmp / "Y.npy", mode="w+", dtype=np.float32, shape=shape_y)
+    info = {"patch_size": list(patch_size), "percentiles": list(percentiles), "seed": seed,
+            "fg_threshold": fg_threshold, "validation": "held-out blocks that no training patch touches",
+            "sources": []}
+    try:
+        for i, ((low, high), blk, (nt, nv)) in enumerate(zip(resolved, blocks, counts)):
+            check_stop(stop)
             max_samples = max(memory_budget // 64, 4096)
             nl = compute_percentiles(low.data, *percentiles, axes=low.axes, name=low.name, max_samples=max_samples)
             nh = compute_percentiles(high.data, *percentiles, axes=high.axes, name=high.name, max_samples=max_samples)
-            starts_h, fg = _eligible_centres(high, nh, [p[a] for a in sp_h], fg_threshold, memory_budget, rng,
-                                             n_patches_per_image, high.name)
-            starts = {a: starts_h[:, j] for j, a in enumerate(sp_h)}
-            for a in sp:
-                if a not in starts:  # axes only the input has (projection): uniform
-                    starts[a] = rng.integers(0, low.shape[low.axes.index(a)] - p[a] + 1, size=n_patches_per_image)
-            for j in range(n_patches_per_image):
-                d = dest[i * n_patches_per_image + j]
-                sl_l = tuple(slice(starts[a][j], starts[a][j] + p[a]) if a in sp else slice(None) for a in low.axes)
-                sl_h = tuple(slice(starts[a][j], starts[a][j] + p[a]) if a in sp else slice(None) for a in high.axes)
-                X[d] = _to_layout(_normalize_block(low.data[sl_l], nl, low.axes), low.axes, sp)
-                Y[d] = _to_layout(_normalize_block(high.data[sl_h], nh, high.axes), high.axes, sp_h)
+            fgs = []
+            for n, region, dests in ((nt, "train", dest_train), (nv, "val", dest_val)):
+                if n == 0:
+                    continue
+                # the region of this image the patches may come from: [lo, hi) along the block's axis
+                lo_hi = {}
+                if blk is not None and not blk["whole"]:
+                    n_a = low.shape[low.axes.index(blk["axis"])]
+                    lo_hi[blk["axis"]] = (0, blk["start"]) if region == "train" else (blk["start"], n_a)
+                view_h = _crop(high, lo_hi)
+                starts_h, fg = _eligible_centres(view_h, nh, [p[a] for a in sp_h], fg_threshold, memory_budget, rng,
+                                                 n, high.name)
+                fgs.append(fg)
+                starts = {a: starts_h[:, j] + lo_hi.get(a, (0, 0))[0] for j, a in enumerate(sp_h)}
+                for a in sp:
+                    if a not in starts:  # axes only the input has (projection): uniform
+                        starts[a] = rng.integers(0, low.shape[low.axes.index(a)] - p[a] + 1, size=n)
+                for j in range(n):
+                    d = next(dests)
+                    sl_l = tuple(slice(starts[a][j], starts[a][j] + p[a]) if a in sp else slice(None) for a in low.axes)
+                    sl_h = tuple(slice(starts[a][j], starts[a][j] + p[a]) if a in sp else slice(None) for a in high.axes)
+                    X[d] = _to_layout(_normalize_block(low.data[sl_l], nl, low.axes), low.axes, sp)
+                    Y[d] = _to_layout(_normalize_block(high.data[sl_h], nh, high.axes), high.axes, sp_h)
+                    positions[d] = [i] + [int(starts[a][j]) for a in sp]
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
-                                    "foreground_fraction": round(fg, 4)})
+                                    "foreground_fraction": round(float(np.mean(fgs)), 4),
+                                    "validation_block": blk, "n_train": nt, "n_val": nv})
             report(progress, i + 1, len(sources), low.name)
-        ps = PatchSet(X, Y, axes_x, axes_y, n_val, info)
+        axes_x, axes_y = "S" + sp + "C", "S" + sp_h + "C"
+        ps = PatchSet(X, Y, axes_x, axes_y, n_val, info, positions=positions)
         if out is not None:
             X.flush()
             Y.flush()
+            np.save(tmp / "positions.npy", positions)
             (tmp / "patches.json").write_text(json.dumps(ps._meta_json(), indent=1))
             del X, Y, ps
             swap_in(tmp, Path(out))

@@ -21,6 +21,7 @@ import json
 import math
 import platform
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ MODEL_FORMAT = "carecore-model"
 MODEL_FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)
 WEIGHT_FILES = ("weights_best.weights.h5", "weights_last.weights.h5")
+OPTIMIZER_FILE = "optimizer.npz"
 #: Default working memory of a prediction (bytes: network activations and kept intermediate arrays).
 DEFAULT_PREDICT_BUDGET = 1 * 2**30
 
@@ -48,12 +50,28 @@ DEFAULT_PREDICT_BUDGET = 1 * 2**30
 class TrainingResult:
     """What :meth:`CARE.train` did."""
 
-    status: str                      # completed, stopped, early_stopped, nan
+    status: str                      # completed, time_limit, stopped, early_stopped, nan
     message: str
     epochs: int                      # epochs completed in total (resumed ones included)
     history: list = field(default_factory=list)
     best_val_loss: float = math.inf
     seconds: float = 0.0
+
+
+def parse_duration(value):
+    """Seconds from a number or a text such as ``"3m"``, ``"90s"``, ``"1.5h"``, ``"180"`` (0 or None: none)."""
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h)?\s*", str(value))
+        if not m:
+            raise CareError(f"time limit {value!r}: give seconds or a number with s, m or h, e.g. 3m, 90s, 1h")
+        seconds = float(m.group(1)) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, None: 1}[m.group(2)]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise CareError(f"time limit {value!r}: must be a positive number of seconds")
+    return seconds
 
 
 def _sha256(path):
@@ -93,7 +111,9 @@ class CARE:
         keras.utils.set_random_seed(config.seed)
         self.keras_model = self._build()
         self._best_weights = None
+        self._optimizer_state = None
         self._stage_cache = None
+        self.baseline_val = None
 
     @staticmethod
     def _for(config, path=None):
@@ -149,14 +169,39 @@ class CARE:
         return int(self.keras_model.count_params())
 
     # -- training ----------------------------------------------------------------------------
-    def _compile(self, learning_rate):
+    def _compile(self, learning_rate, warm=True):
         import keras
 
         from .losses import LOSSES, laplace_mae
 
-        metrics = [laplace_mae] if self.config.probabilistic else None
-        self.keras_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSSES[self.config.loss],
-                                 metrics=metrics, jit_compile=False)
+        c = self.config
+        metrics = [laplace_mae] if c.probabilistic else None
+        loss = LOSSES[c.loss]
+        self._warm_loss = None
+        if warm and c.loss == "laplace" and c.lr_schedule == "cosine":  # MAE of the mean first (converges faster)
+            from .losses import WarmLaplace
+
+            loss = self._warm_loss = WarmLaplace()
+        if c.optimizer == "adamw":
+            opt = keras.optimizers.AdamW(learning_rate, weight_decay=c.weight_decay)
+        else:
+            opt = keras.optimizers.Adam(learning_rate)
+        self.keras_model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=False)
+
+    def _restore_optimizer(self):
+        """Put the optimizer state saved with the model back (a resumed training continues Adam's moments)."""
+        state = getattr(self, "_optimizer_state", None)
+        if not state:
+            return "a fresh optimizer state (none was saved)"
+        opt = self.keras_model.optimizer
+        opt.build(self.keras_model.trainable_variables)
+        if state.get("class") != type(opt).__name__ or len(state["values"]) != len(opt.variables) or any(
+                tuple(v.shape) != tuple(w.shape) for v, w in zip(state["values"], opt.variables)):
+            return (f"a fresh optimizer state (the saved one is {state.get('class')}'s, training now uses "
+                    f"{type(opt).__name__})")
+        for v, w in zip(state["values"], opt.variables):
+            w.assign(v)
+        return f"the saved {type(opt).__name__} optimizer state (step {int(opt.iterations.numpy())})"
 
     def _check_patches(self, X, Y, what):
         c = self.config
@@ -170,7 +215,16 @@ class CARE:
         if bad:
             raise CareError(f"{what}: patch sides {tuple(X.shape[1:-1])} must be divisible by {c.divisor} (2**unet_depth)")
 
-    def train(self, patches, *, epochs=None, steps_per_epoch=None, callback=None, stop=None, data_hash=None):
+    def _check_normalization(self, info):
+        """The patches must have been normalized as this model will normalize its inputs."""
+        seen = info.get("percentiles")
+        if seen is not None and tuple(float(v) for v in seen) != tuple(self.config.percentiles):
+            raise CareError(f"the patches were normalized with percentiles {tuple(seen)} but the model uses "
+                            f"{tuple(self.config.percentiles)}; create the patches with percentiles="
+                            f"{tuple(self.config.percentiles)} or configure the model with percentiles={tuple(seen)}")
+
+    def train(self, patches, *, epochs=None, steps_per_epoch=None, time_limit=None, callback=None, stop=None,
+              data_hash=None):
         """Train on a :class:`~carecore.PatchSet` (or ``(X, Y, X_val, Y_val)``), resuming if trained before.
 
         Parameters
@@ -178,6 +232,13 @@ class CARE:
         patches : PatchSet or tuple
         epochs, steps_per_epoch : int, optional
             Override the configuration (``epochs`` more epochs are trained).
+        time_limit : float or str, optional
+            A wall-clock budget (seconds, or ``"3m"``, ``"90s"``, ``"1h"``; default: the configuration's
+            ``time_limit``, 0 for none). Training plans for it: one timed step sets the steps per epoch
+            so that ``epochs`` validations fit, the learning-rate schedule ends with the budget, and
+            training stops on time with the best weights kept. Everything after the first network call
+            counts, validation and saving included; building the network and measuring the classical
+            baseline on the validation patches do not.
         callback : callable, optional
             Receives progress events (see :mod:`carecore.training.events`).
         stop : callable, optional
@@ -187,9 +248,9 @@ class CARE:
         -------
         TrainingResult
         """
-        from ..metrics import ssim
-        from ..training.events import EventCallback
+        from ..training.events import EventCallback, cosine_lr
         from ..training.pipeline import make_dataset
+        from ..training.validation import ValidationSet
 
         c = self.config
         if isinstance(patches, tuple):
@@ -204,31 +265,50 @@ class CARE:
         if len(Xv) == 0:
             raise CareError("no validation patches: create patches with validation_fraction > 0")
         self._check_patches(Xv, Yv, "validation patches")
+        self._check_normalization(info)
+        budget = parse_duration(c.time_limit if time_limit is None else time_limit)
         epochs = int(epochs or c.epochs)
         steps = int(steps_per_epoch or c.steps_per_epoch)
         bs = c.batch_size
         initial = len(self.history)
-        lr = self.history[-1]["lr"] if self.history else c.learning_rate
-        self._compile(lr)
-        Xv = np.asarray(Xv[:2048], dtype=np.float32)
-        Yv = np.asarray(Yv[:2048], dtype=np.float32)
+        resumed = initial > 0
+        lr = c.learning_rate if c.lr_schedule == "cosine" or not resumed else self.history[-1]["lr"]
+        self._compile(lr, warm=not resumed)
+        resume_msg = None
+        if resumed:
+            resume_msg = (f"resuming after {initial} epoch(s) with the last weights, {self._restore_optimizer()}, "
+                          f"best validation loss so far {self.best_val_loss:.4g} (its weights are kept unless beaten)")
+            if callback is not None:
+                callback({"kind": "resume", "message": resume_msg})
+        val = ValidationSet(Xv, Yv, self)
+        self.baseline_val = val.baseline(cached=info.get("validation_baseline"))
+        if callback is not None and self.baseline_val:
+            callback({"kind": "baseline", **self.baseline_val})
         import tensorflow as tf  # the data pipeline only
 
-        val_bs = min(bs, len(Xv))
-        val_ds = tf.data.Dataset.from_tensor_slices((Xv, Yv)).batch(val_bs)
-        sx, sy = Xv[:8], Yv[:8, ..., 0]
-
-        def val_ssim():
-            pred = np.asarray(self.keras_model.predict_on_batch(sx))[..., 0]
-            vals = []
-            for p, t in zip(pred, sy):
-                try:
-                    vals.append(ssim(p, t, data_range=max(float(t.max() - t.min()), 1e-6)))
-                except CareError:
-                    return float("nan")
-            return float(np.mean(vals))
-
+        val_ds = tf.data.Dataset.from_tensor_slices((val.X, val.Y)).batch(min(bs, len(val.X)))
         prior = list(self.history)
+        ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
+        t0 = time.perf_counter()
+        deadline = None
+        if budget:
+            # one timed step (after the graph is built) and one timed validation plan the epochs
+            it = iter(ds)
+            xb, yb = next(it)
+            self.keras_model.train_on_batch(xb, yb)  # builds the training graph: not counted
+            t0 = time.perf_counter()
+            xb, yb = next(it)
+            self.keras_model.train_on_batch(xb, yb)
+            s_step = time.perf_counter() - t0
+            self.keras_model.evaluate(val_ds.take(1), verbose=0)  # builds the evaluation graph: not counted
+            tv = time.perf_counter()
+            self.keras_model.evaluate(val_ds, verbose=0)
+            val.ssim()
+            s_val = time.perf_counter() - tv + (0.3 if self.path is not None else 0.0)  # + saving the folder
+            per_epoch = max(budget - (time.perf_counter() - t0), s_step) / epochs
+            steps = max(1, int((per_epoch - s_val) / s_step))
+            deadline = budget - s_val  # the last validation starts before the budget ends
+            ds = make_dataset(X, Y, bs, seed=c.seed + initial + 1, augment=c.augment)
 
         def checkpoint(events, save=True):
             """After every epoch: record history and best weights, save the folder (if any)."""
@@ -240,11 +320,11 @@ class CARE:
                 self.run_card = self._run_card(info, data_hash, "running", "", 0.0)
                 self.save(self.path)
 
-        cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val_ssim,
+        lr_fn = cosine_lr(c.learning_rate, c.warmup) if c.lr_schedule == "cosine" else None
+        cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
-                           best_val=self.best_val_loss, on_epoch=checkpoint)
-        ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
-        t0 = time.perf_counter()
+                           best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline,
+                           t_start=t0, loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None)
         self.keras_model.fit(ds, epochs=initial + epochs, initial_epoch=initial, steps_per_epoch=steps,
                              validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
         seconds = time.perf_counter() - t0
@@ -252,12 +332,18 @@ class CARE:
         if cb.status == "nan" and self._best_weights is not None:
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
         self.run_card = self._run_card(info, data_hash, cb.status, cb.message, seconds)
+        if resume_msg:
+            self.run_card["resumed"] = resume_msg
+        if self.baseline_val:
+            self.run_card["validation_baseline"] = self.baseline_val
+        if budget:
+            self.run_card["time_limit"] = budget
         if c.probabilistic and self._best_weights is not None:
             from ..uncertainty import reference_levels
 
             last = self.keras_model.get_weights()
             self.keras_model.set_weights(self._best_weights)
-            self.run_card["reference"] = reference_levels(self, Xv[:16])
+            self.run_card["reference"] = reference_levels(self, val.X[:16])
             self.keras_model.set_weights(last)
         if self.path is not None:
             self.save(self.path)
@@ -286,6 +372,11 @@ class CARE:
             card["data_sha256"] = data_hash
         if info.get("sources"):
             card["data_sources"] = [{"low": s["low"], "high": s["high"]} for s in info["sources"]]
+        if info.get("percentiles"):
+            card["normalization_seen"] = {
+                "percentiles": list(info["percentiles"]),
+                "sources": [{"low": s["low"], "norm_low": s.get("norm_low"), "norm_high": s.get("norm_high")}
+                            for s in info.get("sources", [])]}
         return card
 
     # -- prediction --------------------------------------------------------------------------
@@ -452,6 +543,16 @@ class CARE:
         return plan_tiles(shape, n_tiles, stage_tiles=stage_tiles, **kw)
 
     # -- persistence -------------------------------------------------------------------------
+    def _normalization_record(self):
+        """What ``normalization.json`` says: the percentiles the model applies, and those its training
+        patches were made with (checked equal before training) with each source image's values."""
+        rec = {"method": "percentile", "percentiles": list(self.config.percentiles), "per_channel": True,
+               "output": "mapped back with the input's percentile range when channels in == out"}
+        seen = self.run_card.get("normalization_seen")
+        if seen:
+            rec["training_patches"] = seen
+        return rec
+
     def save(self, path=None):
         """Write the model folder atomically (best and last weights, config, history, run card)."""
         path = Path(path or self.path)
@@ -467,10 +568,14 @@ class CARE:
             km.set_weights(last)
         else:
             km.save_weights(tmp / "weights_best.weights.h5")
+        opt = getattr(km, "optimizer", None)
+        if opt is not None and getattr(opt, "built", False):  # plain arrays: loaded without pickle
+            np.savez(tmp / OPTIMIZER_FILE, **{f"v{i:04d}": np.asarray(v) for i, v in enumerate(opt.variables)})
+            self._optimizer_state = {"class": type(opt).__name__, "values": [np.asarray(v) for v in opt.variables]}
+        elif getattr(self, "_optimizer_state", None) and self.path is not None and (self.path / OPTIMIZER_FILE).exists():
+            shutil.copy2(self.path / OPTIMIZER_FILE, tmp / OPTIMIZER_FILE)  # not trained since loading: keep it
         (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1))
-        (tmp / "normalization.json").write_text(json.dumps({
-            "method": "percentile", "percentiles": list(self.config.percentiles), "per_channel": True,
-            "output": "mapped back with the input's percentile range when channels in == out"}, indent=1))
+        (tmp / "normalization.json").write_text(json.dumps(self._normalization_record(), indent=1))
         with open(tmp / "history.csv", "w", newline="") as f:
             cols = ["epoch", "loss", "val_loss", "val_ssim", "lr", "elapsed"]
             w = csv.DictWriter(f, cols)
@@ -482,7 +587,8 @@ class CARE:
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         (tmp / "manifest.json").write_text(json.dumps({
             "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "carecore_version": __version__,
-            "model_class": type(self).__name__, "files": files}, indent=1))
+            "model_class": type(self).__name__, "optimizer_class": (self._optimizer_state or {}).get("class"),
+            "files": files}, indent=1))
         swap_in(tmp, path)
         self.path = path
         return path
@@ -520,12 +626,15 @@ class CARE:
         wfile = {"best": WEIGHT_FILES[0], "last": WEIGHT_FILES[1]}.get(weights)
         if wfile is None:
             raise CareError(f"weights must be 'best' or 'last', got {weights!r}")
-        if man["format_version"] == 1:
-            _load_format1_weights(model.keras_model, path / wfile)
-        else:
-            model.keras_model.load_weights(path / wfile)
-        if weights == "best":
-            model._best_weights = [w.copy() for w in model.keras_model.get_weights()]
+        load = (lambda f: _load_format1_weights(model.keras_model, f)) if man["format_version"] == 1 else \
+            model.keras_model.load_weights
+        load(path / WEIGHT_FILES[0])   # the best weights are kept in any case (a resumed run must not lose them)
+        model._best_weights = [w.copy() for w in model.keras_model.get_weights()]
+        if weights == "last":
+            load(path / wfile)
+        if OPTIMIZER_FILE in man.get("files", {}):
+            with np.load(path / OPTIMIZER_FILE, allow_pickle=False) as z:
+                model._optimizer_state = {"class": man.get("optimizer_class"), "values": [z[k] for k in sorted(z.files)]}
         hist = path / "history.csv"
         if hist.exists():
             with open(hist, newline="") as f:

@@ -15,6 +15,8 @@ from ..normalize import DEFAULT_PERCENTILES
 
 CONFIG_VERSION = 1
 LOSSES = ("mae", "mse", "laplace")
+LR_SCHEDULES = ("cosine", "plateau")
+OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("mixed_bfloat16", "float32")
 KINDS = ("care", "upsampling")
 
@@ -35,7 +37,15 @@ class CareConfig:
     residual: bool = field(default=True, metadata={"doc": "learn the correction to the input (needs channels in == out)"})
     probabilistic: bool = field(default=False, metadata={"doc": "predict a Laplace mean and scale per pixel"})
     loss: str = field(default="mae", metadata={"doc": "mae, mse, or laplace (must be laplace iff probabilistic)"})
-    learning_rate: float = field(default=4e-4, metadata={"doc": "Adam learning rate"})
+    learning_rate: float = field(default=4e-4, metadata={"doc": "(peak) learning rate"})
+    lr_schedule: str = field(default="cosine", metadata={"doc": "cosine: linear warm-up, then cosine decay to 0 at the end of "
+                                                                "the planned steps or time budget; plateau: CSBDeep's, halve "
+                                                                "after lr_patience epochs without validation improvement"})
+    warmup: float = field(default=0.05, metadata={"doc": "share of the training spent warming the learning rate up (cosine)"})
+    optimizer: str = field(default="adamw", metadata={"doc": "adamw or adam"})
+    weight_decay: float = field(default=1e-4, metadata={"doc": "decoupled weight decay of adamw"})
+    time_limit: float = field(default=0.0, metadata={"doc": "training budget in seconds, everything included (0: train "
+                                                            "epochs × steps_per_epoch); the schedule plans for it"})
     batch_size: int = field(default=16, metadata={"doc": "patches per training step"})
     epochs: int = field(default=100, metadata={"doc": "training epochs"})
     steps_per_epoch: int = field(default=400, metadata={"doc": "training steps per epoch"})
@@ -71,6 +81,16 @@ class CareConfig:
             raise CareError(f"kind: must be one of {KINDS}, got {self.kind!r}")
         if self.loss not in LOSSES:
             raise CareError(f"loss: must be one of {LOSSES}, got {self.loss!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise CareError(f"lr_schedule: must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise CareError(f"optimizer: must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not 0 <= self.warmup < 1:
+            raise CareError(f"warmup: must be in [0, 1), got {self.warmup!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise CareError(f"weight_decay: must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.time_limit, (int, float)) and self.time_limit >= 0):
+            raise CareError(f"time_limit: must be a number of seconds >= 0, got {self.time_limit!r}")
         if self.precision not in PRECISIONS:
             raise CareError(f"precision: must be one of {PRECISIONS}, got {self.precision!r}")
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
@@ -144,6 +164,9 @@ def upgrade(d):
     v = d.get("version", CONFIG_VERSION)
     if v > CONFIG_VERSION:
         raise CareError(f"version: this configuration was written by a newer carecore (format {v} > {CONFIG_VERSION}); upgrade carecore")
+    if "lr_schedule" not in d:  # saved before schedules existed: trained with Adam and plateau halving
+        d.setdefault("lr_schedule", "plateau")
+        d.setdefault("optimizer", "adam")
     return d
 
 

@@ -6,9 +6,14 @@
   every training step;
 - ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
   "best": bool}`` after every epoch;
-- ``{"kind": "end", "status": "completed" | "stopped" | "early_stopped" | "nan", "message"}``.
+- ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
 ``stop()`` is polled after every step; when it returns True training ends after that step.
+
+Learning-rate schedules: ``lr_fn(fraction)`` gives the rate at a fraction of the training done,
+counted in steps or, for a time budget (``deadline``), in wall-clock seconds, so that the decay
+ends when the budget does. Without ``lr_fn`` the rate is halved after ``lr_patience`` epochs
+without validation improvement (CSBDeep's plateau rule).
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ class EventCallback(keras.callbacks.Callback):
     """Turns Keras' hooks into events; keeps the best weights; halves the LR on plateaus; NaN guard."""
 
     def __init__(self, *, epochs, steps, callback=None, stop=None, val_data=None, val_fn=None,
-                 lr_patience=10, early_stopping=0, initial_epoch=0, best_val=math.inf, on_epoch=None):
+                 lr_patience=10, early_stopping=0, initial_epoch=0, best_val=math.inf, on_epoch=None, lr_fn=None,
+                 deadline=None, t_start=None, loss_schedule=None):
         super().__init__()
         self.epochs, self.steps = epochs, steps
         self.callback, self.stop = callback, stop
@@ -37,6 +43,12 @@ class EventCallback(keras.callbacks.Callback):
         self.status, self.message = "completed", ""
         self.rows = []
         self._epoch = initial_epoch
+        self.lr_fn = lr_fn
+        self.deadline = deadline          # seconds after t_start when training must end (time budget)
+        self.t_start = t_start
+        # (loss, settled): loss.w follows loss.weight_at(fraction); epochs before the fraction
+        # ``settled`` measure another loss and are not candidates for the best weights
+        self.loss_schedule = loss_schedule
 
     def _emit(self, event):
         if self.callback is not None:
@@ -47,8 +59,28 @@ class EventCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.t0 = time.perf_counter()
+        if self.t_start is None:
+            self.t_start = self.t0
         self.steps_done = 0
         self.total_steps = (self.epochs - self.initial_epoch) * self.steps
+
+    def fraction(self):
+        """How much of the planned training is done (time for a budget, else steps)."""
+        if self.deadline:
+            return min(1.0, (time.perf_counter() - self.t_start) / self.deadline)
+        return min(1.0, self.steps_done / max(self.total_steps, 1))
+
+    def _eta(self, elapsed):
+        if self.deadline:
+            return max(0.0, self.deadline - (time.perf_counter() - self.t_start))
+        return elapsed / max(self.steps_done, 1) * (self.total_steps - self.steps_done)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        f = self.fraction()
+        if self.lr_fn is not None:
+            self.model.optimizer.learning_rate.assign(self.lr_fn(f))
+        if self.loss_schedule is not None:
+            self.loss_schedule[0].w.assign(self.loss_schedule[0].weight_at(f))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -65,9 +97,13 @@ class EventCallback(keras.callbacks.Callback):
             return
         self._emit({"kind": "batch", "epoch": self._epoch + 1, "epochs": self.epochs, "step": batch + 1,
                     "steps": self.steps, "loss": loss, "lr": self._lr(), "elapsed": elapsed,
-                    "eta": elapsed / self.steps_done * (self.total_steps - self.steps_done)})
+                    "eta": self._eta(elapsed)})
         if self.stop is not None and self.stop():
             self.status, self.message = "stopped", f"training stopped on request at epoch {self._epoch + 1}, step {batch + 1}"
+            self.model.stop_training = True
+        elif self.deadline and time.perf_counter() - self.t_start >= self.deadline:
+            self.status = "time_limit"
+            self.message = f"time budget reached after {self.steps_done} steps; the best weights are kept"
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -76,7 +112,8 @@ class EventCallback(keras.callbacks.Callback):
             return
         val_loss = float(logs.get("val_loss", logs.get("loss", np.nan)))
         val_ssim = float(self.val_fn()) if self.val_fn is not None else float("nan")
-        best = math.isfinite(val_loss) and val_loss < self.best_val
+        settled = self.loss_schedule is None or self.loss_schedule[0].weight_at(self.fraction()) >= 1
+        best = settled and math.isfinite(val_loss) and val_loss < self.best_val
         if best:
             self.best_val = val_loss
             self.best_weights = [w.copy() for w in self.model.get_weights()]
@@ -84,7 +121,7 @@ class EventCallback(keras.callbacks.Callback):
         else:
             self.wait_lr += 1
             self.wait_stop += 1
-            if self.wait_lr >= self.lr_patience:
+            if self.lr_fn is None and self.wait_lr >= self.lr_patience:
                 self.model.optimizer.learning_rate.assign(self._lr() * 0.5)
                 self.wait_lr = 0
             if self.early_stopping and self.wait_stop >= self.early_stopping:
@@ -97,5 +134,15 @@ class EventCallback(keras.callbacks.Callback):
         self.rows.append(row)
         if self.on_epoch is not None:
             self.on_epoch(self)
-        self._emit({"kind": "epoch", "epochs": self.epochs, "best": best,
-                    "eta": elapsed / max(self.steps_done, 1) * (self.total_steps - self.steps_done), **row})
+        self._emit({"kind": "epoch", "epochs": self.epochs, "best": best, "eta": self._eta(elapsed), **row})
+
+
+def cosine_lr(peak, warmup=0.05):
+    """``lr(fraction)``: linear warm-up over ``warmup`` of the training, then cosine decay to 0."""
+
+    def lr(f):
+        if f < warmup:
+            return peak * max(f, 1e-3) / warmup
+        return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, (f - warmup) / max(1 - warmup, 1e-9))))
+
+    return lr

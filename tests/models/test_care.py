@@ -51,7 +51,7 @@ def test_training_events_history_and_folder(trained):
     assert batch[-1]["eta"] == pytest.approx(0, abs=1e-6)
     names = {p.name for p in path.iterdir()}
     assert names == {"config.json", "weights_best.weights.h5", "weights_last.weights.h5", "normalization.json",
-                     "history.csv", "run_card.json", "manifest.json"}
+                     "history.csv", "run_card.json", "manifest.json", "optimizer.npz"}
     card = json.loads((path / "run_card.json").read_text())
     assert card["epochs_done"] == 4 and card["versions"]["keras"] and card["seed"] == 1
     assert (path / "history.csv").read_text().count("\n") == 5
@@ -192,3 +192,49 @@ def test_augmentation_keeps_pairs_aligned():
     np.testing.assert_array_equal(xa, ya)
     assert not np.array_equal(xa, x)
     np.testing.assert_allclose(np.sort(xa.ravel()), np.sort(x.ravel()))
+
+
+def test_resume_keeps_best_weights_and_optimizer(trained, patches, tmp_path):
+    """Resumed epochs that do not beat the stored best leave the best weights and loss alone (trust issue, item 8)."""
+    import shutil
+
+    _, _, _, path = trained
+    folder = tmp_path / "m"
+    shutil.copytree(path, folder)
+    best = cc.load_model(folder)
+    best_w = [w.copy() for w in best.keras_model.get_weights()]
+    best_loss = best.best_val_loss
+    resumed = cc.CARE.load(folder, weights="last")
+    steps_before = int(resumed._optimizer_state["values"][0])  # Adam's iteration counter
+    # a damaged last state: no epoch of the resumed run can beat the stored best
+    resumed.keras_model.set_weights([w + 0.5 * np.sign(w) for w in resumed.keras_model.get_weights()])
+    events = []
+    resumed.train(patches, epochs=1, steps_per_epoch=2, callback=events.append)
+    assert any(e["kind"] == "resume" and "optimizer" in e["message"] for e in events)
+    assert int(resumed.keras_model.optimizer.iterations.numpy()) == steps_before + 2
+    again = cc.load_model(folder)
+    assert again.best_val_loss == pytest.approx(best_loss)
+    for a, b in zip(again.keras_model.get_weights(), best_w):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_patches_normalized_otherwise_are_refused(patches):
+    cfg = care_config("ZYX", quick=True, percentiles=(1.0, 99.5))
+    with pytest.raises(CareError, match=r"percentiles \(2.0, 99.8\) but the model uses \(1.0, 99.5\)"):
+        cc.CARE(cfg).train(patches, epochs=1, steps_per_epoch=1)
+
+
+def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path):
+    cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, epochs=3, learning_rate=2e-3)
+    model = cc.CARE(cfg, tmp_path / "t")
+    events = []
+    r = model.train(patches, time_limit="6s", callback=events.append)
+    batches = [e for e in events if e["kind"] == "batch"]
+    assert r.status in ("time_limit", "completed") and r.epochs <= 3 and len(batches) >= 3
+    # the schedule warms up and decays towards 0 as the budget runs out
+    lrs = [e["lr"] for e in batches]
+    assert max(lrs) == pytest.approx(2e-3, rel=0.2) and lrs[-1] < 0.35 * max(lrs) and lrs[0] < max(lrs)
+    card = json.loads((tmp_path / "t" / "run_card.json").read_text())
+    assert card["time_limit"] == 6 and card["validation_baseline"]["name"] in cc.BASELINES
+    with pytest.raises(CareError, match="time limit"):
+        model.train(patches, time_limit="three minutes")

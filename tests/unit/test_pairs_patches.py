@@ -133,3 +133,39 @@ def test_streaming_patches_within_memory_budget(tmp_path):
     np.testing.assert_array_equal(again.Y[:5], ps.Y[:5])
     assert again.axes == "SZYXC" and again.n_val == ps.n_val
     assert not list(tmp_path.glob(".patches*"))  # no half-written folder left
+
+
+@pytest.mark.parametrize("n_images, shape, patch", [(3, (16, 64, 64), (8, 32, 32)), (1, (8, 96, 64), (4, 16, 16))])
+def test_validation_never_overlaps_training(n_images, shape, patch):
+    """No voxel of a validation patch lies inside any training patch of the same image (trust issue, item 4)."""
+    rng = np.random.default_rng(0)
+    sources = []
+    for i in range(n_images):
+        clean, _ = nuclei_volume(shape, seed=i)
+        sources.append((clean + np.float32(0.1) * rng.standard_normal(shape, np.float32), clean))
+    ps = create_patches(sources, patch, axes="ZYX", n_patches_per_image=40, validation_fraction=0.15, seed=3)
+    assert ps.n_val > 0 and ps.n_train > 0
+    pos = ps.positions
+    covered = [np.zeros(shape, bool) for _ in range(n_images)]
+    for src, *start in pos[: ps.n_train]:
+        covered[src][tuple(slice(s, s + q) for s, q in zip(start, patch))] = True
+    for src, *start in pos[ps.n_train:]:
+        assert not covered[src][tuple(slice(s, s + q) for s, q in zip(start, patch))].any()
+    # the positions are where the patches came from
+    src, *start = pos[-1]
+    x = sources[src][0][tuple(slice(s, s + q) for s, q in zip(start, patch))]
+    nl = ps.meta["sources"][src]["norm_low"]
+    np.testing.assert_allclose(ps.X[-1, ..., 0], (x - nl["lo"][0]) / (nl["hi"][0] - nl["lo"][0]), rtol=1e-5, atol=1e-6)
+
+
+def test_validation_blocks_plan():
+    from carecore.data.patches import validation_blocks
+
+    shapes = [{"Z": 32, "Y": 128, "X": 128}] * 3
+    blocks = validation_blocks(shapes, {"Z": 16, "Y": 64, "X": 64}, 0.15)
+    assert blocks[:2] == [None, None] and blocks[2] == {"axis": "X", "start": 64, "whole": False}
+    assert validation_blocks(shapes, {"Z": 16, "Y": 64, "X": 64}, 0) == [None] * 3
+    small = [{"Y": 40, "X": 40}, {"Y": 40, "X": 40}]
+    assert validation_blocks(small, {"Y": 32, "X": 32}, 0.3) == [None, {"whole": True}]
+    with pytest.raises(CareError, match="no room for training patches"):
+        validation_blocks(small[:1], {"Y": 32, "X": 32}, 0.3)

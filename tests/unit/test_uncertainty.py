@@ -68,3 +68,58 @@ def test_calibration_of_true_distribution_and_overconfidence():
 def test_ood_check():
     assert ood_check(0.05, 0.04) is None
     assert "unlike anything" in ood_check(0.2, 0.04)
+
+
+def test_mixture_intervals_and_samples_come_from_the_mixture():
+    """The ensemble band is the mixture's, not a single Laplace with the mixture's variance (trust issue, item 2)."""
+    from carecore.uncertainty import mixture_cdf, mixture_quantile, predictive_readouts
+
+    # two members far apart: the mixture is bimodal, its 50 % interval is not centred on the mean
+    means = np.array([[0.0, 0.0], [10.0, 1.0]])
+    scales = np.array([[0.5, 1.0], [0.5, 1.0]])
+    r = predictive_readouts(means, scales, members=True, confidence=0.9, n_samples=4000, seed=1)
+    np.testing.assert_allclose(mixture_cdf(r["upper"], means, scales) - mixture_cdf(r["lower"], means, scales), 0.9,
+                               atol=1e-5)
+    ref = [np.quantile(np.concatenate([stats.laplace.rvs(m, b, size=200_000, random_state=i)
+                                       for i, (m, b) in enumerate(zip(means[:, 0], scales[:, 0]))]), q)
+           for q in (0.05, 0.95)]
+    np.testing.assert_allclose([r["lower"][0], r["upper"][0]], ref, atol=0.05)
+    # a single Laplace with the mixture's variance puts the 90 % band elsewhere
+    single_hi = r["mean"][0] - np.sqrt(r["variance"][0] / 2) * np.log(2 - 2 * 0.95)
+    assert abs(single_hi - r["upper"][0]) > 1.0
+    s = r["samples"][:, 0]
+    assert 0.4 < (s > 5).mean() < 0.6 and np.quantile(s, 0.95) == pytest.approx(ref[1], abs=0.3)
+    # one member: the Laplace's own interval
+    one = predictive_readouts(means[0], scales[0], confidence=0.9)
+    np.testing.assert_allclose(one["upper"], laplace_quantile(means[0], scales[0], 0.95), rtol=1e-6)
+    np.testing.assert_allclose(mixture_quantile(means[:1], scales[:1], 0.95), one["upper"], atol=1e-5)
+
+
+def test_calibration_is_measured_without_a_fit():
+    """A biased mean shows a worse ECE (trust issue, item 1): no least-squares fit to the ground truth."""
+    from carecore.uncertainty import measure_calibration
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(10, 110, size=(64, 64)).astype(np.float32)    # the input: maps the prediction back
+    lo, hi = np.percentile(image, 2), np.percentile(image, 99.8)
+    mu_n = rng.uniform(0, 1, size=(64, 64))                            # the network's mean (target units)
+    b_n = np.full_like(mu_n, 0.05)
+    truth_n = mu_n + rng.laplace(size=mu_n.shape) * b_n                # truth drawn from the prediction
+    gl, gh = np.percentile(truth_n, 2), np.percentile(truth_n, 99.8)
+    truth = 500 + 1000 * truth_n                                        # the ground truth in its own units
+    # the network's promise in its own units: mu_n for the truth normalized with its own percentiles
+    mu_target = (mu_n - gl) / (gh - gl)
+    b_target = b_n / (gh - gl)
+
+    def back(m):  # what predict returns: mapped back with the input's range
+        return m * (hi - lo) + lo
+
+    honest = measure_calibration(truth, back(mu_target), b_target * (hi - lo), image=image, axes="YX",
+                                 percentiles=(2, 99.8))
+    biased = measure_calibration(truth, back(0.8 * mu_target + 0.1), 0.8 * b_target * (hi - lo), image=image,
+                                 axes="YX", percentiles=(2, 99.8))
+    assert honest["ece"] < 0.03 and biased["ece"] > 0.1, (honest["ece"], biased["ece"])
+    # the same through an ensemble of identical members
+    ens = measure_calibration(truth, np.stack([back(mu_target)] * 2), np.stack([b_target * (hi - lo)] * 2),
+                              image=image, axes="YX", percentiles=(2, 99.8))
+    assert ens["ece"] == pytest.approx(honest["ece"], abs=1e-6)
