@@ -103,7 +103,7 @@ def cmd_patches(args):
 def cmd_train(args):
     from .data.pairs import find_pairs
     from .data.patches import create_patches, load_patches
-    from .models.care import CARE
+    from .models.care import CARE, parse_duration
     from .models.config import care_config
     from .progress import tqdm_progress
 
@@ -112,10 +112,15 @@ def cmd_train(args):
     if resume:
         model = CARE.load(model_dir, weights="last")
         config = model.config
-        print(f"resuming {model_dir} after {len(model.history)} epoch(s)")
+        ignored = [f"--{k}" for k in ("patch", "batch", "seed", "precision", "probabilistic", "upsampling")
+                   if getattr(args, k, None)]
+        print(f"resuming {model_dir} after {len(model.history)} epoch(s) with its own configuration"
+              + (f"; ignored: {' '.join(ignored)} (give a new --model-dir to change them)" if ignored else ""))
     else:
         overrides = {k: v for k, v in (("batch_size", args.batch), ("seed", args.seed), ("precision", args.precision),
                                        ("epochs", args.epochs), ("steps_per_epoch", args.steps)) if v is not None}
+        if args.time_limit:
+            overrides["time_limit"] = parse_duration(args.time_limit)
         axes = "".join(a for a in (args.axes or "ZYX").upper() if a in "ZYX")
         if args.patch:
             overrides["patch_size"] = args.patch
@@ -142,34 +147,45 @@ def cmd_train(args):
         if not args.ensemble:
             model = CARE._for(config, model_dir)
     epochs = args.epochs or config.epochs
-    steps = args.steps or config.steps_per_epoch
+    limit = parse_duration(args.time_limit) if args.time_limit else config.time_limit
+    steps = None if limit else (args.steps or config.steps_per_epoch)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=epochs * steps, desc="training", unit="step")
+    bar = tqdm(total=limit or epochs * steps, desc="training", unit="s" if limit else "step",
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}" if limit else None)
 
     def on_event(e):
         if e["kind"] == "batch":
-            bar.update(1)
+            if limit:
+                bar.n = min(e["elapsed"], limit)
+                bar.refresh()
+            else:
+                bar.update(1)
             bar.set_postfix_str(f"epoch {e['epoch']}/{e['epochs']} loss {e['loss']:.4f}", refresh=False)
         elif e["kind"] == "epoch":
             bar.write(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e['val_loss']:.4f} "
                       f"val_ssim {e['val_ssim']:.3f} lr {e['lr']:.2g}")
+        elif e["kind"] == "baseline":
+            bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']} "
+                      f"val_ssim {e['val_ssim']:.3f}")
+        elif e["kind"] == "resume":
+            bar.write(e["message"])
 
     if args.ensemble:
         from .uncertainty import train_ensemble
 
         if resume:
             raise CareError(f"{model_dir} already holds a model; give a new folder for an ensemble")
-        bar.total = epochs * steps * args.ensemble
+        bar.total = limit or epochs * steps * args.ensemble
         try:
             ens = train_ensemble(patches, config, model_dir, n_members=args.ensemble, callback=on_event,
-                                 epochs=epochs, steps_per_epoch=steps)
+                                 epochs=epochs, steps_per_epoch=steps, time_limit=limit)
         finally:
             bar.close()
         print(f"ensemble of {len(ens.members) if ens else 0} member(s) in {model_dir}")
         return 0
     try:
-        result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event)
+        result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event, time_limit=limit)
     finally:
         bar.close()
     print(f"{result.status}: {result.epochs} epoch(s), best val_loss {result.best_val_loss:.4f}; model in {model_dir}")
@@ -183,52 +199,51 @@ def cmd_predict(args):
     from .io import read_image, write_image
     from .progress import tqdm_progress
     from .qc import _load_models
-    from .uncertainty import Ensemble, laplace_interval, laplace_samples, mixture_mean_variance
+    from .uncertainty import Ensemble, predictive_readouts
 
     model = _load_models(args.model)
     cfg = model.config
     img = read_image(args.inp, axes=args.axes, mmap=True)
     tiles = "auto" if args.tiles == "auto" else _floats(args.tiles)
     kw = dict(axes=img.axes, n_tiles=tiles, memory_budget=int(args.memory_budget * 2**20))
-    spacing = dict(img.spacing)
-    if cfg.kind == "upsampling" and "Z" in spacing:
-        spacing["Z"] = spacing["Z"] / cfg.upsampling_factor
+    spacing = (model.members[0] if isinstance(model, Ensemble) else model).output_spacing(img.spacing)
     write = lambda path, data: write_image(path, data, axes=img.axes, spacing=spacing)  # noqa: E731
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
     if not cfg.probabilistic and wants:
         raise CareError(f"--{wants[0].replace('_', '-')} needs a probabilistic model; {args.model[0]} is not")
     if isinstance(model, Ensemble):
         with tqdm_progress("predicting", unit="tile") as progress:
-            mus, bs = model.predict_members(img.data, progress=progress, name=str(args.inp), **kw)
-        from .uncertainty import disagreement
-
-        mean, var = mixture_mean_variance(mus, bs)
+            means, scales = model.predict_members(img.data, progress=progress, name=str(args.inp), **kw)
         if args.disagreement_out:
+            from .uncertainty import disagreement
+
             with tqdm_progress("disagreement", unit="px") as progress:
-                write(args.disagreement_out, disagreement(mus, bs, progress=progress))
+                write(args.disagreement_out, disagreement(means, scales, progress=progress))
         if args.scale_out:
-            write(args.scale_out, np.sqrt(var / 2))
-        if args.lower_out or args.upper_out or args.samples_out:
-            raise CareError("intervals and samples come from one probabilistic model; give one --model")
+            raise CareError("--scale-out is one Laplace's scale; an ensemble predicts a mixture: use --lower-out/"
+                            "--upper-out (the mixture's interval) or --disagreement-out")
+        members = True
     else:
         if args.disagreement_out:
             raise CareError("--disagreement-out needs an ensemble: give several --model folders (or an ensemble folder)")
         with tqdm_progress("predicting", unit="tile") as progress:
             out = model.predict(img.data, progress=progress, name=str(args.inp), **kw)
-        mean = out[0] if isinstance(out, tuple) else out
-        if isinstance(out, tuple):
-            scale = out[1]
-            if args.scale_out:
-                write(args.scale_out, scale)
-            if args.lower_out or args.upper_out:
-                lo, hi = laplace_interval(mean, scale, args.interval)
-                if args.lower_out:
-                    write(args.lower_out, lo)
-                if args.upper_out:
-                    write(args.upper_out, hi)
-            if args.samples_out:
-                frames = laplace_samples(mean, scale, args.samples, seed=0)
-                write_image(args.samples_out, frames, axes="T" + img.axes.replace("T", ""), spacing=spacing)
+        means, scales = out if isinstance(out, tuple) else (out, None)
+        members = False
+        if args.scale_out:
+            write(args.scale_out, scales)
+    if scales is not None:  # intervals, samples and the mean from the predicted distribution itself
+        r = predictive_readouts(means, scales, members=members, confidence=args.interval,
+                                n_samples=args.samples if args.samples_out else 0)
+        mean = r["mean"]
+        if args.lower_out:
+            write(args.lower_out, r["lower"])
+        if args.upper_out:
+            write(args.upper_out, r["upper"])
+        if args.samples_out:
+            write_image(args.samples_out, r["samples"], axes="T" + img.axes.replace("T", ""), spacing=spacing)
+    else:
+        mean = means
     write(args.out, mean)
     print(f"wrote {args.out}" + "".join(f", {getattr(args, o)}" for o in wants))
     return 0
@@ -342,6 +357,8 @@ def build_parser():
     s.add_argument("--model-dir", required=True)
     s.add_argument("--epochs", type=int)
     s.add_argument("--steps", type=int, help="steps per epoch")
+    s.add_argument("--time-limit", metavar="T", help="train for a wall-clock budget, e.g. 3m, 90s, 1h (the schedule and "
+                                                     "the validations are planned for it; the best weights are kept)")
     s.add_argument("--patch", type=_floats, help="patch size, e.g. 16,64,64")
     s.add_argument("--batch", type=int)
     s.add_argument("--n-per-image", type=int, default=64, help="patches per image")

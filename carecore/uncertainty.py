@@ -379,8 +379,17 @@ class Ensemble:
         f = path / ENSEMBLE_FILE
         if not f.exists():
             raise CareError(f"{path}: not an ensemble folder ({ENSEMBLE_FILE} is missing)")
-        info = json.loads(f.read_text())
-        return cls([load_model(path / m) for m in info["members"]], path, info)
+        try:
+            info = json.loads(f.read_text())
+            members = list(info["members"])
+        except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
+            raise CareError(f"{f}: unreadable ensemble index ({e})") from None
+        root = path.resolve()
+        for m in members:  # members live inside the ensemble folder: no absolute paths, no '..'
+            p = (path / str(m)).resolve()
+            if Path(str(m)).is_absolute() or ".." in Path(str(m)).parts or root not in p.parents:
+                raise CareError(f"{f}: member {m!r} is not a folder inside the ensemble folder; refusing to follow it")
+        return cls([load_model(path / m) for m in members], path, info)
 
     @classmethod
     def from_folders(cls, folders):
@@ -414,8 +423,11 @@ class Ensemble:
 
 
 def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=None, epochs=None,
-                   steps_per_epoch=None):
+                   steps_per_epoch=None, time_limit=None):
     """Train ``n_members`` probabilistic models with seeds ``config.seed + i``, one after another.
+
+    ``time_limit`` (seconds or text such as ``"10m"``) is for the whole ensemble: each member gets
+    an equal share.
 
     Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
     ``"members"`` added. Returns the :class:`Ensemble` (its folder lists the members).
@@ -426,6 +438,9 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         raise CareError(f"n_members must be >= 2, got {n_members}")
     if not config.probabilistic:
         config = config.replace(probabilistic=True, loss="laplace")
+    from .models.care import parse_duration
+
+    share = parse_duration(config.time_limit if time_limit is None else time_limit) / n_members
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     members = []
@@ -433,7 +448,8 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         check_stop(stop)
         model = CARE._for(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
         cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
-        result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop)
+        result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
+                             time_limit=share)
         members.append(model)
         if result.status in ("stopped", "nan"):
             break

@@ -132,6 +132,15 @@ class CARE:
         """Normalized input (spatial..., C) -> what the network sees. Identity for plain CARE."""
         return x
 
+    def on_output_grid(self, image, *, axes):
+        """``image`` brought onto the grid of this model's output, as the network sees it (identity for
+        plain CARE; Z interpolation for upsampling): the "input" to compare a restoration with."""
+        return np.asarray(image, np.float32)
+
+    def output_spacing(self, spacing):
+        """Voxel size of the output for an input of voxel size ``spacing`` ({axis: size})."""
+        return dict(spacing or {})
+
     def _halo(self):
         from .unet import receptive_radius
 
@@ -688,5 +697,13 @@ def _load_format1_weights(km, file):
 
 
 def load_model(path, *, weights="best"):
-    """Load a model folder (plain or upsampling CARE); see :meth:`CARE.load`."""
+    """Load a model folder (any kind of CARE) or an ensemble folder (``ensemble.json``).
+
+    The one loader used by the command line, the app, the QC report and the notebooks; see
+    :meth:`CARE.load` and :meth:`~carecore.uncertainty.Ensemble.load`.
+    """
+    if (Path(path) / "ensemble.json").exists():
+        from ..uncertainty import Ensemble
+
+        return Ensemble.load(path)
     return CARE.load(path, weights=weights)

@@ -30,6 +30,9 @@ class CareConfig:
     n_channel_out: int = field(default=1, metadata={"doc": "channels of the output"})
     kind: str = field(default="care", metadata={"doc": "care, or upsampling (interpolate Z by upsampling_factor first)"})
     upsampling_factor: float = field(default=1.0, metadata={"doc": "axial factor for kind=upsampling"})
+    interpolation: str = field(default="linear", metadata={"doc": "how kind=upsampling interpolates Z before the "
+                                                                  "network (as its training inputs were made): "
+                                                                  "nearest, linear or cubic"})
     unet_depth: int = field(default=2, metadata={"doc": "number of poolings"})
     unet_filters: int = field(default=32, metadata={"doc": "filters in the first level; doubled per level"})
     unet_kernel: int = field(default=0, metadata={"doc": "convolution kernel size; 0 picks 5 in 2D, 3 in 3D"})
@@ -113,6 +116,8 @@ class CareConfig:
         if self.precision == "mixed_bfloat16" and len(axes) == 3 and min(self.patch_size) < 2 * div:
             raise CareError(f"patch_size and precision: 3D bfloat16 training needs patch sides of at least "
                             f"{2 * div} (2**(unet_depth+1)), got {self.patch_size}; enlarge the patch or use float32")
+        if self.interpolation not in ("nearest", "linear", "cubic"):
+            raise CareError(f"interpolation: must be nearest, linear or cubic, got {self.interpolation!r}")
         if self.kind == "upsampling":
             if axes != "ZYX":
                 raise CareError("kind and axes: upsampling needs a 3D (ZYX) model")
@@ -170,8 +175,20 @@ def upgrade(d):
     return d
 
 
+#: Training budgets up to this many seconds get :data:`FAST_RECIPE` (measured on the 2-core CI
+#: machine: on the demo nuclei, 16 filters, 16x32x32 patches in batches of 16 at a peak rate of 3e-3
+#: reached SSIM 0.83 in 150 s where the CSBDeep-sized network reached 0.69; README "Quality per minute").
+FAST_RECIPE_UP_TO = 1800
+FAST_RECIPE = {"unet_filters": 16, "batch_size": 16, "learning_rate": 3e-3, "epochs": 10}  # epochs: validations
+FAST_RECIPE_PATCH = {2: (64, 64), 3: (16, 32, 32)}
+
+
 def care_config(axes="ZYX", *, quick=False, **overrides):
     """The common case in one line: CSBDeep-comparable defaults for ``axes``, or tiny ``quick`` sizes.
+
+    With a ``time_limit`` of up to 30 minutes the network and batches are sized for it
+    (:data:`FAST_RECIPE`: a smaller, faster network that learns more in a short budget); any value
+    given explicitly wins.
 
     Examples
     --------
@@ -182,6 +199,9 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
     """
     axes = axes.upper()
     base = {"axes": axes, "patch_size": (16, 64, 64) if len(axes) == 3 else (128, 128)}
+    limit = overrides.get("time_limit") or 0
+    if 0 < limit <= FAST_RECIPE_UP_TO:
+        base.update(FAST_RECIPE, patch_size=FAST_RECIPE_PATCH[len(axes)])
     if quick:
         base.update(patch_size=(8, 32, 32) if len(axes) == 3 else (32, 32), unet_filters=8, batch_size=4,
                     epochs=2, steps_per_epoch=10)

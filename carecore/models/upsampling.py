@@ -1,14 +1,17 @@
 """Upsampling CARE: interpolate Z by the axial factor, then the 3D network (CARE-NOTES §1).
 
-Training pairs come from :func:`~carecore.simulate_anisotropic` (``axis="Z"``, linear
-interpolation back onto the fine grid); prediction interpolates a coarse stack the same way, so the
-network sees what it was trained on.
+Training pairs come from :func:`~carecore.simulate_anisotropic` (``axis="Z"``, interpolated back onto
+the fine grid); prediction interpolates a coarse stack of ``n`` slices the same way, onto ``n × factor``
+slices at positions ``0, 1/f, 2/f, ...`` of the coarse grid (the last ones held at the last coarse
+slice, exactly as the training inputs were made), with the interpolation stored in the configuration
+(``interpolation``: linear by default). So a coarse stack of 8 slices and factor 4 gives 32 slices,
+on the grid of a ground truth of 32 slices.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..simulate.anisotropic import resample_axis
+from ..simulate.anisotropic import INTERPOLATION_ORDER, resample_axis
 from .care import CARE
 
 
@@ -16,7 +19,22 @@ class UpsamplingCARE(CARE):
     """A :class:`CARE` whose input stack is first interpolated along Z by ``config.upsampling_factor``."""
 
     def _preprocess(self, x, axes):
+        """(Z, Y, X, C) coarse -> (round(Z × factor), Y, X, C), as the training inputs were made."""
         f = self.config.upsampling_factor
-        n = x.shape[0]
-        n_out = int(round((n - 1) * f)) + 1
-        return resample_axis(np.asarray(x, dtype=np.float32), np.arange(n_out) / f, 0, order=1)
+        n_out = int(round(x.shape[0] * f))
+        return resample_axis(np.asarray(x, dtype=np.float32), np.arange(n_out) / f, 0,
+                             order=INTERPOLATION_ORDER[self.config.interpolation])
+
+    def on_output_grid(self, image, *, axes, interpolation=None):
+        """The coarse stack interpolated onto the output's Z grid (``interpolation``: the model's own by default)."""
+        f = self.config.upsampling_factor
+        z = axes.index("Z")
+        x = np.asarray(image, np.float32)
+        order = INTERPOLATION_ORDER[interpolation or self.config.interpolation]
+        return resample_axis(x, np.arange(int(round(x.shape[z] * f))) / f, z, order=order)
+
+    def output_spacing(self, spacing):
+        out = dict(spacing or {})
+        if "Z" in out:
+            out["Z"] = out["Z"] / self.config.upsampling_factor
+        return out

@@ -24,6 +24,8 @@ from pathlib import Path
 from ..errors import CareError
 
 STATES_RUNNING = ("starting", "running")
+#: States of a job that ended with a usable model.
+STATES_DONE = ("completed", "time_limit", "stopped", "early_stopped")
 
 
 def _write_json(path, data):
@@ -148,6 +150,11 @@ def run_job(job_dir):
             status["history"].append({k: e.get(k) for k in ("epoch", "loss", "val_loss", "val_ssim", "lr", "member")})
             status["event"] = e
             write(force=True)
+        elif e["kind"] == "baseline":   # the best tuned classical filter on the validation patches
+            status["baseline"] = {k: e.get(k) for k in ("name", "params", "val_ssim")}
+            write(force=True)
+        elif e["kind"] == "resume":
+            status["resume"] = e.get("message", "")
         elif e["kind"] == "end":
             status["message"] = e.get("message", "")
 
@@ -158,7 +165,8 @@ def run_job(job_dir):
         patches = load_patches(job["patches"])
         if job.get("ensemble", 0) >= 2:
             ens = train_ensemble(patches, config, job_dir / "ensemble", n_members=job["ensemble"], callback=on_event,
-                                 stop=stop, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"))
+                                 stop=stop, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"),
+                                 time_limit=config.time_limit or None)
             status["state"] = "stopped" if stop() else "completed"
             status["members"] = len(ens.members) if ens else 0
         else:
@@ -200,4 +208,4 @@ def preflight(config, patches):
 
 if __name__ == "__main__":
     final = run_job(sys.argv[1])
-    sys.exit(0 if final.get("state") in ("completed", "stopped", "early_stopped") else 1)
+    sys.exit(0 if final.get("state") in STATES_DONE else 1)

@@ -180,8 +180,24 @@ def test_upsampling_model_interpolates_z():
     assert type(model).__name__ == "UpsamplingCARE"
     x = np.random.default_rng(0).random((9, 32, 32)).astype(np.float32)
     out = model.predict(x, axes="ZYX")
-    assert out.shape == (21, 32, 32)
+    assert out.shape == (22, 32, 32)   # round(9 × 2.5): the grid the training inputs were made on
     np.testing.assert_allclose(model.predict(x, axes="ZYX", n_tiles=(2, 1, 2)), out, atol=1e-4 * np.abs(out).max())
+    assert model.output_spacing({"Z": 2.5, "Y": 1, "X": 1}) == {"Z": 1.0, "Y": 1, "X": 1}
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+def test_upsampling_input_is_made_as_training_inputs_were(interpolation):
+    """The network sees a coarse stack exactly as simulate_anisotropic made its training inputs, on the
+    ground truth's grid (trust issue, item 11: the demo's 8 coarse slices give 32, like its truth)."""
+    clean, _ = cc.nuclei_volume((32, 32, 32), seed=0)
+    low_train, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", interpolation=interpolation)
+    coarse, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", upsample_back=False)
+    cfg = care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=4, interpolation=interpolation)
+    model = cc.CARE._for(cfg)
+    assert coarse.shape == (8, 32, 32)
+    np.testing.assert_allclose(model._preprocess(coarse[..., None], "ZYX")[..., 0], low_train, atol=1e-5)
+    np.testing.assert_allclose(model.on_output_grid(coarse, axes="ZYX"), low_train, atol=1e-5)
+    assert model.predict(coarse, axes="ZYX").shape == clean.shape
 
 
 def test_augmentation_keeps_pairs_aligned():
