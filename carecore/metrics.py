@@ -134,32 +134,48 @@ def evaluate(pred, gt, *, axes, per_slice=False, name="image"):
     return out
 
 
-def isotropy_ratio(volume, *, axes="ZYX", axial="Z", lateral="X"):
-    """Spectral isotropy ratio ``Phi`` = energy along the axial axis / along a lateral axis.
+def isotropy_ratio(volume, *, axes="ZYX", axial="Z", lateral="X", spacing=None, half_angle=45.0):
+    """Spectral isotropy ratio ``Phi``: Fourier power along the axial axis / along a lateral axis (CARE-NOTES §4).
 
-    The energy along an axis is the power spectrum summed over all frequencies whose component
-    along that axis is non-zero, after removing the mean and applying a Hann window, and weighted by the squared frequency
-    along that axis (the energy of the derivative along that axis). An isotropic volume gives
-    ``Phi`` close to 1; blurring along Z lowers it. Both axes must have the same length (crop first).
+    The volume (mean removed, Hann-windowed) is Fourier transformed on *physical* frequencies (voxel
+    sizes from ``spacing``). The power is summed in two cones of ``half_angle`` around the axial and
+    the lateral frequency axis, both inside the ball ``0 < |f| <= min(1 / (2 d_axial), 1 / (2 d_lateral))``
+    that both axes resolve; ``Phi`` is the ratio of the two sums. Every frequency bin covers the same
+    volume of frequency space, so the sums compare spectral energy directly: 1 for an isotropic
+    volume, whatever the axis lengths and voxel sizes; below 1 when the axial axis is blurred
+    (restorations approach 1). Power is summed as it is, not weighted by frequency.
+
+    Parameters
+    ----------
+    volume : array_like
+    axes : str
+        Spatial axes of ``volume`` (``ZYX``).
+    axial, lateral : str
+        The two axes compared.
+    spacing : dict, optional
+        Voxel size per axis (one unit for all), e.g. ``{"Z": 2.0, "Y": 0.5, "X": 0.5}``; default 1.
+    half_angle : float
+        Half opening angle of the cones, degrees (45: the cones just touch).
     """
     v = np.asarray(volume, dtype=np.float64)
     axes = check_axes(axes, v.ndim, shape=v.shape)
     if v.ndim != 3 or set(axes) != set("ZYX"):
         raise CareError(f"isotropy_ratio: needs a ZYX volume, got axes {axes!r}")
+    spacing = {a: float((spacing or {}).get(a, 1.0)) for a in axes}
     v = v - v.mean()
-    # a Hann window on every axis: without it the jump between opposite faces (the FFT is periodic)
-    # adds spurious high-frequency energy
-    for i, n in enumerate(v.shape):
+    for i, n in enumerate(v.shape):  # a Hann window: the periodic FFT would see the faces' jumps
         shape = [1, 1, 1]
         shape[i] = n
         v = v * np.hanning(n).reshape(shape)
     power = np.abs(np.fft.fftn(v)) ** 2
+    f = np.meshgrid(*[np.fft.fftfreq(n, d=spacing[a]) for n, a in zip(v.shape, axes)], indexing="ij")
+    r = np.sqrt(sum(fi**2 for fi in f))
+    ball = (r > 0) & (r <= min(0.5 / spacing[axial], 0.5 / spacing[lateral]) + 1e-12)
+    cos = np.cos(np.deg2rad(half_angle))
+
     def energy(letter):
-        i = axes.index(letter)
-        f = np.fft.fftfreq(v.shape[i])
-        shape = [1, 1, 1]
-        shape[i] = -1
-        return float((power * (f.reshape(shape) ** 2)).sum())
+        return float(power[ball & (np.abs(f[axes.index(letter)]) >= cos * r - 1e-12)].sum())
+
     ez, ex = energy(axial), energy(lateral)
     if ex == 0:
         raise CareError("isotropy_ratio: the volume has no lateral structure")

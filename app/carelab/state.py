@@ -17,11 +17,24 @@ from traitlets import Bool, Dict, Enum, Float, HasTraits, Int, List, Unicode, ob
 import carecore as cc
 from carecore import CareError
 
+#: Training budgets offered in step 2 (label, seconds); 0 is "custom": epochs × steps as typed.
+BUDGETS = [("Quick · 3 min", 180.0), ("Standard · 20 min", 1200.0), ("Thorough · 60 min", 3600.0),
+           ("Custom (epochs × steps)", 0.0)]
+#: The extra budget offered in quick mode (tests and demos on tiny data).
+QUICK_BUDGET = ("Test · 20 s", 20.0)
+
 TASKS = {
     "denoising3d": {"label": "Denoising 3D", "axes": "ZYX", "patch": (16, 64, 64), "quick_patch": (8, 32, 32)},
     "denoising2d": {"label": "Denoising 2D", "axes": "YX", "patch": (128, 128), "quick_patch": (32, 32)},
     "upsampling": {"label": "Axial upsampling (3D)", "axes": "ZYX", "patch": (16, 64, 64), "quick_patch": (8, 32, 32)},
 }
+
+
+def filter_label(name, params):
+    """``tv (weight=0.2)``: a classical filter with its chosen parameters."""
+    text = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k}={v}"
+                     for k, v in (params or {}).items())
+    return f"{name} ({text})" if text else name
 
 
 class LabState(HasTraits):
@@ -43,6 +56,7 @@ class LabState(HasTraits):
     patches_dir = Unicode()
     n_patches = Int(0)
     # step 2: train
+    time_limit = Float(180.0)   # seconds for the whole training (0: custom, epochs × steps below)
     epochs = Int(10)          # defaults sized for a first run on a laptop CPU: a few minutes
     steps = Int(25)
     batch_size = Int(8)
@@ -58,6 +72,9 @@ class LabState(HasTraits):
     job_message = Unicode("")
     history = List()
     losses = List()
+    baseline = Dict()             # the best tuned classical filter on the validation patches
+    last_event = Dict()           # the job's last progress event (epochs, steps per epoch, elapsed, eta)
+    resume_note = Unicode("")
     progress_epoch = Int(0)
     progress_step = Int(0)
     # step 3: restore
@@ -65,6 +82,9 @@ class LabState(HasTraits):
     input_path = Unicode()
     restored_path = Unicode()
     metrics = Dict()
+    metrics_note = Unicode("")
+    restore_note = Unicode("")    # what the restore thread is doing now
+    model_problems = List()       # model folders that were not offered, and why
     restore_done = Int(0)
     restore_total = Int(0)
     # step 5: reliability
@@ -78,9 +98,11 @@ class LabState(HasTraits):
         super().__init__(data_root=str(root), quick=bool(quick), **kw)
         if self.quick:
             self.filters, self.epochs, self.steps, self.batch_size = 8, 2, 6, 4
+            self.time_limit = QUICK_BUDGET[1]
         self.low = self.high = None          # arrays for the previews
-        self.restored = self.scale = None
+        self.restored = self.scale = self.members = None
         self.input_image = self.truth = None
+        self.image_axes, self.model_config = "", None
         self.readouts = {}
         self._poller = None
         self.set_task_defaults()
@@ -99,9 +121,18 @@ class LabState(HasTraits):
     def rel(self, path):
         return str(Path(path).resolve().relative_to(Path(self.data_root)))
 
+    def inside(self, path):
+        """``path`` resolved inside the data root, or None (a link out of it, a missing file)."""
+        try:
+            return self.resolve(path)
+        except (CareError, OSError, RuntimeError):   # RuntimeError: a symlink loop
+            return None
+
     def tif_files(self, sub=""):
+        """TIFF files under the data root (links that lead out of it are left out)."""
         root = self.resolve(sub) if sub else Path(self.data_root)
-        return sorted(self.rel(p) for p in root.rglob("*.tif") if not any(part.startswith(".") for part in p.parts))
+        found = (self.inside(p) for p in root.rglob("*.tif") if not any(part.startswith(".") for part in p.parts))
+        return sorted({self.rel(p) for p in found if p is not None and p.is_file()})
 
     # -- step 1 ----------------------------------------------------------------------------
     @observe("task")
@@ -143,8 +174,8 @@ class LabState(HasTraits):
 
     @property
     def patch_size(self):
-        t = TASKS[self.task]
-        return t["quick_patch"] if self.quick else t["patch"]
+        """The training patch size: the configuration's (it depends on the chosen budget)."""
+        return self.config().patch_size
 
     def scan_pairs(self):
         """Pairs under the chosen folders: shapes and the alignment check, as table rows."""
@@ -205,30 +236,55 @@ class LabState(HasTraits):
         self.n_patches = len(ps.X)
         return ps
 
+    def ensure_patches(self, note=None):
+        """The patches, extracted again when their size is not the configuration's (another budget)."""
+        if not self.patches_dir:
+            raise CareError("make training patches first (step 1)")
+        ps = cc.load_patches(self.patches_dir)
+        if tuple(ps.meta.get("patch_size", ())) != tuple(self.patch_size):
+            if note is not None:
+                note(f"this budget trains on {'×'.join(map(str, self.patch_size))} patches: extracting them again ...")
+            ps = self.make_patches()
+        return ps
+
     # -- step 2 ----------------------------------------------------------------------------
+    def budget_options(self):
+        """(label, seconds) of the budgets offered; quick mode adds a very short one."""
+        return ([QUICK_BUDGET] if self.quick else []) + BUDGETS
+
     def config(self):
+        """The model configuration for the chosen budget.
+
+        With a time budget, carecore sizes the network, batches, patches and learning rate for it
+        (only probabilistic, precision, seed and the task are passed; quick mode also passes tiny
+        sizes); "custom" (``time_limit`` 0) passes every field as typed.
+        """
         from carecore.models.config import care_config
 
-        kw = dict(epochs=self.epochs, steps_per_epoch=self.steps, batch_size=self.batch_size, unet_filters=self.filters,
-                  probabilistic=self.probabilistic or self.ensemble >= 2, learning_rate=self.learning_rate,
-                  precision=self.precision, seed=self.seed, patch_size=self.patch_size)
+        t = TASKS[self.task]
+        kw = dict(probabilistic=self.probabilistic or self.ensemble >= 2, precision=self.precision, seed=self.seed)
         if self.task == "upsampling":
             kw.update(kind="upsampling", upsampling_factor=self.axial_factor)
-        return care_config(TASKS[self.task]["axes"], **kw)
+        if self.time_limit > 0:
+            kw.update(time_limit=float(self.time_limit))
+            if self.quick:
+                kw.update(unet_filters=8, batch_size=4, patch_size=t["quick_patch"], epochs=3)
+        else:
+            kw.update(epochs=self.epochs, steps_per_epoch=self.steps, batch_size=self.batch_size,
+                      unet_filters=self.filters, learning_rate=self.learning_rate,
+                      patch_size=t["quick_patch"] if self.quick else t["patch"])
+        return care_config(t["axes"], **kw)
 
-    def run_preflight(self):
+    def run_preflight(self, note=None):
         from carecore.training.jobs import preflight
 
-        if not self.patches_dir:
-            raise CareError("make training patches first (step 1)")
-        self.preflight = preflight(self.config(), cc.load_patches(self.patches_dir))
+        self.preflight = preflight(self.config(), self.ensure_patches(note))
         return self.preflight
 
-    def start_training(self, resume=False):
+    def start_training(self, resume=False, note=None):
         from carecore.training.jobs import start_job
 
-        if not self.patches_dir:
-            raise CareError("make training patches first (step 1)")
+        self.ensure_patches(note)
         if not resume or not self.job_dir:
             self.job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
         start_job(self.job_dir, self.patches_dir, self.config(), ensemble=self.ensemble if self.ensemble >= 2 else 0)
@@ -245,30 +301,70 @@ class LabState(HasTraits):
         """Re-attach to the newest job under ``models/`` (a reloaded page or a second tab)."""
         from carecore.training.jobs import find_jobs
 
-        jobs = find_jobs(Path(self.data_root) / "models")
-        if jobs:
-            self.job_dir = str(jobs[0])
-            self.poll_job()
-            if self.job_state in ("starting", "running"):
-                self.watch_job()
+        try:
+            jobs = find_jobs(Path(self.data_root) / "models")
+            if jobs:
+                self.job_dir = str(jobs[0])
+                self.poll_job()
+                if self.job_state in ("starting", "running"):
+                    self.watch_job()
+        except Exception as e:  # noqa: BLE001 - a damaged job folder must not break the page
+            self.job_state = "unreadable"
+            self.job_message = f"cannot read the last training job ({self.job_dir or 'models/'}): {type(e).__name__}: {e}"
         return self.job_dir
 
     def poll_job(self):
-        from carecore.training.jobs import job_status, model_path
+        from carecore.training.jobs import STATES_DONE, job_status, model_path
 
         st = job_status(self.job_dir)
-        self.losses = st.get("losses", [])
-        self.history = st.get("history", [])
+        if not isinstance(st, dict):
+            raise CareError(f"{self.job_dir}: status.json does not hold a status")
+        self.losses = list(st.get("losses") or [])
+        self.history = list(st.get("history") or [])
+        self.baseline = dict(st.get("baseline") or {})
+        self.resume_note = str(st.get("resume") or "")
         ev = st.get("event") or {}
+        if ev.get("kind") == "batch":
+            self.last_event = dict(ev)
         self.progress_epoch = int(ev.get("epoch", 0) or 0)
         self.progress_step = int(ev.get("step", 0) or 0)
         self.job_message = st.get("message", "") or ""
         self.job_state = st.get("state", "none")
-        if self.job_state in ("completed", "stopped", "early_stopped"):
+        if self.job_state in STATES_DONE:
             mp = model_path(self.job_dir)
             if (mp / "manifest.json").exists() or (mp / "ensemble.json").exists():
                 self.model_dir = str(mp)
         return st
+
+    def curves(self):
+        """What the training charts show, in epochs of this run: ``{name: (x, y)}``.
+
+        The training loss is placed at step / steps-per-epoch (the steps per epoch come from the
+        job's last batch event: a time budget plans them itself); validation points at their epoch
+        count; ``baseline`` is the best classical filter's validation SSIM as a flat line.
+        Points that are not finite are left out (a chart cannot place them).
+        """
+        steps = int(self.last_event.get("steps") or 0) or max(self.steps, 1)
+        hist = [h for h in self.history if h.get("epoch") is not None]
+
+        def finite(xs, ys):
+            keep = [(float(x), float(y)) for x, y in zip(xs, ys)
+                    if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
+            return [k[0] for k in keep], [k[1] for k in keep]
+
+        out = {"training": finite([p[0] / steps for p in self.losses], [p[1] for p in self.losses]),
+               "validation": finite(range(1, len(hist) + 1), [h.get("val_loss") for h in hist]),
+               "ssim": finite(range(1, len(hist) + 1), [h.get("val_ssim") for h in hist])}
+        b = self.baseline.get("val_ssim")
+        if b is not None and np.isfinite(b):
+            end = max([1.0] + out["training"][0] + out["ssim"][0])
+            out["baseline"] = ([0.0, end], [float(b), float(b)])
+        return out
+
+    def baseline_label(self):
+        """``best filter: tv (weight=0.2)`` for the chart's legend."""
+        b = self.baseline
+        return f"best filter: {filter_label(b['name'], b.get('params'))}" if b.get("name") else ""
 
     def watch_job(self, interval=0.5):
         """Poll the job in a background thread until it ends (views observe the traits)."""
@@ -290,11 +386,61 @@ class LabState(HasTraits):
         self._poller.start()
 
     # -- step 3 ----------------------------------------------------------------------------
+    def check_model_folder(self, path):
+        """The model folder resolved inside the data root; an ensemble's members must lie inside it too.
+
+        A member listed with ``..`` or as an absolute path is refused (never followed), and so is
+        one that a link leads out of the data root.
+        """
+        import json
+
+        folder = self.resolve(path)
+        index = folder / "ensemble.json"
+        if not index.exists():
+            return folder
+        try:
+            members = json.loads(index.read_text()).get("members")
+        except (OSError, ValueError, AttributeError) as e:
+            raise CareError(f"{self.rel(folder)}/ensemble.json: unreadable ({e})") from None
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            raise CareError(f"{self.rel(folder)}/ensemble.json: 'members' must be a list of folder names")
+        for m in members:
+            if Path(m).is_absolute() or ".." in Path(m).parts:
+                raise CareError(f"{self.rel(folder)}/ensemble.json: member {m!r} is not a folder inside the "
+                                "ensemble (absolute paths and '..' are refused)")
+            try:
+                self.resolve(folder / m)
+            except CareError:
+                raise CareError(f"{self.rel(folder)}/ensemble.json: member {m!r} leads outside the data root "
+                                "or does not exist") from None
+        return folder
+
     def models_available(self):
+        """Model and ensemble folders under ``models/``; refused ones are listed in ``model_problems``."""
         root = Path(self.data_root) / "models"
         found = [p for p in root.glob("*/model") if (p / "manifest.json").exists()]
         found += [p for p in root.glob("*/ensemble") if (p / "ensemble.json").exists()]
-        return sorted((self.rel(p) for p in found), reverse=True)
+        ok, problems = [], []
+        for p in found:
+            try:
+                ok.append(self.rel(self.check_model_folder(p)))
+            except CareError as e:
+                problems.append(str(e))
+        self.model_problems = problems
+        return sorted(ok, reverse=True)
+
+    def truth_for(self, input_path):
+        """The ground truth of ``<...>/low/NAME``: ``<...>/high/NAME`` inside the data root, else None."""
+        p = Path(input_path)
+        if p.parent.name != "low":
+            return None
+        return self.inside(p.parent.parent / "high" / p.name)
+
+    def output_path(self, model_dir, input_path):
+        """``restored/<model>/<input name>``: the model is named by its job folder (``.../job/model``)."""
+        m = Path(model_dir)
+        name = m.parent.name if m.name in ("model", "ensemble") and m.parent.name else m.name
+        return Path(self.data_root) / "restored" / name / Path(input_path).name
 
     def default_input(self):
         demo = Path(self.data_root) / self.task / "test" / "low"
@@ -302,63 +448,120 @@ class LabState(HasTraits):
         return self.rel(files[0]) if files else ""
 
     def restore(self, progress=None):
-        from carecore.qc import _load_models
+        """Restore the chosen image with the chosen model; metrics (with tuned filters) when a truth exists."""
+        from carecore.qc import _load_models   # ensembles; single models via cc.load_model
         from carecore.uncertainty import Ensemble, mixture_mean_variance
 
         if not self.model_dir:
             raise CareError("choose a model (train one in step 2, or pick a model folder)")
         if not self.input_path:
             raise CareError("choose an image to restore")
-        model = _load_models(self.resolve(self.model_dir))
-        img = cc.read_image(self.resolve(self.input_path))
+        src = self.resolve(self.input_path)
+        folder = self.check_model_folder(self.model_dir)
+        self.restore_note = "loading the model ..."
+        model = _load_models(folder) if (folder / "ensemble.json").exists() else cc.load_model(folder)
+        img = cc.read_image(src)
         self.input_image = np.asarray(img.data, np.float32)
-        self.members = None
+        self.image_axes, self.model_config = img.axes, model.config
+        self.members = self.scale = None
+        self.restore_note = "restoring ..."
         if isinstance(model, Ensemble):
-            mus, bs = model.predict_members(img.data, axes=img.axes, progress=progress)
-            self.restored, var = mixture_mean_variance(mus, bs)
-            self.scale = np.sqrt(var / 2)
-            self.members = (mus, bs)
+            self.members = model.predict_members(img.data, axes=img.axes, progress=progress)
+            self.restored = mixture_mean_variance(*self.members)[0]
+            spacing = model.members[0].output_spacing(img.spacing)
         else:
             out = model.predict(img.data, axes=img.axes, progress=progress)
             self.restored, self.scale = out if isinstance(out, tuple) else (out, None)
-        out_dir = Path(self.data_root) / "restored"
-        out_dir.mkdir(exist_ok=True)
-        dest = out_dir / Path(self.input_path).name
-        cc.write_image(dest, self.restored, axes=img.axes)
+            spacing = model.output_spacing(img.spacing)
+        dest = self.output_path(folder, src)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        cc.write_image(dest, self.restored, axes=img.axes, spacing=spacing or None)
         self.restored_path = self.rel(dest)
-        gt = Path(str(self.resolve(self.input_path)).replace(f"{os.sep}low{os.sep}", f"{os.sep}high{os.sep}"))
-        self.truth = None
-        metrics = {}
-        if gt.exists() and gt != self.resolve(self.input_path):
+        self.truth, self.metrics, self.metrics_note = None, {}, ""
+        gt = self.truth_for(self.input_path)
+        if gt is not None and gt != src:
             truth = cc.read_image(gt).data.astype(np.float32)
             if truth.shape == self.restored.shape:
                 self.truth = truth
-                metrics["input"] = cc.evaluate(self.input_image, truth, axes=img.axes) \
-                    if self.input_image.shape == truth.shape else None
-                metrics["CARE"] = cc.evaluate(self.restored, truth, axes=img.axes)
-        self.metrics = {k: v for k, v in metrics.items() if v}
+                self.metrics = self._metrics(img.axes, progress)
+            else:
+                self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {self.restored.shape}"
+        self.restore_note = ""
         self.reliability_ready = False
         self.restore_done += 1
         return self.restored
 
+    def _metrics(self, axes, progress=None):
+        """NRMSE/SSIM/PSNR of the input, CARE and the classical filters tuned on this very pair."""
+        from carecore.baselines import best_baseline, tune_baselines
+
+        rows = {"CARE": cc.evaluate(self.restored, self.truth, axes=axes)}
+        if self.input_image.shape != self.truth.shape:
+            self.metrics_note = "the input is on another grid than the ground truth: no input or filter rows"
+            return rows
+        rows = {"input": cc.evaluate(self.input_image, self.truth, axes=axes), **rows}
+
+        def tuning(done, total, what):
+            self.restore_note = f"tuning classical filters on this image's ground truth: {what} ({done}/{total})"
+            if progress is not None:
+                progress(done, total, "filters")
+
+        tuned = tune_baselines([(self.input_image, self.truth)], axes=axes, progress=tuning)
+        by_ssim, by_nrmse = best_baseline(tuned)
+        picks = [("SSIM", by_ssim, by_ssim.params, "ssim"), ("NRMSE", by_nrmse, by_nrmse.params_nrmse, "nrmse")]
+        if (by_nrmse.name, by_nrmse.params_nrmse) == (by_ssim.name, by_ssim.params):
+            picks = [("SSIM and NRMSE", by_ssim, by_ssim.params, "ssim")]
+        for what, t, params, metric in picks:
+            label = filter_label(t.name, params)
+            self.restore_note = f"scoring {label} on the whole image ..."
+            rows[f"best filter by {what}: {label}"] = cc.evaluate(t.apply(self.input_image, axes=axes, for_metric=metric),
+                                                                   self.truth, axes=axes)
+        self.metrics_note = "filters tuned on this image's own ground truth (their best case); CARE never saw it"
+        return rows
+
     # -- step 5 ----------------------------------------------------------------------------
-    def compute_reliability(self, n_samples=8):
-        from carecore.uncertainty import calibration_curve, disagreement, laplace_samples, probabilistic_readouts
+    def compute_reliability(self, n_samples=8, confidence=0.9):
+        """Interval, samples (and disagreement) from the predicted distribution; calibration without a fit.
+
+        An ensemble's read-outs come from the mixture of its members, never from one Laplace
+        matched to the mixture's variance. Everything is in the input's intensity units.
+        """
+        from carecore.uncertainty import disagreement, predictive_readouts
 
         if self.restored is None:
             raise CareError("restore an image first (step 3)")
-        if self.scale is None:
+        if self.members is None and self.scale is None:
             raise CareError("this model is not probabilistic: train with 'probabilistic' (or an ensemble) for confidence intervals")
-        r = probabilistic_readouts(self.restored, self.scale, confidence=0.9)
-        r["samples"] = laplace_samples(self.restored, self.scale, n_samples, seed=0)
-        if self.members is not None:
-            r["disagreement"] = disagreement(*self.members)
+        means, scales = self.members if self.members is not None else (self.restored, self.scale)
+        members = self.members is not None
+        r = predictive_readouts(means, scales, members=members, confidence=confidence, n_samples=n_samples)
+        if members:
+            r["disagreement"] = disagreement(means, scales)
         if self.truth is not None:
-            g, _ = cc.percentile_normalize(self.truth, *cc.metrics.GT_PERCENTILES, axes="ZYX"[-self.truth.ndim:])
-            a, b = cc.affine_fit(self.restored, g)
-            r["calibration"] = calibration_curve(g, a * self.restored + b, abs(a) * self.scale)
-            at, bt = cc.affine_fit(self.truth, self.restored)   # the truth in the restored image's units
-            r["truth_display"] = (at * self.truth + bt).astype(np.float32)
+            r.update(self._truth_readouts(means, scales, members))
         self.readouts = r
         self.reliability_ready = True
         return r
+
+    def _truth_readouts(self, means, scales, members):
+        """The calibration curve (no fit) and the ground truth for display, labelled with how it was scaled."""
+        from carecore.uncertainty import measure_calibration
+
+        cfg, axes = self.model_config, self.image_axes
+        pct = tuple(cfg.percentiles) if cfg is not None else cc.DEFAULT_PERCENTILES
+        out = {}
+        # the network's promise is about the truth normalized with its own percentiles; predict maps
+        # that back with the input's: the same two maps put the truth into the input's units
+        g, _ = cc.percentile_normalize(self.truth, *pct, axes=axes)
+        norm_in = cc.compute_percentiles(self.input_image, *pct, axes=axes, name="input")
+        out["truth_rescaled"] = cc.denormalize(g, norm_in, axes=axes)
+        out["truth_label"] = (f"ground truth (rescaled for display: its {pct[0]:g}–{pct[1]:g} percentile range "
+                              "mapped onto the input's)")
+        if self.truth.shape == self.input_image.shape:
+            mapped_back = cfg is None or cfg.n_channel_in == cfg.n_channel_out
+            out["calibration"] = measure_calibration(self.truth, means, scales, image=self.input_image, axes=axes,
+                                                     percentiles=pct, mapped_back=mapped_back)
+        else:
+            out["calibration_note"] = ("no calibration curve: the input is on another grid than the ground truth "
+                                       "(its percentiles cannot be matched pixel by pixel)")
+        return out

@@ -49,19 +49,41 @@ class SliceView(W.VBox):
 
 
 class Curves(W.VBox):
-    """A bqplot chart whose lines are set by name; updates under hold_sync, never redraws."""
+    """A bqplot chart whose lines are set by name; updates under hold_sync, never redraws.
 
-    def __init__(self, title, names, *, xlabel="", ylabel="", css=None, log_y=False, height="230px", colors=None):
+    Every axis has an explicit tick format: bqplot's own guess (``.{precision}g``) breaks on a
+    one-point line next to a line with markers (the padded domain is a few ULPs wide, its ticks
+    repeat, the precision comes out ``undefined``) and then throws ``invalid format: .undefinedg``
+    on every update, which leaves the other lines undrawn. Non-finite points are dropped.
+
+    Parameters
+    ----------
+    names : list of str
+        One line per name, in this order.
+    markers : set of str, optional
+        Names drawn with point markers (e.g. the once-per-epoch validation).
+    dashed : set of str, optional
+        Names drawn as dashed lines (reference levels).
+    x_min, y_range : float, (float, float), optional
+        Fix the start of the x axis / the whole y axis (``None``: from the data).
+    """
+
+    def __init__(self, title, names, *, xlabel="", ylabel="", css=None, height="230px", colors=None, markers=(),
+                 dashed=(), x_min=None, x_max=None, y_range=None, x_format=".3g", y_format=".3g"):
         import bqplot as bq
 
-        self.xs = bq.LinearScale()
-        self.ys = bq.LogScale() if log_y else bq.LinearScale()
+        self.xs = bq.LinearScale(min=x_min, max=x_max)
+        self.ys = bq.LinearScale(**({"min": y_range[0], "max": y_range[1]} if y_range else {}))
         colors = colors or ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
-        self.lines = {n: bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=[c], labels=[n],
-                                  display_legend=True, marker="circle" if i else None, marker_size=16)
-                      for i, (n, c) in enumerate(zip(names, colors))}
-        ax = bq.Axis(scale=self.xs, label=xlabel)
-        ay = bq.Axis(scale=self.ys, orientation="vertical", label=ylabel, tick_format=".3g", num_ticks=5)
+        self.lines = {}
+        for n, c in zip(names, colors):
+            kw = {"marker": "circle", "marker_size": 24} if n in markers else {}
+            if n in dashed:
+                kw.update(line_style="dashed", stroke_width=2)
+            self.lines[n] = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=[c], labels=[n],
+                                     display_legend=True, **kw)
+        ax = bq.Axis(scale=self.xs, label=xlabel, tick_format=x_format)
+        ay = bq.Axis(scale=self.ys, orientation="vertical", label=ylabel, tick_format=y_format)
         self.figure = bq.Figure(marks=list(self.lines.values()), axes=[ax, ay], title=title,
                                 layout=W.Layout(width="420px", height=height),
                                 fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20}, legend_location="top-right")
@@ -69,11 +91,16 @@ class Curves(W.VBox):
         if css:
             self.add_class(css)
 
-    def set_curve(self, name, x, y):
+    def set_curve(self, name, x, y, label=None):
+        """Set one line (non-finite points are left out); ``label`` renames it in the legend."""
+        x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+        keep = np.isfinite(x) & np.isfinite(y) if len(x) == len(y) else np.zeros(0, bool)
         line = self.lines[name]
         with line.hold_sync():
-            line.x = np.asarray(x, float)
-            line.y = np.asarray(y, float)
+            line.x = x[keep] if keep.size else np.zeros(0)
+            line.y = y[keep] if keep.size else np.zeros(0)
+            if label is not None:
+                line.labels = [label]
 
 
 class BandProfile(W.VBox):
@@ -90,15 +117,16 @@ class BandProfile(W.VBox):
         self.truth = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=["#222222"],
                               line_style="dashed", labels=["ground truth"], display_legend=True)
         self.figure = bq.Figure(marks=[self.band, self.mean, self.truth],
-                                axes=[bq.Axis(scale=self.xs, label="X (pixels)"),
-                                      bq.Axis(scale=self.ys, orientation="vertical", tick_format=".3g")],
-                                title="line profile (band: 90 % interval)", layout=W.Layout(width="560px", height="260px"),
-                                fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20})
+                                axes=[bq.Axis(scale=self.xs, label="X (pixels)", tick_format="d"),
+                                      bq.Axis(scale=self.ys, orientation="vertical", tick_format=".3g",
+                                              label="intensity (input units)")],
+                                title="line profile (band: 90 % interval)", layout=W.Layout(width="620px", height="280px"),
+                                fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 20}, legend_location="top-right")
         super().__init__([self.figure])
         if css:
             self.add_class(css)
 
-    def set_profile(self, mean, lower, upper, truth=None):
+    def set_profile(self, mean, lower, upper, truth=None, truth_label="ground truth"):
         x = np.arange(len(mean), dtype=float)
         with self.band.hold_sync():
             self.band.x = x
@@ -109,23 +137,64 @@ class BandProfile(W.VBox):
         with self.truth.hold_sync():
             self.truth.x = x if truth is not None else []
             self.truth.y = np.asarray(truth, float) if truth is not None else []
+            self.truth.labels = [truth_label]
 
 
-def volume_pair(a, b, css=None):
-    """Two ipyvolume renderings side by side sharing one camera (rotating one rotates both)."""
+def mip_colormap(color=(0.35, 1.0, 0.35), n=256):
+    """An ipyvolume transfer function for maximum-intensity projection: black to ``color``.
+
+    ipyvolume's MIP shader multiplies the colour by ``30 * alpha``: alpha is 1/30, the ramp is in
+    the colour, so the rendered brightness follows the display window linearly.
+    """
     import ipyvolume as ipv
 
-    def one(data, camera=None):
-        kw = {"camera": camera} if camera is not None else {}
-        fig = ipv.figure(width=300, height=300, controls=False, **kw)  # a new current figure
-        lo, hi = display_range(data)
-        vol = np.clip((np.asarray(data, np.float32) - lo) / (hi - lo), 0, 1)
-        ipv.volshow(vol, level=[0.25, 0.6, 0.9], opacity=[0.03, 0.1, 0.2], controls=False)
-        return fig
+    ramp = np.linspace(0, 1, n)[:, None]
+    rgba = np.hstack([ramp * np.asarray(color)[None], np.full((n, 1), 1 / 30)])
+    return ipv.TransferFunction(rgba=rgba.astype(np.float32))
 
-    f1 = one(a)
-    f2 = one(b, camera=f1.camera)
-    box = W.HBox([W.VBox([W.HTML("<b>input</b>"), f1]), W.VBox([W.HTML("<b>restored</b>"), f2])])
+
+class VolumeView(W.VBox):
+    """One volume as a maximum-intensity projection (what a microscopist reads), with a contrast window.
+
+    The window starts where the background ends (percentiles of the volume, from
+    :func:`carecore.render.display_range`), so noise stays dark; the slider moves it in the
+    image's intensity units.
+    """
+
+    def __init__(self, data, title, *, camera=None, window=(99.0, 99.95), color=(0.35, 1.0, 0.35)):
+        import ipyvolume as ipv
+
+        data = np.asarray(data, np.float32)
+        kw = {"camera": camera} if camera is not None else {}
+        self.figure = ipv.figure(width=320, height=320, controls=False, **kw)  # a new current figure
+        ipv.style.use("dark")
+        ipv.style.box_off()
+        ipv.style.axes_off()
+        dmin, dmax = display_range(data, 0.0, 100.0)
+        lo, hi = display_range(data, *window)
+        self.volume = ipv.volshow(data, tf=mip_colormap(color), data_min=dmin, data_max=dmax, controls=False)
+        self.volume.rendering_method = "MAX_INTENSITY"
+        self.volume.show_min, self.volume.show_max = lo, hi
+        step = (dmax - dmin) / 500 or 1.0
+        self.contrast = W.FloatRangeSlider(description="contrast", min=dmin, max=dmax, value=(lo, hi), step=step,
+                                           readout_format=".3g", continuous_update=False,
+                                           layout=W.Layout(width="320px"))
+        self.contrast.add_class("care-view-contrast")
+        self.contrast.observe(self._window, "value")
+        super().__init__([W.HTML(f"<b>{title}</b> <span style='color:#666'>(maximum-intensity projection)</span>"),
+                          self.figure, self.contrast])
+
+    def _window(self, change):
+        with self.volume.hold_sync():
+            self.volume.show_min, self.volume.show_max = change["new"]
+
+
+def volume_pair(a, b, css=None, titles=("input", "restored")):
+    """Two volumes side by side sharing one camera (rotating one rotates both), each with its contrast."""
+    v1 = VolumeView(a, titles[0])
+    v2 = VolumeView(b, titles[1], camera=v1.figure.camera)
+    box = W.HBox([v1, v2])
+    box.views = (v1, v2)
     if css:
         box.add_class(css)
     return box

@@ -164,10 +164,20 @@ class DataStep(W.VBox):
         run_guarded(self.msg, go, thread=True, done=finished)
 
 
+def _mmss(seconds):
+    seconds = int(round(seconds or 0))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 class TrainStep(W.VBox):
     def __init__(self, state: LabState):
         self.state = state
         self.msg = Message("care-train-msg")
+        self.budget = W.ToggleButtons(options=state.budget_options(), value=state.time_limit,
+                                      style={"button_width": "170px"})
+        self.budget.add_class("care-train-budget")
+        self.recipe = W.HTML()
+        self.recipe.add_class("care-train-recipe")
         self.epochs = W.BoundedIntText(description="Epochs", min=1, max=1000, value=state.epochs)
         self.steps = W.BoundedIntText(description="Steps/epoch", min=1, max=10000, value=state.steps,
                                       style={"description_width": "90px"})
@@ -180,7 +190,9 @@ class TrainStep(W.VBox):
         self.lr = W.FloatText(description="Learning rate", value=state.learning_rate)
         self.precision = W.Dropdown(description="Precision", options=["mixed_bfloat16", "float32"], value=state.precision)
         self.seed = W.IntText(description="Seed", value=state.seed)
-        self.advanced = W.Accordion([W.VBox([self.filters, self.lr, self.precision, self.seed])])
+        self.custom = W.HBox([W.VBox([self.epochs, self.steps, self.batch]), W.VBox([self.filters, self.lr])])
+        self.custom.add_class("care-train-custom")
+        self.advanced = W.Accordion([W.VBox([self.precision, self.seed])])
         self.advanced.set_title(0, "Advanced")
         self.advanced.selected_index = None
         self.pre_btn = button("Estimate", "care-train-preflight", "info", "clock-o")
@@ -199,64 +211,116 @@ class TrainStep(W.VBox):
         self._wire()
 
     def _layout(self):
-        self.children = [W.HTML("<h3>2 · Train</h3><p>Good defaults are filled in; training runs in the background "
-                                "(closing the page does not stop it).</p>"),
-                         W.HBox([W.VBox([self.epochs, self.steps, self.batch]), W.VBox([self.prob, self.ensemble])]),
-                         self.advanced, W.HBox([self.pre_btn, self.pre_note]),
+        custom = self.state.time_limit <= 0
+        self.children = [W.HTML("<h3>2 · Train</h3><p>Choose how long to train; the network, batches and patches are "
+                                "sized for the budget. Training runs in the background (closing the page does not "
+                                "stop it).</p>"),
+                         self.budget, self.recipe] + ([self.custom] if custom else []) + [
+                         W.HBox([self.prob, self.ensemble]), self.advanced, W.HBox([self.pre_btn, self.pre_note]),
                          W.HBox([self.start, self.stop, self.resume]), self.msg,
                          W.HBox([self.epoch_bar, self.step_bar]), self.status, self.charts]
+        self._recipe()
+
+    def _recipe(self):
+        """What the chosen budget will train (read from the configuration carecore builds)."""
+        try:
+            c = self.state.config()
+        except CareError as e:
+            self.recipe.value = f"<span style='color:#b00020'>{html.escape(str(e))}</span>"
+            return
+        what = (f"{c.unet_filters} filters, {'×'.join(map(str, c.patch_size))} patches in batches of {c.batch_size}, "
+                f"peak learning rate {c.learning_rate:g}")
+        if c.time_limit > 0:
+            text = (f"{_mmss(c.time_limit)} of training: {what}, {c.epochs} validations; the steps per epoch are "
+                    "planned from one timed step. An ensemble shares the budget.")
+        else:
+            text = f"{c.epochs} epochs × {c.steps_per_epoch} steps: {what}."
+        self.recipe.value = f"<span style='color:#444'>{html.escape(text)}</span>"
 
     def activate(self):
         """Build the charts when the tab is first shown (bqplot cannot lay out inside a hidden tab)."""
         if self.loss is None:
-            self.loss = Curves("loss", ["training", "validation"], xlabel="epoch", css="care-train-loss")
-            self.ssim = Curves("validation SSIM", ["SSIM"], xlabel="epoch", css="care-train-ssim", colors=["#2ca02c"])
+            self.loss = Curves("loss", ["training", "validation"], xlabel="epoch", css="care-train-loss",
+                               markers={"validation"}, x_min=0)
+            self.ssim = Curves("validation SSIM", ["CARE", "best filter"], xlabel="epoch", css="care-train-ssim",
+                               colors=["#2ca02c", "#555555"], markers={"CARE"}, dashed={"best filter"}, x_min=0)
             self.charts.children = [self.loss, self.ssim]
             self.update()
 
     def _wire(self):
         s = self.state
-        for w, t in ((self.epochs, "epochs"), (self.steps, "steps"), (self.batch, "batch_size"), (self.prob, "probabilistic"),
-                     (self.ensemble, "ensemble"), (self.filters, "filters"), (self.lr, "learning_rate"),
-                     (self.precision, "precision"), (self.seed, "seed")):
+        for w, t in ((self.budget, "time_limit"), (self.epochs, "epochs"), (self.steps, "steps"),
+                     (self.batch, "batch_size"), (self.prob, "probabilistic"), (self.ensemble, "ensemble"),
+                     (self.filters, "filters"), (self.lr, "learning_rate"), (self.precision, "precision"),
+                     (self.seed, "seed")):
             W.link((s, t), (w, "value"))
+        s.observe(lambda c: self._layout(), "time_limit")
+        s.observe(lambda c: self._recipe(), ["epochs", "steps", "batch_size", "filters", "learning_rate", "task",
+                                             "probabilistic", "ensemble"])
         self.pre_btn.on_click(lambda b: self.on_preflight())
-        self.start.on_click(lambda b: run_guarded(self.msg, lambda: self.state.start_training()))
-        self.resume.on_click(lambda b: run_guarded(self.msg, lambda: self.state.start_training(resume=True)))
+        self.start.on_click(lambda b: self.on_start())
+        self.resume.on_click(lambda b: self.on_start(resume=True))
         self.stop.on_click(lambda b: run_guarded(self.msg, self.state.stop_training))
-        s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step"])
+        s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step", "baseline"])
+
+    def on_start(self, resume=False):
+        self.msg.value = ""
+        self.start.disabled = self.resume.disabled = True
+
+        def go():
+            try:
+                self.state.start_training(resume=resume, note=self.msg.note)
+            finally:
+                self.start.disabled = self.resume.disabled = False
+
+        run_guarded(self.msg, go, thread=True)
 
     def on_preflight(self):
         self.pre_note.value = "timing one batch ..."
 
         def show(p):
-            self.pre_note.value = (f"{p['parameters']:,} parameters · patches {p['patch_memory_mib']:.0f} MiB · "
-                                   f"{p['seconds_per_step']:.2f} s/step · ~{p['seconds_per_epoch']:.0f} s/epoch · "
-                                   f"~{p['seconds_total'] / 60:.1f} min in all")
+            s = self.state
+            text = (f"{p['parameters']:,} parameters · patches {p['patch_memory_mib']:.0f} MiB · "
+                    f"{p['seconds_per_step']:.2f} s/step")
+            if s.time_limit > 0:
+                text += (f" · about {int(s.time_limit / max(p['seconds_per_step'], 1e-6)):,} steps fit in "
+                         f"{_mmss(s.time_limit)} (validations not counted)")
+            else:
+                text += f" · ~{p['seconds_per_epoch']:.0f} s/epoch · ~{p['seconds_total'] / 60:.1f} min in all"
+            self.pre_note.value = html.escape(text)
 
-        run_guarded(self.msg, self.state.run_preflight, thread=True, done=show)
+        run_guarded(self.msg, lambda: self.state.run_preflight(note=self.msg.note), thread=True, done=show)
 
     def update(self):
         s = self.state
-        hist = [h for h in s.history if h.get("epoch") is not None]
-        steps = max(s.steps, 1)
-        if s.losses and self.loss is not None:
-            xs = [p[0] / steps for p in s.losses]
-            self.loss.set_curve("training", xs, [p[1] for p in s.losses])
-        if hist and self.loss is not None:
-            ep = list(range(1, len(hist) + 1))
-            self.loss.set_curve("validation", ep, [h["val_loss"] for h in hist])
-            self.ssim.set_curve("SSIM", ep, [h["val_ssim"] for h in hist])
-        total = s.epochs * (s.ensemble if s.ensemble >= 2 else 1)
-        self.epoch_bar.max, self.epoch_bar.value = total, min(len(hist), total)
+        if self.loss is not None:
+            cv = s.curves()
+            self.loss.set_curve("training", *cv["training"])
+            self.loss.set_curve("validation", *cv["validation"])
+            self.ssim.set_curve("CARE", *cv["ssim"])
+            if "baseline" in cv:
+                self.ssim.set_curve("best filter", *cv["baseline"], label=s.baseline_label())
+        ev = s.last_event
+        members = int(ev.get("members") or (s.ensemble if s.ensemble >= 2 else 1))
+        epochs = int(ev.get("epochs") or s.epochs) * members
+        steps = int(ev.get("steps") or max(s.steps, 1))
+        n_hist = len([h for h in s.history if h.get("epoch") is not None])
+        self.epoch_bar.max, self.epoch_bar.value = max(epochs, 1), min(n_hist, epochs)
         self.step_bar.max, self.step_bar.value = steps, min(s.progress_step, steps)
         state = s.job_state
-        text = {"starting": "starting the training process ...", "running": f"training: epoch {s.progress_epoch}",
-                "completed": "training completed. Next: step 3 · Restore.", "stopped": "training stopped.",
-                "early_stopped": "stopped early (no more improvement).", "nan": "training failed",
-                "error": "training failed", "died": "the training process ended unexpectedly"}.get(state, "")
-        self.status.value = f"<span class='care-job-{state}'>{html.escape(text)}</span>"
-        if s.job_message and state in ("nan", "error", "died", "stopped"):
+        running = f"training: epoch {s.progress_epoch}" + (f" of {ev['epochs']}" if ev.get("epochs") else "")
+        if ev.get("elapsed") is not None and state == "running":
+            running += f" · {_mmss(ev['elapsed'])} elapsed" + (f", about {_mmss(ev['eta'])} left" if ev.get("eta") else "")
+        text = {"starting": "starting the training process ...", "running": running,
+                "completed": "training completed. Next: step 3 · Restore.",
+                "time_limit": "the time budget is used up: training ended on time with its best weights. "
+                              "Next: step 3 · Restore.",
+                "stopped": "training stopped.", "early_stopped": "stopped early (no more improvement).",
+                "nan": "training failed", "error": "training failed", "died": "the training process ended unexpectedly",
+                "unknown": "cannot read this job's status", "unreadable": "cannot read the last training job"}.get(state, "")
+        resumed = f"<br><span style='color:#666'>{html.escape(s.resume_note)}</span>" if s.resume_note else ""
+        self.status.value = f"<span class='care-job-{state}'>{html.escape(text)}</span>{resumed}"
+        if s.job_message and state in ("nan", "error", "died", "stopped", "unreadable"):
             (self.msg.error if state != "stopped" else self.msg.note)(s.job_message)
 
 
@@ -269,25 +333,31 @@ class RestoreStep(W.VBox):
         self.refresh = button("Refresh lists", "care-restore-refresh", "", "refresh")
         self.go = button("Restore", "care-restore-go", "success", "magic")
         self.bar = W.IntProgress(description="tiles", min=0, max=1)
+        self.problems = W.HTML()
         self.metrics = W.HTML()
         self.metrics.add_class("care-restore-metrics")
         self.before = SliceView("input", "care-restore-input")
         self.after = SliceView("restored", "care-restore-output")
         super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image; it is restored tile by tile "
-                                 "and saved as TIFF under <code>restored/</code>.</p>"),
-                          W.HBox([self.model, self.refresh]), self.image, W.HBox([self.go, self.bar]), self.msg,
-                          self.metrics, W.HBox([self.before, self.after])])
-        self.refresh.on_click(lambda b: self.fill())
+                                 "and saved (axes and voxel size kept) as <code>restored/&lt;model&gt;/&lt;image&gt;</code>. "
+                                 "With a ground truth, CARE is compared with the input and with classical filters "
+                                 "tuned on that ground truth.</p>"),
+                          W.HBox([self.model, self.refresh]), self.problems, self.image, W.HBox([self.go, self.bar]),
+                          self.msg, self.metrics, W.HBox([self.before, self.after])])
+        self.refresh.on_click(lambda b: run_guarded(self.msg, self.fill))
         self.go.on_click(lambda b: self.on_restore())
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
-        state.observe(lambda c: self.fill(), "model_dir")
-        self.fill()
+        state.observe(lambda c: run_guarded(self.msg, self.fill), "model_dir")
+        state.observe(lambda c: self.msg.note(c["new"]) if c["new"] else None, "restore_note")
+        run_guarded(self.msg, self.fill)
 
     def fill(self):
         s = self.state
         models = s.models_available()
+        self.problems.value = "".join(f"<div style='color:#a66'>not offered: {html.escape(p)}</div>"
+                                      for p in s.model_problems)
         current = s.rel(s.model_dir) if s.model_dir and s.model_dir.startswith("/") else s.model_dir
         opts = models if current in models or not current else [current] + models
         # (not under hold_trait_notifications: a dropdown validates its value against options that
@@ -305,17 +375,20 @@ class RestoreStep(W.VBox):
         self.go.disabled = True
 
         def progress(done, total, what):
+            self.bar.description = "filters" if what == "filters" else "tiles"
             self.bar.max, self.bar.value = max(total, 1), done
 
         def show(restored):
             s = self.state
             self.before.set_image(s.input_image)
             self.after.set_image(restored)
-            rows = "".join(f"<tr><td>{k}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>"
-                           for k, m in s.metrics.items())
+            rows = "".join(f"<tr><td style='text-align:left'>{html.escape(k)}</td><td>{m['nrmse']:.4f}</td>"
+                           f"<td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>" for k, m in s.metrics.items())
             table = ("<table><tr><th></th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>" + rows + "</table>") if rows else \
-                "<i>no ground truth found for this image</i>"
-            self.metrics.value = f"<p>saved <code>{html.escape(s.restored_path)}</code></p>{table}"
+                "<i>no ground truth found for this image (looked for the same name in a <code>high</code> folder "\
+                "next to its <code>low</code> folder)</i>"
+            note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""
+            self.metrics.value = f"<p>saved <code>{html.escape(s.restored_path)}</code></p>{table}{note}"
             self.msg.note("restored. Next: step 4 · View.")
 
         def go():
@@ -339,8 +412,9 @@ class ViewStep(W.VBox):
         self.row = W.IntSlider(description="profile row", min=0, max=0, continuous_update=False)
         self.profile = None
         self.profile_box = W.Box()
-        super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side: 3D renderings with a shared "
-                                 "camera, orthogonal slices, and a line profile.</p>"),
+        super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side: maximum-intensity "
+                                 "projections with a shared camera (drag to rotate; each has its contrast window), "
+                                 "orthogonal slices, and a line profile.</p>"),
                           W.HBox([self.show3d]), self.msg, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
                           self.profile_box])
         self.show3d.on_click(lambda b: run_guarded(self.msg, self.on_show))
@@ -350,7 +424,8 @@ class ViewStep(W.VBox):
 
     def activate(self):
         if self.profile is None:
-            self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)", css="care-view-profile")
+            self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)", ylabel="intensity",
+                                  css="care-view-profile", x_min=0, x_format="d")
             self.profile_box.children = [self.profile]
 
     def on_show(self):
@@ -362,10 +437,8 @@ class ViewStep(W.VBox):
         self.ortho_out.set_image(s.restored)
         self.row.max = s.restored.shape[-2] - 1
         self.row.value = s.restored.shape[-2] // 2
-        if s.restored.ndim == 3 and s.input_image.shape == s.restored.shape:
+        if s.restored.ndim == 3 and s.input_image.ndim == 3:
             self.vol_box.children = [volume_pair(s.input_image, s.restored, css="care-view-volumes")]
-        elif s.restored.ndim == 3:
-            self.vol_box.children = [volume_pair(s.restored, s.restored, css="care-view-volumes")]
         else:
             self.vol_box.children = [W.HTML("<i>2D images: no volume rendering</i>")]
         self._profile()
@@ -399,8 +472,9 @@ class ReliabilityStep(W.VBox):
         self.dnote = W.HTML()
         self.ece = W.HTML()
         super().__init__([W.HTML("<h3>5 · Reliability</h3><p>Where may the restoration be wrong? The 90 % interval "
-                                 "along a line, an uncertainty movie of samples, the ensemble disagreement and the "
-                                 "calibration curve.</p>"), W.HBox([self.go]), self.msg, W.HBox([self.z, self.row]), self.band_box,
+                                 "along a line (in the input's intensity units; for an ensemble, of the mixture of its "
+                                 "members), an uncertainty movie of samples, the ensemble disagreement and the "
+                                 "calibration curve, measured without fitting anything to the ground truth.</p>"), W.HBox([self.go]), self.msg, W.HBox([self.z, self.row]), self.band_box,
                           W.HBox([W.VBox([W.HTML("<b>uncertainty movie</b>"), W.HBox([self.play, self.frame]), self.movie]),
                                   W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dnote])]),
                           W.HBox([self.calib_box, self.ece])])
@@ -412,8 +486,10 @@ class ReliabilityStep(W.VBox):
     def activate(self):
         if self.band is None:
             self.band = BandProfile(css="care-rel-band")
-            self.calib = Curves("calibration", ["calibrated", "model"], xlabel="confidence", ylabel="accuracy",
-                                css="care-rel-calibration", colors=["#999999", "#d62728"])
+            self.calib = Curves("calibration (no fit to the truth)", ["calibrated", "model"], xlabel="confidence",
+                                ylabel="accuracy", css="care-rel-calibration", colors=["#999999", "#d62728"],
+                                markers={"model"}, dashed={"calibrated"}, x_min=0, x_max=1, y_range=(0, 1),
+                                x_format=".1f", y_format=".1f")
             self.band_box.children = [self.band]
             self.calib_box.children = [self.calib]
 
@@ -445,9 +521,12 @@ class ReliabilityStep(W.VBox):
             c = r["calibration"]
             self.calib.set_curve("calibrated", [0, 1], [0, 1])
             self.calib.set_curve("model", c["confidence"], c["accuracy"])
-            self.ece.value = f"<p class='care-rel-ece'>ECE = <b>{c['ece']:.3f}</b><br>(below the diagonal: over-confident)</p>"
+            self.ece.value = (f"<p class='care-rel-ece'>ECE = <b>{c['ece']:.3f}</b><br>(below the diagonal: "
+                              f"over-confident)<br><span style='color:#666'>measured in the {html.escape(c.get('space', ''))}"
+                              "</span></p>")
         else:
-            self.ece.value = "<i>no ground truth for this image: no calibration curve</i>"
+            why = r.get("calibration_note") or "no ground truth for this image: no calibration curve"
+            self.ece.value = f"<i>{html.escape(why)}</i>"
         self.msg.note("done")
 
     def _pick(self, a):
@@ -457,9 +536,9 @@ class ReliabilityStep(W.VBox):
         r = self.state.readouts
         if not r or self.band is None:
             return
-        truth = r.get("truth_display")
+        truth = r.get("truth_rescaled")
         self.band.set_profile(self._pick(r["mean"]), self._pick(r["lower"]), self._pick(r["upper"]),
-                              None if truth is None else self._pick(truth))
+                              None if truth is None else self._pick(truth), r.get("truth_label", "ground truth"))
 
     def _frame(self):
         from carecore.render import to_png
@@ -485,8 +564,8 @@ class CareLab(W.VBox):
         root = W.HTML(f"<p style='color:#666'>data root: <code>{html.escape(state.data_root)}</code></p>")
         super().__init__([root, self.tabs])
         self.add_class("care-lab")
-        if state.attach_latest_job():
-            self.steps[1].update()
+        state.attach_latest_job()   # never raises: a damaged job folder becomes a message
+        self.steps[1].update()
 
     def _tab_shown(self, change):
         step = self.steps[change["new"]] if change["new"] is not None else None

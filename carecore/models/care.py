@@ -300,6 +300,9 @@ class CARE:
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
         t0 = time.perf_counter()
         deadline = None
+        lr_fn = cosine_lr(c.learning_rate, c.warmup) if c.lr_schedule == "cosine" else None
+        if lr_fn is not None:  # no step at the peak rate before the warm-up (it can ruin a fresh network)
+            self.keras_model.optimizer.learning_rate.assign(lr_fn(0.0))
         if budget:
             # one timed step (after the graph is built) and one timed validation plan the epochs
             it = iter(ds)
@@ -329,11 +332,12 @@ class CARE:
                 self.run_card = self._run_card(info, data_hash, "running", "", 0.0)
                 self.save(self.path)
 
-        lr_fn = cosine_lr(c.learning_rate, c.warmup) if c.lr_schedule == "cosine" else None
+        if deadline is not None:  # the schedule's clock starts with the first step of fit
+            deadline -= time.perf_counter() - t0
         cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
                            best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline,
-                           t_start=t0, loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None)
+                           loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None)
         self.keras_model.fit(ds, epochs=initial + epochs, initial_epoch=initial, steps_per_epoch=steps,
                              validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
         seconds = time.perf_counter() - t0

@@ -1,5 +1,6 @@
 """The wizard's state without a browser: every step through the same calls the buttons make."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,7 +62,66 @@ def test_bad_folder_is_a_clear_error_and_state_stays_usable(state):
     assert state.low_dir.endswith("train/low")
 
 
+def test_budget_maps_to_config(tmp_path):
+    """A budget lets carecore's fast recipe size the network; custom passes every field as typed."""
+    from carelab import LabState
+    from carelab.state import BUDGETS
+
+    s = LabState(tmp_path, quick=False)
+    assert s.time_limit == 180 and (s.time_limit in dict((v, k) for k, v in s.budget_options()))
+    c = s.config()
+    assert (c.time_limit, c.unet_filters, c.batch_size, c.patch_size, c.learning_rate, c.epochs) == \
+        (180, 16, 16, (16, 32, 32), 3e-3, 10)
+    s.filters, s.batch_size, s.learning_rate = 64, 2, 1e-4    # custom fields do not override a budget
+    assert s.config().unet_filters == 16 and s.config().batch_size == 16
+    s.time_limit = 3600                                        # beyond the fast recipe: CSBDeep's sizes
+    assert s.config().time_limit == 3600 and s.config().patch_size == (16, 64, 64)
+    s.time_limit = 0                                           # custom: epochs × steps as typed
+    c = s.config()
+    assert (c.time_limit, c.epochs, c.steps_per_epoch, c.unet_filters, c.batch_size, c.learning_rate) == \
+        (0, s.epochs, s.steps, 64, 2, 1e-4)
+    assert [v for _, v in BUDGETS] == [180, 1200, 3600, 0]
+    q = LabState(tmp_path, quick=True)                         # tests: a short budget and tiny sizes
+    c = q.config()
+    assert 0 < c.time_limit <= 30 and c.unet_filters == 8 and c.batch_size == 4 and c.patch_size == (8, 32, 32)
+    assert c.probabilistic and q.patch_size == c.patch_size
+
+
+def test_patches_follow_the_config_patch_size(tmp_path):
+    from carecore import write_demo_data
+    from carelab import LabState
+
+    write_demo_data(tmp_path, size="tiny", tasks=["denoising3d"])
+    s = LabState(tmp_path, quick=True)
+    ps = s.make_patches()
+    assert tuple(ps.meta["patch_size"]) == s.config().patch_size
+    s.quick, s.time_limit = False, 180      # another budget, another patch size: extracted again
+    notes = []
+    ps = s.ensure_patches(notes.append)
+    assert tuple(ps.meta["patch_size"]) == s.config().patch_size == (16, 32, 32) and notes
+
+
+def test_training_curves_in_epochs_from_the_batch_events(tmp_path):
+    """x = step / steps-per-epoch of the job's last batch event (a budget plans them); NaN left out."""
+    from carelab import LabState
+
+    s = LabState(tmp_path, quick=True)
+    s.steps = 7                                   # the typed value must not be used
+    s.last_event = {"kind": "batch", "steps": 50}
+    s.losses = [[25, -0.5], [50, -0.75], [75, float("nan")], [100, -1.0]]
+    s.history = [{"epoch": 1, "val_loss": -0.7, "val_ssim": 0.6}, {"epoch": 2, "val_loss": float("nan"), "val_ssim": 0.7}]
+    s.baseline = {"name": "tv", "params": {"weight": 0.2}, "val_ssim": 0.65}
+    cv = s.curves()
+    assert cv["training"] == ([0.5, 1.0, 2.0], [-0.5, -0.75, -1.0])
+    assert cv["validation"] == ([1.0], [-0.7]) and cv["ssim"] == ([1.0, 2.0], [0.6, 0.7])
+    assert cv["baseline"] == ([0.0, 2.0], [0.65, 0.65])
+    assert s.baseline_label() == "best filter: tv (weight=0.2)"
+
+
 def test_all_steps(state):
+    from carecore.training.jobs import STATES_DONE
+    from carecore.uncertainty import predictive_readouts
+
     rows = state.scan_pairs()
     assert len(rows) == 2 and all(r["aligned"] for r in rows)
     state.light_dose = 5
@@ -71,26 +131,67 @@ def test_all_steps(state):
     assert state.n_patches == len(ps.X) > 0
     pre = state.run_preflight()
     assert pre["seconds_per_step"] > 0 and pre["parameters"] > 0
+    assert state.time_limit > 0                      # the default: a time budget
     state.start_training()
     _wait_for_job(state)
-    assert state.job_state == "completed", state.job_message
-    assert len(state.history) == state.epochs and len(state.losses) == state.epochs * state.steps
+    assert state.job_state in STATES_DONE, state.job_message
+    assert state.history and len(state.losses) > 2
+    assert state.last_event.get("steps") and state.baseline.get("name")
+    xs = state.curves()["training"][0]
+    assert 0 < xs[0] <= xs[-1] <= len(state.history) + 1
     assert state.model_dir.endswith("model")
     # a new page (new state) re-attaches to the finished job
     from carelab import LabState
 
     other = LabState(state.data_root, quick=True)
-    assert other.attach_latest_job() == state.job_dir and len(other.history) == state.epochs
+    assert other.attach_latest_job() == state.job_dir and len(other.history) == len(state.history)
     state.input_path = state.default_input()
     restored = state.restore()
-    assert restored.shape == state.input_image.shape and state.restored_path.startswith("restored/")
-    assert set(state.metrics) == {"input", "CARE"}
+    assert restored.shape == state.input_image.shape
+    assert state.restored_path == f"restored/{Path(state.job_dir).name}/{Path(state.input_path).name}"
+    keys = set(state.metrics)
+    assert {"input", "CARE"} <= keys and any(k.startswith("best filter by SSIM") for k in keys)
+    assert all(np.isfinite(m["ssim"]) for m in state.metrics.values())
     r = state.compute_reliability()
     assert (r["lower"] <= r["mean"]).all() and (r["upper"] >= r["mean"]).all()
     assert r["samples"].shape[1:] == restored.shape and "calibration" in r
+    ref = predictive_readouts(state.restored, state.scale, confidence=0.9)
+    np.testing.assert_allclose(r["lower"], ref["lower"]) and np.testing.assert_allclose(r["upper"], ref["upper"])
+    assert r["calibration"]["space"].startswith("normalized target") and "rescaled" in r["truth_label"]
+
+
+def test_restore_keeps_spacing_and_names_the_model(state):
+    """Outputs keep axes and voxel size and go to restored/<model>/ (two models never overwrite)."""
+    import carecore as cc
+
+    src = state.resolve(state.default_input())
+    folder = state.resolve(".") / "spaced" / "low"
+    folder.mkdir(parents=True)
+    img = cc.read_image(src)
+    cc.write_image(folder / "sample00.tif", img.data, axes=img.axes, spacing={"Z": 2.0, "Y": 0.25, "X": 0.25})
+    state.input_path = "spaced/low/sample00.tif"
+    state.restore()
+    assert state.truth is None and state.metrics == {}            # no spaced/high/sample00.tif
+    out = cc.read_image(state.resolve(state.restored_path))
+    assert out.axes == img.axes and out.spacing == {"Z": 2.0, "Y": 0.25, "X": 0.25}
+    assert Path(state.restored_path).parent == Path("restored") / Path(state.job_dir).name
+    assert state.output_path("models/other_job/model", "x/low/sample00.tif") != state.resolve(state.restored_path)
+
+
+def test_ground_truth_found_next_to_low_only_inside_the_root(state, tmp_path):
+    root = state.resolve(".")
+    assert state.truth_for("denoising3d/test/low/sample00.tif") == root / "denoising3d/test/high/sample00.tif"
+    assert state.truth_for("denoising3d/test/sample00.tif") is None          # not in a "low" folder
+    (root / "lowdir" / "low").mkdir(parents=True)
+    outside = tmp_path / "high"
+    outside.mkdir()
+    (outside / "a.tif").write_bytes(b"")
+    (root / "lowdir" / "high").symlink_to(outside)                        # a link out of the root
+    assert state.truth_for("lowdir/low/a.tif") is None
 
 
 def test_stop_request_ends_the_job(state):
+    state.time_limit = 0     # custom: epochs × steps
     state.epochs, state.steps = 50, 50
     state.start_training()
     t = time.time()
@@ -109,6 +210,93 @@ def test_stop_request_ends_the_job(state):
     state.epochs, state.steps = 2, 6
 
 
+def test_symlinked_tif_outside_the_root_is_left_out(state, tmp_path):
+    """A link out of the data root is not listed, and the Restore step still renders."""
+    import carecore as cc
+    from carelab.wizard import RestoreStep
+
+    cc.write_image(tmp_path / "secret.tif", np.ones((4, 8, 8), np.float32), axes="ZYX")
+    link = state.resolve(".") / "leak.tif"
+    link.symlink_to(tmp_path / "secret.tif")
+    (state.resolve(".") / "loop.tif").symlink_to(state.resolve(".") / "loop.tif")
+    files = state.tif_files()
+    assert "leak.tif" not in files and "loop.tif" not in files and files
+    step = RestoreStep(state)
+    assert "leak.tif" not in step.image.options
+    assert "care-error" not in step.msg.value
+    model_dir = state.model_dir
+    state.input_path, state.model_dir = "leak.tif", model_dir or "models/none/model"
+    with pytest.raises(CareError, match="outside the data root"):
+        state.restore()
+    state.input_path, state.model_dir = state.default_input(), model_dir
+
+
+@pytest.mark.parametrize("member", ["../../outside", "/etc", "link_out"])
+def test_ensemble_members_outside_the_root_are_refused(state, tmp_path, member):
+    """Members listed with '..' or as absolute paths are never followed, nor links out of the root."""
+    import json
+
+    name = {"../../outside": "dots", "/etc": "absolute", "link_out": "link"}[member]
+    ens = state.resolve(".") / "models" / f"evil_{name}" / "ensemble"
+    ens.mkdir(parents=True)
+    (ens / "link_out").symlink_to(tmp_path)
+    (ens / "ensemble.json").write_text(json.dumps({"members": [member]}))
+    bad = state.rel(ens)
+    assert bad not in state.models_available()
+    assert any(bad in p for p in state.model_problems)
+    model_dir = state.model_dir
+    state.model_dir = bad
+    with pytest.raises(CareError, match="refused|outside the data root"):
+        state.restore()
+    state.model_dir = model_dir
+
+
+def test_unreadable_job_files_do_not_break_the_page(tmp_path):
+    import json
+
+    from carelab import CareLab, LabState
+
+    job = tmp_path / "models" / "broken_job"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text("{not json")
+    (job / "status.json").mkdir()                           # reading it fails
+    s = LabState(tmp_path, quick=True)
+    s.attach_latest_job()
+    lab = CareLab(LabState(tmp_path, quick=True))
+    assert lab.state.job_dir.endswith("broken_job")
+    (job / "status.json").rmdir()
+    (job / "status.json").write_text(json.dumps({"state": "completed"}))   # done, but job.json is garbage
+    lab = CareLab(LabState(tmp_path, quick=True))
+    assert lab.state.job_state == "unreadable" and "broken_job" in lab.state.job_message
+    assert "care-error" in lab.steps[1].msg.value
+    (job / "status.json").write_text("[1, 2]")              # valid JSON, not a status
+    s = LabState(tmp_path, quick=True)
+    s.attach_latest_job()
+    assert s.job_state in ("unknown", "unreadable")
+
+
+def test_ensemble_reliability_uses_the_mixture(tmp_path):
+    """Two members that disagree: the interval, mean and samples are the mixture's, not one Laplace's."""
+    from carecore.uncertainty import laplace_quantile, mixture_mean_variance, predictive_readouts
+    from carelab import LabState
+
+    s = LabState(tmp_path, quick=True)
+    shape = (4, 16, 16)
+    mus = np.stack([np.zeros(shape, np.float32), np.full(shape, 10.0, np.float32)])
+    bs = np.stack([np.full(shape, 0.5, np.float32), np.full(shape, 1.0, np.float32)])
+    s.members, s.scale = (mus, bs), None
+    s.restored, s.input_image, s.truth = mixture_mean_variance(mus, bs)[0], np.zeros(shape, np.float32), None
+    r = s.compute_reliability()
+    ref = predictive_readouts(mus, bs, members=True, confidence=0.9, n_samples=8)
+    for k in ("mean", "lower", "upper"):
+        np.testing.assert_allclose(r[k], ref[k], rtol=1e-5, atol=1e-5)
+    assert r["samples"].shape == (8,) + shape and "disagreement" in r
+    # the old collapse to one Laplace with the mixture's variance gives another interval
+    mean, var = mixture_mean_variance(mus, bs)
+    collapsed = laplace_quantile(mean, np.sqrt(var / 2), 0.05)
+    assert np.abs(r["lower"] - collapsed).min() > 0.5
+
+
 @pytest.mark.parametrize("task", ["denoising2d", "upsampling"])
 def test_other_tasks_train_and_restore(task, tmp_path):
     from carecore import write_demo_data
@@ -117,7 +305,7 @@ def test_other_tasks_train_and_restore(task, tmp_path):
     write_demo_data(tmp_path, size="tiny", tasks=[task])
     s = LabState(tmp_path, quick=True)
     s.task = task
-    s.epochs, s.steps = 1, 3
+    s.time_limit, s.epochs, s.steps = 0, 1, 3
     assert len(s.scan_pairs()) == 2
     s.make_patches()
     s.start_training()
@@ -126,7 +314,16 @@ def test_other_tasks_train_and_restore(task, tmp_path):
     s.input_path = s.default_input()
     restored = s.restore()
     low = s.input_image
-    if task == "upsampling":  # a coarse stack comes back with 4x the slices (minus the last gap)
-        assert restored.shape == ((low.shape[0] - 1) * 4 + 1,) + low.shape[1:]
+    if task == "upsampling":  # a coarse stack comes back on the ground truth's grid: round(Z × factor) slices
+        assert restored.shape == (round(low.shape[0] * s.axial_factor),) + low.shape[1:]
+        assert set(s.metrics) == {"CARE"} and s.metrics_note      # input on another grid: no filter rows
+        import carecore as cc
+
+        img = cc.read_image(s.resolve(s.input_path))               # voxel size: Z divided by the factor
+        cc.write_image(s.resolve(".") / "coarse.tif", img.data, axes=img.axes, spacing={"Z": 2.0, "Y": 0.5, "X": 0.5})
+        s.input_path = "coarse.tif"
+        s.restore()
+        out = cc.read_image(s.resolve(s.restored_path))
+        assert out.spacing["Z"] == pytest.approx(2.0 / s.axial_factor) and out.spacing["X"] == 0.5
     else:
-        assert restored.shape == low.shape and "CARE" in s.metrics
+        assert restored.shape == low.shape and {"input", "CARE"} <= set(s.metrics)
