@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LAB_DATA ?= lab-data
 
-.PHONY: lab test venv demo bench clean
+.PHONY: lab test venv demo bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/bench_care.py
+
+bench-quality: $(STAMP)
+	$(PY) benchmarks/bench_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

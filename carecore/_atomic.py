@@ -1,31 +1,49 @@
-"""Write-then-rename for folders: a folder appears complete or not at all."""
+"""Write-then-rename for folders: a folder appears complete or not at all.
+
+Each writer writes into its own uniquely named sibling ``.NAME.<random>.part``; :func:`swap_in`
+moves an existing folder aside to a unique ``.NAME.<random>.old``, renames the new one into place
+and removes the old one. POSIX has no portable atomic exchange of two folders, so a crash between
+the two renames leaves the complete old folder under ``.old`` and nothing at ``NAME``:
+:func:`recover` (called by the loaders) puts it back.
+"""
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 
 def fresh_tmp(folder):
-    """An empty sibling folder ``.NAME.part`` to write into."""
+    """An empty, uniquely named sibling folder ``.NAME.<random>.part`` to write into."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.part"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
 
 
 def swap_in(tmp, folder):
-    """Replace ``folder`` by ``tmp`` (renames; the old folder is removed after the swap)."""
+    """Replace ``folder`` by ``tmp`` (two renames; the old folder is removed after the swap)."""
     folder = Path(folder)
     if folder.exists():
-        old = folder.parent / f".{folder.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+        os.rmdir(old)
         os.replace(folder, old)
         os.replace(tmp, folder)
-        shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, folder)
+
+
+def recover(folder):
+    """Put back the folder a crash between :func:`swap_in`'s two renames left aside; True if it did.
+
+    Only when ``folder`` is missing and a ``.NAME.*.old`` sibling exists (the newest wins).
+    """
+    folder = Path(folder)
+    if folder.exists() or not folder.parent.is_dir():
+        return False
+    olds = sorted(folder.parent.glob(f".{folder.name}.*.old"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not olds:
+        return False
+    os.replace(olds[0], folder)
+    return True

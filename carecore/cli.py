@@ -1,6 +1,7 @@
 """``carecore``: the command line. Thin: parses arguments and calls the public API.
 
-Errors in the input (a :class:`~carecore.CareError`) print one line and exit with status 2.
+Errors a user can cause (a :class:`~carecore.CareError`, a missing or unreadable file, a file that is
+not an image) print one line and exit with status 2; an internal bug still shows its traceback.
 """
 from __future__ import annotations
 
@@ -401,6 +402,13 @@ def build_parser():
     return p
 
 
+def _user_errors():
+    """Exceptions a user causes with the files they give (an internal bug still shows its traceback)."""
+    import tifffile
+
+    return (OSError, tifffile.TiffFileError)
+
+
 def main(argv=None):
     import os
 
@@ -414,6 +422,10 @@ def main(argv=None):
         return args.func(args)
     except CareError as e:
         print(f"carecore: error: {e}", file=sys.stderr)
+        return 2
+    except _user_errors() as e:  # files that are missing, unreadable, not images, a full disk: one line
+        name = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"carecore: error:{name} {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("carecore: interrupted", file=sys.stderr)

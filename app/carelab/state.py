@@ -449,7 +449,12 @@ class LabState(HasTraits):
 
     def restore(self, progress=None):
         """Restore the chosen image with the chosen model; metrics (with tuned filters) when a truth exists."""
-        from carecore.qc import _load_models   # ensembles; single models via cc.load_model
+        try:
+            return self._restore(progress)
+        finally:
+            self.restore_note = ""
+
+    def _restore(self, progress):
         from carecore.uncertainty import Ensemble, mixture_mean_variance
 
         if not self.model_dir:
@@ -459,7 +464,7 @@ class LabState(HasTraits):
         src = self.resolve(self.input_path)
         folder = self.check_model_folder(self.model_dir)
         self.restore_note = "loading the model ..."
-        model = _load_models(folder) if (folder / "ensemble.json").exists() else cc.load_model(folder)
+        model = cc.load_model(folder)          # a model or an ensemble folder
         img = cc.read_image(src)
         self.input_image = np.asarray(img.data, np.float32)
         self.image_axes, self.model_config = img.axes, model.config
@@ -486,7 +491,6 @@ class LabState(HasTraits):
                 self.metrics = self._metrics(img.axes, progress)
             else:
                 self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {self.restored.shape}"
-        self.restore_note = ""
         self.reliability_ready = False
         self.restore_done += 1
         return self.restored

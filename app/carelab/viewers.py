@@ -1,6 +1,8 @@
 """Reusable viewers: orthogonal slices, line profiles, curves (bqplot), 3D volumes (ipyvolume)."""
 from __future__ import annotations
 
+import html
+
 import ipywidgets as W
 import numpy as np
 
@@ -48,6 +50,18 @@ class SliceView(W.VBox):
         self.images[1].layout.width = self.images[2].layout.width = "110px"
 
 
+def legend_html(items):
+    """A chart legend as HTML, ``[(color, style, text), ...]`` with style solid, dashed (True) or band."""
+    def key(color, style):
+        style = {True: "dashed", False: "solid"}.get(style, style)
+        if style == "band":
+            return f"<span style='display:inline-block;width:24px;height:10px;background:{color};margin:0 4px 0 10px'></span>"
+        return f"<span style='display:inline-block;width:24px;border-top:2px {style} {color};margin:0 4px 3px 10px'></span>"
+
+    return "<div class='care-chart-legend' style='font-size:12px;color:#333'>" + "".join(
+        f"{key(c, d)}{html.escape(t)}" for c, d, t in items) + "</div>"
+
+
 class Curves(W.VBox):
     """A bqplot chart whose lines are set by name; updates under hold_sync, never redraws.
 
@@ -66,10 +80,14 @@ class Curves(W.VBox):
         Names drawn as dashed lines (reference levels).
     x_min, y_range : float, (float, float), optional
         Fix the start of the x axis / the whole y axis (``None``: from the data).
+    legend : str or None
+        Where bqplot draws the legend; ``None``: no legend in the chart (bqplot sizes its box at one
+        em per character and pushes long labels out of the plot), write one with :meth:`set_caption`.
     """
 
     def __init__(self, title, names, *, xlabel="", ylabel="", css=None, height="230px", colors=None, markers=(),
-                 dashed=(), x_min=None, x_max=None, y_range=None, x_format=".3g", y_format=".3g"):
+                 dashed=(), x_min=None, x_max=None, y_range=None, x_format=".3~g", y_format=".3~g",
+                 legend="top-right", width="460px"):
         import bqplot as bq
 
         self.xs = bq.LinearScale(min=x_min, max=x_max)
@@ -81,15 +99,21 @@ class Curves(W.VBox):
             if n in dashed:
                 kw.update(line_style="dashed", stroke_width=2)
             self.lines[n] = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=[c], labels=[n],
-                                     display_legend=True, **kw)
+                                     display_legend=legend is not None, **kw)
         ax = bq.Axis(scale=self.xs, label=xlabel, tick_format=x_format)
         ay = bq.Axis(scale=self.ys, orientation="vertical", label=ylabel, tick_format=y_format)
         self.figure = bq.Figure(marks=list(self.lines.values()), axes=[ax, ay], title=title,
-                                layout=W.Layout(width="420px", height=height),
-                                fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20}, legend_location="top-right")
-        super().__init__([self.figure])
+                                layout=W.Layout(width=width, height=height),
+                                fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
+                                legend_location=legend or "top-right")
+        self.caption = W.HTML()
+        super().__init__([self.figure, self.caption])
         if css:
             self.add_class(css)
+
+    def set_caption(self, items):
+        """A legend under the chart: ``[(color, dashed, text), ...]``."""
+        self.caption.value = legend_html(items)
 
     def set_curve(self, name, x, y, label=None):
         """Set one line (non-finite points are left out); ``label`` renames it in the legend."""
@@ -104,7 +128,10 @@ class Curves(W.VBox):
 
 
 class BandProfile(W.VBox):
-    """A line profile: the mean as a line and a confidence interval as a filled band."""
+    """A line profile: the mean as a line and a confidence interval as a filled band (and the truth, dashed).
+
+    The legend is written under the chart, with how the ground truth was scaled.
+    """
 
     def __init__(self, css=None):
         import bqplot as bq
@@ -112,17 +139,17 @@ class BandProfile(W.VBox):
         self.xs, self.ys = bq.LinearScale(), bq.LinearScale()
         self.band = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, fill="between", colors=["#9ecae1"],
                              fill_colors=["#9ecae1"], fill_opacities=[0.6], stroke_width=0, display_legend=False)
-        self.mean = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=["#08519c"], labels=["mean"],
-                             display_legend=True)
+        self.mean = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=["#08519c"], labels=["mean"])
         self.truth = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=["#222222"],
-                              line_style="dashed", labels=["ground truth"], display_legend=True)
+                              line_style="dashed", labels=["ground truth"])
         self.figure = bq.Figure(marks=[self.band, self.mean, self.truth],
                                 axes=[bq.Axis(scale=self.xs, label="X (pixels)", tick_format="d"),
-                                      bq.Axis(scale=self.ys, orientation="vertical", tick_format=".3g",
+                                      bq.Axis(scale=self.ys, orientation="vertical", tick_format=".3~g",
                                               label="intensity (input units)")],
                                 title="line profile (band: 90 % interval)", layout=W.Layout(width="620px", height="280px"),
                                 fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 20}, legend_location="top-right")
-        super().__init__([self.figure])
+        self.caption = W.HTML()
+        super().__init__([self.figure, self.caption])
         if css:
             self.add_class(css)
 
@@ -137,7 +164,8 @@ class BandProfile(W.VBox):
         with self.truth.hold_sync():
             self.truth.x = x if truth is not None else []
             self.truth.y = np.asarray(truth, float) if truth is not None else []
-            self.truth.labels = [truth_label]
+        items = [("#08519c", False, "mean (restored)"), ("#9ecae1", "band", "90 % interval")]
+        self.caption.value = legend_html(items + ([("#222222", True, truth_label)] if truth is not None else []))
 
 
 def mip_colormap(color=(0.35, 1.0, 0.35), n=256):
@@ -161,7 +189,7 @@ class VolumeView(W.VBox):
     image's intensity units.
     """
 
-    def __init__(self, data, title, *, camera=None, window=(99.0, 99.95), color=(0.35, 1.0, 0.35)):
+    def __init__(self, data, title, *, camera=None, window=(95.0, 99.8), color=(0.35, 1.0, 0.35)):
         import ipyvolume as ipv
 
         data = np.asarray(data, np.float32)

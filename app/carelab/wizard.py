@@ -241,9 +241,10 @@ class TrainStep(W.VBox):
         """Build the charts when the tab is first shown (bqplot cannot lay out inside a hidden tab)."""
         if self.loss is None:
             self.loss = Curves("loss", ["training", "validation"], xlabel="epoch", css="care-train-loss",
-                               markers={"validation"}, x_min=0)
+                               markers={"validation"}, x_min=0, legend="bottom-left", height="280px")
             self.ssim = Curves("validation SSIM", ["CARE", "best filter"], xlabel="epoch", css="care-train-ssim",
-                               colors=["#2ca02c", "#555555"], markers={"CARE"}, dashed={"best filter"}, x_min=0)
+                               colors=["#2ca02c", "#555555"], markers={"CARE"}, dashed={"best filter"}, x_min=0,
+                               legend=None, height="280px")
             self.charts.children = [self.loss, self.ssim]
             self.update()
 
@@ -298,8 +299,12 @@ class TrainStep(W.VBox):
             self.loss.set_curve("training", *cv["training"])
             self.loss.set_curve("validation", *cv["validation"])
             self.ssim.set_curve("CARE", *cv["ssim"])
+            legend = [("#2ca02c", False, "CARE")]
             if "baseline" in cv:
                 self.ssim.set_curve("best filter", *cv["baseline"], label=s.baseline_label())
+                legend.append(("#555555", True, f"{s.baseline_label()}: SSIM {cv['baseline'][1][0]:.3f} on the same "
+                                                  "validation patches"))
+            self.ssim.set_caption(legend)
         ev = s.last_event
         members = int(ev.get("members") or (s.ensemble if s.ensemble >= 2 else 1))
         epochs = int(ev.get("epochs") or s.epochs) * members
@@ -382,9 +387,10 @@ class RestoreStep(W.VBox):
             s = self.state
             self.before.set_image(s.input_image)
             self.after.set_image(restored)
-            rows = "".join(f"<tr><td style='text-align:left'>{html.escape(k)}</td><td>{m['nrmse']:.4f}</td>"
-                           f"<td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>" for k, m in s.metrics.items())
-            table = ("<table><tr><th></th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>" + rows + "</table>") if rows else \
+            td = "<td style='padding:2px 10px'>"
+            rows = "".join(f"<tr>{td}{html.escape(k)}</td>{td}{m['nrmse']:.4f}</td>{td}{m['ssim']:.4f}</td>"
+                           f"{td}{m['psnr']:.2f}</td></tr>" for k, m in s.metrics.items())
+            table = ("<table><tr><th></th><th>NRMSE</th><th>SSIM</th><th>PSNR (dB)</th></tr>" + rows + "</table>") if rows else \
                 "<i>no ground truth found for this image (looked for the same name in a <code>high</code> folder "\
                 "next to its <code>low</code> folder)</i>"
             note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""
@@ -489,7 +495,7 @@ class ReliabilityStep(W.VBox):
             self.calib = Curves("calibration (no fit to the truth)", ["calibrated", "model"], xlabel="confidence",
                                 ylabel="accuracy", css="care-rel-calibration", colors=["#999999", "#d62728"],
                                 markers={"model"}, dashed={"calibrated"}, x_min=0, x_max=1, y_range=(0, 1),
-                                x_format=".1f", y_format=".1f")
+                                x_format=".1f", y_format=".1f", legend="top-left", width="360px", height="300px")
             self.band_box.children = [self.band]
             self.calib_box.children = [self.calib]
 

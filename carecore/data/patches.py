@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._atomic import fresh_tmp, swap_in
+from .._atomic import fresh_tmp, recover, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..io import Image
@@ -83,6 +83,7 @@ class PatchSet:
 def load_patches(folder, *, mmap=True):
     """Load a :class:`PatchSet` written by :func:`create_patches` or :meth:`PatchSet.save`."""
     folder = Path(folder)
+    recover(folder)
     meta_path = folder / "patches.json"
     if not meta_path.exists():
         raise CareError(f"{folder}: not a patch folder (no patches.json)")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._atomic import fresh_tmp, swap_in
+from .._atomic import fresh_tmp, recover, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..normalize import compute_percentiles
@@ -610,6 +610,7 @@ class CARE:
     def load(cls, path, *, weights="best"):
         """Load a model folder, refusing incomplete, incompatible or modified folders."""
         path = Path(path)
+        recover(path)   # a crash while the folder was being replaced left it aside
         if not path.is_dir():
             raise CareError(f"{path}: no such model folder")
         man_path = path / "manifest.json"

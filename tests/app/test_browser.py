@@ -110,8 +110,8 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     assert saw_points_while_running, "no curve points appeared while training ran"
     time.sleep(1.5)   # the last status poll reaches the charts
     _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss")
-    ssim_legend = page.locator(".care-train-ssim svg.svg-figure").text_content()
-    assert "best filter:" in ssim_legend, "no baseline line in the validation SSIM chart"
+    ssim_legend = page.locator(".care-train-ssim .care-chart-legend").inner_text()
+    assert "best filter:" in ssim_legend, f"no baseline in the validation SSIM chart's legend: {ssim_legend!r}"
     dashed = page.evaluate("""() => Array.from(document.querySelectorAll('.care-train-ssim path.line'))
         .filter(p => (getComputedStyle(p).strokeDasharray || 'none') !== 'none' && /L/.test(p.getAttribute('d') || ''))
         .length""")
@@ -120,6 +120,7 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
         .map(t => t.textContent).filter(s => s.trim())""")
     assert len(x_labels) >= 4, f"the loss chart's axes have no tick labels: {x_labels}"
     page.screenshot(path=str(shots / "2_train.png"), full_page=True)
+    page.locator(".care-train-loss").screenshot(path=str(shots / "2_train_loss.png"))
 
     # 3 · Restore
     page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
@@ -151,6 +152,7 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     _assert_drawn_inside(_line_inside_plot(page, ".care-rel-calibration"), "calibration diagonal", min_points=2)
     page.locator(".care-rel-movie[src]").wait_for(timeout=30_000)
     page.screenshot(path=str(shots / "5_reliability.png"), full_page=True)
+    page.locator(".care-rel-calibration").screenshot(path=str(shots / "5_reliability_calibration.png"))
 
     bad = [e for e in errors if not _allowed(e)]
     assert not bad, bad

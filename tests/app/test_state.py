@@ -327,3 +327,29 @@ def test_other_tasks_train_and_restore(task, tmp_path):
         assert out.spacing["Z"] == pytest.approx(2.0 / s.axial_factor) and out.spacing["X"] == 0.5
     else:
         assert restored.shape == low.shape and {"input", "CARE"} <= set(s.metrics)
+
+
+def test_ensemble_trains_restores_and_reads_the_mixture(tmp_path):
+    """A real (tiny) ensemble through the app: its members pass the folder check, read-outs are the mixture's."""
+    from carecore import write_demo_data
+    from carecore.uncertainty import predictive_readouts
+    from carelab import LabState
+
+    write_demo_data(tmp_path, size="tiny", tasks=["denoising3d"])
+    s = LabState(tmp_path, quick=True)
+    s.time_limit, s.epochs, s.steps, s.ensemble = 0, 1, 2, 2
+    s.scan_pairs()
+    s.make_patches()
+    s.start_training()
+    _wait_for_job(s)
+    assert s.job_state == "completed", s.job_message
+    assert s.model_dir.endswith("ensemble") and s.rel(s.model_dir) in s.models_available()
+    s.input_path = s.default_input()
+    s.restore()
+    mus, bs = s.members
+    assert mus.shape == (2,) + s.input_image.shape and s.scale is None
+    r = s.compute_reliability()
+    ref = predictive_readouts(mus, bs, members=True, confidence=0.9)
+    np.testing.assert_allclose(r["lower"], ref["lower"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(r["upper"], ref["upper"], rtol=1e-5, atol=1e-5)
+    assert "disagreement" in r and 0 <= r["calibration"]["ece"] <= 1

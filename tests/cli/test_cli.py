@@ -76,3 +76,13 @@ def test_demo_data_and_patches(tmp_path):
             "--out", tmp_path / "p")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "p" / "X.npy").exists()
+
+
+def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):
+    """A user's mistake with paths is one line and exit status 2, not a traceback (trust issue, item 14)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    r = run("degrade", "noise", "--in", clean_tif, "--out", blocker / "out.tif", "--photons", "5")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("carecore: error:") and "a_file" in r.stderr

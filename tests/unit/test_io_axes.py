@@ -89,3 +89,35 @@ def test_move_axes():
     with pytest.raises(CareError, match="cannot drop axis 'C' of size 2"):
         move_axes(x, "CZYX", "ZYX")
     assert check_axes("zyx", 3) == "ZYX"
+
+
+def test_folder_swap_survives_a_crash_between_the_renames(tmp_path, monkeypatch):
+    """Atomic saving (trust issue, item 9): unique temporary folders; a crash between the two renames
+    leaves the old folder aside, and the loader puts it back."""
+    import os
+
+    from carecore import _atomic
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    t1, t2 = _atomic.fresh_tmp(target), _atomic.fresh_tmp(target)
+    assert t1 != t2 and t1.exists() and t2.exists()   # two writers never share (or delete) a folder
+    (t1 / "a.txt").write_text("new")
+    calls = []
+    real = os.replace
+
+    def crash_on_second(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise OSError("power cut")
+        return real(a, b)
+
+    monkeypatch.setattr(_atomic.os, "replace", crash_on_second)
+    with pytest.raises(OSError, match="power cut"):
+        _atomic.swap_in(t1, target)
+    monkeypatch.setattr(_atomic.os, "replace", real)
+    assert not target.exists()
+    assert _atomic.recover(target) and (target / "a.txt").read_text() == "old"
+    _atomic.swap_in(t2, target)   # the other writer's folder is still intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == [t1.name, "model"]
