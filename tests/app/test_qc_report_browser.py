@@ -34,4 +34,5 @@ def test_qc_report_renders(page, tmp_path, shots):
     assert "ECE" in page.content()
     page.screenshot(path=str(shots / "qc_report.png"), full_page=True)
     assert not errors
-    assert np.isfinite(float(page.locator("b").first.inner_text()))
+    ece = page.locator("p", has_text="Expected calibration error").locator("b").first.inner_text()
+    assert np.isfinite(float(ece)) and 0 <= float(ece) <= 1

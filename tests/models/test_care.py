@@ -66,9 +66,13 @@ def test_tiled_equals_untiled_3d(trained, n_tiles, noisy_pair):
     full = model32.predict(noisy, axes="ZYX", n_tiles=(1, 1, 1))
     tiled = model32.predict(noisy, axes="ZYX", n_tiles=n_tiles)
     np.testing.assert_allclose(tiled, full, atol=1e-4 * float(np.abs(full).max()))
-    # the default (bfloat16) model: same tiling, close within its precision
+    # the default (bfloat16) model: tiled equals its own untiled result (measured: identical), and lies
+    # within bfloat16's rounding of the float32 result (measured: mean 1e-4, max 9e-4 of the range)
     bf = model.predict(noisy, axes="ZYX", n_tiles=n_tiles)
-    assert np.abs(bf - full).mean() < 0.02 * float(np.abs(full).max())
+    bf_full = model.predict(noisy, axes="ZYX", n_tiles=(1, 1, 1))
+    rng = float(np.abs(full).max())
+    np.testing.assert_allclose(bf, bf_full, atol=1e-4 * rng)
+    assert np.abs(bf - full).mean() < 1e-3 * rng and np.abs(bf - full).max() < 1e-2 * rng
 
 
 @pytest.mark.parametrize("n_tiles", [(2, 2), (3, 1), (4, 3)])

@@ -110,12 +110,8 @@ def test_sample_volumes():
     assert np.corrcoef(stack.max(0).ravel(), proj.ravel())[0, 1] > 0.3
 
 
-def test_demo_data_deterministic_and_fast(tmp_path):
-    import time
-
-    t = time.perf_counter()
+def test_demo_data_deterministic(tmp_path):
     a = write_demo_data(tmp_path / "a", size="tiny", seed=0)
-    assert time.perf_counter() - t < 30
     b = write_demo_data(tmp_path / "b", tasks=["denoising3d"], size="tiny", seed=0)
     fa = (a["denoising3d"] / "train/low/sample00.tif").read_bytes()
     fb = (b["denoising3d"] / "train/low/sample00.tif").read_bytes()
