@@ -302,7 +302,8 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
         As returned by ``predict`` for ``image`` (axes ``axes``), or stacked members (M, ...) of an
         ensemble (the mixture is then evaluated).
     image : array_like
-        The input the prediction was made from (its percentiles map the prediction back).
+        The input the prediction was made from (only its percentiles are used, to map the prediction
+        back: it may lie on another grid, e.g. the coarse stack of an upsampling model).
     axes : str
     percentiles : (float, float)
         The model's normalization percentiles (``model.config.percentiles``).
@@ -320,9 +321,6 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
     truth = np.asarray(truth, np.float32)
     means = np.asarray(means, np.float32)
     scales = np.asarray(scales, np.float32)
-    if truth.shape != np.shape(image):
-        raise CareError(f"the ground truth has shape {truth.shape} but the input {np.shape(image)} (axes {axes}); "
-                        "calibration compares pixels on the same grid")
 
     def unit(norm, x):
         lo, hi = np.asarray(norm.lo, np.float32), np.asarray(norm.hi, np.float32)

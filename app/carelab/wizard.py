@@ -283,9 +283,8 @@ class TrainStep(W.VBox):
             s = self.state
             text = (f"{p['parameters']:,} parameters · patches {p['patch_memory_mib']:.0f} MiB · "
                     f"{p['seconds_per_step']:.2f} s/step")
-            if s.time_limit > 0:
-                text += (f" · about {int(s.time_limit / max(p['seconds_per_step'], 1e-6)):,} steps fit in "
-                         f"{_mmss(s.time_limit)} (validations not counted)")
+            if "steps_in_budget" in p:
+                text += f" · about {p['steps_in_budget']:,} steps fit in {_mmss(s.time_limit)} (validations not counted)"
             else:
                 text += f" · ~{p['seconds_per_epoch']:.0f} s/epoch · ~{p['seconds_total'] / 60:.1f} min in all"
             self.pre_note.value = html.escape(text)

@@ -3,7 +3,8 @@
 ``callback(event)`` receives dicts:
 
 - ``{"kind": "batch", "epoch", "epochs", "step", "steps", "loss", "lr", "elapsed", "eta"}`` after
-  every training step;
+  every training step (``loss``: that batch's own loss; ``laplace_weight`` too while a probabilistic
+  model warms up with MAE);
 - ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
   "best": bool}`` after every epoch;
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
@@ -43,6 +44,7 @@ class EventCallback(keras.callbacks.Callback):
         self.status, self.message = "completed", ""
         self.rows = []
         self._epoch = initial_epoch
+        self._mean = 0.0
         self.lr_fn = lr_fn
         self.deadline = deadline          # seconds after t_start when training must end (time budget)
         self.t_start = t_start
@@ -84,10 +86,13 @@ class EventCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._mean = 0.0
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps_done += 1
-        loss = float((logs or {}).get("loss", np.nan))
+        mean = float((logs or {}).get("loss", np.nan))  # Keras reports the running mean of the epoch
+        loss = mean * (batch + 1) - self._mean * batch if batch else mean   # this batch's own loss
+        self._mean = mean
         elapsed = time.perf_counter() - self.t0
         if not math.isfinite(loss):
             self.status = "nan"
@@ -95,9 +100,11 @@ class EventCallback(keras.callbacks.Callback):
                             "the best weights so far are kept (try a lower learning rate, or check the data)")
             self.model.stop_training = True
             return
-        self._emit({"kind": "batch", "epoch": self._epoch + 1, "epochs": self.epochs, "step": batch + 1,
-                    "steps": self.steps, "loss": loss, "lr": self._lr(), "elapsed": elapsed,
-                    "eta": self._eta(elapsed)})
+        event = {"kind": "batch", "epoch": self._epoch + 1, "epochs": self.epochs, "step": batch + 1,
+                 "steps": self.steps, "loss": loss, "lr": self._lr(), "elapsed": elapsed, "eta": self._eta(elapsed)}
+        if self.loss_schedule is not None:  # 0: MAE of the mean, 1: Laplace NLL (the curve changes scale)
+            event["laplace_weight"] = float(keras.ops.convert_to_numpy(self.loss_schedule[0].w))
+        self._emit(event)
         if self.stop is not None and self.stop():
             self.status, self.message = "stopped", f"training stopped on request at epoch {self._epoch + 1}, step {batch + 1}"
             self.model.stop_training = True

@@ -95,8 +95,11 @@ def job_status(job_dir):
         return {"state": "none", "alive": False, "history": [], "losses": []}
     try:
         st = json.loads(f.read_text())
-    except (json.JSONDecodeError, OSError):
-        return {"state": "unknown", "alive": False, "history": [], "losses": []}
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        st = None
+    if not isinstance(st, dict):
+        return {"state": "unknown", "alive": False, "history": [], "losses": [],
+                "message": f"{f}: unreadable job status"}
     st["alive"] = st.get("state") in STATES_RUNNING and _alive(st.get("pid"))
     if st.get("state") in STATES_RUNNING and not st["alive"] and st.get("pid"):
         st["state"] = "died"
@@ -201,9 +204,12 @@ def preflight(config, patches):
     t = time.perf_counter()
     model.keras_model.train_on_batch(xb, yb)
     step = time.perf_counter() - t
-    return {"parameters": model.count_params(), "patch_memory_mib": mem / 2**20, "seconds_per_step": step,
-            "seconds_per_epoch": step * config.steps_per_epoch,
-            "seconds_total": step * config.steps_per_epoch * config.epochs}
+    out = {"parameters": model.count_params(), "patch_memory_mib": mem / 2**20, "seconds_per_step": step,
+           "seconds_per_epoch": step * config.steps_per_epoch,
+           "seconds_total": step * config.steps_per_epoch * config.epochs}
+    if config.time_limit:  # what a budget buys (validations and saving take a little of it)
+        out.update(seconds_total=config.time_limit, steps_in_budget=int(config.time_limit / max(step, 1e-9)))
+    return out
 
 
 if __name__ == "__main__":
