@@ -148,7 +148,7 @@ def baseline(name, image, *, axes, normalize=True, **params):
 #: for images normalized with the default percentiles; NLM's ``h`` is a factor on the noise level
 #: estimated from the image itself.
 TUNING_GRIDS = {
-    "gaussian": [{"sigma": s} for s in (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)],
+    "gaussian": [{"sigma": s} for s in (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)],
     "median": [{"size": s} for s in (3, 5, 7)],
     "tv": [{"weight": w} for w in (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)],
     "nlm": [{"h_factor": h} for h in (0.3, 0.5, 0.7, 1.0, 1.4, 2.0)]

@@ -258,7 +258,7 @@ class CARE:
         TrainingResult
         """
         from ..training.events import EventCallback, cosine_lr
-        from ..training.pipeline import make_dataset
+        from ..training.pipeline import batches, make_dataset
         from ..training.validation import ValidationSet
 
         c = self.config
@@ -297,15 +297,16 @@ class CARE:
 
         val_ds = tf.data.Dataset.from_tensor_slices((val.X, val.Y)).batch(min(bs, len(val.X)))
         prior = list(self.history)
-        ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
         t0 = time.perf_counter()
         deadline = None
         lr_fn = cosine_lr(c.learning_rate, c.warmup) if c.lr_schedule == "cosine" else None
         if lr_fn is not None:  # no step at the peak rate before the warm-up (it can ruin a fresh network)
             self.keras_model.optimizer.learning_rate.assign(lr_fn(0.0))
         if budget:
-            # timed steps (after the graph is built) and one timed validation plan the epochs
-            it = iter(ds)
+            # timed steps (after the graph is built) and one timed validation plan the epochs. The batches
+            # come straight from the generator: a second tf.data iterator left behind here blocked the
+            # return from train() for up to a minute while TensorFlow finalized it.
+            it = batches(X, Y, bs, seed=c.seed + initial + 10_000, augment=c.augment)
             xb, yb = next(it)
             self.keras_model.train_on_batch(xb, yb)  # builds the training graph: not counted
             t0 = time.perf_counter()
@@ -324,7 +325,7 @@ class CARE:
             per_epoch = max(budget - (time.perf_counter() - t0), s_step) / epochs
             steps = max(1, int((per_epoch - s_val) / s_step))
             deadline = budget - s_val  # the last validation starts before the budget ends
-            ds = make_dataset(X, Y, bs, seed=c.seed + initial + 1, augment=c.augment)
+        ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
 
         def checkpoint(events, save=True):
             """After every epoch: record history and best weights, save the folder (if any)."""
