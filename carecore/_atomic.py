@@ -9,8 +9,10 @@ the two renames leaves the complete old folder under ``.old`` and nothing at ``N
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -34,16 +36,20 @@ def swap_in(tmp, folder):
         os.replace(tmp, folder)
 
 
-def recover(folder):
+def recover(folder, *, min_age=10.0):
     """Put back the folder a crash between :func:`swap_in`'s two renames left aside; True if it did.
 
-    Only when ``folder`` is missing and a ``.NAME.*.old`` sibling exists (the newest wins).
+    Only when ``folder`` is missing and a ``.NAME.<random>.old`` sibling older than ``min_age`` seconds
+    exists (the newest wins): a younger one may belong to a writer between its two renames.
     """
     folder = Path(folder)
     if folder.exists() or not folder.parent.is_dir():
         return False
-    olds = sorted(folder.parent.glob(f".{folder.name}.*.old"), key=lambda p: p.stat().st_mtime, reverse=True)
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.[a-z0-9_]{{8}}\.old")  # names made by swap_in only
+    now = time.time()
+    olds = [p for p in folder.parent.iterdir() if pattern.fullmatch(p.name)
+            and now - p.stat().st_mtime > min_age]  # not the ms-old one of a writer between its renames
     if not olds:
         return False
-    os.replace(olds[0], folder)
+    os.replace(max(olds, key=lambda p: p.stat().st_mtime), folder)
     return True

@@ -115,11 +115,12 @@ def check_pair_shapes(low, high):
             )
 
 
-def load_pair(pair, *, axes=None, axes_high=None, mmap=False):
+def load_pair(pair, *, axes=None, axes_high=None, mmap=False, check_shapes=True):
     """Read a :class:`Pair` and check its shapes; returns ``(low, high)`` :class:`~carecore.Image`.
 
     ``axes`` applies to the low-quality file, ``axes_high`` to the ground truth (default: the same
-    as ``axes`` when the dimensions agree, else what the file says).
+    as ``axes`` when the dimensions agree, else what the file says). ``check_shapes=False`` leaves the
+    grid comparison to the caller (a coarse stack and its fine ground truth, for upsampling).
     """
     low = read_image(pair.low, axes=axes, mmap=mmap)
     if axes_high is None and axes is not None:
@@ -129,7 +130,8 @@ def load_pair(pair, *, axes=None, axes_high=None, mmap=False):
             high = read_image(pair.high, mmap=mmap)
     else:
         high = read_image(pair.high, axes=axes_high, mmap=mmap)
-    check_pair_shapes(low, high)
+    if check_shapes:
+        check_pair_shapes(low, high)
     return low, high
 
 

@@ -153,11 +153,14 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
     # threshold per channel: fg_threshold × P99.9 of that (normalized) channel, from a sub-sample; each
     # channel is divided by its own P99.9 so that one threshold fg_threshold applies to the channel maximum
     step = max(1, int(np.ceil(high.data.size / max(budget_bytes // 64, 1024))))
-    sample = _normalize_block(np.asarray(high.data)[tuple(slice(None, None, step) if a == sp[0] else slice(None)
-                                                          for a in high.axes)], norm_high, high.axes)
     c_ax = high.axes.index("C") if "C" in high.axes else None
-    p999 = (np.percentile(np.moveaxis(sample, c_ax, 0).reshape(sample.shape[c_ax], -1), 99.9, axis=1)
-            if c_ax is not None else np.percentile(sample, 99.9, keepdims=True))
+    s_ax = max(1, int(round(step ** (1 / len(sp)))))  # a strided sub-grid: a (cropped) memory map stays unread
+    sample = _normalize_block(high.data[tuple(slice(None) if a == "C" else slice(None, None, s_ax) for a in high.axes)],
+                              norm_high, high.axes)
+    if c_ax is not None:
+        p999 = np.percentile(np.moveaxis(sample, c_ax, 0).reshape(sample.shape[c_ax], -1), 99.9, axis=1)
+    else:
+        p999 = [np.percentile(sample, 99.9)]
     p999 = np.maximum(np.asarray(p999, np.float32), 1e-6)
     thr = fg_threshold
     plane = int(np.prod(shape[1:]))
@@ -329,7 +332,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             counts.append((0, n_patches_per_image))
         else:
             n_a = low.shape[low.axes.index(blk["axis"])]
-            nv = min(max(1, int(round(n_patches_per_image * (n_a - blk["start"]) / n_a))), n_patches_per_image - 1)
+            nv = max(1, int(round(n_patches_per_image * (n_a - blk["start"]) / n_a)))
+            nv = min(nv, n_patches_per_image - 1) if n_patches_per_image > 1 else 1
             counts.append((n_patches_per_image - nv, nv))
     n_train = sum(c[0] for c in counts)
     n_val = sum(c[1] for c in counts)

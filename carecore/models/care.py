@@ -204,6 +204,8 @@ class CARE:
             return "a fresh optimizer state (none was saved)"
         opt = self.keras_model.optimizer
         opt.build(self.keras_model.trainable_variables)
+        if not all(np.isfinite(v).all() for v in state["values"] if v.dtype.kind == "f"):
+            return "a fresh optimizer state (the saved one is not finite)"
         if state.get("class") != type(opt).__name__ or len(state["values"]) != len(opt.variables) or any(
                 tuple(v.shape) != tuple(w.shape) for v, w in zip(state["values"], opt.variables)):
             return (f"a fresh optimizer state (the saved one is {state.get('class')}'s, training now uses "
@@ -347,7 +349,12 @@ class CARE:
                              validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
         seconds = time.perf_counter() - t0
         checkpoint(cb, save=False)
-        if cb.status == "nan" and self._best_weights is not None:
+        if cb.status == "nan":
+            if self._best_weights is None:  # nothing usable was trained: leave the folder as it was
+                if callback is not None:
+                    callback({"kind": "end", "status": cb.status, "message": cb.message})
+                return TrainingResult(cb.status, cb.message + " (no epoch finished before it: nothing was saved)",
+                                      len(self.history), list(self.history), self.best_val_loss, seconds)
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
         self.run_card = self._run_card(info, data_hash, cb.status, cb.message, seconds)
         if resume_msg:
@@ -587,9 +594,12 @@ class CARE:
         else:
             km.save_weights(tmp / "weights_best.weights.h5")
         opt = getattr(km, "optimizer", None)
-        if opt is not None and getattr(opt, "built", False):  # plain arrays: loaded without pickle
-            np.savez(tmp / OPTIMIZER_FILE, **{f"v{i:04d}": np.asarray(v) for i, v in enumerate(opt.variables)})
-            self._optimizer_state = {"class": type(opt).__name__, "values": [np.asarray(v) for v in opt.variables]}
+        values = [np.asarray(v) for v in opt.variables] if opt is not None and getattr(opt, "built", False) else None
+        if values is not None and not all(np.isfinite(v).all() for v in values if v.dtype.kind == "f"):
+            values = None   # after a NaN: a resumed run must not start from NaN moments
+        if values is not None:  # plain arrays: loaded without pickle
+            np.savez(tmp / OPTIMIZER_FILE, **{f"v{i:04d}": v for i, v in enumerate(values)})
+            self._optimizer_state = {"class": type(opt).__name__, "values": values}
         elif getattr(self, "_optimizer_state", None) and self.path is not None and (self.path / OPTIMIZER_FILE).exists():
             shutil.copy2(self.path / OPTIMIZER_FILE, tmp / OPTIMIZER_FILE)  # not trained since loading: keep it
         (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1))

@@ -200,6 +200,10 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
     """
     axes = axes.upper()
     base = {"axes": axes, "patch_size": (16, 64, 64) if len(axes) == 3 else (128, 128)}
+    if isinstance(overrides.get("time_limit"), str):
+        from .care import parse_duration
+
+        overrides["time_limit"] = parse_duration(overrides["time_limit"])
     limit = overrides.get("time_limit") or 0
     if 0 < limit <= FAST_RECIPE_UP_TO:
         base.update(FAST_RECIPE, patch_size=FAST_RECIPE_PATCH[len(axes)])

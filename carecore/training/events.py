@@ -67,10 +67,12 @@ class EventCallback(keras.callbacks.Callback):
         self.total_steps = (self.epochs - self.initial_epoch) * self.steps
 
     def fraction(self):
-        """How much of the planned training is done (time for a budget, else steps)."""
+        """How much of the planned training is done: steps, or for a budget the larger of the time and
+        the steps done (so the schedule also ends when the planned steps run out before the clock)."""
+        steps = self.steps_done / max(self.total_steps, 1)
         if self.deadline:
-            return min(1.0, (time.perf_counter() - self.t_start) / self.deadline)
-        return min(1.0, self.steps_done / max(self.total_steps, 1))
+            steps = max(steps, (time.perf_counter() - self.t_start) / max(self.deadline, 1e-9))
+        return float(min(1.0, max(0.0, steps)))
 
     def _eta(self, elapsed):
         if self.deadline:
@@ -119,13 +121,15 @@ class EventCallback(keras.callbacks.Callback):
             return
         val_loss = float(logs.get("val_loss", logs.get("loss", np.nan)))
         val_ssim = float(self.val_fn()) if self.val_fn is not None else float("nan")
-        settled = self.loss_schedule is None or self.loss_schedule[0].weight_at(self.fraction()) >= 1
+        # epochs trained (and validated) with another loss than the final one are no candidates for the
+        # best weights, and do not count as epochs without improvement
+        settled = self.loss_schedule is None or float(keras.ops.convert_to_numpy(self.loss_schedule[0].w)) >= 1
         best = settled and math.isfinite(val_loss) and val_loss < self.best_val
         if best:
             self.best_val = val_loss
             self.best_weights = [w.copy() for w in self.model.get_weights()]
             self.wait_lr = self.wait_stop = 0
-        else:
+        elif settled:
             self.wait_lr += 1
             self.wait_stop += 1
             if self.lr_fn is None and self.wait_lr >= self.lr_patience:

@@ -169,3 +169,10 @@ def test_validation_blocks_plan():
     assert validation_blocks(small, {"Y": 32, "X": 32}, 0.3) == [None, {"whole": True}]
     with pytest.raises(CareError, match="no room for training patches"):
         validation_blocks(small[:1], {"Y": 32, "X": 32}, 0.3)
+
+
+def test_one_patch_per_image_still_validates():
+    rng = np.random.default_rng(0)
+    sources = [(rng.random((48, 48), np.float32), rng.random((48, 48), np.float32)) for _ in range(3)]
+    ps = create_patches(sources, (16, 16), axes="YX", n_patches_per_image=1, validation_fraction=0.1, seed=0)
+    assert ps.n_val == 1 and ps.n_train == 2
