@@ -212,6 +212,9 @@ def cmd_predict(args):
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
     if not cfg.probabilistic and wants:
         raise CareError(f"--{wants[0].replace('_', '-')} needs a probabilistic model; {args.model[0]} is not")
+    if isinstance(model, Ensemble) and args.scale_out:  # before any work is done
+        raise CareError("--scale-out is one Laplace's scale; an ensemble predicts a mixture: use --lower-out/"
+                        "--upper-out (the mixture's interval) or --disagreement-out")
     if isinstance(model, Ensemble):
         with tqdm_progress("predicting", unit="tile") as progress:
             means, scales = model.predict_members(img.data, progress=progress, name=str(args.inp), **kw)
@@ -220,9 +223,6 @@ def cmd_predict(args):
 
             with tqdm_progress("disagreement", unit="px") as progress:
                 write(args.disagreement_out, disagreement(means, scales, progress=progress))
-        if args.scale_out:
-            raise CareError("--scale-out is one Laplace's scale; an ensemble predicts a mixture: use --lower-out/"
-                            "--upper-out (the mixture's interval) or --disagreement-out")
         members = True
     else:
         if args.disagreement_out:
