@@ -191,10 +191,13 @@ class CARE:
             from .losses import WarmLaplace
 
             loss = self._warm_loss = WarmLaplace()
+        # the Laplace loss can blow up a step (a tiny scale meets a large error): its gradients are
+        # clipped to a global norm of 1
+        clip = {"global_clipnorm": 1.0} if c.loss == "laplace" else {}
         if c.optimizer == "adamw":
-            opt = keras.optimizers.AdamW(learning_rate, weight_decay=c.weight_decay)
+            opt = keras.optimizers.AdamW(learning_rate, weight_decay=c.weight_decay, **clip)
         else:
-            opt = keras.optimizers.Adam(learning_rate)
+            opt = keras.optimizers.Adam(learning_rate, **clip)
         self.keras_model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=False)
 
     def _restore_optimizer(self):
