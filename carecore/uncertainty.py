@@ -88,9 +88,9 @@ def laplace_samples(mean, scale, n, *, seed=None):
 def probabilistic_readouts(mean, scale, *, confidence=0.9):
     """Mean, scale, variance, entropy and the central interval, as a dict of arrays."""
     mean, scale = _check(mean, scale)
-    lo, hi = laplace_interval(mean, scale, confidence)
-    return {"mean": mean, "scale": scale, "variance": laplace_variance(scale), "entropy": laplace_entropy(scale),
-            "lower": lo, "upper": hi, "confidence": confidence}
+    out = predictive_readouts(mean, scale, confidence=confidence)
+    del out["width"]
+    return {**out, "scale": scale, "entropy": laplace_entropy(scale)}
 
 
 # -- mixtures and disagreement -----------------------------------------------------------------
@@ -316,26 +316,17 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
     dict
         ``{"confidence", "accuracy", "ece", "space": "normalized target (no fit)"}``.
     """
-    from .normalize import compute_percentiles
+    from .normalize import _broadcast, compute_percentiles
 
     truth = np.asarray(truth, np.float32)
     means = np.asarray(means, np.float32)
     scales = np.asarray(scales, np.float32)
 
-    def unit(norm, x):
-        lo, hi = np.asarray(norm.lo, np.float32), np.asarray(norm.hi, np.float32)
-        if "C" in axes:
-            shape = [1] * x.ndim
-            shape[x.ndim - len(axes) + axes.index("C")] = -1
-            lo, hi = lo.reshape(shape), hi.reshape(shape)
-        else:
-            lo, hi = lo[0], hi[0]
-        return lo, hi
-
     n_in = compute_percentiles(image, *percentiles, axes=axes, name="input")
     n_gt = compute_percentiles(truth, *percentiles, axes=axes, name="ground truth")
-    lo, hi = unit(n_in, means) if mapped_back else (np.float32(0), np.float32(1))
-    glo, ghi = unit(n_gt, truth)
+    # per-channel values shaped for ``axes``; they broadcast over the members' leading axis as well
+    lo, hi = (_broadcast(n_in.lo, None, axes), _broadcast(n_in.hi, None, axes)) if mapped_back else (0.0, 1.0)
+    glo, ghi = _broadcast(n_gt.lo, None, axes), _broadcast(n_gt.hi, None, axes)
     g = (truth - glo) / (ghi - glo)
     curve = calibration_curve(g, (means - lo) / (hi - lo), scales / (hi - lo), confidences=confidences)
     curve["space"] = "normalized target (no fit)"
