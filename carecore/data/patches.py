@@ -2,6 +2,8 @@
 
 A pixel is eligible as a patch centre when the max-filtered ground truth (window: half the patch)
 exceeds ``fg_threshold`` × its 99.9th percentile; centres are drawn uniformly among eligible pixels.
+Validation patches are drawn uniformly within their held-out blocks (no foreground bias), so that the
+validation read-outs score the image as a user sees it, background included.
 Images are read memory-mapped and scanned in slabs sized from ``memory_budget``, and with ``out=``
 the patches are written straight into ``.npy`` memory maps, so neither the images nor the patches
 have to fit in RAM.
@@ -269,7 +271,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         Axes of the low-quality images and of the ground truth (default: from the files).
     n_patches_per_image : int
     fg_threshold : float
-        Foreground bias: 0 samples uniformly.
+        Foreground bias of the training patches: 0 samples uniformly. Validation patches are always
+        sampled uniformly within the held-out blocks.
     validation_fraction : float
         Share of the image voxels held out for validation, as blocks no training patch touches (see
         :func:`validation_blocks`); the validation patches are the last ``n_val`` of the set.
@@ -354,7 +357,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         X = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32, shape=shape_x)
         Y = np.lib.format.open_memmap(tmp / "Y.npy", mode="w+", dtype=np.float32, shape=shape_y)
     info = {"patch_size": list(patch_size), "percentiles": list(percentiles), "seed": seed,
-            "fg_threshold": fg_threshold, "validation": "held-out blocks that no training patch touches",
+            "fg_threshold": fg_threshold,
+            "validation": "uniform patches in held-out blocks that no training patch touches",
             "sources": []}
     try:
         for i, ((low, high), blk, (nt, nv)) in enumerate(zip(resolved, blocks, counts)):
@@ -372,9 +376,11 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     n_a = low.shape[low.axes.index(blk["axis"])]
                     lo_hi[blk["axis"]] = (0, blk["start"]) if region == "train" else (blk["start"], n_a)
                 view_h = _crop(high, lo_hi)
-                starts_h, fg = _eligible_centres(view_h, nh, [p[a] for a in sp_h], fg_threshold, memory_budget, rng,
+                thr = fg_threshold if region == "train" else -np.inf  # validation: uniform in its block
+                starts_h, fg = _eligible_centres(view_h, nh, [p[a] for a in sp_h], thr, memory_budget, rng,
                                                  n, high.name)
-                fgs.append(fg)
+                if region == "train":
+                    fgs.append(fg)
                 starts = {a: starts_h[:, j] + lo_hi.get(a, (0, 0))[0] for j, a in enumerate(sp_h)}
                 for a in sp:
                     if a not in starts:  # axes only the input has (projection): uniform
@@ -388,7 +394,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     positions[d] = [i] + [int(starts[a][j]) for a in sp]
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
-                                    "foreground_fraction": round(float(np.mean(fgs)), 4),
+                                    "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,
                                     "validation_block": blk, "n_train": nt, "n_val": nv})
             report(progress, i + 1, len(sources), low.name)
         axes_x, axes_y = "S" + sp + "C", "S" + sp_h + "C"

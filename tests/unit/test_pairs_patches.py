@@ -176,3 +176,39 @@ def test_one_patch_per_image_still_validates():
     sources = [(rng.random((48, 48), np.float32), rng.random((48, 48), np.float32)) for _ in range(3)]
     ps = create_patches(sources, (16, 16), axes="YX", n_patches_per_image=1, validation_fraction=0.1, seed=0)
     assert ps.n_val == 1 and ps.n_train == 2
+
+
+def test_validation_patches_uniform_in_their_block():
+    # sparse bright spots everywhere: training patches are drawn next to them, validation patches uniformly
+    # in the held-out block, so that the validation read-outs score background as a user's image has it
+    rng = np.random.default_rng(3)
+    high = np.zeros((256, 64), np.float32)
+    high[rng.integers(0, 256, 12), rng.integers(0, 64, 12)] = 1.0
+    high = ndi.gaussian_filter(high, 1.0)
+    low = high + rng.normal(0, 0.01, high.shape).astype(np.float32)
+    ps = create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=400, validation_fraction=0.25,
+                        fg_threshold=0.4, seed=0)
+    (_, Yt), (_, Yv) = ps.train, ps.val
+    bright = lambda Y: np.mean(np.asarray(Y).reshape(len(Y), -1).max(1) > 0.3)  # noqa: E731
+    assert bright(Yt) == 1.0
+    assert bright(Yv) < 0.7
+    assert ps.meta["sources"][0]["foreground_fraction"] < 0.7
+
+
+def test_validation_ssim_fits_once_on_a_data_range_of_one():
+    from carecore.training.validation import patch_ssim
+
+    rng = np.random.default_rng(0)
+    t = ndi.gaussian_filter(rng.random((6, 24, 24, 1)), (0, 2, 2, 0)).astype(np.float32)
+    t = (t - t.min()) / (t.max() - t.min())
+    # one affine map for all patches is undone by the fit; a different scale per patch is not
+    assert patch_ssim(3 * t + 1, t) == pytest.approx(1.0, abs=1e-6)
+    scaled = t * np.array([1, 1, 1, 2, 2, 2], np.float32)[:, None, None, None]
+    assert patch_ssim(scaled, t) < 0.99
+    # a near-empty target patch: a flat prediction scores high, noise scores low (per-patch data ranges
+    # made both near 0)
+    flat = np.full((1, 24, 24, 1), 0.01, np.float32)
+    tgt = np.concatenate([t, flat])
+    assert patch_ssim(np.concatenate([t, flat]), tgt) == pytest.approx(1.0, abs=1e-6)
+    noisy = np.concatenate([t, flat + rng.normal(0, 0.2, flat.shape).astype(np.float32)])
+    assert patch_ssim(noisy, tgt) < 0.9
