@@ -90,7 +90,7 @@ def run_case(case, budget, root):
     extra = {"kind": "upsampling", "upsampling_factor": 4.0} if data["kind"] == "upsampling" else {}
     config = cc.care_config(axes, time_limit=budget, **extra)
     patches = cc.create_patches(data["train"], config.patch_size, axes=axes, n_patches_per_image=256, seed=0)
-    model = cc.CARE._for(config)
+    model = cc.create_model(config)
     events = []
     t = time.perf_counter()
     result = model.train(patches, callback=lambda e: events.append(e) if e["kind"] != "batch" else None)

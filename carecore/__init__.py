@@ -38,7 +38,8 @@ _LAZY = {
     "TrainingResult": ("carecore.models.care", "TrainingResult"),
     "CareConfig": ("carecore.models.config", "CareConfig"),
     "care_config": ("carecore.models.config", "care_config"),
-    "load_model": ("carecore.models.care", "load_model"),
+    "load_model": ("carecore.models.folder", "load_model"),
+    "create_model": ("carecore.models.kinds", "create_model"),
 }
 
 

@@ -104,14 +104,16 @@ def cmd_patches(args):
 def cmd_train(args):
     from .data.pairs import find_pairs
     from .data.patches import create_patches, load_patches
-    from .models.care import CARE, parse_duration
+    from .models.care import parse_duration
+    from .models.folder import load_model_folder
+    from .models.kinds import create_model
     from .models.config import care_config
     from .progress import tqdm_progress
 
     model_dir = Path(args.model_dir)
     resume = (model_dir / "manifest.json").exists()
     if resume:
-        model = CARE.load(model_dir, weights="last")
+        model = load_model_folder(model_dir, weights="last")
         config = model.config
         ignored = [f"--{k}" for k in ("patch", "batch", "seed", "precision", "probabilistic", "upsampling")
                    if getattr(args, k, None)]
@@ -146,7 +148,7 @@ def cmd_train(args):
             config = config.replace(n_channel_in=int(patches.X.shape[-1]), n_channel_out=int(patches.Y.shape[-1]),
                                     residual=config.residual and patches.X.shape[-1] == patches.Y.shape[-1])
         if not args.ensemble:
-            model = CARE._for(config, model_dir)
+            model = create_model(config, model_dir)
     epochs = args.epochs or config.epochs
     limit = parse_duration(args.time_limit) if args.time_limit else config.time_limit
     steps = None if limit else (args.steps or config.steps_per_epoch)

@@ -76,7 +76,7 @@ def _calibration_figure(path, curves):
 
 
 def _load_models(models):
-    from .models.care import load_model
+    from .models.folder import load_model
 
     models = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
     if len(models) == 1:

@@ -362,7 +362,7 @@ class Ensemble:
 
     @classmethod
     def load(cls, path):
-        from .models.care import load_model
+        from .models.folder import load_model
 
         path = Path(path)
         f = path / ENSEMBLE_FILE
@@ -382,7 +382,7 @@ class Ensemble:
 
     @classmethod
     def from_folders(cls, folders):
-        from .models.care import load_model
+        from .models.folder import load_model
 
         return cls([load_model(f) for f in folders])
 
@@ -421,7 +421,7 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
     ``"members"`` added. Returns the :class:`Ensemble` (its folder lists the members).
     """
-    from .models.care import CARE
+    from .models.kinds import create_model
 
     if n_members < 2:
         raise CareError(f"n_members must be >= 2, got {n_members}")
@@ -435,7 +435,7 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     members = []
     for i in range(n_members):
         check_stop(stop)
-        model = CARE._for(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
+        model = create_model(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
         cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
                              time_limit=share)

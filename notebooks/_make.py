@@ -68,7 +68,7 @@ patches = cc.create_patches(pairs, (8, 32, 32) if QUICK else (16, 64, 64), axes=
 ("code", """
 # a time budget: the network, the learning-rate schedule and the validations are planned for it
 config = cc.care_config("ZYX", time_limit=20 if QUICK else 180, patch_size=(8, 32, 32) if QUICK else (16, 32, 32))
-model = cc.CARE(config, "models/denoise3d")
+model = cc.create_model(config, "models/denoise3d")
 def show(e):
     if e["kind"] == "baseline":
         print(f"best classical filter on the validation patches: {e['name']} {e['params']}, SSIM {e['val_ssim']:.3f}")

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field, fields
 from ..axes import check_axes
 from ..errors import CareError
 from ..normalize import DEFAULT_PERCENTILES
+from .kinds import KINDS, model_class
 
 CONFIG_VERSION = 1
 LOSSES = ("mae", "mse", "laplace")
 LR_SCHEDULES = ("cosine", "plateau")
 OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("mixed_bfloat16", "float32")
-KINDS = ("care", "upsampling")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class CareConfig:
     axes: str = field(default="ZYX", metadata={"doc": "spatial axes of the network input (YX or ZYX); channels are separate"})
     n_channel_in: int = field(default=1, metadata={"doc": "channels of the input"})
     n_channel_out: int = field(default=1, metadata={"doc": "channels of the output"})
-    kind: str = field(default="care", metadata={"doc": "care, or upsampling (interpolate Z by upsampling_factor first)"})
+    kind: str = field(default="care", metadata={"doc": "model kind (carecore.models.kinds.KINDS): care, upsampling (interpolate Z "
+                                                                 "by upsampling_factor first), ..."})
     upsampling_factor: float = field(default=1.0, metadata={"doc": "axial factor for kind=upsampling"})
     interpolation: str = field(default="linear", metadata={"doc": "how kind=upsampling interpolates Z before the "
                                                                   "network (as its training inputs were made): "
@@ -81,7 +82,7 @@ class CareConfig:
         if self.unet_kernel and self.unet_kernel % 2 == 0:
             raise CareError(f"unet_kernel: must be odd, got {self.unet_kernel}")
         if self.kind not in KINDS:
-            raise CareError(f"kind: must be one of {KINDS}, got {self.kind!r}")
+            raise CareError(f"kind: must be one of {tuple(KINDS)}, got {self.kind!r}")
         if self.loss not in LOSSES:
             raise CareError(f"loss: must be one of {LOSSES}, got {self.loss!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -118,11 +119,7 @@ class CareConfig:
                             f"{2 * div} (2**(unet_depth+1)), got {self.patch_size}; enlarge the patch or use float32")
         if self.interpolation not in ("nearest", "linear", "cubic"):
             raise CareError(f"interpolation: must be nearest, linear or cubic, got {self.interpolation!r}")
-        if self.kind == "upsampling":
-            if axes != "ZYX":
-                raise CareError("kind and axes: upsampling needs a 3D (ZYX) model")
-            if not self.upsampling_factor > 1:
-                raise CareError(f"upsampling_factor: must be > 1 for kind='upsampling', got {self.upsampling_factor}")
+        model_class(self.kind).check_config(self)
         if self.version != CONFIG_VERSION:
             raise CareError(f"version: configuration version {self.version} is not {CONFIG_VERSION}; use upgrade()")
 

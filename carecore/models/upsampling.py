@@ -12,11 +12,19 @@ from __future__ import annotations
 import numpy as np
 
 from ..simulate.anisotropic import INTERPOLATION_ORDER, resample_axis
+from ..errors import CareError
 from .care import CARE
 
 
 class UpsamplingCARE(CARE):
     """A :class:`CARE` whose input stack is first interpolated along Z by ``config.upsampling_factor``."""
+
+    @classmethod
+    def check_config(cls, config):
+        if config.axes != "ZYX":
+            raise CareError("kind and axes: upsampling needs a 3D (ZYX) model")
+        if not config.upsampling_factor > 1:
+            raise CareError(f"upsampling_factor: must be > 1 for kind='upsampling', got {config.upsampling_factor}")
 
     def _preprocess(self, x, axes):
         """(Z, Y, X, C) coarse -> (round(Z × factor), Y, X, C), as the training inputs were made."""

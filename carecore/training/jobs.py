@@ -124,8 +124,9 @@ def find_jobs(root):
 def run_job(job_dir):
     """The body of the background process (also callable in-process, e.g. from tests)."""
     from ..data.patches import load_patches
-    from ..models.care import CARE
     from ..models.config import CareConfig
+    from ..models.folder import load_model_folder
+    from ..models.kinds import create_model
     from ..uncertainty import train_ensemble
 
     job_dir = Path(job_dir)
@@ -174,7 +175,7 @@ def run_job(job_dir):
             status["members"] = len(ens.members) if ens else 0
         else:
             mdir = job_dir / "model"
-            model = CARE.load(mdir, weights="last") if (mdir / "manifest.json").exists() else CARE._for(config, mdir)
+            model = load_model_folder(mdir, weights="last") if (mdir / "manifest.json").exists() else create_model(config, mdir)
             result = model.train(patches, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"),
                                  callback=on_event, stop=stop)
             status["state"] = result.status
@@ -192,11 +193,11 @@ def preflight(config, patches):
     """Estimates before training: patch memory, seconds per step (one timed batch) and per epoch."""
     import numpy as np
 
-    from ..models.care import CARE
+    from ..models.kinds import create_model
 
     X, Y = patches.train
     mem = (X.nbytes if hasattr(X, "nbytes") else 0) + (Y.nbytes if hasattr(Y, "nbytes") else 0)
-    model = CARE._for(config)
+    model = create_model(config)
     model._compile(config.learning_rate)
     idx = np.arange(min(config.batch_size, len(X)))
     xb, yb = np.asarray(X[idx], np.float32), np.asarray(Y[idx], np.float32)

@@ -180,7 +180,7 @@ def test_probabilistic_model_returns_mean_and_scale(patches, noisy_pair):
 
 def test_upsampling_model_interpolates_z():
     cfg = care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=2.5, precision="float32")
-    model = cc.CARE._for(cfg)
+    model = cc.create_model(cfg)
     assert type(model).__name__ == "UpsamplingCARE"
     x = np.random.default_rng(0).random((9, 32, 32)).astype(np.float32)
     out = model.predict(x, axes="ZYX")
@@ -197,7 +197,7 @@ def test_upsampling_input_is_made_as_training_inputs_were(interpolation):
     low_train, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", interpolation=interpolation)
     coarse, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", upsample_back=False)
     cfg = care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=4, interpolation=interpolation)
-    model = cc.CARE._for(cfg)
+    model = cc.create_model(cfg)
     assert coarse.shape == (8, 32, 32)
     np.testing.assert_allclose(model._preprocess(coarse[..., None], "ZYX")[..., 0], low_train, atol=1e-5)
     np.testing.assert_allclose(model.on_output_grid(coarse, axes="ZYX"), low_train, atol=1e-5)

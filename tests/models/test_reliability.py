@@ -127,7 +127,7 @@ def test_qc_report_on_the_upsampling_demo(demo_root, tmp_path):
 
     d = demo_root / "upsampling"
     cfg = care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=4, precision="float32")
-    model = cc.CARE._for(cfg, tmp_path / "up")
+    model = cc.create_model(cfg, tmp_path / "up")
     model.save()
     rep = quality_report(tmp_path / "up", d / "test" / "low", d / "test" / "high", tmp_path / "qc",
                          baselines=["gaussian", "tv"])
