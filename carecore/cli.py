@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import CareError
+from .models.kinds import KINDS
 
 
 def _floats(text):
@@ -103,11 +104,10 @@ def cmd_patches(args):
 
 def cmd_train(args):
     from .data.pairs import find_pairs
-    from .data.patches import create_patches, load_patches
+    from .data.patches import load_patches
     from .models.care import parse_duration
     from .models.folder import load_model_folder
-    from .models.kinds import create_model
-    from .models.config import care_config
+    from .models.kinds import create_model, model_class
     from .progress import tqdm_progress
 
     model_dir = Path(args.model_dir)
@@ -129,20 +129,31 @@ def cmd_train(args):
             overrides["patch_size"] = args.patch
         if args.probabilistic:
             overrides["probabilistic"] = True
-        if args.upsampling:
-            overrides.update(kind="upsampling", upsampling_factor=args.upsampling)
-        config = care_config(axes, **overrides)
+        if args.task != "care":
+            overrides["kind"] = args.task
+        if args.upsampling or args.factor:
+            overrides.update(kind=overrides.get("kind", "upsampling"), upsampling_factor=args.factor or args.upsampling)
+        if args.psf_sigma:
+            overrides["psf_sigma"] = args.psf_sigma
+        config = model_class(overrides.get("kind", "care")).default_config(axes, **overrides)
+    task_options = {k: v for k, v in (("psf", args.psf), ("structures", args.structures)) if v}
     if args.patches:
         patches = load_patches(args.patches)
-    else:
+    elif model_class(config.kind).needs_pairs:
         if not (args.low and args.high):
             raise CareError("give --low and --high folders (or --patches)")
         listing = find_pairs(args.low, args.high)
         if listing.unmatched_low or listing.unmatched_high:
             print(listing.report(), file=sys.stderr)
         with tqdm_progress("patches", unit="image") as progress:
-            patches = create_patches(listing, args.patch or config.patch_size, axes=args.axes,
-                                     n_patches_per_image=args.n_per_image, seed=config.seed, progress=progress)
+            patches = model_class(config.kind).make_patches(config, listing, axes=args.axes,
+                                                            n_patches_per_image=args.n_per_image, progress=progress,
+                                                            **task_options)
+    else:
+        with tqdm_progress("patches", unit="image") as progress:
+            patches = model_class(config.kind).make_patches(config, args.low, axes=args.axes,
+                                                            n_patches_per_image=args.n_per_image, progress=progress,
+                                                            **task_options)
     if not resume:
         if patches.X.shape[-1] != config.n_channel_in or patches.Y.shape[-1] != config.n_channel_out:
             config = config.replace(n_channel_in=int(patches.X.shape[-1]), n_channel_out=int(patches.Y.shape[-1]),
@@ -366,7 +377,15 @@ def build_parser():
     s.add_argument("--batch", type=int)
     s.add_argument("--n-per-image", type=int, default=64, help="patches per image")
     s.add_argument("--probabilistic", action="store_true", help="predict per-pixel Laplace mean and scale")
-    s.add_argument("--upsampling", type=float, metavar="FACTOR", help="an upsampling model for this axial factor")
+    s.add_argument("--task", default="care", choices=list(KINDS),
+                   help="model kind: " + "; ".join(f"{k}: {v[2]}" for k, v in KINDS.items()))
+    s.add_argument("--upsampling", type=float, metavar="FACTOR", help="an upsampling model for this axial factor "
+                                                                      "(the same as --task upsampling --factor F)")
+    s.add_argument("--factor", type=float, help="axial factor (upsampling, isotropic)")
+    s.add_argument("--psf-sigma", type=float, metavar="S", help="PSF sigma in pixels (isotropic: axial, subdiffraction: "
+                                                                "lateral)")
+    s.add_argument("--psf", help="a measured PSF image instead of --psf-sigma")
+    s.add_argument("--structures", help="subdiffraction: synthetic structures to train on, e.g. tubules,granules")
     s.add_argument("--precision", choices=["mixed_bfloat16", "float32"])
     s.add_argument("--seed", type=int)
     s.add_argument("--ensemble", type=int, metavar="M", help="train M probabilistic members (seeds seed..seed+M-1)")

@@ -116,6 +116,35 @@ class CARE:
         :class:`~carecore.models.config.CareConfig` on creation)."""
 
     # -- hooks -------------------------------------------------------------------------------
+    #: whether training needs pairs of low- and high-quality images (False: made from the input alone,
+    #: or simulated)
+    needs_pairs = True
+
+    @classmethod
+    def default_config(cls, axes, **overrides):
+        """The configuration a new model of this kind starts from (``carecore train --task <kind>`` too; :func:`~carecore.care_config` with its defaults)."""
+        from .config import care_config
+
+        return care_config(axes, **overrides)
+
+    @classmethod
+    def make_patches(cls, config, sources, *, axes=None, n_patches_per_image=64, progress=None, stop=None,
+                     **options):
+        """Training patches for this kind from ``sources`` (plain CARE: pairs, see
+        :func:`~carecore.create_patches`, sampled with ``config``'s patch size, percentiles and seed).
+
+        Kinds that make their pairs otherwise (from the low-quality stacks alone, or by simulation)
+        override this; ``options`` are their task options (e.g. ``psf``, ``structures``).
+        """
+        from ..data.patches import create_patches
+
+        if options:
+            raise CareError(f"kind {config.kind!r} takes no options {sorted(options)}")
+        if sources is None:
+            raise CareError(f"kind {config.kind!r} trains on pairs: give low- and high-quality images")
+        return create_patches(sources, config.patch_size, axes=axes, n_patches_per_image=n_patches_per_image,
+                              percentiles=config.percentiles, seed=config.seed, progress=progress, stop=stop)
+
     def _build(self):
         from .unet import build_unet
 

@@ -30,7 +30,10 @@ class CareConfig:
     n_channel_out: int = field(default=1, metadata={"doc": "channels of the output"})
     kind: str = field(default="care", metadata={"doc": "model kind (carecore.models.kinds.KINDS): care, upsampling (interpolate Z "
                                                                  "by upsampling_factor first), ..."})
-    upsampling_factor: float = field(default=1.0, metadata={"doc": "axial factor for kind=upsampling"})
+    upsampling_factor: float = field(default=1.0, metadata={"doc": "axial factor (Z spacing / lateral spacing) for "
+                                                                   "kind=upsampling and kind=isotropic"})
+    psf_sigma: float = field(default=0.0, metadata={"doc": "PSF sigma in pixels the training pairs were simulated with "
+                                                           "(isotropic: axial; subdiffraction: lateral); 0: none/measured"})
     interpolation: str = field(default="linear", metadata={"doc": "how kind=upsampling interpolates Z before the "
                                                                   "network (as its training inputs were made): "
                                                                   "nearest, linear or cubic"})
