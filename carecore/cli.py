@@ -212,10 +212,10 @@ def cmd_train(args):
 def cmd_predict(args):
     from .io import read_image, write_image
     from .progress import tqdm_progress
-    from .qc import _load_models
+    from .models.folder import load_model
     from .uncertainty import Ensemble, predictive_readouts
 
-    model = _load_models(args.model)
+    model = load_model(args.model)
     cfg = model.config
     img = read_image(args.inp, axes=args.axes, mmap=True)
     tiles = "auto" if args.tiles == "auto" else _floats(args.tiles)

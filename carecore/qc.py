@@ -75,15 +75,6 @@ def _calibration_figure(path, curves):
     plt.close(fig)
 
 
-def _load_models(models):
-    from .models.folder import load_model
-
-    models = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
-    if len(models) == 1:
-        return load_model(models[0])
-    return Ensemble.from_folders(models)
-
-
 def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=None, progress=None, stop=None):
     """Write the QC report for ``models`` (a model folder, an ensemble folder, or several model folders).
 
@@ -107,7 +98,9 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     from .data.pairs import find_pairs, load_pair
     from .uncertainty import measure_calibration
 
-    model = _load_models(models)
+    from .models.folder import load_model
+
+    model = load_model(models)
     ens = isinstance(model, Ensemble)
     cfg = model.config
     grid_model = model.members[0] if ens else model

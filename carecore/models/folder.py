@@ -182,11 +182,26 @@ def _load_format1_weights(km, file):
 
 
 def load_model(path, *, weights="best"):
-    """Load a model folder (any kind of CARE) or an ensemble folder (``ensemble.json``).
+    """Load a model folder (any kind), an ensemble folder (``ensemble.json``), or a list of model
+    folders (opened together as an ensemble).
 
     The one loader used by the command line, the app, the QC report and the notebooks; see
     :func:`load_model_folder` and :meth:`~carecore.uncertainty.Ensemble.load`.
+
+    Examples
+    --------
+    >>> model = load_model("models/denoise3d")          # doctest: +SKIP
+    >>> ensemble = load_model(["models/m1", "models/m2"])  # doctest: +SKIP
     """
+    if not isinstance(path, (str, Path)):
+        folders = [Path(p) for p in path]
+        if len(folders) != 1:
+            from ..uncertainty import Ensemble
+
+            if not folders:
+                raise CareError("no model folder given")
+            return Ensemble.from_folders(folders)
+        path = folders[0]
     if (Path(path) / "ensemble.json").exists():
         from ..uncertainty import Ensemble
 

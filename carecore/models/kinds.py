@@ -18,6 +18,8 @@ KINDS = {
     "care": ("carecore.models.care", "CARE", "restoration on the input's grid (denoising 2D/3D)"),
     "upsampling": ("carecore.models.upsampling", "UpsamplingCARE",
                    "interpolate Z by the axial factor, then a 3D network"),
+    "isotropic": ("carecore.models.isotropic", "IsotropicCARE",
+                  "a 2D network trained on the stack's own lateral slices restores its XZ and YZ slices"),
 }
 
 

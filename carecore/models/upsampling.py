@@ -16,6 +16,14 @@ from ..errors import CareError
 from .care import CARE
 
 
+def interpolate_z(image, factor, axis, interpolation="linear"):
+    """``image`` interpolated along ``axis`` onto ``round(n × factor)`` positions ``0, 1/f, 2/f, ...`` of
+    its grid (the last ones held at the last slice), as the training inputs of the axial kinds were made."""
+    x = np.asarray(image, np.float32)
+    n_out = int(round(x.shape[axis] * factor))
+    return resample_axis(x, np.arange(n_out) / factor, axis, order=INTERPOLATION_ORDER[interpolation])
+
+
 class UpsamplingCARE(CARE):
     """A :class:`CARE` whose input stack is first interpolated along Z by ``config.upsampling_factor``."""
 
@@ -28,18 +36,12 @@ class UpsamplingCARE(CARE):
 
     def _preprocess(self, x, axes):
         """(Z, Y, X, C) coarse -> (round(Z × factor), Y, X, C), as the training inputs were made."""
-        f = self.config.upsampling_factor
-        n_out = int(round(x.shape[0] * f))
-        return resample_axis(np.asarray(x, dtype=np.float32), np.arange(n_out) / f, 0,
-                             order=INTERPOLATION_ORDER[self.config.interpolation])
+        return interpolate_z(x, self.config.upsampling_factor, 0, self.config.interpolation)
 
     def on_output_grid(self, image, *, axes, interpolation=None):
         """The coarse stack interpolated onto the output's Z grid (``interpolation``: the model's own by default)."""
-        f = self.config.upsampling_factor
-        z = axes.index("Z")
-        x = np.asarray(image, np.float32)
-        order = INTERPOLATION_ORDER[interpolation or self.config.interpolation]
-        return resample_axis(x, np.arange(int(round(x.shape[z] * f))) / f, z, order=order)
+        return interpolate_z(image, self.config.upsampling_factor, axes.index("Z"),
+                             interpolation or self.config.interpolation)
 
     def output_spacing(self, spacing):
         out = dict(spacing or {})

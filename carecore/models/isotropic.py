@@ -1,0 +1,245 @@
+"""Isotropic restoration: a 2D network trained on the stack's own lateral slices, applied to its
+axial slices (CARE-NOTES §1, §8).
+
+No ground-truth volume is needed. Training pairs come from the anisotropic stack itself: its lateral
+(YX) slices are the targets, and the inputs are the same slices degraded along one lateral axis as
+the microscope degrades Z (:func:`~carecore.simulate_anisotropic`: the axial PSF, as a Gaussian sigma
+or a measured PSF rotated into the plane, then decimation by the axial factor and interpolation back).
+Each slice gives two pairs, degraded along Y and along X, both presented with the degraded axis first
+(as Z is in an XZ or YZ slice); rotations are therefore not used as augmentation.
+
+Prediction interpolates Z by the factor (onto ``round(n × factor)`` slices at ``0, 1/f, 2/f, ...``
+of the coarse grid, exactly as :class:`~carecore.models.upsampling.UpsamplingCARE`: the last
+``factor - 1`` slices lie beyond the last coarse slice and repeat it), restores every XZ and every YZ
+slice with the 2D network, and combines the two. The combination is the arithmetic mean (the paper);
+``combine="geometric"`` gives CSBDeep's geometric mean of the two (negative values clipped to 0
+first). On the real Arabidopsis embryo (tests/models/test_isotropic.py) the two differed by less
+than 0.005 SSIM; the mean is kept as it needs no clipping.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..axes import check_axes, spatial_axes
+from ..errors import CareError
+from ..normalize import compute_percentiles
+from ..progress import check_stop, report
+from .care import CARE
+from .upsampling import interpolate_z
+
+
+class IsotropicCARE(CARE):
+    """A 2D :class:`CARE` (``config.axes == "YX"``) that restores anisotropic ZYX stacks slice by slice."""
+
+    needs_pairs = False
+
+    @classmethod
+    def check_config(cls, config):
+        if config.axes != "YX":
+            raise CareError(f"kind and axes: isotropic models are 2D networks on axial slices (axes 'YX'), "
+                            f"got {config.axes!r}; they restore ZYX stacks")
+        if not config.upsampling_factor > 1:
+            raise CareError(f"upsampling_factor: must be > 1 for kind='isotropic' (the axial factor), got "
+                            f"{config.upsampling_factor}")
+        if config.probabilistic:
+            raise CareError("probabilistic: isotropic models predict one value per voxel (the two slice "
+                            "directions are combined); train a plain model")
+        if config.n_channel_in != config.n_channel_out:
+            raise CareError("isotropic models restore each channel as it is: n_channel_in must equal n_channel_out")
+
+    @classmethod
+    def default_config(cls, axes="ZYX", **overrides):
+        """A 2D configuration (axes YX) for stacks of ``axes`` (ZYX, with C for channels)."""
+        from .config import care_config
+
+        if "Z" not in axes.upper():
+            raise CareError(f"isotropic restoration works on stacks with a Z axis, got axes {axes!r}")
+        overrides.setdefault("augment", False)   # rotations would move the degraded axis
+        return care_config("YX", **overrides)
+
+    @classmethod
+    def make_patches(cls, config, sources, *, axes="ZYX", n_patches_per_image=64, progress=None, stop=None,
+                     psf=None, **options):
+        """Training patches from anisotropic stacks alone.
+
+        Parameters
+        ----------
+        config : CareConfig
+            Kind ``isotropic``: ``upsampling_factor`` (the axial factor) and ``psf_sigma`` (the axial PSF
+            sigma, in lateral pixels) are used.
+        sources : folder, file, list of them, or list of arrays / :class:`~carecore.Image`
+            The anisotropic stacks (axes ``axes``).
+        axes : str
+            Axes of the stacks (ZYX, or with C).
+        n_patches_per_image : int
+            Patches per lateral slice and direction.
+        psf : str, Path or array, optional
+            A measured PSF (ZYX, or its XZ plane) used instead of ``psf_sigma``: its axial profile (summed
+            over Y and X) is rotated into the lateral plane and applied along the degraded axis.
+        """
+        from ..data.patches import create_patches
+        from ..io import read_image
+        from ..simulate.anisotropic import simulate_anisotropic
+
+        if options:
+            raise CareError(f"kind 'isotropic' takes no options {sorted(options)} (it takes psf)")
+        stacks = _read_stacks(sources, axes)
+        if not stacks:
+            raise CareError("isotropic training needs at least one anisotropic stack (--low)")
+        profile = None
+        if psf is not None:
+            p = read_image(psf) if not isinstance(psf, np.ndarray) else None
+            arr = np.asarray(p.data if p is not None else psf, np.float64)
+            paxes = p.axes if p is not None else ("ZYX" if arr.ndim == 3 else "ZX")
+            if "Z" not in paxes:
+                raise CareError(f"PSF {psf if p is not None else 'array'}: axes {paxes} have no Z (shape {arr.shape})")
+            z = paxes.index("Z")
+            profile = arr.sum(axis=tuple(i for i in range(arr.ndim) if i != z))
+            if not profile.sum() > 0:
+                raise CareError(f"PSF {psf}: its axial profile sums to {profile.sum()}")
+            profile = profile / profile.sum()
+        elif not config.psf_sigma > 0:
+            raise CareError("isotropic training needs the axial PSF: psf_sigma (in lateral pixels; see "
+                            "carecore.psf_sigma_from_optics) or a measured psf")
+        f = config.upsampling_factor
+        pairs = []
+        for i, (name, stack, saxes) in enumerate(stacks):
+            check_stop(stop)
+            if "C" in saxes:
+                stack = np.moveaxis(stack, saxes.index("C"), -1)
+            else:
+                stack = stack[..., None]
+            for zslice in stack:   # (Y, X, C)
+                for img in (zslice, np.swapaxes(zslice, 0, 1)):   # degrade along Y, then along X
+                    if img.shape[0] < 2 * f:
+                        raise CareError(f"{name}: lateral size {img.shape[0]} is too small for factor {f}")
+                    if profile is not None:
+                        from scipy import ndimage as ndi
+
+                        blurred = ndi.convolve1d(img, profile[::-1], axis=0, mode="reflect")
+                        low = simulate_anisotropic(blurred, f, axes="YXC", axis="Y", psf_sigma=0.0,
+                                                   interpolation=config.interpolation)[0]
+                    else:
+                        low = simulate_anisotropic(img, f, axes="YXC", axis="Y", psf_sigma=config.psf_sigma,
+                                                   interpolation=config.interpolation)[0]
+                    pairs.append((low, np.asarray(img, np.float32)))
+            report(progress, i + 1, len(stacks), name)
+        ps = create_patches(pairs, config.patch_size, axes="YXC", n_patches_per_image=n_patches_per_image,
+                            percentiles=config.percentiles, seed=config.seed, stop=stop)
+        ps.meta["isotropic"] = {"factor": f, "psf_sigma": config.psf_sigma,
+                                "psf": str(psf) if psf is not None and not isinstance(psf, np.ndarray) else
+                                ("array" if psf is not None else None),
+                                "stacks": [name for name, _, _ in stacks], "pairs": "lateral slices degraded along "
+                                "Y and along X (degraded axis first)"}
+        return ps
+
+    # -- prediction ---------------------------------------------------------------------------
+    def on_output_grid(self, image, *, axes, interpolation=None):
+        """The stack interpolated along Z onto the output's grid (the model's interpolation by default)."""
+        return interpolate_z(image, self.config.upsampling_factor, axes.index("Z"),
+                             interpolation or self.config.interpolation)
+
+    def output_spacing(self, spacing):
+        out = dict(spacing or {})
+        if "Z" in out:
+            out["Z"] = out["Z"] / self.config.upsampling_factor
+        return out
+
+    def predict(self, image, *, axes, combine="mean", normalization=None, progress=None, stop=None, out=None,
+                name="image", **kw):
+        """Restore an anisotropic stack; returns ``round(Z × factor)`` slices (see the module).
+
+        Parameters
+        ----------
+        image : array_like
+            The stack, axes ``ZYX`` (optionally with ``C``).
+        axes : str
+        combine : {"mean", "geometric"}
+            How the restorations of the XZ and the YZ slices are combined.
+        normalization : Normalization, optional
+            Input percentiles (default: computed on the stack).
+        progress, stop : callables, optional
+            ``progress(done, total, "slices")``.
+        out : array, optional
+            Where to write the result (shape of :meth:`on_output_grid`'s result).
+        **kw
+            Passed to :meth:`CARE.predict` for each slice (``n_tiles``, ``memory_budget``...).
+        """
+        x = np.asarray(image) if not hasattr(image, "shape") else image
+        axes = check_axes(axes, np.ndim(x), name=name, shape=np.shape(x))
+        if spatial_axes(axes) != "ZYX" or set(axes) - set("CZYX"):
+            raise CareError(f"{name}: isotropic restoration takes a ZYX stack (optionally with C); got axes "
+                            f"{axes!r}, shape {tuple(np.shape(x))}")
+        if combine not in ("mean", "geometric"):
+            raise CareError(f"combine must be 'mean' or 'geometric', got {combine!r}")
+        nc = x.shape[axes.index("C")] if "C" in axes else 1
+        if nc != self.config.n_channel_in:
+            raise CareError(f"{name}: the model takes {self.config.n_channel_in} channel(s) but the stack has {nc} "
+                            f"(shape {tuple(np.shape(x))}, axes {axes})")
+        norm = normalization or compute_percentiles(x, *self.config.percentiles, axes=axes, name=name)
+        order = [axes.index(a) for a in "ZYX"] + ([axes.index("C")] if "C" in axes else [])
+        fine = self.on_output_grid(np.transpose(x, order) if "C" in axes else np.asarray(x)[..., None],
+                                   axes="ZYXC")   # (Z', Y, X, C)
+        Z, Y, X, C = fine.shape
+        res = np.zeros(fine.shape, np.float32)
+        geo = combine == "geometric"
+        total, done = Y + X, 0
+        report(progress, 0, total, "slices")
+        base = super().predict
+        for direction, n in (("XZ", Y), ("YZ", X)):
+            for k in range(n):
+                check_stop(stop)
+                sl = fine[:, k] if direction == "XZ" else fine[:, :, k]   # (Z', X or Y, C)
+                r = base(sl, axes="YXC", normalization=norm, name=f"{name} {direction} slice {k}", **kw)
+                if geo:
+                    r = np.sqrt(np.maximum(r, 0))
+                if direction == "XZ":
+                    res[:, k] = r
+                else:
+                    res[:, :, k] = res[:, :, k] * r if geo else res[:, :, k] + r
+                done += 1
+                report(progress, done, total, "slices")
+        if not geo:
+            res *= 0.5
+        back = np.moveaxis(res, -1, axes.index("C")) if "C" in axes else res[..., 0]
+        if out is not None:
+            if tuple(out.shape) != back.shape:
+                raise CareError(f"out has shape {tuple(out.shape)}, expected {back.shape}")
+            out[...] = back
+            return out
+        return back
+
+
+def _read_stacks(sources, axes):
+    """[(name, array, axes)] from folders, files, Images or arrays."""
+    from pathlib import Path
+
+    from ..io import Image, read_image
+
+    if sources is None:
+        return []
+    if isinstance(sources, (str, Path, np.ndarray, Image)):
+        sources = [sources]
+    out = []
+    for s in sources:
+        if isinstance(s, (str, Path)) and Path(s).is_dir():
+            files = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+            if not files:
+                raise CareError(f"{s}: no TIFF stacks in this folder")
+            out.extend(_read_stacks(files, axes))
+            continue
+        if isinstance(s, (str, Path)):
+            img = read_image(s)
+            a = axes or img.axes
+            out.append((str(s), np.asarray(img.data, np.float32), check_axes(a, img.data.ndim, name=str(s),
+                                                                             shape=img.data.shape)))
+        elif isinstance(s, Image):
+            out.append((str(s.path or "image"), np.asarray(s.data, np.float32), s.axes))
+        else:
+            a = axes or "ZYX"
+            out.append(("array", np.asarray(s, np.float32), check_axes(a, np.ndim(s), name="array",
+                                                                       shape=np.shape(s))))
+    for name, arr, a in out:
+        if spatial_axes(a) != "ZYX":
+            raise CareError(f"{name}: isotropic training takes ZYX stacks, got axes {a!r} (shape {arr.shape})")
+    return out

@@ -1,0 +1,141 @@
+"""Isotropic restoration: pairs from the stack itself, shapes and voxel sizes, the CLI, and the real
+Arabidopsis embryo subsampled along Z (beats linear and cubic interpolation)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import carecore as cc
+from carecore.models.kinds import model_class
+
+EMBRYO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "morpholibj_arabidopsis_embryo_106x112x109.tif"
+
+
+def _iso():
+    return model_class("isotropic")
+
+
+def _stack(shape=(8, 48, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    v = ndi.gaussian_filter(rng.random(shape).astype(np.float32), (0.5, 2, 2))
+    return (v - v.min()) / (v.max() - v.min())
+
+
+def test_pairs_from_the_stack_degraded_along_the_first_axis():
+    cls = _iso()
+    config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=3.0, psf_sigma=1.5, quick=True,
+                                patch_size=(32, 32))
+    assert config.axes == "YX" and config.augment is False
+    stack = _stack()
+    ps = cls.make_patches(config, [stack], axes="ZYX", n_patches_per_image=2)
+    assert ps.X.shape == (8 * 2 * 2, 32, 32, 1) and ps.meta["isotropic"]["factor"] == 3.0
+    X, Y = np.asarray(ps.X), np.asarray(ps.Y)
+    # the input lost detail along the first axis (the one Z becomes), not along the second
+    d0 = lambda a: np.abs(np.diff(a, axis=1)).mean()  # noqa: E731
+    d1 = lambda a: np.abs(np.diff(a, axis=2)).mean()  # noqa: E731
+    assert d0(X) / d0(Y) < 0.85 and d1(X) / d1(Y) > 0.95
+    again = cls.make_patches(config, [stack], axes="ZYX", n_patches_per_image=2)
+    np.testing.assert_array_equal(X, again.X)
+    # a measured PSF file with the same Gaussian profile makes nearly the same pairs
+    z = np.arange(-8, 9, dtype=np.float32)
+    psf = np.exp(-z**2 / (2 * 1.5**2))[:, None, None] * np.ones((1, 3, 3), np.float32)
+    measured = cls.make_patches(config.replace(psf_sigma=0.0), [stack], axes="ZYX", n_patches_per_image=2, psf=psf)
+    np.testing.assert_allclose(measured.X, X, atol=0.02)
+    with pytest.raises(cc.CareError, match="axial PSF"):
+        cls.make_patches(config.replace(psf_sigma=0.0), [stack], axes="ZYX")
+    with pytest.raises(cc.CareError, match="ZYX stacks"):
+        cls.make_patches(config, [stack[0]], axes="YX")
+
+
+def test_config_checks():
+    cls = _iso()
+    with pytest.raises(cc.CareError, match="2D networks"):
+        cc.care_config("ZYX", kind="isotropic", upsampling_factor=2.0)
+    with pytest.raises(cc.CareError, match="must be > 1"):
+        cls.default_config("ZYX", kind="isotropic")
+    with pytest.raises(cc.CareError, match="probabilistic"):
+        cls.default_config("ZYX", kind="isotropic", upsampling_factor=2.0, probabilistic=True)
+
+
+def test_shapes_voxel_size_channels_and_round_trip(tmp_path):
+    cls = _iso()
+    config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=2.5, psf_sigma=1.0, quick=True,
+                                precision="float32")
+    model = cc.create_model(config, tmp_path / "iso")
+    stack = _stack((6, 40, 36))
+    out = model.predict(stack, axes="ZYX")
+    assert out.shape == (15, 40, 36) and out.dtype == np.float32   # round(6 * 2.5) slices
+    assert model.output_spacing({"Z": 2.5, "Y": 1.0, "X": 1.0}) == {"Z": 1.0, "Y": 1.0, "X": 1.0}
+    assert model.on_output_grid(stack, axes="ZYX").shape == out.shape
+    # each XZ and YZ slice is restored by the 2D network; the mean of both directions
+    fine = model.on_output_grid(stack, axes="ZYX")
+    norm = cc.compute_percentiles(stack, *config.percentiles, axes="ZYX")
+    k = 7
+    xz = cc.CARE.predict(model, fine[:, k], axes="YX", normalization=norm)
+    yz = cc.CARE.predict(model, fine[:, :, k], axes="YX", normalization=norm)
+    np.testing.assert_allclose(out[:, k, k], 0.5 * (xz[:, k] + yz[:, k]), rtol=1e-5, atol=1e-6)
+    geo = model.predict(stack, axes="ZYX", combine="geometric")
+    np.testing.assert_allclose(geo[:, k, k], np.sqrt(np.maximum(xz[:, k], 0) * np.maximum(yz[:, k], 0)),
+                               rtol=1e-4, atol=1e-6)
+    # channels: a two-channel model restores CZYX stacks
+    two = cc.create_model(config.replace(n_channel_in=2, n_channel_out=2))
+    assert two.predict(np.stack([stack, stack[::-1]]), axes="CZYX").shape == (2, 15, 40, 36)
+    with pytest.raises(cc.CareError, match="2 channel"):
+        two.predict(stack, axes="ZYX")
+    with pytest.raises(cc.CareError, match="ZYX stack"):
+        model.predict(stack[0], axes="YX")
+    model.save()
+    again = cc.load_model(tmp_path / "iso")
+    assert type(again).__name__ == "IsotropicCARE"
+    np.testing.assert_allclose(again.predict(stack, axes="ZYX"), out, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_train_and_predict_writes_the_fine_grid(tmp_path):
+    low = tmp_path / "stacks"
+    low.mkdir()
+    cc.write_image(low / "a.tif", (_stack((10, 64, 64)) * 1000).astype(np.uint16), axes="ZYX",
+                   spacing={"Z": 2.0, "Y": 0.5, "X": 0.5})
+    model_dir = tmp_path / "m"
+    r = subprocess.run([sys.executable, "-m", "carecore.cli", "train", "--task", "isotropic", "--low", low, "--axes", "ZYX",
+                        "--factor", "4", "--psf-sigma", "2", "--model-dir", model_dir, "--epochs", "1", "--steps", "3",
+                        "--patch", "32,32", "--n-per-image", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "iso.tif"
+    r = subprocess.run([sys.executable, "-m", "carecore.cli", "predict", "--model", model_dir, "--in", low / "a.tif",
+                        "--out", out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    img = cc.read_image(out)
+    assert img.data.shape == (40, 64, 64) and img.spacing["Z"] == pytest.approx(0.5)
+    r = subprocess.run([sys.executable, "-m", "carecore.cli", "train", "--task", "isotropic", "--low", low, "--axes", "ZYX",
+                        "--factor", "4", "--model-dir", tmp_path / "m2", "--epochs", "1", "--steps", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "axial PSF" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EMBRYO.exists(), reason="the shared real images are not here")
+def test_real_embryo_beats_interpolation():
+    """The embryo subsampled along Z by 4 after an axial blur; trained on its own lateral slices for 60 s."""
+    clean = cc.read_image(EMBRYO).data.astype(np.float32)
+    f, s = 4.0, 2.0
+    coarse, _ = cc.simulate_anisotropic(clean, f, axes="ZYX", axis="Z", psf_sigma=s, upsample_back=False)
+    cls = _iso()
+    config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=f, psf_sigma=s, time_limit=60)
+    model = cc.create_model(config)
+    model.train(cls.make_patches(config, [coarse], axes="ZYX", n_patches_per_image=16))
+    last = int((coarse.shape[0] - 1) * f) + 1   # slices between the first and the last coarse sample
+    truth = clean[:last]
+    care = model.predict(coarse, axes="ZYX")[:last]
+    m = cc.evaluate(care, truth, axes="ZYX")
+    for interp in ("linear", "cubic"):
+        x = model.on_output_grid(coarse, axes="ZYX", interpolation=interp)[:last]
+        b = cc.evaluate(x, truth, axes="ZYX")
+        assert m["ssim"] > b["ssim"] + 0.005 and m["nrmse"] < b["nrmse"], (interp, m, b)
+    spacing = {"Z": 1.0, "Y": 1.0, "X": 1.0}
+    phi = lambda v: cc.isotropy_ratio(v, spacing=spacing)  # noqa: E731
+    linear = model.on_output_grid(coarse, axes="ZYX")[:last]
+    assert abs(phi(care) - phi(truth)) < abs(phi(linear) - phi(truth))
