@@ -229,7 +229,7 @@ def _html(rep):
         parts.append("<p class='tuned'>The classical baselines are <b>tuned on these images with their ground truth</b> "
                      "over a small grid each, and every metric is shown at the filter's best parameters for it "
                      f"(an advantage CARE does not get):</p><ul>{items}</ul>")
-    if rep.get("kind") == "upsampling":
+    if rep.get("kind") in ("upsampling", "isotropic"):
         parts.append("<p>Input and baselines: the coarse stack interpolated onto the restored grid as the model's "
                      "training inputs were.</p>")
     if "calibration" in rep:

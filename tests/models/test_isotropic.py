@@ -139,3 +139,24 @@ def test_real_embryo_beats_interpolation():
     phi = lambda v: cc.isotropy_ratio(v, spacing=spacing)  # noqa: E731
     linear = model.on_output_grid(coarse, axes="ZYX")[:last]
     assert abs(phi(care) - phi(truth)) < abs(phi(linear) - phi(truth))
+
+
+@pytest.mark.slow
+def test_demo_data_trains_and_qc_compares_on_the_fine_grid(demo_root, tmp_path):
+    import json
+
+    d = demo_root / "isotropic"
+    info = json.loads((d / "dataset.json").read_text())
+    cls = _iso()
+    config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=info["factor"],
+                                psf_sigma=info["psf_sigma"], quick=True, epochs=1, steps_per_epoch=5)
+    model = cc.create_model(config, tmp_path / "iso")
+    model.train(cls.make_patches(config, d / "train" / "low", axes="ZYX", n_patches_per_image=4))
+    from carecore.qc import quality_report
+
+    rep = quality_report(tmp_path / "iso", d / "test" / "low", d / "test" / "high", tmp_path / "qc",
+                               baselines=["gaussian"])
+    assert rep["kind"] == "isotropic" and set(rep["overall"]) >= {"input", "CARE", "gaussian"}
+    low, high = cc.read_image(d / "test" / "low" / "sample00.tif"), cc.read_image(d / "test" / "high" / "sample00.tif")
+    assert model.predict(low.data, axes="ZYX").shape == high.data.shape
+    assert low.spacing["Z"] == 4.0 and model.output_spacing(low.spacing)["Z"] == 1.0
