@@ -107,10 +107,10 @@ def surface_stack(shape=(24, 128, 128), *, cell_size=10.0, thickness=1.5, n_off_
     return stack.astype(np.float32), projection.astype(np.float32), params
 
 
-#: The demo datasets of the tasks the engine trains today. Isotropic restoration and surface
-#: projection come with their model kinds; their generators are kept (``_SEED_ORDER``) so that every
-#: task keeps its seeds when they return.
-DEMO_TASKS = ("denoising3d", "denoising2d", "upsampling", "subdiffraction")
+#: The demo datasets: one per task the engine trains (the model kinds, denoising in 2D and 3D).
+#: ``_SEED_ORDER`` fixes the order in which tasks draw their seeds, so every task keeps its data
+#: whichever others are written (and when a task is added).
+DEMO_TASKS = ("denoising3d", "denoising2d", "upsampling", "isotropic", "subdiffraction")
 _SEED_ORDER = ("denoising3d", "denoising2d", "upsampling", "isotropic", "projection", "subdiffraction")
 
 
@@ -200,6 +200,8 @@ def write_demo_data(root, *, tasks=DEMO_TASKS, seed=0, size="small"):
         info["axes_low"], info["axes_high"] = axes_low, axes
         if task in ("upsampling", "isotropic"):
             info["factor"] = 4.0
+        if task == "isotropic":
+            info["psf_sigma"] = 2.0   # the axial PSF sigma the stacks were blurred with, in lateral pixels
         (folder / "dataset.json").write_text(json.dumps(info, indent=1, default=float))
         out[task] = folder
     return out
