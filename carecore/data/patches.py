@@ -258,7 +258,7 @@ def _crop(image, ranges):
 
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
                    fg_threshold=0.4, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
-                   out=None, memory_budget=2**30, seed=0, progress=None, stop=None):
+                   out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None):
     """Sample foreground-biased patch pairs from training pairs.
 
     Parameters
@@ -285,6 +285,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     seed : int
     progress, stop : callables, optional
         See :mod:`carecore.progress`.
+    meta : dict, optional
+        More to record in the patch set's metadata (e.g. how a model kind made its pairs).
 
     Returns
     -------
@@ -359,7 +361,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     info = {"patch_size": list(patch_size), "percentiles": list(percentiles), "seed": seed,
             "fg_threshold": fg_threshold,
             "validation": "uniform patches in held-out blocks that no training patch touches",
-            "sources": []}
+            "sources": [], **(meta or {})}
     try:
         for i, ((low, high), blk, (nt, nv)) in enumerate(zip(resolved, blocks, counts)):
             check_stop(stop)

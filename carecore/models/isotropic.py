@@ -59,7 +59,7 @@ class IsotropicCARE(CARE):
 
     @classmethod
     def make_patches(cls, config, sources, *, axes="ZYX", n_patches_per_image=64, progress=None, stop=None,
-                     psf=None, **options):
+                     out=None, psf=None, **options):
         """Training patches from anisotropic stacks alone.
 
         Parameters
@@ -73,6 +73,8 @@ class IsotropicCARE(CARE):
             Axes of the stacks (ZYX, or with C).
         n_patches_per_image : int
             Patches per lateral slice and direction.
+        out : str or Path, optional
+            Write the patches into this folder (see :func:`~carecore.create_patches`).
         psf : str, Path or array, optional
             A measured PSF (ZYX, or its XZ plane) used instead of ``psf_sigma``: its axial profile (summed
             over Y and X) is rotated into the lateral plane and applied along the degraded axis.
@@ -124,14 +126,14 @@ class IsotropicCARE(CARE):
                                                    interpolation=config.interpolation)[0]
                     pairs.append((low, np.asarray(img, np.float32)))
             report(progress, i + 1, len(stacks), name)
-        ps = create_patches(pairs, config.patch_size, axes="YXC", n_patches_per_image=n_patches_per_image,
-                            percentiles=config.percentiles, seed=config.seed, stop=stop)
-        ps.meta["isotropic"] = {"factor": f, "psf_sigma": config.psf_sigma,
-                                "psf": str(psf) if psf is not None and not isinstance(psf, np.ndarray) else
-                                ("array" if psf is not None else None),
-                                "stacks": [name for name, _, _ in stacks], "pairs": "lateral slices degraded along "
-                                "Y and along X (degraded axis first)"}
-        return ps
+        made = {"factor": f, "psf_sigma": config.psf_sigma,
+                "psf": str(psf) if psf is not None and not isinstance(psf, np.ndarray) else
+                ("array" if psf is not None else None),
+                "stacks": [name for name, _, _ in stacks],
+                "pairs": "lateral slices degraded along Y and along X (degraded axis first)"}
+        return create_patches(pairs, config.patch_size, axes="YXC", n_patches_per_image=n_patches_per_image,
+                              percentiles=config.percentiles, seed=config.seed, stop=stop, out=out,
+                              meta={"isotropic": made})
 
     # -- prediction ---------------------------------------------------------------------------
     def on_output_grid(self, image, *, axes, interpolation=None):
