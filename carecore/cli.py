@@ -220,8 +220,10 @@ def cmd_predict(args):
     img = read_image(args.inp, axes=args.axes, mmap=True)
     tiles = "auto" if args.tiles == "auto" else _floats(args.tiles)
     kw = dict(axes=img.axes, n_tiles=tiles, memory_budget=int(args.memory_budget * 2**20))
-    spacing = (model.members[0] if isinstance(model, Ensemble) else model).output_spacing(img.spacing)
-    write = lambda path, data: write_image(path, data, axes=img.axes, spacing=spacing)  # noqa: E731
+    first = model.members[0] if isinstance(model, Ensemble) else model
+    spacing = first.output_spacing(img.spacing)
+    out_axes = first.output_axes(img.axes)  # a projection drops Z
+    write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing)  # noqa: E731
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
     if not cfg.probabilistic and wants:
         raise CareError(f"--{wants[0].replace('_', '-')} needs a probabilistic model; {args.model[0]} is not")
@@ -255,7 +257,7 @@ def cmd_predict(args):
         if args.upper_out:
             write(args.upper_out, r["upper"])
         if args.samples_out:
-            write_image(args.samples_out, r["samples"], axes="T" + img.axes.replace("T", ""), spacing=spacing)
+            write_image(args.samples_out, r["samples"], axes="T" + out_axes.replace("T", ""), spacing=spacing)
     else:
         mean = means
     write(args.out, mean)

@@ -10,7 +10,8 @@ training, tiling, staging and saving just work:
 - :meth:`CARE._halo` and :attr:`CareConfig.divisor` — tile overlap and size granularity;
 - :meth:`CARE._stages` — the network cut into stages for memory-lean prediction, or None.
 
-- :meth:`CARE.on_output_grid`, :meth:`CARE.output_spacing` — the output's grid and voxel size.
+- :meth:`CARE.on_output_grid`, :meth:`CARE.output_spacing`, :meth:`CARE.output_axes` — the output's
+  grid, voxel size and axes.
 
 Model folders (save, load, format migration) are :mod:`carecore.models.folder`.
 """
@@ -162,6 +163,10 @@ class CARE:
     def output_spacing(self, spacing):
         """Voxel size of the output for an input of voxel size ``spacing`` ({axis: size})."""
         return dict(spacing or {})
+
+    def output_axes(self, axes):
+        """Axes of the output for an input of ``axes`` (the same for most kinds; a projection drops Z)."""
+        return axes
 
     def _halo(self):
         from .unet import receptive_radius

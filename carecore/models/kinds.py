@@ -20,6 +20,8 @@ KINDS = {
                    "interpolate Z by the axial factor, then a 3D network"),
     "isotropic": ("carecore.models.isotropic", "IsotropicCARE",
                   "a 2D network trained on the stack's own lateral slices restores its XZ and YZ slices"),
+    "subdiffraction": ("carecore.models.subdiffraction", "SubdiffractionCARE", "trained on synthetic tubules/granules with the microscope's PSF"),
+    "projection": ("carecore.models.projection", "ProjectionCARE", "3D stack -> 2D surface projection, denoised"),
 }
 
 

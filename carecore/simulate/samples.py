@@ -110,7 +110,7 @@ def surface_stack(shape=(24, 128, 128), *, cell_size=10.0, thickness=1.5, n_off_
 #: The demo datasets: one per task the engine trains (the model kinds, denoising in 2D and 3D).
 #: ``_SEED_ORDER`` fixes the order in which tasks draw their seeds, so every task keeps its data
 #: whichever others are written (and when a task is added).
-DEMO_TASKS = ("denoising3d", "denoising2d", "upsampling", "isotropic", "subdiffraction")
+DEMO_TASKS = ("denoising3d", "denoising2d", "upsampling", "isotropic", "projection", "subdiffraction")
 _SEED_ORDER = ("denoising3d", "denoising2d", "upsampling", "isotropic", "projection", "subdiffraction")
 
 
