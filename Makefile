@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LAB_DATA ?= lab-data
 
-.PHONY: lab test venv demo bench bench-quality clean
+.PHONY: lab test venv demo bench bench-quality notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,26 @@ test: $(STAMP)
 	$(PY) tests/setup_browser.py
 	$(PY) -m pytest -q -ra
 
+# The notebooks' sources are notebooks/NN_name.py (jupytext percent scripts): edit them, then
+# rewrite the paired .ipynb files (without outputs) with this target.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/bench_care.py
 
 bench-quality: $(STAMP)
 	$(PY) benchmarks/bench_quality.py
+
+# The same with CSBDeep (the [bench] extra, in .venv) and CAREamics (PyTorch, in its own
+# benchmarks/.venv-careamics) at 1x and 10x the budget: hours on 2 cores. BUDGET=180 CASES="demo3d ..."
+BUDGET ?= 180
+CASES ?=
+bench-peers: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	PYTHON=$(PYTHON) bash benchmarks/setup_careamics.sh
+	$(PY) benchmarks/bench_quality.py --budget $(BUDGET) $(if $(CASES),--cases $(CASES)) --peers csbdeep careamics
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

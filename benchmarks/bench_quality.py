@@ -1,10 +1,11 @@
 """Quality per minute: carecore trained for a wall-clock budget against classical filters tuned on
-the ground truth, on simulated and real images, in one run on one machine.
+the ground truth, and against its peers CSBDeep and CAREamics, on simulated and real images, in one
+run on one machine.
 
     python benchmarks/bench_quality.py                     # every case, 3-minute budget (~25 min on 2 cores)
     python benchmarks/bench_quality.py --budget 60 --cases demo3d bpae_actin_5
-    python benchmarks/bench_quality.py --peers csbdeep     # also CSBDeep (pip install csbdeep==0.8.2) for
-                                                           # the same budget and 10x it, on the same patches
+    make bench-peers                                       # also the peers (below), 1x and 10x the budget:
+    python benchmarks/bench_quality.py --peers csbdeep careamics   # hours on 2 cores
 
 Cases (the recipe was tuned on the demo's simulated nuclei; the others were not looked at before):
 
@@ -17,18 +18,42 @@ Cases (the recipe was tuned on the demo's simulated nuclei; the others were not 
 For each case: the input, every classical baseline tuned over its grid on the *test* image with its
 ground truth (each metric at the filter's best parameters: an advantage CARE does not get), and
 carecore after ``--budget`` seconds of training (``CARE.train(time_limit=...)``, everything in the
-budget but building the network and measuring the validation baseline). Printed as a table with
-the margins, and the validation-SSIM curves against the training clock are drawn into
-``benchmarks/quality_per_minute.png`` with each case's best filter (on the validation patches) as a
-dashed line.
+budget but building the network and measuring the validation baseline).
+
+Peers (``--peers``), each for ``--peer-factors`` times the budget (default 1 and 10), on *the same*
+training and validation patches as carecore (``cc.create_patches`` with carecore's patch size), each
+with its own defaults and training loop, and the test input normalized as carecore normalizes it:
+
+- ``csbdeep``: CSBDeep 0.8.2's CARE (``pip install csbdeep==0.8.2``, the [bench] extra; runs in this
+  environment, Keras 3 / TensorFlow): ``CARE.train`` with its defaults (depth 2, 32 filters, MAE, Adam
+  4e-4, ReduceLROnPlateau, batch 16), epochs of 20 steps (so that its per-epoch validation, learning-rate
+  plateau and best-weights checkpoint happen often enough in minutes); its best weights predict.
+- ``careamics``: CAREamics 0.3.5's CARE (PyTorch on the CPU) in its own environment
+  ``benchmarks/.venv-careamics`` (``benchmarks/setup_careamics.sh``), run as a subprocess by
+  ``benchmarks/peer_careamics.py``: patches and test input go through an .npz, the prediction comes
+  back as .npy and is measured here.
+
+Every curve is the validation SSIM (carecore's ``patch_ssim``: the first validation patches, the same
+for all) against training seconds. carecore's clock includes its own validation; the peers' clocks
+include their own per-epoch validation but not the extra forward passes that measure their curve
+(taken off the clock; they run every tenth of the budget, then every 3/10 past the budget). Each
+curve's "time to beat" is the first point above the best tuned filter's validation SSIM on those
+patches (so it is as fine as the curve's points); the time-to-quality ratios divide a peer's time by
+carecore's. Printed as a table, saved as JSON (``--json``), and drawn into
+``benchmarks/quality_per_minute.png``: one colour per case, line style per method, the filter dashed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +62,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 ALL_CASES = ["demo3d", "demo2d", "upsampling", "bpae_actin_5", "bpae_mito_20", "bpae_nuclei_5", "embryo_10"]
+PEERS = ["csbdeep", "careamics"]
+CAREAMICS_PYTHON = HERE / ".venv-careamics" / "bin" / "python"
+CSBDEEP_STEPS_PER_EPOCH = 20
 
 
 def _demo(task, root):
@@ -82,6 +110,7 @@ def load_case(case, root):
 
 
 def run_case(case, budget, root):
+    """carecore for ``budget`` seconds, and the tuned filters; returns the row and what the peers need."""
     import carecore as cc
     from carecore.baselines import best_baseline, tune_baselines
 
@@ -101,106 +130,334 @@ def run_case(case, budget, root):
     tuned = tune_baselines([(x, truth)], axes=axes)
     by_ssim, by_nrmse = best_baseline(tuned)
     line = next((e for e in events if e["kind"] == "baseline"), None)
-    return {"case": case, "budget": budget, "wall_s": wall, "train_s": result.seconds, "status": result.status,
-            "epochs": result.epochs, "input": cc.evaluate(x, truth, axes=axes), "care": care,
-            "baselines": {n: {"ssim": b.ssim, "nrmse": b.nrmse, "params": b.params, "params_nrmse": b.params_nrmse}
-                          for n, b in tuned.items()},
-            "best_ssim": [by_ssim.name, by_ssim.params, by_ssim.ssim],
-            "best_nrmse": [by_nrmse.name, by_nrmse.params_nrmse, by_nrmse.nrmse],
-            "curve": [(e["elapsed"], e["val_ssim"]) for e in events if e["kind"] == "epoch"],
-            "val_baseline": line and [line["name"], line["params"], line["val_ssim"]]}
+    row = {"case": case, "budget": budget, "wall_s": wall, "train_s": result.seconds, "status": result.status,
+           "epochs": result.epochs, "patch_size": list(config.patch_size), "n_train": int(patches.n_train),
+           "n_val": int(patches.n_val), "input": cc.evaluate(x, truth, axes=axes), "care": care,
+           "baselines": {n: {"ssim": b.ssim, "nrmse": b.nrmse, "params": b.params, "params_nrmse": b.params_nrmse}
+                         for n, b in tuned.items()},
+           "best_ssim": [by_ssim.name, by_ssim.params, by_ssim.ssim],
+           "best_nrmse": [by_nrmse.name, by_nrmse.params_nrmse, by_nrmse.nrmse],
+           "curve": [(e["elapsed"], e["val_ssim"]) for e in events if e["kind"] == "epoch"],
+           "val_baseline": line and [line["name"], line["params"], line["val_ssim"]]}
+    # the peers' inputs: carecore's patches, and the test input on the output grid, normalized as carecore does
+    xn, _ = cc.percentile_normalize(x, axes=axes)
+    (X, Y), (Xv, Yv) = patches.train, patches.val
+    ctx = {"case": case, "axes": axes, "truth": truth, "test": np.asarray(xn, np.float32),
+           "X": np.asarray(X, np.float32), "Y": np.asarray(Y, np.float32),
+           "Xv": np.asarray(Xv, np.float32), "Yv": np.asarray(Yv, np.float32)}
+    return row, ctx
 
 
-def run_csbdeep(case, budget, root):
-    """CSBDeep 0.8.2's CARE (its defaults, its own training loop) on the same patches for ``budget`` seconds."""
+def _ssim_patches(ctx):
+    from carecore.training.validation import MAX_VAL_PATCHES, SSIM_PATCHES
+
+    # carecore's ValidationSet: the first MAX_VAL_PATCHES for the loss, the first SSIM_PATCHES of those for SSIM
+    return ctx["Xv"][:MAX_VAL_PATCHES][:SSIM_PATCHES], ctx["Yv"][:MAX_VAL_PATCHES][:SSIM_PATCHES]
+
+
+def _eval_schedule(budget, base):
+    """(every, after): measure every tenth of carecore's budget, every 3/10 of it past that budget."""
+    return base / 10.0, (base if budget > base * 1.01 else None)
+
+
+def run_csbdeep(ctx, budget, base, root, tag):
+    """CSBDeep 0.8.2's CARE (its defaults, its ``CARE.train``) on carecore's patches for ``budget`` seconds."""
     import carecore as cc
+    import csbdeep
+    import tensorflow as tf
+    from carecore.training.validation import patch_ssim
     from csbdeep.models import CARE as CsbCARE, Config
 
-    data = load_case(case, root)
-    axes = data["axes"]
-    patch = (16, 64, 64) if axes == "ZYX" else (128, 128)
-    ps = cc.create_patches(data["train"], patch, axes=axes, n_patches_per_image=256, seed=0)
-    (X, Y), (Xv, Yv) = ps.train, ps.val
-    import tensorflow as tf
+    axes = ctx["axes"]
+    X, Y, Xv, Yv = ctx["X"], ctx["Y"], ctx["Xv"], ctx["Yv"]
+    Xs, Ys = _ssim_patches(ctx)
+    every, after = _eval_schedule(budget, base)
 
-    class Budget(tf.keras.callbacks.Callback):
+    class Clock(tf.keras.callbacks.Callback):
+        """Stops after ``budget`` s of training; records validation SSIM, its own time off the clock."""
+
+        def __init__(self):
+            super().__init__()
+            self.t0, self.paused, self.next, self.curve, self.val_loss = None, 0.0, every, [], []
+
+        def elapsed(self):
+            return time.perf_counter() - self.t0 - self.paused
+
         def on_train_begin(self, logs=None):
             self.t0 = time.perf_counter()
 
-        def on_train_batch_end(self, batch, logs=None):
-            if time.perf_counter() - self.t0 > budget:
-                self.model.stop_training = True
+        def on_epoch_end(self, epoch, logs=None):
+            if logs and "val_loss" in logs:
+                self.val_loss.append((self.elapsed(), float(logs["val_loss"])))
 
-    conf = Config(axes + "C", n_channel_in=1, n_channel_out=1, train_epochs=1000, train_steps_per_epoch=20)
-    model = CsbCARE(conf, f"csb_{case}", basedir=str(root / "csbdeep"))
+        def measure(self):
+            t = time.perf_counter()
+            pred = np.asarray(self.model.predict_on_batch(Xs), np.float32)[..., : Ys.shape[-1]]
+            e = self.elapsed()
+            self.curve.append((e, patch_ssim(pred, Ys)))
+            self.paused += time.perf_counter() - t
+
+        def on_train_batch_end(self, batch, logs=None):
+            e = self.elapsed()
+            if e >= budget:
+                self.measure()
+                self.model.stop_training = True
+            elif e >= self.next:
+                self.measure()
+                while self.next <= e:
+                    self.next += every * (3 if after and e >= after else 1)
+
+    conf = Config(axes + "C", n_channel_in=1, n_channel_out=1, train_epochs=100000,
+                  train_steps_per_epoch=CSBDEEP_STEPS_PER_EPOCH, train_tensorboard=False)
+    name = f"csb_{ctx['case']}_{tag}"
+    shutil.rmtree(root / "csbdeep" / name, ignore_errors=True)
+    warnings.filterwarnings("ignore", message=".*shuffle=True. was passed")   # Keras 3 on CSBDeep's generator
+    clock = Clock()
     t = time.perf_counter()
+    model = CsbCARE(conf, name, basedir=str(root / "csbdeep"))
     model.prepare_for_training()
-    model.callbacks.append(Budget())
-    model.keras_model.fit(np.asarray(X), np.asarray(Y), validation_data=(np.asarray(Xv), np.asarray(Yv)),
-                          batch_size=conf.train_batch_size, epochs=1000, steps_per_epoch=20,
-                          callbacks=model.callbacks, verbose=0)
+    model.callbacks.append(clock)
+    log = root / "csbdeep" / f"{name}.log"
+    with open(log, "w") as f, contextlib.redirect_stdout(f):   # its progress bar
+        model.train(X, Y, validation_data=(Xv, Yv))             # loads its best weights at the end
     wall = time.perf_counter() - t
-    low, truth = data["test"]
-    pred = model.predict(low, axes)
-    return {"case": case, "budget": budget, "wall_s": wall, "csbdeep": cc.evaluate(pred, truth, axes=axes)}
+    t = time.perf_counter()
+    pred = model.predict(ctx["test"], axes, normalizer=None)
+    predict_s = time.perf_counter() - t
+    return {"peer": "csbdeep", "version": csbdeep.__version__, "budget": budget, "wall_s": wall,
+            "train_s": clock.elapsed(), "measure_s": clock.paused, "predict_s": predict_s,
+            "steps": int(model.keras_model.optimizer.iterations.numpy()),
+            "test": cc.evaluate(pred, ctx["truth"], axes=axes), "curve": clock.curve, "val_loss": clock.val_loss}
+
+
+def run_careamics(ctx, budget, base, root, tag):
+    """CAREamics' CARE in its own environment (benchmarks/peer_careamics.py) on carecore's patches."""
+    import carecore as cc
+    from carecore.training.validation import patch_ssim
+
+    if not CAREAMICS_PYTHON.exists():
+        raise RuntimeError(f"{CAREAMICS_PYTHON} is missing: run benchmarks/setup_careamics.sh (make bench-peers)")
+    axes = ctx["axes"]
+    Xs, Ys = _ssim_patches(ctx)
+    every, after = _eval_schedule(budget, base)
+    work = root / "careamics" / f"{ctx['case']}_{tag}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    np.savez(work / "in.npz", X=ctx["X"], Y=ctx["Y"], Xv=ctx["Xv"], Yv=ctx["Yv"], Xs=Xs, test=ctx["test"],
+             axes=np.str_(axes))
+    cmd = [str(CAREAMICS_PYTHON), str(HERE / "peer_careamics.py"), str(work / "in.npz"), str(work),
+           "--budget", str(budget), "--eval-every", str(every)] + (["--eval-after", str(after)] if after else [])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    t = time.perf_counter()
+    with open(work / "log.txt", "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work).returncode
+    wall = time.perf_counter() - t
+    if rc != 0:
+        tail = (work / "log.txt").read_text().splitlines()[-25:]
+        raise RuntimeError(f"careamics peer failed (exit {rc}), {work / 'log.txt'}:\n" + "\n".join(tail))
+    info = json.loads((work / "curve.json").read_text())
+    preds = np.load(work / "val_preds.npy")
+    curve = [(e, patch_ssim(preds[i][..., : Ys.shape[-1]], Ys)) for e, _, i in info["curve"]]
+    pred = np.load(work / "test_pred.npy")
+    (work / "in.npz").unlink()
+    return {"peer": "careamics", "version": info["careamics"], "torch": info["torch"], "threads": info["threads"],
+            "budget": budget, "wall_s": wall, "train_s": info["train_s"], "measure_s": info["paused_s"],
+            "predict_s": info["predict_s"], "steps": info["steps"], "epochs": info["epochs"],
+            "test": cc.evaluate(pred, ctx["truth"], axes=axes), "curve": curve,
+            "val_loss": [(e, v) for e, v, _ in info["curve"]]}
+
+
+RUNNERS = {"csbdeep": run_csbdeep, "careamics": run_careamics}
+
+
+def time_to(curve, level):
+    """First training time at which ``curve`` ((t, val SSIM), ...) is above ``level``; None if never."""
+    if level is None:
+        return None
+    return next((t for t, s in curve if s is not None and np.isfinite(s) and s > level), None)
+
+
+def _fmt_t(t, horizon=None):
+    return f"{t:.0f} s" if t is not None else (f"not within {horizon:.0f} s" if horizon else "never")
+
+
+def _after(t, horizon):
+    return f"after {t:.0f} s" if t is not None else f"not within {horizon:.0f} s"
+
+
+def summarize(r, peers, factors):
+    """Times to beat the filter and to reach carecore's quality, and their ratios, into ``r["summary"]``."""
+    level = r["val_baseline"][2] if r["val_baseline"] else None
+    care_best = max((s for _, s in r["curve"]), default=None)
+    care_t = time_to(r["curve"], level)
+    s = {"val_filter_ssim": level, "carecore": {"beat_s": care_t, "best_val_ssim": care_best}}
+    for peer in peers:
+        for f in factors:
+            q = r.get(f"{peer}_x{f:g}")
+            if not q or "error" in q:
+                continue
+            t_beat = time_to(q["curve"], level)
+            # the time to reach the validation SSIM carecore reached in its budget (just under it: >= 99.5 %)
+            t_match = time_to(q["curve"], care_best * 0.995 if care_best else None)
+            s[f"{peer}_x{f:g}"] = {
+                "beat_s": t_beat, "beat_ratio": t_beat / care_t if t_beat and care_t else None,
+                "best_val_ssim": max((v for _, v in q["curve"]), default=None),
+                "reach_carecore_s": t_match, "reach_carecore_ratio": t_match / r["budget"] if t_match else None,
+                "carecore_reach_peer_s": time_to(r["curve"], max((v for _, v in q["curve"]), default=None) * 0.995
+                                                  if q["curve"] else None)}
+    r["summary"] = s
+    return s
+
+
+def print_case(r, peers, factors):
+    bs, bn = r["best_ssim"], r["best_nrmse"]
+    print(f"{r['case']:15s} input SSIM {r['input']['ssim']:.3f} NRMSE {r['input']['nrmse']:.4f} | best filter "
+          f"SSIM {bs[2]:.3f} ({bs[0]} {bs[1]}) NRMSE {bn[2]:.4f} ({bn[0]} {bn[1]}) | CARE {r['budget']:.0f} s: SSIM "
+          f"{r['care']['ssim']:.3f} NRMSE {r['care']['nrmse']:.4f} | margin SSIM {r['care']['ssim'] - bs[2]:+.3f} "
+          f"NRMSE {bn[2] - r['care']['nrmse']:+.4f} | wall {r['wall_s']:.0f} s", flush=True)
+    s = summarize(r, peers, factors)
+    vb = r["val_baseline"]
+    if vb:
+        print(f"{'':15s} validation SSIM of the best filter ({vb[0]} {vb[1]}): {vb[2]:.3f}")
+    c = s["carecore"]
+    print(f"{'':15s} {'carecore':9s} {r['budget']:6.0f} s: test SSIM {r['care']['ssim']:.3f} NRMSE "
+          f"{r['care']['nrmse']:.4f} | best val SSIM {c['best_val_ssim'] or float('nan'):.3f} | beats the filter: "
+          f"{_after(c['beat_s'], r['budget'])}", flush=True)
+    for peer in peers:
+        for f in factors:
+            q = r.get(f"{peer}_x{f:g}")
+            if not q:
+                continue
+            if "error" in q:
+                print(f"{'':15s} {peer:9s} {f * r['budget']:6.0f} s: FAILED {q['error'].splitlines()[0]}")
+                continue
+            p = s[f"{peer}_x{f:g}"]
+            ratio = f" ({p['beat_ratio']:.1f}x carecore)" if p["beat_ratio"] else ""
+            reach = (f"{p['reach_carecore_s']:.0f} s = {p['reach_carecore_ratio']:.1f}x carecore's budget"
+                     if p["reach_carecore_s"] else f"not within {q['budget']:.0f} s")
+            print(f"{'':15s} {peer:9s} {q['budget']:6.0f} s: test SSIM {q['test']['ssim']:.3f} NRMSE "
+                  f"{q['test']['nrmse']:.4f} | best val SSIM {p['best_val_ssim'] or float('nan'):.3f} | beats the "
+                  f"filter: {_after(p['beat_s'], q['budget'])}{ratio} | reaches carecore's val SSIM: {reach} "
+                  f"| {q['steps']} steps, wall {q['wall_s']:.0f} s", flush=True)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget", type=float, default=180.0, help="training budget in seconds (default 180)")
     p.add_argument("--cases", nargs="+", default=ALL_CASES, help=f"cases (default: {' '.join(ALL_CASES)})")
-    p.add_argument("--peers", nargs="*", default=[], choices=["csbdeep"], help="peer libraries to run too")
+    p.add_argument("--peers", nargs="*", default=[], choices=PEERS, help="peer libraries to run too")
+    p.add_argument("--peer-factors", nargs="+", type=float, default=[1.0, 10.0],
+                   help="peer budgets as multiples of --budget (default: 1 10)")
     p.add_argument("--work", default=str(HERE / "work"), help="folder for demo data and peer models")
     p.add_argument("--json", default=str(HERE / "quality_per_minute.json"))
+    p.add_argument("--png", default=str(HERE / "quality_per_minute.png"))
     args = p.parse_args(argv)
+    if "csbdeep" in args.peers and importlib.util.find_spec("csbdeep") is None:
+        p.error("--peers csbdeep: CSBDeep is not installed here (pip install -e '.[bench]', or make bench-peers)")
+    if "careamics" in args.peers and not CAREAMICS_PYTHON.exists():
+        p.error(f"--peers careamics: {CAREAMICS_PYTHON} is missing (bash benchmarks/setup_careamics.sh, "
+                "or make bench-peers)")
     root = Path(args.work)
     root.mkdir(parents=True, exist_ok=True)
+    factors = args.peer_factors
     rows = []
+    print(f"{os.cpu_count()} CPUs, budget {args.budget:.0f} s, peers {' '.join(args.peers) or 'none'} "
+          f"at {' '.join(f'{f:g}x' for f in factors)}", flush=True)
     for case in args.cases:
         if case.startswith(("bpae", "embryo")) and not SHARED.exists():
             print(f"{case}: skipped, {SHARED} is not here", file=sys.stderr)
             continue
-        r = run_case(case, args.budget, root)
+        r, ctx = run_case(case, args.budget, root)
         for peer in args.peers:
-            for factor in (1, 10):
-                r[f"{peer}_x{factor}"] = run_csbdeep(case, args.budget * factor, root)
+            for f in factors:
+                try:
+                    r[f"{peer}_x{f:g}"] = RUNNERS[peer](ctx, args.budget * f, args.budget, root, f"x{f:g}")
+                except (RuntimeError, ImportError) as e:
+                    r[f"{peer}_x{f:g}"] = {"peer": peer, "budget": args.budget * f, "error": str(e)}
+                    print(f"{case}: {peer} x{f:g} failed: {e}", file=sys.stderr, flush=True)
         rows.append(r)
-        bs, bn = r["best_ssim"], r["best_nrmse"]
-        print(f"{case:15s} input SSIM {r['input']['ssim']:.3f} NRMSE {r['input']['nrmse']:.4f} | best filter "
-              f"SSIM {bs[2]:.3f} ({bs[0]} {bs[1]}) NRMSE {bn[2]:.4f} ({bn[0]} {bn[1]}) | CARE {args.budget:.0f} s: SSIM "
-              f"{r['care']['ssim']:.3f} NRMSE {r['care']['nrmse']:.4f} | margin SSIM {r['care']['ssim'] - bs[2]:+.3f} "
-              f"NRMSE {bn[2] - r['care']['nrmse']:+.4f} | wall {r['wall_s']:.0f} s", flush=True)
-        for peer in args.peers:
-            for factor in (1, 10):
-                q = r[f"{peer}_x{factor}"]
-                print(f"{'':15s} {peer} {factor * args.budget:.0f} s: SSIM {q['csbdeep']['ssim']:.3f} NRMSE "
-                      f"{q['csbdeep']['nrmse']:.4f}", flush=True)
+        print_case(r, args.peers, factors)
         Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
     wins = sum(r["care"]["ssim"] > r["best_ssim"][2] and r["care"]["nrmse"] < r["best_nrmse"][2] for r in rows)
     print(f"CARE beats the best tuned filter in both SSIM and NRMSE on {wins} of {len(rows)} cases "
           f"after {args.budget:.0f} s of training")
-    _plot(rows, HERE / "quality_per_minute.png")
+    if args.peers:
+        _print_ratios(rows, args.peers, factors)
+    _plot(rows, Path(args.png), args.peers, factors)
     return 0
 
 
-def _plot(rows, path):
+def _print_ratios(rows, peers, factors):
+    """The time-to-quality table: per case, each run's time to beat the filter / carecore's."""
+    cols = [f"{p} x{f:g}" for p in peers for f in factors]
+    print("\nTime to beat the best tuned filter (validation SSIM), and the ratio to carecore's time:")
+    print(f"{'case':15s} {'carecore':>10s} " + " ".join(f"{c:>22s}" for c in cols))
+    for r in rows:
+        s = r["summary"]
+        cells = []
+        for peer in peers:
+            for f in factors:
+                p = s.get(f"{peer}_x{f:g}")
+                if p is None:
+                    cells.append("failed")
+                elif p["beat_s"] is None:
+                    cells.append(f"not in {f * r['budget']:.0f} s")
+                else:
+                    cells.append(f"{p['beat_s']:.0f} s" + (f" ({p['beat_ratio']:.1f}x)" if p["beat_ratio"] else ""))
+        care = s["carecore"]["beat_s"]
+        print(f"{r['case']:15s} {_fmt_t(care, r['budget']) if care else 'not in ' + format(r['budget'], '.0f') + ' s':>10s} "
+              + " ".join(f"{c:>22s}" for c in cells))
+    print("\nTime each peer needs to reach the validation SSIM carecore reached in its budget (ratio to that budget):")
+    for r in rows:
+        s = r["summary"]
+        cells = []
+        for peer in peers:
+            for f in factors:
+                p = s.get(f"{peer}_x{f:g}")
+                cells.append("failed" if p is None else (f"{p['reach_carecore_s']:.0f} s ({p['reach_carecore_ratio']:.1f}x)"
+                                                         if p["reach_carecore_s"] else f"not in {f * r['budget']:.0f} s"))
+        print(f"{r['case']:15s} " + " ".join(f"{c:>22s}" for c in cells))
+
+
+STYLES = {"carecore": ("-", "o"), "csbdeep": (":", "s"), "careamics": ("-.", "^")}
+
+
+def _plot(rows, path, peers=(), factors=(1.0,)):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    t_min, t_max = np.inf, 0.0
     for i, r in enumerate(rows):
         c = f"C{i}"
-        if r["curve"]:
-            t, s = zip(*r["curve"])
-            ax.plot(t, s, "o-", ms=3, color=c, label=r["case"])
+        runs = [("carecore", r["curve"])]
+        for peer in peers:   # each peer's longest run (its shorter runs repeat the start of the curve)
+            done = [r[f"{peer}_x{f:g}"] for f in sorted(factors) if "curve" in r.get(f"{peer}_x{f:g}", {})]
+            if done:
+                runs.append((peer, done[-1]["curve"]))
+        for method, curve in runs:
+            curve = [(t, s) for t, s in curve if t > 0 and s is not None and np.isfinite(s)]
+            if curve:
+                t, s = zip(*curve)
+                t_min, t_max = min(t_min, min(t)), max(t_max, max(t))
+                ls, m = STYLES[method]
+                ax.plot(t, s, ls=ls, marker=m, ms=3, color=c, label=r["case"] if method == "carecore" else None)
         if r["val_baseline"]:
             ax.axhline(r["val_baseline"][2], color=c, ls="--", lw=1)
+    if t_max > 20 * t_min:
+        ax.set_xscale("log")
+    handles = ax.get_legend_handles_labels()[0]
+    handles += [Line2D([], [], color="k", ls=STYLES[m][0], marker=STYLES[m][1], ms=3, label=m)
+                for m in ["carecore", *peers]]
+    handles.append(Line2D([], [], color="k", ls="--", lw=1, label="best tuned filter"))
+    ax.legend(handles=handles, fontsize=7)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("validation SSIM (held-out blocks)")
-    ax.set_title("CARE (solid) against the best tuned filter (dashed) on the same validation patches", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title("Validation SSIM against training time on the same patches, one machine; "
+                 "dashed: the best tuned filter", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
