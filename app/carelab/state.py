@@ -23,11 +23,80 @@ BUDGETS = [("Quick · 3 min", 180.0), ("Standard · 20 min", 1200.0), ("Thorough
 #: The extra budget offered in quick mode (tests and demos on tiny data).
 QUICK_BUDGET = ("Test · 20 s", 20.0)
 
+#: The tasks the Data step offers. Each names its model ``kind`` (:data:`carecore.models.kinds.KINDS`;
+#: the kind's class says whether training needs pairs) and what the Data step needs:
+#:
+#: - ``axes``: axes of the images the task takes; ``patch``/``quick_patch``: the network's patch size
+#:   for the custom budget (quick mode: always), in the configuration's axes;
+#: - ``options``: state traits shown in the Data step in both modes and passed on: to the configuration
+#:   (:data:`CONFIG_FIELDS`) or to the kind's ``make_patches`` (:data:`PATCH_OPTIONS`);
+#: - ``simulate``: how "Simulate from the demo" degrades the clean demo (``noise``, ``anisotropic``: on
+#:   the clean grid, ``coarse``: subsampled along Z onto a coarse grid; None: not offered), ``sim_options``: its settings;
+#: - ``high_axes``: axes of the high-quality images when they differ from ``axes`` (projection: YX);
+#: - ``z_whole``: the kind's patches take Z whole (only Y and X follow the configured patch size);
+#: - ``folders``: False for kinds trained on simulations alone (no folders, a preview of generated pairs);
+#: - ``probabilistic``: False for kinds that predict one value per voxel (no intervals, no ensembles);
+#: - ``patches_per_image``: (quick, normal) patches per image (per lateral slice and direction for
+#:   isotropic); ``input_label``: what the input is called once brought onto the output's grid.
 TASKS = {
-    "denoising3d": {"label": "Denoising 3D", "axes": "ZYX", "patch": (16, 64, 64), "quick_patch": (8, 32, 32)},
-    "denoising2d": {"label": "Denoising 2D", "axes": "YX", "patch": (128, 128), "quick_patch": (32, 32)},
-    "upsampling": {"label": "Axial upsampling (3D)", "axes": "ZYX", "patch": (16, 64, 64), "quick_patch": (8, 32, 32)},
+    "denoising3d": {"label": "Denoising 3D", "kind": "care", "axes": "ZYX", "patch": (16, 64, 64),
+                    "quick_patch": (8, 32, 32)},
+    "denoising2d": {"label": "Denoising 2D", "kind": "care", "axes": "YX", "patch": (128, 128), "quick_patch": (32, 32)},
+    "upsampling": {"label": "Axial upsampling (3D)", "kind": "upsampling", "axes": "ZYX", "patch": (16, 64, 64),
+                   "quick_patch": (8, 32, 32), "options": ("axial_factor",), "simulate": "anisotropic",
+                   "sim_options": ("light_dose", "psf_sigma"), "input_label": "input interpolated along Z"},
+    "isotropic": {"label": "Isotropic restoration (3D)", "kind": "isotropic", "axes": "ZYX", "patch": (64, 64),
+                  "quick_patch": (32, 32), "options": ("axial_factor", "psf_sigma"), "simulate": "coarse",
+                  "probabilistic": False, "patches_per_image": (4, 16), "input_label": "input interpolated along Z"},
+    "projection": {"label": "Surface projection (3D stack → 2D image)", "kind": "projection", "axes": "ZYX",
+                   "high_axes": "YX", "patch": (16, 64, 64), "quick_patch": (8, 32, 32), "simulate": None,
+                   "z_whole": True, "input_label": "maximum projection of the input"},
+    "subdiffraction": {"label": "Sub-diffraction (2D, trained on simulations)", "kind": "subdiffraction", "axes": "YX",
+                       "patch": (64, 64), "quick_patch": (32, 32), "folders": False,
+                       "options": ("structures", "psf_sigma", "sim_photons"), "sim_options": (),
+                       "patches_per_image": (8, 32)},
 }
+#: What every TASKS entry has unless it says otherwise.
+TASK_DEFAULTS = {"kind": "care", "options": (), "simulate": "noise", "sim_options": ("light_dose",), "folders": True,
+                 "high_axes": None, "z_whole": False,
+                 "probabilistic": True, "patches_per_image": (16, 64), "input_label": "input"}
+#: Data-step traits that are configuration fields.
+CONFIG_FIELDS = {"axial_factor": "upsampling_factor", "psf_sigma": "psf_sigma"}
+#: Data-step traits that are task options of the kind's ``make_patches``: trait -> (option, how the value is passed).
+PATCH_OPTIONS = {"structures": ("structures", str),
+                 # the simulator draws each image's photons log-uniformly: a range around the chosen level
+                 "sim_photons": ("peak_photons", lambda v: (v / 3.0, v * 3.0))}
+
+
+def task_spec(task):
+    """The TASKS entry of ``task`` with the defaults filled in."""
+    return {**TASK_DEFAULTS, **TASKS[task]}
+
+
+def needs_pairs(task):
+    """Whether the task's model kind trains on pairs (a high-quality folder is needed)."""
+    from carecore.models.kinds import model_class
+
+    return bool(model_class(task_spec(task)["kind"]).needs_pairs)
+
+
+def input_label(kind):
+    """What the input is called on the output's grid for a model of ``kind`` (its task's ``input_label``)."""
+    return next((task_spec(t)["input_label"] for t in TASKS if task_spec(t)["kind"] == kind), "input")
+
+
+def make_kind_patches(config, sources, *, out, **kw):
+    """The kind's ``make_patches`` writing into ``out`` (kinds whose hook takes no ``out`` are saved after)."""
+    import inspect
+
+    from carecore.models.kinds import model_class
+
+    make = model_class(config.kind).make_patches
+    if "out" in inspect.signature(make).parameters:
+        return make(config, sources, out=out, **kw)
+    ps = make(config, sources, **kw)
+    ps.save(out)
+    return ps
 
 
 def filter_label(name, params):
@@ -47,12 +116,16 @@ class LabState(HasTraits):
     high_dir = Unicode()
     axes = Unicode("ZYX")
     axes_error = Unicode("")
+    needs_high = Bool(True)         # the task's kind trains on pairs (else: on low-quality stacks alone)
     pairs = List()                  # rows: name, shape low, shape high, shift, aligned
+    stacks = List()                 # rows (kinds without pairs): name, shape, axes, voxel size
     unmatched = Unicode("")
     light_dose = Float(8.0)         # peak photons for the simulator
     axial_factor = Float(4.0)
     psf_sigma = Float(2.0)
     sim_seed = Int(0)
+    structures = Enum(["tubules,granules", "tubules", "granules"], default_value="tubules,granules")
+    sim_photons = Float(100.0)      # photons at the brightest simulated pixel (sub-diffraction training)
     patches_dir = Unicode()
     n_patches = Int(0)
     # step 2: train
@@ -100,8 +173,13 @@ class LabState(HasTraits):
             self.filters, self.epochs, self.steps, self.batch_size = 8, 2, 6, 4
             self.time_limit = QUICK_BUDGET[1]
         self.low = self.high = None          # arrays for the previews
+        self.low_spacing = None              # the voxel size of ``low`` where known (stacks)
+        self.previews = []                   # generated (low, high) pairs (kinds trained on simulations)
         self.restored = self.scale = self.members = None
-        self.input_image = self.truth = None
+        self.input_image = self.input_on_grid = self.truth = None
+        self.input_spacing = self.output_spacing = None
+        self.input_label = "input"
+        self._patch_key = None
         self.image_axes, self.model_config = "", None
         self.readouts = {}
         self._poller = None
@@ -139,14 +217,35 @@ class LabState(HasTraits):
     def _task_changed(self, change):
         self.set_task_defaults()
 
+    @property
+    def spec(self):
+        """The chosen task's TASKS entry (defaults filled in)."""
+        return task_spec(self.task)
+
     def set_task_defaults(self):
-        t = TASKS[self.task]
+        """The task's axes, its demo folders and the settings its demo was made with (dataset.json)."""
+        import json
+
+        t = self.spec
+        self.needs_high = needs_pairs(self.task)
         self.axes = t["axes"]
-        low = Path(self.data_root) / self.task / "train" / "low"   # the demo data of this task
+        demo = Path(self.data_root) / self.task
+        low = demo / "train" / "low"
         if low.exists():
             self.low_dir = self.rel(low)
-            self.high_dir = self.rel(low.parent / "high")
-        self.pairs, self.patches_dir, self.n_patches = [], "", 0
+            self.high_dir = self.rel(low.parent / "high") if self.needs_high else ""
+        try:
+            info = json.loads((demo / "dataset.json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        first = next(iter((info.get("files") or {}).values()), {}).get("clean") or {}
+        for key, trait in (("factor", "axial_factor"), ("psf_sigma", "psf_sigma")):
+            value = info.get(key, first.get(key) if t["kind"] == "subdiffraction" else None)
+            if isinstance(value, (int, float)):
+                setattr(self, trait, round(float(value), 2))
+        self.pairs, self.stacks, self.patches_dir, self.n_patches = [], [], "", 0
+        self.unmatched = ""
+        self.input_path = self.default_input() or self.input_path
 
     @observe("low_dir")
     def _guess_axes(self, change):
@@ -177,20 +276,58 @@ class LabState(HasTraits):
         """The training patch size: the configuration's (it depends on the chosen budget)."""
         return self.config().patch_size
 
+    def scan(self):
+        """What the Data step checks: pairs, or (kinds without pairs) the low-quality stacks."""
+        return self.scan_pairs() if self.needs_high else self.scan_stacks()
+
     def scan_pairs(self):
         """Pairs under the chosen folders: shapes and the alignment check, as table rows."""
         if self.axes_error:
             raise CareError(self.axes_error)
         listing = cc.find_pairs(self.resolve(self.low_dir), self.resolve(self.high_dir))
         rows = []
+        high_axes = self.spec["high_axes"]
         for pair in listing:
-            low, high = cc.load_pair(pair, axes=self.axes)
+            low, high = cc.load_pair(pair, axes=self.axes, axes_high=high_axes, check_shapes=high_axes is None)
             al = cc.check_alignment(low, high)
             rows.append({"name": pair.name, "low": "×".join(map(str, low.shape)), "high": "×".join(map(str, high.shape)),
                          "shift": ", ".join(f"{k} {v:+.1f}" for k, v in al["shift"].items()), "aligned": al["aligned"]})
         self.low, self.high = np.asarray(low.data, np.float32), np.asarray(high.data, np.float32)
+        self.low_spacing = None
         self.unmatched = "" if not (listing.unmatched_low or listing.unmatched_high) else listing.report()
         self.pairs = rows
+        return rows
+
+    def scan_stacks(self):
+        """The low-quality stacks a kind without pairs trains on: shapes, axes and voxel sizes, as table rows."""
+        from carecore.axes import spatial_axes
+
+        if self.axes_error:
+            raise CareError(self.axes_error)
+        folder = self.resolve(self.low_dir)
+        if not folder.is_dir():
+            raise CareError(f"{self.low_dir}: not a folder; choose the folder of the low-quality stacks")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff") and self.inside(p))
+        if not files:
+            raise CareError(f"{self.low_dir}: no TIFF stacks in this folder")
+        want = spatial_axes(self.spec["axes"])
+        rows, notes = [], []
+        for f in files:
+            img = cc.read_image(f, axes=self.axes, mmap=True)
+            if spatial_axes(img.axes) != want:
+                raise CareError(f"{self.rel(f)}: axes {img.axes} (shape {tuple(img.shape)}); "
+                                f"{self.spec['label']} takes {want} stacks")
+            sp = img.spacing or {}
+            rows.append({"name": f.name, "shape": "×".join(map(str, img.shape)), "axes": img.axes,
+                         "spacing": " × ".join(f"{sp[a]:g}" for a in want if a in sp) if sp else "not recorded"})
+            if "axial_factor" in self.spec["options"] and sp.get("Z") and sp.get("X"):
+                ratio = sp["Z"] / sp["X"]
+                if abs(ratio - self.axial_factor) > 0.05 * self.axial_factor:
+                    notes.append(f"{f.name}: voxel size Z/X = {ratio:g}, the axial factor is {self.axial_factor:g}")
+        first = cc.read_image(files[0], axes=self.axes)
+        self.low, self.high, self.low_spacing = np.asarray(first.data, np.float32), None, dict(first.spacing or {})
+        self.unmatched = "; ".join(notes)
+        self.stacks = rows
         return rows
 
     def demo_clean(self):
@@ -204,36 +341,84 @@ class LabState(HasTraits):
         return cc.simulate_subdiffraction((96, 96) if self.quick else (256, 256), kind="granules", seed=0)[1]
 
     def simulate(self, clean=None):
-        """Simulated low-quality version(s) of the clean demo data, written as a pair folder."""
+        """Simulated low-quality version(s) of the clean demo data, written as a pair folder.
+
+        ``coarse`` tasks (isotropic) get stacks subsampled along Z by the axial factor, written with
+        their voxel size (Z: the factor); the clean volumes stay next to them as ground truth.
+        """
+        axes, how = self.spec["axes"], self.spec["simulate"]
+        if how is None:
+            raise CareError(f"{self.spec['label']}: simulating from the demo is not offered; load pairs from folders")
         clean = self.demo_clean() if clean is None else clean
         out = Path(self.data_root) / "simulated" / self.task
-        axes = TASKS[self.task]["axes"]
         highs = sorted((Path(self.data_root) / self.task / "train" / "high").glob("*.tif")) or [None]
         for i, f in enumerate(highs):
             hi = clean if f is None else cc.read_image(f).data.astype(np.float32)
-            if self.task == "upsampling":
+            spacing = None
+            if how in ("anisotropic", "coarse"):
                 lo, _ = cc.simulate_anisotropic(hi, self.axial_factor, axes=axes, axis="Z", psf_sigma=self.psf_sigma,
-                                                peak_photons=self.light_dose * 5, seed=self.sim_seed + i)
+                                                peak_photons=self.light_dose * 5, seed=self.sim_seed + i,
+                                                upsample_back=how == "anisotropic")
+                if how == "coarse":
+                    spacing = {"Z": float(self.axial_factor), "Y": 1.0, "X": 1.0}
             else:
                 lo, _ = cc.simulate_photon_noise(hi, self.light_dose, background=1.0, read_noise=1.0, seed=self.sim_seed + i)
             name = f.name if f is not None else "sample00.tif"
-            for sub, data in (("low", lo), ("high", hi)):
+            for sub, data, sp in (("low", lo, spacing), ("high", hi, None)):
                 (out / sub).mkdir(parents=True, exist_ok=True)
-                cc.write_image(out / sub / name, data, axes=axes)
+                cc.write_image(out / sub / name, data, axes=axes, spacing=sp)
             if i == 0:
                 self.low, self.high = lo, hi
-        self.low_dir, self.high_dir = self.rel(out / "low"), self.rel(out / "high")
+        self.low_dir = self.rel(out / "low")
+        self.high_dir = self.rel(out / "high") if self.needs_high else ""
         return self.low, self.high
 
+    def preview_pairs(self, n_images=2):
+        """A few pairs as the kind simulates them for training (``simulate_pairs``), for the Data step's preview."""
+        from carecore.models.kinds import model_class
+
+        cls = model_class(self.spec["kind"])
+        if not hasattr(cls, "simulate_pairs"):
+            raise CareError(f"{self.spec['label']}: this kind does not simulate its training pairs")
+        opts = {k: v for k, v in self.patch_options().items() if k not in ("n_images", "image_shape")}
+        pairs, _ = cls.simulate_pairs(self.config(), n_images=n_images, image_shape=(96, 96), **opts)
+        self.previews = pairs
+        self.low, self.high = pairs[0]
+        self.low_spacing = None
+        return pairs
+
+    def patch_options(self):
+        """The Data step's settings that the kind's ``make_patches`` takes as task options."""
+        opts = {PATCH_OPTIONS[k][0]: PATCH_OPTIONS[k][1](getattr(self, k)) for k in self.spec["options"] if k in PATCH_OPTIONS}
+        if opts and self.quick:   # simulated training data: a few small images in quick mode
+            opts.update(n_images=4, image_shape=(96, 96))
+        return opts
+
+    def _key(self):
+        """What the patches depend on besides their size: the task, its folders and settings."""
+        return (self.task, self.low_dir, self.high_dir, self.axes, self.seed,
+                tuple((k, getattr(self, k)) for k in self.spec["options"]))
+
     def make_patches(self, progress=None):
-        if not self.pairs:
-            self.scan_pairs()
+        """Training patches through the kind's ``make_patches``: from pairs, or from the low-quality stacks
+        alone (kinds without pairs never read the high-quality folder)."""
+        if not self.spec["folders"]:
+            sources = None                     # trained on simulations alone
+        elif self.needs_high:
+            if not self.pairs:
+                self.scan_pairs()
+            sources = cc.find_pairs(self.resolve(self.low_dir), self.resolve(self.high_dir))
+        else:
+            if not self.stacks:
+                self.scan_stacks()
+            sources = self.resolve(self.low_dir)
         out = Path(self.data_root) / "work" / f"patches_{self.task}"
-        n = 16 if self.quick else 64
-        ps = cc.create_patches(cc.find_pairs(self.resolve(self.low_dir), self.resolve(self.high_dir)), self.patch_size,
-                               axes=self.axes, n_patches_per_image=n, validation_fraction=0.15, out=out, progress=progress)
+        n = self.spec["patches_per_image"][0 if self.quick else 1]
+        ps = make_kind_patches(self.config(), sources, out=out, axes=self.axes, n_patches_per_image=n,
+                               progress=progress, **self.patch_options())
         self.patches_dir = str(out)
         self.n_patches = len(ps.X)
+        self._patch_key = self._key()
         return ps
 
     def ensure_patches(self, note=None):
@@ -241,7 +426,14 @@ class LabState(HasTraits):
         if not self.patches_dir:
             raise CareError("make training patches first (step 1)")
         ps = cc.load_patches(self.patches_dir)
-        if tuple(ps.meta.get("patch_size", ())) != tuple(self.patch_size):
+        if self._patch_key is not None and self._patch_key != self._key():
+            if note is not None:
+                note("the data or its settings changed: extracting the patches again ...")
+            return self.make_patches()
+        made, want = tuple(ps.meta.get("patch_size", ())), tuple(self.patch_size)
+        if self.spec["z_whole"]:                 # Z is taken whole: only Y and X follow the configuration
+            made, want = made[-2:], want[-2:]
+        if made != want:
             if note is not None:
                 note(f"this budget trains on {'×'.join(map(str, self.patch_size))} patches: extracting them again ...")
             ps = self.make_patches()
@@ -253,18 +445,19 @@ class LabState(HasTraits):
         return ([QUICK_BUDGET] if self.quick else []) + BUDGETS
 
     def config(self):
-        """The model configuration for the chosen budget.
+        """The model configuration for the chosen budget, from the task's kind (``default_config``).
 
         With a time budget, carecore sizes the network, batches, patches and learning rate for it
-        (only probabilistic, precision, seed and the task are passed; quick mode also passes tiny
-        sizes); "custom" (``time_limit`` 0) passes every field as typed.
+        (only probabilistic, precision, seed, the kind and its settings are passed; quick mode also
+        passes tiny sizes); "custom" (``time_limit`` 0) passes every field as typed. Kinds that
+        predict one value per voxel are never probabilistic.
         """
-        from carecore.models.config import care_config
+        from carecore.models.kinds import model_class
 
-        t = TASKS[self.task]
-        kw = dict(probabilistic=self.probabilistic or self.ensemble >= 2, precision=self.precision, seed=self.seed)
-        if self.task == "upsampling":
-            kw.update(kind="upsampling", upsampling_factor=self.axial_factor)
+        t = self.spec
+        prob = bool(self.probabilistic or self.ensemble >= 2) if t["probabilistic"] else False
+        kw = dict(kind=t["kind"], probabilistic=prob, precision=self.precision, seed=self.seed)
+        kw.update({CONFIG_FIELDS[k]: getattr(self, k) for k in t["options"] if k in CONFIG_FIELDS})
         if self.time_limit > 0:
             kw.update(time_limit=float(self.time_limit))
             if self.quick:
@@ -273,7 +466,10 @@ class LabState(HasTraits):
             kw.update(epochs=self.epochs, steps_per_epoch=self.steps, batch_size=self.batch_size,
                       unet_filters=self.filters, learning_rate=self.learning_rate,
                       patch_size=t["quick_patch"] if self.quick else t["patch"])
-        return care_config(t["axes"], **kw)
+        config = model_class(t["kind"]).default_config(t["axes"], **kw)
+        if self.time_limit <= 0 and config.time_limit:   # a kind's own default budget must not override "custom"
+            config = config.replace(time_limit=0.0)
+        return config
 
     def run_preflight(self, note=None):
         from carecore.training.jobs import preflight
@@ -287,7 +483,8 @@ class LabState(HasTraits):
         self.ensure_patches(note)
         if not resume or not self.job_dir:
             self.job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
-        start_job(self.job_dir, self.patches_dir, self.config(), ensemble=self.ensemble if self.ensemble >= 2 else 0)
+        ensemble = self.ensemble if self.ensemble >= 2 and self.spec["probabilistic"] else 0
+        start_job(self.job_dir, self.patches_dir, self.config(), ensemble=ensemble)
         self.job_state = "starting"
         self.watch_job()
 
@@ -465,6 +662,7 @@ class LabState(HasTraits):
         folder = self.check_model_folder(self.model_dir)
         self.restore_note = "loading the model ..."
         model = cc.load_model(folder)          # a model or an ensemble folder
+        single = model.members[0] if isinstance(model, Ensemble) else model   # the kind's hooks
         img = cc.read_image(src)
         self.input_image = np.asarray(img.data, np.float32)
         self.image_axes, self.model_config = img.axes, model.config
@@ -473,14 +671,17 @@ class LabState(HasTraits):
         if isinstance(model, Ensemble):
             self.members = model.predict_members(img.data, axes=img.axes, progress=progress)
             self.restored = mixture_mean_variance(*self.members)[0]
-            spacing = model.members[0].output_spacing(img.spacing)
         else:
             out = model.predict(img.data, axes=img.axes, progress=progress)
             self.restored, self.scale = out if isinstance(out, tuple) else (out, None)
-            spacing = model.output_spacing(img.spacing)
+        # the output's grid, axes and voxel size are the kind's (a finer Z, or no Z for a projection)
+        out_axes = single.output_axes(img.axes) if hasattr(single, "output_axes") else img.axes
+        self.input_spacing, self.output_spacing = dict(img.spacing or {}), single.output_spacing(img.spacing)
+        self.input_on_grid = np.asarray(single.on_output_grid(self.input_image, axes=img.axes), np.float32)
+        self.input_label = input_label(model.config.kind)
         dest = self.output_path(folder, src)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        cc.write_image(dest, self.restored, axes=img.axes, spacing=spacing or None)
+        cc.write_image(dest, self.restored, axes=out_axes, spacing=self.output_spacing or None)
         self.restored_path = self.rel(dest)
         self.truth, self.metrics, self.metrics_note = None, {}, ""
         gt = self.truth_for(self.input_path)
@@ -488,7 +689,7 @@ class LabState(HasTraits):
             truth = cc.read_image(gt).data.astype(np.float32)
             if truth.shape == self.restored.shape:
                 self.truth = truth
-                self.metrics = self._metrics(img.axes, progress)
+                self.metrics = self._metrics(out_axes, progress)
             else:
                 self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {self.restored.shape}"
         self.reliability_ready = False
@@ -496,21 +697,23 @@ class LabState(HasTraits):
         return self.restored
 
     def _metrics(self, axes, progress=None):
-        """NRMSE/SSIM/PSNR of the input, CARE and the classical filters tuned on this very pair."""
+        """NRMSE/SSIM/PSNR on the output's grid: the input brought onto it (the kind's ``on_output_grid``:
+        itself, interpolated along Z, ...), CARE, and classical filters tuned on this very pair."""
         from carecore.baselines import best_baseline, tune_baselines
 
         rows = {"CARE": cc.evaluate(self.restored, self.truth, axes=axes)}
-        if self.input_image.shape != self.truth.shape:
-            self.metrics_note = "the input is on another grid than the ground truth: no input or filter rows"
+        x = self.input_on_grid
+        if x is None or x.shape != self.truth.shape:
+            self.metrics_note = "the input cannot be brought onto the ground truth's grid: no input or filter rows"
             return rows
-        rows = {"input": cc.evaluate(self.input_image, self.truth, axes=axes), **rows}
+        rows = {self.input_label: cc.evaluate(x, self.truth, axes=axes), **rows}
 
         def tuning(done, total, what):
             self.restore_note = f"tuning classical filters on this image's ground truth: {what} ({done}/{total})"
             if progress is not None:
                 progress(done, total, "filters")
 
-        tuned = tune_baselines([(self.input_image, self.truth)], axes=axes, progress=tuning)
+        tuned = tune_baselines([(x, self.truth)], axes=axes, progress=tuning)
         by_ssim, by_nrmse = best_baseline(tuned)
         picks = [("SSIM", by_ssim, by_ssim.params, "ssim"), ("NRMSE", by_nrmse, by_nrmse.params_nrmse, "nrmse")]
         if (by_nrmse.name, by_nrmse.params_nrmse) == (by_ssim.name, by_ssim.params):
@@ -518,9 +721,12 @@ class LabState(HasTraits):
         for what, t, params, metric in picks:
             label = filter_label(t.name, params)
             self.restore_note = f"scoring {label} on the whole image ..."
-            rows[f"best filter by {what}: {label}"] = cc.evaluate(t.apply(self.input_image, axes=axes, for_metric=metric),
+            rows[f"best filter by {what}: {label}"] = cc.evaluate(t.apply(x, axes=axes, for_metric=metric),
                                                                    self.truth, axes=axes)
         self.metrics_note = "filters tuned on this image's own ground truth (their best case); CARE never saw it"
+        if self.input_label != "input":
+            self.metrics_note = (f"compared on the output's grid ({self.input_label}; the filters are applied to it); "
+                                 + self.metrics_note)
         return rows
 
     # -- step 5 ----------------------------------------------------------------------------

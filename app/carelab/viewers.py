@@ -10,29 +10,52 @@ from carecore.render import display_range, to_png
 
 
 class SliceView(W.VBox):
-    """One image (2D) or the orthogonal slices of a volume (3D) with a slider per slice."""
+    """One image (2D) or the orthogonal slices of a volume (3D) with a slider per slice.
+
+    With a voxel size (``spacing``, {axis: size}) the XZ and YZ slices are drawn at their physical
+    aspect: a stack on a coarse Z grid shows as tall as its restoration on a fine one, each on its own grid.
+    """
 
     def __init__(self, title="", css=None, width=220):
         self.title = W.HTML(f"<b>{title}</b>")
         self.images = [W.Image(format="png", layout=W.Layout(width=f"{width}px")) for _ in range(3)]
         self.slider = W.IntSlider(description="Z", min=0, max=0, continuous_update=False)
         self.slider.observe(lambda c: self._draw(), "value")
+        self.caption = W.HTML()
         super().__init__([self.title, W.HTML("<i style='color:#888'>nothing to show yet</i>")])
         if css:
             self.add_class(css)
         self.data = None
         self.range = (0.0, 1.0)
+        self.spacing = None
 
-    def set_image(self, data, lo=None, hi=None):
+    def clear(self):
+        self.data = None
+        self.children = [self.title, W.HTML("<i style='color:#888'>nothing to show yet</i>")]
+
+    def set_image(self, data, lo=None, hi=None, spacing=None):
         self.data = np.asarray(data, np.float32)
         self.range = (lo, hi) if lo is not None else display_range(self.data)
+        self.spacing = dict(spacing or {})
+        grid = "×".join(map(str, self.data.shape))
+        voxel = [f"{self.spacing[a]:g}" for a in "ZYX"[-min(self.data.ndim, 3):] if a in self.spacing]
+        if voxel:
+            grid += " · voxel " + " × ".join(voxel)
+        self.caption.value = f"<span style='color:#666;font-size:12px'>{html.escape(grid)}</span>"
         if self.data.ndim == 3:
             self.slider.max = self.data.shape[0] - 1
             self.slider.value = self.data.shape[0] // 2
-            self.children = [self.title, self.images[0], self.slider, W.HBox(self.images[1:])]
+            self.children = [self.title, self.caption, self.images[0], self.slider, W.HBox(self.images[1:])]
         else:
-            self.children = [self.title, self.images[0]]
+            self.children = [self.title, self.caption, self.images[0]]
         self._draw()
+
+    def _stretch(self):
+        """Rows per Z slice in the XZ and YZ views: the physical aspect with a voxel size, else a guess."""
+        d, sp = self.data, self.spacing or {}
+        if sp.get("Z") and sp.get("X"):
+            return max(sp["Z"] / sp["X"], 1e-3)
+        return max(1, d.shape[1] // max(d.shape[0], 1) // 2)
 
     def _draw(self):
         if self.data is None:
@@ -44,9 +67,9 @@ class SliceView(W.VBox):
             return
         z = min(self.slider.value, d.shape[0] - 1)
         self.images[0].value = to_png(d[z], lo, hi)
-        stretch = max(1, d.shape[1] // max(d.shape[0], 1) // 2)
-        self.images[1].value = to_png(d[:, d.shape[1] // 2, :], lo, hi, size=(d.shape[0] * stretch, d.shape[2]))
-        self.images[2].value = to_png(d[:, :, d.shape[2] // 2], lo, hi, size=(d.shape[0] * stretch, d.shape[1]))
+        rows = max(1, int(round(d.shape[0] * self._stretch())))
+        self.images[1].value = to_png(d[:, d.shape[1] // 2, :], lo, hi, size=(rows, d.shape[2]))
+        self.images[2].value = to_png(d[:, :, d.shape[2] // 2], lo, hi, size=(rows, d.shape[1]))
         self.images[1].layout.width = self.images[2].layout.width = "110px"
 
 
@@ -189,18 +212,22 @@ class VolumeView(W.VBox):
     image's intensity units.
     """
 
-    def __init__(self, data, title, *, camera=None, window=(95.0, 99.8), color=(0.35, 1.0, 0.35)):
+    def __init__(self, data, title, *, camera=None, window=(95.0, 99.8), color=(0.35, 1.0, 0.35), spacing=None):
         import ipyvolume as ipv
 
         data = np.asarray(data, np.float32)
         kw = {"camera": camera} if camera is not None else {}
+        sp = dict(spacing or {})
+        # physical extent (X, Y, Z) where the voxel size is known: two grids of one sample fill the same box
+        extent = [[0, n * sp.get(a, 1.0)] for a, n in zip("XYZ", data.shape[::-1])] if sp else None
         self.figure = ipv.figure(width=320, height=320, controls=False, **kw)  # a new current figure
         ipv.style.use("dark")
         ipv.style.box_off()
         ipv.style.axes_off()
         dmin, dmax = display_range(data, 0.0, 100.0)
         lo, hi = display_range(data, *window)
-        self.volume = ipv.volshow(data, tf=mip_colormap(color), data_min=dmin, data_max=dmax, controls=False)
+        self.volume = ipv.volshow(data, tf=mip_colormap(color), data_min=dmin, data_max=dmax, controls=False,
+                                  **({"extent": extent} if extent else {}))
         self.volume.rendering_method = "MAX_INTENSITY"
         self.volume.show_min, self.volume.show_max = lo, hi
         step = (dmax - dmin) / 500 or 1.0
@@ -217,10 +244,11 @@ class VolumeView(W.VBox):
             self.volume.show_min, self.volume.show_max = change["new"]
 
 
-def volume_pair(a, b, css=None, titles=("input", "restored")):
-    """Two volumes side by side sharing one camera (rotating one rotates both), each with its contrast."""
-    v1 = VolumeView(a, titles[0])
-    v2 = VolumeView(b, titles[1], camera=v1.figure.camera)
+def volume_pair(a, b, css=None, titles=("input", "restored"), spacings=(None, None)):
+    """Two volumes side by side sharing one camera (rotating one rotates both), each with its contrast
+    (and, with voxel sizes, each on its own grid in the same physical box)."""
+    v1 = VolumeView(a, titles[0], spacing=spacings[0])
+    v2 = VolumeView(b, titles[1], camera=v1.figure.camera, spacing=spacings[1])
     box = W.HBox([v1, v2])
     box.views = (v1, v2)
     if css:

@@ -15,7 +15,7 @@ import numpy as np
 
 from carecore import CareError
 
-from .state import TASKS, LabState
+from .state import TASKS, LabState, task_spec
 from .viewers import BandProfile, Curves, SliceView, volume_pair
 
 
@@ -62,9 +62,12 @@ class DataStep(W.VBox):
     def __init__(self, state: LabState):
         self.state = state
         self.msg = Message("care-data-msg")
-        self.task = W.Dropdown(options=[(v["label"], k) for k, v in TASKS.items()], value=state.task, description="Task")
+        self.task = W.Dropdown(options=[(v["label"], k) for k, v in TASKS.items()], value=state.task, description="Task",
+                               layout=W.Layout(width="420px"))
+        self.task.add_class("care-data-task")
         self.source = W.ToggleButtons(options=[("Pairs from folders", "folders"), ("Simulate from the demo", "simulate")],
                                       value=state.source)
+        self.source.add_class("care-data-source")
         self.low = W.Text(description="Low", layout=W.Layout(width="420px"))
         self.high = W.Text(description="High", layout=W.Layout(width="420px"))
         self.axes = W.Text(description="Axes", layout=W.Layout(width="180px"))
@@ -74,8 +77,27 @@ class DataStep(W.VBox):
                                   continuous_update=False, readout_format=".0f")
         self.factor = W.FloatSlider(description="Axial factor", min=1.5, max=8, value=state.axial_factor, step=0.5,
                                     continuous_update=False)
-        self.psf = W.FloatSlider(description="PSF σ (px)", min=0.5, max=4, value=state.psf_sigma, step=0.25,
+        self.factor.add_class("care-data-factor")
+        self.psf = W.FloatSlider(description="PSF σ (px)", min=0.5, max=4, value=state.psf_sigma, step=0.05,
                                  continuous_update=False)
+        self.psf.add_class("care-data-psf")
+        self.structures = W.Dropdown(description="Structures", options=[("tubules and granules", "tubules,granules"),
+                                                                      ("tubules", "tubules"), ("granules", "granules")],
+                                     value=state.structures)
+        self.structures.add_class("care-data-structures")
+        self.photons = W.FloatLogSlider(description="Noise: photons", base=10, min=0.5, max=3.5, value=state.sim_photons,
+                                        step=0.05, continuous_update=False, readout_format=".0f",
+                                        style={"description_width": "110px"})
+        self.photons.add_class("care-data-photons")
+        #: the widget of each Data-step setting a task may name in ``options`` or ``sim_options``
+        self.option_widgets = {"light_dose": self.dose, "axial_factor": self.factor, "psf_sigma": self.psf,
+                               "structures": self.structures, "sim_photons": self.photons}
+        self.preview_btn = button("Preview generated pairs", "care-data-preview", icon="eye")
+        self.preview2_low = SliceView("input (2nd pair)", "care-preview2-low")
+        self.preview2_high = SliceView("target (2nd pair)", "care-preview2-high")
+        self.options_box = W.VBox()
+        self.options_box.add_class("care-data-options")
+        self.options_note = W.HTML()
         self.simulate = button("Simulate pairs", "care-data-simulate", icon="magic")
         self.table = W.HTML()
         self.preview_low = SliceView("input (low quality)", "care-preview-low")
@@ -84,18 +106,77 @@ class DataStep(W.VBox):
         self.patch_bar = W.IntProgress(min=0, max=1, description="patches")
         self.patch_note = W.HTML()
         self.patch_note.add_class("care-patches-status")
-        self.folder_box = W.VBox([self.low, self.high, W.HBox([self.axes, self.axes_note]), W.HBox([self.scan])])
-        self.sim_box = W.VBox([self.dose, self.factor, self.psf, W.HBox([self.simulate])])
+        self.folder_box = W.VBox()
+        self.sim_box = W.VBox()
         super().__init__()
         self._wire()
         self._layout()
 
     def _layout(self):
-        self.children = [W.HTML("<h3>1 · Data</h3><p>Choose the task, then load pairs of low- and high-quality images, "
-                                "or simulate them from the embedded demo volume.</p>"),
-                         self.task, self.source, self.folder_box if self.state.source == "folders" else self.sim_box,
-                         self.msg, self.table, W.HBox([self.preview_low, self.preview_high]),
+        s = self.state
+        t = task_spec(s.task)
+        pairs = s.needs_high
+        self.options_box.children = [self.option_widgets[k] for k in t["options"]] + (
+            [self.options_note] if t["options"] else [])
+        self.options_note.value = self._options_text(t)
+        self.psf.description = "axial PSF σ (px)" if s.task == "isotropic" else "PSF σ (px)"
+        self.psf.style = {"description_width": "110px"} if s.task == "isotropic" else {}
+        options = (("Pairs from folders" if pairs else "Stacks from a folder", "folders"),
+                   ("Simulate from the demo", "simulate"))
+        if tuple(self.source.options) != options:   # relabel (the task changed); keep the chosen source
+            source = s.source
+            self.source.options = options
+            s.source = self.source.value = source
+        self.low.description = "Low" if pairs else "Stacks"
+        if t["high_axes"]:
+            self.low.description, self.high.description = "Low (3D)", f"High ({len(t['high_axes'])}D)"
+        else:
+            self.high.description = "High"
+        self.scan.description = "Check pairs" if pairs else "Check stacks"
+        self.simulate.description = "Simulate pairs" if pairs else "Simulate stacks"
+        self.folder_box.children = [self.low] + ([self.high] if pairs else []) + [
+            W.HBox([self.axes, self.axes_note]), W.HBox([self.scan])]
+        self.sim_box.children = [self.option_widgets[k] for k in t["sim_options"] if k not in t["options"]] + [
+            W.HBox([self.simulate])]
+        intro = ("Choose the task, then load pairs of low- and high-quality images, or simulate them from the "
+                 "embedded demo volume." if pairs and t["simulate"] else
+                 "Choose the task, then load pairs of low-quality 3D stacks and their high-quality 2D projections "
+                 "(same file names)." if t["high_axes"] else
+                 "Choose the task, then load the low-quality stacks it trains on (no high-quality images are "
+                 "needed), or simulate them from the embedded demo volume.")
+        self.preview_low.title.value = "<b>input (low quality)</b>" if pairs else "<b>stack (low quality, its own grid)</b>"
+        previews = [self.preview_low, self.preview_high] if pairs else [self.preview_low]
+        source = [self.source, self.folder_box if s.source == "folders" else self.sim_box]
+        if t["simulate"] is None:   # pairs from folders only
+            source = [self.folder_box]
+        if not t["folders"]:   # trained on simulations alone: no folders, a preview of what it trains on
+            intro = ("This task trains on simulated structures only, seen through your microscope's PSF and noise: "
+                     "set them, preview a few generated pairs, then make the training patches. Real images are "
+                     "only restored (step 3).")
+            self.preview_low.title.value = "<b>simulated input (PSF + noise)</b>"
+            self.preview_high.title.value = "<b>simulated target</b>"
+            previews = [W.VBox([W.HBox([self.preview_low, self.preview_high]),
+                                W.HBox([self.preview2_low, self.preview2_high])])]
+            source = [W.HBox([self.preview_btn])]
+        else:
+            self.preview_high.title.value = "<b>target (high quality)</b>"
+        self.children = [W.HTML(f"<h3>1 · Data</h3><p>{html.escape(intro)}</p>"),
+                         self.task, self.options_box, *source,
+                         self.msg, self.table, W.HBox(previews),
                          W.HBox([self.patch_btn, self.patch_bar]), self.patch_note]
+
+    @staticmethod
+    def _options_text(t):
+        if t["kind"] == "isotropic":
+            return ("<span style='color:#666'>The axial factor is the Z voxel size over the lateral one; the axial "
+                    "PSF σ is in lateral pixels. Training degrades the stacks' own lateral slices like this.</span>")
+        if t["kind"] == "upsampling":
+            return "<span style='color:#666'>The axial factor: Z voxel size over the lateral one.</span>"
+        if t["kind"] == "subdiffraction":
+            return ("<span style='color:#666'>PSF σ: the microscope's lateral PSF as a Gaussian sigma in pixels. Each "
+                    "simulated image gets between a third and three times the chosen photons at its brightest "
+                    "pixel (plus read noise), so that the network meets a range of noise levels.</span>")
+        return ""
 
     def _wire(self):
         s = self.state
@@ -107,41 +188,79 @@ class DataStep(W.VBox):
         W.link((s, "light_dose"), (self.dose, "value"))
         W.link((s, "axial_factor"), (self.factor, "value"))
         W.link((s, "psf_sigma"), (self.psf, "value"))
-        s.observe(lambda c: self._layout(), "source")
+        W.link((s, "structures"), (self.structures, "value"))
+        W.link((s, "sim_photons"), (self.photons, "value"))
+        s.observe(lambda c: self._layout(), ["source", "task", "needs_high"])
+        s.observe(self._task_changed, "task")
         s.observe(self._axes_note, "axes_error")
-        s.observe(lambda c: self._table(), "pairs")
+        s.observe(lambda c: self._table(), ["pairs", "stacks"])
         self.scan.on_click(lambda b: self.on_scan())
         self.simulate.on_click(lambda b: self.on_simulate())
+        self.preview_btn.on_click(lambda b: self.on_preview())
         self.patch_btn.on_click(lambda b: self.on_patches())
+
+    def _task_changed(self, change):
+        self.msg.value = self.patch_note.value = ""
+        self.patch_bar.value = 0
+        for v in (self.preview_low, self.preview_high, self.preview2_low, self.preview2_high):
+            v.clear()
 
     def _axes_note(self, change):
         self.axes_note.value = (f"<span style='color:#b00020'>{html.escape(change['new'])}</span>" if change["new"]
                                 else "<span style='color:green'>✓</span>")
 
     def _table(self):
-        rows = "".join(f"<tr><td>{html.escape(r['name'])}</td><td>{r['low']}</td><td>{r['high']}</td><td>{r['shift']}</td>"
-                       f"<td>{'✓' if r['aligned'] else '⚠ misaligned'}</td></tr>" for r in self.state.pairs)
-        extra = f"<p style='color:#a66'>{html.escape(self.state.unmatched)}</p>" if self.state.unmatched else ""
+        s = self.state
+        extra = f"<p style='color:#a66'>{html.escape(s.unmatched)}</p>" if s.unmatched else ""
+        if not s.needs_high:
+            td = "<td style='padding:2px 12px'>"
+            rows = "".join(f"<tr>{td}{html.escape(r['name'])}</td>{td}{r['shape']}</td>{td}{r['axes']}</td>"
+                           f"{td}{html.escape(r['spacing'])}</td></tr>" for r in s.stacks)
+            self.table.value = ("<table class='care-stacks' style='border-collapse:collapse'><tr><th>file</th>"
+                                "<th>shape</th><th>axes</th><th>voxel size (Z × Y × X)</th></tr>" + rows + "</table>"
+                                + extra) if rows else ""
+            return
+        td = "<td style='padding:2px 12px'>"
+        rows = "".join(f"<tr>{td}{html.escape(r['name'])}</td>{td}{r['low']}</td>{td}{r['high']}</td>{td}{r['shift']}</td>"
+                       f"{td}{'✓' if r['aligned'] else '⚠ misaligned'}</td></tr>" for r in s.pairs)
         self.table.value = ("<table class='care-pairs' style='border-collapse:collapse'><tr><th>file</th><th>low</th>"
                             "<th>high</th><th>shift (px)</th><th>alignment</th></tr>" + rows + "</table>" + extra) if rows else ""
 
     def _previews(self):
-        if self.state.low is not None:
-            self.preview_low.set_image(self.state.low)
-            self.preview_high.set_image(self.state.high)
+        s = self.state
+        if s.low is not None:
+            self.preview_low.set_image(s.low, spacing=s.low_spacing)
+        if s.high is not None and s.needs_high:
+            self.preview_high.set_image(s.high)
 
     def on_scan(self):
-        self.msg.note("reading pairs ...")
-        run_guarded(self.msg, self.state.scan_pairs, done=lambda r: (self.msg.note(f"{len(r)} pair(s) ready"), self._previews()))
+        what = "pairs" if self.state.needs_high else "stacks"
+        self.msg.note(f"reading {what} ...")
+        run_guarded(self.msg, self.state.scan, done=lambda r: (self.msg.note(f"{len(r)} {what[:-1]}(s) ready"),
+                                                               self._previews()))
+
+    def on_preview(self):
+        self.msg.note("simulating a few training pairs ...")
+
+        def show(pairs):
+            views = [(self.preview_low, self.preview_high), (self.preview2_low, self.preview2_high)]
+            for (lo, hi), (v_lo, v_hi) in zip(pairs, views):
+                v_lo.set_image(lo)
+                v_hi.set_image(hi)
+            self.msg.note(f"{len(pairs)} generated pairs ({self.state.structures.replace(',', ' and ')}, PSF σ "
+                          f"{self.state.psf_sigma:g} px); training simulates more of them")
+
+        run_guarded(self.msg, self.state.preview_pairs, done=show)
 
     def on_simulate(self):
         self.msg.note("simulating ...")
+        what = "pair" if self.state.needs_high else "stack"
 
         def go():
             self.state.simulate()
-            return self.state.scan_pairs()
+            return self.state.scan()
 
-        run_guarded(self.msg, go, done=lambda r: (self.msg.note(f"simulated {len(r)} pair(s) at light dose "
+        run_guarded(self.msg, go, done=lambda r: (self.msg.note(f"simulated {len(r)} {what}(s) at light dose "
                                                                 f"{self.state.light_dose:g}"), self._previews()))
 
     def on_patches(self):
@@ -151,7 +270,9 @@ class DataStep(W.VBox):
             self.patch_bar.max, self.patch_bar.value = total, done
 
         def finished(ps):
-            self.patch_note.value = (f"<b class='care-patches-ready'>{len(ps.X)} patch pairs ready</b> "
+            origin = ("" if self.state.needs_high else " made from the stacks' own lateral slices"
+                      if task_spec(self.state.task)["folders"] else " from simulated structures")
+            self.patch_note.value = (f"<b class='care-patches-ready'>{len(ps.X)} patch pairs ready</b>{origin} "
                                      f"({ps.n_val} for validation), axes {ps.axes}. Next: step 2 · Train.")
             self.patch_btn.disabled = False
 
@@ -185,7 +306,11 @@ class TrainStep(W.VBox):
         self.epochs.add_class("care-train-epochs")
         self.steps.add_class("care-train-steps")
         self.prob = W.Checkbox(description="Probabilistic (confidence intervals)", value=state.probabilistic)
+        self.prob.add_class("care-train-prob")
         self.ensemble = W.BoundedIntText(description="Ensemble M", min=0, max=10, value=state.ensemble)
+        self.prob_row = W.HBox([self.prob, self.ensemble])
+        self.kind_note = W.HTML()
+        self.kind_note.add_class("care-train-kind-note")
         self.filters = W.BoundedIntText(description="Filters", min=4, max=128, value=state.filters)
         self.lr = W.FloatText(description="Learning rate", value=state.learning_rate)
         self.precision = W.Dropdown(description="Precision", options=["mixed_bfloat16", "float32"], value=state.precision)
@@ -216,13 +341,18 @@ class TrainStep(W.VBox):
                                 "sized for the budget. Training runs in the background (closing the page does not "
                                 "stop it).</p>"),
                          self.budget, self.recipe] + ([self.custom] if custom else []) + [
-                         W.HBox([self.prob, self.ensemble]), self.advanced, W.HBox([self.pre_btn, self.pre_note]),
+                         self.prob_row, self.kind_note, self.advanced, W.HBox([self.pre_btn, self.pre_note]),
                          W.HBox([self.start, self.stop, self.resume]), self.msg,
                          W.HBox([self.epoch_bar, self.step_bar]), self.status, self.charts]
         self._recipe()
 
     def _recipe(self):
         """What the chosen budget will train (read from the configuration carecore builds)."""
+        t = task_spec(self.state.task)
+        self.prob_row.layout.display = None if t["probabilistic"] else "none"
+        self.kind_note.value = "" if t["probabilistic"] else (
+            f"<span style='color:#666'>{html.escape(t['label'])}: the model predicts one value per voxel, so "
+            "there are no confidence intervals and no ensembles (step 5 does not apply).</span>")
         try:
             c = self.state.config()
         except CareError as e:
@@ -334,6 +464,8 @@ class RestoreStep(W.VBox):
         self.msg = Message("care-restore-msg")
         self.model = W.Dropdown(description="Model", options=[], layout=W.Layout(width="480px"))
         self.image = W.Dropdown(description="Image", options=[], layout=W.Layout(width="480px"))
+        self.model.add_class("care-restore-model")
+        self.image.add_class("care-restore-image")
         self.refresh = button("Refresh lists", "care-restore-refresh", "", "refresh")
         self.go = button("Restore", "care-restore-go", "success", "magic")
         self.bar = W.IntProgress(description="tiles", min=0, max=1)
@@ -343,9 +475,10 @@ class RestoreStep(W.VBox):
         self.before = SliceView("input", "care-restore-input")
         self.after = SliceView("restored", "care-restore-output")
         super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image; it is restored tile by tile "
-                                 "and saved (axes and voxel size kept) as <code>restored/&lt;model&gt;/&lt;image&gt;</code>. "
-                                 "With a ground truth, CARE is compared with the input and with classical filters "
-                                 "tuned on that ground truth.</p>"),
+                                 "and saved with the output's axes and voxel size (the input's, or a finer Z for "
+                                 "upsampling and isotropic models) as <code>restored/&lt;model&gt;/&lt;image&gt;</code>. "
+                                 "With a ground truth, CARE is compared on the output's grid with the input brought "
+                                 "onto it and with classical filters tuned on that ground truth.</p>"),
                           W.HBox([self.model, self.refresh]), self.problems, self.image, W.HBox([self.go, self.bar]),
                           self.msg, self.metrics, W.HBox([self.before, self.after])])
         self.refresh.on_click(lambda b: run_guarded(self.msg, self.fill))
@@ -353,7 +486,7 @@ class RestoreStep(W.VBox):
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
-        state.observe(lambda c: run_guarded(self.msg, self.fill), "model_dir")
+        state.observe(lambda c: run_guarded(self.msg, self.fill), ["model_dir", "task"])
         state.observe(lambda c: self.msg.note(c["new"]) if c["new"] else None, "restore_note")
         run_guarded(self.msg, self.fill)
 
@@ -384,8 +517,8 @@ class RestoreStep(W.VBox):
 
         def show(restored):
             s = self.state
-            self.before.set_image(s.input_image)
-            self.after.set_image(restored)
+            self.before.set_image(s.input_image, spacing=s.input_spacing)
+            self.after.set_image(restored, spacing=s.output_spacing)
             td = "<td style='padding:2px 10px'>"
             rows = "".join(f"<tr>{td}{html.escape(k)}</td>{td}{m['nrmse']:.4f}</td>{td}{m['ssim']:.4f}</td>"
                            f"{td}{m['psnr']:.2f}</td></tr>" for k, m in s.metrics.items())
@@ -412,25 +545,40 @@ class ViewStep(W.VBox):
         self.msg = Message("care-view-msg")
         self.show3d = button("Show volumes", "care-view-show", "primary", "cube")
         self.vol_box = W.Box()
-        self.ortho_in = SliceView("input", "care-view-input")
-        self.ortho_out = SliceView("restored", "care-view-output")
+        self.ortho_in = SliceView("input (its own grid)", "care-view-input")
+        self.ortho_out = SliceView("restored (the output's grid)", "care-view-output")
         self.row = W.IntSlider(description="profile row", min=0, max=0, continuous_update=False)
         self.profile = None
         self.profile_box = W.Box()
-        super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side: maximum-intensity "
-                                 "projections with a shared camera (drag to rotate; each has its contrast window), "
-                                 "orthogonal slices, and a line profile.</p>"),
+        super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side, each on its own grid "
+                                 "(a coarse stack and its finer restoration are drawn at their voxel sizes): "
+                                 "maximum-intensity projections with a shared camera (drag to rotate; each has its "
+                                 "contrast window), orthogonal slices (the slice sliders follow each other in "
+                                 "space), and a line profile on the output's grid.</p>"),
                           W.HBox([self.show3d]), self.msg, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
                           self.profile_box])
         self.show3d.on_click(lambda b: run_guarded(self.msg, self.on_show))
         self.row.observe(lambda c: self._profile(), "value")
         self.ortho_out.slider.observe(lambda c: self._profile(), "value")
-        W.jslink((self.ortho_in.slider, "value"), (self.ortho_out.slider, "value"))
+        # the Z sliders follow each other through the grids' ratio (one to one on the same grid)
+        self.ortho_in.slider.observe(lambda c: self._follow(self.ortho_in, self.ortho_out, c["new"]), "value")
+        self.ortho_out.slider.observe(lambda c: self._follow(self.ortho_out, self.ortho_in, c["new"]), "value")
+
+    @staticmethod
+    def _follow(src, dst, z):
+        if src.data is None or dst.data is None or src.data.ndim != 3 or dst.data.ndim != 3:
+            return
+        n_src, n_dst = src.data.shape[0], dst.data.shape[0]
+        if int(round(dst.slider.value * n_src / n_dst)) == z:   # already there (no ping-pong between grids)
+            return
+        dst.slider.value = min(int(round(z * n_dst / n_src)), n_dst - 1)
 
     def activate(self):
         if self.profile is None:
+            # the legend goes under the chart: the input's label can be long ("input interpolated along Z")
             self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)", ylabel="intensity",
-                                  css="care-view-profile", x_min=0, x_format="d")
+                                  css="care-view-profile", x_min=0, x_format="d", legend=None,
+                                  colors=["#1f77b4", "#ff7f0e"])
             self.profile_box.children = [self.profile]
 
     def on_show(self):
@@ -438,14 +586,16 @@ class ViewStep(W.VBox):
         if s.restored is None:
             raise CareError("restore an image first (step 3)")
         self.activate()
-        self.ortho_in.set_image(s.input_image)
-        self.ortho_out.set_image(s.restored)
+        self.ortho_in.set_image(s.input_image, spacing=s.input_spacing)
+        self.ortho_out.set_image(s.restored, spacing=s.output_spacing)
         self.row.max = s.restored.shape[-2] - 1
         self.row.value = s.restored.shape[-2] // 2
         if s.restored.ndim == 3 and s.input_image.ndim == 3:
-            self.vol_box.children = [volume_pair(s.input_image, s.restored, css="care-view-volumes")]
+            self.vol_box.children = [volume_pair(s.input_image, s.restored, css="care-view-volumes",
+                                                 spacings=(s.input_spacing, s.output_spacing))]
         else:
-            self.vol_box.children = [W.HTML("<i>2D images: no volume rendering</i>")]
+            what = "the output is a 2D image" if s.input_image.ndim == 3 else "2D images"
+            self.vol_box.children = [W.HTML(f"<i>{what}: no volume rendering</i>")]
         self._profile()
 
     def _profile(self):
@@ -454,9 +604,17 @@ class ViewStep(W.VBox):
             return
         z = self.ortho_out.slider.value if s.restored.ndim == 3 else None
         pick = (lambda a: a[z, self.row.value]) if z is not None else (lambda a: a[self.row.value])
-        self.profile.set_curve("restored", np.arange(s.restored.shape[-1]), pick(s.restored))
-        if s.input_image.shape == s.restored.shape:
-            self.profile.set_curve("input", np.arange(s.restored.shape[-1]), pick(s.input_image))
+        x = np.arange(s.restored.shape[-1])
+        self.profile.set_curve("restored", x, pick(s.restored))
+        grid = s.input_on_grid if s.input_on_grid is not None else s.input_image
+        legend = [("#ff7f0e", False, "restored")]
+        if grid is not None and grid.shape == s.restored.shape:
+            self.profile.set_curve("input", x, pick(grid), label=s.input_label)
+            legend.insert(0, ("#1f77b4", False, s.input_label))
+        else:
+            self.profile.set_curve("input", [], [])
+        where = f"slice Z {z}, row {self.row.value}" if z is not None else f"row {self.row.value}"
+        self.profile.set_caption(legend + [("transparent", False, f"({where} of the output's grid)")])
 
 
 class ReliabilityStep(W.VBox):

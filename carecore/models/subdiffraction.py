@@ -134,7 +134,7 @@ class SubdiffractionCARE(CARE):
     @classmethod
     def default_config(cls, axes="YX", **overrides):
         """A small, fast recipe: :func:`~carecore.care_config` with a time budget
-        (:data:`DEFAULT_TIME_LIMIT` unless ``time_limit`` is given: the fast network and 64×64 /
+        (:data:`DEFAULT_TIME_LIMIT` unless ``time_limit`` is given, 0 for none: the fast network and 64×64 /
         16×32×32 patches of :data:`~carecore.models.config.FAST_RECIPE`), with :data:`RECIPE`
         (3×3 kernels, 4 validations).
 
@@ -146,7 +146,7 @@ class SubdiffractionCARE(CARE):
         axes = "".join(a for a in str(axes).upper() if a in "ZYX")
         if axes not in ("YX", "ZYX"):
             raise CareError(f"subdiffraction models are 2D (YX) or 3D (ZYX), got axes {axes!r}")
-        if not overrides.get("time_limit"):
+        if overrides.get("time_limit") is None:   # 0 given: no budget (epochs x steps), as care_config
             overrides["time_limit"] = DEFAULT_TIME_LIMIT
         for k, v in RECIPE.items():
             overrides.setdefault(k, v)

@@ -50,12 +50,16 @@ def lab_server(tmp_path_factory):
     from carecore import write_demo_data
 
     root = tmp_path_factory.mktemp("labroot")
-    write_demo_data(root, size="tiny", tasks=["denoising3d"])
+    write_demo_data(root, size="tiny", tasks=["denoising3d", "isotropic", "projection", "subdiffraction"])
     port = _free_port()
     env = dict(os.environ, CARELAB_DATA_ROOT=str(root), CARELAB_QUICK="1", TF_CPP_MIN_LOG_LEVEL="2")
     log = open(tmp_path_factory.mktemp("voila") / "voila.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-                             "--MappingKernelManager.cull_idle_timeout=600", str(REPO / "app" / "care_lab.ipynb")],
+                             "--MappingKernelManager.cull_idle_timeout=600",
+                             # jupytext (a dependency, for the notebooks) ships a JupyterLab extension whose
+                             # shared modules Voila's page lacks: it logs a console error on every page
+                             "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']",
+                             str(REPO / "app" / "care_lab.ipynb")],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     url = f"http://127.0.0.1:{port}/"
     t = time.time()

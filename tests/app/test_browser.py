@@ -60,14 +60,40 @@ def page_on_failure(page, shots, request):
         page.screenshot(path=str(shots / "failure.png"), full_page=True)
 
 
-def test_walk_all_five_steps(page_on_failure, lab_server, shots):
-    page = page_on_failure
+def _watch(page):
+    """Console and page errors outside the allow-list, collected; requests off this machine aborted."""
     errors = []
     page.on("pageerror", lambda e: None if _allowed(str(e)) else errors.append(f"pageerror: {e}"))
     page.on("console", lambda m: errors.append(f"console: {m.text} ({m.location.get('url', '')})")
             if m.type == "error" and not _allowed(m.text, m.location.get("url", "")) else None)
     page.route(re.compile(r"^https?://(?!127\.0\.0\.1|localhost).*"), lambda route: route.abort())
     page.set_viewport_size({"width": 1280, "height": 1000})
+    return errors
+
+
+def _train_until_done(page, limit=300):
+    """Start training and wait for this job (not an earlier one the page attached to) to end."""
+    page.locator(".care-train-start").click()
+    page.locator(".care-job-starting, .care-job-running").first.wait_for(timeout=60_000)
+    line = page.locator(".care-train-loss path.line").first
+    saw_points_while_running = False
+    done = ".care-job-completed, .care-job-time_limit"
+    t = time.time()
+    while time.time() - t < limit:
+        running = page.locator(".care-job-running").count() > 0
+        d = line.get_attribute("d") or "" if line.count() else ""
+        if running and d.count("L") >= 2:
+            saw_points_while_running = True
+        if page.locator(done).count():
+            break
+        time.sleep(0.2)
+    assert page.locator(done).count(), f"training did not finish: {page.locator('.care-train-status').inner_text()}"
+    return saw_points_while_running
+
+
+def test_walk_all_five_steps(page_on_failure, lab_server, shots):
+    page = page_on_failure
+    errors = _watch(page)
 
     t0 = time.time()
     page.goto(lab_server["url"])
@@ -93,20 +119,7 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     budget.get_by_text("Test · 20 s").click()
     page.locator(".care-train-custom").wait_for(state="detached", timeout=10_000)
     assert "0:20 of training" in page.locator(".care-train-recipe").inner_text()
-    page.locator(".care-train-start").click()
-    line = page.locator(".care-train-loss path.line").first
-    saw_points_while_running = False
-    done = ".care-job-completed, .care-job-time_limit"
-    t = time.time()
-    while time.time() - t < 300:
-        running = page.locator(".care-job-running").count() > 0
-        d = line.get_attribute("d") or "" if line.count() else ""
-        if running and d.count("L") >= 2:
-            saw_points_while_running = True
-        if page.locator(done).count():
-            break
-        time.sleep(0.2)
-    assert page.locator(done).count(), f"training did not finish: {page.locator('.care-train-status').inner_text()}"
+    saw_points_while_running = _train_until_done(page)
     assert saw_points_while_running, "no curve points appeared while training ran"
     time.sleep(1.5)   # the last status poll reaches the charts
     _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss")
@@ -153,6 +166,112 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     page.locator(".care-rel-movie[src]").wait_for(timeout=30_000)
     page.screenshot(path=str(shots / "5_reliability.png"), full_page=True)
     page.locator(".care-rel-calibration").screenshot(path=str(shots / "5_reliability_calibration.png"))
+
+    bad = [e for e in errors if not _allowed(e)]
+    assert not bad, bad
+    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+
+
+def test_walk_the_isotropic_task(page_on_failure, lab_server, shots):
+    """Isotropic restoration: stacks alone (factor, axial PSF), a 20 s training, restore onto the fine grid, view."""
+    page = page_on_failure
+    errors = _watch(page)
+    page.goto(lab_server["url"])
+    page.locator(".care-lab").wait_for(timeout=90_000)
+
+    # 1 · Data: the task's settings are shown, the high-quality folder is not asked for
+    page.locator(".care-data-task select").select_option(label="Isotropic restoration (3D)")
+    page.locator(".care-data-factor").wait_for(timeout=30_000)
+    page.locator(".care-data-psf").wait_for(timeout=10_000)
+    assert "4.00" in page.locator(".care-data-factor").inner_text()     # the demo's factor
+    assert "2.00" in page.locator(".care-data-psf").inner_text()        # and its axial PSF sigma
+    scan = page.locator(".care-data-scan")
+    assert "Check stacks" in scan.inner_text() and "Stacks from a folder" in page.locator(".care-data-source").inner_text()
+    assert page.locator(".care-lab label", has_text="High").count() == 0
+    scan.click()
+    page.locator(".care-stacks").wait_for(timeout=60_000)
+    table = page.locator(".care-stacks").inner_text()
+    assert page.locator(".care-stacks tr").count() == 3 and "8×64×64" in table and "4 × 1 × 1" in table, table
+    assert page.locator(".care-pairs").count() == 0
+    page.locator(".care-preview-low img").first.wait_for(timeout=30_000)
+    page.locator(".care-data-patches").click()
+    page.locator(".care-patches-ready").wait_for(timeout=120_000)
+    assert "lateral slices" in page.locator(".care-patches-status").inner_text()
+    page.screenshot(path=str(shots / "iso_1_data.png"), full_page=True)
+
+    # 2 · Train: the quick budget; no confidence intervals for this kind
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="2 · Train").click()
+    budget = page.locator(".care-train-budget")
+    budget.wait_for(timeout=30_000)
+    budget.get_by_text("Test · 20 s").click()
+    assert "0:20 of training" in page.locator(".care-train-recipe").inner_text()
+    assert not page.locator(".care-train-prob").is_visible()
+    assert "one value per voxel" in page.locator(".care-train-kind-note").inner_text()
+    _train_until_done(page)
+    time.sleep(1.5)
+    _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss")
+    page.screenshot(path=str(shots / "iso_2_train.png"), full_page=True)
+
+    # 3 · Restore: the demo's coarse test stack onto the fine grid, compared with interpolation
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
+    page.locator(".care-restore-refresh").click()
+    time.sleep(1)
+    assert "isotropic/test/low/sample00.tif" in page.locator(".care-restore-image select").input_value()
+    page.locator(".care-restore-go").click()
+    page.locator(".care-restore-metrics table").wait_for(timeout=240_000)
+    page.locator(".care-restore-output img[src]").first.wait_for(timeout=30_000)
+    metrics = page.locator(".care-restore-metrics").inner_text()
+    assert "input interpolated along Z" in metrics and "CARE" in metrics and "best filter by" in metrics, metrics
+    assert "8×64×64 · voxel 4 × 1 × 1" in page.locator(".care-restore-input").inner_text()
+    assert "32×64×64 · voxel 1 × 1 × 1" in page.locator(".care-restore-output").inner_text()
+    page.screenshot(path=str(shots / "iso_3_restore.png"), full_page=True)
+    page.locator(".care-restore-input").locator("..").screenshot(path=str(shots / "iso_3_restore_slices.png"))
+
+    # 4 · View: input and output each on its own grid
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()
+    page.locator(".care-view-show").click()
+    page.locator(".care-view-volumes canvas").first.wait_for(timeout=60_000)
+    page.locator(".care-view-output img[src]").first.wait_for(timeout=30_000)
+    assert "8×64×64" in page.locator(".care-view-input").inner_text()
+    assert "32×64×64" in page.locator(".care-view-output").inner_text()
+    time.sleep(3)  # let WebGL draw
+    _assert_drawn_inside(_line_inside_plot(page, ".care-view-profile"), "line profile")
+    page.screenshot(path=str(shots / "iso_4_view.png"), full_page=True)
+    page.locator(".care-view-input").locator("..").screenshot(path=str(shots / "iso_4_view_slices.png"))
+    page.locator(".care-view-profile").screenshot(path=str(shots / "iso_4_view_profile.png"))
+
+    bad = [e for e in errors if not _allowed(e)]
+    assert not bad, bad
+    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+
+
+def test_data_step_of_projection_and_subdiffraction(page_on_failure, lab_server, shots):
+    """The Data step of the two other kinds: 3D-to-2D pairs; simulated structures with a preview (no folders)."""
+    page = page_on_failure
+    errors = _watch(page)
+    page.goto(lab_server["url"])
+    page.locator(".care-lab").wait_for(timeout=90_000)
+
+    page.locator(".care-data-task select").select_option(label="Surface projection (3D stack → 2D image)")
+    page.locator(".care-lab label", has_text="High (2D)").wait_for(timeout=30_000)
+    assert page.locator(".care-data-source").count() == 0            # pairs from folders only
+    page.locator(".care-data-scan").click()
+    page.locator(".care-pairs").wait_for(timeout=60_000)
+    table = page.locator(".care-pairs").inner_text()
+    assert "16×64×64" in table and "64×64" in table, table
+    page.locator(".care-preview-high img[src]").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(shots / "proj_1_data.png"), full_page=True)
+
+    page.locator(".care-data-task select").select_option(label="Sub-diffraction (2D, trained on simulations)")
+    page.locator(".care-data-structures").wait_for(timeout=30_000)
+    page.locator(".care-data-photons").wait_for(timeout=10_000)
+    page.locator(".care-data-scan").wait_for(state="detached", timeout=10_000)   # no folders to check
+    page.locator(".care-data-preview").click()
+    page.locator(".care-preview2-high img[src]").first.wait_for(timeout=60_000)
+    page.locator(".care-data-patches").click()
+    page.locator(".care-patches-ready").wait_for(timeout=60_000)
+    assert "simulated structures" in page.locator(".care-patches-status").inner_text()
+    page.screenshot(path=str(shots / "subdiff_1_data.png"), full_page=True)
 
     bad = [e for e in errors if not _allowed(e)]
     assert not bad, bad

@@ -316,7 +316,9 @@ def test_other_tasks_train_and_restore(task, tmp_path):
     low = s.input_image
     if task == "upsampling":  # a coarse stack comes back on the ground truth's grid: round(Z × factor) slices
         assert restored.shape == (round(low.shape[0] * s.axial_factor),) + low.shape[1:]
-        assert set(s.metrics) == {"CARE"} and s.metrics_note      # input on another grid: no filter rows
+        # compared on the output's grid: the input interpolated along Z (the model's on_output_grid)
+        assert list(s.metrics)[:2] == ["input interpolated along Z", "CARE"] and "output's grid" in s.metrics_note
+        assert s.input_on_grid.shape == restored.shape
         import carecore as cc
 
         img = cc.read_image(s.resolve(s.input_path))               # voxel size: Z divided by the factor
@@ -353,3 +355,182 @@ def test_ensemble_trains_restores_and_reads_the_mixture(tmp_path):
     np.testing.assert_allclose(r["lower"], ref["lower"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(r["upper"], ref["upper"], rtol=1e-5, atol=1e-5)
     assert "disagreement" in r and 0 <= r["calibration"]["ece"] <= 1
+
+
+def test_isotropic_config_and_data_step(tmp_path):
+    """The isotropic task: its kind's configuration with the demo's factor and PSF; stacks, not pairs."""
+    from carecore import write_demo_data
+    from carelab import LabState
+    from carelab.state import TASKS, needs_pairs
+
+    write_demo_data(tmp_path, size="tiny", tasks=["isotropic"])
+    s = LabState(tmp_path, quick=True)
+    s.axial_factor, s.psf_sigma = 2.0, 1.0
+    s.task = "isotropic"
+    assert TASKS["isotropic"]["kind"] == "isotropic" and not needs_pairs("isotropic") and not s.needs_high
+    assert (s.axial_factor, s.psf_sigma) == (4.0, 2.0)              # from the demo's dataset.json
+    assert s.low_dir == "isotropic/train/low" and s.high_dir == ""  # the high folder is not asked for
+    c = s.config()
+    assert (c.kind, c.axes, c.upsampling_factor, c.psf_sigma, c.probabilistic) == ("isotropic", "YX", 4.0, 2.0, False)
+    assert c.patch_size == (32, 32) and 0 < c.time_limit <= 30
+    s.probabilistic, s.ensemble = True, 3                           # never probabilistic, never an ensemble
+    assert not s.config().probabilistic
+    s.time_limit = 0
+    assert s.config().epochs == s.epochs and s.config().kind == "isotropic"
+    rows = s.scan()
+    assert [r["name"] for r in rows] == ["sample00.tif", "sample01.tif"] and s.pairs == []
+    assert rows[0]["shape"] == "8×64×64" and rows[0]["spacing"] == "4 × 1 × 1" and s.unmatched == ""
+    s.axial_factor = 3.0
+    s.scan()
+    assert "Z/X = 4" in s.unmatched                                 # the voxel size disagrees with the factor
+    s.axial_factor = 4.0
+    s.axes = "CYX"                                                  # not a stack: refused clearly
+    with pytest.raises(CareError, match="takes ZYX stacks"):
+        s.scan()
+
+
+def test_isotropic_patches_from_low_stacks_only(tmp_path):
+    """Patches come from the low-quality stacks alone: a missing high folder is never read."""
+    import shutil
+
+    from carecore import write_demo_data
+    from carelab import LabState
+
+    write_demo_data(tmp_path, size="tiny", tasks=["isotropic"])
+    shutil.rmtree(tmp_path / "isotropic" / "train" / "high")
+    s = LabState(tmp_path, quick=True)
+    s.task = "isotropic"
+    ps = s.make_patches()
+    meta = ps.meta["isotropic"]
+    assert meta["factor"] == 4.0 and meta["psf_sigma"] == 2.0 and len(meta["stacks"]) == 2
+    assert ps.axes == "SYXC" and ps.X.shape[1:3] == (32, 32)
+    assert s.n_patches == len(ps.X) == 2 * 8 * 2 * 4                 # stacks × slices × directions × per slice
+    assert (Path(s.patches_dir) / "patches.json").exists()
+    assert s.ensure_patches() is not None
+    s.psf_sigma = 1.5                                                 # new settings: extracted again
+    notes = []
+    s.ensure_patches(notes.append)
+    assert notes and "again" in notes[0]
+    assert _patch_meta(s.patches_dir)["isotropic"]["psf_sigma"] == 1.5
+
+
+def _patch_meta(folder):
+    import carecore as cc
+
+    return cc.load_patches(folder).meta
+
+
+def test_isotropic_simulates_a_coarse_stack(tmp_path):
+    import carecore as cc
+    from carecore import write_demo_data
+    from carelab import LabState
+
+    write_demo_data(tmp_path, size="tiny", tasks=["isotropic"])
+    s = LabState(tmp_path, quick=True)
+    s.task = "isotropic"
+    low, high = s.simulate()
+    assert low.shape == (8, 64, 64) and high.shape == (32, 64, 64)   # subsampled along Z by the factor
+    assert s.low_dir == "simulated/isotropic/low" and s.high_dir == ""
+    img = cc.read_image(s.resolve(s.low_dir) / "sample00.tif")
+    assert img.spacing["Z"] == 4.0 and img.spacing["X"] == 1.0
+    assert len(s.scan()) == 2
+
+
+def test_isotropic_trains_restores_on_the_fine_grid(tmp_path):
+    """Restore: round(Z × factor) slices, voxel size Z / factor; metrics on that grid vs interpolation."""
+    import carecore as cc
+    from carecore import write_demo_data
+    from carelab import LabState
+
+    write_demo_data(tmp_path, size="tiny", tasks=["isotropic"])
+    s = LabState(tmp_path, quick=True)
+    s.task = "isotropic"
+    s.time_limit, s.epochs, s.steps = 0, 1, 3
+    s.make_patches()
+    s.start_training()
+    _wait_for_job(s)
+    assert s.job_state == "completed", s.job_message
+    assert s.model_dir.endswith("model")
+    s.input_path = s.default_input()
+    assert s.input_path == "isotropic/test/low/sample00.tif"
+    restored = s.restore()
+    assert s.input_image.shape == (8, 64, 64) and restored.shape == (32, 64, 64)
+    assert s.input_on_grid.shape == restored.shape and s.truth.shape == restored.shape
+    out = cc.read_image(s.resolve(s.restored_path))
+    assert out.data.shape == (32, 64, 64) and out.axes == "ZYX"
+    assert out.spacing["Z"] == pytest.approx(1.0) and out.spacing["X"] == 1.0
+    assert s.input_spacing["Z"] == 4.0 and s.output_spacing["Z"] == pytest.approx(1.0)
+    label = "input interpolated along Z"
+    assert s.input_label == label and list(s.metrics)[:2] == [label, "CARE"]
+    assert any(k.startswith("best filter by") for k in s.metrics) and "output's grid" in s.metrics_note
+    ref = cc.evaluate(s.input_on_grid, s.truth, axes="ZYX")
+    assert s.metrics[label]["ssim"] == pytest.approx(ref["ssim"])
+    assert all(np.isfinite(m["ssim"]) for m in s.metrics.values())
+    with pytest.raises(CareError, match="not probabilistic"):
+        s.compute_reliability()
+
+
+def test_subdiffraction_trains_on_simulations_alone(tmp_path):
+    """No folders at all: a preview of generated pairs, patches from the kind's simulator, restore a demo image."""
+    import shutil
+
+    from carecore import write_demo_data
+    from carelab import LabState
+
+    write_demo_data(tmp_path, size="tiny", tasks=["subdiffraction"])
+    shutil.rmtree(tmp_path / "subdiffraction" / "train")               # never read
+    s = LabState(tmp_path, quick=True)
+    s.task = "subdiffraction"
+    assert not s.needs_high and s.psf_sigma == pytest.approx(1.73)    # the demo's PSF
+    s.structures, s.sim_photons = "tubules", 60.0
+    pairs = s.preview_pairs()
+    assert len(pairs) == 2 and pairs[0][0].shape == pairs[0][1].shape == (96, 96)
+    assert s.low is pairs[0][0] and s.high is pairs[0][1]
+    c = s.config()
+    assert (c.kind, c.axes, c.psf_sigma) == ("subdiffraction", "YX", pytest.approx(1.73))
+    ps = s.make_patches()
+    rec = ps.meta["subdiffraction"]
+    assert rec["structures"] == ["tubules"] and rec["peak_photons"] == [20.0, 180.0] and rec["n_images"] == 4
+    s.time_limit, s.epochs, s.steps = 0, 1, 3
+    assert s.config().time_limit == 0 and s.config().epochs == 1    # custom: not the kind's default budget
+    s.start_training()
+    _wait_for_job(s)
+    assert s.job_state == "completed", s.job_message
+    s.input_path = s.default_input()
+    restored = s.restore()
+    assert restored.shape == s.input_image.shape == (96, 96)
+    assert list(s.metrics)[:2] == ["input", "CARE"]
+
+
+def test_projection_3d_low_2d_high_and_a_yx_output(tmp_path):
+    """Projection: pairs of 3D stacks and 2D projections; the restoration is a YX image compared with the MIP."""
+    import carecore as cc
+    from carecore import write_demo_data
+    from carelab import LabState
+
+    write_demo_data(tmp_path, size="tiny", tasks=["projection"])
+    s = LabState(tmp_path, quick=True)
+    s.task = "projection"
+    assert s.needs_high and s.high_dir == "projection/train/high"
+    rows = s.scan()
+    assert len(rows) == 2 and rows[0]["low"] == "16×64×64" and rows[0]["high"] == "64×64"
+    assert s.low.ndim == 3 and s.high.ndim == 2
+    with pytest.raises(CareError, match="not offered"):
+        s.simulate()
+    c = s.config()
+    assert (c.kind, c.axes) == ("projection", "ZYX")
+    s.time_limit, s.epochs, s.steps = 0, 1, 3
+    ps = s.make_patches()
+    assert ps.X.shape[1] == 16 and ps.Y.ndim == 4                   # Z taken whole, 2D targets
+    notes = []
+    s.ensure_patches(notes.append)
+    assert not notes                                               # Z whole is not another patch size
+    s.start_training()
+    _wait_for_job(s)
+    assert s.job_state == "completed", s.job_message
+    s.input_path = s.default_input()
+    restored = s.restore()
+    assert s.input_image.shape == (16, 64, 64) and restored.shape == (64, 64)
+    out = cc.read_image(s.resolve(s.restored_path))
+    assert out.axes == "YX" and out.data.shape == (64, 64)
+    assert list(s.metrics)[:2] == ["maximum projection of the input", "CARE"]

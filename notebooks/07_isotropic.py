@@ -1,0 +1,158 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7 · Isotropic restoration
+#
+# A confocal or light-sheet stack is usually taken with Z steps several times larger than the pixel
+# size, and the optics blur more along Z than in the plane. Seen from the side (an XZ slice), cells
+# look smeared and stretched. Taking finer Z steps costs light and time.
+#
+# Isotropic restoration needs **no extra acquisition at all**. The trick: in the lateral (XY) planes
+# of the same stack the resolution is good. CARE Lab takes those planes as targets, degrades them along
+# one lateral axis exactly as the microscope degrades Z (the axial PSF, then keeping every
+# *factor*-th row), and trains a 2D network to undo it. That network is then applied to every XZ and
+# YZ slice of the stack, after interpolating Z onto the fine grid, and the two results are averaged.
+#
+# What you need to know about your microscope: the **axial factor** (Z step ÷ pixel size) and the
+# **axial PSF** (a Gaussian width in pixels, or a measured PSF).
+#
+# Workshop time: about 3 minutes.
+
+# %%
+import json
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import carecore as cc
+from carecore.models.kinds import model_class
+
+QUICK = os.environ.get("CARELAB_QUICK", "") not in ("", "0")        # the app's quick switch
+# Quick mode trains a fixed 3 × 100 steps of a tiny network (seconds, whatever the machine's speed).
+QUICK_TRAINING = dict(quick=True, unet_filters=8, batch_size=4, epochs=3, steps_per_epoch=100, learning_rate=3e-3)
+OUT = Path(os.environ.get("CARELAB_NOTEBOOK_OUT", "work")).resolve()  # default: notebooks/work/
+HERE = OUT / "07_isotropic"
+HERE.mkdir(parents=True, exist_ok=True)
+SHARED = Path(os.environ.get("CARELAB_SHARED_DATA", "../../shared/data"))
+DEMO = OUT / ("demo-tiny" if QUICK else "demo")
+if not (DEMO / "isotropic").exists():
+    cc.write_demo_data(DEMO, tasks=["isotropic"], size="tiny" if QUICK else "small")
+d = DEMO / "isotropic"
+info = json.loads((d / "dataset.json").read_text())
+results = {"quick": QUICK}
+print("axial factor", info["factor"], "· axial PSF sigma", info["psf_sigma"], "pixels")
+
+# %% [markdown]
+# ## Training pairs from the stacks themselves
+#
+# `Isotropic.make_patches` reads only the anisotropic stacks (`train/low`): no ground truth. Each
+# input patch is a lateral patch degraded along its first axis, the way Z is degraded.
+
+# %%
+Isotropic = model_class("isotropic")
+config = Isotropic.default_config("ZYX", kind="isotropic", upsampling_factor=info["factor"],
+                                  psf_sigma=info["psf_sigma"],
+                                  **(QUICK_TRAINING if QUICK else dict(time_limit=120)))
+patches = Isotropic.make_patches(config, d / "train" / "low", axes="ZYX", n_patches_per_image=4 if QUICK else 16)
+print("patches:", patches.X.shape, "· network axes", config.axes)
+fig, ax = plt.subplots(2, 5, figsize=(9, 3.8))
+for i in range(5):
+    ax[0, i].imshow(patches.X[i * 7][..., 0], cmap="gray")
+    ax[1, i].imshow(patches.Y[i * 7][..., 0], cmap="gray")
+    ax[0, i].axis("off")
+    ax[1, i].axis("off")
+ax[0, 0].set_title("input (degraded along the vertical axis)", loc="left", fontsize=9)
+ax[1, 0].set_title("target (a lateral patch)", loc="left", fontsize=9)
+plt.show()
+
+# %%
+model = cc.create_model(config, HERE / "model")
+
+
+def on_event(e):
+    if e["kind"] == "epoch":
+        print(f"epoch {e['epoch']}: validation SSIM {e['val_ssim']:.3f}")
+
+
+result = model.train(patches, callback=on_event)
+print("training:", result.status, result.message)
+results["model_dir"] = str(HERE / "model")
+
+# %% [markdown]
+# ## Restore a stack
+#
+# The test stack has 4× fewer slices than its ground truth. The restoration lies on the fine grid, and
+# its voxel size along Z is divided by the factor.
+
+# %%
+low = cc.read_image(d / "test" / "low" / "sample00.tif")
+truth = cc.read_image(d / "test" / "high" / "sample00.tif").data.astype(np.float32)
+restored = model.predict(low.data, axes="ZYX")
+spacing = model.output_spacing(low.spacing)
+restored_path = HERE / "restored" / "sample00.tif"
+restored_path.parent.mkdir(parents=True, exist_ok=True)
+cc.write_image(restored_path, restored, axes="ZYX", spacing=spacing or None)
+print("input", low.data.shape, low.spacing, "→ restored", restored.shape, spacing)
+results.update(restored=str(restored_path), truth_shape=list(truth.shape))
+
+# %% [markdown]
+# ## Compare with interpolation
+#
+# The fair classical baselines for this task are interpolations along Z (what every viewer does).
+# The slices after the last acquired one only repeat it, so the comparison stops there. The
+# **isotropy ratio Φ** compares the image's detail along Z with its detail along X: the closer a
+# restoration's Φ is to the ground truth's, the more of the lost axial detail it has recovered.
+
+# %%
+last = int((low.data.shape[0] - 1) * info["factor"]) + 1
+one = {"Z": 1.0, "Y": 1.0, "X": 1.0}
+rows = {"ground truth": truth[:last]}
+for interp in ("nearest", "linear", "cubic"):
+    rows[f"{interp} interpolation"] = model.on_output_grid(low.data, axes="ZYX", interpolation=interp)[:last]
+rows["CARE"] = restored[:last]
+metrics = {}
+for name, v in rows.items():
+    m = cc.evaluate(v, truth[:last], axes="ZYX") if name != "ground truth" else {}
+    metrics[name] = {**m, "phi": cc.isotropy_ratio(v, spacing=one)}
+    print(f"{name:22s}" + (f" SSIM {m['ssim']:.3f}  NRMSE {m['nrmse']:.4f}" if m else " " * 27)
+          + f"  Φ {metrics[name]['phi']:.3f}")
+results["metrics"] = metrics
+results["input"] = metrics["linear interpolation"]
+results["care"] = metrics["CARE"]
+
+y = low.data.shape[1] // 2
+fig, ax = plt.subplots(1, 3, figsize=(11, 3.6))
+for a, name in zip(ax, ("linear interpolation", "CARE", "ground truth")):
+    a.imshow(rows[name][:, y], cmap="gray")
+    a.set_title(f"{name} (XZ slice)")
+    a.axis("off")
+plt.show()
+(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **A real embryo.** The shared folder holds a near-isotropic confocal stack of an Arabidopsis
+#    embryo (Moukhtar et al. 2019, CC-BY 4.0). Make it anisotropic yourself and restore it:
+#    ```python
+#    clean = cc.read_image(SHARED / "morpholibj_arabidopsis_embryo_106x112x109.tif").data.astype("float32")
+#    coarse, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", psf_sigma=2, upsample_back=False)
+#    ```
+#    then train on `[coarse]` as above and compare with `clean` (the first `last` slices).
+# 2. **The wrong PSF.** Train with `psf_sigma` half of the true one. Is the result sharper or blurrier
+#    than with the right one? Why does the network need to know the PSF?
