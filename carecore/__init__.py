@@ -40,6 +40,8 @@ _LAZY = {
     "care_config": ("carecore.models.config", "care_config"),
     "load_model": ("carecore.models.folder", "load_model"),
     "create_model": ("carecore.models.kinds", "create_model"),
+    "export_bioimageio": ("carecore.export.bioimageio", "export_bioimageio"),
+    "import_csbdeep": ("carecore.export.csbdeep", "import_csbdeep"),
 }
 
 

@@ -281,6 +281,31 @@ def cmd_qc(args):
     return 0
 
 
+def cmd_export(args):
+    from .export import export_bioimageio
+
+    test_input = None
+    if args.test_input:
+        from .io import read_image
+
+        img = read_image(args.test_input, axes=args.axes)
+        test_input, args.axes = img.data, img.axes
+    formats = args.weight_formats.split(",") if args.weight_formats != "auto" else "auto"
+    out = export_bioimageio(args.model, args.out, name=args.name, authors=args.author, license=args.license,
+                            test_input=test_input, test_axes=args.axes, postprocessing=args.postprocessing,
+                            weight_formats=formats)
+    print(f"bioimage.io package: {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def cmd_import_csbdeep(args):
+    from .export import import_csbdeep
+
+    model = import_csbdeep(args.inp, args.model_dir, weights=args.weights)
+    print(f"carecore model: {model.path} ({model.config.ndim}D, {model.count_params()} parameters)")
+    return 0
+
+
 def cmd_lab(args):
     from .simulate import write_demo_data
 
@@ -295,7 +320,9 @@ def cmd_lab(args):
 
         env = dict(os.environ, CARELAB_DATA_ROOT=str(root.resolve()))
         cmd = [sys.executable, "-m", "voila", "--no-browser", f"--port={args.port}", f"--Voila.ip={args.ip}",
-               "--MappingKernelManager.cull_idle_timeout=3600", str(app)]
+               "--MappingKernelManager.cull_idle_timeout=3600",
+               # jupytext (for the notebooks) ships a JupyterLab extension that fails to load in Voila
+               "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']", str(app)]
         print(f"CARE Lab: open http://{args.ip}:{args.port}/ in your browser (Ctrl-C stops it)")
         return subprocess.call(cmd, env=env)
     print(f"demo data ready in {root}; try:\n  carecore evaluate --pred {root}/denoising3d/test/low/sample00.tif "
@@ -416,6 +443,26 @@ def build_parser():
     s.add_argument("--axes")
     s.add_argument("--out", required=True, help="report folder (index.html, report.json, PNG figures)")
     s.set_defaults(func=cmd_qc)
+
+    s = sub.add_parser("export", help="write a model folder as a bioimage.io package (Fiji/deepImageJ, KNIME, napari)")
+    s.add_argument("--model", required=True, help="model folder (kind care)")
+    s.add_argument("--out", required=True, help="package to write (.zip)")
+    s.add_argument("--format", default="bioimageio", choices=["bioimageio"])
+    s.add_argument("--name", help="model name (default: the folder's name)")
+    s.add_argument("--author", action="append", help="author name (repeat for several)")
+    s.add_argument("--license", default="CC-BY-4.0", help="SPDX license identifier")
+    s.add_argument("--test-input", help="image to test the package with (default: the first training input)")
+    s.add_argument("--axes", help="axes of --test-input")
+    s.add_argument("--postprocessing", choices=["scale_linear", "scale_mean_variance", "none"])
+    s.add_argument("--weight-formats", default="auto",
+                   help="auto, or comma-separated: keras_v3,tensorflow_saved_model_bundle,onnx")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("import-csbdeep", help="turn a CSBDeep CARE model folder into a carecore model folder")
+    s.add_argument("--in", dest="inp", required=True, help="CSBDeep model folder (config.json, weights_best.h5)")
+    s.add_argument("--model-dir", required=True, help="carecore model folder to write (new)")
+    s.add_argument("--weights", default="best", choices=["best", "last"])
+    s.set_defaults(func=cmd_import_csbdeep)
 
     s = sub.add_parser("lab", help="start CARE Lab (the web app) on the demo data")
     s.add_argument("--data-root", default="lab-data")

@@ -1,0 +1,352 @@
+"""A carecore model as a bioimage.io model package (a zip that bioimageio.core, deepImageJ, KNIME
+and napari open) — model description format 0.5.
+
+What carecore does around its network is written as the package's processing steps:
+
+- **preprocessing** ``scale_range`` per channel with the model's percentiles: exactly carecore's
+  percentile normalization (``eps`` 1e-6 is added to ``hi - lo``);
+- **postprocessing**: carecore maps a restoration back with the *input's* per-image percentiles
+  ``lo, hi`` (``y * (hi - lo) + lo``). The format has no step that reads statistics of the input and
+  applies their inverse, so the package does one of (``postprocessing=``):
+
+  ``"scale_linear"`` (default when channels in == out)
+      ``y * gain + offset`` with fixed ``gain = hi - lo`` and ``offset = lo`` of the test input:
+      exactly carecore's output for the test input and for images whose percentiles equal it
+      (same microscope settings and sample); for other images the output is in the test
+      image's units rather than the image's own.
+  ``"scale_mean_variance"``
+      the output's mean and standard deviation set to the input's: follows each image, but the
+      contrast of a denoised output is stretched by ``std(noisy input) / std(restoration)``.
+  ``"none"``
+      the network's output in normalized units (0 ≈ the input's low, 1 ≈ its high percentile);
+      carecore's output is ``output * (hi - lo) + lo``. Probabilistic models (mean and Laplace scale
+      as channels ``mean``/``scale``) and models whose channel count changes use this.
+
+The network is exported as standard Keras layers (:mod:`carecore.export.plain`) in the formats of
+:mod:`carecore.export.weights`; the export checks every written format against carecore's own
+prediction (float32) on the test input before the package is written.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import CareError
+
+FORMAT_VERSION = "0.5.4"
+CARE_CITATION = {"text": "Weigert et al., Content-aware image restoration: pushing the limits of fluorescence "
+                         "microscopy, Nature Methods 15, 1090-1097 (2018)", "doi": "10.1038/s41592-018-0216-7"}
+POSTPROCESSING = ("scale_linear", "scale_mean_variance", "none")
+#: The largest test input kept (centre crop), per spatial axis: (Z, Y, X) or (Y, X).
+TEST_INPUT_MAX = {3: (64, 128, 128), 2: (256, 256)}
+#: Largest accepted difference between a written weight format and carecore (relative to the output's range).
+FORMAT_TOLERANCE = 1e-4
+SPACE_IDS = {"Z": "z", "Y": "y", "X": "x"}
+
+
+def _load_exportable(model_dir, weights):
+    from ..models.folder import load_model
+
+    model = load_model(model_dir, weights=weights)
+    if not hasattr(model, "config"):
+        raise CareError(f"{model_dir}: an ensemble folder; a package holds one network: export each member's "
+                        "model folder on its own")
+    kind = model.config.kind
+    if kind != "care":
+        raise CareError(f"{model_dir}: a model of kind {kind!r}; only kind 'care' (restoration on the input's grid) "
+                        f"can be exported as a bioimage.io package so far ({kind!r} needs processing around its "
+                        "network that the package format cannot express)")
+    return model
+
+
+def _float32_twin(model):
+    """The same network computing in float32 (the exported network's arithmetic)."""
+    from ..models.kinds import create_model
+    from .plain import care_conv_weights, set_care_conv_weights
+
+    if model.config.precision == "float32":
+        return model
+    twin = create_model(model.config.replace(precision="float32"))
+    set_care_conv_weights(twin, care_conv_weights(model))
+    return twin
+
+
+def _min_size(divisor, halo):
+    """Smallest valid side: a multiple of the divisor larger than twice the halo."""
+    return divisor * (2 * halo // divisor + 1)
+
+
+def _test_image(model, test_input, test_axes, min_size):
+    """The test input as (spatial..., C) float32, centre-cropped to a valid size."""
+    from ..axes import spatial_axes
+
+    c = model.config
+    if test_input is None:
+        sources = model.run_card.get("data_sources") or []
+        low = Path(sources[0]["low"]) if sources else None
+        if low is None or not low.exists():
+            raise CareError("test_input: none given and the model's training data "
+                            f"({low or 'not recorded in its run card'}) cannot be read; pass an image "
+                            "(e.g. test_input=read_image('low.tif').data, test_axes='ZYX')")
+        from ..io import read_image
+
+        img = read_image(low)
+        test_input, test_axes = img.data, img.axes
+    test_axes = model._check_input(np.asarray(test_input), test_axes or c.axes, "test_input")
+    sp = spatial_axes(test_axes)
+    order = [test_axes.index(a) for a in sp] + ([test_axes.index("C")] if "C" in test_axes else [])
+    x = np.transpose(np.asarray(test_input, np.float32), order)
+    if "C" not in test_axes:
+        x = x[..., None]
+    crop = []
+    for a, s, cap in zip(c.axes, x.shape[:-1], TEST_INPUT_MAX[c.ndim]):
+        if s < min_size:
+            raise CareError(f"test_input: axis {a} has {s} pixels but the package needs at least {min_size} "
+                            f"(a multiple of {c.divisor} above twice the halo); pass a larger image or a smaller halo")
+        n = min_size + (min(s, max(cap, min_size)) - min_size) // c.divisor * c.divisor
+        start = (s - n) // 2
+        crop.append(slice(start, start + n))
+    return np.ascontiguousarray(x[tuple(crop)])
+
+
+def _postprocessing(kind, config, norm, out_norm, x):
+    """(description entries, test output) for postprocessing ``kind``; ``out_norm`` is the network's
+    output (spatial..., C_out), ``x`` the test input (spatial..., C_in)."""
+    spatial = tuple(range(config.ndim))
+    if kind == "none":
+        return [], out_norm
+    lo, hi = np.asarray(norm.lo, np.float32), np.asarray(norm.hi, np.float32)
+    if kind == "scale_linear":
+        gain, offset = [float(v) for v in hi - lo], [float(v) for v in lo]
+        kw = {"gain": gain[0], "offset": offset[0]} if len(gain) == 1 else \
+            {"axis": "channel", "gain": gain, "offset": offset}
+        return [{"id": "scale_linear", "kwargs": kw}], out_norm * (hi - lo) + lo
+    eps = 1e-6
+    mean, std = out_norm.mean(spatial), out_norm.std(spatial)
+    ref_mean, ref_std = x.mean(spatial), x.std(spatial)
+    axes = [SPACE_IDS[a] for a in config.axes]
+    step = {"id": "scale_mean_variance", "kwargs": {"reference_tensor": "input", "axes": axes, "eps": eps}}
+    return [step], ((out_norm - mean) / (std + eps) * (ref_std + eps) + ref_mean).astype(np.float32)
+
+
+def _axes(config, halo, min_size, channel_names, *, output):
+    axes = [{"type": "batch"}]
+    for a in config.axes:
+        aid = SPACE_IDS[a]
+        if output:
+            ax = {"type": "space", "id": aid, "size": {"tensor_id": "input", "axis_id": aid}}
+            if halo:
+                ax["halo"] = int(halo)
+        else:
+            ax = {"type": "space", "id": aid, "size": {"min": int(min_size), "step": int(config.divisor)}}
+        axes.append(ax)
+    axes.append({"type": "channel", "channel_names": list(channel_names)})
+    return axes
+
+
+def _check_format(fmt, path, x_norm, expected):
+    """Run the written weights on the normalized test input; refuse a format that disagrees."""
+    batch = x_norm[None]
+    if fmt == "keras_v3":
+        import keras
+
+        got = keras.models.load_model(path).predict_on_batch(batch)
+    elif fmt == "tensorflow_saved_model_bundle":
+        import keras
+
+        with tempfile.TemporaryDirectory() as d:
+            with zipfile.ZipFile(path) as z:
+                z.extractall(d)
+            got = keras.layers.TFSMLayer(d, call_endpoint="serve")(batch)["output"]
+    else:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
+    got = np.asarray(got, np.float32)[0]
+    scale = max(float(np.ptp(expected)), 1e-6)
+    err = float(np.abs(got - expected).max()) / scale
+    if not np.isfinite(err) or err > FORMAT_TOLERANCE:
+        raise CareError(f"weight format {fmt}: its output differs from carecore's by {err:.2g} of the output range "
+                        f"(tolerance {FORMAT_TOLERANCE}); leave it out with weight_formats=")
+    return err
+
+
+def export_bioimageio(model_dir, out_zip, *, name=None, description=None, authors=None, license="CC-BY-4.0",
+                      test_input=None, test_axes=None, postprocessing=None, weight_formats="auto", halo=None,
+                      tags=None, cite=None, weights="best"):
+    """Write a carecore model folder as a bioimage.io model package (zip, format 0.5).
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        A carecore model folder of kind ``care`` (2D or 3D; probabilistic models export mean and scale
+        as the output channels ``mean*`` and ``scale*``).
+    out_zip : str or Path
+        The package to write.
+    name, description : str, optional
+        Default: from the folder's name and the configuration.
+    authors : list of str or dict, optional
+        Names, or dicts with ``name``, ``affiliation``, ``orcid``... (default: "CARE Lab user").
+    license : str
+        An SPDX identifier.
+    test_input : array_like, optional
+        An image to test the package with (default: the first training input of the run card),
+        centre-cropped to at most :data:`TEST_INPUT_MAX`; ``test_axes`` are its axes (default the
+        model's, optionally with ``C``).
+    postprocessing : {"scale_linear", "scale_mean_variance", "none"}, optional
+        How the output is brought back to intensities (see the module's description); default
+        ``scale_linear`` when channels in == out and the model is not probabilistic, else ``none``.
+    weight_formats : "auto" or sequence of str
+        Among ``keras_v3``, ``tensorflow_saved_model_bundle``, ``onnx`` ("auto": all whose converter
+        is installed).
+    halo : int, optional
+        Output halo per side for tiled prediction (default: the network's receptive-field radius),
+        rounded up to a multiple of half the divisor (consumers pad the input by it); the smallest
+        input side is a multiple of the divisor above twice the halo.
+    tags, cite : list, optional
+        Extra tags; extra citations (``{"text": ..., "doi": ...}``) after the CARE paper.
+    weights : {"best", "last"}
+
+    Returns
+    -------
+    Path
+        ``out_zip``.
+
+    Examples
+    --------
+    >>> export_bioimageio("models/denoise3d", "denoise3d.zip", authors=["Ada Lovelace"],  # doctest: +SKIP
+    ...                   test_input=read_image("low/a.tif").data, test_axes="ZYX")
+    """
+    from ..normalize import compute_percentiles
+    from . import docs
+    from .plain import build_plain_unet, care_conv_weights
+    from .weights import resolve_formats, write_weights
+
+    model_dir, out_zip = Path(model_dir), Path(out_zip)
+    if out_zip.suffix != ".zip":
+        raise CareError(f"out_zip: a bioimage.io package is a .zip file, got {out_zip.name!r}")
+    model = _load_exportable(model_dir, weights)
+    c = model.config
+    if not 1 < c.percentiles[1] <= 100:
+        raise CareError(f"percentiles {c.percentiles}: the package format needs a high percentile above 1")
+    mapped = c.n_channel_in == c.n_channel_out and not c.probabilistic
+    if postprocessing is None:
+        postprocessing = "scale_linear" if mapped else "none"
+    if postprocessing not in POSTPROCESSING:
+        raise CareError(f"postprocessing: choose from {POSTPROCESSING}, got {postprocessing!r}")
+    if postprocessing != "none" and not mapped:
+        why = "is probabilistic (its scale channels must not be shifted)" if c.probabilistic else \
+            f"changes the channel count ({c.n_channel_in} -> {c.n_channel_out})"
+        raise CareError(f"postprocessing={postprocessing!r}: the model {why}; carecore does not map its output back "
+                        "either: use postprocessing='none'")
+    formats = resolve_formats(weight_formats)
+    halo = model._halo() if halo is None else int(halo)
+    if halo < 0:
+        raise CareError(f"halo: must be >= 0, got {halo}")
+    half = max(1, c.divisor // 2)   # consumers pad the input by the halo: 2 * halo keeps sizes divisible
+    halo = -(-halo // half) * half
+    min_size = _min_size(c.divisor, halo)
+
+    x = _test_image(model, test_input, test_axes, min_size)
+    axes_c = c.axes + "C"
+    norm = compute_percentiles(x, *c.percentiles, axes=axes_c, name="test_input")
+    twin = _float32_twin(model)
+    pred = twin.predict(x, axes=axes_c, normalization=norm, n_tiles=(1,) * c.ndim)
+    pred = np.concatenate(pred, axis=-1) if c.probabilistic else pred
+    lo, hi = np.asarray(norm.lo, np.float32), np.asarray(norm.hi, np.float32)
+    x_norm = ((x - lo) / (hi - lo)).astype(np.float32)
+    if c.n_channel_in == c.n_channel_out:  # carecore mapped it back: the network's own output
+        k = c.n_channel_out
+        out_norm = pred.copy()
+        out_norm[..., :k] = (pred[..., :k] - lo) / (hi - lo)
+        if c.probabilistic:
+            out_norm[..., k:] = pred[..., k:] / (hi - lo)
+    else:
+        out_norm = pred
+    post, test_output = _postprocessing(postprocessing, c, norm, out_norm.astype(np.float32), x)
+    bf16 = None
+    if twin is not model:  # what carecore's default (bfloat16) arithmetic changes, for the documentation
+        p16 = model.predict(x, axes=axes_c, normalization=norm, n_tiles=(1,) * c.ndim)
+        p16 = np.concatenate(p16, axis=-1) if c.probabilistic else p16
+        bf16 = float(np.abs(p16 - pred).max() / max(float(np.ptp(pred)), 1e-6))
+
+    plain = build_plain_unet(c, care_conv_weights(model))
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="carecore-export-") as tmp:
+        tmp = Path(tmp)
+        files = tmp / "package"
+        files.mkdir()
+        weights_entries, errors = {}, {}
+        for fmt in formats:
+            fname, extra = write_weights(plain, fmt, tmp, n_spatial=c.ndim, n_channel_in=c.n_channel_in)
+            shutil.move(str(tmp / fname), files / fname)
+            errors[fmt] = _check_format(fmt, files / fname, x_norm, out_norm)
+            entry = {"source": fname, **extra, "comment": f"carecore {__version__}: the network as standard "
+                     f"Keras layers; max difference to carecore's float32 prediction on the test input: "
+                     f"{errors[fmt]:.1e} of the output range"}
+            if fmt != formats[0]:
+                entry["parent"] = formats[0]
+            weights_entries[fmt] = entry
+        np.save(files / "test_input.npy", x[None])   # raw intensities, a batch of 1
+        np.save(files / "test_output.npy", test_output[None].astype(np.float32))
+        (files / "cover.png").write_bytes(docs.cover_png(x, pred, c))
+        (files / "carecore_config.json").write_text(json.dumps(c.to_dict(), indent=1))
+        (files / "run_card.json").write_text(json.dumps(model.run_card, indent=1, default=str))
+        name = name or model_dir.name
+        facts = {"halo": halo, "min_size": min_size, "postprocessing": postprocessing, "formats": errors,
+                 "bfloat16_difference": bf16, "test_shape": x.shape, "norm": norm}
+        (files / "README.md").write_text(docs.readme(name, model, facts))
+
+        out_channels = [f"channel{i}" for i in range(c.n_channel_out)]
+        if c.probabilistic:
+            out_channels = [f"mean{i}" for i in range(c.n_channel_out)] + \
+                [f"scale{i}" for i in range(c.n_channel_out)]
+            if c.n_channel_out == 1:
+                out_channels = ["mean", "scale"]
+        space = [SPACE_IDS[a] for a in c.axes]
+        rdf = {
+            "type": "model", "format_version": FORMAT_VERSION, "name": name,
+            "description": description or docs.summary(c),
+            "authors": [a if isinstance(a, dict) else {"name": str(a)} for a in (authors or ["CARE Lab user"])],
+            "cite": [CARE_CITATION] + list(cite or []),
+            "license": license,
+            "tags": ["care", "carecore", "denoising", "restoration", "fluorescence-light-microscopy",
+                     f"{c.ndim}d", "unet"] + (["probabilistic"] if c.probabilistic else []) + list(tags or []),
+            "documentation": "README.md",
+            "covers": ["cover.png"],
+            "attachments": [{"source": "carecore_config.json"}, {"source": "run_card.json"}],
+            "version": "0.1.0",
+            "inputs": [{
+                "id": "input", "description": "raw image; percentile-normalized per channel by the preprocessing",
+                "axes": _axes(c, halo, min_size, [f"channel{i}" for i in range(c.n_channel_in)], output=False),
+                "test_tensor": {"source": "test_input.npy"}, "data": {"type": "float32"},
+                "preprocessing": [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                                  {"id": "scale_range", "kwargs": {
+                                      "axes": space, "min_percentile": float(c.percentiles[0]),
+                                      "max_percentile": float(c.percentiles[1]), "eps": 1e-6}}],
+            }],
+            "outputs": [{
+                "id": "output", "description": docs.output_description(c, postprocessing),
+                "axes": _axes(c, halo, min_size, out_channels, output=True),
+                "test_tensor": {"source": "test_output.npy"}, "data": {"type": "float32"},
+                "postprocessing": post,
+            }],
+            "weights": weights_entries,
+            "config": {"carecore": {"version": __version__, "kind": c.kind, "postprocessing": postprocessing,
+                                    "percentiles": list(c.percentiles)}},
+        }
+        # JSON is YAML: the description is written as plain JSON into rdf.yaml
+        (files / "rdf.yaml").write_text(json.dumps(rdf, indent=1))
+        part = out_zip.with_name(out_zip.name + ".part")
+        with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(files.iterdir()):
+                z.write(p, p.name)
+        part.replace(out_zip)
+    return out_zip

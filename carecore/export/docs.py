@@ -1,0 +1,137 @@
+"""The human side of a bioimage.io package: cover image, README and descriptions from the run card."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def summary(config):
+    """One-line description of the model."""
+    kind = "probabilistic " if config.probabilistic else ""
+    return (f"CARE {kind}restoration network ({config.ndim}D U-Net, depth {config.unet_depth}, "
+            f"{config.unet_filters} filters, {config.n_channel_in}->{config.n_channel_out} channel(s)) "
+            "trained with CARE Lab (carecore)")
+
+
+def output_description(config, postprocessing):
+    if config.probabilistic:
+        return "Laplace mean and scale per pixel (channels mean*, scale*), in normalized units"
+    return {"scale_linear": "restoration in the test image's intensity units (fixed gain/offset)",
+            "scale_mean_variance": "restoration with the input's mean and standard deviation",
+            "none": "restoration in normalized units (the input's low percentile ~0, high ~1)"}[postprocessing]
+
+
+def _slice2d(a):
+    """(spatial..., C) -> the first channel's middle Z slice (or the image) as 2D."""
+    a = np.asarray(a, np.float32)[..., 0]
+    return a[a.shape[0] // 2] if a.ndim == 3 else a
+
+
+def cover_png(x, pred, config):
+    """PNG bytes: input | restoration, each with its own display range, 2:1."""
+    from ..render import display_range, to_png
+
+    panels = []
+    for a in (_slice2d(x), _slice2d(pred[..., : config.n_channel_out])):
+        lo, hi = display_range(a)
+        panels.append(np.clip((a - lo) / (hi - lo), 0, 1))
+    gap = np.ones((panels[0].shape[0], max(2, panels[0].shape[1] // 32)), np.float32)
+    row = np.concatenate([panels[0], gap, panels[1]], axis=1)
+    h = max(256, row.shape[0])
+    return to_png(row, 0.0, 1.0, size=(h, 2 * h))
+
+
+def _fmt(v, nd=4):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{nd}g}" if isinstance(v, float) else str(v)
+
+
+def readme(name, model, facts):
+    """The package's documentation (Markdown): intended use, training data, validation, limitations."""
+    c, card = model.config, model.run_card
+    hist = model.history[-1] if model.history else {}
+    ssims = [r.get("val_ssim") for r in model.history if r.get("val_ssim") is not None
+             and math.isfinite(r.get("val_ssim"))]
+    base = card.get("validation_baseline") or {}
+    sources = card.get("data_sources") or []
+    versions = card.get("versions") or {}
+    post = facts["postprocessing"]
+    lo, hi = facts["norm"].lo, facts["norm"].hi
+    lines = [
+        f"# {name}", "",
+        summary(c) + ".", "",
+        "## Intended use", "",
+        f"Restores {c.ndim}D fluorescence microscopy images ({c.axes}, {c.n_channel_in} channel(s)) like the ones "
+        "it was trained on: same microscope, sample type, staining and acquisition settings. A CARE network "
+        "predicts what it learned from its training pairs; on other data it can produce plausible but wrong "
+        "structures. Check restorations against ground truth or with the reliability tools of CARE Lab.", "",
+        "## Processing", "",
+        f"- Input: raw intensities; the package normalizes each channel with its {c.percentiles[0]:g} and "
+        f"{c.percentiles[1]:g} percentiles (`scale_range`), exactly as carecore does.",
+    ]
+    if post == "scale_linear":
+        lines.append(f"- Output: mapped back with a fixed `scale_linear` (gain {_fmt(float(hi[0] - lo[0]))}, offset "
+                     f"{_fmt(float(lo[0]))} for channel 0): the test image's percentile range. carecore maps every "
+                     "image back with its *own* percentiles; the package reproduces that exactly only for images "
+                     "with the test image's range and otherwise returns the restoration in the test image's units.")
+    elif post == "scale_mean_variance":
+        lines.append("- Output: `scale_mean_variance` gives it the input's mean and standard deviation. This differs "
+                     "from carecore (which maps back with the input's percentiles): the restoration's contrast is "
+                     "stretched by the ratio of the noisy input's to the restoration's standard deviation.")
+    else:
+        lines.append("- Output: in normalized units (no postprocessing). carecore's output is "
+                     "`output * (hi - lo) + lo` with the input's percentile values `lo`, `hi`"
+                     + ("; the Laplace scale channels scale by `hi - lo` only." if c.probabilistic else "."))
+    lines += [
+        f"- Tiling: sides must be {facts['min_size']} + a multiple of {c.divisor}; the halo ({facts['halo']} "
+        "pixels per side) is the network's receptive-field radius.",
+        "",
+        "## Training", "",
+        f"- Network: {c.unet_depth} poolings, {c.unet_filters} first-level filters, kernel {c.kernel}, "
+        f"{c.unet_n_conv} convolutions per level, residual {c.residual}, loss {c.loss}, "
+        f"{card.get('parameters', model.count_params())} parameters.",
+        f"- Epochs: {card.get('epochs_done', len(model.history))} ({_fmt(card.get('training_seconds'), 3)} s, "
+        f"status {card.get('status', 'n/a')}); seed {c.seed}; precision {c.precision}.",
+        f"- Training data: {len(sources)} pair(s)" + (": " + ", ".join(f"`{s['low']}` -> `{s['high']}`"
+                                                                       for s in sources[:5]) if sources else "")
+        + (f" (patches sha256 `{card['data_sha256'][:16]}…`)" if card.get("data_sha256") else "") + ".",
+        f"- Software: carecore {versions.get('carecore', 'n/a')}, Keras {versions.get('keras', 'n/a')}, "
+        f"TensorFlow {versions.get('tensorflow', 'n/a')}.",
+        "",
+        "## Validation", "",
+        f"- Best validation loss: {_fmt(card.get('best_val_loss'))}; validation SSIM at the last epoch: "
+        f"{_fmt(hist.get('val_ssim'))} (best {_fmt(max(ssims) if ssims else None)}).",
+    ]
+    if base:
+        lines.append(f"- Best tuned classical filter on the same patches: {base.get('name')} "
+                     f"(validation SSIM {_fmt(base.get('val_ssim'))}).")
+    lines += [
+        f"- The weight formats reproduce carecore's float32 prediction on the test input ({facts['test_shape'][:-1]}) "
+        "to " + ", ".join(f"{k} {v:.1e}" for k, v in facts["formats"].items()) + " of the output range.",
+    ]
+    if facts.get("bfloat16_difference") is not None:
+        lines.append(f"- The model was trained in {c.precision}; the package computes in float32, which differs from "
+                     f"carecore's default prediction by up to {facts['bfloat16_difference']:.1e} of the output range.")
+    lines += [
+        "",
+        "## Limitations", "",
+        "- Trained for one kind of data; not a general denoiser. Out-of-distribution inputs are not detected by "
+        "the package.",
+        "- Percentiles are computed per image: very sparse or saturated images normalize differently from the "
+        "training images.",
+        "",
+        "## Open it elsewhere", "",
+        "- **Fiji (deepImageJ)**: Plugins > DeepImageJ > DeepImageJ Install Model > *From ZIP file*, choose this "
+        "file; then DeepImageJ Run on an open image (ONNX or TensorFlow weights).",
+        "- **KNIME**: read the unzipped `weights_tf_saved_model.zip` with the TensorFlow 2 Network Reader "
+        "(serving signature `serve`), normalize with the percentiles above before and map back after.",
+        "- **Python**: `bioimageio.core.predict(model='this.zip', inputs=image)`, or "
+        "`keras.models.load_model('weights.keras')` on normalized input (no carecore needed).",
+        "",
+        "## Citation", "",
+        "Weigert et al., Content-aware image restoration: pushing the limits of fluorescence microscopy. "
+        "Nature Methods 15, 1090-1097 (2018). doi:10.1038/s41592-018-0216-7", "",
+    ]
+    return "\n".join(lines)

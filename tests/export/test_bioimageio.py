@@ -1,0 +1,181 @@
+"""bioimage.io export: the package validates and test-runs in bioimageio.core (every weight format),
+reproduces carecore's prediction, and refuses what it cannot express."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from carecore import CareError, care_config, create_model
+from carecore.export import export_bioimageio
+
+pytestmark = pytest.mark.slow
+
+
+def _image(shape, seed=0):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    clean = gaussian_filter((rng.random(shape) > 0.97).astype(np.float32), 2) * 3000 + 10
+    return rng.poisson(clean).astype(np.float32), clean.astype(np.float32)
+
+
+def _train(path, axes, image_shape, **overrides):
+    """A tiny model trained for a few steps on one simulated image (patches normalized as carecore does)."""
+    from carecore import percentile_normalize
+
+    noisy, clean = _image(image_shape)
+    cfg = care_config(axes, quick=True, epochs=1, steps_per_epoch=2, **overrides)
+    xn, _ = percentile_normalize(noisy, *cfg.percentiles, axes=axes)
+    yn, _ = percentile_normalize(clean, *cfg.percentiles, axes=axes)
+    rng = np.random.default_rng(0)
+    X, Y = [], []
+    for _ in range(10):
+        start = [rng.integers(0, s - p + 1) for s, p in zip(image_shape, cfg.patch_size)]
+        sl = tuple(slice(a, a + p) for a, p in zip(start, cfg.patch_size))
+        X.append(xn[sl])
+        Y.append(yn[sl])
+    X, Y = np.stack(X)[..., None], np.stack(Y)[..., None]
+    model = create_model(cfg, path)
+    model.train((X[:8], Y[:8], X[8:], Y[8:]))
+    return model, noisy
+
+
+@pytest.fixture(scope="module")
+def model2d(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("m") / "care2d", "YX", (112, 120), precision="float32")
+
+
+@pytest.fixture(scope="module")
+def model3d_prob(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("m") / "care3d", "ZYX", (56, 64, 64), probabilistic=True)
+
+
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # bioimageio.core unzips TensorFlow weights into the working directory
+
+
+def _test_model(pkg):
+    from bioimageio.core import test_model
+
+    summary = test_model(str(pkg))
+    failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
+    assert summary.status == "passed", failed
+    return summary
+
+
+def _bioimageio_predict(pkg, x, *, pad=False):
+    """bioimageio.core's prediction of ``x`` (spatial..., C). ``pad``: as ``bioimageio.core.predict``,
+    which pads the image by the halo *before* computing the percentiles (on a small image that shifts
+    them: ~1% here); without, as ``test_model`` runs it (percentiles of the image itself)."""
+    from bioimageio.core import Sample, Tensor, create_prediction_pipeline, load_model_description, predict
+
+    x = x[None].astype(np.float32)
+    if pad:
+        out = predict(model=str(pkg), inputs=x)
+        return np.asarray(next(iter(out.members.values())).data)[0]
+    dims = ("batch", "z", "y", "x", "channel")[-x.ndim:] if x.ndim == 5 else ("batch", "y", "x", "channel")
+    pipeline = create_prediction_pipeline(load_model_description(str(pkg)))
+    sample = Sample(members={"input": Tensor.from_numpy(x, dims=dims)}, stat={}, id="s")
+    out = pipeline.predict_sample_without_blocking(sample, skip_input_padding=True, skip_output_cropping=True)
+    return np.asarray(out.members["output"].data)[0]
+
+
+def test_2d_package_passes_test_model_and_reproduces_carecore(model2d, tmp_path):
+    model, noisy = model2d
+    pkg = export_bioimageio(model.path, tmp_path / "care2d.zip", authors=["A. Tester"], test_input=noisy)
+    with zipfile.ZipFile(pkg) as z:
+        names = set(z.namelist())
+        rdf = json.loads(z.read("rdf.yaml"))
+        readme = z.read("README.md").decode()
+    assert {"rdf.yaml", "README.md", "cover.png", "test_input.npy", "test_output.npy", "weights.keras",
+            "weights_tf_saved_model.zip", "weights.onnx"} <= names
+    assert set(rdf["weights"]) == {"keras_v3", "tensorflow_saved_model_bundle", "onnx"}
+    assert rdf["inputs"][0]["preprocessing"][1]["kwargs"]["min_percentile"] == model.config.percentiles[0]
+    assert "## Validation" in readme and "10.1038/s41592-018-0216-7" in readme
+    summary = _test_model(pkg)
+    tested = {d.name for d in summary.details if d.name.startswith("Reproduce test outputs")}
+    assert len(tested) == 3  # every weight format reproduced the test output
+
+    # the package restores like carecore (fixed mapping-back: exact for the test image)
+    x = np.load(zipfile.ZipFile(pkg).open("test_input.npy"))[0]
+    ours = model.predict(x[..., 0], axes="YX")
+    theirs = _bioimageio_predict(pkg, x)[..., 0]
+    np.testing.assert_allclose(theirs, ours, atol=1e-4 * np.ptp(ours))
+    # bioimageio.core.predict pads by the halo (reflecting: the border pixels see other context than in
+    # carecore, whose convolutions pad with zeros) before the percentiles: compare the interior, loosely
+    h = rdf["outputs"][0]["axes"][1]["halo"]
+    padded = _bioimageio_predict(pkg, x, pad=True)[h:-h, h:-h, 0]
+    np.testing.assert_allclose(padded, ours[h:-h, h:-h], atol=0.03 * np.ptp(ours))
+
+
+def test_unnormalized_output_maps_back_to_carecore_on_any_image(model2d, tmp_path):
+    from carecore import compute_percentiles
+
+    model, noisy = model2d
+    pkg = export_bioimageio(model.path, tmp_path / "none.zip", test_input=noisy, postprocessing="none",
+                            weight_formats=["onnx"])
+    other = _image((96, 104), seed=3)[0] * 0.5 + 40   # another image, another intensity range
+    norm = compute_percentiles(other, *model.config.percentiles, axes="YX")
+    ours = model.predict(other, axes="YX")
+    theirs = _bioimageio_predict(pkg, other[..., None])[..., 0]
+    np.testing.assert_allclose(theirs * (norm.hi[0] - norm.lo[0]) + norm.lo[0], ours, atol=1e-4 * np.ptp(ours))
+    # the ONNX weights alone in onnxruntime: normalized input -> the same network output
+    import onnxruntime as ort
+
+    with zipfile.ZipFile(pkg) as z:
+        sess = ort.InferenceSession(z.read("weights.onnx"), providers=["CPUExecutionProvider"])
+    xn = ((other - norm.lo[0]) / (norm.hi[0] - norm.lo[0]))[None, ..., None].astype(np.float32)
+    direct = sess.run(None, {sess.get_inputs()[0].name: xn})[0][0, ..., 0]
+    np.testing.assert_allclose(direct * (norm.hi[0] - norm.lo[0]) + norm.lo[0], ours, atol=1e-4 * np.ptp(ours))
+
+
+def test_3d_probabilistic_package_has_mean_and_scale(model3d_prob, tmp_path):
+    model, noisy = model3d_prob
+    pkg = export_bioimageio(model.path, tmp_path / "care3d.zip", test_input=noisy,
+                            weight_formats=["keras_v3", "tensorflow_saved_model_bundle"])
+    rdf = json.loads(zipfile.ZipFile(pkg).read("rdf.yaml"))
+    assert rdf["outputs"][0]["axes"][-1]["channel_names"] == ["mean", "scale"]
+    assert rdf["outputs"][0]["postprocessing"] == []
+    _test_model(pkg)
+    # the network's float32 output against carecore's (bfloat16) prediction, in normalized units
+    x = np.load(zipfile.ZipFile(pkg).open("test_input.npy"))[0]
+    from carecore import compute_percentiles
+
+    norm = compute_percentiles(x[..., 0], *model.config.percentiles, axes="ZYX")
+    mean, scale = model.predict(x[..., 0], axes="ZYX", normalization=norm)
+    out = _bioimageio_predict(pkg, x)
+    rng = norm.hi[0] - norm.lo[0]
+    np.testing.assert_allclose(out[..., 0] * rng + norm.lo[0], mean, atol=0.02 * np.ptp(mean))
+    np.testing.assert_allclose(out[..., 1] * rng, scale, atol=0.02 * np.ptp(mean))
+    with pytest.raises(CareError, match="probabilistic"):
+        export_bioimageio(model.path, tmp_path / "x.zip", test_input=noisy, postprocessing="scale_linear")
+
+
+def test_refusals_name_the_problem(model2d, tmp_path):
+    model, noisy = model2d
+    with pytest.raises(CareError, match="at least"):
+        export_bioimageio(model.path, tmp_path / "x.zip", test_input=noisy[:40, :40])
+    with pytest.raises(CareError, match=r"\.zip"):
+        export_bioimageio(model.path, tmp_path / "x.tar", test_input=noisy)
+    with pytest.raises(CareError, match="weight_formats"):
+        export_bioimageio(model.path, tmp_path / "x.zip", test_input=noisy, weight_formats=["torchscript"])
+    up = create_model(care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=2.0), tmp_path / "up")
+    up.save()
+    with pytest.raises(CareError, match="kind 'upsampling'"):
+        export_bioimageio(up.path, tmp_path / "up.zip", test_input=np.zeros((16, 64, 64), np.float32))
+
+
+def test_cli_export(model2d, tmp_path, capsys):
+    from carecore.cli import main
+    from carecore.io import write_image
+
+    model, noisy = model2d
+    write_image(tmp_path / "test.tif", noisy, axes="YX")
+    rc = main(["export", "--model", str(model.path), "--out", str(tmp_path / "cli.zip"), "--name", "my care",
+               "--test-input", str(tmp_path / "test.tif"), "--weight-formats", "keras_v3"])
+    assert rc == 0, capsys.readouterr().err
+    rdf = json.loads(zipfile.ZipFile(tmp_path / "cli.zip").read("rdf.yaml"))
+    assert rdf["name"] == "my care" and list(rdf["weights"]) == ["keras_v3"]
+    assert main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "m.zip")]) == 2
