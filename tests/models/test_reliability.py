@@ -74,7 +74,9 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
 
     mus, bs = loaded.predict_members(noisy, axes="ZYX")
     direct = measure_calibration(clean, mus, bs, image=noisy, axes="ZYX", percentiles=cfg.percentiles)
-    assert rep["calibration"]["ece"] == pytest.approx(direct["ece"], abs=1e-6)
+    # ECE bins pixels: predictions made in another process (the CLI) may differ in the last float bit and
+    # move a few pixels across a bin edge (seen: 2e-5); a fit to the ground truth would move it far more
+    assert rep["calibration"]["ece"] == pytest.approx(direct["ece"], abs=2e-4)
     assert rep["calibration"]["space"] == "normalized target (no fit)"
     assert (tmp_path / "qc" / "index.html").exists() and (tmp_path / "qc" / "a_maps.png").exists()
     # ensemble prediction from the CLI with the disagreement map
