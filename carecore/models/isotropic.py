@@ -25,7 +25,7 @@ from ..errors import CareError
 from ..normalize import compute_percentiles
 from ..progress import check_stop, report
 from .care import CARE
-from .upsampling import interpolate_z
+from .upsampling import UpsamplingCARE
 
 
 class IsotropicCARE(CARE):
@@ -136,16 +136,9 @@ class IsotropicCARE(CARE):
                               meta={"isotropic": made})
 
     # -- prediction ---------------------------------------------------------------------------
-    def on_output_grid(self, image, *, axes, interpolation=None):
-        """The stack interpolated along Z onto the output's grid (the model's interpolation by default)."""
-        return interpolate_z(image, self.config.upsampling_factor, axes.index("Z"),
-                             interpolation or self.config.interpolation)
-
-    def output_spacing(self, spacing):
-        out = dict(spacing or {})
-        if "Z" in out:
-            out["Z"] = out["Z"] / self.config.upsampling_factor
-        return out
+    # the output grid and voxel size are the upsampling kind's: Z interpolated by the axial factor
+    on_output_grid = UpsamplingCARE.on_output_grid
+    output_spacing = UpsamplingCARE.output_spacing
 
     def predict(self, image, *, axes, combine="mean", normalization=None, progress=None, stop=None, out=None,
                 name="image", **kw):
