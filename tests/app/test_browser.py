@@ -254,7 +254,7 @@ def test_data_step_of_projection_and_subdiffraction(page_on_failure, lab_server,
 
     page.locator(".care-data-task select").select_option(label="Surface projection (3D stack → 2D image)")
     page.locator(".care-lab label", has_text="High (2D)").wait_for(timeout=30_000)
-    assert page.locator(".care-data-source").count() == 0            # pairs from folders only
+    page.locator(".care-data-source").wait_for(state="detached", timeout=10_000)   # pairs from folders only
     page.locator(".care-data-scan").click()
     page.locator(".care-pairs").wait_for(timeout=60_000)
     table = page.locator(".care-pairs").inner_text()

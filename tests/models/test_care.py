@@ -244,13 +244,52 @@ def test_patches_normalized_otherwise_are_refused(patches):
         cc.CARE(cfg).train(patches, epochs=1, steps_per_epoch=1)
 
 
-def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path):
+class _StepClock:
+    """A clock for carecore's training loop that moves only when the network trains (0.25 s a step), so
+    that planning for a budget is tested the same on a fast and on a loaded machine."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1e-4  # every reading costs a little, as on a real clock
+        return self.now
+
+    def __getattr__(self, name):
+        import time
+        return getattr(time, name)
+
+
+def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path, monkeypatch):
+    import keras
+
+    from carecore.models import care as care_module
+    from carecore.training import events as events_module
+
+    clock = _StepClock()
+    monkeypatch.setattr(care_module, "time", clock)
+    monkeypatch.setattr(events_module, "time", clock)
+    train_on_batch = keras.Model.train_on_batch
+
+    def timed_train_on_batch(self, *args, **kwargs):  # the steps that plan the budget
+        clock.now += 0.25
+        return train_on_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "train_on_batch", timed_train_on_batch)
     cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, epochs=3, learning_rate=2e-3)
     model = cc.CARE(cfg, tmp_path / "t")
     events = []
-    r = model.train(patches, time_limit="6s", callback=events.append)
+
+    def on_event(e):
+        events.append(e)
+        if e["kind"] == "batch":  # a training step of fit
+            clock.now += 0.25
+
+    r = model.train(patches, time_limit="6s", callback=on_event)
     batches = [e for e in events if e["kind"] == "batch"]
-    assert r.status in ("time_limit", "completed") and r.epochs <= 3 and len(batches) >= 3
+    # 3 epochs planned into 6 s of 0.25 s steps (less the validations): about 5 steps each
+    assert r.status in ("time_limit", "completed") and r.epochs == 3, r
+    assert 9 <= len(batches) <= 24 and clock.now < 6 + 0.5, (len(batches), clock.now)
     # the schedule warms up and decays towards 0 as the budget runs out
     lrs = [e["lr"] for e in batches]
     assert max(lrs) == pytest.approx(2e-3, rel=0.2) and lrs[-1] < 0.35 * max(lrs) and lrs[0] < max(lrs)
