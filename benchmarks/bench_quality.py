@@ -89,7 +89,7 @@ def _real(name, photons):
         axes, axis = "ZYX", 2
     else:
         clean = cc.read_image(SHARED / f"bian_BPAE_{name}_680x1100.tif").data.astype(np.float32)
-        axes, axis = "YX", 0
+        axes, axis = "YX", 1
     low, _ = cc.simulate_photon_noise(clean, photons, background=1.0, read_noise=1.0, seed=7)
     n = clean.shape[axis]
     cut, start = int(0.6 * n), int(0.65 * n)

@@ -371,7 +371,10 @@ class TrainStep(W.VBox):
         """Build the charts when the tab is first shown (bqplot cannot lay out inside a hidden tab)."""
         if self.loss is None:
             self.loss = Curves("loss", ["training", "validation"], xlabel="epoch", css="care-train-loss",
-                               markers={"validation"}, x_min=0, legend="bottom-left", height="280px")
+                               markers={"validation"}, x_min=0, legend=None, height="280px")
+            # the legend under the chart: inside it, bqplot's box covered the curve's late epochs
+            self.loss.set_caption([("#1f77b4", False, "training (per step)"),
+                                   ("#ff7f0e", False, "validation (per epoch)")])
             self.ssim = Curves("validation SSIM", ["CARE", "best filter"], xlabel="epoch", css="care-train-ssim",
                                colors=["#2ca02c", "#555555"], markers={"CARE"}, dashed={"best filter"}, x_min=0,
                                legend=None, height="280px")

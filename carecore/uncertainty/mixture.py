@@ -1,9 +1,4 @@
-"""Reliability read-outs: Laplace confidence intervals, ensembles, disagreement, calibration (§5–§7).
-
-A probabilistic CARE network predicts, per pixel, a Laplace distribution with mean ``mu`` and scale
-``b``: density ``exp(-|z - mu| / b) / (2 b)``, variance ``2 b²``, entropy ``1 + log(2 b)``, quantile
-``mu + b ln(2q)`` (q < 1/2) or ``mu - b ln(2 - 2q)``. Every read-out here is a per-pixel function of
-``(mu, b)``, so it is exactly as tiled as the prediction it comes from.
+"""Mixtures of per-pixel Laplace distributions (ensembles), their disagreement D, and calibration (§6–§7).
 
 An ensemble of M members (trained with different seeds) predicts the mixture
 ``p_ens = (1/M) Σ p_m``. Its disagreement ``D = (1/M) Σ_m KL(p_m || p_ens) / log M`` lies in [0, 1]:
@@ -17,80 +12,13 @@ and mixtures alike); ECE is the mean of ``|accuracy(c) - c|`` over the levels (e
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
-from .errors import CareError
-from .progress import check_stop, report
+from ..errors import CareError
+from ..progress import check_stop, report
+from .laplace import _check, laplace_cdf, laplace_entropy, laplace_quantile, laplace_samples, laplace_variance
 
 DEFAULT_CONFIDENCES = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
-
-
-# -- one Laplace distribution per pixel --------------------------------------------------------
-def _check(mean, scale):
-    mean = np.asarray(mean, dtype=np.float32)
-    scale = np.asarray(scale, dtype=np.float32)
-    if mean.shape != scale.shape:
-        raise CareError(f"mean has shape {mean.shape} but scale has {scale.shape}")
-    if not (scale > 0).all():
-        raise CareError("the Laplace scale must be positive everywhere")
-    return mean, scale
-
-
-def laplace_variance(scale):
-    """Variance ``2 b²``."""
-    return 2.0 * np.asarray(scale, np.float32) ** 2
-
-
-def laplace_entropy(scale):
-    """Differential entropy ``1 + log(2 b)`` (nats)."""
-    return 1.0 + np.log(2.0 * np.asarray(scale, np.float32))
-
-
-def laplace_quantile(mean, scale, q):
-    """The ``q``-quantile per pixel (``q`` in (0, 1))."""
-    mean, scale = _check(mean, scale)
-    if not 0 < q < 1:
-        raise CareError(f"quantile must be in (0, 1), got {q}")
-    return mean + scale * np.float32(np.log(2 * q)) if q < 0.5 else mean - scale * np.float32(np.log(2 - 2 * q))
-
-
-def laplace_interval(mean, scale, confidence=0.9):
-    """The central ``confidence`` interval ``(lower, upper)`` per pixel.
-
-    Examples
-    --------
-    >>> lo, hi = laplace_interval(0.0, 1.0, 0.9)
-    >>> round(float(hi), 4)
-    2.3026
-    """
-    if not 0 < confidence < 1:
-        raise CareError(f"confidence must be in (0, 1), got {confidence}")
-    return (laplace_quantile(mean, scale, (1 - confidence) / 2),
-            laplace_quantile(mean, scale, (1 + confidence) / 2))
-
-
-def laplace_cdf(z, mean, scale):
-    z = np.asarray(z, np.float64)
-    t = (z - mean) / scale
-    return np.where(t < 0, 0.5 * np.exp(np.minimum(t, 0)), 1 - 0.5 * np.exp(-np.maximum(t, 0)))
-
-
-def laplace_samples(mean, scale, n, *, seed=None):
-    """``n`` samples per pixel, stacked on a new first axis (frames of an "uncertainty movie")."""
-    mean, scale = _check(mean, scale)
-    rng = np.random.default_rng(seed)
-    return (mean[None] + scale[None] * rng.laplace(size=(int(n),) + mean.shape)).astype(np.float32)
-
-
-def probabilistic_readouts(mean, scale, *, confidence=0.9):
-    """Mean, scale, variance, entropy and the central interval, as a dict of arrays."""
-    mean, scale = _check(mean, scale)
-    out = predictive_readouts(mean, scale, confidence=confidence)
-    del out["width"]
-    return {**out, "scale": scale, "entropy": laplace_entropy(scale)}
 
 
 # -- mixtures and disagreement -----------------------------------------------------------------
@@ -316,7 +244,7 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
     dict
         ``{"confidence", "accuracy", "ece", "space": "normalized target (no fit)"}``.
     """
-    from .normalize import _broadcast, compute_percentiles
+    from ..normalize import _broadcast, compute_percentiles
 
     truth = np.asarray(truth, np.float32)
     means = np.asarray(means, np.float32)
@@ -333,156 +261,10 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
     return curve
 
 
-# -- ensembles ---------------------------------------------------------------------------------
-ENSEMBLE_FILE = "ensemble.json"
-
-
-class Ensemble:
-    """M probabilistic CARE models trained on the same data with different seeds.
-
-    An ensemble is a folder with ``ensemble.json`` listing its member model folders.
-    """
-
-    def __init__(self, members, path=None, info=None):
-        if len(members) < 2:
-            raise CareError("an ensemble needs at least 2 members")
-        cfgs = [m.config for m in members]
-        for c in cfgs[1:]:
-            if (c.axes, c.n_channel_in, c.n_channel_out) != (cfgs[0].axes, cfgs[0].n_channel_in, cfgs[0].n_channel_out):
-                raise CareError("ensemble members must share axes and channel counts")
-        if not all(c.probabilistic for c in cfgs):
-            raise CareError("ensemble members must be probabilistic models (disagreement compares distributions)")
-        self.members = list(members)
-        self.path = Path(path) if path else None
-        self.info = dict(info or {})
-
-    @property
-    def config(self):
-        return self.members[0].config
-
-    @classmethod
-    def load(cls, path):
-        from .models.folder import load_model
-
-        path = Path(path)
-        f = path / ENSEMBLE_FILE
-        if not f.exists():
-            raise CareError(f"{path}: not an ensemble folder ({ENSEMBLE_FILE} is missing)")
-        try:
-            info = json.loads(f.read_text())
-            members = list(info["members"])
-        except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
-            raise CareError(f"{f}: unreadable ensemble index ({e})") from None
-        root = path.resolve()
-        for m in members:  # members live inside the ensemble folder: no absolute paths, no '..'
-            p = (path / str(m)).resolve()
-            if Path(str(m)).is_absolute() or ".." in Path(str(m)).parts or root not in p.parents:
-                raise CareError(f"{f}: member {m!r} is not a folder inside the ensemble folder; refusing to follow it")
-        return cls([load_model(path / m) for m in members], path, info)
-
-    @classmethod
-    def from_folders(cls, folders):
-        from .models.folder import load_model
-
-        return cls([load_model(f) for f in folders])
-
-    def save_index(self):
-        self.info["members"] = [str(Path(m.path).relative_to(self.path)) for m in self.members]
-        tmp = self.path / (ENSEMBLE_FILE + ".part")
-        tmp.write_text(json.dumps(self.info, indent=1))
-        tmp.replace(self.path / ENSEMBLE_FILE)
-
-    def predict_members(self, image, *, axes, progress=None, stop=None, **kw):
-        """Stacked member means and scales, shape (M, ...)."""
-        mus, bs = [], []
-        M = len(self.members)
-        for i, m in enumerate(self.members):
-            sub = (lambda d, t, w, i=i: progress(i * t + d, M * t, f"member {i + 1}/{M}")) if progress else None
-            mu, b = m.predict(image, axes=axes, progress=sub, stop=stop, **kw)
-            mus.append(mu)
-            bs.append(b)
-        return np.stack(mus), np.stack(bs)
-
-    def predict(self, image, *, axes, progress=None, stop=None, **kw):
-        """Mixture mean and variance, and the disagreement D, as a dict of arrays."""
-        mus, bs = self.predict_members(image, axes=axes, progress=progress, stop=stop, **kw)
-        mean, var = mixture_mean_variance(mus, bs)
-        return {"mean": mean, "variance": var, "disagreement": disagreement(mus, bs, stop=stop),
-                "member_means": mus, "member_scales": bs}
-
-
-def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=None, epochs=None,
-                   steps_per_epoch=None, time_limit=None):
-    """Train ``n_members`` probabilistic models with seeds ``config.seed + i``, one after another.
-
-    ``time_limit`` (seconds or text such as ``"10m"``) is for the whole ensemble: each member gets
-    an equal share.
-
-    Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
-    ``"members"`` added. Returns the :class:`Ensemble` (its folder lists the members).
-    """
-    from .models.kinds import create_model
-
-    if n_members < 2:
-        raise CareError(f"n_members must be >= 2, got {n_members}")
-    if not config.probabilistic:
-        config = config.replace(probabilistic=True, loss="laplace")
-    from .models.care import parse_duration
-
-    share = parse_duration(config.time_limit if time_limit is None else time_limit) / n_members
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    members = []
-    for i in range(n_members):
-        check_stop(stop)
-        model = create_model(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
-        cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
-        result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
-                             time_limit=share)
-        members.append(model)
-        if result.status in ("stopped", "nan"):
-            break
-    ens = Ensemble(members, folder, {"n_members": n_members, "seed": config.seed}) if len(members) >= 2 else None
-    if ens is not None:
-        Xv, _ = patches.val
-        ens.info["reference"] = reference_levels(ens, np.asarray(Xv[: min(len(Xv), 16)]))
-        ens.save_index()
-    return ens
-
-
-def reference_levels(model_or_ensemble, X):
-    """Typical mean scale (and disagreement, for ensembles) on validation patches (normalized units).
-
-    Stored with the model so that new data can be compared to it (out-of-distribution warning).
-    """
-    members = model_or_ensemble.members if isinstance(model_or_ensemble, Ensemble) else [model_or_ensemble]
-    n = members[0].config.n_channel_out
-    mus, bs = [], []
-    for m in members:
-        out = np.asarray(m.keras_model.predict_on_batch(X), np.float32)
-        mus.append(out[..., :n])
-        bs.append(out[..., n:])
-    ref = {"mean_scale": float(np.mean(bs))}
-    if len(members) > 1:
-        ref["mean_disagreement"] = float(disagreement(np.stack(mus), np.stack(bs)).mean())
-    return ref
-
-
-def ood_check(value, reference, *, factor=3.0, what="disagreement"):
-    """A warning string when ``value`` exceeds ``factor`` × ``reference`` (else None).
-
-    The reference is measured on (foreground-rich) validation patches. A hint, not a detector:
-    measured with tiny ensembles (3 members, 16 filters, seeds 0-2) on simulated nuclei, a new nuclei
-    volume had 1.2-1.6× the reference disagreement; stripes, noise or a checkerboard had 1.5-3.4×
-    after 4×10 training steps but 0.4-2.8× after 10×20, when the members agree that such data is
-    uncertain (their scales doubled) rather than disagree. The factor 3 keeps false alarms on
-    familiar data rare; a missing warning does not prove the data familiar. A single model's
-    predicted scale moved the other way with training (0.6-0.9× after 4×10 steps, 1.4-2.3× after
-    10×20), so look at the interval maps as well.
-    """
-    if reference is None or not np.isfinite(value):
-        return None
-    if value > factor * reference and value > reference + 1e-3:
-        return (f"the mean {what} on this image ({value:.3g}) is {value / max(reference, 1e-12):.1f}× that on the "
-                f"validation data ({reference:.3g}): it may look unlike anything the model was trained on")
-    return None
+# -- one model's read-outs (a mixture of one) ------------------------------------------------
+def probabilistic_readouts(mean, scale, *, confidence=0.9):
+    """Mean, scale, variance, entropy and the central interval, as a dict of arrays."""
+    mean, scale = _check(mean, scale)
+    out = predictive_readouts(mean, scale, confidence=confidence)
+    del out["width"]
+    return {**out, "scale": scale, "entropy": laplace_entropy(scale)}
