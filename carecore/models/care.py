@@ -304,6 +304,7 @@ class CARE:
                 from .folder import _sha256
 
                 data_hash = _sha256(Path(patches.path) / "patches.json")
+        t_enter = time.perf_counter()  # a budget counts everything from here: the filters' line included
         self._check_patches(X, Y, "training patches")
         if len(Xv) == 0:
             raise CareError("no validation patches: create patches with validation_fraction > 0")
@@ -325,6 +326,8 @@ class CARE:
                 callback({"kind": "resume", "message": resume_msg})
         val = ValidationSet(Xv, Yv, self)
         self.baseline_val = val.baseline(cached=info.get("validation_baseline"))
+        if self.baseline_val and not isinstance(patches, tuple):  # the next run on these patches (an ensemble's
+            patches.meta.setdefault("validation_baseline", self.baseline_val)   # members) reuses it
         if callback is not None and self.baseline_val:
             callback({"kind": "baseline", **self.baseline_val})
         import tensorflow as tf  # the data pipeline only
@@ -356,7 +359,10 @@ class CARE:
             self.keras_model.evaluate(val_ds, verbose=0)
             val.ssim()
             s_val = time.perf_counter() - tv + (0.3 if self.path is not None else 0.0)  # + saving the folder
-            per_epoch = max(budget - (time.perf_counter() - t0), s_step) / epochs
+            remaining = budget - (time.perf_counter() - t_enter)
+            # validations take at most a fifth of what is left: fewer of them in a short budget
+            epochs = max(1, min(epochs, int(0.2 * remaining / max(s_val, 1e-9))))
+            per_epoch = max(remaining, s_step) / epochs
             steps = max(1, int((per_epoch - s_val) / s_step))
             deadline = budget - s_val  # the last validation starts before the budget ends
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
@@ -372,14 +378,14 @@ class CARE:
                 self.save(self.path)
 
         if deadline is not None:  # the schedule's clock starts with the first step of fit
-            deadline -= time.perf_counter() - t0
+            deadline -= time.perf_counter() - t_enter
         cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
                            best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline,
                            loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None)
         self.keras_model.fit(ds, epochs=initial + epochs, initial_epoch=initial, steps_per_epoch=steps,
                              validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - (t_enter if budget else t0)
         checkpoint(cb, save=False)
         if cb.status == "nan":
             if self._best_weights is None:  # nothing usable was trained: leave the folder as it was

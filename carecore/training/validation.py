@@ -12,6 +12,8 @@ flat on sparse images.)
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..baselines import FAST_GRIDS, available_baselines, baseline
@@ -69,17 +71,23 @@ class ValidationSet:
             return cached
         if self.sx.shape != self.sy.shape:
             return None
+        from concurrent.futures import ThreadPoolExecutor
+
         spatial = "ZYX"[-(self.sx.ndim - 2):]
         tuned = {}
-        for name in names or available_baselines(len(spatial)):
-            best = None
-            for params in FAST_GRIDS.get(name, [{}]):
-                out = np.stack([np.stack([baseline(name, p[..., c], axes=spatial, normalize=False, **params)
-                                          for c in range(p.shape[-1])], -1) for p in self.sx])
-                score = patch_ssim(out, self.sy)
-                if best is None or score > best[1]:
-                    best = (params, score)
-            tuned[name] = best
+        # the filters release the GIL: patches in parallel threads (on 2 cores half the wall time)
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+            for name in names or available_baselines(len(spatial)):
+                best = None
+                for params in FAST_GRIDS.get(name, [{}]):
+                    def one(p, name=name, params=params):
+                        return np.stack([baseline(name, p[..., c], axes=spatial, normalize=False, **params)
+                                         for c in range(p.shape[-1])], -1)
+
+                    score = patch_ssim(np.stack(list(pool.map(one, self.sx))), self.sy)
+                    if best is None or score > best[1]:
+                        best = (params, score)
+                tuned[name] = best
         name = max(tuned, key=lambda n: tuned[n][1])
         return {"name": name, "params": tuned[name][0], "val_ssim": tuned[name][1],
                 "tuned": {n: {"params": p, "val_ssim": v} for n, (p, v) in tuned.items()}}

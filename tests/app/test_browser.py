@@ -84,8 +84,8 @@ def _train_until_done(page, limit=300):
         d = line.get_attribute("d") or "" if line.count() else ""
         if running and d.count("L") >= 2:
             saw_points_while_running = True
-        if page.locator(done).count():
-            break
+        if page.locator(done).count() or page.locator(".care-job-error, .care-job-stopped").count():
+            break   # a failed job ends the wait at once (the assertion below shows its message)
         time.sleep(0.2)
     assert page.locator(done).count(), f"training did not finish: {page.locator('.care-train-status').inner_text()}"
     return saw_points_while_running
@@ -245,8 +245,42 @@ def test_walk_the_isotropic_task(page_on_failure, lab_server, shots):
     assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
 
 
-def test_data_step_of_projection_and_subdiffraction(page_on_failure, lab_server, shots):
-    """The Data step of the two other kinds: 3D-to-2D pairs; simulated structures with a preview (no folders)."""
+def _train_restore_view(page, shots, prefix, image, input_text, output_text):
+    """Steps 2-4 with the quick budget: train, restore the demo's test image, look at it."""
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="2 · Train").click()
+    budget = page.locator(".care-train-budget")
+    budget.wait_for(timeout=30_000)
+    budget.get_by_text("Test · 20 s").click()
+    _train_until_done(page)
+    time.sleep(1.5)
+    _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss")
+    page.screenshot(path=str(shots / f"{prefix}_2_train.png"), full_page=True)
+
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
+    page.locator(".care-restore-refresh").click()
+    time.sleep(1)
+    assert image in page.locator(".care-restore-image select").input_value()
+    page.locator(".care-restore-go").click()
+    page.locator(".care-restore-metrics table").wait_for(timeout=240_000)
+    page.locator(".care-restore-output img[src]").first.wait_for(timeout=30_000)
+    metrics = page.locator(".care-restore-metrics").inner_text()
+    assert "CARE" in metrics and "best filter by" in metrics, metrics
+    assert input_text in page.locator(".care-restore-input").inner_text()
+    assert output_text in page.locator(".care-restore-output").inner_text()
+    page.screenshot(path=str(shots / f"{prefix}_3_restore.png"), full_page=True)
+
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()
+    page.locator(".care-view-show").click()
+    page.locator(".care-view-output img[src]").first.wait_for(timeout=60_000)
+    assert output_text in page.locator(".care-view-output").inner_text()
+    time.sleep(2)
+    _assert_drawn_inside(_line_inside_plot(page, ".care-view-profile"), "line profile")
+    page.screenshot(path=str(shots / f"{prefix}_4_view.png"), full_page=True)
+    return metrics
+
+
+def test_walk_the_projection_task(page_on_failure, lab_server, shots):
+    """Surface projection: 3D stacks and 2D targets from folders, a 20 s training, a YX restoration."""
     page = page_on_failure
     errors = _watch(page)
     page.goto(lab_server["url"])
@@ -260,7 +294,23 @@ def test_data_step_of_projection_and_subdiffraction(page_on_failure, lab_server,
     table = page.locator(".care-pairs").inner_text()
     assert "16×64×64" in table and "64×64" in table, table
     page.locator(".care-preview-high img[src]").first.wait_for(timeout=30_000)
+    page.locator(".care-data-patches").click()
+    page.locator(".care-patches-ready").wait_for(timeout=120_000)
     page.screenshot(path=str(shots / "proj_1_data.png"), full_page=True)
+
+    _train_restore_view(page, shots, "proj", "projection/test/low/sample00.tif", "16×64×64", "64×64")
+
+    bad = [e for e in errors if not _allowed(e)]
+    assert not bad, bad
+    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+
+
+def test_walk_the_subdiffraction_task(page_on_failure, lab_server, shots):
+    """Sub-diffraction: simulated structures (no folders) previewed, a 20 s training, a test image restored."""
+    page = page_on_failure
+    errors = _watch(page)
+    page.goto(lab_server["url"])
+    page.locator(".care-lab").wait_for(timeout=90_000)
 
     page.locator(".care-data-task select").select_option(label="Sub-diffraction (2D, trained on simulations)")
     page.locator(".care-data-structures").wait_for(timeout=30_000)
@@ -269,9 +319,11 @@ def test_data_step_of_projection_and_subdiffraction(page_on_failure, lab_server,
     page.locator(".care-data-preview").click()
     page.locator(".care-preview2-high img[src]").first.wait_for(timeout=60_000)
     page.locator(".care-data-patches").click()
-    page.locator(".care-patches-ready").wait_for(timeout=60_000)
+    page.locator(".care-patches-ready").wait_for(timeout=120_000)
     assert "simulated structures" in page.locator(".care-patches-status").inner_text()
     page.screenshot(path=str(shots / "subdiff_1_data.png"), full_page=True)
+
+    _train_restore_view(page, shots, "subdiff", "subdiffraction/test/low/sample00.tif", "96×96", "96×96")
 
     bad = [e for e in errors if not _allowed(e)]
     assert not bad, bad
