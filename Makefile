@@ -21,7 +21,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(PY) tests/setup_browser.py
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 # The notebooks' sources are notebooks/NN_name.py (jupytext percent scripts): edit them, then
 # rewrite the paired .ipynb files (without outputs) with this target.

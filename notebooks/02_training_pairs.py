@@ -157,7 +157,8 @@ ax[0, 0].set_title("low", loc="left")
 ax[1, 0].set_title("high", loc="left")
 plt.show()
 
-(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+with open(HERE / "results.json", "w") as f:
+    json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## Exercises

@@ -156,7 +156,8 @@ results.update(model_dir=str(HERE / "model"), status=result.status, epochs=[
 # %%
 again = cc.load_model(HERE / "model")
 print(type(again).__name__, "·", again.count_params(), "parameters ·", sorted(p.name for p in (HERE / "model").iterdir()))
-(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+with open(HERE / "results.json", "w") as f:
+    json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## What over-fitting looks like

@@ -139,7 +139,8 @@ report = quality_report(model_dir, d / "test" / "low", d / "test" / "high", HERE
 for fig in report["images"][0]["figures"].values():
     display(Image(filename=str(HERE / "qc" / fig)))
 results["qc"] = str(HERE / "qc" / "index.html")
-(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+with open(HERE / "results.json", "w") as f:
+    json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## Exercises

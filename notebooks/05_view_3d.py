@@ -83,7 +83,7 @@ print("volume shape (Z, Y, X):", low.shape)
 try:
     from carelab.viewers import volume_pair
 
-    display(volume_pair(low, restored, titles=("input", "CARE")))
+    display(volume_pair(low, restored, titles=("input", "CARE"), css="nb-volumes"))
     results["rendering"] = "ipyvolume"
 except ImportError as e:
     print("no 3D rendering here:", e)
@@ -101,7 +101,7 @@ try:
 except ImportError:       # the app is not installed: plain matplotlib slices
     SliceView = None
 if SliceView is not None:
-    views = [SliceView(title) for title in ("input", "CARE", "ground truth")]
+    views = [SliceView(title, css="nb-slices") for title in ("input", "CARE", "ground truth")]
     for view, volume in zip(views, (low, restored, truth)):
         view.set_image(volume)
     display(W.HBox(views))
@@ -129,8 +129,12 @@ profiles = {name: cc.percentile_normalize(v, 0.1, 99.9, axes="ZYX")[0][z, y]
 try:
     from carelab.viewers import Curves
 
-    chart = Curves(f"line profile (Z={z}, Y={y})", list(profiles), xlabel="X (pixels)", ylabel="normalized intensity",
-                   dashed={"ground truth"}, width="620px")
+    colors = {"input": "#1f77b4", "CARE": "#ff7f0e", "ground truth": "#2ca02c"}
+    # the legend goes under the chart (bqplot's own box would cover the curves)
+    chart = Curves(f"line profile (Z={z}, Y={y})", list(colors), colors=list(colors.values()), legend=None,
+                   xlabel="X (pixels)", ylabel="normalized intensity", dashed={"ground truth"}, x_min=0,
+                   x_format="d", width="620px", css="nb-profile")
+    chart.set_caption([(color, name == "ground truth", name) for name, color in colors.items()])
     for name, p in profiles.items():
         chart.set_curve(name, np.arange(len(p)), p)
     display(chart)
@@ -142,7 +146,8 @@ except ImportError:
     plt.legend()
     plt.show()
 results.update(profile_length=int(len(profiles["CARE"])), shape=list(low.shape))
-(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+with open(HERE / "results.json", "w") as f:
+    json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## Exercises

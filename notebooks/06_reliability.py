@@ -183,7 +183,8 @@ for a, (title, img, kw) in zip(ax, [("unfamiliar input", stranger_low[z], {"cmap
     a.axis("off")
 plt.show()
 results["ood"] = ood
-(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+with open(HERE / "results.json", "w") as f:
+    json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## Exercises

@@ -142,7 +142,8 @@ for a, name in zip(ax, ("linear interpolation", "CARE", "ground truth")):
     a.set_title(f"{name} (XZ slice)")
     a.axis("off")
 plt.show()
-(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+with open(HERE / "results.json", "w") as f:
+    json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## Exercises

@@ -133,7 +133,8 @@ for a, (title, img) in zip(ax, [("maximum projection", shown["maximum projection
     a.set_title(title)
     a.axis("off")
 plt.show()
-(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+with open(HERE / "results.json", "w") as f:
+    json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## Exercises

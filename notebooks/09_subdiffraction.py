@@ -125,7 +125,8 @@ for a, (title, img) in zip(ax, rows.items()):
     a.set_title(title, fontsize=9)
     a.axis("off")
 plt.show()
-(HERE / "results.json").write_text(json.dumps(results, indent=1, default=float))
+with open(HERE / "results.json", "w") as f:
+    json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## Exercises
