@@ -42,6 +42,7 @@ _LAZY = {
     "create_model": ("carecore.models.kinds", "create_model"),
     "export_bioimageio": ("carecore.export.bioimageio", "export_bioimageio"),
     "import_csbdeep": ("carecore.export.csbdeep", "import_csbdeep"),
+    "load_bioimageio": ("carecore.export.package", "load_bioimageio"),
 }
 
 

@@ -210,13 +210,21 @@ def cmd_train(args):
 
 
 def cmd_predict(args):
+    from .export.package import is_bioimageio_package, load_bioimageio
     from .io import read_image, write_image
     from .progress import tqdm_progress
     from .models.folder import load_model
     from .uncertainty import Ensemble, predictive_readouts
 
-    model = load_model(args.model)
-    cfg = model.config
+    packages = [m for m in args.model if is_bioimageio_package(m)]
+    if packages and len(args.model) > 1:
+        raise CareError(f"--model {packages[0]}: a bioimage.io package is one model; give it alone")
+    if packages:   # a bioimage.io package (zip or unpacked folder) runs through its own weights
+        model = load_bioimageio(packages[0])
+        probabilistic = model.probabilistic
+    else:
+        model = load_model(args.model)
+        probabilistic = (model.members[0] if isinstance(model, Ensemble) else model).config.probabilistic
     img = read_image(args.inp, axes=args.axes, mmap=True)
     tiles = "auto" if args.tiles == "auto" else _floats(args.tiles)
     kw = dict(axes=img.axes, n_tiles=tiles, memory_budget=int(args.memory_budget * 2**20))
@@ -225,7 +233,7 @@ def cmd_predict(args):
     out_axes = first.output_axes(img.axes)  # a projection drops Z
     write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing)  # noqa: E731
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
-    if not cfg.probabilistic and wants:
+    if not probabilistic and wants:
         raise CareError(f"--{wants[0].replace('_', '-')} needs a probabilistic model; {args.model[0]} is not")
     if isinstance(model, Ensemble) and args.scale_out:  # before any work is done
         raise CareError("--scale-out is one Laplace's scale; an ensemble predicts a mixture: use --lower-out/"
@@ -420,8 +428,10 @@ def build_parser():
     s.add_argument("--ensemble", type=int, metavar="M", help="train M probabilistic members (seeds seed..seed+M-1)")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("predict", help="restore an image with a trained model (tiled)")
-    s.add_argument("--model", required=True, nargs="+", help="model folder")
+    s = sub.add_parser("predict", help="restore an image with a trained model or a bioimage.io package (tiled)")
+    s.add_argument("--model", required=True, nargs="+",
+                   help="model folder, ensemble folder, several model folders, or a bioimage.io package (.zip or "
+                        "its unpacked folder with rdf.yaml; run with its own ONNX or Keras weights)")
     s.add_argument("--in", dest="inp", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--axes")

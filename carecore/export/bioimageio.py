@@ -48,6 +48,22 @@ TEST_INPUT_MAX = {3: (64, 128, 128), 2: (256, 256)}
 #: Largest accepted difference between a written weight format and carecore (relative to the output's range).
 FORMAT_TOLERANCE = 1e-4
 SPACE_IDS = {"Z": "z", "Y": "y", "X": "x"}
+KIND_TAGS = {"care": ["denoising"], "subdiffraction": ["deconvolution", "super-resolution"]}
+
+
+#: Model kinds whose prediction is the network alone on the input's grid: what the format expresses.
+EXPORTABLE_KINDS = ("care", "subdiffraction")
+#: Why the other kinds are refused, and what to do instead.
+REFUSED_KINDS = {
+    "upsampling": "it interpolates every stack along Z by its axial factor before the network runs, and the "
+                  "bioimage.io format has no resampling step (a consumer would feed the coarse stack to the network "
+                  "as it is)",
+    "isotropic": "it interpolates the stack along Z by its axial factor, runs its 2D network on every XZ and every "
+                 "YZ slice and averages the two results; the bioimage.io format can express neither the resampling "
+                 "nor the slicing and averaging",
+    "projection": "its network projects the stack along Z with carecore's own softmax-weighted sum over slices, which "
+                  "the package's standard-layer network does not have yet",
+}
 
 
 def _load_exportable(model_dir, weights):
@@ -58,10 +74,12 @@ def _load_exportable(model_dir, weights):
         raise CareError(f"{model_dir}: an ensemble folder; a package holds one network: export each member's "
                         "model folder on its own")
     kind = model.config.kind
-    if kind != "care":
-        raise CareError(f"{model_dir}: a model of kind {kind!r}; only kind 'care' (restoration on the input's grid) "
-                        f"can be exported as a bioimage.io package so far ({kind!r} needs processing around its "
-                        "network that the package format cannot express)")
+    if kind not in EXPORTABLE_KINDS:
+        why = REFUSED_KINDS.get(kind, "it needs processing around its network that the package format cannot express")
+        raise CareError(f"{model_dir}: a model of kind {kind!r} cannot be exported as a bioimage.io package: {why}. "
+                        f"Restore with carecore instead (`carecore predict --model {model_dir} --in stack.tif --out "
+                        "restored.tif`) and open the result, an OME-TIFF, in Fiji, KNIME or napari; exportable "
+                        f"kinds: {', '.join(EXPORTABLE_KINDS)}")
     return model
 
 
@@ -83,7 +101,8 @@ def _min_size(divisor, halo):
 
 
 def _test_image(model, test_input, test_axes, min_size):
-    """The test input as (spatial..., C) float32, centre-cropped to a valid size."""
+    """The test input as (spatial..., C) float32, centre-cropped to a valid size; axes shorter than the
+    package's minimum (but at least half of it) are mirrored at both ends up to it."""
     from ..axes import spatial_axes
 
     c = model.config
@@ -104,15 +123,24 @@ def _test_image(model, test_input, test_axes, min_size):
     x = np.transpose(np.asarray(test_input, np.float32), order)
     if "C" not in test_axes:
         x = x[..., None]
-    crop = []
+    crop, pad = [], []
     for a, s, cap in zip(c.axes, x.shape[:-1], TEST_INPUT_MAX[c.ndim]):
-        if s < min_size:
-            raise CareError(f"test_input: axis {a} has {s} pixels but the package needs at least {min_size} "
-                            f"(a multiple of {c.divisor} above twice the halo); pass a larger image or a smaller halo")
+        if s < min_size:   # a shallow stack (the demo's 32 slices under a minimum of 52): mirrored up to it
+            if 2 * s < min_size:
+                raise CareError(f"test_input: axis {a} has {s} pixels but the package needs at least {min_size} (a "
+                                f"multiple of {c.divisor} above twice the halo; images down to half of it are mirrored "
+                                "up to it); pass a larger image or a smaller halo")
+            crop.append(slice(0, s))
+            pad.append(((min_size - s) // 2, min_size - s - (min_size - s) // 2))
+            continue
         n = min_size + (min(s, max(cap, min_size)) - min_size) // c.divisor * c.divisor
         start = (s - n) // 2
         crop.append(slice(start, start + n))
-    return np.ascontiguousarray(x[tuple(crop)])
+        pad.append((0, 0))
+    x = x[tuple(crop)]
+    if any(p != (0, 0) for p in pad):
+        x = np.pad(x, pad + [(0, 0)], mode="symmetric")
+    return np.ascontiguousarray(x)
 
 
 def _postprocessing(kind, config, norm, out_norm, x):
@@ -186,8 +214,9 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
     Parameters
     ----------
     model_dir : str or Path
-        A carecore model folder of kind ``care`` (2D or 3D; probabilistic models export mean and scale
-        as the output channels ``mean*`` and ``scale*``).
+        A carecore model folder of kind ``care`` or ``subdiffraction`` (2D or 3D; probabilistic models
+        export mean and scale as the output channels ``mean*`` and ``scale*``). The other kinds are
+        refused (:data:`REFUSED_KINDS` says why).
     out_zip : str or Path
         The package to write.
     name, description : str, optional
@@ -198,8 +227,9 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
         An SPDX identifier.
     test_input : array_like, optional
         An image to test the package with (default: the first training input of the run card),
-        centre-cropped to at most :data:`TEST_INPUT_MAX`; ``test_axes`` are its axes (default the
-        model's, optionally with ``C``).
+        centre-cropped to at most :data:`TEST_INPUT_MAX`, and mirrored up to the package's minimum
+        size along axes shorter than it (at least half of it); ``test_axes`` are its axes (default
+        the model's, optionally with ``C``).
     postprocessing : {"scale_linear", "scale_mean_variance", "none"}, optional
         How the output is brought back to intensities (see the module's description); default
         ``scale_linear`` when channels in == out and the model is not probabilistic, else ``none``.
@@ -317,7 +347,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
             "authors": [a if isinstance(a, dict) else {"name": str(a)} for a in (authors or ["CARE Lab user"])],
             "cite": [CARE_CITATION] + list(cite or []),
             "license": license,
-            "tags": ["care", "carecore", "denoising", "restoration", "fluorescence-light-microscopy",
+            "tags": ["care", "carecore", *KIND_TAGS[c.kind], "restoration", "fluorescence-light-microscopy",
                      f"{c.ndim}d", "unet"] + (["probabilistic"] if c.probabilistic else []) + list(tags or []),
             "documentation": "README.md",
             "covers": ["cover.png"],
@@ -340,7 +370,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
             }],
             "weights": weights_entries,
             "config": {"carecore": {"version": __version__, "kind": c.kind, "postprocessing": postprocessing,
-                                    "percentiles": list(c.percentiles)}},
+                                    "percentiles": list(c.percentiles), "probabilistic": bool(c.probabilistic)}},
         }
         # JSON is YAML: the description is written as plain JSON into rdf.yaml
         (files / "rdf.yaml").write_text(json.dumps(rdf, indent=1))

@@ -6,10 +6,16 @@ import math
 import numpy as np
 
 
+#: What each exportable kind restores, for the descriptions.
+KIND_WORDS = {"care": "restoration", "subdiffraction": "sub-diffraction restoration (trained on simulated structures "
+                                                        "seen through the microscope's PSF)"}
+
+
 def summary(config):
     """One-line description of the model."""
     kind = "probabilistic " if config.probabilistic else ""
-    return (f"CARE {kind}restoration network ({config.ndim}D U-Net, depth {config.unet_depth}, "
+    what = KIND_WORDS.get(config.kind, "restoration")
+    return (f"CARE {kind}{what} network ({config.ndim}D U-Net, depth {config.unet_depth}, "
             f"{config.unet_filters} filters, {config.n_channel_in}->{config.n_channel_out} channel(s)) "
             "trained with CARE Lab (carecore)")
 
@@ -125,9 +131,11 @@ def readme(name, model, facts):
         "## Open it elsewhere", "",
         "- **Fiji (deepImageJ)**: Plugins > DeepImageJ > DeepImageJ Install Model > *From ZIP file*, choose this "
         "file; then DeepImageJ Run on an open image (ONNX or TensorFlow weights).",
-        "- **KNIME**: read the unzipped `weights_tf_saved_model.zip` with the TensorFlow 2 Network Reader "
-        "(serving signature `serve`), normalize with the percentiles above before and map back after.",
-        "- **Python**: `bioimageio.core.predict(model='this.zip', inputs=image)`, or "
+        "- **KNIME**: read the unzipped `weights_tf_saved_model.zip` with the TensorFlow Network Reader node "
+        "(serving signature `serve`), or `weights.onnx` with KNIME's ONNX nodes; normalize with the percentiles "
+        "above before and map back after.",
+        "- **Python**: `bioimageio.core.predict(model='this.zip', inputs=image)`, "
+        "`carecore predict --model this.zip --in image.tif --out restored.tif`, or "
         "`keras.models.load_model('weights.keras')` on normalized input (no carecore needed).",
         "",
         "## Citation", "",

@@ -12,45 +12,6 @@ from carecore.export import export_bioimageio
 pytestmark = pytest.mark.slow
 
 
-def _image(shape, seed=0):
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(seed)
-    clean = gaussian_filter((rng.random(shape) > 0.97).astype(np.float32), 2) * 3000 + 10
-    return rng.poisson(clean).astype(np.float32), clean.astype(np.float32)
-
-
-def _train(path, axes, image_shape, **overrides):
-    """A tiny model trained for a few steps on one simulated image (patches normalized as carecore does)."""
-    from carecore import percentile_normalize
-
-    noisy, clean = _image(image_shape)
-    cfg = care_config(axes, quick=True, epochs=1, steps_per_epoch=2, **overrides)
-    xn, _ = percentile_normalize(noisy, *cfg.percentiles, axes=axes)
-    yn, _ = percentile_normalize(clean, *cfg.percentiles, axes=axes)
-    rng = np.random.default_rng(0)
-    X, Y = [], []
-    for _ in range(10):
-        start = [rng.integers(0, s - p + 1) for s, p in zip(image_shape, cfg.patch_size)]
-        sl = tuple(slice(a, a + p) for a, p in zip(start, cfg.patch_size))
-        X.append(xn[sl])
-        Y.append(yn[sl])
-    X, Y = np.stack(X)[..., None], np.stack(Y)[..., None]
-    model = create_model(cfg, path)
-    model.train((X[:8], Y[:8], X[8:], Y[8:]))
-    return model, noisy
-
-
-@pytest.fixture(scope="module")
-def model2d(tmp_path_factory):
-    return _train(tmp_path_factory.mktemp("m") / "care2d", "YX", (112, 120), precision="float32")
-
-
-@pytest.fixture(scope="module")
-def model3d_prob(tmp_path_factory):
-    return _train(tmp_path_factory.mktemp("m") / "care3d", "ZYX", (56, 64, 64), probabilistic=True)
-
-
 @pytest.fixture(autouse=True)
 def _cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)   # bioimageio.core unzips TensorFlow weights into the working directory
@@ -110,13 +71,13 @@ def test_2d_package_passes_test_model_and_reproduces_carecore(model2d, tmp_path)
     np.testing.assert_allclose(padded, ours[h:-h, h:-h], atol=0.03 * np.ptp(ours))
 
 
-def test_unnormalized_output_maps_back_to_carecore_on_any_image(model2d, tmp_path):
+def test_unnormalized_output_maps_back_to_carecore_on_any_image(model2d, make_image, tmp_path):
     from carecore import compute_percentiles
 
     model, noisy = model2d
     pkg = export_bioimageio(model.path, tmp_path / "none.zip", test_input=noisy, postprocessing="none",
                             weight_formats=["onnx"])
-    other = _image((96, 104), seed=3)[0] * 0.5 + 40   # another image, another intensity range
+    other = make_image((96, 104), seed=3)[0] * 0.5 + 40   # another image, another intensity range
     norm = compute_percentiles(other, *model.config.percentiles, axes="YX")
     ours = model.predict(other, axes="YX")
     theirs = _bioimageio_predict(pkg, other[..., None])[..., 0]
