@@ -1,4 +1,5 @@
 """Serve the app with Voila on a free loopback port; drive it with Playwright in Debian's Chromium."""
+import contextlib
 import os
 import shutil
 import socket
@@ -45,22 +46,18 @@ def browser_type_launch_args(browser_type_launch_args):
         "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]}
 
 
-@pytest.fixture(scope="session")
-def lab_server(tmp_path_factory):
-    from carecore import write_demo_data
-
-    root = tmp_path_factory.mktemp("labroot")
-    write_demo_data(root, size="tiny", tasks=["denoising3d", "isotropic", "projection", "subdiffraction"])
+@contextlib.contextmanager
+def voila(notebook, *, env, cwd, log_path, extra_args=()):
+    """Voila serving ``notebook`` on a free loopback port (yields its URL); stopped by its own PID."""
+    log = open(log_path, "w")
     port = _free_port()
-    env = dict(os.environ, CARELAB_DATA_ROOT=str(root), CARELAB_QUICK="1", TF_CPP_MIN_LOG_LEVEL="2")
-    log = open(tmp_path_factory.mktemp("voila") / "voila.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-                             "--MappingKernelManager.cull_idle_timeout=600",
+    proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}",
+                             "--Voila.ip=127.0.0.1", "--MappingKernelManager.cull_idle_timeout=600",
                              # jupytext (a dependency, for the notebooks) ships a JupyterLab extension whose
                              # shared modules Voila's page lacks: it logs a console error on every page
                              "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']",
-                             str(REPO / "app" / "care_lab.ipynb")],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+                             *extra_args, str(notebook)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     url = f"http://127.0.0.1:{port}/"
     t = time.time()
     while time.time() - t < 60:
@@ -70,16 +67,42 @@ def lab_server(tmp_path_factory):
         except urllib.error.HTTPError:
             break
         except OSError:
+            if proc.poll() is not None:
+                break
             time.sleep(0.3)
     else:
         proc.terminate()
         pytest.fail("voila did not start within 60 s")
-    yield {"url": url, "root": root}
-    proc.terminate()
+    if proc.poll() is not None:
+        log.close()
+        pytest.fail(f"voila exited at start:\n{Path(log_path).read_text()[-3000:]}")
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def serve_voila():
+    """:func:`voila` for test modules that serve a notebook of their own."""
+    return voila
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory):
+    from carecore import write_demo_data
+
+    root = tmp_path_factory.mktemp("labroot")
+    write_demo_data(root, size="tiny", tasks=["denoising3d", "isotropic", "projection", "subdiffraction"])
+    env = dict(os.environ, CARELAB_DATA_ROOT=str(root), CARELAB_QUICK="1", TF_CPP_MIN_LOG_LEVEL="2")
+    with voila(REPO / "app" / "care_lab.ipynb", env=env, cwd=REPO,
+               log_path=tmp_path_factory.mktemp("voila") / "voila.log") as url:
+        yield {"url": url, "root": root}
 
 
 @pytest.fixture

@@ -71,6 +71,13 @@ def _watch(page):
     return errors
 
 
+def _assert_no_errors(page, errors):
+    """No console or page errors outside the allow-list, and no error shown by the app."""
+    bad = [e for e in errors if not _allowed(e)]
+    assert not bad, bad
+    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+
+
 def _train_until_done(page, limit=300):
     """Start training and wait for this job (not an earlier one the page attached to) to end."""
     page.locator(".care-train-start").click()
@@ -167,9 +174,7 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     page.screenshot(path=str(shots / "5_reliability.png"), full_page=True)
     page.locator(".care-rel-calibration").screenshot(path=str(shots / "5_reliability_calibration.png"))
 
-    bad = [e for e in errors if not _allowed(e)]
-    assert not bad, bad
-    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+    _assert_no_errors(page, errors)
 
 
 def test_walk_the_isotropic_task(page_on_failure, lab_server, shots):
@@ -240,9 +245,7 @@ def test_walk_the_isotropic_task(page_on_failure, lab_server, shots):
     page.locator(".care-view-input").locator("..").screenshot(path=str(shots / "iso_4_view_slices.png"))
     page.locator(".care-view-profile").screenshot(path=str(shots / "iso_4_view_profile.png"))
 
-    bad = [e for e in errors if not _allowed(e)]
-    assert not bad, bad
-    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+    _assert_no_errors(page, errors)
 
 
 def _train_restore_view(page, shots, prefix, image, input_text, output_text):
@@ -300,9 +303,7 @@ def test_walk_the_projection_task(page_on_failure, lab_server, shots):
 
     _train_restore_view(page, shots, "proj", "projection/test/low/sample00.tif", "16×64×64", "64×64")
 
-    bad = [e for e in errors if not _allowed(e)]
-    assert not bad, bad
-    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+    _assert_no_errors(page, errors)
 
 
 def test_walk_the_subdiffraction_task(page_on_failure, lab_server, shots):
@@ -325,6 +326,4 @@ def test_walk_the_subdiffraction_task(page_on_failure, lab_server, shots):
 
     _train_restore_view(page, shots, "subdiff", "subdiffraction/test/low/sample00.tif", "96×96", "96×96")
 
-    bad = [e for e in errors if not _allowed(e)]
-    assert not bad, bad
-    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+    _assert_no_errors(page, errors)

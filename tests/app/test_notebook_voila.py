@@ -9,12 +9,7 @@ import importlib.util
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,52 +29,16 @@ except ImportError:  # another import mode: load it by path
         _mod._allowed, _mod._assert_drawn_inside, _mod._line_inside_plot, _mod._watch)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def notebook_server(tmp_path_factory):
+def notebook_server(tmp_path_factory, serve_voila):
     """Voila serving the notebook on a free loopback port, with the app fixture's flags."""
     out = tmp_path_factory.mktemp("nb_out")
-    port = _free_port()
     env = dict(os.environ, CARELAB_QUICK="1", CARELAB_NOTEBOOK_OUT=str(out), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("MPLBACKEND", None)
     log_path = tmp_path_factory.mktemp("voila_nb") / "voila.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-                             "--MappingKernelManager.cull_idle_timeout=600",
-                             "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']",
-                             "--show_tracebacks=True",   # a failing cell shows its error (and the test prints it)
-                             str(NOTEBOOK)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=NOTEBOOK.parent)
-    url = f"http://127.0.0.1:{port}/"
-    t = time.time()
-    while time.time() - t < 60:
-        try:
-            urllib.request.urlopen(url + "api", timeout=2)
-            break
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-    else:
-        proc.terminate()
-        pytest.fail("voila did not start within 60 s")
-    if proc.poll() is not None:
-        log.close()
-        pytest.fail(f"voila exited at start:\n{log_path.read_text()[-3000:]}")
-    yield {"url": url, "out": out, "log": log_path}
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with serve_voila(NOTEBOOK, env=env, cwd=NOTEBOOK.parent, log_path=log_path,
+                     extra_args=["--show_tracebacks=True"]) as url:   # a failing cell shows its error
+        yield {"url": url, "out": out, "log": log_path}
 
 
 @pytest.fixture
