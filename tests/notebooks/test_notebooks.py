@@ -91,6 +91,8 @@ def check_03(r, here):
     assert r["status"] in ("completed", "time_limit") and r["epochs"]
     assert all(math.isfinite(e["val_ssim"]) and math.isfinite(e["loss"]) for e in r["epochs"])
     assert r["baseline"]["name"] in cc.BASELINES and 0 < r["baseline"]["val_ssim"] < 1
+    # the chart's story: CARE's validation SSIM overtakes the best filter's line
+    assert max(e["val_ssim"] for e in r["epochs"]) > r["baseline"]["val_ssim"], r
 
 
 def check_04(r, here):
@@ -98,8 +100,8 @@ def check_04(r, here):
     assert restored.axes == "ZYX" and list(restored.data.shape) == r["input_shape"]
     assert r["tiles"] > 1 and r["tiled_vs_untiled"] < 1e-3 * float(np.abs(restored.data).max())
     assert _beats(r["care"], r["input"]), r
-    if not r["quick"]:   # seconds of training do not beat the tuned filters; the workshop budget does
-        assert r["care"]["ssim"] > r["best_baseline"]["ssim"] and r["care"]["nrmse"] < r["best_baseline"]["nrmse"], r
+    # the tuned filters: the best by SSIM and the best by NRMSE (quick mode tunes Gaussian, median and TV)
+    assert r["care"]["ssim"] > r["best_baseline"]["ssim"] and r["care"]["nrmse"] < r["best_baseline"]["nrmse"], r
     assert Path(r["qc"]).exists() and any(Path(r["qc"]).parent.glob("*_maps.png"))
 
 
@@ -119,9 +121,8 @@ def check_07(r, here):
     img = cc.read_image(r["restored"])
     assert list(img.data.shape) == r["truth_shape"] and img.spacing["Z"] == pytest.approx(1.0)
     m = r["metrics"]
-    assert _beats(m["CARE"], m["nearest interpolation"]), m
-    if not r["quick"]:
-        assert _beats(m["CARE"], m["linear interpolation"]) and _beats(m["CARE"], m["cubic interpolation"]), m
+    assert all(_beats(m["CARE"], m[f"{i} interpolation"]) for i in ("nearest", "linear", "cubic")), m
+    assert abs(m["CARE"]["phi"] - m["ground truth"]["phi"]) < abs(m["linear interpolation"]["phi"] - m["ground truth"]["phi"]), m
 
 
 def check_08(r, here):
@@ -129,16 +130,13 @@ def check_08(r, here):
     img = cc.read_image(r["restored"])
     assert img.axes == "YX" and list(img.data.shape) == r["truth_shape"]
     assert _beats(r["care"], r["input"]), r    # the maximum projection
-    if not r["quick"]:
-        assert _beats(r["care"], r["best_baseline"]), r
+    assert _beats(r["care"], r["best_baseline"]), r   # projections followed by a tuned filter
 
 
 def check_09(r, here):
     assert (Path(r["model_dir"]) / "manifest.json").exists() and Path(r["restored"]).exists()
-    # 300 steps sharpen the tubules but barely lower the error: NRMSE and Richardson-Lucy only in full mode
-    assert r["care"]["ssim"] > r["input"]["ssim"] and r["care"]["fwhm"] < r["input"]["fwhm"], r
-    if not r["quick"]:
-        assert _beats(r["care"], r["input"]) and _beats(r["care"], r["best_baseline"]), r   # RL, tuned
+    assert _beats(r["care"], r["input"]) and _beats(r["care"], r["best_baseline"]), r   # RL, tuned
+    assert r["care"]["fwhm"] < r["input"]["fwhm"], r
 
 
 CHECKS = {name[6:]: fn for name, fn in globals().items() if name.startswith("check_")}
