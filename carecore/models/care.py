@@ -160,6 +160,12 @@ class CARE:
         plain CARE; Z interpolation for upsampling): the "input" to compare a restoration with."""
         return np.asarray(image, np.float32)
 
+    def patches_on_output_grid(self, X):
+        """Input patches ``X`` (batch, spatial axes, channel), as the network takes them, brought onto
+        the grid of the target patches: what the classical filters of the validation line restore
+        (identity for kinds whose network input is on the output grid; a projection projects)."""
+        return X
+
     def output_spacing(self, spacing):
         """Voxel size of the output for an input of voxel size ``spacing`` ({axis: size})."""
         return dict(spacing or {})

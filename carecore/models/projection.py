@@ -260,6 +260,11 @@ class ProjectionCARE(CARE):
         compared with), axes ``axes`` without Z."""
         return np.asarray(np.max(np.asarray(image, np.float32), axis=axes.index("Z")), np.float32)
 
+    def patches_on_output_grid(self, X):
+        """The maximum-intensity projection of stack patches (batch, Z, Y, X, channel): the validation
+        line is the best tuned filter applied to it."""
+        return np.max(np.asarray(X, np.float32), axis=1)
+
     def output_spacing(self, spacing):
         """The input's voxel size without Z."""
         return {a: v for a, v in dict(spacing or {}).items() if a != "Z"}

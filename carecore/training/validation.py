@@ -61,19 +61,21 @@ class ValidationSet:
 
     def baseline(self, cached=None, names=None):
         """The best tuned classical baseline on the same patches and measure, as a dict
-        ``{"name", "params", "val_ssim", "tuned": {name: (params, val_ssim)}}`` (None when the task
-        changes the grid, e.g. input and target channels differ).
+        ``{"name", "params", "val_ssim", "tuned": {name: (params, val_ssim)}}``, the filters applied to
+        the input patches brought onto the targets' grid (a projection's maximum projection); None
+        when the grids still differ (e.g. input and target channels).
 
         ``cached``: a result computed before (stored with the patches) is returned as is. The grids
         are :data:`~carecore.baselines.FAST_GRIDS` (the QC report tunes over the full ones).
         """
         if cached:
             return cached
-        if self.sx.shape != self.sy.shape:
+        sx = np.asarray(self.model.patches_on_output_grid(self.sx), np.float32)
+        if sx.shape != self.sy.shape:
             return None
         from concurrent.futures import ThreadPoolExecutor
 
-        spatial = "ZYX"[-(self.sx.ndim - 2):]
+        spatial = "ZYX"[-(sx.ndim - 2):]
         tuned = {}
         # the filters release the GIL: patches in parallel threads (on 2 cores half the wall time)
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
@@ -84,7 +86,7 @@ class ValidationSet:
                         return np.stack([baseline(name, p[..., c], axes=spatial, normalize=False, **params)
                                          for c in range(p.shape[-1])], -1)
 
-                    score = patch_ssim(np.stack(list(pool.map(one, self.sx))), self.sy)
+                    score = patch_ssim(np.stack(list(pool.map(one, sx))), self.sy)
                     if best is None or score > best[1]:
                         best = (params, score)
                 tuned[name] = best

@@ -142,8 +142,13 @@ def test_trained_model_beats_tuned_projection_baselines():
     cfg = ProjectionCARE.default_config("ZYX", epochs=6, steps_per_epoch=30)
     patches = ProjectionCARE.make_patches(cfg, train, axes="ZYX", n_patches_per_image=64)
     model = ProjectionCARE(cfg)
-    result = model.train(patches)
+    events = []
+    result = model.train(patches, callback=events.append)
     assert result.status == "completed"
+    # the chart's validation line: the best tuned filter after a maximum projection of the patches
+    line = [e for e in events if e["kind"] == "baseline"]
+    assert len(line) == 1 and 0 < line[0]["val_ssim"] < 1 and model.run_card["validation_baseline"]["val_ssim"] == line[0]["val_ssim"]
+    assert max(e["val_ssim"] for e in events if e["kind"] == "epoch") > line[0]["val_ssim"]
     care = evaluate(model.predict(test_low, axes="ZYX"), test_gt, axes="YX")
     tuned = projection_baselines([(test_low, test_gt)], axes="ZYX")
     scores = {k: evaluate(b.apply(test_low, axes="ZYX"), test_gt, axes="YX") for k, b in tuned.items()}
