@@ -117,12 +117,12 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         x = np.asarray(low.data, np.float32)
         x_grid = grid_model.on_output_grid(x, axes=low.axes)
         if x_grid.shape != gt.shape:
-            raise CareError(f"{pair.name}: the restoration will have shape {x_grid.shape} (axes {low.axes}) but the "
+            raise CareError(f"{pair.name}: the restoration will have shape {x_grid.shape} (axes {grid_model.output_axes(low.axes)}) but the "
                             f"ground truth has {tuple(gt.shape)}; they must be on the same grid to be compared")
         pairs.append((pair, low, gt, x, x_grid))
     tuned = {}
     if pairs and (baselines is None or baselines):
-        tuned = tune_baselines([(xg, g.data) for _, _, g, _, xg in pairs], axes=pairs[0][1].axes,
+        tuned = tune_baselines([(xg, g.data) for _, _, g, _, xg in pairs], axes=grid_model.output_axes(pairs[0][1].axes),
                                names=baselines or None, stop=stop,
                                progress=(lambda d, t, w: report(progress, 0, len(pairs), f"tuning {w}")))
     rep["baselines"] = {n: {"params_ssim": t.params, "params_nrmse": t.params_nrmse, "grid": t.grid}
@@ -134,6 +134,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             check_stop(stop)
             g_raw = np.asarray(gt.data, np.float32)
             entry = {"name": pair.name, "shape": list(x.shape), "axes": low.axes, "metrics": {}, "figures": {}}
+            oa = grid_model.output_axes(low.axes)   # the grid of restoration and ground truth (a projection: no Z)
             norm = compute_percentiles(x, *cfg.percentiles, axes=low.axes, name=pair.name)
             span = float(np.mean(np.asarray(norm.hi) - np.asarray(norm.lo)))
             mus = bs = None
@@ -155,14 +156,14 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             if warn:
                 entry["warning"] = warn
                 rep["warnings"].append(f"{pair.name}: {warn}")
-            ev = lambda y: evaluate(y, g_raw, axes=low.axes, name=pair.name)  # noqa: E731
+            ev = lambda y: evaluate(y, g_raw, axes=oa, name=pair.name)  # noqa: E731
             entry["metrics"]["input"] = ev(x_grid)
             for name, t in tuned.items():  # each metric at the filter's best parameters for it
-                m_s = ev(t.apply(x_grid, axes=low.axes))
-                m_n = m_s if t.params_nrmse == t.params else ev(t.apply(x_grid, axes=low.axes, for_metric="nrmse"))
+                m_s = ev(t.apply(x_grid, axes=oa))
+                m_n = m_s if t.params_nrmse == t.params else ev(t.apply(x_grid, axes=oa, for_metric="nrmse"))
                 entry["metrics"][name] = {"ssim": m_s["ssim"], "nrmse": m_n["nrmse"], "psnr": m_n["psnr"]}
             entry["metrics"]["CARE"] = ev(mean)
-            g, _ = percentile_normalize(g_raw, *GT_PERCENTILES, axes=gt.axes)
+            g, _ = percentile_normalize(g_raw, *GT_PERCENTILES, axes=oa)
             a, b0 = affine_fit(mean, g)
             phi = a * mean + b0
             stem = Path(pair.name).stem
@@ -176,7 +177,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             entry["figures"] = {"images": f"{stem}_images.png", "maps": f"{stem}_maps.png"}
             if cfg.probabilistic:
                 pm, ps = (mus, bs) if ens else out
-                curve = measure_calibration(g_raw, pm, ps, image=x, axes=low.axes, percentiles=cfg.percentiles,
+                curve = measure_calibration(g_raw, pm, ps, image=x, axes=low.axes, output_axes=oa, percentiles=cfg.percentiles,
                                             mapped_back=cfg.n_channel_in == cfg.n_channel_out)
                 entry["calibration"] = curve
                 curves.append((curve, g_raw.size))

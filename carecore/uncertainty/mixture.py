@@ -213,7 +213,7 @@ def calibration_curve(gt, means, scales, *, confidences=DEFAULT_CONFIDENCES):
 
 
 def measure_calibration(truth, means, scales, *, image, axes, percentiles, mapped_back=True,
-                        confidences=DEFAULT_CONFIDENCES):
+                        confidences=DEFAULT_CONFIDENCES, output_axes=None):
     """Calibration where the network makes its promise, with no fit to the ground truth (CARE-NOTES §7).
 
     The network predicts distributions of the *normalized target*: the ground truth normalized with
@@ -233,6 +233,10 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
         The input the prediction was made from (only its percentiles are used, to map the prediction
         back: it may lie on another grid, e.g. the coarse stack of an upsampling model).
     axes : str
+        Axes of ``image`` (and of ``truth``, ``means`` and ``scales`` unless ``output_axes`` is given).
+    output_axes : str, optional
+        Axes of ``truth``, ``means`` and ``scales`` where the output's grid drops an axis of the
+        input (a projection's YX from a ZYX stack).
     percentiles : (float, float)
         The model's normalization percentiles (``model.config.percentiles``).
     mapped_back : bool
@@ -251,10 +255,11 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
     scales = np.asarray(scales, np.float32)
 
     n_in = compute_percentiles(image, *percentiles, axes=axes, name="input")
-    n_gt = compute_percentiles(truth, *percentiles, axes=axes, name="ground truth")
-    # per-channel values shaped for ``axes``; they broadcast over the members' leading axis as well
-    lo, hi = (_broadcast(n_in.lo, None, axes), _broadcast(n_in.hi, None, axes)) if mapped_back else (0.0, 1.0)
-    glo, ghi = _broadcast(n_gt.lo, None, axes), _broadcast(n_gt.hi, None, axes)
+    oa = output_axes or axes
+    n_gt = compute_percentiles(truth, *percentiles, axes=oa, name="ground truth")
+    # per-channel values shaped for the output's axes; they broadcast over the members' leading axis as well
+    lo, hi = (_broadcast(n_in.lo, None, oa), _broadcast(n_in.hi, None, oa)) if mapped_back else (0.0, 1.0)
+    glo, ghi = _broadcast(n_gt.lo, None, oa), _broadcast(n_gt.hi, None, oa)
     g = (truth - glo) / (ghi - glo)
     curve = calibration_curve(g, (means - lo) / (hi - lo), scales / (hi - lo), confidences=confidences)
     curve["space"] = "normalized target (no fit)"

@@ -132,6 +132,34 @@ def test_cli_train_and_predict_writes_yx(tmp_path):
     assert img.axes == "YX" and img.data.shape == gt.data.shape
 
 
+def test_qc_report_of_a_probabilistic_projection(tmp_path):
+    """The QC report compares on the projection's YX grid: the maximum projection as the input,
+    filters tuned on it, calibration of the YX scale, figures."""
+    import json
+
+    from carecore import write_demo_data
+    from carecore.cli import main
+    from carecore.models.projection import ProjectionCARE
+
+    root = write_demo_data(tmp_path / "demo", tasks=["projection"], size="tiny")["projection"]
+    cfg = ProjectionCARE.default_config("ZYX", probabilistic=True, unet_filters=8, epochs=1, steps_per_epoch=3)
+    from carecore import find_pairs
+
+    patches = ProjectionCARE.make_patches(cfg, find_pairs(root / "train/low", root / "train/high"), axes="ZYX",
+                                          n_patches_per_image=8)
+    ProjectionCARE(cfg, tmp_path / "model").train(patches)
+    assert main(["qc", "--model", str(tmp_path / "model"), "--low", str(root / "test/low"),
+                 "--gt", str(root / "test/high"), "--out", str(tmp_path / "qc")]) == 0
+    rep = json.loads((tmp_path / "qc" / "report.json").read_text())
+    entry = rep["images"][0]
+    assert rep["kind"] == "projection" and entry["axes"] == "ZYX" and len(entry["shape"]) == 3
+    assert {"input", "gaussian", "CARE"} <= set(entry["metrics"]) and 0 <= rep["calibration"]["ece"] <= 1
+    mip = max_projection(read_image(root / "test/low/sample00.tif").data, axes="ZYX")
+    assert entry["metrics"]["input"]["ssim"] == pytest.approx(
+        evaluate(mip, read_image(root / "test/high/sample00.tif").data, axes="YX")["ssim"])
+    assert all((tmp_path / "qc" / f).stat().st_size > 1000 for f in entry["figures"].values())
+
+
 def test_trained_model_beats_tuned_projection_baselines():
     """A few minutes' worth of CPU training (180 steps) beats MIP and surface-following projections,
     each followed by the best classical denoiser tuned on the test image's own ground truth."""
