@@ -124,6 +124,8 @@ def cmd_train(args):
                                        ("epochs", args.epochs), ("steps_per_epoch", args.steps)) if v is not None}
         if args.time_limit:
             overrides["time_limit"] = parse_duration(args.time_limit)
+        elif args.epochs is not None or args.steps is not None:
+            overrides["time_limit"] = 0   # epochs x steps asked for: no budget (kinds that default to one too)
         axes = "".join(a for a in (args.axes or "ZYX").upper() if a in "ZYX")
         if args.patch:
             overrides["patch_size"] = args.patch
@@ -136,7 +138,8 @@ def cmd_train(args):
         if args.psf_sigma:
             overrides["psf_sigma"] = args.psf_sigma
         config = model_class(overrides.get("kind", "care")).default_config(axes, **overrides)
-    task_options = {k: v for k, v in (("psf", args.psf), ("structures", args.structures)) if v}
+    task_options = {k: v for k, v in (("psf", args.psf), ("structures", args.structures),
+                                      ("psf_sigma_z", args.psf_sigma_z)) if v is not None}
     if args.patches:
         patches = load_patches(args.patches)
     elif model_class(config.kind).needs_pairs:
@@ -421,6 +424,8 @@ def build_parser():
     s.add_argument("--factor", type=float, help="axial factor (upsampling, isotropic)")
     s.add_argument("--psf-sigma", type=float, metavar="S", help="PSF sigma in pixels (isotropic: axial, subdiffraction: "
                                                                 "lateral)")
+    s.add_argument("--psf-sigma-z", type=float, metavar="SZ", help="subdiffraction, ZYX: axial PSF sigma in Z voxels "
+                                                                    "(default: --psf-sigma)")
     s.add_argument("--psf", help="a measured PSF image instead of --psf-sigma")
     s.add_argument("--structures", help="subdiffraction: synthetic structures to train on, e.g. tubules,granules")
     s.add_argument("--precision", choices=["mixed_bfloat16", "float32"])

@@ -142,3 +142,21 @@ def test_cli_train_with_measured_psf_and_predict(tmp_path, capsys):
     # without a PSF the CLI says what to give
     rc = main(["train", "--task", "subdiffraction", "--axes", "YX", "--model-dir", str(tmp_path / "m2")])
     assert rc == 2 and "--psf-sigma S or --psf" in capsys.readouterr().err
+
+
+def test_cli_3d_axial_sigma_and_steps_without_a_budget(tmp_path, capsys):
+    """--psf-sigma-z reaches the simulator; --epochs/--steps mean no time budget (the kind's default
+    3-minute budget would otherwise keep training)."""
+    from carecore.cli import main
+
+    model_dir = tmp_path / "m"
+    rc = main(["train", "--task", "subdiffraction", "--structures", "granules", "--psf-sigma", "1.5",
+               "--psf-sigma-z", "3", "--axes", "ZYX", "--model-dir", str(model_dir), "--epochs", "1", "--steps", "2",
+               "--n-per-image", "4"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    model = cc.load_model(model_dir)
+    assert model.config.time_limit == 0 and model.run_card["status"] == "completed" and len(model.history) == 1
+    assert model.run_card["subdiffraction"]["psf_sigma"] == [3.0, 1.5, 1.5]
+    rc = main(["train", "--task", "subdiffraction", "--psf-sigma", "1.5", "--psf-sigma-z", "3", "--axes", "YX",
+               "--model-dir", str(tmp_path / "m2"), "--epochs", "1", "--steps", "1"])
+    assert rc == 2 and "only 3D (ZYX) models have a Z axis" in capsys.readouterr().err
