@@ -11,8 +11,8 @@ Cases (the recipe was tuned on the demo's simulated nuclei; the others were not 
 
 - ``demo3d``, ``demo2d``, ``upsampling``: the embedded demo data (train folders / test volume);
 - ``bpae_<channel>_<photons>``: a real BPAE channel (../shared/data) degraded with the photon-budget
-  simulator at that light dose; trained on its top 60 %, tested on its bottom 35 % (no training
-  patch touches it);
+  simulator at that light dose; trained on its left 60 % (along X), tested on its right 35 % (a
+  5 % gap: no training patch touches it; the bottom part was almost all background);
 - ``embryo_<photons>``: the real Arabidopsis embryo, likewise, split along X.
 
 For each case: the input, every classical baseline tuned over its grid on the *test* image with its
