@@ -11,6 +11,18 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """What a test or a library changes in ``os.environ`` lasts for that test only: bioimageio.core's
+    ``test_model`` sets ``TF_ENABLE_ONEDNN_OPTS=0`` for good, and every notebook kernel and command-line
+    subprocess started after it ran TensorFlow's bfloat16 without oneDNN, about ten times slower."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -152,6 +152,9 @@ QUICK = os.environ.get("CARELAB_NOTEBOOKS_FULL", "") in ("", "0")
 def test_notebook_runs_in_quick_mode(path, out_dir, monkeypatch):
     from nbclient import NotebookClient
 
+    # the kernel inherits this environment: no setting left behind by another test (a leaked
+    # TF_ENABLE_ONEDNN_OPTS=0 once made the notebooks ten times slower)
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
     monkeypatch.setenv("CARELAB_QUICK", "1" if QUICK else "0")
     monkeypatch.setenv("CARELAB_NOTEBOOK_OUT", str(out_dir))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
