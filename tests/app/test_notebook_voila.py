@@ -113,8 +113,11 @@ def test_notebook_05_view_3d_in_voila(nb_page, notebook_server, shots):
         slices.nth(i).locator("img[src]").nth(2).wait_for(timeout=30_000)
         assert slices.nth(i).locator(".widget-slider").count() == 1
     assert [slices.nth(i).locator("b").first.inner_text() for i in range(3)] == ["input", "CARE", "ground truth"]
-    for img in slices.locator("img").all():
-        assert img.evaluate("i => i.complete && i.naturalWidth > 0"), "a slice image did not load"
+    for img in slices.locator("img").all():   # a data: URL decodes after its src is set: wait, then check
+        try:
+            page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle(), timeout=15_000)
+        except Exception:
+            pytest.fail(f"a slice image did not load: {img.get_attribute('src')[:80]!r}")
     _assert_drawn_inside(_line_inside_plot(page, ".nb-profile"), "line profile")
     legend = page.locator(".nb-profile .care-chart-legend").inner_text()
     assert all(name in legend for name in ("input", "CARE", "ground truth")), legend
@@ -138,7 +141,7 @@ def test_notebook_05_view_3d_in_voila(nb_page, notebook_server, shots):
     assert z1 > z0, (z0, z1)
     page.wait_for_function("([img, src]) => img.getAttribute('src') !== src", arg=[xy.element_handle(), src0],
                            timeout=15_000)
-    assert xy.evaluate("i => i.complete && i.naturalWidth > 0")
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=xy.element_handle(), timeout=15_000)
     first.screenshot(path=str(shots / "nb_05_slices_input_moved.png"))
 
     # and the input's contrast window: the rendering changes (the notebook's second exercise)
