@@ -11,7 +11,7 @@ LAB_DATA ?= lab-data
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[app,test]"
+	$(PY) -m pip install --quiet -e ".[app,test,zarr]"
 	touch $(STAMP)
 
 venv: $(STAMP)

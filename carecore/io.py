@@ -1,9 +1,10 @@
-"""TIFF reading and writing with axes and voxel size.
+"""Image reading and writing with axes and voxel size: TIFF, and OME-Zarr through :mod:`carecore.ngff`.
 
 Reading understands ImageJ hyperstacks and OME-TIFF metadata (axes, voxel size); without metadata
 the axes are guessed from the number of dimensions and flagged as guessed. An explicit ``axes=``
 overrides both. Writing produces OME-TIFF (Fiji opens it through Bio-Formats), atomically: the file
-appears complete or not at all.
+appears complete or not at all. A ``*.zarr`` path (a folder) is an OME-Zarr image, read and written
+by :mod:`carecore.ngff` with the same :class:`Image`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class Image:
     Attributes
     ----------
     data : numpy.ndarray
-        The pixels (possibly a read-only memory map).
+        The pixels (possibly a read-only memory map, or for an OME-Zarr image read with ``mmap=True``
+        a dask array that reads chunks when sliced).
     axes : str
         One letter per dimension of ``data``.
     spacing : dict
@@ -99,17 +101,18 @@ def _spacing_from_tiff(tif):
 
 
 def read_image(path, *, axes=None, mmap=False):
-    """Read a TIFF file into an :class:`Image`.
+    """Read a TIFF file or an OME-Zarr image into an :class:`Image`.
 
     Parameters
     ----------
     path : str or Path
-        A ``.tif``/``.tiff`` file (ImageJ, OME or plain).
+        A ``.tif``/``.tiff`` file (ImageJ, OME or plain), or an OME-Zarr folder (``*.ome.zarr``,
+        :func:`carecore.ngff.read_ngff`).
     axes : str, optional
         Overrides the axes found in (or guessed for) the file.
     mmap : bool
-        Memory-map the pixels instead of reading them (uncompressed files only), so that images
-        larger than RAM can be streamed.
+        Memory-map the pixels instead of reading them (uncompressed TIFF files only; OME-Zarr: a
+        dask array of its chunks), so that images larger than RAM can be streamed.
 
     Examples
     --------
@@ -120,6 +123,12 @@ def read_image(path, *, axes=None, mmap=False):
     import tifffile
 
     path = Path(path)
+    from .ngff import is_ngff
+
+    if is_ngff(path):
+        from .ngff import read_ngff
+
+        return read_ngff(path, axes=axes, lazy=mmap)
     if not path.exists():
         raise CareError(f"{path}: no such file")
     if path.is_dir():
@@ -165,10 +174,14 @@ def _squeezed(shape):
 
 
 def peek_axes(path):
-    """``(axes, shape, guessed)`` of a TIFF file from its header alone (no pixels are read)."""
+    """``(axes, shape, guessed)`` of a TIFF file or an OME-Zarr image from its header alone (no pixels are read)."""
     import tifffile
 
     path = Path(path)
+    from .ngff import describe, is_ngff, open_level
+
+    if is_ngff(path):
+        return describe(path)[0], tuple(open_level(path).shape), False
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -182,6 +195,29 @@ def peek_axes(path):
     return axes, shape, False
 
 
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def is_image_path(path):
+    """True for a TIFF file or an OME-Zarr image (a ``*.zarr`` folder): what :func:`read_image` reads."""
+    from .ngff import is_ngff
+
+    path = Path(path)
+    if path.name.startswith("."):  # hidden, e.g. a store being written beside its destination
+        return False
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return path.is_file()
+    return path.is_dir() and path.name.lower().endswith(".zarr") and is_ngff(path)
+
+
+def list_images(folder):
+    """The TIFF files and OME-Zarr images in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CareError(f"{folder}: no such folder")
+    return [p for p in sorted(folder.iterdir()) if is_image_path(p)]
+
+
 def atomic_path(path):
     """A temporary path in the same folder as ``path``, for write-then-rename."""
     path = Path(path)
@@ -192,6 +228,9 @@ def atomic_path(path):
 
 def write_image(path, data, *, axes, spacing=None, dtype=None, compression=None):
     """Write ``data`` with its axes (and voxel size) to an OME-TIFF file, atomically.
+
+    A path ending in ``.zarr`` writes an OME-Zarr image instead (:func:`carecore.ngff.write_ngff`: NGFF
+    0.4 with a pyramid, axes in T C Z Y X order).
 
     Parameters
     ----------
@@ -214,6 +253,12 @@ def write_image(path, data, *, axes, spacing=None, dtype=None, compression=None)
     import tifffile
 
     path = Path(path)
+    from .ngff import is_ngff
+
+    if is_ngff(path):
+        from .ngff import write_ngff
+
+        return write_ngff(path, data, axes=axes, spacing=spacing, dtype=dtype)
     data = np.asarray(data)
     axes = check_axes(axes, data.ndim, name=str(path), shape=data.shape)
     if dtype is None:

@@ -14,9 +14,7 @@ import numpy as np
 
 from ..axes import spatial_axes
 from ..errors import CareError
-from ..io import Image, read_image
-
-TIFF_SUFFIXES = (".tif", ".tiff")
+from ..io import TIFF_SUFFIXES, Image, list_images, read_image  # noqa: F401 (TIFF_SUFFIXES: kept importable)
 
 
 @dataclass(frozen=True)
@@ -55,15 +53,15 @@ class PairListing:
         return "\n".join(lines)
 
 
-def _tiffs(folder):
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CareError(f"{folder}: no such folder")
-    return {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in TIFF_SUFFIXES and p.is_file()}
+def _images(folder):
+    """{name: path} of the TIFF files and OME-Zarr images (``*.ome.zarr`` folders) in ``folder``."""
+    return {p.name: p for p in list_images(folder)}
 
 
 def find_pairs(low_dirs, high_dir):
-    """Pair files by name between one or several low-quality folders and a ground-truth folder.
+    """Pair images by name between one or several low-quality folders and a ground-truth folder.
+
+    Images are TIFF files and OME-Zarr folders (``a.ome.zarr`` pairs with ``a.ome.zarr``).
 
     Parameters
     ----------
@@ -82,11 +80,11 @@ def find_pairs(low_dirs, high_dir):
     """
     if isinstance(low_dirs, (str, Path)):
         low_dirs = [low_dirs]
-    high = _tiffs(high_dir)
+    high = _images(high_dir)
     listing = PairListing()
     used = set()
     for d in low_dirs:
-        for name, path in _tiffs(d).items():
+        for name, path in _images(d).items():
             if name in high:
                 listing.pairs.append(Pair(path, high[name]))
                 used.add(name)
@@ -95,7 +93,7 @@ def find_pairs(low_dirs, high_dir):
     listing.unmatched_high = [p for n, p in high.items() if n not in used]
     if not listing.pairs:
         raise CareError(
-            f"no pairs: none of the TIFF files in {', '.join(map(str, low_dirs))} has a namesake in {high_dir}"
+            f"no pairs: none of the images (TIFF or OME-Zarr) in {', '.join(map(str, low_dirs))} has a namesake in {high_dir}"
         )
     return listing
 

@@ -209,7 +209,8 @@ def _read_stacks(sources, axes):
     """[(name, array, axes)] from folders, files, Images or arrays."""
     from pathlib import Path
 
-    from ..io import Image, read_image
+    from ..io import Image, list_images, read_image
+    from ..ngff import is_ngff
 
     if sources is None:
         return []
@@ -217,10 +218,10 @@ def _read_stacks(sources, axes):
         sources = [sources]
     out = []
     for s in sources:
-        if isinstance(s, (str, Path)) and Path(s).is_dir():
-            files = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        if isinstance(s, (str, Path)) and Path(s).is_dir() and not is_ngff(s):
+            files = list_images(s)
             if not files:
-                raise CareError(f"{s}: no TIFF stacks in this folder")
+                raise CareError(f"{s}: no TIFF stacks or OME-Zarr images in this folder")
             out.extend(_read_stacks(files, axes))
             continue
         if isinstance(s, (str, Path)):

@@ -1,0 +1,497 @@
+"""Chunked prediction over a Dask cluster, written into an OME-Zarr store (resumable).
+
+The output is cut into blocks: whole chunks of the output store, sides multiples of the network's
+divisor ``2**depth``, one task per block and time frame. A task reads its block's *window* from the
+input (the block plus the network's halo, the receptive field rounded up to the divisor, on each
+side; shifted inwards at the image borders so that every window has one size, starting on the
+pooling grid), restores the window with the model's own tiled :meth:`~carecore.CARE.predict` under
+the worker's memory budget, and writes only the block. That is the rule of
+:mod:`carecore.prediction.tiling` with blocks for tiles: the result equals the in-memory
+prediction up to float rounding. Each block has one writer (chunk-aligned writes need no lock).
+
+Workers receive paths and block indices, never arrays, and load the model once per process (a
+cache keyed by the model folders' manifests): a worker's memory is the model plus one window,
+whatever the size of the volume. The input's percentiles (per frame) are computed once by the
+client from a bounded sample (:func:`carecore.normalize.compute_percentiles`), as the in-memory
+prediction does.
+
+The store is written beside its destination (``.NAME.resume.part``) with a marker array ``_done``
+(one byte per block, set after the block's data): zarr does not store chunks equal to the fill
+value, so "the chunk exists" cannot tell a finished block. A rerun with the same model, input and
+settings computes only the blocks not marked; when all are done the pyramid levels are computed
+(on the cluster) and the store is swapped in.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import resource
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CareError
+from ..progress import Stopped, check_stop, report
+
+DONE = "_done"
+_LOCK = threading.Lock()
+_MODELS = {}     # per worker process: model key -> loaded model (or ensemble)
+_SOURCES = {}    # per worker process: (path, axes) -> array sliced by the tasks
+_OUTPUTS = {}    # per worker process: (store, path) -> zarr array
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """What every task of one chunked prediction needs (small: paths, shapes, numbers)."""
+
+    models: tuple        # model folder(s): one folder (a model or an ensemble folder) or several members
+    model_key: str       # digest of the folders' manifests: the per-process cache key
+    src: str             # the input image (OME-Zarr or TIFF)
+    src_axes: str
+    out: str             # the store being written
+    out_axes: str        # axes of the stored outputs (NGFF order)
+    frame_axes: str      # axes processed frame by frame (T)
+    spatial: str         # the model's spatial axes, in the model's order
+    shape: dict          # size per input axis letter
+    block: tuple         # block sides per spatial axis
+    window: tuple        # window sides per spatial axis
+    divisor: int         # the network's 2**depth
+    norms: tuple         # per frame (row-major over frame_axes): Normalization.to_dict()
+    names: tuple         # outputs written: "image" and extras (scale, lower, upper, disagreement)
+    interval: float
+    memory_budget: int
+
+
+@dataclass
+class ChunkedPrediction:
+    """What :func:`predict_chunked` did."""
+
+    path: Path
+    blocks: int                 # blocks in all (frames included)
+    computed: int               # blocks computed by this call (the others were done before)
+    outputs: tuple              # images in the store: "image" at its root, extras under extras/<name>
+    workers: dict = field(default_factory=dict)   # worker pid -> peak resident memory (bytes) seen by its tasks
+
+
+def _up(v, d):
+    return int(math.ceil(v / d) * d)
+
+
+def _output_path(name):
+    from ..ngff import EXTRAS
+
+    return "0" if name == "image" else f"{EXTRAS}/{name}/0"
+
+
+def block_window(start, block, window, length, divisor):
+    """``(window start, window stop)`` along one axis for the block starting at ``start``.
+
+    The window is the block plus the halo on each side, shifted inwards at the borders so that it
+    keeps its size on the image padded to the divisor (its stop is clipped to the image; prediction
+    pads the end by reflection as the whole image is padded).
+    """
+    padded = _up(length, divisor)
+    size = min(window, padded)
+    halo = (window - block) // 2
+    w0 = min(max(start - halo, 0), padded - size)
+    return w0, min(w0 + size, length)
+
+
+def _model_key(folders):
+    h = hashlib.sha256()
+    for f in folders:
+        f = Path(f)
+        files = sorted(f.rglob("manifest.json")) + sorted(f.rglob("ensemble.json"))
+        if not files:
+            raise CareError(f"{f}: not a saved model folder (no manifest.json); save the model first")
+        for p in files:
+            h.update(str(p.relative_to(f)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cached_model(job):
+    with _LOCK:
+        model = _MODELS.get(job.model_key)
+        if model is None:
+            from ..models.folder import load_model
+
+            _MODELS.clear()   # one model per worker at a time
+            model = _MODELS[job.model_key] = load_model(list(job.models) if len(job.models) > 1 else job.models[0])
+        return model
+
+
+def _source(job):
+    key = (job.src, job.src_axes)
+    with _LOCK:
+        if key not in _SOURCES:
+            from ..ngff import is_ngff, open_level
+
+            if is_ngff(job.src):
+                arr = open_level(job.src)
+            else:
+                from ..io import read_image
+
+                arr = read_image(job.src, axes=job.src_axes, mmap=True).data
+            _SOURCES.clear()
+            _SOURCES[key] = arr
+        return _SOURCES[key]
+
+
+def _output(job, name):
+    key = (job.out, name)
+    with _LOCK:
+        if key not in _OUTPUTS:
+            import zarr
+
+            if len(_OUTPUTS) > 32:
+                _OUTPUTS.clear()
+            _OUTPUTS[key] = zarr.open_array(f"{job.out}/{name}", mode="r+")
+        return _OUTPUTS[key]
+
+
+def frame_indices(job):
+    """The frames (tuples of indices over ``frame_axes``), row-major."""
+    import itertools
+
+    return list(itertools.product(*[range(job.shape[a]) for a in job.frame_axes]))
+
+
+def predict_block(job, index):
+    """Restore one block (a task run by a worker): read its window, predict, write the block, mark it done.
+
+    ``index``: the block's index over ``frame_axes`` then ``spatial``. Returns ``(index, pid, peak RSS
+    in bytes)``.
+    """
+    from ..axes import move_axes
+    from ..normalize import Normalization
+    from ..uncertainty import Ensemble, disagreement, predictive_readouts
+
+    nf = len(job.frame_axes)
+    frame, blk = tuple(index[:nf]), tuple(index[nf:])
+    model = _cached_model(job)
+    src = _source(job)
+    windows, inner, core = {}, {}, {}
+    for a, i, b, w in zip(job.spatial, blk, job.block, job.window):
+        n = job.shape[a]
+        b0, b1 = i * b, min(i * b + b, n)
+        w0, w1 = block_window(b0, b, w, n, job.divisor)
+        windows[a], inner[a], core[a] = slice(w0, w1), slice(b0 - w0, b1 - w0), slice(b0, b1)
+    src_index = tuple(frame[job.frame_axes.index(a)] if a in job.frame_axes else windows.get(a, slice(None))
+                      for a in job.src_axes)
+    x = np.asarray(src[src_index])
+    axes = "".join(a for a in job.src_axes if a not in job.frame_axes)
+    norm = Normalization.from_dict(job.norms[frame_indices(job).index(frame)] if nf else job.norms[0])
+    kw = dict(axes=axes, normalization=norm, memory_budget=job.memory_budget, name=f"{job.src} block {index}")
+    crop = tuple(inner.get(a, slice(None)) for a in axes)
+    if isinstance(model, Ensemble):
+        means, scales = model.predict_members(x, **kw)
+        means, scales = means[(slice(None),) + crop], scales[(slice(None),) + crop]
+        r = predictive_readouts(means, scales, members=True, confidence=job.interval)
+        outs = {"image": r["mean"], "lower": r["lower"], "upper": r["upper"]}
+        if "disagreement" in job.names:
+            outs["disagreement"] = disagreement(means, scales)
+    else:
+        out = model.predict(x, **kw)
+        if isinstance(out, tuple):
+            mean, scale = out[0][crop], out[1][crop]
+            r = predictive_readouts(mean, scale, confidence=job.interval)
+            outs = {"image": mean, "scale": scale, "lower": r["lower"], "upper": r["upper"]}
+        else:
+            outs = {"image": out[crop]}
+    stored = "".join(a for a in job.out_axes if a not in job.frame_axes)
+    out_index = tuple(frame[job.frame_axes.index(a)] if a in job.frame_axes else core.get(a, slice(None))
+                      for a in job.out_axes)
+    for name in job.names:  # move_axes adds a C of size 1 where the store has one and the image not
+        _output(job, _output_path(name))[out_index] = move_axes(outs[name], axes, stored).astype(np.float32)
+    _output(job, DONE)[tuple(slice(i, i + 1) for i in index)] = 1
+    return tuple(index), os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker_peak_memory():
+    """Peak resident memory (bytes) of the calling process; ``client.run(worker_peak_memory)`` asks every worker."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _resolve_models(model):
+    """(folders, loaded model) from a folder, several folders, a loaded model or an ensemble."""
+    from ..models.folder import load_model
+    from ..uncertainty import Ensemble
+
+    if isinstance(model, (str, Path)):
+        return (str(Path(model).resolve()),), load_model(model)
+    if isinstance(model, (list, tuple)) and all(isinstance(m, (str, Path)) for m in model):
+        folders = tuple(str(Path(m).resolve()) for m in model)
+        return folders, load_model(list(folders) if len(folders) > 1 else folders[0])
+    if isinstance(model, Ensemble):
+        if model.path is not None:
+            return (str(Path(model.path).resolve()),), model
+        if any(m.path is None for m in model.members):
+            raise CareError("the ensemble's members have no folders; save them (workers load models from folders)")
+        return tuple(str(Path(m.path).resolve()) for m in model.members), model
+    if getattr(model, "path", None) is None or not (Path(model.path) / "manifest.json").exists():
+        raise CareError("the model has no saved folder; save it first (model.save(path)): workers load models "
+                        "from folders")
+    return (str(Path(model.path).resolve()),), model
+
+
+def _auto_block(model, shape, memory_budget):
+    """Block sides (multiples of the divisor) whose window's activations fit the budget."""
+    from ..prediction.tiling import _up as up
+
+    div, halo = model.config.divisor, up(max(np.atleast_1d(model._halo())), model.config.divisor)
+    block = [up(s, div) for s in shape]
+    bpv = model._bytes_per_voxel()
+    while math.prod(min(b + 2 * halo, up(s, div)) for b, s in zip(block, shape)) * bpv > memory_budget:
+        i = int(np.argmax(block))
+        if block[i] <= div:
+            break
+        block[i] = max(div, up(block[i] // 2, div))
+    return tuple(block)
+
+
+def _client(scheduler, n_workers, memory_limit):
+    """(client, owned cluster or None)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is None:
+        n = n_workers or max(1, min(4, (os.cpu_count() or 2) // 2))
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, memory_limit=memory_limit)
+        return Client(cluster), cluster
+    if isinstance(scheduler, Client):
+        return scheduler, None
+    try:
+        client = Client(str(scheduler), timeout=30)
+    except (OSError, TimeoutError) as e:
+        raise CareError(f"cannot reach the Dask scheduler at {scheduler} ({e}); start one with `dask scheduler` "
+                        "and give its address, e.g. tcp://127.0.0.1:8786") from None
+    if n_workers:
+        client.wait_for_workers(n_workers, timeout=120)
+    return client, None
+
+
+def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, n_workers=None,
+                    memory_limit="auto", memory_budget=None, interval=0.9, normalization=None, progress=None,
+                    stop=None):
+    """Restore an image chunk by chunk over a Dask cluster into an OME-Zarr store (resumable).
+
+    Parameters
+    ----------
+    model : str, Path, list of them, CARE or Ensemble
+        A model folder, an ensemble folder, several member folders, or a loaded model saved in a
+        folder (workers load it from there, once per process). Kinds whose output lies on the input's
+        grid (``care``, ``subdiffraction``).
+    src : str or Path
+        The input image: an OME-Zarr image (read chunk by chunk) or an uncompressed TIFF (memory-mapped).
+    dst : str or Path
+        The OME-Zarr store to write (``*.ome.zarr``): the restored image at its root (NGFF 0.4, with a
+        pyramid), and for probabilistic models the extra images ``extras/scale``, ``extras/lower``,
+        ``extras/upper`` (the central ``interval``), for ensembles ``extras/lower``, ``extras/upper``
+        and ``extras/disagreement``.
+    axes : str, optional
+        Overrides the input's axes. Axes besides C and the model's spatial axes (T) are processed frame
+        by frame (frames in parallel).
+    chunks : tuple or dict, optional
+        Block sides per spatial axis (rounded up to the network's divisor; also the chunks of the
+        store). Default: the largest blocks whose window fits ``memory_budget``.
+    scheduler : str or distributed.Client, optional
+        The address of a running Dask scheduler (``tcp://host:8786``) or a client; default: a
+        ``LocalCluster`` of ``n_workers`` processes on this machine, closed at the end.
+    n_workers : int, optional
+        Workers of the local cluster (default: half the CPU cores, 1 to 4); with ``scheduler``, wait
+        for this many workers.
+    memory_limit : str or int
+        Memory limit per worker of the local cluster (dask's syntax, e.g. ``"2GiB"``).
+    memory_budget : int, optional
+        Bytes of working memory of a task's network (default: :data:`carecore.models.care.DEFAULT_PREDICT_BUDGET`).
+    interval : float
+        Confidence of the ``lower``/``upper`` extras.
+    normalization : Normalization, optional
+        Input percentiles for every frame (default: computed per frame, as :meth:`~carecore.CARE.predict` does).
+    progress, stop : callables, optional
+        ``progress(done, total, "chunks")`` as blocks complete; ``stop()`` is polled likewise and ends
+        the run (the store stays resumable).
+
+    Returns
+    -------
+    ChunkedPrediction
+
+    Examples
+    --------
+    >>> predict_chunked("models/care", "big.ome.zarr", "restored.ome.zarr", n_workers=2)  # doctest: +SKIP
+    >>> predict_chunked("models/care", "big.ome.zarr", "restored.ome.zarr", scheduler="tcp://10.0.0.5:8786")  # doctest: +SKIP
+    """
+    import dask
+    import zarr
+
+    from .._atomic import swap_in
+    from ..axes import spatial_axes
+    from ..io import read_image
+    from ..models.care import CARE, DEFAULT_PREDICT_BUDGET
+    from ..ngff import create_image, fill_pyramid, ngff_axes
+    from ..normalize import compute_percentiles
+    from ..uncertainty import Ensemble
+
+    memory_budget = int(memory_budget or DEFAULT_PREDICT_BUDGET)
+    folders, loaded = _resolve_models(model)
+    first = loaded.members[0] if isinstance(loaded, Ensemble) else loaded
+    if not isinstance(first, CARE):
+        raise CareError(f"{folders[0]}: chunked prediction runs carecore model folders, not {type(first).__name__}")
+    cls = type(first)
+    if cls._preprocess is not CARE._preprocess or cls.output_axes is not CARE.output_axes:
+        raise CareError(f"{folders[0]}: a {first.config.kind!r} model changes the image's grid; chunked prediction "
+                        "runs models whose output lies on the input's grid (kinds care, subdiffraction): restore "
+                        "it in memory (carecore predict without --dask)")
+    c = first.config
+    dst = Path(dst)
+    if not dst.name.lower().endswith(".zarr"):
+        raise CareError(f"{dst}: chunked prediction writes an OME-Zarr store; name it *.ome.zarr")
+    if not dst.parent.is_dir():
+        raise CareError(f"{dst}: the folder {dst.parent} does not exist")
+    img = read_image(src, axes=axes, mmap=True)
+    src_axes = img.axes
+    sp = spatial_axes(src_axes)
+    frame_axes = "".join(a for a in src_axes if a not in sp + "C")
+    if sp != c.axes:
+        raise CareError(f"{src}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "
+                        f"(shape {tuple(img.shape)}, axes {src_axes})")
+    if set(frame_axes) - set("T"):
+        raise CareError(f"{src}: axes {src_axes!r} (shape {tuple(img.shape)}): besides C and {c.axes} only T "
+                        "(frames) can be predicted chunk by chunk")
+    shape = dict(zip(src_axes, img.shape))
+    nc = shape.get("C", 1)
+    if nc != c.n_channel_in:
+        raise CareError(f"{src}: the model takes {c.n_channel_in} channel(s) but the image has {nc} "
+                        f"(shape {tuple(img.shape)}, axes {src_axes})")
+    # blocks: multiples of the divisor; windows: block + halo (rounded to the divisor) on each side
+    div = c.divisor
+    halo = np.broadcast_to(np.asarray(first._halo()), (len(sp),))
+    halo = tuple(_up(h, div) for h in halo)
+    if chunks is None:
+        block = _auto_block(first, [shape[a] for a in sp], memory_budget)
+    else:
+        if isinstance(chunks, dict):
+            chunks = tuple(int(chunks.get(a, shape[a])) for a in sp)
+        chunks = tuple(int(v) for v in chunks)
+        if len(chunks) != len(sp) or min(chunks) < 1:
+            raise CareError(f"chunks {chunks}: give one positive side per spatial axis {sp}")
+        block = tuple(_up(v, div) for v in chunks)
+    block = tuple(min(b, _up(shape[a], div)) for b, a in zip(block, sp))
+    window = tuple(b + 2 * h for b, h in zip(block, halo))
+    # normalization per frame, from the same sample the in-memory prediction takes
+    frame_list = [()]
+    if frame_axes:
+        import itertools
+
+        frame_list = list(itertools.product(*[range(shape[a]) for a in frame_axes]))
+    frame_data_axes = "".join(a for a in src_axes if a not in frame_axes)
+    if normalization is not None:
+        norms = tuple(normalization.to_dict() for _ in frame_list)
+    else:
+        norms = []
+        with dask.config.set(scheduler="threads"):
+            for f in frame_list:
+                view = img.data[tuple(f[frame_axes.index(a)] if a in frame_axes else slice(None) for a in src_axes)]
+                norms.append(compute_percentiles(view, *c.percentiles, axes=frame_data_axes,
+                                                 name=f"{src}" + (f" frame {f}" if f else "")).to_dict())
+        norms = tuple(norms)
+    probabilistic = c.probabilistic
+    if isinstance(loaded, Ensemble):
+        names = ("image", "lower", "upper", "disagreement")
+    elif probabilistic:
+        names = ("image", "scale", "lower", "upper")
+    else:
+        names = ("image",)
+    out_letters = src_axes if ("C" in src_axes or c.n_channel_out == 1) else src_axes + "C"
+    out_axes = ngff_axes(out_letters, name=str(dst))
+    out_shape = {**shape, "C": c.n_channel_out} if "C" in out_axes else dict(shape)
+    part = dst.parent / f".{dst.name}.resume.part"
+    job = BlockJob(models=folders, model_key=_model_key(folders), src=str(Path(src).resolve()), src_axes=src_axes,
+                   out=str(part.resolve()), out_axes=out_axes, frame_axes=frame_axes, spatial=sp, shape=shape,
+                   block=block, window=window, divisor=div, norms=norms, names=names, interval=float(interval),
+                   memory_budget=memory_budget)
+    signature = {"models": job.model_key, "src": job.src, "src_axes": src_axes, "shape": shape, "block": list(block),
+                 "window": list(window), "norms": list(norms), "names": list(names), "interval": job.interval}
+    grid = tuple(shape[a] for a in frame_axes) + tuple(math.ceil(shape[a] / b) for a, b in zip(sp, block))
+    done = None
+    if part.exists():
+        try:
+            g = zarr.open_group(str(part), mode="r+")
+            if json.loads(json.dumps(g.attrs.get("carecore", {}).get("job"))) == json.loads(json.dumps(signature)):
+                done = zarr.open_array(str(part / DONE), mode="r+")
+        except Exception:  # an unreadable leftover: start again
+            done = None
+        if done is None:
+            shutil.rmtree(part)
+    arrays = {}
+    if done is None:
+        root = zarr.open_group(str(part), mode="w", zarr_format=2)
+        store_chunks = tuple(1 if a in frame_axes else out_shape[a] if a == "C" else block[sp.index(a)]
+                             for a in out_axes)
+        for name in names:
+            group = root if name == "image" else root.require_group("extras").require_group(name)
+            arrays[name] = create_image(group, tuple(out_shape[a] for a in out_axes), out_axes, dtype=np.float32,
+                                        chunks=store_chunks, spacing=first.output_spacing(img.spacing),
+                                        name=dst.name if name == "image" else name)
+        done = root.create_array(DONE, shape=grid, chunks=(1,) * len(grid), dtype="u1", fill_value=0,
+                                 chunk_key_encoding={"name": "v2", "separator": "/"}, compressors=None)
+        root.attrs["carecore"] = {"job": signature}
+    else:
+        for name in names:
+            g = zarr.open_group(str(part if name == "image" else part / "extras" / name), mode="r+")
+            arrays[name] = [g[d["path"]] for d in g.attrs["multiscales"][0]["datasets"]]
+    todo = [tuple(int(i) for i in ix) for ix in np.argwhere(done[...] == 0)]
+    total = int(np.prod(grid))
+    result = ChunkedPrediction(dst, total, 0, names)
+    report(progress, total - len(todo), total, "chunks")
+    client = cluster = None
+    try:
+        if todo:
+            check_stop(stop)
+            client, cluster = _client(scheduler, n_workers, memory_limit)
+            from distributed import as_completed
+
+            futures = [client.submit(predict_block, job, ix, pure=False) for ix in todo]
+            try:
+                for future in as_completed(futures):
+                    ix, pid, rss = future.result()
+                    result.computed += 1
+                    result.workers[pid] = max(result.workers.get(pid, 0), rss)
+                    report(progress, total - len(todo) + result.computed, total, "chunks")
+                    check_stop(stop)
+            except BaseException:
+                client.cancel(futures)
+                raise
+        compute = (lambda jobs: client.compute(jobs, sync=True)) if client is not None else None
+        for name in names:
+            fill_pyramid(arrays[name], out_axes, compute=compute)
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+        elif client is not None and not _is_client(scheduler):
+            client.close()
+    root = zarr.open_group(str(part), mode="r+")
+    root.attrs["carecore"] = {"extras": [n for n in names if n != "image"], "model": list(folders),
+                              "source": job.src, "normalization": list(norms), "interval": job.interval}
+    shutil.rmtree(part / DONE)
+    swap_in(part, dst)
+    return result
+
+
+def _is_client(scheduler):
+    try:
+        from distributed import Client
+    except ImportError:
+        return False
+    return isinstance(scheduler, Client)
+
+
+__all__ = ["predict_chunked", "predict_block", "block_window", "BlockJob", "ChunkedPrediction",
+           "worker_peak_memory", "Stopped"]
