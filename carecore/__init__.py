@@ -43,6 +43,9 @@ _LAZY = {
     "export_bioimageio": ("carecore.export.bioimageio", "export_bioimageio"),
     "import_csbdeep": ("carecore.export.csbdeep", "import_csbdeep"),
     "load_bioimageio": ("carecore.export.package", "load_bioimageio"),
+    "predict_chunked": ("carecore.prediction.distributed", "predict_chunked"),
+    "read_ngff": ("carecore.ngff", "read_ngff"),
+    "write_ngff": ("carecore.ngff", "write_ngff"),
 }
 
 

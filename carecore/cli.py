@@ -219,6 +219,8 @@ def cmd_predict(args):
     from .models.folder import load_model
     from .uncertainty import Ensemble, predictive_readouts
 
+    if args.dask or args.scheduler or args.workers:
+        return _predict_dask(args)
     packages = [m for m in args.model if is_bioimageio_package(m)]
     if packages and len(args.model) > 1:
         raise CareError(f"--model {packages[0]}: a bioimage.io package is one model; give it alone")
@@ -229,6 +231,10 @@ def cmd_predict(args):
         model = load_model(args.model)
         probabilistic = (model.members[0] if isinstance(model, Ensemble) else model).config.probabilistic
     img = read_image(args.inp, axes=args.axes, mmap=True)
+    if hasattr(img.data, "dask"):  # an OME-Zarr input restored in memory (--dask restores it chunk by chunk)
+        import dataclasses
+
+        img = dataclasses.replace(img, data=np.asarray(img.data))
     tiles = "auto" if args.tiles == "auto" else _floats(args.tiles)
     kw = dict(axes=img.axes, n_tiles=tiles, memory_budget=int(args.memory_budget * 2**20))
     first = model.members[0] if isinstance(model, Ensemble) else model
@@ -273,6 +279,43 @@ def cmd_predict(args):
         mean = means
     write(args.out, mean)
     print(f"wrote {args.out}" + "".join(f", {getattr(args, o)}" for o in wants))
+    return 0
+
+
+def _predict_dask(args):
+    """``carecore predict --dask``: chunk by chunk over a Dask cluster into an OME-Zarr store."""
+    from .export.package import is_bioimageio_package
+    from .prediction.distributed import predict_chunked
+    from .progress import tqdm_progress
+
+    if any(is_bioimageio_package(m) for m in args.model):
+        raise CareError(f"--dask runs carecore model folders; {args.model[0]} is a bioimage.io package (restore it "
+                        "without --dask)")
+    extra = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
+    if extra:
+        raise CareError(f"--{extra[0].replace('_', '-')}: with --dask the scale, the interval bounds and the "
+                        f"disagreement are written into {args.out} itself (extras/scale, extras/lower, extras/upper, "
+                        "extras/disagreement)")
+    if args.tiles != "auto":
+        raise CareError("--tiles: with --dask give --chunks (block sides per spatial axis, e.g. 32,256,256)")
+    model = args.model[0] if len(args.model) == 1 else args.model
+    with tqdm_progress("predicting", unit="chunk") as progress:
+        r = predict_chunked(model, args.inp, args.out, axes=args.axes, chunks=args.chunks, scheduler=args.scheduler,
+                            n_workers=args.workers, memory_budget=int(args.memory_budget * 2**20),
+                            interval=args.interval, progress=progress)
+    extras = [n for n in r.outputs if n != "image"]
+    print(f"wrote {args.out} ({r.computed} of {r.blocks} chunks computed now"
+          + (f"; extras: {', '.join(extras)}" if extras else "") + ")")
+    return 0
+
+
+def cmd_convert(args):
+    from .io import read_image, write_image
+
+    img = read_image(args.inp, axes=args.axes, mmap=True)
+    write_image(args.out, img.data, axes=img.axes, spacing=img.spacing)
+    size = ", ".join(f"{a} {v:g} µm" for a, v in img.spacing.items())
+    print(f"wrote {args.out} ({' x '.join(map(str, img.shape))} {img.axes}" + (f"; voxel {size}" if size else "") + ")")
     return 0
 
 
@@ -449,7 +492,20 @@ def build_parser():
     s.add_argument("--upper-out", help="probabilistic models: upper end of the central interval")
     s.add_argument("--samples", type=int, default=10, help="number of samples for --samples-out")
     s.add_argument("--samples-out", help="probabilistic models: samples (an uncertainty movie, axis T)")
+    s.add_argument("--dask", action="store_true", help="chunk by chunk over a Dask cluster into an OME-Zarr --out "
+                                                      "(resumable; probabilistic outputs as extras of the store)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (implies "
+                                                          "--dask; default: a local cluster)")
+    s.add_argument("--workers", type=int, metavar="N", help="workers of the local cluster (with --scheduler: wait for N)")
+    s.add_argument("--chunks", type=_floats, help="--dask: block sides per spatial axis, e.g. 32,256,256 (default: "
+                                                  "from --memory-budget)")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("convert", help="convert an image between TIFF and OME-Zarr (keeps axes and voxel size)")
+    s.add_argument("inp", metavar="IN", help="a .tif file or an .ome.zarr folder")
+    s.add_argument("out", metavar="OUT", help="a .tif file or an .ome.zarr folder (NGFF 0.4 with a pyramid)")
+    s.add_argument("--axes", help="axes of IN (default: from the file)")
+    s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("qc", help="quality-control report: metrics, baselines, calibration, disagreement (HTML)")
     s.add_argument("--model", required=True, nargs="+", help="model folder, ensemble folder, or several model folders")
