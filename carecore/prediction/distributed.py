@@ -213,6 +213,24 @@ def predict_block(job, index):
     return tuple(index), os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _executing(dask_worker):
+    return dask_worker.state.executing_count
+
+
+def _wait_idle(client, timeout=60.0):
+    """Wait (at most ``timeout`` seconds) until no worker is running a task."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not any(client.run(_executing).values()):
+                return
+        except Exception:  # a worker gone, a closed client: nothing more to wait for
+            return
+        time.sleep(0.1)
+
+
 def worker_peak_memory():
     """Peak resident memory (bytes) of the calling process; ``client.run(worker_peak_memory)`` asks every worker."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -467,6 +485,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                     check_stop(stop)
             except BaseException:
                 client.cancel(futures)
+                _wait_idle(client)   # tasks already running finish their block: nothing writes after we return
                 raise
         compute = (lambda jobs: client.compute(jobs, sync=True)) if client is not None else None
         for name in names:

@@ -1,0 +1,240 @@
+"""Chunked prediction over Dask (carecore.predict_chunked): equal to in-memory prediction, extras of
+probabilistic models and ensembles, resumable, the CLI, and per-worker memory bounded by the chunk size."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+import carecore as cc  # noqa: E402
+from carecore.cli import main  # noqa: E402
+from carecore.prediction.distributed import worker_peak_memory  # noqa: E402
+from carecore.progress import Stopped  # noqa: E402
+from carecore.uncertainty import disagreement, predictive_readouts  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None, memory_limit="3GiB")
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Untrained quick 3D networks with fixed seeds, saved: a plain one and two probabilistic members."""
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, kw in (("plain", dict(seed=1)), ("p1", dict(seed=1, probabilistic=True)),
+                     ("p2", dict(seed=2, probabilistic=True))):
+        m = cc.CARE(cc.care_config("ZYX", quick=True, **kw), root / name)
+        m.save()
+        out[name] = root / name
+    return out
+
+
+def _volume(tmp_path, shape, axes, seed=0):
+    noisy = np.stack([cc.simulate_photon_noise(cc.nuclei_volume(shape[-3:], seed=seed + t)[0], 10, seed=t)[0]
+                      for t in range(int(np.prod(shape[:-3])))]).reshape(shape).astype(np.float32)
+    path = cc.write_image(tmp_path / "in.ome.zarr", noisy, axes=axes, spacing={"Z": 2.0, "Y": 0.5, "X": 0.5})
+    return noisy, path
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a, b, atol=1e-4 * float(np.abs(b).max()))
+
+
+@pytest.mark.parametrize("shape,axes,chunks", [((20, 70, 52), "ZYX", (8, 32, 32)),
+                                               ((2, 12, 40, 36), "TZYX", (12, 16, 24))])
+def test_chunked_equals_in_memory(client, models, tmp_path, shape, axes, chunks):
+    noisy, src = _volume(tmp_path, shape, axes)
+    model = cc.load_model(models["plain"])
+    frames = noisy if "T" in axes else noisy[None]
+    ref = np.stack([model.predict(f, axes="ZYX") for f in frames])   # frame by frame, each its own percentiles
+    events = []
+    r = cc.predict_chunked(models["plain"], src, tmp_path / "out.ome.zarr", chunks=chunks, scheduler=client,
+                           progress=lambda d, t, w: events.append((d, t)))
+    out = cc.read_image(tmp_path / "out.ome.zarr")
+    assert out.axes == axes and out.spacing == {"Z": 2.0, "Y": 0.5, "X": 0.5} and out.data.dtype == np.float32
+    _close(out.data, ref if "T" in axes else ref[0])
+    assert r.computed == r.blocks == len(events) - 1 and events[-1] == (r.blocks, r.blocks)
+    assert r.blocks == int(np.prod(shape[:-3])) * int(np.prod([-(-s // c) for s, c in zip(shape[-3:], chunks)]))
+    ms = json.loads((tmp_path / "out.ome.zarr" / ".zattrs").read_text())["multiscales"][0]
+    assert ms["version"] == "0.4" and len(ms["datasets"]) == (2 if axes == "ZYX" else 1)   # 70x52: a pyramid
+    assert not list(tmp_path.glob(".*"))   # the resumable part was swapped in
+
+
+def test_probabilistic_extras(client, models, tmp_path):
+    noisy, src = _volume(tmp_path, (16, 48, 40), "ZYX", seed=3)
+    model = cc.load_model(models["p1"])
+    mean, scale = model.predict(noisy, axes="ZYX")
+    r = predictive_readouts(mean, scale, confidence=0.8)
+    res = cc.predict_chunked(models["p1"], src, tmp_path / "p.ome.zarr", chunks=(8, 24, 24), interval=0.8,
+                             scheduler=client)
+    assert res.outputs == ("image", "scale", "lower", "upper")
+    store = tmp_path / "p.ome.zarr"
+    _close(cc.read_image(store).data, mean)
+    _close(cc.read_image(store / "extras" / "scale").data, scale)
+    _close(cc.read_image(store / "extras" / "lower").data, r["lower"])
+    _close(cc.read_image(store / "extras" / "upper").data, r["upper"])
+
+
+def test_ensemble_extras(client, models, tmp_path):
+    noisy, src = _volume(tmp_path, (16, 40, 40), "ZYX", seed=5)
+    ens = cc.load_model([models["p1"], models["p2"]])
+    means, scales = ens.predict_members(noisy, axes="ZYX")
+    r = predictive_readouts(means, scales, members=True)
+    res = cc.predict_chunked([models["p1"], models["p2"]], src, tmp_path / "e.ome.zarr", chunks=(16, 24, 24),
+                             scheduler=client)
+    assert res.outputs == ("image", "lower", "upper", "disagreement")
+    store = tmp_path / "e.ome.zarr"
+    _close(cc.read_image(store).data, r["mean"])
+    _close(cc.read_image(store / "extras" / "lower").data, r["lower"])
+    _close(cc.read_image(store / "extras" / "upper").data, r["upper"])
+    np.testing.assert_allclose(cc.read_image(store / "extras" / "disagreement").data, disagreement(means, scales),
+                               atol=1e-3)
+
+
+def test_resumes_after_a_crash(client, models, tmp_path):
+    import zarr
+
+    noisy, src = _volume(tmp_path, (16, 64, 48), "ZYX", seed=7)
+    ref = cc.load_model(models["plain"]).predict(noisy, axes="ZYX")
+    dst = tmp_path / "r.ome.zarr"
+    seen = []
+    with pytest.raises(Stopped):   # a crash after 3 blocks: the stop request ends the run there
+        cc.predict_chunked(models["plain"], src, dst, chunks=(8, 16, 16), scheduler=client,
+                           progress=lambda d, t, w: seen.append(d), stop=lambda: len(seen) > 3)
+    part = tmp_path / ".r.ome.zarr.resume.part"
+    assert part.is_dir() and not dst.exists()
+    done = zarr.open_array(str(part / "_done"), mode="r")[...]
+    total = done.size
+    assert 3 <= done.sum() < total
+    data = zarr.open_array(str(part / "0"), mode="r+")
+    blocks = [np.s_[i * 8:(i + 1) * 8, j * 16:(j + 1) * 16, k * 16:(k + 1) * 16] for i, j, k in np.argwhere(done)]
+    data[blocks[0]] = 777.0          # a finished block: a rerun must not compute it again
+    for i, j, k in np.argwhere(done == 0):   # unfinished blocks: torn or half-written
+        data[i * 8:(i + 1) * 8, j * 16:(j + 1) * 16, k * 16:(k + 1) * 16] = -1.0
+    r = cc.predict_chunked(models["plain"], src, dst, chunks=(8, 16, 16), scheduler=client)
+    assert r.computed == total - done.sum() and r.blocks == total
+    out = cc.read_image(dst).data
+    assert (out[blocks[0]] == 777.0).all()
+    out[blocks[0]] = ref[blocks[0]]
+    _close(out, ref)
+    assert not part.exists() and not (dst / "_done").exists()
+    # another model (or input, or chunks) never resumes a stale part: it starts again
+    with pytest.raises(Stopped):
+        cc.predict_chunked(models["plain"], src, dst, chunks=(8, 16, 16), scheduler=client, stop=lambda: True)
+    r = cc.predict_chunked(models["p1"], src, dst, chunks=(8, 16, 16), scheduler=client)
+    assert r.computed == r.blocks == total
+
+
+def test_cli_predict_dask(client, models, tmp_path, capsys):
+    noisy, src = _volume(tmp_path, (16, 40, 40), "ZYX", seed=9)
+    out = tmp_path / "cli.ome.zarr"
+    assert main(["predict", "--model", str(models["p1"]), "--in", str(src), "--out", str(out), "--dask",
+                 "--scheduler", client.scheduler.address, "--chunks", "16,24,24"]) == 0
+    assert "extras: scale, lower, upper" in capsys.readouterr().out
+    mean, scale = cc.load_model(models["p1"]).predict(noisy, axes="ZYX")
+    _close(cc.read_image(out).data, mean)
+    _close(cc.read_image(out / "extras" / "scale").data, scale)
+    assert main(["predict", "--model", str(models["p1"]), "--in", str(src), "--out", str(out), "--dask",
+                 "--scale-out", "s.tif"]) == 2
+    assert "written into" in capsys.readouterr().err
+    assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(tmp_path / "x.tif"),
+                 "--scheduler", client.scheduler.address]) == 2
+    assert "name it *.ome.zarr" in capsys.readouterr().err
+    # without --dask an OME-Zarr input is restored in memory, into a TIFF or an OME-Zarr
+    assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(tmp_path / "m.ome.zarr")]) == 0
+    _close(cc.read_image(tmp_path / "m.ome.zarr").data, cc.load_model(models["plain"]).predict(noisy, axes="ZYX"))
+
+
+# -- the memory bound, with a real scheduler and two workers started as processes -------------------
+
+def _dask(*args):
+    exe = Path(sys.executable).with_name("dask")
+    return [str(exe)] + list(args) if exe.exists() else [sys.executable, "-m", "dask"] + list(args)
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    """``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1 (memory limit 3 GiB each, the
+    Nanny's safety net; the test's own budget is asserted below), stopped afterwards."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", DASK_DISTRIBUTED__WORKER__MEMORY__TARGET="False",
+               DASK_DISTRIBUTED__WORKER__MEMORY__SPILL="False", DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE="False")
+    file = tmp_path / "scheduler.json"
+    logs = [open(tmp_path / f"{n}.log", "w") for n in ("scheduler", "w0", "w1")]
+    procs = [subprocess.Popen(_dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                    "--scheduler-file", str(file)), env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
+    try:
+        deadline = time.time() + 60
+        while not file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(file.read_text())["address"]
+        for i in (0, 1):
+            procs.append(subprocess.Popen(_dask("worker", address, "--nthreads", "1", "--memory-limit", "3GiB",
+                                                "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}"),
+                                          env=env, stdout=logs[i + 1], stderr=subprocess.STDOUT))
+        yield address
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs[::-1]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+
+
+def test_worker_memory_is_bounded_by_the_chunk_not_the_volume(external_cluster, tmp_path):
+    """A time-lapse larger than the memory budget: after a warm-up (model loaded, one window predicted),
+    no worker's peak resident memory grows by the budget, while holding its share of the volume (half
+    of it) would exceed the budget twice over: a worker that read the volume, or kept its results, fails."""
+    from distributed import Client
+
+    model_dir = tmp_path / "m2d"
+    cc.CARE(cc.care_config("YX", quick=True, seed=4), model_dir).save()
+    T, Y, X = 24, 1024, 1024
+    rng = np.random.default_rng(0)
+    volume = (rng.poisson(20, (T, Y, X)) + rng.random((T, Y, X), dtype=np.float32) * 10).astype(np.float32)
+    budget = 24 * 2**20
+    assert volume.nbytes / 2 > 2 * budget     # each worker's half of the volume is > twice the budget
+    src = cc.write_ngff(tmp_path / "big.ome.zarr", volume, axes="TYX", chunks={"Y": 512, "X": 512})
+    warm = cc.write_ngff(tmp_path / "warm.ome.zarr", volume[:2], axes="TYX", chunks={"Y": 512, "X": 512})
+    client = Client(external_cluster, timeout=60)
+    try:
+        client.wait_for_workers(2, timeout=120)
+        kw = dict(chunks=(512, 512), scheduler=client, memory_budget=64 * 2**20)
+        cc.predict_chunked(model_dir, warm, tmp_path / "warm_out.ome.zarr", **kw)
+        pids = client.run(os.getpid)
+        before = client.run(worker_peak_memory)
+        r = cc.predict_chunked(model_dir, src, tmp_path / "out.ome.zarr", **kw)
+        after = client.run(worker_peak_memory)
+        assert client.run(os.getpid) == pids, "a worker was restarted"
+    finally:
+        client.close()
+    growth = {w: after[w] - before[w] for w in after}
+    assert len(set(r.workers)) == 2 and r.computed == T * 4
+    assert max(growth.values()) < budget, (growth, budget, volume.nbytes)
+    model = cc.load_model(model_dir)
+    out = cc.read_image(tmp_path / "out.ome.zarr", mmap=True).data
+    for t in (0, T // 2, T - 1):
+        _close(np.asarray(out[t]), model.predict(volume[t], axes="YX"))
