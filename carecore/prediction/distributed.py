@@ -213,6 +213,29 @@ def predict_block(job, index):
     return tuple(index), os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def warm_worker(job):
+    """Load the model and run it once on a window of zeros (a task per worker before the blocks): the
+    model loads on every worker at once, and the first blocks do not wait for it."""
+    from ..normalize import Normalization
+    from ..uncertainty import Ensemble
+
+    model = _cached_model(job)
+    axes = "".join(a for a in job.src_axes if a not in job.frame_axes)
+    shape = tuple(min(job.window[job.spatial.index(a)], job.shape[a]) if a in job.spatial else job.shape[a]
+                  for a in axes)
+    n = job.shape.get("C", 1)
+    norm = Normalization((0.0,) * n, (1.0,) * n)
+    (model.predict_members if isinstance(model, Ensemble) else model.predict)(
+        np.zeros(shape, np.float32), axes=axes, normalization=norm, memory_budget=job.memory_budget)
+    return os.getpid()
+
+
+def _warm_all(client, job):
+    workers = list(client.scheduler_info()["workers"])
+    futures = [client.submit(warm_worker, job, workers=[w], allow_other_workers=False, pure=False) for w in workers]
+    client.gather(futures)
+
+
 def _executing(dask_worker):
     return dask_worker.state.executing_count
 
@@ -260,9 +283,9 @@ def _resolve_models(model):
 
 def _auto_block(model, shape, memory_budget):
     """Block sides (multiples of the divisor) whose window's activations fit the budget."""
-    from ..prediction.tiling import _up as up
-
-    div, halo = model.config.divisor, up(max(np.atleast_1d(model._halo())), model.config.divisor)
+    div = model.config.divisor
+    halo = _up(max(np.atleast_1d(model._halo())), div)
+    up = _up
     block = [up(s, div) for s in shape]
     bpv = model._bytes_per_voxel()
     while math.prod(min(b + 2 * halo, up(s, div)) for b, s in zip(block, shape)) * bpv > memory_budget:
@@ -475,6 +498,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
             client, cluster = _client(scheduler, n_workers, memory_limit)
             from distributed import as_completed
 
+            _warm_all(client, job)
             futures = [client.submit(predict_block, job, ix, pure=False) for ix in todo]
             try:
                 for future in as_completed(futures):

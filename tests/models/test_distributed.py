@@ -205,17 +205,17 @@ def external_cluster(tmp_path):
 
 
 def test_worker_memory_is_bounded_by_the_chunk_not_the_volume(external_cluster, tmp_path):
-    """A time-lapse larger than the memory budget: after a warm-up (model loaded, one window predicted),
-    no worker's peak resident memory grows by the budget, while holding its share of the volume (half
-    of it) would exceed the budget twice over: a worker that read the volume, or kept its results, fails."""
+    """A time-lapse three times the memory budget: after a warm-up (model loaded, windows predicted), no
+    worker's peak resident memory grows by the budget, while holding its share of the volume (half of
+    it) would exceed the budget: a worker that read the volume, or kept its results, fails."""
     from distributed import Client
 
     model_dir = tmp_path / "m2d"
     cc.CARE(cc.care_config("YX", quick=True, seed=4), model_dir).save()
     T, Y, X = 24, 1024, 1024
     volume = np.random.default_rng(0).random((T, Y, X), dtype=np.float32) * 100
-    budget = 24 * 2**20
-    assert volume.nbytes / 2 >= 2 * budget     # each worker's half of the volume is twice the budget
+    budget = 32 * 2**20   # measured growth: 7-16 MiB (allocator and zarr buffers); reading the volume: 100+ MiB
+    assert volume.nbytes >= 3 * budget and volume.nbytes / 2 > budget   # so is each worker's half of it
     src = cc.write_ngff(tmp_path / "big.ome.zarr", volume, axes="TYX", chunks={"Y": 512, "X": 512})
     warm = cc.write_ngff(tmp_path / "warm.ome.zarr", volume[:2], axes="TYX", chunks={"Y": 512, "X": 512})
     client = Client(external_cluster, timeout=60)
