@@ -7,6 +7,7 @@ and shown next to the step; the state stays usable.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -66,6 +67,54 @@ CONFIG_FIELDS = {"axial_factor": "upsampling_factor", "psf_sigma": "psf_sigma"}
 PATCH_OPTIONS = {"structures": ("structures", str),
                  # the simulator draws each image's photons log-uniformly: a range around the chosen level
                  "sim_photons": ("peak_photons", lambda v: (v / 3.0, v * 3.0))}
+
+#: Where the Restore step runs the network (label, value): in the app's own process (tiled), or chunk by
+#: chunk over Dask (``carecore.predict_chunked``) on a local cluster or on a running scheduler.
+RESTORE_WHERE = [("In this process", "here"), ("Local Dask cluster", "local"), ("Dask scheduler", "scheduler")]
+#: Seconds the app waits for a Dask scheduler to answer (and for its first worker) before it gives up.
+SCHEDULER_TIMEOUT = 10.0
+#: A scheduler address: ``tcp://host:port`` (also tls, ws, wss, ucx), or ``host:port``.
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
+#: Name endings of the images the app reads (longest first: ``x.ome.zarr`` has the stem ``x``).
+IMAGE_SUFFIXES = (".ome.zarr", ".zarr", ".tiff", ".tif")
+
+
+def image_stem(name):
+    """``sample00`` for ``sample00.tif`` and for ``sample00.ome.zarr``."""
+    low = name.lower()
+    return next((name[: -len(s)] for s in IMAGE_SUFFIXES if low.endswith(s)), Path(name).stem)
+
+
+def parse_chunks(text):
+    """Block sides for chunked prediction from ``"8,64,64"`` (one per spatial axis); None when empty (automatic)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        sides = tuple(int(v) for v in re.split(r"[,x×\s]+", text) if v)
+    except ValueError:
+        sides = ()
+    if not sides or min(sides) < 1:
+        raise CareError(f"chunks {text!r}: give one positive whole number per spatial axis, e.g. 8,64,64 (Z,Y,X) "
+                        "or 128,128 (Y,X), or leave it empty for chunks sized from the memory budget")
+    return sides
+
+
+def _dask_client_class():
+    """``distributed.Client``, or a CareError saying what to install."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CareError("restoring on a Dask cluster needs the optional packages of carecore[zarr] (dask, distributed, "
+                        "zarr): pip install -e '.[zarr]'; or restore in this process") from None
+    return Client
+
+
+def progress_text(done, total, what):
+    """``chunk 3/12``, ``tile 2/4``, ``member 1/2: 5/8``: what a progress event says."""
+    if what in ("chunks", "tiles"):
+        return f"{what[:-1]} {done}/{total}"
+    return f"{what}: {done}/{total}" if what else f"{done}/{total}"
 
 
 def task_spec(task):
@@ -160,6 +209,11 @@ class LabState(HasTraits):
     model_problems = List()       # model folders that were not offered, and why
     restore_done = Int(0)
     restore_total = Int(0)
+    restore_where = Enum([v for _, v in RESTORE_WHERE], default_value="here")
+    scheduler_address = Unicode("tcp://127.0.0.1:8786")   # a running `dask scheduler` (DASK_SCHEDULER_ADDRESS)
+    n_workers = Int(2)            # workers of the local cluster
+    chunks = Unicode("")          # block sides for the cluster, "8,64,64"; empty: from the memory budget
+    restore_summary = Unicode("")  # how the last restoration ran (in this process, chunks on a cluster)
     # step 5: reliability
     reliability_ready = Bool(False)
 
@@ -183,6 +237,10 @@ class LabState(HasTraits):
         self.image_axes, self.model_config = "", None
         self.readouts = {}
         self._poller = None
+        self._stop_restore = threading.Event()
+        self._restored_chunked_ensemble = False
+        if os.environ.get("DASK_SCHEDULER_ADDRESS"):   # dask's own setting for a configured scheduler
+            self.scheduler_address = os.environ["DASK_SCHEDULER_ADDRESS"]
         self.set_task_defaults()
 
     # -- paths -----------------------------------------------------------------------------
@@ -211,6 +269,28 @@ class LabState(HasTraits):
         root = self.resolve(sub) if sub else Path(self.data_root)
         found = (self.inside(p) for p in root.rglob("*.tif") if not any(part.startswith(".") for part in p.parts))
         return sorted({self.rel(p) for p in found if p is not None and p.is_file()})
+
+    def image_files(self, sub=""):
+        """The images the app restores under the data root: TIFF files and OME-Zarr images (``*.ome.zarr``
+        folders, not entered); hidden folders (a store being written) and links out of the root are left out."""
+        from carecore.io import is_image_path
+
+        root = self.resolve(sub) if sub else Path(self.data_root)
+        found = set()
+        for folder, dirs, files in os.walk(root):
+            for d in list(dirs):
+                if d.startswith(".") or d.lower().endswith(".zarr"):
+                    dirs.remove(d)
+                if d.lower().endswith(".zarr") and not d.startswith("."):
+                    p = self.inside(Path(folder) / d)
+                    if p is not None and is_image_path(p):
+                        found.add(self.rel(p))
+            for f in files:
+                if f.lower().endswith((".tif", ".tiff")) and not f.startswith("."):
+                    p = self.inside(Path(folder) / f)
+                    if p is not None and p.is_file():
+                        found.add(self.rel(p))
+        return sorted(found)
 
     # -- step 1 ----------------------------------------------------------------------------
     @observe("task")
@@ -252,7 +332,7 @@ class LabState(HasTraits):
         """Axes from the first file of the chosen folder (its metadata, else its number of dimensions)."""
         try:
             folder = self.resolve(change["new"])
-            first = next(iter(sorted(folder.glob("*.tif*"))), None)
+            first = next(iter(cc.io.list_images(folder)), None)    # a TIFF or an OME-Zarr image
         except (CareError, OSError):
             return
         if first is not None:
@@ -307,9 +387,9 @@ class LabState(HasTraits):
         folder = self.resolve(self.low_dir)
         if not folder.is_dir():
             raise CareError(f"{self.low_dir}: not a folder; choose the folder of the low-quality stacks")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff") and self.inside(p))
+        files = [p for p in cc.io.list_images(folder) if self.inside(p)]   # TIFF files and OME-Zarr images
         if not files:
-            raise CareError(f"{self.low_dir}: no TIFF stacks in this folder")
+            raise CareError(f"{self.low_dir}: no TIFF or OME-Zarr stacks in this folder")
         want = spatial_axes(self.spec["axes"])
         rows, notes = [], []
         for f in files:
@@ -627,25 +707,79 @@ class LabState(HasTraits):
         return sorted(ok, reverse=True)
 
     def truth_for(self, input_path):
-        """The ground truth of ``<...>/low/NAME``: ``<...>/high/NAME`` inside the data root, else None."""
+        """The ground truth of ``<...>/low/NAME``: ``<...>/high/NAME`` inside the data root, else an image
+        of the same stem in another format (``low/a.ome.zarr`` and ``high/a.tif``), else None."""
         p = Path(input_path)
         if p.parent.name != "low":
             return None
-        return self.inside(p.parent.parent / "high" / p.name)
+        high = p.parent.parent / "high"
+        same = self.inside(high / p.name)
+        if same is not None:
+            return same
+        stem = image_stem(p.name)
+        return next((t for t in (self.inside(high / (stem + s)) for s in (".tif", ".tiff", ".ome.zarr"))
+                     if t is not None), None)
 
-    def output_path(self, model_dir, input_path):
-        """``restored/<model>/<input name>``: the model is named by its job folder (``.../job/model``)."""
+    def output_path(self, model_dir, input_path, *, ome_zarr=False):
+        """``restored/<model>/<input name>``: the model is named by its job folder (``.../job/model``);
+        ``ome_zarr``: ``restored/<model>/<input stem>.ome.zarr`` (what chunked prediction writes)."""
         m = Path(model_dir)
         name = m.parent.name if m.name in ("model", "ensemble") and m.parent.name else m.name
-        return Path(self.data_root) / "restored" / name / Path(input_path).name
+        out = Path(input_path).name
+        if ome_zarr:
+            out = image_stem(out) + ".ome.zarr"
+        return Path(self.data_root) / "restored" / name / out
 
     def default_input(self):
+        """The task's demo test image: a TIFF, else an OME-Zarr image, in ``<task>/test/low``."""
+        from carecore.io import is_image_path
+
         demo = Path(self.data_root) / self.task / "test" / "low"
-        files = sorted(demo.glob("*.tif"))
+        files = sorted(demo.glob("*.tif")) or sorted(p for p in demo.glob("*.zarr") if is_image_path(p))
         return self.rel(files[0]) if files else ""
 
+    @validate("n_workers")
+    def _valid_workers(self, proposal):
+        return min(max(int(proposal["value"]), 1), 64)
+
+    def stop_restore(self):
+        """Ask the running restoration to stop (after the running tiles or chunks; a chunked store stays resumable)."""
+        self._stop_restore.set()
+
+    def connect_scheduler(self):
+        """A ``distributed.Client`` of the scheduler at ``scheduler_address`` with a worker, or a CareError
+        within :data:`SCHEDULER_TIMEOUT` seconds (a bad address, nothing listening, no workers)."""
+        address = self.scheduler_address.strip()
+        if not _ADDRESS.match(address):
+            raise CareError(f"{address!r}: not a Dask scheduler address; give one like tcp://127.0.0.1:8786 "
+                            "(what `dask scheduler` prints), or restore in this process")
+        Client = _dask_client_class()
+        self.restore_note = f"connecting to the Dask scheduler at {address} ..."
+        try:
+            client = Client(address, timeout=SCHEDULER_TIMEOUT, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise CareError(f"cannot reach the Dask scheduler at {address} within {SCHEDULER_TIMEOUT:g} s "
+                            f"({type(e).__name__}: {e}); start one with `dask scheduler` and workers with "
+                            f"`dask worker {address}`, or restore in this process") from None
+        try:
+            client.wait_for_workers(1, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError) as e:
+            client.close()
+            raise CareError(f"the Dask scheduler at {address} has no workers (waited {SCHEDULER_TIMEOUT:g} s: "
+                            f"{type(e).__name__}); start some with `dask worker {address}`") from None
+        return client
+
     def restore(self, progress=None):
-        """Restore the chosen image with the chosen model; metrics (with tuned filters) when a truth exists."""
+        """Restore the chosen image with the chosen model; metrics (with tuned filters) when a truth exists.
+
+        ``restore_where``: ``"here"`` predicts tile by tile in this process and writes a TIFF;
+        ``"local"`` (a local cluster of ``n_workers``) and ``"scheduler"`` (``scheduler_address``) run
+        ``carecore.predict_chunked`` and write ``restored/<model>/<name>.ome.zarr``, reporting
+        ``progress(done, total, "chunks")``; the app then reads its full-resolution level back to show it.
+        :meth:`stop_restore` ends either (``carecore.progress.Stopped``; the chunks written are kept and
+        a rerun with the same settings continues).
+        """
+        self._stop_restore.clear()
         try:
             return self._restore(progress)
         finally:
@@ -660,33 +794,45 @@ class LabState(HasTraits):
             raise CareError("choose an image to restore")
         src = self.resolve(self.input_path)
         folder = self.check_model_folder(self.model_dir)
+        chunked = self.restore_where != "here"
+        chunks = parse_chunks(self.chunks) if chunked else None   # a typo fails before anything runs
         self.restore_note = "loading the model ..."
         model = cc.load_model(folder)          # a model or an ensemble folder
         single = model.members[0] if isinstance(model, Ensemble) else model   # the kind's hooks
-        img = cc.read_image(src)
+        stop = self._stop_restore.is_set
+        if chunked:
+            restored, scale, members, img, out_axes, output_spacing, dest = self._restore_chunked(
+                folder, src, chunks, progress, stop)
+        else:
+            img = cc.read_image(src)
+            self.restore_note = "restoring ..."
+            members = scale = None
+            if isinstance(model, Ensemble):
+                members = model.predict_members(img.data, axes=img.axes, progress=progress, stop=stop)
+                restored = mixture_mean_variance(*members)[0]
+            else:
+                out = model.predict(img.data, axes=img.axes, progress=progress, stop=stop)
+                restored, scale = out if isinstance(out, tuple) else (out, None)
+            # the output's grid, axes and voxel size are the kind's (a finer Z, or no Z for a projection)
+            out_axes = single.output_axes(img.axes) if hasattr(single, "output_axes") else img.axes
+            output_spacing = single.output_spacing(img.spacing)
+            dest = self.output_path(folder, src)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None)
+            self.restore_summary = "restored in this process, tile by tile"
+        # the views' data, set together once the restoration succeeded
         self.input_image = np.asarray(img.data, np.float32)
         self.image_axes, self.model_config = img.axes, model.config
-        self.members = self.scale = None
-        self.restore_note = "restoring ..."
-        if isinstance(model, Ensemble):
-            self.members = model.predict_members(img.data, axes=img.axes, progress=progress)
-            self.restored = mixture_mean_variance(*self.members)[0]
-        else:
-            out = model.predict(img.data, axes=img.axes, progress=progress)
-            self.restored, self.scale = out if isinstance(out, tuple) else (out, None)
-        # the output's grid, axes and voxel size are the kind's (a finer Z, or no Z for a projection)
-        out_axes = single.output_axes(img.axes) if hasattr(single, "output_axes") else img.axes
-        self.input_spacing, self.output_spacing = dict(img.spacing or {}), single.output_spacing(img.spacing)
+        self.restored, self.scale, self.members = restored, scale, members
+        self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
+        self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
         self.input_on_grid = np.asarray(single.on_output_grid(self.input_image, axes=img.axes), np.float32)
         self.input_label = input_label(model.config.kind)
-        dest = self.output_path(folder, src)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        cc.write_image(dest, self.restored, axes=out_axes, spacing=self.output_spacing or None)
         self.restored_path = self.rel(dest)
         self.truth, self.metrics, self.metrics_note = None, {}, ""
         gt = self.truth_for(self.input_path)
         if gt is not None and gt != src:
-            truth = cc.read_image(gt).data.astype(np.float32)
+            truth = np.asarray(cc.read_image(gt).data, np.float32)
             if truth.shape == self.restored.shape:
                 self.truth = truth
                 self.metrics = self._metrics(out_axes, progress)
@@ -695,6 +841,43 @@ class LabState(HasTraits):
         self.reliability_ready = False
         self.restore_done += 1
         return self.restored
+
+    def _restore_chunked(self, folder, src, chunks, progress, stop):
+        """``carecore.predict_chunked`` on a local cluster or the configured scheduler, into
+        ``restored/<model>/<name>.ome.zarr``; its full-resolution level read back for the views."""
+        _dask_client_class()
+        dest = self.output_path(folder, src, ome_zarr=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.restore_where == "scheduler":
+            client = self.connect_scheduler()
+            where = f"the Dask scheduler at {self.scheduler_address.strip()}"
+        else:
+            client = None
+            where = f"a local Dask cluster of {self.n_workers} worker(s)"
+            self.restore_note = f"starting {where} ..."
+
+        def chunk_progress(done, total, what):
+            self.restore_note = f"restoring on {where}: {progress_text(done, total, what)}"
+            if progress is not None:
+                progress(done, total, what)
+
+        try:
+            result = cc.predict_chunked(folder, src, dest, scheduler=client,
+                                        n_workers=None if client is not None else self.n_workers, chunks=chunks,
+                                        progress=chunk_progress, stop=stop)
+        finally:
+            if client is not None:
+                client.close()
+        self.restore_note = "reading the restored image back to show it ..."
+        out = cc.read_image(dest)                    # level 0 of the pyramid, into memory
+        img = cc.read_image(src, mmap=True)          # chunk by chunk (OME-Zarr) or memory-mapped (TIFF)
+        restored = np.asarray(out.data, np.float32)
+        scale = None
+        if "scale" in result.outputs:                # a probabilistic model: its Laplace scale, for step 5
+            scale = np.asarray(cc.read_image(dest / "extras" / "scale").data, np.float32)
+        again = f", {result.blocks - result.computed} done before" if result.computed < result.blocks else ""
+        self.restore_summary = f"restored on {where}: {result.blocks} chunk(s){again}"
+        return restored, scale, None, img, out.axes, dict(out.spacing or {}), dest
 
     def _metrics(self, axes, progress=None):
         """NRMSE/SSIM/PSNR on the output's grid: the input brought onto it (the kind's ``on_output_grid``:
@@ -740,6 +923,10 @@ class LabState(HasTraits):
 
         if self.restored is None:
             raise CareError("restore an image first (step 3)")
+        if self._restored_chunked_ensemble:
+            raise CareError("an ensemble restored on a Dask cluster keeps its interval and disagreement in the "
+                            f"OME-Zarr store ({self.restored_path}/extras), not its members: restore in this "
+                            "process for the reliability step")
         if self.members is None and self.scale is None:
             raise CareError("this model is not probabilistic: train with 'probabilistic' (or an ensemble) for confidence intervals")
         means, scales = self.members if self.members is not None else (self.restored, self.scale)

@@ -14,8 +14,9 @@ import ipywidgets as W
 import numpy as np
 
 from carecore import CareError
+from carecore.progress import Stopped
 
-from .state import TASKS, LabState, task_spec
+from .state import RESTORE_WHERE, TASKS, LabState, progress_text, task_spec
 from .viewers import BandProfile, Curves, SliceView, volume_pair
 
 
@@ -470,28 +471,68 @@ class RestoreStep(W.VBox):
         self.model.add_class("care-restore-model")
         self.image.add_class("care-restore-image")
         self.refresh = button("Refresh lists", "care-restore-refresh", "", "refresh")
+        self.where = W.ToggleButtons(options=RESTORE_WHERE, value=state.restore_where, style={"button_width": "150px"})
+        self.where.add_class("care-restore-where")
+        self.address = W.Text(description="Scheduler", placeholder="tcp://127.0.0.1:8786", value=state.scheduler_address,
+                              layout=W.Layout(width="480px"))
+        self.address.add_class("care-restore-scheduler")
+        self.workers = W.BoundedIntText(description="Workers", min=1, max=64, value=state.n_workers,
+                                        layout=W.Layout(width="180px"))
+        self.workers.add_class("care-restore-workers")
+        self.chunks = W.Text(description="Chunks", placeholder="automatic (e.g. 8,64,64)", value=state.chunks,
+                             layout=W.Layout(width="300px"))
+        self.chunks.add_class("care-restore-chunks")
+        self.cluster_note = W.HTML(
+            "<span style='color:#666'>Chunk by chunk on a Dask cluster: every chunk is restored with the network's "
+            "halo around it (the same result as in this process) and written into "
+            "<code>restored/&lt;model&gt;/&lt;image&gt;.ome.zarr</code> (OME-Zarr with a pyramid; extras of "
+            "probabilistic models under <code>extras/</code>). The workers must see the data root at the same path. "
+            "The app then shows the full-resolution level read back into memory: fine for the demo; open very "
+            "large outputs in napari or Fiji (MoBIE, BigDataViewer). Upsampling, isotropic and projection models "
+            "restore in this process only.</span>")
+        self.cluster_box = W.VBox()
+        self.cluster_box.add_class("care-restore-cluster")
         self.go = button("Restore", "care-restore-go", "success", "magic")
+        self.stop = button("Stop", "care-restore-stop", "danger", "stop")
+        self.stop.disabled = True
         self.bar = W.IntProgress(description="tiles", min=0, max=1)
+        self.progress = W.HTML()
+        self.progress.add_class("care-restore-progress")
         self.problems = W.HTML()
         self.metrics = W.HTML()
         self.metrics.add_class("care-restore-metrics")
         self.before = SliceView("input", "care-restore-input")
         self.after = SliceView("restored", "care-restore-output")
-        super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image; it is restored tile by tile "
+        super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image (a TIFF or an OME-Zarr "
+                                 "<code>*.ome.zarr</code>); it is restored tile by tile "
                                  "and saved with the output's axes and voxel size (the input's, or a finer Z for "
-                                 "upsampling and isotropic models) as <code>restored/&lt;model&gt;/&lt;image&gt;</code>. "
+                                 "upsampling and isotropic models) as <code>restored/&lt;model&gt;/&lt;image&gt;</code>, "
+                                 "or chunk by chunk on a Dask cluster for large images. "
                                  "With a ground truth, CARE is compared on the output's grid with the input brought "
                                  "onto it and with classical filters tuned on that ground truth.</p>"),
-                          W.HBox([self.model, self.refresh]), self.problems, self.image, W.HBox([self.go, self.bar]),
+                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.where, self.cluster_box,
+                          W.HBox([self.go, self.stop, self.bar, self.progress]),
                           self.msg, self.metrics, W.HBox([self.before, self.after])])
+        self._where()
         self.refresh.on_click(lambda b: run_guarded(self.msg, self.fill))
         self.go.on_click(lambda b: self.on_restore())
+        self.stop.on_click(lambda b: self.on_stop())
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
+        for w, t in ((self.where, "restore_where"), (self.address, "scheduler_address"), (self.workers, "n_workers"),
+                     (self.chunks, "chunks")):
+            W.link((state, t), (w, "value"))
+        state.observe(lambda c: self._where(), "restore_where")
         state.observe(lambda c: run_guarded(self.msg, self.fill), ["model_dir", "task"])
         state.observe(lambda c: self.msg.note(c["new"]) if c["new"] else None, "restore_note")
         run_guarded(self.msg, self.fill)
+
+    def _where(self):
+        """The cluster's settings, shown when a cluster is chosen."""
+        where = self.state.restore_where
+        first = [self.address] if where == "scheduler" else [self.workers] if where == "local" else []
+        self.cluster_box.children = [] if where == "here" else [W.HBox(first + [self.chunks]), self.cluster_note]
 
     def fill(self):
         s = self.state
@@ -505,21 +546,36 @@ class RestoreStep(W.VBox):
         self.model.options = opts
         if current in opts:
             self.model.value = current
-        files = s.tif_files()
+        files = s.image_files()
         self.image.options = files
         default = s.input_path or s.default_input()
         if default in files:
             self.image.value = default
 
+    def on_stop(self):
+        self.state.stop_restore()
+        self.msg.note("stopping after the running tiles or chunks ...")
+
     def on_restore(self):
         self.go.disabled = True
+        self.stop.disabled = False
+        self.progress.value = ""
 
         def progress(done, total, what):
-            self.bar.description = "filters" if what == "filters" else "tiles"
+            if what == "filters":
+                self.bar.description = "filters"
+            else:   # the chunks' (or tiles') count stays next to the bar while the filters are tuned
+                self.bar.description = "chunks" if what == "chunks" else "tiles"
+                self.progress.value = f"<span class='care-restore-count'>{html.escape(progress_text(done, total, what))}</span>"
             self.bar.max, self.bar.value = max(total, 1), done
 
         def show(restored):
             s = self.state
+            if restored is None:
+                more = (" The chunks written are kept: restoring again with the same settings continues."
+                        if s.restore_where != "here" else "")
+                self.msg.note("stopped." + more)
+                return
             self.before.set_image(s.input_image, spacing=s.input_spacing)
             self.after.set_image(restored, spacing=s.output_spacing)
             td = "<td style='padding:2px 10px'>"
@@ -529,14 +585,20 @@ class RestoreStep(W.VBox):
                 "<i>no ground truth found for this image (looked for the same name in a <code>high</code> folder "\
                 "next to its <code>low</code> folder)</i>"
             note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""
-            self.metrics.value = f"<p>saved <code>{html.escape(s.restored_path)}</code></p>{table}{note}"
+            shown = (" (an OME-Zarr store: shown here is its full-resolution level read into memory; open large "
+                     "outputs in napari or Fiji)" if s.restored_path.lower().endswith(".zarr") else "")
+            self.metrics.value = (f"<p class='care-restore-summary'>{html.escape(s.restore_summary)}; saved "
+                                  f"<code>{html.escape(s.restored_path)}</code>{html.escape(shown)}</p>{table}{note}")
             self.msg.note("restored. Next: step 4 · View.")
 
         def go():
             try:
                 return self.state.restore(progress)
+            except Stopped:
+                return None
             finally:
                 self.go.disabled = False
+                self.stop.disabled = True
 
         self.msg.note("restoring ...")
         run_guarded(self.msg, go, thread=True, done=show)

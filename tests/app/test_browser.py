@@ -327,3 +327,97 @@ def test_walk_the_subdiffraction_task(page_on_failure, lab_server, shots):
     _train_restore_view(page, shots, "subdiff", "subdiffraction/test/low/sample00.tif", "96×96", "96×96")
 
     _assert_no_errors(page, errors)
+
+
+def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
+    """Restore an OME-Zarr input on a local Dask cluster (chunks counted as they complete), view it; an
+    unreachable scheduler shows an error and the app then restores in its own process."""
+    import socket
+
+    import carecore as cc
+
+    root = lab_server["root"]
+    # an untrained quick network (a fixed seed) and the demo's test volume as OME-Zarr: no training needed here
+    cc.CARE(cc.care_config("ZYX", quick=True, seed=1), root / "models" / "untrained_cluster" / "model").save()
+    tif = root / "denoising3d" / "test" / "low" / "sample00.tif"
+    cc.write_image(tif.with_name("sample00.ome.zarr"), cc.read_image(tif).data, axes="ZYX")
+
+    page = page_on_failure
+    errors = _watch(page)
+    page.goto(lab_server["url"])
+    page.locator(".care-lab").wait_for(timeout=90_000)
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
+    page.locator(".care-restore-refresh").click()
+    time.sleep(1)
+    page.locator(".care-restore-model select").select_option(label="models/untrained_cluster/model")
+    page.locator(".care-restore-image select").select_option(label="denoising3d/test/low/sample00.ome.zarr")
+    assert page.locator(".care-restore-cluster .care-restore-workers").count() == 0   # in this process: no settings
+    page.locator(".care-restore-where").get_by_text("Local Dask cluster").click()
+    workers = page.locator(".care-restore-workers input")
+    workers.wait_for(timeout=10_000)
+    workers.fill("1")
+    workers.press("Tab")
+    chunks = page.locator(".care-restore-chunks input")
+    chunks.fill("8,32,32")   # the 16×64×64 volume in 2×2×2 chunks
+    chunks.press("Tab")
+    assert "napari" in page.locator(".care-restore-cluster").inner_text()
+    time.sleep(0.5)
+
+    page.locator(".care-restore-go").click()
+    seen, t = set(), time.time()
+    while time.time() - t < 240 and not page.locator(".care-restore-summary").count():
+        if page.locator(".care-error").count():
+            break
+        seen.update(re.findall(r"chunk \d+/\d+", page.locator(".care-restore-msg").inner_text()))
+        time.sleep(0.1)
+    assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
+    page.locator(".care-restore-metrics table").wait_for(timeout=60_000)
+    assert seen and all(s.endswith("/8") for s in seen), seen
+    assert page.locator(".care-restore-count").inner_text() == "chunk 8/8"
+    summary = page.locator(".care-restore-summary").inner_text()
+    assert "local Dask cluster of 1 worker(s): 8 chunk(s)" in summary, summary
+    assert "restored/untrained_cluster/sample00.ome.zarr" in summary and "napari" in summary, summary
+    assert "CARE" in page.locator(".care-restore-metrics").inner_text()
+    page.locator(".care-restore-output img[src]").first.wait_for(timeout=30_000)
+    assert "16×64×64" in page.locator(".care-restore-output").inner_text()
+    print(f"chunk texts seen while restoring: {sorted(seen)}")
+    page.screenshot(path=str(shots / "dask_3_restore.png"), full_page=True)
+
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()
+    page.locator(".care-view-show").click()
+    page.locator(".care-view-volumes canvas").first.wait_for(timeout=60_000)
+    page.locator(".care-view-output img[src]").first.wait_for(timeout=30_000)
+    assert "16×64×64" in page.locator(".care-view-output").inner_text()
+    time.sleep(3)  # let WebGL draw
+    page.screenshot(path=str(shots / "dask_4_view.png"), full_page=True)
+
+    # a scheduler nobody runs: an error within the connection timeout, and the page stays usable
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
+    page.locator(".care-restore-where").get_by_text("Dask scheduler").click()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = page.locator(".care-restore-scheduler input")
+    address.wait_for(timeout=10_000)
+    address.fill(f"tcp://127.0.0.1:{port}")
+    address.press("Tab")
+    time.sleep(0.5)
+    page.locator(".care-restore-go").click()
+    page.locator(".care-restore-msg .care-error").wait_for(timeout=60_000)
+    text = page.locator(".care-restore-msg").inner_text()
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 10 s" in text, text
+    page.screenshot(path=str(shots / "dask_3_unreachable.png"), full_page=True)
+    assert page.locator(".care-restore-go").is_enabled()
+
+    page.locator(".care-restore-where").get_by_text("In this process").click()
+    page.locator(".care-restore-scheduler").wait_for(state="detached", timeout=10_000)
+    page.locator(".care-restore-go").click()
+    t = time.time()
+    while time.time() - t < 240 and "in this process" not in page.locator(".care-restore-metrics").inner_text():
+        time.sleep(0.2)
+    summary = page.locator(".care-restore-summary").inner_text()
+    assert "restored in this process" in summary and "sample00.ome.zarr" in summary, summary
+    page.locator(".care-restore-metrics table").wait_for(timeout=60_000)
+    page.screenshot(path=str(shots / "dask_3_in_process.png"), full_page=True)
+
+    _assert_no_errors(page, errors)
