@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LAB_DATA ?= lab-data
 
-.PHONY: lab test venv demo bench bench-quality notebooks clean
+.PHONY: lab test venv demo bench bench-quality bench-scale notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(PY) benchmarks/bench_quality.py
+
+# chunked prediction over Dask (1 and 2 local workers) against in-memory prediction
+bench-scale: $(STAMP)
+	$(PY) benchmarks/bench_scale.py
 
 # The same with CSBDeep (the [bench] extra, in .venv) and CAREamics (PyTorch, in its own
 # benchmarks/.venv-careamics) at 1x and 10x the budget: hours on 2 cores. BUDGET=180 CASES="demo3d ..."
