@@ -48,10 +48,10 @@ def models(tmp_path_factory):
     return out
 
 
-def _volume(tmp_path, shape, axes, seed=0):
+def _volume(tmp_path, shape, axes, seed=0, name="in.ome.zarr"):
     noisy = np.stack([cc.simulate_photon_noise(cc.nuclei_volume(shape[-3:], seed=seed + t)[0], 10, seed=t)[0]
                       for t in range(int(np.prod(shape[:-3])))]).reshape(shape).astype(np.float32)
-    path = cc.write_image(tmp_path / "in.ome.zarr", noisy, axes=axes, spacing={"Z": 2.0, "Y": 0.5, "X": 0.5})
+    path = cc.write_image(tmp_path / name, noisy, axes=axes, spacing={"Z": 2.0, "Y": 0.5, "X": 0.5})
     return noisy, path
 
 
@@ -59,10 +59,11 @@ def _close(a, b):
     np.testing.assert_allclose(a, b, atol=1e-4 * float(np.abs(b).max()))
 
 
-@pytest.mark.parametrize("shape,axes,chunks", [((20, 70, 52), "ZYX", (8, 32, 32)),
-                                               ((2, 12, 40, 36), "TZYX", (12, 16, 24))])
-def test_chunked_equals_in_memory(client, models, tmp_path, shape, axes, chunks):
-    noisy, src = _volume(tmp_path, shape, axes)
+@pytest.mark.parametrize("shape,axes,chunks,name", [((20, 70, 52), "ZYX", (8, 32, 32), "in.ome.zarr"),
+                                                    ((2, 12, 40, 36), "TZYX", (12, 16, 24), "in.ome.zarr"),
+                                                    ((12, 40, 44), "ZYX", (8, 16, 32), "in.tif")])
+def test_chunked_equals_in_memory(client, models, tmp_path, shape, axes, chunks, name):
+    noisy, src = _volume(tmp_path, shape, axes, name=name)   # OME-Zarr read by chunks, TIFF memory-mapped
     model = cc.load_model(models["plain"])
     frames = noisy if "T" in axes else noisy[None]
     ref = np.stack([model.predict(f, axes="ZYX") for f in frames])   # frame by frame, each its own percentiles
@@ -75,7 +76,7 @@ def test_chunked_equals_in_memory(client, models, tmp_path, shape, axes, chunks)
     assert r.computed == r.blocks == len(events) - 1 and events[-1] == (r.blocks, r.blocks)
     assert r.blocks == int(np.prod(shape[:-3])) * int(np.prod([-(-s // c) for s, c in zip(shape[-3:], chunks)]))
     ms = json.loads((tmp_path / "out.ome.zarr" / ".zattrs").read_text())["multiscales"][0]
-    assert ms["version"] == "0.4" and len(ms["datasets"]) == (2 if axes == "ZYX" else 1)   # 70x52: a pyramid
+    assert ms["version"] == "0.4" and len(ms["datasets"]) == (2 if shape[-2] == 70 else 1)   # 70x52: a pyramid
     assert not list(tmp_path.glob(".*"))   # the resumable part was swapped in
 
 
