@@ -193,6 +193,13 @@ def external_cluster(tmp_path):
                                           env=env, stdout=logs[i + 1], stderr=subprocess.STDOUT))
         yield address
     finally:
+        try:   # scheduler and workers close at once (a terminated worker waits for its Nanny's timeouts)
+            from distributed import Client
+
+            with Client(address, timeout=10) as c:
+                c.shutdown()
+        except Exception:
+            pass
         for p in procs[::-1]:
             p.terminate()
         for p in procs[::-1]:
@@ -212,7 +219,7 @@ def test_worker_memory_is_bounded_by_the_chunk_not_the_volume(external_cluster, 
     from distributed import Client
 
     model_dir = tmp_path / "m2d"
-    cc.CARE(cc.care_config("YX", quick=True, seed=4), model_dir).save()
+    cc.CARE(cc.care_config("YX", quick=True, unet_filters=4, seed=4), model_dir).save()   # a cheap network
     T, Y, X = 24, 1024, 1024
     volume = np.random.default_rng(0).random((T, Y, X), dtype=np.float32) * 100
     budget = 32 * 2**20   # measured growth: 7-16 MiB (allocator and zarr buffers); reading the volume: 100+ MiB

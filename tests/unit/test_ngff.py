@@ -111,3 +111,21 @@ def test_find_pairs_and_patches_read_ome_zarr(tmp_path, noisy_pair):
     assert low.axes == "ZYX" and low.shape == high.shape == (8, 40, 40)
     ps = cc.create_patches(listing, (4, 16, 16), axes="ZYX", n_patches_per_image=4, seed=0)
     assert ps.X.shape[1:] == (4, 16, 16, 1)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # ome-zarr's own default argument (Scaler)
+def test_reads_ngff_05_written_by_ome_zarr(tmp_path):
+    """NGFF 0.5 (Zarr v3, written by the reference library) is read with its axes and voxel size."""
+    import zarr
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_image as ome_write
+
+    data = np.random.default_rng(3).random((2, 6, 64, 48)).astype(np.float32)
+    root = zarr.open_group(str(tmp_path / "v5.ome.zarr"), mode="w", zarr_format=3)
+    ome_write(data, root, axes=["c", "z", "y", "x"], fmt=FormatV05(), scale_factors=[2],
+              scale={"c": 1.0, "z": 3.0, "y": 0.4, "x": 0.4}, axes_units={"z": "micrometer", "y": "nanometer",
+                                                                        "x": "nanometer"})
+    img = read_image(tmp_path / "v5.ome.zarr")
+    assert img.axes == "CZYX" and img.spacing == pytest.approx({"Z": 3.0, "Y": 4e-4, "X": 4e-4})
+    np.testing.assert_array_equal(img.data, data)
+    assert cc.ngff.read_ngff(tmp_path / "v5.ome.zarr", level=1).shape == (2, 6, 32, 24)
