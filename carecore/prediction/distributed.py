@@ -329,7 +329,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         folder (workers load it from there, once per process). Kinds whose output lies on the input's
         grid (``care``, ``subdiffraction``).
     src : str or Path
-        The input image: an OME-Zarr image (read chunk by chunk) or an uncompressed TIFF (memory-mapped).
+        The input image: an OME-Zarr image (read chunk by chunk) or an uncompressed TIFF (memory-mapped;
+        a compressed TIFF is read whole by every worker: convert it first, ``carecore convert``).
     dst : str or Path
         The OME-Zarr store to write (``*.ome.zarr``): the restored image at its root (NGFF 0.4, with a
         pyramid), and for probabilistic models the extra images ``extras/scale``, ``extras/lower``,
@@ -457,7 +458,9 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                    out=str(part.resolve()), out_axes=out_axes, frame_axes=frame_axes, spatial=sp, shape=shape,
                    block=block, window=window, divisor=div, norms=norms, names=names, interval=float(interval),
                    memory_budget=memory_budget)
-    signature = {"models": job.model_key, "src": job.src, "src_axes": src_axes, "shape": shape, "block": list(block),
+    stat = os.stat(job.src)   # a rewritten input (a new file or store) never resumes an old part
+    signature = {"models": job.model_key, "src": job.src, "src_id": [stat.st_ino, stat.st_mtime_ns],
+                 "src_axes": src_axes, "shape": shape, "block": list(block),
                  "window": list(window), "norms": list(norms), "names": list(names), "interval": job.interval}
     grid = tuple(shape[a] for a in frame_axes) + tuple(math.ceil(shape[a] / b) for a, b in zip(sp, block))
     done = None
