@@ -285,14 +285,13 @@ def _auto_block(model, shape, memory_budget):
     """Block sides (multiples of the divisor) whose window's activations fit the budget."""
     div = model.config.divisor
     halo = _up(max(np.atleast_1d(model._halo())), div)
-    up = _up
-    block = [up(s, div) for s in shape]
+    block = [_up(s, div) for s in shape]
     bpv = model._bytes_per_voxel()
-    while math.prod(min(b + 2 * halo, up(s, div)) for b, s in zip(block, shape)) * bpv > memory_budget:
+    while math.prod(min(b + 2 * halo, _up(s, div)) for b, s in zip(block, shape)) * bpv > memory_budget:
         i = int(np.argmax(block))
         if block[i] <= div:
             break
-        block[i] = max(div, up(block[i] // 2, div))
+        block[i] = max(div, _up(block[i] // 2, div))
     return tuple(block)
 
 
