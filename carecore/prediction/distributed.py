@@ -385,7 +385,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     if not isinstance(first, CARE):
         raise CareError(f"{folders[0]}: chunked prediction runs carecore model folders, not {type(first).__name__}")
     cls = type(first)
-    if cls._preprocess is not CARE._preprocess or cls.output_axes is not CARE.output_axes:
+    if any(getattr(cls, hook) is not getattr(CARE, hook)   # a kind whose output lies elsewhere
+           for hook in ("predict", "_preprocess", "output_axes", "output_spacing", "on_output_grid")):
         raise CareError(f"{folders[0]}: a {first.config.kind!r} model changes the image's grid; chunked prediction "
                         "runs models whose output lies on the input's grid (kinds care, subdiffraction): restore "
                         "it in memory (carecore predict without --dask)")
