@@ -504,7 +504,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
             _warm_all(client, job)
             futures = [client.submit(predict_block, job, ix, pure=False) for ix in todo]
             try:
-                for future in as_completed(futures):
+                for future in as_completed(futures, loop=client.loop):   # the client need not be the default
                     ix, pid, rss = future.result()
                     result.computed += 1
                     result.workers[pid] = max(result.workers.get(pid, 0), rss)
