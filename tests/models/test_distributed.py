@@ -111,6 +111,21 @@ def test_ensemble_extras(client, models, tmp_path):
                                atol=1e-3)
 
 
+def test_a_client_that_is_not_the_default_and_a_kind_off_the_grid(client, models, tmp_path):
+    from distributed import Client
+
+    noisy, src = _volume(tmp_path, (8, 32, 32), "ZYX", seed=11)
+    with Client(client.scheduler.address, set_as_default=False) as other:   # as the app connects
+        cc.predict_chunked(models["plain"], src, tmp_path / "o.ome.zarr", chunks=(8, 16, 16), scheduler=other)
+    _close(cc.read_image(tmp_path / "o.ome.zarr").data, cc.load_model(models["plain"]).predict(noisy, axes="ZYX"))
+    from carecore.models.kinds import model_class
+
+    cls = model_class("upsampling")
+    cls(cls.default_config("ZYX", quick=True, kind="upsampling", upsampling_factor=2.0), tmp_path / "up").save()
+    with pytest.raises(cc.CareError, match="'upsampling' model changes the image's grid"):
+        cc.predict_chunked(tmp_path / "up", src, tmp_path / "u.ome.zarr", scheduler=client)
+
+
 def test_resumes_after_a_crash(client, models, tmp_path):
     import zarr
 
