@@ -560,6 +560,8 @@ class RestoreStep(W.VBox):
         self.go.disabled = True
         self.stop.disabled = False
         self.progress.value = ""
+        counted = "chunks" if self.state.restore_where != "here" else "tiles"
+        self.bar.description, self.bar.value = counted, 0
 
         def progress(done, total, what):
             if what == "filters":
@@ -576,6 +578,7 @@ class RestoreStep(W.VBox):
                         if s.restore_where != "here" else "")
                 self.msg.note("stopped." + more)
                 return
+            self.bar.description, self.bar.value = counted, self.bar.max   # (the filters' count ran last)
             self.before.set_image(s.input_image, spacing=s.input_spacing)
             self.after.set_image(restored, spacing=s.output_spacing)
             td = "<td style='padding:2px 10px'>"
