@@ -17,6 +17,16 @@ from .errors import CareError
 from .models.kinds import KINDS
 
 
+def _devices(value):
+    """``--devices``: None, 'all' or a count."""
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise CareError(f"--devices: give a number of devices or 'all', got {value!r}") from None
+
+
 def _floats(text):
     try:
         return tuple(int(v) for v in text.split(","))
@@ -193,6 +203,8 @@ def cmd_train(args):
 
         if resume:
             raise CareError(f"{model_dir} already holds a model; give a new folder for an ensemble")
+        if args.devices not in (None, "1"):
+            raise CareError("--devices and --ensemble: an ensemble's members train one after another on one device")
         bar.total = limit or epochs * steps * args.ensemble
         try:
             ens = train_ensemble(patches, config, model_dir, n_members=args.ensemble, callback=on_event,
@@ -202,7 +214,8 @@ def cmd_train(args):
         print(f"ensemble of {len(ens.members) if ens else 0} member(s) in {model_dir}")
         return 0
     try:
-        result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event, time_limit=limit)
+        result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event, time_limit=limit,
+                             devices=_devices(args.devices))
     finally:
         bar.close()
     print(f"{result.status}: {result.epochs} epoch(s), best val_loss {result.best_val_loss:.4f}; model in {model_dir}")
@@ -456,6 +469,8 @@ def build_parser():
     s.add_argument("--steps", type=int, help="steps per epoch")
     s.add_argument("--time-limit", metavar="T", help="train for a wall-clock budget, e.g. 3m, 90s, 1h (the schedule and "
                                                      "the validations are planned for it; the best weights are kept)")
+    s.add_argument("--devices", metavar="N", help="train data-parallel on N GPUs (or logical CPUs), or 'all'; "
+                                                  "the batch is split across them (default: one device)")
     s.add_argument("--patch", type=_floats, help="patch size, e.g. 16,64,64")
     s.add_argument("--batch", type=int)
     s.add_argument("--n-per-image", type=int, default=64, help="patches per image")

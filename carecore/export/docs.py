@@ -92,11 +92,13 @@ def readme(name, model, facts):
                      + ("; the Laplace scale channels scale by `hi - lo` only." if c.probabilistic else "."))
     lines += [
         f"- Tiling: sides must be {facts['min_size']} + a multiple of {c.divisor}; the halo ({facts['halo']} "
-        "pixels per side) is the network's receptive-field radius.",
+        "pixels per side) is the network's receptive-field radius (or the smoothing filter's, if wider).",
         "",
         "## Training", "",
         f"- Network: {c.unet_depth} poolings, {c.unet_filters} first-level filters, kernel {c.kernel}, "
-        f"{c.unet_n_conv} convolutions per level, residual {c.residual}, loss {c.loss}, "
+        f"{c.unet_n_conv} convolutions per level, residual {c.residual}"
+        + (f" (added to the input smoothed by a Gaussian of sigma {c.residual_sigma:g} px)"
+           if isinstance(c.residual_sigma, (int, float)) and c.residual_sigma else "") + f", loss {c.loss}, "
         f"{card.get('parameters', model.count_params())} parameters.",
         f"- Epochs: {card.get('epochs_done', len(model.history))} ({_fmt(card.get('training_seconds'), 3)} s, "
         f"status {card.get('status', 'n/a')}); seed {c.seed}; precision {c.precision}.",

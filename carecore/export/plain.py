@@ -109,7 +109,7 @@ def build_plain_unet(config, weights=None, *, name="care_unet_plain"):
             x = conv(f * 2 ** (max(0, level - 1) if j == n_conv - 1 else level), f"up{level}_conv{j}")(x)
     mu = Conv(config.n_channel_out, 1, name="head_mean")(x)
     if config.residual:
-        mu = layers.Add(name="residual")([mu, inp])
+        mu = layers.Add(name="residual")([mu, _smoothed(config, inp, Conv)])
     out = mu
     if config.probabilistic:
         b = Conv(config.n_channel_out, 1, activation="softplus", name="head_scale")(x)
@@ -127,3 +127,23 @@ def build_plain_unet(config, weights=None, *, name="care_unet_plain"):
                                     f"{var.path} of shape {tuple(var.shape)}")
             layer.set_weights(list(weights[nm]))
     return model
+
+
+def _smoothed(config, inp, Conv):
+    """The residual base: the input, or its Gaussian smoothing (``residual_sigma``) as fixed, separable
+    convolutions (one per axis, channel by channel, zeros beyond the borders as carecore's layer)."""
+    from ..models.unet import gaussian_taps, smoothing_radius
+
+    if not smoothing_radius(config):
+        return inp
+    taps, nd, c = gaussian_taps(config.residual_sigma), config.ndim, config.n_channel_in
+    x = inp
+    for axis in range(nd):
+        size = tuple(len(taps) if a == axis else 1 for a in range(nd))
+        layer = Conv(c, size, padding="same", use_bias=False, trainable=False, name=f"smooth{axis}")
+        x = layer(x)
+        kernel = np.zeros(size + (c, c), np.float32)
+        for ch in range(c):
+            kernel[..., ch, ch] = taps.reshape(size)
+        layer.set_weights([kernel])
+    return x

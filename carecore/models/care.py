@@ -17,6 +17,7 @@ Model folders (save, load, format migration) are :mod:`carecore.models.folder`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import re
@@ -175,9 +176,9 @@ class CARE:
         return axes
 
     def _halo(self):
-        from .unet import receptive_radius
+        from .unet import receptive_radius, smoothing_radius
 
-        return receptive_radius(self.config)
+        return max(receptive_radius(self.config), smoothing_radius(self.config))
 
     def _stages(self):
         """The network as prediction stages (:mod:`carecore.prediction.staged`), or None to run it whole.
@@ -271,7 +272,7 @@ class CARE:
                             f"{tuple(self.config.percentiles)} or configure the model with percentiles={tuple(seen)}")
 
     def train(self, patches, *, epochs=None, steps_per_epoch=None, time_limit=None, callback=None, stop=None,
-              data_hash=None):
+              data_hash=None, devices=None):
         """Train on a :class:`~carecore.PatchSet` (or ``(X, Y, X_val, Y_val)``), resuming if trained before.
 
         Parameters
@@ -290,6 +291,10 @@ class CARE:
             Receives progress events (see :mod:`carecore.training.events`).
         stop : callable, optional
             Polled after every step; True ends training after that step.
+        devices : None, "all", int or list of str, optional
+            Train data-parallel on several devices (:mod:`carecore.training.devices`): ``"all"`` GPUs
+            (or logical CPUs), the first ``n`` of them, or these device names; every step's batch
+            (``batch_size``, the global batch) is split across them. None: one device.
 
         Returns
         -------
@@ -322,11 +327,33 @@ class CARE:
         bs = c.batch_size
         initial = len(self.history)
         resumed = initial > 0
+        if c.residual_sigma == "auto":  # the smoothed input to start from: chosen on the training patches
+            from ..training.residual_base import choose_residual_sigma
+
+            self.config = c = c.replace(residual_sigma=choose_residual_sigma(X, Y, seed=c.seed))
+            import keras
+
+            keras.utils.set_random_seed(c.seed)
+            self.keras_model = self._build()
+            self._stage_cache = None
         lr = c.learning_rate if c.lr_schedule == "cosine" or not resumed else self.history[-1]["lr"]
-        self._compile(lr, warm=not resumed)
+        from ..training.devices import resolve_devices, training_strategy
+
+        strategy = training_strategy(devices)
+        scope = contextlib.nullcontext() if strategy is None else strategy.scope()
+        with scope:
+            if strategy is not None:  # the network's variables are mirrored on every device: build it again
+                weights = self.keras_model.get_weights()
+                self.keras_model = self._build()
+                self.keras_model.set_weights(weights)
+                self._stage_cache = None
+            self._compile(lr, warm=not resumed)
+            optimizer_msg = self._restore_optimizer() if resumed else None
+        if strategy is not None:
+            self.run_card["devices"] = resolve_devices(devices)
         resume_msg = None
         if resumed:
-            resume_msg = (f"resuming after {initial} epoch(s) with the last weights, {self._restore_optimizer()}, "
+            resume_msg = (f"resuming after {initial} epoch(s) with the last weights, {optimizer_msg}, "
                           f"best validation loss so far {self.best_val_loss:.4g} (its weights are kept unless beaten)")
             if callback is not None:
                 callback({"kind": "resume", "message": resume_msg})
@@ -388,10 +415,21 @@ class CARE:
         cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
                            best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline,
-                           loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None)
+                           loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None,
+                           loss_scale=1.0 / self.keras_model.distribute_strategy.num_replicas_in_sync)
         self.keras_model.fit(ds, epochs=initial + epochs, initial_epoch=initial, steps_per_epoch=steps,
                              validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
         seconds = time.perf_counter() - (t_enter if budget else t0)
+        if strategy is not None:
+            # back to one device for prediction (under a strategy ``predict_on_batch`` runs the whole batch
+            # on every device), with the optimizer's state kept for a resumed run
+            opt = self.keras_model.optimizer
+            if getattr(opt, "built", False):
+                self._optimizer_state = {"class": type(opt).__name__, "values": [np.asarray(v) for v in opt.variables]}
+            weights = self.keras_model.get_weights()
+            self.keras_model = self._build()
+            self.keras_model.set_weights(weights)
+            self._stage_cache = None
         checkpoint(cb, save=False)
         if cb.status == "nan":
             if self._best_weights is None:  # nothing usable was trained: leave the folder as it was

@@ -19,6 +19,8 @@ LOSSES = ("mae", "mse", "laplace")
 LR_SCHEDULES = ("cosine", "plateau")
 OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("mixed_bfloat16", "float32")
+#: the largest Gaussian sigma (pixels) of a residual model's smoothed input (``residual_sigma``)
+MAX_RESIDUAL_SIGMA = 16.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class CareConfig:
     unet_kernel: int = field(default=0, metadata={"doc": "convolution kernel size; 0 picks 5 in 2D, 3 in 3D"})
     unet_n_conv: int = field(default=2, metadata={"doc": "convolutions per level"})
     residual: bool = field(default=True, metadata={"doc": "learn the correction to the input (needs channels in == out)"})
+    residual_sigma: float = field(default=0.0, metadata={"doc": "Gaussian sigma (pixels, every spatial axis) of the smoothed input that a "
+                                                               "residual network's correction is added to: training starts "
+                                                               "at that filter's answer; 0: the input itself; 'auto': the sigma "
+                                                               "that restores the training patches best, chosen when training "
+                                                               "starts"})
     probabilistic: bool = field(default=False, metadata={"doc": "predict a Laplace mean and scale per pixel"})
     loss: str = field(default="mae", metadata={"doc": "mae, mse, or laplace (must be laplace iff probabilistic)"})
     learning_rate: float = field(default=4e-4, metadata={"doc": "(peak) learning rate"})
@@ -110,6 +117,14 @@ class CareConfig:
         if self.residual and self.n_channel_in != self.n_channel_out:
             raise CareError(f"residual and n_channel_in/n_channel_out: a residual model needs as many output as input "
                             f"channels (got {self.n_channel_in} -> {self.n_channel_out}); set residual=False")
+        if self.residual_sigma != "auto" and not (isinstance(self.residual_sigma, (int, float))
+                                                 and not isinstance(self.residual_sigma, bool)
+                                                 and 0 <= self.residual_sigma <= MAX_RESIDUAL_SIGMA):
+            raise CareError(f"residual_sigma: must be 'auto' or a number of pixels in [0, {MAX_RESIDUAL_SIGMA}], "
+                            f"got {self.residual_sigma!r}")
+        if self.residual_sigma and not self.residual:
+            raise CareError(f"residual_sigma and residual: a smoothed input ({self.residual_sigma!r}) is the base "
+                            "of a residual model; set residual=True or residual_sigma=0")
         if len(self.patch_size) != len(axes):
             raise CareError(f"patch_size and axes: {len(self.patch_size)} sizes {self.patch_size} for axes {axes!r}")
         div = 2**self.unet_depth
@@ -207,6 +222,9 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
     limit = overrides.get("time_limit") or 0
     if 0 < limit <= FAST_RECIPE_UP_TO:
         base.update(FAST_RECIPE, patch_size=FAST_RECIPE_PATCH[len(axes)])
+        if overrides.get("kind", "care") == "care" and overrides.get("residual", True) \
+                and overrides.get("n_channel_in", 1) == overrides.get("n_channel_out", overrides.get("n_channel_in", 1)):
+            base["residual_sigma"] = "auto"   # denoising starts at a tuned Gaussian filter's answer
     if quick:
         base.update(patch_size=(8, 32, 32) if len(axes) == 3 else (32, 32), unet_filters=8, batch_size=4,
                     epochs=2, steps_per_epoch=10)

@@ -150,6 +150,51 @@ class Bias(layers.Layer):
         return x + ops.cast(self.bias, x.dtype)
 
 
+def smoothing_radius(config: CareConfig):
+    """Half-width (pixels) of the Gaussian kernel of ``config.residual_sigma`` (0 without smoothing)."""
+    sigma = config.residual_sigma
+    if not sigma or sigma == "auto":
+        return 0
+    return int(np.ceil(3 * sigma))
+
+
+def gaussian_taps(sigma):
+    """The normalized 1D Gaussian kernel of ``sigma`` pixels, truncated at 3 sigma (float32)."""
+    r = int(np.ceil(3 * sigma))
+    t = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return (t / t.sum()).astype(np.float32)
+
+
+class GaussianSmooth(layers.Layer):
+    """A fixed Gaussian filter along every spatial axis of (batch, *spatial, C), channel by channel.
+
+    Separable (one 1D convolution per axis), zeros beyond the borders (as the network's own
+    convolutions), float32. The base a residual network with ``residual_sigma`` adds its correction to.
+    """
+
+    def __init__(self, sigma, **kwargs):
+        super().__init__(**kwargs)
+        self.sigma = float(sigma)
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        taps = gaussian_taps(self.sigma)
+        shape = ops.shape(x)
+        nd = len(x.shape) - 2
+        # channels into the batch: one single-channel convolution per axis
+        y = ops.reshape(ops.moveaxis(x, -1, 1), (-1, *shape[1:-1], 1))
+        for axis in range(nd):
+            k = taps.reshape([len(taps) if a == axis else 1 for a in range(nd)] + [1, 1])
+            y = ops.conv(y, ops.convert_to_tensor(k), padding="same")
+        return ops.moveaxis(ops.reshape(y, (shape[0], shape[-1], *shape[1:-1])), 1, -1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma}
+
+
 class _Layers:
     """Hands out the network's layers by name: new ones while building the network, the model's own
     (same weights) when a part of it is wired again as a prediction stage."""
@@ -222,10 +267,17 @@ def _decode0(L, config, u1, skip0, inp):
     # The 1×1 heads compute in the network's precision (casting 32 feature channels to float32
     # would cost a full-resolution copy); their few output channels, the residual sum and the
     # Laplace scale are float32.
-    mu = L("head_mean", lambda nm: Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name=nm))(x)
+    smooth = smoothing_radius(config) > 0
+    # on a smoothed base the correction starts at zero: the untrained network answers with the filter
+    init = "zeros" if smooth else "glorot_uniform"
+    mu = L("head_mean", lambda nm: Conv(config.n_channel_out, 1, activation="linear", dtype=policy,
+                                        kernel_initializer=init, name=nm))(x)
     mu = L("head_mean_float32", lambda nm: layers.Activation("linear", dtype="float32", name=nm))(mu)
     if config.residual:
-        mu = L("residual", lambda nm: layers.Add(dtype="float32", name=nm))([mu, ops.cast(inp, "float32")])
+        base = ops.cast(inp, "float32")
+        if smooth:
+            base = L("smooth", lambda nm: GaussianSmooth(config.residual_sigma, dtype="float32", name=nm))(inp)
+        mu = L("residual", lambda nm: layers.Add(dtype="float32", name=nm))([mu, base])
     if not config.probabilistic:
         return mu
     b = L("head_scale", lambda nm: Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name=nm))(x)
@@ -279,7 +331,7 @@ def unet_stages(model, config: CareConfig):
         Stage("deep", deep, (("p0", 1),), (("u1", 1, f, item),),
               halo=receptive_radius(config) - 2 * level0 - 1, divisor=config.divisor, bytes_per_voxel=2 * fs),
         Stage("decode0", decode, (("u1", 1), ("skip0", 0), ("input", 0)), (("output", 0, n_out, 4),),
-              halo=level0, divisor=2, bytes_per_voxel=7 * fs + 8 * n_out),
+              halo=max(level0, smoothing_radius(config)), divisor=2, bytes_per_voxel=7 * fs + 8 * n_out),
     )
 
 

@@ -30,8 +30,11 @@ class EventCallback(keras.callbacks.Callback):
 
     def __init__(self, *, epochs, steps, callback=None, stop=None, val_data=None, val_fn=None,
                  lr_patience=10, early_stopping=0, initial_epoch=0, best_val=math.inf, on_epoch=None, lr_fn=None,
-                 deadline=None, t_start=None, loss_schedule=None):
+                 deadline=None, t_start=None, loss_schedule=None, loss_scale=1.0):
         super().__init__()
+        # Keras 3 (TensorFlow, MirroredStrategy) reports losses and metrics summed over the replicas
+        # (measured: twice the loss on two devices, the same network): ``1 / replicas`` undoes it
+        self.loss_scale = float(loss_scale)
         self.epochs, self.steps = epochs, steps
         self.callback, self.stop = callback, stop
         self.val_fn = val_fn
@@ -92,7 +95,7 @@ class EventCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps_done += 1
-        mean = float((logs or {}).get("loss", np.nan))  # Keras reports the running mean of the epoch
+        mean = float((logs or {}).get("loss", np.nan)) * self.loss_scale  # the running mean of the epoch
         loss = mean * (batch + 1) - self._mean * batch if batch else mean   # this batch's own loss
         self._mean = mean
         elapsed = time.perf_counter() - self.t0
@@ -116,7 +119,8 @@ class EventCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
+        logs = {k: (v * self.loss_scale if k != "learning_rate" and isinstance(v, (int, float)) else v)
+                for k, v in (logs or {}).items()}
         if self.status == "nan":
             return
         val_loss = float(logs.get("val_loss", logs.get("loss", np.nan)))

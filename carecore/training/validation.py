@@ -56,7 +56,11 @@ class ValidationSet:
 
     def ssim(self):
         """SSIM of the network's (mean) output on the first validation patches."""
-        pred = np.asarray(self.model.keras_model.predict_on_batch(self.sx), np.float32)
+        km = self.model.keras_model
+        if km.distribute_strategy.num_replicas_in_sync > 1:  # predict_on_batch would run it on every device
+            pred = np.asarray(km(self.sx, training=False), np.float32)
+        else:
+            pred = np.asarray(km.predict_on_batch(self.sx), np.float32)
         return patch_ssim(pred[..., : self.sy.shape[-1]], self.sy)
 
     def baseline(self, cached=None, names=None):
