@@ -51,3 +51,11 @@ def model2d(tmp_path_factory):
 def model3d_prob(tmp_path_factory):
     """(model, noisy stack): a probabilistic 3D CARE model (bfloat16) and its 56×64×64 training stack."""
     return _train(tmp_path_factory.mktemp("m") / "care3d", "ZYX", (56, 64, 64), probabilistic=True)
+
+
+@pytest.fixture(scope="session")
+def model2d_smooth(tmp_path_factory):
+    """(model, noisy image): a float32 2D model whose correction is added to the input smoothed by a
+    Gaussian of sigma 16 (its reach, 48 px, exceeds the network's receptive field of 43)."""
+    return _train(tmp_path_factory.mktemp("m") / "care2d_smooth", "YX", (112, 120), precision="float32",
+                  residual_sigma=16.0)

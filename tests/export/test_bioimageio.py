@@ -140,3 +140,17 @@ def test_cli_export(model2d, tmp_path, capsys):
     rdf = json.loads(zipfile.ZipFile(tmp_path / "cli.zip").read("rdf.yaml"))
     assert rdf["name"] == "my care" and list(rdf["weights"]) == ["keras_v3"]
     assert main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "m.zip")]) == 2
+
+
+def test_a_network_on_a_smoothed_input_exports_with_its_filter(model2d_smooth, tmp_path):
+    """The fast recipe's networks add their correction to a Gaussian-smoothed input: the package carries
+    the filter (standard convolutions) and its reach as the halo, and restores as carecore does."""
+    model, noisy = model2d_smooth
+    pkg = export_bioimageio(model.path, tmp_path / "smooth.zip", authors=["A. Tester"], test_input=noisy)
+    rdf = json.loads(zipfile.ZipFile(pkg).read("rdf.yaml"))
+    assert rdf["outputs"][0]["axes"][1]["halo"] == model._halo() == 48
+    _test_model(pkg)
+    x = np.load(zipfile.ZipFile(pkg).open("test_input.npy"))[0]
+    ours = model.predict(x[..., 0], axes="YX")
+    theirs = _bioimageio_predict(pkg, x)[..., 0]
+    np.testing.assert_allclose(theirs, ours, atol=1e-4 * np.ptp(ours))
