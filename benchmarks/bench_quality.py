@@ -22,7 +22,8 @@ budget but building the network and measuring the validation baseline).
 
 Peers (``--peers``), each for ``--peer-factors`` times the budget (default 1 and 10), on *the same*
 training and validation patches as carecore (``cc.create_patches`` with carecore's patch size), each
-with its own defaults and training loop, and the test input normalized as carecore normalizes it:
+with its own defaults and training loop, and the test input scaled as carecore scales it (by the
+training inputs' percentiles, ``input_normalization="training"``):
 
 - ``csbdeep``: CSBDeep 0.8.2's CARE (``pip install csbdeep==0.8.2``, the [bench] extra; runs in this
   environment, Keras 3 / TensorFlow): ``CARE.train`` with its defaults (depth 2, 32 filters, MAE, Adam
@@ -127,20 +128,24 @@ def run_case(case, budget, root):
     low, truth = data["test"]
     x = model.on_output_grid(low, axes=axes)
     care = cc.evaluate(model.predict(low, axes=axes), truth, axes=axes)
+    # the other input scaling, for comparison: each image by its own percentiles (CSBDeep's way)
+    care_own = cc.evaluate(model.predict(low, axes=axes, normalization="image"), truth, axes=axes)
     tuned = tune_baselines([(x, truth)], axes=axes)
     by_ssim, by_nrmse = best_baseline(tuned)
     line = next((e for e in events if e["kind"] == "baseline"), None)
     row = {"case": case, "budget": budget, "wall_s": wall, "train_s": result.seconds, "status": result.status,
            "epochs": result.epochs, "patch_size": list(config.patch_size), "n_train": int(patches.n_train),
            "n_val": int(patches.n_val), "input": cc.evaluate(x, truth, axes=axes), "care": care,
+           "input_normalization": model.config.input_normalization, "care_own_percentiles": care_own,
            "baselines": {n: {"ssim": b.ssim, "nrmse": b.nrmse, "params": b.params, "params_nrmse": b.params_nrmse}
                          for n, b in tuned.items()},
            "best_ssim": [by_ssim.name, by_ssim.params, by_ssim.ssim],
            "best_nrmse": [by_nrmse.name, by_nrmse.params_nrmse, by_nrmse.nrmse],
            "curve": [(e["elapsed"], e["val_ssim"]) for e in events if e["kind"] == "epoch"],
            "val_baseline": line and [line["name"], line["params"], line["val_ssim"]]}
-    # the peers' inputs: carecore's patches, and the test input on the output grid, normalized as carecore does
-    xn, _ = cc.percentile_normalize(x, axes=axes)
+    # the peers' inputs: carecore's patches, and the test input on the output grid, scaled as carecore scales it
+    norm = model.input_normalization(low, axes=axes)
+    xn = (np.asarray(x, np.float32) - np.float32(norm.lo[0])) / np.float32(norm.hi[0] - norm.lo[0])
     (X, Y), (Xv, Yv) = patches.train, patches.val
     ctx = {"case": case, "axes": axes, "truth": truth, "test": np.asarray(xn, np.float32),
            "X": np.asarray(X, np.float32), "Y": np.asarray(Y, np.float32),
@@ -323,6 +328,10 @@ def print_case(r, peers, factors):
     print(f"{'':15s} {'carecore':9s} {r['budget']:6.0f} s: test SSIM {r['care']['ssim']:.3f} NRMSE "
           f"{r['care']['nrmse']:.4f} | best val SSIM {c['best_val_ssim'] or float('nan'):.3f} | beats the filter: "
           f"{_after(c['beat_s'], r['budget'])}", flush=True)
+    if r.get("care_own_percentiles"):
+        o = r["care_own_percentiles"]
+        print(f"{'':15s} {'':9s} {'':6s}   input scaled by its own percentiles instead of the training inputs': "
+              f"SSIM {o['ssim']:.3f} NRMSE {o['nrmse']:.4f}", flush=True)
     for peer in peers:
         for f in factors:
             q = r.get(f"{peer}_x{f:g}")

@@ -17,7 +17,7 @@ import numpy as np
 from ._atomic import fresh_tmp, swap_in
 from .errors import CareError
 from .metrics import GT_PERCENTILES, affine_fit, evaluate
-from .normalize import compute_percentiles, percentile_normalize
+from .normalize import percentile_normalize
 from .progress import check_stop, report
 from .uncertainty import Ensemble, disagreement, mixture_mean_variance, ood_check
 
@@ -135,7 +135,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             g_raw = np.asarray(gt.data, np.float32)
             entry = {"name": pair.name, "shape": list(x.shape), "axes": low.axes, "metrics": {}, "figures": {}}
             oa = grid_model.output_axes(low.axes)   # the grid of restoration and ground truth (a projection: no Z)
-            norm = compute_percentiles(x, *cfg.percentiles, axes=low.axes, name=pair.name)
+            norm = grid_model.input_normalization(x, axes=low.axes, name=pair.name)   # as predict scales x
             span = float(np.mean(np.asarray(norm.hi) - np.asarray(norm.lo)))
             mus = bs = None
             if ens:
@@ -178,7 +178,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             if cfg.probabilistic:
                 pm, ps = (mus, bs) if ens else out
                 curve = measure_calibration(g_raw, pm, ps, image=x, axes=low.axes, output_axes=oa, percentiles=cfg.percentiles,
-                                            mapped_back=cfg.n_channel_in == cfg.n_channel_out)
+                                            mapped_back=cfg.n_channel_in == cfg.n_channel_out, normalization=norm)
                 entry["calibration"] = curve
                 curves.append((curve, g_raw.size))
             rep["images"].append(entry)

@@ -234,7 +234,7 @@ class LabState(HasTraits):
         self.input_spacing = self.output_spacing = None
         self.input_label = "input"
         self._patch_key = None
-        self.image_axes, self.model_config = "", None
+        self.image_axes, self.model_config, self.input_norm = "", None, None
         self.readouts = {}
         self._poller = None
         self._stop_restore = threading.Event()
@@ -823,6 +823,7 @@ class LabState(HasTraits):
         # the views' data, set together once the restoration succeeded
         self.input_image = np.asarray(img.data, np.float32)
         self.image_axes, self.model_config = img.axes, model.config
+        self.input_norm = single.input_normalization(self.input_image, axes=img.axes, name=self.rel(src))
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
@@ -948,16 +949,16 @@ class LabState(HasTraits):
         pct = tuple(cfg.percentiles) if cfg is not None else cc.DEFAULT_PERCENTILES
         out = {}
         # the network's promise is about the truth normalized with its own percentiles; predict maps
-        # that back with the input's: the same two maps put the truth into the input's units
+        # that back with the input's scaling: the same two maps put the truth into the input's units
         g, _ = cc.percentile_normalize(self.truth, *pct, axes=axes)
-        norm_in = cc.compute_percentiles(self.input_image, *pct, axes=axes, name="input")
+        norm_in = self.input_norm or cc.compute_percentiles(self.input_image, *pct, axes=axes, name="input")
         out["truth_rescaled"] = cc.denormalize(g, norm_in, axes=axes)
         out["truth_label"] = (f"ground truth (rescaled for display: its {pct[0]:g}–{pct[1]:g} percentile range "
                               "mapped onto the input's)")
         if self.truth.shape == self.input_image.shape:
             mapped_back = cfg is None or cfg.n_channel_in == cfg.n_channel_out
             out["calibration"] = measure_calibration(self.truth, means, scales, image=self.input_image, axes=axes,
-                                                     percentiles=pct, mapped_back=mapped_back)
+                                                     percentiles=pct, mapped_back=mapped_back, normalization=norm_in)
         else:
             out["calibration_note"] = ("no calibration curve: the input is on another grid than the ground truth "
                                        "(its percentiles cannot be matched pixel by pixel)")

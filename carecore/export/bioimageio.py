@@ -4,7 +4,9 @@ and napari open) — model description format 0.5.
 What carecore does around its network is written as the package's processing steps:
 
 - **preprocessing** ``scale_range`` per channel with the model's percentiles: exactly carecore's
-  percentile normalization (``eps`` 1e-6 is added to ``hi - lo``);
+  percentile normalization (``eps`` 1e-6 is added to ``hi - lo``); for a model that scales its
+  inputs by its training inputs' percentiles (``input_normalization="training"``, the default), a
+  fixed ``scale_linear`` with those values;
 - **postprocessing**: carecore maps a restoration back with the *input's* per-image percentiles
   ``lo, hi`` (``y * (hi - lo) + lo``). The format has no step that reads statistics of the input and
   applies their inverse, so the package does one of (``postprocessing=``):
@@ -13,7 +15,8 @@ What carecore does around its network is written as the package's processing ste
       ``y * gain + offset`` with fixed ``gain = hi - lo`` and ``offset = lo`` of the test input:
       exactly carecore's output for the test input and for images whose percentiles equal it
       (same microscope settings and sample); for other images the output is in the test
-      image's units rather than the image's own.
+      image's units rather than the image's own. With ``input_normalization="training"`` these
+      are the training inputs' values, and the package equals carecore on every image.
   ``"scale_mean_variance"``
       the output's mean and standard deviation set to the input's: follows each image, but the
       contrast of a denoised output is stretched by ``std(noisy input) / std(restoration)``.
@@ -143,6 +146,15 @@ def _test_image(model, test_input, test_axes, min_size):
     return np.ascontiguousarray(x)
 
 
+def _training_scaling(norm):
+    """The preprocessing of a model that scales every input by its training inputs' percentiles
+    (``input_normalization="training"``): a fixed ``scale_linear``, ``(x - lo) / (hi - lo)``."""
+    lo, hi = np.asarray(norm.lo, np.float64), np.asarray(norm.hi, np.float64)
+    gain, offset = [float(v) for v in 1 / (hi - lo)], [float(v) for v in -lo / (hi - lo)]
+    kw = {"gain": gain[0], "offset": offset[0]} if len(gain) == 1 else {"axis": "channel", "gain": gain, "offset": offset}
+    return {"id": "scale_linear", "kwargs": kw}
+
+
 def _postprocessing(kind, config, norm, out_norm, x):
     """(description entries, test output) for postprocessing ``kind``; ``out_norm`` is the network's
     output (spatial..., C_out), ``x`` the test input (spatial..., C_in)."""
@@ -254,7 +266,6 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
     >>> export_bioimageio("models/denoise3d", "denoise3d.zip", authors=["Ada Lovelace"],  # doctest: +SKIP
     ...                   test_input=read_image("low/a.tif").data, test_axes="ZYX")
     """
-    from ..normalize import compute_percentiles
     from . import docs
     from .plain import build_plain_unet, care_conv_weights
     from .weights import resolve_formats, write_weights
@@ -286,7 +297,8 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
 
     x = _test_image(model, test_input, test_axes, min_size)
     axes_c = c.axes + "C"
-    norm = compute_percentiles(x, *c.percentiles, axes=axes_c, name="test_input")
+    by_training = c.input_normalization == "training" and model.training_normalization is not None
+    norm = model.input_normalization(x, axes=axes_c, name="test_input")
     twin = _float32_twin(model)
     pred = twin.predict(x, axes=axes_c, normalization=norm, n_tiles=(1,) * c.ndim)
     pred = np.concatenate(pred, axis=-1) if c.probabilistic else pred
@@ -331,7 +343,8 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
         (files / "run_card.json").write_text(json.dumps(model.run_card, indent=1, default=str))
         name = name or model_dir.name
         facts = {"halo": halo, "min_size": min_size, "postprocessing": postprocessing, "formats": errors,
-                 "bfloat16_difference": bf16, "test_shape": x.shape, "norm": norm}
+                 "bfloat16_difference": bf16, "test_shape": x.shape, "norm": norm,
+                 "by_training": by_training}
         (files / "README.md").write_text(docs.readme(name, model, facts))
 
         out_channels = [f"channel{i}" for i in range(c.n_channel_out)]
@@ -358,7 +371,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
                 "axes": _axes(c, halo, min_size, [f"channel{i}" for i in range(c.n_channel_in)], output=False),
                 "test_tensor": {"source": "test_input.npy"}, "data": {"type": "float32"},
                 "preprocessing": [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                                  {"id": "scale_range", "kwargs": {
+                                  _training_scaling(norm) if by_training else {"id": "scale_range", "kwargs": {
                                       "axes": space, "min_percentile": float(c.percentiles[0]),
                                       "max_percentile": float(c.percentiles[1]), "eps": 1e-6}}],
             }],
@@ -370,7 +383,8 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
             }],
             "weights": weights_entries,
             "config": {"carecore": {"version": __version__, "kind": c.kind, "postprocessing": postprocessing,
-                                    "percentiles": list(c.percentiles), "probabilistic": bool(c.probabilistic)}},
+                                    "percentiles": list(c.percentiles), "probabilistic": bool(c.probabilistic),
+                                    "input_normalization": "training" if by_training else "image"}},
         }
         # JSON is YAML: the description is written as plain JSON into rdf.yaml
         (files / "rdf.yaml").write_text(json.dumps(rdf, indent=1))

@@ -75,9 +75,16 @@ def readme(name, model, facts):
         "structures. Check restorations against ground truth or with the reliability tools of CARE Lab.", "",
         "## Processing", "",
         f"- Input: raw intensities; the package normalizes each channel with its {c.percentiles[0]:g} and "
-        f"{c.percentiles[1]:g} percentiles (`scale_range`), exactly as carecore does.",
+        f"{c.percentiles[1]:g} percentiles (`scale_range`), exactly as carecore does." if not facts.get("by_training") else
+        f"- Input: raw intensities; the package scales each channel by the {c.percentiles[0]:g} and "
+        f"{c.percentiles[1]:g} percentiles of the training inputs (a fixed `scale_linear`: low "
+        f"{_fmt(float(lo[0]))}, high {_fmt(float(hi[0]))} for channel 0), exactly as carecore does: images "
+        "acquired like the training images are seen at the noise level the network learned.",
     ]
-    if post == "scale_linear":
+    if post == "scale_linear" and facts.get("by_training"):
+        lines.append("- Output: mapped back with the same values (`scale_linear`), exactly as carecore does, for "
+                     "every image.")
+    elif post == "scale_linear":
         lines.append(f"- Output: mapped back with a fixed `scale_linear` (gain {_fmt(float(hi[0] - lo[0]))}, offset "
                      f"{_fmt(float(lo[0]))} for channel 0): the test image's percentile range. carecore maps every "
                      "image back with its *own* percentiles; the package reproduces that exactly only for images "
@@ -127,8 +134,11 @@ def readme(name, model, facts):
         "## Limitations", "",
         "- Trained for one kind of data; not a general denoiser. Out-of-distribution inputs are not detected by "
         "the package.",
-        "- Percentiles are computed per image: very sparse or saturated images normalize differently from the "
-        "training images.",
+        ("- Inputs are scaled by the training inputs' percentiles: images taken with another gain, offset or "
+         "laser power are scaled wrongly; retrain, or export a model with `input_normalization='image'`."
+         if facts.get("by_training") else
+         "- Percentiles are computed per image: very sparse or saturated images normalize differently from the "
+         "training images."),
         "",
         "## Open it elsewhere", "",
         "- **Fiji (deepImageJ)**: Plugins > DeepImageJ > DeepImageJ Install Model > *From ZIP file*, choose this "

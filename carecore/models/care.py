@@ -30,7 +30,7 @@ import numpy as np
 from .. import __version__
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
-from ..normalize import compute_percentiles
+from ..normalize import Normalization, compute_percentiles
 from ..progress import check_stop, report
 from .config import CareConfig
 
@@ -262,6 +262,43 @@ class CARE:
         bad = [s for s in X.shape[1:-1] if s % c.divisor]
         if bad:
             raise CareError(f"{what}: patch sides {tuple(X.shape[1:-1])} must be divisible by {c.divisor} (2**unet_depth)")
+
+    @property
+    def training_normalization(self):
+        """The percentiles of the training inputs (per channel, the median over the training images), or
+        ``None`` when the model was trained on bare arrays, with no record of how they were normalized."""
+        seen = (self.run_card or {}).get("normalization_seen") or {}
+        norms = [s["norm_low"] for s in seen.get("sources", []) if s.get("norm_low")]
+        if not norms:
+            return None
+        return Normalization(tuple(float(v) for v in np.median([n["lo"] for n in norms], axis=0)),
+                             tuple(float(v) for v in np.median([n["hi"] for n in norms], axis=0)),
+                             tuple(norms[0]["percentiles"]))
+
+    def input_normalization(self, x, *, axes, normalization=None, name="image"):
+        """How prediction scales ``x``: ``normalization`` when given (a :class:`~carecore.Normalization`,
+        ``"image"`` or ``"training"``), else the configured ``input_normalization``.
+
+        ``"image"`` takes the image's own percentiles (robust to a changed gain or offset); ``"training"``
+        takes the training inputs' (:attr:`training_normalization`), so that an image acquired like them
+        is seen at the noise level the network learned, whatever it shows: a field of background and dim
+        cytoplasm has other percentiles than the nuclei the network trained on. A configured
+        ``"training"`` falls back to ``"image"`` for a model trained on bare arrays; asked for
+        explicitly, it raises :class:`~carecore.CareError` then.
+        """
+        if isinstance(normalization, Normalization):
+            return normalization
+        how = normalization or self.config.input_normalization
+        if how not in ("image", "training"):
+            raise CareError(f"normalization: give 'image', 'training' or a Normalization, got {normalization!r}")
+        if how == "training":
+            norm = self.training_normalization
+            if norm is not None:
+                return norm
+            if normalization == "training":
+                raise CareError(f"{name}: normalization='training', but this model has no record of its training "
+                                "inputs' percentiles (it was trained on bare arrays); use 'image'")
+        return compute_percentiles(x, *self.config.percentiles, axes=axes, name=name)
 
     def _check_normalization(self, info):
         """The patches must have been normalized as this model will normalize its inputs."""
@@ -523,8 +560,9 @@ class CARE:
         stage_tiles : tuple, optional
             Run the network in stages (:mod:`carecore.prediction.staged`) with these tile counts per
             axis, for every stage or one tuple per stage; ``"auto"`` picks them from the budget.
-        normalization : Normalization, optional
-            Use these input percentiles instead of computing them.
+        normalization : Normalization, "image" or "training", optional
+            The input's scaling (see :meth:`input_normalization`); default: the configured
+            ``input_normalization``.
         progress, stop : callables, optional
             ``progress(done, total, "tiles")`` after every batch of tiles; ``stop()`` polled likewise.
         out : array, optional
@@ -540,7 +578,7 @@ class CARE:
         axes = self._check_input(x, axes, name)
         c = self.config
         sp = spatial_axes(axes)
-        norm = normalization or compute_percentiles(x, *c.percentiles, axes=axes, name=name)
+        norm = self.input_normalization(x, axes=axes, normalization=normalization, name=name)
         lo = np.asarray(norm.lo, np.float32)
         hi = np.asarray(norm.hi, np.float32)
         # layout (spatial..., C) without copying data

@@ -18,6 +18,7 @@ CONFIG_VERSION = 1
 LOSSES = ("mae", "mse", "laplace")
 LR_SCHEDULES = ("cosine", "plateau")
 OPTIMIZERS = ("adamw", "adam")
+INPUT_NORMALIZATIONS = ("image", "training")
 PRECISIONS = ("mixed_bfloat16", "float32")
 #: the largest Gaussian sigma (pixels) of a residual model's smoothed input (``residual_sigma``)
 MAX_RESIDUAL_SIGMA = 16.0
@@ -68,6 +69,9 @@ class CareConfig:
     augment: bool = field(default=True, metadata={"doc": "random flips and 90° rotations in the lateral plane"})
     precision: str = field(default="mixed_bfloat16", metadata={"doc": "mixed_bfloat16 (fast) or float32"})
     percentiles: tuple = field(default=DEFAULT_PERCENTILES, metadata={"doc": "normalization percentiles (low, high)"})
+    input_normalization: str = field(default="training", metadata={
+        "doc": "what prediction scales its input by: 'image' (each image's own percentiles, as CSBDeep) or "
+               "'training' (the training inputs' percentiles, as CAREamics: for images acquired like them)"})
     lr_patience: int = field(default=10, metadata={"doc": "epochs without validation improvement before halving the learning rate"})
     early_stopping: int = field(default=0, metadata={"doc": "stop after this many epochs without improvement (0: never)"})
     version: int = field(default=CONFIG_VERSION, metadata={"doc": "configuration format version"})
@@ -111,6 +115,8 @@ class CareConfig:
             raise CareError(f"learning_rate: must be in (0, 1), got {self.learning_rate!r}")
         if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100 or len(self.percentiles) != 2:
             raise CareError(f"percentiles: need 0 <= low < high <= 100, got {self.percentiles}")
+        if self.input_normalization not in INPUT_NORMALIZATIONS:
+            raise CareError(f"input_normalization: must be one of {INPUT_NORMALIZATIONS}, got {self.input_normalization!r}")
         if self.probabilistic != (self.loss == "laplace"):
             raise CareError(f"probabilistic and loss: a probabilistic model trains with loss 'laplace' and only it "
                             f"(got probabilistic={self.probabilistic}, loss={self.loss!r})")
@@ -187,6 +193,8 @@ def upgrade(d):
     if "lr_schedule" not in d:  # saved before schedules existed: trained with Adam and plateau halving
         d.setdefault("lr_schedule", "plateau")
         d.setdefault("optimizer", "adam")
+    # saved before prediction could scale by the training inputs: each image by its own percentiles
+    d.setdefault("input_normalization", "image")
     return d
 
 

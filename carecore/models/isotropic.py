@@ -22,7 +22,6 @@ import numpy as np
 
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
-from ..normalize import compute_percentiles
 from ..progress import check_stop, report
 from .care import CARE
 from .upsampling import UpsamplingCARE
@@ -171,7 +170,7 @@ class IsotropicCARE(CARE):
         if nc != self.config.n_channel_in:
             raise CareError(f"{name}: the model takes {self.config.n_channel_in} channel(s) but the stack has {nc} "
                             f"(shape {tuple(np.shape(x))}, axes {axes})")
-        norm = normalization or compute_percentiles(x, *self.config.percentiles, axes=axes, name=name)
+        norm = self.input_normalization(x, axes=axes, normalization=normalization, name=name)
         order = [axes.index(a) for a in "ZYX"] + ([axes.index("C")] if "C" in axes else [])
         fine = self.on_output_grid(np.transpose(x, order) if "C" in axes else np.asarray(x)[..., None],
                                    axes="ZYXC")   # (Z', Y, X, C)

@@ -30,7 +30,6 @@ import numpy as np
 
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
-from ..normalize import compute_percentiles
 from ..progress import check_stop, report
 from .care import CARE, DEFAULT_PREDICT_BUDGET
 
@@ -351,7 +350,7 @@ class ProjectionCARE(CARE):
         x = image
         axes = self._check_input(x, axes, name)
         c = self.config
-        norm = normalization or compute_percentiles(x, *c.percentiles, axes=axes, name=name)
+        norm = self.input_normalization(x, axes=axes, normalization=normalization, name=name)
         lo = np.asarray(norm.lo, np.float32)
         hi = np.asarray(norm.hi, np.float32)
         order = [axes.index(a) for a in "ZYX"] + ([axes.index("C")] if "C" in axes else [])

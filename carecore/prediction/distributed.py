@@ -11,9 +11,9 @@ prediction up to float rounding. Each block has one writer (chunk-aligned writes
 
 Workers receive paths and block indices, never arrays, and load the model once per process (a
 cache keyed by the model folders' manifests): a worker's memory is the model plus one window,
-whatever the size of the volume. The input's percentiles (per frame) are computed once by the
-client from a bounded sample (:func:`carecore.normalize.compute_percentiles`), as the in-memory
-prediction does.
+whatever the size of the volume. The input's scaling (per frame) is decided once by the client as
+the in-memory prediction decides it (:meth:`carecore.CARE.input_normalization`: the training inputs'
+percentiles, or the frame's own from a bounded sample).
 
 The store is written beside its destination (``.NAME.resume.part``) with a marker array ``_done``
 (one byte per block, set after the block's data): zarr does not store chunks equal to the fill
@@ -376,7 +376,6 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     from ..io import read_image
     from ..models.care import CARE, DEFAULT_PREDICT_BUDGET
     from ..ngff import create_image, fill_pyramid, ngff_axes
-    from ..normalize import compute_percentiles
     from ..uncertainty import Ensemble
 
     memory_budget = int(memory_budget or DEFAULT_PREDICT_BUDGET)
@@ -426,7 +425,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         block = tuple(_up(v, div) for v in chunks)
     block = tuple(min(b, _up(shape[a], div)) for b, a in zip(block, sp))
     window = tuple(b + 2 * h for b, h in zip(block, halo))
-    # normalization per frame, from the same sample the in-memory prediction takes
+    # normalization per frame, as the in-memory prediction takes it (the same sample, or the training inputs')
     frame_list = [()]
     if frame_axes:
         import itertools
@@ -440,8 +439,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         with dask.config.set(scheduler="threads"):
             for f in frame_list:
                 view = img.data[tuple(f[frame_axes.index(a)] if a in frame_axes else slice(None) for a in src_axes)]
-                norms.append(compute_percentiles(view, *c.percentiles, axes=frame_data_axes,
-                                                 name=f"{src}" + (f" frame {f}" if f else "")).to_dict())
+                norms.append(first.input_normalization(view, axes=frame_data_axes,
+                                                       name=f"{src}" + (f" frame {f}" if f else "")).to_dict())
         norms = tuple(norms)
     probabilistic = c.probabilistic
     if isinstance(loaded, Ensemble):

@@ -73,6 +73,11 @@ class Ensemble:
         tmp.write_text(json.dumps(self.info, indent=1))
         tmp.replace(self.path / ENSEMBLE_FILE)
 
+    def input_normalization(self, image, *, axes, normalization=None, name="image"):
+        """How the members scale ``image`` (the first member's :meth:`~carecore.CARE.input_normalization`;
+        the members train on the same patches)."""
+        return self.members[0].input_normalization(image, axes=axes, normalization=normalization, name=name)
+
     def predict_members(self, image, *, axes, progress=None, stop=None, **kw):
         """Stacked member means and scales, shape (M, ...)."""
         mus, bs = [], []

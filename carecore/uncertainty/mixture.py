@@ -213,7 +213,7 @@ def calibration_curve(gt, means, scales, *, confidences=DEFAULT_CONFIDENCES):
 
 
 def measure_calibration(truth, means, scales, *, image, axes, percentiles, mapped_back=True,
-                        confidences=DEFAULT_CONFIDENCES, output_axes=None):
+                        confidences=DEFAULT_CONFIDENCES, output_axes=None, normalization=None):
     """Calibration where the network makes its promise, with no fit to the ground truth (CARE-NOTES §7).
 
     The network predicts distributions of the *normalized target*: the ground truth normalized with
@@ -239,6 +239,10 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
         input (a projection's YX from a ZYX stack).
     percentiles : (float, float)
         The model's normalization percentiles (``model.config.percentiles``).
+    normalization : Normalization, optional
+        How ``predict`` scaled ``image`` (``model.input_normalization(image, axes=axes)``: the training
+        inputs' percentiles for a model with ``input_normalization="training"``); default: the
+        image's own percentiles.
     mapped_back : bool
         Whether ``predict`` mapped the output back with the input's range (it does when the model
         has as many output as input channels); otherwise the prediction is in the network's units.
@@ -254,7 +258,7 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
     means = np.asarray(means, np.float32)
     scales = np.asarray(scales, np.float32)
 
-    n_in = compute_percentiles(image, *percentiles, axes=axes, name="input")
+    n_in = normalization or compute_percentiles(image, *percentiles, axes=axes, name="input")
     oa = output_axes or axes
     n_gt = compute_percentiles(truth, *percentiles, axes=oa, name="ground truth")
     # per-channel values shaped for the output's axes; they broadcast over the members' leading axis as well

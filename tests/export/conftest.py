@@ -59,3 +59,18 @@ def model2d_smooth(tmp_path_factory):
     Gaussian of sigma 16 (its reach, 48 px, exceeds the network's receptive field of 43)."""
     return _train(tmp_path_factory.mktemp("m") / "care2d_smooth", "YX", (112, 120), precision="float32",
                   residual_sigma=16.0)
+
+
+@pytest.fixture(scope="session")
+def model2d_training_scaled(tmp_path_factory):
+    """(model, noisy image): a float32 2D model trained on patches from ``create_patches``, so that it
+    records its training inputs' percentiles and scales every input by them (``input_normalization``)."""
+    from carecore import create_patches
+
+    noisy, clean = simulated_image((112, 120))
+    cfg = care_config("YX", quick=True, epochs=1, steps_per_epoch=2, precision="float32")
+    patches = create_patches([(noisy, clean)], cfg.patch_size, axes="YX", n_patches_per_image=12, seed=0)
+    model = create_model(cfg, tmp_path_factory.mktemp("m") / "care2d_training_scaled")
+    model.train(patches)
+    assert model.config.input_normalization == "training" and model.training_normalization is not None
+    return model, noisy

@@ -92,6 +92,33 @@ def test_unnormalized_output_maps_back_to_carecore_on_any_image(model2d, make_im
     np.testing.assert_allclose(direct * (norm.hi[0] - norm.lo[0]) + norm.lo[0], ours, atol=1e-4 * np.ptp(ours))
 
 
+def test_a_model_scaled_by_its_training_inputs_exports_that_scaling(model2d_training_scaled, make_image, tmp_path):
+    """The package scales inputs (``scale_linear``) and outputs by the training inputs' percentiles, as
+    carecore does, so it restores *every* image exactly as carecore, not only its test image."""
+    model, noisy = model2d_training_scaled
+    pkg = export_bioimageio(model.path, tmp_path / "scaled.zip", test_input=noisy, weight_formats=["onnx"])
+    with zipfile.ZipFile(pkg) as z:
+        rdf = json.loads(z.read("rdf.yaml"))
+        readme = z.read("README.md").decode()
+    norm = model.training_normalization
+    lo, hi = norm.lo[0], norm.hi[0]
+    pre = rdf["inputs"][0]["preprocessing"][1]
+    assert pre["id"] == "scale_linear"
+    assert pre["kwargs"]["gain"] == pytest.approx(1 / (hi - lo)) and pre["kwargs"]["offset"] == pytest.approx(-lo / (hi - lo))
+    post = rdf["outputs"][0]["postprocessing"][0]
+    assert post["kwargs"] == pytest.approx({"gain": hi - lo, "offset": lo})
+    assert rdf["config"]["carecore"]["input_normalization"] == "training" and "training inputs" in readme
+    _test_model(pkg)
+    other = make_image((96, 104), seed=3)[0] * 0.5 + 40   # another image, another intensity range
+    ours = model.predict(other, axes="YX")
+    theirs = _bioimageio_predict(pkg, other[..., None])[..., 0]
+    np.testing.assert_allclose(theirs, ours, atol=1e-4 * np.ptp(ours))
+    # carecore's own reader of packages agrees too
+    import carecore as cc
+
+    np.testing.assert_allclose(cc.load_bioimageio(pkg).predict(other, axes="YX"), ours, atol=1e-4 * np.ptp(ours))
+
+
 def test_3d_probabilistic_package_has_mean_and_scale(model3d_prob, tmp_path):
     model, noisy = model3d_prob
     pkg = export_bioimageio(model.path, tmp_path / "care3d.zip", test_input=noisy,

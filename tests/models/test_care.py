@@ -57,6 +57,41 @@ def test_training_events_history_and_folder(trained):
     assert (path / "history.csv").read_text().count("\n") == 5
 
 
+def test_prediction_scales_inputs_as_the_training_inputs_were(trained, patches, noisy_pair, tmp_path):
+    """By default (``input_normalization="training"``) an image is scaled by the training inputs'
+    percentiles, not its own: a field of background is then not stretched to the range of the nuclei
+    the network learned on (on real BPAE nuclei at 5 photons, SSIM 0.58 -> 0.66 on a held-out part)."""
+    model = trained[0]
+    lows = [s["norm_low"] for s in patches.meta["sources"]]
+    expected = cc.Normalization(tuple(np.median([n["lo"] for n in lows], axis=0)),
+                                tuple(np.median([n["hi"] for n in lows], axis=0)), model.config.percentiles)
+    assert model.config.input_normalization == "training"
+    assert model.training_normalization == expected
+    noisy, _ = noisy_pair(98, (16, 48, 48))
+    corner = noisy[:, :16, :16]                     # mostly background: its own percentiles differ
+    own = cc.compute_percentiles(corner, *model.config.percentiles, axes="ZYX")
+    assert abs(own.hi[0] - expected.hi[0]) > 0.1 * (expected.hi[0] - expected.lo[0])
+    by_default = model.predict(corner, axes="ZYX")
+    np.testing.assert_array_equal(by_default, model.predict(corner, axes="ZYX", normalization=expected))
+    assert np.abs(by_default - model.predict(corner, axes="ZYX", normalization="image")).max() > 1e-3 * np.ptp(by_default)
+    # kept with the model folder
+    model.save(tmp_path / "again")
+    assert cc.load_model(tmp_path / "again").training_normalization == model.training_normalization
+    # a model trained on bare arrays has no record: the configured default falls back to the image's own
+    # percentiles, and asking for the training inputs' says why it cannot
+    bare = cc.CARE(model.config)
+    bare.keras_model.set_weights(model.keras_model.get_weights())
+    np.testing.assert_array_equal(bare.predict(corner, axes="ZYX"),
+                                  model.predict(corner, axes="ZYX", normalization="image"))
+    with pytest.raises(CareError, match="no record of its training inputs"):
+        bare.predict(corner, axes="ZYX", normalization="training")
+    with pytest.raises(CareError, match="'image', 'training' or a Normalization"):
+        model.predict(corner, axes="ZYX", normalization="own")
+    # a configuration saved before the setting existed keeps predicting as it did: per image
+    old = {k: v for k, v in model.config.to_dict().items() if k != "input_normalization"}
+    assert cc.CareConfig.from_dict(old).input_normalization == "image"
+
+
 @pytest.mark.parametrize("n_tiles", [(1, 2, 2), (2, 1, 3), (1, 3, 1)])
 def test_tiled_equals_untiled_3d(trained, n_tiles, noisy_pair):
     model, *_ = trained

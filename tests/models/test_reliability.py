@@ -32,7 +32,9 @@ def test_probabilistic_intervals_cover_ground_truth(patches, tmp_path, noisy_pai
     # steps (gradients clipped, as every probabilistic run) the model is still over-confident: measured ECE
     # 0.127 with its own scales, 0.274 with them halved, 0.049 with them doubled. The test holds it to
     # being better than half its scales and to a bound that a 3x scale error breaks.
-    ece = {f: measure_calibration(clean, mean, f * scale, image=noisy, axes="ZYX", percentiles=cfg.percentiles)["ece"]
+    norm = model.input_normalization(noisy, axes="ZYX")    # as predict scaled it: the training inputs' percentiles
+    ece = {f: measure_calibration(clean, mean, f * scale, image=noisy, axes="ZYX", percentiles=cfg.percentiles,
+                                  normalization=norm)["ece"]
            for f in (1 / 3, 0.5, 1.0, 3.0)}
     assert ece[1.0] < 0.2 and ece[1.0] < ece[0.5] < ece[1 / 3] and ece[1 / 3] > 0.2 and ece[3.0] > 0.1, ece
 
@@ -73,7 +75,8 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
     from carecore.uncertainty import measure_calibration
 
     mus, bs = loaded.predict_members(noisy, axes="ZYX")
-    direct = measure_calibration(clean, mus, bs, image=noisy, axes="ZYX", percentiles=cfg.percentiles)
+    direct = measure_calibration(clean, mus, bs, image=noisy, axes="ZYX", percentiles=cfg.percentiles,
+                                 normalization=loaded.input_normalization(noisy, axes="ZYX"))
     # ECE bins pixels: predictions made in another process (the CLI) may differ in the last float bit and
     # move a few pixels across a bin edge (seen: 2e-5); a fit to the ground truth would move it far more
     assert rep["calibration"]["ece"] == pytest.approx(direct["ece"], abs=2e-4)
