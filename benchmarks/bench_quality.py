@@ -290,37 +290,41 @@ def _after(t, horizon):
     return f"after {t:.0f} s" if t is not None else f"not within {horizon:.0f} s"
 
 
-def summarize(r, peers, factors):
+def _runs(plan):
+    """(peer, factor) for every planned peer run: ``plan`` is {peer: [factors]}."""
+    return [(peer, f) for peer, fs in plan.items() for f in fs]
+
+
+def summarize(r, plan):
     """Times to beat the filter and to reach carecore's quality, and their ratios, into ``r["summary"]``."""
     level = r["val_baseline"][2] if r["val_baseline"] else None
     care_best = max((s for _, s in r["curve"]), default=None)
     care_t = time_to(r["curve"], level)
     s = {"val_filter_ssim": level, "carecore": {"beat_s": care_t, "best_val_ssim": care_best}}
-    for peer in peers:
-        for f in factors:
-            q = r.get(f"{peer}_x{f:g}")
-            if not q or "error" in q:
-                continue
-            t_beat = time_to(q["curve"], level)
-            # the time to reach the validation SSIM carecore reached in its budget (just under it: >= 99.5 %)
-            t_match = time_to(q["curve"], care_best * 0.995 if care_best else None)
-            s[f"{peer}_x{f:g}"] = {
-                "beat_s": t_beat, "beat_ratio": t_beat / care_t if t_beat and care_t else None,
-                "best_val_ssim": max((v for _, v in q["curve"]), default=None),
-                "reach_carecore_s": t_match, "reach_carecore_ratio": t_match / r["budget"] if t_match else None,
-                "carecore_reach_peer_s": time_to(r["curve"], max((v for _, v in q["curve"]), default=None) * 0.995
-                                                  if q["curve"] else None)}
+    for peer, f in _runs(plan):
+        q = r.get(f"{peer}_x{f:g}")
+        if not q or "error" in q:
+            continue
+        t_beat = time_to(q["curve"], level)
+        # the time to reach the validation SSIM carecore reached in its budget (just under it: >= 99.5 %)
+        t_match = time_to(q["curve"], care_best * 0.995 if care_best else None)
+        s[f"{peer}_x{f:g}"] = {
+            "beat_s": t_beat, "beat_ratio": t_beat / care_t if t_beat and care_t else None,
+            "best_val_ssim": max((v for _, v in q["curve"]), default=None),
+            "reach_carecore_s": t_match, "reach_carecore_ratio": t_match / r["budget"] if t_match else None,
+            "carecore_reach_peer_s": time_to(r["curve"], max((v for _, v in q["curve"]), default=None) * 0.995
+                                              if q["curve"] else None)}
     r["summary"] = s
     return s
 
 
-def print_case(r, peers, factors):
+def print_case(r, plan):
     bs, bn = r["best_ssim"], r["best_nrmse"]
     print(f"{r['case']:15s} input SSIM {r['input']['ssim']:.3f} NRMSE {r['input']['nrmse']:.4f} | best filter "
           f"SSIM {bs[2]:.3f} ({bs[0]} {bs[1]}) NRMSE {bn[2]:.4f} ({bn[0]} {bn[1]}) | CARE {r['budget']:.0f} s: SSIM "
           f"{r['care']['ssim']:.3f} NRMSE {r['care']['nrmse']:.4f} | margin SSIM {r['care']['ssim'] - bs[2]:+.3f} "
           f"NRMSE {bn[2] - r['care']['nrmse']:+.4f} | wall {r['wall_s']:.0f} s", flush=True)
-    s = summarize(r, peers, factors)
+    s = summarize(r, plan)
     vb = r["val_baseline"]
     if vb:
         print(f"{'':15s} validation SSIM of the best filter ({vb[0]} {vb[1]}): {vb[2]:.3f}")
@@ -332,22 +336,21 @@ def print_case(r, peers, factors):
         o = r["care_own_percentiles"]
         print(f"{'':15s} {'':9s} {'':6s}   input scaled by its own percentiles instead of the training inputs': "
               f"SSIM {o['ssim']:.3f} NRMSE {o['nrmse']:.4f}", flush=True)
-    for peer in peers:
-        for f in factors:
-            q = r.get(f"{peer}_x{f:g}")
-            if not q:
-                continue
-            if "error" in q:
-                print(f"{'':15s} {peer:9s} {f * r['budget']:6.0f} s: FAILED {q['error'].splitlines()[0]}")
-                continue
-            p = s[f"{peer}_x{f:g}"]
-            ratio = f" ({p['beat_ratio']:.1f}x carecore)" if p["beat_ratio"] else ""
-            reach = (f"{p['reach_carecore_s']:.0f} s = {p['reach_carecore_ratio']:.1f}x carecore's budget"
-                     if p["reach_carecore_s"] else f"not within {q['budget']:.0f} s")
-            print(f"{'':15s} {peer:9s} {q['budget']:6.0f} s: test SSIM {q['test']['ssim']:.3f} NRMSE "
-                  f"{q['test']['nrmse']:.4f} | best val SSIM {p['best_val_ssim'] or float('nan'):.3f} | beats the "
-                  f"filter: {_after(p['beat_s'], q['budget'])}{ratio} | reaches carecore's val SSIM: {reach} "
-                  f"| {q['steps']} steps, wall {q['wall_s']:.0f} s", flush=True)
+    for peer, f in _runs(plan):
+        q = r.get(f"{peer}_x{f:g}")
+        if not q:
+            continue
+        if "error" in q:
+            print(f"{'':15s} {peer:9s} {f * r['budget']:6.0f} s: FAILED {q['error'].splitlines()[0]}")
+            continue
+        p = s[f"{peer}_x{f:g}"]
+        ratio = f" ({p['beat_ratio']:.1f}x carecore)" if p["beat_ratio"] else ""
+        reach = (f"{p['reach_carecore_s']:.0f} s = {p['reach_carecore_ratio']:.1f}x carecore's budget"
+                 if p["reach_carecore_s"] else f"not within {q['budget']:.0f} s")
+        print(f"{'':15s} {peer:9s} {q['budget']:6.0f} s: test SSIM {q['test']['ssim']:.3f} NRMSE "
+              f"{q['test']['nrmse']:.4f} | best val SSIM {p['best_val_ssim'] or float('nan'):.3f} | beats the "
+              f"filter: {_after(p['beat_s'], q['budget'])}{ratio} | reaches carecore's val SSIM: {reach} "
+              f"| {q['steps']} steps, wall {q['wall_s']:.0f} s", flush=True)
 
 
 def main(argv=None):
@@ -355,8 +358,9 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=180.0, help="training budget in seconds (default 180)")
     p.add_argument("--cases", nargs="+", default=ALL_CASES, help=f"cases (default: {' '.join(ALL_CASES)})")
     p.add_argument("--peers", nargs="*", default=[], choices=PEERS, help="peer libraries to run too")
-    p.add_argument("--peer-factors", nargs="+", type=float, default=[1.0, 10.0],
-                   help="peer budgets as multiples of --budget (default: 1 10)")
+    p.add_argument("--peer-factors", nargs="+", default=["1", "10"],
+                   help="peer budgets as multiples of --budget, for every peer (10) or one (csbdeep:10); "
+                        "default: 1 10")
     p.add_argument("--work", default=str(HERE / "work"), help="folder for demo data and peer models")
     p.add_argument("--json", default=str(HERE / "quality_per_minute.json"))
     p.add_argument("--png", default=str(HERE / "quality_per_minute.png"))
@@ -368,51 +372,55 @@ def main(argv=None):
                 "or make bench-peers)")
     root = Path(args.work)
     root.mkdir(parents=True, exist_ok=True)
-    factors = args.peer_factors
+    plan = {peer: [] for peer in args.peers}
+    for item in args.peer_factors:
+        who, _, f = item.rpartition(":")
+        if who and who not in plan:
+            p.error(f"--peer-factors {item}: {who} is not among --peers")
+        for peer in ([who] if who else plan):
+            plan[peer].append(float(f))
     rows = []
-    print(f"{os.cpu_count()} CPUs, budget {args.budget:.0f} s, peers {' '.join(args.peers) or 'none'} "
-          f"at {' '.join(f'{f:g}x' for f in factors)}", flush=True)
+    print(f"{os.cpu_count()} CPUs, budget {args.budget:.0f} s, peers: "
+          + (", ".join(f"{k} at {' '.join(f'{f:g}x' for f in v)}" for k, v in plan.items()) or "none"), flush=True)
     for case in args.cases:
         if case.startswith(("bpae", "embryo")) and not SHARED.exists():
             print(f"{case}: skipped, {SHARED} is not here", file=sys.stderr)
             continue
         r, ctx = run_case(case, args.budget, root)
-        for peer in args.peers:
-            for f in factors:
-                try:
-                    r[f"{peer}_x{f:g}"] = RUNNERS[peer](ctx, args.budget * f, args.budget, root, f"x{f:g}")
-                except (RuntimeError, ImportError) as e:
-                    r[f"{peer}_x{f:g}"] = {"peer": peer, "budget": args.budget * f, "error": str(e)}
-                    print(f"{case}: {peer} x{f:g} failed: {e}", file=sys.stderr, flush=True)
+        for peer, f in _runs(plan):
+            try:
+                r[f"{peer}_x{f:g}"] = RUNNERS[peer](ctx, args.budget * f, args.budget, root, f"x{f:g}")
+            except (RuntimeError, ImportError) as e:
+                r[f"{peer}_x{f:g}"] = {"peer": peer, "budget": args.budget * f, "error": str(e)}
+                print(f"{case}: {peer} x{f:g} failed: {e}", file=sys.stderr, flush=True)
         rows.append(r)
-        print_case(r, args.peers, factors)
+        print_case(r, plan)
         Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
     wins = sum(r["care"]["ssim"] > r["best_ssim"][2] and r["care"]["nrmse"] < r["best_nrmse"][2] for r in rows)
     print(f"CARE beats the best tuned filter in both SSIM and NRMSE on {wins} of {len(rows)} cases "
           f"after {args.budget:.0f} s of training")
     if args.peers:
-        _print_ratios(rows, args.peers, factors)
-    _plot(rows, Path(args.png), args.peers, factors)
+        _print_ratios(rows, plan)
+    _plot(rows, Path(args.png), plan)
     return 0
 
 
-def _print_ratios(rows, peers, factors):
+def _print_ratios(rows, plan):
     """The time-to-quality table: per case, each run's time to beat the filter / carecore's."""
-    cols = [f"{p} x{f:g}" for p in peers for f in factors]
+    cols = [f"{p} x{f:g}" for p, f in _runs(plan)]
     print("\nTime to beat the best tuned filter (validation SSIM), and the ratio to carecore's time:")
     print(f"{'case':15s} {'carecore':>10s} " + " ".join(f"{c:>22s}" for c in cols))
     for r in rows:
         s = r["summary"]
         cells = []
-        for peer in peers:
-            for f in factors:
-                p = s.get(f"{peer}_x{f:g}")
-                if p is None:
-                    cells.append("failed")
-                elif p["beat_s"] is None:
-                    cells.append(f"not in {f * r['budget']:.0f} s")
-                else:
-                    cells.append(f"{p['beat_s']:.0f} s" + (f" ({p['beat_ratio']:.1f}x)" if p["beat_ratio"] else ""))
+        for peer, f in _runs(plan):
+            p = s.get(f"{peer}_x{f:g}")
+            if p is None:
+                cells.append("failed")
+            elif p["beat_s"] is None:
+                cells.append(f"not in {f * r['budget']:.0f} s")
+            else:
+                cells.append(f"{p['beat_s']:.0f} s" + (f" ({p['beat_ratio']:.1f}x)" if p["beat_ratio"] else ""))
         care = s["carecore"]["beat_s"]
         print(f"{r['case']:15s} {_fmt_t(care, r['budget']) if care else 'not in ' + format(r['budget'], '.0f') + ' s':>10s} "
               + " ".join(f"{c:>22s}" for c in cells))
@@ -420,18 +428,17 @@ def _print_ratios(rows, peers, factors):
     for r in rows:
         s = r["summary"]
         cells = []
-        for peer in peers:
-            for f in factors:
-                p = s.get(f"{peer}_x{f:g}")
-                cells.append("failed" if p is None else (f"{p['reach_carecore_s']:.0f} s ({p['reach_carecore_ratio']:.1f}x)"
-                                                         if p["reach_carecore_s"] else f"not in {f * r['budget']:.0f} s"))
+        for peer, f in _runs(plan):
+            p = s.get(f"{peer}_x{f:g}")
+            cells.append("failed" if p is None else (f"{p['reach_carecore_s']:.0f} s ({p['reach_carecore_ratio']:.1f}x)"
+                                                     if p["reach_carecore_s"] else f"not in {f * r['budget']:.0f} s"))
         print(f"{r['case']:15s} " + " ".join(f"{c:>22s}" for c in cells))
 
 
 STYLES = {"carecore": ("-", "o"), "csbdeep": (":", "s"), "careamics": ("-.", "^")}
 
 
-def _plot(rows, path, peers=(), factors=(1.0,)):
+def _plot(rows, path, plan=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -443,8 +450,8 @@ def _plot(rows, path, peers=(), factors=(1.0,)):
     for i, r in enumerate(rows):
         c = f"C{i}"
         runs = [("carecore", r["curve"])]
-        for peer in peers:   # each peer's longest run (its shorter runs repeat the start of the curve)
-            done = [r[f"{peer}_x{f:g}"] for f in sorted(factors) if "curve" in r.get(f"{peer}_x{f:g}", {})]
+        for peer, fs in (plan or {}).items():   # each peer's longest run (shorter ones repeat its start)
+            done = [r[f"{peer}_x{f:g}"] for f in sorted(fs) if "curve" in r.get(f"{peer}_x{f:g}", {})]
             if done:
                 runs.append((peer, done[-1]["curve"]))
         for method, curve in runs:
@@ -460,7 +467,7 @@ def _plot(rows, path, peers=(), factors=(1.0,)):
         ax.set_xscale("log")
     handles = ax.get_legend_handles_labels()[0]
     handles += [Line2D([], [], color="k", ls=STYLES[m][0], marker=STYLES[m][1], ms=3, label=m)
-                for m in ["carecore", *peers]]
+                for m in ["carecore", *(plan or {})]]
     handles.append(Line2D([], [], color="k", ls="--", lw=1, label="best tuned filter"))
     ax.legend(handles=handles, fontsize=7)
     ax.set_xlabel("training time (s)")

@@ -250,6 +250,11 @@ def cmd_predict(args):
         img = dataclasses.replace(img, data=np.asarray(img.data))
     tiles = "auto" if args.tiles == "auto" else _floats(args.tiles)
     kw = dict(axes=img.axes, n_tiles=tiles, memory_budget=int(args.memory_budget * 2**20))
+    if args.normalization:
+        if packages:
+            raise CareError(f"--normalization: the bioimage.io package {packages[0]} scales its input by its own "
+                            "preprocessing; restore the model folder to choose")
+        kw["normalization"] = args.normalization
     first = model.members[0] if isinstance(model, Ensemble) else model
     spacing = first.output_spacing(img.spacing)
     out_axes = first.output_axes(img.axes)  # a projection drops Z
@@ -315,7 +320,7 @@ def _predict_dask(args):
     with tqdm_progress("predicting", unit="chunk") as progress:
         r = predict_chunked(model, args.inp, args.out, axes=args.axes, chunks=args.chunks, scheduler=args.scheduler,
                             n_workers=args.workers, memory_budget=int(args.memory_budget * 2**20),
-                            interval=args.interval, progress=progress)
+                            interval=args.interval, normalization=args.normalization, progress=progress)
     extras = [n for n in r.outputs if n != "image"]
     print(f"wrote {args.out} ({r.computed} of {r.blocks} chunks computed now"
           + (f"; extras: {', '.join(extras)}" if extras else "") + ")")
@@ -500,6 +505,9 @@ def build_parser():
     s.add_argument("--axes")
     s.add_argument("--tiles", default="auto", help="auto, or tiles per spatial axis such as 1,4,4")
     s.add_argument("--memory-budget", type=float, default=1024, help="MiB of network activations at once")
+    s.add_argument("--normalization", choices=["image", "training"],
+                   help="scale the input by its own percentiles (image) or by the training inputs' (training); "
+                        "default: the model's input_normalization (training for models trained by this carecore)")
     s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (ensembles: mixture std/sqrt2)")
     s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here")
     s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out")

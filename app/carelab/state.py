@@ -824,6 +824,9 @@ class LabState(HasTraits):
         self.input_image = np.asarray(img.data, np.float32)
         self.image_axes, self.model_config = img.axes, model.config
         self.input_norm = single.input_normalization(self.input_image, axes=img.axes, name=self.rel(src))
+        by_training = single.config.input_normalization == "training" and single.training_normalization is not None
+        self.restore_summary += ("; input scaled by the training images' percentiles" if by_training
+                                 else "; input scaled by its own percentiles")
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing

@@ -266,7 +266,8 @@ class CARE:
     @property
     def training_normalization(self):
         """The percentiles of the training inputs (per channel, the median over the training images), or
-        ``None`` when the model was trained on bare arrays, with no record of how they were normalized."""
+        ``None`` when the model was trained on bare arrays, with no record of how they were normalized
+        (and for kinds trained on synthetic data, whose units no microscope image shares)."""
         seen = (self.run_card or {}).get("normalization_seen") or {}
         norms = [s["norm_low"] for s in seen.get("sources", []) if s.get("norm_low")]
         if not norms:
@@ -296,8 +297,9 @@ class CARE:
             if norm is not None:
                 return norm
             if normalization == "training":
-                raise CareError(f"{name}: normalization='training', but this model has no record of its training "
-                                "inputs' percentiles (it was trained on bare arrays); use 'image'")
+                raise CareError(f"{name}: normalization='training', but this model has no training inputs' "
+                                "percentiles that apply to images (it was trained on bare arrays, or on synthetic "
+                                "data); use 'image'")
         return compute_percentiles(x, *self.config.percentiles, axes=axes, name=name)
 
     def _check_normalization(self, info):

@@ -121,6 +121,12 @@ class SubdiffractionCARE(CARE):
 
     needs_pairs = False
 
+    @property
+    def training_normalization(self):
+        """``None``: the training inputs are synthetic, in units no microscope image shares, so every
+        image is scaled by its own percentiles (``input_normalization`` falls back to ``"image"``)."""
+        return None
+
     @classmethod
     def check_config(cls, config):
         s = config.psf_sigma

@@ -353,8 +353,9 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         Bytes of working memory of a task's network (default: :data:`carecore.models.care.DEFAULT_PREDICT_BUDGET`).
     interval : float
         Confidence of the ``lower``/``upper`` extras.
-    normalization : Normalization, optional
-        Input percentiles for every frame (default: computed per frame, as :meth:`~carecore.CARE.predict` does).
+    normalization : Normalization, "image" or "training", optional
+        The input's scaling for every frame, as in :meth:`~carecore.CARE.predict` (default: the model's
+        ``input_normalization``; ``"image"`` computes each frame's own percentiles).
     progress, stop : callables, optional
         ``progress(done, total, "chunks")`` as blocks complete; ``stop()`` is polled likewise and ends
         the run (the store stays resumable).
@@ -376,6 +377,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     from ..io import read_image
     from ..models.care import CARE, DEFAULT_PREDICT_BUDGET
     from ..ngff import create_image, fill_pyramid, ngff_axes
+    from ..normalize import Normalization
     from ..uncertainty import Ensemble
 
     memory_budget = int(memory_budget or DEFAULT_PREDICT_BUDGET)
@@ -432,14 +434,14 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
 
         frame_list = list(itertools.product(*[range(shape[a]) for a in frame_axes]))
     frame_data_axes = "".join(a for a in src_axes if a not in frame_axes)
-    if normalization is not None:
+    if isinstance(normalization, Normalization):
         norms = tuple(normalization.to_dict() for _ in frame_list)
     else:
         norms = []
         with dask.config.set(scheduler="threads"):
             for f in frame_list:
                 view = img.data[tuple(f[frame_axes.index(a)] if a in frame_axes else slice(None) for a in src_axes)]
-                norms.append(first.input_normalization(view, axes=frame_data_axes,
+                norms.append(first.input_normalization(view, axes=frame_data_axes, normalization=normalization,
                                                        name=f"{src}" + (f" frame {f}" if f else "")).to_dict())
         norms = tuple(norms)
     probabilistic = c.probabilistic

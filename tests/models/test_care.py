@@ -83,7 +83,7 @@ def test_prediction_scales_inputs_as_the_training_inputs_were(trained, patches, 
     bare.keras_model.set_weights(model.keras_model.get_weights())
     np.testing.assert_array_equal(bare.predict(corner, axes="ZYX"),
                                   model.predict(corner, axes="ZYX", normalization="image"))
-    with pytest.raises(CareError, match="no record of its training inputs"):
+    with pytest.raises(CareError, match="no training inputs' percentiles that apply"):
         bare.predict(corner, axes="ZYX", normalization="training")
     with pytest.raises(CareError, match="'image', 'training' or a Normalization"):
         model.predict(corner, axes="ZYX", normalization="own")
