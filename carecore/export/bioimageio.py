@@ -146,13 +146,18 @@ def _test_image(model, test_input, test_axes, min_size):
     return np.ascontiguousarray(x)
 
 
+def _scale_linear(gain, offset):
+    """A ``scale_linear`` step, ``x * gain + offset`` per channel (scalars for one channel)."""
+    gain, offset = [float(v) for v in gain], [float(v) for v in offset]
+    kw = {"gain": gain[0], "offset": offset[0]} if len(gain) == 1 else {"axis": "channel", "gain": gain, "offset": offset}
+    return {"id": "scale_linear", "kwargs": kw}
+
+
 def _training_scaling(norm):
     """The preprocessing of a model that scales every input by its training inputs' percentiles
     (``input_normalization="training"``): a fixed ``scale_linear``, ``(x - lo) / (hi - lo)``."""
     lo, hi = np.asarray(norm.lo, np.float64), np.asarray(norm.hi, np.float64)
-    gain, offset = [float(v) for v in 1 / (hi - lo)], [float(v) for v in -lo / (hi - lo)]
-    kw = {"gain": gain[0], "offset": offset[0]} if len(gain) == 1 else {"axis": "channel", "gain": gain, "offset": offset}
-    return {"id": "scale_linear", "kwargs": kw}
+    return _scale_linear(1 / (hi - lo), -lo / (hi - lo))
 
 
 def _postprocessing(kind, config, norm, out_norm, x):
@@ -163,10 +168,7 @@ def _postprocessing(kind, config, norm, out_norm, x):
         return [], out_norm
     lo, hi = np.asarray(norm.lo, np.float32), np.asarray(norm.hi, np.float32)
     if kind == "scale_linear":
-        gain, offset = [float(v) for v in hi - lo], [float(v) for v in lo]
-        kw = {"gain": gain[0], "offset": offset[0]} if len(gain) == 1 else \
-            {"axis": "channel", "gain": gain, "offset": offset}
-        return [{"id": "scale_linear", "kwargs": kw}], out_norm * (hi - lo) + lo
+        return [_scale_linear(hi - lo, lo)], out_norm * (hi - lo) + lo
     eps = 1e-6
     mean, std = out_norm.mean(spatial), out_norm.std(spatial)
     ref_mean, ref_std = x.mean(spatial), x.std(spatial)
