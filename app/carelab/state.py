@@ -824,8 +824,7 @@ class LabState(HasTraits):
         self.input_image = np.asarray(img.data, np.float32)
         self.image_axes, self.model_config = img.axes, model.config
         self.input_norm = single.input_normalization(self.input_image, axes=img.axes, name=self.rel(src))
-        by_training = single.config.input_normalization == "training" and single.training_normalization is not None
-        self.restore_summary += ("; input scaled by the training images' percentiles" if by_training
+        self.restore_summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
                                  else "; input scaled by its own percentiles")
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
@@ -957,7 +956,7 @@ class LabState(HasTraits):
         norm_in = self.input_norm or cc.compute_percentiles(self.input_image, *pct, axes=axes, name="input")
         out["truth_rescaled"] = cc.denormalize(g, norm_in, axes=axes)
         out["truth_label"] = (f"ground truth (rescaled for display: its {pct[0]:g}–{pct[1]:g} percentile range "
-                              "mapped onto the input's)")
+                              "mapped as the input was scaled)")
         if self.truth.shape == self.input_image.shape:
             mapped_back = cfg is None or cfg.n_channel_in == cfg.n_channel_out
             out["calibration"] = measure_calibration(self.truth, means, scales, image=self.input_image, axes=axes,

@@ -299,7 +299,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
 
     x = _test_image(model, test_input, test_axes, min_size)
     axes_c = c.axes + "C"
-    by_training = c.input_normalization == "training" and model.training_normalization is not None
+    by_training = model.scales_by_training
     norm = model.input_normalization(x, axes=axes_c, name="test_input")
     twin = _float32_twin(model)
     pred = twin.predict(x, axes=axes_c, normalization=norm, n_tiles=(1,) * c.ndim)

@@ -276,6 +276,11 @@ class CARE:
                              tuple(float(v) for v in np.median([n["hi"] for n in norms], axis=0)),
                              tuple(norms[0]["percentiles"]))
 
+    @property
+    def scales_by_training(self):
+        """Whether prediction scales inputs by the training inputs' percentiles unless told otherwise."""
+        return self.config.input_normalization == "training" and self.training_normalization is not None
+
     def input_normalization(self, x, *, axes, normalization=None, name="image"):
         """How prediction scales ``x``: ``normalization`` when given (a :class:`~carecore.Normalization`,
         ``"image"`` or ``"training"``), else the configured ``input_normalization``.
