@@ -70,12 +70,13 @@ class EventCallback(keras.callbacks.Callback):
         self.total_steps = (self.epochs - self.initial_epoch) * self.steps
 
     def fraction(self):
-        """How much of the planned training is done: steps, or for a budget the larger of the time and
-        the steps done (so the schedule also ends when the planned steps run out before the clock)."""
-        steps = self.steps_done / max(self.total_steps, 1)
+        """How much of the planned training is done: steps, or for a budget the time (the deadline, not
+        a step count planned from a few timed steps, ends a budgeted run)."""
         if self.deadline:
-            steps = max(steps, (time.perf_counter() - self.t_start) / max(self.deadline, 1e-9))
-        return float(min(1.0, max(0.0, steps)))
+            done = (time.perf_counter() - self.t_start) / max(self.deadline, 1e-9)
+        else:
+            done = self.steps_done / max(self.total_steps, 1)
+        return float(min(1.0, max(0.0, done)))
 
     def _eta(self, elapsed):
         if self.deadline:
@@ -144,6 +145,20 @@ class EventCallback(keras.callbacks.Callback):
                 self.message = f"early stopping after {self.wait_stop} epochs without validation improvement"
                 self.model.stop_training = True
         elapsed = time.perf_counter() - self.t0
+        if self.deadline and self.status == "completed":
+            # a budget ends with the deadline: the epochs left are what the time left holds at the pace
+            # measured so far; an epoch that would be cut to less than half is not started
+            done = epoch + 1 - self.initial_epoch
+            per_epoch = (time.perf_counter() - self.t_start) / max(done, 1)
+            left = (self.deadline - (time.perf_counter() - self.t_start)) / max(per_epoch, 1e-9)
+            if left < 0.5:
+                self.status = "time_limit"
+                self.message = f"time budget reached after {self.steps_done} steps; the best weights are kept"
+                self.model.stop_training = True
+            else:
+                self.epochs = epoch + 1 + math.ceil(left - 0.5)
+        if self.model.stop_training:  # this epoch is the last one
+            self.epochs = epoch + 1
         row = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
                "val_ssim": val_ssim, "lr": self._lr(), "elapsed": elapsed}
         self.rows.append(row)
