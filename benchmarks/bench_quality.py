@@ -17,8 +17,8 @@ Cases (the recipe was tuned on the demo's simulated nuclei; the others were not 
 
 For each case: the input, every classical baseline tuned over its grid on the *test* image with its
 ground truth (each metric at the filter's best parameters: an advantage CARE does not get), and
-carecore after ``--budget`` seconds of training (``CARE.train(time_limit=...)``, everything in the
-budget but building the network and measuring the validation baseline).
+carecore after ``--budget`` seconds of training (``CARE.train(time_limit=...)``: everything in that
+call is in the budget, the filters' validation line included; creating the network is not).
 
 Peers (``--peers``), each for ``--peer-factors`` times the budget (default 1 and 10), on *the same*
 training and validation patches as carecore (``cc.create_patches`` with carecore's patch size), each

@@ -330,9 +330,9 @@ class CARE:
             ``epochs`` validations fit, the learning-rate schedule follows the clock to the end of the
             budget, and the deadline (not the planned step count) ends training, with the best weights
             kept: steps that run faster than timed give more epochs of that size, not unused time
-            (the events' ``epochs`` is then an estimate, updated every epoch). Everything after the first network call
-            counts, validation and saving included; building the network and measuring the classical
-            baseline on the validation patches do not.
+            (the events' ``epochs`` is then an estimate, updated every epoch). Everything in this call
+            counts: tuning the classical filters on the validation patches (the line to beat),
+            building the training graph, validations and saving.
         callback : callable, optional
             Receives progress events (see :mod:`carecore.training.events`).
         stop : callable, optional
