@@ -362,8 +362,8 @@ class TrainStep(W.VBox):
         what = (f"{c.unet_filters} filters, {'×'.join(map(str, c.patch_size))} patches in batches of {c.batch_size}, "
                 f"peak learning rate {c.learning_rate:g}")
         if c.time_limit > 0:
-            text = (f"{_mmss(c.time_limit)} of training: {what}, {c.epochs} validations; the steps per epoch are "
-                    "planned from one timed step. An ensemble shares the budget.")
+            text = (f"{_mmss(c.time_limit)} of training: {what}, about {c.epochs} validations; the epochs are "
+                    "sized from timed steps and the deadline ends training. An ensemble shares the budget.")
         else:
             text = f"{c.epochs} epochs × {c.steps_per_epoch} steps: {what}."
         self.recipe.value = f"<span style='color:#444'>{html.escape(text)}</span>"

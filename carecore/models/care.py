@@ -323,13 +323,14 @@ class CARE:
         ----------
         patches : PatchSet or tuple
         epochs, steps_per_epoch : int, optional
-            Override the configuration (``epochs`` more epochs are trained).
+            Override the configuration (``epochs`` more epochs are trained; with a time budget,
+            ``epochs`` is the number of validations planned, and the deadline ends training).
         time_limit : float or str, optional
             A wall-clock budget (seconds, or ``"3m"``, ``"90s"``, ``"1h"``; default: the configuration's
             ``time_limit``, 0 for none). Training plans for it: timed steps size the epochs so that
             ``epochs`` validations fit, the learning-rate schedule follows the clock to the end of the
             budget, and the deadline (not the planned step count) ends training, with the best weights
-            kept: steps that run faster than timed give more epochs of that size, not unused time
+            kept (or the end of an epoch after which less than half of one fits): steps that run faster than timed give more epochs of that size, not unused time
             (the events' ``epochs`` is then an estimate, updated every epoch). Everything in this call
             counts: tuning the classical filters on the validation patches (the line to beat),
             building the training graph, validations and saving.
@@ -456,20 +457,21 @@ class CARE:
                 self.run_card = self._run_card(info, data_hash, "running", "", 0.0)
                 self.save(self.path)
 
-        if deadline is not None:  # the schedule's clock starts with the first step of fit
-            deadline -= time.perf_counter() - t_enter
         cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
-                           best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline,
+                           best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline, t_start=t_enter,
                            loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None,
                            loss_scale=1.0 / self.keras_model.distribute_strategy.num_replicas_in_sync)
         # a budget: the deadline ends training (the callback counts the epochs it still holds); the planned
         # epochs only size them, from a few timed steps that can be off by half (measured: 17 s planned,
         # 8-12 s taken, and the run ended with a third of its budget unused)
-        cap = 4 * epochs + 2 if budget else epochs
+        cap = max(10 * epochs, 1000) if budget else epochs
         self.keras_model.fit(ds, epochs=initial + cap, initial_epoch=initial, steps_per_epoch=steps,
                              validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
         seconds = time.perf_counter() - (t_enter if budget else t0)
+        # where a budget's seconds went (a run that ends off its budget says so in its run card)
+        clock = {"fit_started": cb.t0 - t_enter, "last_epoch_ended": cb.epoch_ends[-1] if cb.epoch_ends else None,
+                 "fit_returned": time.perf_counter() - t_enter}
         if strategy is not None:
             # back to one device for prediction (under a strategy ``predict_on_batch`` runs the whole batch
             # on every device), with the optimizer's state kept for a resumed run
@@ -495,6 +497,7 @@ class CARE:
             self.run_card["validation_baseline"] = self.baseline_val
         if budget:
             self.run_card["time_limit"] = budget
+            self.run_card["budget_clock"] = {k: (None if v is None else round(float(v), 2)) for k, v in clock.items()}
         if c.probabilistic and self._best_weights is not None:
             from ..uncertainty import reference_levels
 

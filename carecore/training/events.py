@@ -6,7 +6,8 @@
   every training step (``loss``: that batch's own loss; ``laplace_weight`` too while a probabilistic
   model warms up with MAE);
 - ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
-  "best": bool}`` after every epoch;
+  "best": bool}`` after every epoch (for a time budget ``epochs`` is the number the time left holds at
+  the pace so far, updated after every epoch, and the last epoch's own number at the end);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
 ``stop()`` is polled after every step; when it returns True training ends after that step.
@@ -49,7 +50,10 @@ class EventCallback(keras.callbacks.Callback):
         self._epoch = initial_epoch
         self._mean = 0.0
         self.lr_fn = lr_fn
-        self.deadline = deadline          # seconds after t_start when training must end (time budget)
+        # a time budget: training must end ``deadline`` seconds after ``t_start`` (the budget's own clock,
+        # started before fit: whatever fit does before its first hook counts too); the schedule runs
+        # from fit's first hook to that deadline
+        self.deadline = deadline
         self.t_start = t_start
         # (loss, settled): loss.w follows loss.weight_at(fraction); epochs before the fraction
         # ``settled`` measure another loss and are not candidates for the best weights
@@ -67,13 +71,15 @@ class EventCallback(keras.callbacks.Callback):
         if self.t_start is None:
             self.t_start = self.t0
         self.steps_done = 0
+        self.epoch_ends = []   # the end of each epoch, seconds after t_start
         self.total_steps = (self.epochs - self.initial_epoch) * self.steps
 
     def fraction(self):
         """How much of the planned training is done: steps, or for a budget the time (the deadline, not
         a step count planned from a few timed steps, ends a budgeted run)."""
         if self.deadline:
-            done = (time.perf_counter() - self.t_start) / max(self.deadline, 1e-9)
+            span = self.deadline - (self.t0 - self.t_start)
+            done = (time.perf_counter() - self.t0) / max(span, 1e-9)
         else:
             done = self.steps_done / max(self.total_steps, 1)
         return float(min(1.0, max(0.0, done)))
@@ -145,19 +151,22 @@ class EventCallback(keras.callbacks.Callback):
                 self.message = f"early stopping after {self.wait_stop} epochs without validation improvement"
                 self.model.stop_training = True
         elapsed = time.perf_counter() - self.t0
+        self.epoch_ends.append(time.perf_counter() - self.t_start)
         if self.deadline and self.status == "completed":
             # a budget ends with the deadline: the epochs left are what the time left holds at the pace
             # measured so far; an epoch that would be cut to less than half is not started
-            done = epoch + 1 - self.initial_epoch
-            per_epoch = (time.perf_counter() - self.t_start) / max(done, 1)
-            left = (self.deadline - (time.perf_counter() - self.t_start)) / max(per_epoch, 1e-9)
+            # (the pace after the first epoch, which also pays for starting the pipeline)
+            now = self.epoch_ends[-1]
+            done = len(self.epoch_ends)
+            per_epoch = (now - self.epoch_ends[0]) / (done - 1) if done > 1 else time.perf_counter() - self.t0
+            left = (self.deadline - now) / max(per_epoch, 1e-9)
             if left < 0.5:
                 self.status = "time_limit"
                 self.message = f"time budget reached after {self.steps_done} steps; the best weights are kept"
                 self.model.stop_training = True
             else:
-                self.epochs = epoch + 1 + math.ceil(left - 0.5)
-        if self.model.stop_training:  # this epoch is the last one
+                self.epochs = epoch + 1 + max(1, math.ceil(left - 0.5))
+        if self.model.stop_training or epoch + 1 >= (self.params or {}).get("epochs", math.inf):  # the last epoch
             self.epochs = epoch + 1
         row = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
                "val_ssim": val_ssim, "lr": self._lr(), "elapsed": elapsed}

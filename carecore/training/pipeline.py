@@ -47,11 +47,32 @@ def batches(X, Y, batch_size, *, seed, augment):
 
 
 def make_dataset(X, Y, batch_size, *, seed, augment, prefetch=4):
-    """A prefetching ``tf.data.Dataset`` over :func:`batches`."""
+    """A prefetching ``tf.data.Dataset`` over :func:`batches` (endless; one generator, shared by its
+    iterators).
+
+    Each element is one ``next()`` of the generator through ``tf.numpy_function``, not
+    ``Dataset.from_generator``: destroying a ``from_generator`` iterator runs TensorFlow's generator
+    finalizer, and at the end of ``fit`` that intermittently took 20-50 s (runs of a 180 s budget
+    returned after 208-225 s; issue 16), a known class of ``GeneratorDataset`` finalization problems.
+    """
+    import threading
+
     import tensorflow as tf
 
-    spec = (tf.TensorSpec((batch_size,) + tuple(X.shape[1:]), tf.float32),
-            tf.TensorSpec((batch_size,) + tuple(Y.shape[1:]), tf.float32))
-    ds = tf.data.Dataset.from_generator(lambda: batches(X, Y, batch_size, seed=seed, augment=augment),
-                                        output_signature=spec)
+    source = batches(X, Y, batch_size, seed=seed, augment=augment)
+    lock = threading.Lock()
+    x_shape = (batch_size,) + tuple(X.shape[1:])
+    y_shape = (batch_size,) + tuple(Y.shape[1:])
+
+    def next_batch(_):
+        with lock:
+            return next(source)
+
+    def load(i):
+        x, y = tf.numpy_function(next_batch, [i], (tf.float32, tf.float32), stateful=True)
+        x.set_shape(x_shape)
+        y.set_shape(y_shape)
+        return x, y
+
+    ds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat().map(load)  # sequential: in order
     return ds.prefetch(prefetch)
