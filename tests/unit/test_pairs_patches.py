@@ -212,3 +212,24 @@ def test_validation_ssim_fits_once_on_a_data_range_of_one():
     assert patch_ssim(np.concatenate([t, flat]), tgt) == pytest.approx(1.0, abs=1e-6)
     noisy = np.concatenate([t, flat + rng.normal(0, 0.2, flat.shape).astype(np.float32)])
     assert patch_ssim(noisy, tgt) < 0.9
+
+
+def test_training_dataset_streams_the_batch_generator_in_order(tmp_path):
+    """The tf.data pipeline fit trains on yields exactly the seeded batches of ``batches`` (augmented,
+    from a memory map), with static shapes, endlessly (beyond one pass over the patches)."""
+    from carecore.training.pipeline import batches, make_dataset
+
+    rng = np.random.default_rng(0)
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(10, 8, 8, 1))
+    X[:] = rng.random(X.shape)
+    Y = 2 * np.asarray(X)
+    ds = make_dataset(X, Y, 4, seed=3, augment=True)
+    assert [tuple(s.shape) for s in ds.element_spec] == [(4, 8, 8, 1), (4, 8, 8, 1)]
+    got = [(x.numpy(), y.numpy()) for x, y in ds.take(7)]   # 7 batches of 4 from 10 patches: several passes
+    want = batches(X, Y, 4, seed=3, augment=True)
+    for x, y in got:
+        wx, wy = next(want)
+        np.testing.assert_array_equal(x, wx)
+        np.testing.assert_array_equal(y, wy)
+        np.testing.assert_allclose(y, 2 * x)              # input and target flipped and rotated together
+    assert not np.array_equal(got[0][0], got[1][0])
