@@ -348,7 +348,7 @@ class CARE:
         TrainingResult
         """
         from ..training.events import EventCallback, cosine_lr
-        from ..training.pipeline import batches, make_dataset
+        from ..training.pipeline import batches, make_dataset, without_autotune
         from ..training.validation import ValidationSet
 
         c = self.config
@@ -412,7 +412,7 @@ class CARE:
             callback({"kind": "baseline", **self.baseline_val})
         import tensorflow as tf  # the data pipeline only
 
-        val_ds = tf.data.Dataset.from_tensor_slices((val.X, val.Y)).batch(min(bs, len(val.X)))
+        val_ds = without_autotune(tf.data.Dataset.from_tensor_slices((val.X, val.Y)).batch(min(bs, len(val.X))))
         prior = list(self.history)
         t0 = time.perf_counter()
         deadline = None

@@ -48,12 +48,13 @@ def batches(X, Y, batch_size, *, seed, augment):
 
 def make_dataset(X, Y, batch_size, *, seed, augment, prefetch=4):
     """A prefetching ``tf.data.Dataset`` over :func:`batches` (endless; one generator, shared by its
-    iterators).
+    iterators), with tf.data's autotuning off (:func:`without_autotune`).
 
-    Each element is one ``next()`` of the generator through ``tf.numpy_function``, not
-    ``Dataset.from_generator``: destroying a ``from_generator`` iterator runs TensorFlow's generator
-    finalizer, and at the end of ``fit`` that intermittently took 20-50 s (runs of a 180 s budget
-    returned after 208-225 s; issue 16), a known class of ``GeneratorDataset`` finalization problems.
+    Each element is one ``next()`` of the generator through ``tf.numpy_function`` (no
+    ``Dataset.from_generator`` and its iterator finalizer). Autotuning is off because with it the
+    end of ``fit`` intermittently stalled for 10-35 s after the last epoch, while the iterators were
+    destroyed (issue 16: runs of a 180 s budget returned after 208-225 s; in 30-60 s runs of the 2D
+    demo 2 of 9 stalled with autotuning, also without prefetching; 0 of 13 without autotuning).
     """
     import threading
 
@@ -75,4 +76,13 @@ def make_dataset(X, Y, batch_size, *, seed, augment, prefetch=4):
         return x, y
 
     ds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat().map(load)  # sequential: in order
-    return ds.prefetch(prefetch)
+    return without_autotune(ds.prefetch(prefetch))
+
+
+def without_autotune(ds):
+    """``ds`` with tf.data's autotuning off (the buffer sizes given are used as they are)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
