@@ -330,8 +330,9 @@ class CARE:
             ``time_limit``, 0 for none). Training plans for it: timed steps size the epochs so that
             ``epochs`` validations fit, the learning-rate schedule follows the clock to the end of the
             budget, and the deadline (not the planned step count) ends training, with the best weights
-            kept (or the end of an epoch after which less than half of one fits): steps that run faster than timed give more epochs of that size, not unused time
-            (the events' ``epochs`` is then an estimate, updated every epoch). Everything in this call
+            kept (or the end of an epoch after which less than half of one fits): steps that run faster
+            than timed give more epochs of that size, not unused time (the events' ``epochs`` is then
+            an estimate, updated every epoch). Everything in this call
             counts: tuning the classical filters on the validation patches (the line to beat),
             building the training graph, validations and saving.
         callback : callable, optional
