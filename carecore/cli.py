@@ -107,6 +107,7 @@ def cmd_patches(args):
     with tqdm_progress("patches", unit="image") as progress:
         ps = create_patches(listing, args.patch, axes=args.axes, axes_high=args.axes_high,
                             n_patches_per_image=args.n_per_image, validation_fraction=args.validation,
+                            fg_threshold=args.fg_threshold, fg_fraction=args.fg_fraction,
                             out=args.out, seed=args.seed, progress=progress)
     print(f"wrote {len(ps.X)} patch pairs ({ps.n_val} for validation) with axes {ps.axes} -> {ps.axes_y} to {args.out}")
     return 0
@@ -452,7 +453,7 @@ def build_parser():
     d.add_argument("--params", help="also write the parameters used as JSON here")
     dsub.choices["noise"].add_argument("--params", help="also write the parameters used as JSON here")
 
-    s = sub.add_parser("patches", help="foreground-biased training patches from folders of pairs")
+    s = sub.add_parser("patches", help="training patches (half of them foreground-biased) from folders of pairs")
     s.add_argument("--low", required=True, nargs="+", help="low-quality folder(s)")
     s.add_argument("--high", required=True, help="ground-truth folder")
     s.add_argument("--axes")
@@ -460,6 +461,10 @@ def build_parser():
     s.add_argument("--patch", type=_floats, required=True, help="patch size, e.g. 16,64,64")
     s.add_argument("--n-per-image", type=int, default=64)
     s.add_argument("--validation", type=float, default=0.1)
+    s.add_argument("--fg-threshold", type=float, default=0.4,
+                   help="a biased patch lies within half a patch of ground truth above this share of its 99.9th percentile")
+    s.add_argument("--fg-fraction", type=float, default=0.5,
+                   help="share of the training patches drawn with the foreground bias; the rest are uniform")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_patches)

@@ -1,7 +1,12 @@
-"""Foreground-biased random patches from training pairs, in RAM or streamed to disk (§8).
+"""Random patches from training pairs, half of them foreground-biased, in RAM or streamed to disk (§8).
 
-A pixel is eligible as a patch centre when the max-filtered ground truth (window: half the patch)
-exceeds ``fg_threshold`` × its 99.9th percentile; centres are drawn uniformly among eligible pixels.
+A pixel is eligible as a biased patch's centre when the max-filtered ground truth (window: half the
+patch) exceeds ``fg_threshold`` × its 99.9th percentile; centres are drawn uniformly among eligible
+pixels. ``fg_fraction`` of each image's training patches are biased (default one half), the rest are
+drawn uniformly from its training region: with every patch biased (CSBDeep's rule), a network never
+saw a patch without bright structure and restored such regions with blotches (the BPAE nuclei at 5
+photons: test SSIM 0.56-0.62 with every patch biased, 0.65 with half; README "Half the training
+patches are uniform").
 Validation patches are drawn uniformly within their held-out blocks (no foreground bias), so that the
 validation read-outs score the image as a user sees it, background included.
 Images are read memory-mapped and scanned in slabs sized from ``memory_budget``, and with ``out=``
@@ -257,9 +262,9 @@ def _crop(image, ranges):
 
 
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
-                   fg_threshold=0.4, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
+                   fg_threshold=0.4, fg_fraction=0.5, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
                    out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None):
-    """Sample foreground-biased patch pairs from training pairs.
+    """Sample patch pairs from training pairs, a share of them foreground-biased.
 
     Parameters
     ----------
@@ -273,6 +278,9 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     fg_threshold : float
         Foreground bias of the training patches: 0 samples uniformly. Validation patches are always
         sampled uniformly within the held-out blocks.
+    fg_fraction : float
+        Share of each image's training patches drawn with the foreground bias; the rest are drawn
+        uniformly from the training region (1: all biased).
     validation_fraction : float
         Share of the image voxels held out for validation, as blocks no training patch touches (see
         :func:`validation_blocks`); the validation patches are the last ``n_val`` of the set.
@@ -305,6 +313,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         raise CareError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     if n_patches_per_image < 1:
         raise CareError(f"n_patches_per_image must be >= 1, got {n_patches_per_image}")
+    if not 0 <= fg_fraction <= 1:
+        raise CareError(f"fg_fraction must be in [0, 1], got {fg_fraction}")
     rng = np.random.default_rng(seed)
     resolved = [_resolve(source, axes, axes_high) for source in sources]  # memory maps: headers only
     first = None
@@ -359,7 +369,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         X = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32, shape=shape_x)
         Y = np.lib.format.open_memmap(tmp / "Y.npy", mode="w+", dtype=np.float32, shape=shape_y)
     info = {"patch_size": list(patch_size), "percentiles": list(percentiles), "seed": seed,
-            "fg_threshold": fg_threshold,
+            "fg_threshold": fg_threshold, "fg_fraction": fg_fraction,
             "validation": "uniform patches in held-out blocks that no training patch touches",
             "sources": [], **(meta or {})}
     try:
@@ -378,11 +388,18 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     n_a = low.shape[low.axes.index(blk["axis"])]
                     lo_hi[blk["axis"]] = (0, blk["start"]) if region == "train" else (blk["start"], n_a)
                 view_h = _crop(high, lo_hi)
-                thr = fg_threshold if region == "train" else -np.inf  # validation: uniform in its block
-                starts_h, fg = _eligible_centres(view_h, nh, [p[a] for a in sp_h], thr, memory_budget, rng,
-                                                 n, high.name)
-                if region == "train":
+                if region == "train":  # a share fg-biased, the rest uniform
+                    n_fg = int(round(fg_fraction * n))
+                    starts_h, fg = _eligible_centres(view_h, nh, [p[a] for a in sp_h], fg_threshold, memory_budget,
+                                                     rng, n_fg, high.name) if n_fg else (None, None)
                     fgs.append(fg)
+                    if n_fg < n:
+                        uni, _ = _eligible_centres(view_h, nh, [p[a] for a in sp_h], -np.inf, memory_budget, rng,
+                                                   n - n_fg, high.name)
+                        starts_h = uni if starts_h is None else np.concatenate([starts_h, uni])
+                else:  # validation: uniform in its block
+                    starts_h, _ = _eligible_centres(view_h, nh, [p[a] for a in sp_h], -np.inf, memory_budget, rng,
+                                                    n, high.name)
                 starts = {a: starts_h[:, j] + lo_hi.get(a, (0, 0))[0] for j, a in enumerate(sp_h)}
                 for a in sp:
                     if a not in starts:  # axes only the input has (projection): uniform
@@ -396,7 +413,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     positions[d] = [i] + [int(starts[a][j]) for a in sp]
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
-                                    "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,
+                                    "foreground_fraction": round(float(fgs[0]), 4) if fgs and fgs[0] is not None else None,
                                     "validation_block": blk, "n_train": nt, "n_val": nv})
             report(progress, i + 1, len(sources), low.name)
         axes_x, axes_y = "S" + sp + "C", "S" + sp_h + "C"

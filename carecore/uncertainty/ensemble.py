@@ -157,7 +157,7 @@ def reference_levels(model_or_ensemble, X):
 def ood_check(value, reference, *, factor=3.0, what="disagreement"):
     """A warning string when ``value`` exceeds ``factor`` × ``reference`` (else None).
 
-    The reference is measured on (foreground-rich) validation patches. A hint, not a detector:
+    The reference is measured on the validation patches. A hint, not a detector:
     measured with tiny ensembles (3 members, 16 filters, seeds 0-2) on simulated nuclei, a new nuclei
     volume had 1.2-1.6× the reference disagreement; stripes, noise or a checkerboard had 1.5-3.4×
     after 4×10 training steps but 0.4-2.8× after 10×20, when the members agree that such data is

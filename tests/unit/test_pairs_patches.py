@@ -187,12 +187,36 @@ def test_validation_patches_uniform_in_their_block():
     high = ndi.gaussian_filter(high, 1.0)
     low = high + rng.normal(0, 0.01, high.shape).astype(np.float32)
     ps = create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=400, validation_fraction=0.25,
-                        fg_threshold=0.4, seed=0)
+                        fg_threshold=0.4, fg_fraction=1.0, seed=0)
     (_, Yt), (_, Yv) = ps.train, ps.val
     bright = lambda Y: np.mean(np.asarray(Y).reshape(len(Y), -1).max(1) > 0.3)  # noqa: E731
     assert bright(Yt) == 1.0
     assert bright(Yv) < 0.7
     assert ps.meta["sources"][0]["foreground_fraction"] < 0.7
+
+
+def test_a_share_of_training_patches_is_uniform():
+    # fg_fraction: that share of the training patches is drawn next to the spots, the rest uniformly from
+    # the training region (never from the held-out block), so that the network also sees plain background
+    rng = np.random.default_rng(3)
+    high = np.zeros((256, 64), np.float32)
+    high[rng.integers(0, 192, 12), rng.integers(0, 64, 12)] = 1.0
+    high = ndi.gaussian_filter(high, 1.0)
+    low = high + rng.normal(0, 0.01, high.shape).astype(np.float32)
+    bright = lambda Y: np.mean(np.asarray(Y).reshape(len(Y), -1).max(1) > 0.3)  # noqa: E731
+    share = {}
+    for f in (1.0, 0.5, 0.0):
+        ps = create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=400, validation_fraction=0.25,
+                            fg_threshold=0.4, fg_fraction=f, seed=0)
+        share[f] = bright(ps.train[1])
+        assert ps.meta["fg_fraction"] == f
+        block = ps.meta["sources"][0]["validation_block"]
+        assert block["axis"] == "Y" and ps.positions[: ps.n_train, 1].max() + 16 <= block["start"]
+    uniform = share[0.0]
+    assert share[1.0] == 1.0 and uniform < 0.7
+    assert share[0.5] == pytest.approx(0.5 + 0.5 * uniform, abs=0.08)
+    with pytest.raises(CareError, match=r"fg_fraction must be in \[0, 1\], got 1.5"):
+        create_patches([(low, high)], (16, 16), axes="YX", fg_fraction=1.5)
 
 
 def test_validation_ssim_fits_once_on_a_data_range_of_one():
