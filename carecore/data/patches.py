@@ -204,6 +204,8 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
     if total == 0:
         starts = np.stack([rng.integers(0, v, size=n) for v in valid], 1)
         return starts, 0.0
+    if n == 0:  # only the eligible share was asked for
+        return np.zeros((0, len(valid)), np.int64), total / float(np.prod(valid))
     alloc = rng.multinomial(n, np.asarray(counts) / total)
     chosen = [c[rng.permutation(n)[:a]] for c, a in zip(cands, alloc) if a]
     return np.concatenate(chosen), total / float(np.prod(valid))
@@ -389,14 +391,16 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     lo_hi[blk["axis"]] = (0, blk["start"]) if region == "train" else (blk["start"], n_a)
                 view_h = _crop(high, lo_hi)
                 if region == "train":  # a share fg-biased, the rest uniform
-                    n_fg = int(round(fg_fraction * n))
+                    n_fg = int(fg_fraction * n)
+                    if fg_fraction * n - n_fg > 0:  # the fractional patch by chance: one patch can be biased
+                        n_fg += int(rng.random() < fg_fraction * n - n_fg)
                     starts_h, fg = _eligible_centres(view_h, nh, [p[a] for a in sp_h], fg_threshold, memory_budget,
-                                                     rng, n_fg, high.name) if n_fg else (None, None)
+                                                     rng, n_fg, high.name)
                     fgs.append(fg)
                     if n_fg < n:
                         uni, _ = _eligible_centres(view_h, nh, [p[a] for a in sp_h], -np.inf, memory_budget, rng,
                                                    n - n_fg, high.name)
-                        starts_h = uni if starts_h is None else np.concatenate([starts_h, uni])
+                        starts_h = np.concatenate([starts_h, uni])
                 else:  # validation: uniform in its block
                     starts_h, _ = _eligible_centres(view_h, nh, [p[a] for a in sp_h], -np.inf, memory_budget, rng,
                                                     n, high.name)
@@ -413,7 +417,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     positions[d] = [i] + [int(starts[a][j]) for a in sp]
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
-                                    "foreground_fraction": round(float(fgs[0]), 4) if fgs and fgs[0] is not None else None,
+                                    "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,
                                     "validation_block": blk, "n_train": nt, "n_val": nv})
             report(progress, i + 1, len(sources), low.name)
         axes_x, axes_y = "S" + sp + "C", "S" + sp_h + "C"

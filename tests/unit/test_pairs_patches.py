@@ -210,11 +210,16 @@ def test_a_share_of_training_patches_is_uniform():
                             fg_threshold=0.4, fg_fraction=f, seed=0)
         share[f] = bright(ps.train[1])
         assert ps.meta["fg_fraction"] == f
+        assert 0.05 < ps.meta["sources"][0]["foreground_fraction"] < 0.7  # the eligible share, even when none is drawn
         block = ps.meta["sources"][0]["validation_block"]
         assert block["axis"] == "Y" and ps.positions[: ps.n_train, 1].max() + 16 <= block["start"]
     uniform = share[0.0]
     assert share[1.0] == 1.0 and uniform < 0.7
     assert share[0.5] == pytest.approx(0.5 + 0.5 * uniform, abs=0.08)
+    # one training patch per image: biased as often as fg_fraction says, not rounded away
+    one = [create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=2, validation_fraction=0.25,
+                          fg_fraction=0.5, seed=s).train[1][0] for s in range(40)]
+    assert 0.5 <= bright(one) < 0.95
     with pytest.raises(CareError, match=r"fg_fraction must be in \[0, 1\], got 1.5"):
         create_patches([(low, high)], (16, 16), axes="YX", fg_fraction=1.5)
 
