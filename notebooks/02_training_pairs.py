@@ -137,9 +137,10 @@ else:
 # %% [markdown]
 # ## Patches
 #
-# `create_patches` cuts the pairs into patches (here 16×32×32 voxels), biased towards the foreground,
-# normalizes each image by its percentiles, and sets aside validation patches from blocks that no
-# training patch touches. Written to a folder, they can be reused by notebook 3 and by the app.
+# `create_patches` cuts the pairs into patches (here 16×32×32 voxels), half of them next to bright
+# structure and half anywhere (`fg_fraction`), normalizes each image by its percentiles, and sets
+# aside validation patches from blocks that no training patch touches. Written to a folder, they can
+# be reused by notebook 3 and by the app.
 
 # %%
 patch_size = (8, 32, 32) if QUICK else (16, 32, 32)
