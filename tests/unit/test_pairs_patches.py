@@ -178,18 +178,24 @@ def test_one_patch_per_image_still_validates():
     assert ps.n_val == 1 and ps.n_train == 2
 
 
+def _sparse_spots(rows):
+    """(low, high) of 256x64 with 12 blurred bright spots in the first ``rows`` rows; and ``bright(Y)``, the
+    share of patches ``Y`` that hold one."""
+    rng = np.random.default_rng(3)
+    high = np.zeros((256, 64), np.float32)
+    high[rng.integers(0, rows, 12), rng.integers(0, 64, 12)] = 1.0
+    high = ndi.gaussian_filter(high, 1.0)
+    low = high + rng.normal(0, 0.01, high.shape).astype(np.float32)
+    return low, high, lambda Y: np.mean(np.asarray(Y).reshape(len(Y), -1).max(1) > 0.3)
+
+
 def test_validation_patches_uniform_in_their_block():
     # sparse bright spots everywhere: training patches are drawn next to them, validation patches uniformly
     # in the held-out block, so that the validation read-outs score background as a user's image has it
-    rng = np.random.default_rng(3)
-    high = np.zeros((256, 64), np.float32)
-    high[rng.integers(0, 256, 12), rng.integers(0, 64, 12)] = 1.0
-    high = ndi.gaussian_filter(high, 1.0)
-    low = high + rng.normal(0, 0.01, high.shape).astype(np.float32)
+    low, high, bright = _sparse_spots(256)
     ps = create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=400, validation_fraction=0.25,
                         fg_threshold=0.4, fg_fraction=1.0, seed=0)
     (_, Yt), (_, Yv) = ps.train, ps.val
-    bright = lambda Y: np.mean(np.asarray(Y).reshape(len(Y), -1).max(1) > 0.3)  # noqa: E731
     assert bright(Yt) == 1.0
     assert bright(Yv) < 0.7
     assert ps.meta["sources"][0]["foreground_fraction"] < 0.7
@@ -198,12 +204,7 @@ def test_validation_patches_uniform_in_their_block():
 def test_a_share_of_training_patches_is_uniform():
     # fg_fraction: that share of the training patches is drawn next to the spots, the rest uniformly from
     # the training region (never from the held-out block), so that the network also sees plain background
-    rng = np.random.default_rng(3)
-    high = np.zeros((256, 64), np.float32)
-    high[rng.integers(0, 192, 12), rng.integers(0, 64, 12)] = 1.0
-    high = ndi.gaussian_filter(high, 1.0)
-    low = high + rng.normal(0, 0.01, high.shape).astype(np.float32)
-    bright = lambda Y: np.mean(np.asarray(Y).reshape(len(Y), -1).max(1) > 0.3)  # noqa: E731
+    low, high, bright = _sparse_spots(192)  # no spot in the held-out block
     share = {}
     for f in (1.0, 0.5, 0.0):
         ps = create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=400, validation_fraction=0.25,
