@@ -256,6 +256,11 @@ def cmd_predict(args):
             raise CareError(f"--normalization: the bioimage.io package {packages[0]} scales its input by its own "
                             "preprocessing; restore the model folder to choose")
         kw["normalization"] = args.normalization
+    if args.tta:
+        if packages:
+            raise CareError(f"--tta: the bioimage.io package {packages[0]} runs its own weights once; restore the "
+                            "model folder to average the flips and rotations")
+        kw["tta"] = True
     first = model.members[0] if isinstance(model, Ensemble) else model
     spacing = first.output_spacing(img.spacing)
     out_axes = first.output_axes(img.axes)  # a projection drops Z
@@ -321,7 +326,8 @@ def _predict_dask(args):
     with tqdm_progress("predicting", unit="chunk") as progress:
         r = predict_chunked(model, args.inp, args.out, axes=args.axes, chunks=args.chunks, scheduler=args.scheduler,
                             n_workers=args.workers, memory_budget=int(args.memory_budget * 2**20),
-                            interval=args.interval, normalization=args.normalization, progress=progress)
+                            interval=args.interval, normalization=args.normalization, tta=args.tta,
+                            progress=progress)
     extras = [n for n in r.outputs if n != "image"]
     print(f"wrote {args.out} ({r.computed} of {r.blocks} chunks computed now"
           + (f"; extras: {', '.join(extras)}" if extras else "") + ")")
@@ -513,6 +519,9 @@ def build_parser():
     s.add_argument("--normalization", choices=["image", "training"],
                    help="scale the input by its own percentiles (image) or by the training inputs' (training); "
                         "default: the model's input_normalization (training for models trained by this carecore)")
+    s.add_argument("--tta", action="store_true",
+                   help="average the restorations of the 8 flips and 90° rotations in YX (test-time augmentation: "
+                        "8x the work, smoother where the truth is flat)")
     s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (ensembles: mixture std/sqrt2)")
     s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here")
     s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out")

@@ -214,6 +214,7 @@ class LabState(HasTraits):
     n_workers = Int(2)            # workers of the local cluster
     chunks = Unicode("")          # block sides for the cluster, "8,64,64"; empty: from the memory budget
     restore_summary = Unicode("")  # how the last restoration ran (in this process, chunks on a cluster)
+    tta = Bool(True)              # the mean over the image's flips and rotations (models trained with them)
     # step 5: reliability
     reliability_ready = Bool(False)
 
@@ -800,18 +801,19 @@ class LabState(HasTraits):
         model = cc.load_model(folder)          # a model or an ensemble folder
         single = model.members[0] if isinstance(model, Ensemble) else model   # the kind's hooks
         stop = self._stop_restore.is_set
+        tta = bool(self.tta and single.config.augment)   # views the network never learned are not averaged
         if chunked:
             restored, scale, members, img, out_axes, output_spacing, dest = self._restore_chunked(
-                folder, src, chunks, progress, stop)
+                folder, src, chunks, progress, stop, tta)
         else:
             img = cc.read_image(src)
             self.restore_note = "restoring ..."
             members = scale = None
             if isinstance(model, Ensemble):
-                members = model.predict_members(img.data, axes=img.axes, progress=progress, stop=stop)
+                members = model.predict_members(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop)
                 restored = mixture_mean_variance(*members)[0]
             else:
-                out = model.predict(img.data, axes=img.axes, progress=progress, stop=stop)
+                out = model.predict(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop)
                 restored, scale = out if isinstance(out, tuple) else (out, None)
             # the output's grid, axes and voxel size are the kind's (a finer Z, or no Z for a projection)
             out_axes = single.output_axes(img.axes) if hasattr(single, "output_axes") else img.axes
@@ -826,6 +828,10 @@ class LabState(HasTraits):
         self.input_norm = single.input_normalization(self.input_image, axes=img.axes, name=self.rel(src))
         self.restore_summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
                                  else "; input scaled by its own percentiles")
+        if tta:
+            self.restore_summary += "; the mean over its flips and 90° rotations"
+        elif self.tta:
+            self.restore_summary += "; one view (the model was trained without flips and rotations)"
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
@@ -845,7 +851,7 @@ class LabState(HasTraits):
         self.restore_done += 1
         return self.restored
 
-    def _restore_chunked(self, folder, src, chunks, progress, stop):
+    def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False):
         """``carecore.predict_chunked`` on a local cluster or the configured scheduler, into
         ``restored/<model>/<name>.ome.zarr``; its full-resolution level read back for the views."""
         _dask_client_class()
@@ -867,7 +873,7 @@ class LabState(HasTraits):
         try:
             result = cc.predict_chunked(folder, src, dest, scheduler=client,
                                         n_workers=None if client is not None else self.n_workers, chunks=chunks,
-                                        progress=chunk_progress, stop=stop)
+                                        tta=tta, progress=chunk_progress, stop=stop)
         finally:
             if client is not None:
                 client.close()

@@ -473,6 +473,10 @@ class RestoreStep(W.VBox):
         self.refresh = button("Refresh lists", "care-restore-refresh", "", "refresh")
         self.where = W.ToggleButtons(options=RESTORE_WHERE, value=state.restore_where, style={"button_width": "150px"})
         self.where.add_class("care-restore-where")
+        self.tta = W.Checkbox(description="Average the image's 8 flips and 90° rotations (8× the work; smoother "
+                                          "where the structure is faint)", value=state.tta, indent=False,
+                              layout=W.Layout(width="auto"))
+        self.tta.add_class("care-restore-tta")
         self.address = W.Text(description="Scheduler", placeholder="tcp://127.0.0.1:8786", value=state.scheduler_address,
                               layout=W.Layout(width="480px"))
         self.address.add_class("care-restore-scheduler")
@@ -510,7 +514,8 @@ class RestoreStep(W.VBox):
                                  "or chunk by chunk on a Dask cluster for large images. "
                                  "With a ground truth, CARE is compared on the output's grid with the input brought "
                                  "onto it and with classical filters tuned on that ground truth.</p>"),
-                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.where, self.cluster_box,
+                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.tta, self.where,
+                          self.cluster_box,
                           W.HBox([self.go, self.stop, self.bar, self.progress]),
                           self.msg, self.metrics, W.HBox([self.before, self.after])])
         self._where()
@@ -520,7 +525,7 @@ class RestoreStep(W.VBox):
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
-        for w, t in ((self.where, "restore_where"), (self.address, "scheduler_address"), (self.workers, "n_workers"),
+        for w, t in ((self.tta, "tta"), (self.where, "restore_where"), (self.address, "scheduler_address"), (self.workers, "n_workers"),
                      (self.chunks, "chunks")):
             W.link((state, t), (w, "value"))
         state.observe(lambda c: self._where(), "restore_where")

@@ -558,8 +558,19 @@ class CARE:
                             f"(shape {tuple(np.shape(x))}, axes {axes})")
         return axes
 
+    def _tta_views(self, tta, name):
+        """Whether ``tta``'s views include the quarter turns (square training patches); raises when the
+        model never learned the views (trained with ``augment=False``)."""
+        c = self.config
+        if tta and not c.augment:
+            raise CareError(f"{name}: tta averages the flips and rotations the network was trained on, but "
+                            f"this {c.kind} model was trained without augmentation (augment=False); "
+                            "predict with tta=False")
+        return c.patch_size[-1] == c.patch_size[-2]
+
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
-                stage_tiles=None, normalization=None, progress=None, stop=None, out=None, name="image"):
+                stage_tiles=None, normalization=None, tta=False, progress=None, stop=None, out=None,
+                name="image"):
         """Restore ``image``; probabilistic models return ``(mean, scale)``.
 
         Parameters
@@ -580,6 +591,12 @@ class CARE:
         normalization : Normalization, "image" or "training", optional
             The input's scaling (see :meth:`input_normalization`); default: the configured
             ``input_normalization``.
+        tta : bool
+            Test-time augmentation (:mod:`carecore.prediction.tta`): the mean of the restorations of
+            the 8 flips and 90° rotations of every tile in the YX plane (4 when the training patches
+            were not square), the views the network was trained on; 8× the work, a smoother result
+            where the truth is flat. Probabilistic models: the mean of the views' means and of
+            their scales. Needs a model trained with ``augment=True``.
         progress, stop : callables, optional
             ``progress(done, total, "tiles")`` after every batch of tiles; ``stop()`` polled likewise.
         out : array, optional
@@ -594,6 +611,7 @@ class CARE:
         x = image
         axes = self._check_input(x, axes, name)
         c = self.config
+        square = self._tta_views(tta, name)
         sp = spatial_axes(axes)
         norm = self.input_normalization(x, axes=axes, normalization=normalization, name=name)
         lo = np.asarray(norm.lo, np.float32)
@@ -612,6 +630,7 @@ class CARE:
                 raise CareError(f"out has shape {tuple(out.shape)}, expected {tuple(shape) + (n_out,)}")
             res = out
         from ..prediction.tiling import read_window
+        from ..prediction.tta import mean_over_views, swap_yx, views
 
         normalized = lambda t: (np.asarray(read_window(xv, t.window), np.float32) - lo) / (hi - lo)  # noqa: E731
         tiles = plan.tiles
@@ -622,8 +641,11 @@ class CARE:
             for start in range(0, len(tiles), bs):
                 check_stop(stop)
                 group = tiles[start:start + bs]
-                pred = np.asarray(self.keras_model.predict_on_batch(np.stack([normalized(t) for t in group])),
-                                  dtype=np.float32)
+                batch = np.stack([normalized(t) for t in group])
+                if tta:
+                    pred = mean_over_views(lambda v, k: self.keras_model.predict_on_batch(v), batch, square)
+                else:
+                    pred = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float32)
                 for t, p in zip(group, pred):
                     res[t.core] = p[t.inner]
                 report(progress, start + len(group), len(tiles), "tiles")
@@ -638,9 +660,14 @@ class CARE:
                 done[0] += 1
                 report(progress, done[0], total, "tiles")
 
+            if tta:
+                total *= len(views(square))
             report(progress, 0, total, "tiles")
+            def run(v, k=0):  # view k's block: Y and X swap their stage tile counts on odd turns
+                return run_stages(stages, v, [swap_yx(s, k) for s in plan.stage_tiles], on_tile=on_tile, stop=stop)
+
             for t in tiles:
-                pred = run_stages(stages, normalized(t), plan.stage_tiles, on_tile=on_tile, stop=stop)
+                pred = mean_over_views(run, normalized(t), square) if tta else run(normalized(t))
                 res[t.core] = pred[t.inner]
         if c.n_channel_in == c.n_channel_out:  # back to the input's intensity range
             res[..., : c.n_channel_out] *= hi - lo

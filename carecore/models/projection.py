@@ -316,7 +316,8 @@ class ProjectionCARE(CARE):
 
     # -- prediction --------------------------------------------------------------------------
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
-                stage_tiles=None, normalization=None, progress=None, stop=None, out=None, name="image"):
+                stage_tiles=None, normalization=None, tta=False, progress=None, stop=None, out=None,
+                name="image"):
         """Project and restore a stack; probabilistic models return ``(mean, scale)``.
 
         Parameters
@@ -334,6 +335,8 @@ class ProjectionCARE(CARE):
             Not supported (staged prediction is for the plain U-Net).
         normalization : Normalization, optional
             Input percentiles (default: computed on the stack).
+        tta : bool
+            The mean over the stack's flips and 90° rotations in YX (see :meth:`CARE.predict`).
         progress, stop : callables, optional
             ``progress(done, total, "tiles")`` after every batch of tiles; ``stop()`` polled likewise.
         out : array, optional
@@ -346,10 +349,12 @@ class ProjectionCARE(CARE):
         models the tuple ``(mean, scale)``.
         """
         from ..prediction.tiling import read_window
+        from ..prediction.tta import mean_over_views
 
         x = image
         axes = self._check_input(x, axes, name)
         c = self.config
+        square = self._tta_views(tta, name)
         norm = self.input_normalization(x, axes=axes, normalization=normalization, name=name)
         lo = np.asarray(norm.lo, np.float32)
         hi = np.asarray(norm.hi, np.float32)
@@ -379,8 +384,11 @@ class ProjectionCARE(CARE):
         for start in range(0, len(tiles), bs):
             check_stop(stop)
             group = tiles[start:start + bs]
-            pred = np.asarray(self.keras_model.predict_on_batch(np.stack([normalized(t) for t in group])),
-                              dtype=np.float32)
+            batch = np.stack([normalized(t) for t in group])   # (B, Z, Y, X, C) -> (B, Y, X, C)
+            if tta:
+                pred = mean_over_views(lambda v, k: self.keras_model.predict_on_batch(v), batch, square)
+            else:
+                pred = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float32)
             for t, p in zip(group, pred):
                 res[t.core] = p[t.inner]
             report(progress, start + len(group), len(tiles), "tiles")

@@ -65,6 +65,7 @@ class BlockJob:
     names: tuple         # outputs written: "image" and extras (scale, lower, upper, disagreement)
     interval: float
     memory_budget: int
+    tta: bool = False    # test-time augmentation (CARE.predict's tta)
 
 
 @dataclass
@@ -188,6 +189,8 @@ def predict_block(job, index):
     axes = "".join(a for a in job.src_axes if a not in job.frame_axes)
     norm = Normalization.from_dict(job.norms[frame_indices(job).index(frame)] if nf else job.norms[0])
     kw = dict(axes=axes, normalization=norm, memory_budget=job.memory_budget, name=f"{job.src} block {index}")
+    if job.tta:
+        kw["tta"] = True
     crop = tuple(inner.get(a, slice(None)) for a in axes)
     if isinstance(model, Ensemble):
         means, scales = model.predict_members(x, **kw)
@@ -317,8 +320,8 @@ def _client(scheduler, n_workers, memory_limit):
 
 
 def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, n_workers=None,
-                    memory_limit="auto", memory_budget=None, interval=0.9, normalization=None, progress=None,
-                    stop=None):
+                    memory_limit="auto", memory_budget=None, interval=0.9, normalization=None, tta=False,
+                    progress=None, stop=None):
     """Restore an image chunk by chunk over a Dask cluster into an OME-Zarr store (resumable).
 
     Parameters
@@ -356,6 +359,9 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     normalization : Normalization, "image" or "training", optional
         The input's scaling for every frame, as in :meth:`~carecore.CARE.predict` (default: the model's
         ``input_normalization``; ``"image"`` computes each frame's own percentiles).
+    tta : bool
+        Average the restorations of the 8 flips and rotations in YX, block by block (as
+        :meth:`~carecore.CARE.predict`'s ``tta``; 8× the work).
     progress, stop : callables, optional
         ``progress(done, total, "chunks")`` as blocks complete; ``stop()`` is polled likewise and ends
         the run (the store stays resumable).
@@ -392,6 +398,9 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                         "runs models whose output lies on the input's grid (kinds care, subdiffraction): restore "
                         "it in memory (carecore predict without --dask)")
     c = first.config
+    if tta and not c.augment:   # before anything is read or any worker starts
+        raise CareError(f"tta: {folders[0]} was trained without augmentation (augment=False); its flips and "
+                        "rotations were never learned: predict with tta=False")
     dst = Path(dst)
     if not dst.name.lower().endswith(".zarr"):
         raise CareError(f"{dst}: chunked prediction writes an OME-Zarr store; name it *.ome.zarr")
@@ -458,11 +467,12 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     job = BlockJob(models=folders, model_key=_model_key(folders), src=str(Path(src).resolve()), src_axes=src_axes,
                    out=str(part.resolve()), out_axes=out_axes, frame_axes=frame_axes, spatial=sp, shape=shape,
                    block=block, window=window, divisor=div, norms=norms, names=names, interval=float(interval),
-                   memory_budget=memory_budget)
+                   memory_budget=memory_budget, tta=bool(tta))
     stat = os.stat(job.src)   # a rewritten input (a new file or store) never resumes an old part
     signature = {"models": job.model_key, "src": job.src, "src_id": [stat.st_ino, stat.st_mtime_ns],
                  "src_axes": src_axes, "shape": shape, "block": list(block),
-                 "window": list(window), "norms": list(norms), "names": list(names), "interval": job.interval}
+                 "window": list(window), "norms": list(norms), "names": list(names), "interval": job.interval,
+                 "tta": job.tta}
     grid = tuple(shape[a] for a in frame_axes) + tuple(math.ceil(shape[a] / b) for a, b in zip(sp, block))
     done = None
     if part.exists():
@@ -526,7 +536,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
             client.close()
     root = zarr.open_group(str(part), mode="r+")
     root.attrs["carecore"] = {"extras": [n for n in names if n != "image"], "model": list(folders),
-                              "source": job.src, "normalization": list(norms), "interval": job.interval}
+                              "source": job.src, "normalization": list(norms), "interval": job.interval,
+                              "tta": job.tta}
     shutil.rmtree(part / DONE)
     swap_in(part, dst)
     return result

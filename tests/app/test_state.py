@@ -176,6 +176,20 @@ def test_restore_keeps_spacing_and_names_the_model(state):
     assert out.axes == img.axes and out.spacing == {"Z": 2.0, "Y": 0.25, "X": 0.25}
     assert Path(state.restored_path).parent == Path("restored") / Path(state.job_dir).name
     assert state.output_path("models/other_job/model", "x/low/sample00.tif") != state.resolve(state.restored_path)
+    # by default the mean over the image's flips and rotations (predict(tta=True)); one view when unticked
+    model = cc.load_model(state.resolve(state.model_dir))
+    mean = lambda r: r[0] if isinstance(r, tuple) else r   # noqa: E731 (probabilistic: the mean)
+    tta = mean(model.predict(img.data, axes=img.axes, tta=True))
+    np.testing.assert_allclose(state.restored, tta, atol=1e-3 * np.abs(tta).max())
+    assert state.tta and "flips and 90° rotations" in state.restore_summary
+    state.tta = False
+    try:
+        state.restore()
+    finally:
+        state.tta = True
+    one = mean(model.predict(img.data, axes=img.axes))
+    np.testing.assert_allclose(state.restored, one, atol=1e-3 * np.abs(one).max())
+    assert "flips" not in state.restore_summary and np.abs(one - tta).max() > 1e-2 * np.abs(tta).max()
 
 
 def test_ground_truth_found_next_to_low_only_inside_the_root(state, tmp_path):
@@ -456,6 +470,7 @@ def test_isotropic_trains_restores_on_the_fine_grid(tmp_path):
     restored = s.restore()
     assert s.input_image.shape == (8, 64, 64) and restored.shape == (32, 64, 64)
     assert s.input_on_grid.shape == restored.shape and s.truth.shape == restored.shape
+    assert "one view (the model was trained without flips and rotations)" in s.restore_summary
     out = cc.read_image(s.resolve(s.restored_path))
     assert out.data.shape == (32, 64, 64) and out.axes == "ZYX"
     assert out.spacing["Z"] == pytest.approx(1.0) and out.spacing["X"] == 1.0

@@ -178,6 +178,15 @@ def test_cli_predict_dask(client, models, tmp_path, capsys):
     # without --dask an OME-Zarr input is restored in memory, into a TIFF or an OME-Zarr
     assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(tmp_path / "m.ome.zarr")]) == 0
     _close(cc.read_image(tmp_path / "m.ome.zarr").data, cc.load_model(models["plain"]).predict(noisy, axes="ZYX"))
+    # --tta: the mean over the flips and rotations, chunk by chunk as in memory, and not one view
+    tta = cc.load_model(models["plain"]).predict(noisy, axes="ZYX", tta=True)
+    assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(tmp_path / "t.ome.zarr"),
+                 "--tta", "--scheduler", client.scheduler.address, "--chunks", "16,24,24"]) == 0
+    _close(cc.read_image(tmp_path / "t.ome.zarr").data, tta)
+    assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(tmp_path / "t.tif"),
+                 "--tta"]) == 0
+    _close(cc.read_image(tmp_path / "t.tif").data, tta)
+    assert np.abs(tta - cc.read_image(tmp_path / "m.ome.zarr").data).max() > 1e-3 * np.abs(tta).max()
 
 
 # -- the memory bound, with a real scheduler and two workers started as processes -------------------

@@ -1,0 +1,90 @@
+"""Test-time augmentation: predict(tta=True) is the mean of the restorations of the image's flips and
+rotations, tile by tile and stage by stage as for the whole image."""
+import numpy as np
+import pytest
+
+import carecore as cc
+from carecore import CareError, care_config
+from carecore.prediction.tta import forward, inverse, views
+
+
+def _jittered(model, seed=0):
+    """Random weights around the initial ones: a network far from any symmetry of its own."""
+    rng = np.random.default_rng(seed)
+    km = model.keras_model
+    km.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32) for w in km.get_weights()])
+    return model
+
+
+def test_views_undo_and_cover_the_symmetries():
+    a = np.arange(2 * 4 * 4 * 1).reshape(2, 4, 4, 1)
+    seen = set()
+    for k, flip in views():
+        v = forward(a, k, flip)
+        np.testing.assert_array_equal(inverse(v, k, flip), a)
+        seen.add(v.tobytes())
+    assert len(seen) == 8                                    # the square's 8 symmetries, each once
+    rect = np.arange(3 * 4 * 1).reshape(3, 4, 1)
+    assert len(views(square=False)) == 4
+    assert {forward(rect, k, f).shape for k, f in views(square=False)} == {rect.shape}
+
+
+@pytest.mark.parametrize("axes,kw,shape", [
+    ("YX", {}, (68, 52)),
+    ("ZYX", {"probabilistic": True}, (12, 36, 28)),
+    ("YX", {"patch_size": (32, 16)}, (40, 44)),                 # rectangular patches: 4 views
+])
+def test_tta_is_the_mean_over_views_tiled_and_staged(axes, kw, shape):
+    # sides divisible by the network's divisor: no padding, whose side would turn with the view
+    model = _jittered(cc.CARE(care_config(axes, quick=True, precision="float32", **kw)))
+    x = np.random.default_rng(1).random(shape).astype(np.float32) * 100
+    one = (1,) * len(axes)
+
+    def as_tuple(r):
+        return r if isinstance(r, tuple) else (r,)
+
+    # by hand: the whole image in each view, restored, turned back, averaged
+    square = model.config.patch_size[-1] == model.config.patch_size[-2]
+    by_hand = None
+    for k, flip in views(square):
+        xv = np.ascontiguousarray(forward(x[..., None], k, flip)[..., 0])
+        r = [inverse(p[..., None], k, flip)[..., 0] for p in as_tuple(model.predict(xv, axes=axes, n_tiles=one))]
+        by_hand = r if by_hand is None else [a + b for a, b in zip(by_hand, r)]
+    by_hand = [a / len(views(square)) for a in by_hand]
+    plain = as_tuple(model.predict(x, axes=axes, n_tiles=one))
+    tol = 1e-5 * float(np.abs(plain[0]).max())
+    for n, st in [(one, None), ((1,) * (len(axes) - 2) + (2, 2), None), (one, one[:-2] + (2, 3))]:
+        got = as_tuple(model.predict(x, axes=axes, n_tiles=n, stage_tiles=st, tta=True))
+        for g, h in zip(got, by_hand):
+            np.testing.assert_allclose(g, h, atol=tol, err_msg=f"tiles {n}, stages {st}")
+    # and it is not the plain prediction: the jittered network is not symmetric
+    assert np.abs(got[0] - plain[0]).max() > 100 * tol
+
+
+def test_tta_needs_an_augmented_model():
+    model = cc.CARE(care_config("YX", quick=True, augment=False))
+    with pytest.raises(CareError, match="augment=False"):
+        model.predict(np.zeros((32, 32), np.float32), axes="YX", tta=True)
+
+
+def test_tta_of_a_projection_turns_the_stack_and_its_plane():
+    from carecore.models.projection import ProjectionCARE
+
+    model = _jittered(ProjectionCARE(ProjectionCARE.default_config("ZYX", precision="float32", unet_filters=8)))
+    x = np.random.default_rng(2).random((6, 32, 40)).astype(np.float32) * 100
+    by_hand = np.mean([inverse(model.predict(np.ascontiguousarray(forward(x[..., None], k, f)[..., 0]),
+                                             axes="ZYX")[..., None], k, f)[..., 0] for k, f in views()], axis=0)
+    got = model.predict(x, axes="ZYX", tta=True, n_tiles=(2, 1))
+    plain = model.predict(x, axes="ZYX")
+    tol = 1e-5 * float(np.abs(plain).max())
+    np.testing.assert_allclose(got, by_hand, atol=tol)
+    assert np.abs(got - plain).max() > 100 * tol
+
+
+def test_chunked_tta_of_a_model_without_augmentation_fails_before_any_worker(tmp_path):
+    folder = tmp_path / "noaug"
+    cc.CARE(care_config("ZYX", quick=True, augment=False), folder).save()
+    src = cc.write_image(tmp_path / "in.tif", np.zeros((8, 32, 32), np.float32), axes="ZYX")
+    with pytest.raises(CareError, match="augment=False"):
+        cc.predict_chunked(folder, src, tmp_path / "out.ome.zarr", tta=True, scheduler="tcp://127.0.0.1:1")
+    assert not list(tmp_path.glob("*.ome.zarr")) and not list(tmp_path.glob(".*"))
