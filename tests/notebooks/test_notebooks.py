@@ -102,6 +102,8 @@ def check_04(r, here):
     assert _beats(r["care"], r["input"]), r
     # the tuned filters: the best by SSIM and the best by NRMSE (quick mode tunes Gaussian, median and TV)
     assert r["care"]["ssim"] > r["best_baseline"]["ssim"] and r["care"]["nrmse"] < r["best_baseline"]["nrmse"], r
+    # the mean over the 8 views: a restoration too, and not the one view again
+    assert _beats(r["care_tta"], r["input"]) and r["care_tta"]["nrmse"] != r["care"]["nrmse"], r
     assert Path(r["qc"]).exists() and any(Path(r["qc"]).parent.glob("*_maps.png"))
 
 
