@@ -801,7 +801,9 @@ class LabState(HasTraits):
         model = cc.load_model(folder)          # a model or an ensemble folder
         single = model.members[0] if isinstance(model, Ensemble) else model   # the kind's hooks
         stop = self._stop_restore.is_set
-        tta = bool(self.tta and single.config.augment)   # views the network never learned are not averaged
+        # views the network never learned are not averaged; nor an ensemble's members, whose disagreement
+        # D and its reference levels (ood_check) are measured on one view
+        tta = bool(self.tta and single.config.augment and not isinstance(model, Ensemble))
         if chunked:
             restored, scale, members, img, out_axes, output_spacing, dest = self._restore_chunked(
                 folder, src, chunks, progress, stop, tta)
@@ -831,7 +833,9 @@ class LabState(HasTraits):
         if tta:
             self.restore_summary += "; the mean over its flips and 90° rotations"
         elif self.tta:
-            self.restore_summary += "; one view (the model was trained without flips and rotations)"
+            self.restore_summary += ("; one view (an ensemble's disagreement is measured on one view)"
+                                     if isinstance(model, Ensemble) else
+                                     "; one view (the model was trained without flips and rotations)")
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing

@@ -65,7 +65,8 @@ def _config_from_csbdeep(d, where):
             unet_n_conv=2, residual=bool(d["unet_residual"]), probabilistic=prob, loss=loss,
             precision="float32", patch_size=patch, optimizer="adam", lr_schedule="plateau",
             learning_rate=float(d.get("train_learning_rate", 4e-4)), batch_size=int(d.get("train_batch_size", 16)),
-            lr_patience=int(reduce.get("patience", 10)), input_normalization="image")   # CSBDeep's way
+            lr_patience=int(reduce.get("patience", 10)), input_normalization="image",   # CSBDeep's way
+            augment=False)   # CSBDeep's CARE.train does not flip or rotate: predict(tta=True) is refused
     except CareError as e:
         raise CareError(f"{where}: this CSBDeep configuration has no carecore equivalent ({e})") from None
 

@@ -595,8 +595,9 @@ class CARE:
             Test-time augmentation (:mod:`carecore.prediction.tta`): the mean of the restorations of
             the 8 flips and 90° rotations of every tile in the YX plane (4 when the training patches
             were not square), the views the network was trained on; 8× the work, a smoother result
-            where the truth is flat. Probabilistic models: the mean of the views' means and of
-            their scales. Needs a model trained with ``augment=True``.
+            where the truth is flat. Probabilistic models: the views' mixture as one Laplace (its
+            mean, and the scale of its variance: wider where the views disagree). Needs a model
+            trained with ``augment=True``.
         progress, stop : callables, optional
             ``progress(done, total, "tiles")`` after every batch of tiles; ``stop()`` polled likewise.
         out : array, optional
@@ -634,40 +635,45 @@ class CARE:
 
         normalized = lambda t: (np.asarray(read_window(xv, t.window), np.float32) - lo) / (hi - lo)  # noqa: E731
         tiles = plan.tiles
+        n_views = len(views(square)) if tta else 1   # progress counts every view of every tile
+        average = dict(n_mean=c.n_channel_out if c.probabilistic else None, stop=stop)
         if plan.stage_tiles is None:
             tile_bytes = int(np.prod(plan.tile_shape)) * self._bytes_per_voxel()
             bs = batch_size or int(max(1, min(8, memory_budget // max(tile_bytes, 1))))
-            report(progress, 0, len(tiles), "tiles")
+            done = [0]
+
+            def run_batch(v, k=0):
+                out = np.asarray(self.keras_model.predict_on_batch(v), dtype=np.float32)
+                done[0] += len(v)
+                report(progress, done[0], len(tiles) * n_views, "tiles")
+                return out
+
+            report(progress, 0, len(tiles) * n_views, "tiles")
             for start in range(0, len(tiles), bs):
                 check_stop(stop)
                 group = tiles[start:start + bs]
                 batch = np.stack([normalized(t) for t in group])
-                if tta:
-                    pred = mean_over_views(lambda v, k: self.keras_model.predict_on_batch(v), batch, square)
-                else:
-                    pred = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float32)
+                pred = mean_over_views(run_batch, batch, square, **average) if tta else run_batch(batch)
                 for t, p in zip(group, pred):
                     res[t.core] = p[t.inner]
-                report(progress, start + len(group), len(tiles), "tiles")
         else:
             from ..prediction.staged import run_stages, stage_plans
 
             stages = self._stages()
-            total = len(tiles) * sum(len(p) for p in stage_plans(stages, plan.tile_shape, plan.stage_tiles))
+            total = len(tiles) * n_views * sum(len(p) for p in stage_plans(stages, plan.tile_shape,
+                                                                            plan.stage_tiles))
             done = [0]
 
             def on_tile():
                 done[0] += 1
                 report(progress, done[0], total, "tiles")
 
-            if tta:
-                total *= len(views(square))
-            report(progress, 0, total, "tiles")
             def run(v, k=0):  # view k's block: Y and X swap their stage tile counts on odd turns
                 return run_stages(stages, v, [swap_yx(s, k) for s in plan.stage_tiles], on_tile=on_tile, stop=stop)
 
+            report(progress, 0, total, "tiles")
             for t in tiles:
-                pred = mean_over_views(run, normalized(t), square) if tta else run(normalized(t))
+                pred = mean_over_views(run, normalized(t), square, **average) if tta else run(normalized(t))
                 res[t.core] = pred[t.inner]
         if c.n_channel_in == c.n_channel_out:  # back to the input's intensity range
             res[..., : c.n_channel_out] *= hi - lo

@@ -166,6 +166,7 @@ class IsotropicCARE(CARE):
                             f"{axes!r}, shape {tuple(np.shape(x))}")
         if combine not in ("mean", "geometric"):
             raise CareError(f"combine must be 'mean' or 'geometric', got {combine!r}")
+        self._tta_views(kw.get("tta", False), name)   # before the stack is brought onto the fine grid
         nc = x.shape[axes.index("C")] if "C" in axes else 1
         if nc != self.config.n_channel_in:
             raise CareError(f"{name}: the model takes {self.config.n_channel_in} channel(s) but the stack has {nc} "

@@ -386,7 +386,8 @@ class ProjectionCARE(CARE):
             group = tiles[start:start + bs]
             batch = np.stack([normalized(t) for t in group])   # (B, Z, Y, X, C) -> (B, Y, X, C)
             if tta:
-                pred = mean_over_views(lambda v, k: self.keras_model.predict_on_batch(v), batch, square)
+                pred = mean_over_views(lambda v, k: self.keras_model.predict_on_batch(v), batch, square,
+                                       n_mean=c.n_channel_out if c.probabilistic else None, stop=stop)
             else:
                 pred = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float32)
             for t, p in zip(group, pred):

@@ -360,8 +360,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         The input's scaling for every frame, as in :meth:`~carecore.CARE.predict` (default: the model's
         ``input_normalization``; ``"image"`` computes each frame's own percentiles).
     tta : bool
-        Average the restorations of the 8 flips and rotations in YX, block by block (as
-        :meth:`~carecore.CARE.predict`'s ``tta``; 8× the work).
+        Average the restorations of the flips and 90° rotations in YX, block by block (as
+        :meth:`~carecore.CARE.predict`'s ``tta``: 8 views, 8× the work).
     progress, stop : callables, optional
         ``progress(done, total, "chunks")`` as blocks complete; ``stop()`` is polled likewise and ends
         the run (the store stays resumable).
@@ -472,7 +472,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     signature = {"models": job.model_key, "src": job.src, "src_id": [stat.st_ino, stat.st_mtime_ns],
                  "src_axes": src_axes, "shape": shape, "block": list(block),
                  "window": list(window), "norms": list(norms), "names": list(names), "interval": job.interval,
-                 "tta": job.tta}
+                 **({"tta": True} if job.tta else {})}   # (parts written before tta existed still resume)
     grid = tuple(shape[a] for a in frame_axes) + tuple(math.ceil(shape[a] / b) for a, b in zip(sp, block))
     done = None
     if part.exists():

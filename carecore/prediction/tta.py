@@ -7,6 +7,9 @@ network's pooling grid and filters), so their mean is smoother where the truth i
 nuclei at 5 photons (issue 16) the 8 views lowered NRMSE by about 5 % and raised SSIM by about
 0.016; shifting the image by 1-3 pixels instead (the pooling grid alone) gained a tenth of that.
 
+Prediction averages tile by tile (each tile's window with its halo), so the result equals the mean
+over the views of the whole image padded at its end to the network's divisor.
+
 Arrays here are channels-last with Y and X the last two spatial axes: ``(..., Y, X, C)``.
 """
 from __future__ import annotations
@@ -43,12 +46,31 @@ def swap_yx(counts, k):
     return counts[:-2] + (counts[-1], counts[-2]) if k % 2 else counts
 
 
-def mean_over_views(run, x, square=True):
-    """The mean of ``inverse(run(forward(x)))`` over :func:`views` (float32)."""
-    acc = None
+def mean_over_views(run, x, square=True, *, n_mean=None, stop=None):
+    """The mean of ``inverse(run(forward(x, k, flip), k))`` over :func:`views` (float32).
+
+    ``run(view, k)`` restores one view. With ``n_mean`` (probabilistic outputs: the first ``n_mean``
+    channels are Laplace means, the rest their scales) the views are a mixture of Laplaces, answered
+    as one Laplace with the mixture's mean and variance (the convention of ensembles' ``--scale-out``):
+    mean ``m = mean(mu)``, scale ``sqrt(mean(b**2) + var(mu) / 2)``, so that where the views disagree
+    the interval widens. ``stop()`` is polled before every view.
+    """
+    from ..progress import check_stop
+
     vs = views(square)
+    s1 = s2 = None
     for k, flip in vs:
+        check_stop(stop)
         p = inverse(np.asarray(run(np.ascontiguousarray(forward(x, k, flip)), k), np.float32), k, flip)
-        acc = p.copy() if acc is None else acc + p
-    acc /= len(vs)
-    return acc
+        if s1 is None:
+            s1, s2 = p.copy(), (p * p if n_mean is not None else None)
+        else:
+            s1 += p
+            if n_mean is not None:
+                s2 += p * p
+    s1 /= len(vs)
+    if n_mean is not None:   # var(mu) = E[mu²] - m²; mean(b²) from the scale channels' second moment
+        s2 /= len(vs)
+        var_mu = np.maximum(s2[..., :n_mean] - s1[..., :n_mean] ** 2, 0)
+        s1[..., n_mean:] = np.sqrt(s2[..., n_mean:] + var_mu / 2)
+    return s1

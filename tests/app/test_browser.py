@@ -151,6 +151,9 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     page.locator(".care-restore-metrics table").wait_for(timeout=120_000)
     metrics = page.locator(".care-restore-metrics").inner_text()
     assert "CARE" in metrics and "best filter by SSIM" in metrics, metrics
+    # restored by default as the mean over the flips and rotations, and the summary says so
+    assert page.locator(".care-restore-tta input").is_checked()
+    assert "the mean over its flips and 90° rotations" in metrics, metrics
     page.screenshot(path=str(shots / "3_restore.png"), full_page=True)
 
     # 4 · View

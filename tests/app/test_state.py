@@ -364,6 +364,7 @@ def test_ensemble_trains_restores_and_reads_the_mixture(tmp_path):
     s.restore()
     mus, bs = s.members
     assert mus.shape == (2,) + s.input_image.shape and s.scale is None
+    assert s.tta and "one view (an ensemble's disagreement is measured on one view)" in s.restore_summary
     r = s.compute_reliability()
     ref = predictive_readouts(mus, bs, members=True, confidence=0.9)
     np.testing.assert_allclose(r["lower"], ref["lower"], rtol=1e-5, atol=1e-5)

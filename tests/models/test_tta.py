@@ -16,6 +16,15 @@ def _jittered(model, seed=0):
     return model
 
 
+def test_views_turn_the_yx_plane_of_every_layout():
+    a = np.random.default_rng(0).random((3, 5, 7, 2))            # (Z, Y, X, C), Y != X
+    np.testing.assert_array_equal(forward(a, 1, False), np.rot90(a, 1, axes=(1, 2)))
+    np.testing.assert_array_equal(forward(a, 0, True), a[:, :, ::-1])
+    np.testing.assert_array_equal(forward(a[0], 3, True), np.rot90(a[0], 3, axes=(0, 1))[:, ::-1])  # (Y, X, C)
+    b = np.random.default_rng(1).random((4, 5, 7, 1))             # (B, Y, X, C)
+    np.testing.assert_array_equal(forward(b, 2, False), b[:, ::-1, ::-1])
+
+
 def test_views_undo_and_cover_the_symmetries():
     a = np.arange(2 * 4 * 4 * 1).reshape(2, 4, 4, 1)
     seen = set()
@@ -43,20 +52,32 @@ def test_tta_is_the_mean_over_views_tiled_and_staged(axes, kw, shape):
     def as_tuple(r):
         return r if isinstance(r, tuple) else (r,)
 
-    # by hand: the whole image in each view, restored, turned back, averaged
+    # by hand: the whole image in each view, restored, turned back, averaged (probabilistic: the
+    # views' mixture as one Laplace, mean and variance matched)
     square = model.config.patch_size[-1] == model.config.patch_size[-2]
-    by_hand = None
+    outs = []
     for k, flip in views(square):
         xv = np.ascontiguousarray(forward(x[..., None], k, flip)[..., 0])
-        r = [inverse(p[..., None], k, flip)[..., 0] for p in as_tuple(model.predict(xv, axes=axes, n_tiles=one))]
-        by_hand = r if by_hand is None else [a + b for a, b in zip(by_hand, r)]
-    by_hand = [a / len(views(square)) for a in by_hand]
+        outs.append([inverse(p[..., None], k, flip)[..., 0]
+                     for p in as_tuple(model.predict(xv, axes=axes, n_tiles=one))])
+    mus = np.stack([o[0] for o in outs])
+    by_hand = [mus.mean(0)]
+    if len(outs[0]) == 2:
+        bs = np.stack([o[1] for o in outs])
+        by_hand.append(np.sqrt((bs ** 2).mean(0) + mus.var(0) / 2))
     plain = as_tuple(model.predict(x, axes=axes, n_tiles=one))
     tol = 1e-5 * float(np.abs(plain[0]).max())
     for n, st in [(one, None), ((1,) * (len(axes) - 2) + (2, 2), None), (one, one[:-2] + (2, 3))]:
-        got = as_tuple(model.predict(x, axes=axes, n_tiles=n, stage_tiles=st, tta=True))
+        seen, polls = [], []
+        got = as_tuple(model.predict(x, axes=axes, n_tiles=n, stage_tiles=st, tta=True,
+                                     progress=lambda d, t, w: seen.append((d, t)), stop=lambda: polls.append(1)))
+        assert len(got) == len(by_hand)
         for g, h in zip(got, by_hand):
             np.testing.assert_allclose(g, h, atol=tol, err_msg=f"tiles {n}, stages {st}")
+        # progress counts every view of every tile; a stop request is heard between views
+        n_views = len(views(square))
+        assert seen[0] == (0, seen[-1][1]) and seen[-1][0] == seen[-1][1] and seen[-1][1] % n_views == 0
+        assert len(seen) - 1 >= n_views and len(polls) >= n_views
     # and it is not the plain prediction: the jittered network is not symmetric
     assert np.abs(got[0] - plain[0]).max() > 100 * tol
 
