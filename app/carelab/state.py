@@ -111,8 +111,8 @@ def _dask_client_class():
 
 
 def progress_text(done, total, what):
-    """``chunk 3/12``, ``tile 2/4``, ``member 1/2: 5/8``: what a progress event says."""
-    if what in ("chunks", "tiles"):
+    """``chunk 3/12``, ``tile 2/4``, ``tile view 5/8``, ``member 1/2: 5/8``: what a progress event says."""
+    if what in ("chunks", "tiles", "tile views"):
         return f"{what[:-1]} {done}/{total}"
     return f"{what}: {done}/{total}" if what else f"{done}/{total}"
 

@@ -599,7 +599,8 @@ class CARE:
             mean, and the scale of its variance: wider where the views disagree). Needs a model
             trained with ``augment=True``.
         progress, stop : callables, optional
-            ``progress(done, total, "tiles")`` after every batch of tiles; ``stop()`` polled likewise.
+            ``progress(done, total, "tiles")`` after every batch of tiles (with ``tta``:
+            ``"tile views"``, after every view of a batch); ``stop()`` polled likewise.
         out : array, optional
             Where to write the result (e.g. a ``np.memmap`` for results larger than RAM).
 
@@ -636,6 +637,7 @@ class CARE:
         normalized = lambda t: (np.asarray(read_window(xv, t.window), np.float32) - lo) / (hi - lo)  # noqa: E731
         tiles = plan.tiles
         n_views = len(views(square)) if tta else 1   # progress counts every view of every tile
+        unit = "tile views" if tta else "tiles"
         average = dict(n_mean=c.n_channel_out if c.probabilistic else None, stop=stop)
         if plan.stage_tiles is None:
             tile_bytes = int(np.prod(plan.tile_shape)) * self._bytes_per_voxel()
@@ -645,10 +647,10 @@ class CARE:
             def run_batch(v, k=0):
                 out = np.asarray(self.keras_model.predict_on_batch(v), dtype=np.float32)
                 done[0] += len(v)
-                report(progress, done[0], len(tiles) * n_views, "tiles")
+                report(progress, done[0], len(tiles) * n_views, unit)
                 return out
 
-            report(progress, 0, len(tiles) * n_views, "tiles")
+            report(progress, 0, len(tiles) * n_views, unit)
             for start in range(0, len(tiles), bs):
                 check_stop(stop)
                 group = tiles[start:start + bs]
@@ -666,12 +668,12 @@ class CARE:
 
             def on_tile():
                 done[0] += 1
-                report(progress, done[0], total, "tiles")
+                report(progress, done[0], total, unit)
 
             def run(v, k=0):  # view k's block: Y and X swap their stage tile counts on odd turns
                 return run_stages(stages, v, [swap_yx(s, k) for s in plan.stage_tiles], on_tile=on_tile, stop=stop)
 
-            report(progress, 0, total, "tiles")
+            report(progress, 0, total, unit)
             for t in tiles:
                 pred = mean_over_views(run, normalized(t), square, **average) if tta else run(normalized(t))
                 res[t.core] = pred[t.inner]

@@ -349,7 +349,7 @@ class ProjectionCARE(CARE):
         models the tuple ``(mean, scale)``.
         """
         from ..prediction.tiling import read_window
-        from ..prediction.tta import mean_over_views
+        from ..prediction.tta import mean_over_views, views
 
         x = image
         axes = self._check_input(x, axes, name)
@@ -380,19 +380,25 @@ class ProjectionCARE(CARE):
         def normalized(t):
             return (np.asarray(read_window(xv, (zall,) + tuple(t.window)), np.float32) - lo) / (hi - lo)
 
-        report(progress, 0, len(tiles), "tiles")
+        n_views = len(views(square)) if tta else 1
+        unit = "tile views" if tta else "tiles"   # with tta, progress counts every view of every tile
+        done = [0]
+
+        def run_batch(v, k=0):
+            out = np.asarray(self.keras_model.predict_on_batch(v), dtype=np.float32)
+            done[0] += len(v)
+            report(progress, done[0], len(tiles) * n_views, unit)
+            return out
+
+        report(progress, 0, len(tiles) * n_views, unit)
         for start in range(0, len(tiles), bs):
             check_stop(stop)
             group = tiles[start:start + bs]
             batch = np.stack([normalized(t) for t in group])   # (B, Z, Y, X, C) -> (B, Y, X, C)
-            if tta:
-                pred = mean_over_views(lambda v, k: self.keras_model.predict_on_batch(v), batch, square,
-                                       n_mean=c.n_channel_out if c.probabilistic else None, stop=stop)
-            else:
-                pred = np.asarray(self.keras_model.predict_on_batch(batch), dtype=np.float32)
+            pred = (mean_over_views(run_batch, batch, square, n_mean=c.n_channel_out if c.probabilistic else None,
+                                    stop=stop) if tta else run_batch(batch))
             for t, p in zip(group, pred):
                 res[t.core] = p[t.inner]
-            report(progress, start + len(group), len(tiles), "tiles")
         if c.n_channel_in == c.n_channel_out:  # back to the input's intensity range
             res[..., : c.n_channel_out] *= hi - lo
             res[..., : c.n_channel_out] += lo

@@ -70,13 +70,14 @@ def test_tta_is_the_mean_over_views_tiled_and_staged(axes, kw, shape):
     for n, st in [(one, None), ((1,) * (len(axes) - 2) + (2, 2), None), (one, one[:-2] + (2, 3))]:
         seen, polls = [], []
         got = as_tuple(model.predict(x, axes=axes, n_tiles=n, stage_tiles=st, tta=True,
-                                     progress=lambda d, t, w: seen.append((d, t)), stop=lambda: polls.append(1)))
+                                     progress=lambda d, t, w: seen.append((d, t, w)), stop=lambda: polls.append(1)))
         assert len(got) == len(by_hand)
         for g, h in zip(got, by_hand):
             np.testing.assert_allclose(g, h, atol=tol, err_msg=f"tiles {n}, stages {st}")
         # progress counts every view of every tile; a stop request is heard between views
         n_views = len(views(square))
-        assert seen[0] == (0, seen[-1][1]) and seen[-1][0] == seen[-1][1] and seen[-1][1] % n_views == 0
+        assert {w for *_, w in seen} == {"tile views"}
+        assert seen[0][:2] == (0, seen[-1][1]) and seen[-1][0] == seen[-1][1] and seen[-1][1] % n_views == 0
         assert len(seen) - 1 >= n_views and len(polls) >= n_views
     # and it is not the plain prediction: the jittered network is not symmetric
     assert np.abs(got[0] - plain[0]).max() > 100 * tol
@@ -95,7 +96,10 @@ def test_tta_of_a_projection_turns_the_stack_and_its_plane():
     x = np.random.default_rng(2).random((6, 32, 40)).astype(np.float32) * 100
     by_hand = np.mean([inverse(model.predict(np.ascontiguousarray(forward(x[..., None], k, f)[..., 0]),
                                              axes="ZYX")[..., None], k, f)[..., 0] for k, f in views()], axis=0)
-    got = model.predict(x, axes="ZYX", tta=True, n_tiles=(2, 1))
+    seen = []
+    got = model.predict(x, axes="ZYX", tta=True, n_tiles=(2, 1), progress=lambda d, t, w: seen.append((d, t, w)))
+    n = len(model.tile_plan(x.shape, (2, 1)))
+    assert seen[-1] == (n * 8, n * 8, "tile views") and len(seen) == n * 8 + 1   # every view of every tile
     plain = model.predict(x, axes="ZYX")
     tol = 1e-5 * float(np.abs(plain).max())
     np.testing.assert_allclose(got, by_hand, atol=tol)
