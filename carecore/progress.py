@@ -23,6 +23,21 @@ def check_stop(stop):
         raise Stopped()
 
 
+def counting(run, progress, total, what):
+    """``run`` that calls ``progress(done, total, what)`` after every call, ``done`` counting the items
+    (the first axis) of every batch run so far. Extra arguments are ignored (``run(batch, k)`` of the
+    views of :func:`carecore.prediction.tta.mean_over_views`)."""
+    done = [0]
+
+    def counted(batch, *_):
+        result = run(batch)
+        done[0] += len(batch)
+        report(progress, done[0], total, what)
+        return result
+
+    return counted
+
+
 @contextmanager
 def tqdm_progress(desc, unit="it"):
     """A ``progress`` callable that drives a tqdm bar (used by the CLI)."""

@@ -31,7 +31,7 @@ from .. import __version__
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..normalize import Normalization, compute_percentiles
-from ..progress import check_stop, report
+from ..progress import check_stop, counting, report
 from .config import CareConfig
 
 #: Default working memory of a prediction (bytes: network activations and kept intermediate arrays).
@@ -642,14 +642,8 @@ class CARE:
         if plan.stage_tiles is None:
             tile_bytes = int(np.prod(plan.tile_shape)) * self._bytes_per_voxel()
             bs = batch_size or int(max(1, min(8, memory_budget // max(tile_bytes, 1))))
-            done = [0]
-
-            def run_batch(v, k=0):
-                out = np.asarray(self.keras_model.predict_on_batch(v), dtype=np.float32)
-                done[0] += len(v)
-                report(progress, done[0], len(tiles) * n_views, unit)
-                return out
-
+            run_batch = counting(lambda v: np.asarray(self.keras_model.predict_on_batch(v), np.float32),
+                                 progress, len(tiles) * n_views, unit)
             report(progress, 0, len(tiles) * n_views, unit)
             for start in range(0, len(tiles), bs):
                 check_stop(stop)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
-from ..progress import check_stop, report
+from ..progress import check_stop, counting, report
 from .care import CARE, DEFAULT_PREDICT_BUDGET
 
 #: What :meth:`ProjectionCARE.default_config` starts from (any value given explicitly wins): a small,
@@ -382,14 +382,8 @@ class ProjectionCARE(CARE):
 
         n_views = len(views(square)) if tta else 1
         unit = "tile views" if tta else "tiles"   # with tta, progress counts every view of every tile
-        done = [0]
-
-        def run_batch(v, k=0):
-            out = np.asarray(self.keras_model.predict_on_batch(v), dtype=np.float32)
-            done[0] += len(v)
-            report(progress, done[0], len(tiles) * n_views, unit)
-            return out
-
+        run_batch = counting(lambda v: np.asarray(self.keras_model.predict_on_batch(v), np.float32),
+                             progress, len(tiles) * n_views, unit)
         report(progress, 0, len(tiles) * n_views, unit)
         for start in range(0, len(tiles), bs):
             check_stop(stop)
