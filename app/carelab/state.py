@@ -803,7 +803,7 @@ class LabState(HasTraits):
         stop = self._stop_restore.is_set
         # views the network never learned are not averaged; nor an ensemble's members, whose disagreement
         # D and its reference levels (ood_check) are measured on one view
-        tta = bool(self.tta and single.config.augment and not isinstance(model, Ensemble))
+        tta = bool(self.tta and single.learned_views > 1 and not isinstance(model, Ensemble))
         if chunked:
             restored, scale, members, img, out_axes, output_spacing, dest = self._restore_chunked(
                 folder, src, chunks, progress, stop, tta)

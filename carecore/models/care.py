@@ -369,6 +369,10 @@ class CARE:
             raise CareError("no validation patches: create patches with validation_fraction > 0")
         self._check_patches(Xv, Yv, "validation patches")
         self._check_normalization(info)
+        # the symmetries the network learns (pipeline.augment_batch): the square's 8 when the patches are
+        # square in YX, the 4 flips otherwise, none without augmentation; a resumed run keeps the fewest
+        views = (8 if X.shape[-3] == X.shape[-2] else 4) if c.augment else 1
+        views = min(views, (self.run_card or {}).get("trained_views", views))
         budget = parse_duration(c.time_limit if time_limit is None else time_limit)
         epochs = int(epochs or c.epochs)
         steps = int(steps_per_epoch or c.steps_per_epoch)
@@ -492,6 +496,7 @@ class CARE:
                                       len(self.history), list(self.history), self.best_val_loss, seconds)
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
         self.run_card = self._run_card(info, data_hash, cb.status, cb.message, seconds)
+        self.run_card["trained_views"] = views
         if resume_msg:
             self.run_card["resumed"] = resume_msg
         if self.baseline_val:
@@ -558,15 +563,27 @@ class CARE:
                             f"(shape {tuple(np.shape(x))}, axes {axes})")
         return axes
 
-    def _tta_views(self, tta, name):
-        """Whether ``tta``'s views include the quarter turns (square training patches); raises when the
-        model never learned the views (trained with ``augment=False``)."""
+    @property
+    def learned_views(self):
+        """How many of the image's flips and 90° rotations the network was trained on: 8 (square
+        patches), 4 (rectangular ones: no quarter turns) or 1 (``augment=False``). The run card's
+        ``trained_views`` when training recorded it, else from ``augment`` and ``patch_size``."""
         c = self.config
-        if tta and not c.augment:
+        learned = (self.run_card or {}).get("trained_views")
+        if learned is None:
+            learned = (8 if c.patch_size[-1] == c.patch_size[-2] else 4) if c.augment else 1
+        return int(learned)
+
+    def _tta_views(self, tta, name):
+        """Whether ``tta``'s views include the quarter turns (:attr:`learned_views`); raises when the
+        model never learned the views."""
+        c = self.config
+        learned = self.learned_views
+        if tta and learned == 1:
             raise CareError(f"{name}: tta averages the flips and rotations the network was trained on, but "
                             f"this {c.kind} model was trained without augmentation (augment=False); "
                             "predict with tta=False")
-        return c.patch_size[-1] == c.patch_size[-2]
+        return learned == 8
 
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
                 stage_tiles=None, normalization=None, tta=False, progress=None, stop=None, out=None,

@@ -398,9 +398,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                         "runs models whose output lies on the input's grid (kinds care, subdiffraction): restore "
                         "it in memory (carecore predict without --dask)")
     c = first.config
-    if tta and not c.augment:   # before anything is read or any worker starts
-        raise CareError(f"tta: {folders[0]} was trained without augmentation (augment=False); its flips and "
-                        "rotations were never learned: predict with tta=False")
+    if tta:   # before anything is read or any worker starts
+        first._tta_views(tta, str(folders[0]))
     dst = Path(dst)
     if not dst.name.lower().endswith(".zarr"):
         raise CareError(f"{dst}: chunked prediction writes an OME-Zarr store; name it *.ome.zarr")

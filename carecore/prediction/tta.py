@@ -1,7 +1,8 @@
 """Test-time augmentation: the mean of the restorations of an image's flips and 90° rotations.
 
 A network trained with augmentation (:func:`carecore.training.pipeline.augment_batch`: flips of Y
-and X, 90° rotations in the YX plane when the patches are square) has learned each of these views.
+and X, 90° rotations in the YX plane when the patches are square) has learned each of these views;
+its run card records how many (``trained_views``: 8, 4 or 1), and prediction averages exactly those.
 Its errors in the different views are partly independent (the view moves the noise against the
 network's pooling grid and filters), so their mean is smoother where the truth is flat. Measured by
 ``benchmarks/bench_quality.py`` (180 s of training, the README's figures): test SSIM +0.002 to +0.035

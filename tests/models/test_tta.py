@@ -89,6 +89,35 @@ def test_tta_needs_an_augmented_model():
         model.predict(np.zeros((32, 32), np.float32), axes="YX", tta=True)
 
 
+def test_tta_uses_the_views_of_the_patches_the_model_was_trained_on(tmp_path):
+    """The run card records the symmetries training showed the network (8 on square patches, 4 on
+    rectangular ones, whatever the configured patch_size); tta uses exactly those, also after saving."""
+    rng = np.random.default_rng(0)
+
+    def pairs(shape):
+        X = rng.random((12, *shape, 1)).astype(np.float32)
+        return X[:10], X[:10], X[10:], X[10:]
+
+    def n_views(model):
+        seen = []
+        model.predict(rng.random((32, 32)).astype(np.float32), axes="YX", n_tiles=(1, 1), tta=True,
+                      progress=lambda d, t, w: seen.append(t))
+        return seen[-1]
+
+    model = cc.CARE(care_config("YX", quick=True, epochs=1, steps_per_epoch=2), tmp_path / "m")
+    assert model.config.patch_size == (32, 32)
+    model.train(pairs((32, 32)))
+    assert model.run_card["trained_views"] == 8 and n_views(model) == 8
+    model.train(pairs((32, 16)))        # resumed on rectangular patches: the quarter turns are not all learned
+    assert model.run_card["trained_views"] == 4 and n_views(model) == 4
+    assert n_views(cc.load_model(tmp_path / "m")) == 4
+    flat = cc.CARE(care_config("YX", quick=True, epochs=1, steps_per_epoch=2, augment=False))
+    flat.train(pairs((32, 32)))
+    assert flat.run_card["trained_views"] == 1
+    with pytest.raises(CareError, match="augment=False"):
+        n_views(flat)
+
+
 def test_tta_of_a_projection_turns_the_stack_and_its_plane():
     from carecore.models.projection import ProjectionCARE
 
