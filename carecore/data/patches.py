@@ -156,6 +156,8 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
     shape = tuple(high.shape[high.axes.index(a)] for a in sp)
     p = tuple(patch_high)
     valid = tuple(s - q + 1 for s, q in zip(shape, p))
+    if fg_threshold == -np.inf:  # uniform draws: every start is eligible, nothing needs reading
+        return np.stack([rng.integers(0, v, size=n) for v in valid], 1).reshape(n, len(valid)), 1.0
     k = tuple(max(q // 2, 1) for q in p)
     # threshold per channel: fg_threshold × P99.9 of that (normalized) channel, from a sub-sample; each
     # channel is divided by its own P99.9 so that one threshold fg_threshold applies to the channel maximum

@@ -36,6 +36,8 @@ from .config import CareConfig
 
 #: Default working memory of a prediction (bytes: network activations and kept intermediate arrays).
 DEFAULT_PREDICT_BUDGET = 1 * 2**30
+#: Validation patches a probabilistic model's ``tta_scale_factor`` is measured on (8 views each)
+TTA_FIT_PATCHES = 32
 
 
 @dataclass
@@ -510,6 +512,12 @@ class CARE:
             last = self.keras_model.get_weights()
             self.keras_model.set_weights(self._best_weights)
             self.run_card["reference"] = reference_levels(self, val.X[:16])
+            if views > 1:   # the intervals of the mean over views, calibrated on held-out patches
+                from ..prediction.tta import fit_scale_factor
+
+                net = lambda v, k: np.asarray(self.keras_model.predict_on_batch(v), np.float32)  # noqa: E731
+                self.run_card["tta_scale_factor"] = fit_scale_factor(net, val.X[:TTA_FIT_PATCHES],
+                                                                     val.Y[:TTA_FIT_PATCHES], views == 8)
             self.keras_model.set_weights(last)
         if self.path is not None:
             self.save(self.path)
@@ -573,6 +581,13 @@ class CARE:
         if learned is None:
             learned = (8 if c.patch_size[-1] == c.patch_size[-2] else 4) if c.augment else 1
         return int(learned)
+
+    @property
+    def tta_scale_factor(self):
+        """The factor on a probabilistic model's scale under ``tta`` (:func:`~carecore.prediction.tta.
+        fit_scale_factor`), measured on its validation patches when training ended; 1 for models
+        trained before it was recorded (the views' mixture-matched scale as it is)."""
+        return float((self.run_card or {}).get("tta_scale_factor", 1.0))
 
     def _tta_views(self, tta, name):
         """Whether ``tta``'s views include the quarter turns (:attr:`learned_views`); raises when the
@@ -655,7 +670,8 @@ class CARE:
         tiles = plan.tiles
         n_views = len(views(square)) if tta else 1   # progress counts every view of every tile
         unit = "tile views" if tta else "tiles"
-        average = dict(n_mean=c.n_channel_out if c.probabilistic else None, stop=stop)
+        average = dict(n_mean=c.n_channel_out if c.probabilistic else None, scale_factor=self.tta_scale_factor,
+                       stop=stop)
         if plan.stage_tiles is None:
             tile_bytes = int(np.prod(plan.tile_shape)) * self._bytes_per_voxel()
             bs = batch_size or int(max(1, min(8, memory_budget // max(tile_bytes, 1))))

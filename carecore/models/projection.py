@@ -390,7 +390,7 @@ class ProjectionCARE(CARE):
             group = tiles[start:start + bs]
             batch = np.stack([normalized(t) for t in group])   # (B, Z, Y, X, C) -> (B, Y, X, C)
             pred = (mean_over_views(run_batch, batch, square, n_mean=c.n_channel_out if c.probabilistic else None,
-                                    stop=stop) if tta else run_batch(batch))
+                                    scale_factor=self.tta_scale_factor, stop=stop) if tta else run_batch(batch))
             for t, p in zip(group, pred):
                 res[t.core] = p[t.inner]
         if c.n_channel_in == c.n_channel_out:  # back to the input's intensity range

@@ -48,14 +48,16 @@ def swap_yx(counts, k):
     return counts[:-2] + (counts[-1], counts[-2]) if k % 2 else counts
 
 
-def mean_over_views(run, x, square=True, *, n_mean=None, stop=None):
+def mean_over_views(run, x, square=True, *, n_mean=None, scale_factor=1.0, stop=None):
     """The mean of ``inverse(run(forward(x, k, flip), k))`` over :func:`views` (float32).
 
     ``run(view, k)`` restores one view. With ``n_mean`` (probabilistic outputs: the first ``n_mean``
     channels are Laplace means, the rest their scales) the views are a mixture of Laplaces, answered
     as one Laplace with the mixture's mean and variance (the convention of ensembles' ``--scale-out``):
-    mean ``m = mean(mu)``, scale ``sqrt(mean(b**2) + var(mu) / 2)``, so that where the views disagree
-    the interval widens. ``stop()`` is polled before every view.
+    mean ``m = mean(mu)``, scale ``scale_factor * sqrt(mean(b**2) + var(mu) / 2)``, so that where the
+    views disagree the interval widens. The mean of the views errs less than one view does, which the
+    views' own scales do not know: ``scale_factor`` (:func:`fit_scale_factor`, measured on a model's
+    validation patches) brings the intervals back to calibration. ``stop()`` is polled before every view.
     """
     from ..progress import check_stop
 
@@ -74,5 +76,35 @@ def mean_over_views(run, x, square=True, *, n_mean=None, stop=None):
     if n_mean is not None:   # var(mu) = E[mu²] - m²; mean(b²) from the scale channels' second moment
         s2 /= len(vs)
         var_mu = np.maximum(s2[..., :n_mean] - s1[..., :n_mean] ** 2, 0)
-        s1[..., n_mean:] = np.sqrt(s2[..., n_mean:] + var_mu / 2)
+        s1[..., n_mean:] = scale_factor * np.sqrt(s2[..., n_mean:] + var_mu / 2)
     return s1
+
+
+#: candidate factors of :func:`fit_scale_factor`
+SCALE_FACTORS = np.round(np.arange(0.1, 2.01, 0.02), 2)
+
+
+def fit_scale_factor(run, X, Y, square=True, *, max_values=200_000, seed=0):
+    """The factor on the views' mixture-matched scale that calibrates the mean over views best.
+
+    Restores the validation patches ``X`` (network units, (B, *spatial, C)) in every view with
+    ``run(view, k)`` (means, then scales, as the network answers) and returns the factor of
+    :data:`SCALE_FACTORS` whose intervals have the least expected calibration error against the
+    targets ``Y`` (:func:`carecore.uncertainty.calibration_curve`, on at most ``max_values`` values).
+    Held-out patches, as the validation curve's: the test image's truth is never used.
+
+    Without it (factor 1) the intervals of the mean over views were too wide on the demo's test images
+    (README, "The mean over flips and rotations at prediction": expected calibration error 0.088 in 3D
+    where one view has 0.020; 0.026 with the factor).
+    """
+    from ..uncertainty import calibration_curve
+
+    X, Y = np.asarray(X, np.float32), np.asarray(Y, np.float32)
+    n = Y.shape[-1]
+    p = mean_over_views(run, X, square, n_mean=n)
+    m, b, y = p[..., :n].ravel(), p[..., n:].ravel(), Y.ravel()
+    if m.size > max_values:
+        pick = np.random.default_rng(seed).choice(m.size, max_values, replace=False)
+        m, b, y = m[pick], b[pick], y[pick]
+    ece = [calibration_curve(y, m, f * b)["ece"] for f in SCALE_FACTORS]
+    return float(SCALE_FACTORS[int(np.argmin(ece))])

@@ -5,7 +5,7 @@ import pytest
 
 import carecore as cc
 from carecore import CareError, care_config
-from carecore.prediction.tta import forward, inverse, views
+from carecore.prediction.tta import fit_scale_factor, forward, inverse, views
 
 
 def _jittered(model, seed=0):
@@ -116,6 +116,36 @@ def test_tta_uses_the_views_of_the_patches_the_model_was_trained_on(tmp_path):
     assert flat.run_card["trained_views"] == 1
     with pytest.raises(CareError, match="augment=False"):
         n_views(flat)
+
+
+@pytest.mark.parametrize("true_factor", [0.5, 1.5])
+def test_fit_scale_factor_finds_the_factor_that_calibrates(true_factor):
+    """Views that answer the input with scale b, against targets that lie true_factor * b away
+    (Laplace): the fitted factor is the true one, whichever side of 1 it lies."""
+    rng = np.random.default_rng(1)
+    X = rng.random((16, 24, 24, 1)).astype(np.float32)
+    b = 0.05
+    Y = X + rng.laplace(0, true_factor * b, X.shape).astype(np.float32)
+    run = lambda v, k: np.concatenate([v, np.full_like(v, b)], -1)   # noqa: E731
+    assert fit_scale_factor(run, X, Y) == pytest.approx(true_factor, abs=0.06)
+
+
+def test_a_probabilistic_model_calibrates_its_tta_intervals_on_validation_patches():
+    """Training ends by measuring the factor on held-out patches; predict(tta=True) applies it to the
+    views' mixture-matched scale, and leaves the mean alone."""
+    rng = np.random.default_rng(3)
+    clean = rng.random((12, 32, 32, 1)).astype(np.float32)
+    noisy = clean + rng.normal(0, 0.2, clean.shape).astype(np.float32)
+    model = cc.CARE(care_config("YX", quick=True, probabilistic=True, epochs=1, steps_per_epoch=4))
+    model.train((noisy[:10], clean[:10], noisy[10:], clean[10:]))
+    factor = model.tta_scale_factor
+    assert model.run_card["tta_scale_factor"] == factor and 0.1 <= factor <= 2.0
+    x = rng.random((40, 40)).astype(np.float32)
+    mean, scale = model.predict(x, axes="YX", tta=True)
+    model.run_card["tta_scale_factor"] = 1.0
+    mean1, scale1 = model.predict(x, axes="YX", tta=True)
+    np.testing.assert_allclose(mean, mean1)
+    np.testing.assert_allclose(scale, factor * scale1, rtol=1e-5)
 
 
 def test_tta_of_a_projection_turns_the_stack_and_its_plane():
