@@ -522,7 +522,8 @@ def build_parser():
     s.add_argument("--tta", action="store_true",
                    help="average the restorations of the image's flips and 90° rotations in YX (test-time "
                         "augmentation: 8 views, 4 when the training patches were not square; that many times the "
-                        "work, smoother where the truth is flat)")
+                        "work, smoother where the truth is flat; a probabilistic model's scale is multiplied by the "
+                        "factor its training measured on validation patches)")
     s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (ensembles: mixture std/sqrt2)")
     s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here")
     s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out")
