@@ -464,11 +464,14 @@ class CARE:
                 self.run_card = self._run_card(info, data_hash, "running", "", 0.0)
                 self.save(self.path)
 
+        from ..training.dead_network import Revival
+
         cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
                            best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline, t_start=t_enter,
                            loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None,
-                           loss_scale=1.0 / self.keras_model.distribute_strategy.num_replicas_in_sync)
+                           loss_scale=1.0 / self.keras_model.distribute_strategy.num_replicas_in_sync,
+                           revival=Revival(self, val.X, c.seed + initial))
         # a budget: the deadline ends training (the callback counts the epochs it still holds); the planned
         # epochs only size them, from a few timed steps that can be off by half (measured: 17 s planned,
         # 8-12 s taken, and the run ended with a third of its budget unused)
@@ -497,8 +500,11 @@ class CARE:
                 return TrainingResult(cb.status, cb.message + " (no epoch finished before it: nothing was saved)",
                                       len(self.history), list(self.history), self.best_val_loss, seconds)
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
-        self.run_card = self._run_card(info, data_hash, cb.status, cb.message, seconds)
+        message = "; ".join(m for m in [cb.message, *cb.notes] if m)
+        self.run_card = self._run_card(info, data_hash, cb.status, message, seconds)
         self.run_card["trained_views"] = views
+        if cb.restarts:
+            self.run_card["restarts"] = self.run_card.get("restarts", []) + cb.restarts
         if resume_msg:
             self.run_card["resumed"] = resume_msg
         if self.baseline_val:
@@ -524,8 +530,8 @@ class CARE:
         if self._best_weights is not None:
             self.keras_model.set_weights(self._best_weights)  # predict with the best weights
         if callback is not None:
-            callback({"kind": "end", "status": cb.status, "message": cb.message})
-        return TrainingResult(cb.status, cb.message, len(self.history), list(self.history), self.best_val_loss, seconds)
+            callback({"kind": "end", "status": cb.status, "message": message})
+        return TrainingResult(cb.status, message, len(self.history), list(self.history), self.best_val_loss, seconds)
 
     def _run_card(self, info, data_hash, status, message, seconds):
         import keras

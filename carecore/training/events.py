@@ -8,6 +8,8 @@
 - ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
   "best": bool}`` after every epoch (for a time budget ``epochs`` is the number the time left holds at
   the pace so far, updated after every epoch, and the last epoch's own number at the end);
+- ``{"kind": "restart", "epoch", "seed", "message"}`` when the network stopped depending on its input
+  and training starts again from new weights (:mod:`carecore.training.dead_network`);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
 ``stop()`` is polled after every step; when it returns True training ends after that step.
@@ -31,7 +33,7 @@ class EventCallback(keras.callbacks.Callback):
 
     def __init__(self, *, epochs, steps, callback=None, stop=None, val_data=None, val_fn=None,
                  lr_patience=10, early_stopping=0, initial_epoch=0, best_val=math.inf, on_epoch=None, lr_fn=None,
-                 deadline=None, t_start=None, loss_schedule=None, loss_scale=1.0):
+                 deadline=None, t_start=None, loss_schedule=None, loss_scale=1.0, revival=None):
         super().__init__()
         # Keras 3 (TensorFlow, MirroredStrategy) reports losses and metrics summed over the replicas
         # (measured: twice the loss on two devices, the same network): ``1 / replicas`` undoes it
@@ -58,6 +60,10 @@ class EventCallback(keras.callbacks.Callback):
         # (loss, settled): loss.w follows loss.weight_at(fraction); epochs before the fraction
         # ``settled`` measure another loss and are not candidates for the best weights
         self.loss_schedule = loss_schedule
+        # the dead-network check after every epoch (dead_network.Revival), and what it found
+        self.revival = revival
+        self.restarts = []   # {"epoch", "seed", "left"} of every restart
+        self.notes = []      # sentences for the run's message
 
     def _emit(self, event):
         if self.callback is not None:
@@ -67,7 +73,7 @@ class EventCallback(keras.callbacks.Callback):
         return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_train_begin(self, logs=None):
-        self.t0 = time.perf_counter()
+        self.t0 = self.t_sched = time.perf_counter()   # t_sched: where the schedule starts (a restart moves it)
         if self.t_start is None:
             self.t_start = self.t0
         self.steps_done = 0
@@ -78,16 +84,17 @@ class EventCallback(keras.callbacks.Callback):
         """How much of the planned training is done: steps, or for a budget the time (the deadline, not
         a step count planned from a few timed steps, ends a budgeted run)."""
         if self.deadline:
-            span = self.deadline - (self.t0 - self.t_start)
-            done = (time.perf_counter() - self.t0) / max(span, 1e-9)
+            span = self.deadline - (self.t_sched - self.t_start)
+            done = (time.perf_counter() - self.t_sched) / max(span, 1e-9)
         else:
             done = self.steps_done / max(self.total_steps, 1)
         return float(min(1.0, max(0.0, done)))
 
-    def _eta(self, elapsed):
+    def _eta(self):
         if self.deadline:
             return max(0.0, self.deadline - (time.perf_counter() - self.t_start))
-        return elapsed / max(self.steps_done, 1) * (self.total_steps - self.steps_done)
+        since = time.perf_counter() - self.t_sched   # the steps since the schedule (re)started
+        return since / max(self.steps_done, 1) * (self.total_steps - self.steps_done)
 
     def on_train_batch_begin(self, batch, logs=None):
         f = self.fraction()
@@ -113,7 +120,7 @@ class EventCallback(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         event = {"kind": "batch", "epoch": self._epoch + 1, "epochs": self.epochs, "step": batch + 1,
-                 "steps": self.steps, "loss": loss, "lr": self._lr(), "elapsed": elapsed, "eta": self._eta(elapsed)}
+                 "steps": self.steps, "loss": loss, "lr": self._lr(), "elapsed": elapsed, "eta": self._eta()}
         if self.loss_schedule is not None:  # 0: MAE of the mean, 1: Laplace NLL (the curve changes scale)
             event["laplace_weight"] = float(keras.ops.convert_to_numpy(self.loss_schedule[0].w))
         self._emit(event)
@@ -173,7 +180,34 @@ class EventCallback(keras.callbacks.Callback):
         self.rows.append(row)
         if self.on_epoch is not None:
             self.on_epoch(self)
-        self._emit({"kind": "epoch", "epochs": self.epochs, "best": best, "eta": self._eta(elapsed), **row})
+        self._emit({"kind": "epoch", "epochs": self.epochs, "best": best, "eta": self._eta(), **row})
+        if self.revival is not None and not self.model.stop_training and self.revival.dead():
+            self._restart(epoch + 1)
+
+    def _restart(self, epoch):
+        """The network answers every input alike: new weights and a new schedule over what is left."""
+        from .dead_network import MAX_RESTARTS, MIN_LEFT
+
+        left = 1.0 - self.fraction()
+        what = (f"after epoch {epoch} the network no longer depended on its input (its last layer was inactive "
+                "on every validation patch; it answered with its base alone)")
+        if len(self.restarts) >= MAX_RESTARTS or left < MIN_LEFT:
+            if not any(n.startswith(what[:30]) for n in self.notes):
+                self.notes.append(f"{what}; too little training was left to start again: train again with "
+                                  "another seed")
+            return
+        seed = self.revival.restart(len(self.restarts) + 1)
+        self.restarts.append({"epoch": epoch, "seed": seed, "left": round(left, 3)})
+        # the schedule (warm-up included) starts again over the time or steps left
+        self.t_sched = time.perf_counter()
+        self.total_steps = max(1, self.total_steps - self.steps_done)
+        self.steps_done = 0
+        self.wait_lr = self.wait_stop = 0
+        if self.lr_fn is not None:
+            self.model.optimizer.learning_rate.assign(self.lr_fn(0.0))
+        note = f"{what}; it started again from new weights (seed {seed}) with {left:.0%} of the training left"
+        self.notes.append(note)
+        self._emit({"kind": "restart", "epoch": epoch, "seed": seed, "message": note})
 
 
 def cosine_lr(peak, warmup=0.05):

@@ -1,0 +1,65 @@
+"""A network that stopped depending on its input is found after its epoch and started again from new
+weights, or the run says it could not be (``carecore.training.dead_network``, issue 16)."""
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+import carecore as cc
+from carecore.models.config import care_config
+from carecore.training.dead_network import Revival
+
+
+def _pairs(seed=0):
+    rng = np.random.default_rng(seed)
+    clean = gaussian_filter(rng.random((12, 32, 32, 1)), (0, 2, 2, 0)).astype(np.float32)
+    clean = (clean - clean.min()) / np.ptp(clean)
+    noisy = (clean + rng.normal(0, 0.2, clean.shape)).astype(np.float32)
+    return noisy[:10], clean[:10], noisy[10:], clean[10:]
+
+
+def _kill(model):
+    """What a bad step does: every unit of the last feature layer below zero for every input."""
+    layer = model.keras_model.get_layer(f"up0_conv{model.config.unet_n_conv - 1}_bias")
+    layer.bias.assign(np.full(tuple(layer.bias.shape), -1e3, np.float32))
+
+
+def _model(epochs):
+    return cc.CARE(care_config("YX", quick=True, epochs=epochs, steps_per_epoch=5, residual_sigma=1.0,
+                               precision="float32", seed=4))
+
+
+def test_the_check_tells_a_dead_network_from_a_live_one():
+    X = _pairs()[2]
+    model = _model(1)
+    model.keras_model.get_layer("head_mean").kernel.assign(np.full((1, 1, 8, 1), 0.1, np.float32))
+    assert not Revival(model, X, 0).dead()
+    _kill(model)
+    assert Revival(model, X, 0).dead()
+
+
+def test_a_dead_network_starts_again_from_new_weights_and_learns():
+    data = _pairs()
+    model = _model(4)
+    _kill(model)
+    events = []
+    result = model.train(data, callback=events.append)
+    restarts = [e for e in events if e["kind"] == "restart"]
+    assert [(e["epoch"], e["seed"]) for e in restarts] == [(1, 4 + 1000)]   # found after its first epoch
+    assert model.run_card["restarts"] == [{"epoch": 1, "seed": 1004, "left": 0.75}]
+    assert "started again from new weights (seed 1004) with 75% of the training left" in result.message
+    assert result.message == model.run_card["message"]
+    # the new network answers its input again (a dead one validates alike every epoch), after a new warm-up
+    ssim = [row["val_ssim"] for row in result.history]
+    assert len(set(ssim[1:])) > 1, ssim
+    lrs = [e["lr"] for e in events if e["kind"] == "batch"]
+    assert lrs[5] < lrs[4] and lrs[5] < 0.1 * model.config.learning_rate
+
+
+def test_a_network_dead_at_the_end_is_reported_not_hidden():
+    data = _pairs()
+    model = _model(1)
+    _kill(model)
+    events = []
+    result = model.train(data, callback=events.append)
+    assert not [e for e in events if e["kind"] == "restart"] and "restarts" not in model.run_card
+    assert "no longer depended on its input" in result.message and "train again with another seed" in result.message
+    assert Revival(model, data[2], 0).dead()
