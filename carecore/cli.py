@@ -196,7 +196,7 @@ def cmd_train(args):
         elif e["kind"] == "baseline":
             bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']} "
                       f"val_ssim {e['val_ssim']:.3f}")
-        elif e["kind"] == "resume":
+        elif e["kind"] in ("resume", "dead_network"):
             bar.write(e["message"])
 
     if args.ensemble:

@@ -8,8 +8,9 @@
 - ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
   "best": bool}`` after every epoch (for a time budget ``epochs`` is the number the time left holds at
   the pace so far, updated after every epoch, and the last epoch's own number at the end);
-- ``{"kind": "restart", "epoch", "seed", "message"}`` when the network stopped depending on its input
-  and training starts again from new weights (:mod:`carecore.training.dead_network`);
+- ``{"kind": "dead_network", "epoch", "restarted": bool, "seed", "message"}`` when the network stopped
+  depending on its input, and training started again from new weights of ``seed`` or (too little
+  left, ``seed`` None) goes on to its end (:mod:`carecore.training.dead_network`);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
 ``stop()`` is polled after every step; when it returns True training ends after that step.
@@ -193,8 +194,10 @@ class EventCallback(keras.callbacks.Callback):
                 "on every validation patch; it answered with its base alone)")
         if len(self.restarts) >= MAX_RESTARTS or left < MIN_LEFT:
             if not any(n.startswith(what[:30]) for n in self.notes):
-                self.notes.append(f"{what}; too little training was left to start again: train again with "
-                                  "another seed")
+                note = f"{what}; too little training was left to start again: train again with another seed"
+                self.notes.append(note)
+                self._emit({"kind": "dead_network", "epoch": epoch, "restarted": False, "seed": None,
+                            "message": note})
             return
         seed = self.revival.restart(len(self.restarts) + 1)
         self.restarts.append({"epoch": epoch, "seed": seed, "left": round(left, 3)})
@@ -207,7 +210,7 @@ class EventCallback(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(self.lr_fn(0.0))
         note = f"{what}; it started again from new weights (seed {seed}) with {left:.0%} of the training left"
         self.notes.append(note)
-        self._emit({"kind": "restart", "epoch": epoch, "seed": seed, "message": note})
+        self._emit({"kind": "dead_network", "epoch": epoch, "restarted": True, "seed": seed, "message": note})
 
 
 def cosine_lr(peak, warmup=0.05):

@@ -132,7 +132,7 @@ def run_job(job_dir):
     job_dir = Path(job_dir)
     job = json.loads((job_dir / "job.json").read_text())
     status = json.loads((job_dir / "status.json").read_text()) if (job_dir / "status.json").exists() else {}
-    status.update(state="running", pid=os.getpid(), history=[], losses=[], message="")
+    status.update(state="running", pid=os.getpid(), history=[], losses=[], notes=[], message="")
     last_write = [0.0]
     step = [0]
 
@@ -159,6 +159,10 @@ def run_job(job_dir):
             write(force=True)
         elif e["kind"] == "resume":
             status["resume"] = e.get("message", "")
+        elif e["kind"] == "dead_network":   # shown by the app until the next job
+            member = f"member {e['member']}: " if e.get("member") else ""
+            status.setdefault("notes", []).append(member + e.get("message", ""))
+            write(force=True)
         elif e["kind"] == "end":
             status["message"] = e.get("message", "")
 

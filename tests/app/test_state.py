@@ -550,3 +550,21 @@ def test_projection_3d_low_2d_high_and_a_yx_output(tmp_path):
     out = cc.read_image(s.resolve(s.restored_path))
     assert out.axes == "YX" and out.data.shape == (64, 64)
     assert list(s.metrics)[:2] == ["maximum projection of the input", "CARE"]
+
+
+def test_train_step_shows_a_jobs_dead_network_notes(tmp_path):
+    """A training that found its network dead says so under the Train step's status, one line per note."""
+    import json
+
+    from carelab import CareLab, LabState
+
+    job = tmp_path / "models" / "job1"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text(json.dumps({"config": {}, "patches": "", "ensemble": 0}))
+    notes = ["after epoch 1 the network no longer depended on its input (...); it started again from new weights "
+             "(seed 1000) with 90% of the training left", "member 2: after epoch 3 ... <b>"]
+    (job / "status.json").write_text(json.dumps({"state": "time_limit", "notes": notes, "history": [], "losses": []}))
+    lab = CareLab(LabState(tmp_path, quick=True))
+    shown = lab.steps[1].status.value
+    assert shown.count("care-dead-network") == 2 and "with 90% of the training left" in shown
+    assert "&lt;b&gt;" in shown and "care-job-time_limit" in shown

@@ -42,8 +42,8 @@ def test_a_dead_network_starts_again_from_new_weights_and_learns():
     _kill(model)
     events = []
     result = model.train(data, callback=events.append)
-    restarts = [e for e in events if e["kind"] == "restart"]
-    assert [(e["epoch"], e["seed"]) for e in restarts] == [(1, 4 + 1000)]   # found after its first epoch
+    dead = [e for e in events if e["kind"] == "dead_network"]
+    assert [(e["epoch"], e["restarted"], e["seed"]) for e in dead] == [(1, True, 4 + 1000)]   # found after its first epoch
     assert model.run_card["restarts"] == [{"epoch": 1, "seed": 1004, "left": 0.75}]
     assert "started again from new weights (seed 1004) with 75% of the training left" in result.message
     assert result.message == model.run_card["message"]
@@ -60,6 +60,29 @@ def test_a_network_dead_at_the_end_is_reported_not_hidden():
     _kill(model)
     events = []
     result = model.train(data, callback=events.append)
-    assert not [e for e in events if e["kind"] == "restart"] and "restarts" not in model.run_card
+    dead = [e for e in events if e["kind"] == "dead_network"]
+    assert [(e["epoch"], e["restarted"], e["seed"]) for e in dead] == [(1, False, None)]
+    assert "restarts" not in model.run_card and dead[0]["message"] in result.message
     assert "no longer depended on its input" in result.message and "train again with another seed" in result.message
     assert Revival(model, data[2], 0).dead()
+
+
+def test_a_training_job_keeps_the_note_for_the_app(tmp_path):
+    """The app's training runs as a job: the note reaches its status file (and from there the Train step)."""
+    import json
+
+    from carecore.training.jobs import run_job
+
+    rng = np.random.default_rng(1)
+    clean = gaussian_filter(rng.random((96, 96)), 2).astype(np.float32)
+    noisy = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)
+    cc.create_patches([(noisy, clean)], (32, 32), axes="YX", n_patches_per_image=16, out=tmp_path / "patches")
+    model = _model(2)
+    _kill(model)
+    model.save(tmp_path / "job" / "model")
+    (tmp_path / "job" / "job.json").write_text(json.dumps(
+        {"config": model.config.to_dict(), "patches": str(tmp_path / "patches"), "epochs": 2, "steps_per_epoch": 5}))
+    status = run_job(tmp_path / "job")
+    assert status["state"] == "completed", status
+    assert len(status["notes"]) == 1 and "started again from new weights (seed 1004)" in status["notes"][0]
+    assert json.loads((tmp_path / "job" / "status.json").read_text())["notes"] == status["notes"]
