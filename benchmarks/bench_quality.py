@@ -143,6 +143,7 @@ def run_case(case, budget, root):
            "n_val": int(patches.n_val), "input": cc.evaluate(x, truth, axes=axes), "care": care, "care_tta": care_tta,
            "input_normalization": model.config.input_normalization, "care_own_percentiles": care_own,
            "budget_clock": model.run_card.get("budget_clock"),
+           "restarts": model.run_card.get("restarts", []),   # a network found dead and started again
            "baselines": {n: {"ssim": b.ssim, "nrmse": b.nrmse, "params": b.params, "params_nrmse": b.params_nrmse}
                          for n, b in tuned.items()},
            "best_ssim": [by_ssim.name, by_ssim.params, by_ssim.ssim],
@@ -343,6 +344,10 @@ def print_case(r, plan):
         print(f"{'':15s} {'':9s} {'':6s}   {r['train_s']:.0f} s for a {r['budget']:.0f} s budget: fit started after "
               f"{clock['fit_started']} s, its last epoch ended at {clock['last_epoch_ended']} s, it returned at "
               f"{clock['fit_returned']} s", flush=True)
+    for rs in r.get("restarts") or []:
+        print(f"{'':15s} {'':9s} {'':6s}   the network stopped depending on its input after epoch {rs['epoch']} "
+              f"and started again from new weights (seed {rs['seed']}) with {rs['left']:.0%} of the budget left",
+              flush=True)
     if r.get("care_tta"):
         t = r["care_tta"]
         print(f"{'':15s} {'':9s} {'':6s}   the mean over the test image's flips and rotations (tta=True, the app's "

@@ -471,7 +471,7 @@ class CARE:
                            best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline, t_start=t_enter,
                            loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None,
                            loss_scale=1.0 / self.keras_model.distribute_strategy.num_replicas_in_sync,
-                           revival=Revival(self, val.X, c.seed + initial))
+                           revival=Revival(self, val.X, c.seed))
         # a budget: the deadline ends training (the callback counts the epochs it still holds); the planned
         # epochs only size them, from a few timed steps that can be off by half (measured: 17 s planned,
         # 8-12 s taken, and the run ended with a third of its budget unused)
@@ -497,10 +497,16 @@ class CARE:
             if self._best_weights is None:  # nothing usable was trained: leave the folder as it was
                 if callback is not None:
                     callback({"kind": "end", "status": cb.status, "message": cb.message})
-                return TrainingResult(cb.status, cb.message + " (no epoch finished before it: nothing was saved)",
+                message = "; ".join(m for m in [cb.message + " (no epoch finished before it: nothing was saved)",
+                                                *cb.notes] if m)
+                return TrainingResult(cb.status, message,
                                       len(self.history), list(self.history), self.best_val_loss, seconds)
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
-        message = "; ".join(m for m in [cb.message, *cb.notes] if m)
+        notes = list(cb.notes)
+        if cb.restarts and cb.best_epoch is not None and cb.best_epoch <= cb.restarts[-1]["epoch"]:
+            notes.append(f"the restarted network did not beat the validation loss of epoch {cb.best_epoch}: "
+                         "those weights, from before the restart, are kept")
+        message = "; ".join(m for m in [cb.message, *notes] if m)
         self.run_card = self._run_card(info, data_hash, cb.status, message, seconds)
         self.run_card["trained_views"] = views
         if cb.restarts:

@@ -9,12 +9,13 @@ first epoch, and stayed so. A random (not zero) mean head, or leaky ReLUs, did n
 trials (the leaky network's loss blew up instead); clipping the gradient's norm showed no death in 10 first
 epochs, too few runs to tell it from chance.
 
-So training looks, after every epoch, at the mean head's output on a few validation patches
-(:meth:`Revival.dead`). When it is one number at every pixel, the network no longer depends on its input,
-and it starts again (:meth:`Revival.restart`) from new weights (another seed) and a fresh optimizer, with
-the time or steps left and a new warm-up, at most :data:`MAX_RESTARTS` times and while at least
-:data:`MIN_LEFT` of the training is left. Otherwise the run's message says so. The best weights are still
-chosen by validation loss over the whole run, the dead epochs included.
+So training looks, after every epoch, at the features the mean head reads on a few validation patches
+(:meth:`Revival.dead`). When each channel is one number at every pixel, the network no longer depends on
+its input, and it starts again (:meth:`Revival.restart`) from new weights (another seed) and a fresh
+optimizer, with the learning-rate schedule (its warm-up included) started again over the time or steps
+left, at most :data:`MAX_RESTARTS` times and while at least :data:`MIN_LEFT` of the whole training is
+left; otherwise the run's message says so, once. The best weights are still chosen by validation loss over
+the whole run, the dead epochs included, and the message says when they are from before a restart.
 """
 from __future__ import annotations
 
@@ -28,30 +29,48 @@ MIN_LEFT = 0.25
 PROBE_PATCHES = 16
 
 
+def _feature_chain(model):
+    """Models that, run one after another, map ``model``'s input to the features its mean head reads
+    (the head's input); the head may sit in a nested model (a projection's ``unet2d``). None without a
+    mean head."""
+    import keras
+
+    try:
+        head = model.get_layer("head_mean")
+    except ValueError:
+        head = None
+    if head is not None:
+        return [keras.Model(model.input, head.input)]
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            inner = _feature_chain(layer)
+            # the tensor the nested model is called on in this model (its own ``input`` is its inside's)
+            nodes = getattr(layer, "_inbound_nodes", None) or []
+            if inner and nodes and len(nodes[0].input_tensors) == 1:
+                return [keras.Model(model.input, nodes[0].input_tensors[0])] + inner
+    return None
+
+
 class Revival:
     """The dead-network check and restart of one training of ``care`` (a :class:`~carecore.CARE`)."""
 
     def __init__(self, care, X_val, seed):
-        import keras
-
         self.care = care
         self.seed = int(seed)
         self.X = np.asarray(X_val[:PROBE_PATCHES], np.float32)
-        km = care.keras_model
-        try:
-            head = km.get_layer("head_mean")
-        except ValueError:   # a network without a top-level mean head (e.g. a nested one): not checked
-            self.probe = None
-        else:
-            self.probe = keras.Model(km.input, head.output)
+        self.chain = _feature_chain(care.keras_model)
 
     def dead(self):
-        """True when the mean head gives one number per channel at every pixel of the probe patches."""
-        if self.probe is None or len(self.X) == 0:
+        """True when every feature channel the mean head reads is one number at every pixel of the probe
+        patches: the output then depends on the input only through the residual base. (Exact: a dead
+        ReLU layer gives zeros, and what follows it a constant; a live one, even untrained, varies.)"""
+        if not self.chain or len(self.X) == 0:
             return False
-        out = np.asarray(self.probe.predict_on_batch(self.X), np.float32)
-        spread = np.ptp(out.reshape(-1, out.shape[-1]), axis=0)
-        return bool(np.all(spread <= 1e-6))
+        x = self.X
+        for m in self.chain:
+            x = m.predict_on_batch(x)
+        f = np.asarray(x, np.float32)
+        return bool(np.all(np.ptp(f.reshape(-1, f.shape[-1]), axis=0) == 0))
 
     def restart(self, k):
         """New weights (seed ``seed + 1000 k``) and a fresh optimizer state; returns the new seed."""

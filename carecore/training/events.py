@@ -65,6 +65,8 @@ class EventCallback(keras.callbacks.Callback):
         self.revival = revival
         self.restarts = []   # {"epoch", "seed", "left"} of every restart
         self.notes = []      # sentences for the run's message
+        self._dead_reported = False
+        self.best_epoch = None
 
     def _emit(self, event):
         if self.callback is not None:
@@ -80,6 +82,9 @@ class EventCallback(keras.callbacks.Callback):
         self.steps_done = 0
         self.epoch_ends = []   # the end of each epoch, seconds after t_start
         self.total_steps = (self.epochs - self.initial_epoch) * self.steps
+        # the schedule's own steps (a restart starts them again over what is left) and the first rate
+        self.sched_steps, self.sched_total = 0, self.total_steps
+        self.lr0 = self._lr()
 
     def fraction(self):
         """How much of the planned training is done: steps, or for a budget the time (the deadline, not
@@ -88,14 +93,23 @@ class EventCallback(keras.callbacks.Callback):
             span = self.deadline - (self.t_sched - self.t_start)
             done = (time.perf_counter() - self.t_sched) / max(span, 1e-9)
         else:
-            done = self.steps_done / max(self.total_steps, 1)
+            done = self.sched_steps / max(self.sched_total, 1)
         return float(min(1.0, max(0.0, done)))
+
+    def left(self):
+        """The share of the whole training (time to the deadline, or steps) still to come."""
+        if self.deadline:
+            span = self.deadline - (self.t0 - self.t_start)
+            left = (self.deadline - (time.perf_counter() - self.t_start)) / max(span, 1e-9)
+        else:
+            left = 1.0 - self.steps_done / max(self.total_steps, 1)
+        return float(min(1.0, max(0.0, left)))
 
     def _eta(self):
         if self.deadline:
             return max(0.0, self.deadline - (time.perf_counter() - self.t_start))
         since = time.perf_counter() - self.t_sched   # the steps since the schedule (re)started
-        return since / max(self.steps_done, 1) * (self.total_steps - self.steps_done)
+        return since / max(self.sched_steps, 1) * (self.sched_total - self.sched_steps)
 
     def on_train_batch_begin(self, batch, logs=None):
         f = self.fraction()
@@ -110,6 +124,7 @@ class EventCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps_done += 1
+        self.sched_steps += 1
         mean = float((logs or {}).get("loss", np.nan)) * self.loss_scale  # the running mean of the epoch
         loss = mean * (batch + 1) - self._mean * batch if batch else mean   # this batch's own loss
         self._mean = mean
@@ -146,6 +161,7 @@ class EventCallback(keras.callbacks.Callback):
         best = settled and math.isfinite(val_loss) and val_loss < self.best_val
         if best:
             self.best_val = val_loss
+            self.best_epoch = epoch + 1
             self.best_weights = [w.copy() for w in self.model.get_weights()]
             self.wait_lr = self.wait_stop = 0
         elif settled:
@@ -182,18 +198,20 @@ class EventCallback(keras.callbacks.Callback):
         if self.on_epoch is not None:
             self.on_epoch(self)
         self._emit({"kind": "epoch", "epochs": self.epochs, "best": best, "eta": self._eta(), **row})
-        if self.revival is not None and not self.model.stop_training and self.revival.dead():
-            self._restart(epoch + 1)
+        if self.revival is not None and self.status != "nan" and self.revival.dead():
+            self._dead(epoch + 1)
 
-    def _restart(self, epoch):
-        """The network answers every input alike: new weights and a new schedule over what is left."""
+    def _dead(self, epoch):
+        """The network answers every input alike: new weights and a new schedule over what is left, or
+        (too late, or restarted enough) a note, given once."""
         from .dead_network import MAX_RESTARTS, MIN_LEFT
 
-        left = 1.0 - self.fraction()
-        what = (f"after epoch {epoch} the network no longer depended on its input (its last layer was inactive "
-                "on every validation patch; it answered with its base alone)")
-        if len(self.restarts) >= MAX_RESTARTS or left < MIN_LEFT:
-            if not any(n.startswith(what[:30]) for n in self.notes):
+        left = self.left()
+        what = (f"after epoch {epoch} the network no longer depended on its input (the features its last layer "
+                "reads were the same at every pixel of the validation patches: it answered with its base alone)")
+        if self.model.stop_training or len(self.restarts) >= MAX_RESTARTS or left < MIN_LEFT:
+            if not self._dead_reported:
+                self._dead_reported = True
                 note = f"{what}; too little training was left to start again: train again with another seed"
                 self.notes.append(note)
                 self._emit({"kind": "dead_network", "epoch": epoch, "restarted": False, "seed": None,
@@ -201,13 +219,12 @@ class EventCallback(keras.callbacks.Callback):
             return
         seed = self.revival.restart(len(self.restarts) + 1)
         self.restarts.append({"epoch": epoch, "seed": seed, "left": round(left, 3)})
-        # the schedule (warm-up included) starts again over the time or steps left
+        # the schedule (the cosine warm-up, or the plateau rule's first rate) starts again over what is left
         self.t_sched = time.perf_counter()
-        self.total_steps = max(1, self.total_steps - self.steps_done)
-        self.steps_done = 0
+        self.sched_total = max(1, self.total_steps - self.steps_done)
+        self.sched_steps = 0
         self.wait_lr = self.wait_stop = 0
-        if self.lr_fn is not None:
-            self.model.optimizer.learning_rate.assign(self.lr_fn(0.0))
+        self.model.optimizer.learning_rate.assign(self.lr_fn(0.0) if self.lr_fn is not None else self.lr0)
         note = f"{what}; it started again from new weights (seed {seed}) with {left:.0%} of the training left"
         self.notes.append(note)
         self._emit({"kind": "dead_network", "epoch": epoch, "restarted": True, "seed": seed, "message": note})

@@ -16,9 +16,9 @@ def _pairs(seed=0):
     return noisy[:10], clean[:10], noisy[10:], clean[10:]
 
 
-def _kill(model):
+def _kill(model, net=None):
     """What a bad step does: every unit of the last feature layer below zero for every input."""
-    layer = model.keras_model.get_layer(f"up0_conv{model.config.unet_n_conv - 1}_bias")
+    layer = (net or model.keras_model).get_layer(f"up0_conv{model.config.unet_n_conv - 1}_bias")
     layer.bias.assign(np.full(tuple(layer.bias.shape), -1e3, np.float32))
 
 
@@ -36,22 +36,77 @@ def test_the_check_tells_a_dead_network_from_a_live_one():
     assert Revival(model, X, 0).dead()
 
 
+def test_the_check_finds_the_head_inside_a_projection():
+    from carecore.models.projection import ProjectionCARE
+
+    model = ProjectionCARE(ProjectionCARE.default_config("ZYX", precision="float32", unet_filters=8))
+    X = np.random.default_rng(2).random((2, 8, 32, 32, 1)).astype(np.float32)
+    check = Revival(model, X, 0)
+    assert check.chain is not None and not check.dead()
+    _kill(model, model.keras_model.get_layer("unet2d"))
+    assert check.dead()
+
+
 def test_a_dead_network_starts_again_from_new_weights_and_learns():
     data = _pairs()
     model = _model(4)
     _kill(model)
     events = []
-    result = model.train(data, callback=events.append)
+
+    def record(e):
+        events.append(e)
+        if e["kind"] == "dead_network":   # a fresh optimizer: Adam's step count (and moments) from zero
+            e["iterations"] = int(model.keras_model.optimizer.iterations.numpy())
+
+    result = model.train(data, callback=record)
     dead = [e for e in events if e["kind"] == "dead_network"]
-    assert [(e["epoch"], e["restarted"], e["seed"]) for e in dead] == [(1, True, 4 + 1000)]   # found after its first epoch
+    assert [(e["epoch"], e["restarted"], e["seed"], e["iterations"]) for e in dead] == [(1, True, 4 + 1000, 0)]
     assert model.run_card["restarts"] == [{"epoch": 1, "seed": 1004, "left": 0.75}]
     assert "started again from new weights (seed 1004) with 75% of the training left" in result.message
     assert result.message == model.run_card["message"]
+    best = min(range(4), key=lambda i: result.history[i]["val_loss"]) + 1
+    assert ("did not beat the validation loss of epoch 1" in result.message) == (best == 1)
     # the new network answers its input again (a dead one validates alike every epoch), after a new warm-up
     ssim = [row["val_ssim"] for row in result.history]
     assert len(set(ssim[1:])) > 1, ssim
     lrs = [e["lr"] for e in events if e["kind"] == "batch"]
     assert lrs[5] < lrs[4] and lrs[5] < 0.1 * model.config.learning_rate
+
+
+def test_restarts_are_capped_and_counted_against_the_whole_training():
+    """Killed after each of the first three epochs: two restarts (7/8 and 6/8 of the steps left), then
+    one note, though the network stays dead to the end."""
+    model = _model(8)
+    _kill(model)
+    events = []
+
+    def kill_again(e):
+        events.append(e)
+        if e["kind"] == "epoch" and e["epoch"] <= 3:
+            _kill(model)
+
+    result = model.train(_pairs(), callback=kill_again)
+    dead = [e for e in events if e["kind"] == "dead_network"]
+    assert [(e["epoch"], e["restarted"]) for e in dead] == [(1, True), (2, True), (3, False)]
+    assert [r["left"] for r in model.run_card["restarts"]] == [0.875, 0.75]
+    assert result.message.count("no longer depended on its input") == 3   # epochs 4-8, dead too, add nothing
+
+
+def test_a_budgeted_run_restarts_its_schedule_over_the_time_left():
+    model = cc.CARE(care_config("YX", quick=True, epochs=3, residual_sigma=1.0, precision="float32", seed=4,
+                                time_limit=15))
+    _kill(model)
+    events = []
+    result = model.train(_pairs(), callback=events.append)
+    dead = [e for e in events if e["kind"] == "dead_network"]
+    assert result.status == "time_limit" and [e["restarted"] for e in dead] == [True]
+    assert 0.4 < model.run_card["restarts"][0]["left"] < 0.8, model.run_card["restarts"]
+    batches = [e for e in events if e["kind"] == "batch"]
+    after = next(i for i, e in enumerate(batches) if e["epoch"] == 2)
+    peak = model.config.learning_rate
+    assert batches[after - 1]["lr"] > 0.5 * peak and batches[after]["lr"] < 0.1 * peak   # warm-up again
+    assert max(e["lr"] for e in batches[after:]) > 0.5 * peak   # and the peak, in the time left
+    assert result.seconds < 15 + 10
 
 
 def test_a_network_dead_at_the_end_is_reported_not_hidden():
