@@ -207,8 +207,9 @@ class EventCallback(keras.callbacks.Callback):
         from .dead_network import MAX_RESTARTS, MIN_LEFT
 
         left = self.left()
-        what = (f"after epoch {epoch} the network no longer depended on its input (the features its last layer "
-                "reads were the same at every pixel of the validation patches: it answered with its base alone)")
+        what = (f"after epoch {epoch} the network had stopped learning: its last layer gave one value at every "
+                "pixel of the validation patches, so what the network adds to its smoothed or plain input no "
+                "longer depended on the image")
         if self.model.stop_training or len(self.restarts) >= MAX_RESTARTS or left < MIN_LEFT:
             if not self._dead_reported:
                 self._dead_reported = True

@@ -561,7 +561,7 @@ def test_train_step_shows_a_jobs_dead_network_notes(tmp_path):
     job = tmp_path / "models" / "job1"
     job.mkdir(parents=True)
     (job / "job.json").write_text(json.dumps({"config": {}, "patches": "", "ensemble": 0}))
-    notes = ["after epoch 1 the network no longer depended on its input (...); it started again from new weights "
+    notes = ["after epoch 1 the network had stopped learning (...); it started again from new weights "
              "(seed 1000) with 90% of the training left", "member 2: after epoch 3 ... <b>"]
     (job / "status.json").write_text(json.dumps({"state": "time_limit", "notes": notes, "history": [], "losses": []}))
     lab = CareLab(LabState(tmp_path, quick=True))

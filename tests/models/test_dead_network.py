@@ -89,7 +89,7 @@ def test_restarts_are_capped_and_counted_against_the_whole_training():
     dead = [e for e in events if e["kind"] == "dead_network"]
     assert [(e["epoch"], e["restarted"]) for e in dead] == [(1, True), (2, True), (3, False)]
     assert [r["left"] for r in model.run_card["restarts"]] == [0.875, 0.75]
-    assert result.message.count("no longer depended on its input") == 3   # epochs 4-8, dead too, add nothing
+    assert result.message.count("had stopped learning") == 3   # epochs 4-8, dead too, add nothing
 
 
 def test_a_budgeted_run_restarts_its_schedule_over_the_time_left():
@@ -118,7 +118,7 @@ def test_a_network_dead_at_the_end_is_reported_not_hidden():
     dead = [e for e in events if e["kind"] == "dead_network"]
     assert [(e["epoch"], e["restarted"], e["seed"]) for e in dead] == [(1, False, None)]
     assert "restarts" not in model.run_card and dead[0]["message"] in result.message
-    assert "no longer depended on its input" in result.message and "train again with another seed" in result.message
+    assert "had stopped learning" in result.message and "train again with another seed" in result.message
     assert Revival(model, data[2], 0).dead()
 
 
