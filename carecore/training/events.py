@@ -9,8 +9,9 @@
   "best": bool}`` after every epoch (for a time budget ``epochs`` is the number the time left holds at
   the pace so far, updated after every epoch, and the last epoch's own number at the end);
 - ``{"kind": "dead_network", "epoch", "restarted": bool, "seed", "message"}`` when the network stopped
-  depending on its input, and training started again from new weights of ``seed`` or (too little
-  left, ``seed`` None) goes on to its end (:mod:`carecore.training.dead_network`);
+  depending on its input, and training started again from new weights of ``seed`` or (the run ending,
+  restarted enough, or too little left: ``seed`` None) goes on to its end
+  (:mod:`carecore.training.dead_network`);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
 ``stop()`` is polled after every step; when it returns True training ends after that step.
@@ -213,7 +214,10 @@ class EventCallback(keras.callbacks.Callback):
         if self.model.stop_training or len(self.restarts) >= MAX_RESTARTS or left < MIN_LEFT:
             if not self._dead_reported:
                 self._dead_reported = True
-                note = f"{what}; too little training was left to start again: train again with another seed"
+                why = ("the run was ending" if self.model.stop_training else
+                       f"it had been started again {len(self.restarts)} times already"
+                       if len(self.restarts) >= MAX_RESTARTS else "too little training was left")
+                note = f"{what}; it was not started again ({why}): train again with another seed"
                 self.notes.append(note)
                 self._emit({"kind": "dead_network", "epoch": epoch, "restarted": False, "seed": None,
                             "message": note})
