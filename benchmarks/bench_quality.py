@@ -4,6 +4,7 @@ run on one machine.
 
     python benchmarks/bench_quality.py                     # every case, 3-minute budget (~25 min on 2 cores)
     python benchmarks/bench_quality.py --budget 60 --cases demo3d bpae_actin_5
+    python benchmarks/bench_quality.py --seeds 0 1 2        # three trainings per case: the spread (~80 min)
     make bench-peers                                       # also the peers (below), 1x and 10x the budget:
     python benchmarks/bench_quality.py --peers csbdeep careamics   # hours on 2 cores
 
@@ -20,6 +21,9 @@ ground truth (each metric at the filter's best parameters: an advantage CARE doe
 carecore after ``--budget`` seconds of training (``CARE.train(time_limit=...)``: everything in that
 call is in the budget, the filters' validation line and the network's rebuild for its chosen
 smoothing included; ``cc.create_model`` before it is not).
+One training of 3 minutes moves by a few hundredths of SSIM from seed to seed (``--seeds``: the patch
+draws and initial weights; the noisy images and so the filters stay the same): with several seeds the
+table gives each case's mean, lowest and highest result and in how many seeds CARE beats the filter.
 carecore predicts the test image once (one view) and as the mean over its 8 flips and 90°
 rotations (``predict(tta=True)``, the app's default; 8x the prediction work, not in the budget).
 
@@ -113,16 +117,17 @@ def load_case(case, root):
     return _real(name.replace("bpae_", ""), float(photons))
 
 
-def run_case(case, budget, root):
-    """carecore for ``budget`` seconds, and the tuned filters; returns the row and what the peers need."""
+def run_case(case, budget, root, seed=0):
+    """carecore for ``budget`` seconds (``seed``: its patch draws and initial weights), and the tuned
+    filters; returns the row and what the peers need."""
     import carecore as cc
     from carecore.baselines import best_baseline, tune_baselines
 
     data = load_case(case, root)
     axes = data["axes"]
     extra = {"kind": "upsampling", "upsampling_factor": 4.0} if data["kind"] == "upsampling" else {}
-    config = cc.care_config(axes, time_limit=budget, **extra)
-    patches = cc.create_patches(data["train"], config.patch_size, axes=axes, n_patches_per_image=256, seed=0)
+    config = cc.care_config(axes, time_limit=budget, seed=seed, **extra)
+    patches = cc.create_patches(data["train"], config.patch_size, axes=axes, n_patches_per_image=256, seed=seed)
     model = cc.create_model(config)
     events = []
     t = time.perf_counter()
@@ -138,7 +143,7 @@ def run_case(case, budget, root):
     tuned = tune_baselines([(x, truth)], axes=axes)
     by_ssim, by_nrmse = best_baseline(tuned)
     line = next((e for e in events if e["kind"] == "baseline"), None)
-    row = {"case": case, "budget": budget, "wall_s": wall, "train_s": result.seconds, "status": result.status,
+    row = {"case": case, "seed": seed, "budget": budget, "wall_s": wall, "train_s": result.seconds, "status": result.status,
            "epochs": result.epochs, "patch_size": list(config.patch_size), "n_train": int(patches.n_train),
            "n_val": int(patches.n_val), "input": cc.evaluate(x, truth, axes=axes), "care": care, "care_tta": care_tta,
            "input_normalization": model.config.input_normalization, "care_own_percentiles": care_own,
@@ -325,9 +330,35 @@ def summarize(r, plan):
     return s
 
 
+def _beats(r, key="care"):
+    """Whether carecore's test result ``key`` beats the best tuned filter in both SSIM and NRMSE."""
+    q = r.get(key)
+    return bool(q) and q["ssim"] > r["best_ssim"][2] and q["nrmse"] < r["best_nrmse"][2]
+
+
+def print_spread(rows, seeds):
+    """Per case over the seeds: carecore's mean, lowest and highest test SSIM and NRMSE, and its wins."""
+    print(f"\nOver seeds {' '.join(map(str, seeds))} (the filters do not depend on the seed: one value per case):")
+    print(f"{'case':15s} {'best filter':>15s} {'CARE, one view: mean (min-max)':>46s} {'wins':>5s} "
+          f"{'CARE, 8 views: mean (min-max)':>46s} {'wins':>5s}")
+    for case in dict.fromkeys(r["case"] for r in rows):
+        rs = [r for r in rows if r["case"] == case]
+        cells = []
+        for key in ("care", "care_tta"):
+            qs = [r[key] for r in rs if r.get(key)]
+            if not qs:
+                cells += ["-", "-"]
+                continue
+            ss, ns = [q["ssim"] for q in qs], [q["nrmse"] for q in qs]
+            cells += [f"SSIM {np.mean(ss):.3f} ({min(ss):.3f}-{max(ss):.3f}) NRMSE {np.mean(ns):.4f} "
+                      f"({min(ns):.4f}-{max(ns):.4f})", f"{sum(_beats(r, key) for r in rs)}/{len(rs)}"]
+        f = f"{rs[0]['best_ssim'][2]:.3f} / {rs[0]['best_nrmse'][2]:.4f}"
+        print(f"{case:15s} {f:>15s} {cells[0]:>46s} {cells[1]:>5s} {cells[2]:>46s} {cells[3]:>5s}", flush=True)
+
+
 def print_case(r, plan):
     bs, bn = r["best_ssim"], r["best_nrmse"]
-    print(f"{r['case']:15s} input SSIM {r['input']['ssim']:.3f} NRMSE {r['input']['nrmse']:.4f} | best filter "
+    print(f"{r['case'] + ' s' + str(r.get('seed', 0)):15s} input SSIM {r['input']['ssim']:.3f} NRMSE {r['input']['nrmse']:.4f} | best filter "
           f"SSIM {bs[2]:.3f} ({bs[0]} {bs[1]}) NRMSE {bn[2]:.4f} ({bn[0]} {bn[1]}) | CARE {r['budget']:.0f} s: SSIM "
           f"{r['care']['ssim']:.3f} NRMSE {r['care']['nrmse']:.4f} | margin SSIM {r['care']['ssim'] - bs[2]:+.3f} "
           f"NRMSE {bn[2] - r['care']['nrmse']:+.4f} | wall {r['wall_s']:.0f} s", flush=True)
@@ -378,6 +409,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget", type=float, default=180.0, help="training budget in seconds (default 180)")
     p.add_argument("--cases", nargs="+", default=ALL_CASES, help=f"cases (default: {' '.join(ALL_CASES)})")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="carecore's seeds (patch draws, initial weights): one training per case and seed, and "
+                        "with several, each case's spread and how many seeds beat the filter (default: 0)")
     p.add_argument("--peers", nargs="*", default=[], choices=PEERS, help="peer libraries to run too")
     p.add_argument("--peer-factors", nargs="+", default=["1", "10"],
                    help="peer budgets as multiples of --budget, for every peer (10) or one (csbdeep:10); "
@@ -407,20 +441,24 @@ def main(argv=None):
         if case.startswith(("bpae", "embryo")) and not SHARED.exists():
             print(f"{case}: skipped, {SHARED} is not here", file=sys.stderr)
             continue
-        r, ctx = run_case(case, args.budget, root)
-        for peer, f in _runs(plan):
-            try:
-                r[f"{peer}_x{f:g}"] = RUNNERS[peer](ctx, args.budget * f, args.budget, root, f"x{f:g}")
-            except (RuntimeError, ImportError) as e:
-                r[f"{peer}_x{f:g}"] = {"peer": peer, "budget": args.budget * f, "error": str(e)}
-                print(f"{case}: {peer} x{f:g} failed: {e}", file=sys.stderr, flush=True)
-        rows.append(r)
-        print_case(r, plan)
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
+        for seed in args.seeds:
+            r, ctx = run_case(case, args.budget, root, seed)
+            for peer, f in _runs(plan):
+                tag = f"x{f:g}" + ("" if len(args.seeds) == 1 else f"_s{seed}")
+                try:
+                    r[f"{peer}_x{f:g}"] = RUNNERS[peer](ctx, args.budget * f, args.budget, root, tag)
+                except (RuntimeError, ImportError) as e:
+                    r[f"{peer}_x{f:g}"] = {"peer": peer, "budget": args.budget * f, "error": str(e)}
+                    print(f"{case}: {peer} x{f:g} failed: {e}", file=sys.stderr, flush=True)
+            rows.append(r)
+            print_case(r, plan)
+            Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
+    if len(args.seeds) > 1:
+        print_spread(rows, args.seeds)
     for key, how in (("care", "one view"), ("care_tta", "the mean over flips and rotations")):
-        wins = sum(bool(r.get(key)) and r[key]["ssim"] > r["best_ssim"][2] and r[key]["nrmse"] < r["best_nrmse"][2]
-                   for r in rows)
-        print(f"CARE ({how}) beats the best tuned filter in both SSIM and NRMSE on {wins} of {len(rows)} cases "
+        wins = sum(_beats(r, key) for r in rows)
+        runs = "cases" if len(args.seeds) == 1 else f"runs ({len(args.seeds)} seeds per case)"
+        print(f"CARE ({how}) beats the best tuned filter in both SSIM and NRMSE in {wins} of {len(rows)} {runs} "
               f"after {args.budget:.0f} s of training")
     if args.peers:
         _print_ratios(rows, plan)
@@ -470,8 +508,10 @@ def _plot(rows, path, plan=None):
 
     fig, ax = plt.subplots(figsize=(8, 5))
     t_min, t_max = np.inf, 0.0
-    for i, r in enumerate(rows):
-        c = f"C{i}"
+    cases = list(dict.fromkeys(r["case"] for r in rows))   # one colour per case, whatever its seeds
+    for r in rows:
+        c = f"C{cases.index(r['case'])}"
+        first = r is next(q for q in rows if q["case"] == r["case"])
         runs = [("carecore", r["curve"])]
         for peer, fs in (plan or {}).items():   # each peer's longest run (shorter ones repeat its start)
             done = [r[f"{peer}_x{f:g}"] for f in sorted(fs) if "curve" in r.get(f"{peer}_x{f:g}", {})]
@@ -483,8 +523,8 @@ def _plot(rows, path, plan=None):
                 t, s = zip(*curve)
                 t_min, t_max = min(t_min, min(t)), max(t_max, max(t))
                 ls, m = STYLES[method]
-                ax.plot(t, s, ls=ls, marker=m, ms=3, color=c, label=r["case"] if method == "carecore" else None)
-        if r["val_baseline"]:
+                ax.plot(t, s, ls=ls, marker=m, ms=3, color=c, label=r["case"] if method == "carecore" and first else None)
+        if r["val_baseline"] and first:
             ax.axhline(r["val_baseline"][2], color=c, ls="--", lw=1)
     if t_max > 20 * t_min:
         ax.set_xscale("log")

@@ -184,8 +184,8 @@ def cmd_train(args):
 
     def on_event(e):
         if e["kind"] == "batch":
-            if limit:
-                bar.n = min(e["elapsed"], limit)
+            if limit:   # an ensemble's members share the budget one after another
+                bar.n = min((e.get("member", 1) - 1) * limit / e.get("members", 1) + e["elapsed"], limit)
                 bar.refresh()
             else:
                 bar.update(1)
@@ -198,6 +198,10 @@ def cmd_train(args):
                       f"val_ssim {e['val_ssim']:.3f}")
         elif e["kind"] in ("resume", "dead_network"):
             bar.write(e["message"])
+        elif e["kind"] == "end" and e.get("member"):
+            ends.append(e)
+
+    ends = []   # how each member of an ensemble ended
 
     if args.ensemble:
         from .uncertainty import train_ensemble
@@ -212,7 +216,14 @@ def cmd_train(args):
                                  epochs=epochs, steps_per_epoch=steps, time_limit=limit)
         finally:
             bar.close()
-        print(f"ensemble of {len(ens.members) if ens else 0} member(s) in {model_dir}")
+        from .training.jobs import ensemble_outcome
+
+        trained = len(ens.members) if ens else 0
+        state, message = ensemble_outcome(ends, args.ensemble, trained, False)
+        print(f"{state}: ensemble of {trained} member(s) in {model_dir}" + (f"; {message}" if message else ""))
+        if ens is None:
+            print(f"carecore: {message}", file=sys.stderr)
+            return 1
         return 0
     try:
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event, time_limit=limit,

@@ -23,6 +23,11 @@ def check_stop(stop):
         raise Stopped()
 
 
+def join_messages(*parts):
+    """An operation's message from its parts: the non-empty ones, joined by semicolons."""
+    return "; ".join(p for p in parts if p)
+
+
 def counting(run, progress, total, what):
     """``run`` that calls ``progress(done, total, what)`` after every call, ``done`` counting the items
     (the first axis) of every batch run so far. Extra arguments are ignored (``run(batch, k)`` of the

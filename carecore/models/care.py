@@ -31,7 +31,7 @@ from .. import __version__
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..normalize import Normalization, compute_percentiles
-from ..progress import check_stop, counting, report
+from ..progress import check_stop, counting, join_messages, report
 from .config import CareConfig
 
 #: Default working memory of a prediction (bytes: network activations and kept intermediate arrays).
@@ -66,7 +66,6 @@ def parse_duration(value):
     if not math.isfinite(seconds) or seconds < 0:
         raise CareError(f"time limit {value!r}: must be a positive number of seconds")
     return seconds
-
 
 
 class CARE:
@@ -497,8 +496,7 @@ class CARE:
             if self._best_weights is None:  # nothing usable was trained: leave the folder as it was
                 if callback is not None:
                     callback({"kind": "end", "status": cb.status, "message": cb.message})
-                message = "; ".join(m for m in [cb.message + " (no epoch finished before it: nothing was saved)",
-                                                *cb.notes] if m)
+                message = join_messages(cb.message + " (no epoch finished before it: nothing was saved)", *cb.notes)
                 return TrainingResult(cb.status, message,
                                       len(self.history), list(self.history), self.best_val_loss, seconds)
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
@@ -506,7 +504,7 @@ class CARE:
         if cb.restarts and cb.best_epoch is not None and cb.best_epoch <= cb.restarts[-1]["epoch"]:
             notes.append(f"the restarted network did not beat the validation loss of epoch {cb.best_epoch}: "
                          "those weights, from before the restart, are kept")
-        message = "; ".join(m for m in [cb.message, *notes] if m)
+        message = join_messages(cb.message, *notes)
         self.run_card = self._run_card(info, data_hash, cb.status, message, seconds)
         self.run_card["trained_views"] = views
         if cb.restarts:

@@ -125,7 +125,8 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
                              time_limit=share)
-        members.append(model)
+        if result.status != "nan" or np.isfinite(result.best_val_loss):   # a member with weights worth keeping
+            members.append(model)
         if result.status in ("stopped", "nan"):
             break
     ens = Ensemble(members, folder, {"n_members": n_members, "seed": config.seed}) if len(members) >= 2 else None
