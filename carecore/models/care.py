@@ -31,6 +31,7 @@ from .. import __version__
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..normalize import Normalization, compute_percentiles
+from ..prediction.tta import learnable_views
 from ..progress import check_stop, counting, join_messages, report
 from .config import CareConfig
 
@@ -222,10 +223,12 @@ class CARE:
         metrics = [laplace_mae] if c.probabilistic else None
         loss = LOSSES[c.loss]
         self._warm_loss = None
-        if warm and c.loss == "laplace" and c.lr_schedule == "cosine":  # MAE of the mean first (converges faster)
+        if c.loss == "laplace" and c.lr_schedule == "cosine":  # MAE of the mean first (converges faster)
             from .losses import WarmLaplace
 
-            loss = self._warm_loss = WarmLaplace()
+            # a resumed network goes on with the NLL alone; if it is found dead and started again from
+            # new weights, the MAE warm-up comes back (EventCallback)
+            loss = self._warm_loss = WarmLaplace(warm=warm)
         # the Laplace loss can blow up a step (a tiny scale meets a large error): its gradients are
         # clipped to a global norm of 1
         clip = {"global_clipnorm": 1.0} if c.loss == "laplace" else {}
@@ -372,7 +375,7 @@ class CARE:
         self._check_normalization(info)
         # the symmetries the network learns (pipeline.augment_batch): the square's 8 when the patches are
         # square in YX, the 4 flips otherwise, none without augmentation; a resumed run keeps the fewest
-        views = (8 if X.shape[-3] == X.shape[-2] else 4) if c.augment else 1
+        views = learnable_views(c.augment, X.shape[-3] == X.shape[-2])
         views = min(views, (self.run_card or {}).get("trained_views", views))
         budget = parse_duration(c.time_limit if time_limit is None else time_limit)
         epochs = int(epochs or c.epochs)
@@ -589,7 +592,7 @@ class CARE:
         c = self.config
         learned = (self.run_card or {}).get("trained_views")
         if learned is None:
-            learned = (8 if c.patch_size[-1] == c.patch_size[-2] else 4) if c.augment else 1
+            learned = learnable_views(c.augment, c.patch_size[-1] == c.patch_size[-2])
         return int(learned)
 
     @property

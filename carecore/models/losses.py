@@ -36,14 +36,18 @@ class WarmLaplace:
 
     __name__ = "laplace"
 
-    def __init__(self, mae_share=0.3, ramp=0.2):
+    def __init__(self, mae_share=0.3, ramp=0.2, warm=True):
         import keras
 
-        self.w = keras.Variable(0.0, trainable=False, name="laplace_weight")
+        self.w = keras.Variable(0.0 if warm else 1.0, trainable=False, name="laplace_weight")
         self.mae_share, self.ramp = mae_share, ramp
+        self.warm = warm   # False: the NLL alone (a resumed network), until a restart from new weights sets it
 
     def weight_at(self, fraction):
-        """The NLL's weight at a fraction of the training: 0 first, then a linear ramp to 1."""
+        """The NLL's weight at a fraction of the training: 0 first, then a linear ramp to 1 (always 1
+        when not ``warm``)."""
+        if not self.warm:
+            return 1.0
         return float(min(1.0, max(0.0, (fraction - self.mae_share) / max(self.ramp, 1e-9))))
 
     def __call__(self, y_true, y_pred):

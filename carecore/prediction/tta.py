@@ -30,6 +30,13 @@ def views(square=True):
     return [(k, f) for k in ((0, 1, 2, 3) if square else (0, 2)) for f in (False, True)]
 
 
+def learnable_views(augment, square):
+    """How many views a network trained with ``augment`` on patches ``square`` in YX (or not) learns:
+    the 8 of :func:`views`, the 4 that keep the sides, or 1 without augmentation
+    (:func:`carecore.training.pipeline.augment_batch` draws from the same views)."""
+    return len(views(square)) if augment else 1
+
+
 def forward(a, k, flip):
     """``a`` seen in view ``(k, flip)``."""
     a = np.rot90(a, k, axes=(_Y, _X)) if k else a

@@ -230,6 +230,9 @@ class EventCallback(keras.callbacks.Callback):
         self.sched_steps = 0
         self.wait_lr = self.wait_stop = 0
         self.model.optimizer.learning_rate.assign(self.lr_fn(0.0) if self.lr_fn is not None else self.lr0)
+        if self.loss_schedule is not None:   # new weights learn their mean first again (also when resumed)
+            self.loss_schedule[0].warm = True
+            self.loss_schedule[0].w.assign(self.loss_schedule[0].weight_at(0.0))
         note = f"{what}; it started again from new weights (seed {seed}) with {left:.0%} of the training left"
         self.notes.append(note)
         self._emit({"kind": "dead_network", "epoch": epoch, "restarted": True, "seed": seed, "message": note})
