@@ -105,7 +105,9 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     an equal share.
 
     Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
-    ``"members"`` added. Returns the :class:`Ensemble` (its folder lists the members).
+    ``"members"`` added. Returns the :class:`Ensemble` (its folder lists the members). Training ends
+    at a member that is stopped or fails (NaN), which is left out when no epoch of it was validated;
+    fewer than 2 members left: returns None.
     """
     from ..models.kinds import create_model
 
@@ -125,7 +127,8 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
                              time_limit=share)
-        if result.status != "nan" or np.isfinite(result.best_val_loss):   # a member with weights worth keeping
+        # a member stopped or failed before a validated epoch has no weights worth keeping
+        if result.status not in ("stopped", "nan") or np.isfinite(result.best_val_loss):
             members.append(model)
         if result.status in ("stopped", "nan"):
             break
