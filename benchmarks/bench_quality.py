@@ -338,7 +338,7 @@ def _beats(r, key="care"):
 
 def print_spread(rows, seeds):
     """Per case over the seeds: carecore's mean, lowest and highest test SSIM and NRMSE, and its wins."""
-    print(f"\nOver seeds {' '.join(map(str, seeds))} (the filters do not depend on the seed: one value per case):")
+    print(f"\nOver seeds {' '.join(map(str, seeds))} (the filters, tuned on the test image, do not depend on the seed: one value per case):")
     print(f"{'case':15s} {'best filter':>15s} {'CARE, one view: mean (min-max)':>46s} {'wins':>5s} "
           f"{'CARE, 8 views: mean (min-max)':>46s} {'wins':>5s}")
     for case in dict.fromkeys(r["case"] for r in rows):
@@ -356,9 +356,9 @@ def print_spread(rows, seeds):
         print(f"{case:15s} {f:>15s} {cells[0]:>46s} {cells[1]:>5s} {cells[2]:>46s} {cells[3]:>5s}", flush=True)
 
 
-def print_case(r, plan):
+def print_case(r, plan, seeds=False):
     bs, bn = r["best_ssim"], r["best_nrmse"]
-    print(f"{r['case'] + ' s' + str(r.get('seed', 0)):15s} input SSIM {r['input']['ssim']:.3f} NRMSE {r['input']['nrmse']:.4f} | best filter "
+    print(f"{r['case'] + (' s' + str(r['seed']) if seeds else ''):15s} input SSIM {r['input']['ssim']:.3f} NRMSE {r['input']['nrmse']:.4f} | best filter "
           f"SSIM {bs[2]:.3f} ({bs[0]} {bs[1]}) NRMSE {bn[2]:.4f} ({bn[0]} {bn[1]}) | CARE {r['budget']:.0f} s: SSIM "
           f"{r['care']['ssim']:.3f} NRMSE {r['care']['nrmse']:.4f} | margin SSIM {r['care']['ssim'] - bs[2]:+.3f} "
           f"NRMSE {bn[2] - r['care']['nrmse']:+.4f} | wall {r['wall_s']:.0f} s", flush=True)
@@ -451,7 +451,7 @@ def main(argv=None):
                     r[f"{peer}_x{f:g}"] = {"peer": peer, "budget": args.budget * f, "error": str(e)}
                     print(f"{case}: {peer} x{f:g} failed: {e}", file=sys.stderr, flush=True)
             rows.append(r)
-            print_case(r, plan)
+            print_case(r, plan, seeds=len(args.seeds) > 1)
             Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
     if len(args.seeds) > 1:
         print_spread(rows, args.seeds)
@@ -524,7 +524,7 @@ def _plot(rows, path, plan=None):
                 t_min, t_max = min(t_min, min(t)), max(t_max, max(t))
                 ls, m = STYLES[method]
                 ax.plot(t, s, ls=ls, marker=m, ms=3, color=c, label=r["case"] if method == "carecore" and first else None)
-        if r["val_baseline"] and first:
+        if r["val_baseline"] and first:   # (the first seed's: the validation patches depend on the seed)
             ax.axhline(r["val_baseline"][2], color=c, ls="--", lw=1)
     if t_max > 20 * t_min:
         ax.set_xscale("log")

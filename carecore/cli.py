@@ -198,10 +198,10 @@ def cmd_train(args):
                       f"val_ssim {e['val_ssim']:.3f}")
         elif e["kind"] in ("resume", "dead_network"):
             bar.write(e["message"])
-        elif e["kind"] == "end" and e.get("member"):
-            ends.append(e)
+        elif e["kind"] == "ensemble_end":
+            outcome.update(e)
 
-    ends = []   # how each member of an ensemble ended
+    outcome = {}   # how an ensemble's training ended
 
     if args.ensemble:
         from .uncertainty import train_ensemble
@@ -216,14 +216,11 @@ def cmd_train(args):
                                  epochs=epochs, steps_per_epoch=steps, time_limit=limit)
         finally:
             bar.close()
-        from .training.jobs import ensemble_outcome
-
-        trained = len(ens.members) if ens else 0
-        state, message = ensemble_outcome(ends, args.ensemble, trained, False)
-        print(f"{state}: ensemble of {trained} member(s) in {model_dir}" + (f"; {message}" if message else ""))
         if ens is None:
-            print(f"carecore: {message}", file=sys.stderr)
+            print(f"carecore: {outcome['state']}: {outcome['message']}", file=sys.stderr)
             return 1
+        print(f"{outcome['state']}: ensemble of {len(ens.members)} member(s) in {model_dir}"
+              + (f"; {outcome['message']}" if outcome["message"] else ""))
         return 0
     try:
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event, time_limit=limit,

@@ -197,7 +197,7 @@ class LabState(HasTraits):
     baseline = Dict()             # the best tuned classical filter on the validation patches
     last_event = Dict()           # the job's last progress event (epochs, steps per epoch, elapsed, eta)
     resume_note = Unicode("")
-    dead_network_note = Unicode("")   # the training job's dead-network notes (carecore.training.dead_network)
+    job_notes = Unicode("")   # the training job's notes: a network started again, ensemble members missing
     progress_epoch = Int(0)
     progress_step = Int(0)
     # step 3: restore
@@ -602,7 +602,7 @@ class LabState(HasTraits):
         self.history = list(st.get("history") or [])
         self.baseline = dict(st.get("baseline") or {})
         self.resume_note = str(st.get("resume") or "")
-        self.dead_network_note = "\n".join(str(n) for n in st.get("notes") or [])
+        self.job_notes = "\n".join(str(n) for n in st.get("notes") or [])
         ev = st.get("event") or {}
         if ev.get("kind") == "batch":
             self.last_event = dict(ev)

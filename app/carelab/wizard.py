@@ -396,7 +396,7 @@ class TrainStep(W.VBox):
         self.start.on_click(lambda b: self.on_start())
         self.resume.on_click(lambda b: self.on_start(resume=True))
         self.stop.on_click(lambda b: run_guarded(self.msg, self.state.stop_training))
-        s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step", "baseline", "dead_network_note"])
+        s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step", "baseline", "job_notes"])
 
     def on_start(self, resume=False):
         self.msg.value = ""
@@ -457,9 +457,9 @@ class TrainStep(W.VBox):
                 "nan": "training failed", "error": "training failed", "died": "the training process ended unexpectedly",
                 "unknown": "cannot read this job's status", "unreadable": "cannot read the last training job"}.get(state, "")
         resumed = f"<br><span style='color:#666'>{html.escape(s.resume_note)}</span>" if s.resume_note else ""
-        dead = "".join(f"<br><span class='care-dead-network' style='color:#a15c00'>{html.escape(n)}</span>"
-                       for n in s.dead_network_note.splitlines())
-        self.status.value = f"<span class='care-job-{state}'>{html.escape(text)}</span>{resumed}{dead}"
+        notes = "".join(f"<br><span class='care-job-note' style='color:#a15c00'>{html.escape(n)}</span>"
+                        for n in s.job_notes.splitlines())
+        self.status.value = f"<span class='care-job-{state}'>{html.escape(text)}</span>{resumed}{notes}"
         if s.job_message and state in ("nan", "error", "died", "stopped", "unreadable"):
             (self.msg.error if state != "stopped" else self.msg.note)(s.job_message)
 

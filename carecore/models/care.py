@@ -497,9 +497,9 @@ class CARE:
         checkpoint(cb, save=False)
         if cb.status == "nan":
             if self._best_weights is None:  # nothing usable was trained: leave the folder as it was
-                if callback is not None:
-                    callback({"kind": "end", "status": cb.status, "message": cb.message})
                 message = join_messages(cb.message + " (no epoch finished before it: nothing was saved)", *cb.notes)
+                if callback is not None:
+                    callback({"kind": "end", "status": cb.status, "message": message})
                 return TrainingResult(cb.status, message,
                                       len(self.history), list(self.history), self.best_val_loss, seconds)
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"

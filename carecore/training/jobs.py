@@ -22,7 +22,6 @@ import traceback
 from pathlib import Path
 
 from ..errors import CareError
-from ..progress import join_messages
 
 STATES_RUNNING = ("starting", "running")
 #: States of a job that ended with a usable model.
@@ -134,6 +133,7 @@ def run_job(job_dir):
     job = json.loads((job_dir / "job.json").read_text())
     status = json.loads((job_dir / "status.json").read_text()) if (job_dir / "status.json").exists() else {}
     status.update(state="running", pid=os.getpid(), history=[], losses=[], notes=[], message="")
+    status.pop("members", None)   # an ensemble's, from an earlier run in this folder
     last_write = [0.0]
     step = [0]
 
@@ -166,9 +166,10 @@ def run_job(job_dir):
             write(force=True)
         elif e["kind"] == "end":
             status["message"] = e.get("message", "")
-            if e.get("member"):   # how each member of an ensemble ended
-                status.setdefault("member_ends", []).append(
-                    {"member": e["member"], "status": e.get("status"), "message": e.get("message", "")})
+        elif e["kind"] == "ensemble_end":   # how the ensemble's training ended, from its members'
+            status.update(state=e["state"], message=e["message"], members=e["members"])
+            if e["message"] and e["state"] in ("completed", "time_limit"):   # shown by the app as a note
+                status["notes"].append(e["message"])
 
     stop = lambda: (job_dir / "STOP").exists()  # noqa: E731
     write(force=True)
@@ -176,12 +177,10 @@ def run_job(job_dir):
         config = CareConfig.from_dict(job["config"])
         patches = load_patches(job["patches"])
         if job.get("ensemble", 0) >= 2:
-            ens = train_ensemble(patches, config, job_dir / "ensemble", n_members=job["ensemble"], callback=on_event,
-                                 stop=stop, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"),
-                                 time_limit=config.time_limit or None)
-            status["members"] = len(ens.members) if ens else 0
-            status["state"], status["message"] = ensemble_outcome(status.get("member_ends", []), job["ensemble"],
-                                                                  status["members"], stop())
+            # its last event ("ensemble_end") sets the state and message
+            train_ensemble(patches, config, job_dir / "ensemble", n_members=job["ensemble"], callback=on_event,
+                           stop=stop, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"),
+                           time_limit=config.time_limit or None)
         else:
             mdir = job_dir / "model"
             model = load_model_folder(mdir, weights="last") if (mdir / "manifest.json").exists() else create_model(config, mdir)
@@ -196,28 +195,6 @@ def run_job(job_dir):
     status["finished"] = time.time()
     write(force=True)
     return status
-
-
-def ensemble_outcome(ends, n_members, trained, stopped):
-    """A finished ensemble job's state and message, from how each member's training ended.
-
-    ``ends`` are the members' end events (``member``, ``status``, ``message``), ``trained`` the members
-    in the ensemble. Fewer than two members is no ensemble: the state is the failed member's (``nan``)
-    or ``error``. Otherwise ``time_limit`` when every member ended on its share of the budget, else
-    ``completed``; the message names each member's own message.
-    """
-    said = join_messages(*(f"member {e['member']}: {e['message']}" for e in ends if e.get("message")))
-    failed = [e for e in ends if e.get("status") == "nan"]
-    if stopped:
-        return "stopped", join_messages(f"stopped with {trained} of {n_members} members" + (
-            "" if trained >= 2 else ": an ensemble needs at least 2, none was saved"), said)
-    if trained < 2:
-        return ("nan" if failed else "error"), join_messages(
-            f"an ensemble needs at least 2 trained members, {trained} of {n_members} trained", said)
-    short = f"{trained} of {n_members} members trained (training ends at a member that fails)" \
-        if trained < n_members else ""
-    state = "time_limit" if ends and all(e.get("status") == "time_limit" for e in ends) else "completed"
-    return state, join_messages(short, said)
 
 
 def preflight(config, patches):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CareError
-from ..progress import check_stop
+from ..progress import join_messages
 from .mixture import disagreement, mixture_mean_variance
 
 # -- ensembles ---------------------------------------------------------------------------------
@@ -105,9 +105,10 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     an equal share.
 
     Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
-    ``"members"`` added. Returns the :class:`Ensemble` (its folder lists the members). Training ends
-    at a member that is stopped or fails (NaN), which is left out when no epoch of it was validated;
-    fewer than 2 members left: returns None.
+    ``"members"`` added; at the end, ``{"kind": "ensemble_end", "state", "message", "members",
+    "n_members"}`` (:func:`ensemble_outcome`). Training ends at a member that is stopped or fails
+    (NaN); such a member is left out when no epoch of it was validated (it has no best weights). Returns the
+    :class:`Ensemble` (its folder lists the members), or None when fewer than 2 members were trained.
     """
     from ..models.kinds import create_model
 
@@ -120,24 +121,70 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     share = parse_duration(config.time_limit if time_limit is None else time_limit) / n_members
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    members = []
+    (folder / ENSEMBLE_FILE).unlink(missing_ok=True)   # trained again: the old index must not list new members
+    members, ends, stopped, started = [], [], False, 0
     for i in range(n_members):
-        check_stop(stop)
+        if stop is not None and stop():
+            stopped = True
+            break
+        started = i + 1
         model = create_model(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
         cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
                              time_limit=share)
-        # a member stopped or failed before a validated epoch has no weights worth keeping
-        if result.status not in ("stopped", "nan") or np.isfinite(result.best_val_loss):
+        # a member that ended on its own keeps its last weights when no epoch was validated on the final
+        # loss (CARE.train does); one stopped or failed before a validated epoch has none worth keeping
+        kept = result.status not in ("stopped", "nan") or bool(np.isfinite(result.best_val_loss))
+        if kept:
             members.append(model)
+        ends.append({"member": i + 1, "status": result.status, "message": result.message, "kept": kept})
         if result.status in ("stopped", "nan"):
+            stopped = result.status == "stopped"
             break
     ens = Ensemble(members, folder, {"n_members": n_members, "seed": config.seed}) if len(members) >= 2 else None
     if ens is not None:
         Xv, _ = patches.val
         ens.info["reference"] = reference_levels(ens, np.asarray(Xv[: min(len(Xv), 16)]))
         ens.save_index()
+    state, message = ensemble_outcome(ends, n_members, stopped)
+    if callback is not None:
+        callback({"kind": "ensemble_end", "state": state, "message": message, "members": len(members),
+                  "n_members": n_members})
     return ens
+
+
+def ensemble_outcome(ends, n_members, stopped):
+    """How an ensemble's training ended: ``(state, message)``.
+
+    ``ends``: one dict per member trained (``member``, ``status``, ``message``, ``kept``: whether it
+    is in the ensemble); ``stopped``: a stop was requested. The state is
+    ``stopped``; ``nan`` or ``error`` when fewer than 2 members were kept (no ensemble); ``time_limit``
+    when every kept member ended on its share of the budget; else ``completed``. The message is empty
+    when every member trained as planned, else it says what is missing and why.
+    """
+    kept = [e for e in ends if e["kept"]]
+    parts = []
+    if len(kept) < 2:
+        parts.append(f"no ensemble was made: it needs at least 2 trained members, {len(kept)} of {n_members} "
+                     f"{'was' if len(kept) == 1 else 'were'} trained")
+    elif len(kept) < n_members:
+        parts.append(f"the ensemble has {len(kept)} of its {n_members} members")
+    for e in ends:
+        if not e["kept"]:
+            parts.append(f"member {e['member']} was left out (no epoch of it was validated): {e['message']}")
+        elif e["status"] in ("stopped", "nan"):
+            parts.append(f"member {e['member']}: {e['message']}")
+    if len(ends) < n_members:
+        first = len(ends) + 1
+        parts.append(f"member {first} was not trained" if first == n_members
+                     else f"members {first}-{n_members} were not trained")
+    if stopped:
+        state = "stopped"
+    elif len(kept) < 2:
+        state = "nan" if any(e["status"] == "nan" for e in ends) else "error"
+    else:
+        state = "time_limit" if all(e["status"] == "time_limit" for e in kept) else "completed"
+    return state, join_messages(*parts)
 
 
 def reference_levels(model_or_ensemble, X):

@@ -566,5 +566,5 @@ def test_train_step_shows_a_jobs_dead_network_notes(tmp_path):
     (job / "status.json").write_text(json.dumps({"state": "time_limit", "notes": notes, "history": [], "losses": []}))
     lab = CareLab(LabState(tmp_path, quick=True))
     shown = lab.steps[1].status.value
-    assert shown.count("care-dead-network") == 2 and "with 90% of the training left" in shown
+    assert shown.count("care-job-note") == 2 and "with 90% of the training left" in shown
     assert "&lt;b&gt;" in shown and "care-job-time_limit" in shown
