@@ -77,6 +77,8 @@ patches = cc.create_patches(cc.find_pairs(d / "train" / "low", d / "train" / "hi
 def on_event(e):
     if e["kind"] == "epoch":
         print(f"member {e['member']}/{e['members']} · epoch {e['epoch']}: validation SSIM {e['val_ssim']:.3f}")
+    elif e["kind"] == "ensemble_end":   # how the ensemble's training ended (and any member left out)
+        print(f"{e['state']}: {e['members']} of {e['n_members']} members trained. {e['message']}")
 
 
 ensemble = train_ensemble(patches, config, HERE / "ensemble", n_members=n_members, callback=on_event)

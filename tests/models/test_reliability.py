@@ -43,7 +43,8 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
     cfg = care_config("ZYX", quick=True, probabilistic=True, epochs=2, steps_per_epoch=5, seed=3)
     events = []
     ens = train_ensemble(patches, cfg, tmp_path / "ens", n_members=3, callback=events.append)
-    assert len(ens.members) == 3 and {e["member"] for e in events} == {1, 2, 3}
+    assert len(ens.members) == 3 and {e["member"] for e in events[:-1]} == {1, 2, 3}
+    assert events[-1] == {"kind": "ensemble_end", "state": "completed", "message": "", "members": 3, "n_members": 3}
     assert [m.config.seed for m in ens.members] == [3, 4, 5]
     info = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert info["members"] == ["member01", "member02", "member03"] and "mean_disagreement" in info["reference"]
