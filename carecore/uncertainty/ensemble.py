@@ -107,8 +107,9 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
     ``"members"`` added; at the end, ``{"kind": "ensemble_end", "state", "message", "members",
     "n_members"}`` (:func:`ensemble_outcome`). Training ends at a member that is stopped or fails
-    (NaN); such a member is left out when no epoch of it was validated (it has no best weights). Returns the
-    :class:`Ensemble` (its folder lists the members), or None when fewer than 2 members were trained.
+    (NaN); such a member is left out when no epoch of it was validated (it has no best weights).
+    Returns the :class:`Ensemble` (its folder lists the members), or None when fewer than 2 members
+    were trained.
     """
     from ..models.kinds import create_model
 
@@ -122,12 +123,11 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ENSEMBLE_FILE).unlink(missing_ok=True)   # trained again: the old index must not list new members
-    members, ends, stopped, started = [], [], False, 0
+    members, ends, stopped = [], [], False
     for i in range(n_members):
         if stop is not None and stop():
             stopped = True
             break
-        started = i + 1
         model = create_model(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
         cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
