@@ -131,14 +131,19 @@ def test_real_embryo_beats_interpolation():
     truth = clean[:last]
     care = model.predict(coarse, axes="ZYX")[:last]
     m = cc.evaluate(care, truth, axes="ZYX")
+    # Φ over the band the sub-sampling lost (|f| >= 1/(2f)): there the interpolations keep a quarter
+    # (linear) or a fifteenth (cubic) of the truth's axial power, and a restoration recovers most of
+    # it (0.75-1.4 times the truth's in three 40-60 s trainings), so the test compares how many times
+    # each is off. Φ over all frequencies is dominated by the low ones that the axial blur barely
+    # touches: it differs by ~0.01 between all of them, less than between two 60 s trainings.
+    spacing = {"Z": 1.0, "Y": 1.0, "X": 1.0}
+    phi = lambda v: cc.isotropy_ratio(v, spacing=spacing, min_frequency=0.5 / f)  # noqa: E731
+    gap = abs(np.log(phi(care) / phi(truth)))
     for interp in ("linear", "cubic"):
         x = model.on_output_grid(coarse, axes="ZYX", interpolation=interp)[:last]
         b = cc.evaluate(x, truth, axes="ZYX")
         assert m["ssim"] > b["ssim"] + 0.005 and m["nrmse"] < b["nrmse"], (interp, m, b)
-    spacing = {"Z": 1.0, "Y": 1.0, "X": 1.0}
-    phi = lambda v: cc.isotropy_ratio(v, spacing=spacing)  # noqa: E731
-    linear = model.on_output_grid(coarse, axes="ZYX")[:last]
-    assert abs(phi(care) - phi(truth)) < abs(phi(linear) - phi(truth))
+        assert gap < 0.5 * abs(np.log(phi(x) / phi(truth))), (interp, phi(care), phi(x), phi(truth))
 
 
 @pytest.mark.slow
