@@ -70,8 +70,8 @@ def test_budget_maps_to_config(tmp_path):
     s = LabState(tmp_path, quick=False)
     assert s.time_limit == 180 and (s.time_limit in dict((v, k) for k, v in s.budget_options()))
     c = s.config()
-    assert (c.time_limit, c.unet_filters, c.batch_size, c.patch_size, c.learning_rate, c.epochs) == \
-        (180, 16, 8, (16, 32, 32), 3e-3, 10)
+    assert (c.time_limit, c.unet_filters, c.batch_size, c.patch_size, c.learning_rate, c.warmup, c.epochs) == \
+        (180, 16, 8, (16, 32, 32), 1e-3, 0.15, 10)
     s.filters, s.batch_size, s.learning_rate = 64, 2, 1e-4    # custom fields do not override a budget
     assert s.config().unet_filters == 16 and s.config().batch_size == 8
     s.time_limit = 3600                                        # beyond the fast recipe: CSBDeep's sizes
