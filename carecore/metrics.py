@@ -12,6 +12,8 @@ use_sample_covariance=False, data_range=1)``.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -140,8 +142,8 @@ def isotropy_ratio(volume, *, axes="ZYX", axial="Z", lateral="X", spacing=None, 
 
     The volume (mean removed, Hann-windowed) is Fourier transformed on *physical* frequencies (voxel
     sizes from ``spacing``). The power is summed in two cones of ``half_angle`` around the axial and
-    the lateral frequency axis, both inside the ball ``0 < |f| <= min(1 / (2 d_axial), 1 / (2 d_lateral))``
-    that both axes resolve; ``Phi`` is the ratio of the two sums. Every frequency bin covers the same
+    the lateral frequency axis, both inside the shell ``max(min_frequency, 0+) <= |f| <= min(1 / (2 d_axial),
+    1 / (2 d_lateral))`` that both axes resolve; ``Phi`` is the ratio of the two sums. Every frequency bin covers the same
     volume of frequency space, so the sums compare spectral energy directly: 1 for an isotropic
     volume, whatever the axis lengths and voxel sizes; below 1 when the axial axis is blurred
     (restorations approach 1). Power is summed as it is, not weighted by frequency.
@@ -158,16 +160,22 @@ def isotropy_ratio(volume, *, axes="ZYX", axial="Z", lateral="X", spacing=None, 
     half_angle : float
         Half opening angle of the cones, degrees (45: the cones just touch).
     min_frequency : float
-        Sum only frequencies with ``|f| >= min_frequency`` (cycles per unit of ``spacing``). The
-        power of a microscopy volume sits mostly at low frequencies, which an axial blur barely
-        touches; ``0.5 / (axial sub-sampling factor)`` keeps only the band that the sub-sampling
-        lost, where restorations and interpolations differ most.
+        Sum only frequencies with ``|f| >= min_frequency``, in cycles per unit of ``spacing`` (per
+        voxel with the default spacing of 1). The power of a microscopy volume sits mostly at low
+        frequencies, which an axial blur barely touches. ``0.5 / d_acquired``, the Nyquist frequency
+        of the acquired axial spacing (``0.5 / factor`` per voxel of a grid restored by ``factor``),
+        keeps only the band that the sub-sampling lost, where restorations and interpolations
+        differ most.
     """
     v = np.asarray(volume, dtype=np.float64)
     axes = check_axes(axes, v.ndim, shape=v.shape)
     if v.ndim != 3 or set(axes) != set("ZYX"):
         raise CareError(f"isotropy_ratio: needs a ZYX volume, got axes {axes!r}")
     spacing = {a: float((spacing or {}).get(a, 1.0)) for a in axes}
+    top = min(0.5 / spacing[axial], 0.5 / spacing[lateral])
+    if not isinstance(min_frequency, numbers.Real) or not 0 <= min_frequency < top:
+        raise CareError(f"isotropy_ratio: min_frequency must be a number in [0, {top:g}) (the Nyquist "
+                        f"frequency of the coarser of the {axial} and {lateral} spacings), got {min_frequency!r}")
     v = v - v.mean()
     for i, n in enumerate(v.shape):  # a Hann window: the periodic FFT would see the faces' jumps
         shape = [1, 1, 1]
@@ -176,16 +184,14 @@ def isotropy_ratio(volume, *, axes="ZYX", axial="Z", lateral="X", spacing=None, 
     power = np.abs(np.fft.fftn(v)) ** 2
     f = np.meshgrid(*[np.fft.fftfreq(n, d=spacing[a]) for n, a in zip(v.shape, axes)], indexing="ij")
     r = np.sqrt(sum(fi**2 for fi in f))
-    top = min(0.5 / spacing[axial], 0.5 / spacing[lateral])
-    if not 0 <= min_frequency < top:
-        raise CareError(f"isotropy_ratio: min_frequency must be in [0, {top:g}), got {min_frequency!r}")
     ball = (r > 0) & (r >= min_frequency - 1e-12) & (r <= top + 1e-12)
     cos = np.cos(np.deg2rad(half_angle))
 
-    def energy(letter):
-        return float(power[ball & (np.abs(f[axes.index(letter)]) >= cos * r - 1e-12)].sum())
-
-    ez, ex = energy(axial), energy(lateral)
+    cones = {a: ball & (np.abs(f[axes.index(a)]) >= cos * r - 1e-12) for a in (axial, lateral)}
+    if not all(c.any() for c in cones.values()):
+        raise CareError(f"isotropy_ratio: no frequency of the {v.shape} volume lies in both cones between "
+                        f"min_frequency={min_frequency:g} and {top:g}: lower min_frequency")
+    ez, ex = (float(power[cones[a]].sum()) for a in (axial, lateral))
     if ex == 0:
         raise CareError("isotropy_ratio: the volume has no lateral structure")
     return ez / ex

@@ -119,9 +119,10 @@ results.update(restored=str(restored_path), truth_shape=list(truth.shape))
 # restoration's Φ is to the ground truth's, the more of the lost axial detail it has recovered.
 # Over all frequencies Φ is dominated by coarse structure, which the axial blur barely touches, so
 # every method lands near the truth's Φ there. The fine detail that the sub-sampling lost lies above
-# `1 / (2 × factor)` cycles per voxel: **Φ lost band** sums only those frequencies, where an
-# interpolation has almost nothing and CARE recovers much of it. (Nearest-neighbour interpolation
-# has power there too: the edges of its blocks, a staircase rather than detail.)
+# `1 / (2 × factor)` cycles per voxel of the restored grid: **Φ lost band** sums only those
+# frequencies, where the smooth interpolations (linear, cubic) have far less than the truth and
+# CARE brings part of it back. (Nearest-neighbour interpolation has power there too: the edges of
+# its blocks, a staircase rather than detail.)
 
 # %%
 last = int((low.data.shape[0] - 1) * info["factor"]) + 1

@@ -131,11 +131,12 @@ def test_real_embryo_beats_interpolation():
     truth = clean[:last]
     care = model.predict(coarse, axes="ZYX")[:last]
     m = cc.evaluate(care, truth, axes="ZYX")
-    # Φ over the band the sub-sampling lost (|f| >= 1/(2f)): there the interpolations keep a quarter
-    # (linear) or a fifteenth (cubic) of the truth's axial power, and a restoration recovers most of
-    # it (0.75-1.4 times the truth's in three 40-60 s trainings), so the test compares how many times
-    # each is off. Φ over all frequencies is dominated by the low ones that the axial blur barely
-    # touches: it differs by ~0.01 between all of them, less than between two 60 s trainings.
+    # Φ over the band the sub-sampling lost (frequencies >= 1 / (2 × factor) cycles per voxel): there
+    # the interpolations keep a quarter (linear) or a fifteenth (cubic) of the truth's Φ, and a
+    # restoration recovers most of it (0.75-1.4 times the truth's in five 40-60 s trainings at the
+    # first fast recipe), so the test compares how many times each is off. Φ over all frequencies is
+    # dominated by the low ones that the axial blur barely touches: it spans ~0.02 for all of them
+    # (0.610-0.628), which two 60 s trainings can cross.
     spacing = {"Z": 1.0, "Y": 1.0, "X": 1.0}
     phi = lambda v: cc.isotropy_ratio(v, spacing=spacing, min_frequency=0.5 / f)  # noqa: E731
     gap = abs(np.log(phi(care) / phi(truth)))

@@ -73,15 +73,31 @@ def test_isotropy_ratio_against_the_analytic_spectrum(shape, spacing, sigma, ext
     f = np.meshgrid(*[np.fft.fftfreq(n, d=d) for n, d in zip(shape, spacing)], indexing="ij")
     r = np.sqrt(sum(x**2 for x in f))
     psd = np.exp(-4 * np.pi**2 * (sigma**2 * r**2 + extra_z**2 * f[0] ** 2))
-    for low in (0.0, 0.125 / max(spacing)):  # all frequencies, then only the upper half-band
+    # all frequencies, then those above a quarter of the Nyquist frequency (0.5 / factor for a factor of 4).
+    # The Hann window smooths the spectrum; where it falls steeply (extra_z) it carries power from below
+    # into the band: 0.366 measured against 0.306 analytic in the steepest case, so a looser tolerance
+    # there. A min_frequency that is ignored is still caught: 0.39 against 0.18 with extra_z = 1.5.
+    for low, rel in ((0.0, 0.2), (0.125 / max(spacing), 0.25)):
         ball = (r > 0) & (r >= low) & (r <= 0.5 / max(spacing))
         expected = psd[ball & (np.abs(f[0]) >= r / np.sqrt(2) - 1e-12)].sum() / psd[ball & (np.abs(f[2]) >= r / np.sqrt(2) - 1e-12)].sum()
         phi = isotropy_ratio(v, spacing=dict(zip("ZYX", spacing)), min_frequency=low)
-        assert phi == pytest.approx(expected, rel=0.2), (low, phi, expected)  # the Hann window smooths the spectrum
+        assert phi == pytest.approx(expected, rel=rel), (low, phi, expected)
     if spacing[0] != 1 and not extra_z:  # ignoring the voxel size would call an isotropic sample anisotropic
         assert isotropy_ratio(v) > 1.5
-    with pytest.raises(CareError, match="min_frequency must be in"):
-        isotropy_ratio(v, spacing=dict(zip("ZYX", spacing)), min_frequency=0.5 / max(spacing))
+    for bad in (0.5 / max(spacing), -0.1, float("nan"), None):
+        with pytest.raises(CareError, match="min_frequency must be a number in"):
+            isotropy_ratio(v, spacing=dict(zip("ZYX", spacing)), min_frequency=bad)
+
+
+def test_isotropy_ratio_says_when_its_band_holds_no_frequency():
+    """A 5-voxel cube has no frequency between 0.49 and 0.5 cycles per voxel: an error that says to
+    lower min_frequency, not a ratio of 0 / 0 or "no lateral structure"."""
+    from carecore import isotropy_ratio
+
+    v = np.random.default_rng(0).standard_normal((5, 5, 5))
+    assert np.isfinite(isotropy_ratio(v, min_frequency=0.3))
+    with pytest.raises(CareError, match="lower min_frequency"):
+        isotropy_ratio(v, min_frequency=0.49)
 
 
 def test_the_filter_grids_reach_past_the_best_values_at_5_photons(shared_data):
