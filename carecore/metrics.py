@@ -142,11 +142,12 @@ def isotropy_ratio(volume, *, axes="ZYX", axial="Z", lateral="X", spacing=None, 
 
     The volume (mean removed, Hann-windowed) is Fourier transformed on *physical* frequencies (voxel
     sizes from ``spacing``). The power is summed in two cones of ``half_angle`` around the axial and
-    the lateral frequency axis, both inside the shell ``max(min_frequency, 0+) <= |f| <= min(1 / (2 d_axial),
-    1 / (2 d_lateral))`` that both axes resolve; ``Phi`` is the ratio of the two sums. Every frequency bin covers the same
-    volume of frequency space, so the sums compare spectral energy directly: 1 for an isotropic
-    volume, whatever the axis lengths and voxel sizes; below 1 when the axial axis is blurred
-    (restorations approach 1). Power is summed as it is, not weighted by frequency.
+    the lateral frequency axis, both inside the shell ``max(min_frequency, 0+) <= |f| <=
+    min(1 / (2 d_axial), 1 / (2 d_lateral))`` that both axes resolve; ``Phi`` is the ratio of the two
+    sums. Every frequency bin covers the same volume of frequency space, so the sums compare spectral
+    energy directly: 1 for an isotropic volume, whatever the axis lengths and voxel sizes; below 1 when
+    the axial axis is blurred (restorations approach 1). Power is summed as it is, not weighted by
+    frequency.
 
     Parameters
     ----------
