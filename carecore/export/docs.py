@@ -54,6 +54,18 @@ def _fmt(v, nd=4):
     return f"{v:.{nd}g}" if isinstance(v, float) else str(v)
 
 
+def _residual_base(c):
+    """' (added to ...)': what a residual network's correction is added to, when not the plain input."""
+    smoothed = isinstance(c.residual_sigma, (int, float)) and c.residual_sigma
+    if not (smoothed or c.residual_affine):
+        return ""
+    base = "the input" + (f" smoothed by a Gaussian of sigma {c.residual_sigma:g} px" if smoothed else "")
+    if c.residual_affine:
+        base += (", times a gain plus an offset fitted to the training targets (per channel: "
+                 + ", ".join(f"{g:.4g}, {o:+.4g}" for g, o in c.residual_affine) + ")")
+    return f" (added to {base})"
+
+
 def readme(name, model, facts):
     """The package's documentation (Markdown): intended use, training data, validation, limitations."""
     c, card = model.config, model.run_card
@@ -103,9 +115,7 @@ def readme(name, model, facts):
         "",
         "## Training", "",
         f"- Network: {c.unet_depth} poolings, {c.unet_filters} first-level filters, kernel {c.kernel}, "
-        f"{c.unet_n_conv} convolutions per level, residual {c.residual}"
-        + (f" (added to the input smoothed by a Gaussian of sigma {c.residual_sigma:g} px)"
-           if isinstance(c.residual_sigma, (int, float)) and c.residual_sigma else "") + f", loss {c.loss}, "
+        f"{c.unet_n_conv} convolutions per level, residual {c.residual}{_residual_base(c)}, loss {c.loss}, "
         f"{card.get('parameters', model.count_params())} parameters.",
         f"- Epochs: {card.get('epochs_done', len(model.history))} ({_fmt(card.get('training_seconds'), 3)} s, "
         f"status {card.get('status', 'n/a')}); seed {c.seed}; precision {c.precision}.",

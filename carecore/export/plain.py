@@ -131,19 +131,27 @@ def build_plain_unet(config, weights=None, *, name="care_unet_plain"):
 
 def _smoothed(config, inp, Conv):
     """The residual base: the input, or its Gaussian smoothing (``residual_sigma``) as fixed, separable
-    convolutions (one per axis, channel by channel, zeros beyond the borders as carecore's layer)."""
+    convolutions (one per axis, channel by channel, zeros beyond the borders as carecore's layer), then
+    the gain and offset of ``residual_affine`` as a fixed 1×1 convolution."""
     from ..models.unet import gaussian_taps, smoothing_radius
 
-    if not smoothing_radius(config):
-        return inp
-    taps, nd, c = gaussian_taps(config.residual_sigma), config.ndim, config.n_channel_in
+    nd, c = config.ndim, config.n_channel_in
     x = inp
-    for axis in range(nd):
-        size = tuple(len(taps) if a == axis else 1 for a in range(nd))
-        layer = Conv(c, size, padding="same", use_bias=False, trainable=False, name=f"smooth{axis}")
+    if smoothing_radius(config):
+        taps = gaussian_taps(config.residual_sigma)
+        for axis in range(nd):
+            size = tuple(len(taps) if a == axis else 1 for a in range(nd))
+            layer = Conv(c, size, padding="same", use_bias=False, trainable=False, name=f"smooth{axis}")
+            x = layer(x)
+            kernel = np.zeros(size + (c, c), np.float32)
+            for ch in range(c):
+                kernel[..., ch, ch] = taps.reshape(size)
+            layer.set_weights([kernel])
+    if config.residual_affine:
+        layer = Conv(c, 1, trainable=False, name="base_affine")
         x = layer(x)
-        kernel = np.zeros(size + (c, c), np.float32)
-        for ch in range(c):
-            kernel[..., ch, ch] = taps.reshape(size)
-        layer.set_weights([kernel])
+        kernel = np.zeros((1,) * nd + (c, c), np.float32)
+        for ch, (gain, _) in enumerate(config.residual_affine):
+            kernel[..., ch, ch] = gain
+        layer.set_weights([kernel, np.array([o for _, o in config.residual_affine], np.float32)])
     return x

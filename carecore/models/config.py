@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
+import numpy as np
+
 from ..axes import check_axes
 from ..errors import CareError
 from ..normalize import DEFAULT_PERCENTILES
@@ -50,6 +52,10 @@ class CareConfig:
                                                                "at that filter's answer; 0: the input itself; 'auto': the sigma "
                                                                "that restores the training patches best, chosen when training "
                                                                "starts"})
+    residual_affine: tuple = field(default=(), metadata={"doc": "(gain, offset) per channel that put the residual base in "
+                                                               "the targets' units (normalized input and targets differ "
+                                                               "in scale): fitted by least squares on the training "
+                                                               "patches with residual_sigma='auto'; (): gain 1, offset 0"})
     probabilistic: bool = field(default=False, metadata={"doc": "predict a Laplace mean and scale per pixel"})
     loss: str = field(default="mae", metadata={"doc": "mae, mse, or laplace (must be laplace iff probabilistic)"})
     learning_rate: float = field(default=4e-4, metadata={"doc": "(peak) learning rate"})
@@ -87,6 +93,11 @@ class CareConfig:
         set_("axes", axes)
         set_("patch_size", tuple(int(v) for v in self.patch_size))
         set_("percentiles", tuple(float(v) for v in self.percentiles))
+        try:
+            set_("residual_affine", tuple((float(g), float(o)) for g, o in self.residual_affine))
+        except (TypeError, ValueError):
+            raise CareError(f"residual_affine: must be one (gain, offset) pair of numbers per channel, "
+                            f"got {self.residual_affine!r}") from None
         for name, lo in (("n_channel_in", 1), ("n_channel_out", 1), ("unet_depth", 1), ("unet_filters", 1),
                          ("unet_n_conv", 1), ("batch_size", 1), ("epochs", 1), ("steps_per_epoch", 1),
                          ("lr_patience", 1), ("early_stopping", 0), ("unet_kernel", 0)):
@@ -131,6 +142,11 @@ class CareConfig:
         if self.residual_sigma and not self.residual:
             raise CareError(f"residual_sigma and residual: a smoothed input ({self.residual_sigma!r}) is the base "
                             "of a residual model; set residual=True or residual_sigma=0")
+        if self.residual_affine:
+            if (not self.residual or len(self.residual_affine) != self.n_channel_in
+                    or not np.all(np.isfinite(self.residual_affine))):
+                raise CareError(f"residual_affine: a residual model takes one finite (gain, offset) pair per channel "
+                                f"({self.n_channel_in}), got {self.residual_affine!r} (residual={self.residual})")
         if len(self.patch_size) != len(axes):
             raise CareError(f"patch_size and axes: {len(self.patch_size)} sizes {self.patch_size} for axes {axes!r}")
         div = 2**self.unet_depth
@@ -167,6 +183,7 @@ class CareConfig:
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
         d["percentiles"] = list(self.percentiles)
+        d["residual_affine"] = [list(p) for p in self.residual_affine]
         return d
 
     @classmethod

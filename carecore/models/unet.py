@@ -195,6 +195,25 @@ class GaussianSmooth(layers.Layer):
         return {**super().get_config(), "sigma": self.sigma}
 
 
+class BaseAffine(layers.Layer):
+    """A fixed gain and offset per channel of (batch, *spatial, C), float32: puts a residual network's base
+    in its targets' units (``residual_affine``)."""
+
+    def __init__(self, affine, **kwargs):
+        super().__init__(**kwargs)
+        self.affine = [[float(g), float(o)] for g, o in affine]
+
+    def call(self, x):
+        a = np.asarray(self.affine, np.float32)
+        return ops.cast(x, "float32") * ops.convert_to_tensor(a[:, 0]) + ops.convert_to_tensor(a[:, 1])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "affine": self.affine}
+
+
 class _Layers:
     """Hands out the network's layers by name: new ones while building the network, the model's own
     (same weights) when a part of it is wired again as a prediction stage."""
@@ -268,8 +287,9 @@ def _decode0(L, config, u1, skip0, inp):
     # would cost a full-resolution copy); their few output channels, the residual sum and the
     # Laplace scale are float32.
     smooth = smoothing_radius(config) > 0
-    # on a smoothed base the correction starts at zero: the untrained network answers with the filter
-    init = "zeros" if smooth else "glorot_uniform"
+    # on a smoothed (or fitted) base the correction starts at zero: the untrained network answers with
+    # the filter, in the targets' units
+    init = "zeros" if smooth or config.residual_affine else "glorot_uniform"
     mu = L("head_mean", lambda nm: Conv(config.n_channel_out, 1, activation="linear", dtype=policy,
                                         kernel_initializer=init, name=nm))(x)
     mu = L("head_mean_float32", lambda nm: layers.Activation("linear", dtype="float32", name=nm))(mu)
@@ -277,6 +297,8 @@ def _decode0(L, config, u1, skip0, inp):
         base = ops.cast(inp, "float32")
         if smooth:
             base = L("smooth", lambda nm: GaussianSmooth(config.residual_sigma, dtype="float32", name=nm))(inp)
+        if config.residual_affine:
+            base = L("base_affine", lambda nm: BaseAffine(config.residual_affine, dtype="float32", name=nm))(base)
         mu = L("residual", lambda nm: layers.Add(dtype="float32", name=nm))([mu, base])
     if not config.probabilistic:
         return mu

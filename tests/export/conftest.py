@@ -56,9 +56,10 @@ def model3d_prob(tmp_path_factory):
 @pytest.fixture(scope="session")
 def model2d_smooth(tmp_path_factory):
     """(model, noisy image): a float32 2D model whose correction is added to the input smoothed by a
-    Gaussian of sigma 16 (its reach, 48 px, exceeds the network's receptive field of 43)."""
+    Gaussian of sigma 16 (its reach, 48 px, exceeds the network's receptive field of 43), times a gain
+    plus an offset (``residual_affine``)."""
     return _train(tmp_path_factory.mktemp("m") / "care2d_smooth", "YX", (112, 120), precision="float32",
-                  residual_sigma=16.0)
+                  residual_sigma=16.0, residual_affine=((1.6, -0.3),))
 
 
 @pytest.fixture(scope="session")
