@@ -170,8 +170,10 @@ def cmd_train(args):
                                                             **task_options)
     if not resume:
         if patches.X.shape[-1] != config.n_channel_in or patches.Y.shape[-1] != config.n_channel_out:
+            same = patches.X.shape[-1] == patches.Y.shape[-1]
             config = config.replace(n_channel_in=int(patches.X.shape[-1]), n_channel_out=int(patches.Y.shape[-1]),
-                                    residual=config.residual and patches.X.shape[-1] == patches.Y.shape[-1])
+                                    residual=config.residual and same,
+                                    residual_sigma=config.residual_sigma if same else 0.0, residual_affine=())
         if not args.ensemble:
             model = create_model(config, model_dir)
     epochs = args.epochs or config.epochs

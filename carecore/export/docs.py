@@ -61,8 +61,8 @@ def _residual_base(c):
         return ""
     base = "the input" + (f" smoothed by a Gaussian of sigma {c.residual_sigma:g} px" if smoothed else "")
     if c.residual_affine:
-        base += (", times a gain plus an offset fitted to the training targets (per channel: "
-                 + ", ".join(f"{g:.4g}, {o:+.4g}" for g, o in c.residual_affine) + ")")
+        base += ", times a gain plus an offset (" + "; ".join(f"gain {g:.4g}, offset {o:.4g}"
+                                                          for g, o in c.residual_affine) + ")"
     return f" (added to {base})"
 
 

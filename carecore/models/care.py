@@ -386,8 +386,9 @@ class CARE:
         if c.residual_sigma == "auto":  # the smoothed input to start from: chosen on the training patches
             from ..training.residual_base import choose_residual_sigma, fit_base_affine
 
-            sigma = choose_residual_sigma(X, Y, seed=c.seed)
-            self.config = c = c.replace(residual_sigma=sigma, residual_affine=fit_base_affine(X, Y, sigma, seed=c.seed))
+            sigma = choose_residual_sigma(X, Y, seed=c.seed)   # and its gain and offset, unless given
+            self.config = c = c.replace(residual_sigma=sigma,
+                                        residual_affine=c.residual_affine or fit_base_affine(X, Y, sigma, seed=c.seed))
             import keras
 
             keras.utils.set_random_seed(c.seed)

@@ -54,8 +54,9 @@ class CareConfig:
                                                                "starts"})
     residual_affine: tuple = field(default=(), metadata={"doc": "(gain, offset) per channel that put the residual base in "
                                                                "the targets' units (normalized input and targets differ "
-                                                               "in scale): fitted by least squares on the training "
-                                                               "patches with residual_sigma='auto'; (): gain 1, offset 0"})
+                                                               "in scale): with residual_sigma='auto' and none given, "
+                                                               "fitted by least squares on the training patches; "
+                                                               "((1, 0),) keeps the base as it is; (): gain 1, offset 0"})
     probabilistic: bool = field(default=False, metadata={"doc": "predict a Laplace mean and scale per pixel"})
     loss: str = field(default="mae", metadata={"doc": "mae, mse, or laplace (must be laplace iff probabilistic)"})
     learning_rate: float = field(default=4e-4, metadata={"doc": "(peak) learning rate"})
@@ -142,11 +143,13 @@ class CareConfig:
         if self.residual_sigma and not self.residual:
             raise CareError(f"residual_sigma and residual: a smoothed input ({self.residual_sigma!r}) is the base "
                             "of a residual model; set residual=True or residual_sigma=0")
-        if self.residual_affine:
-            if (not self.residual or len(self.residual_affine) != self.n_channel_in
-                    or not np.all(np.isfinite(self.residual_affine))):
-                raise CareError(f"residual_affine: a residual model takes one finite (gain, offset) pair per channel "
-                                f"({self.n_channel_in}), got {self.residual_affine!r} (residual={self.residual})")
+        if self.residual_affine and not self.residual:
+            raise CareError(f"residual_affine and residual: a gain and offset ({self.residual_affine!r}) apply to the base "
+                            "of a residual model; set residual=True or residual_affine=()")
+        if self.residual_affine and (len(self.residual_affine) != self.n_channel_in
+                                     or not np.all(np.isfinite(self.residual_affine))):
+            raise CareError(f"residual_affine: one finite (gain, offset) pair per input channel ({self.n_channel_in}), "
+                            f"got {self.residual_affine!r}")
         if len(self.patch_size) != len(axes):
             raise CareError(f"patch_size and axes: {len(self.patch_size)} sizes {self.patch_size} for axes {axes!r}")
         div = 2**self.unet_depth
@@ -183,7 +186,10 @@ class CareConfig:
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
         d["percentiles"] = list(self.percentiles)
-        d["residual_affine"] = [list(p) for p in self.residual_affine]
+        if self.residual_affine:   # left out when empty: older carecore reads such a configuration too
+            d["residual_affine"] = [list(p) for p in self.residual_affine]
+        else:
+            del d["residual_affine"]
         return d
 
     @classmethod

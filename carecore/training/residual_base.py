@@ -20,6 +20,8 @@ import numpy as np
 
 #: candidate sigmas (pixels) for ``residual_sigma="auto"``
 SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+#: the variance (normalized units) at or below which a smoothed input channel counts as flat
+FLAT = 1e-8
 
 
 def _subset(X, Y, max_patches, seed, name):
@@ -58,7 +60,8 @@ def fit_base_affine(X, Y, sigma, *, max_patches=64, seed=0):
     -------
     tuple of (float, float)
         ``(gain, offset)`` per channel (``residual_affine``); gain 1 and the mean difference for a
-        channel whose smoothed input is flat.
+        channel whose smoothed input is flat (variance at most :data:`FLAT`: normalized patches span
+        about 0 to 1).
     """
     X, Y = _subset(X, Y, max_patches, seed, "fit_base_affine")
     S = _smooth(X, sigma)
@@ -66,7 +69,7 @@ def fit_base_affine(X, Y, sigma, *, max_patches=64, seed=0):
     for ch in range(X.shape[-1]):
         s, y = S[..., ch].ravel().astype(np.float64), Y[..., ch].ravel().astype(np.float64)
         var = s.var()
-        gain = float(np.mean((s - s.mean()) * (y - y.mean())) / var) if var > 0 else 1.0
+        gain = float(np.mean((s - s.mean()) * (y - y.mean())) / var) if var > FLAT else 1.0
         pairs.append((gain, float(y.mean() - gain * s.mean())))
     return tuple(pairs)
 

@@ -86,3 +86,23 @@ def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("carecore: error:") and "a_file" in r.stderr
+
+
+def test_budgeted_training_from_two_channels_to_one(tmp_path):
+    """A time budget gives the fast recipe, whose smoothed residual base needs as many channels out as in:
+    with 2 channels in and 1 out the CLI trains a plain (not residual) network instead of refusing."""
+    import carecore as cc
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        high = rng.random((1, 96, 96)).astype(np.float32)
+        low = np.concatenate([high, 0.5 * high]) + rng.normal(0, 0.3, (2, 96, 96)).astype(np.float32)
+        for name, img in (("low", low), ("high", high)):
+            (tmp_path / name).mkdir(exist_ok=True)
+            write_image(tmp_path / name / f"s{i}.tif", img.astype(np.float32), axes="CYX")
+    rc = main(["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "CYX",
+               "--model-dir", str(tmp_path / "m"), "--time-limit", "5s", "--patch", "32,32", "--batch", "4",
+               "--n-per-image", "16"])
+    assert rc == 0
+    c = cc.load_model(tmp_path / "m").config
+    assert (c.n_channel_in, c.n_channel_out, c.residual, c.residual_sigma, c.residual_affine) == (2, 1, False, 0.0, ())

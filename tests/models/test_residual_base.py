@@ -2,13 +2,15 @@
 network answers with the filter (times the fitted gain plus offset, ``residual_affine``), tiling and
 staged prediction stay exact with the filter's reach, the standard-layer export computes the same, and
 ``"auto"`` picks a sigma and fits a gain and offset that suit the data."""
+import json
+
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
 import carecore as cc
 from carecore import CareError
-from carecore.models.config import care_config
+from carecore.models.config import CareConfig, care_config
 from carecore.models.unet import GaussianSmooth, smoothing_radius
 from carecore.training.residual_base import choose_residual_sigma, fit_base_affine
 
@@ -35,9 +37,10 @@ def test_untrained_network_answers_with_the_filter(sigma, affine):
 
 @pytest.mark.parametrize("axes", ["YX", "ZYX"])
 def test_a_wide_filter_widens_the_halo_and_tiles_stay_exact(axes):
-    """With a filter reaching beyond the network's receptive field, tiled (plain and staged) equals untiled."""
+    """With a filter reaching beyond the network's receptive field (and a gain and offset on it), tiled
+    (plain and staged) equals untiled."""
     sigma = 16.0 if axes == "YX" else 10.0
-    cfg = care_config(axes, quick=True, residual_sigma=sigma, precision="float32")
+    cfg = care_config(axes, quick=True, residual_sigma=sigma, residual_affine=((1.7, -0.3),), precision="float32")
     model = cc.create_model(cfg)
     from carecore.models.unet import receptive_radius
 
@@ -90,8 +93,14 @@ def test_auto_sigma_fits_the_noise(tmp_path):
     # the base's gain and offset: fitted on the training patches, and kept by a saved model
     (gain, offset), = model.config.residual_affine
     assert (gain, offset) == fit_base_affine(noisy[:48, :32, :32], clean[:48, :32, :32], model.config.residual_sigma)[0]
+    assert model.keras_model.get_layer("base_affine").affine == [[gain, offset]]   # the network applies it
     model.save(tmp_path / "m")
     assert cc.load_model(tmp_path / "m").config.residual_affine == ((gain, offset),)
+    # a gain and offset given are kept: ((1, 0),) trains on the smoothed input as it is
+    kept = cc.create_model(cfg.replace(residual_affine=((1.0, 0.0),)))
+    kept.train((noisy[:48, :32, :32], clean[:48, :32, :32], noisy[48:, :32, :32], clean[48:, :32, :32]),
+               epochs=1, steps_per_epoch=1)
+    assert kept.config.residual_sigma >= 3 and kept.config.residual_affine == ((1.0, 0.0),)
 
 
 def test_fitted_gain_and_offset():
@@ -104,7 +113,8 @@ def test_fitted_gain_and_offset():
     (g0, o0), (g1, o1) = fit_base_affine(x, y, 2.0)
     assert (g0, o0, g1, o1) == pytest.approx((1.8, -0.4, 0.5, 0.2), abs=1e-4)
     flat = np.full((4, 16, 16, 1), 0.3, np.float32)
-    (g, o), = fit_base_affine(flat, flat + 0.1, 0.0)
+    flat[0, 0, 0] += 1e-5   # nearly flat: treated as flat (a fit would give gain 0 here)
+    (g, o), = fit_base_affine(flat, np.full_like(flat, 0.4), 0.0)
     assert g == 1.0 and o == pytest.approx(0.1, abs=1e-6)
 
 
@@ -116,7 +126,11 @@ def test_residual_sigma_is_validated():
     with pytest.raises(CareError, match="residual_sigma and residual"):
         care_config("YX", residual_sigma=2.0, residual=False)
     for bad in (((1.0, 0.0), (1.0, 0.0)), ((np.nan, 0.0),), ((1.0,),), "wide"):
-        with pytest.raises(CareError, match="residual_affine"):
+        with pytest.raises(CareError, match="residual_affine: "):
             care_config("YX", residual_affine=bad)
-    with pytest.raises(CareError, match="residual_affine"):
+    with pytest.raises(CareError, match="residual_affine and residual"):
         care_config("YX", residual=False, residual_affine=((2.0, 0.0),))
+    # saved only when set (older carecore reads the rest), and read back
+    assert "residual_affine" not in care_config("YX").to_dict()
+    c = care_config("YX", n_channel_in=2, n_channel_out=2, residual_affine=((2.0, -0.5), (1.0, 0.25)))
+    assert CareConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
