@@ -63,14 +63,14 @@ def fit_base_affine(X, Y, sigma, *, max_patches=64, seed=0):
         channel whose smoothed input is flat (variance at most :data:`FLAT`: normalized patches span
         about 0 to 1).
     """
+    from ..metrics import affine_fit
+
     X, Y = _subset(X, Y, max_patches, seed, "fit_base_affine")
     S = _smooth(X, sigma)
     pairs = []
     for ch in range(X.shape[-1]):
-        s, y = S[..., ch].ravel().astype(np.float64), Y[..., ch].ravel().astype(np.float64)
-        var = s.var()
-        gain = float(np.mean((s - s.mean()) * (y - y.mean())) / var) if var > FLAT else 1.0
-        pairs.append((gain, float(y.mean() - gain * s.mean())))
+        s, y = S[..., ch].astype(np.float64), Y[..., ch].astype(np.float64)
+        pairs.append(affine_fit(s, y) if s.var() > FLAT else (1.0, float(y.mean() - s.mean())))
     return tuple(pairs)
 
 
