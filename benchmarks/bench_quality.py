@@ -7,6 +7,7 @@ run on one machine.
     python benchmarks/bench_quality.py --seeds 0 1 2        # three trainings per case: the spread (~80 min)
     make bench-peers                                       # also the peers (below), 1x and 10x the budget:
     python benchmarks/bench_quality.py --peers csbdeep careamics   # hours on 2 cores
+    python benchmarks/bench_quality.py --cases demo3d --care-factors 1 10 --peers csbdeep careamics
 
 Cases (the recipe was tuned on the demo's simulated nuclei; the others were not looked at before):
 
@@ -26,6 +27,10 @@ draws and initial weights; the noisy images and so the filters stay the same): w
 table gives each case's mean, lowest and highest result and in how many seeds CARE beats the filter.
 carecore predicts the test image once (one view) and as the mean over its 8 flips and 90°
 rotations (``predict(tta=True)``, the app's default; 8x the prediction work, not in the budget).
+
+``--care-factors 1 10`` also trains carecore for ten times the budget, from the start again (the
+recipe plans for its horizon: a longer budget is another schedule, not a continuation) on the same
+patches: whether it keeps improving past the budget, and how it compares with the peers at 10x.
 
 Peers (``--peers``), each for ``--peer-factors`` times the budget (default 1 and 10), on *the same*
 training and validation patches as carecore (``cc.create_patches`` with carecore's patch size), each
@@ -313,6 +318,9 @@ def summarize(r, plan):
     care_best = max((s for _, s in r["curve"]), default=None)
     care_t = time_to(r["curve"], level)
     s = {"val_filter_ssim": level, "carecore": {"beat_s": care_t, "best_val_ssim": care_best}}
+    for key in [k for k in r if k.startswith("carecore_x")]:
+        s[key] = {"beat_s": time_to(r[key]["curve"], level),
+                  "best_val_ssim": max((v for _, v in r[key]["curve"]), default=None)}
     for peer, f in _runs(plan):
         q = r.get(f"{peer}_x{f:g}")
         if not q or "error" in q:
@@ -388,6 +396,13 @@ def print_case(r, plan, seeds=False):
         o = r["care_own_percentiles"]
         print(f"{'':15s} {'':9s} {'':6s}   input scaled by its own percentiles instead of the training inputs': "
               f"SSIM {o['ssim']:.3f} NRMSE {o['nrmse']:.4f}", flush=True)
+    for key in [k for k in r if k.startswith("carecore_x")]:
+        q, c = r[key], s[key]
+        tta = f" | 8 views SSIM {q['care_tta']['ssim']:.3f} NRMSE {q['care_tta']['nrmse']:.4f}" if q.get("care_tta") else ""
+        print(f"{'':15s} {'carecore':9s} {q['budget']:6.0f} s: test SSIM {q['care']['ssim']:.3f} NRMSE "
+              f"{q['care']['nrmse']:.4f}{tta} | best val SSIM {c['best_val_ssim'] or float('nan'):.3f} | beats the "
+              f"filter: {_after(c['beat_s'], q['budget'])} | {q['epochs']} epochs, {q['status']}, wall "
+              f"{q['wall_s']:.0f} s", flush=True)
     for peer, f in _runs(plan):
         q = r.get(f"{peer}_x{f:g}")
         if not q:
@@ -412,6 +427,9 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="carecore's seeds (patch draws, initial weights): one training per case and seed, and "
                         "with several, each case's spread and how many seeds beat the filter (default: 0)")
+    p.add_argument("--care-factors", nargs="+", type=float, default=[1.0],
+                   help="carecore's budgets as multiples of --budget (each a training of its own on the same "
+                        "patches; the table's carecore is the one at --budget, 1 is always run); default: 1")
     p.add_argument("--peers", nargs="*", default=[], choices=PEERS, help="peer libraries to run too")
     p.add_argument("--peer-factors", nargs="+", default=["1", "10"],
                    help="peer budgets as multiples of --budget, for every peer (10) or one (csbdeep:10); "
@@ -443,6 +461,10 @@ def main(argv=None):
             continue
         for seed in args.seeds:
             r, ctx = run_case(case, args.budget, root, seed)
+            for f in sorted(set(args.care_factors) - {1.0}):
+                longer, _ = run_case(case, args.budget * f, root, seed)
+                r[f"carecore_x{f:g}"] = {k: longer[k] for k in ("budget", "wall_s", "train_s", "status", "epochs",
+                                                                  "care", "care_tta", "curve", "restarts")}
             for peer, f in _runs(plan):
                 tag = f"x{f:g}" + ("" if len(args.seeds) == 1 else f"_s{seed}")
                 try:
@@ -512,18 +534,18 @@ def _plot(rows, path, plan=None):
     for r in rows:
         c = f"C{cases.index(r['case'])}"
         first = r is next(q for q in rows if q["case"] == r["case"])
-        runs = [("carecore", r["curve"])]
+        runs = [("carecore", r["curve"])] + [("carecore", r[k]["curve"]) for k in r if k.startswith("carecore_x")]
         for peer, fs in (plan or {}).items():   # each peer's longest run (shorter ones repeat its start)
             done = [r[f"{peer}_x{f:g}"] for f in sorted(fs) if "curve" in r.get(f"{peer}_x{f:g}", {})]
             if done:
                 runs.append((peer, done[-1]["curve"]))
-        for method, curve in runs:
+        for i, (method, curve) in enumerate(runs):
             curve = [(t, s) for t, s in curve if t > 0 and s is not None and np.isfinite(s)]
             if curve:
                 t, s = zip(*curve)
                 t_min, t_max = min(t_min, min(t)), max(t_max, max(t))
                 ls, m = STYLES[method]
-                ax.plot(t, s, ls=ls, marker=m, ms=3, color=c, label=r["case"] if method == "carecore" and first else None)
+                ax.plot(t, s, ls=ls, marker=m, ms=3, color=c, label=r["case"] if i == 0 and first else None)
         if r["val_baseline"] and first:   # (the first seed's: the validation patches depend on the seed)
             ax.axhline(r["val_baseline"][2], color=c, ls="--", lw=1)
     if t_max > 20 * t_min:
