@@ -40,13 +40,16 @@ bench-scale: $(STAMP)
 	$(PY) benchmarks/bench_scale.py
 
 # The same with CSBDeep (the [bench] extra, in .venv) and CAREamics (PyTorch, in its own
-# benchmarks/.venv-careamics) at 1x and 10x the budget: hours on 2 cores. BUDGET=180 CASES="demo3d ..."
+# benchmarks/.venv-careamics), and carecore too, at 1x and 10x the budget: about 100 minutes per case
+# on 2 cores. BUDGET=180 CASES="demo3d ..." CARE_FACTORS="1" (carecore at the budget only)
 BUDGET ?= 180
 CASES ?=
+CARE_FACTORS ?= 1 10
 bench-peers: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	PYTHON=$(PYTHON) bash benchmarks/setup_careamics.sh
-	$(PY) benchmarks/bench_quality.py --budget $(BUDGET) $(if $(CASES),--cases $(CASES)) --peers csbdeep careamics
+	$(PY) benchmarks/bench_quality.py --budget $(BUDGET) $(if $(CASES),--cases $(CASES)) \
+		--care-factors $(CARE_FACTORS) --peers csbdeep careamics
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
