@@ -44,7 +44,8 @@ training inputs' percentiles, ``input_normalization="training"``):
 - ``careamics``: CAREamics 0.3.5's CARE (PyTorch on the CPU) in its own environment
   ``benchmarks/.venv-careamics`` (``benchmarks/setup_careamics.sh``), run as a subprocess by
   ``benchmarks/peer_careamics.py``: patches and test input go through an .npz, the prediction comes
-  back as .npy and is measured here.
+  back as .npy and is measured here. Its defaults, but without early stopping (CSBDeep has none, and
+  carecore trains for its budget): each method trains for its whole budget.
 
 Every curve is the validation SSIM (carecore's ``patch_ssim``: the first validation patches, the same
 for all) against training seconds. carecore's clock includes its own validation; the peers' clocks
