@@ -546,7 +546,9 @@ def _plot(rows, path, plan=None):
                 t, s = zip(*curve)
                 t_min, t_max = min(t_min, min(t)), max(t_max, max(t))
                 ls, m = STYLES[method]
-                ax.plot(t, s, ls=ls, marker=m, ms=3, color=c, label=r["case"] if i == 0 and first else None)
+                longer = method == "carecore" and i > 0   # carecore at a multiple of the budget: lighter
+                ax.plot(t, s, ls=ls, marker=m, ms=3, color=c, alpha=0.5 if longer else 1.0,
+                        label=r["case"] if i == 0 and first else None)
         if r["val_baseline"] and first:   # (the first seed's: the validation patches depend on the seed)
             ax.axhline(r["val_baseline"][2], color=c, ls="--", lw=1)
     if t_max > 20 * t_min:
@@ -554,6 +556,10 @@ def _plot(rows, path, plan=None):
     handles = ax.get_legend_handles_labels()[0]
     handles += [Line2D([], [], color="k", ls=STYLES[m][0], marker=STYLES[m][1], ms=3, label=m)
                 for m in ["carecore", *(plan or {})]]
+    if any(k.startswith("carecore_x") for r in rows for k in r):
+        handles.insert(len(handles) - len(plan or {}), Line2D([], [], color="k", ls=STYLES["carecore"][0],
+                                                              marker=STYLES["carecore"][1], ms=3, alpha=0.5,
+                                                              label="carecore, longer budget"))
     handles.append(Line2D([], [], color="k", ls="--", lw=1, label="best tuned filter"))
     ax.legend(handles=handles, fontsize=7)
     ax.set_xlabel("training time (s)")
