@@ -120,6 +120,7 @@ def main(argv=None):
     tile = (256, 256) if axes == "YX" else (16, 64, 64)
     overlap = (48, 48) if axes == "YX" else (8, 32, 32)
     tile = tuple(min(s, n - n % 8 if n >= 16 else n) for s, n in zip(tile, test.shape))
+    tile = tile[:-2] + (min(tile[-2:]),) * 2   # CAREamics tiles are square in YX (the embryo's test part is narrow)
     overlap = tuple(min(o, s // 2) for o, s in zip(overlap, tile))
     t = time.perf_counter()
     pred, _ = careamist.predict(test[None], axes="S" + axes, data_type="array", tile_size=tile, tile_overlap=overlap,
