@@ -125,7 +125,7 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     budget.get_by_text("Custom (epochs × steps)").click()
     page.locator(".care-train-custom").wait_for(timeout=10_000)
     budget.get_by_text("Test · 20 s").click()
-    page.locator(".care-train-custom").wait_for(state="detached", timeout=10_000, use_inner_text=True)
+    page.locator(".care-train-custom").wait_for(state="detached", timeout=10_000)
     assert "0:20 of training" in page.locator(".care-train-recipe").inner_text()
     saw_points_while_running = _train_until_done(page)
     assert saw_points_while_running, "no curve points appeared while training ran"
@@ -298,7 +298,7 @@ def test_walk_the_projection_task(page_on_failure, lab_server, shots):
 
     page.locator(".care-data-task select").select_option(label="Surface projection (3D stack → 2D image)")
     page.locator(".care-lab label", has_text="High (2D)").wait_for(timeout=30_000)
-    page.locator(".care-data-source").wait_for(state="detached", timeout=10_000, use_inner_text=True)   # pairs from folders only
+    page.locator(".care-data-source").wait_for(state="detached", timeout=10_000)   # pairs from folders only
     page.locator(".care-data-scan").click()
     page.locator(".care-pairs").wait_for(timeout=60_000)
     table = page.locator(".care-pairs").inner_text()
@@ -323,7 +323,7 @@ def test_walk_the_subdiffraction_task(page_on_failure, lab_server, shots):
     page.locator(".care-data-task select").select_option(label="Sub-diffraction (2D, trained on simulations)")
     page.locator(".care-data-structures").wait_for(timeout=30_000)
     page.locator(".care-data-photons").wait_for(timeout=10_000)
-    page.locator(".care-data-scan").wait_for(state="detached", timeout=10_000, use_inner_text=True)   # no folders to check
+    page.locator(".care-data-scan").wait_for(state="detached", timeout=10_000)   # no folders to check
     page.locator(".care-data-preview").click()
     page.locator(".care-preview2-high img[src]").first.wait_for(timeout=60_000)
     page.locator(".care-data-patches").click()
@@ -417,7 +417,7 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
     assert page.locator(".care-restore-go").is_enabled()
 
     page.locator(".care-restore-where").get_by_text("In this process").click()
-    page.locator(".care-restore-scheduler").wait_for(state="detached", timeout=10_000, use_inner_text=True)
+    page.locator(".care-restore-scheduler").wait_for(state="detached", timeout=10_000)
     page.locator(".care-restore-go").click()
     t = time.time()
     while time.time() - t < 240 and "in this process" not in page.locator(".care-restore-metrics").inner_text():
