@@ -8,6 +8,7 @@ run on one machine.
     make bench-peers                                       # also the peers (below), 1x and 10x the budget:
     python benchmarks/bench_quality.py --peers csbdeep careamics   # hours on 2 cores
     python benchmarks/bench_quality.py --cases demo3d --care-factors 1 10 --peers csbdeep careamics
+    python benchmarks/bench_quality.py --cases bpae_actin_5 --config unet_depth=3 --patches fg_fraction=0
 
 Cases (the recipe was tuned on the demo's simulated nuclei; the others were not looked at before):
 
@@ -27,6 +28,11 @@ draws and initial weights; the noisy images and so the filters stay the same): w
 table gives each case's mean, lowest and highest result and in how many seeds CARE beats the filter.
 carecore predicts the test image once (one view) and as the mean over its 8 flips and 90°
 rotations (``predict(tta=True)``, the app's default; 8x the prediction work, not in the budget).
+
+A change to carecore's recipe is measured on the same data, patches and test part with ``--config
+KEY=VALUE ...`` (``care_config`` overrides) and ``--patches KEY=VALUE ...`` (``create_patches``
+overrides, for every method); the JSON rows record them. ``--save-predictions DIR`` writes each
+case's test truth, input and carecore's predictions (one view, 8 views) as TIFF files to look at.
 
 ``--care-factors 1 10`` also trains carecore for ten times the budget, from the start again (the
 recipe plans for its horizon: a longer budget is another schedule, not a continuation) on the same
@@ -123,18 +129,25 @@ def load_case(case, root):
     return _real(name.replace("bpae_", ""), float(photons))
 
 
-def run_case(case, budget, root, seed=0, tuned=None):
+def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, save=None):
     """carecore for ``budget`` seconds (``seed``: its patch draws and initial weights), and the tuned
     filters (``tuned``: those of an earlier run on the same case, not tuned again); returns the row and
-    what the peers need."""
+    what the peers need.
+
+    ``config`` and ``patches`` are overrides (dicts) of ``cc.care_config`` and ``cc.create_patches``: a
+    change to the recipe measured on the benchmark's data, patches and test part (``--config``,
+    ``--patches``). With ``save`` (a folder) the test part's truth, input and carecore's two predictions
+    are written there as TIFF files."""
     import carecore as cc
     from carecore.baselines import best_baseline, tune_baselines
 
     data = load_case(case, root)
     axes = data["axes"]
     extra = {"kind": "upsampling", "upsampling_factor": 4.0} if data["kind"] == "upsampling" else {}
-    config = cc.care_config(axes, time_limit=budget, seed=seed, **extra)
-    patches = cc.create_patches(data["train"], config.patch_size, axes=axes, n_patches_per_image=256, seed=seed)
+    config_overrides, patch_overrides = dict(config or {}), dict(patches or {})
+    config = cc.care_config(axes, **{"time_limit": budget, "seed": seed, **extra, **config_overrides})
+    patches = cc.create_patches(data["train"], config.patch_size,
+                                **{"axes": axes, "n_patches_per_image": 256, "seed": seed, **patch_overrides})
     model = cc.create_model(config)
     events = []
     t = time.perf_counter()
@@ -142,15 +155,26 @@ def run_case(case, budget, root, seed=0, tuned=None):
     wall = time.perf_counter() - t
     low, truth = data["test"]
     x = model.on_output_grid(low, axes=axes)
-    care = cc.evaluate(model.predict(low, axes=axes), truth, axes=axes)
+    one = model.predict(low, axes=axes)
+    care = cc.evaluate(one, truth, axes=axes)
     # the mean over the test image's flips and rotations (predict(tta=True), the app's default)
-    care_tta = cc.evaluate(model.predict(low, axes=axes, tta=True), truth, axes=axes) if model.config.augment else None
+    tta = model.predict(low, axes=axes, tta=True) if model.config.augment else None
+    care_tta = None if tta is None else cc.evaluate(tta, truth, axes=axes)
+    if save:
+        out = Path(save)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"{case}_s{seed}_{budget:g}s"
+        for name, image in (("truth", truth), ("input", x), ("care", one), ("care_tta", tta)):
+            if image is not None:
+                cc.write_image(out / f"{stem}_{name}.tif", np.asarray(image, np.float32), axes=axes)
     # the other input scaling, for comparison: each image by its own percentiles (CSBDeep's way)
     care_own = cc.evaluate(model.predict(low, axes=axes, normalization="image"), truth, axes=axes)
     tuned = tuned or tune_baselines([(x, truth)], axes=axes)
     by_ssim, by_nrmse = best_baseline(tuned)
     line = next((e for e in events if e["kind"] == "baseline"), None)
-    row = {"case": case, "seed": seed, "budget": budget, "wall_s": wall, "train_s": result.seconds, "status": result.status,
+    row = {"case": case, "seed": seed, "budget": budget, "config_overrides": config_overrides,
+           "patch_overrides": patch_overrides, "config": model.config.to_dict(),
+           "wall_s": wall, "train_s": result.seconds, "status": result.status,
            "epochs": result.epochs, "patch_size": list(config.patch_size), "n_train": int(patches.n_train),
            "n_val": int(patches.n_val), "input": cc.evaluate(x, truth, axes=axes), "care": care, "care_tta": care_tta,
            "input_normalization": model.config.input_normalization, "care_own_percentiles": care_own,
@@ -422,6 +446,20 @@ def print_case(r, plan, seeds=False):
               f"| {q['steps']} steps, wall {q['wall_s']:.0f} s", flush=True)
 
 
+def _key_values(parser, flag, items):
+    """``["unet_depth=3", "loss=mse"]`` -> ``{"unet_depth": 3, "loss": "mse"}`` (values in JSON, else strings)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"{flag} {item}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget", type=float, default=180.0, help="training budget in seconds (default 180)")
@@ -436,6 +474,14 @@ def main(argv=None):
     p.add_argument("--peer-factors", nargs="+", default=["1", "10"],
                    help="peer budgets as multiples of --budget, for every peer (10) or one (csbdeep:10); "
                         "default: 1 10")
+    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="carecore's recipe changed for this run: care_config overrides, values in JSON "
+                        "(unet_depth=3, loss=mse, patch_size=[128,128]); the peers train on the same patches, "
+                        "so a patch_size reaches them too")
+    p.add_argument("--patches", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="create_patches overrides for every method (fg_fraction=0, n_patches_per_image=512)")
+    p.add_argument("--save-predictions", metavar="DIR",
+                   help="write each case's test truth, input and carecore's predictions there as TIFF files")
     p.add_argument("--work", default=str(HERE / "work"), help="folder for demo data and peer models")
     p.add_argument("--json", default=str(HERE / "quality_per_minute.json"))
     p.add_argument("--png", default=str(HERE / "quality_per_minute.png"))
@@ -445,6 +491,7 @@ def main(argv=None):
     if "careamics" in args.peers and not CAREAMICS_PYTHON.exists():
         p.error(f"--peers careamics: {CAREAMICS_PYTHON} is missing (bash benchmarks/setup_careamics.sh, "
                 "or make bench-peers)")
+    overrides = {"config": _key_values(p, "--config", args.config), "patches": _key_values(p, "--patches", args.patches)}
     root = Path(args.work)
     root.mkdir(parents=True, exist_ok=True)
     plan = {peer: [] for peer in args.peers}
@@ -456,15 +503,17 @@ def main(argv=None):
             plan[peer].append(float(f))
     rows = []
     print(f"{os.cpu_count()} CPUs, budget {args.budget:.0f} s, peers: "
-          + (", ".join(f"{k} at {' '.join(f'{f:g}x' for f in v)}" for k, v in plan.items()) or "none"), flush=True)
+          + (", ".join(f"{k} at {' '.join(f'{f:g}x' for f in v)}" for k, v in plan.items()) or "none")
+          + "".join(f", {k} overrides {v}" for k, v in overrides.items() if v), flush=True)
     for case in args.cases:
         if case.startswith(("bpae", "embryo")) and not SHARED.exists():
             print(f"{case}: skipped, {SHARED} is not here", file=sys.stderr)
             continue
         for seed in args.seeds:
-            r, ctx = run_case(case, args.budget, root, seed)
+            r, ctx = run_case(case, args.budget, root, seed, save=args.save_predictions, **overrides)
             for f in sorted(set(args.care_factors) - {1.0}):
-                longer, _ = run_case(case, args.budget * f, root, seed, tuned=ctx["tuned"])
+                longer, _ = run_case(case, args.budget * f, root, seed, tuned=ctx["tuned"],
+                                     save=args.save_predictions, **overrides)
                 r[f"carecore_x{f:g}"] = {k: longer[k] for k in ("budget", "wall_s", "train_s", "status", "epochs",
                                                                   "care", "care_tta", "curve", "restarts")}
             for peer, f in _runs(plan):
