@@ -31,8 +31,9 @@ rotations (``predict(tta=True)``, the app's default; 8x the prediction work, not
 
 A change to carecore's recipe is measured on the same data, patches and test part with ``--config
 KEY=VALUE ...`` (``care_config`` overrides) and ``--patches KEY=VALUE ...`` (``create_patches``
-overrides, for every method); the JSON rows record them. ``--save-predictions DIR`` writes each
-case's test truth, input and carecore's predictions (one view, 8 views) as TIFF files to look at.
+overrides, for every method); the JSON rows record them, and each run's whole configuration.
+``--save-predictions DIR`` writes each case's test truth, input and carecore's predictions (one view,
+and 8 views when the network learned the flips) as TIFF files to look at, one set per seed and budget.
 
 ``--care-factors 1 10`` also trains carecore for ten times the budget, from the start again (the
 recipe plans for its horizon: a longer budget is another schedule, not a continuation) on the same
@@ -446,6 +447,11 @@ def print_case(r, plan, seeds=False):
               f"| {q['steps']} steps, wall {q['wall_s']:.0f} s", flush=True)
 
 
+#: what ``--config`` and ``--patches`` may not change: the run's own budget, seed and case
+FIXED = {"--config": ("time_limit", "seed", "axes", "kind", "upsampling_factor"),
+         "--patches": ("seed", "axes", "axes_high", "out", "progress", "stop")}
+
+
 def _key_values(parser, flag, items):
     """``["unet_depth=3", "loss=mse"]`` -> ``{"unet_depth": 3, "loss": "mse"}`` (values in JSON, else strings)."""
     out = {}
@@ -453,6 +459,8 @@ def _key_values(parser, flag, items):
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"{flag} {item}: expected KEY=VALUE")
+        if key in FIXED[flag]:
+            parser.error(f"{flag} {item}: {key} is set by the benchmark itself (--budget, --seeds, --cases)")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -474,14 +482,16 @@ def main(argv=None):
     p.add_argument("--peer-factors", nargs="+", default=["1", "10"],
                    help="peer budgets as multiples of --budget, for every peer (10) or one (csbdeep:10); "
                         "default: 1 10")
-    p.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="carecore's recipe changed for this run: care_config overrides, values in JSON "
-                        "(unet_depth=3, loss=mse, patch_size=[128,128]); the peers train on the same patches, "
-                        "so a patch_size reaches them too")
-    p.add_argument("--patches", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="create_patches overrides for every method (fg_fraction=0, n_patches_per_image=512)")
+    p.add_argument("--config", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="carecore's recipe changed for this run: care_config overrides, values in JSON, else "
+                        "strings (unet_depth=3 loss=mse 'patch_size=[128,128]'); the peers train on the same "
+                        "patches, so a patch_size reaches them too; not " + ", ".join(FIXED["--config"]))
+    p.add_argument("--patches", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="create_patches overrides for every method (fg_fraction=0 n_patches_per_image=512); "
+                        "not " + ", ".join(FIXED["--patches"]))
     p.add_argument("--save-predictions", metavar="DIR",
-                   help="write each case's test truth, input and carecore's predictions there as TIFF files")
+                   help="write each case's test truth, input and carecore's predictions there as TIFF files, "
+                        "named by case, seed and budget (one DIR per recipe tried: another run overwrites them)")
     p.add_argument("--work", default=str(HERE / "work"), help="folder for demo data and peer models")
     p.add_argument("--json", default=str(HERE / "quality_per_minute.json"))
     p.add_argument("--png", default=str(HERE / "quality_per_minute.png"))
@@ -515,7 +525,7 @@ def main(argv=None):
                 longer, _ = run_case(case, args.budget * f, root, seed, tuned=ctx["tuned"],
                                      save=args.save_predictions, **overrides)
                 r[f"carecore_x{f:g}"] = {k: longer[k] for k in ("budget", "wall_s", "train_s", "status", "epochs",
-                                                                  "care", "care_tta", "curve", "restarts")}
+                                                                  "care", "care_tta", "curve", "restarts", "config")}
             for peer, f in _runs(plan):
                 tag = f"x{f:g}" + ("" if len(args.seeds) == 1 else f"_s{seed}")
                 try:
