@@ -482,11 +482,11 @@ def main(argv=None):
     p.add_argument("--peer-factors", nargs="+", default=["1", "10"],
                    help="peer budgets as multiples of --budget, for every peer (10) or one (csbdeep:10); "
                         "default: 1 10")
-    p.add_argument("--config", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+    p.add_argument("--config", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="carecore's recipe changed for this run: care_config overrides, values in JSON, else "
                         "strings (unet_depth=3 loss=mse 'patch_size=[128,128]'); the peers train on the same "
                         "patches, so a patch_size reaches them too; not " + ", ".join(FIXED["--config"]))
-    p.add_argument("--patches", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+    p.add_argument("--patches", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="create_patches overrides for every method (fg_fraction=0 n_patches_per_image=512); "
                         "not " + ", ".join(FIXED["--patches"]))
     p.add_argument("--save-predictions", metavar="DIR",
@@ -501,7 +501,8 @@ def main(argv=None):
     if "careamics" in args.peers and not CAREAMICS_PYTHON.exists():
         p.error(f"--peers careamics: {CAREAMICS_PYTHON} is missing (bash benchmarks/setup_careamics.sh, "
                 "or make bench-peers)")
-    overrides = {"config": _key_values(p, "--config", args.config), "patches": _key_values(p, "--patches", args.patches)}
+    overrides = {"config": _key_values(p, "--config", args.config or []),
+                 "patches": _key_values(p, "--patches", args.patches or [])}
     root = Path(args.work)
     root.mkdir(parents=True, exist_ok=True)
     plan = {peer: [] for peer in args.peers}
