@@ -150,9 +150,16 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     patches = cc.create_patches(data["train"], config.patch_size,
                                 **{"axes": axes, "n_patches_per_image": 256, "seed": seed, **patch_overrides})
     model = cc.create_model(config)
-    events = []
+    events, steps = [], [0]
+
+    def callback(e):
+        if e["kind"] == "batch":
+            steps[0] += 1
+        else:
+            events.append(e)
+
     t = time.perf_counter()
-    result = model.train(patches, callback=lambda e: events.append(e) if e["kind"] != "batch" else None)
+    result = model.train(patches, callback=callback)
     wall = time.perf_counter() - t
     low, truth = data["test"]
     x = model.on_output_grid(low, axes=axes)
@@ -176,7 +183,7 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     row = {"case": case, "seed": seed, "budget": budget, "config_overrides": config_overrides,
            "patch_overrides": patch_overrides, "config": model.config.to_dict(),
            "wall_s": wall, "train_s": result.seconds, "status": result.status,
-           "epochs": result.epochs, "patch_size": list(config.patch_size), "n_train": int(patches.n_train),
+           "epochs": result.epochs, "steps": steps[0], "patch_size": list(config.patch_size), "n_train": int(patches.n_train),
            "n_val": int(patches.n_val), "input": cc.evaluate(x, truth, axes=axes), "care": care, "care_tta": care_tta,
            "input_normalization": model.config.input_normalization, "care_own_percentiles": care_own,
            "budget_clock": model.run_card.get("budget_clock"),
@@ -404,7 +411,7 @@ def print_case(r, plan, seeds=False):
     c = s["carecore"]
     print(f"{'':15s} {'carecore':9s} {r['budget']:6.0f} s: test SSIM {r['care']['ssim']:.3f} NRMSE "
           f"{r['care']['nrmse']:.4f} | best val SSIM {c['best_val_ssim'] or float('nan'):.3f} | beats the filter: "
-          f"{_after(c['beat_s'], r['budget'])}", flush=True)
+          f"{_after(c['beat_s'], r['budget'])}" + (f" | {r['steps']} steps" if r.get("steps") else ""), flush=True)
     clock = r.get("budget_clock")
     if clock and r["train_s"] > r["budget"] + 5:  # where the seconds past the budget went
         print(f"{'':15s} {'':9s} {'':6s}   {r['train_s']:.0f} s for a {r['budget']:.0f} s budget: fit started after "
@@ -428,7 +435,7 @@ def print_case(r, plan, seeds=False):
         tta = f" | 8 views SSIM {q['care_tta']['ssim']:.3f} NRMSE {q['care_tta']['nrmse']:.4f}" if q.get("care_tta") else ""
         print(f"{'':15s} {'carecore':9s} {q['budget']:6.0f} s: test SSIM {q['care']['ssim']:.3f} NRMSE "
               f"{q['care']['nrmse']:.4f}{tta} | best val SSIM {c['best_val_ssim'] or float('nan'):.3f} | beats the "
-              f"filter: {_after(c['beat_s'], q['budget'])} | {q['epochs']} epochs, {q['status']}, wall "
+              f"filter: {_after(c['beat_s'], q['budget'])} | {q['epochs']} epochs, {q.get('steps', '?')} steps, {q['status']}, wall "
               f"{q['wall_s']:.0f} s", flush=True)
     for peer, f in _runs(plan):
         q = r.get(f"{peer}_x{f:g}")
@@ -525,7 +532,7 @@ def main(argv=None):
             for f in sorted(set(args.care_factors) - {1.0}):
                 longer, _ = run_case(case, args.budget * f, root, seed, tuned=ctx["tuned"],
                                      save=args.save_predictions, **overrides)
-                r[f"carecore_x{f:g}"] = {k: longer[k] for k in ("budget", "wall_s", "train_s", "status", "epochs",
+                r[f"carecore_x{f:g}"] = {k: longer[k] for k in ("budget", "wall_s", "train_s", "status", "epochs", "steps",
                                                                   "care", "care_tta", "curve", "restarts", "config")}
             for peer, f in _runs(plan):
                 tag = f"x{f:g}" + ("" if len(args.seeds) == 1 else f"_s{seed}")
