@@ -512,7 +512,8 @@ def build_parser():
                                                                     "(default: --psf-sigma)")
     s.add_argument("--psf", help="a measured PSF image instead of --psf-sigma")
     s.add_argument("--structures", help="subdiffraction: synthetic structures to train on, e.g. tubules,granules")
-    s.add_argument("--precision", choices=["mixed_bfloat16", "float32"])
+    s.add_argument("--precision", choices=["mixed_bfloat16", "float32"],
+                   help="default: mixed_bfloat16 for 3D networks where the CPU or GPU computes in bfloat16, else float32")
     s.add_argument("--seed", type=int)
     s.add_argument("--ensemble", type=int, metavar="M", help="train M probabilistic members (seeds seed..seed+M-1)")
     s.set_defaults(func=cmd_train)

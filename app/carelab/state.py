@@ -186,7 +186,7 @@ class LabState(HasTraits):
     probabilistic = Bool(True)
     ensemble = Int(0)
     learning_rate = Float(1e-3)   # short first runs converge faster than with CSBDeep's 4e-4
-    precision = Enum(["mixed_bfloat16", "float32"], default_value="mixed_bfloat16")
+    precision = Enum(["auto", "mixed_bfloat16", "float32"], default_value="auto")   # auto: carecore picks for this machine
     seed = Int(0)
     preflight = Dict()
     job_dir = Unicode()
@@ -530,7 +530,7 @@ class LabState(HasTraits):
         """The model configuration for the chosen budget, from the task's kind (``default_config``).
 
         With a time budget, carecore sizes the network, batches, patches and learning rate for it
-        (only probabilistic, precision, seed, the kind and its settings are passed; quick mode also
+        (only probabilistic, precision unless "auto", seed, the kind and its settings are passed; quick mode also
         passes tiny sizes); "custom" (``time_limit`` 0) passes every field as typed. Kinds that
         predict one value per voxel are never probabilistic.
         """
@@ -538,7 +538,9 @@ class LabState(HasTraits):
 
         t = self.spec
         prob = bool(self.probabilistic or self.ensemble >= 2) if t["probabilistic"] else False
-        kw = dict(kind=t["kind"], probabilistic=prob, precision=self.precision, seed=self.seed)
+        kw = dict(kind=t["kind"], probabilistic=prob, seed=self.seed)
+        if self.precision != "auto":
+            kw["precision"] = self.precision
         kw.update({CONFIG_FIELDS[k]: getattr(self, k) for k in t["options"] if k in CONFIG_FIELDS})
         if self.time_limit > 0:
             kw.update(time_limit=float(self.time_limit))

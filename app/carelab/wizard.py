@@ -314,7 +314,8 @@ class TrainStep(W.VBox):
         self.kind_note.add_class("care-train-kind-note")
         self.filters = W.BoundedIntText(description="Filters", min=4, max=128, value=state.filters)
         self.lr = W.FloatText(description="Learning rate", value=state.learning_rate)
-        self.precision = W.Dropdown(description="Precision", options=["mixed_bfloat16", "float32"], value=state.precision)
+        self.precision = W.Dropdown(description="Precision", value=state.precision, options=[
+            ("auto (for this machine)", "auto"), ("mixed bfloat16", "mixed_bfloat16"), ("float32", "float32")])
         self.seed = W.IntText(description="Seed", value=state.seed)
         self.custom = W.HBox([W.VBox([self.epochs, self.steps, self.batch]), W.VBox([self.filters, self.lr])])
         self.custom.add_class("care-train-custom")
@@ -360,7 +361,7 @@ class TrainStep(W.VBox):
             self.recipe.value = f"<span style='color:#b00020'>{html.escape(str(e))}</span>"
             return
         what = (f"{c.unet_filters} filters, {'×'.join(map(str, c.patch_size))} patches in batches of {c.batch_size}, "
-                f"peak learning rate {c.learning_rate:g}")
+                f"peak learning rate {c.learning_rate:g}, in {'mixed bfloat16' if c.precision == 'mixed_bfloat16' else c.precision}")
         if c.time_limit > 0:
             text = (f"{_mmss(c.time_limit)} of training: {what}, about {c.epochs} validations; the epochs are "
                     "sized from timed steps and the deadline ends training. An ensemble shares the budget.")
@@ -391,7 +392,7 @@ class TrainStep(W.VBox):
             W.link((s, t), (w, "value"))
         s.observe(lambda c: self._layout(), "time_limit")
         s.observe(lambda c: self._recipe(), ["epochs", "steps", "batch_size", "filters", "learning_rate", "task",
-                                             "probabilistic", "ensemble"])
+                                             "probabilistic", "ensemble", "precision"])
         self.pre_btn.on_click(lambda b: self.on_preflight())
         self.start.on_click(lambda b: self.on_start())
         self.resume.on_click(lambda b: self.on_start(resume=True))

@@ -15,6 +15,7 @@ from ..axes import check_axes
 from ..errors import CareError
 from ..normalize import DEFAULT_PERCENTILES
 from .kinds import KINDS, model_class
+from .precision import default_precision
 
 CONFIG_VERSION = 1
 LOSSES = ("mae", "mse", "laplace")
@@ -74,7 +75,9 @@ class CareConfig:
     patch_size: tuple = field(default=(16, 64, 64), metadata={"doc": "training patch size along axes"})
     seed: int = field(default=0, metadata={"doc": "seed of weight initialization and patch order"})
     augment: bool = field(default=True, metadata={"doc": "random flips and 90° rotations in the lateral plane"})
-    precision: str = field(default="mixed_bfloat16", metadata={"doc": "mixed_bfloat16 (fast) or float32"})
+    precision: str = field(default="float32", metadata={
+        "doc": "float32 or mixed_bfloat16 (fast where the hardware computes in bfloat16); care_config picks "
+               "one for the machine (carecore.models.precision.default_precision)"})
     percentiles: tuple = field(default=DEFAULT_PERCENTILES, metadata={"doc": "normalization percentiles (low, high)"})
     input_normalization: str = field(default="training", metadata={
         "doc": "what prediction scales its input by: 'image' (each image's own percentiles, as CSBDeep) or "
@@ -237,7 +240,9 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
     """The common case in one line: CSBDeep-comparable defaults for ``axes``, or tiny ``quick`` sizes.
 
     With a ``time_limit`` of up to 30 minutes the network and batches are sized for it
-    (:data:`FAST_RECIPE`: a smaller, faster network that learns more in a short budget); any value
+    (:data:`FAST_RECIPE`: a smaller, faster network that learns more in a short budget). The
+    precision is chosen for this machine (:func:`~carecore.models.precision.default_precision`:
+    mixed bfloat16 for 3D networks where the hardware computes in bfloat16, else float32). Any value
     given explicitly wins.
 
     Examples
@@ -268,4 +273,9 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
             and "residual" not in overrides:
         base["residual"] = False
     base.update(overrides)
+    if "precision" not in overrides:   # bfloat16 where the hardware computes in it and the patches allow it
+        base["precision"] = default_precision(len(axes))
+        div = 2 ** base.get("unet_depth", 2)
+        if base["precision"] == "mixed_bfloat16" and min(base["patch_size"]) < 2 * div:
+            base["precision"] = "float32"
     return CareConfig(**base)

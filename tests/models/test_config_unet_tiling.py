@@ -123,3 +123,25 @@ def test_auto_tiles_respects_budget():
 def test_read_window_reflects_past_the_end():
     x = np.arange(10.0)[:, None]
     np.testing.assert_array_equal(read_window(x, (slice(6, 12),))[:, 0], [6, 7, 8, 9, 8, 7])
+
+
+def test_precision_is_chosen_for_the_machine(monkeypatch):
+    """bfloat16 only where the hardware computes in it (elsewhere a step took 7x longer), and only for
+    3D networks (2D restored better in float32); an explicit precision always wins."""
+    from carecore.models import precision
+
+    assert precision.cpu_has_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert precision.cpu_has_bfloat16("processor\t: 0\nFeatures\t: fp asimd sve bf16\n")
+    assert not precision.cpu_has_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f\n")
+    assert not precision.cpu_has_bfloat16("model name\t: bf16 in the name only\n")
+    for native, expected in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(precision, "native_bfloat16", lambda: native)
+        assert care_config("ZYX").precision == expected
+        assert care_config("ZYX", time_limit=180).precision == expected
+        assert care_config("YX").precision == care_config("YX", time_limit=180).precision == "float32"
+        assert care_config("ZYX", precision="mixed_bfloat16").precision == "mixed_bfloat16"
+        assert care_config("YX", precision="mixed_bfloat16").precision == "mixed_bfloat16"
+        assert care_config("ZYX", precision="float32").precision == "float32"
+        # patches too thin for a 3D bfloat16 network (sides of at least 2**(depth+1)): float32, no error
+        assert care_config("ZYX", patch_size=(4, 32, 32)).precision == "float32"
+    assert CareConfig(axes="ZYX").precision == "float32"
