@@ -46,7 +46,7 @@ def test_staged_prediction_equals_untiled(axes, kw, shape, stage_tiles, outer):
 
 
 def test_staged_bfloat16_close_to_untiled():
-    model = cc.CARE(care_config("ZYX", quick=True))
+    model = cc.CARE(care_config("ZYX", quick=True, precision="mixed_bfloat16"))
     x = np.random.default_rng(2).random((16, 40, 44)).astype(np.float32)
     full = model.predict(x, axes="ZYX", n_tiles=(1, 1, 1))
     staged = model.predict(x, axes="ZYX", stage_tiles=(1, 2, 2))
@@ -93,12 +93,12 @@ def test_stage_halos_cover_measured_receptive_fields(axes):
 
 
 def test_auto_plan_keeps_a_volume_whole_within_the_budget():
-    """The default 3D network on 64×256×256 with 1 GiB: the whole network does not fit, plain tiles
+    """The default 3D network (in bfloat16) on 64×256×256 with 1 GiB: the whole network does not fit, plain tiles
     would compute 1.41× the voxels; the plan is one staged block whose every stage's tiles fit the
     budget next to the kept arrays, with less estimated work than those plain tiles."""
     from carecore.prediction.tiling import auto_tiles, plan_tiles
 
-    model = cc.CARE(care_config("ZYX"))
+    model = cc.CARE(care_config("ZYX", precision="mixed_bfloat16"))
     shape = (64, 256, 256)
     budget = 2**30
     assert np.prod(shape) * model._bytes_per_voxel() > budget
