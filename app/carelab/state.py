@@ -611,8 +611,11 @@ class LabState(HasTraits):
         self.progress_epoch = int(ev.get("epoch", 0) or 0)
         self.progress_step = int(ev.get("step", 0) or 0)
         self.job_message = st.get("message", "") or ""
+        was = self.job_state
         self.job_state = st.get("state", "none")
-        if self.job_state in STATES_DONE:
+        # the job's model becomes the one to restore with once, when the job ends: a later poll (the
+        # watcher's last one) must not take back a model the user picked meanwhile
+        if self.job_state in STATES_DONE and was not in STATES_DONE:
             mp = model_path(self.job_dir)
             if (mp / "manifest.json").exists() or (mp / "ensemble.json").exists():
                 self.model_dir = str(mp)

@@ -221,6 +221,12 @@ def test_stop_request_ends_the_job(state):
         state.poll_job()
     assert state.job_state == "stopped"
     assert len(state.losses) < 50 * 50
+    # the ended job's model was offered once; a later poll (the watcher's last) keeps the user's choice
+    picked = state.model_dir
+    state.model_dir = "models/picked_meanwhile"
+    state.poll_job()
+    assert state.model_dir == "models/picked_meanwhile"
+    state.model_dir = picked
     state.epochs, state.steps = 2, 6
 
 
