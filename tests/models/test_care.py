@@ -160,7 +160,9 @@ def test_load_refuses_bad_folders(trained, tmp_path):
 
 def test_loads_format1_folder_saved_by_carecore_0_1(tmp_path):
     """A folder written by carecore 0.1.0 (up path as UpSampling + Concatenate + Conv3D) loads and predicts
-    what it predicted then (bfloat16 both times, computed in another order: 5e-4 of the range measured)."""
+    what it predicted then, within bfloat16's rounding: it was recorded on a CPU that computes in bfloat16, and
+    a CPU that emulates it rounds in another order (mean difference 3.7e-4 of the range, largest 3.4e-3 of it,
+    measured on an AVX2 CPU; a weight loaded into the wrong layer is off by tenths of the range)."""
     from pathlib import Path
 
     data = Path(__file__).resolve().parent.parent / "data"
@@ -168,7 +170,8 @@ def test_loads_format1_folder_saved_by_carecore_0_1(tmp_path):
     x = np.load(data / "model_format1_input.npy")
     expected = np.load(data / "model_format1_prediction.npy")
     got = model.predict(x, axes="ZYX")
-    np.testing.assert_allclose(got, expected, atol=2e-3 * np.ptp(expected))
+    diff = np.abs(got - expected) / np.ptp(expected)
+    assert diff.mean() < 1e-3 and diff.max() < 6e-3, (diff.mean(), diff.max())
     model.save(tmp_path / "again")  # saved anew in the current format, it loads the ordinary way
     assert json.loads((tmp_path / "again" / "manifest.json").read_text())["format_version"] == 2
     np.testing.assert_allclose(cc.load_model(tmp_path / "again").predict(x, axes="ZYX"), got, atol=1e-6)
@@ -280,55 +283,14 @@ def test_patches_normalized_otherwise_are_refused(patches):
         cc.CARE(cfg).train(patches, epochs=1, steps_per_epoch=1)
 
 
-class _StepClock:
-    """A clock for carecore's training loop that moves only when the network trains (0.25 s a step), so
-    that planning for a budget is tested the same on a fast and on a loaded machine."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def perf_counter(self):
-        self.now += 1e-4  # every reading costs a little, as on a real clock
-        return self.now
-
-    def __getattr__(self, name):
-        import time
-        return getattr(time, name)
-
-
 @pytest.mark.parametrize("fit_step, fit_startup", [(0.25, 0.0), (0.125, 0.0), (0.25, 3.0)],
                          ids=["steps-as-timed", "steps-twice-as-fast-as-timed", "fit-slow-to-start"])
-def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path, monkeypatch, fit_step, fit_startup):
-    import keras
-
-    from carecore.models import care as care_module
-    from carecore.training import events as events_module
-
-    clock = _StepClock()
-    monkeypatch.setattr(care_module, "time", clock)
-    monkeypatch.setattr(events_module, "time", clock)
-    train_on_batch = keras.Model.train_on_batch
-
-    def timed_train_on_batch(self, *args, **kwargs):  # the steps that plan the budget
-        clock.now += 0.25
-        return train_on_batch(self, *args, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "train_on_batch", timed_train_on_batch)
-    fit = keras.Model.fit
-
-    def slow_fit(self, *args, **kwargs):  # seconds spent in fit before its first hook count too
-        clock.now += fit_startup
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "fit", slow_fit)
+def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path, step_clock, fit_step, fit_startup):
+    clock = step_clock(0.25, fit_step=fit_step, fit_startup=fit_startup)
     cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, epochs=3, learning_rate=2e-3)
     model = cc.CARE(cfg, tmp_path / "t")
     events = []
-
-    def on_event(e):
-        events.append(e)
-        if e["kind"] == "batch":  # a training step of fit
-            clock.now += fit_step
+    on_event = events.append
 
     r = model.train(patches, time_limit="12s", callback=on_event)
     batches = [e for e in events if e["kind"] == "batch"]
