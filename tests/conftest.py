@@ -23,6 +23,63 @@ def _environment_restored():
         os.environ.update(before)
 
 
+class StepClock:
+    """A clock for carecore's training loop that moves only when the network trains: a time budget then
+    buys the same number of steps on a fast and on a slow or loaded machine."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1e-4  # every reading costs a little, as on a real clock
+        return self.now
+
+    def __getattr__(self, name):
+        import time
+        return getattr(time, name)
+
+
+@pytest.fixture
+def step_clock(monkeypatch):
+    """``clock = step_clock(0.25)``: carecore's time budgets count training steps, each 0.25 s of the
+    budget (those that plan the budget and those of ``fit``); nothing else moves the clock.
+    ``step_clock(0.25, fit_step=0.125, fit_startup=3.0)``: ``fit``'s steps take another time than the
+    planning measured, and ``fit`` spends seconds before its first step.
+
+    Quality reached in a time budget depends on the CPU (a 2-core AVX2 CPU trains a 3D network several
+    times slower than one with AVX512); tests that assert quality after a budget use this clock so that
+    they assert it after the same training on every machine.
+    """
+    def install(seconds_per_step, *, fit_step=None, fit_startup=0.0):
+        import keras
+
+        from carecore.models import care as care_module
+        from carecore.training import events as events_module
+
+        clock = StepClock()
+        monkeypatch.setattr(care_module, "time", clock)
+        monkeypatch.setattr(events_module, "time", clock)
+        train_on_batch, fit = keras.Model.train_on_batch, keras.Model.fit
+
+        def timed_train_on_batch(self, *args, **kwargs):   # the steps that plan the budget
+            clock.now += seconds_per_step
+            return train_on_batch(self, *args, **kwargs)
+
+        def tick(batch, logs=None):
+            clock.now += seconds_per_step if fit_step is None else fit_step
+
+        def timed_fit(self, *args, callbacks=None, **kwargs):   # fit's steps, ahead of carecore's own hooks
+            clock.now += fit_startup
+            callbacks = [keras.callbacks.LambdaCallback(on_train_batch_begin=tick)] + list(callbacks or [])
+            return fit(self, *args, callbacks=callbacks, **kwargs)
+
+        monkeypatch.setattr(keras.Model, "train_on_batch", timed_train_on_batch)
+        monkeypatch.setattr(keras.Model, "fit", timed_fit)
+        return clock
+
+    return install
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

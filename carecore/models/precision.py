@@ -98,3 +98,15 @@ def default_precision(ndim, *, native=None):
     if native is None:
         native = native_bfloat16()
     return "mixed_bfloat16" if ndim == 3 and native else "float32"
+
+
+def bfloat16_fits(patch_size, unet_depth):
+    """Whether a network of ``unet_depth`` poolings trains in bfloat16 on patches of ``patch_size``: 3D
+    bfloat16 training needs patch sides of at least ``2**(unet_depth + 1)`` (2D patches always fit).
+
+    Examples
+    --------
+    >>> bfloat16_fits((16, 32, 32), 2), bfloat16_fits((4, 32, 32), 2)
+    (True, False)
+    """
+    return len(patch_size) != 3 or min(patch_size) >= 2 ** (unet_depth + 1)

@@ -1,9 +1,12 @@
 """Quality per minute: a short time-limited training beats every classical filter tuned on the ground truth.
 
-The demo's 3D denoising data (simulated nuclei at 8 photons peak), trained for two minutes on the
+The demo's 3D denoising data (simulated nuclei at 8 photons peak), trained for a three-minute budget on the
 training volumes, tested on the held-out test volume against Gaussian, median, bilateral, TV and NLM
 each tuned over its grid on that very test volume with its ground truth (an advantage CARE does not
-get). The full table, at 3 minutes and on the real images, is the benchmark's (benchmarks/).
+get). The budget is counted in training steps of 0.35 s (the pace of the float32 recipe, everything
+counted, on the 2-core AVX2 CI machine: 512 steps in 180 s), so that the test asserts the same training
+on every machine; quality per minute of the wall clock, on the real images too, is the benchmark's
+(benchmarks/bench_quality.py).
 """
 import numpy as np
 import pytest
@@ -14,17 +17,20 @@ from carecore.baselines import best_baseline, tune_baselines
 pytestmark = pytest.mark.slow
 
 
-def test_two_minutes_of_training_beat_the_tuned_filters(tmp_path):
+def test_a_three_minute_budget_beats_the_tuned_filters(tmp_path, step_clock):
     root = tmp_path / "demo"
     cc.write_demo_data(root, tasks=["denoising3d"])
     d = root / "denoising3d"
-    config = cc.care_config("ZYX", time_limit=120)
+    config = cc.care_config("ZYX", time_limit=180)
     patches = cc.create_patches(cc.find_pairs(d / "train" / "low", d / "train" / "high"), config.patch_size,
                                 n_patches_per_image=256, seed=0)
     model = cc.CARE(config, tmp_path / "model")
+    step_clock(0.35)
     events = []
     result = model.train(patches, callback=events.append)
     assert result.status in ("completed", "time_limit")
+    steps = sum(e["kind"] == "batch" for e in events)
+    assert 440 <= steps <= 515, steps    # 180 s of 0.35 s steps, less the planning's
     noisy = cc.read_image(d / "test" / "low" / "sample00.tif").data
     truth = cc.read_image(d / "test" / "high" / "sample00.tif").data
     care = cc.evaluate(model.predict(noisy, axes="ZYX"), truth, axes="ZYX")
