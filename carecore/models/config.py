@@ -247,7 +247,8 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
     """The common case in one line: CSBDeep-comparable defaults for ``axes``, or tiny ``quick`` sizes.
 
     With a ``time_limit`` of up to 30 minutes the network and batches are sized for it
-    (:data:`FAST_RECIPE`: a smaller, faster network that learns more in a short budget). The
+    (:data:`FAST_RECIPE`: a smaller, faster network that learns more in a short budget; a 3D
+    denoising network computed in float32 takes :data:`FAST_RECIPE_3D_FLOAT32`'s smaller batches). The
     precision is chosen for this machine (:func:`~carecore.models.precision.default_precision`:
     mixed bfloat16 for 3D networks where the hardware computes in bfloat16, else float32). Any value
     given explicitly wins.
@@ -266,14 +267,21 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
 
         overrides["time_limit"] = parse_duration(overrides["time_limit"])
     limit = overrides.get("time_limit") or 0
+    if overrides.get("precision") is None:   # None: chosen for the machine, as when not given
+        overrides.pop("precision", None)
+    depth = overrides.get("unet_depth", 2)
     precision = overrides.get("precision") or default_precision(len(axes))
+    if precision == "mixed_bfloat16" and "precision" not in overrides \
+            and not bfloat16_fits(overrides.get("patch_size", FAST_RECIPE_PATCH[len(axes)]), depth):
+        precision = "float32"   # as below: patches too thin for a bfloat16 network of this depth
     if 0 < limit <= FAST_RECIPE_UP_TO:
         base.update(FAST_RECIPE, patch_size=FAST_RECIPE_PATCH[len(axes)])
         denoising = overrides.get("kind", "care") == "care"
         if denoising and overrides.get("residual", True) \
                 and overrides.get("n_channel_in", 1) == overrides.get("n_channel_out", overrides.get("n_channel_in", 1)):
             base["residual_sigma"] = "auto"   # denoising starts at a tuned Gaussian filter's answer
-        if denoising and len(axes) == 3 and precision == "float32":
+        thin = FAST_RECIPE_3D_FLOAT32["patch_size"]
+        if denoising and len(axes) == 3 and precision == "float32" and not any(p % 2 ** depth for p in thin):
             base.update(FAST_RECIPE_3D_FLOAT32)   # smaller batches that the CPU's caches hold
     if quick:
         base.update(patch_size=(8, 32, 32) if len(axes) == 3 else (32, 32), unet_filters=8, batch_size=4,

@@ -143,6 +143,12 @@ def test_all_steps(state):
     xs = state.curves()["training"][0]
     assert 0 < xs[0] <= xs[-1] <= len(state.history) + 1
     assert state.model_dir.endswith("model")
+    # the ended job's model was offered once; a later poll (the watcher's last) keeps the user's choice
+    trained = state.model_dir
+    state.model_dir = "models/picked_meanwhile"
+    state.poll_job()
+    assert state.model_dir == "models/picked_meanwhile"
+    state.model_dir = trained
     # a new page (new state) re-attaches to the finished job
     from carelab import LabState
 
@@ -224,12 +230,6 @@ def test_stop_request_ends_the_job(state):
         state.poll_job()
     assert state.job_state == "stopped"
     assert len(state.losses) < 50 * 50
-    # the ended job's model was offered once; a later poll (the watcher's last) keeps the user's choice
-    picked = state.model_dir
-    state.model_dir = "models/picked_meanwhile"
-    state.poll_job()
-    assert state.model_dir == "models/picked_meanwhile"
-    state.model_dir = picked
     state.epochs, state.steps = 2, 6
 
 

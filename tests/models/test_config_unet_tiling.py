@@ -155,4 +155,9 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
         assert care_config("ZYX", time_limit=180, kind="subdiffraction", psf_sigma=2.0).patch_size == (16, 32, 32)
         assert care_config("YX", time_limit=180).patch_size == (64, 64)
         assert care_config("ZYX").patch_size == (16, 64, 64)
+        # a deeper network whose poolings the thin patches cannot take keeps the 16x32x32 patches (in
+        # float32 where bfloat16 would need sides of 32); precision=None is "chosen for the machine"
+        c = care_config("ZYX", time_limit=180, unet_depth=4)
+        assert (c.patch_size, c.precision) == ((16, 32, 32), "float32")
+        assert care_config("ZYX", time_limit=180, precision=None) == care_config("ZYX", time_limit=180)
     assert CareConfig(axes="ZYX").precision == "float32"

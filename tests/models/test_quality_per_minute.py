@@ -4,9 +4,10 @@ The demo's 3D denoising data (simulated nuclei at 8 photons peak), trained for a
 training volumes, tested on the held-out test volume against Gaussian, median, bilateral, TV and NLM
 each tuned over its grid on that very test volume with its ground truth (an advantage CARE does not
 get). The budget is counted in training steps of 0.35 s (the pace of the float32 recipe, everything
-counted, on the 2-core AVX2 CI machine: 512 steps in 180 s), so that the test asserts the same training
-on every machine; quality per minute of the wall clock, on the real images too, is the benchmark's
-(benchmarks/bench_quality.py).
+counted, on the 2-core AVX2 CI machine: 512 steps in 180 s), so that every machine trains as many steps
+of the recipe that ``care_config`` picks for it (float32 batches of 4 patches of 8×32×32 there, bfloat16
+batches of 8 of 16×32×32 where the CPU computes in bfloat16); quality per minute of the wall clock, on
+the real images too, is the benchmark's (benchmarks/bench_quality.py).
 """
 import numpy as np
 import pytest
