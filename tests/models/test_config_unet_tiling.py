@@ -154,6 +154,10 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
         assert (c.patch_size, c.batch_size) == ((16, 32, 32), 8)
         assert care_config("ZYX", time_limit=180, kind="subdiffraction", psf_sigma=2.0).patch_size == (16, 32, 32)
         assert care_config("YX", time_limit=180).patch_size == (64, 64)
+        # 2D denoising budgets (float32 everywhere): batches of 4 where the machine has no bfloat16 hardware
+        assert care_config("YX", time_limit=180).batch_size == (8 if native else 4)
+        assert care_config("YX", time_limit=180, batch_size=8).batch_size == 8
+        assert care_config("YX", time_limit=180, kind="subdiffraction", psf_sigma=2.0).batch_size == 8
         assert care_config("ZYX").patch_size == (16, 64, 64)
         # a deeper network whose poolings the thin patches cannot take keeps the 16x32x32 patches (in
         # float32 where bfloat16 would need sides of 32); precision=None is "chosen for the machine"
