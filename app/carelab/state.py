@@ -239,6 +239,7 @@ class LabState(HasTraits):
         self.image_axes, self.model_config, self.input_norm = "", None, None
         self.readouts = {}
         self._poller = None
+        self._poll_lock = threading.Lock()
         self._stop_restore = threading.Event()
         self._restored_chunked_ensemble = False
         if os.environ.get("DASK_SCHEDULER_ADDRESS"):   # dask's own setting for a configured scheduler
@@ -597,29 +598,32 @@ class LabState(HasTraits):
     def poll_job(self):
         from carecore.training.jobs import STATES_DONE, job_status, model_path
 
-        st = job_status(self.job_dir)
-        if not isinstance(st, dict):
-            raise CareError(f"{self.job_dir}: status.json does not hold a status")
-        self.losses = list(st.get("losses") or [])
-        self.history = list(st.get("history") or [])
-        self.baseline = dict(st.get("baseline") or {})
-        self.resume_note = str(st.get("resume") or "")
-        self.job_notes = "\n".join(str(n) for n in st.get("notes") or [])
-        ev = st.get("event") or {}
-        if ev.get("kind") == "batch":
-            self.last_event = dict(ev)
-        self.progress_epoch = int(ev.get("epoch", 0) or 0)
-        self.progress_step = int(ev.get("step", 0) or 0)
-        self.job_message = st.get("message", "") or ""
-        was = self.job_state
-        self.job_state = st.get("state", "none")
-        # the job's model becomes the one to restore with once, when the job ends: a later poll (the
-        # watcher's last one) must not take back a model the user picked meanwhile
-        if self.job_state in STATES_DONE and was not in STATES_DONE:
-            mp = model_path(self.job_dir)
-            if (mp / "manifest.json").exists() or (mp / "ensemble.json").exists():
-                self.model_dir = str(mp)
-        return st
+        # the background watcher and the page (or a test) may poll at once: one poll at a time
+        with self._poll_lock:
+            st = job_status(self.job_dir)
+            if not isinstance(st, dict):
+                raise CareError(f"{self.job_dir}: status.json does not hold a status")
+            self.losses = list(st.get("losses") or [])
+            self.history = list(st.get("history") or [])
+            self.baseline = dict(st.get("baseline") or {})
+            self.resume_note = str(st.get("resume") or "")
+            self.job_notes = "\n".join(str(n) for n in st.get("notes") or [])
+            ev = st.get("event") or {}
+            if ev.get("kind") == "batch":
+                self.last_event = dict(ev)
+            self.progress_epoch = int(ev.get("epoch", 0) or 0)
+            self.progress_step = int(ev.get("step", 0) or 0)
+            self.job_message = st.get("message", "") or ""
+            state = st.get("state", "none")
+            # the job's model becomes the one to restore with once, when the job ends: a later poll
+            # (the watcher's last one) must not take back a model the user picked meanwhile. It is
+            # set before the state, so that whoever sees the job done also sees its model.
+            if state in STATES_DONE and self.job_state not in STATES_DONE:
+                mp = model_path(self.job_dir)
+                if (mp / "manifest.json").exists() or (mp / "ensemble.json").exists():
+                    self.model_dir = str(mp)
+            self.job_state = state
+            return st
 
     def curves(self):
         """What the training charts show, in epochs of this run: ``{name: (x, y)}``.

@@ -153,7 +153,10 @@ def test_all_steps(state):
     from carelab import LabState
 
     other = LabState(state.data_root, quick=True)
+    seen = []     # whoever sees the job done (the page's observer, a waiting thread) sees its model
+    other.observe(lambda ch: seen.append((ch["new"], other.model_dir)), names="job_state")
     assert other.attach_latest_job() == state.job_dir and len(other.history) == len(state.history)
+    assert seen and seen[-1][0] in STATES_DONE and seen[-1][1] == trained, seen
     state.input_path = state.default_input()
     restored = state.restore()
     assert restored.shape == state.input_image.shape
