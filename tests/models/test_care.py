@@ -21,7 +21,8 @@ def patches(noisy_pair):
 def trained(patches, tmp_path_factory):
     path = tmp_path_factory.mktemp("m") / "model"
     cfg = care_config("ZYX", quick=True, unet_filters=16, batch_size=8, epochs=4, steps_per_epoch=10,
-                      learning_rate=2e-3, seed=1, precision="mixed_bfloat16")   # bfloat16 tested on every machine
+                      learning_rate=2e-3, seed=1, precision="float32")   # trained in float32: emulated bfloat16 is slow
+    # on CPUs without it; bfloat16 training is tested by the export's fixture, bfloat16 prediction below
     model = cc.CARE(cfg, path)
     events = []
     result = model.train(patches, callback=events.append)
@@ -81,8 +82,11 @@ def test_prediction_scales_inputs_as_the_training_inputs_were(trained, patches, 
     # percentiles, and asking for the training inputs' says why it cannot
     bare = cc.CARE(model.config)
     bare.keras_model.set_weights(model.keras_model.get_weights())
-    np.testing.assert_array_equal(bare.predict(corner, axes="ZYX"),
-                                  model.predict(corner, axes="ZYX", normalization="image"))
+    expected = model.predict(corner, axes="ZYX", normalization="image")
+    # equal up to float32's summation order (two compiled functions: measured 2e-6 at most, with values
+    # of order 1)
+    np.testing.assert_allclose(bare.predict(corner, axes="ZYX"), expected, rtol=0,
+                               atol=1e-5 * float(np.abs(expected).max()))
     with pytest.raises(CareError, match="no training inputs' percentiles that apply"):
         bare.predict(corner, axes="ZYX", normalization="training")
     with pytest.raises(CareError, match="'image', 'training' or a Normalization"):
@@ -96,16 +100,16 @@ def test_prediction_scales_inputs_as_the_training_inputs_were(trained, patches, 
 def test_tiled_equals_untiled_3d(trained, n_tiles, noisy_pair):
     model, *_ = trained
     noisy, _ = noisy_pair(5, (20, 70, 52))  # sizes not divisible by 4: padding is exercised
-    model32 = cc.CARE(model.config.replace(precision="float32"))
-    model32.keras_model.set_weights(model.keras_model.get_weights())
-    norm = model.input_normalization(noisy, axes="ZYX")   # the twin has no training record: scale as the model does
-    full = model32.predict(noisy, axes="ZYX", n_tiles=(1, 1, 1), normalization=norm)
-    tiled = model32.predict(noisy, axes="ZYX", n_tiles=n_tiles, normalization=norm)
+    norm = model.input_normalization(noisy, axes="ZYX")   # a twin has no training record: scale as the model does
+    full = model.predict(noisy, axes="ZYX", n_tiles=(1, 1, 1))
+    tiled = model.predict(noisy, axes="ZYX", n_tiles=n_tiles)
     np.testing.assert_allclose(tiled, full, atol=1e-4 * float(np.abs(full).max()))
-    # the bfloat16 model: tiled equals its own untiled result (measured: identical), and lies
+    # its bfloat16 twin: tiled equals its own untiled result (measured: identical), and lies
     # within bfloat16's rounding of the float32 result (measured: mean 1e-4, max 9e-4 of the range)
-    bf = model.predict(noisy, axes="ZYX", n_tiles=n_tiles)
-    bf_full = model.predict(noisy, axes="ZYX", n_tiles=(1, 1, 1))
+    twin = cc.CARE(model.config.replace(precision="mixed_bfloat16"))
+    twin.keras_model.set_weights(model.keras_model.get_weights())
+    bf = twin.predict(noisy, axes="ZYX", n_tiles=n_tiles, normalization=norm)
+    bf_full = twin.predict(noisy, axes="ZYX", n_tiles=(1, 1, 1), normalization=norm)
     rng = float(np.abs(full).max())
     np.testing.assert_allclose(bf, bf_full, atol=1e-4 * rng)
     assert np.abs(bf - full).mean() < 1e-3 * rng and np.abs(bf - full).max() < 1e-2 * rng
