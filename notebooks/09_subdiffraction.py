@@ -80,7 +80,7 @@ plt.show()
 # %% [markdown]
 # ## Train
 #
-# Quick mode trains a fixed 4 × 250 steps (about 40 s on 2 cores, the same model whatever the
+# Quick mode trains a fixed 4 × 150 steps (about 75 s on 2 cores, the same model whatever the
 # machine's speed); the workshop budget is 2.5 minutes.
 
 # %%
@@ -91,7 +91,7 @@ def on_event(e):
 
 model = cc.create_model(config, HERE / "model")
 if QUICK:
-    result = model.train(patches, callback=on_event, epochs=4, steps_per_epoch=250, time_limit=0)
+    result = model.train(patches, callback=on_event, epochs=4, steps_per_epoch=150, time_limit=0)
 else:
     result = model.train(patches, callback=on_event)
 print("training:", result.status, result.message)
