@@ -239,7 +239,7 @@ class LabState(HasTraits):
         self.image_axes, self.model_config, self.input_norm = "", None, None
         self.readouts = {}
         self._poller = None
-        self._poll_lock = threading.Lock()
+        self._poll_lock = threading.RLock()   # re-entrant: the watcher polls while holding it (watch_job)
         self._stop_restore = threading.Event()
         self._restored_chunked_ensemble = False
         if os.environ.get("DASK_SCHEDULER_ADDRESS"):   # dask's own setting for a configured scheduler
@@ -566,11 +566,13 @@ class LabState(HasTraits):
         from carecore.training.jobs import start_job
 
         self.ensure_patches(note)
-        if not resume or not self.job_dir:
-            self.job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
+        job_dir = self.job_dir
+        if not resume or not job_dir:
+            job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
         ensemble = self.ensemble if self.ensemble >= 2 and self.spec["probabilistic"] else 0
-        start_job(self.job_dir, self.patches_dir, self.config(), ensemble=ensemble)
-        self.job_state = "starting"
+        start_job(job_dir, self.patches_dir, self.config(), ensemble=ensemble)
+        with self._poll_lock:   # not in the middle of a poll of the job before
+            self.job_dir, self.job_state = job_dir, "starting"
         self.watch_job()
 
     def stop_training(self):
@@ -600,9 +602,10 @@ class LabState(HasTraits):
 
         # the background watcher and the page (or a test) may poll at once: one poll at a time
         with self._poll_lock:
-            st = job_status(self.job_dir)
+            job_dir = self.job_dir
+            st = job_status(job_dir)
             if not isinstance(st, dict):
-                raise CareError(f"{self.job_dir}: status.json does not hold a status")
+                raise CareError(f"{job_dir}: status.json does not hold a status")
             self.losses = list(st.get("losses") or [])
             self.history = list(st.get("history") or [])
             self.baseline = dict(st.get("baseline") or {})
@@ -619,7 +622,7 @@ class LabState(HasTraits):
             # (the watcher's last one) must not take back a model the user picked meanwhile. It is
             # set before the state, so that whoever sees the job done also sees its model.
             if state in STATES_DONE and self.job_state not in STATES_DONE:
-                mp = model_path(self.job_dir)
+                mp = model_path(job_dir)
                 if (mp / "manifest.json").exists() or (mp / "ensemble.json").exists():
                     self.model_dir = str(mp)
             self.job_state = state
@@ -656,23 +659,35 @@ class LabState(HasTraits):
         return f"best filter: {filter_label(b['name'], b.get('params'))}" if b.get("name") else ""
 
     def watch_job(self, interval=0.5):
-        """Poll the job in a background thread until it ends (views observe the traits)."""
-        if self._poller is not None and self._poller.is_alive():
-            return
+        """Poll the job in a background thread until it ends (views observe the traits).
 
-        def loop():
-            while True:
-                time.sleep(interval)
+        One watcher at a time: it decides to stop, and forgets itself, under the poll lock, so that a
+        job started just as the last one ended always gets a watcher.
+        """
+        with self._poll_lock:
+            if self._poller is not None:
+                return
+
+            def loop():
                 try:
-                    st = self.poll_job()
-                except Exception as e:  # noqa: BLE001 - keep the page alive
-                    self.job_message = f"cannot read the job status: {e}"
-                    return
-                if st.get("state") not in ("starting", "running"):
-                    return
+                    while True:
+                        time.sleep(interval)
+                        with self._poll_lock:
+                            try:
+                                st = self.poll_job()
+                            except Exception as e:  # noqa: BLE001 - keep the page alive
+                                self.job_message = f"cannot read the job status: {e}"
+                                st = {}
+                            if st.get("state") not in ("starting", "running"):
+                                self._poller = None
+                                return
+                finally:   # whatever ended it: the next job gets a watcher
+                    with self._poll_lock:
+                        if self._poller is threading.current_thread():
+                            self._poller = None
 
-        self._poller = threading.Thread(target=loop, daemon=True)
-        self._poller.start()
+            self._poller = threading.Thread(target=loop, daemon=True)
+            self._poller.start()
 
     # -- step 3 ----------------------------------------------------------------------------
     def check_model_folder(self, path):

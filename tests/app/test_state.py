@@ -580,3 +580,41 @@ def test_train_step_shows_a_jobs_dead_network_notes(tmp_path):
     shown = lab.steps[1].status.value
     assert shown.count("care-job-note") == 2 and "with 90% of the training left" in shown
     assert "&lt;b&gt;" in shown and "care-job-time_limit" in shown
+
+
+def test_the_watcher_follows_a_job_to_its_end_and_the_next_job_gets_one(tmp_path):
+    """A watcher forgets itself when its job ends (under the poll lock), so that the next job started gets
+    a watcher of its own; a job's model is offered when it ends, before its state says so."""
+    import json
+
+    from carelab import LabState
+
+    s = LabState(tmp_path, quick=True)
+    job = tmp_path / "models" / "job"
+    (job / "model").mkdir(parents=True)
+    (job / "model" / "manifest.json").write_text("{}")
+    (job / "job.json").write_text(json.dumps({"ensemble": 0}))
+
+    def status(state):   # replaced whole, as a job writes it: the watcher never reads half a file
+        (job / "status.tmp").write_text(json.dumps({"state": state, "history": [], "losses": []}))
+        (job / "status.tmp").replace(job / "status.json")
+
+    def wait(cond, limit=10.0):
+        t = time.time()
+        while not cond() and time.time() - t < limit:
+            time.sleep(0.02)
+        return cond()
+
+    seen = []
+    s.observe(lambda ch: seen.append((ch["new"], s.model_dir)), names="job_state")
+    for run in range(2):                      # the job, then the same job resumed
+        status("running")
+        s.job_dir = str(job)
+        s.watch_job(interval=0.02)
+        assert wait(lambda: s.job_state == "running"), s.job_state
+        assert s._poller is not None and s._poller.is_alive()
+        status("completed")
+        assert wait(lambda: s._poller is None), "the watcher did not end with its job"
+        assert s.job_state == "completed", (s.job_state, s.job_message)
+        assert s.job_state == "completed" and seen[-1] == ("completed", str(job / "model")), seen
+        s.model_dir = ""
