@@ -211,7 +211,11 @@ def _check_format(fmt, path, x_norm, expected):
 
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
-    got = np.asarray(got, np.float32)[0]
+    got = np.asarray(got, np.float32)
+    if got.shape != (1,) + tuple(np.shape(expected)):   # a difference would broadcast below
+        raise CareError(f"weight format {fmt}: its output has shape {got.shape} for an input of shape {batch.shape}, "
+                        f"carecore's {(1,) + tuple(np.shape(expected))}; leave it out with weight_formats=")
+    got = got[0]
     scale = max(float(np.ptp(expected)), 1e-6)
     err = float(np.abs(got - expected).max()) / scale
     if not np.isfinite(err) or err > FORMAT_TOLERANCE:

@@ -181,3 +181,19 @@ def test_a_network_on_a_smoothed_input_exports_with_its_filter(model2d_smooth, t
     ours = model.predict(x[..., 0], axes="YX")
     theirs = _bioimageio_predict(pkg, x)[..., 0]
     np.testing.assert_allclose(theirs, ours, atol=1e-4 * np.ptp(ours))
+
+
+def test_a_weight_format_with_another_output_shape_is_refused(tmp_path):
+    """The check of each written format compares shapes first: an output with an extra axis (as a faulty
+    conversion can give) would broadcast against carecore's and pass unseen."""
+    import keras
+
+    from carecore.export.bioimageio import _check_format
+
+    x = np.random.default_rng(0).random((8, 8, 1)).astype(np.float32)
+    inp = keras.Input((8, 8, 1))
+    keras.Model(inp, keras.layers.Reshape((1, 8, 8, 1))(inp)).save(tmp_path / "extra_axis.keras")
+    keras.Model(inp, keras.layers.Identity()(inp)).save(tmp_path / "same.keras")
+    assert _check_format("keras_v3", tmp_path / "same.keras", x, x) == 0
+    with pytest.raises(CareError, match=r"output has shape \(1, 1, 8, 8, 1\).*carecore's \(1, 8, 8, 1\)"):
+        _check_format("keras_v3", tmp_path / "extra_axis.keras", x, x)
