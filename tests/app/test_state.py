@@ -616,5 +616,5 @@ def test_the_watcher_follows_a_job_to_its_end_and_the_next_job_gets_one(tmp_path
         status("completed")
         assert wait(lambda: s._poller is None), "the watcher did not end with its job"
         assert s.job_state == "completed", (s.job_state, s.job_message)
-        assert s.job_state == "completed" and seen[-1] == ("completed", str(job / "model")), seen
+        assert seen[-1] == ("completed", str(job / "model")), seen
         s.model_dir = ""
