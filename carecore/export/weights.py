@@ -6,7 +6,8 @@ no format needs carecore to run:
 - ``keras_v3``: a ``.keras`` file (``keras.models.load_model``; Keras 3 with any backend);
 - ``tensorflow_saved_model_bundle``: a zipped TensorFlow SavedModel with the endpoint ``serve``
   (KNIME's TensorFlow 2 reader, deepImageJ's TF2 engine, ``keras.layers.TFSMLayer``);
-- ``onnx``: converted from the Keras model by ``tf2onnx`` (onnxruntime, deepImageJ/JDLL, napari).
+- ``onnx``: the same layers written as an ONNX graph by :mod:`carecore.export.onnx_graph`
+  (onnxruntime, deepImageJ/JDLL, napari).
 """
 from __future__ import annotations
 
@@ -14,20 +15,11 @@ import zipfile
 from pathlib import Path
 
 from ..errors import CareError
+from .onnx_graph import ONNX_OPSET, onnx_available, write_onnx
 
 WEIGHT_FORMATS = ("keras_v3", "tensorflow_saved_model_bundle", "onnx")
-ONNX_OPSET = 17
 FILE_NAMES = {"keras_v3": "weights.keras", "tensorflow_saved_model_bundle": "weights_tf_saved_model.zip",
               "onnx": "weights.onnx"}
-
-
-def onnx_available():
-    """Whether ``tf2onnx`` (needed for ONNX weights) can be imported."""
-    try:
-        import tf2onnx  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 def resolve_formats(weight_formats):
@@ -41,8 +33,8 @@ def resolve_formats(weight_formats):
     if bad or not formats:
         raise CareError(f"weight_formats: {bad or 'none given'}; choose from {WEIGHT_FORMATS} or 'auto'")
     if "onnx" in formats and not onnx_available():
-        raise CareError("weight_formats: 'onnx' needs tf2onnx, which is not installed; "
-                        "`pip install tf2onnx onnxruntime` or leave 'onnx' out")
+        raise CareError("weight_formats: 'onnx' needs the onnx package, which is not installed; "
+                        "`pip install onnx onnxruntime` or leave 'onnx' out")
     return formats
 
 
@@ -71,9 +63,6 @@ def write_weights(plain, fmt, folder, *, n_spatial, n_channel_in):
                     z.write(p, p.relative_to(sm).as_posix())
         return name, {"tensorflow_version": tf.__version__}
     if fmt == "onnx":
-        import tf2onnx
-
-        spec = (tf.TensorSpec((None,) * (n_spatial + 1) + (n_channel_in,), tf.float32, name="input"),)
-        tf2onnx.convert.from_keras(plain, input_signature=spec, opset=ONNX_OPSET, output_path=str(folder / name))
+        write_onnx(plain, folder / name, n_spatial=n_spatial, n_channel_in=n_channel_in)
         return name, {"opset_version": ONNX_OPSET}
     raise CareError(f"weight format {fmt!r}: choose from {WEIGHT_FORMATS}")

@@ -197,3 +197,37 @@ def test_a_weight_format_with_another_output_shape_is_refused(tmp_path):
     assert _check_format("keras_v3", tmp_path / "same.keras", x, x) == 0
     with pytest.raises(CareError, match=r"output has shape \(1, 1, 8, 8, 1\).*carecore's \(1, 8, 8, 1\)"):
         _check_format("keras_v3", tmp_path / "extra_axis.keras", x, x)
+
+
+def test_the_onnx_graph_is_written_layer_by_layer_the_same_every_time(tmp_path):
+    """The ONNX weights are written from the network's layers, not converted from a traced function:
+    the same network gives the same bytes (a converter gave, now and then, an output with an extra
+    axis), every configuration computes what Keras computes, and a layer it cannot write is named."""
+    import keras
+    import onnxruntime as ort
+
+    from carecore.export.onnx_graph import write_onnx
+    from carecore.export.plain import build_plain_unet
+
+    rng = np.random.default_rng(0)
+    for axes, kw in [("YX", dict(residual_sigma=3.0, residual_affine=((1.6, -0.3),))),
+                     ("ZYX", dict(probabilistic=True, n_channel_in=2, n_channel_out=2))]:
+        cfg = care_config(axes, quick=True, precision="float32", **kw)
+        plain = build_plain_unet(cfg)
+        for layer in plain.layers:   # weights far from the initial ones: every bias and kernel counts
+            if layer.trainable and layer.weights:
+                layer.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in layer.get_weights()])
+        first = write_onnx(plain, tmp_path / f"{axes}_1.onnx", n_spatial=cfg.ndim, n_channel_in=cfg.n_channel_in)
+        again = write_onnx(plain, tmp_path / f"{axes}_2.onnx", n_spatial=cfg.ndim, n_channel_in=cfg.n_channel_in)
+        assert first.read_bytes() == again.read_bytes()
+        x = rng.random((2,) + ((16, 24, 40) if cfg.ndim == 3 else (40, 56)) + (cfg.n_channel_in,), dtype=np.float32)
+        sess = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"])
+        got, want = sess.run(None, {"input": x})[0], np.asarray(plain(x))
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5 * float(np.ptp(want)))
+
+    inp = keras.Input((None, None, 1))
+    bad = keras.Model(inp, keras.layers.BatchNormalization(name="norm")(inp))
+    with pytest.raises(CareError, match="layer 'norm' of type BatchNormalization has no ONNX writer"):
+        write_onnx(bad, tmp_path / "bad.onnx", n_spatial=2, n_channel_in=1)
+    assert not (tmp_path / "bad.onnx").exists()
