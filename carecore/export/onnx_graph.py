@@ -115,6 +115,8 @@ def write_onnx(plain, path, *, n_spatial, n_channel_in, opset=ONNX_OPSET):
         elif kind == "Add":
             nodes.append(helper.make_node("Sum", inputs, [out]))
         elif kind == "Rescaling":
+            if np.ndim(cfg["scale"]) or np.ndim(cfg["offset"]):
+                raise CareError(f"ONNX export: rescaling {layer.name!r} has per-channel values; only scalars are written")
             scaled = f"{out}_scaled"
             nodes.append(helper.make_node("Mul", [inputs[0], const(f"{out}_scale", np.float32(cfg["scale"]))],
                                           [scaled]))
