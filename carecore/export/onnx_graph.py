@@ -1,6 +1,6 @@
 """The exported network written as an ONNX graph, layer by layer, without a converter.
 
-The standard-layer network (:func:`~carecore.export.plain.build_plain_unet`) uses seven kinds of
+The standard-layer network (:func:`~carecore.export.plain.build_plain_unet`) uses six kinds of
 Keras layer; each becomes its ONNX operator(s) with the same weights:
 
 ===================================  =====================================================
@@ -18,8 +18,9 @@ Keras layer                          ONNX
 
 The graph computes channels first (ONNX's convolution layout) between one ``Transpose`` after its
 input and one before its output, so its input and output have the package's axes: (batch,
-spatial..., channel), spatial sizes free. A layer of another kind or setting is refused with its
-name. Writing the graph directly (rather than converting a traced TensorFlow function with
+spatial..., channel), spatial sizes free; the file declares the lowest IR version its opset allows
+(8 for opset 17), which older onnxruntime builds (deepImageJ/JDLL, KNIME) read. A layer of another kind
+or setting is refused with its name. Writing the graph directly (rather than converting a traced TensorFlow function with
 ``tf2onnx``) makes the file a function of the weights alone: the same network gives the same bytes,
 and no converter can silently add an axis (``tf2onnx`` did, now and then, in a long-running process).
 """
@@ -36,9 +37,11 @@ SPATIAL_NAMES = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
 def onnx_available():
-    """Whether the ``onnx`` package (needed to write ONNX weights) can be imported."""
+    """Whether ``onnx`` (to write ONNX weights) and ``onnxruntime`` (to check them against carecore
+    before the package is written) can be imported."""
     try:
         import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
     except Exception:
         return False
     return True
@@ -63,9 +66,11 @@ def write_onnx(plain, path, *, n_spatial, n_channel_in, opset=ONNX_OPSET):
     Path
         ``path``.
     """
+    import keras
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    L = keras.layers
     if n_spatial not in SPATIAL_NAMES:
         raise CareError(f"ONNX export: 2 or 3 spatial axes, got {n_spatial}")
     if len(plain.inputs) != 1 or len(plain.outputs) != 1:
@@ -83,50 +88,53 @@ def write_onnx(plain, path, *, n_spatial, n_channel_in, opset=ONNX_OPSET):
     value_of[id(plain.inputs[0])] = "input_channels_first"
     for layer in plain.operations:
         kind = type(layer).__name__
-        if kind == "InputLayer":
+        if isinstance(layer, L.InputLayer):
             continue
-        if len(layer._inbound_nodes) != 1:
-            raise CareError(f"ONNX export: layer {layer.name!r} is used {len(layer._inbound_nodes)} times; "
-                            "only layers used once are written")
-        node = layer._inbound_nodes[0]
-        inputs = [value_of[id(t)] for t in node.input_tensors]
+        # the tensors of the layer's first call; a layer called again would feed tensors of later calls,
+        # which are not in value_of: refused below
+        try:
+            inputs = [value_of[id(t)] for t in keras.tree.flatten(layer.input)]
+        except KeyError:
+            raise CareError(f"ONNX export: layer {layer.name!r} takes a tensor of a layer called more than once; "
+                            "only layers called once are written") from None
+        outputs = keras.tree.flatten(layer.output)
         out = layer.name
         cfg = layer.get_config()
         if cfg.get("data_format", "channels_last") != "channels_last":
             raise CareError(f"ONNX export: layer {layer.name!r} is {cfg['data_format']}; only channels_last is written")
-        if kind in ("Conv2D", "Conv3D"):
+        if isinstance(layer, (L.Conv2D, L.Conv3D)):
             nodes += _conv(layer, cfg, inputs[0], out, nd, const, helper)
-        elif kind in ("MaxPooling2D", "MaxPooling3D"):
+        elif isinstance(layer, (L.MaxPooling2D, L.MaxPooling3D)):
             if cfg["padding"] != "valid":
                 raise CareError(f"ONNX export: pooling {layer.name!r} has padding {cfg['padding']!r}; only 'valid'")
             nodes.append(helper.make_node("MaxPool", inputs, [out], kernel_shape=list(cfg["pool_size"]),
                                           strides=list(cfg["strides"])))
-        elif kind in ("UpSampling2D", "UpSampling3D"):
+        elif isinstance(layer, (L.UpSampling2D, L.UpSampling3D)):
             if cfg.get("interpolation", "nearest") != "nearest":
                 raise CareError(f"ONNX export: upsampling {layer.name!r} is {cfg['interpolation']!r}; only 'nearest'")
             scales = const(f"{out}_scales", np.array([1.0, 1.0, *cfg["size"]], np.float32))
             nodes.append(helper.make_node("Resize", [inputs[0], "", scales], [out], mode="nearest",
                                           coordinate_transformation_mode="asymmetric", nearest_mode="floor"))
-        elif kind == "Concatenate":
+        elif isinstance(layer, L.Concatenate):
             if cfg["axis"] not in (-1, nd + 1):
                 raise CareError(f"ONNX export: {layer.name!r} concatenates along axis {cfg['axis']}; "
                                 "only the channel axis is written")
             nodes.append(helper.make_node("Concat", inputs, [out], axis=1))
-        elif kind == "Add":
+        elif isinstance(layer, L.Add):
             nodes.append(helper.make_node("Sum", inputs, [out]))
-        elif kind == "Rescaling":
-            if np.ndim(cfg["scale"]) or np.ndim(cfg["offset"]):
+        elif isinstance(layer, L.Rescaling):
+            scale, offset = (np.asarray(v, np.float32) for v in (layer.scale, layer.offset))
+            if scale.ndim or offset.ndim:
                 raise CareError(f"ONNX export: rescaling {layer.name!r} has per-channel values; only scalars are written")
             scaled = f"{out}_scaled"
-            nodes.append(helper.make_node("Mul", [inputs[0], const(f"{out}_scale", np.float32(cfg["scale"]))],
-                                          [scaled]))
-            nodes.append(helper.make_node("Add", [scaled, const(f"{out}_offset", np.float32(cfg["offset"]))], [out]))
+            nodes.append(helper.make_node("Mul", [inputs[0], const(f"{out}_scale", scale)], [scaled]))
+            nodes.append(helper.make_node("Add", [scaled, const(f"{out}_offset", offset)], [out]))
         else:
             raise CareError(f"ONNX export: layer {layer.name!r} of type {kind} has no ONNX writer "
                             "(Conv, MaxPooling, UpSampling, Concatenate, Add and Rescaling have)")
-        if len(node.output_tensors) != 1:
-            raise CareError(f"ONNX export: layer {layer.name!r} has {len(node.output_tensors)} outputs")
-        value_of[id(node.output_tensors[0])] = out
+        if len(outputs) != 1:
+            raise CareError(f"ONNX export: layer {layer.name!r} has {len(outputs)} outputs")
+        value_of[id(outputs[0])] = out
     nodes.append(helper.make_node("Transpose", [value_of[id(plain.outputs[0])]], ["output"],
                                   perm=[0, *range(2, nd + 2), 1]))
 
@@ -138,6 +146,7 @@ def write_onnx(plain, path, *, n_spatial, n_channel_in, opset=ONNX_OPSET):
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", *spatial, n_out])],
         initializer=weights)
     model = helper.make_model(graph, producer_name="carecore", opset_imports=[helper.make_opsetid("", int(opset))])
+    model.ir_version = helper.find_min_ir_version_for(model.opset_import)   # not this onnx's newest: older readers
     onnx.checker.check_model(model, full_check=True)
     path = Path(path)
     onnx.save(model, str(path))
@@ -153,7 +162,7 @@ def _conv(layer, cfg, x, out, nd, const, helper):
         raise CareError(f"ONNX export: convolution {layer.name!r} has {cfg['groups']} groups; only 1 is written")
     act = cfg["activation"]
     ops = {"linear": None, "relu": "Relu", "softplus": "Softplus"}
-    if act not in ops:
+    if not isinstance(act, str) or act not in ops:
         raise CareError(f"ONNX export: convolution {layer.name!r} has activation {act!r}; "
                         f"only {sorted(ops)} are written")
     kernel, *bias = [np.asarray(w, np.float32) for w in layer.get_weights()]

@@ -202,32 +202,53 @@ def test_a_weight_format_with_another_output_shape_is_refused(tmp_path):
 def test_the_onnx_graph_is_written_layer_by_layer_the_same_every_time(tmp_path):
     """The ONNX weights are written from the network's layers, not converted from a traced function:
     the same network gives the same bytes (a converter gave, now and then, an output with an extra
-    axis), every configuration computes what Keras computes, and a layer it cannot write is named."""
+    axis) at the opset's lowest IR version (older onnxruntime builds read it), each configuration
+    computes what Keras computes, its residual base included, and what the writer cannot write is named."""
     import keras
+    import onnx
     import onnxruntime as ort
 
     from carecore.export.onnx_graph import write_onnx
     from carecore.export.plain import build_plain_unet
 
     rng = np.random.default_rng(0)
+
+    def run(path, x):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"input": x})[0]
+
     for axes, kw in [("YX", dict(residual_sigma=3.0, residual_affine=((1.6, -0.3),))),
                      ("ZYX", dict(probabilistic=True, n_channel_in=2, n_channel_out=2))]:
         cfg = care_config(axes, quick=True, precision="float32", **kw)
         plain = build_plain_unet(cfg)
-        for layer in plain.layers:   # weights far from the initial ones: every bias and kernel counts
+        for layer in plain.layers:   # weights far from the initial ones, activations of order 1 throughout
             if layer.trainable and layer.weights:
-                layer.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in layer.get_weights()])
+                fan_in = np.prod(layer.get_weights()[0].shape[:-1])
+                layer.set_weights([rng.normal(0, np.sqrt(2 / fan_in), w.shape).astype(np.float32)
+                                   for w in layer.get_weights()])
         first = write_onnx(plain, tmp_path / f"{axes}_1.onnx", n_spatial=cfg.ndim, n_channel_in=cfg.n_channel_in)
         again = write_onnx(plain, tmp_path / f"{axes}_2.onnx", n_spatial=cfg.ndim, n_channel_in=cfg.n_channel_in)
         assert first.read_bytes() == again.read_bytes()
+        assert onnx.load(str(first)).ir_version == 8
         x = rng.random((2,) + ((16, 24, 40) if cfg.ndim == 3 else (40, 56)) + (cfg.n_channel_in,), dtype=np.float32)
-        sess = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"])
-        got, want = sess.run(None, {"input": x})[0], np.asarray(plain(x))
+        got, want = run(first, x), np.asarray(plain(x))
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-5 * float(np.ptp(want)))
+        # the residual base alone (the correction's head at zero): the smoothing, gain and offset, and
+        # (probabilistic) the scale's softplus + 1e-3, each exact to float32 rounding
+        head = plain.get_layer("head_mean")
+        head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+        base = write_onnx(plain, tmp_path / f"{axes}_base.onnx", n_spatial=cfg.ndim, n_channel_in=cfg.n_channel_in)
+        got, want = run(base, x), np.asarray(plain(x))
+        np.testing.assert_allclose(got, want, atol=1e-5 * max(float(np.ptp(want)), 1.0))
+        assert np.ptp(want[..., :cfg.n_channel_out]) > 0.5   # the base is not zero: the check above compares it
 
     inp = keras.Input((None, None, 1))
-    bad = keras.Model(inp, keras.layers.BatchNormalization(name="norm")(inp))
-    with pytest.raises(CareError, match="layer 'norm' of type BatchNormalization has no ONNX writer"):
-        write_onnx(bad, tmp_path / "bad.onnx", n_spatial=2, n_channel_in=1)
-    assert not (tmp_path / "bad.onnx").exists()
+    refused = {"norm": keras.Model(inp, keras.layers.BatchNormalization(name="norm")(inp)),
+               "per_channel": keras.Model(inp, keras.layers.Rescaling([2.0], name="per_channel")(inp))}
+    twice = keras.layers.Conv2D(1, 3, padding="same", name="twice")
+    refused["twice"] = keras.Model(inp, keras.layers.Add(name="sum")([twice(inp), twice(twice(inp))]))
+    for name, model in refused.items():
+        with pytest.raises(CareError, match=f"layer '{name}'|rescaling '{name}'|'sum' takes a tensor"):
+            write_onnx(model, tmp_path / f"{name}.onnx", n_spatial=2, n_channel_in=1)
+        assert not (tmp_path / f"{name}.onnx").exists()
