@@ -124,9 +124,9 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     assert page.locator(".care-train-custom").count() == 0
     budget.get_by_text("Custom (epochs × steps)").click()
     page.locator(".care-train-custom").wait_for(timeout=10_000)
-    budget.get_by_text("Test · 20 s").click()
+    budget.get_by_text("Test · 30 s").click()
     page.locator(".care-train-custom").wait_for(state="detached", timeout=10_000)
-    assert "0:20 of training" in page.locator(".care-train-recipe").inner_text()
+    assert "0:30 of training" in page.locator(".care-train-recipe").inner_text()
     saw_points_while_running = _train_until_done(page)
     assert saw_points_while_running, "no curve points appeared while training ran"
     time.sleep(1.5)   # the last status poll reaches the charts
@@ -215,8 +215,8 @@ def test_walk_the_isotropic_task(page_on_failure, lab_server, shots):
     page.locator(".care-tabs .lm-TabBar-tab", has_text="2 · Train").click()
     budget = page.locator(".care-train-budget")
     budget.wait_for(timeout=30_000)
-    budget.get_by_text("Test · 20 s").click()
-    assert "0:20 of training" in page.locator(".care-train-recipe").inner_text()
+    budget.get_by_text("Test · 30 s").click()
+    assert "0:30 of training" in page.locator(".care-train-recipe").inner_text()
     assert not page.locator(".care-train-prob").is_visible()
     assert "one value per voxel" in page.locator(".care-train-kind-note").inner_text()
     _train_until_done(page)
@@ -260,7 +260,7 @@ def _train_restore_view(page, shots, prefix, image, input_text, output_text):
     page.locator(".care-tabs .lm-TabBar-tab", has_text="2 · Train").click()
     budget = page.locator(".care-train-budget")
     budget.wait_for(timeout=30_000)
-    budget.get_by_text("Test · 20 s").click()
+    budget.get_by_text("Test · 30 s").click()
     _train_until_done(page)
     time.sleep(1.5)
     _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss")
