@@ -33,8 +33,8 @@ def resolve_formats(weight_formats):
     if bad or not formats:
         raise CareError(f"weight_formats: {bad or 'none given'}; choose from {WEIGHT_FORMATS} or 'auto'")
     if "onnx" in formats and not onnx_available():
-        raise CareError("weight_formats: 'onnx' needs the onnx package, which is not installed; "
-                        "`pip install onnx onnxruntime` or leave 'onnx' out")
+        raise CareError("weight_formats: 'onnx' needs onnx (to write it) and onnxruntime (to check it against "
+                        "carecore), and one is not installed; `pip install onnx onnxruntime` or leave 'onnx' out")
     return formats
 
 
