@@ -163,10 +163,11 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     wall = time.perf_counter() - t
     low, truth = data["test"]
     x = model.on_output_grid(low, axes=axes)
-    one = model.predict(low, axes=axes)
+    mean = (lambda p: p[0]) if model.config.probabilistic else (lambda p: p)   # (mean, scale): the mean
+    one = mean(model.predict(low, axes=axes))
     care = cc.evaluate(one, truth, axes=axes)
     # the mean over the test image's flips and rotations (predict(tta=True), the app's default)
-    tta = model.predict(low, axes=axes, tta=True) if model.config.augment else None
+    tta = mean(model.predict(low, axes=axes, tta=True)) if model.config.augment else None
     care_tta = None if tta is None else cc.evaluate(tta, truth, axes=axes)
     if save:
         out = Path(save)
@@ -176,7 +177,7 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
             if image is not None:
                 cc.write_image(out / f"{stem}_{name}.tif", np.asarray(image, np.float32), axes=axes)
     # the other input scaling, for comparison: each image by its own percentiles (CSBDeep's way)
-    care_own = cc.evaluate(model.predict(low, axes=axes, normalization="image"), truth, axes=axes)
+    care_own = cc.evaluate(mean(model.predict(low, axes=axes, normalization="image")), truth, axes=axes)
     tuned = tuned or tune_baselines([(x, truth)], axes=axes)
     by_ssim, by_nrmse = best_baseline(tuned)
     line = next((e for e in events if e["kind"] == "baseline"), None)
