@@ -214,7 +214,7 @@ class CARE:
         return int(self.keras_model.count_params())
 
     # -- training ----------------------------------------------------------------------------
-    def _compile(self, learning_rate, warm=True):
+    def _compile(self, learning_rate):
         import keras
 
         from .losses import LOSSES, laplace_mae
@@ -222,16 +222,10 @@ class CARE:
         c = self.config
         metrics = [laplace_mae] if c.probabilistic else None
         loss = LOSSES[c.loss]
-        self._warm_loss = None
-        if c.loss == "laplace" and c.lr_schedule == "cosine":  # MAE of the mean first (converges faster)
-            from .losses import WarmLaplace
-
-            # a resumed network goes on with the NLL alone; if it is found dead and started again from
-            # new weights, the MAE warm-up comes back (EventCallback)
-            loss = self._warm_loss = WarmLaplace(warm=warm)
-        # the Laplace loss can blow up a step (a tiny scale meets a large error): its gradients are
-        # clipped to a global norm of 1
-        clip = {"global_clipnorm": 1.0} if c.loss == "laplace" else {}
+        # the Laplace loss can blow up a step of the scale's head (a tiny scale meets a large error): each
+        # variable's gradient is clipped to a norm of 1 on its own (a global norm would shrink the mean's
+        # steps with the scale's)
+        clip = {"clipnorm": 1.0} if c.loss == "laplace" else {}
         if c.optimizer == "adamw":
             opt = keras.optimizers.AdamW(learning_rate, weight_decay=c.weight_decay, **clip)
         else:
@@ -405,7 +399,7 @@ class CARE:
                 self.keras_model = self._build()
                 self.keras_model.set_weights(weights)
                 self._stage_cache = None
-            self._compile(lr, warm=not resumed)
+            self._compile(lr)
             optimizer_msg = self._restore_optimizer() if resumed else None
         if strategy is not None:
             self.run_card["devices"] = resolve_devices(devices)
@@ -456,6 +450,10 @@ class CARE:
             per_epoch = max(remaining, s_step) / epochs
             steps = max(1, int((per_epoch - s_val) / s_step))
             deadline = budget - s_val  # the last validation starts before the budget ends
+            if c.probabilistic:   # and the scale head's fit after it: one pass over its patches, and the fit
+                from ..uncertainty.scale_head import FIT_PATCHES
+
+                deadline -= 1.0 + 0.5 * s_val * min(len(X), FIT_PATCHES) / max(len(val.X), 1)
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
 
         def checkpoint(events, save=True):
@@ -473,7 +471,6 @@ class CARE:
         cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
                            best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline, t_start=t_enter,
-                           loss_schedule=(self._warm_loss,) if self._warm_loss is not None else None,
                            loss_scale=1.0 / self.keras_model.distribute_strategy.num_replicas_in_sync,
                            revival=Revival(self, val.X, c.seed))
         # a budget: the deadline ends training (the callback counts the epochs it still holds); the planned
@@ -523,9 +520,15 @@ class CARE:
             self.run_card["budget_clock"] = {k: (None if v is None else round(float(v), 2)) for k, v in clock.items()}
         if c.probabilistic and self._best_weights is not None:
             from ..uncertainty import reference_levels
+            from ..uncertainty.scale_head import fit_scale_head
 
             last = self.keras_model.get_weights()
             self.keras_model.set_weights(self._best_weights)
+            # the scale's head fitted to the best weights' features and mean (training patches only)
+            t_fit = time.perf_counter()
+            self.run_card["scale_head_fit"] = {**fit_scale_head(self.keras_model, X, Y, batch_size=bs, seed=c.seed),
+                                               "seconds": round(time.perf_counter() - t_fit, 2)}
+            self._best_weights = self.keras_model.get_weights()
             self.run_card["reference"] = reference_levels(self, val.X[:16])
             if views > 1:   # the intervals of the mean over views, calibrated on held-out patches
                 from ..prediction.tta import fit_scale_factor

@@ -23,33 +23,19 @@ def laplace_mae(y_true, y_pred):
     return ops.mean(ops.abs(y_true - y_pred[..., :n]))
 
 
-LOSSES = {"mae": mae, "mse": mse, "laplace": laplace_nll}
+def laplace_split(y_true, y_pred):
+    """A probabilistic network's training loss: ``MAE(mu) + NLL(b | mu held fixed)``.
 
-
-class WarmLaplace:
-    """The Laplace NLL, preceded by the MAE of its mean: ``(1 - w) MAE(mu) + w NLL``.
-
-    A probabilistic network converges more slowly when the scale is learned from the first step;
-    with ``w`` at 0 the mean first learns as fast as a plain MAE network, then ``w`` rises to 1
-    (:meth:`weight_at`) and the scale learns. ``w`` is a Keras variable set by the training loop.
+    The mean learns by MAE alone (the Laplace likelihood's estimate of the mean is the median, MAE's
+    too), exactly as a plain network does; the scale learns by the NLL with the mean held fixed, and
+    its 1×1 head reads the features held fixed too (:func:`carecore.models.unet.build_unet`), so the
+    scale never slows the mean. Measured on the 3D demo (3 minutes, 2 CPU cores): the NLL trained
+    jointly, after an MAE warm-up, gave the mean SSIM 0.508 / NRMSE 0.0654 (the tuned TV filter 0.585 /
+    0.0482); this loss 0.658 / 0.0472, near the plain network's 0.679 / 0.0447.
     """
+    n = ops.shape(y_pred)[-1] // 2
+    mu, b = y_pred[..., :n], y_pred[..., n:]
+    return ops.mean(ops.abs(y_true - mu)) + laplace_nll(y_true, ops.concatenate([ops.stop_gradient(mu), b], axis=-1))
 
-    __name__ = "laplace"
 
-    def __init__(self, mae_share=0.3, ramp=0.2, warm=True):
-        import keras
-
-        self.w = keras.Variable(0.0 if warm else 1.0, trainable=False, name="laplace_weight")
-        self.mae_share, self.ramp = mae_share, ramp
-        self.warm = warm   # False: the NLL alone (a resumed network), until a restart from new weights sets it
-
-    def weight_at(self, fraction):
-        """The NLL's weight at a fraction of the training: 0 first, then a linear ramp to 1 (always 1
-        when not ``warm``)."""
-        if not self.warm:
-            return 1.0
-        return float(min(1.0, max(0.0, (fraction - self.mae_share) / max(self.ramp, 1e-9))))
-
-    def __call__(self, y_true, y_pred):
-        w = ops.cast(self.w, y_pred.dtype)
-        return (1.0 - w) * laplace_mae(y_true, y_pred) + w * laplace_nll(y_true, y_pred)
+LOSSES = {"mae": mae, "mse": mse, "laplace": laplace_split}

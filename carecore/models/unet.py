@@ -302,7 +302,10 @@ def _decode0(L, config, u1, skip0, inp):
         mu = L("residual", lambda nm: layers.Add(dtype="float32", name=nm))([mu, base])
     if not config.probabilistic:
         return mu
-    b = L("head_scale", lambda nm: Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name=nm))(x)
+    # the scale's head reads the features held fixed: its loss (the NLL) trains the head alone, and
+    # the features and the mean learn as a plain network's (losses.laplace_split)
+    b = L("head_scale", lambda nm: Conv(config.n_channel_out, 1, activation="linear", dtype=policy, name=nm))(
+        ops.stop_gradient(x))
     b = L("scale", lambda nm: layers.Activation(lambda t: ops.softplus(ops.cast(t, "float32")) + 1e-3,
                                                 dtype="float32", name=nm))(b)
     return L("mean_scale", lambda nm: layers.Concatenate(dtype="float32", name=nm))([mu, b])

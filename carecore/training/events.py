@@ -3,8 +3,7 @@
 ``callback(event)`` receives dicts:
 
 - ``{"kind": "batch", "epoch", "epochs", "step", "steps", "loss", "lr", "elapsed", "eta"}`` after
-  every training step (``loss``: that batch's own loss; ``laplace_weight`` too while a probabilistic
-  model warms up with MAE);
+  every training step (``loss``: that batch's own loss);
 - ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
   "best": bool}`` after every epoch (for a time budget ``epochs`` is the number the time left holds at
   the pace so far, updated after every epoch, and the last epoch's own number at the end);
@@ -35,7 +34,7 @@ class EventCallback(keras.callbacks.Callback):
 
     def __init__(self, *, epochs, steps, callback=None, stop=None, val_data=None, val_fn=None,
                  lr_patience=10, early_stopping=0, initial_epoch=0, best_val=math.inf, on_epoch=None, lr_fn=None,
-                 deadline=None, t_start=None, loss_schedule=None, loss_scale=1.0, revival=None):
+                 deadline=None, t_start=None, loss_scale=1.0, revival=None):
         super().__init__()
         # Keras 3 (TensorFlow, MirroredStrategy) reports losses and metrics summed over the replicas
         # (measured: twice the loss on two devices, the same network): ``1 / replicas`` undoes it
@@ -59,9 +58,6 @@ class EventCallback(keras.callbacks.Callback):
         # from fit's first hook to that deadline
         self.deadline = deadline
         self.t_start = t_start
-        # (loss, settled): loss.w follows loss.weight_at(fraction); epochs before the fraction
-        # ``settled`` measure another loss and are not candidates for the best weights
-        self.loss_schedule = loss_schedule
         # the dead-network check after every epoch (dead_network.Revival), and what it found
         self.revival = revival
         self.restarts = []   # {"epoch", "seed", "left"} of every restart
@@ -116,8 +112,6 @@ class EventCallback(keras.callbacks.Callback):
         f = self.fraction()
         if self.lr_fn is not None:
             self.model.optimizer.learning_rate.assign(self.lr_fn(f))
-        if self.loss_schedule is not None:
-            self.loss_schedule[0].w.assign(self.loss_schedule[0].weight_at(f))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -138,8 +132,6 @@ class EventCallback(keras.callbacks.Callback):
             return
         event = {"kind": "batch", "epoch": self._epoch + 1, "epochs": self.epochs, "step": batch + 1,
                  "steps": self.steps, "loss": loss, "lr": self._lr(), "elapsed": elapsed, "eta": self._eta()}
-        if self.loss_schedule is not None:  # 0: MAE of the mean, 1: Laplace NLL (the curve changes scale)
-            event["laplace_weight"] = float(keras.ops.convert_to_numpy(self.loss_schedule[0].w))
         self._emit(event)
         if self.stop is not None and self.stop():
             self.status, self.message = "stopped", f"training stopped on request at epoch {self._epoch + 1}, step {batch + 1}"
@@ -156,16 +148,13 @@ class EventCallback(keras.callbacks.Callback):
             return
         val_loss = float(logs.get("val_loss", logs.get("loss", np.nan)))
         val_ssim = float(self.val_fn()) if self.val_fn is not None else float("nan")
-        # epochs trained (and validated) with another loss than the final one are no candidates for the
-        # best weights, and do not count as epochs without improvement
-        settled = self.loss_schedule is None or float(keras.ops.convert_to_numpy(self.loss_schedule[0].w)) >= 1
-        best = settled and math.isfinite(val_loss) and val_loss < self.best_val
+        best = math.isfinite(val_loss) and val_loss < self.best_val
         if best:
             self.best_val = val_loss
             self.best_epoch = epoch + 1
             self.best_weights = [w.copy() for w in self.model.get_weights()]
             self.wait_lr = self.wait_stop = 0
-        elif settled:
+        else:
             self.wait_lr += 1
             self.wait_stop += 1
             if self.lr_fn is None and self.wait_lr >= self.lr_patience:
@@ -230,9 +219,6 @@ class EventCallback(keras.callbacks.Callback):
         self.sched_steps = 0
         self.wait_lr = self.wait_stop = 0
         self.model.optimizer.learning_rate.assign(self.lr_fn(0.0) if self.lr_fn is not None else self.lr0)
-        if self.loss_schedule is not None:   # new weights learn their mean first again (also when resumed)
-            self.loss_schedule[0].warm = True
-            self.loss_schedule[0].w.assign(self.loss_schedule[0].weight_at(0.0))
         note = f"{what}; it started again from new weights (seed {seed}) with {left:.0%} of the training left"
         self.notes.append(note)
         self._emit({"kind": "dead_network", "epoch": epoch, "restarted": True, "seed": seed, "message": note})

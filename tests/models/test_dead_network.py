@@ -73,23 +73,6 @@ def test_a_dead_network_starts_again_from_new_weights_and_learns():
     assert lrs[5] < lrs[4] and lrs[5] < 0.1 * model.config.learning_rate
 
 
-def test_a_resumed_probabilistic_network_restarts_with_the_mae_warm_up():
-    """A resumed probabilistic run goes on with the Laplace NLL alone; new weights after a restart learn
-    their mean first again (MAE, then the ramp to the NLL), as a fresh run does."""
-    data = _pairs()
-    model = cc.CARE(care_config("YX", quick=True, epochs=2, steps_per_epoch=5, residual_sigma=1.0,
-                                precision="float32", seed=4, probabilistic=True))
-    model.train(data)
-    _kill(model)
-    events = []
-    result = model.train(data, epochs=4, callback=events.append)
-    assert "resumed" in model.run_card and [r["epoch"] for r in model.run_card["restarts"]] == [3], result.message
-    w = [(e["epoch"], e["laplace_weight"]) for e in events if e["kind"] == "batch"]
-    assert {v for ep, v in w if ep == 3} == {1.0}                      # resumed: the NLL alone
-    after = [v for ep, v in w if ep > 3]
-    assert after[0] == 0.0 and after[-1] == 1.0 and sorted(after) == after, after   # warm-up, ramp, NLL
-
-
 def test_restarts_are_capped_and_counted_against_the_whole_training():
     """Killed after each of the first three epochs: two restarts (7/8 and 6/8 of the steps left), then
     one note, though the network stays dead to the end."""

@@ -28,15 +28,20 @@ def test_probabilistic_intervals_cover_ground_truth(patches, tmp_path, noisy_pai
     assert "mean_scale" in model.run_card["reference"]
     noisy, clean = noisy_pair(50, (16, 64, 64))
     mean, scale = model.predict(noisy, axes="ZYX")
-    # measured where the network makes its promise (normalized target units, no fit). After these 200 tiny
-    # steps (gradients clipped, as every probabilistic run) the model is still over-confident: measured ECE
-    # 0.127 with its own scales, 0.274 with them halved, 0.049 with them doubled. The test holds it to
-    # being better than half its scales and to a bound that a 3x scale error breaks.
+    # measured where the network makes its promise (normalized target units, no fit to this ground truth).
+    # After these 200 tiny steps, with the scale's head fitted to the training patches at the end
+    # (uncertainty.scale_head), measured ECE 0.014 with its own scales, 0.187 with them halved, 0.169 with
+    # them doubled (before that fit: 0.127 over-confident, with the NLL trained jointly after an MAE
+    # warm-up; 0.48 far too wide, with the head trained alongside the mean but not fitted). The test holds
+    # the model's own scales to beating half and twice them by far, and to a bound a 3x error breaks.
     norm = model.input_normalization(noisy, axes="ZYX")    # as predict scaled it: the training inputs' percentiles
     ece = {f: measure_calibration(clean, mean, f * scale, image=noisy, axes="ZYX", percentiles=cfg.percentiles,
                                   normalization=norm)["ece"]
            for f in (1 / 3, 0.5, 1.0, 3.0)}
-    assert ece[1.0] < 0.2 and ece[1.0] < ece[0.5] < ece[1 / 3] and ece[1 / 3] > 0.2 and ece[3.0] > 0.1, ece
+    ece.update({f: measure_calibration(clean, mean, f * scale, image=noisy, axes="ZYX", percentiles=cfg.percentiles,
+                                       normalization=norm)["ece"] for f in (2.0,)})
+    assert ece[1.0] < 0.05 and ece[1.0] < ece[0.5] / 2 and ece[1.0] < ece[2.0] / 2, ece
+    assert ece[1.0] < ece[0.5] < ece[1 / 3] and ece[1 / 3] > 0.2 and ece[3.0] > 0.1, ece
 
 
 def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
