@@ -8,14 +8,6 @@ from carecore.models.config import care_config
 from carecore.training.dead_network import Revival
 
 
-def _pairs(seed=0):
-    rng = np.random.default_rng(seed)
-    clean = gaussian_filter(rng.random((12, 32, 32, 1)), (0, 2, 2, 0)).astype(np.float32)
-    clean = (clean - clean.min()) / np.ptp(clean)
-    noisy = (clean + rng.normal(0, 0.2, clean.shape)).astype(np.float32)
-    return noisy[:10], clean[:10], noisy[10:], clean[10:]
-
-
 def _kill(model, net=None):
     """What a bad step does: every unit of the last feature layer below zero for every input."""
     layer = (net or model.keras_model).get_layer(f"up0_conv{model.config.unet_n_conv - 1}_bias")
@@ -27,8 +19,8 @@ def _model(epochs):
                                precision="float32", seed=4))
 
 
-def test_the_check_tells_a_dead_network_from_a_live_one():
-    X = _pairs()[2]
+def test_the_check_tells_a_dead_network_from_a_live_one(smooth_pairs):
+    X = smooth_pairs(10, 2)[2]
     model = _model(1)
     model.keras_model.get_layer("head_mean").kernel.assign(np.full((1, 1, 8, 1), 0.1, np.float32))
     assert not Revival(model, X, 0).dead()
@@ -47,8 +39,8 @@ def test_the_check_finds_the_head_inside_a_projection():
     assert check.dead()
 
 
-def test_a_dead_network_starts_again_from_new_weights_and_learns():
-    data = _pairs()
+def test_a_dead_network_starts_again_from_new_weights_and_learns(smooth_pairs):
+    data = smooth_pairs(10, 2)
     model = _model(4)
     _kill(model)
     events = []
@@ -73,7 +65,7 @@ def test_a_dead_network_starts_again_from_new_weights_and_learns():
     assert lrs[5] < lrs[4] and lrs[5] < 0.1 * model.config.learning_rate
 
 
-def test_restarts_are_capped_and_counted_against_the_whole_training():
+def test_restarts_are_capped_and_counted_against_the_whole_training(smooth_pairs):
     """Killed after each of the first three epochs: two restarts (7/8 and 6/8 of the steps left), then
     one note, though the network stays dead to the end."""
     model = _model(8)
@@ -85,19 +77,19 @@ def test_restarts_are_capped_and_counted_against_the_whole_training():
         if e["kind"] == "epoch" and e["epoch"] <= 3:
             _kill(model)
 
-    result = model.train(_pairs(), callback=kill_again)
+    result = model.train(smooth_pairs(10, 2), callback=kill_again)
     dead = [e for e in events if e["kind"] == "dead_network"]
     assert [(e["epoch"], e["restarted"]) for e in dead] == [(1, True), (2, True), (3, False)]
     assert [r["left"] for r in model.run_card["restarts"]] == [0.875, 0.75]
     assert result.message.count("had stopped learning") == 3   # epochs 4-8, dead too, add nothing
 
 
-def test_a_budgeted_run_restarts_its_schedule_over_the_time_left():
+def test_a_budgeted_run_restarts_its_schedule_over_the_time_left(smooth_pairs):
     model = cc.CARE(care_config("YX", quick=True, epochs=3, residual_sigma=1.0, precision="float32", seed=4,
                                 time_limit=15))
     _kill(model)
     events = []
-    result = model.train(_pairs(), callback=events.append)
+    result = model.train(smooth_pairs(10, 2), callback=events.append)
     dead = [e for e in events if e["kind"] == "dead_network"]
     assert result.status == "time_limit" and [e["restarted"] for e in dead] == [True]
     assert 0.4 < model.run_card["restarts"][0]["left"] < 0.8, model.run_card["restarts"]
@@ -109,8 +101,8 @@ def test_a_budgeted_run_restarts_its_schedule_over_the_time_left():
     assert result.seconds < 15 + 10
 
 
-def test_a_network_dead_at_the_end_is_reported_not_hidden():
-    data = _pairs()
+def test_a_network_dead_at_the_end_is_reported_not_hidden(smooth_pairs):
+    data = smooth_pairs(10, 2)
     model = _model(1)
     _kill(model)
     events = []

@@ -7,20 +7,12 @@ import carecore as cc
 from carecore.models.config import care_config
 
 
-def _pairs(seed=0):
-    rng = np.random.default_rng(seed)
-    clean = gaussian_filter(rng.random((16, 32, 32, 1)), (0, 2, 2, 0)).astype(np.float32)
-    clean = (clean - clean.min()) / np.ptp(clean)
-    noisy = (clean + rng.normal(0, 0.2, clean.shape)).astype(np.float32)
-    return noisy[:12], clean[:12], noisy[12:], clean[12:]
-
-
-def test_the_mean_learns_as_a_plain_network_and_the_scale_is_fitted_to_the_errors():
+def test_the_mean_learns_as_a_plain_network_and_the_scale_is_fitted_to_the_errors(smooth_pairs):
     """The mean of a probabilistic network equals, to the last bit, a plain network's trained from the same
     seed (the scale's loss reaches neither the mean nor the features), and on held-out pairs its scale is
     the size of its errors (a Laplace scale is the mean absolute error): before the fit the head, trained
     for these 20 steps alongside, gave scales ~10x too wide."""
-    data = _pairs()
+    data = smooth_pairs(12, 4)
     out, models = {}, {}
     for prob in (False, True):
         m = models[prob] = cc.CARE(care_config("YX", quick=True, epochs=2, steps_per_epoch=10, residual_sigma=1.0,
