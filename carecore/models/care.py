@@ -222,10 +222,10 @@ class CARE:
         c = self.config
         metrics = [laplace_mae] if c.probabilistic else None
         loss = LOSSES[c.loss]
-        # the Laplace loss can blow up a step of the scale's head (a tiny scale meets a large error): each
-        # variable's gradient is clipped to a norm of 1 on its own (a global norm would shrink the mean's
-        # steps with the scale's)
-        clip = {"clipnorm": 1.0} if c.loss == "laplace" else {}
+        # no gradient clipping: the Laplace NLL, which can blow up a step (a tiny scale meets a large error),
+        # reaches the scale's 1×1 head alone, and that head is fitted again after training (scale_head.py);
+        # clipping would make the mean's steps differ from a plain network's
+        clip = {}
         if c.optimizer == "adamw":
             opt = keras.optimizers.AdamW(learning_rate, weight_decay=c.weight_decay, **clip)
         else:
@@ -403,6 +403,11 @@ class CARE:
             optimizer_msg = self._restore_optimizer() if resumed else None
         if strategy is not None:
             self.run_card["devices"] = resolve_devices(devices)
+        # the best weights are those of the best mean: for a probabilistic network its validation MAE (the NLL
+        # of a scale's head that is fitted only at the end says little about the epoch)
+        monitor = "val_laplace_mae" if c.probabilistic else "val_loss"
+        if resumed and self.run_card.get("best_by", "val_loss") != monitor:
+            self.best_val_loss = math.inf   # the kept best was chosen by another measure: the next epoch replaces it
         resume_msg = None
         if resumed:
             resume_msg = (f"resuming after {initial} epoch(s) with the last weights, {optimizer_msg}, "
@@ -450,10 +455,10 @@ class CARE:
             per_epoch = max(remaining, s_step) / epochs
             steps = max(1, int((per_epoch - s_val) / s_step))
             deadline = budget - s_val  # the last validation starts before the budget ends
-            if c.probabilistic:   # and the scale head's fit after it: one pass over its patches, and the fit
-                from ..uncertainty.scale_head import FIT_PATCHES
-
-                deadline -= 1.0 + 0.5 * s_val * min(len(X), FIT_PATCHES) / max(len(val.X), 1)
+            if c.probabilistic:   # and the scale head's fits after it (best and last weights): a forward pass
+                from ..uncertainty.scale_head import FIT_PATCHES   # over their patches (a third of a step per
+                # batch), building the probe and L-BFGS (0.3-4 s measured)
+                deadline -= 2 * (np.ceil(min(len(X), FIT_PATCHES) / bs) * s_step / 3 + 2.0)
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
 
         def checkpoint(events, save=True):
@@ -470,7 +475,8 @@ class CARE:
 
         cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
-                           best_val=self.best_val_loss, on_epoch=checkpoint, lr_fn=lr_fn, deadline=deadline, t_start=t_enter,
+                           best_val=self.best_val_loss, monitor=monitor, on_epoch=checkpoint, lr_fn=lr_fn,
+                           deadline=deadline, t_start=t_enter,
                            loss_scale=1.0 / self.keras_model.distribute_strategy.num_replicas_in_sync,
                            revival=Revival(self, val.X, c.seed))
         # a budget: the deadline ends training (the callback counts the epochs it still holds); the planned
@@ -522,13 +528,25 @@ class CARE:
             from ..uncertainty import reference_levels
             from ..uncertainty.scale_head import fit_scale_head
 
+            def fitted(weights):
+                """The weights with the scale's head fitted to their features and mean (training patches only),
+                and the fit's record; a fit that fails leaves them as they are and says why."""
+                t_fit = time.perf_counter()
+                self.keras_model.set_weights(weights)
+                try:
+                    record = fit_scale_head(self.keras_model, X, Y, batch_size=bs, seed=c.seed)
+                except Exception as e:  # the trained weights are worth more than the fit: keep and save them
+                    self.keras_model.set_weights(weights)
+                    return weights, {"error": f"{type(e).__name__}: {e}"}
+                return self.keras_model.get_weights(), {**record, "seconds": round(time.perf_counter() - t_fit, 2)}
+
             last = self.keras_model.get_weights()
+            same = len(last) == len(self._best_weights) and all(np.array_equal(a, b) for a, b in zip(last, self._best_weights))
+            self._best_weights, self.run_card["scale_head_fit"] = fitted(self._best_weights)
+            last = self._best_weights if same else fitted(last)[0]
+            if budget:
+                self.run_card["budget_clock"]["scale_head_fitted"] = round(time.perf_counter() - t_enter, 2)
             self.keras_model.set_weights(self._best_weights)
-            # the scale's head fitted to the best weights' features and mean (training patches only)
-            t_fit = time.perf_counter()
-            self.run_card["scale_head_fit"] = {**fit_scale_head(self.keras_model, X, Y, batch_size=bs, seed=c.seed),
-                                               "seconds": round(time.perf_counter() - t_fit, 2)}
-            self._best_weights = self.keras_model.get_weights()
             self.run_card["reference"] = reference_levels(self, val.X[:16])
             if views > 1:   # the intervals of the mean over views, calibrated on held-out patches
                 from ..prediction.tta import fit_scale_factor
@@ -559,6 +577,7 @@ class CARE:
             "seed": self.config.seed, "epochs_done": len(self.history), "status": status, "message": message,
             "training_seconds": card.get("training_seconds", 0.0) + seconds,
             "parameters": self.count_params(), "best_val_loss": self.best_val_loss,
+            "best_by": "val_laplace_mae" if self.config.probabilistic else "val_loss",
         })
         if data_hash:
             card["data_sha256"] = data_hash

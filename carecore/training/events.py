@@ -34,7 +34,7 @@ class EventCallback(keras.callbacks.Callback):
 
     def __init__(self, *, epochs, steps, callback=None, stop=None, val_data=None, val_fn=None,
                  lr_patience=10, early_stopping=0, initial_epoch=0, best_val=math.inf, on_epoch=None, lr_fn=None,
-                 deadline=None, t_start=None, loss_scale=1.0, revival=None):
+                 deadline=None, t_start=None, loss_scale=1.0, revival=None, monitor="val_loss"):
         super().__init__()
         # Keras 3 (TensorFlow, MirroredStrategy) reports losses and metrics summed over the replicas
         # (measured: twice the loss on two devices, the same network): ``1 / replicas`` undoes it
@@ -46,6 +46,7 @@ class EventCallback(keras.callbacks.Callback):
         self.lr_patience, self.early_stopping = lr_patience, early_stopping
         self.initial_epoch = initial_epoch
         self.best_val = best_val
+        self.monitor = monitor   # the logged value that chooses the best weights (and drives patience)
         self.best_weights = None
         self.wait_lr = self.wait_stop = 0
         self.status, self.message = "completed", ""
@@ -148,9 +149,10 @@ class EventCallback(keras.callbacks.Callback):
             return
         val_loss = float(logs.get("val_loss", logs.get("loss", np.nan)))
         val_ssim = float(self.val_fn()) if self.val_fn is not None else float("nan")
-        best = math.isfinite(val_loss) and val_loss < self.best_val
+        score = float(logs.get(self.monitor, val_loss))
+        best = math.isfinite(score) and score < self.best_val
         if best:
-            self.best_val = val_loss
+            self.best_val = score
             self.best_epoch = epoch + 1
             self.best_weights = [w.copy() for w in self.model.get_weights()]
             self.wait_lr = self.wait_stop = 0

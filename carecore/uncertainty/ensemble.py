@@ -132,8 +132,8 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
                              time_limit=share)
-        # a member that ended on its own keeps its last weights when no epoch was validated on the final
-        # loss (CARE.train does); one stopped or failed before a validated epoch has none worth keeping
+        # a member that ended on its own keeps its weights (CARE.train does); one stopped or failed before a
+        # validated epoch has none worth keeping
         kept = result.status not in ("stopped", "nan") or bool(np.isfinite(result.best_val_loss))
         if kept:
             members.append(model)
