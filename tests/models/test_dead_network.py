@@ -84,10 +84,13 @@ def test_restarts_are_capped_and_counted_against_the_whole_training(smooth_pairs
     assert result.message.count("had stopped learning") == 3   # epochs 4-8, dead too, add nothing
 
 
-def test_a_budgeted_run_restarts_its_schedule_over_the_time_left(smooth_pairs):
+def test_a_budgeted_run_restarts_its_schedule_over_the_time_left(smooth_pairs, step_clock):
     model = cc.CARE(care_config("YX", quick=True, epochs=3, residual_sigma=1.0, precision="float32", seed=4,
                                 time_limit=15))
     _kill(model)
+    # the budget counted in steps of 0.25 s: on the wall clock a busy machine's slow first epoch left 31 % of
+    # the budget for the restart in a full run (the assertion below wants 40-80 %)
+    step_clock(0.25)
     events = []
     result = model.train(smooth_pairs(10, 2), callback=events.append)
     dead = [e for e in events if e["kind"] == "dead_network"]
@@ -96,7 +99,8 @@ def test_a_budgeted_run_restarts_its_schedule_over_the_time_left(smooth_pairs):
     batches = [e for e in events if e["kind"] == "batch"]
     after = next(i for i, e in enumerate(batches) if e["epoch"] == 2)
     peak = model.config.learning_rate
-    assert batches[after - 1]["lr"] > 0.5 * peak and batches[after]["lr"] < 0.1 * peak   # warm-up again
+    # warm-up again (its first step is one 0.25 s step into a 5 % warm-up of the ~9 s left: 0.18 of the peak)
+    assert batches[after - 1]["lr"] > 0.5 * peak and batches[after]["lr"] < 0.25 * peak
     assert max(e["lr"] for e in batches[after:]) > 0.5 * peak   # and the peak, in the time left
     assert result.seconds < 15 + 10
 
