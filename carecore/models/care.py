@@ -225,11 +225,10 @@ class CARE:
         # no gradient clipping: the Laplace NLL, which can blow up a step (a tiny scale meets a large error),
         # reaches the scale's 1×1 head alone, and that head is fitted again after training (scale_head.py);
         # clipping would make the mean's steps differ from a plain network's
-        clip = {}
         if c.optimizer == "adamw":
-            opt = keras.optimizers.AdamW(learning_rate, weight_decay=c.weight_decay, **clip)
+            opt = keras.optimizers.AdamW(learning_rate, weight_decay=c.weight_decay)
         else:
-            opt = keras.optimizers.Adam(learning_rate, **clip)
+            opt = keras.optimizers.Adam(learning_rate)
         self.keras_model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=False)
 
     def _restore_optimizer(self):
@@ -248,6 +247,12 @@ class CARE:
         for v, w in zip(state["values"], opt.variables):
             w.assign(v)
         return f"the saved {type(opt).__name__} optimizer state (step {int(opt.iterations.numpy())})"
+
+    def _best_by(self):
+        """What chooses the best weights: the validation loss, or for a probabilistic network the validation
+        MAE of its mean (the NLL of a scale's head that is fitted only after training says little about
+        the epoch)."""
+        return "val_laplace_mae" if self.config.probabilistic else "val_loss"
 
     def _check_patches(self, X, Y, what):
         c = self.config
@@ -403,9 +408,7 @@ class CARE:
             optimizer_msg = self._restore_optimizer() if resumed else None
         if strategy is not None:
             self.run_card["devices"] = resolve_devices(devices)
-        # the best weights are those of the best mean: for a probabilistic network its validation MAE (the NLL
-        # of a scale's head that is fitted only at the end says little about the epoch)
-        monitor = "val_laplace_mae" if c.probabilistic else "val_loss"
+        monitor = self._best_by()
         if resumed and self.run_card.get("best_by", "val_loss") != monitor:
             self.best_val_loss = math.inf   # the kept best was chosen by another measure: the next epoch replaces it
         resume_msg = None
@@ -577,7 +580,7 @@ class CARE:
             "seed": self.config.seed, "epochs_done": len(self.history), "status": status, "message": message,
             "training_seconds": card.get("training_seconds", 0.0) + seconds,
             "parameters": self.count_params(), "best_val_loss": self.best_val_loss,
-            "best_by": "val_laplace_mae" if self.config.probabilistic else "val_loss",
+            "best_by": self._best_by(),
         })
         if data_hash:
             card["data_sha256"] = data_hash

@@ -65,7 +65,6 @@ def fit_scale_head(keras_model, X, Y, *, batch_size=8, seed=0):
         ``{"nll_before", "nll_after"}`` on the voxels used (summed over channels); the layer's weights
         are changed in place only where the fit lowered the NLL.
     """
-    import keras
     from scipy.optimize import minimize
 
     head, probe = _probe(keras_model)
