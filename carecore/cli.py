@@ -126,13 +126,14 @@ def cmd_train(args):
     if resume:
         model = load_model_folder(model_dir, weights="last")
         config = model.config
-        ignored = [f"--{k}" for k in ("patch", "batch", "seed", "precision", "probabilistic", "upsampling")
-                   if getattr(args, k, None)]
+        ignored = [f"--{k.replace('_', '-')}" for k in ("patch", "batch", "seed", "precision", "probabilistic",
+                                                         "upsampling", "init_weights") if getattr(args, k, None)]
         print(f"resuming {model_dir} after {len(model.history)} epoch(s) with its own configuration"
               + (f"; ignored: {' '.join(ignored)} (give a new --model-dir to change them)" if ignored else ""))
     else:
         overrides = {k: v for k, v in (("batch_size", args.batch), ("seed", args.seed), ("precision", args.precision),
-                                       ("epochs", args.epochs), ("steps_per_epoch", args.steps)) if v is not None}
+                                       ("epochs", args.epochs), ("steps_per_epoch", args.steps),
+                                       ("init_weights", args.init_weights)) if v is not None}
         if args.time_limit:
             overrides["time_limit"] = parse_duration(args.time_limit)
         elif args.epochs is not None or args.steps is not None:
@@ -149,6 +150,10 @@ def cmd_train(args):
         if args.psf_sigma:
             overrides["psf_sigma"] = args.psf_sigma
         config = model_class(overrides.get("kind", "care")).default_config(axes, **overrides)
+        if config.init_weights:   # a wrong source is told before the patches are made
+            from .models.init_weights import resolve_init_weights
+
+            resolve_init_weights(config.init_weights)
     task_options = {k: v for k, v in (("psf", args.psf), ("structures", args.structures),
                                       ("psf_sigma_z", args.psf_sigma_z)) if v is not None}
     if args.patches:
@@ -515,6 +520,9 @@ def build_parser():
     s.add_argument("--precision", choices=["mixed_bfloat16", "float32"],
                    help="default: mixed_bfloat16 for 3D networks where the CPU or GPU computes in bfloat16, else float32")
     s.add_argument("--seed", type=int)
+    s.add_argument("--init-weights", metavar="SOURCE",
+                   help="fine-tune: start from a model folder's weights instead of random ones (a network of the "
+                        "same size; its layers are copied before the first step)")
     s.add_argument("--ensemble", type=int, metavar="M", help="train M probabilistic members (seeds seed..seed+M-1)")
     s.set_defaults(func=cmd_train)
 

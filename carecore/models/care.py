@@ -393,6 +393,13 @@ class CARE:
             keras.utils.set_random_seed(c.seed)
             self.keras_model = self._build()
             self._stage_cache = None
+        if c.init_weights and not resumed:   # a fine-tune: the layers that match start from those weights
+            from .init_weights import copy_matching_weights
+
+            self.run_card["init_weights"] = copy_matching_weights(self.keras_model, c.init_weights)
+            import keras
+
+            keras.utils.set_random_seed(c.seed)   # loading the source set its own seed: this run's draws are its own
         lr = c.learning_rate if c.lr_schedule == "cosine" or not resumed else self.history[-1]["lr"]
         from ..training.devices import resolve_devices, training_strategy
 

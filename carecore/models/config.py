@@ -7,6 +7,7 @@ are immutable: :meth:`CareConfig.replace` returns a changed copy. Saved configur
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -75,6 +76,9 @@ class CareConfig:
     steps_per_epoch: int = field(default=400, metadata={"doc": "training steps per epoch"})
     patch_size: tuple = field(default=(16, 64, 64), metadata={"doc": "training patch size along axes"})
     seed: int = field(default=0, metadata={"doc": "seed of weight initialization and patch order"})
+    init_weights: str = field(default="", metadata={"doc": "start from these weights instead of random ones: a model "
+                                                          "folder of the same network (its layers are copied before "
+                                                          "the first step: a fine-tune); empty: random weights"})
     augment: bool = field(default=True, metadata={"doc": "random flips and 90° rotations in the lateral plane"})
     precision: str = field(default="float32", metadata={
         "doc": "float32 or mixed_bfloat16 (fast where the hardware computes in bfloat16); care_config picks "
@@ -109,6 +113,11 @@ class CareConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise CareError(f"{name}: must be an integer >= {lo}, got {v!r}")
+        if isinstance(self.init_weights, os.PathLike):
+            set_("init_weights", os.fspath(self.init_weights))
+        if not isinstance(self.init_weights, str):
+            raise CareError(f"init_weights: must be a model folder's path (or empty), "
+                            f"got {self.init_weights!r}")
         if self.unet_kernel and self.unet_kernel % 2 == 0:
             raise CareError(f"unet_kernel: must be odd, got {self.unet_kernel}")
         if self.kind not in KINDS:
@@ -194,6 +203,8 @@ class CareConfig:
             d["residual_affine"] = [list(p) for p in self.residual_affine]
         else:
             del d["residual_affine"]
+        if not self.init_weights:   # likewise
+            del d["init_weights"]
         return d
 
     @classmethod

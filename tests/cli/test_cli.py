@@ -106,3 +106,16 @@ def test_budgeted_training_from_two_channels_to_one(tmp_path):
     assert rc == 0
     c = cc.load_model(tmp_path / "m").config
     assert (c.n_channel_in, c.n_channel_out, c.residual, c.residual_sigma, c.residual_affine) == (2, 1, False, 0.0, ())
+
+
+def test_a_fine_tune_from_a_folder_that_is_no_model_is_one_line_and_writes_nothing(tmp_path):
+    r = run("demo-data", tmp_path / "demo", "--task", "denoising3d", "--size", "tiny")
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "demo" / "denoising3d" / "train"
+    r = run("train", "--low", d / "low", "--high", d / "high", "--axes", "ZYX", "--model-dir", tmp_path / "m",
+            "--patch", "8,32,32", "--n-per-image", "8", "--epochs", "1", "--steps", "1",
+            "--init-weights", tmp_path / "nowhere")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "init_weights" in r.stderr and "nowhere is not a model folder" in r.stderr
+    assert not (tmp_path / "m").exists()

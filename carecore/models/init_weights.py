@@ -1,0 +1,60 @@
+"""A network's start from another's weights: a fine-tune (``init_weights`` in a configuration).
+
+``init_weights`` names a model folder; before its first step, a fresh training copies every layer of
+that folder's network whose name matches this one's (:func:`copy_matching_weights`): an earlier model
+trained on similar data, or a network pretrained on simulations by ``scripts/pretrain.py``. No network
+is shipped in the package yet: the one the script made did not help reliably (README "Fine-tuning from
+another network").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CareError
+
+
+def resolve_init_weights(source):
+    """The model folder ``init_weights`` names; raises :class:`CareError` when it is none."""
+    path = Path(source).expanduser()
+    if not (path / "config.json").exists():
+        raise CareError(f"init_weights: {source} is not a model folder (no config.json in {path}); give the folder "
+                        "of a trained model of the same network, or nothing to start from random weights")
+    return path
+
+
+def copy_matching_weights(keras_model, source):
+    """Copy into ``keras_model`` the weights of every layer of ``source``'s network (``init_weights``)
+    with the same name; returns ``{"source", "copied", "layers", "new"}``.
+
+    Layers the source does not have keep their initial weights (``new``: a probabilistic network's
+    scale head started from a plain network, say). Raises :class:`CareError` when a layer of both has
+    other shapes (another size of network) or no layer matches (another kind), naming the sizes.
+    """
+    from .folder import load_model_folder
+
+    folder = resolve_init_weights(source)
+    src = load_model_folder(folder).keras_model
+    have = {layer.name: layer for layer in src.layers if layer.weights}
+    pairs, new, other = [], [], []
+    for layer in keras_model.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in have:
+            new.append(layer.name)
+            continue
+        theirs = [tuple(w.shape) for w in have[layer.name].weights]
+        ours = [tuple(w.shape) for w in layer.weights]
+        (pairs if theirs == ours else other).append((layer, have[layer.name], ours, theirs))
+    what = (f"this network: {keras_model.count_params()} parameters; {folder}: {src.count_params()}; "
+            "start from a network of the same kind and size (unet_filters, unet_depth, unet_kernel, channels)")
+    if other:
+        layer, _, ours, theirs = other[0]
+        raise CareError(f"init_weights: {len(other)} layer(s) differ in shape, {layer.name} first "
+                        f"({ours} here, {theirs} there); {what}")
+    if not pairs:
+        raise CareError(f"init_weights: no layer of {folder} is in this network; {what}")
+    for layer, theirs, _, _ in pairs:
+        layer.set_weights([np.asarray(w) for w in theirs.get_weights()])
+    return {"source": str(source), "copied": len(pairs), "layers": len(pairs) + len(new), "new": new}

@@ -1,0 +1,56 @@
+"""A fine-tune: training that starts from another network's weights (``init_weights``: a model folder)."""
+import numpy as np
+import pytest
+
+import carecore as cc
+from carecore.models.config import CareConfig, care_config
+from carecore.models.init_weights import copy_matching_weights
+
+
+def _weights(model):
+    return {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in model.keras_model.layers if layer.weights}
+
+
+def test_a_fine_tune_starts_from_its_source_after_the_network_is_rebuilt(smooth_pairs, tmp_path):
+    """The copy comes after ``train()`` rebuilds the network for its chosen smoothing (``residual_sigma``
+    "auto"), so the fine-tune's weights are the source's moved by its own few small steps; a layer the
+    source lacks (a probabilistic network's scale head, from a plain one) keeps its own start; the run card
+    says where it started."""
+    data = smooth_pairs(12, 4)
+    quick = dict(quick=True, precision="float32", epochs=1)
+    src = cc.CARE(care_config("YX", **quick, steps_per_epoch=30, residual_sigma=1.0, seed=1), tmp_path / "src")
+    src.train(data)
+    config = care_config("YX", **quick, steps_per_epoch=2, learning_rate=1e-6, seed=2, probabilistic=True,
+                         residual_sigma="auto", init_weights=tmp_path / "src")
+    assert config.init_weights == str(tmp_path / "src")
+    assert CareConfig.from_dict(config.to_dict()).init_weights == config.init_weights
+    tuned = cc.CARE(config)
+    tuned.train(data)
+    card = tuned.run_card["init_weights"]
+    assert card["new"] == ["head_scale"] and card["copied"] == card["layers"] - 1 > 10, card
+    theirs, ours = _weights(src), _weights(tuned)
+    for name in theirs:
+        for a, b in zip(theirs[name], ours[name]):
+            np.testing.assert_allclose(b, a, atol=1e-4, err_msg=name)   # two Adam steps of 1e-6
+    # a network from its own random start is far from it (the test would catch a copy that did not happen)
+    scratch = cc.CARE(config.replace(init_weights=""))
+    scratch.train(data)
+    assert max(np.abs(a - b).max() for n in theirs for a, b in zip(theirs[n], _weights(scratch)[n])) > 0.05
+    assert "init_weights" not in scratch.run_card and "init_weights" not in scratch.config.to_dict()
+
+
+def test_a_source_of_another_size_or_name_is_refused_with_its_sizes(smooth_pairs, tmp_path):
+    data = smooth_pairs(8, 4)
+    src = cc.CARE(care_config("YX", quick=True, unet_filters=8, epochs=1, steps_per_epoch=1, residual_sigma=1.0),
+                  tmp_path / "src")
+    src.train(data)
+    other = cc.CARE(care_config("YX", quick=True, unet_filters=16, residual_sigma=1.0))
+    before = _weights(other)
+    with pytest.raises(cc.CareError, match=r"differ in shape, down0_conv0 first .*parameters"):
+        copy_matching_weights(other.keras_model, tmp_path / "src")
+    with pytest.raises(cc.CareError, match="nowhere is not a model folder"):
+        copy_matching_weights(other.keras_model, tmp_path / "nowhere")
+    with pytest.raises(cc.CareError, match="init_weights: must be"):
+        care_config("YX", init_weights=3)
+    # a refused copy changed nothing
+    assert all(np.array_equal(a, b) for n in before for a, b in zip(before[n], _weights(other)[n]))
