@@ -60,7 +60,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     pairs = simulated_pairs(args.volumes)
     recipe = cc.care_config("ZYX", time_limit=180, precision="float32")
-    config = recipe.replace(init_weights="", time_limit=0, epochs=args.epochs, steps_per_epoch=max(1, args.steps // args.epochs),
+    config = recipe.replace(time_limit=0, epochs=args.epochs, steps_per_epoch=max(1, args.steps // args.epochs),
                             seed=args.seed)
     patches = cc.create_patches(pairs, config.patch_size, axes="ZYX", n_patches_per_image=400, seed=args.seed)
     work = Path(args.out).with_name(Path(args.out).name + ".training")
@@ -74,14 +74,14 @@ def main(argv=None):
 
     result = model.train(patches, callback=progress)
     print(result.status, result.message, f"{result.seconds:.0f} s")
-    shipped = cc.load_model(work)        # the best weights, without the optimizer's state
-    shipped.path, shipped._optimizer_state = None, None
-    shipped.run_card["pretrained"] = {
+    pretrained = cc.load_model(work)        # the best weights, without the optimizer's state
+    pretrained.path, pretrained._optimizer_state = None, None
+    pretrained.run_card["pretrained"] = {
         "script": "scripts/pretrain.py", "steps": config.epochs * config.steps_per_epoch, "seed": args.seed,
         "data": f"{args.volumes} simulated volumes (nuclei, cell-wall surfaces), {DOSES[0] * 0.7:.1f}-"
                 f"{DOSES[-1] * 1.4:.0f} photons peak, background 1, read noise 1",
         "seconds": round(time.perf_counter() - t0)}
-    shipped.save(args.out)
+    pretrained.save(args.out)
     shutil.rmtree(work, ignore_errors=True)
     print("wrote", args.out)
     return 0
