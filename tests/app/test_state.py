@@ -70,12 +70,13 @@ def test_budget_maps_to_config(tmp_path):
     s = LabState(tmp_path, quick=False)
     assert s.time_limit == 180 and (s.time_limit in dict((v, k) for k, v in s.budget_options()))
     c = s.config()
-    # the fast 3D recipe's batches: 8 of 16×32×32 where 3D trains in bfloat16, 4 of 8×32×32 in float32
-    fast = {"mixed_bfloat16": (8, (16, 32, 32)), "float32": (4, (8, 32, 32))}[c.precision]
+    # the fast 3D recipe: 16 filters, batches of 8 of 16×32×32 where 3D trains in bfloat16; 8 filters,
+    # batches of 4 of 8×32×32 in float32
+    filters, fast = {"mixed_bfloat16": (16, (8, (16, 32, 32))), "float32": (8, (4, (8, 32, 32)))}[c.precision]
     assert (c.time_limit, c.unet_filters, (c.batch_size, c.patch_size), c.learning_rate, c.warmup, c.epochs) == \
-        (180, 16, fast, 1e-3, 0.15, 10)
+        (180, filters, fast, 1e-3, 0.15, 10)
     s.filters, s.batch_size, s.learning_rate = 64, 2, 1e-4    # custom fields do not override a budget
-    assert s.config().unet_filters == 16 and s.config().batch_size == fast[0]
+    assert s.config().unet_filters == filters and s.config().batch_size == fast[0]
     s.time_limit = 3600                                        # beyond the fast recipe: CSBDeep's sizes
     assert s.config().time_limit == 3600 and s.config().patch_size == (16, 64, 64)
     s.time_limit = 0                                           # custom: epochs × steps as typed
