@@ -1,6 +1,6 @@
 """Pretrain a 3D denoising network on the project's own simulations, to fine-tune from (``init_weights``).
 
-    python scripts/pretrain.py --out models/pretrained3d      # ~25 min on 2 CPU cores
+    python scripts/pretrain.py --out models/pretrained3d      # ~25 min on 2 CPU cores with 16 filters
     python benchmarks/bench_quality.py --cases embryo_10 --config init_weights=models/pretrained3d
 
 The training pairs are simulator output only (no real image: the benchmark's real cases stay unseen):

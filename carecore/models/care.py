@@ -353,7 +353,7 @@ class CARE:
         """
         from ..training.events import EventCallback, cosine_lr
         from ..training.pipeline import batches, make_dataset, without_autotune
-        from ..training.validation import BUDGET_VAL_PATCHES, MAX_VAL_PATCHES, ValidationSet
+        from ..training.validation import ValidationSet
 
         c = self.config
         if isinstance(patches, tuple):
@@ -424,8 +424,7 @@ class CARE:
                           f"best validation loss so far {self.best_val_loss:.4g} (its weights are kept unless beaten)")
             if callback is not None:
                 callback({"kind": "resume", "message": resume_msg})
-        # a budget's validation loss on fewer patches: more of its seconds go to training steps
-        val = ValidationSet(Xv, Yv, self, max_patches=BUDGET_VAL_PATCHES if budget else MAX_VAL_PATCHES)
+        val = ValidationSet(Xv, Yv, self)
         self.baseline_val = val.baseline(cached=info.get("validation_baseline"))
         if self.baseline_val and not isinstance(patches, tuple):  # the next run on these patches (an ensemble's
             patches.meta.setdefault("validation_baseline", self.baseline_val)   # members) reuses it
@@ -532,7 +531,6 @@ class CARE:
             self.run_card["resumed"] = resume_msg
         if self.baseline_val:
             self.run_card["validation_baseline"] = self.baseline_val
-        self.run_card["validation_patches"] = {"loss": len(val.X), "ssim": len(val.sx)}
         if budget:
             self.run_card["time_limit"] = budget
             self.run_card["budget_clock"] = {k: (None if v is None else round(float(v), 2)) for k, v in clock.items()}

@@ -271,7 +271,7 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
 
     With a ``time_limit`` of up to 30 minutes the network and batches are sized for it
     (:data:`FAST_RECIPE`: a smaller, faster network that learns more in a short budget; a 3D
-    denoising network computed in float32 takes :data:`FAST_RECIPE_3D_FLOAT32`'s smaller batches, a 2D one
+    denoising network computed in float32 takes :data:`FAST_RECIPE_3D_FLOAT32`'s 8 filters and smaller batches, a 2D one
     on a machine without bfloat16 hardware :data:`FAST_RECIPE_2D_NO_BFLOAT16`'s). The
     precision is chosen for this machine (:func:`~carecore.models.precision.default_precision`:
     mixed bfloat16 for 3D networks where the hardware computes in bfloat16, else float32). Any value
@@ -306,7 +306,7 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
             base["residual_sigma"] = "auto"   # denoising starts at a tuned Gaussian filter's answer
         thin = FAST_RECIPE_3D_FLOAT32["patch_size"]
         if denoising and len(axes) == 3 and precision == "float32" and not any(p % 2 ** depth for p in thin):
-            base.update(FAST_RECIPE_3D_FLOAT32)   # smaller batches that the CPU's caches hold
+            base.update(FAST_RECIPE_3D_FLOAT32)   # 8 filters, smaller batches that the CPU's caches hold
         if denoising and len(axes) == 2 and not precision_rules.native_bfloat16():
             base.update(FAST_RECIPE_2D_NO_BFLOAT16)   # more, smaller steps where each is slow
     if quick:

@@ -23,10 +23,6 @@ from ..metrics import affine_fit, ssim
 #: Validation loss is computed on at most this many patches; SSIM (and the baseline) on the first few.
 MAX_VAL_PATCHES = 256
 SSIM_PATCHES = 32
-#: A training for a time budget computes its validation loss on this many of them (evenly spaced over the
-#: first :data:`MAX_VAL_PATCHES`): on 2 AVX2 cores the fast 3D recipe's loss over 256 patches of 8x32x32
-#: took 4.5 s, over 64 1.1 s, and a 3-minute budget validates 10 times (README "Quality per minute").
-BUDGET_VAL_PATCHES = 64
 
 
 def patch_ssim(pred, target):
@@ -52,19 +48,11 @@ def patch_ssim(pred, target):
 class ValidationSet:
     """Validation patches of one training run, with the model that is being trained."""
 
-    def __init__(self, X, Y, model, max_patches=MAX_VAL_PATCHES):
-        if len(X) != len(Y):
-            raise CareError(f"validation: {len(X)} input patches but {len(Y)} targets")
-        n = min(len(X), MAX_VAL_PATCHES)
-        pick = np.arange(n)
-        if n > max_patches:   # the loss on fewer patches, evenly spaced (validation patches come image by image)
-            pick = np.unique(np.linspace(0, n - 1, max(1, int(max_patches))).round().astype(int))
-        self.X = np.asarray(X[pick], dtype=np.float32)
-        self.Y = np.asarray(Y[pick], dtype=np.float32)
+    def __init__(self, X, Y, model):
+        self.X = np.asarray(X[:MAX_VAL_PATCHES], dtype=np.float32)
+        self.Y = np.asarray(Y[:MAX_VAL_PATCHES], dtype=np.float32)
         self.model = model
-        # SSIM and the filters' line on the first patches, whatever the loss is computed on
-        self.sx = np.asarray(X[:SSIM_PATCHES], dtype=np.float32)
-        self.sy = np.asarray(Y[:SSIM_PATCHES], dtype=np.float32)
+        self.sx, self.sy = self.X[:SSIM_PATCHES], self.Y[:SSIM_PATCHES]
 
     def ssim(self):
         """SSIM of the network's (mean) output on the first validation patches."""

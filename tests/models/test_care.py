@@ -316,7 +316,6 @@ def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path,
     assert max(lrs) == pytest.approx(2e-3, rel=0.2) and lrs[-1] < 0.35 * max(lrs) and lrs[0] < max(lrs)
     card = json.loads((tmp_path / "t" / "run_card.json").read_text())
     assert card["time_limit"] == 12 and card["validation_baseline"]["name"] in cc.BASELINES
-    assert card["validation_patches"] == {"loss": min(patches.n_val, 64), "ssim": min(patches.n_val, 32)}
     bc = card["budget_clock"]  # where the seconds went: fit's start, its last epoch, its return
     assert fit_startup < bc["fit_started"] < bc["last_epoch_ended"] <= bc["fit_returned"] < 12.5, bc
     with pytest.raises(CareError, match="time limit"):

@@ -244,28 +244,6 @@ def test_validation_ssim_fits_once_on_a_data_range_of_one():
     assert patch_ssim(noisy, tgt) < 0.9
 
 
-def test_a_budgets_validation_loss_reads_evenly_spaced_patches_and_ssim_the_first(tmp_path):
-    """Validation patches come image by image: a budget's smaller loss set is spread over all of them
-    (not the first image's), while SSIM and the filters' line keep reading the first patches."""
-    from carecore.errors import CareError
-    from carecore.training.validation import MAX_VAL_PATCHES, SSIM_PATCHES, ValidationSet
-
-    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(300, 4, 4, 1))
-    X[:] = np.arange(300, dtype=np.float32)[:, None, None, None]   # each patch holds its own index
-    Y = 2 * np.asarray(X)
-    full = ValidationSet(X, Y, model=None)
-    assert [int(v) for v in full.X[:, 0, 0, 0]] == list(range(MAX_VAL_PATCHES))
-    few = ValidationSet(X, Y, model=None, max_patches=64)
-    idx = [int(v) for v in few.X[:, 0, 0, 0]]
-    assert len(idx) == 64 and idx[0] == 0 and idx[-1] == MAX_VAL_PATCHES - 1 and idx == sorted(set(idx))
-    np.testing.assert_array_equal(few.Y, 2 * few.X)
-    np.testing.assert_array_equal(few.sx[:, 0, 0, 0], np.arange(SSIM_PATCHES))
-    np.testing.assert_array_equal(few.sy, full.sy)
-    assert len(ValidationSet(X[:10], Y[:10], model=None, max_patches=64).X) == 10
-    with pytest.raises(CareError, match="300 input patches but 10 targets"):
-        ValidationSet(X, Y[:10], model=None)
-
-
 def test_training_dataset_streams_the_batch_generator_in_order(tmp_path):
     """The tf.data pipeline fit trains on yields exactly the seeded batches of ``batches`` (augmented,
     from a memory map), with static shapes, endlessly (beyond one pass over the patches)."""
