@@ -256,8 +256,13 @@ FAST_RECIPE_PATCH = {2: (64, 64), 3: (16, 32, 32)}
 #: took half the time (715 steps, not 351) and the 3D demo's test volume went from 0.458 / 0.0564 (below
 #: TV) to 0.734 / 0.0388; the network escapes a plateau at the filter's answer after ~200-300 steps
 #: whatever its width, and only the steps a budget holds decide whether it does (README "Quality per
-#: minute"). The embryo at 10 photons loses SSIM with it (0.741 against 0.776-0.790 with 16 filters).
-FAST_RECIPE_3D_FLOAT32 = {"patch_size": (8, 32, 32), "batch_size": 4, "unet_filters": 8}
+#: minute"). The embryo at 10 photons loses SSIM with it (0.741 against 0.776-0.790 with 16 filters): the
+#: narrower network is for budgets short in steps only (up to :data:`FEW_STEPS_UP_TO` seconds); longer
+#: float32 budgets keep 16 filters (not measured either way: where steps are plenty, width is what the
+#: embryo asked for).
+FAST_RECIPE_3D_FLOAT32 = {"patch_size": (8, 32, 32), "batch_size": 4}
+FEW_STEPS_UP_TO = 300
+FAST_RECIPE_3D_FLOAT32_FEW_STEPS = {"unet_filters": 8}
 #: What 2D denoising budgets take on a machine without bfloat16 hardware (2D networks train in float32
 #: everywhere; where the CPU has bfloat16 the recipe above was measured and is kept). On 2 AVX2 cores,
 #: 180 s, seed 0, batches of 8 -> 4: the BPAE actin at 5 photons SSIM / NRMSE 0.200 / 0.0769 (765 steps,
@@ -271,7 +276,8 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
 
     With a ``time_limit`` of up to 30 minutes the network and batches are sized for it
     (:data:`FAST_RECIPE`: a smaller, faster network that learns more in a short budget; a 3D
-    denoising network computed in float32 takes :data:`FAST_RECIPE_3D_FLOAT32`'s 8 filters and smaller batches, a 2D one
+    denoising network computed in float32 takes :data:`FAST_RECIPE_3D_FLOAT32`'s smaller batches, and up to
+    :data:`FEW_STEPS_UP_TO` seconds 8 filters, a 2D one
     on a machine without bfloat16 hardware :data:`FAST_RECIPE_2D_NO_BFLOAT16`'s). The
     precision is chosen for this machine (:func:`~carecore.models.precision.default_precision`:
     mixed bfloat16 for 3D networks where the hardware computes in bfloat16, else float32). Any value
@@ -306,7 +312,9 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
             base["residual_sigma"] = "auto"   # denoising starts at a tuned Gaussian filter's answer
         thin = FAST_RECIPE_3D_FLOAT32["patch_size"]
         if denoising and len(axes) == 3 and precision == "float32" and not any(p % 2 ** depth for p in thin):
-            base.update(FAST_RECIPE_3D_FLOAT32)   # 8 filters, smaller batches that the CPU's caches hold
+            base.update(FAST_RECIPE_3D_FLOAT32)   # smaller batches that the CPU's caches hold
+            if limit <= FEW_STEPS_UP_TO:
+                base.update(FAST_RECIPE_3D_FLOAT32_FEW_STEPS)   # and a narrower network: twice the steps
         if denoising and len(axes) == 2 and not precision_rules.native_bfloat16():
             base.update(FAST_RECIPE_2D_NO_BFLOAT16)   # more, smaller steps where each is slow
     if quick:

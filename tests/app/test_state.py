@@ -77,6 +77,8 @@ def test_budget_maps_to_config(tmp_path):
         (180, filters, fast, 1e-3, 0.15, 10)
     s.filters, s.batch_size, s.learning_rate = 64, 2, 1e-4    # custom fields do not override a budget
     assert s.config().unet_filters == filters and s.config().batch_size == fast[0]
+    s.time_limit = 1200                                        # Standard: the narrower float32 network is for short budgets
+    assert (s.config().unet_filters, s.config().batch_size) == (16, fast[0])
     s.time_limit = 3600                                        # beyond the fast recipe: CSBDeep's sizes
     assert s.config().time_limit == 3600 and s.config().patch_size == (16, 64, 64)
     s.time_limit = 0                                           # custom: epochs × steps as typed
