@@ -260,13 +260,7 @@ FAST_RECIPE_PATCH = {2: (64, 64), 3: (16, 32, 32)}
 #: narrower network is for budgets short in steps only (up to :data:`FEW_STEPS_UP_TO` seconds); longer
 #: float32 budgets keep 16 filters (not measured either way: where steps are plenty, width is what the
 #: embryo asked for).
-#: And batches of 2 patches of 16x32x32, not 4 of 8x32x32 (2026-12-02): the same voxels a step, but a
-#: network trained on 8-slice patches restores a thicker volume unevenly along Z (SSIM per slice
-#: 0.35-0.91 with a period of 8 slices on the tiny demo), and the 3D demo's test volume after 700 steps
-#: of the float32 recipe (seeds 0, 1, 2) went from 0.636 / 0.0449, 0.744 / 0.0441, 0.633 / 0.0469 to
-#: 0.719 / 0.0392, 0.873 / 0.0344, 0.770 / 0.0387 (README "Quality per minute"). Measured on an
-#: AVX512 CPU in float32 (a step 18 % slower there); the step's working set is the same.
-FAST_RECIPE_3D_FLOAT32 = {"patch_size": (16, 32, 32), "batch_size": 2}
+FAST_RECIPE_3D_FLOAT32 = {"patch_size": (8, 32, 32), "batch_size": 4}
 FEW_STEPS_UP_TO = 300
 FAST_RECIPE_3D_FLOAT32_FEW_STEPS = {"unet_filters": 8}
 #: What 2D denoising budgets take on a machine without bfloat16 hardware (2D networks train in float32
@@ -316,8 +310,8 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
         if denoising and overrides.get("residual", True) \
                 and overrides.get("n_channel_in", 1) == overrides.get("n_channel_out", overrides.get("n_channel_in", 1)):
             base["residual_sigma"] = "auto"   # denoising starts at a tuned Gaussian filter's answer
-        small = FAST_RECIPE_3D_FLOAT32["patch_size"]
-        if denoising and len(axes) == 3 and precision == "float32" and not any(p % 2 ** depth for p in small):
+        thin = FAST_RECIPE_3D_FLOAT32["patch_size"]
+        if denoising and len(axes) == 3 and precision == "float32" and not any(p % 2 ** depth for p in thin):
             base.update(FAST_RECIPE_3D_FLOAT32)   # smaller batches that the CPU's caches hold
             if limit <= FEW_STEPS_UP_TO:
                 base.update(FAST_RECIPE_3D_FLOAT32_FEW_STEPS)   # and a narrower network: twice the steps

@@ -144,12 +144,12 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
         assert care_config("ZYX", precision="float32").precision == "float32"
         # patches too thin for a 3D bfloat16 network (sides of at least 2**(depth+1)): float32, no error
         assert care_config("ZYX", patch_size=(4, 32, 32)).precision == "float32"
-        # the fast 3D denoising recipe in float32 takes batches of 2 patches (a working set the CPU's
-        # caches hold); in bfloat16 the recipe it was measured with; given sizes win; other kinds keep theirs
+        # the fast 3D denoising recipe in float32 takes batches of 4 thin patches (what the CPU's caches
+        # hold); in bfloat16 the recipe it was measured with; given sizes win; other kinds keep theirs
         c = care_config("ZYX", time_limit=180)
-        assert (c.patch_size, c.batch_size) == (((16, 32, 32), 8) if native else ((16, 32, 32), 2))
+        assert (c.patch_size, c.batch_size) == (((16, 32, 32), 8) if native else ((8, 32, 32), 4))
         c = care_config("ZYX", time_limit=180, precision="float32")
-        assert (c.patch_size, c.batch_size) == ((16, 32, 32), 2)
+        assert (c.patch_size, c.batch_size) == ((8, 32, 32), 4)
         c = care_config("ZYX", time_limit=180, precision="float32", patch_size=(16, 32, 32), batch_size=8)
         assert (c.patch_size, c.batch_size) == ((16, 32, 32), 8)
         assert care_config("ZYX", time_limit=180, kind="subdiffraction", psf_sigma=2.0).patch_size == (16, 32, 32)
@@ -159,8 +159,8 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
         assert care_config("YX", time_limit=180, batch_size=8).batch_size == 8
         assert care_config("YX", time_limit=180, kind="subdiffraction", psf_sigma=2.0).batch_size == 8
         assert care_config("ZYX").patch_size == (16, 64, 64)
-        # a deeper network keeps the 16x32x32 patches (in float32: bfloat16 would need sides of 32);
-        # precision=None is "chosen for the machine"
+        # a deeper network whose poolings the thin patches cannot take keeps the 16x32x32 patches (in
+        # float32 where bfloat16 would need sides of 32); precision=None is "chosen for the machine"
         c = care_config("ZYX", time_limit=180, unet_depth=4)
         assert (c.patch_size, c.precision) == ((16, 32, 32), "float32")
         assert care_config("ZYX", time_limit=180, precision=None) == care_config("ZYX", time_limit=180)
