@@ -34,6 +34,7 @@ from ..normalize import Normalization, compute_percentiles
 from ..prediction.tta import learnable_views
 from ..progress import check_stop, counting, join_messages, report
 from .config import CareConfig
+from .precision import onednn_enabled
 
 #: Default working memory of a prediction (bytes: network activations and kept intermediate arrays).
 DEFAULT_PREDICT_BUDGET = 1 * 2**30
@@ -583,7 +584,7 @@ class CARE:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": {"carecore": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
                          "numpy": np.__version__, "python": platform.python_version()},
-            "backend": keras.backend.backend(), "machine": platform.machine(),
+            "backend": keras.backend.backend(), "machine": platform.machine(), "onednn": onednn_enabled(),
             "seed": self.config.seed, "epochs_done": len(self.history), "status": status, "message": message,
             "training_seconds": card.get("training_seconds", 0.0) + seconds,
             "parameters": self.count_params(), "best_val_loss": self.best_val_loss,

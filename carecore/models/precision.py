@@ -77,6 +77,23 @@ def native_bfloat16():
     return platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64") and cpu_has_bfloat16()
 
 
+def onednn_enabled():
+    """Whether TensorFlow computes with oneDNN in this process (True/False; None where it cannot tell, or
+    with another backend). ``import carecore`` turns it on unless ``TF_ENABLE_ONEDNN_OPTS`` says otherwise
+    or TensorFlow was imported before carecore; the run card records it (a step without it was 2-4 times
+    slower on AVX2 CPUs)."""
+    try:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            return None
+        from tensorflow.python.util import _pywrap_util_port   # TensorFlow's own test of the switch
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except Exception:   # a TensorFlow without that function: say nothing rather than guess
+        return None
+
+
 def default_precision(ndim, *, native=None):
     """The precision a new ``ndim``-D network computes in on this machine: ``"mixed_bfloat16"`` for 3D
     networks where the hardware computes in bfloat16 (:func:`native_bfloat16`), else ``"float32"``.

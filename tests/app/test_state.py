@@ -71,8 +71,8 @@ def test_budget_maps_to_config(tmp_path):
     assert s.time_limit == 180 and (s.time_limit in dict((v, k) for k, v in s.budget_options()))
     c = s.config()
     # the fast 3D recipe: 16 filters, batches of 8 of 16×32×32 where 3D trains in bfloat16; 8 filters,
-    # batches of 4 of 8×32×32 in float32
-    filters, fast = {"mixed_bfloat16": (16, (8, (16, 32, 32))), "float32": (8, (4, (8, 32, 32)))}[c.precision]
+    # batches of 2 of 16×32×32 in float32
+    filters, fast = {"mixed_bfloat16": (16, (8, (16, 32, 32))), "float32": (8, (2, (16, 32, 32)))}[c.precision]
     assert (c.time_limit, c.unet_filters, (c.batch_size, c.patch_size), c.learning_rate, c.warmup, c.epochs) == \
         (180, filters, fast, 1e-3, 0.15, 10)
     s.filters, s.batch_size, s.learning_rate = 64, 2, 1e-4    # custom fields do not override a budget

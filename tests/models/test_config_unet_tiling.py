@@ -144,12 +144,15 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
         assert care_config("ZYX", precision="float32").precision == "float32"
         # patches too thin for a 3D bfloat16 network (sides of at least 2**(depth+1)): float32, no error
         assert care_config("ZYX", patch_size=(4, 32, 32)).precision == "float32"
-        # the fast 3D denoising recipe in float32 takes batches of 4 thin patches (what the CPU's caches
-        # hold); in bfloat16 the recipe it was measured with; given sizes win; other kinds keep theirs
+        # the fast 3D denoising recipe in float32 takes batches of 2 (what the CPU's caches hold) and, up to
+        # 5 minutes, 8 filters; in bfloat16 the recipe it was measured with; given sizes win; other kinds
+        # keep theirs
         c = care_config("ZYX", time_limit=180)
-        assert (c.patch_size, c.batch_size) == (((16, 32, 32), 8) if native else ((8, 32, 32), 4))
+        assert (c.patch_size, c.batch_size, c.unet_filters) == \
+            (((16, 32, 32), 8, 16) if native else ((16, 32, 32), 2, 8))
         c = care_config("ZYX", time_limit=180, precision="float32")
-        assert (c.patch_size, c.batch_size) == ((8, 32, 32), 4)
+        assert (c.patch_size, c.batch_size, c.unet_filters) == ((16, 32, 32), 2, 8)
+        assert care_config("ZYX", time_limit=600, precision="float32").unet_filters == 16
         c = care_config("ZYX", time_limit=180, precision="float32", patch_size=(16, 32, 32), batch_size=8)
         assert (c.patch_size, c.batch_size) == ((16, 32, 32), 8)
         assert care_config("ZYX", time_limit=180, kind="subdiffraction", psf_sigma=2.0).patch_size == (16, 32, 32)
@@ -165,3 +168,25 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
         assert (c.patch_size, c.precision) == ((16, 32, 32), "float32")
         assert care_config("ZYX", time_limit=180, precision=None) == care_config("ZYX", time_limit=180)
     assert CareConfig(axes="ZYX").precision == "float32"
+
+
+def test_import_turns_onednn_on_unless_told_otherwise():
+    """``import carecore`` asks TensorFlow for its oneDNN kernels, which it uses by default only on CPUs with
+    AVX512-VNNI/BF16 or AMX (without them a 3D step of the budget recipe was 3.7 times slower on 2 AVX2
+    cores); a value the user set wins, and :func:`onednn_enabled` reports what TensorFlow does."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    code = ("import os, carecore; from carecore.models.precision import onednn_enabled; "
+            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")   # elsewhere TensorFlow's own rules apply
+    for given, expected in ((None, ["1", "True"]), ("0", ["0", "False"])):
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        if given is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = given
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split()[-2:] == (expected if x86 else expected[:1] + out.stdout.split()[-1:]), \
+            (given, out.stdout)

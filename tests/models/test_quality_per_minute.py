@@ -6,11 +6,13 @@ whose mean learns as the plain network's; its intervals are held to their promis
 The demo's 3D denoising data (simulated nuclei at 8 photons peak), trained for a three-minute budget on the
 training volumes, tested on the held-out test volume against Gaussian, median, bilateral, TV and NLM
 each tuned over its grid on that very test volume with its ground truth (an advantage CARE does not
-get). The budget is counted in training steps of 0.25 s (the pace of the float32 recipe, everything
-counted, on the 2-core AVX2 CI machine: 715 steps in 180 s), so that every machine trains as many steps
-of the recipe that ``care_config`` picks for it (float32 batches of 4 patches of 8×32×32 for 8 filters there, bfloat16
-batches of 8 of 16×32×32 where the CPU computes in bfloat16); quality per minute of the wall clock, on
-the real images too, is the benchmark's (benchmarks/bench_quality.py).
+get). The budget is counted in training steps of 0.25 s, so that every machine trains as many steps
+of the recipe that ``care_config`` picks for it (float32 batches of 2 patches of 16×32×32 for 8 filters
+on the 2-core AVX2 CI machine, bfloat16 batches of 8 of 16×32×32 where the CPU computes in bfloat16).
+That was the float32 recipe's pace there with TensorFlow's own kernels (715 steps in 180 s); with oneDNN,
+which ``import carecore`` turns on, 180 s hold about 2,700 steps: the test trains a quarter of what
+three minutes buy on CI. Quality per minute of the wall clock, on the real images too, is the
+benchmark's (benchmarks/bench_quality.py).
 """
 import numpy as np
 import pytest
