@@ -7,18 +7,21 @@ drawn uniformly from its training region: with every patch biased (CSBDeep's rul
 saw a patch without bright structure and restored such regions with blotches (the BPAE nuclei at 5
 photons: test SSIM 0.56-0.62 with every patch biased, 0.65 with half; README "Half the training
 patches are uniform").
-Validation patches are drawn uniformly within their held-out blocks (no foreground bias), so that the
-validation read-outs score the image as a user sees it, background included.
+Validation patches are the held-out boxes, placed without regard to content (no foreground bias), so
+that the validation read-outs score the image as a user sees it, background included.
 Images are read memory-mapped and scanned in slabs sized from ``memory_budget``, and with ``out=``
 the patches are written straight into ``.npy`` memory maps, so neither the images nor the patches
 have to fit in RAM.
 
-Validation never overlaps training (CARE-NOTES §7): validation patches come from held-out spatial
-blocks, a slab at the end of an image along its longest axis (relative to the patch), that no
-training patch touches. Blocks are taken from the last images first until they hold about
-``validation_fraction`` of all voxels, so with several images most stay whole for training; an
-image too small to give a block and training room is held out whole. Where every patch came from
-is kept in ``positions`` (source image and start per spatial axis).
+Validation never overlaps training (CARE-NOTES §7): each validation patch is a held-out, patch-sized
+box that no training patch touches. Boxes lie on the image's grid of patch-sized cells, drawn at
+random and spread out, so that validation sees the image's bright and dim parts as the data has
+them (one slab at the end of an image, the rule before, was dimmer and smoother than the rest and
+scored blur well: README "Validation boxes spread through the image"). Boxes are taken from the
+last images first until they hold about ``validation_fraction`` of all voxels, so with several
+images most stay whole for training; an image too small to give boxes and training room is held
+out whole. Where every patch came from is kept in ``positions`` (source image and start per
+spatial axis).
 
 Patches are stored normalized (each image with its own percentiles, :data:`DEFAULT_PERCENTILES`),
 channels last, with their axes: ``SZYXC`` (3D) or ``SYXC`` (2D); ``S`` indexes patches.
@@ -41,7 +44,7 @@ from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
 from ..progress import check_stop, report
 from .pairs import Pair, PairListing, check_pair_shapes, load_pair
 
-FORMAT_VERSION = 2  # 2: validation from held-out blocks, positions.npy
+FORMAT_VERSION = 2  # 2: validation from held-out blocks (an end slab, since stop 41 boxes), positions.npy
 
 
 @dataclass
@@ -150,14 +153,15 @@ def _normalize_block(block, norm, axes):
     return (b - lo) / (hi - lo)
 
 
-def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, rng, n, name):
-    """Sample ``n`` patch starts (in high's spatial axes) uniformly among eligible centres, slab by slab."""
+def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, rng, n, name, boxes=()):
+    """Sample ``n`` patch starts (in high's spatial axes) uniformly among eligible centres, slab by slab;
+    no patch meets any of ``boxes`` (``[(start, stop) per spatial axis], ...``)."""
     sp = spatial_axes(high.axes)
     shape = tuple(high.shape[high.axes.index(a)] for a in sp)
     p = tuple(patch_high)
     valid = tuple(s - q + 1 for s, q in zip(shape, p))
-    if fg_threshold == -np.inf:  # uniform draws: every start is eligible, nothing needs reading
-        return np.stack([rng.integers(0, v, size=n) for v in valid], 1).reshape(n, len(valid)), 1.0
+    if fg_threshold == -np.inf:  # uniform draws: every start beside the boxes is eligible, nothing needs reading
+        return _uniform_starts(valid, n, rng, boxes, p), 1.0
     k = tuple(max(q // 2, 1) for q in p)
     # threshold per channel: fg_threshold × P99.9 of that (normalized) channel, from a sub-sample; each
     # channel is divided by its own P99.9 so that one threshold fg_threshold applies to the channel maximum
@@ -193,6 +197,10 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
         mx = mx[c0 - a0: c1 - a0]
         inner = (slice(None),) + tuple(slice(q // 2, q // 2 + v) for q, v in zip(p[1:], valid[1:]))
         mask = mx[inner] > thr
+        for box in boxes:   # starts whose patch would meet a box
+            sl = [slice(max(lo - q + 1 - (r0 if j == 0 else 0), 0), max(min(hi, v) - (r0 if j == 0 else 0), 0))
+                  for j, ((lo, hi), q, v) in enumerate(zip(box, p, (r1,) + valid[1:]))]
+            mask[tuple(sl)] = False
         idx = np.flatnonzero(mask)
         counts.append(idx.size)
         if idx.size:
@@ -204,8 +212,7 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
             cands.append(None)
     total = sum(counts)
     if total == 0:
-        starts = np.stack([rng.integers(0, v, size=n) for v in valid], 1)
-        return starts, 0.0
+        return _uniform_starts(valid, n, rng, boxes, p), 0.0
     if n == 0:  # only the eligible share was asked for
         return np.zeros((0, len(valid)), np.int64), total / float(np.prod(valid))
     alloc = rng.multinomial(n, np.asarray(counts) / total)
@@ -213,14 +220,15 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
     return np.concatenate(chosen), total / float(np.prod(valid))
 
 
-def validation_blocks(shapes, patch, fraction):
-    """Where each image's held-out validation block lies: ``None`` (all training), ``{"whole": True}``
-    (the image is held out whole) or ``{"axis", "start", "whole": False}`` (the slab from ``start`` to
-    the end of ``axis``).
+def validation_blocks(shapes, patch, fraction, seed=0):
+    """Where each image's held-out validation boxes lie: ``None`` (all training), ``{"whole": True}``
+    (the image is held out whole) or ``{"whole": False, "boxes": [{axis: [start, stop], ...}, ...]}``.
 
-    Blocks are taken from the last image backwards until they hold ``fraction`` of all voxels; each
-    lies along the image's longest axis relative to the patch and is at least one patch wide, and
-    the training region left beside it is at least one patch wide (else the image is held out whole).
+    Held-out voxels are taken from the last image backwards until they hold ``fraction`` of all
+    voxels. Within an image they are patch-sized boxes on the image's grid of patch-sized cells,
+    drawn at random (``seed``) and spread out (no two boxes side by side while there is room), so that
+    validation sees the whole image, its bright and its dim parts, not one end of it. An image that
+    would need all its cells is held out whole.
 
     Parameters
     ----------
@@ -229,27 +237,39 @@ def validation_blocks(shapes, patch, fraction):
     patch : dict
         Patch size per axis.
     fraction : float
+    seed : int
     """
     blocks = [None] * len(shapes)
     if fraction <= 0:
         return blocks
     voxels = [int(np.prod(list(s.values()))) for s in shapes]
+    patch_voxels = int(np.prod([patch[a] for a in shapes[0]]))
     target = fraction * sum(voxels)
     held = 0.0
+    rng = np.random.default_rng(seed)
     for i in reversed(range(len(shapes))):
         if held >= target:
             break
         shape = shapes[i]
-        axis = max(reversed(list(shape)), key=lambda a: shape[a] / patch[a])  # ties: the last (lateral) axis
-        n_a, q = shape[axis], patch[axis]
-        per_row = voxels[i] / n_a
-        w = max(q, int(np.ceil((target - held) / per_row)))
-        if n_a - w < q:
+        cells = {a: shape[a] // patch[a] for a in shape}
+        n_cells = int(np.prod(list(cells.values())))
+        k = max(1, int(np.ceil((target - held) / patch_voxels)))
+        if k >= n_cells:
             blocks[i] = {"whole": True}
             held += voxels[i]
-        else:
-            blocks[i] = {"axis": axis, "start": n_a - w, "whole": False}
-            held += w * per_row
+            continue
+        offset = {a: (shape[a] - cells[a] * patch[a]) // 2 for a in shape}   # the grid centred in the image
+        grid = np.stack(np.unravel_index(rng.permutation(n_cells), tuple(cells.values())), 1)
+        chosen, rest = [], []
+        for c in grid:   # spread: no two boxes touch while there is room, then the rest in random order
+            (rest if any(np.abs(c - o).max() < 2 for o in chosen) else chosen).append(c)
+            if len(chosen) == k:
+                break
+        chosen = (chosen + rest)[:k]
+        boxes = [{a: [int(offset[a] + c[j] * patch[a]), int(offset[a] + (c[j] + 1) * patch[a])]
+                  for j, a in enumerate(shape)} for c in chosen]
+        blocks[i] = {"whole": False, "boxes": boxes}   # spread ones first (create_patches may keep fewer)
+        held += k * patch_voxels
     if all(b is not None and b["whole"] for b in blocks):
         raise CareError(f"no room for training patches: holding out validation_fraction={fraction} of images of "
                         f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves no "
@@ -257,12 +277,38 @@ def validation_blocks(shapes, patch, fraction):
     return blocks
 
 
-def _crop(image, ranges):
-    """``image`` restricted to ``ranges`` ({axis: (start, stop)}) as a view (a memory map stays unread)."""
-    if not ranges:
-        return image
-    sl = tuple(slice(*ranges[a]) if a in ranges else slice(None) for a in image.axes)
-    return Image(image.data[sl], image.axes, dict(image.spacing), image.path)
+def _touching(starts, boxes, patch):
+    """Whether each patch (rows of ``starts`` along the boxes' axes, size ``patch``) meets any box."""
+    hit = np.zeros(len(starts), bool)
+    for box in boxes:
+        inside = np.ones(len(starts), bool)
+        for j, (lo, hi) in enumerate(box):
+            inside &= (starts[:, j] < hi) & (starts[:, j] + patch[j] > lo)
+        hit |= inside
+    return hit
+
+
+def _uniform_starts(valid, n, rng, boxes, patch):
+    """``n`` starts drawn uniformly among those whose patch meets no box."""
+    if n == 0:
+        return np.zeros((0, len(valid)), np.int64)
+    out, got = [], 0
+    for _ in range(64):
+        s = np.stack([rng.integers(0, v, size=max(4 * n, 256)) for v in valid], 1)
+        s = s[~_touching(s, boxes, patch)] if boxes else s
+        out.append(s[: n - got])
+        got += len(out[-1])
+        if got == n:
+            return np.concatenate(out)
+    # boxes leave very few starts: the starts of the grid's free cells (some exist: a box never takes them all)
+    origin = [box[0] % q for box, q in zip(boxes[0], patch)] if boxes else [0] * len(valid)
+    grid = np.stack(np.meshgrid(*[np.arange(o, v, q) for o, v, q in zip(origin, valid, patch)], indexing="ij"), -1)
+    grid = grid.reshape(-1, len(valid))
+    free = grid[~_touching(grid, boxes, patch)]
+    if not len(free):
+        raise CareError(f"no training patch of size {tuple(patch)} fits beside the validation boxes {boxes}")
+    out.append(free[rng.integers(0, len(free), size=n - got)])
+    return np.concatenate(out)
 
 
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
@@ -342,17 +388,18 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     _, sp, sp_h, cl, ch = first
     p = dict(zip(sp, (int(q) for q in patch_size)))
     blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
-                               {a: p[a] for a in sp_h}, validation_fraction)
+                               {a: p[a] for a in sp_h}, validation_fraction, seed=seed)
     counts = []  # (n_train, n_val) per image
     for blk, (low, _) in zip(blocks, resolved):
         if blk is None:
             counts.append((n_patches_per_image, 0))
         elif blk["whole"]:
             counts.append((0, n_patches_per_image))
-        else:
-            n_a = low.shape[low.axes.index(blk["axis"])]
-            nv = max(1, int(round(n_patches_per_image * (n_a - blk["start"]) / n_a)))
-            nv = min(nv, n_patches_per_image - 1) if n_patches_per_image > 1 else 1
+        else:   # one validation patch per box: as many as the image's share of patches, boxes beyond it freed
+            share = len(blk["boxes"]) * np.prod([p[a] for a in sp_h]) / np.prod([low.shape[low.axes.index(a)] for a in sp_h])
+            nv = max(1, int(round(n_patches_per_image * share)))
+            nv = min(nv, n_patches_per_image - 1, len(blk["boxes"])) if n_patches_per_image > 1 else 1
+            blk["boxes"] = blk["boxes"][:nv]
             counts.append((n_patches_per_image - nv, nv))
     n_train = sum(c[0] for c in counts)
     n_val = sum(c[1] for c in counts)
@@ -383,30 +430,27 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             nl = compute_percentiles(low.data, *percentiles, axes=low.axes, name=low.name, max_samples=max_samples)
             nh = compute_percentiles(high.data, *percentiles, axes=high.axes, name=high.name, max_samples=max_samples)
             fgs = []
+            boxes = [[tuple(b[a]) for a in sp_h] for b in blk["boxes"]] if blk is not None and not blk["whole"] else []
             for n, region, dests in ((nt, "train", dest_train), (nv, "val", dest_val)):
                 if n == 0:
                     continue
-                # the region of this image the patches may come from: [lo, hi) along the block's axis
-                lo_hi = {}
-                if blk is not None and not blk["whole"]:
-                    n_a = low.shape[low.axes.index(blk["axis"])]
-                    lo_hi[blk["axis"]] = (0, blk["start"]) if region == "train" else (blk["start"], n_a)
-                view_h = _crop(high, lo_hi)
-                if region == "train":  # a share fg-biased, the rest uniform
+                if region == "train":  # a share fg-biased, the rest uniform, none meeting a box
                     n_fg = int(fg_fraction * n)
                     if fg_fraction * n - n_fg > 0:  # the fractional patch by chance: one patch can be biased
                         n_fg += int(rng.random() < fg_fraction * n - n_fg)
-                    starts_h, fg = _eligible_centres(view_h, nh, [p[a] for a in sp_h], fg_threshold, memory_budget,
-                                                     rng, n_fg, high.name)
+                    starts_h, fg = _eligible_centres(high, nh, [p[a] for a in sp_h], fg_threshold, memory_budget,
+                                                     rng, n_fg, high.name, boxes)
                     fgs.append(fg)
                     if n_fg < n:
-                        uni, _ = _eligible_centres(view_h, nh, [p[a] for a in sp_h], -np.inf, memory_budget, rng,
-                                                   n - n_fg, high.name)
+                        uni, _ = _eligible_centres(high, nh, [p[a] for a in sp_h], -np.inf, memory_budget, rng,
+                                                   n - n_fg, high.name, boxes)
                         starts_h = np.concatenate([starts_h, uni])
-                else:  # validation: uniform in its block
-                    starts_h, _ = _eligible_centres(view_h, nh, [p[a] for a in sp_h], -np.inf, memory_budget, rng,
+                elif boxes:  # validation: one patch per box
+                    starts_h = np.array([[lo for lo, _ in box] for box in boxes], np.int64)
+                else:  # validation: a whole image, uniform
+                    starts_h, _ = _eligible_centres(high, nh, [p[a] for a in sp_h], -np.inf, memory_budget, rng,
                                                     n, high.name)
-                starts = {a: starts_h[:, j] + lo_hi.get(a, (0, 0))[0] for j, a in enumerate(sp_h)}
+                starts = {a: starts_h[:, j] for j, a in enumerate(sp_h)}
                 for a in sp:
                     if a not in starts:  # axes only the input has (projection): uniform
                         starts[a] = rng.integers(0, low.shape[low.axes.index(a)] - p[a] + 1, size=n)

@@ -73,7 +73,10 @@ def test_patches_foreground_biased_and_split(tmp_path):
     low, high = _pair_folder(tmp_path, n=2, shape=(8, 64, 64))
     ps = create_patches(find_pairs(low, high), (4, 16, 16), n_patches_per_image=50, validation_fraction=0.2, seed=1)
     assert ps.X.shape == (100, 4, 16, 16, 1) and ps.Y.shape == (100, 4, 16, 16, 1)
-    assert ps.axes == "SZYXC" and ps.n_val == 20 and len(ps.train[0]) == 80
+    # 20 % of the voxels in the last image: 13 patch-sized boxes of its 32 cells, one validation patch each
+    boxes = ps.meta["sources"][1]["validation_block"]["boxes"]
+    assert ps.meta["sources"][0]["validation_block"] is None
+    assert ps.axes == "SZYXC" and ps.n_val == len(boxes) == 13 and len(ps.train[0]) == 87
     # foreground bias: patches hold more signal than random crops of the same target
     clean = read_image(high / "s0.tif").data
     rng = np.random.default_rng(0)
@@ -162,8 +165,22 @@ def test_validation_blocks_plan():
     from carecore.data.patches import validation_blocks
 
     shapes = [{"Z": 32, "Y": 128, "X": 128}] * 3
-    blocks = validation_blocks(shapes, {"Z": 16, "Y": 64, "X": 64}, 0.15)
-    assert blocks[:2] == [None, None] and blocks[2] == {"axis": "X", "start": 64, "whole": False}
+    patch = {"Z": 16, "Y": 64, "X": 64}
+    blocks = validation_blocks(shapes, patch, 0.15)
+    assert blocks[:2] == [None, None] and not blocks[2]["whole"]
+    boxes = blocks[2]["boxes"]   # 15 % of 3 images: 4 of the last image's 8 patch-sized cells
+    assert len(boxes) == 4 and len({tuple(b["Z"] + b["Y"] + b["X"]) for b in boxes}) == 4
+    assert all(b[a][1] - b[a][0] == patch[a] and b[a][0] % patch[a] == 0 and b[a][1] <= 128 for b in boxes for a in b)
+    # a microscope slide (the BPAE training part): boxes spread over the whole image, none side by side
+    boxes = validation_blocks([{"Y": 680, "X": 660}], {"Y": 64, "X": 64}, 0.1, seed=4)[0]["boxes"]
+    assert len(boxes) == 11   # ceil(10 % of the voxels / a patch's)
+    cells = np.array([[b["Y"][0] // 64, b["X"][0] // 64] for b in boxes])
+    assert all(np.abs(c - d).max() >= 2 for i, c in enumerate(cells) for d in cells[:i])
+    for j, n in enumerate((680, 660)):   # boxes in both halves of each axis, not one end
+        starts = np.array([b["YX"[j]][0] for b in boxes])
+        assert (starts < n / 2).any() and (starts + 64 > n / 2).any()
+    assert validation_blocks([{"Y": 680, "X": 660}], {"Y": 64, "X": 64}, 0.1, seed=4) == \
+        validation_blocks([{"Y": 680, "X": 660}], {"Y": 64, "X": 64}, 0.1, seed=4)
     assert validation_blocks(shapes, {"Z": 16, "Y": 64, "X": 64}, 0) == [None] * 3
     small = [{"Y": 40, "X": 40}, {"Y": 40, "X": 40}]
     assert validation_blocks(small, {"Y": 32, "X": 32}, 0.3) == [None, {"whole": True}]
@@ -203,17 +220,19 @@ def test_validation_patches_uniform_in_their_block():
 
 def test_a_share_of_training_patches_is_uniform():
     # fg_fraction: that share of the training patches is drawn next to the spots, the rest uniformly from
-    # the training region (never from the held-out block), so that the network also sees plain background
-    low, high, bright = _sparse_spots(192)  # no spot in the held-out block
+    # the training region (never from a held-out box), so that the network also sees plain background
+    low, high, bright = _sparse_spots(256)
     share = {}
     for f in (1.0, 0.5, 0.0):
-        ps = create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=400, validation_fraction=0.25,
+        ps = create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=400, validation_fraction=0.1,
                             fg_threshold=0.4, fg_fraction=f, seed=0)
         share[f] = bright(ps.train[1])
         assert ps.meta["fg_fraction"] == f
-        assert 0.05 < ps.meta["sources"][0]["foreground_fraction"] < 0.7  # the eligible share, even when none is drawn
-        block = ps.meta["sources"][0]["validation_block"]
-        assert block["axis"] == "Y" and ps.positions[: ps.n_train, 1].max() + 16 <= block["start"]
+        assert 0.02 < ps.meta["sources"][0]["foreground_fraction"] < 0.7  # the eligible share, even when none is drawn
+        boxes = ps.meta["sources"][0]["validation_block"]["boxes"]
+        assert len(boxes) == ps.n_val == 7
+        for y, x in ps.positions[: ps.n_train, 1:]:   # no training patch meets a box
+            assert not any(y < b["Y"][1] and y + 16 > b["Y"][0] and x < b["X"][1] and x + 16 > b["X"][0] for b in boxes)
     uniform = share[0.0]
     assert share[1.0] == 1.0 and uniform < 0.7
     assert share[0.5] == pytest.approx(0.5 + 0.5 * uniform, abs=0.08)
