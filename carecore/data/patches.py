@@ -326,14 +326,16 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         Axes of the low-quality images and of the ground truth (default: from the files).
     n_patches_per_image : int
     fg_threshold : float
-        Foreground bias of the training patches: 0 samples uniformly. Validation patches are always
-        sampled uniformly within the held-out blocks.
+        Foreground bias of the training patches: 0 samples uniformly. Validation patches are the
+        held-out boxes, placed without regard to content.
     fg_fraction : float
         Share of each image's training patches drawn with the foreground bias; the rest are drawn
         uniformly from the training region (1: all biased).
     validation_fraction : float
-        Share of the image voxels held out for validation, as blocks no training patch touches (see
-        :func:`validation_blocks`); the validation patches are the last ``n_val`` of the set.
+        Share of the image voxels held out for validation, as patch-sized boxes spread through the
+        image that no training patch touches (see :func:`validation_blocks`); one validation patch per
+        box (at most the image's share of ``n_patches_per_image``: boxes beyond it are not held out),
+        the last ``n_val`` of the set.
     percentiles : (float, float)
         Normalization percentiles, applied per image and channel.
     out : str or Path, optional
@@ -421,7 +423,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         Y = np.lib.format.open_memmap(tmp / "Y.npy", mode="w+", dtype=np.float32, shape=shape_y)
     info = {"patch_size": list(patch_size), "percentiles": list(percentiles), "seed": seed,
             "fg_threshold": fg_threshold, "fg_fraction": fg_fraction,
-            "validation": "uniform patches in held-out blocks that no training patch touches",
+            "validation": "held-out patch-sized boxes spread through the image, that no training patch touches",
             "sources": [], **(meta or {})}
     try:
         for i, ((low, high), blk, (nt, nv)) in enumerate(zip(resolved, blocks, counts)):

@@ -306,7 +306,7 @@ class SubdiffractionCARE(CARE):
         axes : str, optional
             If given, must be the configuration's axes (YX or ZYX).
         n_patches_per_image : int
-            Patches per simulated image (validation patches come from held-out blocks, as always).
+            Patches per simulated image (validation patches are held-out boxes, as always).
         structures : str or list of str
             ``"tubules,granules"`` (default), ``"tubules"`` or ``"granules"``.
         psf : str, Path or array_like, optional

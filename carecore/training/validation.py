@@ -1,8 +1,9 @@
 """The validation read-outs of a training run: SSIM on held-out patches, and the best classical
 baseline on the same patches with the same measure (the line CARE has to beat).
 
-Validation patches come from blocks no training patch touches (:func:`~carecore.data.patches.
-validation_blocks`), drawn uniformly there, background included. SSIM follows the protocol of
+Validation patches are patch-sized boxes spread through the held-out images that no training patch
+touches (:func:`~carecore.data.patches.validation_blocks`), placed without regard to content,
+background included. SSIM follows the protocol of
 :func:`~carecore.metrics.evaluate` on a whole image (CARE-NOTES §4): one least-squares fit of the
 prediction to the targets per channel over all the patches, then SSIM on a data range of 1 (the
 targets are percentile-normalized per image), averaged over patches. A classical filter, whose output
