@@ -32,7 +32,8 @@ rotations (``predict(tta=True)``, the app's default; 8x the prediction work, not
 A change to carecore's recipe is measured on the same data, patches and test part with ``--config
 KEY=VALUE ...`` (``care_config`` overrides) and ``--patches KEY=VALUE ...`` (``create_patches``
 overrides, for every method); the JSON rows record them, and each run's whole configuration.
-``--save-predictions DIR`` writes each case's test truth, input and carecore's predictions (one view,
+``--smoothing-probe`` also measures a Gaussian smoothing of carecore's output on the validation patches
+and the test part (a question, not part of carecore). ``--save-predictions DIR`` writes each case's test truth, input and carecore's predictions (one view,
 and 8 views when the network learned the flips) as TIFF files to look at, one set per seed and budget.
 
 ``--care-factors 1 10`` also trains carecore for ten times the budget, from the start again (the
@@ -130,7 +131,7 @@ def load_case(case, root):
     return _real(name.replace("bpae_", ""), float(photons))
 
 
-def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, save=None):
+def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, save=None, probe=False):
     """carecore for ``budget`` seconds (``seed``: its patch draws and initial weights), and the tuned
     filters (``tuned``: those of an earlier run on the same case, not tuned again); returns the row and
     what the peers need.
@@ -138,7 +139,8 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     ``config`` and ``patches`` are overrides (dicts) of ``cc.care_config`` and ``cc.create_patches``: a
     change to the recipe measured on the benchmark's data, patches and test part (``--config``,
     ``--patches``). With ``save`` (a folder) the test part's truth, input and carecore's two predictions
-    are written there as TIFF files."""
+    are written there as TIFF files. With ``probe`` the row holds :func:`smoothing_probe`'s measures
+    under ``"smoothing"``."""
     import carecore as cc
     from carecore.baselines import best_baseline, tune_baselines
 
@@ -202,7 +204,45 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     ctx = {"case": case, "axes": axes, "truth": truth, "test": np.asarray(xn, np.float32), "tuned": tuned,
            "X": np.asarray(X, np.float32), "Y": np.asarray(Y, np.float32),
            "Xv": np.asarray(Xv, np.float32), "Yv": np.asarray(Yv, np.float32)}
+    if probe:
+        row["smoothing"] = smoothing_probe(model, ctx, one, tta, axes)
     return row, ctx
+
+
+#: output smoothings (Gaussian sigma, pixels, every spatial axis) that ``--smoothing-probe`` measures
+PROBE_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+def smoothing_probe(model, ctx, one, tta, axes):
+    """Would a Gaussian smoothing of carecore's output, its sigma chosen on the validation patches, help
+    on the test part? For each sigma in :data:`PROBE_SIGMAS`: the validation patches' SSIM (``patch_ssim``,
+    one view, every validation patch) and RMSE after the same affine fit, and the test part's SSIM and
+    NRMSE with one view and with 8 views. Measures only; carecore adds no such smoothing."""
+    import carecore as cc
+    from scipy.ndimage import gaussian_filter
+
+    from carecore.metrics import affine_fit
+    from carecore.training.validation import patch_ssim
+
+    Xv, Yv = ctx["Xv"], ctx["Yv"]
+    km = model.keras_model
+    pv = np.concatenate([np.asarray(km.predict_on_batch(Xv[i:i + 16]), np.float32) for i in range(0, len(Xv), 16)])
+    pv = pv[..., : Yv.shape[-1]]
+    nd = pv.ndim - 2
+    spatial = [i for i, a in enumerate(axes) if a in "ZYX"]
+    out = []
+    for s in PROBE_SIGMAS:
+        sv = pv if s == 0 else gaussian_filter(pv, (0,) + (s,) * nd + (0,), mode="reflect")
+        a, b = affine_fit(sv.astype(np.float64), Yv.astype(np.float64))
+        rmse = float(np.sqrt(np.mean((a * sv + b - Yv) ** 2)))
+        sig = tuple(s if i in spatial else 0 for i in range(len(axes)))
+        row = {"sigma": s, "val_ssim": patch_ssim(sv, Yv), "val_rmse": rmse}
+        for key, image in (("test", one), ("test_tta", tta)):
+            if image is not None:
+                im = np.asarray(image, np.float32)
+                row[key] = cc.evaluate(im if s == 0 else gaussian_filter(im, sig, mode="reflect"), ctx["truth"], axes=axes)
+        out.append(row)
+    return out
 
 
 def _ssim_patches(ctx):
@@ -427,6 +467,14 @@ def print_case(r, plan, seeds=False):
         print(f"{'':15s} {'':9s} {'':6s}   the mean over the test image's flips and rotations (tta=True, the app's "
               f"default): SSIM {t['ssim']:.3f} NRMSE {t['nrmse']:.4f} | margin SSIM {t['ssim'] - bs[2]:+.3f} "
               f"NRMSE {bn[2] - t['nrmse']:+.4f}", flush=True)
+    if r.get("smoothing"):
+        sm = r["smoothing"]
+        pick = max(sm, key=lambda q: q["val_ssim"])
+        print(f"{'':15s} {'':9s} {'':6s}   output smoothing: " + " ".join(
+            f"σ{q['sigma']:g} val {q['val_ssim']:.3f}/{q['val_rmse']:.4f} test {q['test']['ssim']:.3f}/"
+            f"{q['test']['nrmse']:.4f}" + (f" 8v {q['test_tta']['ssim']:.3f}/{q['test_tta']['nrmse']:.4f}"
+                                          if q.get("test_tta") else "") for q in sm)
+              + f" | chosen on validation: σ{pick['sigma']:g}", flush=True)
     if r.get("care_own_percentiles"):
         o = r["care_own_percentiles"]
         print(f"{'':15s} {'':9s} {'':6s}   input scaled by its own percentiles instead of the training inputs': "
@@ -500,6 +548,9 @@ def main(argv=None):
     p.add_argument("--save-predictions", metavar="DIR",
                    help="write each case's test truth, input and carecore's predictions there as TIFF files, "
                         "named by case, seed and budget (one DIR per recipe tried: another run overwrites them)")
+    p.add_argument("--smoothing-probe", action="store_true",
+                   help="also measure a Gaussian smoothing of carecore's output (sigma 0-4 px) on the validation "
+                        "patches and the test part: whether one chosen on validation would help on the test")
     p.add_argument("--work", default=str(HERE / "work"), help="folder for demo data and peer models")
     p.add_argument("--json", default=str(HERE / "quality_per_minute.json"))
     p.add_argument("--png", default=str(HERE / "quality_per_minute.png"))
@@ -529,7 +580,8 @@ def main(argv=None):
             print(f"{case}: skipped, {SHARED} is not here", file=sys.stderr)
             continue
         for seed in args.seeds:
-            r, ctx = run_case(case, args.budget, root, seed, save=args.save_predictions, **overrides)
+            r, ctx = run_case(case, args.budget, root, seed, save=args.save_predictions,
+                              probe=args.smoothing_probe, **overrides)
             for f in sorted(set(args.care_factors) - {1.0}):
                 longer, _ = run_case(case, args.budget * f, root, seed, tuned=ctx["tuned"],
                                      save=args.save_predictions, **overrides)
