@@ -469,12 +469,12 @@ def print_case(r, plan, seeds=False):
               f"NRMSE {bn[2] - t['nrmse']:+.4f}", flush=True)
     if r.get("smoothing"):
         sm = r["smoothing"]
-        pick = max(sm, key=lambda q: q["val_ssim"])
+        by_ssim, by_rmse = max(sm, key=lambda q: q["val_ssim"]), min(sm, key=lambda q: q["val_rmse"])
         print(f"{'':15s} {'':9s} {'':6s}   output smoothing: " + " ".join(
             f"σ{q['sigma']:g} val {q['val_ssim']:.3f}/{q['val_rmse']:.4f} test {q['test']['ssim']:.3f}/"
             f"{q['test']['nrmse']:.4f}" + (f" 8v {q['test_tta']['ssim']:.3f}/{q['test_tta']['nrmse']:.4f}"
                                           if q.get("test_tta") else "") for q in sm)
-              + f" | chosen on validation: σ{pick['sigma']:g}", flush=True)
+              + f" | chosen on validation by SSIM σ{by_ssim['sigma']:g}, by RMSE σ{by_rmse['sigma']:g}", flush=True)
     if r.get("care_own_percentiles"):
         o = r["care_own_percentiles"]
         print(f"{'':15s} {'':9s} {'':6s}   input scaled by its own percentiles instead of the training inputs': "
