@@ -33,8 +33,9 @@ A change to carecore's recipe is measured on the same data, patches and test par
 KEY=VALUE ...`` (``care_config`` overrides) and ``--patches KEY=VALUE ...`` (``create_patches``
 overrides, for every method); the JSON rows record them, and each run's whole configuration.
 ``--smoothing-probe`` also measures a Gaussian smoothing of carecore's output on the validation patches
-and the test part (a question, not part of carecore). ``--save-predictions DIR`` writes each case's test truth, input and carecore's predictions (one view,
-and 8 views when the network learned the flips) as TIFF files to look at, one set per seed and budget.
+and the test part (a question, not part of carecore). ``--save-predictions DIR`` writes each case's test
+truth, input and carecore's predictions (one view, and 8 views when the network learned the flips) as
+TIFF files to look at, one set per seed and budget.
 
 ``--care-factors 1 10`` also trains carecore for ten times the budget, from the start again (the
 recipe plans for its horizon: a longer budget is another schedule, not a continuation) on the same
