@@ -66,6 +66,17 @@ def _residual_base(c):
     return f" (added to {base})"
 
 
+def _output_smoothing(c, card):
+    """The README line on ``output_sigma`` (none without it)."""
+    sigma = c.output_sigma
+    if not sigma or sigma == "auto":
+        return []
+    chosen = (card.get("output_smoothing") or {}).get("auto")
+    how = " (chosen when training ended: the lowest RMSE on the validation patches)" if chosen else ""
+    return [f"- Output smoothing: the mean is smoothed by a Gaussian of sigma {sigma:g} px{how}; the network's "
+            "last layers do it (fixed weights), so every weight format restores as carecore does."]
+
+
 def readme(name, model, facts):
     """The package's documentation (Markdown): intended use, training data, validation, limitations."""
     c, card = model.config, model.run_card
@@ -117,6 +128,7 @@ def readme(name, model, facts):
         f"- Network: {c.unet_depth} poolings, {c.unet_filters} first-level filters, kernel {c.kernel}, "
         f"{c.unet_n_conv} convolutions per level, residual {c.residual}{_residual_base(c)}, loss {c.loss}, "
         f"{card.get('parameters', model.count_params())} parameters.",
+        *_output_smoothing(c, card),
         f"- Epochs: {card.get('epochs_done', len(model.history))} ({_fmt(card.get('training_seconds'), 3)} s, "
         f"status {card.get('status', 'n/a')}); seed {c.seed}; precision {c.precision}.",
         f"- Training data: {len(sources)} pair(s)" + (": " + ", ".join(f"`{s['low']}` -> `{s['high']}`"

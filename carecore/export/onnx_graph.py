@@ -1,6 +1,6 @@
 """The exported network written as an ONNX graph, layer by layer, without a converter.
 
-The standard-layer network (:func:`~carecore.export.plain.build_plain_unet`) uses six kinds of
+The standard-layer network (:func:`~carecore.export.plain.build_plain_unet`) uses seven kinds of
 Keras layer; each becomes its ONNX operator(s) with the same weights:
 
 ===================================  =====================================================
@@ -13,6 +13,7 @@ Keras layer                          ONNX
                                      repeated)
 ``Concatenate`` (last axis)          ``Concat`` on the channel axis
 ``Add``                              ``Sum``
+``Multiply`` (two tensors)           ``Mul``
 ``Rescaling``                        ``Mul`` and ``Add``
 ===================================  =====================================================
 
@@ -122,6 +123,10 @@ def write_onnx(plain, path, *, n_spatial, n_channel_in, opset=ONNX_OPSET):
             nodes.append(helper.make_node("Concat", inputs, [out], axis=1))
         elif isinstance(layer, L.Add):
             nodes.append(helper.make_node("Sum", inputs, [out]))
+        elif isinstance(layer, L.Multiply):
+            if len(inputs) != 2:
+                raise CareError(f"ONNX export: {layer.name!r} multiplies {len(inputs)} tensors; only two are written")
+            nodes.append(helper.make_node("Mul", inputs, [out]))
         elif isinstance(layer, L.Rescaling):
             scale, offset = (np.asarray(v, np.float32) for v in (layer.scale, layer.offset))
             if scale.ndim or offset.ndim:
@@ -131,7 +136,7 @@ def write_onnx(plain, path, *, n_spatial, n_channel_in, opset=ONNX_OPSET):
             nodes.append(helper.make_node("Add", [scaled, const(f"{out}_offset", offset)], [out]))
         else:
             raise CareError(f"ONNX export: layer {layer.name!r} of type {kind} has no ONNX writer "
-                            "(Conv, MaxPooling, UpSampling, Concatenate, Add and Rescaling have)")
+                            "(Conv, MaxPooling, UpSampling, Concatenate, Add, Multiply and Rescaling have)")
         if len(outputs) != 1:
             raise CareError(f"ONNX export: layer {layer.name!r} has {len(outputs)} outputs")
         value_of[id(outputs[0])] = out

@@ -110,6 +110,7 @@ def build_plain_unet(config, weights=None, *, name="care_unet_plain"):
     mu = Conv(config.n_channel_out, 1, name="head_mean")(x)
     if config.residual:
         mu = layers.Add(name="residual")([mu, _smoothed(config, inp, Conv)])
+    mu = _smoothed_output(config, mu, Conv)
     out = mu
     if config.probabilistic:
         b = Conv(config.n_channel_out, 1, activation="softplus", name="head_scale")(x)
@@ -127,6 +128,45 @@ def build_plain_unet(config, weights=None, *, name="care_unet_plain"):
                                     f"{var.path} of shape {tuple(var.shape)}")
             layer.set_weights(list(weights[nm]))
     return model
+
+
+def _diagonal_conv(Conv, c, size, taps, name):
+    """A fixed convolution of kernel ``size`` applying ``taps`` to each of ``c`` channels on its own."""
+    layer = Conv(c, size, padding="same", use_bias=False, trainable=False, name=name)
+    kernel = np.zeros(size + (c, c), np.float32)
+    for ch in range(c):
+        kernel[..., ch, ch] = taps.reshape(size)
+    return layer, kernel
+
+
+def _smoothed_output(config, mu, Conv):
+    """The mean smoothed by ``output_sigma`` as :func:`carecore.prediction.smoothing.smooth` does it: along
+    each axis, the zero-padded Gaussian plus the mean times one minus the Gaussian of ones (the taps
+    beyond the border give their weight to the centre pixel). Fixed layers; ``mu`` unchanged without it."""
+    from keras import layers
+
+    from ..models.unet import gaussian_taps
+    from ..prediction.smoothing import output_radius
+
+    sigma = config.output_sigma
+    if not output_radius(sigma):
+        return mu
+    nd, c = config.ndim, config.n_channel_out
+    taps = gaussian_taps(float(sigma))
+    ones = Conv(c, 1, trainable=False, name="out_ones")
+    one = ones(mu)
+    ones.set_weights([np.zeros((1,) * nd + (c, c), np.float32), np.ones(c, np.float32)])
+    x = mu
+    for axis in range(nd):
+        size = tuple(len(taps) if a == axis else 1 for a in range(nd))
+        smooth, kernel = _diagonal_conv(Conv, c, size, taps, f"out_smooth{axis}")
+        inside, _ = _diagonal_conv(Conv, c, size, taps, f"out_inside{axis}")
+        smoothed, weight = smooth(x), inside(one)
+        smooth.set_weights([kernel])
+        inside.set_weights([kernel])
+        keep = layers.Rescaling(-1.0, offset=1.0, name=f"out_keep{axis}")(weight)
+        x = layers.Add(name=f"out_smoothed{axis}")([smoothed, layers.Multiply(name=f"out_kept{axis}")([keep, x])])
+    return x
 
 
 def _smoothed(config, inp, Conv):

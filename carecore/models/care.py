@@ -179,9 +179,17 @@ class CARE:
         return axes
 
     def _halo(self):
+        from ..prediction.smoothing import output_radius
         from .unet import receptive_radius, smoothing_radius
 
-        return max(receptive_radius(self.config), smoothing_radius(self.config))
+        # the output's smoothing reads the network's output that far beyond each kept pixel
+        return max(receptive_radius(self.config), smoothing_radius(self.config)) + output_radius(self._output_sigma())
+
+    def _output_sigma(self):
+        """The Gaussian sigma :meth:`predict` smooths the restored mean with (``output_sigma``; 0 while
+        ``"auto"`` has not been chosen by training)."""
+        s = self.config.output_sigma
+        return 0.0 if s == "auto" else float(s)
 
     def _stages(self):
         """The network as prediction stages (:mod:`carecore.prediction.staged`), or None to run it whole.
@@ -470,6 +478,8 @@ class CARE:
                 from ..uncertainty.scale_head import FIT_PATCHES   # over their patches (a third of a step per
                 # batch), building the probe and L-BFGS (0.3-4 s measured)
                 deadline -= 2 * (np.ceil(min(len(X), FIT_PATCHES) / bs) * s_step / 3 + 2.0)
+            if self._chooses_output_sigma():   # and the output smoothing's choice: a forward pass over the
+                deadline -= s_val + 1.0             # validation patches, and the smoothings
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
 
         def checkpoint(events, save=True):
@@ -566,6 +576,10 @@ class CARE:
                 self.run_card["tta_scale_factor"] = fit_scale_factor(net, val.X[:TTA_FIT_PATCHES],
                                                                      val.Y[:TTA_FIT_PATCHES], views == 8)
             self.keras_model.set_weights(last)
+        if self._best_weights is not None and self._chooses_output_sigma():
+            self._choose_output_sigma(val)
+            if budget:
+                self.run_card["budget_clock"]["output_sigma_chosen"] = round(time.perf_counter() - t_enter, 2)
         if self.path is not None:
             self.save(self.path)
         if self._best_weights is not None:
@@ -573,6 +587,31 @@ class CARE:
         if callback is not None:
             callback({"kind": "end", "status": cb.status, "message": message})
         return TrainingResult(cb.status, message, len(self.history), list(self.history), self.best_val_loss, seconds)
+
+    def _chooses_output_sigma(self):
+        """Whether training ends by choosing ``output_sigma``: ``"auto"``, or chosen so before (a resumed run
+        chooses again for its new weights)."""
+        return self.config.output_sigma == "auto" or bool((self.run_card or {}).get("output_smoothing", {}).get("auto"))
+
+    def _choose_output_sigma(self, val):
+        """Set ``output_sigma`` to the smoothing of the best weights' validation predictions closest to their
+        targets (:func:`~carecore.prediction.smoothing.choose_output_sigma`); the run card keeps the choice."""
+        from ..prediction.smoothing import choose_output_sigma
+
+        t = time.perf_counter()
+        n = self.config.n_channel_out
+        current = self.keras_model.get_weights()
+        self.keras_model.set_weights(self._best_weights)
+        bs = max(1, self.config.batch_size)
+        pred = np.concatenate([np.asarray(self.keras_model.predict_on_batch(val.X[i:i + bs]), np.float32)[..., :n]
+                               for i in range(0, len(val.X), bs)])
+        self.keras_model.set_weights(current)
+        sigma, table = choose_output_sigma(pred, val.Y[..., :n])
+        self.config = self.config.replace(output_sigma=sigma)
+        self.run_card["output_smoothing"] = {
+            "auto": True, "sigma": sigma, "patches": int(len(val.X)),
+            "val_rmse": {f"{s:g}": round(r, 6) for s, r in table.items()},
+            "seconds": round(time.perf_counter() - t, 2)}
 
     def _run_card(self, info, data_hash, status, message, seconds):
         import keras
@@ -713,6 +752,17 @@ class CARE:
             res = out
         from ..prediction.tiling import read_window
         from ..prediction.tta import mean_over_views, swap_yx, views
+        from ..prediction.smoothing import smooth
+
+        sigma = self._output_sigma()
+
+        def smooth_mean(t, p):
+            """Tile ``t``'s output ``p`` with its mean smoothed (``output_sigma``) over the tile, halo included,
+            up to the image's end (not the padding past it): the same at any tiling."""
+            if not sigma:
+                return p
+            p = p[tuple(slice(0, min(w.stop, n) - w.start) for w, n in zip(t.window, shape))]
+            return smooth(p[None], sigma, n_channels=c.n_channel_out)[0]
 
         normalized = lambda t: (np.asarray(read_window(xv, t.window), np.float32) - lo) / (hi - lo)  # noqa: E731
         tiles = plan.tiles
@@ -732,7 +782,7 @@ class CARE:
                 batch = np.stack([normalized(t) for t in group])
                 pred = mean_over_views(run_batch, batch, square, **average) if tta else run_batch(batch)
                 for t, p in zip(group, pred):
-                    res[t.core] = p[t.inner]
+                    res[t.core] = smooth_mean(t, p)[t.inner]
         else:
             from ..prediction.staged import run_stages, stage_plans
 
@@ -751,7 +801,7 @@ class CARE:
             report(progress, 0, total, unit)
             for t in tiles:
                 pred = mean_over_views(run, normalized(t), square, **average) if tta else run(normalized(t))
-                res[t.core] = pred[t.inner]
+                res[t.core] = smooth_mean(t, pred)[t.inner]
         if c.n_channel_in == c.n_channel_out:  # back to the input's intensity range
             res[..., : c.n_channel_out] *= hi - lo
             res[..., : c.n_channel_out] += lo

@@ -15,6 +15,7 @@ import numpy as np
 from ..axes import check_axes
 from ..errors import CareError
 from ..normalize import DEFAULT_PERCENTILES
+from ..prediction.smoothing import MAX_OUTPUT_SIGMA
 from .kinds import KINDS, model_class
 from . import precision as precision_rules
 from .precision import bfloat16_fits, default_precision
@@ -60,6 +61,11 @@ class CareConfig:
                                                                "in scale): with residual_sigma='auto' and none given, "
                                                                "fitted by least squares on the training patches; "
                                                                "((1, 0),) keeps the base as it is; (): gain 1, offset 0"})
+    output_sigma: float = field(default=0.0, metadata={"doc": "Gaussian sigma (pixels, every spatial axis) that smooths the "
+                                                             "restored mean after the network (and after the views' "
+                                                             "mean with tta): 0: none; 'auto': chosen when training "
+                                                             "ends, the candidate (0-4 px) with the lowest RMSE on the "
+                                                             "validation patches (carecore.prediction.smoothing)"})
     probabilistic: bool = field(default=False, metadata={"doc": "predict a Laplace mean and scale per pixel"})
     loss: str = field(default="mae", metadata={"doc": "mae, mse, or laplace (must be laplace iff probabilistic)"})
     learning_rate: float = field(default=4e-4, metadata={"doc": "(peak) learning rate"})
@@ -156,6 +162,11 @@ class CareConfig:
         if self.residual_sigma and not self.residual:
             raise CareError(f"residual_sigma and residual: a smoothed input ({self.residual_sigma!r}) is the base "
                             "of a residual model; set residual=True or residual_sigma=0")
+        if self.output_sigma != "auto" and not (isinstance(self.output_sigma, (int, float))
+                                                and not isinstance(self.output_sigma, bool)
+                                                and 0 <= self.output_sigma <= MAX_OUTPUT_SIGMA):
+            raise CareError(f"output_sigma: must be 'auto' or a number of pixels in [0, {MAX_OUTPUT_SIGMA}], "
+                            f"got {self.output_sigma!r}")
         if self.residual_affine and not self.residual:
             raise CareError(f"residual_affine and residual: a gain and offset ({self.residual_affine!r}) apply to the base "
                             "of a residual model; set residual=True or residual_affine=()")
@@ -316,6 +327,8 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
         if denoising and overrides.get("residual", True) \
                 and overrides.get("n_channel_in", 1) == overrides.get("n_channel_out", overrides.get("n_channel_in", 1)):
             base["residual_sigma"] = "auto"   # denoising starts at a tuned Gaussian filter's answer
+        if denoising:
+            base["output_sigma"] = "auto"   # and its output is smoothed where the validation patches ask for it
         fp32_patch = FAST_RECIPE_3D_FLOAT32["patch_size"]
         if denoising and len(axes) == 3 and precision == "float32" and not any(p % 2 ** depth for p in fp32_patch):
             base.update(FAST_RECIPE_3D_FLOAT32)   # smaller batches, whose working set the CPU's caches hold

@@ -34,6 +34,9 @@ class IsotropicCARE(CARE):
 
     @classmethod
     def check_config(cls, config):
+        if config.output_sigma:
+            raise CareError(f"output_sigma: isotropic models do not smooth their output (got {config.output_sigma!r}); "
+                            "set output_sigma=0")
         if config.axes != "YX":
             raise CareError(f"kind and axes: isotropic models are 2D networks on axial slices (axes 'YX'), "
                             f"got {config.axes!r}; they restore ZYX stacks")

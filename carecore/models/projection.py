@@ -166,6 +166,9 @@ class ProjectionCARE(CARE):
 
     @classmethod
     def check_config(cls, config):
+        if config.output_sigma:
+            raise CareError(f"output_sigma: projection models do not smooth their output (got {config.output_sigma!r}); "
+                            "set output_sigma=0")
         if config.axes != "ZYX":
             raise CareError(f"kind and axes: projection models take ZYX stacks (axes 'ZYX'), got {config.axes!r}")
         if config.residual:

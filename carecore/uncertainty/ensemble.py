@@ -192,12 +192,14 @@ def reference_levels(model_or_ensemble, X):
 
     Stored with the model so that new data can be compared to it (out-of-distribution warning).
     """
+    from ..prediction.smoothing import smooth
+
     members = model_or_ensemble.members if isinstance(model_or_ensemble, Ensemble) else [model_or_ensemble]
     n = members[0].config.n_channel_out
     mus, bs = [], []
     for m in members:
         out = np.asarray(m.keras_model.predict_on_batch(X), np.float32)
-        mus.append(out[..., :n])
+        mus.append(smooth(out[..., :n], m._output_sigma()))   # the means as predict gives them
         bs.append(out[..., n:])
     ref = {"mean_scale": float(np.mean(bs))}
     if len(members) > 1:

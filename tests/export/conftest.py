@@ -58,9 +58,9 @@ def model3d_prob(tmp_path_factory):
 def model2d_smooth(tmp_path_factory):
     """(model, noisy image): a float32 2D model whose correction is added to the input smoothed by a
     Gaussian of sigma 16 (its reach, 48 px, exceeds the network's receptive field of 43), times a gain
-    plus an offset (``residual_affine``)."""
+    plus an offset (``residual_affine``), its output smoothed by a Gaussian of sigma 2 (``output_sigma``)."""
     return _train(tmp_path_factory.mktemp("m") / "care2d_smooth", "YX", (112, 120), precision="float32",
-                  residual_sigma=16.0, residual_affine=((1.6, -0.3),))
+                  residual_sigma=16.0, residual_affine=((1.6, -0.3),), output_sigma=2.0)
 
 
 @pytest.fixture(scope="session")

@@ -170,12 +170,13 @@ def test_cli_export(model2d, tmp_path, capsys):
 
 
 def test_a_network_on_a_smoothed_input_exports_with_its_filter(model2d_smooth, tmp_path):
-    """The fast recipe's networks add their correction to a Gaussian-smoothed input: the package carries
-    the filter (standard convolutions) and its reach as the halo, and restores as carecore does."""
+    """The fast recipe's networks add their correction to a Gaussian-smoothed input, and smooth their
+    output: the package carries both filters (standard layers) and their reach as the halo, and restores
+    as carecore does, borders included."""
     model, noisy = model2d_smooth
     pkg = export_bioimageio(model.path, tmp_path / "smooth.zip", authors=["A. Tester"], test_input=noisy)
     rdf = json.loads(zipfile.ZipFile(pkg).read("rdf.yaml"))
-    assert rdf["outputs"][0]["axes"][1]["halo"] == model._halo() == 48
+    assert rdf["outputs"][0]["axes"][1]["halo"] == model._halo() == 48 + 6   # and the output's smoothing
     _test_model(pkg)
     x = np.load(zipfile.ZipFile(pkg).open("test_input.npy"))[0]
     ours = model.predict(x[..., 0], axes="YX")
@@ -217,8 +218,8 @@ def test_the_onnx_graph_is_written_layer_by_layer_the_same_every_time(tmp_path):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return sess.run(None, {"input": x})[0]
 
-    for axes, kw in [("YX", dict(residual_sigma=3.0, residual_affine=((1.6, -0.3),))),
-                     ("ZYX", dict(probabilistic=True, n_channel_in=2, n_channel_out=2))]:
+    for axes, kw in [("YX", dict(residual_sigma=3.0, residual_affine=((1.6, -0.3),), output_sigma=2.0)),
+                     ("ZYX", dict(probabilistic=True, n_channel_in=2, n_channel_out=2, output_sigma=1.0))]:
         cfg = care_config(axes, quick=True, precision="float32", **kw)
         plain = build_plain_unet(cfg)
         for layer in plain.layers:   # weights far from the initial ones, activations of order 1 throughout
