@@ -21,8 +21,10 @@ Cases (the recipe was tuned on the demo's simulated nuclei; the others were not 
 For each case: the input, every classical baseline tuned over its grid on the *test* image with its
 ground truth (each metric at the filter's best parameters: an advantage CARE does not get), and
 carecore after ``--budget`` seconds of training (``CARE.train(time_limit=...)``: everything in that
-call is in the budget, the filters' validation line and the network's rebuild for its chosen
-smoothing included; ``cc.create_model`` before it is not).
+call is in the budget, the filters' validation line, the network's rebuild for its chosen input
+smoothing and the choice of its output smoothing included; ``cc.create_model`` before it is not). Where
+training chose an output smoothing (``output_sigma``), the row also holds the same network's test
+figures without it (``care_unsmoothed``, ``care_tta_unsmoothed``).
 One training of 3 minutes moves by a few hundredths of SSIM from seed to seed (``--seeds``: the patch
 draws and initial weights; the noisy images and so the filters stay the same): with several seeds the
 table gives each case's mean, lowest and highest result and in how many seeds CARE beats the filter.
@@ -172,6 +174,12 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     # the mean over the test image's flips and rotations (predict(tta=True), the app's default)
     tta = mean(model.predict(low, axes=axes, tta=True)) if model.config.augment else None
     care_tta = None if tta is None else cc.evaluate(tta, truth, axes=axes)
+    # the same network without its output smoothing (output_sigma chosen when training ended), for comparison
+    sigma = model._output_sigma()
+    one0, tta0 = one, tta
+    if sigma:
+        one0 = _unsmoothed(model, lambda: mean(model.predict(low, axes=axes)))
+        tta0 = None if tta is None else _unsmoothed(model, lambda: mean(model.predict(low, axes=axes, tta=True)))
     if save:
         out = Path(save)
         out.mkdir(parents=True, exist_ok=True)
@@ -189,6 +197,9 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
            "wall_s": wall, "train_s": result.seconds, "status": result.status,
            "epochs": result.epochs, "steps": steps[0], "patch_size": list(config.patch_size), "n_train": int(patches.n_train),
            "n_val": int(patches.n_val), "input": cc.evaluate(x, truth, axes=axes), "care": care, "care_tta": care_tta,
+           "output_smoothing": model.run_card.get("output_smoothing"),
+           "care_unsmoothed": cc.evaluate(one0, truth, axes=axes) if sigma else None,
+           "care_tta_unsmoothed": cc.evaluate(tta0, truth, axes=axes) if sigma and tta0 is not None else None,
            "input_normalization": model.config.input_normalization, "care_own_percentiles": care_own,
            "budget_clock": model.run_card.get("budget_clock"),
            "restarts": model.run_card.get("restarts", []),   # a network found dead and started again
@@ -206,8 +217,18 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
            "X": np.asarray(X, np.float32), "Y": np.asarray(Y, np.float32),
            "Xv": np.asarray(Xv, np.float32), "Yv": np.asarray(Yv, np.float32)}
     if probe:
-        row["smoothing"] = smoothing_probe(model, ctx, one, tta, axes)
+        row["smoothing"] = smoothing_probe(model, ctx, one0, tta0, axes)
     return row, ctx
+
+
+def _unsmoothed(model, fn):
+    """``fn()`` with ``model``'s output smoothing off (``output_sigma=0``) for its duration."""
+    config = model.config
+    model.config = config.replace(output_sigma=0.0)
+    try:
+        return fn()
+    finally:
+        model.config = config
 
 
 #: output smoothings (Gaussian sigma, pixels, every spatial axis) that ``--smoothing-probe`` measures
@@ -218,7 +239,9 @@ def smoothing_probe(model, ctx, one, tta, axes):
     """Would a Gaussian smoothing of carecore's output, its sigma chosen on the validation patches, help
     on the test part? For each sigma in :data:`PROBE_SIGMAS`: the validation patches' SSIM (``patch_ssim``,
     one view, every validation patch) and RMSE after the same affine fit, and the test part's SSIM and
-    NRMSE with one view and with 8 views. Measures only; carecore adds no such smoothing."""
+    NRMSE with one view and with 8 views (``one``, ``tta``: the network's output without carecore's own
+    smoothing, ``output_sigma``). The question that led to ``output_sigma="auto"``; scipy's Gaussian here,
+    carecore's borders differ."""
     import carecore as cc
     from scipy.ndimage import gaussian_filter
 
@@ -468,6 +491,11 @@ def print_case(r, plan, seeds=False):
         print(f"{'':15s} {'':9s} {'':6s}   the mean over the test image's flips and rotations (tta=True, the app's "
               f"default): SSIM {t['ssim']:.3f} NRMSE {t['nrmse']:.4f} | margin SSIM {t['ssim'] - bs[2]:+.3f} "
               f"NRMSE {bn[2] - t['nrmse']:+.4f}", flush=True)
+    if r.get("care_unsmoothed"):
+        u, ut = r["care_unsmoothed"], r.get("care_tta_unsmoothed")
+        print(f"{'':15s} {'':9s} {'':6s}   output smoothing σ {r['config']['output_sigma']:g} (chosen on validation); "
+              f"without it: SSIM {u['ssim']:.3f} NRMSE {u['nrmse']:.4f}"
+              + (f" | 8 views SSIM {ut['ssim']:.3f} NRMSE {ut['nrmse']:.4f}" if ut else ""), flush=True)
     if r.get("smoothing"):
         sm = r["smoothing"]
         by_ssim, by_rmse = max(sm, key=lambda q: q["val_ssim"]), min(sm, key=lambda q: q["val_rmse"])

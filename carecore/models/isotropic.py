@@ -57,6 +57,7 @@ class IsotropicCARE(CARE):
         if "Z" not in axes.upper():
             raise CareError(f"isotropic restoration works on stacks with a Z axis, got axes {axes!r}")
         overrides.setdefault("augment", False)   # rotations would move the degraded axis
+        overrides.setdefault("kind", "isotropic")
         return care_config("YX", **overrides)
 
     @classmethod
