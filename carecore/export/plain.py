@@ -181,11 +181,8 @@ def _smoothed(config, inp, Conv):
         taps = gaussian_taps(config.residual_sigma)
         for axis in range(nd):
             size = tuple(len(taps) if a == axis else 1 for a in range(nd))
-            layer = Conv(c, size, padding="same", use_bias=False, trainable=False, name=f"smooth{axis}")
+            layer, kernel = _diagonal_conv(Conv, c, size, taps, f"smooth{axis}")
             x = layer(x)
-            kernel = np.zeros(size + (c, c), np.float32)
-            for ch in range(c):
-                kernel[..., ch, ch] = taps.reshape(size)
             layer.set_weights([kernel])
     if config.residual_affine:
         layer = Conv(c, 1, trainable=False, name="base_affine")
