@@ -134,6 +134,21 @@ def input_label(kind):
     return next((task_spec(t)["input_label"] for t in TASKS if task_spec(t)["kind"] == kind), "input")
 
 
+def smoothing_note(members):
+    """How the restored mean was smoothed after the network (``output_sigma`` of each model in ``members``),
+    as a clause of the restore summary; empty when it was not."""
+    sigmas = []
+    for m in members:
+        s = getattr(m.config, "output_sigma", 0)
+        sigmas.append(0.0 if s == "auto" else float(s))
+    if not any(sigmas):
+        return ""
+    chosen = all((getattr(m, "run_card", None) or {}).get("output_smoothing", {}).get("auto") for m in members)
+    how = "chosen when training ended, on the validation patches" if chosen else "set in its configuration"
+    text = ", ".join(f"{s:g}" for s in sigmas)
+    return f"; the restored mean smoothed by a Gaussian of sigma {text} px ({how})"
+
+
 def make_kind_patches(config, sources, *, out, **kw):
     """The kind's ``make_patches`` writing into ``out`` (kinds whose hook takes no ``out`` are saved after)."""
     import inspect
@@ -862,6 +877,7 @@ class LabState(HasTraits):
             self.restore_summary += ("; one view (an ensemble's disagreement is measured on one view)"
                                      if isinstance(model, Ensemble) else
                                      "; one view (the model was trained without flips and rotations)")
+        self.restore_summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model])
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing

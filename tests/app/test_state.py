@@ -205,6 +205,27 @@ def test_restore_keeps_spacing_and_names_the_model(state):
     one = mean(model.predict(img.data, axes=img.axes))
     np.testing.assert_allclose(state.restored, one, atol=1e-3 * np.abs(one).max())
     assert "flips" not in state.restore_summary and np.abs(one - tta).max() > 1e-2 * np.abs(tta).max()
+    # the app's default budget chose the output smoothing when training ended; the summary says what it chose
+    assert model.run_card["output_smoothing"]["auto"], model.run_card.get("output_smoothing")
+    sigma = model.config.output_sigma
+    assert ("Gaussian of sigma" in state.restore_summary) == (sigma > 0), (sigma, state.restore_summary)
+
+
+def test_restore_summary_names_the_output_smoothing():
+    """The summary clause states each model's sigma and whether training chose it or the configuration set it."""
+    from types import SimpleNamespace
+
+    from carelab.state import smoothing_note
+
+    def model(sigma, auto=None):
+        card = {"output_smoothing": {"auto": True, "sigma": sigma}} if auto else {}
+        return SimpleNamespace(config=SimpleNamespace(output_sigma=sigma), run_card=card)
+
+    assert smoothing_note([model(0.0, auto=True)]) == "" and smoothing_note([model("auto")]) == ""
+    assert smoothing_note([model(1.5)]) == "; the restored mean smoothed by a Gaussian of sigma 1.5 px (set in its configuration)"
+    assert smoothing_note([model(0.5, auto=True), model(1, auto=True)]) == (
+        "; the restored mean smoothed by a Gaussian of sigma 0.5, 1 px (chosen when training ended, on the "
+        "validation patches)")
 
 
 def test_ground_truth_found_next_to_low_only_inside_the_root(state, tmp_path):
