@@ -175,7 +175,7 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     tta = mean(model.predict(low, axes=axes, tta=True)) if model.config.augment else None
     care_tta = None if tta is None else cc.evaluate(tta, truth, axes=axes)
     # the same network without its output smoothing (output_sigma chosen when training ended), for comparison
-    sigma = model._output_sigma()
+    sigma = model.output_sigma
     one0, tta0 = one, tta
     if sigma:
         one0 = _unsmoothed(model, lambda: mean(model.predict(low, axes=axes)))

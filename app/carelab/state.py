@@ -135,12 +135,9 @@ def input_label(kind):
 
 
 def smoothing_note(members):
-    """How the restored mean was smoothed after the network (``output_sigma`` of each model in ``members``),
+    """How the restored mean was smoothed after the network (the ``output_sigma`` of each model in ``members``),
     as a clause of the restore summary; empty when it was not."""
-    sigmas = []
-    for m in members:
-        s = getattr(m.config, "output_sigma", 0)
-        sigmas.append(0.0 if s == "auto" else float(s))
+    sigmas = [m.output_sigma for m in members]
     if not any(sigmas):
         return ""
     chosen = all((getattr(m, "run_card", None) or {}).get("output_smoothing", {}).get("auto") for m in members)

@@ -183,11 +183,12 @@ class CARE:
         from .unet import receptive_radius, smoothing_radius
 
         # the output's smoothing reads the network's output that far beyond each kept pixel
-        return max(receptive_radius(self.config), smoothing_radius(self.config)) + output_radius(self._output_sigma())
+        return max(receptive_radius(self.config), smoothing_radius(self.config)) + output_radius(self.output_sigma)
 
-    def _output_sigma(self):
-        """The Gaussian sigma :meth:`predict` smooths the restored mean with (``output_sigma``; 0 while
-        ``"auto"`` has not been chosen by training)."""
+    @property
+    def output_sigma(self):
+        """The Gaussian sigma (pixels) :meth:`predict` smooths the restored mean with: the configuration's
+        ``output_sigma``, 0 while ``"auto"`` has not been chosen by training."""
         s = self.config.output_sigma
         return 0.0 if s == "auto" else float(s)
 
@@ -754,7 +755,7 @@ class CARE:
         from ..prediction.tta import mean_over_views, swap_yx, views
         from ..prediction.smoothing import smooth
 
-        sigma = self._output_sigma()
+        sigma = self.output_sigma
 
         def smooth_mean(t, p):
             """Tile ``t``'s output ``p`` with its mean smoothed (``output_sigma``) over the tile, halo included,

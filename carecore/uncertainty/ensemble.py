@@ -199,7 +199,7 @@ def reference_levels(model_or_ensemble, X):
     mus, bs = [], []
     for m in members:
         out = np.asarray(m.keras_model.predict_on_batch(X), np.float32)
-        mus.append(smooth(out[..., :n], m._output_sigma()))   # the means as predict gives them
+        mus.append(smooth(out[..., :n], m.output_sigma))   # the means as predict gives them
         bs.append(out[..., n:])
     ref = {"mean_scale": float(np.mean(bs))}
     if len(members) > 1:

@@ -207,8 +207,8 @@ def test_restore_keeps_spacing_and_names_the_model(state):
     assert "flips" not in state.restore_summary and np.abs(one - tta).max() > 1e-2 * np.abs(tta).max()
     # the app's default budget chose the output smoothing when training ended; the summary says what it chose
     assert model.run_card["output_smoothing"]["auto"], model.run_card.get("output_smoothing")
-    sigma = model.config.output_sigma
-    assert ("Gaussian of sigma" in state.restore_summary) == (sigma > 0), (sigma, state.restore_summary)
+    assert model.output_sigma == model.config.output_sigma != "auto"
+    assert ("Gaussian of sigma" in state.restore_summary) == (model.output_sigma > 0), state.restore_summary
 
 
 def test_restore_summary_names_the_output_smoothing():
@@ -219,9 +219,9 @@ def test_restore_summary_names_the_output_smoothing():
 
     def model(sigma, auto=None):
         card = {"output_smoothing": {"auto": True, "sigma": sigma}} if auto else {}
-        return SimpleNamespace(config=SimpleNamespace(output_sigma=sigma), run_card=card)
+        return SimpleNamespace(output_sigma=sigma, run_card=card)
 
-    assert smoothing_note([model(0.0, auto=True)]) == "" and smoothing_note([model("auto")]) == ""
+    assert smoothing_note([model(0.0, auto=True)]) == "" and smoothing_note([model(0.0)]) == ""
     assert smoothing_note([model(1.5)]) == "; the restored mean smoothed by a Gaussian of sigma 1.5 px (set in its configuration)"
     assert smoothing_note([model(0.5, auto=True), model(1, auto=True)]) == (
         "; the restored mean smoothed by a Gaussian of sigma 0.5, 1 px (chosen when training ended, on the "
