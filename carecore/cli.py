@@ -246,8 +246,12 @@ def cmd_predict(args):
     from .io import read_image, write_image
     from .progress import tqdm_progress
     from .models.folder import load_model
+    from .prediction.smoothing import MAX_OUTPUT_SIGMA
     from .uncertainty import Ensemble, predictive_readouts
 
+    if args.output_sigma is not None and not 0 <= args.output_sigma <= MAX_OUTPUT_SIGMA:
+        raise CareError(f"--output-sigma: must be a number of pixels in [0, {MAX_OUTPUT_SIGMA:g}] (0: no smoothing), "
+                        f"got {args.output_sigma:g}")
     if args.dask or args.scheduler or args.workers:
         return _predict_dask(args)
     packages = [m for m in args.model if is_bioimageio_package(m)]
@@ -276,6 +280,16 @@ def cmd_predict(args):
             raise CareError(f"--tta: the bioimage.io package {packages[0]} runs its own weights once; restore the "
                             "model folder to average the flips and rotations")
         kw["tta"] = True
+    if args.output_sigma is not None:
+        if packages:
+            raise CareError(f"--output-sigma: the bioimage.io package {packages[0]} smooths as it was exported; "
+                            "restore the model folder to choose")
+        import inspect
+
+        one = model.members[0] if isinstance(model, Ensemble) else model
+        if "output_sigma" not in inspect.signature(one.predict).parameters:
+            raise CareError(f"--output-sigma: {one.config.kind} models do not smooth their output; leave it out")
+        kw["output_sigma"] = args.output_sigma
     first = model.members[0] if isinstance(model, Ensemble) else model
     spacing = first.output_spacing(img.spacing)
     out_axes = first.output_axes(img.axes)  # a projection drops Z
@@ -335,6 +349,9 @@ def _predict_dask(args):
         raise CareError(f"--{extra[0].replace('_', '-')}: with --dask the scale, the interval bounds and the "
                         f"disagreement are written into {args.out} itself (extras/scale, extras/lower, extras/upper, "
                         "extras/disagreement)")
+    if args.output_sigma is not None:
+        raise CareError("--output-sigma: with --dask the models smooth as saved; set output_sigma in a copy of the "
+                        "model (model.config.replace(output_sigma=...), then save) or restore without --dask")
     if args.tiles != "auto":
         raise CareError("--tiles: with --dask give --chunks (block sides per spatial axis, e.g. 32,256,256)")
     model = args.model[0] if len(args.model) == 1 else args.model
@@ -543,6 +560,10 @@ def build_parser():
                         "augmentation: 8 views, 4 when the training patches were not square; that many times the "
                         "work, smoother where the truth is flat; a probabilistic model's scale is multiplied by the "
                         "factor its training measured on validation patches)")
+    s.add_argument("--output-sigma", type=float, metavar="PIXELS",
+                   help="smooth the restored mean by a Gaussian of this sigma instead of the model's own (the one "
+                        "training chose on its validation patches, or the configured one); 0: the network's output "
+                        "as it is")
     s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (ensembles: mixture std/sqrt2)")
     s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here")
     s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out")

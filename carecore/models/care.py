@@ -178,12 +178,14 @@ class CARE:
         """Axes of the output for an input of ``axes`` (the same for most kinds; a projection drops Z)."""
         return axes
 
-    def _halo(self):
+    def _halo(self, output_sigma=None):
         from ..prediction.smoothing import output_radius
         from .unet import receptive_radius, smoothing_radius
 
-        # the output's smoothing reads the network's output that far beyond each kept pixel
-        return max(receptive_radius(self.config), smoothing_radius(self.config)) + output_radius(self.output_sigma)
+        # the output's smoothing (``output_sigma``, default the model's) reads the network's output that far
+        # beyond each kept pixel
+        sigma = self.output_sigma if output_sigma is None else output_sigma
+        return max(receptive_radius(self.config), smoothing_radius(self.config)) + output_radius(sigma)
 
     @property
     def output_sigma(self):
@@ -688,9 +690,21 @@ class CARE:
                             "predict with tta=False")
         return learned == 8
 
+    def _check_output_sigma(self, output_sigma):
+        """The sigma :meth:`predict` smooths with: the model's, or a per-call ``output_sigma`` checked."""
+        from ..prediction.smoothing import MAX_OUTPUT_SIGMA
+
+        if output_sigma is None:
+            return self.output_sigma
+        if isinstance(output_sigma, bool) or not isinstance(output_sigma, (int, float, np.integer, np.floating)) \
+                or not 0 <= output_sigma <= MAX_OUTPUT_SIGMA:
+            raise CareError(f"output_sigma: must be a number of pixels in [0, {MAX_OUTPUT_SIGMA}] (or None for the "
+                            f"model's, {self.output_sigma:g}), got {output_sigma!r}")
+        return float(output_sigma)
+
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
-                stage_tiles=None, normalization=None, tta=False, progress=None, stop=None, out=None,
-                name="image"):
+                stage_tiles=None, normalization=None, tta=False, output_sigma=None, progress=None, stop=None,
+                out=None, name="image"):
         """Restore ``image``; probabilistic models return ``(mean, scale)``.
 
         Parameters
@@ -718,6 +732,10 @@ class CARE:
             where the truth is flat. Probabilistic models: the views' mixture as one Laplace (its
             mean, and the scale of its variance: wider where the views disagree). Needs a model
             trained with ``augment=True``.
+        output_sigma : float, optional
+            The Gaussian sigma (pixels) that smooths the restored mean, for this call only: 0 shows the
+            network's output as it is. Default: the model's (:attr:`output_sigma`, chosen by training
+            when configured ``"auto"``). The tiles' overlap follows it, so any tiling gives the same.
         progress, stop : callables, optional
             ``progress(done, total, "tiles")`` after every batch of tiles (with ``tta``:
             ``"tile views"``, after every view of a batch); ``stop()`` polled likewise.
@@ -734,6 +752,7 @@ class CARE:
         axes = self._check_input(x, axes, name)
         c = self.config
         square = self._tta_views(tta, name)
+        sigma = self._check_output_sigma(output_sigma)
         sp = spatial_axes(axes)
         norm = self.input_normalization(x, axes=axes, normalization=normalization, name=name)
         lo = np.asarray(norm.lo, np.float32)
@@ -743,7 +762,8 @@ class CARE:
         xv = np.transpose(x, order) if "C" in axes else np.asarray(x)[..., None]
         xv = self._preprocess(xv, c.axes)
         shape = xv.shape[:-1]
-        plan = self.tile_plan(shape, n_tiles, memory_budget=memory_budget, stage_tiles=stage_tiles)
+        plan = self.tile_plan(shape, n_tiles, memory_budget=memory_budget, stage_tiles=stage_tiles,
+                              output_sigma=sigma)
         n_out = c.n_channel_out * (2 if c.probabilistic else 1)
         if out is None:
             res = np.empty(tuple(shape) + (n_out,), np.float32)
@@ -754,8 +774,6 @@ class CARE:
         from ..prediction.tiling import read_window
         from ..prediction.tta import mean_over_views, swap_yx, views
         from ..prediction.smoothing import smooth
-
-        sigma = self.output_sigma
 
         def smooth_mean(t, p):
             """Tile ``t``'s output ``p`` with its mean smoothed (``output_sigma``) over the tile, halo included,
@@ -813,7 +831,8 @@ class CARE:
             return back(res[..., : c.n_channel_out]), back(res[..., c.n_channel_out:])
         return back(res)
 
-    def tile_plan(self, shape, n_tiles="auto", *, memory_budget=DEFAULT_PREDICT_BUDGET, stage_tiles=None):
+    def tile_plan(self, shape, n_tiles="auto", *, memory_budget=DEFAULT_PREDICT_BUDGET, stage_tiles=None,
+                  output_sigma=None):
         """How :meth:`predict` cuts an image of spatial ``shape`` (a :class:`~carecore.prediction.tiling.TilePlan`).
 
         With ``n_tiles="auto"``: the whole image at once when the network's activations fit
@@ -821,14 +840,16 @@ class CARE:
         through the whole network (each cut costs the receptive field on both sides) or staged
         prediction (:mod:`carecore.prediction.staged`: small halos per stage, plus the cost of
         keeping the intermediate arrays) over blocks as large as the budget allows.
-        ``stage_tiles`` forces staged prediction.
+        ``stage_tiles`` forces staged prediction. ``output_sigma``: the smoothing :meth:`predict` applies
+        (default: the model's), which widens the tiles' overlap.
         """
         from ..prediction.staged import STAGING_OVERHEAD, staged_voxels
         from ..prediction.tiling import auto_tiles, plan_tiles
 
         if isinstance(n_tiles, str) and n_tiles != "auto":
             raise CareError(f"n_tiles must be 'auto' or a tuple of ints, got {n_tiles!r}")
-        kw = dict(halo=self._halo(), divisor=self.config.divisor)
+        output_sigma = self._check_output_sigma(output_sigma)
+        kw = dict(halo=self._halo(output_sigma), divisor=self.config.divisor)
         if stage_tiles is None:
             if n_tiles != "auto":
                 return plan_tiles(shape, n_tiles, **kw)
@@ -836,19 +857,19 @@ class CARE:
                                                  budget=memory_budget, **kw), **kw)
             if len(plain) == 1 or self._stages() is None:
                 return plain
-            staged = self._staged_plan(shape, "auto", "auto", memory_budget)
+            staged = self._staged_plan(shape, "auto", "auto", memory_budget, output_sigma)
             work = len(staged) * staged_voxels(self._stages(), staged.tile_shape, staged.stage_tiles)
             return staged if work * STAGING_OVERHEAD < plain.voxels else plain
         if self._stages() is None:
             raise CareError(f"{type(self).__name__} cannot predict in stages; leave stage_tiles unset")
-        return self._staged_plan(shape, n_tiles, stage_tiles, memory_budget)
+        return self._staged_plan(shape, n_tiles, stage_tiles, memory_budget, output_sigma)
 
-    def _staged_plan(self, shape, n_tiles, stage_tiles, memory_budget):
+    def _staged_plan(self, shape, n_tiles, stage_tiles, memory_budget, output_sigma):
         from ..prediction.staged import auto_stage_tiles, stored_bytes_per_voxel
         from ..prediction.tiling import auto_tiles, plan_tiles
 
         c = self.config
-        kw = dict(halo=self._halo(), divisor=c.divisor)
+        kw = dict(halo=self._halo(output_sigma), divisor=c.divisor)
         stages = self._stages()
         stored = stored_bytes_per_voxel(stages, n_channel_in=c.n_channel_in, ndim=c.ndim)
         if n_tiles == "auto":  # blocks whose kept arrays take at most half the budget

@@ -171,6 +171,9 @@ class IsotropicCARE(CARE):
         if combine not in ("mean", "geometric"):
             raise CareError(f"combine must be 'mean' or 'geometric', got {combine!r}")
         self._tta_views(kw.get("tta", False), name)   # before the stack is brought onto the fine grid
+        if kw.get("output_sigma"):
+            raise CareError(f"output_sigma: isotropic models do not smooth their output (got {kw['output_sigma']!r}); "
+                            "leave it out")
         nc = x.shape[axes.index("C")] if "C" in axes else 1
         if nc != self.config.n_channel_in:
             raise CareError(f"{name}: the model takes {self.config.n_channel_in} channel(s) but the stack has {nc} "

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 import carecore as cc
+from carecore.cli import main
 
 pytestmark = pytest.mark.slow
 
 
-def test_cli_train_then_python_load_and_cli_predict(demo_root, tmp_path):
+def test_cli_train_then_python_load_and_cli_predict(demo_root, tmp_path, capsys):
     d = demo_root / "denoising3d"
     model_dir = tmp_path / "m"
     r = subprocess.run([sys.executable, "-m", "carecore.cli", "train", "--low", d / "train/low", "--high", d / "train/high",
@@ -39,6 +40,17 @@ def test_cli_train_then_python_load_and_cli_predict(demo_root, tmp_path):
     np.testing.assert_allclose(cc.read_image(own).data, own_py, atol=1e-4 * np.abs(own_py).max())
     by_training, _ = model.predict(other, axes="ZYX", n_tiles=(1, 2, 2))
     assert np.abs(own_py - by_training).max() > 0.05 * np.ptp(own_py)   # the option reached predict
+    # the restored mean smoothed by a sigma of the user's for this call instead of the model's own
+    smoothed = tmp_path / "smoothed.tif"
+    args = ["predict", "--model", str(model_dir), "--in", str(d / "test/low/sample00.tif"), "--tiles", "1,2,2"]
+    assert main(args + ["--out", str(smoothed), "--output-sigma", "2"]) == 0
+    smoothed_py, _ = model.predict(low.data, axes="ZYX", n_tiles=(1, 2, 2), output_sigma=2)
+    np.testing.assert_allclose(cc.read_image(smoothed).data, smoothed_py, atol=1e-4 * np.abs(smoothed_py).max())
+    assert np.abs(smoothed_py - mean_py).max() > 0.05 * np.ptp(mean_py)   # the option reached predict
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "no.tif"), "--output-sigma", "20"]) == 2
+    assert "--output-sigma: must be a number of pixels in [0, 8] (0: no smoothing), got 20" in capsys.readouterr().err
+    assert not (tmp_path / "no.tif").exists()
     # a model trained in Python predicts from the CLI
     r = subprocess.run([sys.executable, "-m", "carecore.cli", "predict", "--model", model_dir, "--in", d / "test/low/sample00.tif",
                         "--out", tmp_path / "x.tif", "--axes", "YXZ"], capture_output=True, text=True)

@@ -110,6 +110,11 @@ def test_cli_train_and_predict_writes_the_fine_grid(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     img = cc.read_image(out)
     assert img.data.shape == (40, 64, 64) and img.spacing["Z"] == pytest.approx(0.5)
+    r = subprocess.run([sys.executable, "-m", "carecore.cli", "predict", "--model", model_dir, "--in", low / "a.tif",
+                        "--out", tmp_path / "no.tif", "--output-sigma", "1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "isotropic models do not smooth their output" in r.stderr
+    with pytest.raises(cc.CareError, match="output_sigma: isotropic models do not smooth"):
+        cc.load_model(model_dir).predict(cc.read_image(low / "a.tif").data, axes="ZYX", output_sigma=1.0)
     r = subprocess.run([sys.executable, "-m", "carecore.cli", "train", "--task", "isotropic", "--low", low, "--axes", "ZYX",
                         "--factor", "4", "--model-dir", tmp_path / "m2", "--epochs", "1", "--steps", "1"],
                        capture_output=True, text=True)

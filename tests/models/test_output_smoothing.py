@@ -76,6 +76,40 @@ def test_prediction_smooths_the_whole_image_the_same_at_any_tiling(axes, shape, 
                                smooth(views[None, ..., None], 2.0)[0, ..., 0], atol=1e-5 * float(np.ptp(views)))
 
 
+def test_a_per_call_sigma_overrides_the_models_own_at_any_tiling():
+    """``predict(output_sigma=...)`` smooths as a model configured with that sigma does, tiles' overlap
+    included (a sigma wider than the model's needs a wider halo: 18 px more for 6), staged or not, with or
+    without the views' mean; 0 shows the network's output; the model itself is unchanged."""
+    cfg = care_config("YX", quick=True, precision="float32")
+    plain = cc.CARE(cfg)
+    smoothed = cc.CARE(cfg.replace(output_sigma=6.0))
+    smoothed.keras_model.set_weights(plain.keras_model.get_weights())
+    x = np.random.default_rng(1).random((150, 123)).astype(np.float32)
+    raw = plain.predict(x, axes="YX")
+    want = smoothed.predict(x, axes="YX")
+    assert np.abs(want - raw).max() > 0.05 * float(np.ptp(raw))   # the smoothing is visible
+    assert plain.tile_plan(x.shape, (3, 2), output_sigma=6.0).halo == smoothed.tile_plan(x.shape, (3, 2)).halo
+    for tiles in ((1, 1), (3, 2)):
+        np.testing.assert_allclose(plain.predict(x, axes="YX", n_tiles=tiles, output_sigma=6.0), want,
+                                   atol=1e-5 * float(np.ptp(want)))
+        np.testing.assert_allclose(smoothed.predict(x, axes="YX", n_tiles=tiles, output_sigma=0), raw,
+                                   atol=1e-5 * float(np.ptp(raw)))
+    np.testing.assert_allclose(plain.predict(x, axes="YX", n_tiles=(3, 2), tta=True, output_sigma=6.0),
+                               smoothed.predict(x, axes="YX", tta=True), atol=1e-5 * float(np.ptp(want)))
+    assert smoothed.output_sigma == 6.0 and plain.output_sigma == 0.0   # the calls changed neither model
+    for bad in (-1, 100, "wide", True, float("nan")):
+        with pytest.raises(CareError, match="output_sigma: must be a number of pixels"):
+            plain.predict(x, axes="YX", output_sigma=bad)
+    cfg3 = care_config("ZYX", quick=True, precision="float32")
+    plain3 = cc.CARE(cfg3)
+    smoothed3 = cc.CARE(cfg3.replace(output_sigma=3.0))
+    smoothed3.keras_model.set_weights(plain3.keras_model.get_weights())
+    z = np.random.default_rng(2).random((20, 70, 52)).astype(np.float32)
+    want3 = smoothed3.predict(z, axes="ZYX")
+    staged = plain3.predict(z, axes="ZYX", n_tiles=(1, 2, 1), stage_tiles=(1, 2, 2), output_sigma=3.0)
+    np.testing.assert_allclose(staged, want3, atol=1e-4 * float(np.ptp(want3)))
+
+
 def test_training_chooses_the_sigma_records_and_saves_it(smooth_pairs, tmp_path):
     X, Y, Xv, Yv = smooth_pairs(32, 16)
     cfg = care_config("YX", quick=True, precision="float32", patch_size=(32, 32), output_sigma="auto",
