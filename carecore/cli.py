@@ -349,9 +349,6 @@ def _predict_dask(args):
         raise CareError(f"--{extra[0].replace('_', '-')}: with --dask the scale, the interval bounds and the "
                         f"disagreement are written into {args.out} itself (extras/scale, extras/lower, extras/upper, "
                         "extras/disagreement)")
-    if args.output_sigma is not None:
-        raise CareError("--output-sigma: with --dask the models smooth as saved; set output_sigma in a copy of the "
-                        "model (model.config.replace(output_sigma=...), then save) or restore without --dask")
     if args.tiles != "auto":
         raise CareError("--tiles: with --dask give --chunks (block sides per spatial axis, e.g. 32,256,256)")
     model = args.model[0] if len(args.model) == 1 else args.model
@@ -359,7 +356,7 @@ def _predict_dask(args):
         r = predict_chunked(model, args.inp, args.out, axes=args.axes, chunks=args.chunks, scheduler=args.scheduler,
                             n_workers=args.workers, memory_budget=int(args.memory_budget * 2**20),
                             interval=args.interval, normalization=args.normalization, tta=args.tta,
-                            progress=progress)
+                            output_sigma=args.output_sigma, progress=progress)
     extras = [n for n in r.outputs if n != "image"]
     print(f"wrote {args.out} ({r.computed} of {r.blocks} chunks computed now"
           + (f"; extras: {', '.join(extras)}" if extras else "") + ")")

@@ -134,12 +134,15 @@ def input_label(kind):
     return next((task_spec(t)["input_label"] for t in TASKS if task_spec(t)["kind"] == kind), "input")
 
 
-def smoothing_note(members):
+def smoothing_note(members, off=False):
     """How the restored mean was smoothed after the network (the ``output_sigma`` of each model in ``members``),
-    as a clause of the restore summary; empty when it was not."""
+    as a clause of the restore summary; empty when it was not. ``off``: the user left the smoothing off."""
     sigmas = [m.output_sigma for m in members]
     if not any(sigmas):
         return ""
+    if off:
+        return (f"; the network's output as it is (the model's smoothing, sigma {', '.join(f'{s:g}' for s in sigmas)} "
+                "px, left off)")
     chosen = all((getattr(m, "run_card", None) or {}).get("output_smoothing", {}).get("auto") for m in members)
     how = "chosen when training ended, on the validation patches" if chosen else "set in its configuration"
     text = ", ".join(f"{s:g}" for s in sigmas)
@@ -228,6 +231,7 @@ class LabState(HasTraits):
     chunks = Unicode("")          # block sides for the cluster, "8,64,64"; empty: from the memory budget
     restore_summary = Unicode("")  # how the last restoration ran (in this process, chunks on a cluster)
     tta = Bool(True)              # the mean over the image's flips and rotations (models trained with them)
+    smooth = Bool(True)           # the model's own output smoothing (output_sigma); off: the network's output
     # step 5: reliability
     reliability_ready = Bool(False)
 
@@ -842,9 +846,13 @@ class LabState(HasTraits):
         # views the network never learned are not averaged; nor an ensemble's members, whose disagreement
         # D and its reference levels (ood_check) are measured on one view
         tta = bool(self.tta and single.learned_views > 1 and not isinstance(model, Ensemble))
+        # the model's output smoothing left off: the network's output as it is (an ensemble keeps its members',
+        # on which its disagreement's reference levels were measured)
+        off = not self.smooth and bool(single.output_sigma) and not isinstance(model, Ensemble)
+        sigma = {"output_sigma": 0.0} if off else {}
         if chunked:
             restored, scale, members, img, out_axes, output_spacing, dest = self._restore_chunked(
-                folder, src, chunks, progress, stop, tta)
+                folder, src, chunks, progress, stop, tta, **sigma)
         else:
             img = cc.read_image(src)
             self.restore_note = "restoring ..."
@@ -853,7 +861,7 @@ class LabState(HasTraits):
                 members = model.predict_members(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop)
                 restored = mixture_mean_variance(*members)[0]
             else:
-                out = model.predict(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop)
+                out = model.predict(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop, **sigma)
                 restored, scale = out if isinstance(out, tuple) else (out, None)
             # the output's grid, axes and voxel size are the kind's (a finer Z, or no Z for a projection)
             out_axes = single.output_axes(img.axes) if hasattr(single, "output_axes") else img.axes
@@ -874,7 +882,9 @@ class LabState(HasTraits):
             self.restore_summary += ("; one view (an ensemble's disagreement is measured on one view)"
                                      if isinstance(model, Ensemble) else
                                      "; one view (the model was trained without flips and rotations)")
-        self.restore_summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model])
+        self.restore_summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
+        if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
+            self.restore_summary += " (an ensemble keeps it: its disagreement is measured on the smoothed means)"
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
@@ -894,7 +904,7 @@ class LabState(HasTraits):
         self.restore_done += 1
         return self.restored
 
-    def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False):
+    def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False, output_sigma=None):
         """``carecore.predict_chunked`` on a local cluster or the configured scheduler, into
         ``restored/<model>/<name>.ome.zarr``; its full-resolution level read back for the views."""
         _dask_client_class()
@@ -916,7 +926,7 @@ class LabState(HasTraits):
         try:
             result = cc.predict_chunked(folder, src, dest, scheduler=client,
                                         n_workers=None if client is not None else self.n_workers, chunks=chunks,
-                                        tta=tta, progress=chunk_progress, stop=stop)
+                                        tta=tta, output_sigma=output_sigma, progress=chunk_progress, stop=stop)
         finally:
             if client is not None:
                 client.close()

@@ -480,6 +480,10 @@ class RestoreStep(W.VBox):
                                           "where the structure is faint)", value=state.tta, indent=False,
                               layout=W.Layout(width="auto"))
         self.tta.add_class("care-restore-tta")
+        self.smooth = W.Checkbox(description="Apply the model's output smoothing, if it has one (chosen by training "
+                                             "on the validation patches; off: the network's output as it is)",
+                                 value=state.smooth, indent=False, layout=W.Layout(width="auto"))
+        self.smooth.add_class("care-restore-smooth")
         self.address = W.Text(description="Scheduler", placeholder="tcp://127.0.0.1:8786", value=state.scheduler_address,
                               layout=W.Layout(width="480px"))
         self.address.add_class("care-restore-scheduler")
@@ -517,7 +521,8 @@ class RestoreStep(W.VBox):
                                  "or chunk by chunk on a Dask cluster for large images. "
                                  "With a ground truth, CARE is compared on the output's grid with the input brought "
                                  "onto it and with classical filters tuned on that ground truth.</p>"),
-                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.tta, self.where,
+                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.tta, self.smooth,
+                          self.where,
                           self.cluster_box,
                           W.HBox([self.go, self.stop, self.bar, self.progress]),
                           self.msg, self.metrics, W.HBox([self.before, self.after])])
@@ -528,7 +533,7 @@ class RestoreStep(W.VBox):
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
-        for w, t in ((self.tta, "tta"), (self.where, "restore_where"), (self.address, "scheduler_address"),
+        for w, t in ((self.tta, "tta"), (self.smooth, "smooth"), (self.where, "restore_where"), (self.address, "scheduler_address"),
                      (self.workers, "n_workers"), (self.chunks, "chunks")):
             W.link((state, t), (w, "value"))
         state.observe(lambda c: self._where(), "restore_where")

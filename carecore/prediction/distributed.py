@@ -66,6 +66,7 @@ class BlockJob:
     interval: float
     memory_budget: int
     tta: bool = False    # test-time augmentation (CARE.predict's tta)
+    output_sigma: float | None = None   # CARE.predict's per-call output_sigma (None: each model's own)
 
 
 @dataclass
@@ -191,6 +192,8 @@ def predict_block(job, index):
     kw = dict(axes=axes, normalization=norm, memory_budget=job.memory_budget, name=f"{job.src} block {index}")
     if job.tta:
         kw["tta"] = True
+    if job.output_sigma is not None:
+        kw["output_sigma"] = job.output_sigma
     crop = tuple(inner.get(a, slice(None)) for a in axes)
     if isinstance(model, Ensemble):
         means, scales = model.predict_members(x, **kw)
@@ -284,10 +287,11 @@ def _resolve_models(model):
     return (str(Path(model.path).resolve()),), model
 
 
-def _auto_block(model, shape, memory_budget):
-    """Block sides (multiples of the divisor) whose window's activations fit the budget."""
+def _auto_block(model, shape, memory_budget, halo):
+    """Block sides (multiples of the divisor) whose window's activations fit the budget, with ``halo``
+    (per axis) on each side."""
     div = model.config.divisor
-    halo = _up(max(np.atleast_1d(model._halo())), div)
+    halo = _up(max(np.atleast_1d(halo)), div)
     block = [_up(s, div) for s in shape]
     bpv = model._bytes_per_voxel()
     while math.prod(min(b + 2 * halo, _up(s, div)) for b, s in zip(block, shape)) * bpv > memory_budget:
@@ -321,7 +325,7 @@ def _client(scheduler, n_workers, memory_limit):
 
 def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, n_workers=None,
                     memory_limit="auto", memory_budget=None, interval=0.9, normalization=None, tta=False,
-                    progress=None, stop=None):
+                    output_sigma=None, progress=None, stop=None):
     """Restore an image chunk by chunk over a Dask cluster into an OME-Zarr store (resumable).
 
     Parameters
@@ -362,6 +366,9 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     tta : bool
         Average the restorations of the flips and 90° rotations in YX, block by block (as
         :meth:`~carecore.CARE.predict`'s ``tta``: 8 views, 8× the work).
+    output_sigma : float, optional
+        The Gaussian sigma (pixels) that smooths the restored mean, as :meth:`~carecore.CARE.predict`'s
+        ``output_sigma`` (default: each model's own).
     progress, stop : callables, optional
         ``progress(done, total, "chunks")`` as blocks complete; ``stop()`` is polled likewise and ends
         the run (the store stays resumable).
@@ -400,6 +407,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     c = first.config
     if tta:   # before anything is read or any worker starts
         first._tta_views(tta, str(folders[0]))
+    if output_sigma is not None:
+        output_sigma = first._check_output_sigma(output_sigma)
     dst = Path(dst)
     if not dst.name.lower().endswith(".zarr"):
         raise CareError(f"{dst}: chunked prediction writes an OME-Zarr store; name it *.ome.zarr")
@@ -422,10 +431,12 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                         f"(shape {tuple(img.shape)}, axes {src_axes})")
     # blocks: multiples of the divisor; windows: block + halo (rounded to the divisor) on each side
     div = c.divisor
-    halo = np.broadcast_to(np.asarray(first._halo()), (len(sp),))
-    halo = tuple(_up(h, div) for h in halo)
+    # the widest member's (ensemble members may each have chosen their own output smoothing)
+    members = loaded.members if isinstance(loaded, Ensemble) else [loaded]
+    halo = np.max([np.broadcast_to(np.asarray(m._halo(output_sigma)), (len(sp),)) for m in members], axis=0)
+    halo = tuple(_up(int(h), div) for h in halo)
     if chunks is None:
-        block = _auto_block(first, [shape[a] for a in sp], memory_budget)
+        block = _auto_block(first, [shape[a] for a in sp], memory_budget, halo)
     else:
         if isinstance(chunks, dict):
             chunks = tuple(int(chunks.get(a, shape[a])) for a in sp)
@@ -466,12 +477,13 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     job = BlockJob(models=folders, model_key=_model_key(folders), src=str(Path(src).resolve()), src_axes=src_axes,
                    out=str(part.resolve()), out_axes=out_axes, frame_axes=frame_axes, spatial=sp, shape=shape,
                    block=block, window=window, divisor=div, norms=norms, names=names, interval=float(interval),
-                   memory_budget=memory_budget, tta=bool(tta))
+                   memory_budget=memory_budget, tta=bool(tta), output_sigma=output_sigma)
     stat = os.stat(job.src)   # a rewritten input (a new file or store) never resumes an old part
     signature = {"models": job.model_key, "src": job.src, "src_id": [stat.st_ino, stat.st_mtime_ns],
                  "src_axes": src_axes, "shape": shape, "block": list(block),
                  "window": list(window), "norms": list(norms), "names": list(names), "interval": job.interval,
-                 **({"tta": True} if job.tta else {})}   # (parts written before tta existed still resume)
+                 **({"tta": True} if job.tta else {}),   # (parts written before tta existed still resume)
+                 **({"output_sigma": output_sigma} if output_sigma is not None else {})}
     grid = tuple(shape[a] for a in frame_axes) + tuple(math.ceil(shape[a] / b) for a, b in zip(sp, block))
     done = None
     if part.exists():
@@ -536,7 +548,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     root = zarr.open_group(str(part), mode="r+")
     root.attrs["carecore"] = {"extras": [n for n in names if n != "image"], "model": list(folders),
                               "source": job.src, "normalization": list(norms), "interval": job.interval,
-                              "tta": job.tta}
+                              "tta": job.tta, **({"output_sigma": output_sigma} if output_sigma is not None else {})}
     shutil.rmtree(part / DONE)
     swap_in(part, dst)
     return result

@@ -154,6 +154,7 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     assert "CARE" in metrics and "best filter by SSIM" in metrics, metrics
     # restored by default as the mean over the flips and rotations, and the summary says so
     assert page.locator(".care-restore-tta input").is_checked()
+    assert page.locator(".care-restore-smooth input").is_checked()   # the model's own output smoothing
     assert "the mean over its flips and 90° rotations" in metrics, metrics
     page.screenshot(path=str(shots / "3_restore.png"), full_page=True)
 

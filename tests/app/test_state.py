@@ -209,6 +209,27 @@ def test_restore_keeps_spacing_and_names_the_model(state):
     assert model.run_card["output_smoothing"]["auto"], model.run_card.get("output_smoothing")
     assert model.output_sigma == model.config.output_sigma != "auto"
     assert ("Gaussian of sigma" in state.restore_summary) == (model.output_sigma > 0), state.restore_summary
+    # a model that smooths its output (sigma 2 px): smoothed by default, the network's output when unticked
+    smoothing = cc.load_model(state.resolve(state.model_dir))
+    smoothing.config = smoothing.config.replace(output_sigma=2.0)
+    (state.resolve(".") / "models" / "smoothing").mkdir(parents=True)
+    smoothing.save(state.resolve("models/smoothing/model"))
+    kept = state.model_dir
+    state.model_dir, state.tta = "models/smoothing/model", False
+    try:
+        state.restore()
+        smoothed = mean(smoothing.predict(img.data, axes=img.axes))
+        np.testing.assert_allclose(state.restored, smoothed, atol=1e-3 * np.abs(smoothed).max())
+        assert "smoothed by a Gaussian of sigma 2 px" in state.restore_summary, state.restore_summary
+        state.smooth = False
+        state.restore()
+    finally:
+        state.model_dir, state.tta, state.smooth = kept, True, True
+    raw = mean(smoothing.predict(img.data, axes=img.axes, output_sigma=0))
+    np.testing.assert_allclose(state.restored, raw, atol=1e-3 * np.abs(raw).max())
+    assert np.abs(raw - smoothed).max() > 1e-2 * np.abs(raw).max()
+    assert "the network's output as it is (the model's smoothing, sigma 2 px, left off)" in state.restore_summary
+    assert "Gaussian" not in state.restore_summary
 
 
 def test_restore_summary_names_the_output_smoothing():
@@ -226,6 +247,9 @@ def test_restore_summary_names_the_output_smoothing():
     assert smoothing_note([model(0.5, auto=True), model(1, auto=True)]) == (
         "; the restored mean smoothed by a Gaussian of sigma 0.5, 1 px (chosen when training ended, on the "
         "validation patches)")
+    assert smoothing_note([model(1.5)], off=True) == (
+        "; the network's output as it is (the model's smoothing, sigma 1.5 px, left off)")
+    assert smoothing_note([model(0.0)], off=True) == ""
 
 
 def test_ground_truth_found_next_to_low_only_inside_the_root(state, tmp_path):

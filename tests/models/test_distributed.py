@@ -37,11 +37,13 @@ def client():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Untrained quick 3D networks with fixed seeds, saved: a plain one and two probabilistic members."""
+    """Untrained quick 3D networks with fixed seeds, saved: a plain one and two probabilistic members, and
+    a member whose output is smoothed (as when training chose a sigma)."""
     root = tmp_path_factory.mktemp("models")
     out = {}
     for name, kw in (("plain", dict(seed=1)), ("p1", dict(seed=1, probabilistic=True)),
-                     ("p2", dict(seed=2, probabilistic=True))):
+                     ("p2", dict(seed=2, probabilistic=True)),
+                     ("p2s", dict(seed=2, probabilistic=True, output_sigma=3.0))):
         m = cc.CARE(cc.care_config("ZYX", quick=True, **kw), root / name)
         m.save()
         out[name] = root / name
@@ -109,6 +111,31 @@ def test_ensemble_extras(client, models, tmp_path):
     _close(cc.read_image(store / "extras" / "upper").data, r["upper"])
     np.testing.assert_allclose(cc.read_image(store / "extras" / "disagreement").data, disagreement(means, scales),
                                atol=1e-3)
+
+
+def test_members_with_their_own_smoothing_and_a_per_call_sigma(client, models, tmp_path, capsys):
+    """Ensemble members that smooth differently: the blocks overlap by the widest member's reach. A
+    per-call sigma (``output_sigma``, CLI ``--output-sigma``) replaces the model's own, chunk by chunk as
+    in memory, tiles' overlap included."""
+    noisy, src = _volume(tmp_path, (16, 112, 96), "ZYX", seed=13)
+    chunks = (16, 32, 32)   # blocks far from the borders: a halo short of a member's reach shows
+    members = [models["p1"], models["p2s"]]
+    ens = cc.load_model(members)
+    r = predictive_readouts(*ens.predict_members(noisy, axes="ZYX"), members=True)
+    cc.predict_chunked(members, src, tmp_path / "e.ome.zarr", chunks=chunks, scheduler=client)
+    _close(cc.read_image(tmp_path / "e.ome.zarr").data, r["mean"])
+    p1 = cc.load_model(models["p1"])
+    smoothed = p1.predict(noisy, axes="ZYX", output_sigma=3.0)[0]
+    cc.predict_chunked(models["p1"], src, tmp_path / "s.ome.zarr", chunks=chunks, scheduler=client,
+                       output_sigma=3.0)
+    _close(cc.read_image(tmp_path / "s.ome.zarr").data, smoothed)
+    assert np.abs(smoothed - p1.predict(noisy, axes="ZYX")[0]).max() > 0.05 * float(np.ptp(smoothed))
+    raw = cc.load_model(models["p2s"]).predict(noisy, axes="ZYX", output_sigma=0)[0]
+    assert main(["predict", "--model", str(models["p2s"]), "--in", str(src), "--out", str(tmp_path / "r.ome.zarr"),
+                 "--scheduler", client.scheduler.address, "--chunks", "16,32,32", "--output-sigma", "0"]) == 0
+    _close(cc.read_image(tmp_path / "r.ome.zarr").data, raw)
+    with pytest.raises(cc.CareError, match="output_sigma: must be a number of pixels"):
+        cc.predict_chunked(models["p1"], src, tmp_path / "x.ome.zarr", scheduler=client, output_sigma=-1)
 
 
 def test_a_client_that_is_not_the_default_and_a_kind_off_the_grid(client, models, tmp_path):
