@@ -884,7 +884,7 @@ class LabState(HasTraits):
                                      "; one view (the model was trained without flips and rotations)")
         self.restore_summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
         if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
-            self.restore_summary += " (an ensemble keeps it: its disagreement is measured on the smoothed means)"
+            self.restore_summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing

@@ -117,15 +117,30 @@ def test_members_with_their_own_smoothing_and_a_per_call_sigma(client, models, t
     """Ensemble members that smooth differently: the blocks overlap by the widest member's reach. A
     per-call sigma (``output_sigma``, CLI ``--output-sigma``) replaces the model's own, chunk by chunk as
     in memory, tiles' overlap included."""
+    import zarr
+
     noisy, src = _volume(tmp_path, (16, 112, 96), "ZYX", seed=13)
-    chunks = (16, 32, 32)   # blocks far from the borders: a halo short of a member's reach shows
+    chunks = (16, 32, 32)
     members = [models["p1"], models["p2s"]]
     ens = cc.load_model(members)
     r = predictive_readouts(*ens.predict_members(noisy, axes="ZYX"), members=True)
-    cc.predict_chunked(members, src, tmp_path / "e.ome.zarr", chunks=chunks, scheduler=client)
+    p1 = ens.members[0]
+    halo = max(int(np.max(m._halo())) for m in ens.members)
+    assert halo == int(np.max(p1._halo())) + 9   # sigma 3 reaches 9 px past the unsmoothed member's
+    div = p1.config.divisor
+    wide = [c + 2 * (-(-halo // div) * div) for c in chunks]
+
+    def windows(model, name, **kw):
+        """The job's windows, read from its resumable part before any block is computed."""
+        with pytest.raises(Stopped):
+            cc.predict_chunked(model, src, tmp_path / name, chunks=chunks, scheduler=client, stop=lambda: True, **kw)
+        return zarr.open_group(str(tmp_path / f".{name}.resume.part"), mode="r").attrs["carecore"]["job"]["window"]
+
+    assert windows(members, "e.ome.zarr") == wide
+    cc.predict_chunked(members, src, tmp_path / "e.ome.zarr", chunks=chunks, scheduler=client)   # resumes
     _close(cc.read_image(tmp_path / "e.ome.zarr").data, r["mean"])
-    p1 = cc.load_model(models["p1"])
     smoothed = p1.predict(noisy, axes="ZYX", output_sigma=3.0)[0]
+    assert windows(models["p1"], "s.ome.zarr", output_sigma=3.0) == wide   # the halo follows the call's sigma
     cc.predict_chunked(models["p1"], src, tmp_path / "s.ome.zarr", chunks=chunks, scheduler=client,
                        output_sigma=3.0)
     _close(cc.read_image(tmp_path / "s.ome.zarr").data, smoothed)
