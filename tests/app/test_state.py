@@ -213,7 +213,7 @@ def test_restore_keeps_spacing_and_names_the_model(state):
     smoothing = cc.load_model(state.resolve(state.model_dir))
     smoothing.config = smoothing.config.replace(output_sigma=2.0)
     (state.resolve(".") / "models" / "smoothing").mkdir(parents=True)
-    smoothing.save(state.resolve("models/smoothing/model"))
+    smoothing.save(state.resolve("models/smoothing") / "model")
     kept = state.model_dir
     state.model_dir, state.tta = "models/smoothing/model", False
     try:
