@@ -533,8 +533,8 @@ class RestoreStep(W.VBox):
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
-        for w, t in ((self.tta, "tta"), (self.smooth, "smooth"), (self.where, "restore_where"), (self.address, "scheduler_address"),
-                     (self.workers, "n_workers"), (self.chunks, "chunks")):
+        for w, t in ((self.tta, "tta"), (self.smooth, "smooth"), (self.where, "restore_where"),
+                     (self.address, "scheduler_address"), (self.workers, "n_workers"), (self.chunks, "chunks")):
             W.link((state, t), (w, "value"))
         state.observe(lambda c: self._where(), "restore_where")
         state.observe(lambda c: run_guarded(self.msg, self.fill), ["model_dir", "task"])

@@ -3,8 +3,9 @@
 The output is cut into blocks: whole chunks of the output store, sides multiples of the network's
 divisor ``2**depth``, one task per block and time frame. A task reads its block's *window* from the
 input (the block plus the network's halo on each side: its receptive field plus the reach of the
-output smoothing, 3 sigma, the widest of an ensemble's members, rounded up to the divisor; shifted inwards at the image borders so that every window has one size, starting on the
-pooling grid), restores the window with the model's own tiled :meth:`~carecore.CARE.predict` under
+output smoothing, 3 sigma, the widest of an ensemble's members, rounded up to the divisor; shifted
+inwards at the image borders so that every window has one size, starting on the pooling grid),
+restores the window with the model's own tiled :meth:`~carecore.CARE.predict` under
 the worker's memory budget, and writes only the block. That is the rule of
 :mod:`carecore.prediction.tiling` with blocks for tiles: the result equals the in-memory
 prediction up to float rounding. Each block has one writer (chunk-aligned writes need no lock).
