@@ -260,8 +260,8 @@ FAST_RECIPE_PATCH = {2: (64, 64), 3: (16, 32, 32)}
 #: What 3D denoising budgets computed in float32 (CPUs without bfloat16) take instead: half as thick
 #: patches, half as many a batch. Training such a network in float32 on 2 AVX2 cores, a batch of 8
 #: patches of 16x32x32 took 1.27 s a step, and 4 patches of 8x32x32 0.25 s (a working set that fits the
-#: caches: 2.6 times the voxels a second); the 3D demo's test volume after 180 s went from SSIM / NRMSE
-#: 0.395 / 0.0563 (79 steps) to 0.679 / 0.0447 (512 steps), past the tuned TV's 0.585 / 0.0482
+#: caches: 1.3 times the voxels a second, 5 times the steps); the 3D demo's test volume after 180 s went
+#: from SSIM / NRMSE 0.395 / 0.0563 (79 steps) to 0.679 / 0.0447 (512 steps), past the tuned TV's 0.585 / 0.0482
 #: (README "Quality per minute"). Where 3D trains in bfloat16 the recipe above is kept (measured there).
 #: And 8 filters, not 16 (2026-12-02, same CPU, the app's default probabilistic run, 180 s, seed 0): a step
 #: took half the time (715 steps, not 351) and the 3D demo's test volume went from 0.458 / 0.0564 (below
