@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LAB_DATA ?= lab-data
 
-.PHONY: lab test venv demo bench bench-quality bench-scale notebooks clean
+.PHONY: lab test venv bench bench-quality bench-scale bench-peers notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
