@@ -320,8 +320,8 @@ class ProjectionCARE(CARE):
 
     # -- prediction --------------------------------------------------------------------------
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
-                stage_tiles=None, normalization=None, tta=False, progress=None, stop=None, out=None,
-                name="image"):
+                stage_tiles=None, normalization=None, tta=False, output_sigma=None, progress=None, stop=None,
+                out=None, name="image"):
         """Project and restore a stack; probabilistic models return ``(mean, scale)``.
 
         Parameters
@@ -341,6 +341,9 @@ class ProjectionCARE(CARE):
             Input percentiles (default: computed on the stack).
         tta : bool
             The mean over the stack's flips and 90° rotations in YX (see :meth:`CARE.predict`).
+        output_sigma : None or 0
+            Accepted so that every model kind's ``predict`` takes it; projection models never smooth their
+            output, and any other value is an error.
         progress, stop : callables, optional
             ``progress(done, total, "tiles")`` after every batch of tiles; ``stop()`` polled likewise.
         out : array, optional
@@ -355,6 +358,9 @@ class ProjectionCARE(CARE):
         from ..prediction.tiling import read_window
         from ..prediction.tta import mean_over_views, views
 
+        if output_sigma:
+            raise CareError(f"output_sigma: projection models do not smooth their output (got {output_sigma!r}); "
+                            "leave it out")
         x = image
         axes = self._check_input(x, axes, name)
         c = self.config

@@ -52,6 +52,10 @@ def test_shapes_spacing_and_channels(small_model):
         m.predict(low[0], axes="YX")
     with pytest.raises(CareError, match="Z whole"):
         m.predict(low, axes="ZYX", n_tiles=(2, 1, 1))
+    # every kind's predict takes output_sigma; a projection never smooths, and says so rather than a TypeError
+    np.testing.assert_array_equal(m.predict(low, axes="ZYX", output_sigma=0), out)
+    with pytest.raises(CareError, match="output_sigma: projection models do not smooth"):
+        m.predict(low, axes="ZYX", output_sigma=1.5)
 
 
 def test_two_channels_keep_c():
