@@ -284,10 +284,8 @@ def cmd_predict(args):
         if packages:
             raise CareError(f"--output-sigma: the bioimage.io package {packages[0]} smooths as it was exported; "
                             "restore the model folder to choose")
-        import inspect
-
         one = model.members[0] if isinstance(model, Ensemble) else model
-        if "output_sigma" not in inspect.signature(one.predict).parameters:
+        if args.output_sigma and not one.smooths_output:   # 0 (no smoothing) suits every kind
             raise CareError(f"--output-sigma: {one.config.kind} models do not smooth their output; leave it out")
         kw["output_sigma"] = args.output_sigma
     first = model.members[0] if isinstance(model, Ensemble) else model

@@ -124,6 +124,9 @@ class CARE:
     #: whether training needs pairs of low- and high-quality images (False: made from the input alone,
     #: or simulated)
     needs_pairs = True
+    #: whether :meth:`predict` can smooth its output (``output_sigma``); kinds that cannot still take
+    #: ``output_sigma=0``
+    smooths_output = True
 
     @classmethod
     def default_config(cls, axes, **overrides):

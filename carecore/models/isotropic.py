@@ -31,6 +31,7 @@ class IsotropicCARE(CARE):
     """A 2D :class:`CARE` (``config.axes == "YX"``) that restores anisotropic ZYX stacks slice by slice."""
 
     needs_pairs = False
+    smooths_output = False
 
     @classmethod
     def check_config(cls, config):

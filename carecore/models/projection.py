@@ -164,6 +164,8 @@ class ProjectionCARE(CARE):
     module docstring for the network.
     """
 
+    smooths_output = False
+
     @classmethod
     def check_config(cls, config):
         if config.output_sigma:

@@ -112,7 +112,13 @@ def test_cli_train_and_predict_writes_the_fine_grid(tmp_path):
     assert img.data.shape == (40, 64, 64) and img.spacing["Z"] == pytest.approx(0.5)
     r = subprocess.run([sys.executable, "-m", "carecore.cli", "predict", "--model", model_dir, "--in", low / "a.tif",
                         "--out", tmp_path / "no.tif", "--output-sigma", "1"], capture_output=True, text=True)
-    assert r.returncode == 2 and "isotropic models do not smooth their output" in r.stderr
+    assert r.returncode == 2 and "--output-sigma: isotropic models do not smooth their output" in r.stderr
+    from carecore.cli import main   # --output-sigma 0 (no smoothing) is accepted and changes nothing
+
+    args = ["predict", "--model", str(model_dir), "--in", str(low / "a.tif"), "--out"]
+    assert main(args + [str(tmp_path / "plain.tif")]) == 0
+    assert main(args + [str(tmp_path / "zero.tif"), "--output-sigma", "0"]) == 0
+    np.testing.assert_array_equal(cc.read_image(tmp_path / "zero.tif").data, cc.read_image(tmp_path / "plain.tif").data)
     with pytest.raises(cc.CareError, match="output_sigma: isotropic models do not smooth"):
         cc.load_model(model_dir).predict(cc.read_image(low / "a.tif").data, axes="ZYX", output_sigma=1.0)
     r = subprocess.run([sys.executable, "-m", "carecore.cli", "train", "--task", "isotropic", "--low", low, "--axes", "ZYX",

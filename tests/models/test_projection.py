@@ -116,7 +116,7 @@ def test_baselines_project():
     assert tuned["surface"].apply(low, axes="ZYX").shape == (64, 64)
 
 
-def test_cli_train_and_predict_writes_yx(tmp_path):
+def test_cli_train_and_predict_writes_yx(tmp_path, capsys):
     from carecore import write_demo_data
 
     root = write_demo_data(tmp_path / "demo", tasks=["projection"], size="tiny")["projection"]
@@ -134,6 +134,17 @@ def test_cli_train_and_predict_writes_yx(tmp_path):
     img = read_image(out)
     gt = read_image(root / "test/high/sample00.tif")
     assert img.axes == "YX" and img.data.shape == gt.data.shape
+    # --output-sigma: 0 (no smoothing) is every kind's output; a smoothing is refused, naming the flag
+    from carecore.cli import main
+
+    args = ["predict", "--model", str(model_dir), "--in", str(root / "test/low/sample00.tif"), "--out"]
+    assert main(args + [str(tmp_path / "plain.tif")]) == 0
+    assert main(args + [str(tmp_path / "zero.tif"), "--output-sigma", "0"]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "zero.tif").data, read_image(tmp_path / "plain.tif").data)
+    capsys.readouterr()
+    assert main(args + [str(tmp_path / "no.tif"), "--output-sigma", "1"]) == 2
+    assert "--output-sigma: projection models do not smooth their output; leave it out" in capsys.readouterr().err
+    assert not (tmp_path / "no.tif").exists()
 
 
 def test_qc_report_of_a_probabilistic_projection(tmp_path):
