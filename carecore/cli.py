@@ -284,9 +284,9 @@ def cmd_predict(args):
         if packages:
             raise CareError(f"--output-sigma: the bioimage.io package {packages[0]} smooths as it was exported; "
                             "restore the model folder to choose")
-        one = model.members[0] if isinstance(model, Ensemble) else model
-        if args.output_sigma and not one.smooths_output:   # 0 (no smoothing) suits every kind
-            raise CareError(f"--output-sigma: {one.config.kind} models do not smooth their output; leave it out")
+        plain = [m for m in (model.members if isinstance(model, Ensemble) else [model]) if not m.smooths_output]
+        if args.output_sigma and plain:   # 0 (no smoothing) suits every kind
+            raise CareError(f"--output-sigma: {plain[0].config.kind} models do not smooth their output; leave it out")
         kw["output_sigma"] = args.output_sigma
     first = model.members[0] if isinstance(model, Ensemble) else model
     spacing = first.output_spacing(img.spacing)

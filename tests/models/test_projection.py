@@ -134,7 +134,7 @@ def test_cli_train_and_predict_writes_yx(tmp_path, capsys):
     img = read_image(out)
     gt = read_image(root / "test/high/sample00.tif")
     assert img.axes == "YX" and img.data.shape == gt.data.shape
-    # --output-sigma: 0 (no smoothing) is every kind's output; a smoothing is refused, naming the flag
+    # --output-sigma: 0 (no smoothing) is accepted by every kind; a smoothing is refused, naming the flag
     from carecore.cli import main
 
     args = ["predict", "--model", str(model_dir), "--in", str(root / "test/low/sample00.tif"), "--out"]
