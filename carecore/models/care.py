@@ -694,11 +694,15 @@ class CARE:
         return learned == 8
 
     def _check_output_sigma(self, output_sigma):
-        """The sigma :meth:`predict` smooths with: the model's, or a per-call ``output_sigma`` checked."""
+        """The sigma :meth:`predict` smooths with: the model's, or a per-call ``output_sigma`` checked (only 0
+        for a kind that does not smooth, :attr:`smooths_output`)."""
         from ..prediction.smoothing import MAX_OUTPUT_SIGMA
 
         if output_sigma is None:
             return self.output_sigma
+        if output_sigma and not self.smooths_output:
+            raise CareError(f"output_sigma: {self.config.kind} models do not smooth their output (got {output_sigma!r}); "
+                            "leave it out")
         if isinstance(output_sigma, bool) or not isinstance(output_sigma, (int, float, np.integer, np.floating)) \
                 or not 0 <= output_sigma <= MAX_OUTPUT_SIGMA:
             raise CareError(f"output_sigma: must be a number of pixels in [0, {MAX_OUTPUT_SIGMA}] (or None for the "

@@ -186,7 +186,11 @@ class CareConfig:
                             f"{2 * div} (2**(unet_depth+1)), got {self.patch_size}; enlarge the patch or use float32")
         if self.interpolation not in ("nearest", "linear", "cubic"):
             raise CareError(f"interpolation: must be nearest, linear or cubic, got {self.interpolation!r}")
-        model_class(self.kind).check_config(self)
+        kind = model_class(self.kind)
+        if self.output_sigma and not kind.smooths_output:
+            raise CareError(f"output_sigma: {self.kind} models do not smooth their output (got {self.output_sigma!r}); "
+                            "set output_sigma=0")
+        kind.check_config(self)
         if self.version != CONFIG_VERSION:
             raise CareError(f"version: configuration version {self.version} is not {CONFIG_VERSION}; use upgrade()")
 

@@ -35,9 +35,6 @@ class IsotropicCARE(CARE):
 
     @classmethod
     def check_config(cls, config):
-        if config.output_sigma:
-            raise CareError(f"output_sigma: isotropic models do not smooth their output (got {config.output_sigma!r}); "
-                            "set output_sigma=0")
         if config.axes != "YX":
             raise CareError(f"kind and axes: isotropic models are 2D networks on axial slices (axes 'YX'), "
                             f"got {config.axes!r}; they restore ZYX stacks")
@@ -172,9 +169,7 @@ class IsotropicCARE(CARE):
         if combine not in ("mean", "geometric"):
             raise CareError(f"combine must be 'mean' or 'geometric', got {combine!r}")
         self._tta_views(kw.get("tta", False), name)   # before the stack is brought onto the fine grid
-        if kw.get("output_sigma"):
-            raise CareError(f"output_sigma: isotropic models do not smooth their output (got {kw['output_sigma']!r}); "
-                            "leave it out")
+        self._check_output_sigma(kw.get("output_sigma"))   # only 0: this kind does not smooth
         nc = x.shape[axes.index("C")] if "C" in axes else 1
         if nc != self.config.n_channel_in:
             raise CareError(f"{name}: the model takes {self.config.n_channel_in} channel(s) but the stack has {nc} "

@@ -4,7 +4,8 @@ Each kind is a small subclass of :class:`~carecore.models.care.CARE` in a module
 overrides a few hooks (``_build``, ``_preprocess``, ``on_output_grid``, ``output_spacing``,
 ``_halo(output_sigma=None)`` (the tiles' overlap for an output smoothing of that sigma, default the model's),
 ``output_shape``...) and sets its class flags (``needs_pairs``: trained on low/high pairs;
-``smooths_output``: ``predict`` can smooth its output). Adding a kind is that module and one line in
+``smooths_output``: ``predict`` can smooth its output; if not, configurations and ``predict`` refuse a
+non-zero ``output_sigma``). Adding a kind is that module and one line in
 :data:`KINDS`; configurations validate ``kind`` against it, and :func:`create_model` /
 :func:`~carecore.models.folder.load_model` build the right class from a configuration. Classes are
 imported only when first used, so reading a configuration does not load Keras.

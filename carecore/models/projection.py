@@ -168,9 +168,6 @@ class ProjectionCARE(CARE):
 
     @classmethod
     def check_config(cls, config):
-        if config.output_sigma:
-            raise CareError(f"output_sigma: projection models do not smooth their output (got {config.output_sigma!r}); "
-                            "set output_sigma=0")
         if config.axes != "ZYX":
             raise CareError(f"kind and axes: projection models take ZYX stacks (axes 'ZYX'), got {config.axes!r}")
         if config.residual:
@@ -360,9 +357,7 @@ class ProjectionCARE(CARE):
         from ..prediction.tiling import read_window
         from ..prediction.tta import mean_over_views, views
 
-        if output_sigma:
-            raise CareError(f"output_sigma: projection models do not smooth their output (got {output_sigma!r}); "
-                            "leave it out")
+        self._check_output_sigma(output_sigma)   # only 0: this kind does not smooth
         x = image
         axes = self._check_input(x, axes, name)
         c = self.config

@@ -48,8 +48,12 @@ def test_config_accepts_a_sigma_or_auto_and_names_the_problem():
     for bad in (-1, 100, "wide", True):
         with pytest.raises(CareError, match="output_sigma"):
             care_config("YX", output_sigma=bad)
-    with pytest.raises(CareError, match="output_sigma: projection"):
-        care_config("ZYX", kind="projection", residual=False, output_sigma=1.0)
+    # the kinds that do not smooth (smooths_output False) take 0 and refuse any other value, "auto" too
+    for kind, axes, kw in (("projection", "ZYX", {"residual": False}), ("isotropic", "YX", {"upsampling_factor": 4})):
+        assert care_config(axes, kind=kind, output_sigma=0, **kw).output_sigma == 0
+        for sigma in (1.0, "auto"):
+            with pytest.raises(CareError, match=f"output_sigma: {kind} models do not smooth .*set output_sigma=0"):
+                care_config(axes, kind=kind, output_sigma=sigma, **kw)
 
 
 @pytest.mark.parametrize("axes,shape,n_tiles", [("YX", (150, 123), (3, 2)), ("ZYX", (20, 70, 52), (2, 1, 3))])
