@@ -9,10 +9,11 @@ from __future__ import annotations
 import os as _os
 
 # TensorFlow computes with oneDNN by default only on CPUs it finds AVX512-VNNI, AVX512-BF16 or AMX on; on
-# other x86 CPUs (2 AVX2 cores: CI's kind) its own kernels trained the budget's 3D network 3.7 times
-# slower (a float32 step 0.17 s against 0.046 s) and the 2D one 2.2 times (README "Precision, and CPUs
-# without bfloat16"). The switch is read when TensorFlow is imported, so it is set here, before any
-# carecore module imports it; a value the user set wins (``TF_ENABLE_ONEDNN_OPTS=0`` turns it off).
+# other x86 CPUs (2 AVX2 cores: CI's kind) its own kernels trained the budget's 3D network 3.7 times slower
+# (a float32 step 0.17 s against 0.046 s) and the 2D one 2.2 times (benchmarks/quality-per-minute.md,
+# "Precision, and CPUs without bfloat16"). The switch is read when TensorFlow is imported, so it is set
+# here, before any carecore module imports it; a value the user set wins (``TF_ENABLE_ONEDNN_OPTS=0`` turns
+# it off).
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"

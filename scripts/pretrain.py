@@ -3,15 +3,16 @@
     python scripts/pretrain.py --out models/pretrained3d      # ~25 min on 2 CPU cores with 16 filters
     python benchmarks/bench_quality.py --cases embryo_10 --config init_weights=models/pretrained3d
 
-The training pairs are simulator output only (no real image: the benchmark's real cases stay unseen):
-nuclei volumes and cell-wall surface stacks in turn, each at a light dose drawn between 1.4 and 90
-photons peak, with the photon-budget simulator's background and read noise. The network is the one a 3D
-denoising budget of up to 30 minutes builds on a CPU without bfloat16 (``care_config("ZYX",
-time_limit=180, precision="float32")``: 8 filters (16 before 2026-12-02), depth 2, patches of 8×32×32, batches of 4), trained
-for a fixed number of steps (the same weights on any machine, given the seed and the same TensorFlow)
-with that recipe's schedule. The folder is an ordinary model folder whose run card says how it was made
-(its optimizer's state is left out). Measured: README "Fine-tuning from another network" (not reliable
-enough yet to ship such a network or start from it by default).
+The training pairs are simulator output only (no real image: the benchmark's real cases stay
+unseen): nuclei volumes and cell-wall surface stacks in turn, each at a light dose drawn between 1.4
+and 90 photons peak, with the photon-budget simulator's background and read noise. The network is
+the one a 3D denoising budget of up to 30 minutes builds on a CPU without bfloat16
+(``care_config("ZYX", time_limit=180, precision="float32")``: 8 filters (16 before 2026-12-02),
+depth 2, patches of 8×32×32, batches of 4), trained for a fixed number of steps (the same weights on
+any machine, given the seed and the same TensorFlow) with that recipe's schedule. The folder is an
+ordinary model folder whose run card says how it was made (its optimizer's state is left out).
+Measured: benchmarks/quality-per-minute.md, "A pretrained start, tried" (not reliable enough yet to
+ship such a network or start from it by default).
 """
 from __future__ import annotations
 

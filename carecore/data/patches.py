@@ -17,8 +17,8 @@ Validation never overlaps training (CARE-NOTES §7): each validation patch is a 
 box that no training patch touches. Boxes lie on the image's grid of patch-sized cells, drawn at
 random and spread out, so that validation sees the image's bright and dim parts as the data has
 them (one slab at the end of an image, the rule before, was dimmer and smoother than the rest and
-scored blur well: README "Validation boxes spread through the image"). Boxes are taken from the
-last images first until they hold about ``validation_fraction`` of all voxels, so with several
+scored blur well: benchmarks/quality-per-minute.md, "Validation boxes spread through the
+image"). Boxes are taken from the last images first until they hold about ``validation_fraction`` of all voxels, so with several
 images most stay whole for training; an image too small to give boxes and training room is held
 out whole. Where every patch came from is kept in ``positions`` (source image and start per
 spatial axis).

@@ -3,8 +3,8 @@
 ``init_weights`` names a model folder; before its first step, a fresh training copies every layer of
 that folder's network whose name matches this one's (:func:`copy_matching_weights`): an earlier model
 trained on similar data, or a network pretrained on simulations by ``scripts/pretrain.py``. No network
-is shipped in the package yet: the one the script made did not help reliably (README "Fine-tuning from
-another network").
+is shipped in the package yet: the one the script made did not help reliably
+(benchmarks/quality-per-minute.md, "A pretrained start, tried").
 """
 from __future__ import annotations
 

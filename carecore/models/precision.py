@@ -4,7 +4,7 @@ Mixed bfloat16 halves the memory a step moves, but it is only fast where the har
 bfloat16: a CPU with AVX512-BF16 or AMX (x86) or the BF16 extension (ARM), or a GPU of compute
 capability 8.0 or newer. Elsewhere TensorFlow converts every value and computes in float32: on a
 2-core AVX2 CPU a training step of the fast 2D network took 1.6 s in bfloat16 against 0.21 s in
-float32, and the 3D demo made 6 steps in 3 minutes (README "Quality per minute").
+float32, and the 3D demo made 6 steps in 3 minutes (README, "Conventions": Precision).
 
 Where bfloat16 is fast, it is still only chosen for 3D networks: on a CPU with bfloat16 in hardware,
 3-minute runs of the 2D cases restored as well or better in float32 (2D demo SSIM 0.723 against

@@ -3,13 +3,13 @@
 A network trained for a few minutes leaves a fine, pixel-to-pixel grain in flat regions; where the
 structures are coarse (nuclei), a slight Gaussian smoothing of its output takes the grain away and
 costs no detail. Whether it helps, and how much, depends on the data, so ``output_sigma="auto"``
-chooses the sigma when training ends: the one of :data:`OUTPUT_SIGMAS` whose smoothed predictions
-of the validation patches (regions no training patch touched) have the lowest RMSE after the
-paper's affine fit to their targets; 0 (no smoothing) when none is better. Chosen by SSIM instead,
-smoothing trades NRMSE for SSIM. Measured on the benchmark's seven cases, three seeds each (README,
-"Validation boxes spread through the image"): the nuclei gain 0.013 SSIM and 0.001 NRMSE on their
-held-out part with sigma 3-4, the 2D demo 0.029 SSIM with 0.5; where it misjudges (the actin at
-sigma 1) the cost is 0.0001-0.0002 NRMSE.
+chooses the sigma when training ends: the one of :data:`OUTPUT_SIGMAS` whose smoothed predictions of
+the validation patches (regions no training patch touched) have the lowest RMSE after the paper's
+affine fit to their targets; 0 (no smoothing) when none is better. Chosen by SSIM instead, smoothing
+trades NRMSE for SSIM. Measured on the benchmark's seven cases, three seeds each
+(benchmarks/quality-per-minute.md, "Validation boxes spread through the image"): the nuclei gain
+0.013 SSIM and 0.001 NRMSE on their held-out part with sigma 3-4, the 2D demo 0.029 SSIM with 0.5;
+where it misjudges (the actin at sigma 1) the cost is 0.0001-0.0002 NRMSE.
 
 Only the mean is smoothed; a probabilistic model's scale stays as the network predicts it.
 
