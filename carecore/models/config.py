@@ -251,37 +251,36 @@ def upgrade(d):
     return d
 
 
-#: Training budgets up to this many seconds get :data:`FAST_RECIPE`, measured on the 2-core CI machine
-#: with the demo's simulated nuclei (README "Training for a time budget"): 16 filters, 16x32x32 patches,
-#: peak rate 3e-3 reached SSIM 0.83 in 150 s with batches of 8 (0.81 with 16; at 60 s 0.58 and 0.48),
-#: where CSBDeep's network size with its patches reached 0.69. The peak rate is now 1e-3, reached over
-#: the first 15 % of the budget (benchmarks/quality-per-minute.md): on the BPAE nuclei at 5 photons, where
-#: 3e-3 with a 5 % warm-up tied the best filter at most, it beat it in 3 of 4 runs, by 0.002-0.005
-#: SSIM (the fourth tied in SSIM and lost in NRMSE); the other cases lost a little of their margins.
+#: Training budgets up to this many seconds get :data:`FAST_RECIPE`, measured on the 2-core CI machine with
+#: the demo's simulated nuclei (README "Training for a time budget"): 16 filters, 16x32x32 patches, peak rate
+#: 3e-3 reached SSIM 0.83 in 150 s with batches of 8 (0.81 with 16; at 60 s 0.58 and 0.48), where CSBDeep's
+#: network size with its patches reached 0.69. The peak rate is now 1e-3, reached over the first 15 % of the
+#: budget (benchmarks/quality-per-minute.md, its first section): on the BPAE nuclei at 5 photons, where 3e-3
+#: with a 5 % warm-up tied the best filter at most, it beat it in 3 of 4 runs, by 0.002-0.005 SSIM (the fourth
+#: tied in SSIM and lost in NRMSE); the other cases lost a little of their margins.
 FAST_RECIPE_UP_TO = 1800
 FAST_RECIPE = {"unet_filters": 16, "batch_size": 8, "learning_rate": 1e-3, "warmup": 0.15, "epochs": 10}  # epochs: validations
 FAST_RECIPE_PATCH = {2: (64, 64), 3: (16, 32, 32)}
-#: What 3D denoising budgets computed in float32 (CPUs without bfloat16) take instead: half as thick
-#: patches, half as many a batch. Training such a network in float32 on 2 AVX2 cores, a batch of 8
-#: patches of 16x32x32 took 1.27 s a step, and 4 patches of 8x32x32 0.25 s (a working set that fits the
-#: caches: 1.3 times the voxels a second, 5 times the steps); the 3D demo's test volume after 180 s went
-#: from SSIM / NRMSE 0.395 / 0.0563 (79 steps) to 0.679 / 0.0447 (512 steps), past the tuned TV's 0.585 / 0.0482
-#: (benchmarks/quality-per-minute.md). Where 3D trains in bfloat16 the recipe above is kept (measured there).
-#: And 8 filters, not 16 (2026-12-02, same CPU, the app's default probabilistic run, 180 s, seed 0): a step
-#: took half the time (715 steps, not 351) and the 3D demo's test volume went from 0.458 / 0.0564 (below
-#: TV) to 0.734 / 0.0388; the network escapes a plateau at the filter's answer after ~200-300 steps
-#: whatever its width, and only the steps a budget holds decide whether it does
-#: (benchmarks/quality-per-minute.md). The embryo at 10 photons loses SSIM with it (0.741 against
-#: 0.776-0.790 with 16 filters): the narrower network is for budgets short in steps only (up to :data:`FEW_STEPS_UP_TO` seconds); longer
-#: float32 budgets keep 16 filters (not measured either way: where steps are plenty, width is what the
-#: embryo asked for).
-#: All of the above was measured with TensorFlow's own kernels; since ``import carecore`` turns oneDNN on
-#: (2026-12-02, same kind of CPU), a step of 8 filters takes 0.046 s, not 0.17, and 180 s hold ~2700 steps.
-#: With that many, batches of 2 patches of 16x32x32 (the same voxels a step) won on both cases (plain
-#: recipe, seed 0, test SSIM / NRMSE): the 3D demo 0.704 / 0.0354 -> 0.938 / 0.0316, the embryo 0.861 /
-#: 0.0339 -> 0.876 / 0.0286 (NLM 0.800, TV 0.0442); 16 filters, thin or thick, did less in the same time
-#: (thin: 0.777 / 0.0341 and 0.867 / 0.0306; thick: the embryo 0.850 / 0.0303).
-#: benchmarks/quality-per-minute.md.
+#: What 3D denoising budgets computed in float32 (CPUs without bfloat16) take instead: half as thick patches,
+#: half as many a batch. Training such a network in float32 on 2 AVX2 cores, a batch of 8 patches of 16x32x32
+#: took 1.27 s a step, and 4 patches of 8x32x32 0.25 s (a working set that fits the caches: 1.3 times the
+#: voxels a second, 5 times the steps); the 3D demo's test volume after 180 s went from SSIM / NRMSE 0.395 /
+#: 0.0563 (79 steps) to 0.679 / 0.0447 (512 steps), past the tuned TV's 0.585 / 0.0482
+#: (benchmarks/quality-per-minute.md, "Smaller 3D batches in float32"). Where 3D trains in bfloat16 the recipe
+#: above is kept (measured there). And 8 filters, not 16 (2026-12-02, same CPU, the app's default
+#: probabilistic run, 180 s, seed 0): a step took half the time (715 steps, not 351) and the 3D demo's test
+#: volume went from 0.458 / 0.0564 (below TV) to 0.734 / 0.0388; the network escapes a plateau at the filter's
+#: answer after ~200-300 steps whatever its width, and only the steps a budget holds decide whether it does
+#: (benchmarks/quality-per-minute.md, "8 filters for short 3D budgets in float32"). The embryo at 10 photons
+#: loses SSIM with it (0.741 against 0.776-0.790 with 16 filters): the narrower network is for budgets short
+#: in steps only (up to :data:`FEW_STEPS_UP_TO` seconds); longer float32 budgets keep 16 filters (not measured
+#: either way: where steps are plenty, width is what the embryo asked for). All of the above was measured with
+#: TensorFlow's own kernels; since ``import carecore`` turns oneDNN on (2026-12-02, same kind of CPU), a step
+#: of 8 filters takes 0.046 s, not 0.17, and 180 s hold ~2700 steps. With that many, batches of 2 patches of
+#: 16x32x32 (the same voxels a step) won on both cases (plain recipe, seed 0, test SSIM / NRMSE): the 3D demo
+#: 0.704 / 0.0354 -> 0.938 / 0.0316, the embryo 0.861 / 0.0339 -> 0.876 / 0.0286 (NLM 0.800, TV 0.0442); 16
+#: filters, thin or thick, did less in the same time (thin: 0.777 / 0.0341 and 0.867 / 0.0306; thick: the
+#: embryo 0.850 / 0.0303). benchmarks/quality-per-minute.md, "oneDNN where TensorFlow leaves it off".
 FAST_RECIPE_3D_FLOAT32 = {"patch_size": (16, 32, 32), "batch_size": 2}
 FEW_STEPS_UP_TO = 300
 FAST_RECIPE_3D_FLOAT32_FEW_STEPS = {"unet_filters": 8}
