@@ -124,9 +124,14 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     assert page.locator(".care-train-custom").count() == 0
     budget.get_by_text("Custom (epochs × steps)").click()
     page.locator(".care-train-custom").wait_for(timeout=10_000)
-    budget.get_by_text("Test · 30 s").click()
+    budget.get_by_text("Standard · 20 min").click()   # a long budget says when it pays off
     page.locator(".care-train-custom").wait_for(state="detached", timeout=10_000)
-    assert "0:30 of training" in page.locator(".care-train-recipe").inner_text()
+    page.locator(".care-train-recipe", has_text="20:00 of training").wait_for(timeout=10_000)
+    assert "helps most with more training data" in page.locator(".care-train-recipe").inner_text()
+    page.screenshot(path=str(shots / "2_train_budget.png"), full_page=True)
+    budget.get_by_text("Test · 30 s").click()
+    page.locator(".care-train-recipe", has_text="0:30 of training").wait_for(timeout=10_000)
+    assert "helps most with more training data" not in page.locator(".care-train-recipe").inner_text()
     saw_points_while_running = _train_until_done(page)
     assert saw_points_while_running, "no curve points appeared while training ran"
     time.sleep(1.5)   # the last status poll reaches the charts
