@@ -186,13 +186,15 @@ def cmd_train(args):
     steps = None if limit else (args.steps or config.steps_per_epoch)
     from tqdm.auto import tqdm
 
+    from .training.events import budget_clock
+
     bar = tqdm(total=limit or epochs * steps, desc="training", unit="s" if limit else "step",
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}" if limit else None)
 
     def on_event(e):
         if e["kind"] == "batch":
-            if limit:   # an ensemble's members share the budget one after another
-                bar.n = min((e.get("member", 1) - 1) * limit / e.get("members", 1) + e["elapsed"], limit)
+            if limit:
+                bar.n = budget_clock(e, limit)
                 bar.refresh()
             else:
                 bar.update(1)

@@ -318,5 +318,13 @@ def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path,
     assert card["time_limit"] == 12 and card["validation_baseline"]["name"] in cc.BASELINES
     bc = card["budget_clock"]  # where the seconds went: fit's start, its last epoch, its return
     assert fit_startup < bc["fit_started"] < bc["last_epoch_ended"] <= bc["fit_returned"] < 12.5, bc
+    # the CLI's bar reads the budget's clock, which counts the preparation too (a step's ``elapsed`` does
+    # not): it ends at the deadline, not short of it; an ensemble's members share the budget in turn
+    from carecore.training.events import budget_clock
+
+    end = budget_clock(batches[-1], 12.0)
+    assert 10.5 <= end <= 12 and end > batches[-1]["elapsed"] + 0.5, (end, batches[-1])   # an epoch may end early
+    assert budget_clock({"member": 1, "members": 2, "eta": 6.0}, 12.0) == 0
+    assert budget_clock({"member": 2, "members": 2, "eta": 1.5}, 12.0) == 10.5
     with pytest.raises(CareError, match="time limit"):
         model.train(patches, time_limit="three minutes")
