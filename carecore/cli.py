@@ -182,8 +182,15 @@ def cmd_train(args):
         if not args.ensemble:
             model = create_model(config, model_dir)
     epochs = args.epochs or config.epochs
-    limit = parse_duration(args.time_limit) if args.time_limit else config.time_limit
+    if args.time_limit:
+        limit = parse_duration(args.time_limit)
+    elif args.epochs is not None or args.steps is not None:
+        limit = 0.0   # epochs x steps asked for: no budget, also for a model saved with one
+    else:
+        limit = config.time_limit
     steps = None if limit else (args.steps or config.steps_per_epoch)
+    if resume:
+        print(f"this run: a time budget of {limit:g} s" if limit else f"this run: {epochs} epoch(s) of {steps} steps")
     from tqdm.auto import tqdm
 
     from .training.events import budget_clock

@@ -551,6 +551,9 @@ class CARE:
         if budget:
             self.run_card["time_limit"] = budget
             self.run_card["budget_clock"] = {k: (None if v is None else round(float(v), 2)) for k, v in clock.items()}
+        else:   # this call's: an earlier, budgeted call of a resumed model does not speak for it
+            self.run_card.pop("time_limit", None)
+            self.run_card.pop("budget_clock", None)
         if c.probabilistic and self._best_weights is not None:
             from ..uncertainty import reference_levels
             from ..uncertainty.scale_head import fit_scale_head

@@ -184,7 +184,10 @@ def run_job(job_dir):
         else:
             mdir = job_dir / "model"
             model = load_model_folder(mdir, weights="last") if (mdir / "manifest.json").exists() else create_model(config, mdir)
-            result = model.train(patches, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"),
+            # the job's own budget (or epochs x steps), not the one a resumed model was saved with: the app's
+            # Resume trains for what the Train step shows
+            result = model.train(patches, epochs=job.get("epochs") or config.epochs, time_limit=config.time_limit,
+                                 steps_per_epoch=job.get("steps_per_epoch") or config.steps_per_epoch,
                                  callback=on_event, stop=stop)
             status["state"] = result.status
             status["message"] = result.message

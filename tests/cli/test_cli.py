@@ -108,6 +108,25 @@ def test_budgeted_training_from_two_channels_to_one(tmp_path):
     assert (c.n_channel_in, c.n_channel_out, c.residual, c.residual_sigma, c.residual_affine) == (2, 1, False, 0.0, ())
 
 
+
+def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, capsys):
+    """A model saved with a budget, resumed with --epochs/--steps, trains those (not its saved budget);
+    the line after "resuming" says what this run does."""
+    rng = np.random.default_rng(1)
+    for name in ("low", "high"):
+        (tmp_path / name).mkdir()
+    clean = rng.random((96, 96)).astype(np.float32)
+    write_image(tmp_path / "high" / "a.tif", clean, axes="YX")
+    write_image(tmp_path / "low" / "a.tif", (clean + rng.normal(0, 0.3, clean.shape)).astype(np.float32), axes="YX")
+    args = ["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "YX",
+            "--model-dir", str(tmp_path / "m"), "--patch", "32,32", "--batch", "4", "--n-per-image", "16"]
+    assert main(args + ["--time-limit", "4s"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("time_limit: ")
+    assert main(args[:-6] + ["--epochs", "1", "--steps", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "this run: 1 epoch(s) of 2 steps" in out and out[-1].startswith("completed: "), out
+
+
 def test_a_fine_tune_from_a_folder_that_is_no_model_is_one_line_and_writes_nothing(tmp_path):
     r = run("demo-data", tmp_path / "demo", "--task", "denoising3d", "--size", "tiny")
     assert r.returncode == 0, r.stderr

@@ -91,3 +91,30 @@ def test_the_cli_says_how_an_ensemble_ended(tmp_path, capsys):
                "--n-per-image", "16", "--batch", "4"])
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert rc == 0 and out == f"time_limit: ensemble of 2 member(s) in {tmp_path / 'ens'}", out
+
+
+def test_a_resumed_job_trains_for_the_budget_it_is_given(tmp_path):
+    """The app's Resume writes the Train step's new choice into the job: a model saved with epochs x
+    steps resumes for a time budget, and one saved with a budget resumes for epochs x steps."""
+    rng = np.random.default_rng(0)
+    clean = gaussian_filter(rng.random((96, 96)), 2).astype(np.float32)
+    noisy = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)
+    cc.create_patches([(noisy, clean)], (32, 32), axes="YX", n_patches_per_image=16, out=tmp_path / "patches")
+    base = care_config("YX", quick=True, residual_sigma=1.0, precision="float32", epochs=1, steps_per_epoch=2)
+    (tmp_path / "job").mkdir()
+
+    def run(config):
+        (tmp_path / "job" / "job.json").write_text(json.dumps(
+            {"config": config.to_dict(), "patches": str(tmp_path / "patches"), "ensemble": 0}))
+        return run_job(tmp_path / "job")
+
+    assert run(base)["state"] == "completed"
+    status = run(base.replace(time_limit=4.0))                  # resumed for a budget of 4 s
+    assert status["state"] == "time_limit", status
+    model = cc.load_model(tmp_path / "job" / "model")
+    assert model.run_card["time_limit"] == 4.0 and len(model.history) >= 2
+    n = len(model.history)
+    status = run(base.replace(epochs=1, steps_per_epoch=3))     # and again for one epoch of 3 steps
+    assert status["state"] == "completed", status
+    model = cc.load_model(tmp_path / "job" / "model")
+    assert len(model.history) == n + 1 and "time_limit" not in model.run_card   # the card is this run's
