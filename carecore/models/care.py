@@ -439,8 +439,27 @@ class CARE:
                           f"best validation loss so far {self.best_val_loss:.4g} (its weights are kept unless beaten)")
             if callback is not None:
                 callback({"kind": "resume", "message": resume_msg})
+        w_before = self.keras_model.get_weights()   # what a stop before the first step leaves
+
+        def stopped_before_training():
+            """A stop request during the preparation (the filters' line, graph building, timed steps):
+            nothing trained, nothing saved, the network as it was; True when it came."""
+            if stop is None or not stop():
+                return None
+            self.keras_model = self._build() if strategy is not None else self.keras_model   # back to one device
+            self.keras_model.set_weights(w_before)
+            self._stage_cache = None
+            message = ("training stopped on request before its first step: nothing was trained, "
+                       + ("the folder is as it was" if resumed else "nothing was saved"))
+            if callback is not None:
+                callback({"kind": "end", "status": "stopped", "message": message})
+            return TrainingResult("stopped", message, len(self.history), list(self.history), self.best_val_loss,
+                                  time.perf_counter() - t_enter)
+
         val = ValidationSet(Xv, Yv, self)
         self.baseline_val = val.baseline(cached=info.get("validation_baseline"))
+        if (early := stopped_before_training()) is not None:
+            return early
         if self.baseline_val and not isinstance(patches, tuple):  # the next run on these patches (an ensemble's
             patches.meta.setdefault("validation_baseline", self.baseline_val)   # members) reuses it
         if callback is not None and self.baseline_val:
@@ -486,6 +505,8 @@ class CARE:
                 deadline -= 2 * (np.ceil(min(len(X), FIT_PATCHES) / bs) * s_step / 3 + 2.0)
             if self._chooses_output_sigma():   # and the output smoothing's choice: a forward pass over the
                 deadline -= s_val + 1.0             # validation patches, and the smoothings
+        if (early := stopped_before_training()) is not None:
+            return early
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
 
         def checkpoint(events, save=True):

@@ -202,6 +202,24 @@ def test_stop_request_within_one_batch(patches):
     assert r.status == "stopped" and len(steps) == 3
 
 
+
+def test_a_stop_during_the_preparation_trains_and_saves_nothing(patches, tmp_path):
+    """Stop pressed while the filters' line is tuned or the budget's steps are timed: the call returns
+    "stopped" before the first step of training, writes no folder and leaves the network as it was
+    (the timed steps undone)."""
+    model = cc.CARE(care_config("ZYX", quick=True, epochs=3, steps_per_epoch=10), tmp_path / "m")
+    before = model.keras_model.get_weights()
+    for asked_at in (1, 2):   # the first check follows the filters' line, the second the timed steps
+        calls, events = [], []
+        r = model.train(patches, time_limit=60, callback=events.append,
+                        stop=lambda: calls.append(1) or len(calls) >= asked_at)
+        assert r.status == "stopped" and "before its first step" in r.message and r.epochs == 0, r
+        assert len(calls) == asked_at and not any(e["kind"] in ("batch", "epoch") for e in events)
+        assert events[-1] == {"kind": "end", "status": "stopped", "message": r.message}
+        assert not (tmp_path / "m").exists()
+        assert all(np.array_equal(a, b) for a, b in zip(before, model.keras_model.get_weights()))
+
+
 def test_nan_loss_stops_and_keeps_best(patches):
     model = cc.CARE(care_config("ZYX", quick=True, epochs=3, steps_per_epoch=4))
     X, Y = patches.train
