@@ -212,7 +212,7 @@ def cmd_train(args):
         elif e["kind"] == "baseline":
             bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']} "
                       f"val_ssim {e['val_ssim']:.3f}")
-        elif e["kind"] in ("resume", "dead_network"):
+        elif e["kind"] in ("resume", "dead_network", "note"):
             bar.write(e["message"])
         elif e["kind"] == "ensemble_end":
             outcome.update(e)

@@ -40,6 +40,9 @@ from .precision import onednn_enabled
 DEFAULT_PREDICT_BUDGET = 1 * 2**30
 #: Validation patches a probabilistic model's ``tta_scale_factor`` is measured on (8 views each)
 TTA_FIT_PATCHES = 32
+#: Fewer training steps than this left in a time budget after its preparation: the run's message says the
+#: budget was too short (it still ends on time, with what it learned)
+MIN_BUDGET_STEPS = 20
 
 
 @dataclass
@@ -470,6 +473,7 @@ class CARE:
         prior = list(self.history)
         t0 = time.perf_counter()
         deadline = None
+        too_short = None   # a budget that the preparation (nearly) used up: said in the message
         lr_fn = cosine_lr(c.learning_rate, c.warmup) if c.lr_schedule == "cosine" else None
         if lr_fn is not None:  # no step at the peak rate before the warm-up (it can ruin a fresh network)
             self.keras_model.optimizer.learning_rate.assign(lr_fn(0.0))
@@ -505,6 +509,14 @@ class CARE:
                 deadline -= 2 * (np.ceil(min(len(X), FIT_PATCHES) / bs) * s_step / 3 + 2.0)
             if self._chooses_output_sigma():   # and the output smoothing's choice: a forward pass over the
                 deadline -= s_val + 1.0             # validation patches, and the smoothings
+            prep = time.perf_counter() - t_enter
+            room = int(max(deadline - prep, 0.0) / max(s_step, 1e-9))   # training steps the budget still holds
+            if room < MIN_BUDGET_STEPS:
+                too_short = (f"the budget of {budget:g} s left room for about {room} training step(s) after "
+                             f"{prep:.0f} s of preparation (the filters' line, building the network, timing it) and "
+                             "the work after training: too few to learn from; give a longer budget")
+                if callback is not None:
+                    callback({"kind": "note", "message": too_short})
         if (early := stopped_before_training()) is not None:
             return early
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
@@ -556,7 +568,7 @@ class CARE:
                 return TrainingResult(cb.status, message,
                                       len(self.history), list(self.history), self.best_val_loss, seconds)
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
-        notes = list(cb.notes)
+        notes = list(cb.notes) + ([too_short] if too_short else [])
         if cb.restarts and cb.best_epoch is not None and cb.best_epoch <= cb.restarts[-1]["epoch"]:
             notes.append(f"the restarted network did not beat the validation loss of epoch {cb.best_epoch}: "
                          "those weights, from before the restart, are kept")

@@ -11,6 +11,8 @@
   depending on its input, and training started again from new weights of ``seed`` or (the run ending,
   restarted enough, or too little left: ``seed`` None) goes on to its end
   (:mod:`carecore.training.dead_network`);
+- ``{"kind": "note", "message"}``: something the user should know before training ends (a time budget
+  that its preparation nearly used up);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
 ``stop()`` is polled after every step; when it returns True training ends after that step.

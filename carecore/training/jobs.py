@@ -160,7 +160,7 @@ def run_job(job_dir):
             write(force=True)
         elif e["kind"] == "resume":
             status["resume"] = e.get("message", "")
-        elif e["kind"] == "dead_network":   # shown by the app until the next job
+        elif e["kind"] in ("dead_network", "note"):   # shown by the app until the next job
             member = f"member {e['member']}: " if e.get("member") else ""
             status.setdefault("notes", []).append(member + e.get("message", ""))
             write(force=True)

@@ -220,6 +220,20 @@ def test_a_stop_during_the_preparation_trains_and_saves_nothing(patches, tmp_pat
         assert all(np.array_equal(a, b) for a, b in zip(before, model.keras_model.get_weights()))
 
 
+
+def test_a_budget_the_preparation_uses_up_says_so(patches):
+    """A budget shorter than the filters' line, building and timing: the run still ends on its budget,
+    and its message says it held too few steps to learn from (a run with room says nothing of it)."""
+    model = cc.CARE(care_config("ZYX", quick=True, epochs=3))
+    events = []
+    r = model.train(patches, time_limit=0.5, callback=events.append)
+    assert r.status == "time_limit" and "too few to learn from; give a longer budget" in r.message, r.message
+    assert "the budget of 0.5 s left room for about 0 training step(s)" in r.message
+    # said while it trains too (the CLI prints it, the app's Train step lists it under the job's state)
+    notes = [e["message"] for e in events if e["kind"] == "note"]
+    assert len(notes) == 1 and notes[0] in r.message
+
+
 def test_nan_loss_stops_and_keeps_best(patches):
     model = cc.CARE(care_config("ZYX", quick=True, epochs=3, steps_per_epoch=4))
     X, Y = patches.train
@@ -327,6 +341,7 @@ def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path,
     factor = round(0.25 / fit_step)
     lo = 30 * factor - (12 if fit_startup else 0)
     assert r.status == "time_limit" and 3 * factor - (1 if fit_startup else 0) <= r.epochs <= 3 * factor + 1, r
+    assert "too few to learn from" not in r.message   # ~40 steps of room: not a budget too short
     assert lo <= len(batches) <= 48 * factor and 10 < clock.now < 12 + 0.5, (len(batches), clock.now)
     assert epochs[-1]["epochs"] == epochs[-1]["epoch"] == r.epochs     # the estimate ends on the truth
     # the schedule warms up and decays towards 0 as the budget runs out
