@@ -136,6 +136,8 @@ def cmd_train(args):
                                        ("init_weights", args.init_weights)) if v is not None}
         if args.time_limit:
             overrides["time_limit"] = parse_duration(args.time_limit)
+            if args.ensemble and args.ensemble >= 2:   # the members share the budget: the recipe is sized for a share
+                overrides["members"] = args.ensemble
         elif args.epochs is not None or args.steps is not None:
             overrides["time_limit"] = 0   # epochs x steps asked for: no budget (kinds that default to one too)
         axes = "".join(a for a in (args.axes or "ZYX").upper() if a in "ZYX")

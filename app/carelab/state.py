@@ -561,6 +561,8 @@ class LabState(HasTraits):
         kw.update({CONFIG_FIELDS[k]: getattr(self, k) for k in t["options"] if k in CONFIG_FIELDS})
         if self.time_limit > 0:
             kw.update(time_limit=float(self.time_limit))
+            if t["probabilistic"] and self.ensemble >= 2:   # the members share the budget: sized for a share
+                kw.update(members=int(self.ensemble))
             if self.quick:
                 kw.update(unet_filters=8, batch_size=4, patch_size=t["quick_patch"], epochs=3)
         else:

@@ -292,7 +292,7 @@ FAST_RECIPE_3D_FLOAT32_FEW_STEPS = {"unet_filters": 8}
 FAST_RECIPE_2D_NO_BFLOAT16 = {"batch_size": 4}
 
 
-def care_config(axes="ZYX", *, quick=False, **overrides):
+def care_config(axes="ZYX", *, quick=False, members=1, **overrides):
     """The common case in one line: CSBDeep-comparable defaults for ``axes``, or tiny ``quick`` sizes.
 
     With a ``time_limit`` of up to 30 minutes the network and batches are sized for it
@@ -302,7 +302,9 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
     on a machine without bfloat16 hardware :data:`FAST_RECIPE_2D_NO_BFLOAT16`'s). The
     precision is chosen for this machine (:func:`~carecore.models.precision.default_precision`:
     mixed bfloat16 for 3D networks where the hardware computes in bfloat16, else float32). Any value
-    given explicitly wins.
+    given explicitly wins. ``members``: the budget is an ensemble's, whose members share it equally
+    (:func:`~carecore.uncertainty.train_ensemble`), so the recipe is chosen for one member's share
+    (``time_limit`` stays the whole budget).
 
     Examples
     --------
@@ -317,7 +319,9 @@ def care_config(axes="ZYX", *, quick=False, **overrides):
         from .care import parse_duration
 
         overrides["time_limit"] = parse_duration(overrides["time_limit"])
-    limit = overrides.get("time_limit") or 0
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise CareError(f"members: the number of ensemble members sharing the budget, >= 1; got {members!r}")
+    limit = (overrides.get("time_limit") or 0) / members   # what one network trains for
     if overrides.get("precision") is None:   # None: chosen for the machine, as when not given
         overrides.pop("precision", None)
     depth = overrides.get("unet_depth", 2)

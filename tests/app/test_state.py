@@ -81,6 +81,9 @@ def test_budget_maps_to_config(tmp_path):
     assert (s.config().unet_filters, s.config().batch_size) == (16, fast[0])
     s.time_limit = 3600                                        # beyond the fast recipe: CSBDeep's sizes
     assert s.config().time_limit == 3600 and s.config().patch_size == (16, 64, 64)
+    s.ensemble = 5                                             # five members share the hour: the 12-minute recipe
+    assert s.config().time_limit == 3600 and (s.config().patch_size, s.config().unet_filters) == ((16, 32, 32), 16)
+    s.ensemble = 0
     s.time_limit = 0                                           # custom: epochs × steps as typed
     c = s.config()
     assert (c.time_limit, c.epochs, c.steps_per_epoch, c.unet_filters, c.batch_size, c.learning_rate) == \

@@ -167,7 +167,18 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
         c = care_config("ZYX", time_limit=180, unet_depth=4)
         assert (c.patch_size, c.precision) == ((16, 32, 32), "float32")
         assert care_config("ZYX", time_limit=180, precision=None) == care_config("ZYX", time_limit=180)
+        # an ensemble's budget: the recipe is one member's share's (5 members of an hour train the fast
+        # recipe of 12 minutes, not CSBDeep's network), the budget stays the whole
+        for limit, members in ((3600, 5), (900, 5), (600, 2)):
+            shared = care_config("ZYX", time_limit=limit, members=members, probabilistic=True)
+            assert shared == care_config("ZYX", time_limit=limit / members, probabilistic=True).replace(
+                time_limit=float(limit)), (limit, members)
+        assert care_config("ZYX", time_limit=3600).unet_filters == 32   # one network of an hour: CSBDeep's
+        assert care_config("ZYX", time_limit=3600, members=5).unet_filters == 16
     assert CareConfig(axes="ZYX").precision == "float32"
+    for bad in (0, 1.5, True):
+        with pytest.raises(CareError, match="members"):
+            care_config("ZYX", time_limit=180, members=bad)
 
 
 def test_import_turns_onednn_on_unless_told_otherwise():
