@@ -69,7 +69,8 @@ n_members = 2 if QUICK else 3
 if QUICK:
     config = cc.care_config("ZYX", probabilistic=True, **QUICK_TRAINING)
 else:
-    config = cc.care_config("ZYX", probabilistic=True, time_limit=180)
+    # three minutes for the whole ensemble: each member gets a third, and its network is sized for that
+    config = cc.care_config("ZYX", probabilistic=True, time_limit=180, members=n_members)
 patches = cc.create_patches(cc.find_pairs(d / "train" / "low", d / "train" / "high"), config.patch_size,
                             n_patches_per_image=32 if QUICK else 256)
 

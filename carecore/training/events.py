@@ -242,14 +242,15 @@ def cosine_lr(peak, warmup=0.05):
 def budget_clock(event, time_limit):
     """Seconds of a ``time_limit`` budget used by the time of a ``"batch"`` event, counted from the start
     of the call as the deadline is (the filters' line, graph building and timed steps included, which
-    the event's ``elapsed``, counted from the first step, leaves out). An ensemble's members share the
-    budget equally, one after another (``event["member"]`` of ``event["members"]``).
+    the event's ``elapsed``, counted from the first step, leaves out). An ensemble's member trains for
+    ``event["budget_share"]`` seconds from ``event["budget_start"]`` into the budget
+    (:func:`~carecore.uncertainty.train_ensemble` adds both).
 
     Examples
     --------
-    >>> budget_clock({"member": 2, "members": 2, "eta": 1.0, "elapsed": 2.0}, 8.0)
+    >>> budget_clock({"budget_start": 4.5, "budget_share": 3.5, "eta": 1.0, "elapsed": 2.0}, 8.0)
     7.0
     """
-    share = time_limit / event.get("members", 1)
-    done = (event.get("member", 1) - 1) * share + share - (event.get("eta") or 0.0)
+    start, share = event.get("budget_start", 0.0), event.get("budget_share", time_limit)
+    done = start + share - (event.get("eta") or 0.0)
     return float(min(max(done, 0.0), time_limit))

@@ -6,6 +6,7 @@ knows nothing of models or files.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,9 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
                    steps_per_epoch=None, time_limit=None):
     """Train ``n_members`` probabilistic models with seeds ``config.seed + i``, one after another.
 
-    ``time_limit`` (seconds or text such as ``"10m"``) is for the whole ensemble: each member gets
-    an equal share.
+    ``time_limit`` (seconds or text such as ``"10m"``) is for the whole ensemble: the classical filters'
+    line on the validation patches is tuned once, first, and each member gets an equal share of what is
+    left when it starts (so a member that ended early or late moves the others' shares, not the end).
 
     Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
     ``"members"`` added; at the end, ``{"kind": "ensemble_end", "state", "message", "members",
@@ -119,7 +121,8 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         config = config.replace(probabilistic=True, loss="laplace")
     from ..models.care import parse_duration
 
-    share = parse_duration(config.time_limit if time_limit is None else time_limit) / n_members
+    budget = parse_duration(config.time_limit if time_limit is None else time_limit)
+    t_start = time.perf_counter()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ENSEMBLE_FILE).unlink(missing_ok=True)   # trained again: the old index must not list new members
@@ -129,7 +132,20 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
             stopped = True
             break
         model = create_model(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
-        cb = (lambda e, i=i: callback({**e, "member": i + 1, "members": n_members})) if callback else None
+        if i == 0 and budget and not isinstance(patches, tuple) and not patches.meta.get("validation_baseline"):
+            # the filters' line, which every member's training shows and reuses from the patches, is tuned
+            # before the budget is shared: the first member does not pay for it alone
+            from ..training.validation import ValidationSet
+
+            line = ValidationSet(*patches.val, model).baseline()
+            if line:
+                patches.meta["validation_baseline"] = line
+        # an equal share of the time left (never 0, which would mean no budget at all)
+        begun = time.perf_counter() - t_start
+        share = max((budget - begun) / (n_members - i), 0.1) if budget else 0.0
+        where = {"budget_start": begun, "budget_share": share} if budget else {}   # the bar's clock
+        cb = (lambda e, i=i, where=where: callback({**e, "member": i + 1, "members": n_members, **where})) \
+            if callback else None
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
                              time_limit=share)
         # a member that ended on its own keeps its weights (CARE.train does); one stopped or failed before a

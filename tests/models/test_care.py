@@ -357,7 +357,7 @@ def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path,
 
     end = budget_clock(batches[-1], 12.0)
     assert 10.5 <= end <= 12 and end > batches[-1]["elapsed"] + 0.5, (end, batches[-1])   # an epoch may end early
-    assert budget_clock({"member": 1, "members": 2, "eta": 6.0}, 12.0) == 0
-    assert budget_clock({"member": 2, "members": 2, "eta": 1.5}, 12.0) == 10.5
+    assert budget_clock({"member": 1, "budget_start": 0.0, "budget_share": 6.0, "eta": 6.0}, 12.0) == 0
+    assert budget_clock({"member": 2, "budget_start": 5.5, "budget_share": 6.5, "eta": 1.5}, 12.0) == 10.5
     with pytest.raises(CareError, match="time limit"):
         model.train(patches, time_limit="three minutes")
