@@ -110,6 +110,8 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     ``"members"`` added; at the end, ``{"kind": "ensemble_end", "state", "message", "members",
     "n_members"}`` (:func:`ensemble_outcome`). Training ends at a member that is stopped or fails
     (NaN); such a member is left out when no epoch of it was validated (it has no best weights).
+    A member whose training raises ends the training too; the error is raised unless the members
+    before it make an ensemble, which is then kept and its message says which member failed and why.
     Returns the :class:`Ensemble` (its folder lists the members), or None when fewer than 2 members
     were trained.
     """
@@ -146,8 +148,15 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         where = {"budget_start": begun, "budget_share": share} if budget else {}   # the bar's clock
         cb = (lambda e, i=i, where=where: callback({**e, "member": i + 1, "members": n_members, **where})) \
             if callback else None
-        result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
-                             time_limit=share)
+        try:
+            result = model.train(patches, epochs=epochs, steps_per_epoch=steps_per_epoch, callback=cb, stop=stop,
+                                 time_limit=share)
+        except Exception as e:   # the members trained before it are kept when they make an ensemble
+            if len(members) < 2:
+                raise
+            ends.append({"member": i + 1, "status": "error", "kept": False,
+                         "message": str(e) if isinstance(e, CareError) else f"{type(e).__name__}: {e}"})
+            break
         # a member that ended on its own keeps its weights (CARE.train does); one stopped or failed before a
         # validated epoch has none worth keeping
         kept = result.status not in ("stopped", "nan") or bool(np.isfinite(result.best_val_loss))
@@ -186,7 +195,9 @@ def ensemble_outcome(ends, n_members, stopped):
     elif len(kept) < n_members:
         parts.append(f"the ensemble has {len(kept)} of its {n_members} members")
     for e in ends:
-        if not e["kept"]:
+        if e["status"] == "error":
+            parts.append(f"member {e['member']} failed: {e['message']}")
+        elif not e["kept"]:
             parts.append(f"member {e['member']} was left out (no epoch of it was validated): {e['message']}")
         elif e["status"] in ("stopped", "nan"):
             parts.append(f"member {e['member']}: {e['message']}")

@@ -57,6 +57,38 @@ def test_a_stop_between_members_ends_the_ensemble_as_stopped(tmp_path):
     assert not (tmp_path / "ens" / ENSEMBLE_FILE).exists()
 
 
+
+def test_a_member_that_fails_loses_nothing_trained_before_it(tmp_path):
+    """Member 3 raises (a full disk, a bug): members 1 and 2 stay an ensemble, and the outcome says what
+    happened; with fewer than 2 members before it the error itself is raised."""
+    import pytest
+
+    rng = np.random.default_rng(0)
+    clean = gaussian_filter(rng.random((96, 96)), 2).astype(np.float32)
+    noisy = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)
+    patches = cc.create_patches([(noisy, clean)], (32, 32), axes="YX", n_patches_per_image=16)
+    config = care_config("YX", quick=True, residual_sigma=1.0, precision="float32")
+    events = []
+
+    def failing_at(member):
+        def callback(e):
+            events.append(e)
+            if e.get("member") == member and e["kind"] == "batch":
+                raise OSError("No space left on device")
+        return callback
+
+    ens = train_ensemble(patches, config, tmp_path / "ens", n_members=3, epochs=1, steps_per_epoch=2,
+                         callback=failing_at(3))
+    assert ens is not None and len(ens.members) == 2
+    assert len(cc.load_model(tmp_path / "ens").members) == 2          # the index lists the two
+    end = events[-1]
+    assert (end["kind"], end["state"], end["members"]) == ("ensemble_end", "completed", 2)
+    assert end["message"] == "the ensemble has 2 of its 3 members; member 3 failed: OSError: No space left on device"
+    with pytest.raises(OSError, match="No space left"):
+        train_ensemble(patches, config, tmp_path / "ens2", n_members=3, epochs=1, steps_per_epoch=2,
+                       callback=failing_at(2))
+
+
 def test_a_budgeted_ensemble_job_ends_on_its_budget(tmp_path):
     """Two members share a budget: the filters' line is tuned first, then each member trains for half of
     what is left when it starts, and the job's status says so (a share long enough to train in: no note
