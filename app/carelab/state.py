@@ -577,7 +577,8 @@ class LabState(HasTraits):
     def run_preflight(self, note=None):
         from carecore.training.jobs import preflight
 
-        self.preflight = preflight(self.config(), self.ensure_patches(note))
+        members = self.ensemble if self.ensemble >= 2 and self.spec["probabilistic"] else 1
+        self.preflight = preflight(self.config(), self.ensure_patches(note), members=members)
         return self.preflight
 
     def start_training(self, resume=False, note=None):

@@ -423,7 +423,9 @@ class TrainStep(W.VBox):
             text = (f"{p['parameters']:,} parameters · patches {p['patch_memory_mib']:.0f} MiB · "
                     f"{p['seconds_per_step']:.2f} s/step")
             if "steps_in_budget" in p:
-                text += f" · about {p['steps_in_budget']:,} steps fit in {_mmss(s.time_limit)} (validations not counted)"
+                share = f"each of {p['members']} members' share of " if p.get("members", 1) > 1 else ""
+                text += (f" · about {p['steps_in_budget']:,} steps fit in {share}{_mmss(s.time_limit)} "
+                         "(preparation and validations not counted)")
             else:
                 text += f" · ~{p['seconds_per_epoch']:.0f} s/epoch · ~{p['seconds_total'] / 60:.1f} min in all"
             self.pre_note.value = html.escape(text)

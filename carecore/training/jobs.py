@@ -200,8 +200,9 @@ def run_job(job_dir):
     return status
 
 
-def preflight(config, patches):
-    """Estimates before training: patch memory, seconds per step (one timed batch) and per epoch."""
+def preflight(config, patches, *, members=1):
+    """Estimates before training: patch memory, seconds per step (one timed batch) and per epoch;
+    with a time budget, the steps it holds (each of ``members`` ensemble members: their share's)."""
     import numpy as np
 
     from ..models.kinds import create_model
@@ -220,7 +221,8 @@ def preflight(config, patches):
            "seconds_per_epoch": step * config.steps_per_epoch,
            "seconds_total": step * config.steps_per_epoch * config.epochs}
     if config.time_limit:  # what a budget buys (validations and saving take a little of it)
-        out.update(seconds_total=config.time_limit, steps_in_budget=int(config.time_limit / max(step, 1e-9)))
+        out.update(seconds_total=config.time_limit, members=int(members),
+                   steps_in_budget=int(config.time_limit / max(int(members), 1) / max(step, 1e-9)))
     return out
 
 

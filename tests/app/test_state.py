@@ -140,6 +140,12 @@ def test_all_steps(state):
     assert state.n_patches == len(ps.X) > 0
     pre = state.run_preflight()
     assert pre["seconds_per_step"] > 0 and pre["parameters"] > 0
+    assert pre["members"] == 1 and pre["steps_in_budget"] > 0
+    state.ensemble = 3                               # each member trains a third of the budget
+    shared = state.run_preflight()
+    assert shared["members"] == 3
+    assert shared["steps_in_budget"] == int(state.time_limit / 3 / shared["seconds_per_step"])
+    state.ensemble = 0
     assert state.time_limit > 0                      # the default: a time budget
     state.start_training()
     _wait_for_job(state)
