@@ -324,6 +324,7 @@ class TrainStep(W.VBox):
         self.advanced.selected_index = None
         self.pre_btn = button("Estimate", "care-train-preflight", "info", "clock-o")
         self.pre_note = W.HTML()
+        self.pre_note.add_class("care-train-estimate")
         self.start = button("Start", "care-train-start", "success", "play")
         self.stop = button("Stop", "care-train-stop", "danger", "stop")
         self.resume = button("Resume", "care-train-resume", "warning", "repeat")

@@ -132,6 +132,8 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     budget.get_by_text("Test · 30 s").click()
     page.locator(".care-train-recipe", has_text="0:30 of training").wait_for(timeout=10_000)
     assert "helps most with more training data" not in page.locator(".care-train-recipe").inner_text()
+    page.locator(".care-train-preflight").click()   # Estimate: one timed batch, and the steps the budget holds
+    page.locator(".care-train-estimate", has_text="steps fit in 0:30").wait_for(timeout=60_000)
     saw_points_while_running = _train_until_done(page)
     assert saw_points_while_running, "no curve points appeared while training ran"
     time.sleep(1.5)   # the last status poll reaches the charts
