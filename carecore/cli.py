@@ -123,6 +123,11 @@ def cmd_train(args):
 
     model_dir = Path(args.model_dir)
     resume = (model_dir / "manifest.json").exists()
+    if args.ensemble:   # told before any patch is made
+        if resume:
+            raise CareError(f"{model_dir} already holds a model; give a new folder for an ensemble")
+        if args.devices not in (None, "1"):
+            raise CareError("--devices and --ensemble: an ensemble's members train one after another on one device")
     if resume:
         model = load_model_folder(model_dir, weights="last")
         config = model.config
@@ -134,10 +139,10 @@ def cmd_train(args):
         overrides = {k: v for k, v in (("batch_size", args.batch), ("seed", args.seed), ("precision", args.precision),
                                        ("epochs", args.epochs), ("steps_per_epoch", args.steps),
                                        ("init_weights", args.init_weights)) if v is not None}
+        if args.ensemble and args.ensemble >= 2:   # members share a budget: the recipe is sized for a share
+            overrides["members"] = args.ensemble
         if args.time_limit:
             overrides["time_limit"] = parse_duration(args.time_limit)
-            if args.ensemble and args.ensemble >= 2:   # the members share the budget: the recipe is sized for a share
-                overrides["members"] = args.ensemble
         elif args.epochs is not None or args.steps is not None:
             overrides["time_limit"] = 0   # epochs x steps asked for: no budget (kinds that default to one too)
         axes = "".join(a for a in (args.axes or "ZYX").upper() if a in "ZYX")
@@ -215,7 +220,7 @@ def cmd_train(args):
             bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']} "
                       f"val_ssim {e['val_ssim']:.3f}")
         elif e["kind"] in ("resume", "dead_network", "note"):
-            bar.write(e["message"])
+            bar.write((f"member {e['member']}: " if e.get("member") else "") + e["message"])
         elif e["kind"] == "ensemble_end":
             outcome.update(e)
 
@@ -224,10 +229,6 @@ def cmd_train(args):
     if args.ensemble:
         from .uncertainty import train_ensemble
 
-        if resume:
-            raise CareError(f"{model_dir} already holds a model; give a new folder for an ensemble")
-        if args.devices not in (None, "1"):
-            raise CareError("--devices and --ensemble: an ensemble's members train one after another on one device")
         bar.total = limit or epochs * steps * args.ensemble
         try:
             ens = train_ensemble(patches, config, model_dir, n_members=args.ensemble, callback=on_event,

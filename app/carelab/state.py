@@ -539,6 +539,12 @@ class LabState(HasTraits):
         return ps
 
     # -- step 2 ----------------------------------------------------------------------------
+    @property
+    def ensemble_members(self):
+        """The members the Train step's training will have: ``ensemble`` when 2 or more and the task's
+        kind is probabilistic, else 0 (one model)."""
+        return int(self.ensemble) if self.ensemble >= 2 and self.spec["probabilistic"] else 0
+
     def budget_options(self):
         """(label, seconds) of the budgets offered; quick mode adds a very short one."""
         return ([QUICK_BUDGET] if self.quick else []) + BUDGETS
@@ -548,8 +554,9 @@ class LabState(HasTraits):
 
         With a time budget, carecore sizes the network, batches, patches and learning rate for it
         (only probabilistic, precision unless "auto", seed, the kind and its settings are passed; quick mode also
-        passes tiny sizes); "custom" (``time_limit`` 0) passes every field as typed. Kinds that
-        predict one value per voxel are never probabilistic.
+        passes tiny sizes; an ensemble's budget is sized for one member's share, ``members``); "custom"
+        (``time_limit`` 0) passes every field as typed. Kinds that predict one value per voxel are never
+        probabilistic.
         """
         from carecore.models.kinds import model_class
 
@@ -561,8 +568,8 @@ class LabState(HasTraits):
         kw.update({CONFIG_FIELDS[k]: getattr(self, k) for k in t["options"] if k in CONFIG_FIELDS})
         if self.time_limit > 0:
             kw.update(time_limit=float(self.time_limit))
-            if t["probabilistic"] and self.ensemble >= 2:   # the members share the budget: sized for a share
-                kw.update(members=int(self.ensemble))
+            if self.ensemble_members:   # the members share the budget: the recipe is sized for a share
+                kw.update(members=self.ensemble_members)
             if self.quick:
                 kw.update(unet_filters=8, batch_size=4, patch_size=t["quick_patch"], epochs=3)
         else:
@@ -577,8 +584,7 @@ class LabState(HasTraits):
     def run_preflight(self, note=None):
         from carecore.training.jobs import preflight
 
-        members = self.ensemble if self.ensemble >= 2 and self.spec["probabilistic"] else 1
-        self.preflight = preflight(self.config(), self.ensure_patches(note), members=members)
+        self.preflight = preflight(self.config(), self.ensure_patches(note), members=self.ensemble_members or 1)
         return self.preflight
 
     def start_training(self, resume=False, note=None):
@@ -588,8 +594,7 @@ class LabState(HasTraits):
         job_dir = self.job_dir
         if not resume or not job_dir:
             job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
-        ensemble = self.ensemble if self.ensemble >= 2 and self.spec["probabilistic"] else 0
-        start_job(job_dir, self.patches_dir, self.config(), ensemble=ensemble)
+        start_job(job_dir, self.patches_dir, self.config(), ensemble=self.ensemble_members)
         with self._poll_lock:   # not in the middle of a poll of the job before
             self.job_dir, self.job_state = job_dir, "starting"
         self.watch_job()

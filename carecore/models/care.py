@@ -359,7 +359,8 @@ class CARE:
         callback : callable, optional
             Receives progress events (see :mod:`carecore.training.events`).
         stop : callable, optional
-            Polled after every step; True ends training after that step.
+            Polled after every step (True ends training after that step) and during the preparation (True
+            there returns "stopped" before the first step, nothing trained or saved).
         devices : None, "all", int or list of str, optional
             Train data-parallel on several devices (:mod:`carecore.training.devices`): ``"all"`` GPUs
             (or logical CPUs), the first ``n`` of them, or these device names; every step's batch
@@ -400,6 +401,13 @@ class CARE:
         bs = c.batch_size
         initial = len(self.history)
         resumed = initial > 0
+        import copy
+
+        # what a stop before the first step restores: the model as this call found it
+        before = (self.config, self.keras_model, self.keras_model.get_weights(), copy.deepcopy(self.run_card),
+                  self.best_val_loss)
+        for key in ("time_limit", "budget_clock", "devices"):   # an earlier call's: this one says its own
+            (self.run_card or {}).pop(key, None)
         if c.residual_sigma == "auto":  # the smoothed input to start from: chosen on the training patches
             from ..training.residual_base import choose_residual_sigma, fit_base_affine
 
@@ -442,18 +450,17 @@ class CARE:
                           f"best validation loss so far {self.best_val_loss:.4g} (its weights are kept unless beaten)")
             if callback is not None:
                 callback({"kind": "resume", "message": resume_msg})
-        w_before = self.keras_model.get_weights()   # what a stop before the first step leaves
-
         def stopped_before_training():
-            """A stop request during the preparation (the filters' line, graph building, timed steps):
-            nothing trained, nothing saved, the network as it was; True when it came."""
+            """A stop request during the preparation (the filters' line, graph building, timed steps): the
+            result "stopped" with nothing trained or saved, the model's configuration, network weights and
+            run card as this call found them; None when no stop was asked for."""
             if stop is None or not stop():
                 return None
-            self.keras_model = self._build() if strategy is not None else self.keras_model   # back to one device
-            self.keras_model.set_weights(w_before)
+            self.config, self.keras_model, weights, self.run_card, self.best_val_loss = before
+            self.keras_model.set_weights(weights)   # the original, one-device network, its timed steps undone
             self._stage_cache = None
             message = ("training stopped on request before its first step: nothing was trained, "
-                       + ("the folder is as it was" if resumed else "nothing was saved"))
+                       + ("nothing was saved" if self.path is None or not resumed else "the folder is as it was"))
             if callback is not None:
                 callback({"kind": "end", "status": "stopped", "message": message})
             return TrainingResult("stopped", message, len(self.history), list(self.history), self.best_val_loss,
@@ -513,7 +520,7 @@ class CARE:
             prep = time.perf_counter() - t_enter
             room = int(max(deadline - prep, 0.0) / max(s_step, 1e-9))   # training steps the budget still holds
             if room < MIN_BUDGET_STEPS:
-                too_short = (f"the budget of {budget:g} s left room for about {room} training step(s) after "
+                too_short = (f"the budget of {budget:.1f} s left room for about {room} training step(s) after "
                              f"{prep:.0f} s of preparation (the filters' line, building the network, timing it) and "
                              "the work after training: too few to learn from; give a longer budget")
                 if callback is not None:
@@ -585,9 +592,6 @@ class CARE:
         if budget:
             self.run_card["time_limit"] = budget
             self.run_card["budget_clock"] = {k: (None if v is None else round(float(v), 2)) for k, v in clock.items()}
-        else:   # this call's: an earlier, budgeted call of a resumed model does not speak for it
-            self.run_card.pop("time_limit", None)
-            self.run_card.pop("budget_clock", None)
         if c.probabilistic and self._best_weights is not None:
             from ..uncertainty import reference_levels
             from ..uncertainty.scale_head import fit_scale_head

@@ -15,7 +15,9 @@
   that its preparation nearly used up);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
-``stop()`` is polled after every step; when it returns True training ends after that step.
+``stop()`` is polled after every step; when it returns True training ends after that step
+(:meth:`~carecore.models.care.CARE.train` also polls it during its preparation, and a stop there ends
+the call before the first step).
 
 Learning-rate schedules: ``lr_fn(fraction)`` gives the rate at a fraction of the training done,
 counted in steps or, for a time budget (``deadline``), in wall-clock seconds, so that the decay
@@ -240,9 +242,11 @@ def cosine_lr(peak, warmup=0.05):
 
 
 def budget_clock(event, time_limit):
-    """Seconds of a ``time_limit`` budget used by the time of a ``"batch"`` event, counted from the start
-    of the call as the deadline is (the filters' line, graph building and timed steps included, which
-    the event's ``elapsed``, counted from the first step, leaves out). An ensemble's member trains for
+    """Where a ``"batch"`` event stands on a ``time_limit`` budget's clock (seconds), counted from the
+    start of the call as the deadline is (the filters' line, graph building and timed steps included,
+    which the event's ``elapsed``, counted from the first step, leaves out): the budget less the time to
+    the deadline, so the work kept for after the last step (a validation, a probabilistic model's fits)
+    counts as used, and the bar is full when the last step is done. An ensemble's member trains for
     ``event["budget_share"]`` seconds from ``event["budget_start"]`` into the budget
     (:func:`~carecore.uncertainty.train_ensemble` adds both).
 

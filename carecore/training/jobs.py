@@ -168,6 +168,8 @@ def run_job(job_dir):
             status["message"] = e.get("message", "")
         elif e["kind"] == "ensemble_end":   # how the ensemble's training ended, from its members'
             status.update(state=e["state"], message=e["message"], members=e["members"])
+            if e.get("traceback"):   # a member that failed: for whoever looks into it
+                status["traceback"] = e["traceback"]
             if e["message"] and e["state"] in ("completed", "time_limit"):   # shown by the app as a note
                 status["notes"].append(e["message"])
 

@@ -104,10 +104,12 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
 
     ``time_limit`` (seconds or text such as ``"10m"``) is for the whole ensemble: the classical filters'
     line on the validation patches is tuned once, first, and each member gets an equal share of what is
-    left when it starts (so a member that ended early or late moves the others' shares, not the end).
+    left when it starts (so a member that ended early or late moves the others' shares, not the end);
+    when the budget is used up with 2 or more members trained, the rest are not trained.
 
     Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
-    ``"members"`` added; at the end, ``{"kind": "ensemble_end", "state", "message", "members",
+    ``"members"`` added (with a budget also ``"budget_start"``, the seconds into it when the member
+    started, and ``"budget_share"``, its share); at the end, ``{"kind": "ensemble_end", "state", "message", "members",
     "n_members"}`` (:func:`ensemble_outcome`). Training ends at a member that is stopped or fails
     (NaN); such a member is left out when no epoch of it was validated (it has no best weights).
     A member whose training raises ends the training too; the error is raised unless the members
@@ -128,10 +130,13 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ENSEMBLE_FILE).unlink(missing_ok=True)   # trained again: the old index must not list new members
-    members, ends, stopped = [], [], False
+    members, ends, stopped, why = [], [], False, ""
     for i in range(n_members):
         if stop is not None and stop():
             stopped = True
+            break
+        if budget and len(members) >= 2 and time.perf_counter() - t_start >= budget:
+            why = "the budget was used up"   # members trained on no time at all would only blur the others
             break
         model = create_model(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
         if i == 0 and budget and not isinstance(patches, tuple) and not patches.meta.get("validation_baseline"):
@@ -154,7 +159,9 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         except Exception as e:   # the members trained before it are kept when they make an ensemble
             if len(members) < 2:
                 raise
-            ends.append({"member": i + 1, "status": "error", "kept": False,
+            import traceback
+
+            ends.append({"member": i + 1, "status": "error", "kept": False, "traceback": traceback.format_exc(),
                          "message": str(e) if isinstance(e, CareError) else f"{type(e).__name__}: {e}"})
             break
         # a member that ended on its own keeps its weights (CARE.train does); one stopped or failed before a
@@ -171,18 +178,20 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         Xv, _ = patches.val
         ens.info["reference"] = reference_levels(ens, np.asarray(Xv[: min(len(Xv), 16)]))
         ens.save_index()
-    state, message = ensemble_outcome(ends, n_members, stopped)
+    state, message = ensemble_outcome(ends, n_members, stopped, why)
     if callback is not None:
+        failed = [e["traceback"] for e in ends if e.get("traceback")]
         callback({"kind": "ensemble_end", "state": state, "message": message, "members": len(members),
-                  "n_members": n_members})
+                  "n_members": n_members, **({"traceback": failed[0]} if failed else {})})
     return ens
 
 
-def ensemble_outcome(ends, n_members, stopped):
+def ensemble_outcome(ends, n_members, stopped, why=""):
     """How an ensemble's training ended: ``(state, message)``.
 
     ``ends``: one dict per member trained (``member``, ``status``, ``message``, ``kept``: whether it
-    is in the ensemble); ``stopped``: a stop was requested. The state is
+    is in the ensemble); ``stopped``: a stop was requested; ``why``: why the members after the last
+    trained were not (e.g. "the budget was used up"). The state is
     ``stopped``; ``nan`` or ``error`` when fewer than 2 members were kept (no ensemble); ``time_limit``
     when every kept member ended on its share of the budget; else ``completed``. The message is empty
     when every member trained as planned, else it says what is missing and why.
@@ -203,8 +212,8 @@ def ensemble_outcome(ends, n_members, stopped):
             parts.append(f"member {e['member']}: {e['message']}")
     if len(ends) < n_members:
         first = len(ends) + 1
-        parts.append(f"member {first} was not trained" if first == n_members
-                     else f"members {first}-{n_members} were not trained")
+        parts.append((f"member {first} was not trained" if first == n_members
+                      else f"members {first}-{n_members} were not trained") + (f": {why}" if why else ""))
     if stopped:
         state = "stopped"
     elif len(kept) < 2:

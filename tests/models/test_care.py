@@ -207,8 +207,9 @@ def test_a_stop_during_the_preparation_trains_and_saves_nothing(patches, tmp_pat
     """Stop pressed while the filters' line is tuned or the budget's steps are timed: the call returns
     "stopped" before the first step of training, writes no folder and leaves the network as it was
     (the timed steps undone)."""
-    model = cc.CARE(care_config("ZYX", quick=True, epochs=3, steps_per_epoch=10), tmp_path / "m")
-    before = model.keras_model.get_weights()
+    model = cc.CARE(care_config("ZYX", quick=True, epochs=3, steps_per_epoch=10, residual_sigma="auto"),
+                    tmp_path / "m")
+    before, config = model.keras_model.get_weights(), model.config
     for asked_at in (1, 2):   # the first check follows the filters' line, the second the timed steps
         calls, events = [], []
         r = model.train(patches, time_limit=60, callback=events.append,
@@ -217,6 +218,8 @@ def test_a_stop_during_the_preparation_trains_and_saves_nothing(patches, tmp_pat
         assert len(calls) == asked_at and not any(e["kind"] in ("batch", "epoch") for e in events)
         assert events[-1] == {"kind": "end", "status": "stopped", "message": r.message}
         assert not (tmp_path / "m").exists()
+        # the configuration too: the residual base chosen on the way ("auto") is not kept
+        assert model.config == config and model.config.residual_sigma == "auto"
         assert all(np.array_equal(a, b) for a, b in zip(before, model.keras_model.get_weights()))
 
 
