@@ -18,6 +18,7 @@ Model folders (save, load, format migration) are :mod:`carecore.models.folder`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import platform
 import re
@@ -401,8 +402,6 @@ class CARE:
         bs = c.batch_size
         initial = len(self.history)
         resumed = initial > 0
-        import copy
-
         # what a stop before the first step restores: the model as this call found it
         before = (self.config, self.keras_model, self.keras_model.get_weights(), copy.deepcopy(self.run_card),
                   self.best_val_loss)
@@ -450,6 +449,7 @@ class CARE:
                           f"best validation loss so far {self.best_val_loss:.4g} (its weights are kept unless beaten)")
             if callback is not None:
                 callback({"kind": "resume", "message": resume_msg})
+
         def stopped_before_training():
             """A stop request during the preparation (the filters' line, graph building, timed steps): the
             result "stopped" with nothing trained or saved, the model's configuration, network weights and

@@ -109,8 +109,9 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
 
     Events from each member's training are passed to ``callback`` with ``"member"`` (1-based) and
     ``"members"`` added (with a budget also ``"budget_start"``, the seconds into it when the member
-    started, and ``"budget_share"``, its share); at the end, ``{"kind": "ensemble_end", "state", "message", "members",
-    "n_members"}`` (:func:`ensemble_outcome`). Training ends at a member that is stopped or fails
+    started, and ``"budget_share"``, its share); at the end, ``{"kind": "ensemble_end", "state",
+    "message", "members", "n_members"}`` (:func:`ensemble_outcome`, and ``"traceback"`` of a member
+    that raised). Training ends at a member that is stopped or fails
     (NaN); such a member is left out when no epoch of it was validated (it has no best weights).
     A member whose training raises ends the training too; the error is raised unless the members
     before it make an ensemble, which is then kept and its message says which member failed and why.
