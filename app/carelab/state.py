@@ -212,6 +212,7 @@ class LabState(HasTraits):
     baseline = Dict()             # the best tuned classical filter on the validation patches
     last_event = Dict()           # the job's last progress event (epochs, steps per epoch, elapsed, eta)
     resume_note = Unicode("")
+    job_time_limit = Float(0.0)   # the running job's budget in seconds (0: epochs x steps)
     job_notes = Unicode("")   # the training job's notes: a network started again, ensemble members missing
     progress_epoch = Int(0)
     progress_step = Int(0)
@@ -635,6 +636,7 @@ class LabState(HasTraits):
             self.baseline = dict(st.get("baseline") or {})
             self.resume_note = str(st.get("resume") or "")
             self.job_notes = "\n".join(str(n) for n in st.get("notes") or [])
+            self.job_time_limit = float(st.get("time_limit") or 0.0)
             ev = st.get("event") or {}
             if ev.get("kind") == "batch":
                 self.last_event = dict(ev)

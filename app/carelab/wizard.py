@@ -456,7 +456,14 @@ class TrainStep(W.VBox):
         state = s.job_state
         running = f"training: epoch {s.progress_epoch}" + (f" of {ev['epochs']}" if ev.get("epochs") else "")
         if ev.get("elapsed") is not None and state == "running":
-            running += f" · {_mmss(ev['elapsed'])} elapsed" + (f", about {_mmss(ev['eta'])} left" if ev.get("eta") else "")
+            if s.job_time_limit > 0:   # the budget's clock, counted from the call's start as its deadline is
+                from carecore.training.events import budget_clock
+
+                used = budget_clock(ev, s.job_time_limit)
+                running += (f" · {_mmss(used)} of the {_mmss(s.job_time_limit)} budget used, "
+                            f"about {_mmss(s.job_time_limit - used)} left")
+            else:
+                running += f" · {_mmss(ev['elapsed'])} elapsed" + (f", about {_mmss(ev['eta'])} left" if ev.get("eta") else "")
         text = {"starting": "starting the training process ...", "running": running,
                 "completed": "training completed. Next: step 3 · Restore.",
                 "time_limit": "the time budget is used up: training ended on time with its best weights. "

@@ -177,6 +177,8 @@ def run_job(job_dir):
     write(force=True)
     try:
         config = CareConfig.from_dict(job["config"])
+        status["time_limit"] = float(config.time_limit or 0.0)   # the budget the app's running line reads
+        write(force=True)
         patches = load_patches(job["patches"])
         if job.get("ensemble", 0) >= 2:
             # its last event ("ensemble_end") sets the state and message

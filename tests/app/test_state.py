@@ -1,4 +1,5 @@
 """The wizard's state without a browser: every step through the same calls the buttons make."""
+import os
 import time
 from pathlib import Path
 
@@ -637,6 +638,33 @@ def test_train_step_shows_a_jobs_dead_network_notes(tmp_path):
     shown = lab.steps[1].status.value
     assert shown.count("care-job-note") == 2 and "with 90% of the training left" in shown
     assert "&lt;b&gt;" in shown and "care-job-time_limit" in shown
+
+
+def test_a_running_budgeted_job_reads_the_budgets_clock(tmp_path):
+    """A job with a time budget says how much of the budget is used and left, counted from the start of the
+    call as the deadline is (the filters' line and preparation included), not from the first step: 3 s
+    into steps that began 20 s into a 60 s budget, with 37 s to the deadline, 23 s of it are used. A job of
+    epochs x steps keeps "elapsed"; a job's status written before the budget was recorded too."""
+    import json
+
+    from carelab import CareLab, LabState
+
+    job = tmp_path / "models" / "job1"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text(json.dumps({"config": {}, "patches": "", "ensemble": 0}))
+    ev = {"kind": "batch", "epoch": 2, "step": 5, "epochs": 9, "steps": 10, "loss": 0.1, "elapsed": 3.0, "eta": 37.0}
+    status = {"state": "running", "history": [], "losses": [], "event": ev, "time_limit": 60.0,
+              "pid": os.getpid()}
+    (job / "status.json").write_text(json.dumps(status))
+    lab = CareLab(LabState(tmp_path, quick=True))
+    shown = lab.steps[1].status.value
+    assert "training: epoch 2 of 9 · 0:23 of the 1:00 budget used, about 0:37 left" in shown, shown
+    for rest in ({"time_limit": 0.0}, {}):
+        (job / "status.json").write_text(json.dumps({**{k: v for k, v in status.items() if k != "time_limit"},
+                                                     **rest}))
+        lab.state.poll_job()
+        lab.steps[1].update()
+        assert "0:03 elapsed, about 0:37 left" in lab.steps[1].status.value
 
 
 def test_the_watcher_follows_a_job_to_its_end_and_the_next_job_gets_one(tmp_path):

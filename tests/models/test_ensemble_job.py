@@ -173,11 +173,11 @@ def test_a_resumed_job_trains_for_the_budget_it_is_given(tmp_path):
 
     assert run(base)["state"] == "completed"
     status = run(base.replace(time_limit=4.0))                  # resumed for a budget of 4 s
-    assert status["state"] == "time_limit", status
+    assert (status["state"], status["time_limit"]) == ("time_limit", 4.0), status   # the app's line reads it
     model = cc.load_model(tmp_path / "job" / "model")
     assert model.run_card["time_limit"] == 4.0 and len(model.history) >= 2
     n = len(model.history)
     status = run(base.replace(epochs=1, steps_per_epoch=3))     # and again for one epoch of 3 steps
-    assert status["state"] == "completed", status
+    assert (status["state"], status["time_limit"]) == ("completed", 0.0), status
     model = cc.load_model(tmp_path / "job" / "model")
     assert len(model.history) == n + 1 and "time_limit" not in model.run_card   # the card is this run's
