@@ -675,9 +675,33 @@ class LabState(HasTraits):
                "ssim": finite(range(1, len(hist) + 1), [h.get("val_ssim") for h in hist])}
         b = self.baseline.get("val_ssim")
         if b is not None and np.isfinite(b):
-            end = max([1.0] + out["training"][0] + out["ssim"][0])
+            end = max([1.0, self.epochs_planned()] + out["training"][0] + out["ssim"][0])
             out["baseline"] = ([0.0, end], [float(b), float(b)])
         return out
+
+    def epochs_planned(self):
+        """The epochs this job plans to train, as the charts count them (from 1 at the job's start; an
+        ensemble's members one after the other), from its last batch event: the charts' x axes span them
+        from the first step on. 0 before the first event. A time budget can train past its plan (the
+        plan sizes the epochs from a few timed steps; the deadline ends training)."""
+        ev = self.last_event
+        if not ev.get("epochs"):
+            return 0
+        member = ev.get("member")
+        done = len([h for h in self.history if h.get("epoch") is not None and h.get("member") == member])
+        initial = max(int(ev.get("epoch") or 1) - 1 - done, 0)   # a resumed model's earlier epochs
+        return max(int(ev["epochs"]) - initial, 1) * max(int(ev.get("members") or 1), 1)
+
+    @staticmethod
+    def ssim_range(curves):
+        """The validation SSIM chart's y range: CARE's points and the filters' line with a margin, at least
+        0.02 tall (with the line alone, the axis would have no height)."""
+        ys = list(curves["ssim"][1]) + list(curves.get("baseline", ([], []))[1])
+        if not ys:
+            return None
+        lo, hi = min(ys), max(ys)
+        pad = max(0.08 * (hi - lo), (0.02 - (hi - lo)) / 2, 0.0)
+        return lo - pad, hi + pad
 
     def baseline_label(self):
         """``best filter: tv (weight=0.2)`` for the chart's legend."""

@@ -138,6 +138,12 @@ class Curves(W.VBox):
         """A legend under the chart: ``[(color, dashed, text), ...]``."""
         self.caption.value = legend_html(items)
 
+    def set_range(self, x_max=None, y_range=None):
+        """Fix the end of the x axis and the y axis (``None``: from the data)."""
+        with self.figure.hold_sync():
+            self.xs.max = None if x_max is None else float(x_max)
+            self.ys.min, self.ys.max = (None, None) if y_range is None else (float(y_range[0]), float(y_range[1]))
+
     def set_curve(self, name, x, y, label=None):
         """Set one line (non-finite points are left out); ``label`` renames it in the legend."""
         x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()

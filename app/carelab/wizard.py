@@ -306,9 +306,14 @@ class TrainStep(W.VBox):
         self.batch = W.BoundedIntText(description="Batch", min=1, max=256, value=state.batch_size)
         self.epochs.add_class("care-train-epochs")
         self.steps.add_class("care-train-steps")
-        self.prob = W.Checkbox(description="Probabilistic (confidence intervals)", value=state.probabilistic)
+        # labels in full (a fixed-width one was cut to "Probabilistic (confidence in…" and "Ensemble M")
+        self.prob = W.Checkbox(description="Probabilistic (confidence intervals)", value=state.probabilistic,
+                               indent=False, layout=W.Layout(width="auto", margin="0 24px 0 10px"))
         self.prob.add_class("care-train-prob")
-        self.ensemble = W.BoundedIntText(description="Ensemble M", min=0, max=10, value=state.ensemble)
+        self.ensemble = W.BoundedIntText(description="Ensemble members (M)", min=0, max=10, value=state.ensemble,
+                                         tooltip="0 or 1: one network; M ≥ 2: an ensemble of M networks that share "
+                                                 "the budget (the Reliability step's disagreement map)",
+                                         style={"description_width": "initial"}, layout=W.Layout(width="230px"))
         self.prob_row = W.HBox([self.prob, self.ensemble])
         self.kind_note = W.HTML()
         self.kind_note.add_class("care-train-kind-note")
@@ -446,6 +451,12 @@ class TrainStep(W.VBox):
                 legend.append(("#555555", True, f"{s.baseline_label()}: SSIM {cv['baseline'][1][0]:.3f} on the same "
                                                   "validation patches"))
             self.ssim.set_caption(legend)
+            # both x axes span the epochs the job plans from its first step, and CARE's points share the
+            # y axis with the filters' line
+            ends = [float(x) for name in ("training", "ssim") for x in cv[name][0][-1:]]
+            horizon = max([s.epochs_planned()] + ends) or None
+            self.loss.set_range(x_max=horizon)
+            self.ssim.set_range(x_max=horizon, y_range=s.ssim_range(cv))
         ev = s.last_event
         members = int(ev.get("members") or (s.ensemble if s.ensemble >= 2 else 1))
         epochs = int(ev.get("epochs") or s.epochs) * members

@@ -4,7 +4,8 @@ Closing the browser tab (or the notebook) does not stop the training; any page c
 running job by reading its status. A job folder holds::
 
     job.json      what to train (configuration, patch folder, epochs, ensemble size)
-    status.json   written atomically as training goes: state, last event, epoch history, recent losses
+    status.json   written atomically as training goes: state, last event, epoch history, the loss
+                  per step from the first one (averaged over more steps a point as training goes)
     job.log       the process's output
     STOP          present when a stop was requested (honoured within one training step)
     model/        the model folder (or ensemble/ for an ensemble)
@@ -32,6 +33,37 @@ def _write_json(path, data):
     tmp = Path(str(path) + ".part")
     tmp.write_text(json.dumps(data, default=float))
     os.replace(tmp, path)
+
+
+class LossTrace:
+    """The training loss for a chart, from the first step to the last in fewer than ``limit`` points: when
+    ``limit`` are reached, neighbours are averaged in pairs and each later point averages twice as many steps.
+    ``points`` is ``[[step, loss], ...]``, each at the last step it averages (a chart that kept only the
+    last 2,000 steps lost the start of a run of 3,000).
+
+    Examples
+    --------
+    >>> trace = LossTrace(limit=4)
+    >>> for step in range(1, 7):
+    ...     trace.add(step, float(step))
+    >>> trace.points, trace.stride
+    ([[2, 1.5], [4, 3.5], [6, 5.5]], 2)
+    """
+
+    def __init__(self, limit=2000):
+        if limit < 2 or limit % 2:
+            raise ValueError(f"LossTrace: limit must be an even number of at least 2, got {limit}")
+        self.limit, self.stride, self.points, self._pending = int(limit), 1, [], []
+
+    def add(self, step, loss):
+        self._pending.append(float(loss))
+        if len(self._pending) < self.stride:
+            return
+        self.points.append([int(step), sum(self._pending) / len(self._pending)])
+        self._pending = []
+        if len(self.points) >= self.limit:
+            self.points = [[b[0], (a[1] + b[1]) / 2] for a, b in zip(self.points[0::2], self.points[1::2])]
+            self.stride *= 2
 
 
 def model_path(job_dir):
@@ -136,6 +168,7 @@ def run_job(job_dir):
     status.pop("members", None)   # an ensemble's, from an earlier run in this folder
     last_write = [0.0]
     step = [0]
+    trace = LossTrace()
 
     def write(force=False):
         now = time.time()
@@ -147,8 +180,8 @@ def run_job(job_dir):
     def on_event(e):
         if e["kind"] == "batch":
             step[0] += 1
-            status["losses"].append([step[0], e["loss"]])
-            status["losses"] = status["losses"][-2000:]
+            trace.add(step[0], e["loss"])
+            status["losses"] = trace.points
             status["event"] = e
             write()
         elif e["kind"] == "epoch":

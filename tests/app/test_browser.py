@@ -44,10 +44,13 @@ def _line_inside_plot(page, css):
     }""", css)
 
 
-def _assert_drawn_inside(info, what, min_points=3):
+def _assert_drawn_inside(info, what, min_points=3, from_start=False):
+    """``from_start``: the line begins at the left of the plot (a training loss from its first steps)."""
     assert info["points"] >= min_points and not info["nan"], f"{what}: not drawn ({info['d'][:120]!r})"
     line, area = info["line"], info["area"]
     assert line["width"] > 5, f"{what}: drawn as a point ({line})"
+    if from_start:   # the job's status once kept only the last 2,000 steps: the curve began at 0.9 epoch
+        assert line["left"] - area["left"] < 0.05 * area["width"], f"{what}: begins late ({line} in {area})"
     tol = 2
     assert (area["left"] - tol <= line["left"] and line["right"] <= area["right"] + tol
             and area["top"] - tol <= line["top"] and line["bottom"] <= area["bottom"] + tol), \
@@ -79,24 +82,29 @@ def _assert_no_errors(page, errors):
     assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
 
 
-def _train_until_done(page, limit=300):
-    """Start training and wait for this job (not an earlier one the page attached to) to end."""
+def _train_until_done(page, limit=300, running_shot=None):
+    """Start training and wait for this job (not an earlier one the page attached to) to end. Returns
+    whether the loss curve had points while the job ran and the status line then (``running_shot``: a
+    screenshot of the page at that moment)."""
     page.locator(".care-train-start").click()
     page.locator(".care-job-starting, .care-job-running").first.wait_for(timeout=60_000)
     line = page.locator(".care-train-loss path.line").first
-    saw_points_while_running = False
+    saw_points_while_running, running_text = False, ""
     done = ".care-job-completed, .care-job-time_limit"
     t = time.time()
     while time.time() - t < limit:
         running = page.locator(".care-job-running").count() > 0
         d = line.get_attribute("d") or "" if line.count() else ""
-        if running and d.count("L") >= 2:
+        if running and d.count("L") >= 2 and not saw_points_while_running:
             saw_points_while_running = True
+            running_text = page.locator(".care-train-status").inner_text()
+            if running_shot is not None:
+                page.screenshot(path=str(running_shot), full_page=True)
         if page.locator(done).count() or page.locator(".care-job-error, .care-job-stopped").count():
             break   # a failed job ends the wait at once (the assertion below shows its message)
         time.sleep(0.2)
     assert page.locator(done).count(), f"training did not finish: {page.locator('.care-train-status').inner_text()}"
-    return saw_points_while_running
+    return saw_points_while_running, running_text
 
 
 def test_walk_all_five_steps(page_on_failure, lab_server, shots):
@@ -134,10 +142,12 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     assert "helps most with more training data" not in page.locator(".care-train-recipe").inner_text()
     page.locator(".care-train-preflight").click()   # Estimate: one timed batch, and the steps the budget holds
     page.locator(".care-train-estimate", has_text="steps fit in 0:30").wait_for(timeout=60_000)
-    saw_points_while_running = _train_until_done(page)
+    saw_points_while_running, running = _train_until_done(page, running_shot=shots / "2_train_running.png")
     assert saw_points_while_running, "no curve points appeared while training ran"
+    # the running line reads the budget's clock (the filters' line and preparation counted, as its deadline)
+    assert re.search(r"\d:\d\d of the 0:30 budget used, about \d:\d\d left", running), running
     time.sleep(1.5)   # the last status poll reaches the charts
-    _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss")
+    _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss", from_start=True)
     ssim_legend = page.locator(".care-train-ssim .care-chart-legend").inner_text()
     assert "best filter:" in ssim_legend, f"no baseline in the validation SSIM chart's legend: {ssim_legend!r}"
     dashed = page.evaluate("""() => Array.from(document.querySelectorAll('.care-train-ssim path.line'))
@@ -230,7 +240,7 @@ def test_walk_the_isotropic_task(page_on_failure, lab_server, shots):
     assert "one value per voxel" in page.locator(".care-train-kind-note").inner_text()
     _train_until_done(page)
     time.sleep(1.5)
-    _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss")
+    _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss", from_start=True)
     page.screenshot(path=str(shots / "iso_2_train.png"), full_page=True)
 
     # 3 · Restore: the demo's coarse test stack onto the fine grid, compared with interpolation
@@ -272,7 +282,7 @@ def _train_restore_view(page, shots, prefix, image, input_text, output_text):
     budget.get_by_text("Test · 30 s").click()
     _train_until_done(page)
     time.sleep(1.5)
-    _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss")
+    _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss", from_start=True)
     page.screenshot(path=str(shots / f"{prefix}_2_train.png"), full_page=True)
 
     page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()

@@ -128,6 +128,35 @@ def test_training_curves_in_epochs_from_the_batch_events(tmp_path):
     assert s.baseline_label() == "best filter: tv (weight=0.2)"
 
 
+def test_the_training_charts_span_the_planned_epochs_from_the_first_step(tmp_path):
+    """From the first step the charts' x axes span the epochs the job plans (this run's, an ensemble's
+    members one after the other; a budget that trains past its plan extends them), and the validation
+    SSIM's y axis has a height with the filters' line alone (a mid-run screenshot showed the loss chart's x
+    axis as "0 0.005 0.01 ..." in one run-together label and the SSIM axis with no height)."""
+    from carelab import LabState
+
+    s = LabState(tmp_path, quick=True)
+    s.baseline = {"name": "tv", "params": {"weight": 0.2}, "val_ssim": 0.9}
+    s.last_event = {"kind": "batch", "epoch": 1, "epochs": 3, "step": 2, "steps": 50}
+    s.losses, s.history = [[1, 0.5], [2, 0.4]], []
+    cv = s.curves()
+    assert s.epochs_planned() == 3 and cv["baseline"] == ([0.0, 3.0], [0.9, 0.9])
+    lo, hi = s.ssim_range(cv)
+    assert lo < 0.9 < hi and hi - lo == pytest.approx(0.02)
+    s.history = [{"epoch": 1, "val_ssim": 0.5}, {"epoch": 2, "val_ssim": 0.95}]
+    lo, hi = s.ssim_range(s.curves())
+    assert lo < 0.5 and 0.95 < hi < 1.0
+    # a model resumed after 4 epochs for 3 more: epochs 5-7 of 7, two of them done
+    s.last_event = {"kind": "batch", "epoch": 7, "epochs": 7, "step": 1, "steps": 50}
+    assert s.epochs_planned() == 3
+    # member 2 of an ensemble of 3, 4 epochs each: the charts count 12
+    s.history = [{"epoch": e, "val_ssim": 0.5, "member": m} for m, e in ((1, 1), (1, 2), (1, 3), (1, 4), (2, 1))]
+    s.last_event = {"kind": "batch", "epoch": 2, "epochs": 4, "member": 2, "members": 3, "step": 1, "steps": 50}
+    assert s.epochs_planned() == 12
+    s.last_event, s.history, s.baseline = {}, [], {}
+    assert s.epochs_planned() == 0 and s.ssim_range(s.curves()) is None
+
+
 def test_all_steps(state):
     from carecore.training.jobs import STATES_DONE
     from carecore.uncertainty import predictive_readouts

@@ -38,6 +38,22 @@ def test_the_outcome_follows_the_members():
     assert msg.endswith("members 2-3 were not trained")
 
 
+def test_the_loss_trace_covers_the_whole_run_in_few_points():
+    """The job's loss for the chart: 5,000 steps in fewer than 2,000 points from the first steps to the last
+    (the old status kept the last 2,000 steps, and a chart of 3,000 started a third of the way in), each
+    point the mean of the steps it stands for."""
+    from carecore.training.jobs import LossTrace
+
+    trace = LossTrace()
+    for step in range(1, 5001):
+        trace.add(step, float(step % 7))
+    steps = [p[0] for p in trace.points]
+    assert len(steps) < 2000 and steps[0] <= 4 and steps[-1] >= 4990 and steps == sorted(steps)
+    assert trace.stride == 4 and abs(np.mean([p[1] for p in trace.points]) - 3.0) < 0.01
+    with pytest.raises(ValueError, match="even"):
+        LossTrace(limit=3)
+
+
 def test_a_stop_between_members_ends_the_ensemble_as_stopped(tmp_path):
     """A stop request that comes between two members (after one finished) is a stop, not an error, and
     an index left from an earlier training of the folder does not survive it."""
