@@ -32,7 +32,7 @@ def psf_sigma_from_optics(na, wavelength, pixel_size, *, direction="lateral", re
     Examples
     --------
     >>> round(psf_sigma_from_optics(1.2, 0.52, 0.1), 2)
-    0.92
+    0.94
     """
     if not 0 < na < refractive_index:
         raise CareError(f"numerical aperture must be in (0, n={refractive_index}), got {na}")
