@@ -631,17 +631,20 @@ class LabState(HasTraits):
             st = job_status(job_dir)
             if not isinstance(st, dict):
                 raise CareError(f"{job_dir}: status.json does not hold a status")
+            # the event and budget first: the Train step redraws when the losses and history change
+            ev = st.get("event") or {}
+            if ev.get("kind") == "batch":
+                self.last_event = dict(ev)
+            elif not ev:   # a job that has not trained a step yet: no earlier job's plan or clock
+                self.last_event = {}
+            self.job_time_limit = float(st.get("time_limit") or 0.0)
+            self.progress_epoch = int(ev.get("epoch", 0) or 0)
+            self.progress_step = int(ev.get("step", 0) or 0)
             self.losses = list(st.get("losses") or [])
             self.history = list(st.get("history") or [])
             self.baseline = dict(st.get("baseline") or {})
             self.resume_note = str(st.get("resume") or "")
             self.job_notes = "\n".join(str(n) for n in st.get("notes") or [])
-            self.job_time_limit = float(st.get("time_limit") or 0.0)
-            ev = st.get("event") or {}
-            if ev.get("kind") == "batch":
-                self.last_event = dict(ev)
-            self.progress_epoch = int(ev.get("epoch", 0) or 0)
-            self.progress_step = int(ev.get("step", 0) or 0)
             self.job_message = st.get("message", "") or ""
             state = st.get("state", "none")
             # the job's model becomes the one to restore with once, when the job ends: a later poll
@@ -680,17 +683,24 @@ class LabState(HasTraits):
         return out
 
     def epochs_planned(self):
-        """The epochs this job plans to train, as the charts count them (from 1 at the job's start; an
-        ensemble's members one after the other), from its last batch event: the charts' x axes span them
-        from the first step on. 0 before the first event. A time budget can train past its plan (the
-        plan sizes the epochs from a few timed steps; the deadline ends training)."""
+        """The epochs a running job plans to train, as the charts count them (from 1 at the job's start;
+        an ensemble's members one after the other: the epochs of the members before, this member's plan
+        for it and each member after it), from its last batch event: the charts' x axes span them from the
+        first step on. 0 before the first event and once the job has ended (the charts then end with the
+        data). A time budget can train past its plan (the plan sizes the epochs from a few timed steps;
+        the deadline ends training)."""
         ev = self.last_event
-        if not ev.get("epochs"):
+        if not ev.get("epochs") or self.job_state not in ("starting", "running"):
             return 0
-        member = ev.get("member")
-        done = len([h for h in self.history if h.get("epoch") is not None and h.get("member") == member])
-        initial = max(int(ev.get("epoch") or 1) - 1 - done, 0)   # a resumed model's earlier epochs
-        return max(int(ev["epochs"]) - initial, 1) * max(int(ev.get("members") or 1), 1)
+        member, epoch = ev.get("member"), int(ev.get("epoch") or 1)
+        rows = [h for h in self.history if h.get("epoch") is not None]
+        mine = [h for h in rows if h.get("member") == member]
+        done = len([h for h in mine if int(h["epoch"]) < epoch])    # this run's epochs before the current one
+        initial = max(epoch - 1 - done, 0)                          # a resumed model's earlier epochs
+        if member is None:
+            return max(int(ev["epochs"]) - initial, 1)
+        earlier = len(rows) - len(mine)                             # the members before this one
+        return earlier + max(int(ev["epochs"]) - initial, 1) * max(int(ev.get("members") or 1) - int(member) + 1, 1)
 
     @staticmethod
     def ssim_range(curves):

@@ -140,7 +140,7 @@ class Curves(W.VBox):
 
     def set_range(self, x_max=None, y_range=None):
         """Fix the end of the x axis and the y axis (``None``: from the data)."""
-        with self.figure.hold_sync():
+        with self.xs.hold_sync(), self.ys.hold_sync():   # one message per scale (no min above max between)
             self.xs.max = None if x_max is None else float(x_max)
             self.ys.min, self.ys.max = (None, None) if y_range is None else (float(y_range[0]), float(y_range[1]))
 

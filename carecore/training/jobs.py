@@ -39,7 +39,8 @@ class LossTrace:
     """The training loss for a chart, from the first step to the last in fewer than ``limit`` points: when
     ``limit`` are reached, neighbours are averaged in pairs and each later point averages twice as many steps.
     ``points`` is ``[[step, loss], ...]``, each at the last step it averages (a chart that kept only the
-    last 2,000 steps lost the start of a run of 3,000).
+    last 2,000 steps lost the start of a run of 3,000); :meth:`view` adds the steps not yet averaged into
+    a point as one more.
 
     Examples
     --------
@@ -48,15 +49,25 @@ class LossTrace:
     ...     trace.add(step, float(step))
     >>> trace.points, trace.stride
     ([[2, 1.5], [4, 3.5], [6, 5.5]], 2)
+    >>> trace.add(7, 7.0)
+    >>> trace.view()[-1]
+    [7, 7.0]
     """
 
     def __init__(self, limit=2000):
         if limit < 2 or limit % 2:
             raise ValueError(f"LossTrace: limit must be an even number of at least 2, got {limit}")
-        self.limit, self.stride, self.points, self._pending = int(limit), 1, [], []
+        self.limit, self.stride, self.points, self._pending, self._last = int(limit), 1, [], [], 0
+
+    def view(self):
+        """The points, and the last steps not yet averaged into one as a point of their own."""
+        if not self._pending:
+            return list(self.points)
+        return self.points + [[self._last, sum(self._pending) / len(self._pending)]]
 
     def add(self, step, loss):
         self._pending.append(float(loss))
+        self._last = int(step)
         if len(self._pending) < self.stride:
             return
         self.points.append([int(step), sum(self._pending) / len(self._pending)])
@@ -166,6 +177,11 @@ def run_job(job_dir):
     status = json.loads((job_dir / "status.json").read_text()) if (job_dir / "status.json").exists() else {}
     status.update(state="running", pid=os.getpid(), history=[], losses=[], notes=[], message="")
     status.pop("members", None)   # an ensemble's, from an earlier run in this folder
+    status.pop("event", None)     # and an earlier run's last event
+    try:   # the budget the app's running line reads, from the first write on (checked again below)
+        status["time_limit"] = float(job["config"].get("time_limit") or 0.0)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        status["time_limit"] = 0.0
     last_write = [0.0]
     step = [0]
     trace = LossTrace()
@@ -181,7 +197,7 @@ def run_job(job_dir):
         if e["kind"] == "batch":
             step[0] += 1
             trace.add(step[0], e["loss"])
-            status["losses"] = trace.points
+            status["losses"] = trace.view()
             status["event"] = e
             write()
         elif e["kind"] == "epoch":
@@ -210,8 +226,7 @@ def run_job(job_dir):
     write(force=True)
     try:
         config = CareConfig.from_dict(job["config"])
-        status["time_limit"] = float(config.time_limit or 0.0)   # the budget the app's running line reads
-        write(force=True)
+        status["time_limit"] = float(config.time_limit or 0.0)   # as the configuration reads it
         patches = load_patches(job["patches"])
         if job.get("ensemble", 0) >= 2:
             # its last event ("ensemble_end") sets the state and message

@@ -136,6 +136,7 @@ def test_the_training_charts_span_the_planned_epochs_from_the_first_step(tmp_pat
     from carelab import LabState
 
     s = LabState(tmp_path, quick=True)
+    s.job_state = "running"
     s.baseline = {"name": "tv", "params": {"weight": 0.2}, "val_ssim": 0.9}
     s.last_event = {"kind": "batch", "epoch": 1, "epochs": 3, "step": 2, "steps": 50}
     s.losses, s.history = [[1, 0.5], [2, 0.4]], []
@@ -146,13 +147,21 @@ def test_the_training_charts_span_the_planned_epochs_from_the_first_step(tmp_pat
     s.history = [{"epoch": 1, "val_ssim": 0.5}, {"epoch": 2, "val_ssim": 0.95}]
     lo, hi = s.ssim_range(s.curves())
     assert lo < 0.5 and 0.95 < hi < 1.0
-    # a model resumed after 4 epochs for 3 more: epochs 5-7 of 7, two of them done
+    # a model resumed after 4 epochs for 3 more: epochs 5-7 of 7, two of them done, and the last one
+    # validated too (its row written, its last batch event still the job's last)
+    s.history = [{"epoch": 5, "val_ssim": 0.5}, {"epoch": 6, "val_ssim": 0.6}]
     s.last_event = {"kind": "batch", "epoch": 7, "epochs": 7, "step": 1, "steps": 50}
     assert s.epochs_planned() == 3
-    # member 2 of an ensemble of 3, 4 epochs each: the charts count 12
+    s.history.append({"epoch": 7, "val_ssim": 0.7})
+    assert s.epochs_planned() == 3
+    # member 2 of an ensemble of 3: the first trained 4 epochs, the second plans 5 (its share is
+    # planned on its own), the third is counted at the second's plan
     s.history = [{"epoch": e, "val_ssim": 0.5, "member": m} for m, e in ((1, 1), (1, 2), (1, 3), (1, 4), (2, 1))]
-    s.last_event = {"kind": "batch", "epoch": 2, "epochs": 4, "member": 2, "members": 3, "step": 1, "steps": 50}
-    assert s.epochs_planned() == 12
+    s.last_event = {"kind": "batch", "epoch": 2, "epochs": 5, "member": 2, "members": 3, "step": 1, "steps": 50}
+    assert s.epochs_planned() == 4 + 5 * 2
+    s.job_state = "time_limit"   # ended (say the budget was used up after member 2): the charts end with the data
+    assert s.epochs_planned() == 0
+    s.job_state = "running"
     s.last_event, s.history, s.baseline = {}, [], {}
     assert s.epochs_planned() == 0 and s.ssim_range(s.curves()) is None
 
@@ -673,7 +682,8 @@ def test_a_running_budgeted_job_reads_the_budgets_clock(tmp_path):
     """A job with a time budget says how much of the budget is used and left, counted from the start of the
     call as the deadline is (the filters' line and preparation included), not from the first step: 3 s
     into steps that began 20 s into a 60 s budget, with 37 s to the deadline, 23 s of it are used. A job of
-    epochs x steps keeps "elapsed"; a job's status written before the budget was recorded too."""
+    epochs x steps keeps "elapsed"; a job's status written before the budget was recorded too; the next
+    job shows neither before its first step."""
     import json
 
     from carelab import CareLab, LabState
@@ -684,16 +694,30 @@ def test_a_running_budgeted_job_reads_the_budgets_clock(tmp_path):
     ev = {"kind": "batch", "epoch": 2, "step": 5, "epochs": 9, "steps": 10, "loss": 0.1, "elapsed": 3.0, "eta": 37.0}
     status = {"state": "running", "history": [], "losses": [], "event": ev, "time_limit": 60.0,
               "pid": os.getpid()}
-    (job / "status.json").write_text(json.dumps(status))
+
+    def write(st):   # replaced whole, as a job writes it: the page's watcher never reads half a file
+        (job / "status.tmp").write_text(json.dumps(st))
+        (job / "status.tmp").replace(job / "status.json")
+
+    write(status)
     lab = CareLab(LabState(tmp_path, quick=True))
     shown = lab.steps[1].status.value
     assert "training: epoch 2 of 9 · 0:23 of the 1:00 budget used, about 0:37 left" in shown, shown
     for rest in ({"time_limit": 0.0}, {}):
-        (job / "status.json").write_text(json.dumps({**{k: v for k, v in status.items() if k != "time_limit"},
-                                                     **rest}))
+        write({**{k: v for k, v in status.items() if k != "time_limit"}, **rest})
         lab.state.poll_job()
         lab.steps[1].update()
         assert "0:03 elapsed, about 0:37 left" in lab.steps[1].status.value
+    # the next job, before its first step: no clock or plan of the job before
+    write({"state": "running", "history": [], "losses": [], "time_limit": 180.0, "pid": os.getpid()})
+    lab.state.poll_job()
+    lab.steps[1].update()
+    assert lab.state.last_event == {} and "budget used" not in lab.steps[1].status.value
+    write({"state": "completed", "history": [], "losses": []})   # the page's watcher ends with the job
+    t = time.time()
+    while lab.state._poller is not None and time.time() - t < 10:
+        time.sleep(0.05)
+    assert lab.state._poller is None
 
 
 def test_the_watcher_follows_a_job_to_its_end_and_the_next_job_gets_one(tmp_path):

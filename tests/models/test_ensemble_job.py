@@ -50,6 +50,8 @@ def test_the_loss_trace_covers_the_whole_run_in_few_points():
     steps = [p[0] for p in trace.points]
     assert len(steps) < 2000 and steps[0] <= 4 and steps[-1] >= 4990 and steps == sorted(steps)
     assert trace.stride == 4 and abs(np.mean([p[1] for p in trace.points]) - 3.0) < 0.01
+    trace.add(5001, 100.0)                               # a step not yet averaged into a point is shown
+    assert trace.view()[-1] == [5001, 100.0] and trace.points[-1][0] == 5000
     with pytest.raises(ValueError, match="even"):
         LossTrace(limit=3)
 

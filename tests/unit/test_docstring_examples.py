@@ -26,4 +26,4 @@ def test_docstring_examples(name):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, report=False,
                              verbose=False)
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} docstring example(s) failed (run " \
-                               f"python -m pytest --doctest-modules {name.replace('.', '/')}.py to see which)"
+                               f"python -m pytest --doctest-modules {module.__file__} to see which)"
