@@ -465,9 +465,11 @@ class TrainStep(W.VBox):
         self.epoch_bar.max, self.epoch_bar.value = max(epochs, 1), min(n_hist, epochs)
         self.step_bar.max, self.step_bar.value = steps, min(s.progress_step, steps)
         state = s.job_state
-        running = f"training: epoch {s.progress_epoch}" + (f" of {ev['epochs']}" if ev.get("epochs") else "")
-        if int(ev.get("members") or 1) >= 2:   # the epochs are the member's, the budget the ensemble's
-            running = f"training member {ev.get('member')} of {ev['members']}: " + running[len("training: "):]
+        # an ensemble's epochs are the member's, its budget's clock the ensemble's
+        who = "training"
+        if int(ev.get("members") or 1) >= 2:
+            who += f" member {ev.get('member')} of {ev['members']}"
+        running = f"{who}: epoch {s.progress_epoch}" + (f" of {ev['epochs']}" if ev.get("epochs") else "")
         if ev.get("elapsed") is not None and state == "running":
             if s.job_time_limit > 0:   # the budget's clock, counted from the call's start as its deadline is
                 from carecore.training.events import budget_clock

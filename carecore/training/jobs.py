@@ -189,6 +189,7 @@ def run_job(job_dir):
     def write(force=False):
         now = time.time()
         if force or now - last_write[0] > 0.5:
+            status["losses"] = trace.view()
             status["updated"] = now
             _write_json(job_dir / "status.json", status)
             last_write[0] = now
@@ -197,7 +198,6 @@ def run_job(job_dir):
         if e["kind"] == "batch":
             step[0] += 1
             trace.add(step[0], e["loss"])
-            status["losses"] = trace.view()
             status["event"] = e
             write()
         elif e["kind"] == "epoch":
