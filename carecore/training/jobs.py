@@ -178,7 +178,9 @@ def run_job(job_dir):
     status.update(state="running", pid=os.getpid(), history=[], losses=[], notes=[], message="")
     status.pop("members", None)   # an ensemble's, from an earlier run in this folder
     status.pop("event", None)     # and an earlier run's last event
-    try:   # the budget the app's running line reads, from the first write on (checked again below)
+    # the budget the app's running line reads, from the first write on (a configuration that is not valid
+    # ends the job below, as an error)
+    try:
         status["time_limit"] = float(job["config"].get("time_limit") or 0.0)
     except (AttributeError, KeyError, TypeError, ValueError):
         status["time_limit"] = 0.0
@@ -226,7 +228,6 @@ def run_job(job_dir):
     write(force=True)
     try:
         config = CareConfig.from_dict(job["config"])
-        status["time_limit"] = float(config.time_limit or 0.0)   # as the configuration reads it
         patches = load_patches(job["patches"])
         if job.get("ensemble", 0) >= 2:
             # its last event ("ensemble_end") sets the state and message
