@@ -195,9 +195,12 @@ def cmd_train(args):
         limit = 0.0   # epochs x steps asked for: no budget, also for a model saved with one
     else:
         limit = config.time_limit
-    steps = None if limit else (args.steps or config.steps_per_epoch)
+    # under a budget, --steps spaces the validations (one every --steps steps while the budget lasts); without
+    # it the steps between them are planned from timed steps
+    steps = args.steps if limit else (args.steps or config.steps_per_epoch)
     if resume:
-        print(f"this run: a time budget of {limit:g} s" if limit else f"this run: {epochs} epoch(s) of {steps} steps")
+        print((f"this run: a time budget of {limit:g} s" + (f", validated every {steps} step(s)" if steps else ""))
+              if limit else f"this run: {epochs} epoch(s) of {steps} steps")
     from tqdm.auto import tqdm
 
     from .training.events import budget_clock
@@ -521,7 +524,8 @@ def build_parser():
     s.add_argument("--axes", help="axes of the images, e.g. ZYX or CYX")
     s.add_argument("--model-dir", required=True)
     s.add_argument("--epochs", type=int)
-    s.add_argument("--steps", type=int, help="steps per epoch")
+    s.add_argument("--steps", type=int, help="steps per epoch (with --time-limit: a validation every STEPS steps while "
+                                             "the budget lasts)")
     s.add_argument("--time-limit", metavar="T", help="train for a wall-clock budget, e.g. 3m, 90s, 1h (the schedule and "
                                                      "the validations are planned for it; the best weights are kept)")
     s.add_argument("--devices", metavar="N", help="train data-parallel on N GPUs (or logical CPUs), or 'all'; "

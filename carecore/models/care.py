@@ -345,8 +345,12 @@ class CARE:
         ----------
         patches : PatchSet or tuple
         epochs, steps_per_epoch : int, optional
-            Override the configuration (``epochs`` more epochs are trained; with a time budget,
-            ``epochs`` is the number of validations planned, and the deadline ends training).
+            Override the configuration (``epochs`` more epochs are trained). With a time budget the
+            deadline ends training and these only space the validations: ``epochs`` is the number of
+            validations planned (the steps between them are sized from timed steps), or, given
+            ``steps_per_epoch``, a validation follows every ``steps_per_epoch`` steps for as long as the
+            budget lasts (``epochs`` is then ignored; the configuration's ``steps_per_epoch`` is not used
+            under a budget).
         time_limit : float or str, optional
             A wall-clock budget (seconds, or ``"3m"``, ``"90s"``, ``"1h"``; default: the configuration's
             ``time_limit``, 0 for none). Training plans for it: timed steps size the epochs so that
@@ -506,10 +510,12 @@ class CARE:
             val.ssim()
             s_val = time.perf_counter() - tv + (0.3 if self.path is not None else 0.0)  # + saving the folder
             remaining = budget - (time.perf_counter() - t_enter)
-            # validations take at most a fifth of what is left: fewer of them in a short budget
-            epochs = max(1, min(epochs, int(0.2 * remaining / max(s_val, 1e-9))))
-            per_epoch = max(remaining, s_step) / epochs
-            steps = max(1, int((per_epoch - s_val) / s_step))
+            if steps_per_epoch:   # the validations' spacing asked for: the epochs are what the budget holds
+                epochs = max(1, int(remaining / (steps * s_step + s_val)))
+            else:   # validations take at most a fifth of what is left: fewer of them in a short budget
+                epochs = max(1, min(epochs, int(0.2 * remaining / max(s_val, 1e-9))))
+                per_epoch = max(remaining, s_step) / epochs
+                steps = max(1, int((per_epoch - s_val) / s_step))
             deadline = budget - s_val  # the last validation starts before the budget ends
             if c.probabilistic:   # and the scale head's fits after it (best and last weights): a forward pass
                 from ..uncertainty.scale_head import FIT_PATCHES   # over their patches (a third of a step per

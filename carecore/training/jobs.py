@@ -240,7 +240,8 @@ def run_job(job_dir):
             # the job's own budget (or epochs x steps), not the one a resumed model was saved with: the app's
             # Resume trains for what the Train step shows
             result = model.train(patches, epochs=job.get("epochs") or config.epochs, time_limit=config.time_limit,
-                                 steps_per_epoch=job.get("steps_per_epoch") or config.steps_per_epoch,
+                                 steps_per_epoch=job.get("steps_per_epoch")   # a budget's own planning
+                                 or (None if config.time_limit else config.steps_per_epoch),
                                  callback=on_event, stop=stop)
             status["state"] = result.status
             status["message"] = result.message

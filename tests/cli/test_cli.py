@@ -125,6 +125,10 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     assert main(args[:-6] + ["--epochs", "1", "--steps", "2"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert "this run: 1 epoch(s) of 2 steps" in out and out[-1].startswith("completed: "), out
+    assert main(args[:-6] + ["--time-limit", "4s", "--steps", "2"]) == 0   # a budget validated every 2 steps
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "this run: a time budget of 4 s, validated every 2 step(s)" in out and out[-1].startswith("time_limit: "), out
+    # (the epochs of 2 steps that the budget holds: tests/models/test_care.py, on a step clock)
 
 
 def test_a_fine_tune_from_a_folder_that_is_no_model_is_one_line_and_writes_nothing(tmp_path):

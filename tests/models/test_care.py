@@ -364,3 +364,18 @@ def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path,
     assert budget_clock({"member": 2, "budget_start": 5.5, "budget_share": 6.5, "eta": 1.5}, 12.0) == 10.5
     with pytest.raises(CareError, match="time limit"):
         model.train(patches, time_limit="three minutes")
+
+
+def test_steps_per_epoch_under_a_budget_spaces_the_validations(patches, tmp_path, step_clock):
+    # a budget with steps_per_epoch: a validation every 5 steps until the deadline (the budget's own
+    # planning would make 3 epochs of ~13 steps of the 12 s); epochs=2 does not end it early
+    clock = step_clock(0.25)
+    cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, epochs=3, learning_rate=2e-3)
+    events = []
+    r = cc.CARE(cfg).train(patches, time_limit="12s", steps_per_epoch=5, epochs=2, callback=events.append)
+    steps = [e["step"] for e in events if e["kind"] == "batch"]
+    per_epoch = [max(e["step"] for e in events if e["kind"] == "batch" and e["epoch"] == k + 1)
+                 for k in range(r.epochs)]
+    assert r.status == "time_limit" and r.epochs >= 5 and set(per_epoch[:-1]) == {5}, per_epoch
+    assert 1 <= per_epoch[-1] <= 5 and 10 < clock.now < 12 + 0.5 and len(steps) > 25, (per_epoch, clock.now)
+    assert {e["steps"] for e in events if e["kind"] == "batch"} == {5}
