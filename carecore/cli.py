@@ -527,7 +527,7 @@ def build_parser():
     s.add_argument("--steps", type=int, help="steps per epoch (with --time-limit: a validation every STEPS steps while "
                                              "the budget lasts)")
     s.add_argument("--time-limit", metavar="T", help="train for a wall-clock budget, e.g. 3m, 90s, 1h (the schedule and "
-                                                     "the validations are planned for it; the best weights are kept)")
+                                                     "the validations are planned for it unless --steps; the best weights are kept)")
     s.add_argument("--devices", metavar="N", help="train data-parallel on N GPUs (or logical CPUs), or 'all'; "
                                                   "the batch is split across them (default: one device)")
     s.add_argument("--patch", type=_floats, help="patch size, e.g. 16,64,64")

@@ -349,8 +349,9 @@ class CARE:
             deadline ends training and these only space the validations: ``epochs`` is the number of
             validations planned (the steps between them are sized from timed steps), or, given
             ``steps_per_epoch``, a validation follows every ``steps_per_epoch`` steps for as long as the
-            budget lasts (``epochs`` is then ignored; the configuration's ``steps_per_epoch`` is not used
-            under a budget).
+            budget lasts (the last epoch cut short at the deadline, or not begun when less than half of
+            one fits; ``epochs`` is then ignored, and validations are not held to a fifth of the budget;
+            the configuration's ``steps_per_epoch`` is not used under a budget).
         time_limit : float or str, optional
             A wall-clock budget (seconds, or ``"3m"``, ``"90s"``, ``"1h"``; default: the configuration's
             ``time_limit``, 0 for none). Training plans for it: timed steps size the epochs so that
@@ -401,6 +402,9 @@ class CARE:
         views = learnable_views(c.augment, X.shape[-3] == X.shape[-2])
         views = min(views, (self.run_card or {}).get("trained_views", views))
         budget = parse_duration(c.time_limit if time_limit is None else time_limit)
+        for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
+                raise CareError(f"{name}: must be an integer >= 1 (0 or None: the configuration's), got {value!r}")
         epochs = int(epochs or c.epochs)
         steps = int(steps_per_epoch or c.steps_per_epoch)
         bs = c.batch_size
@@ -510,9 +514,7 @@ class CARE:
             val.ssim()
             s_val = time.perf_counter() - tv + (0.3 if self.path is not None else 0.0)  # + saving the folder
             remaining = budget - (time.perf_counter() - t_enter)
-            if steps_per_epoch:   # the validations' spacing asked for: the epochs are what the budget holds
-                epochs = max(1, int(remaining / (steps * s_step + s_val)))
-            else:   # validations take at most a fifth of what is left: fewer of them in a short budget
+            if not steps_per_epoch:   # validations take at most a fifth of what is left: fewer in a short budget
                 epochs = max(1, min(epochs, int(0.2 * remaining / max(s_val, 1e-9))))
                 per_epoch = max(remaining, s_step) / epochs
                 steps = max(1, int((per_epoch - s_val) / s_step))
@@ -525,6 +527,8 @@ class CARE:
                 deadline -= s_val + 1.0             # validation patches, and the smoothings
             prep = time.perf_counter() - t_enter
             room = int(max(deadline - prep, 0.0) / max(s_step, 1e-9))   # training steps the budget still holds
+            if steps_per_epoch:   # the validations' spacing asked for: the epochs are what the budget holds
+                epochs = max(1, int(max(deadline - prep, 0.0) / (steps * s_step + s_val)))
             if room < MIN_BUDGET_STEPS:
                 too_short = (f"the budget of {budget:.1f} s left room for about {room} training step(s) after "
                              f"{prep:.0f} s of preparation (the filters' line, building the network, timing it) and "

@@ -109,7 +109,7 @@ def test_budgeted_training_from_two_channels_to_one(tmp_path):
 
 
 
-def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, capsys):
+def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, capsys, monkeypatch):
     """A model saved with a budget, resumed with --epochs/--steps, trains those (not its saved budget);
     the line after "resuming" says what this run does."""
     rng = np.random.default_rng(1)
@@ -125,7 +125,17 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     assert main(args[:-6] + ["--epochs", "1", "--steps", "2"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert "this run: 1 epoch(s) of 2 steps" in out and out[-1].startswith("completed: "), out
+    import carecore.models.care as care_module
+
+    asked, train = [], care_module.CARE.train
+
+    def spy(self, *a, **kw):
+        asked.append((kw.get("time_limit"), kw.get("steps_per_epoch")))
+        return train(self, *a, **kw)
+
+    monkeypatch.setattr(care_module.CARE, "train", spy)
     assert main(args[:-6] + ["--time-limit", "4s", "--steps", "2"]) == 0   # a budget validated every 2 steps
+    assert asked == [(4.0, 2)], asked
     out = capsys.readouterr().out.strip().splitlines()
     assert "this run: a time budget of 4 s, validated every 2 step(s)" in out and out[-1].startswith("time_limit: "), out
     # (the epochs of 2 steps that the budget holds: tests/models/test_care.py, on a step clock)

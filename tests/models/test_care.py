@@ -368,7 +368,7 @@ def test_time_limited_training_plans_and_ends_with_the_budget(patches, tmp_path,
 
 def test_steps_per_epoch_under_a_budget_spaces_the_validations(patches, tmp_path, step_clock):
     # a budget with steps_per_epoch: a validation every 5 steps until the deadline (the budget's own
-    # planning would make 3 epochs of ~13 steps of the 12 s); epochs=2 does not end it early
+    # planning made 2 epochs of ~22 steps of epochs=2, which does not end it early either)
     clock = step_clock(0.25)
     cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, epochs=3, learning_rate=2e-3)
     events = []
@@ -379,3 +379,8 @@ def test_steps_per_epoch_under_a_budget_spaces_the_validations(patches, tmp_path
     assert r.status == "time_limit" and r.epochs >= 5 and set(per_epoch[:-1]) == {5}, per_epoch
     assert 1 <= per_epoch[-1] <= 5 and 10 < clock.now < 12 + 0.5 and len(steps) > 25, (per_epoch, clock.now)
     assert {e["steps"] for e in events if e["kind"] == "batch"} == {5}
+    # the epochs the budget holds, estimated from the start (the deadline less the work after training)
+    first, last = next(e for e in events if e["kind"] == "batch"), [e for e in events if e["kind"] == "epoch"][-1]
+    assert abs(first["epochs"] - r.epochs) <= 1 and last["epochs"] == r.epochs, (first["epochs"], r.epochs)
+    with pytest.raises(CareError, match="steps_per_epoch: must be an integer >= 1"):
+        cc.CARE(cfg).train(patches, time_limit="12s", steps_per_epoch=-3)
