@@ -215,6 +215,29 @@ def test_all_steps(state):
     keys = set(state.metrics)
     assert {"input", "CARE"} <= keys and any(k.startswith("best filter by SSIM") for k in keys)
     assert all(np.isfinite(m["ssim"]) for m in state.metrics.values())
+    # the filters depend on the pair alone: restoring it again (one view now) reuses them, CARE's row is new;
+    # another pair is tuned again
+    import carecore.baselines as baselines_module
+
+    first, note, tune = dict(state.metrics), state.metrics_note, baselines_module.tune_baselines
+    calls = []
+    try:
+        baselines_module.tune_baselines = lambda *a, **kw: calls.append(1) or tune(*a, **kw)
+        state.tta = False
+        state.restore()
+        assert not calls and state.metrics_note == note
+        assert {k: v for k, v in state.metrics.items() if k != "CARE"} == {k: v for k, v in first.items() if k != "CARE"}
+        assert state.metrics["CARE"] != first["CARE"]
+        from carelab.state import pair_key
+
+        x, t = state.input_on_grid, state.truth
+        assert pair_key(x, t) == pair_key(x.copy(), t.copy()) != pair_key(x, t + 1e-3) != pair_key(t, x)
+        state._filter_rows = (("another pair",),) + state._filter_rows[1:]   # as another input would have
+        state.restore()
+        assert len(calls) == 1 and state.metrics == {**first, "CARE": state.metrics["CARE"]}
+    finally:
+        baselines_module.tune_baselines, state.tta = tune, True
+    state.restore()
     r = state.compute_reliability()
     assert r["samples"].shape[1:] == restored.shape and "calibration" in r
     ref = predictive_readouts(state.restored, state.scale, confidence=0.9)

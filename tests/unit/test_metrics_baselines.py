@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from carecore import BASELINES, CareError, affine_fit, baseline, evaluate, nuclei_volume, simulate_photon_noise, ssim
@@ -116,3 +117,34 @@ def test_the_filter_grids_reach_past_the_best_values_at_5_photons(shared_data):
         for best in (tuned[name].params[key], tuned[name].params_nrmse[key]):
             assert min(grid) < best < max(grid), (name, best, grid)
     assert tuned["gaussian"].params["sigma"] > 12      # where the grid ended before
+
+
+def test_tuning_in_threads_equals_one_thread_and_stops_on_request(monkeypatch):
+    """The grid's points run in parallel threads: the same parameters and scores as one at a time, in
+    the grid's order; the progress counts every point once; a stop request raises ``Stopped`` and the
+    points not begun are not computed."""
+    import carecore.baselines as baselines_module
+    from carecore.baselines import TUNING_GRIDS, tune_baselines
+    from carecore.progress import Stopped
+
+    rng = np.random.default_rng(3)
+    truth = ndi.gaussian_filter(rng.random((48, 64, 64)), 2).astype(np.float32)
+    x = (truth + rng.normal(0, 0.05, truth.shape)).astype(np.float32)
+    names = ["gaussian", "tv", "median"]
+    seen = []
+    threaded = tune_baselines([(x, truth)], axes="ZYX", names=names,
+                              progress=lambda done, total, what: seen.append((done, total, what)))
+    monkeypatch.setattr(baselines_module, "TUNING_THREADS", 1)
+    serial = tune_baselines([(x, truth)], axes="ZYX", names=names)
+    assert list(threaded) == list(serial)
+    assert {k: v.to_dict() for k, v in threaded.items()} == {k: v.to_dict() for k, v in serial.items()}
+    assert [r["params"] for r in threaded["tv"].grid] == TUNING_GRIDS["tv"]
+    n = sum(len(TUNING_GRIDS[k]) for k in names)
+    assert [d for d, _, _ in seen] == list(range(1, n + 1)) and {t for _, t, _ in seen} == {n}
+    assert sorted(w for _, _, w in seen) == sorted(k for k in names for _ in TUNING_GRIDS[k])
+    monkeypatch.setattr(baselines_module, "TUNING_THREADS", 4)
+    calls = []
+    with pytest.raises(Stopped):
+        tune_baselines([(x, truth)], axes="ZYX", names=names, stop=lambda: len(calls) >= 3,
+                       progress=lambda *a: calls.append(a))
+    assert len(calls) <= 3 + 4     # what was already running when the stop came may finish, nothing after
