@@ -376,7 +376,7 @@ class CARE:
         -------
         TrainingResult
         """
-        from ..training.events import EventCallback, cosine_lr
+        from ..training.events import EventCallback, cosine_lr, work_after_training
         from ..training.pipeline import batches, make_dataset, without_autotune
         from ..training.validation import ValidationSet
 
@@ -518,13 +518,9 @@ class CARE:
                 epochs = max(1, min(epochs, int(0.2 * remaining / max(s_val, 1e-9))))
                 per_epoch = max(remaining, s_step) / epochs
                 steps = max(1, int((per_epoch - s_val) / s_step))
-            deadline = budget - s_val  # the last validation starts before the budget ends
-            if c.probabilistic:   # and the scale head's fits after it (best and last weights): a forward pass
-                from ..uncertainty.scale_head import FIT_PATCHES   # over their patches (a third of a step per
-                # batch), building the probe and L-BFGS (0.3-4 s measured)
-                deadline -= 2 * (np.ceil(min(len(X), FIT_PATCHES) / bs) * s_step / 3 + 2.0)
-            if self._chooses_output_sigma():   # and the output smoothing's choice: a forward pass over the
-                deadline -= s_val + 1.0             # validation patches, and the smoothings
+            # the last validation starts before the budget ends, and the fits and choices after it
+            deadline = budget - work_after_training(s_step, s_val, probabilistic=c.probabilistic, n_train=len(X),
+                                                    batch_size=bs, chooses_sigma=self._chooses_output_sigma())
             prep = time.perf_counter() - t_enter
             room = int(max(deadline - prep, 0.0) / max(s_step, 1e-9))   # training steps the budget still holds
             if steps_per_epoch:   # the validations' spacing asked for: the epochs are what the budget holds

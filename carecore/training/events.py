@@ -258,3 +258,28 @@ def budget_clock(event, time_limit):
     start, share = event.get("budget_start", 0.0), event.get("budget_share", time_limit)
     done = start + share - (event.get("eta") or 0.0)
     return float(min(max(done, 0.0), time_limit))
+
+
+def work_after_training(s_step, s_val, *, probabilistic, n_train, batch_size, chooses_sigma):
+    """Seconds a time budget keeps after its last training step, from a timed step and validation: the
+    last validation (and saving), a probabilistic model's two fits of its scale's head (best and last
+    weights: a forward pass over their patches, a third of a step per batch, and building the probe and
+    L-BFGS, 0.3-4 s measured), and the output smoothing's choice (a pass over the validation patches and
+    the smoothings). :meth:`~carecore.CARE.train` ends its steps this long before the budget does; the
+    app's estimate takes it out too.
+
+    Examples
+    --------
+    >>> work_after_training(0.1, 1.0, probabilistic=False, n_train=500, batch_size=8, chooses_sigma=False)
+    1.0
+    >>> round(work_after_training(0.1, 1.0, probabilistic=True, n_train=500, batch_size=8, chooses_sigma=True), 2)
+    7.53
+    """
+    from ..uncertainty.scale_head import FIT_PATCHES
+
+    seconds = s_val
+    if probabilistic:
+        seconds += 2 * (math.ceil(min(n_train, FIT_PATCHES) / batch_size) * s_step / 3 + 2.0)
+    if chooses_sigma:
+        seconds += s_val + 1.0
+    return float(seconds)

@@ -256,10 +256,16 @@ def run_job(job_dir):
 
 def preflight(config, patches, *, members=1):
     """Estimates before training: patch memory, seconds per step (one timed batch) and per epoch;
-    with a time budget, the steps it holds (each of ``members`` ensemble members: their share's)."""
+    with a time budget, the steps it holds (each of ``members`` ensemble members: their share's) once
+    the validations and the work after training are taken out, as :meth:`~carecore.CARE.train` plans
+    them from a timed validation (``seconds_per_validation``, ``validations``, ``seconds_after_training``).
+    The preparation before the first step (the filters' line on the validation patches, building the
+    network) is not known here and not taken out."""
     import numpy as np
 
     from ..models.kinds import create_model
+    from ..training.validation import ValidationSet
+    from .events import work_after_training
 
     X, Y = patches.train
     mem = (X.nbytes if hasattr(X, "nbytes") else 0) + (Y.nbytes if hasattr(Y, "nbytes") else 0)
@@ -274,9 +280,27 @@ def preflight(config, patches, *, members=1):
     out = {"parameters": model.count_params(), "patch_memory_mib": mem / 2**20, "seconds_per_step": step,
            "seconds_per_epoch": step * config.steps_per_epoch,
            "seconds_total": step * config.steps_per_epoch * config.epochs}
-    if config.time_limit:  # what a budget buys (validations and saving take a little of it)
-        out.update(seconds_total=config.time_limit, members=int(members),
-                   steps_in_budget=int(config.time_limit / max(int(members), 1) / max(step, 1e-9)))
+    if config.time_limit:  # what a budget buys: its share less the validations and the work after training
+        val = ValidationSet(*patches.val, model)
+        bs = min(config.batch_size, len(val.X))
+
+        def validate():   # as training validates: the loss over the validation patches, the SSIM's patches
+            for i in range(0, len(val.X), bs):
+                model.keras_model.test_on_batch(val.X[i:i + bs], val.Y[i:i + bs])
+            val.ssim()
+
+        validate()                               # builds the evaluation graphs: not representative
+        t = time.perf_counter()
+        validate()
+        s_val = time.perf_counter() - t + 0.3    # + saving the folder
+        share = config.time_limit / max(int(members), 1)
+        after = work_after_training(step, s_val, probabilistic=config.probabilistic, n_train=len(X),
+                                    batch_size=config.batch_size, chooses_sigma=config.output_sigma == "auto")
+        validations = max(1, min(config.epochs, int(0.2 * share / max(s_val, 1e-9))))
+        left = max(share - after - (validations - 1) * s_val, 0.0)   # the last validation is in ``after``
+        out.update(seconds_total=config.time_limit, members=int(members), seconds_per_validation=s_val,
+                   validations=validations, seconds_after_training=after,
+                   steps_in_budget=int(left / max(step, 1e-9)))
     return out
 
 
