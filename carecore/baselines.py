@@ -166,7 +166,7 @@ TUNING_GRIDS = {
 FAST_GRIDS = {**TUNING_GRIDS, "nlm": [g for g in TUNING_GRIDS["nlm"] if "patch_distance" not in g]}
 #: Tuning looks at most this many voxels per image (a centred crop), so that it takes seconds.
 TUNING_MAX_VOXELS = 2**20
-#: Grid points tuned at once (threads, at most the logical CPUs).
+#: Grid points tuned at once (threads, at most the CPUs this process may use).
 TUNING_THREADS = 4
 
 
@@ -260,7 +260,8 @@ def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX
     # the grid's points in parallel threads: the filters and the metrics' filtering release the GIL (on 2
     # cores about half the wall time); the scores do not depend on the order, the progress is reported here
     rows = [None] * len(points)
-    with ThreadPoolExecutor(max_workers=max(1, min(TUNING_THREADS, os.cpu_count() or 1))) as pool:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, min(TUNING_THREADS, cpus))) as pool:
         futures = {pool.submit(score, *point): i for i, point in enumerate(points)}
         try:
             for done, future in enumerate(as_completed(futures), 1):

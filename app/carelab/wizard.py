@@ -430,9 +430,10 @@ class TrainStep(W.VBox):
                     f"{p['seconds_per_step']:.2f} s/step")
             if "steps_in_budget" in p:
                 share = f"each of {p['members']} members' share of " if p.get("members", 1) > 1 else ""
-                text += (f" · about {p['steps_in_budget']:,} steps fit in {share}{_mmss(s.time_limit)} "
-                         f"beside {p['validations']} validation(s) and {p['seconds_after_training']:.0f} s for the "
-                         "work after training (the preparation not counted)")
+                kept = (p["validations"] - 1) * p["seconds_per_validation"] + p["seconds_after_training"]
+                text += (f" · about {p['steps_in_budget']:,} steps fit in {share}{_mmss(s.time_limit)}, "
+                         f"{kept:.0f} s of it kept for {p['validations']} validation(s) and the work after training "
+                         "(the preparation not counted)")
             else:
                 text += f" · ~{p['seconds_per_epoch']:.0f} s/epoch · ~{p['seconds_total'] / 60:.1f} min in all"
             self.pre_note.value = html.escape(text)

@@ -281,6 +281,8 @@ def preflight(config, patches, *, members=1):
            "seconds_per_epoch": step * config.steps_per_epoch,
            "seconds_total": step * config.steps_per_epoch * config.epochs}
     if config.time_limit:  # what a budget buys: its share less the validations and the work after training
+        if len(patches.val[0]) == 0:
+            raise CareError("no validation patches: create patches with validation_fraction > 0")
         val = ValidationSet(*patches.val, model)
         bs = min(config.batch_size, len(val.X))
 
