@@ -17,6 +17,7 @@ from traitlets import Bool, Dict, Enum, Float, HasTraits, Int, List, Unicode, ob
 
 import carecore as cc
 from carecore import CareError
+from carecore.progress import Stopped
 
 #: Training budgets offered in step 2 (label, seconds); 0 is "custom": epochs × steps as typed.
 BUDGETS = [("Quick · 3 min", 180.0), ("Standard · 20 min", 1200.0), ("Thorough · 60 min", 3600.0),
@@ -877,7 +878,8 @@ class LabState(HasTraits):
         ``carecore.predict_chunked`` and write ``restored/<model>/<name>.ome.zarr``, reporting
         ``progress(done, total, "chunks")``; the app then reads its full-resolution level back to show it.
         :meth:`stop_restore` ends either (``carecore.progress.Stopped``; the chunks written are kept and
-        a rerun with the same settings continues).
+        a rerun with the same settings continues); a stop while the classical filters are tuned (the
+        restoration done and saved) shows it without the filter rows, and the note says so.
         """
         self._stop_restore.clear()
         try:
@@ -1013,7 +1015,11 @@ class LabState(HasTraits):
         if self._filter_rows is not None and self._filter_rows[0] == key:
             self.metrics_note = self._filter_rows[2]
             return {**rows, **self._filter_rows[1]}
-        filters = self._tuned_filter_rows(x, axes, progress)
+        try:
+            filters = self._tuned_filter_rows(x, axes, progress)
+        except Stopped:   # the restoration is done and saved: shown without the filters, nothing kept of them
+            self.metrics_note = "the classical filters' tuning was stopped: no filter rows (restore again to tune them)"
+            return rows
         self._filter_rows = (key, filters, self.metrics_note)
         return {**rows, **filters}
 
@@ -1028,7 +1034,7 @@ class LabState(HasTraits):
             if progress is not None:
                 progress(done, total, "filters")
 
-        tuned = tune_baselines([(x, self.truth)], axes=axes, progress=tuning)
+        tuned = tune_baselines([(x, self.truth)], axes=axes, progress=tuning, stop=self._stop_restore.is_set)
         by_ssim, by_nrmse = best_baseline(tuned)
         picks = [("SSIM", by_ssim, by_ssim.params, "ssim"), ("NRMSE", by_nrmse, by_nrmse.params_nrmse, "nrmse")]
         if (by_nrmse.name, by_nrmse.params_nrmse) == (by_ssim.name, by_ssim.params):

@@ -244,6 +244,12 @@ def test_all_steps(state):
         finally:
             gt.write_bytes(original)
         assert len(calls) == 1 and set(state.metrics) == set(first)
+        # Stop while the filters are tuned: the restoration (done, saved) is shown without them; nothing kept
+        done = state.restore_done
+        baselines_module.tune_baselines = lambda *a, **kw: state.stop_restore() or tune(*a, **kw)
+        state.restore()
+        assert set(state.metrics) == {"input", "CARE"} and "tuning was stopped" in state.metrics_note
+        assert state.restore_done == done + 1 and state.restored is not None
     finally:
         baselines_module.tune_baselines, state.tta = tune, True
     state.restore()
