@@ -376,7 +376,7 @@ class CARE:
         -------
         TrainingResult
         """
-        from ..training.events import EventCallback, cosine_lr, work_after_training
+        from ..training.events import EventCallback, cosine_lr, planned_validations, work_after_training
         from ..training.pipeline import batches, make_dataset, without_autotune
         from ..training.validation import ValidationSet
 
@@ -515,7 +515,7 @@ class CARE:
             s_val = time.perf_counter() - tv + (0.3 if self.path is not None else 0.0)  # + saving the folder
             remaining = budget - (time.perf_counter() - t_enter)
             if not steps_per_epoch:   # validations take at most a fifth of what is left: fewer in a short budget
-                epochs = max(1, min(epochs, int(0.2 * remaining / max(s_val, 1e-9))))
+                epochs = planned_validations(epochs, remaining, s_val)
                 per_epoch = max(remaining, s_step) / epochs
                 steps = max(1, int((per_epoch - s_val) / s_step))
             # the last validation starts before the budget ends, and the fits and choices after it

@@ -260,6 +260,19 @@ def budget_clock(event, time_limit):
     return float(min(max(done, 0.0), time_limit))
 
 
+def planned_validations(epochs, seconds, s_val):
+    """The validations a budget of ``seconds`` plans (``epochs`` asked for): at most a fifth of it goes to
+    validations of ``s_val`` seconds each, so a short budget has fewer; at least one. :meth:`~carecore.CARE.train`
+    sizes its epochs by it, the app's estimate counts them.
+
+    Examples
+    --------
+    >>> planned_validations(10, 180.0, 1.5), planned_validations(10, 5.0, 1.5)
+    (10, 1)
+    """
+    return max(1, min(int(epochs), int(0.2 * seconds / max(s_val, 1e-9))))
+
+
 def work_after_training(s_step, s_val, *, probabilistic, n_train, batch_size, chooses_sigma):
     """Seconds a time budget keeps after its last training step, from a timed step and validation: the
     last validation (and saving), a probabilistic model's two fits of its scale's head (best and last

@@ -264,8 +264,8 @@ def preflight(config, patches, *, members=1):
     import numpy as np
 
     from ..models.kinds import create_model
-    from ..training.validation import ValidationSet
-    from .events import work_after_training
+    from .events import planned_validations, work_after_training
+    from .validation import ValidationSet
 
     X, Y = patches.train
     mem = (X.nbytes if hasattr(X, "nbytes") else 0) + (Y.nbytes if hasattr(Y, "nbytes") else 0)
@@ -298,7 +298,7 @@ def preflight(config, patches, *, members=1):
         share = config.time_limit / max(int(members), 1)
         after = work_after_training(step, s_val, probabilistic=config.probabilistic, n_train=len(X),
                                     batch_size=config.batch_size, chooses_sigma=config.output_sigma == "auto")
-        validations = max(1, min(config.epochs, int(0.2 * share / max(s_val, 1e-9))))
+        validations = planned_validations(config.epochs, share, s_val)
         left = max(share - after - (validations - 1) * s_val, 0.0)   # the last validation is in ``after``
         out.update(seconds_total=config.time_limit, members=int(members), seconds_per_validation=s_val,
                    validations=validations, seconds_after_training=after,
