@@ -422,18 +422,22 @@ class TrainStep(W.VBox):
         run_guarded(self.msg, go, thread=True)
 
     def on_preflight(self):
-        self.pre_note.value = "timing one batch ..."
+        self.pre_note.value = "preparing as training does, timing a step and a validation ..."
 
         def show(p):
             s = self.state
             text = (f"{p['parameters']:,} parameters · patches {p['patch_memory_mib']:.0f} MiB · "
                     f"{p['seconds_per_step']:.2f} s/step")
             if "steps_in_budget" in p:
-                share = f"each of {p['members']} members' share of " if p.get("members", 1) > 1 else ""
+                budget = _mmss(s.time_limit)
+                if p.get("members", 1) > 1:   # the filters' line is tuned once, before the budget is shared
+                    budget = f"each of {p['members']} members' share of {budget}"
+                    if p["seconds_filters_line"] >= 0.5:
+                        budget += f" less {p['seconds_filters_line']:.0f} s for the filters' line"
                 kept = (p["validations"] - 1) * p["seconds_per_validation"] + p["seconds_after_training"]
-                text += (f" · about {p['steps_in_budget']:,} steps fit in {share}{_mmss(s.time_limit)}, "
-                         f"{kept:.0f} s of it kept for {p['validations']} validation(s) and the work after training "
-                         "(the preparation not counted)")
+                text += (f" · about {p['steps_in_budget']:,} steps fit in {budget}, "
+                         f"{p['seconds_preparation']:.0f} s of it for the preparation and {kept:.0f} s for "
+                         f"{p['validations']} validation(s) and the work after training")
             else:
                 text += f" · ~{p['seconds_per_epoch']:.0f} s/epoch · ~{p['seconds_total'] / 60:.1f} min in all"
             self.pre_note.value = html.escape(text)

@@ -376,7 +376,7 @@ class CARE:
         -------
         TrainingResult
         """
-        from ..training.events import EventCallback, cosine_lr, planned_validations, work_after_training
+        from ..training.events import EventCallback, cosine_lr, plan_budget, work_after_training
         from ..training.pipeline import batches, make_dataset, without_autotune
         from ..training.validation import ValidationSet
 
@@ -415,17 +415,8 @@ class CARE:
                   self.best_val_loss)
         for key in ("time_limit", "budget_clock", "devices"):   # an earlier call's: this one says its own
             (self.run_card or {}).pop(key, None)
-        if c.residual_sigma == "auto":  # the smoothed input to start from: chosen on the training patches
-            from ..training.residual_base import choose_residual_sigma, fit_base_affine
-
-            sigma = choose_residual_sigma(X, Y, seed=c.seed)   # and its gain and offset, unless given
-            self.config = c = c.replace(residual_sigma=sigma,
-                                        residual_affine=c.residual_affine or fit_base_affine(X, Y, sigma, seed=c.seed))
-            import keras
-
-            keras.utils.set_random_seed(c.seed)
-            self.keras_model = self._build()
-            self._stage_cache = None
+        self._choose_residual_base(X, Y)
+        c = self.config
         if c.init_weights and not resumed:   # a fine-tune: the layers that match start from those weights
             from .init_weights import copy_matching_weights
 
@@ -513,18 +504,11 @@ class CARE:
             self.keras_model.evaluate(val_ds, verbose=0)
             val.ssim()
             s_val = time.perf_counter() - tv + (0.3 if self.path is not None else 0.0)  # + saving the folder
-            remaining = budget - (time.perf_counter() - t_enter)
-            if not steps_per_epoch:   # validations take at most a fifth of what is left: fewer in a short budget
-                epochs = planned_validations(epochs, remaining, s_val)
-                per_epoch = max(remaining, s_step) / epochs
-                steps = max(1, int((per_epoch - s_val) / s_step))
-            # the last validation starts before the budget ends, and the fits and choices after it
-            deadline = budget - work_after_training(s_step, s_val, probabilistic=c.probabilistic, n_train=len(X),
-                                                    batch_size=bs, chooses_sigma=self._chooses_output_sigma())
             prep = time.perf_counter() - t_enter
-            room = int(max(deadline - prep, 0.0) / max(s_step, 1e-9))   # training steps the budget still holds
-            if steps_per_epoch:   # the validations' spacing asked for: the epochs are what the budget holds
-                epochs = max(1, int(max(deadline - prep, 0.0) / (steps * s_step + s_val)))
+            after = work_after_training(s_step, s_val, probabilistic=c.probabilistic, n_train=len(X), batch_size=bs,
+                                        chooses_sigma=self._chooses_output_sigma())
+            plan = plan_budget(budget, prep, s_step, s_val, after, epochs=epochs, steps_per_epoch=steps_per_epoch)
+            epochs, steps, deadline, room = plan.epochs, plan.steps, plan.deadline, plan.room
             if room < MIN_BUDGET_STEPS:
                 too_short = (f"the budget of {budget:.1f} s left room for about {room} training step(s) after "
                              f"{prep:.0f} s of preparation (the filters' line, building the network, timing it) and "
@@ -640,6 +624,25 @@ class CARE:
         if callback is not None:
             callback({"kind": "end", "status": cb.status, "message": message})
         return TrainingResult(cb.status, message, len(self.history), list(self.history), self.best_val_loss, seconds)
+
+    def _choose_residual_base(self, X, Y):
+        """With ``residual_sigma="auto"``: the smoothed input to start from, chosen on the training patches
+        ``X``, ``Y`` (and its gain and offset, unless given), and the network built again with it (from the
+        configuration's seed). Nothing otherwise. Part of :meth:`train`'s preparation; the Estimate
+        (:func:`carecore.training.jobs.preflight`) does it too, to time it and the network it builds."""
+        c = self.config
+        if c.residual_sigma != "auto":
+            return
+        from ..training.residual_base import choose_residual_sigma, fit_base_affine
+
+        sigma = choose_residual_sigma(X, Y, seed=c.seed)
+        self.config = c.replace(residual_sigma=sigma,
+                                residual_affine=c.residual_affine or fit_base_affine(X, Y, sigma, seed=c.seed))
+        import keras
+
+        keras.utils.set_random_seed(c.seed)
+        self.keras_model = self._build()
+        self._stage_cache = None
 
     def _chooses_output_sigma(self):
         """Whether training ends by choosing ``output_sigma``: ``"auto"``, or chosen so before (a resumed run

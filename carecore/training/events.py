@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -262,8 +263,8 @@ def budget_clock(event, time_limit):
 
 def planned_validations(epochs, seconds, s_val):
     """The validations a budget of ``seconds`` plans (``epochs`` asked for): at most a fifth of it goes to
-    validations of ``s_val`` seconds each, so a short budget has fewer; at least one. :meth:`~carecore.CARE.train`
-    sizes its epochs by it, the app's estimate counts them.
+    validations of ``s_val`` seconds each, so a short budget has fewer; at least one. :func:`plan_budget`
+    sizes a budget's epochs by it.
 
     Examples
     --------
@@ -296,3 +297,61 @@ def work_after_training(s_step, s_val, *, probabilistic, n_train, batch_size, ch
     if chooses_sigma:
         seconds += s_val + 1.0
     return float(seconds)
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """How a time budget is spent (:func:`plan_budget`): ``epochs`` of ``steps`` steps (each followed by a
+    validation) planned; the ``deadline`` (seconds from the start) that ends the steps; ``room``, the steps
+    from the end of the preparation to the deadline; ``trained``, the steps that training takes in them once
+    the validations are taken out, and ``validations``, the epochs it begins (each ends in a validation,
+    the last one's after the deadline)."""
+
+    epochs: int
+    steps: int
+    deadline: float
+    room: int
+    trained: int
+    validations: int
+
+
+def plan_budget(budget, prep, s_step, s_val, after, *, epochs, steps_per_epoch=None):
+    """The plan of a ``budget`` of seconds whose preparation took ``prep`` of them, from a timed step
+    ``s_step`` and validation ``s_val`` and the work kept for after the last step (``after``:
+    :func:`work_after_training`). :meth:`~carecore.CARE.train` trains by it and the app's Estimate
+    (:func:`~carecore.training.jobs.preflight`) says its ``trained`` steps, so the two agree.
+
+    Without ``steps_per_epoch`` the validations are :func:`planned_validations` of what the preparation
+    left, spaced evenly; with it, a validation every ``steps_per_epoch`` steps and ``epochs`` is the number
+    that fits. Either way the deadline, not the planned epochs, ends training (:class:`EventCallback`): the
+    epoch that reaches it is cut there, and one that would be cut to less than half is not begun.
+
+    Examples
+    --------
+    >>> p = plan_budget(60.0, 5.0, 0.1, 1.0, 3.0, epochs=10)
+    >>> p.epochs, p.steps, p.deadline, p.trained, p.validations
+    (10, 45, 57.0, 405, 9)
+    """
+    remaining = budget - prep
+    if steps_per_epoch:
+        steps = int(steps_per_epoch)
+    else:   # validations take at most a fifth of what is left: fewer in a short budget
+        epochs = planned_validations(epochs, remaining, s_val)
+        steps = max(1, int((max(remaining, s_step) / epochs - s_val) / s_step))
+    deadline = budget - after   # the last validation starts before the budget ends, and the fits after it
+    span = max(deadline - prep, 0.0)
+    if steps_per_epoch:   # the validations' spacing asked for: the epochs are what the budget holds
+        epochs = max(1, int(span / (steps * s_step + s_val)))
+    s_step = max(s_step, 1e-9)
+    # the steps taken: after each step the deadline is checked; after each epoch's validation the next is
+    # begun unless it would be cut to less than half
+    t, trained, begun, epoch = 0.0, 0, 0, steps * s_step + s_val
+    while t < span:
+        n = min(steps, math.ceil((span - t) / s_step - 1e-9))
+        trained, begun, t = trained + n, begun + 1, t + n * s_step
+        if n < steps or t >= span:
+            break
+        t += s_val
+        if (span - t) / epoch < 0.5:
+            break
+    return BudgetPlan(int(epochs), steps, float(deadline), int(span / s_step), trained, max(begun, 1))

@@ -257,19 +257,32 @@ def run_job(job_dir):
 def preflight(config, patches, *, members=1):
     """Estimates before training: patch memory, seconds per step (one timed batch) and per epoch;
     with a time budget, the steps it holds (each of ``members`` ensemble members: their share's) once
-    the validations and the work after training are taken out, as :meth:`~carecore.CARE.train` plans
-    them from a timed validation (``seconds_per_validation``, ``validations``, ``seconds_after_training``).
-    The preparation before the first step (the filters' line on the validation patches, building the
-    network) is not known here and not taken out."""
+    what :meth:`~carecore.CARE.train` does around its steps is taken out: its preparation, timed here by
+    doing it (the filters' line on the validation patches, the smoothed input to start from, building the
+    network and its graphs, timing a step and a validation: ``seconds_preparation``, the filters' line
+    counted once for an ensemble as :func:`~carecore.train_ensemble` does), the validations the budget plans
+    and the work after the last step (``seconds_per_validation``, ``validations``, ``seconds_after_training``).
+    It estimates a fresh training: a resumed one, whose smoothed input and output smoothing were chosen
+    before, skips that work and trains a few steps more.
+    """
     import numpy as np
 
     from ..models.kinds import create_model
-    from .events import planned_validations, work_after_training
+    from .events import plan_budget, work_after_training
     from .validation import ValidationSet
 
+    members = max(int(members), 1)
+    if members > 1:
+        from ..uncertainty.ensemble import member_config
+
+        config = member_config(config)
     X, Y = patches.train
     mem = (X.nbytes if hasattr(X, "nbytes") else 0) + (Y.nbytes if hasattr(Y, "nbytes") else 0)
+    t = time.perf_counter()
     model = create_model(config)
+    # a background job creates its model before the budget starts; an ensemble's members within it
+    t_prep = t if members > 1 else time.perf_counter()
+    model._choose_residual_base(X, Y)   # the network training trains: its smoothed input chosen as training does
     model._compile(config.learning_rate)
     idx = np.arange(min(config.batch_size, len(X)))
     xb, yb = np.asarray(X[idx], np.float32), np.asarray(Y[idx], np.float32)
@@ -280,7 +293,7 @@ def preflight(config, patches, *, members=1):
     out = {"parameters": model.count_params(), "patch_memory_mib": mem / 2**20, "seconds_per_step": step,
            "seconds_per_epoch": step * config.steps_per_epoch,
            "seconds_total": step * config.steps_per_epoch * config.epochs}
-    if config.time_limit:  # what a budget buys: its share less the validations and the work after training
+    if config.time_limit:  # what a budget buys: its share less the preparation, validations and the work after
         if len(patches.val[0]) == 0:
             raise CareError("no validation patches: create patches with validation_fraction > 0")
         val = ValidationSet(*patches.val, model)
@@ -295,14 +308,21 @@ def preflight(config, patches, *, members=1):
         t = time.perf_counter()
         validate()
         s_val = time.perf_counter() - t + 0.3    # + saving the folder
-        share = config.time_limit / max(int(members), 1)
+        # training times three steps to this one; the filters' line is tuned once, before the budget is shared
+        prep = time.perf_counter() - t_prep + 2 * step
+        line = 0.0
+        if not patches.meta.get("validation_baseline"):   # not tuned before (a training on these patches keeps it)
+            t = time.perf_counter()
+            val.baseline()
+            line = time.perf_counter() - t
+        share = max(config.time_limit - line, 0.0) / members if members > 1 else config.time_limit
+        prep += line if members == 1 else 0.0
         after = work_after_training(step, s_val, probabilistic=config.probabilistic, n_train=len(X),
                                     batch_size=config.batch_size, chooses_sigma=config.output_sigma == "auto")
-        validations = planned_validations(config.epochs, share, s_val)
-        left = max(share - after - (validations - 1) * s_val, 0.0)   # the last validation is in ``after``
-        out.update(seconds_total=config.time_limit, members=int(members), seconds_per_validation=s_val,
-                   validations=validations, seconds_after_training=after,
-                   steps_in_budget=int(left / max(step, 1e-9)))
+        plan = plan_budget(share, prep, step, s_val, after, epochs=config.epochs)   # as training plans it
+        out.update(seconds_total=config.time_limit, members=members, seconds_preparation=prep,
+                   seconds_filters_line=line, seconds_per_validation=s_val, validations=plan.validations,
+                   seconds_after_training=after, steps_in_budget=plan.trained)
     return out
 
 

@@ -98,6 +98,12 @@ class Ensemble:
                 "member_means": mus, "member_scales": bs}
 
 
+def member_config(config):
+    """The configuration an ensemble's members train with: ``config``, probabilistic (the Laplace loss)
+    if it is not."""
+    return config if config.probabilistic else config.replace(probabilistic=True, loss="laplace")
+
+
 def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=None, epochs=None,
                    steps_per_epoch=None, time_limit=None):
     """Train ``n_members`` probabilistic models with seeds ``config.seed + i``, one after another.
@@ -122,8 +128,7 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
 
     if n_members < 2:
         raise CareError(f"n_members must be >= 2, got {n_members}")
-    if not config.probabilistic:
-        config = config.replace(probabilistic=True, loss="laplace")
+    config = member_config(config)
     from ..models.care import parse_duration
 
     budget = parse_duration(config.time_limit if time_limit is None else time_limit)

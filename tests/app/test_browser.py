@@ -140,11 +140,11 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     budget.get_by_text("Test · 30 s").click()
     page.locator(".care-train-recipe", has_text="0:30 of training").wait_for(timeout=10_000)
     assert "helps most with more training data" not in page.locator(".care-train-recipe").inner_text()
-    page.locator(".care-train-preflight").click()   # Estimate: one timed batch, and the steps the budget holds
+    page.locator(".care-train-preflight").click()   # Estimate: training's preparation, a timed step and validation: the steps the budget holds
     page.locator(".care-train-estimate", has_text="steps fit in 0:30, ").wait_for(timeout=60_000)
     estimate = page.locator(".care-train-estimate").inner_text()
-    assert re.search(r"about [1-9][\d,]* steps fit in 0:30, [1-9]\d* s of it kept for [1-9]\d* validation\(s\) "
-                     r"and the work after training", estimate), estimate
+    assert re.search(r"about [1-9][\d,]* steps fit in 0:30, [1-9]\d* s of it for the preparation and [1-9]\d* s "
+                     r"for [1-9]\d* validation\(s\) and the work after training", estimate), estimate
     saw_points_while_running, running = _train_until_done(page, running_shot=shots / "2_train_running.png")
     assert saw_points_while_running, "no curve points appeared while training ran"
     # the running line reads the budget's clock (the filters' line and preparation counted, as its deadline)

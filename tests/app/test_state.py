@@ -180,15 +180,22 @@ def test_all_steps(state):
     pre = state.run_preflight()
     assert pre["seconds_per_step"] > 0 and pre["parameters"] > 0
     assert pre["members"] == 1 and pre["steps_in_budget"] > 0
+    # the preparation was done and timed: the filters' line is in it, with the graphs' building and more
+    assert pre["seconds_preparation"] > pre["seconds_filters_line"] > 0
+    room = (state.time_limit - pre["seconds_preparation"] - pre["seconds_after_training"]) / pre["seconds_per_step"]
+    assert 0 < pre["steps_in_budget"] <= room + 1    # the validations between the steps take some of the room
     state.ensemble = 3                               # each member trains a third of the budget
     shared = state.run_preflight()
     assert shared["members"] == 3
-    # the share less what training plans around its steps: the validations and the work after the last step
+    # the share (the filters' line, tuned once before the budget is shared, taken out first) less what
+    # training plans around its steps: its preparation, the validations and the work after the last step
     # (a probabilistic model's fits, the output smoothing's choice: more than the last validation alone)
     step, s_val = shared["seconds_per_step"], shared["seconds_per_validation"]
     assert shared["seconds_after_training"] > s_val > 0 and shared["validations"] >= 1
-    assert shared["steps_in_budget"] == int(max(state.time_limit / 3 - shared["seconds_after_training"]
-                                                 - (shared["validations"] - 1) * s_val, 0.0) / step)
+    assert shared["seconds_preparation"] > 0 and shared["seconds_filters_line"] > 0
+    share = (state.time_limit - shared["seconds_filters_line"]) / 3
+    assert shared["steps_in_budget"] <= max(share - shared["seconds_preparation"] - shared["seconds_after_training"]
+                                            - (shared["validations"] - 1) * s_val, 0.0) / step + 1
     assert shared["steps_in_budget"] < int(state.time_limit / 3 / step)   # the share's steps, less what was taken out
     state.ensemble = 0
     assert state.time_limit > 0                      # the default: a time budget

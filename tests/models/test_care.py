@@ -384,3 +384,57 @@ def test_steps_per_epoch_under_a_budget_spaces_the_validations(patches, tmp_path
     assert abs(first["epochs"] - r.epochs) <= 1 and last["epochs"] == r.epochs, (first["epochs"], r.epochs)
     with pytest.raises(CareError, match="steps_per_epoch: must be an integer >= 1"):
         cc.CARE(cfg).train(patches, time_limit="12s", steps_per_epoch=-3)
+
+
+def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, monkeypatch):
+    # the app's Estimate (jobs.preflight) does and times training's preparation: on a clock where a step
+    # takes 0.1 s, tuning the filters' line 2 s, a validation 0.2 s and saving the folder 0.3 s, it names
+    # the steps the budget trains, for one model and for an ensemble member (the line tuned once, before
+    # the budget is shared)
+    from carecore.training import jobs
+    from carecore.training.validation import ValidationSet
+    from carecore.uncertainty import ensemble as ensemble_module
+    from carecore.uncertainty import train_ensemble
+
+    clock = step_clock(0.1)
+    monkeypatch.setattr(jobs, "time", clock)
+    monkeypatch.setattr(ensemble_module, "time", clock)
+    baseline, ssim, save = ValidationSet.baseline, ValidationSet.ssim, cc.CARE.save
+
+    def timed(method, seconds):
+        def run(*args, **kwargs):
+            clock.now += seconds
+            return method(*args, **kwargs)
+        return run
+
+    def timed_baseline(self, cached=None, names=None):
+        clock.now += 0.0 if cached else 2.0   # reused from the patches: no time
+        return baseline(self, cached=cached, names=names)
+
+    monkeypatch.setattr(ValidationSet, "baseline", timed_baseline)
+    monkeypatch.setattr(ValidationSet, "ssim", timed(ssim, 0.2))
+    monkeypatch.setattr(cc.CARE, "save", timed(save, 0.3))
+    cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, time_limit=30, learning_rate=2e-3)
+    assert cfg.residual_sigma == "auto"   # the preparation chooses the smoothed input too
+    patches.meta.pop("validation_baseline", None)
+    pre = jobs.preflight(cfg, patches)
+    assert pre["seconds_filters_line"] == pytest.approx(2.0, abs=0.01) and pre["validations"] >= 2
+    # the line, a step to build the graph and three timed ones, two validations (one builds its graph)
+    assert pre["seconds_preparation"] == pytest.approx(2.0 + 4 * 0.1 + 2 * 0.2, abs=0.01)
+    assert pre["seconds_per_validation"] == pytest.approx(0.2 + 0.3, abs=0.01)
+    events = []
+    cc.CARE(cfg, tmp_path / "one").train(patches, callback=events.append)
+    trained = sum(e["kind"] == "batch" for e in events)
+    assert abs(trained - pre["steps_in_budget"]) <= 2, (trained, pre)
+
+    patches.meta.pop("validation_baseline", None)   # the one training kept it: an ensemble tunes it again
+    pre = jobs.preflight(cfg, patches, members=2)
+    assert pre["seconds_filters_line"] == pytest.approx(2.0, abs=0.01)
+    assert pre["seconds_preparation"] == pytest.approx(4 * 0.1 + 2 * 0.2, abs=0.01)   # the line is not a member's
+    patches.meta.pop("validation_baseline", None)
+    events = []
+    train_ensemble(patches, cfg, tmp_path / "two", n_members=2, callback=events.append)
+    first = sum(e["kind"] == "batch" and e["member"] == 1 for e in events)
+    assert pre["steps_in_budget"] > 10 and abs(first - pre["steps_in_budget"]) <= 2, (first, pre)
+    cached = jobs.preflight(cfg, patches, members=2)   # the line the ensemble tuned is reused: no time for it
+    assert cached["seconds_filters_line"] == 0.0 and cached["steps_in_budget"] > pre["steps_in_budget"]
