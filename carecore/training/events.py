@@ -175,18 +175,19 @@ class EventCallback(keras.callbacks.Callback):
         self.epoch_ends.append(time.perf_counter() - self.t_start)
         if self.deadline and self.status == "completed":
             # a budget ends with the deadline: the epochs left are what the time left holds at the pace
-            # measured so far; an epoch that would be cut to less than half is not started
-            # (the pace after the first epoch, which also pays for starting the pipeline)
+            # measured so far (the pace after the first epoch, which also pays for starting the pipeline);
+            # one more is begun while a step still fits, the deadline cutting it short (its validation is
+            # the last one, kept for after the deadline: stopping here would leave that time unused)
             now = self.epoch_ends[-1]
             done = len(self.epoch_ends)
             per_epoch = (now - self.epoch_ends[0]) / (done - 1) if done > 1 else time.perf_counter() - self.t0
             left = (self.deadline - now) / max(per_epoch, 1e-9)
-            if left < 0.5:
+            if left * max(self.steps, 1) < 1:
                 self.status = "time_limit"
                 self.message = f"time budget reached after {self.steps_done} steps; the best weights are kept"
                 self.model.stop_training = True
             else:
-                self.epochs = epoch + 1 + max(1, math.ceil(left - 0.5))
+                self.epochs = epoch + 1 + max(1, math.ceil(left))
         if self.model.stop_training or epoch + 1 >= (self.params or {}).get("epochs", math.inf):  # the last epoch
             self.epochs = epoch + 1
         row = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
@@ -324,13 +325,13 @@ def plan_budget(budget, prep, s_step, s_val, after, *, epochs, steps_per_epoch=N
     Without ``steps_per_epoch`` the validations are :func:`planned_validations` of what the preparation
     left, spaced evenly; with it, a validation every ``steps_per_epoch`` steps and ``epochs`` is the number
     that fits. Either way the deadline, not the planned epochs, ends training (:class:`EventCallback`): the
-    epoch that reaches it is cut there, and one that would be cut to less than half is not begun.
+    epoch that reaches it is cut there.
 
     Examples
     --------
     >>> p = plan_budget(60.0, 5.0, 0.1, 1.0, 3.0, epochs=10)
     >>> p.epochs, p.steps, p.deadline, p.trained, p.validations
-    (10, 45, 57.0, 405, 9)
+    (10, 45, 57.0, 430, 10)
     """
     remaining = budget - prep
     if steps_per_epoch:
@@ -343,15 +344,15 @@ def plan_budget(budget, prep, s_step, s_val, after, *, epochs, steps_per_epoch=N
     if steps_per_epoch:   # the validations' spacing asked for: the epochs are what the budget holds
         epochs = max(1, int(span / (steps * s_step + s_val)))
     s_step = max(s_step, 1e-9)
-    # the steps taken: after each step the deadline is checked; after each epoch's validation the next is
-    # begun unless it would be cut to less than half
-    t, trained, begun, epoch = 0.0, 0, 0, steps * s_step + s_val
-    while t < span:
-        n = min(steps, math.ceil((span - t) / s_step - 1e-9))
+    # the steps taken (at least one): after each step the deadline is checked; after each epoch's
+    # validation the next is begun while a step fits at the epochs' pace (as EventCallback decides)
+    t, trained, begun = 0.0, 0, 0
+    while True:
+        n = min(steps, max(1, math.ceil((span - t) / s_step - 1e-9)))
         trained, begun, t = trained + n, begun + 1, t + n * s_step
         if n < steps or t >= span:
             break
         t += s_val
-        if (span - t) / epoch < 0.5:
+        if (span - t) * steps < steps * s_step + s_val:
             break
     return BudgetPlan(int(epochs), steps, float(deadline), int(span / s_step), trained, max(begun, 1))

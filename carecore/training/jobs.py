@@ -255,7 +255,7 @@ def run_job(job_dir):
 
 
 def preflight(config, patches, *, members=1):
-    """Estimates before training: patch memory, seconds per step (one timed batch) and per epoch;
+    """Estimates before training: patch memory, seconds per step (timed) and per epoch;
     with a time budget, the steps it holds (each of ``members`` ensemble members: their share's) once
     what :meth:`~carecore.CARE.train` does around its steps is taken out: its preparation, timed here by
     doing it (the filters' line on the validation patches, the smoothed input to start from, building the
@@ -287,9 +287,12 @@ def preflight(config, patches, *, members=1):
     idx = np.arange(min(config.batch_size, len(X)))
     xb, yb = np.asarray(X[idx], np.float32), np.asarray(Y[idx], np.float32)
     model.keras_model.train_on_batch(xb, yb)  # the first step builds the graph: not representative
-    t = time.perf_counter()
-    model.keras_model.train_on_batch(xb, yb)
-    step = time.perf_counter() - t
+    times = []
+    for _ in range(3):   # the median of three timed steps, as training plans from
+        t = time.perf_counter()
+        model.keras_model.train_on_batch(xb, yb)
+        times.append(time.perf_counter() - t)
+    step = float(np.median(times))
     out = {"parameters": model.count_params(), "patch_memory_mib": mem / 2**20, "seconds_per_step": step,
            "seconds_per_epoch": step * config.steps_per_epoch,
            "seconds_total": step * config.steps_per_epoch * config.epochs}
@@ -308,8 +311,7 @@ def preflight(config, patches, *, members=1):
         t = time.perf_counter()
         validate()
         s_val = time.perf_counter() - t + 0.3    # + saving the folder
-        # training times three steps to this one; the filters' line is tuned once, before the budget is shared
-        prep = time.perf_counter() - t_prep + 2 * step
+        prep = time.perf_counter() - t_prep   # the filters' line is tuned once, before the budget is shared
         line = 0.0
         if not patches.meta.get("validation_baseline"):   # not tuned before (a training on these patches keeps it)
             t = time.perf_counter()

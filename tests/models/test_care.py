@@ -414,7 +414,8 @@ def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, mon
     monkeypatch.setattr(ValidationSet, "baseline", timed_baseline)
     monkeypatch.setattr(ValidationSet, "ssim", timed(ssim, 0.2))
     monkeypatch.setattr(cc.CARE, "save", timed(save, 0.3))
-    cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, time_limit=30, learning_rate=2e-3)
+    cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, time_limit=28, learning_rate=2e-3,
+                      probabilistic=True)   # its fits after the deadline leave the last epoch less than half
     assert cfg.residual_sigma == "auto"   # the preparation chooses the smoothed input too
     patches.meta.pop("validation_baseline", None)
     pre = jobs.preflight(cfg, patches)
@@ -423,9 +424,13 @@ def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, mon
     assert pre["seconds_preparation"] == pytest.approx(2.0 + 4 * 0.1 + 2 * 0.2, abs=0.01)
     assert pre["seconds_per_validation"] == pytest.approx(0.2 + 0.3, abs=0.01)
     events = []
-    cc.CARE(cfg, tmp_path / "one").train(patches, callback=events.append)
+    r = cc.CARE(cfg, tmp_path / "one").train(patches, callback=events.append)
     trained = sum(e["kind"] == "batch" for e in events)
     assert abs(trained - pre["steps_in_budget"]) <= 2, (trained, pre)
+    # the validations too: the epochs begun, the last one cut by the deadline (less than half: once left
+    # out, and the time unused)
+    per_epoch = [max(e["step"] for e in events if e["kind"] == "batch" and e["epoch"] == k + 1) for k in range(r.epochs)]
+    assert r.epochs == pre["validations"] and per_epoch[-1] < per_epoch[0] / 2, (per_epoch, pre)
 
     patches.meta.pop("validation_baseline", None)   # the one training kept it: an ensemble tunes it again
     pre = jobs.preflight(cfg, patches, members=2)
