@@ -14,6 +14,7 @@ import ipywidgets as W
 import numpy as np
 
 from carecore import CareError
+from carecore.models.care import MIN_BUDGET_STEPS
 from carecore.progress import Stopped
 
 from .state import BUDGETS, RESTORE_WHERE, TASKS, LabState, progress_text, task_spec
@@ -432,12 +433,14 @@ class TrainStep(W.VBox):
                 budget = _mmss(s.time_limit)
                 if p.get("members", 1) > 1:   # the filters' line is tuned once, before the budget is shared
                     budget = f"each of {p['members']} members' share of {budget}"
-                    if p["seconds_filters_line"] >= 0.5:
+                    if round(p["seconds_filters_line"]) >= 1:
                         budget += f" less {p['seconds_filters_line']:.0f} s for the filters' line"
                 kept = (p["validations"] - 1) * p["seconds_per_validation"] + p["seconds_after_training"]
                 text += (f" · about {p['steps_in_budget']:,} steps fit in {budget}, "
                          f"{p['seconds_preparation']:.0f} s of it for the preparation and {kept:.0f} s for "
                          f"{p['validations']} validation(s) and the work after training")
+                if p["room"] < MIN_BUDGET_STEPS:   # training says so too, and trains all the same
+                    text += " · too few steps to learn from: give a longer budget"
             else:
                 text += f" · ~{p['seconds_per_epoch']:.0f} s/epoch · ~{p['seconds_total'] / 60:.1f} min in all"
             self.pre_note.value = html.escape(text)

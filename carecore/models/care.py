@@ -349,19 +349,19 @@ class CARE:
             deadline ends training and these only space the validations: ``epochs`` is the number of
             validations planned (the steps between them are sized from timed steps), or, given
             ``steps_per_epoch``, a validation follows every ``steps_per_epoch`` steps for as long as the
-            budget lasts (the last epoch cut short at the deadline; ``epochs`` is then ignored, and validations are not held to a fifth of the budget;
-            the configuration's ``steps_per_epoch`` is not used under a budget).
+            budget lasts (the last epoch cut short at the deadline; ``epochs`` is then ignored, and
+            validations are not held to a fifth of the budget; the configuration's ``steps_per_epoch`` is
+            not used under a budget).
         time_limit : float or str, optional
             A wall-clock budget (seconds, or ``"3m"``, ``"90s"``, ``"1h"``; default: the configuration's
-            ``time_limit``, 0 for none). Training plans for it: timed steps size the epochs so that
-            ``epochs`` validations fit, the learning-rate schedule follows the clock to the end of the
-            budget, and the deadline (not the planned step count) ends training, with the best weights
-            kept (or the end of an epoch after which no step fits; the last epoch is begun and cut at the
-            deadline however short): steps that run faster
-            than timed give more epochs of that size, not unused time (the events' ``epochs`` is then
-            an estimate, updated every epoch). Everything in this call
-            counts: tuning the classical filters on the validation patches (the line to beat),
-            building the training graph, validations and saving.
+            ``time_limit``, 0 for none). Training plans for it (:func:`~carecore.training.events.plan_budget`):
+            timed steps size the epochs so that ``epochs`` validations fit, the learning-rate schedule
+            follows the clock to the end of the budget, and the deadline (not the planned step count) ends
+            training, with the best weights kept; after each epoch another is begun while a step of it
+            fits, the deadline cutting it short. Steps that run faster than timed give more epochs of that
+            size, not unused time (the events' ``epochs`` is then an estimate, updated every epoch).
+            Everything in this call counts: tuning the classical filters on the validation patches (the
+            line to beat), building the training graph, validations and saving.
         callback : callable, optional
             Receives progress events (see :mod:`carecore.training.events`).
         stop : callable, optional
@@ -531,7 +531,7 @@ class CARE:
 
         from ..training.dead_network import Revival
 
-        cb = EventCallback(epochs=initial + epochs, steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
+        cb = EventCallback(epochs=initial + (plan.validations if budget else epochs), steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
                            best_val=self.best_val_loss, monitor=monitor, on_epoch=checkpoint, lr_fn=lr_fn,
                            deadline=deadline, t_start=t_enter,

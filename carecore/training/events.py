@@ -167,12 +167,17 @@ class EventCallback(keras.callbacks.Callback):
             if self.lr_fn is None and self.wait_lr >= self.lr_patience:
                 self.model.optimizer.learning_rate.assign(self._lr() * 0.5)
                 self.wait_lr = 0
-            if self.early_stopping and self.wait_stop >= self.early_stopping:
+            if self.early_stopping and self.wait_stop >= self.early_stopping and self.status == "completed":
                 self.status = "early_stopped"
                 self.message = f"early stopping after {self.wait_stop} epochs without validation improvement"
                 self.model.stop_training = True
         elapsed = time.perf_counter() - self.t0
-        self.epoch_ends.append(time.perf_counter() - self.t_start)
+        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
+               "val_ssim": val_ssim, "lr": self._lr(), "elapsed": elapsed}
+        self.rows.append(row)
+        if self.on_epoch is not None:   # the history and best weights kept, the folder saved
+            self.on_epoch(self)
+        self.epoch_ends.append(time.perf_counter() - self.t_start)   # the saving included, as planned
         if self.deadline and self.status == "completed":
             # a budget ends with the deadline: the epochs left are what the time left holds at the pace
             # measured so far (the pace after the first epoch, which also pays for starting the pipeline);
@@ -180,7 +185,7 @@ class EventCallback(keras.callbacks.Callback):
             # the last one, kept for after the deadline: stopping here would leave that time unused)
             now = self.epoch_ends[-1]
             done = len(self.epoch_ends)
-            per_epoch = (now - self.epoch_ends[0]) / (done - 1) if done > 1 else time.perf_counter() - self.t0
+            per_epoch = (now - self.epoch_ends[0]) / (done - 1) if done > 1 else now - (self.t0 - self.t_start)
             left = (self.deadline - now) / max(per_epoch, 1e-9)
             if left * max(self.steps, 1) < 1:
                 self.status = "time_limit"
@@ -190,11 +195,6 @@ class EventCallback(keras.callbacks.Callback):
                 self.epochs = epoch + 1 + max(1, math.ceil(left))
         if self.model.stop_training or epoch + 1 >= (self.params or {}).get("epochs", math.inf):  # the last epoch
             self.epochs = epoch + 1
-        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
-               "val_ssim": val_ssim, "lr": self._lr(), "elapsed": elapsed}
-        self.rows.append(row)
-        if self.on_epoch is not None:
-            self.on_epoch(self)
         self._emit({"kind": "epoch", "epochs": self.epochs, "best": best, "eta": self._eta(), **row})
         if self.revival is not None and self.status != "nan" and self.revival.dead():
             self._dead(epoch + 1)
@@ -305,8 +305,8 @@ class BudgetPlan:
     """How a time budget is spent (:func:`plan_budget`): ``epochs`` of ``steps`` steps (each followed by a
     validation) planned; the ``deadline`` (seconds from the start) that ends the steps; ``room``, the steps
     from the end of the preparation to the deadline; ``trained``, the steps that training takes in them once
-    the validations are taken out, and ``validations``, the epochs it begins (each ends in a validation,
-    the last one's after the deadline)."""
+    the validations are taken out, and ``validations``, the epochs it begins (each ends in a validation; the
+    last one's is kept for after the deadline when the deadline cuts that epoch)."""
 
     epochs: int
     steps: int
@@ -333,6 +333,7 @@ def plan_budget(budget, prep, s_step, s_val, after, *, epochs, steps_per_epoch=N
     >>> p.epochs, p.steps, p.deadline, p.trained, p.validations
     (10, 45, 57.0, 430, 10)
     """
+    s_step = max(s_step, 1e-9)
     remaining = budget - prep
     if steps_per_epoch:
         steps = int(steps_per_epoch)
@@ -343,16 +344,11 @@ def plan_budget(budget, prep, s_step, s_val, after, *, epochs, steps_per_epoch=N
     span = max(deadline - prep, 0.0)
     if steps_per_epoch:   # the validations' spacing asked for: the epochs are what the budget holds
         epochs = max(1, int(span / (steps * s_step + s_val)))
-    s_step = max(s_step, 1e-9)
-    # the steps taken (at least one): after each step the deadline is checked; after each epoch's
-    # validation the next is begun while a step fits at the epochs' pace (as EventCallback decides)
-    t, trained, begun = 0.0, 0, 0
-    while True:
-        n = min(steps, max(1, math.ceil((span - t) / s_step - 1e-9)))
-        trained, begun, t = trained + n, begun + 1, t + n * s_step
-        if n < steps or t >= span:
-            break
-        t += s_val
-        if (span - t) * steps < steps * s_step + s_val:
-            break
+    # the steps taken (at least one): after each step the deadline is checked, and after each epoch and its
+    # validation another is begun while a step of it fits at the epochs' pace (as EventCallback decides):
+    # ``full`` epochs after which that holds, then the last one, cut by the deadline or not
+    epoch = steps * s_step + s_val
+    full = max(0, math.floor((span - epoch / steps) / epoch + 1e-9))
+    last = min(steps, max(1, math.ceil((span - full * epoch) / s_step - 1e-9)))
+    trained, begun = full * steps + last, full + 1
     return BudgetPlan(int(epochs), steps, float(deadline), int(span / s_step), trained, max(begun, 1))

@@ -262,11 +262,13 @@ def preflight(config, patches, *, members=1):
     network and its graphs, timing a step and a validation: ``seconds_preparation``, the filters' line
     counted once for an ensemble as :func:`~carecore.train_ensemble` does), the validations the budget plans
     and the work after the last step (``seconds_per_validation``, ``validations``, ``seconds_after_training``).
-    It estimates a fresh training: a resumed one, whose smoothed input and output smoothing were chosen
-    before, skips that work and trains a few steps more.
+    It estimates a fresh training (a resumed one keeps its smoothed input: it does not choose it again).
+    ``room`` is the steps from the preparation's end to the deadline; training warns below
+    :data:`~carecore.models.care.MIN_BUDGET_STEPS` of them.
     """
     import numpy as np
 
+    from ..models.care import parse_duration
     from ..models.kinds import create_model
     from .events import plan_budget, work_after_training
     from .validation import ValidationSet
@@ -278,10 +280,13 @@ def preflight(config, patches, *, members=1):
         config = member_config(config)
     X, Y = patches.train
     mem = (X.nbytes if hasattr(X, "nbytes") else 0) + (Y.nbytes if hasattr(Y, "nbytes") else 0)
+    budget = parse_duration(config.time_limit)
     t = time.perf_counter()
     model = create_model(config)
-    # a background job creates its model before the budget starts; an ensemble's members within it
-    t_prep = t if members > 1 else time.perf_counter()
+    # a background job creates its model before the budget starts; an ensemble its members within it,
+    # before each member's share is taken from what is left
+    create = time.perf_counter() - t if members > 1 else 0.0
+    t_prep = time.perf_counter()
     model._choose_residual_base(X, Y)   # the network training trains: its smoothed input chosen as training does
     model._compile(config.learning_rate)
     idx = np.arange(min(config.batch_size, len(X)))
@@ -296,7 +301,7 @@ def preflight(config, patches, *, members=1):
     out = {"parameters": model.count_params(), "patch_memory_mib": mem / 2**20, "seconds_per_step": step,
            "seconds_per_epoch": step * config.steps_per_epoch,
            "seconds_total": step * config.steps_per_epoch * config.epochs}
-    if config.time_limit:  # what a budget buys: its share less the preparation, validations and the work after
+    if budget:  # what a budget buys: its share less the preparation, validations and the work after
         if len(patches.val[0]) == 0:
             raise CareError("no validation patches: create patches with validation_fraction > 0")
         val = ValidationSet(*patches.val, model)
@@ -317,14 +322,14 @@ def preflight(config, patches, *, members=1):
             t = time.perf_counter()
             val.baseline()
             line = time.perf_counter() - t
-        share = max(config.time_limit - line, 0.0) / members if members > 1 else config.time_limit
+        share = max(budget - line - create, 0.0) / members if members > 1 else budget
         prep += line if members == 1 else 0.0
         after = work_after_training(step, s_val, probabilistic=config.probabilistic, n_train=len(X),
                                     batch_size=config.batch_size, chooses_sigma=config.output_sigma == "auto")
         plan = plan_budget(share, prep, step, s_val, after, epochs=config.epochs)   # as training plans it
-        out.update(seconds_total=config.time_limit, members=members, seconds_preparation=prep,
-                   seconds_filters_line=line, seconds_per_validation=s_val, validations=plan.validations,
-                   seconds_after_training=after, steps_in_budget=plan.trained)
+        out.update(seconds_total=budget, members=members, seconds_preparation=prep, seconds_filters_line=line,
+                   seconds_per_validation=s_val, validations=plan.validations, seconds_after_training=after,
+                   steps_in_budget=plan.trained, room=plan.room)
     return out
 
 

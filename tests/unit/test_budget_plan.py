@@ -1,0 +1,95 @@
+"""The plan of a time budget (training.events.plan_budget) against the callback that ends training.
+
+The app's Estimate says ``plan.trained`` steps; training takes the steps ``EventCallback`` lets it take
+before the deadline. Here the callback runs as Keras' ``fit`` calls it, on a clock that moves only by the
+steps, validations and saves, so the two must agree exactly.
+"""
+import math
+import random
+
+import keras
+import pytest
+
+from carecore.training import events
+from carecore.training.events import EventCallback, plan_budget
+
+
+class Clock:
+    now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def run_callback(plan, prep, s_step, s_val, monkeypatch, model):
+    """The steps and epochs of a budgeted ``fit``: after each step the deadline is checked; after each
+    epoch a validation (its SSIM, then the folder saved: ``s_val`` in all) and the callback's decision."""
+    clock = Clock()
+    monkeypatch.setattr(events, "time", clock)
+    model.stop_training = False
+
+    def val_fn():
+        clock.now += s_val - 0.3 * s_val
+        return 0.5
+
+    def save(cb):
+        clock.now += 0.3 * s_val
+
+    cb = EventCallback(epochs=plan.validations, steps=plan.steps, val_fn=val_fn, on_epoch=save,
+                       deadline=plan.deadline, t_start=0.0)
+    cb.set_model(model)
+    cap = max(10 * plan.epochs, 1000)
+    cb.set_params({"epochs": cap, "steps": plan.steps})
+    clock.now = prep
+    cb.on_train_begin()
+    epochs = 0
+    for epoch in range(cap):
+        cb.on_epoch_begin(epoch)
+        for batch in range(plan.steps):
+            cb.on_train_batch_begin(batch)
+            clock.now += s_step
+            cb.on_train_batch_end(batch, {"loss": 1.0})
+            if model.stop_training:
+                break
+        epochs += 1
+        cb.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 1.0 / (epoch + 1)})
+        if model.stop_training:
+            break
+    return cb.steps_done, epochs, clock.now
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    m.compile(optimizer="adam", loss="mse")
+    return m
+
+
+def test_the_plan_is_what_the_callback_trains(monkeypatch, model):
+    rng = random.Random(0)
+    for _ in range(60):
+        budget, prep, s_step = rng.uniform(5, 60), rng.uniform(0.5, 4), rng.uniform(0.02, 0.2)
+        s_val, after = rng.uniform(0.05, 2.0), rng.uniform(0.5, 8)
+        steps = rng.choice([None, rng.randint(1, 40)])
+        plan = plan_budget(budget, prep, s_step, s_val, after, epochs=rng.randint(1, 12), steps_per_epoch=steps)
+        trained, epochs, end = run_callback(plan, prep, s_step, s_val, monkeypatch, model)
+        case = (budget, prep, s_step, s_val, after, steps, plan)
+        assert (trained, epochs) == (plan.trained, plan.validations), case
+        # no time left unused before the deadline beyond a step and a validation, none taken after it
+        # beyond the last step (the one that reaches it, or the one step of a budget already spent) and
+        # that epoch's validation
+        assert plan.deadline - s_step - s_val <= end <= max(plan.deadline, prep) + s_step + s_val, case
+
+
+def test_plan_edges():
+    # no room at all: one step (training takes it, then the deadline ends it) and its validation
+    p = plan_budget(5.0, 6.0, 0.1, 0.5, 2.0, epochs=3)
+    assert (p.trained, p.validations, p.room) == (1, 1, 0)
+    # exact multiples: 4 epochs of 10 steps of 0.25 s and validations of 0.5 s in 3 × 3 s + 2.5 s
+    p = plan_budget(14.0, 1.0, 0.25, 0.5, 1.5, epochs=4, steps_per_epoch=10)
+    assert (p.deadline, p.trained, p.validations) == (12.5, 40, 4)
+    # timed steps of 0 s (a clock too coarse) do not divide by zero
+    p = plan_budget(10.0, 1.0, 0.0, 0.0, 1.0, epochs=3)
+    assert p.trained >= 1 and p.validations == 3
+    p = plan_budget(10.0, 1.0, 0.0, 0.0, 1.0, epochs=3, steps_per_epoch=4)
+    assert math.isfinite(p.trained)
