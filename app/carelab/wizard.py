@@ -423,7 +423,7 @@ class TrainStep(W.VBox):
         run_guarded(self.msg, go, thread=True)
 
     def on_preflight(self):
-        self.pre_note.value = "preparing as training does, timing a step and a validation ..."
+        self.pre_note.value = "preparing as training does, timing steps and a validation ..."
 
         def show(p):
             s = self.state

@@ -531,7 +531,8 @@ class CARE:
 
         from ..training.dead_network import Revival
 
-        cb = EventCallback(epochs=initial + (plan.validations if budget else epochs), steps=steps, callback=callback, stop=stop, val_fn=val.ssim,
+        cb = EventCallback(epochs=initial + (plan.validations if budget else epochs), steps=steps, callback=callback,
+                           stop=stop, val_fn=val.ssim,
                            lr_patience=c.lr_patience, early_stopping=c.early_stopping, initial_epoch=initial,
                            best_val=self.best_val_loss, monitor=monitor, on_epoch=checkpoint, lr_fn=lr_fn,
                            deadline=deadline, t_start=t_enter,

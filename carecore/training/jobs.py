@@ -259,7 +259,7 @@ def preflight(config, patches, *, members=1):
     with a time budget, the steps it holds (each of ``members`` ensemble members: their share's) once
     what :meth:`~carecore.CARE.train` does around its steps is taken out: its preparation, timed here by
     doing it (the filters' line on the validation patches, the smoothed input to start from, building the
-    network and its graphs, timing a step and a validation: ``seconds_preparation``, the filters' line
+    network and its graphs, timing three steps and a validation: ``seconds_preparation``, the filters' line
     counted once for an ensemble as :func:`~carecore.train_ensemble` does), the validations the budget plans
     and the work after the last step (``seconds_per_validation``, ``validations``, ``seconds_after_training``).
     It estimates a fresh training (a resumed one keeps its smoothed input: it does not choose it again).
@@ -316,16 +316,18 @@ def preflight(config, patches, *, members=1):
         t = time.perf_counter()
         validate()
         s_val = time.perf_counter() - t + 0.3    # + saving the folder
-        prep = time.perf_counter() - t_prep   # the filters' line is tuned once, before the budget is shared
+        prep = time.perf_counter() - t_prep
+        # the filters' line, unless tuned before (a training on these patches keeps it with them); an
+        # ensemble tunes it once, before the budget is shared, a single model within its budget
         line = 0.0
-        if not patches.meta.get("validation_baseline"):   # not tuned before (a training on these patches keeps it)
+        if not patches.meta.get("validation_baseline"):
             t = time.perf_counter()
             val.baseline()
             line = time.perf_counter() - t
         share = max(budget - line - create, 0.0) / members if members > 1 else budget
         prep += line if members == 1 else 0.0
         after = work_after_training(step, s_val, probabilistic=config.probabilistic, n_train=len(X),
-                                    batch_size=config.batch_size, chooses_sigma=config.output_sigma == "auto")
+                                    batch_size=config.batch_size, chooses_sigma=model._chooses_output_sigma())
         plan = plan_budget(share, prep, step, s_val, after, epochs=config.epochs)   # as training plans it
         out.update(seconds_total=budget, members=members, seconds_preparation=prep, seconds_filters_line=line,
                    seconds_per_validation=s_val, validations=plan.validations, seconds_after_training=after,

@@ -429,7 +429,8 @@ def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, mon
     assert abs(trained - pre["steps_in_budget"]) <= 2, (trained, pre)
     # the validations too: the epochs begun, the last one cut by the deadline (less than half: once left
     # out, and the time unused)
-    per_epoch = [max(e["step"] for e in events if e["kind"] == "batch" and e["epoch"] == k + 1) for k in range(r.epochs)]
+    per_epoch = [max(e["step"] for e in events if e["kind"] == "batch" and e["epoch"] == k + 1)
+                 for k in range(r.epochs)]
     assert r.epochs == pre["validations"] and per_epoch[-1] < per_epoch[0] / 2, (per_epoch, pre)
 
     patches.meta.pop("validation_baseline", None)   # the one training kept it: an ensemble tunes it again
