@@ -377,7 +377,7 @@ class CARE:
         TrainingResult
         """
         from ..training.events import EventCallback, cosine_lr, plan_budget, work_after_training
-        from ..training.pipeline import batches, make_dataset, without_autotune
+        from ..training.pipeline import make_dataset
         from ..training.validation import ValidationSet
 
         c = self.config
@@ -473,9 +473,7 @@ class CARE:
             patches.meta.setdefault("validation_baseline", self.baseline_val)   # members) reuses it
         if callback is not None and self.baseline_val:
             callback({"kind": "baseline", **self.baseline_val})
-        import tensorflow as tf  # the data pipeline only
-
-        val_ds = without_autotune(tf.data.Dataset.from_tensor_slices((val.X, val.Y)).batch(min(bs, len(val.X))))
+        val_ds = self._validation_dataset(val)
         prior = list(self.history)
         t0 = time.perf_counter()
         deadline = None
@@ -483,27 +481,9 @@ class CARE:
         lr_fn = cosine_lr(c.learning_rate, c.warmup) if c.lr_schedule == "cosine" else None
         if lr_fn is not None:  # no step at the peak rate before the warm-up (it can ruin a fresh network)
             self.keras_model.optimizer.learning_rate.assign(lr_fn(0.0))
-        if budget:
-            # timed steps (after the graph is built) and one timed validation plan the epochs. The batches
-            # come straight from the generator: a second tf.data iterator left behind here blocked the
-            # return from train() for up to a minute while TensorFlow finalized it.
-            it = batches(X, Y, bs, seed=c.seed + initial + 10_000, augment=c.augment)
-            xb, yb = next(it)
-            self.keras_model.train_on_batch(xb, yb)  # builds the training graph: not counted
-            t0 = time.perf_counter()
-            times = []
-            for _ in range(3):  # the median of three timed steps (the first ones after building are slower)
-                xb, yb = next(it)
-                ts = time.perf_counter()
-                self.keras_model.train_on_batch(xb, yb)
-                times.append(time.perf_counter() - ts)
-            s_step = float(np.median(times))
-            self.keras_model.evaluate(val_ds.take(1), verbose=0)  # builds the evaluation graph: not counted
-            val.ssim()                                            # and the prediction's
-            tv = time.perf_counter()
-            self.keras_model.evaluate(val_ds, verbose=0)
-            val.ssim()
-            s_val = time.perf_counter() - tv + (0.3 if self.path is not None else 0.0)  # + saving the folder
+        if budget:   # timed steps (after the graph is built) and one timed validation plan the epochs
+            s_step, s_val = self._time_step_and_validation(X, Y, val, val_ds, seed=c.seed + initial + 10_000,
+                                                           saves=self.path is not None)
             prep = time.perf_counter() - t_enter
             after = work_after_training(s_step, s_val, probabilistic=c.probabilistic, n_train=len(X), batch_size=bs,
                                         chooses_sigma=self._chooses_output_sigma())
@@ -625,6 +605,44 @@ class CARE:
         if callback is not None:
             callback({"kind": "end", "status": cb.status, "message": message})
         return TrainingResult(cb.status, message, len(self.history), list(self.history), self.best_val_loss, seconds)
+
+    def _validation_dataset(self, val):
+        """The validation patches of ``val`` (a :class:`~carecore.training.validation.ValidationSet`) as the
+        ``tf.data`` batches that training evaluates."""
+        import tensorflow as tf  # the data pipeline only
+
+        from ..training.pipeline import without_autotune
+
+        bs = min(self.config.batch_size, len(val.X))
+        return without_autotune(tf.data.Dataset.from_tensor_slices((val.X, val.Y)).batch(bs))
+
+    def _time_step_and_validation(self, X, Y, val=None, val_ds=None, *, seed, saves):
+        """Seconds per training step on batches of ``X``, ``Y`` (the median of three, after one that builds
+        the graph) and per validation of ``val`` over ``val_ds`` (after one that builds the graphs; + 0.3 s
+        for saving the folder when ``saves``; None without ``val``): what a time budget is planned from.
+        :meth:`train` and the Estimate (:func:`~carecore.training.jobs.preflight`) time them alike. The
+        steps train the network. The batches come straight from the generator: a second tf.data iterator
+        left behind here blocked the return from train() for up to a minute while TensorFlow finalized it."""
+        from ..training.pipeline import batches
+
+        it = batches(X, Y, self.config.batch_size, seed=seed, augment=self.config.augment)
+        xb, yb = next(it)
+        self.keras_model.train_on_batch(xb, yb)  # builds the training graph: not counted
+        times = []
+        for _ in range(3):  # the median of three timed steps (the first ones after building are slower)
+            xb, yb = next(it)
+            ts = time.perf_counter()
+            self.keras_model.train_on_batch(xb, yb)
+            times.append(time.perf_counter() - ts)
+        s_step = float(np.median(times))
+        if val is None:
+            return s_step, None
+        self.keras_model.evaluate(val_ds.take(1), verbose=0)  # builds the evaluation graph: not counted
+        val.ssim()                                            # and the prediction's
+        tv = time.perf_counter()
+        self.keras_model.evaluate(val_ds, verbose=0)
+        val.ssim()
+        return s_step, time.perf_counter() - tv + (0.3 if saves else 0.0)   # + saving the folder
 
     def _choose_residual_base(self, X, Y):
         """With ``residual_sigma="auto"``: the smoothed input to start from, chosen on the training patches

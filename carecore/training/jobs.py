@@ -266,8 +266,6 @@ def preflight(config, patches, *, members=1):
     ``room`` is the steps from the preparation's end to the deadline; training warns below
     :data:`~carecore.models.care.MIN_BUDGET_STEPS` of them.
     """
-    import numpy as np
-
     from ..models.care import parse_duration
     from ..models.kinds import create_model
     from .events import plan_budget, work_after_training
@@ -289,33 +287,15 @@ def preflight(config, patches, *, members=1):
     t_prep = time.perf_counter()
     model._choose_residual_base(X, Y)   # the network training trains: its smoothed input chosen as training does
     model._compile(config.learning_rate)
-    idx = np.arange(min(config.batch_size, len(X)))
-    xb, yb = np.asarray(X[idx], np.float32), np.asarray(Y[idx], np.float32)
-    model.keras_model.train_on_batch(xb, yb)  # the first step builds the graph: not representative
-    times = []
-    for _ in range(3):   # the median of three timed steps, as training plans from
-        t = time.perf_counter()
-        model.keras_model.train_on_batch(xb, yb)
-        times.append(time.perf_counter() - t)
-    step = float(np.median(times))
+    if budget and len(patches.val[0]) == 0:
+        raise CareError("no validation patches: create patches with validation_fraction > 0")
+    val = ValidationSet(*patches.val, model) if budget else None
+    step, s_val = model._time_step_and_validation(X, Y, val, model._validation_dataset(val) if budget else None,
+                                                  seed=config.seed + 10_000, saves=True)   # as training times them
     out = {"parameters": model.count_params(), "patch_memory_mib": mem / 2**20, "seconds_per_step": step,
            "seconds_per_epoch": step * config.steps_per_epoch,
            "seconds_total": step * config.steps_per_epoch * config.epochs}
     if budget:  # what a budget buys: its share less the preparation, validations and the work after
-        if len(patches.val[0]) == 0:
-            raise CareError("no validation patches: create patches with validation_fraction > 0")
-        val = ValidationSet(*patches.val, model)
-        bs = min(config.batch_size, len(val.X))
-
-        def validate():   # as training validates: the loss over the validation patches, the SSIM's patches
-            for i in range(0, len(val.X), bs):
-                model.keras_model.test_on_batch(val.X[i:i + bs], val.Y[i:i + bs])
-            val.ssim()
-
-        validate()                               # builds the evaluation graphs: not representative
-        t = time.perf_counter()
-        validate()
-        s_val = time.perf_counter() - t + 0.3    # + saving the folder
         prep = time.perf_counter() - t_prep
         # the filters' line, unless tuned before (a training on these patches keeps it with them); an
         # ensemble tunes it once, before the budget is shared, a single model within its budget
