@@ -157,10 +157,10 @@ def cmd_train(args):
         if args.psf_sigma:
             overrides["psf_sigma"] = args.psf_sigma
         config = model_class(overrides.get("kind", "care")).default_config(axes, **overrides)
-        if config.init_weights:   # a wrong source is told before the patches are made
-            from .models.init_weights import resolve_init_weights
+        if config.init_weights:   # a wrong source, or another size of network, is told before the patches are made
+            from .models.init_weights import check_init_weights
 
-            resolve_init_weights(config.init_weights)
+            check_init_weights(config)
     task_options = {k: v for k, v in (("psf", args.psf), ("structures", args.structures),
                                       ("psf_sigma_z", args.psf_sigma_z)) if v is not None}
     if args.patches:
@@ -606,7 +606,7 @@ def build_parser():
     s.set_defaults(func=cmd_qc)
 
     s = sub.add_parser("export", help="write a model folder as a bioimage.io package (Fiji/deepImageJ, KNIME, napari)")
-    s.add_argument("--model", required=True, help="model folder (kind care)")
+    s.add_argument("--model", required=True, help="model folder (kind care or subdiffraction)")
     s.add_argument("--out", required=True, help="package to write (.zip)")
     s.add_argument("--format", default="bioimageio", choices=["bioimageio"])
     s.add_argument("--name", help="model name (default: the folder's name)")

@@ -397,10 +397,7 @@ class CARE:
             raise CareError("no validation patches: create patches with validation_fraction > 0")
         self._check_patches(Xv, Yv, "validation patches")
         self._check_normalization(info)
-        # the symmetries the network learns (pipeline.augment_batch): the square's 8 when the patches are
-        # square in YX, the 4 flips otherwise, none without augmentation; a resumed run keeps the fewest
-        views = learnable_views(c.augment, X.shape[-3] == X.shape[-2])
-        views = min(views, (self.run_card or {}).get("trained_views", views))
+        views = self._views_to_learn(X)
         budget = parse_duration(c.time_limit if time_limit is None else time_limit)
         for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
             if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
@@ -486,7 +483,7 @@ class CARE:
                                                            saves=self.path is not None)
             prep = time.perf_counter() - t_enter
             after = work_after_training(s_step, s_val, probabilistic=c.probabilistic, n_train=len(X), batch_size=bs,
-                                        chooses_sigma=self._chooses_output_sigma())
+                                        chooses_sigma=self._chooses_output_sigma(), views=views)
             plan = plan_budget(budget, prep, s_step, s_val, after, epochs=epochs, steps_per_epoch=steps_per_epoch)
             epochs, steps, deadline, room = plan.epochs, plan.steps, plan.deadline, plan.room
             if room < MIN_BUDGET_STEPS:
@@ -563,8 +560,15 @@ class CARE:
         if budget:
             self.run_card["time_limit"] = budget
             self.run_card["budget_clock"] = {k: (None if v is None else round(float(v), 2)) for k, v in clock.items()}
+
+        def mark(name):
+            """A budget's clock after a piece of the work after training (seconds from the call)."""
+            if budget:
+                self.run_card["budget_clock"][name] = round(time.perf_counter() - t_enter, 2)
+
         if c.probabilistic and self._best_weights is not None:
             from ..uncertainty import reference_levels
+            from ..uncertainty.ensemble import REFERENCE_PATCHES
             from ..uncertainty.scale_head import fit_scale_head
 
             def fitted(weights):
@@ -583,21 +587,21 @@ class CARE:
             same = len(last) == len(self._best_weights) and all(np.array_equal(a, b) for a, b in zip(last, self._best_weights))
             self._best_weights, self.run_card["scale_head_fit"] = fitted(self._best_weights)
             last = self._best_weights if same else fitted(last)[0]
-            if budget:
-                self.run_card["budget_clock"]["scale_head_fitted"] = round(time.perf_counter() - t_enter, 2)
+            mark("scale_head_fitted")
             self.keras_model.set_weights(self._best_weights)
-            self.run_card["reference"] = reference_levels(self, val.X[:16])
+            self.run_card["reference"] = reference_levels(self, val.X[:REFERENCE_PATCHES])
+            mark("reference_measured")
             if views > 1:   # the intervals of the mean over views, calibrated on held-out patches
                 from ..prediction.tta import fit_scale_factor
 
                 net = lambda v, k: np.asarray(self.keras_model.predict_on_batch(v), np.float32)  # noqa: E731
                 self.run_card["tta_scale_factor"] = fit_scale_factor(net, val.X[:TTA_FIT_PATCHES],
                                                                      val.Y[:TTA_FIT_PATCHES], views == 8)
+                mark("tta_scale_factor_fitted")
             self.keras_model.set_weights(last)
         if self._best_weights is not None and self._chooses_output_sigma():
             self._choose_output_sigma(val)
-            if budget:
-                self.run_card["budget_clock"]["output_sigma_chosen"] = round(time.perf_counter() - t_enter, 2)
+            mark("output_sigma_chosen")
         if self.path is not None:
             self.save(self.path)
         if self._best_weights is not None:
@@ -605,6 +609,13 @@ class CARE:
         if callback is not None:
             callback({"kind": "end", "status": cb.status, "message": message})
         return TrainingResult(cb.status, message, len(self.history), list(self.history), self.best_val_loss, seconds)
+
+    def _views_to_learn(self, X):
+        """The symmetries training on the patches ``X`` teaches the network (pipeline.augment_batch): the
+        square's 8 when the patches are square in YX, the 4 flips otherwise, none (1) without augmentation;
+        a resumed run keeps the fewest."""
+        views = learnable_views(self.config.augment, X.shape[-3] == X.shape[-2])
+        return min(views, (self.run_card or {}).get("trained_views", views))
 
     def _validation_dataset(self, val):
         """The validation patches of ``val`` (a :class:`~carecore.training.validation.ValidationSet`) as the

@@ -24,6 +24,34 @@ def resolve_init_weights(source):
     return path
 
 
+#: the configuration's fields that decide the shapes of a network's layers (the channels aside)
+SIZE_FIELDS = ("ndim", "unet_depth", "unet_filters", "kernel", "unet_n_conv")
+
+
+def check_init_weights(config):
+    """The model folder ``config.init_weights`` names, checked against ``config`` before a network is built:
+    raises :class:`CareError` when it is none, or when its network is of another size (the spatial
+    dimensions, ``unet_depth``, ``unet_filters``, the kernel, ``unet_n_conv``), naming both. The channels,
+    which the patches decide, and the layers themselves are checked when the weights are copied
+    (:func:`copy_matching_weights`). The CLI calls it before it makes the patches.
+    """
+    import json
+
+    from .config import CareConfig
+
+    folder = resolve_init_weights(config.init_weights)
+    try:
+        theirs = CareConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    except (ValueError, TypeError, CareError) as e:
+        raise CareError(f"init_weights: {folder / 'config.json'} is not a readable configuration ({e})") from None
+    differ = [f"{name} {getattr(config, name)} here, {getattr(theirs, name)} there" for name in SIZE_FIELDS
+              if getattr(config, name) != getattr(theirs, name)]
+    if differ:
+        raise CareError(f"init_weights: {folder} holds another size of network ({'; '.join(differ)}); start from a "
+                        "network of the same kind and size, or give this one its size")
+    return folder
+
+
 def copy_matching_weights(keras_model, source):
     """Copy into ``keras_model`` the weights of every layer of ``source``'s network (``init_weights``)
     with the same name; returns ``{"source", "copied", "layers", "new"}``.

@@ -2,6 +2,10 @@
 
 ``callback(event)`` receives dicts:
 
+- ``{"kind": "resume", "message"}`` first, when a saved model's training goes on from its folder;
+- ``{"kind": "baseline", "name", "params", "val_ssim", "tuned"}`` before the first step: the best classical
+  filter tuned on the validation patches, the line CARE has to beat
+  (:meth:`~carecore.training.validation.ValidationSet.baseline`);
 - ``{"kind": "batch", "epoch", "epochs", "step", "steps", "loss", "lr", "elapsed", "eta"}`` after
   every training step (``loss``: that batch's own loss);
 - ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
@@ -15,14 +19,18 @@
   that its preparation nearly used up);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
+An ensemble's members' events carry ``"member"``, ``"members"`` and, under a budget, ``"budget_start"`` and
+``"budget_share"``, and the last is ``{"kind": "ensemble_end", ...}``
+(:func:`~carecore.uncertainty.ensemble.train_ensemble`).
+
 ``stop()`` is polled after every step; when it returns True training ends after that step
 (:meth:`~carecore.models.care.CARE.train` also polls it during its preparation, and a stop there ends
 the call before the first step).
 
 Learning-rate schedules: ``lr_fn(fraction)`` gives the rate at a fraction of the training done,
 counted in steps or, for a time budget (``deadline``), in wall-clock seconds, so that the decay
-ends when the budget does. Without ``lr_fn`` the rate is halved after ``lr_patience`` epochs
-without validation improvement (CSBDeep's plateau rule).
+ends at the deadline that ends the steps (the budget less the work after training). Without ``lr_fn``
+the rate is halved after ``lr_patience`` epochs without validation improvement (CSBDeep's plateau rule).
 """
 from __future__ import annotations
 
@@ -275,26 +283,33 @@ def planned_validations(epochs, seconds, s_val):
     return max(1, min(int(epochs), int(0.2 * seconds / max(s_val, 1e-9))))
 
 
-def work_after_training(s_step, s_val, *, probabilistic, n_train, batch_size, chooses_sigma):
+def work_after_training(s_step, s_val, *, probabilistic, n_train, batch_size, chooses_sigma, views=1):
     """Seconds a time budget keeps after its last training step, from a timed step and validation: the
-    last validation (and saving), a probabilistic model's two fits of its scale's head (best and last
-    weights: a forward pass over their patches, a third of a step per batch, and building the probe and
-    L-BFGS, 0.3-4 s measured), and the output smoothing's choice (a pass over the validation patches and
-    the smoothings). :meth:`~carecore.CARE.train` ends its steps this long before the budget does; the
-    app's estimate takes it out too.
+    last validation (and saving); for a probabilistic model, the two fits of its scale's head (best and
+    last weights: a forward pass over their patches, a third of a step per batch, and building the probe
+    and L-BFGS, 0.3-4 s measured), its reference scale and, where the network learned ``views`` > 1
+    symmetries, the calibration of the mean over them (forward passes over validation patches, a third
+    of a step per batch's worth: 0.6 s measured where this says 0.7); and the output smoothing's choice
+    (a pass over the validation patches and the smoothings). :meth:`~carecore.CARE.train` ends its steps
+    this long before the budget does; the app's estimate takes it out too.
 
     Examples
     --------
     >>> work_after_training(0.1, 1.0, probabilistic=False, n_train=500, batch_size=8, chooses_sigma=False)
     1.0
-    >>> round(work_after_training(0.1, 1.0, probabilistic=True, n_train=500, batch_size=8, chooses_sigma=True), 2)
-    7.53
+    >>> round(work_after_training(0.1, 1.0, probabilistic=True, n_train=500, batch_size=8, chooses_sigma=True,
+    ...                           views=8), 2)
+    8.67
     """
+    from ..models.care import TTA_FIT_PATCHES
+    from ..uncertainty.ensemble import REFERENCE_PATCHES
     from ..uncertainty.scale_head import FIT_PATCHES
 
     seconds = s_val
     if probabilistic:
         seconds += 2 * (math.ceil(min(n_train, FIT_PATCHES) / batch_size) * s_step / 3 + 2.0)
+        forward = REFERENCE_PATCHES + (views * TTA_FIT_PATCHES if views > 1 else 0)
+        seconds += forward / batch_size * s_step / 3
     if chooses_sigma:
         seconds += s_val + 1.0
     return float(seconds)

@@ -307,7 +307,8 @@ def preflight(config, patches, *, members=1):
         share = max(budget - line - create, 0.0) / members if members > 1 else budget
         prep += line if members == 1 else 0.0
         after = work_after_training(step, s_val, probabilistic=config.probabilistic, n_train=len(X),
-                                    batch_size=config.batch_size, chooses_sigma=model._chooses_output_sigma())
+                                    batch_size=config.batch_size, chooses_sigma=model._chooses_output_sigma(),
+                                    views=model._views_to_learn(X))
         plan = plan_budget(share, prep, step, s_val, after, epochs=config.epochs)   # as training plans it
         out.update(seconds_total=budget, members=members, seconds_preparation=prep, seconds_filters_line=line,
                    seconds_per_validation=s_val, validations=plan.validations, seconds_after_training=after,

@@ -182,7 +182,7 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     ens = Ensemble(members, folder, {"n_members": n_members, "seed": config.seed}) if len(members) >= 2 else None
     if ens is not None:
         Xv, _ = patches.val
-        ens.info["reference"] = reference_levels(ens, np.asarray(Xv[: min(len(Xv), 16)]))
+        ens.info["reference"] = reference_levels(ens, np.asarray(Xv[:REFERENCE_PATCHES]))
         ens.save_index()
     state, message = ensemble_outcome(ends, n_members, stopped, why)
     if callback is not None:
@@ -227,6 +227,10 @@ def ensemble_outcome(ends, n_members, stopped, why=""):
     else:
         state = "time_limit" if all(e["status"] == "time_limit" for e in kept) else "completed"
     return state, join_messages(*parts)
+
+
+#: the validation patches a model's or an ensemble's reference levels are measured on (at most)
+REFERENCE_PATCHES = 16
 
 
 def reference_levels(model_or_ensemble, X):

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from carecore import nuclei_volume, read_image, write_image
+from carecore import care_config, nuclei_volume, read_image, write_image
 from carecore.cli import main
 
 
@@ -151,4 +151,13 @@ def test_a_fine_tune_from_a_folder_that_is_no_model_is_one_line_and_writes_nothi
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "init_weights" in r.stderr and "nowhere is not a model folder" in r.stderr
+    assert not (tmp_path / "m").exists()
+    # a model folder of another size of network: refused with both sizes before the patches are made (from
+    # folders that do not exist, which making them would have been refused for)
+    (tmp_path / "deeper").mkdir()
+    (tmp_path / "deeper" / "config.json").write_text(json.dumps(care_config("ZYX", unet_depth=3).to_dict()))
+    r = run("train", "--low", tmp_path / "no-low", "--high", tmp_path / "no-high", "--axes", "ZYX",
+            "--model-dir", tmp_path / "m", "--epochs", "1", "--init-weights", tmp_path / "deeper")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "another size of network (unet_depth 2 here, 3 there)" in r.stderr, r.stderr
     assert not (tmp_path / "m").exists()
