@@ -407,9 +407,15 @@ def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, mon
             return method(*args, **kwargs)
         return run
 
+    tuned = {}   # the same validation patches each time: tuned once for real (9 s), on the clock every time
+
     def timed_baseline(self, cached=None, names=None):
         clock.now += 0.0 if cached else 2.0   # reused from the patches: no time
-        return baseline(self, cached=cached, names=names)
+        if cached or names:
+            return baseline(self, cached=cached, names=names)
+        if "line" not in tuned:
+            tuned["line"] = baseline(self)
+        return dict(tuned["line"])
 
     monkeypatch.setattr(ValidationSet, "baseline", timed_baseline)
     monkeypatch.setattr(ValidationSet, "ssim", timed(ssim, 0.2))
