@@ -302,7 +302,8 @@ def care_config(axes="ZYX", *, quick=False, members=1, **overrides):
     on a machine without bfloat16 hardware :data:`FAST_RECIPE_2D_NO_BFLOAT16`'s). The
     precision is chosen for this machine (:func:`~carecore.models.precision.default_precision`:
     mixed bfloat16 for 3D networks where the hardware computes in bfloat16, else float32). Any value
-    given explicitly wins. ``members``: the budget is an ensemble's, whose members share it equally
+    given explicitly wins; with ``init_weights`` (a fine-tune) the network's size is that of the model it
+    starts from unless given. ``members``: the budget is an ensemble's, whose members share it equally
     (:func:`~carecore.uncertainty.train_ensemble`), so the recipe is chosen for one member's share
     (``time_limit`` stays the whole budget).
 
@@ -315,6 +316,11 @@ def care_config(axes="ZYX", *, quick=False, members=1, **overrides):
     """
     axes = axes.upper()
     base = {"axes": axes, "patch_size": (16, 64, 64) if len(axes) == 3 else (128, 128)}
+    if overrides.get("init_weights") and isinstance(overrides["init_weights"], (str, os.PathLike)):
+        # a fine-tune: the network is the source's size unless given (another type is refused below)
+        from .init_weights import source_network_size
+
+        overrides = {**source_network_size(overrides["init_weights"]), **overrides}
     if isinstance(overrides.get("time_limit"), str):
         from .care import parse_duration
 

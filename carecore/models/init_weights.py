@@ -24,8 +24,26 @@ def resolve_init_weights(source):
     return path
 
 
-#: the configuration's fields that decide the shapes of a network's layers (the channels aside)
-SIZE_FIELDS = ("ndim", "unet_depth", "unet_filters", "kernel", "unet_n_conv")
+#: the configuration's fields that size a network's layers (with its axes; the channels aside)
+SIZE_FIELDS = ("unet_depth", "unet_filters", "unet_kernel", "unet_n_conv")
+
+
+def source_network_size(source):
+    """The :data:`SIZE_FIELDS` of the network in the model folder ``source``, which a fine-tune from it
+    takes unless given (:func:`~carecore.care_config`); ``{}`` when ``source`` is no readable model folder
+    (:func:`check_init_weights` and the copy say so)."""
+    import json
+
+    try:
+        d = json.loads((Path(source).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: d[k] for k in SIZE_FIELDS if k in d} if isinstance(d, dict) else {}
+
+
+def _size(config):
+    return {"dimensions": config.ndim, "unet_depth": config.unet_depth, "unet_filters": config.unet_filters,
+            "unet_kernel": config.kernel, "unet_n_conv": config.unet_n_conv}
 
 
 def check_init_weights(config):
@@ -41,14 +59,14 @@ def check_init_weights(config):
 
     folder = resolve_init_weights(config.init_weights)
     try:
-        theirs = CareConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        theirs = _size(CareConfig.from_dict(json.loads((folder / "config.json").read_text())))
     except (ValueError, TypeError, CareError) as e:
         raise CareError(f"init_weights: {folder / 'config.json'} is not a readable configuration ({e})") from None
-    differ = [f"{name} {getattr(config, name)} here, {getattr(theirs, name)} there" for name in SIZE_FIELDS
-              if getattr(config, name) != getattr(theirs, name)]
+    ours = _size(config)
+    differ = [f"{name} {ours[name]} here, {theirs[name]} there" for name in ours if ours[name] != theirs[name]]
     if differ:
         raise CareError(f"init_weights: {folder} holds another size of network ({'; '.join(differ)}); start from a "
-                        "network of the same kind and size, or give this one its size")
+                        "network of the same kind and size")
     return folder
 
 

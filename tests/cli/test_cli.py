@@ -152,12 +152,12 @@ def test_a_fine_tune_from_a_folder_that_is_no_model_is_one_line_and_writes_nothi
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "init_weights" in r.stderr and "nowhere is not a model folder" in r.stderr
     assert not (tmp_path / "m").exists()
-    # a model folder of another size of network: refused with both sizes before the patches are made (from
-    # folders that do not exist, which making them would have been refused for)
-    (tmp_path / "deeper").mkdir()
-    (tmp_path / "deeper" / "config.json").write_text(json.dumps(care_config("ZYX", unet_depth=3).to_dict()))
+    # a 2D network for a 3D training: refused with both before the patches are made (from folders that do
+    # not exist, which making them would have been refused for)
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "config.json").write_text(json.dumps(care_config("YX").to_dict()))
     r = run("train", "--low", tmp_path / "no-low", "--high", tmp_path / "no-high", "--axes", "ZYX",
-            "--model-dir", tmp_path / "m", "--epochs", "1", "--init-weights", tmp_path / "deeper")
+            "--model-dir", tmp_path / "m", "--epochs", "1", "--init-weights", tmp_path / "flat")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "another size of network (unet_depth 2 here, 3 there)" in r.stderr, r.stderr
+    assert "another size of network (dimensions 3 here, 2 there; unet_kernel 3 here, 5 there)" in r.stderr, r.stderr
     assert not (tmp_path / "m").exists()

@@ -1,10 +1,12 @@
 """A fine-tune: training that starts from another network's weights (``init_weights``: a model folder)."""
+import json
+
 import numpy as np
 import pytest
 
 import carecore as cc
 from carecore.models.config import CareConfig, care_config
-from carecore.models.init_weights import copy_matching_weights
+from carecore.models.init_weights import check_init_weights, copy_matching_weights
 
 
 def _weights(model):
@@ -54,3 +56,24 @@ def test_a_source_of_another_size_or_name_is_refused_with_its_sizes(smooth_pairs
         care_config("YX", init_weights=3)
     # a refused copy changed nothing
     assert all(np.array_equal(a, b) for n in before for a, b in zip(before[n], _weights(other)[n]))
+
+
+def test_a_fine_tune_takes_its_sources_network_size_unless_given(tmp_path):
+    # a model trained without a budget (32 filters, depth 2) fine-tuned under one, whose recipe would pick
+    # 16 filters: the source's size is taken, so its weights fit; a size given explicitly wins, and is
+    # refused with both sizes before anything is built
+    (tmp_path / "src").mkdir()
+    source = care_config("ZYX", unet_filters=32, unet_depth=3)
+    (tmp_path / "src" / "config.json").write_text(json.dumps(source.to_dict()))
+    recipe = care_config("ZYX", time_limit=180)
+    assert recipe.unet_filters != 32
+    tuned = care_config("ZYX", time_limit=180, init_weights=tmp_path / "src")
+    assert (tuned.unet_filters, tuned.unet_depth, tuned.batch_size) == (32, 3, recipe.batch_size)
+    assert check_init_weights(tuned) == tmp_path / "src"
+    mine = care_config("ZYX", time_limit=180, init_weights=tmp_path / "src", unet_filters=16)
+    with pytest.raises(cc.CareError, match=r"another size of network \(unet_filters 16 here, 32 there\)"):
+        check_init_weights(mine)
+    # no model folder: nothing taken, and the check says so
+    assert care_config("ZYX", init_weights=tmp_path / "nowhere").unet_filters == care_config("ZYX").unet_filters
+    with pytest.raises(cc.CareError, match="nowhere is not a model folder"):
+        check_init_weights(care_config("ZYX", init_weights=tmp_path / "nowhere"))
