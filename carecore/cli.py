@@ -549,8 +549,8 @@ def build_parser():
                    help="default: mixed_bfloat16 for 3D networks where the CPU or GPU computes in bfloat16, else float32")
     s.add_argument("--seed", type=int)
     s.add_argument("--init-weights", metavar="SOURCE",
-                   help="fine-tune: start from a model folder's weights instead of random ones (a network of the "
-                        "same size; its layers are copied before the first step)")
+                   help="fine-tune: start from a model folder's weights instead of random ones (the network takes "
+                        "its size; its layers are copied before the first step)")
     s.add_argument("--ensemble", type=int, metavar="M", help="train M probabilistic members (seeds seed..seed+M-1)")
     s.set_defaults(func=cmd_train)
 

@@ -16,6 +16,7 @@ from ..axes import check_axes
 from ..errors import CareError
 from ..normalize import DEFAULT_PERCENTILES
 from ..prediction.smoothing import MAX_OUTPUT_SIGMA
+from .init_weights import with_source_size
 from .kinds import KINDS, model_class
 from . import precision as precision_rules
 from .precision import bfloat16_fits, default_precision
@@ -316,11 +317,7 @@ def care_config(axes="ZYX", *, quick=False, members=1, **overrides):
     """
     axes = axes.upper()
     base = {"axes": axes, "patch_size": (16, 64, 64) if len(axes) == 3 else (128, 128)}
-    if overrides.get("init_weights") and isinstance(overrides["init_weights"], (str, os.PathLike)):
-        # a fine-tune: the network is the source's size unless given (another type is refused below)
-        from .init_weights import source_network_size
-
-        overrides = {**source_network_size(overrides["init_weights"]), **overrides}
+    overrides = with_source_size(overrides)   # a fine-tune: the network is the source's size unless given
     if isinstance(overrides.get("time_limit"), str):
         from .care import parse_duration
 

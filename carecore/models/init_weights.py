@@ -8,6 +8,7 @@ is shipped in the package yet: the one the script made did not help reliably
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +29,39 @@ def resolve_init_weights(source):
 SIZE_FIELDS = ("unet_depth", "unet_filters", "unet_kernel", "unet_n_conv")
 
 
+def source_config(source):
+    """The configuration of the network in the model folder ``source`` (a :class:`CareConfig`); raises
+    :class:`CareError` when it is no model folder or its ``config.json`` cannot be read."""
+    import json
+
+    from .config import CareConfig
+
+    folder = resolve_init_weights(source)
+    try:
+        return CareConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    except (OSError, ValueError, TypeError, CareError) as e:
+        raise CareError(f"init_weights: {folder / 'config.json'} is not a readable configuration ({e})") from None
+
+
 def source_network_size(source):
     """The :data:`SIZE_FIELDS` of the network in the model folder ``source``, which a fine-tune from it
     takes unless given (:func:`~carecore.care_config`); ``{}`` when ``source`` is no readable model folder
     (:func:`check_init_weights` and the copy say so)."""
-    import json
-
     try:
-        d = json.loads((Path(source).expanduser() / "config.json").read_text())
-    except (OSError, ValueError):
+        theirs = source_config(source)
+    except CareError:
         return {}
-    return {k: d[k] for k in SIZE_FIELDS if k in d} if isinstance(d, dict) else {}
+    return {k: getattr(theirs, k) for k in SIZE_FIELDS}
+
+
+def with_source_size(overrides):
+    """``overrides`` (a configuration's keyword arguments) with, for a fine-tune (``init_weights``), the
+    source network's :data:`SIZE_FIELDS` that they do not give: what :func:`~carecore.care_config` and
+    the kinds' ``default_config`` build on, before their recipes' sizes."""
+    source = overrides.get("init_weights")
+    if not source or not isinstance(source, (str, os.PathLike)):   # another type is refused by the config
+        return overrides
+    return {**source_network_size(source), **overrides}
 
 
 def _size(config):
@@ -53,16 +76,8 @@ def check_init_weights(config):
     which the patches decide, and the layers themselves are checked when the weights are copied
     (:func:`copy_matching_weights`). The CLI calls it before it makes the patches.
     """
-    import json
-
-    from .config import CareConfig
-
     folder = resolve_init_weights(config.init_weights)
-    try:
-        theirs = _size(CareConfig.from_dict(json.loads((folder / "config.json").read_text())))
-    except (ValueError, TypeError, CareError) as e:
-        raise CareError(f"init_weights: {folder / 'config.json'} is not a readable configuration ({e})") from None
-    ours = _size(config)
+    theirs, ours = _size(source_config(folder)), _size(config)
     differ = [f"{name} {ours[name]} here, {theirs[name]} there" for name in ours if ours[name] != theirs[name]]
     if differ:
         raise CareError(f"init_weights: {folder} holds another size of network ({'; '.join(differ)}); start from a "

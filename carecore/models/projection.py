@@ -182,8 +182,10 @@ class ProjectionCARE(CARE):
 
         if spatial_axes(check_axes(axes, name="projection axes")) != "ZYX":
             raise CareError(f"projection works on ZYX stacks, got axes {axes!r}")
+        from .init_weights import with_source_size
+
         base = dict(DEFAULT_PROJECTION, residual=False, kind="projection")
-        return care_config("ZYX", **{**base, **overrides})
+        return care_config("ZYX", **{**base, **with_source_size(overrides)})   # a fine-tune's source size first
 
     @classmethod
     def make_patches(cls, config, sources, *, axes=None, n_patches_per_image=64, progress=None, stop=None,

@@ -152,6 +152,9 @@ class SubdiffractionCARE(CARE):
         axes = "".join(a for a in str(axes).upper() if a in "ZYX")
         if axes not in ("YX", "ZYX"):
             raise CareError(f"subdiffraction models are 2D (YX) or 3D (ZYX), got axes {axes!r}")
+        from .init_weights import with_source_size
+
+        overrides = with_source_size(overrides)   # a fine-tune's source size before the recipe's
         if overrides.get("time_limit") is None:   # 0 given: no budget (epochs x steps), as care_config
             overrides["time_limit"] = DEFAULT_TIME_LIMIT
         for k, v in RECIPE.items():

@@ -3,8 +3,8 @@
 ``callback(event)`` receives dicts:
 
 - ``{"kind": "resume", "message"}`` first, when a saved model's training goes on from its folder;
-- ``{"kind": "baseline", "name", "params", "val_ssim", "tuned"}`` before the first step: the best classical
-  filter tuned on the validation patches, the line CARE has to beat
+- ``{"kind": "baseline", "name", "params", "val_ssim", "tuned"}`` before the first step, where there is one:
+  the best classical filter tuned on the validation patches, the line CARE has to beat
   (:meth:`~carecore.training.validation.ValidationSet.baseline`);
 - ``{"kind": "batch", "epoch", "epochs", "step", "steps", "loss", "lr", "elapsed", "eta"}`` after
   every training step (``loss``: that batch's own loss);
@@ -289,7 +289,8 @@ def work_after_training(s_step, s_val, *, probabilistic, n_train, batch_size, ch
     last weights: a forward pass over their patches, a third of a step per batch, and building the probe
     and L-BFGS, 0.3-4 s measured), its reference scale and, where the network learned ``views`` > 1
     symmetries, the calibration of the mean over them (forward passes over validation patches, a third
-    of a step per batch's worth: 0.6 s measured where this says 0.7); and the output smoothing's choice
+    of a step per batch's worth: 0.6 s measured where this says 0.7, the app's 3-minute default on the small
+    demo); and the output smoothing's choice
     (a pass over the validation patches and the smoothings). :meth:`~carecore.CARE.train` ends its steps
     this long before the budget does; the app's estimate takes it out too.
 

@@ -63,13 +63,22 @@ def test_a_fine_tune_takes_its_sources_network_size_unless_given(tmp_path):
     # 16 filters: the source's size is taken, so its weights fit; a size given explicitly wins, and is
     # refused with both sizes before anything is built
     (tmp_path / "src").mkdir()
-    source = care_config("ZYX", unet_filters=32, unet_depth=3)
+    source = care_config("ZYX", unet_filters=32, unet_depth=3, unet_kernel=5, unet_n_conv=3)
     (tmp_path / "src" / "config.json").write_text(json.dumps(source.to_dict()))
     recipe = care_config("ZYX", time_limit=180)
     assert recipe.unet_filters != 32
     tuned = care_config("ZYX", time_limit=180, init_weights=tmp_path / "src")
-    assert (tuned.unet_filters, tuned.unet_depth, tuned.batch_size) == (32, 3, recipe.batch_size)
+    assert (tuned.unet_filters, tuned.unet_depth, tuned.unet_kernel, tuned.unet_n_conv, tuned.batch_size) \
+        == (32, 3, 5, 3, recipe.batch_size)
     assert check_init_weights(tuned) == tmp_path / "src"
+    # so do the kinds whose recipes set a size of their own (projection: 16 filters, 3×3×3 kernels)
+    from carecore.models.kinds import model_class
+
+    projection = model_class("projection").default_config("ZYX", init_weights=str(tmp_path / "src"))
+    assert (projection.unet_filters, projection.unet_depth, projection.kind) == (32, 3, "projection")
+    assert model_class("projection").default_config("ZYX").unet_filters == 16
+    subdiffraction = model_class("subdiffraction").default_config("ZYX", init_weights=tmp_path / "src")
+    assert (subdiffraction.unet_kernel, subdiffraction.unet_filters) == (5, 32)   # its recipe: 3×3×3 kernels
     mine = care_config("ZYX", time_limit=180, init_weights=tmp_path / "src", unet_filters=16)
     with pytest.raises(cc.CareError, match=r"another size of network \(unet_filters 16 here, 32 there\)"):
         check_init_weights(mine)
