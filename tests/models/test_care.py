@@ -430,8 +430,14 @@ def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, mon
     assert pre["seconds_preparation"] == pytest.approx(2.0 + 4 * 0.1 + 2 * 0.2, abs=0.01)
     assert pre["seconds_per_validation"] == pytest.approx(0.2 + 0.3, abs=0.01)
     events = []
-    r = cc.CARE(cfg, tmp_path / "one").train(patches, callback=events.append)
+    one = cc.CARE(cfg, tmp_path / "one")
+    r = one.train(patches, callback=events.append)
     trained = sum(e["kind"] == "batch" for e in events)
+    # the run card's clock marks each piece of the work after training, in order, within the budget
+    bc = one.run_card["budget_clock"]
+    marks = ["last_epoch_ended", "scale_head_fitted", "reference_measured", "tta_scale_factor_fitted",
+             "output_sigma_chosen"]
+    assert [bc[k] for k in marks] == sorted(bc[k] for k in marks) and bc["output_sigma_chosen"] <= 28, bc
     assert abs(trained - pre["steps_in_budget"]) <= 2, (trained, pre)
     # the validations too: the epochs begun, the last one cut by the deadline (less than half: once left
     # out, and the time unused)
