@@ -289,10 +289,10 @@ def work_after_training(s_step, s_val, *, probabilistic, n_train, batch_size, ch
     last weights: a forward pass over their patches, a third of a step per batch, and building the probe
     and L-BFGS, 0.3-4 s measured), its reference scale and, where the network learned ``views`` > 1
     symmetries, the calibration of the mean over them (forward passes over validation patches, a third
-    of a step per batch's worth: 0.6 s measured where this says 0.7, the app's 3-minute default on the small
-    demo); and the output smoothing's choice
-    (a pass over the validation patches and the smoothings). :meth:`~carecore.CARE.train` ends its steps
-    this long before the budget does; the app's estimate takes it out too.
+    of a step per batch's worth: 0.6 s measured where this says 0.7, the app's 3-minute default on the
+    small demo); and the output smoothing's choice (a pass over the validation patches and the
+    smoothings). :meth:`~carecore.CARE.train` ends its steps this long before the budget does; the app's
+    estimate takes it out too.
 
     Examples
     --------
