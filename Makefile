@@ -5,6 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LAB_DATA ?= lab-data
+# The suite runs in two processes (pytest-xdist), a test file in one of them: TensorFlow keeps two
+# cores only partly busy on the suite's tiny networks, and the notebooks', Voila's and the command
+# line's start-ups leave one idle. `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: lab test venv bench bench-quality bench-scale bench-peers notebooks clean
 
@@ -21,7 +25,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(PY) tests/setup_browser.py
-	$(PY) -m pytest -q -ra --durations=15
+	$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The notebooks' sources are notebooks/NN_name.py (jupytext percent scripts): edit them, then
 # rewrite the paired .ipynb files (without outputs) with this target.

@@ -10,6 +10,29 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# The heaviest test files run first. `make test` runs the suite in two processes (pytest-xdist,
+# ``--dist loadfile``: a file's tests in one process, in their order), each taking the next file when it
+# is done: a heavy file near the end would leave the other process idle for minutes. Their times in one
+# process (2 cores, 2026-12-05): 330, 280, 230, 190, 160, 150, 120, 110, 100 and 100 s of the suite's
+# 2,350. Only the order of the files changes; the tests in each keep theirs.
+RUN_FIRST = ("notebooks/test_notebooks.py", "app/test_browser.py", "models/test_care.py", "app/test_state.py",
+             "models/test_reliability.py", "models/test_quality_per_minute.py", "models/test_isotropic.py",
+             "models/test_ensemble_job.py", "models/test_distributed.py", "models/test_subdiffraction.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).resolve().parent
+    stale = [name for name in RUN_FIRST if not (tests / name).is_file()]
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py RUN_FIRST names test files that do not exist: {stale}")
+
+    def rank(item):
+        path = Path(str(item.path)).resolve()
+        name = path.relative_to(tests).as_posix() if path.is_relative_to(tests) else ""
+        return RUN_FIRST.index(name) if name in RUN_FIRST else len(RUN_FIRST)
+
+    items[:] = sorted(items, key=rank)     # stable: each file's tests in their order
+
 
 @pytest.fixture(autouse=True)
 def _environment_restored():

@@ -303,14 +303,25 @@ def _auto_block(model, shape, memory_budget, halo):
     return tuple(block)
 
 
+def local_cluster(n_workers, memory_limit="auto"):
+    """A Dask cluster on this machine: ``n_workers`` worker processes of one thread each, on loopback.
+
+    Its scheduler serves no dashboard and its HTTP endpoints on a free port (Dask's default takes port
+    8787 even without a dashboard, and warns when another cluster, a notebook's say, has it).
+    """
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None, memory_limit=memory_limit,
+                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+
+
 def _client(scheduler, n_workers, memory_limit):
     """(client, owned cluster or None)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is None:
-        n = n_workers or max(1, min(4, (os.cpu_count() or 2) // 2))
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, memory_limit=memory_limit)
+        cluster = local_cluster(n_workers or max(1, min(4, (os.cpu_count() or 2) // 2)), memory_limit)
         return Client(cluster), cluster
     if isinstance(scheduler, Client):
         return scheduler, None

@@ -44,10 +44,9 @@ def reference(lab):
 @pytest.fixture(scope="module")
 def scheduler():
     """A scheduler with one worker process on loopback, reached by its address like a remote one."""
-    from distributed import LocalCluster
+    from carecore.prediction.distributed import local_cluster
 
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+    cluster = local_cluster(1)
     try:
         yield cluster.scheduler_address
     finally:

@@ -23,16 +23,44 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, memory_limit="3GiB")
+    from carecore.prediction.distributed import local_cluster
+
+    cluster = local_cluster(2, memory_limit="3GiB")
     client = Client(cluster)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+def test_a_local_cluster_takes_no_fixed_port():
+    """Dask's HTTP port 8787 held by another process (a notebook's cluster, the suite's other process): a
+    local cluster starts on a free loopback port, with no warning."""
+    import socket
+    import warnings
+
+    from carecore.prediction.distributed import local_cluster
+
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 8787))
+        held.listen()
+    except OSError:
+        pass          # another process holds it: the same case
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cluster = local_cluster(1)
+        try:
+            assert cluster.scheduler.http_server.port != 8787
+            assert not [str(w.message) for w in caught if "in use" in str(w.message)], caught
+        finally:
+            cluster.close()
+    finally:
+        held.close()
 
 
 @pytest.fixture(scope="module")
