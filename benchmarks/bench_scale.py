@@ -47,7 +47,7 @@ def main(argv=None):
     p.add_argument("--workers", default="1,2", help="worker counts to time, e.g. 1,2")
     args = p.parse_args(argv)
     import carecore as cc
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     shape, chunks = ((16, 128, 128), (16, 64, 64)) if args.quick else ((64, 512, 512), (64, 256, 256))
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
@@ -71,13 +71,12 @@ def main(argv=None):
               f"{model.count_params()} parameters")
         print(f"in-memory: {t_mem:.2f} s, {n / t_mem / 1e6:.2f} Mvoxel/s, peak memory +{mem_growth / 2**20:.0f} MiB")
         halo = int(np.max(model._halo()))
-        from carecore.prediction.distributed import worker_peak_memory
+        from carecore.prediction.distributed import local_cluster, worker_peak_memory
 
         times = {}
         for w in [int(v) for v in args.workers.split(",")]:
             t = time.perf_counter()
-            cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None)
+            cluster = local_cluster(w)
             client = Client(cluster)
             try:
                 cc.predict_chunked(model_dir, small, tmp / f"warm{w}.ome.zarr", chunks=chunks, scheduler=client)

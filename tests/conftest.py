@@ -20,11 +20,16 @@ RUN_FIRST = ("notebooks/test_notebooks.py", "app/test_browser.py", "models/test_
              "models/test_ensemble_job.py", "models/test_distributed.py", "models/test_subdiffraction.py")
 
 
-def pytest_collection_modifyitems(config, items):
-    tests = Path(__file__).resolve().parent
-    stale = [name for name in RUN_FIRST if not (tests / name).is_file()]
+def pytest_configure(config):
+    # here, not at collection: with pytest-xdist only its worker processes collect, and an error there
+    # reaches the user as "no active workers", without this message
+    stale = [name for name in RUN_FIRST if not (Path(__file__).resolve().parent / name).is_file()]
     if stale:
         raise pytest.UsageError(f"tests/conftest.py RUN_FIRST names test files that do not exist: {stale}")
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).resolve().parent
 
     def rank(item):
         path = Path(str(item.path)).resolve()

@@ -303,16 +303,19 @@ def _auto_block(model, shape, memory_budget, halo):
     return tuple(block)
 
 
-def local_cluster(n_workers, memory_limit="auto"):
+def local_cluster(n_workers, memory_limit=None):
     """A Dask cluster on this machine: ``n_workers`` worker processes of one thread each, on loopback.
 
+    ``memory_limit`` is each worker's, as Dask reads it ("4GiB", "auto": the machine's memory times the
+    worker's share of the cores); None: the machine's memory shared among the workers (Dask's default).
     Its scheduler serves no dashboard and its HTTP endpoints on a free port (Dask's default takes port
     8787 even without a dashboard, and warns when another cluster, a notebook's say, has it).
     """
     from distributed import LocalCluster
 
+    limit = {} if memory_limit is None else {"memory_limit": memory_limit}
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, memory_limit=memory_limit,
+                        dashboard_address=None, **limit,
                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
 
 

@@ -48,34 +48,45 @@ def browser_type_launch_args(browser_type_launch_args):
 
 @contextlib.contextmanager
 def voila(notebook, *, env, cwd, log_path, extra_args=()):
-    """Voila serving ``notebook`` on a free loopback port (yields its URL); stopped by its own PID."""
-    log = open(log_path, "w")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}",
-                             "--Voila.ip=127.0.0.1", "--MappingKernelManager.cull_idle_timeout=600",
-                             # jupytext (a dependency, for the notebooks) ships a JupyterLab extension whose
-                             # shared modules Voila's page lacks: it logs a console error on every page
-                             "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']",
-                             *extra_args, str(notebook)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
-    url = f"http://127.0.0.1:{port}/"
-    t = time.time()
-    while time.time() - t < 60:
-        try:
-            urllib.request.urlopen(url + "api", timeout=2)
-            break
-        except urllib.error.HTTPError:
-            break
-        except OSError:
+    """Voila serving ``notebook`` on a free loopback port (yields its URL); stopped by its own PID.
+
+    The port is free when picked; should another process (the suite's other one) take it before Voila
+    does, Voila exits (``--port_retries=0``: it would otherwise serve on another port while this polls
+    the one picked) and starts again on another.
+    """
+    for attempt in range(3):
+        log = open(log_path, "w")
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--port_retries=0",
+                                 "--Voila.ip=127.0.0.1", "--MappingKernelManager.cull_idle_timeout=600",
+                                 # jupytext (a dependency, for the notebooks) ships a JupyterLab extension whose
+                                 # shared modules Voila's page lacks: it logs a console error on every page
+                                 "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']",
+                                 *extra_args, str(notebook)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+        url = f"http://127.0.0.1:{port}/"
+        t = time.time()
+        while time.time() - t < 60:
             if proc.poll() is not None:
                 break
+            if f"is running at:\n{url}" in Path(log_path).read_text(errors="replace"):   # this Voila, not another
+                try:
+                    urllib.request.urlopen(url + "api", timeout=2)
+                    break
+                except urllib.error.HTTPError:
+                    break
+                except OSError:
+                    pass
             time.sleep(0.3)
-    else:
-        proc.terminate()
-        pytest.fail("voila did not start within 60 s")
-    if proc.poll() is not None:
+        else:
+            proc.terminate()
+            pytest.fail("voila did not start within 60 s")
+        if proc.poll() is None:
+            break
         log.close()
-        pytest.fail(f"voila exited at start:\n{Path(log_path).read_text()[-3000:]}")
+        text = Path(log_path).read_text()
+        if "already in use" not in text or attempt == 2:
+            pytest.fail(f"voila exited at start:\n{text[-3000:]}")
     try:
         yield url
     finally:

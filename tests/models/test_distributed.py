@@ -275,6 +275,7 @@ def external_cluster(tmp_path):
     file = tmp_path / "scheduler.json"
     logs = [open(tmp_path / f"{n}.log", "w") for n in ("scheduler", "w0", "w1")]
     procs = [subprocess.Popen(_dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                    "--dashboard-address", "127.0.0.1:0",
                                     "--scheduler-file", str(file)), env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
     try:
         deadline = time.time() + 60
