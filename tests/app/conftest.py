@@ -26,7 +26,13 @@ def _chromium():
     """Debian's chromium, installed by tests/setup_browser.py when missing; None when that failed."""
     global CHROMIUM
     if not os.path.exists(CHROMIUM):
-        subprocess.run([sys.executable, str(REPO / "tests" / "setup_browser.py")], check=False)
+        import fcntl
+        import tempfile
+
+        with open(Path(tempfile.gettempdir()) / "carelab-setup-browser.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)   # the suite's other process may be installing it: one apt-get
+            if not (shutil.which("chromium") or os.path.exists("/usr/bin/chromium")):
+                subprocess.run([sys.executable, str(REPO / "tests" / "setup_browser.py")], check=False)
         CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
     return CHROMIUM if os.path.exists(CHROMIUM) else None
 
