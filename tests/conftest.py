@@ -8,13 +8,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # The heaviest test files run first. `make test` runs the suite in two processes (pytest-xdist,
-# ``--dist loadfile``: a file's tests in one process, in their order), each taking the next file when it
-# is done: a heavy file near the end would leave the other process idle for minutes. Their times in one
-# process (2 cores, 2026-12-05): 330, 280, 230, 190, 160, 150, 120, 110, 100 and 100 s of the suite's
-# 2,350. Only the order of the files changes; the tests in each keep theirs.
+# ``--dist loadfile``: a file's tests in one process, in their order), each taking the next file as it
+# nears the end of its last: a heavy file near the end would leave the other process idle for minutes.
+# Their times in one process (2 cores, 2026-12-05): 330, 280, 230, 190, 160, 150, 120, 110, 100 and
+# 100 s of the suite's 2,350. Only the order of the files changes; the tests in each keep theirs.
 RUN_FIRST = ("notebooks/test_notebooks.py", "app/test_browser.py", "models/test_care.py", "app/test_state.py",
              "models/test_reliability.py", "models/test_quality_per_minute.py", "models/test_isotropic.py",
              "models/test_ensemble_job.py", "models/test_distributed.py", "models/test_subdiffraction.py")
@@ -23,17 +24,15 @@ RUN_FIRST = ("notebooks/test_notebooks.py", "app/test_browser.py", "models/test_
 def pytest_configure(config):
     # here, not at collection: with pytest-xdist only its worker processes collect, and an error there
     # reaches the user as "no active workers", without this message
-    stale = [name for name in RUN_FIRST if not (Path(__file__).resolve().parent / name).is_file()]
+    stale = [name for name in RUN_FIRST if not (TESTS / name).is_file()]
     if stale:
         raise pytest.UsageError(f"tests/conftest.py RUN_FIRST names test files that do not exist: {stale}")
 
 
 def pytest_collection_modifyitems(config, items):
-    tests = Path(__file__).resolve().parent
-
     def rank(item):
         path = Path(str(item.path)).resolve()
-        name = path.relative_to(tests).as_posix() if path.is_relative_to(tests) else ""
+        name = path.relative_to(TESTS).as_posix() if path.is_relative_to(TESTS) else ""
         return RUN_FIRST.index(name) if name in RUN_FIRST else len(RUN_FIRST)
 
     items[:] = sorted(items, key=rank)     # stable: each file's tests in their order

@@ -1,10 +1,12 @@
 """Serve the app with Voila on a free loopback port; drive it with Playwright in Debian's Chromium."""
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,9 +28,6 @@ def _chromium():
     """Debian's chromium, installed by tests/setup_browser.py when missing; None when that failed."""
     global CHROMIUM
     if not os.path.exists(CHROMIUM):
-        import fcntl
-        import tempfile
-
         with open(Path(tempfile.gettempdir()) / "carelab-setup-browser.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)   # the suite's other process may be installing it: one apt-get
             if not (shutil.which("chromium") or os.path.exists("/usr/bin/chromium")):
