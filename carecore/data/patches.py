@@ -20,7 +20,9 @@ them (one slab at the end of an image, the rule before, was dimmer and smoother 
 scored blur well: benchmarks/quality-per-minute.md, "Validation boxes spread through the
 image"). Boxes are taken from the last images first until they hold about ``validation_fraction`` of all voxels, so with several
 images most stay whole for training; an image too small to give boxes and training room is held
-out whole. Where every patch came from is kept in ``positions`` (source image and start per
+out whole. Pairs of one field of view (sharing a ground truth: one sample acquired under several
+conditions) share their boxes, so that no training patch of one holds what another's validation box
+shows (``fields``). Where every patch came from is kept in ``positions`` (source image and start per
 spatial axis).
 
 Patches are stored normalized (each image with its own percentiles, :data:`DEFAULT_PERCENTILES`),
@@ -226,7 +228,7 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
 MIN_VALIDATION_BOXES = 3
 
 
-def validation_blocks(shapes, patch, fraction, seed=0):
+def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=()):
     """Where each image's held-out validation boxes lie: ``None`` (all training), ``{"whole": True}``
     (the image is held out whole) or ``{"whole": False, "boxes": [{axis: [start, stop], ...}, ...]}``.
 
@@ -235,7 +237,8 @@ def validation_blocks(shapes, patch, fraction, seed=0):
     drawn at random (``seed``) and spread out (no two boxes side by side while there is room), so that
     validation sees the whole image, its bright and its dim parts, not one end of it. An image gives
     at least :data:`MIN_VALIDATION_BOXES` where it has room; one that would need all its cells is
-    held out whole.
+    held out whole. Images of one field of view (``fields``) are held out together: the same boxes in
+    each, or each whole.
 
     Parameters
     ----------
@@ -245,26 +248,46 @@ def validation_blocks(shapes, patch, fraction, seed=0):
         Patch size per axis.
     fraction : float
     seed : int
+    fields : list, optional
+        A label per image, the field of view it shows: images with the same label (one ground truth
+        acquired under several conditions) get the same boxes, so that no training patch of one sees
+        what another's validation box holds. Default: every image a field of its own.
+    whole_only : collection, optional
+        Labels of fields whose images are not pixel for pixel the same view (rotated copies, other
+        shapes): such a field is held out whole or not at all.
     """
     blocks = [None] * len(shapes)
     if fraction <= 0:
         return blocks
+    fields = list(range(len(shapes))) if fields is None else list(fields)
+    if len(fields) != len(shapes):
+        raise CareError(f"fields: one label per image, got {len(fields)} for {len(shapes)} images")
     voxels = [int(np.prod(list(s.values()))) for s in shapes]
     patch_voxels = int(np.prod([patch[a] for a in shapes[0]]))
     target = fraction * sum(voxels)
     held = 0.0
     rng = np.random.default_rng(seed)
+    done = set()
     for i in reversed(range(len(shapes))):
         if held >= target:
             break
+        if fields[i] in done:
+            continue
+        done.add(fields[i])
+        members = [j for j, f in enumerate(fields) if f == fields[i]]
         shape = shapes[i]
+        if any(shapes[j] != shape for j in members) and fields[i] not in whole_only:
+            raise CareError(f"images {members} are one field of view but differ in shape "
+                            f"({[tuple(shapes[j].values()) for j in members]}); give them as whole_only")
         cells = {a: shape[a] // patch[a] for a in shape}
         n_cells = int(np.prod(list(cells.values())))
         # at least MIN_VALIDATION_BOXES where the image has room: one or two patches are too few to read
-        k = max(int(np.ceil((target - held) / patch_voxels)), min(MIN_VALIDATION_BOXES, n_cells - 1), 1)
-        if k >= n_cells:
-            blocks[i] = {"whole": True}
-            held += voxels[i]
+        k = max(int(np.ceil((target - held) / (patch_voxels * len(members)))),
+                min(MIN_VALIDATION_BOXES, n_cells - 1), 1)
+        if k >= n_cells or fields[i] in whole_only:
+            for j in members:
+                blocks[j] = {"whole": True}
+                held += voxels[j]
             continue
         offset = {a: (shape[a] - cells[a] * patch[a]) // 2 for a in shape}   # the grid centred in the image
         grid = np.stack(np.unravel_index(rng.permutation(n_cells), tuple(cells.values())), 1)
@@ -274,15 +297,39 @@ def validation_blocks(shapes, patch, fraction, seed=0):
             if len(chosen) == k:
                 break
         chosen = (chosen + rest)[:k]
-        boxes = [{a: [int(offset[a] + c[j] * patch[a]), int(offset[a] + (c[j] + 1) * patch[a])]
-                  for j, a in enumerate(shape)} for c in chosen]
-        blocks[i] = {"whole": False, "boxes": boxes}   # spread ones first (create_patches may keep fewer)
-        held += k * patch_voxels
+        for j in members:   # spread ones first (create_patches may keep fewer)
+            blocks[j] = {"whole": False, "boxes": [{a: [int(offset[a] + c[d] * patch[a]), int(offset[a] + (c[d] + 1) * patch[a])]
+                                                    for d, a in enumerate(shape)} for c in chosen]}
+            held += k * patch_voxels
     if all(b is not None and b["whole"] for b in blocks):
         raise CareError(f"no room for training patches: holding out validation_fraction={fraction} of images of "
                         f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves no "
                         "training region; use more or larger images, a smaller patch, or validation_fraction=0")
     return blocks
+
+
+def ground_truth_keys(resolved):
+    """A key per (low, high) pair: pairs with the same key share their ground truth (the same file, or
+    equal arrays), i.e. show one field of view, e.g. acquired under several conditions
+    (``find_pairs(["low_c1", "low_c2"], "gt")``)."""
+    import os
+
+    keys, seen = [], []   # seen: (key, data, fingerprint) of the in-memory ground truths so far
+    for _, high in resolved:
+        if high.path:
+            keys.append(("file", os.path.realpath(high.path)))
+            continue
+        data = high.data
+        coarse = np.asarray(data[tuple(slice(None, None, max(1, n // 8)) for n in data.shape)])
+        fingerprint = (tuple(data.shape), coarse.tobytes())
+        for key, other, fp in seen:
+            if other is data or (fp == fingerprint and np.array_equal(other, data)):
+                keys.append(key)
+                break
+        else:
+            keys.append(("array", len(seen)))
+            seen.append((keys[-1], data, fingerprint))
+    return keys
 
 
 def _touching(starts, boxes, patch):
@@ -321,7 +368,7 @@ def _uniform_starts(valid, n, rng, boxes, patch):
 
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
                    fg_threshold=0.4, fg_fraction=0.5, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
-                   out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None):
+                   out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None, fields=None):
     """Sample patch pairs from training pairs, a share of them foreground-biased.
 
     Parameters
@@ -343,7 +390,9 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         Share of the image voxels held out for validation, as patch-sized boxes spread through the
         image that no training patch touches (see :func:`validation_blocks`); one validation patch per
         box (at most the image's share of ``n_patches_per_image``: boxes beyond it are not held out),
-        the last ``n_val`` of the set.
+        the last ``n_val`` of the set. Pairs that share a ground truth (the same file or equal arrays:
+        one field of view acquired under several conditions) share their boxes, so that no training
+        patch of one holds what another's validation patch shows.
     percentiles : (float, float)
         Normalization percentiles, applied per image and channel.
     out : str or Path, optional
@@ -355,6 +404,10 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         See :mod:`carecore.progress`.
     meta : dict, optional
         More to record in the patch set's metadata (e.g. how a model kind made its pairs).
+    fields : list, optional
+        A label per source, the field of view it shows; sources of one field are held out together.
+        Default: one field per ground truth (:func:`ground_truth_keys`). A field whose sources do not
+        share one ground truth (e.g. a slice and its transpose) is held out whole or not at all.
 
     Returns
     -------
@@ -397,8 +450,16 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                                 f"patch size {tuple(patch_size)} along {a} ({n_a} < {q})")
     _, sp, sp_h, cl, ch = first
     p = dict(zip(sp, (int(q) for q in patch_size)))
+    keys = ground_truth_keys(resolved)
+    if fields is None:
+        fields = keys
+    elif len(fields) != len(resolved):
+        raise CareError(f"fields: one label per source, got {len(fields)} for {len(resolved)} sources")
+    whole_only = {f for f in fields if len({k for k, g in zip(keys, fields) if g == f}) > 1}
     blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
-                               {a: p[a] for a in sp_h}, validation_fraction, seed=seed)
+                               {a: p[a] for a in sp_h}, validation_fraction, seed=seed, fields=fields,
+                               whole_only=whole_only)
+    field_index = {f: n for n, f in enumerate(dict.fromkeys(fields))}
     counts = []  # (n_train, n_val) per image
     for blk, (low, _) in zip(blocks, resolved):
         if blk is None:
@@ -474,7 +535,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
                                     "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,
-                                    "validation_block": blk, "n_train": nt, "n_val": nv})
+                                    "field": field_index[fields[i]], "validation_block": blk,
+                                    "n_train": nt, "n_val": nv})
             report(progress, i + 1, len(sources), low.name)
         axes_x, axes_y = "S" + sp + "C", "S" + sp_h + "C"
         ps = PatchSet(X, Y, axes_x, axes_y, n_val, info, positions=positions)

@@ -105,14 +105,14 @@ class IsotropicCARE(CARE):
             raise CareError("isotropic training needs the axial PSF: psf_sigma (in lateral pixels; see "
                             "carecore.psf_sigma_from_optics) or a measured psf")
         f = config.upsampling_factor
-        pairs = []
+        pairs, fields = [], []   # fields: a slice's two pairs show one view (one the other's transpose)
         for i, (name, stack, saxes) in enumerate(stacks):
             check_stop(stop)
             if "C" in saxes:
                 stack = np.moveaxis(stack, saxes.index("C"), -1)
             else:
                 stack = stack[..., None]
-            for zslice in stack:   # (Y, X, C)
+            for z, zslice in enumerate(stack):   # (Y, X, C)
                 for img in (zslice, np.swapaxes(zslice, 0, 1)):   # degrade along Y, then along X
                     if img.shape[0] < 2 * f:
                         raise CareError(f"{name}: lateral size {img.shape[0]} is too small for factor {f}")
@@ -126,6 +126,7 @@ class IsotropicCARE(CARE):
                         low = simulate_anisotropic(img, f, axes="YXC", axis="Y", psf_sigma=config.psf_sigma,
                                                    interpolation=config.interpolation)[0]
                     pairs.append((low, np.asarray(img, np.float32)))
+                    fields.append((i, z))
             report(progress, i + 1, len(stacks), name)
         made = {"factor": f, "psf_sigma": config.psf_sigma,
                 "psf": str(psf) if psf is not None and not isinstance(psf, np.ndarray) else
@@ -134,7 +135,7 @@ class IsotropicCARE(CARE):
                 "pairs": "lateral slices degraded along Y and along X (degraded axis first)"}
         return create_patches(pairs, config.patch_size, axes="YXC", n_patches_per_image=n_patches_per_image,
                               percentiles=config.percentiles, seed=config.seed, stop=stop, out=out,
-                              meta={"isotropic": made})
+                              meta={"isotropic": made}, fields=fields)   # a slice validates whole, both ways
 
     # -- prediction ---------------------------------------------------------------------------
     # the output grid and voxel size are the upsampling kind's: Z interpolated by the axial factor

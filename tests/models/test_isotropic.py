@@ -50,6 +50,21 @@ def test_pairs_from_the_stack_degraded_along_the_first_axis():
         cls.make_patches(config, [stack[0]], axes="YX")
 
 
+def test_a_slice_and_its_transpose_validate_together():
+    # each slice gives two pairs, the second its transpose: a box held out in one would be trained on in
+    # the other, so a slice is held out whole, both ways, or not at all
+    cls = _iso()
+    config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=3.0, psf_sigma=1.5, quick=True,
+                                patch_size=(16, 16))
+    ps = cls.make_patches(config, [_stack((8, 48, 48))], axes="ZYX", n_patches_per_image=8)
+    blocks = [s["validation_block"] for s in ps.meta["sources"]]
+    assert len(blocks) == 16 and ps.n_val > 0
+    for z in range(8):
+        assert blocks[2 * z] == blocks[2 * z + 1] in (None, {"whole": True})
+    held = {int(i) for i in ps.positions[ps.n_train:, 0]}
+    assert held and not held & {int(i) for i in ps.positions[:ps.n_train, 0]}
+
+
 def test_config_checks():
     cls = _iso()
     with pytest.raises(cc.CareError, match="2D networks"):

@@ -41,6 +41,49 @@ def test_several_low_folders(tmp_path):
     assert len(find_pairs([low, low2], high)) == 2
 
 
+def _overlaps(ps, patch, same_field):
+    """(validation, training) patch pairs whose regions meet in images of one field of view."""
+    pos = ps.positions
+    return [(int(v[0]), int(t[0])) for v in pos[ps.n_train:] for t in pos[:ps.n_train]
+            if same_field(int(v[0]), int(t[0])) and all(abs(int(a) - int(b)) < q for a, b, q in zip(v[1:], t[1:], patch))]
+
+
+def test_conditions_of_one_field_share_their_validation_boxes(tmp_path):
+    # one ground truth acquired under two conditions (find_pairs with two low folders): a validation box
+    # of one condition must not be a training region of the other, whose target holds the same pixels
+    high = tmp_path / "gt"
+    rng = np.random.default_rng(0)
+    for name in ("a.tif", "b.tif"):
+        gt = rng.random((96, 96)).astype(np.float32)
+        for d, noise in (("gt", 0.0), ("c1", 0.5), ("c2", 0.2)):
+            (tmp_path / d).mkdir(exist_ok=True)
+            write_image(tmp_path / d / name, gt + rng.normal(0, noise, gt.shape).astype(np.float32), axes="YX")
+    listing = find_pairs([tmp_path / "c1", tmp_path / "c2"], high)
+    gts = [str(p.high) for p in listing.pairs]
+    assert gts[0] == gts[2] and gts[1] == gts[3]
+    ps = create_patches(listing, (32, 32), axes="YX", n_patches_per_image=40, validation_fraction=0.2, seed=0)
+    assert ps.n_val > 0
+    assert _overlaps(ps, (32, 32), lambda i, j: gts[i] == gts[j]) == []
+    src = ps.meta["sources"]
+    assert src[1]["field"] == src[3]["field"] != src[0]["field"] == src[2]["field"]
+    assert src[1]["validation_block"] == src[3]["validation_block"] and src[3]["n_val"] > 0
+    # the same with arrays: equal ground truths (copies) are one field
+    gt = rng.random((96, 96)).astype(np.float32)
+    other = rng.random((96, 96)).astype(np.float32)
+    sources = [(gt + 0.3, gt), (other + 0.3, other), (gt + 0.1, gt.copy())]
+    ps = create_patches(sources, (32, 32), axes="YX", n_patches_per_image=40, validation_fraction=0.2, seed=0)
+    assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 0]
+    assert _overlaps(ps, (32, 32), lambda i, j: {i, j} <= {0, 2}) == []
+    # fields given: a field whose ground truths differ (a view and its transpose) is held out whole
+    sources = [(gt.T + 0.3, gt.T), (other + 0.3, other), (gt + 0.1, gt)]
+    ps = create_patches(sources, (32, 32), axes="YX", n_patches_per_image=40, validation_fraction=0.2, seed=0,
+                        fields=["g", "o", "g"])
+    blocks = [s["validation_block"] for s in ps.meta["sources"]]
+    assert blocks[0] == blocks[2] == {"whole": True} and blocks[1] is None
+    with pytest.raises(CareError, match="one label per source"):
+        create_patches(sources, (32, 32), axes="YX", fields=["g", "o"])
+
+
 def test_pair_shapes_checked(tmp_path):
     low, high = _pair_folder(tmp_path, n=1)
     write_image(high / "s0.tif", np.zeros((8, 40, 39), np.float32), axes="ZYX")
@@ -186,6 +229,20 @@ def test_validation_blocks_plan():
     assert validation_blocks(small, {"Y": 32, "X": 32}, 0.3) == [None, {"whole": True}]
     with pytest.raises(CareError, match="no room for training patches"):
         validation_blocks(small[:1], {"Y": 32, "X": 32}, 0.3)
+
+
+def test_validation_blocks_of_one_field():
+    from carecore.data.patches import validation_blocks
+
+    shapes = [{"Y": 128, "X": 128}] * 4
+    patch = {"Y": 32, "X": 32}
+    blocks = validation_blocks(shapes, patch, 0.1, fields=["a", "b", "a", "b"])
+    assert blocks[0] is None and blocks[2] is None and blocks[1] == blocks[3]
+    assert len(blocks[1]["boxes"]) == 4   # 10 % of four images, shared by the field's two: 2 of 16 cells, at least 3
+    assert validation_blocks(shapes, patch, 0.1, fields=["a", "b", "a", "b"], whole_only={"b"}) == \
+        [None, {"whole": True}, None, {"whole": True}]
+    with pytest.raises(CareError, match="differ in shape"):
+        validation_blocks([{"Y": 128, "X": 128}, {"Y": 96, "X": 128}], patch, 0.1, fields=[0, 0])
 
 
 def test_one_patch_per_image_still_validates():
