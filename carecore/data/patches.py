@@ -31,6 +31,7 @@ channels last, with their axes: ``SZYXC`` (3D) or ``SYXC`` (2D); ``S`` indexes p
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,12 +313,10 @@ def ground_truth_keys(resolved):
     """A key per (low, high) pair: pairs with the same key share their ground truth (the same file, or
     equal arrays), i.e. show one field of view, e.g. acquired under several conditions
     (``find_pairs(["low_c1", "low_c2"], "gt")``)."""
-    import os
-
     keys, seen = [], []   # seen: (key, data, fingerprint) of the in-memory ground truths so far
     for _, high in resolved:
         if high.path:
-            keys.append(("file", os.path.realpath(high.path)))
+            keys.append(("file", os.path.realpath(high.path), tuple(high.shape)))
             continue
         data = high.data
         coarse = np.asarray(data[tuple(slice(None, None, max(1, n // 8)) for n in data.shape)])
@@ -453,8 +452,14 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     keys = ground_truth_keys(resolved)
     if fields is None:
         fields = keys
-    elif len(fields) != len(resolved):
-        raise CareError(f"fields: one label per source, got {len(fields)} for {len(resolved)} sources")
+    else:
+        fields = list(fields)
+        if len(fields) != len(resolved):
+            raise CareError(f"fields: one label per source, got {len(fields)} for {len(resolved)} sources")
+        try:
+            set(fields)
+        except TypeError:
+            raise CareError(f"fields: labels must be hashable (str, int, tuple), got {fields!r}") from None
     whole_only = {f for f in fields if len({k for k, g in zip(keys, fields) if g == f}) > 1}
     blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
                                {a: p[a] for a in sp_h}, validation_fraction, seed=seed, fields=fields,
