@@ -20,10 +20,11 @@ them (one slab at the end of an image, the rule before, was dimmer and smoother 
 scored blur well: benchmarks/quality-per-minute.md, "Validation boxes spread through the
 image"). Boxes are taken from the last images first until they hold about ``validation_fraction`` of all voxels, so with several
 images most stay whole for training; an image too small to give boxes and training room is held
-out whole. Pairs of one field of view (sharing a ground truth: one sample acquired under several
-conditions) share their boxes, so that no training patch of one holds what another's validation box
-shows (``fields``). Where every patch came from is kept in ``positions`` (source image and start per
-spatial axis).
+out whole. Pairs of one field of view are held out together (``fields``): pairs that share a ground
+truth (one sample acquired under several conditions) get the same boxes, so that no training patch
+of one holds what another's validation box shows; sources of one field that are not the same pixels
+(the isotropic kind's slice and its transpose) are held out whole or not at all. Where every patch
+came from is kept in ``positions`` (source image and start per spatial axis).
 
 Patches are stored normalized (each image with its own percentiles, :data:`DEFAULT_PERCENTILES`),
 channels last, with their axes: ``SZYXC`` (3D) or ``SYXC`` (2D); ``S`` indexes patches.
@@ -106,6 +107,11 @@ def load_patches(folder, *, mmap=True):
                         "overlapped); create the patches again")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CareError(f"{folder}: patch format version {meta.get('format_version')} is not {FORMAT_VERSION}")
+    sources = meta.get("sources", [])
+    if meta.get("n_val") and sources and "field" not in sources[0] and len({s["high"] for s in sources}) < len(sources):
+        raise CareError(f"{folder}: these patches were made before pairs that share a ground truth (several "
+                        "conditions of one sample) shared their validation boxes: the other conditions trained "
+                        "on them; create the patches again")
     mode = "r" if mmap else None
     X = np.load(folder / "X.npy", mmap_mode=mode)
     Y = np.load(folder / "Y.npy", mmap_mode=mode)
@@ -263,30 +269,34 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
     fields = list(range(len(shapes))) if fields is None else list(fields)
     if len(fields) != len(shapes):
         raise CareError(f"fields: one label per image, got {len(fields)} for {len(shapes)} images")
+    members = {}
+    for j, f in enumerate(fields):
+        members.setdefault(f, []).append(j)
+    order = list(dict.fromkeys(fields[i] for i in reversed(range(len(shapes)))))   # the last image's field first
+    spots = [n for n, f in enumerate(order) if f in whole_only]
+    if len(spots) > 1:   # fields held out whole: in a seeded order through the data, not its last ones (one end)
+        shuffled = [order[spots[k]] for k in np.random.default_rng([seed, 1]).permutation(len(spots))]
+        for n, f in zip(spots, shuffled):
+            order[n] = f
     voxels = [int(np.prod(list(s.values()))) for s in shapes]
     patch_voxels = int(np.prod([patch[a] for a in shapes[0]]))
     target = fraction * sum(voxels)
     held = 0.0
     rng = np.random.default_rng(seed)
-    done = set()
-    for i in reversed(range(len(shapes))):
+    for f in order:
         if held >= target:
             break
-        if fields[i] in done:
-            continue
-        done.add(fields[i])
-        members = [j for j, f in enumerate(fields) if f == fields[i]]
-        shape = shapes[i]
-        if any(shapes[j] != shape for j in members) and fields[i] not in whole_only:
-            raise CareError(f"images {members} are one field of view but differ in shape "
-                            f"({[tuple(shapes[j].values()) for j in members]}); give them as whole_only")
+        js = members[f]
+        shape = shapes[js[-1]]
+        if f not in whole_only and any(shapes[j] != shape for j in js):
+            raise CareError(f"images {js} are one field of view but differ in shape "
+                            f"({[tuple(shapes[j].values()) for j in js]}); give the field in whole_only")
         cells = {a: shape[a] // patch[a] for a in shape}
         n_cells = int(np.prod(list(cells.values())))
         # at least MIN_VALIDATION_BOXES where the image has room: one or two patches are too few to read
-        k = max(int(np.ceil((target - held) / (patch_voxels * len(members)))),
-                min(MIN_VALIDATION_BOXES, n_cells - 1), 1)
-        if k >= n_cells or fields[i] in whole_only:
-            for j in members:
+        k = max(int(np.ceil((target - held) / (patch_voxels * len(js)))), min(MIN_VALIDATION_BOXES, n_cells - 1), 1)
+        if k >= n_cells or f in whole_only:
+            for j in js:
                 blocks[j] = {"whole": True}
                 held += voxels[j]
             continue
@@ -298,37 +308,78 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
             if len(chosen) == k:
                 break
         chosen = (chosen + rest)[:k]
-        for j in members:   # spread ones first (create_patches may keep fewer)
+        for j in js:   # spread ones first (create_patches may keep fewer)
             blocks[j] = {"whole": False, "boxes": [{a: [int(offset[a] + c[d] * patch[a]), int(offset[a] + (c[d] + 1) * patch[a])]
                                                     for d, a in enumerate(shape)} for c in chosen]}
             held += k * patch_voxels
     if all(b is not None and b["whole"] for b in blocks):
+        together = ("; images of one field of view (pairs of one ground truth, a slice and its transpose) are held "
+                    "out together: more fields of view help" if len(members) < len(shapes) else "")
         raise CareError(f"no room for training patches: holding out validation_fraction={fraction} of images of "
                         f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves no "
-                        "training region; use more or larger images, a smaller patch, or validation_fraction=0")
+                        f"training region; use more or larger images, a smaller patch, or validation_fraction=0{together}")
     return blocks
 
 
 def ground_truth_keys(resolved):
-    """A key per (low, high) pair: pairs with the same key share their ground truth (the same file, or
-    equal arrays), i.e. show one field of view, e.g. acquired under several conditions
-    (``find_pairs(["low_c1", "low_c2"], "gt")``)."""
-    keys, seen = [], []   # seen: (key, data, fingerprint) of the in-memory ground truths so far
+    """A key per (low, high) pair: pairs with the same key share their ground truth, i.e. show one
+    field of view, e.g. acquired under several conditions (``find_pairs(["low_c1", "low_c2"], "gt")``).
+
+    The same file (and shape), the same dask array or memory-mapped view, or in-memory arrays with
+    equal pixels share a key. Equal copies in different files do not (they are not read to compare).
+    """
+    keys, seen = [], {}   # seen: fingerprint -> [(key, array)] of the in-memory ground truths so far
     for _, high in resolved:
+        data = high.data
         if high.path:
             keys.append(("file", os.path.realpath(high.path), tuple(high.shape)))
-            continue
-        data = high.data
-        coarse = np.asarray(data[tuple(slice(None, None, max(1, n // 8)) for n in data.shape)])
-        fingerprint = (tuple(data.shape), coarse.tobytes())
-        for key, other, fp in seen:
-            if other is data or (fp == fingerprint and np.array_equal(other, data)):
-                keys.append(key)
-                break
+        elif type(data).__module__.split(".")[0] == "dask":
+            keys.append(("dask", data.name))
+        elif isinstance(data, np.memmap) and data.filename:
+            keys.append(("memmap", os.path.realpath(data.filename), data.__array_interface__["data"][0],
+                         data.shape, data.strides))
         else:
-            keys.append(("array", len(seen)))
-            seen.append((keys[-1], data, fingerprint))
+            data = np.asarray(data)
+            coarse = data[tuple(slice(None, None, max(1, n // 8)) for n in data.shape)]
+            fingerprint = (data.shape, coarse.astype(np.float64).tobytes())
+            for key, other in seen.get(fingerprint, []):
+                if other is data or _same_pixels(other, data):
+                    keys.append(key)
+                    break
+            else:
+                keys.append(("array", len(keys)))
+                seen.setdefault(fingerprint, []).append((keys[-1], data))
     return keys
+
+
+def _same_pixels(a, b, slab=2**24):
+    """Whether two in-memory arrays of one shape hold equal values, compared a slab at a time."""
+    step = max(1, slab // max(1, int(np.prod(a.shape[1:]))))
+    return all(np.array_equal(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step))
+
+
+def _join_fields(labels, keys):
+    """A field per source: the given labels, joined wherever sources share a ground truth (``keys``),
+    so that no label can split one ground truth into fields. Returns (field per source, the fields
+    whose sources do not all share one ground truth)."""
+    parent = list(range(len(labels)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = {}
+    for i, tags in enumerate(zip(labels, keys)):
+        for tag in enumerate(tags):   # (0, label) and (1, key): either joins i to the first source with it
+            if tag in first:
+                parent[root(i)] = root(first[tag])
+            else:
+                first[tag] = i
+    fields = [root(i) for i in range(len(labels))]
+    whole_only = {f for f in fields if len({k for k, g in zip(keys, fields) if g == f}) > 1}
+    return fields, whole_only
 
 
 def _touching(starts, boxes, patch):
@@ -404,9 +455,11 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     meta : dict, optional
         More to record in the patch set's metadata (e.g. how a model kind made its pairs).
     fields : list, optional
-        A label per source, the field of view it shows; sources of one field are held out together.
-        Default: one field per ground truth (:func:`ground_truth_keys`). A field whose sources do not
-        share one ground truth (e.g. a slice and its transpose) is held out whole or not at all.
+        A hashable label per source, the field of view it shows; sources of one field are held out
+        together. Sources that share a ground truth (:func:`ground_truth_keys`) are always one field,
+        whatever their labels; labels join more (e.g. a slice and its transpose). A field whose sources
+        do not all share one ground truth is held out whole or not at all, such fields in a seeded order
+        through the data rather than its last ones. Default: one field per ground truth.
 
     Returns
     -------
@@ -449,7 +502,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                                 f"patch size {tuple(patch_size)} along {a} ({n_a} < {q})")
     _, sp, sp_h, cl, ch = first
     p = dict(zip(sp, (int(q) for q in patch_size)))
-    keys = ground_truth_keys(resolved)
+    keys = ground_truth_keys(resolved) if validation_fraction > 0 else list(range(len(resolved)))
     if fields is None:
         fields = keys
     else:
@@ -460,7 +513,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             set(fields)
         except TypeError:
             raise CareError(f"fields: labels must be hashable (str, int, tuple), got {fields!r}") from None
-    whole_only = {f for f in fields if len({k for k, g in zip(keys, fields) if g == f}) > 1}
+    fields, whole_only = _join_fields(fields, keys)
     blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
                                {a: p[a] for a in sp_h}, validation_fraction, seed=seed, fields=fields,
                                whole_only=whole_only)

@@ -63,6 +63,12 @@ def test_a_slice_and_its_transpose_validate_together():
         assert blocks[2 * z] == blocks[2 * z + 1] in (None, {"whole": True})
     held = {int(i) for i in ps.positions[ps.n_train:, 0]}
     assert held and not held & {int(i) for i in ps.positions[:ps.n_train, 0]}
+    # the slices held out lie through the stack, not at its end (a seeded choice)
+    ps = cls.make_patches(config, [_stack((24, 48, 48))], axes="ZYX", n_patches_per_image=8)
+    held = sorted({int(i) // 2 for i in ps.positions[ps.n_train:, 0]})
+    assert len(held) >= 2 and held[0] < 20 and ps.n_val <= 0.2 * len(ps.X)
+    again = cls.make_patches(config, [_stack((24, 48, 48))], axes="ZYX", n_patches_per_image=8)
+    np.testing.assert_array_equal(ps.positions, again.positions)
 
 
 def test_config_checks():

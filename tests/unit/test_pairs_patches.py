@@ -82,6 +82,32 @@ def test_conditions_of_one_field_share_their_validation_boxes(tmp_path):
     assert blocks[0] == blocks[2] == {"whole": True} and blocks[1] is None
     with pytest.raises(CareError, match="one label per source"):
         create_patches(sources, (32, 32), axes="YX", fields=["g", "o"])
+    # labels cannot split one ground truth: its sources stay one field
+    sources = [(gt + 0.3, gt), (gt + 0.1, gt)]
+    ps = create_patches(sources, (32, 32), axes="YX", n_patches_per_image=40, validation_fraction=0.2, seed=0,
+                        fields=["a", "b"])
+    assert ps.meta["sources"][0]["field"] == ps.meta["sources"][1]["field"]
+    assert _overlaps(ps, (32, 32), lambda i, j: True) == []
+
+
+def test_patch_sets_with_the_old_shared_boxes_are_refused(tmp_path):
+    import json
+
+    rng = np.random.default_rng(1)
+    gt = rng.random((96, 96)).astype(np.float32)
+    for d, noise in (("gt", 0.0), ("c1", 0.5), ("c2", 0.2)):
+        (tmp_path / d).mkdir()
+        write_image(tmp_path / d / "a.tif", gt + rng.normal(0, noise, gt.shape).astype(np.float32), axes="YX")
+    out = tmp_path / "patches"
+    create_patches(find_pairs([tmp_path / "c1", tmp_path / "c2"], tmp_path / "gt"), (32, 32), axes="YX",
+                   n_patches_per_image=20, out=out)
+    assert load_patches(out).n_val > 0
+    meta = json.loads((out / "patches.json").read_text())
+    for source in meta["sources"]:
+        del source["field"]   # as written before fields
+    (out / "patches.json").write_text(json.dumps(meta))
+    with pytest.raises(CareError, match="create the patches again"):
+        load_patches(out)
 
 
 def test_pair_shapes_checked(tmp_path):
@@ -238,7 +264,7 @@ def test_validation_blocks_of_one_field():
     patch = {"Y": 32, "X": 32}
     blocks = validation_blocks(shapes, patch, 0.1, fields=["a", "b", "a", "b"])
     assert blocks[0] is None and blocks[2] is None and blocks[1] == blocks[3]
-    assert len(blocks[1]["boxes"]) == 4   # 10 % of four images, shared by the field's two: 2 of 16 cells, at least 3
+    assert len(blocks[1]["boxes"]) == 4   # 10 % of four images' voxels is 6.4 patches, shared by the field's two
     assert validation_blocks(shapes, patch, 0.1, fields=["a", "b", "a", "b"], whole_only={"b"}) == \
         [None, {"whole": True}, None, {"whole": True}]
     with pytest.raises(CareError, match="differ in shape"):
