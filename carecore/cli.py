@@ -110,6 +110,10 @@ def cmd_patches(args):
                             fg_threshold=args.fg_threshold, fg_fraction=args.fg_fraction,
                             out=args.out, seed=args.seed, progress=progress)
     print(f"wrote {len(ps.X)} patch pairs ({ps.n_val} for validation) with axes {ps.axes} -> {ps.axes_y} to {args.out}")
+    n_fields = len({s["field"] for s in ps.meta["sources"]})
+    if n_fields < len(listing):
+        print(f"{len(listing)} image pairs show {n_fields} fields of view: pairs of one ground truth validate on the "
+              "same held-out boxes, so that no condition trains where another validates")
     return 0
 
 

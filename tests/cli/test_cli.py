@@ -75,7 +75,19 @@ def test_demo_data_and_patches(tmp_path):
     r = run("patches", "--low", d / "low", "--high", d / "high", "--patch", "8,32,32", "--n-per-image", "4",
             "--out", tmp_path / "p")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "p" / "X.npy").exists()
+    assert (tmp_path / "p" / "X.npy").exists() and "fields of view" not in r.stdout
+    # a second condition of the same samples (one ground truth folder): the pairs validate together
+    (d / "low2").mkdir()
+    for f in (d / "low").iterdir():
+        (d / "low2" / f.name).write_bytes(f.read_bytes())
+    n = len(list((d / "high").iterdir()))
+    r = run("patches", "--low", d / "low", d / "low2", "--high", d / "high", "--patch", "8,32,32",
+            "--n-per-image", "4", "--out", tmp_path / "p2")
+    assert r.returncode == 0, r.stderr
+    assert f"{2 * n} image pairs show {n} fields of view" in r.stdout
+    meta = json.loads((tmp_path / "p2" / "patches.json").read_text())
+    blocks = [s["validation_block"] for s in meta["sources"]]
+    assert blocks[:n] == blocks[n:] and any(blocks)
 
 
 def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):
