@@ -1,3 +1,4 @@
+import json
 import tracemalloc
 
 import numpy as np
@@ -91,8 +92,6 @@ def test_conditions_of_one_field_share_their_validation_boxes(tmp_path):
 
 
 def test_patch_sets_with_the_old_shared_boxes_are_refused(tmp_path):
-    import json
-
     rng = np.random.default_rng(1)
     gt = rng.random((96, 96)).astype(np.float32)
     for d, noise in (("gt", 0.0), ("c1", 0.5), ("c2", 0.2)):
