@@ -325,23 +325,22 @@ def ground_truth_keys(resolved):
     """A key per (low, high) pair: pairs with the same key share their ground truth, i.e. show one
     field of view, e.g. acquired under several conditions (``find_pairs(["low_c1", "low_c2"], "gt")``).
 
-    The same file (and shape), the same dask array or memory-mapped view, or in-memory arrays with
-    equal pixels share a key. Equal copies in different files do not (they are not read to compare).
+    The same file (and shape), the same dask array, or NumPy arrays (in memory or memory-mapped, such
+    as TIFF files: copies of one ground truth in two folders) with equal pixels share a key. NumPy
+    arrays are compared only where a coarse sample of their pixels agrees, a slab at a time; lazy
+    OME-Zarr images are not read to compare (another file is another field).
     """
-    keys, seen = [], {}   # seen: fingerprint -> [(key, array)] of the in-memory ground truths so far
+    keys, by_path, seen = [], {}, {}   # seen: fingerprint -> [(key, array)] of the NumPy ground truths so far
     for _, high in resolved:
         data = high.data
-        if high.path:
-            keys.append(("file", os.path.realpath(high.path), tuple(high.shape)))
-        elif type(data).__module__.split(".")[0] == "dask":
-            keys.append(("dask", data.name))
-        elif isinstance(data, np.memmap) and data.filename:
-            keys.append(("memmap", os.path.realpath(data.filename), data.__array_interface__["data"][0],
-                         data.shape, data.strides))
+        where = (os.path.realpath(high.path), tuple(high.shape)) if high.path else None
+        if where in by_path:
+            keys.append(by_path[where])
+        elif not isinstance(data, np.ndarray):   # a dask array (lazy OME-Zarr): by its name
+            keys.append(("dask", where or data.name))
         else:
-            data = np.asarray(data)
             coarse = data[tuple(slice(None, None, max(1, n // 8)) for n in data.shape)]
-            fingerprint = (data.shape, coarse.astype(np.float64).tobytes())
+            fingerprint = (data.shape, np.asarray(coarse, np.float64).tobytes())
             for key, other in seen.get(fingerprint, []):
                 if other is data or _same_pixels(other, data):
                     keys.append(key)
@@ -349,11 +348,14 @@ def ground_truth_keys(resolved):
             else:
                 keys.append(("array", len(keys)))
                 seen.setdefault(fingerprint, []).append((keys[-1], data))
+        if where is not None:
+            by_path.setdefault(where, keys[-1])
     return keys
 
 
 def _same_pixels(a, b, slab=2**24):
-    """Whether two in-memory arrays of one shape hold equal values, compared a slab at a time."""
+    """Whether two arrays of one shape (in memory or memory-mapped) hold equal values, compared a slab at
+    a time."""
     step = max(1, slab // max(1, int(np.prod(a.shape[1:]))))
     return all(np.array_equal(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step))
 
@@ -440,7 +442,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         Share of the image voxels held out for validation, as patch-sized boxes spread through the
         image that no training patch touches (see :func:`validation_blocks`); one validation patch per
         box (at most the image's share of ``n_patches_per_image``: boxes beyond it are not held out),
-        the last ``n_val`` of the set. Pairs that share a ground truth (the same file or equal arrays:
+        the last ``n_val`` of the set. Pairs that share a ground truth (the same file or equal pixels:
         one field of view acquired under several conditions) share their boxes, so that no training
         patch of one holds what another's validation patch shows.
     percentiles : (float, float)

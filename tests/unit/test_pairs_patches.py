@@ -68,6 +68,16 @@ def test_conditions_of_one_field_share_their_validation_boxes(tmp_path):
     src = ps.meta["sources"]
     assert src[1]["field"] == src[3]["field"] != src[0]["field"] == src[2]["field"]
     assert src[1]["validation_block"] == src[3]["validation_block"] and src[3]["n_val"] > 0
+    # copies of the ground truth in a folder per condition are one field too
+    for c in ("c1", "c2"):
+        (tmp_path / f"gt_{c}").mkdir()
+        for name in ("a.tif", "b.tif"):
+            (tmp_path / f"gt_{c}" / name).write_bytes((high / name).read_bytes())
+    listing = find_pairs(tmp_path / "c1", tmp_path / "gt_c1")
+    listing.pairs += find_pairs(tmp_path / "c2", tmp_path / "gt_c2").pairs
+    ps = create_patches(listing, (32, 32), axes="YX", n_patches_per_image=40, validation_fraction=0.2, seed=0)
+    assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 0, 1]
+    assert _overlaps(ps, (32, 32), lambda i, j: i % 2 == j % 2) == []
     # the same with arrays: equal ground truths (copies) are one field
     gt = rng.random((96, 96)).astype(np.float32)
     other = rng.random((96, 96)).astype(np.float32)
