@@ -110,10 +110,14 @@ def cmd_patches(args):
                             fg_threshold=args.fg_threshold, fg_fraction=args.fg_fraction,
                             out=args.out, seed=args.seed, progress=progress)
     print(f"wrote {len(ps.X)} patch pairs ({ps.n_val} for validation) with axes {ps.axes} -> {ps.axes_y} to {args.out}")
-    n_fields = len({s["field"] for s in ps.meta["sources"]})
-    if n_fields < len(listing):
-        print(f"{len(listing)} image pairs show {n_fields} fields of view: pairs of one ground truth validate on the "
-              "same held-out boxes, so that no condition trains where another validates")
+    sources = ps.meta["sources"]
+    n_fields = len({s["field"] for s in sources})
+    if len(sources) > len(listing):
+        print(f"{len(sources)} image pairs from {len(listing)} pair(s) of files: each time point (T) and sample (S) is "
+              "a pair of its own, with --n-per-image patches")
+    if n_fields < len(sources):
+        print(f"{len(sources)} image pairs show {n_fields} field{'s' * (n_fields != 1)} of view: pairs of one ground truth, and the time points "
+              "of one time-lapse, validate on the same held-out boxes, so that nothing is trained on where it is validated")
     return 0
 
 
@@ -511,7 +515,8 @@ def build_parser():
     s.add_argument("--axes")
     s.add_argument("--axes-high")
     s.add_argument("--patch", type=_floats, required=True, help="patch size, e.g. 16,64,64")
-    s.add_argument("--n-per-image", type=int, default=64)
+    s.add_argument("--n-per-image", type=int, default=64,
+                   help="patches per image pair (per time point or sample of a pair with T or S)")
     s.add_argument("--validation", type=float, default=0.1)
     s.add_argument("--fg-threshold", type=float, default=0.4,
                    help="a biased patch lies within half a patch of ground truth above this share of its 99.9th percentile")

@@ -21,7 +21,8 @@ scored blur well: benchmarks/quality-per-minute.md, "Validation boxes spread thr
 image"). Boxes are taken from the last images first until they hold about ``validation_fraction`` of all voxels, so with several
 images most stay whole for training; an image too small to give boxes and training room is held
 out whole. Pairs of one field of view are held out together (``fields``): pairs that share a ground
-truth (one sample acquired under several conditions) get the same boxes, so that no training patch
+truth (one sample acquired under several conditions), and the time points of a time-lapse (a pair per
+frame), get the same boxes, so that no training patch
 of one holds what another's validation box shows; sources of one field that are not the same pixels
 (the isotropic kind's slice and its transpose) are held out whole or not at all. Where every patch
 came from is kept in ``positions`` (source image and start per spatial axis).
@@ -147,6 +148,63 @@ def _to_layout(block, axes, spatial):
         block = block[..., None]
         axes = axes + "C"
     return np.transpose(block, [axes.index(a) for a in spatial + "C"])
+
+
+@dataclass(frozen=True)
+class Frame(Image):
+    """One frame of a source image with frame axes: a time point (``T``) or a sample (``S``), e.g.
+    ``{"T": 3}``; its name says which."""
+
+    frame: dict = field(default_factory=dict)
+
+    @property
+    def name(self):
+        at = ", ".join(f"{a}={i}" for a, i in self.frame.items())
+        return f"{Image.name.fget(self)} [{at}]" if at else Image.name.fget(self)
+
+
+def split_frames(resolved, keys, labels=None):
+    """Pairs with frame axes (``T`` time points, ``S`` samples) as one pair per frame, views of the data
+    (memory maps and dask arrays stay unread).
+
+    A ground truth without a frame axis of the input serves every frame along it (repeated acquisitions
+    of one fixed sample). The frames' ground-truth keys (:func:`ground_truth_keys`, one per pair in
+    ``keys``): the time points of one time-lapse keep one key, so that they validate on the same held-out
+    boxes (a place in the sample changes little from one time point to the next: a box trained on at one
+    time point and validated on at the next would leak); samples of an ``S`` stack are independent
+    images, a key each. ``labels`` (field labels, one per pair, or None) are repeated for the frames.
+
+    Returns
+    -------
+    (list of (low, high), list of keys, list of labels or None)
+    """
+    out, out_keys, out_labels = [], [], []
+    for n, ((low, high), key) in enumerate(zip(resolved, keys)):
+        f_low = [a for a in low.axes if a in "ST"]
+        f_high = [a for a in high.axes if a in "ST"]
+        size_low = {a: low.shape[low.axes.index(a)] for a in f_low}
+        size_high = {a: high.shape[high.axes.index(a)] for a in f_high}
+        if any(size_low.get(a) != size_high[a] for a in f_high):
+            raise CareError(f"{low.name} has shape {tuple(low.shape)} ({low.axes}) but its ground truth {high.name} "
+                            f"has {tuple(high.shape)} ({high.axes}): a ground truth has the input's time points "
+                            "(T) and samples (S), the same number of each, or one for all of them (none of the axis)")
+        if not f_low:
+            out.append((low, high))
+            out_keys.append(key)
+            out_labels.append(None if labels is None else labels[n])
+            continue
+        for index in np.ndindex(*size_low.values()):
+            at = dict(zip(f_low, index))
+
+            def frame(img):
+                sl = tuple(at[a] if a in at else slice(None) for a in img.axes)
+                return Frame(img.data[sl], "".join(a for a in img.axes if a not in at), img.spacing, img.path,
+                             img.axes_guessed, frame={a: int(i) for a, i in at.items() if a in img.axes})
+
+            out.append((frame(low), frame(high)))
+            out_keys.append((key, at["S"]) if "S" in f_high else key)
+            out_labels.append(None if labels is None else labels[n])
+    return out, out_keys, (None if labels is None else out_labels)
 
 
 def _normalize_block(block, norm, axes):
@@ -426,12 +484,15 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     Parameters
     ----------
     sources : PairListing, list of Pair, or list of (low, high)
-        Pairs of files (read memory-mapped) or of :class:`~carecore.Image` / arrays.
+        Pairs of files (read memory-mapped) or of :class:`~carecore.Image` / arrays. Images with time
+        points (``T``) or samples (``S``) give a pair per frame (:func:`split_frames`; the time points of
+        one time-lapse are one field of view).
     patch_size : tuple of int
         Patch size along the spatial axes of the low-quality images (e.g. ``(16, 64, 64)`` for ZYX).
     axes, axes_high : str, optional
         Axes of the low-quality images and of the ground truth (default: from the files).
     n_patches_per_image : int
+        Patches per image (per frame of an image with ``T`` or ``S``).
     fg_threshold : float
         Foreground bias of the training patches: 0 samples uniformly. Validation patches are the
         held-out boxes, placed without regard to content.
@@ -484,6 +545,16 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         raise CareError(f"fg_fraction must be in [0, 1], got {fg_fraction}")
     rng = np.random.default_rng(seed)
     resolved = [_resolve(source, axes, axes_high) for source in sources]  # memory maps: headers only
+    keys = ground_truth_keys(resolved) if validation_fraction > 0 else list(range(len(resolved)))
+    if fields is not None:
+        fields = list(fields)
+        if len(fields) != len(resolved):
+            raise CareError(f"fields: one label per source, got {len(fields)} for {len(resolved)} sources")
+        try:
+            set(fields)
+        except TypeError:
+            raise CareError(f"fields: labels must be hashable (str, int, tuple), got {fields!r}") from None
+    resolved, keys, fields = split_frames(resolved, keys, fields)
     first = None
     for low, high in resolved:
         sp, sp_h = spatial_axes(low.axes), spatial_axes(high.axes)
@@ -504,18 +575,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                                 f"patch size {tuple(patch_size)} along {a} ({n_a} < {q})")
     _, sp, sp_h, cl, ch = first
     p = dict(zip(sp, (int(q) for q in patch_size)))
-    keys = ground_truth_keys(resolved) if validation_fraction > 0 else list(range(len(resolved)))
-    if fields is None:
-        fields = keys
-    else:
-        fields = list(fields)
-        if len(fields) != len(resolved):
-            raise CareError(f"fields: one label per source, got {len(fields)} for {len(resolved)} sources")
-        try:
-            set(fields)
-        except TypeError:
-            raise CareError(f"fields: labels must be hashable (str, int, tuple), got {fields!r}") from None
-    fields, whole_only = _join_fields(fields, keys)
+    fields, whole_only = _join_fields(keys if fields is None else fields, keys)
     blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
                                {a: p[a] for a in sp_h}, validation_fraction, seed=seed, fields=fields,
                                whole_only=whole_only)
@@ -595,6 +655,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
                                     "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,
+                                    **({"frame": low.frame} if isinstance(low, Frame) else {}),
                                     "field": field_index[fields[i]], "validation_block": blk,
                                     "n_train": nt, "n_val": nv})
             report(progress, i + 1, len(sources), low.name)

@@ -718,7 +718,8 @@ class CARE:
         if data_hash:
             card["data_sha256"] = data_hash
         if info.get("sources"):
-            card["data_sources"] = [{"low": s["low"], "high": s["high"]} for s in info["sources"]]
+            card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {})}
+                                    for s in info["sources"]]
         if info.get("percentiles"):
             card["normalization_seen"] = {
                 "percentiles": list(info["percentiles"]),
@@ -733,8 +734,10 @@ class CARE:
         sp = spatial_axes(axes)
         extra = set(axes) - set(sp) - {"C"}
         if extra:
-            raise CareError(f"{name}: axes {axes!r} have {''.join(sorted(extra))}; predict one image at a time "
-                            "(axes made of C and the model's spatial axes)")
+            frames = (" or restore the time points chunk by chunk (carecore.predict_chunked, `carecore predict --dask`)"
+                      if extra == {"T"} else "")
+            raise CareError(f"{name}: axes {axes!r} (shape {tuple(np.shape(x))}) have {''.join(sorted(extra))}; predict "
+                            f"one image at a time (axes made of C and the model's spatial axes){frames}")
         if sp != c.axes:
             raise CareError(f"{name}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "
                             f"(shape {tuple(np.shape(x))}, axes {axes})")

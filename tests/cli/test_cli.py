@@ -88,6 +88,16 @@ def test_demo_data_and_patches(tmp_path):
     meta = json.loads((tmp_path / "p2" / "patches.json").read_text())
     blocks = [s["validation_block"] for s in meta["sources"]]
     assert blocks[:n] == blocks[n:] and any(blocks)
+    # a time-lapse pair: each time point a pair, the time-lapse one field of view
+    movie = read_image(next((d / "high").iterdir())).data[:, :32]
+    for sub, img in (("mlow", movie + np.float32(0.1)), ("mhigh", movie)):
+        (tmp_path / sub).mkdir()
+        write_image(tmp_path / sub / "movie.tif", img, axes="TYX")
+    r = run("patches", "--low", tmp_path / "mlow", "--high", tmp_path / "mhigh", "--patch", "32,32",
+            "--n-per-image", "4", "--out", tmp_path / "p3")
+    assert r.returncode == 0, r.stderr
+    t = len(movie)
+    assert f"{t} image pairs from 1 pair(s) of files" in r.stdout and f"{t} image pairs show 1 field of view" in r.stdout
 
 
 def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):

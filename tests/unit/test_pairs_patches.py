@@ -101,6 +101,41 @@ def test_conditions_of_one_field_share_their_validation_boxes(tmp_path):
     assert _overlaps(ps, (32, 32), lambda i, j: True) == []
 
 
+def test_time_points_and_samples_are_pairs_of_their_own(tmp_path):
+    # a time-lapse pair (TYX files): each time point is a pair; the time points of one time-lapse are one
+    # field of view, so a place validated at one time point is trained on at none
+    rng = np.random.default_rng(2)
+    base = ndi.gaussian_filter(rng.random((80, 80)), 2).astype(np.float32)
+    gt = np.stack([np.roll(base, t, axis=1) for t in range(5)])
+    for d, img in (("high", gt), ("low", gt + rng.normal(0, 0.05, gt.shape).astype(np.float32))):
+        (tmp_path / d).mkdir()
+        write_image(tmp_path / d / "movie.tif", img, axes="TYX")
+    listing = find_pairs(tmp_path / "low", tmp_path / "high")
+    ps = create_patches(listing, (16, 16), n_patches_per_image=24, validation_fraction=0.2, seed=0)
+    src = ps.meta["sources"]
+    assert [s["frame"] for s in src] == [{"T": t} for t in range(5)]
+    assert len({s["field"] for s in src}) == 1 and len({json.dumps(s["validation_block"]) for s in src}) == 1
+    assert ps.n_val > 0 and len(ps.X) == 5 * 24
+    assert _overlaps(ps, (16, 16), lambda i, j: True) == []
+    low = read_image(tmp_path / "low" / "movie.tif")
+    for k in (0, len(ps.X) - 1):   # each patch is cut from its own time point
+        t, y, x = ps.positions[k]
+        nl = src[t]["norm_low"]
+        np.testing.assert_allclose(ps.X[k, ..., 0], (low.data[t, y:y + 16, x:x + 16] - nl["lo"][0]) / (nl["hi"][0] - nl["lo"][0]),
+                                   rtol=1e-5, atol=1e-6)
+    # one ground truth for repeated acquisitions of a fixed sample (T in the input only): one field
+    ps = create_patches([(gt + 0.1, gt[0])], (16, 16), axes="TYX", axes_high="YX", n_patches_per_image=24, seed=0)
+    assert len({s["field"] for s in ps.meta["sources"]}) == 1 and len(ps.meta["sources"]) == 5
+    assert _overlaps(ps, (16, 16), lambda i, j: True) == []
+    # the samples of an S stack are independent images: fields of their own
+    ps = create_patches([(gt + 0.1, gt)], (16, 16), axes="SYX", n_patches_per_image=24, seed=0)
+    assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 2, 3, 4]
+    with pytest.raises(CareError, match=r"\(5, 80, 80\) \(TYX\).*\(4, 80, 80\) \(TYX\)"):
+        create_patches([(gt, gt[:4])], (16, 16), axes="TYX")
+    with pytest.raises(CareError, match="time points"):
+        create_patches([(gt[0], gt)], (16, 16), axes="YX", axes_high="TYX")
+
+
 def test_patch_sets_with_the_old_shared_boxes_are_refused(tmp_path):
     rng = np.random.default_rng(1)
     gt = rng.random((96, 96)).astype(np.float32)
