@@ -96,6 +96,24 @@ def cmd_degrade(args):
     return 0
 
 
+def _same_field_labels(listing, pattern):
+    """A field label per pair from ``--same-field``: the first group of the pattern's match in the file
+    name (the whole match without a group); a name without a match is a field of its own."""
+    import re
+
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise CareError(f"--same-field {pattern!r}: not a regular expression ({e})") from None
+    labels = []
+    for i, pair in enumerate(listing):
+        m = rx.search(pair.name)
+        labels.append(("name", m.group(1) if rx.groups else m.group(0)) if m else ("own", i))
+    if not any(label[0] == "name" for label in labels):
+        raise CareError(f"--same-field {pattern!r} matches none of the file names ({', '.join(p.name for p in listing)})")
+    return labels
+
+
 def cmd_patches(args):
     from .data.pairs import find_pairs
     from .data.patches import create_patches
@@ -104,11 +122,13 @@ def cmd_patches(args):
     listing = find_pairs(args.low, args.high)
     if listing.unmatched_low or listing.unmatched_high:
         print(listing.report(), file=sys.stderr)
+    fields = _same_field_labels(listing, args.same_field) if args.same_field else None
     with tqdm_progress("patches", unit="image") as progress:
         ps = create_patches(listing, args.patch, axes=args.axes, axes_high=args.axes_high,
                             n_patches_per_image=args.n_per_image, validation_fraction=args.validation,
                             fg_threshold=args.fg_threshold, fg_fraction=args.fg_fraction,
-                            out=args.out, seed=args.seed, progress=progress)
+                            out=args.out, seed=args.seed, progress=progress, fields=fields,
+                            shared_boxes=fields is not None)
     print(f"wrote {len(ps.X)} patch pairs ({ps.n_val} for validation) with axes {ps.axes} -> {ps.axes_y} to {args.out}")
     sources = ps.meta["sources"]
     n_fields = len({s["field"] for s in sources})
@@ -517,6 +537,10 @@ def build_parser():
     s.add_argument("--patch", type=_floats, required=True, help="patch size, e.g. 16,64,64")
     s.add_argument("--n-per-image", type=int, default=64,
                    help="patches per image pair (per time point or sample of a pair with T or S)")
+    s.add_argument("--same-field", metavar="REGEX",
+                   help="pairs whose file names give the same match (its first group) show one field of view, e.g. "
+                        "'(pos\\d+)_t' for time points of a position saved as files: they validate on the same "
+                        "held-out boxes, so that no time point trains where another validates")
     s.add_argument("--validation", type=float, default=0.1)
     s.add_argument("--fg-threshold", type=float, default=0.4,
                    help="a biased patch lies within half a patch of ground truth above this share of its 99.9th percentile")

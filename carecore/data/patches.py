@@ -478,7 +478,8 @@ def _uniform_starts(valid, n, rng, boxes, patch):
 
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
                    fg_threshold=0.4, fg_fraction=0.5, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
-                   out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None, fields=None):
+                   out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None, fields=None,
+                   shared_boxes=False):
     """Sample patch pairs from training pairs, a share of them foreground-biased.
 
     Parameters
@@ -522,7 +523,13 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         together. Sources that share a ground truth (:func:`ground_truth_keys`) are always one field,
         whatever their labels; labels join more (e.g. a slice and its transpose). A field whose sources
         do not all share one ground truth is held out whole or not at all, such fields in a seeded order
-        through the data rather than its last ones. Default: one field per ground truth.
+        through the data rather than its last ones (see ``shared_boxes``). Default: one field per
+        ground truth.
+    shared_boxes : bool
+        The sources that ``fields`` joins are views of one place on one grid (time points or repeats of
+        one position saved as separate files): they get the same boxes, like the pairs of one ground
+        truth, and must have one shape. Default False: each held out whole or not at all (views on
+        other grids, such as a slice and its transpose).
 
     Returns
     -------
@@ -576,6 +583,14 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     _, sp, sp_h, cl, ch = first
     p = dict(zip(sp, (int(q) for q in patch_size)))
     fields, whole_only = _join_fields(keys if fields is None else fields, keys)
+    if shared_boxes:
+        whole_only = set()
+        for f in set(fields):
+            members = [(lo, hi) for (lo, hi), g in zip(resolved, fields) if g == f]
+            shapes = {tuple(lo.shape[lo.axes.index(a)] for a in sp_h) for lo, _ in members}
+            if len(shapes) > 1:
+                raise CareError(f"{', '.join(lo.name for lo, _ in members)}: one field of view (shared validation boxes) "
+                                f"but shapes {sorted(shapes)} along {sp_h} differ; only images on one grid share boxes")
     blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
                                {a: p[a] for a in sp_h}, validation_fraction, seed=seed, fields=fields,
                                whole_only=whole_only)

@@ -98,6 +98,20 @@ def test_demo_data_and_patches(tmp_path):
     assert r.returncode == 0, r.stderr
     t = len(movie)
     assert f"{t} image pairs from 1 pair(s) of files" in r.stdout and f"{t} image pairs show 1 field of view" in r.stdout
+    # time points saved as files, joined by --same-field: the same boxes in each
+    for sub, img in (("tlow", movie + np.float32(0.1)), ("thigh", movie)):
+        (tmp_path / sub).mkdir()
+        for k, name in enumerate(["pos0_t0", "pos1_t0", "pos1_t1"]):
+            write_image(tmp_path / sub / f"{name}.tif", img[k], axes="YX")
+    args = ["patches", "--low", tmp_path / "tlow", "--high", tmp_path / "thigh", "--patch", "16,16", "--n-per-image", "8"]
+    r = run(*args, "--same-field", r"(pos\d+)_t", "--out", tmp_path / "p4")
+    assert r.returncode == 0, r.stderr
+    assert "3 image pairs show 2 fields of view" in r.stdout
+    blocks = [s["validation_block"] for s in json.loads((tmp_path / "p4" / "patches.json").read_text())["sources"]]
+    assert blocks[1] == blocks[2] and blocks[1]["boxes"]
+    for bad, match in (("(pos", "not a regular expression"), ("cell", "matches none of the file names")):
+        r = run(*args, "--same-field", bad, "--out", tmp_path / "p5")
+        assert r.returncode == 2 and match in r.stderr and not (tmp_path / "p5").exists()
 
 
 def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):

@@ -136,6 +136,29 @@ def test_time_points_and_samples_are_pairs_of_their_own(tmp_path):
         create_patches([(gt[0], gt)], (16, 16), axes="YX", axes_high="TYX")
 
 
+def test_time_points_saved_as_files_share_their_boxes_when_told():
+    # time points of one position as separate images: fields= with shared_boxes=True gives them the same
+    # boxes (without it, a field of other pixels is held out whole or not at all)
+    rng = np.random.default_rng(3)
+    base = ndi.gaussian_filter(rng.random((96, 96)), 2).astype(np.float32)
+    other = ndi.gaussian_filter(rng.random((96, 96)), 2).astype(np.float32)
+    sources = [(other + 0.1, other)] + [(np.roll(base, t, 1) + 0.1, np.roll(base, t, 1)) for t in range(3)]
+    labels = ["p2", "p1", "p1", "p1"]
+    ps = create_patches(sources, (32, 32), axes="YX", n_patches_per_image=30, validation_fraction=0.2, seed=0,
+                        fields=labels, shared_boxes=True)
+    src = ps.meta["sources"]
+    assert [s["field"] for s in src] == [0, 1, 1, 1]
+    assert src[1]["validation_block"] == src[2]["validation_block"] == src[3]["validation_block"]
+    assert not src[1]["validation_block"]["whole"] and ps.n_val > 0
+    assert _overlaps(ps, (32, 32), lambda i, j: labels[i] == labels[j]) == []
+    # unlike each image its own field (the default), where one time point trains on another's boxes
+    ps = create_patches(sources, (32, 32), axes="YX", n_patches_per_image=30, validation_fraction=0.2, seed=0)
+    assert _overlaps(ps, (32, 32), lambda i, j: labels[i] == labels[j] and i != j)
+    with pytest.raises(CareError, match=r"shapes \[\(64, 96\), \(96, 96\)\] along YX differ"):
+        create_patches(sources[:1] + [(other[:64] + 0.1, other[:64])], (32, 32), axes="YX", fields=[0, 0],
+                       shared_boxes=True)
+
+
 def test_patch_sets_with_the_old_shared_boxes_are_refused(tmp_path):
     rng = np.random.default_rng(1)
     gt = rng.random((96, 96)).astype(np.float32)
