@@ -25,7 +25,8 @@ truth (one sample acquired under several conditions), and the time points of a t
 frame), get the same boxes, so that no training patch
 of one holds what another's validation box shows; sources of one field that are not the same pixels
 (the isotropic kind's slice and its transpose) are held out whole or not at all. Where every patch
-came from is kept in ``positions`` (source image and start per spatial axis).
+came from is kept in ``positions`` (source pair, a frame of a file with ``T`` or ``S`` axes, and start per
+spatial axis; ``meta["sources"]`` lists the pairs, with their frames).
 
 Patches are stored normalized (each image with its own percentiles, :data:`DEFAULT_PERCENTILES`),
 channels last, with their axes: ``SZYXC`` (3D) or ``SYXC`` (2D); ``S`` indexes patches.
@@ -63,7 +64,7 @@ class PatchSet:
     n_val: int
     meta: dict = field(default_factory=dict)
     path: Path | None = None
-    positions: np.ndarray | None = None   # (N, 1 + ndim): source index, start per spatial axis (input's axes)
+    positions: np.ndarray | None = None   # (N, 1 + ndim): source pair (after frames are split), start per spatial axis (input's axes)
 
     @property
     def n_train(self):
@@ -172,7 +173,8 @@ def split_frames(resolved, keys, labels=None):
     ``keys``): the time points of one time-lapse keep one key, so that they validate on the same held-out
     boxes (a place in the sample changes little from one time point to the next: a box trained on at one
     time point and validated on at the next would leak); samples of an ``S`` stack are independent
-    images, a key each. ``labels`` (field labels, one per pair, or None) are repeated for the frames.
+    images, a key each. ``labels`` (field labels, one per pair, or None) are repeated for the frames
+    (with the sample's index for samples with their own ground truth, so that a label does not join them).
 
     Returns
     -------
@@ -184,10 +186,13 @@ def split_frames(resolved, keys, labels=None):
         f_high = [a for a in high.axes if a in "ST"]
         size_low = {a: low.shape[low.axes.index(a)] for a in f_low}
         size_high = {a: high.shape[high.axes.index(a)] for a in f_high}
-        if any(size_low.get(a) != size_high[a] for a in f_high):
-            raise CareError(f"{low.name} has shape {tuple(low.shape)} ({low.axes}) but its ground truth {high.name} "
-                            f"has {tuple(high.shape)} ({high.axes}): a ground truth has the input's time points "
-                            "(T) and samples (S), the same number of each, or one for all of them (none of the axis)")
+        bad = [a for a in f_high if size_low.get(a) != size_high[a]]
+        if bad:
+            has = ", ".join(f"{a}={size_low[a]}" if a in size_low else f"no {a}" for a in bad)
+            raise CareError(f"{low.path or 'the input'} has shape {tuple(low.shape)} ({low.axes}) but its ground truth "
+                            f"{high.path or ''} has {tuple(high.shape)} ({high.axes}): the ground truth has "
+                            f"{', '.join(f'{a}={size_high[a]}' for a in bad)}, the input {has}; a ground truth has the "
+                            "input's time points (T) and samples (S), as many of each, or none of the axis (one for all)")
         if not f_low:
             out.append((low, high))
             out_keys.append(key)
@@ -202,8 +207,9 @@ def split_frames(resolved, keys, labels=None):
                              img.axes_guessed, frame={a: int(i) for a, i in at.items() if a in img.axes})
 
             out.append((frame(low), frame(high)))
-            out_keys.append((key, at["S"]) if "S" in f_high else key)
-            out_labels.append(None if labels is None else labels[n])
+            own = "S" in f_high   # a sample with its own ground truth: its own key and label
+            out_keys.append((key, at["S"]) if own else key)
+            out_labels.append(None if labels is None else (labels[n], at["S"]) if own else labels[n])
     return out, out_keys, (None if labels is None else out_labels)
 
 
@@ -505,8 +511,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         image that no training patch touches (see :func:`validation_blocks`); one validation patch per
         box (at most the image's share of ``n_patches_per_image``: boxes beyond it are not held out),
         the last ``n_val`` of the set. Pairs that share a ground truth (the same file or equal pixels:
-        one field of view acquired under several conditions) share their boxes, so that no training
-        patch of one holds what another's validation patch shows.
+        one field of view acquired under several conditions), and the time points of a time-lapse,
+        share their boxes, so that no training patch of one holds what another's validation patch shows.
     percentiles : (float, float)
         Normalization percentiles, applied per image and channel.
     out : str or Path, optional
@@ -520,7 +526,8 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         More to record in the patch set's metadata (e.g. how a model kind made its pairs).
     fields : list, optional
         A hashable label per source, the field of view it shows; sources of one field are held out
-        together. Sources that share a ground truth (:func:`ground_truth_keys`) are always one field,
+        together. A label applies to all the time points of a source (the samples of an ``S`` stack
+        with their own ground truths stay apart). Sources that share a ground truth (:func:`ground_truth_keys`) are always one field,
         whatever their labels; labels join more (e.g. a slice and its transpose). A field whose sources
         do not all share one ground truth is held out whole or not at all, such fields in a seeded order
         through the data rather than its last ones (see ``shared_boxes``). Default: one field per
@@ -673,7 +680,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                                     **({"frame": low.frame} if isinstance(low, Frame) else {}),
                                     "field": field_index[fields[i]], "validation_block": blk,
                                     "n_train": nt, "n_val": nv})
-            report(progress, i + 1, len(sources), low.name)
+            report(progress, i + 1, len(resolved), low.name)
         axes_x, axes_y = "S" + sp + "C", "S" + sp_h + "C"
         ps = PatchSet(X, Y, axes_x, axes_y, n_val, info, positions=positions)
         if out is not None:

@@ -98,6 +98,9 @@ def test_demo_data_and_patches(tmp_path):
     assert r.returncode == 0, r.stderr
     t = len(movie)
     assert f"{t} image pairs from 1 pair(s) of files" in r.stdout and f"{t} image pairs show 1 field of view" in r.stdout
+    sources = json.loads((tmp_path / "p3" / "patches.json").read_text())["sources"]
+    assert [s["frame"] for s in sources] == [{"T": k} for k in range(t)]
+    assert len({json.dumps(s["validation_block"]) for s in sources}) == 1 and sources[0]["validation_block"]
     # time points saved as files, joined by --same-field: the same boxes in each
     for sub, img in (("tlow", movie + np.float32(0.1)), ("thigh", movie)):
         (tmp_path / sub).mkdir()

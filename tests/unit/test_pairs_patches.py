@@ -111,28 +111,47 @@ def test_time_points_and_samples_are_pairs_of_their_own(tmp_path):
         (tmp_path / d).mkdir()
         write_image(tmp_path / d / "movie.tif", img, axes="TYX")
     listing = find_pairs(tmp_path / "low", tmp_path / "high")
-    ps = create_patches(listing, (16, 16), n_patches_per_image=24, validation_fraction=0.2, seed=0)
+    done = []
+    ps = create_patches(listing, (16, 16), n_patches_per_image=24, validation_fraction=0.2, seed=0,
+                        progress=lambda i, n, *_: done.append((i, n)))
+    assert done[-1] == (5, 5)
     src = ps.meta["sources"]
     assert [s["frame"] for s in src] == [{"T": t} for t in range(5)]
     assert len({s["field"] for s in src}) == 1 and len({json.dumps(s["validation_block"]) for s in src}) == 1
     assert ps.n_val > 0 and len(ps.X) == 5 * 24
     assert _overlaps(ps, (16, 16), lambda i, j: True) == []
     low = read_image(tmp_path / "low" / "movie.tif")
-    for k in (0, len(ps.X) - 1):   # each patch is cut from its own time point
-        t, y, x = ps.positions[k]
-        nl = src[t]["norm_low"]
-        np.testing.assert_allclose(ps.X[k, ..., 0], (low.data[t, y:y + 16, x:x + 16] - nl["lo"][0]) / (nl["hi"][0] - nl["lo"][0]),
-                                   rtol=1e-5, atol=1e-6)
+    for k in (0, 30, len(ps.X) - 1):   # each patch is cut from its own time point, input and target
+        i, y, x = ps.positions[k]
+        t = src[i]["frame"]["T"]
+        for arr, img, norm in ((ps.X, low.data, src[i]["norm_low"]), (ps.Y, gt, src[i]["norm_high"])):
+            np.testing.assert_allclose(arr[k, ..., 0], (img[t, y:y + 16, x:x + 16] - norm["lo"][0]) / (norm["hi"][0] - norm["lo"][0]),
+                                       rtol=1e-5, atol=1e-5)
+    # two conditions of one time-lapse (one ground-truth file): one field, no overlap across conditions
+    (tmp_path / "low2").mkdir()
+    write_image(tmp_path / "low2" / "movie.tif", gt + rng.normal(0, 0.1, gt.shape).astype(np.float32), axes="TYX")
+    ps = create_patches(find_pairs([tmp_path / "low", tmp_path / "low2"], tmp_path / "high"), (16, 16),
+                        n_patches_per_image=24, validation_fraction=0.2, seed=0)
+    assert len(ps.meta["sources"]) == 10 and len({s["field"] for s in ps.meta["sources"]}) == 1
+    assert _overlaps(ps, (16, 16), lambda i, j: True) == []
     # one ground truth for repeated acquisitions of a fixed sample (T in the input only): one field
     ps = create_patches([(gt + 0.1, gt[0])], (16, 16), axes="TYX", axes_high="YX", n_patches_per_image=24, seed=0)
     assert len({s["field"] for s in ps.meta["sources"]}) == 1 and len(ps.meta["sources"]) == 5
     assert _overlaps(ps, (16, 16), lambda i, j: True) == []
-    # the samples of an S stack are independent images: fields of their own
+    # the samples of an S stack are independent images: fields of their own, whatever the stack's label
     ps = create_patches([(gt + 0.1, gt)], (16, 16), axes="SYX", n_patches_per_image=24, seed=0)
     assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 2, 3, 4]
+    for shared in (False, True):
+        ps = create_patches([(gt + 0.1, gt)], (16, 16), axes="SYX", n_patches_per_image=24, seed=0, fields=["a"],
+                            shared_boxes=shared)
+        assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 2, 3, 4] and ps.n_train > 0
+    # ... but samples of one ground truth (S in the input only) are one field
+    ps = create_patches([(gt + 0.1, gt[0])], (16, 16), axes="SYX", axes_high="YX", n_patches_per_image=24, seed=0)
+    assert len({s["field"] for s in ps.meta["sources"]}) == 1
+    assert _overlaps(ps, (16, 16), lambda i, j: True) == []
     with pytest.raises(CareError, match=r"\(5, 80, 80\) \(TYX\).*\(4, 80, 80\) \(TYX\)"):
         create_patches([(gt, gt[:4])], (16, 16), axes="TYX")
-    with pytest.raises(CareError, match="time points"):
+    with pytest.raises(CareError, match="the ground truth has T=5, the input no T"):
         create_patches([(gt[0], gt)], (16, 16), axes="YX", axes_high="TYX")
 
 
