@@ -299,6 +299,22 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
 MIN_VALIDATION_BOXES = 3
 
 
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _size(n_bytes):
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
+
+
 def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=()):
     """Where each image's held-out validation boxes lie: ``None`` (all training), ``{"whole": True}``
     (the image is held out whole) or ``{"whole": False, "boxes": [{axis: [start, stop], ...}, ...]}``.
@@ -444,7 +460,10 @@ def _join_fields(labels, keys):
             else:
                 first[tag] = i
     fields = [root(i) for i in range(len(labels))]
-    whole_only = {f for f in fields if len({k for k, g in zip(keys, fields) if g == f}) > 1}
+    keys_of = {}
+    for k, f in zip(keys, fields):
+        keys_of.setdefault(f, set()).add(k)
+    whole_only = {f for f, ks in keys_of.items() if len(ks) > 1}
     return fields, whole_only
 
 
@@ -627,6 +646,13 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     positions = np.zeros((N, 1 + len(sp)), np.int64)
     tmp = None
     if out is None:
+        need = 4 * (int(np.prod(shape_x)) + int(np.prod(shape_y)))
+        free = available_memory()
+        if free is not None and need > 0.8 * free:   # e.g. 64 patches for each of a long time-lapse's frames
+            raise CareError(f"{N} patch pairs of {tuple(shape_x[1:])} -> {tuple(shape_y[1:])} take {_size(need)} "
+                            f"but {_size(free)} of memory is available: write them to disk (out=, "
+                            "`carecore patches --out`) or take fewer per image (n_patches_per_image, --n-per-image; "
+                            "each time point or sample of a T or S pair is an image)")
         X, Y = np.empty(shape_x, np.float32), np.empty(shape_y, np.float32)
     else:
         tmp = fresh_tmp(Path(out))

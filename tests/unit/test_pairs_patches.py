@@ -155,6 +155,16 @@ def test_time_points_and_samples_are_pairs_of_their_own(tmp_path):
         create_patches([(gt[0], gt)], (16, 16), axes="YX", axes_high="TYX")
 
 
+def test_patches_larger_than_memory_are_refused_in_ram(monkeypatch, tmp_path):
+    import carecore.data.patches as patches
+
+    gt = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    monkeypatch.setattr(patches, "available_memory", lambda: 2**20)   # 1 MiB: 4 x 32 patches of 32 x 32 take 1 MiB
+    with pytest.raises(CareError, match=r"128 patch pairs .* take 1 MiB but 1 MiB .* write them to disk"):
+        create_patches([(gt + 0.1, gt)], (32, 32), axes="TYX", n_patches_per_image=32)
+    assert len(create_patches([(gt + 0.1, gt)], (32, 32), axes="TYX", n_patches_per_image=32, out=tmp_path / "p").X) == 128
+
+
 def test_time_points_saved_as_files_share_their_boxes_when_told():
     # time points of one position as separate images: fields= with shared_boxes=True gives them the same
     # boxes (without it, a field of other pixels is held out whole or not at all)
