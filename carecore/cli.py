@@ -105,12 +105,18 @@ def _same_field_labels(listing, pattern):
         rx = re.compile(pattern)
     except re.error as e:
         raise CareError(f"--same-field {pattern!r}: not a regular expression ({e})") from None
-    labels = []
+    labels, unmatched = [], []
     for i, pair in enumerate(listing):
         m = rx.search(pair.name)
-        labels.append(("name", m.group(1) if rx.groups else m.group(0)) if m else ("own", i))
-    if not any(label[0] == "name" for label in labels):
+        label = m and (m.group(1) if rx.groups else m.group(0))
+        labels.append(("name", label) if label else ("own", i))
+        if not label:
+            unmatched.append(pair.name)
+    if len(unmatched) == len(labels):
         raise CareError(f"--same-field {pattern!r} matches none of the file names ({', '.join(p.name for p in listing)})")
+    if unmatched:
+        print(f"--same-field {pattern!r}: {len(unmatched)} file name(s) without a match are fields of their own: "
+              f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}")
     return labels
 
 
@@ -538,9 +544,10 @@ def build_parser():
     s.add_argument("--n-per-image", type=int, default=64,
                    help="patches per image pair (per time point or sample of a pair with T or S)")
     s.add_argument("--same-field", metavar="REGEX",
-                   help="pairs whose file names give the same match (its first group) show one field of view, e.g. "
-                        "'(pos\\d+)_t' for time points of a position saved as files: they validate on the same "
-                        "held-out boxes, so that no time point trains where another validates")
+                   help="pairs whose file names give the same match (its first group; the whole match without a "
+                        "group) show one field of view, e.g. '(pos\\d+)_t' for time points of a position saved as "
+                        "files: they validate on the same held-out boxes, so that no time point trains where another "
+                        "validates; names without a match are fields of their own")
     s.add_argument("--validation", type=float, default=0.1)
     s.add_argument("--fg-threshold", type=float, default=0.4,
                    help="a biased patch lies within half a patch of ground truth above this share of its 99.9th percentile")

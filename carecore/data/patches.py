@@ -209,7 +209,7 @@ def split_frames(resolved, keys, labels=None):
             out.append((frame(low), frame(high)))
             own = "S" in f_high   # a sample with its own ground truth: its own key and label
             out_keys.append((key, at["S"]) if own else key)
-            out_labels.append(None if labels is None else (labels[n], at["S"]) if own else labels[n])
+            out_labels.append(None if labels is None else (labels[n], n, at["S"]) if own else labels[n])
     return out, out_keys, (None if labels is None else out_labels)
 
 
@@ -312,7 +312,7 @@ def available_memory():
 
 
 def _size(n_bytes):
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
 def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=()):
@@ -393,8 +393,9 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
                                                     for d, a in enumerate(shape)} for c in chosen]}
             held += k * patch_voxels
     if all(b is not None and b["whole"] for b in blocks):
-        together = ("; images of one field of view (pairs of one ground truth, a slice and its transpose) are held "
-                    "out together: more fields of view help" if len(members) < len(shapes) else "")
+        together = ("; images of one field of view (pairs of one ground truth, the time points of a time-lapse, a "
+                    "slice and its transpose, or images joined by fields= or --same-field) are held out together: "
+                    "more fields of view help" if len(members) < len(shapes) else "")
         raise CareError(f"no room for training patches: holding out validation_fraction={fraction} of images of "
                         f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves no "
                         f"training region; use more or larger images, a smaller patch, or validation_fraction=0{together}")
@@ -546,16 +547,18 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     fields : list, optional
         A hashable label per source, the field of view it shows; sources of one field are held out
         together. A label applies to all the time points of a source (the samples of an ``S`` stack
-        with their own ground truths stay apart). Sources that share a ground truth (:func:`ground_truth_keys`) are always one field,
-        whatever their labels; labels join more (e.g. a slice and its transpose). A field whose sources
+        with their own ground truths stay apart, each its own field). Sources that share a ground truth
+        (:func:`ground_truth_keys`) are always one field, whatever their labels; labels join more (e.g. a slice and its transpose). A field whose sources
         do not all share one ground truth is held out whole or not at all, such fields in a seeded order
         through the data rather than its last ones (see ``shared_boxes``). Default: one field per
         ground truth.
     shared_boxes : bool
         The sources that ``fields`` joins are views of one place on one grid (time points or repeats of
         one position saved as separate files): they get the same boxes, like the pairs of one ground
-        truth, and must have one shape. Default False: each held out whole or not at all (views on
-        other grids, such as a slice and its transpose).
+        truth, and must have one shape. Never for views on other grids (a slice and its transpose, a
+        stack and its rotation): their boxes would lie on other content, and validation would leak.
+        Boxes are in pixels: a sample that drifts between time points moves under them. Default False:
+        each held out whole or not at all.
 
     Returns
     -------
@@ -611,12 +614,16 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     fields, whole_only = _join_fields(keys if fields is None else fields, keys)
     if shared_boxes:
         whole_only = set()
-        for f in set(fields):
-            members = [(lo, hi) for (lo, hi), g in zip(resolved, fields) if g == f]
-            shapes = {tuple(lo.shape[lo.axes.index(a)] for a in sp_h) for lo, _ in members}
+        by_field = {}
+        for (lo, _), f in zip(resolved, fields):
+            by_field.setdefault(f, []).append(lo)
+        for members in by_field.values() if validation_fraction > 0 else ():
+            shapes = {tuple(lo.shape[lo.axes.index(a)] for a in sp_h) for lo in members}
             if len(shapes) > 1:
-                raise CareError(f"{', '.join(lo.name for lo, _ in members)}: one field of view (shared validation boxes) "
-                                f"but shapes {sorted(shapes)} along {sp_h} differ; only images on one grid share boxes")
+                names = [str(lo.path or "array") for lo in members]
+                names = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                raise CareError(f"{names}: one field of view (shared validation boxes) but their shapes {sorted(shapes)} "
+                                f"along {sp_h} differ; only images on one grid share boxes")
     blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
                                {a: p[a] for a in sp_h}, validation_fraction, seed=seed, fields=fields,
                                whole_only=whole_only)
@@ -649,10 +656,11 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         need = 4 * (int(np.prod(shape_x)) + int(np.prod(shape_y)))
         free = available_memory()
         if free is not None and need > 0.8 * free:   # e.g. 64 patches for each of a long time-lapse's frames
-            raise CareError(f"{N} patch pairs of {tuple(shape_x[1:])} -> {tuple(shape_y[1:])} take {_size(need)} "
-                            f"but {_size(free)} of memory is available: write them to disk (out=, "
-                            "`carecore patches --out`) or take fewer per image (n_patches_per_image, --n-per-image; "
-                            "each time point or sample of a T or S pair is an image)")
+            raise CareError(f"{N} patch pairs of {tuple(shape_x[1:])} -> {tuple(shape_y[1:])} would take {_size(need)} "
+                            f"of memory, more than 80 % of the {_size(free)} available: write them to disk (out=; "
+                            "`carecore patches --out DIR`, then `carecore train --patches DIR`) or take fewer per "
+                            "image (n_patches_per_image, --n-per-image; each time point or sample of a T or S pair "
+                            "is an image)")
         X, Y = np.empty(shape_x, np.float32), np.empty(shape_y, np.float32)
     else:
         tmp = fresh_tmp(Path(out))

@@ -104,15 +104,17 @@ def test_demo_data_and_patches(tmp_path):
     # time points saved as files, joined by --same-field: the same boxes in each
     for sub, img in (("tlow", movie + np.float32(0.1)), ("thigh", movie)):
         (tmp_path / sub).mkdir()
-        for k, name in enumerate(["pos0_t0", "pos1_t0", "pos1_t1"]):
+        for k, name in enumerate(["cell", "pos0_t0", "pos1_t0", "pos1_t1"]):
             write_image(tmp_path / sub / f"{name}.tif", img[k], axes="YX")
     args = ["patches", "--low", tmp_path / "tlow", "--high", tmp_path / "thigh", "--patch", "16,16", "--n-per-image", "8"]
-    r = run(*args, "--same-field", r"(pos\d+)_t", "--out", tmp_path / "p4")
+    r = run(*args, "--same-field", r"(pos\d+)_t\d", "--out", tmp_path / "p4")   # the group, not the whole match
     assert r.returncode == 0, r.stderr
-    assert "3 image pairs show 2 fields of view" in r.stdout
-    blocks = [s["validation_block"] for s in json.loads((tmp_path / "p4" / "patches.json").read_text())["sources"]]
-    assert blocks[1] == blocks[2] and blocks[1]["boxes"]
-    for bad, match in (("(pos", "not a regular expression"), ("cell", "matches none of the file names")):
+    assert "4 image pairs show 3 fields of view" in r.stdout and "1 file name(s) without a match" in r.stdout
+    meta = json.loads((tmp_path / "p4" / "patches.json").read_text())
+    assert [s["field"] for s in meta["sources"]] == [0, 1, 2, 2]
+    blocks = [s["validation_block"] for s in meta["sources"]]
+    assert blocks[2] == blocks[3] and blocks[2]["boxes"]
+    for bad, match in (("(pos", "not a regular expression"), ("zebra", "matches none of the file names")):
         r = run(*args, "--same-field", bad, "--out", tmp_path / "p5")
         assert r.returncode == 2 and match in r.stderr and not (tmp_path / "p5").exists()
 

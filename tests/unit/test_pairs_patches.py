@@ -142,9 +142,9 @@ def test_time_points_and_samples_are_pairs_of_their_own(tmp_path):
     ps = create_patches([(gt + 0.1, gt)], (16, 16), axes="SYX", n_patches_per_image=24, seed=0)
     assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 2, 3, 4]
     for shared in (False, True):
-        ps = create_patches([(gt + 0.1, gt)], (16, 16), axes="SYX", n_patches_per_image=24, seed=0, fields=["a"],
-                            shared_boxes=shared)
-        assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 2, 3, 4] and ps.n_train > 0
+        ps = create_patches([(gt + 0.1, gt), (gt + 0.2, gt[:, ::-1].copy())], (16, 16), axes="SYX", n_patches_per_image=24,
+                            seed=0, fields=["a", "a"], shared_boxes=shared)
+        assert [s["field"] for s in ps.meta["sources"]] == list(range(10)) and ps.n_train > 0
     # ... but samples of one ground truth (S in the input only) are one field
     ps = create_patches([(gt + 0.1, gt[0])], (16, 16), axes="SYX", axes_high="YX", n_patches_per_image=24, seed=0)
     assert len({s["field"] for s in ps.meta["sources"]}) == 1
@@ -160,8 +160,11 @@ def test_patches_larger_than_memory_are_refused_in_ram(monkeypatch, tmp_path):
 
     gt = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
     monkeypatch.setattr(patches, "available_memory", lambda: 2**20)   # 1 MiB: 4 x 32 patches of 32 x 32 take 1 MiB
-    with pytest.raises(CareError, match=r"128 patch pairs .* take 1 MiB but 1 MiB .* write them to disk"):
-        create_patches([(gt + 0.1, gt)], (32, 32), axes="TYX", n_patches_per_image=32)
+    done = []
+    with pytest.raises(CareError, match=r"128 patch pairs .* take 1.0 MiB of memory, more than 80 % of the 1.0 MiB "
+                                        r"available: write them to disk"):
+        create_patches([(gt + 0.1, gt)], (32, 32), axes="TYX", n_patches_per_image=32, progress=lambda *a: done.append(a))
+    assert done == []   # refused before any patch is cut
     assert len(create_patches([(gt + 0.1, gt)], (32, 32), axes="TYX", n_patches_per_image=32, out=tmp_path / "p").X) == 128
 
 
@@ -186,6 +189,8 @@ def test_time_points_saved_as_files_share_their_boxes_when_told():
     with pytest.raises(CareError, match=r"shapes \[\(64, 96\), \(96, 96\)\] along YX differ"):
         create_patches(sources[:1] + [(other[:64] + 0.1, other[:64])], (32, 32), axes="YX", fields=[0, 0],
                        shared_boxes=True)
+    create_patches(sources[:1] + [(other[:64] + 0.1, other[:64])], (32, 32), axes="YX", fields=[0, 0],
+                   shared_boxes=True, validation_fraction=0)   # no boxes, nothing to share
 
 
 def test_patch_sets_with_the_old_shared_boxes_are_refused(tmp_path):
