@@ -142,8 +142,9 @@ def cmd_patches(args):
         print(f"{len(sources)} image pairs from {len(listing)} pair(s) of files: each time point (T) and sample (S) is "
               "a pair of its own, with --n-per-image patches")
     if n_fields < len(sources):
-        print(f"{len(sources)} image pairs show {n_fields} field{'s' * (n_fields != 1)} of view: pairs of one ground truth, and the time points "
-              "of one time-lapse, validate on the same held-out boxes, so that nothing is trained on where it is validated")
+        print(f"{len(sources)} image pairs show {n_fields} field{'s' * (n_fields != 1)} of view: pairs of one ground "
+              "truth, and the time points of one time-lapse, validate on the same held-out boxes, so that nothing is "
+              "trained on where it is validated")
     return 0
 
 

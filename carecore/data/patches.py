@@ -64,7 +64,8 @@ class PatchSet:
     n_val: int
     meta: dict = field(default_factory=dict)
     path: Path | None = None
-    positions: np.ndarray | None = None   # (N, 1 + ndim): source pair (after frames are split), start per spatial axis (input's axes)
+    # (N, 1 + ndim): source pair (after frames are split), start per spatial axis (input's axes)
+    positions: np.ndarray | None = None
 
     @property
     def n_train(self):
@@ -548,10 +549,10 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         A hashable label per source, the field of view it shows; sources of one field are held out
         together. A label applies to all the time points of a source (the samples of an ``S`` stack
         with their own ground truths stay apart, each its own field). Sources that share a ground truth
-        (:func:`ground_truth_keys`) are always one field, whatever their labels; labels join more (e.g. a slice and its transpose). A field whose sources
-        do not all share one ground truth is held out whole or not at all, such fields in a seeded order
-        through the data rather than its last ones (see ``shared_boxes``). Default: one field per
-        ground truth.
+        (:func:`ground_truth_keys`) are always one field, whatever their labels; labels join more (e.g. a
+        slice and its transpose). A field whose sources do not all share one ground truth is held out
+        whole or not at all, such fields in a seeded order through the data rather than its last ones
+        (see ``shared_boxes``). Default: one field per ground truth.
     shared_boxes : bool
         The sources that ``fields`` joins are views of one place on one grid (time points or repeats of
         one position saved as separate files): they get the same boxes, like the pairs of one ground
