@@ -24,7 +24,9 @@ out whole. Pairs of one field of view are held out together (``fields``): pairs 
 truth (one sample acquired under several conditions), and the time points of a time-lapse (a pair per
 frame), get the same boxes, so that no training patch
 of one holds what another's validation box shows; sources of one field that are not the same pixels
-(the isotropic kind's slice and its transpose) are held out whole or not at all. Where every patch
+(the isotropic kind's slice and its transpose) are held out whole or not at all; fields whose content
+continues into one another (``neighbours``: a stack's adjacent slices) are held out in runs, and the
+neighbours of a run give no patch (guards). Where every patch
 came from is kept in ``positions`` (source pair, a frame of a file with ``T`` or ``S`` axes, and start per
 spatial axis; ``meta["sources"]`` lists the pairs, with their frames).
 
@@ -300,6 +302,12 @@ def _eligible_centres(high, norm_high, patch_high, fg_threshold, budget_bytes, r
 MIN_VALIDATION_BOXES = 3
 
 
+#: Most fields held out whole in a row where ``neighbours`` says which lie next to each other (the
+#: isotropic kind's slices): a run of slices needs two guards, single slices two each, and runs of at
+#: most four still let validation see several depths of a deep stack.
+HELD_OUT_RUN = 4
+
+
 def available_memory():
     """Bytes of memory available to a new allocation (Linux: MemAvailable), None where unknown."""
     try:
@@ -316,9 +324,10 @@ def _size(n_bytes):
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=()):
+def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(), neighbours=None):
     """Where each image's held-out validation boxes lie: ``None`` (all training), ``{"whole": True}``
-    (the image is held out whole) or ``{"whole": False, "boxes": [{axis: [start, stop], ...}, ...]}``.
+    (the image is held out whole), ``{"whole": False, "boxes": [{axis: [start, stop], ...}, ...]}``
+    or ``{"guard": True}`` (no patch: it lies next to an image held out whole, see ``neighbours``).
 
     Held-out voxels are taken from the last image backwards until they hold ``fraction`` of all
     voxels. Within an image they are patch-sized boxes on the image's grid of patch-sized cells,
@@ -343,6 +352,12 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
     whole_only : collection, optional
         Labels of fields whose images are not pixel for pixel the same view (rotated copies, other
         shapes): such a field is held out whole or not at all.
+    neighbours : dict, optional
+        The fields next to each field (label to labels), whose content continues its own: the slices
+        above and below a slice of a stack. Fields held out whole come in runs of neighbours (up to
+        :data:`HELD_OUT_RUN`), and a neighbour of one held out whole that is not held out itself is a
+        guard, ``{"guard": True}``: it gives no patch, so that no validation image has a trained
+        neighbour (fields held out in boxes are not guarded).
     """
     blocks = [None] * len(shapes)
     if fraction <= 0:
@@ -364,9 +379,19 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
     target = fraction * sum(voxels)
     held = 0.0
     rng = np.random.default_rng(seed)
-    for f in order:
-        if held >= target:
-            break
+    neighbours = {} if neighbours is None else neighbours
+    taken, run = set(), []   # run: the fields held out whole in a row, each a neighbour of the one before
+    pending = iter(order)
+    while held < target:
+        nxt = [g for g in neighbours.get(run[-1], ()) if g in members and g not in taken] if run else []
+        if nxt and len(run) < HELD_OUT_RUN:   # the run goes on into the last one's first free neighbour
+            f = nxt[0]
+        else:
+            f = next((g for g in pending if g not in taken), None)
+            run = []
+            if f is None:
+                break
+        taken.add(f)
         js = members[f]
         shape = shapes[js[-1]]
         if f not in whole_only and any(shapes[j] != shape for j in js):
@@ -380,7 +405,9 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
             for j in js:
                 blocks[j] = {"whole": True}
                 held += voxels[j]
+            run.append(f)
             continue
+        run = []
         offset = {a: (shape[a] - cells[a] * patch[a]) // 2 for a in shape}   # the grid centred in the image
         grid = np.stack(np.unravel_index(rng.permutation(n_cells), tuple(cells.values())), 1)
         chosen, rest = [], []
@@ -393,10 +420,18 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
             blocks[j] = {"whole": False, "boxes": [{a: [int(offset[a] + c[d] * patch[a]), int(offset[a] + (c[d] + 1) * patch[a])]
                                                     for d, a in enumerate(shape)} for c in chosen]}
             held += k * patch_voxels
-    if all(b is not None and b["whole"] for b in blocks):
+    for f in list(taken):   # guards: the free neighbours of the fields held out whole
+        if blocks[members[f][0]]["whole"]:
+            for g in neighbours.get(f, ()):
+                if g in members and g not in taken:
+                    for j in members[g]:
+                        blocks[j] = {"guard": True}
+    if not any(b is None or not (b.get("whole") or b.get("guard")) for b in blocks):
         together = ("; images of one field of view (pairs of one ground truth, the time points of a time-lapse, a "
                     "slice and its transpose, or images joined by fields= or --same-field) are held out together: "
                     "more fields of view help" if len(members) < len(shapes) else "")
+        if any(b.get("guard") for b in blocks):
+            together += "; the neighbours of held-out slices are not trained on (a guard): more slices help"
         raise CareError(f"no room for training patches: holding out validation_fraction={fraction} of images of "
                         f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves no "
                         f"training region; use more or larger images, a smaller patch, or validation_fraction=0{together}")
@@ -506,7 +541,7 @@ def _uniform_starts(valid, n, rng, boxes, patch):
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
                    fg_threshold=0.4, fg_fraction=0.5, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
                    out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None, fields=None,
-                   shared_boxes=False):
+                   shared_boxes=False, neighbours=None):
     """Sample patch pairs from training pairs, a share of them foreground-biased.
 
     Parameters
@@ -560,6 +595,11 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         stack and its rotation): their boxes would lie on other content, and validation would leak.
         Boxes are in pixels: a sample that drifts between time points moves under them. Default False:
         each held out whole or not at all.
+    neighbours : dict, optional
+        For ``fields``' labels, the labels of the fields whose content lies next to theirs (a stack's
+        slices above and below): fields held out whole come in runs, and their neighbours that are not
+        held out give no patch (see :func:`validation_blocks`), so that validation has no trained
+        neighbour. The isotropic kind gives it for its slices.
 
     Returns
     -------
@@ -612,7 +652,17 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                                 f"patch size {tuple(patch_size)} along {a} ({n_a} < {q})")
     _, sp, sp_h, cl, ch = first
     p = dict(zip(sp, (int(q) for q in patch_size)))
+    labels = fields
     fields, whole_only = _join_fields(keys if fields is None else fields, keys)
+    if neighbours:   # in the joined fields' names
+        if labels is None:
+            raise CareError("neighbours: give the fields (labels) they name")
+        joined = dict(zip(labels, fields))
+        near = {}
+        for label, others in neighbours.items():
+            if label in joined:
+                near.setdefault(joined[label], []).extend(joined[o] for o in others if o in joined and joined[o] != joined[label])
+        neighbours = near
     if shared_boxes:
         whole_only = set()
         by_field = {}
@@ -627,12 +677,14 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                                 f"along {sp_h} differ; only images on one grid share boxes")
     blocks = validation_blocks([{a: lo.shape[lo.axes.index(a)] for a in sp_h} for lo, _ in resolved],
                                {a: p[a] for a in sp_h}, validation_fraction, seed=seed, fields=fields,
-                               whole_only=whole_only)
+                               whole_only=whole_only, neighbours=neighbours)
     field_index = {f: n for n, f in enumerate(dict.fromkeys(fields))}
     counts = []  # (n_train, n_val) per image
     for blk, (low, _) in zip(blocks, resolved):
         if blk is None:
             counts.append((n_patches_per_image, 0))
+        elif blk.get("guard"):   # next to a slice held out whole: no patch
+            counts.append((0, 0))
         elif blk["whole"]:
             counts.append((0, n_patches_per_image))
         else:   # one validation patch per box: as many as the image's share of patches, boxes beyond it freed
@@ -678,7 +730,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             nl = compute_percentiles(low.data, *percentiles, axes=low.axes, name=low.name, max_samples=max_samples)
             nh = compute_percentiles(high.data, *percentiles, axes=high.axes, name=high.name, max_samples=max_samples)
             fgs = []
-            boxes = [[tuple(b[a]) for a in sp_h] for b in blk["boxes"]] if blk is not None and not blk["whole"] else []
+            boxes = [[tuple(b[a]) for a in sp_h] for b in blk.get("boxes", ())] if blk is not None else []
             for n, region, dests in ((nt, "train", dest_train), (nv, "val", dest_val)):
                 if n == 0:
                     continue

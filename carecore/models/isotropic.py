@@ -6,7 +6,9 @@ No ground-truth volume is needed. Training pairs come from the anisotropic stack
 the microscope degrades Z (:func:`~carecore.simulate_anisotropic`: the axial PSF, as a Gaussian sigma
 or a measured PSF rotated into the plane, then decimation by the axial factor and interpolation back).
 Each slice gives two pairs, degraded along Y and along X, both presented with the degraded axis first
-(as Z is in an XZ or YZ slice); rotations are therefore not used as augmentation.
+(as Z is in an XZ or YZ slice); rotations are therefore not used as augmentation. Validation holds
+out whole slices (both pairs), in runs of neighbouring slices with guards on either side: the slices
+within two axial PSF sigmas of a held-out one give no patch, as they show much of its content.
 
 Prediction interpolates Z by the factor (onto ``round(n × factor)`` slices at ``0, 1/f, 2/f, ...``
 of the coarse grid, exactly as :class:`~carecore.models.upsampling.UpsamplingCARE`: the last
@@ -101,11 +103,19 @@ class IsotropicCARE(CARE):
             if not profile.sum() > 0:
                 raise CareError(f"PSF {psf}: its axial profile sums to {profile.sum()}")
             profile = profile / profile.sum()
+            # two sigmas from the full width at half maximum (2.355 sigmas), which a measured PSF's
+            # background does not widen as it widens the profile's variance
+            reach = 2 * int(np.count_nonzero(profile >= profile.max() / 2)) / 2.355
         elif not config.psf_sigma > 0:
             raise CareError("isotropic training needs the axial PSF: psf_sigma (in lateral pixels; see "
                             "carecore.psf_sigma_from_optics) or a measured psf")
+        else:
+            reach = 2 * config.psf_sigma
         f = config.upsampling_factor
-        pairs, fields = [], []   # fields: a slice's two pairs show one view (one the other's transpose)
+        # slices that close (the axial PSF's two sigmas, at least the next one) show much of one another's
+        # content: a slice held out for validation has them as guards, not trained on
+        guard = max(1, int(np.ceil(reach / f - 1e-9)))
+        pairs, fields, neighbours = [], [], {}   # fields: a slice's two pairs show one view (one the other's transpose)
         for i, (name, stack, saxes) in enumerate(stacks):
             check_stop(stop)
             if "C" in saxes:
@@ -127,15 +137,18 @@ class IsotropicCARE(CARE):
                                                    interpolation=config.interpolation)[0]
                     pairs.append((low, np.asarray(img, np.float32)))
                     fields.append((i, z))
+                neighbours[(i, z)] = [(i, z + d * side) for d in range(1, guard + 1) for side in (-1, 1)
+                                      if 0 <= z + d * side < len(stack)]
             report(progress, i + 1, len(stacks), name)
-        made = {"factor": f, "psf_sigma": config.psf_sigma,
+        made = {"factor": f, "psf_sigma": config.psf_sigma, "guard_slices": guard,
                 "psf": str(psf) if psf is not None and not isinstance(psf, np.ndarray) else
                 ("array" if psf is not None else None),
                 "stacks": [name for name, _, _ in stacks],
                 "pairs": "lateral slices degraded along Y and along X (degraded axis first)"}
+        # a slice validates whole, both ways, in runs of slices with guards on either side
         return create_patches(pairs, config.patch_size, axes="YXC", n_patches_per_image=n_patches_per_image,
                               percentiles=config.percentiles, seed=config.seed, stop=stop, out=out,
-                              meta={"isotropic": made}, fields=fields)   # a slice validates whole, both ways
+                              meta={"isotropic": made}, fields=fields, neighbours=neighbours)
 
     # -- prediction ---------------------------------------------------------------------------
     # the output grid and voxel size are the upsampling kind's: Z interpolated by the axial factor

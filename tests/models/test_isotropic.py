@@ -31,7 +31,8 @@ def test_pairs_from_the_stack_degraded_along_the_first_axis():
     assert config.axes == "YX" and config.augment is False
     stack = _stack()
     ps = cls.make_patches(config, [stack], axes="ZYX", n_patches_per_image=2)
-    assert ps.X.shape == (8 * 2 * 2, 32, 32, 1) and ps.meta["isotropic"]["factor"] == 3.0
+    # 8 slices, 2 pairs each, 2 patches a pair; the two slices next to the one held out give none (guards)
+    assert ps.X.shape == ((8 - 2) * 2 * 2, 32, 32, 1) and ps.meta["isotropic"]["factor"] == 3.0
     X, Y = np.asarray(ps.X), np.asarray(ps.Y)
     # the input lost detail along the first axis (the one Z becomes), not along the second
     d0 = lambda a: np.abs(np.diff(a, axis=1)).mean()  # noqa: E731
@@ -60,7 +61,7 @@ def test_a_slice_and_its_transpose_validate_together():
     blocks = [s["validation_block"] for s in ps.meta["sources"]]
     assert len(blocks) == 16 and ps.n_val > 0
     for z in range(8):
-        assert blocks[2 * z] == blocks[2 * z + 1] in (None, {"whole": True})
+        assert blocks[2 * z] == blocks[2 * z + 1] in (None, {"whole": True}, {"guard": True})
     held = {int(i) for i in ps.positions[ps.n_train:, 0]}
     assert held and not held & {int(i) for i in ps.positions[:ps.n_train, 0]}
     # the slices held out lie through the stack, not at its end (a seeded choice)
@@ -69,6 +70,48 @@ def test_a_slice_and_its_transpose_validate_together():
     assert len(held) >= 2 and held[0] < 20 and ps.n_val <= 0.2 * len(ps.X)
     again = cls.make_patches(config, [_stack((24, 48, 48))], axes="ZYX", n_patches_per_image=8)
     np.testing.assert_array_equal(ps.positions, again.positions)
+
+
+def _slices(ps):
+    """The slices held out, trained on and given no patch (guards), from a patch set's sources."""
+    blocks = [s["validation_block"] for s in ps.meta["sources"]][::2]   # a slice's two pairs share theirs
+    kind = lambda b: "train" if b is None else "guard" if b.get("guard") else "val"  # noqa: E731
+    return {k: [z for z, b in enumerate(blocks) if kind(b) == k] for k in ("val", "train", "guard")}
+
+
+def test_held_out_slices_have_no_trained_neighbour():
+    """A slice held out for validation would score its trained neighbours' content (an anisotropic
+    stack's next slice shows much of it): held-out slices come in runs with untrained guards on either
+    side, as many as the axial PSF's two sigmas reach (at least one)."""
+    cls = _iso()
+    config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=3.0, psf_sigma=1.5, quick=True,
+                                patch_size=(16, 16))
+    for nz, sigma, reach in ((24, 1.5, 1), (60, 1.5, 1), (60, 4.0, 3)):   # ceil(2 sigma / 3 pixels a slice)
+        ps = cls.make_patches(config.replace(psf_sigma=sigma), [_stack((nz, 48, 48))], axes="ZYX",
+                              n_patches_per_image=8)
+        s = _slices(ps)
+        assert ps.meta["isotropic"]["guard_slices"] == reach
+        assert s["val"] and not set(s["val"]) & set(s["train"])
+        near = {z + d for z in s["val"] for d in range(-reach, reach + 1)}
+        assert not near & set(s["train"]), (nz, sigma, s)
+        assert set(s["guard"]) <= near   # guards only where needed
+        # trained positions: only the training slices' pairs
+        trained = {int(i) // 2 for i in ps.positions[:ps.n_train, 0]}
+        assert trained == set(s["train"])
+        # runs: fewer guards than two per held-out slice would take
+        assert len(s["guard"]) < 2 * reach * len(s["val"]), s
+        assert abs(len(s["val"]) - 0.1 * nz) <= 2, s
+    # a measured PSF: the guard from its half-maximum width, not widened by a background
+    z = np.arange(-16, 17, dtype=np.float32)
+    psf = np.exp(-z**2 / (2 * 4.0**2))[:, None, None] + 0.05
+    ps = cls.make_patches(config.replace(psf_sigma=0.0), [_stack((30, 48, 48))], axes="ZYX",
+                          n_patches_per_image=4, psf=psf * np.ones((1, 3, 3), np.float32))
+    assert ps.meta["isotropic"]["guard_slices"] == 3
+    s = _slices(ps)
+    assert not {z + d for z in s["val"] for d in range(-3, 4)} & set(s["train"])
+    # too few slices for a held-out one, its guards and training
+    with pytest.raises(cc.CareError, match="neighbours of held-out slices"):
+        cls.make_patches(config.replace(psf_sigma=4.0), [_stack((3, 48, 48))], axes="ZYX", n_patches_per_image=4)
 
 
 def test_config_checks():

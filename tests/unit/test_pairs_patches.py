@@ -372,6 +372,40 @@ def test_validation_blocks_of_one_field():
         validation_blocks([{"Y": 128, "X": 128}, {"Y": 96, "X": 128}], patch, 0.1, fields=[0, 0])
 
 
+def test_neighbours_of_fields_held_out_whole_are_guards():
+    """Fields whose content continues into one another (a stack's slices): held out whole in runs of
+    at most HELD_OUT_RUN, their free neighbours give no patch; fields held out in boxes are not guarded."""
+    from carecore.data.patches import HELD_OUT_RUN, validation_blocks
+
+    shapes = [{"Y": 32, "X": 32}] * 40
+    chain = {z: [z + d for d in (-1, 1) if 0 <= z + d < 40] for z in range(40)}
+    blocks = validation_blocks(shapes, {"Y": 16, "X": 16}, 0.2, fields=range(40), whole_only=set(range(40)),
+                               neighbours=chain)
+    held = [z for z, b in enumerate(blocks) if b == {"whole": True}]
+    guards = [z for z, b in enumerate(blocks) if b == {"guard": True}]
+    assert len(held) == 8   # 20 % of 40
+    runs = np.split(held, np.flatnonzero(np.diff(held) > 1) + 1)
+    assert all(len(r) <= HELD_OUT_RUN for r in runs) and len(runs) < len(held)   # runs, not single slices
+    assert set(guards) == {z + d for z in held for d in (-1, 1) if 0 <= z + d < 40} - set(held)
+    # without neighbours: no guards (the rule before)
+    assert not any(b == {"guard": True} for b in validation_blocks(shapes, {"Y": 16, "X": 16}, 0.2, fields=range(40),
+                                                                   whole_only=set(range(40))))
+    # a field held out in boxes keeps its training region and guards nothing
+    boxes = validation_blocks([{"Y": 128, "X": 128}] * 3, {"Y": 32, "X": 32}, 0.1, neighbours={0: [1], 1: [0, 2], 2: [1]},
+                              fields=[0, 1, 2])
+    assert boxes[0] is None and boxes[1] is None and boxes[2]["boxes"]
+    # create_patches takes neighbours in the labels of its fields (images of one patch: held out whole)
+    pairs = [(np.random.default_rng(z).random((16, 16), np.float32),) * 2 for z in range(12)]
+    ps = create_patches(pairs, (16, 16), axes="YX", n_patches_per_image=4, validation_fraction=0.1,
+                        fields=[("s", z) for z in range(12)],
+                        neighbours={("s", z): [("s", z - 1), ("s", z + 1)] for z in range(12)})
+    kinds = [s["validation_block"] for s in ps.meta["sources"]]
+    assert kinds.count({"guard": True}) >= 1 and all(s["n_train"] == s["n_val"] == 0 for s, b in
+                                                     zip(ps.meta["sources"], kinds) if b == {"guard": True})
+    with pytest.raises(CareError, match="neighbours: give the fields"):
+        create_patches(pairs, (16, 16), axes="YX", n_patches_per_image=4, neighbours={0: [1]})
+
+
 def test_one_patch_per_image_still_validates():
     rng = np.random.default_rng(0)
     sources = [(rng.random((48, 48), np.float32), rng.random((48, 48), np.float32)) for _ in range(3)]
