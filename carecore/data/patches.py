@@ -117,6 +117,10 @@ def load_patches(folder, *, mmap=True):
         raise CareError(f"{folder}: these patches were made before pairs that share a ground truth (several "
                         "conditions of one sample) shared their validation boxes: the other conditions trained "
                         "on them; create the patches again")
+    if meta.get("n_val") and "guard_slices" not in meta.get("isotropic", {"guard_slices": 0}):
+        raise CareError(f"{folder}: these isotropic patches were made before the slices next to held-out ones were "
+                        "kept out of training (they trained on much of what validation scores); create the patches "
+                        "again")
     mode = "r" if mmap else None
     X = np.load(folder / "X.npy", mmap_mode=mode)
     Y = np.load(folder / "Y.npy", mmap_mode=mode)

@@ -79,7 +79,7 @@ def _slices(ps):
     return {k: [z for z, b in enumerate(blocks) if kind(b) == k] for k in ("val", "train", "guard")}
 
 
-def test_held_out_slices_have_no_trained_neighbour():
+def test_held_out_slices_have_no_trained_neighbour(tmp_path):
     """A slice held out for validation would score its trained neighbours' content (an anisotropic
     stack's next slice shows much of it): held-out slices come in runs with untrained guards on either
     side, as many as the axial PSF's two sigmas reach (at least one)."""
@@ -109,6 +109,17 @@ def test_held_out_slices_have_no_trained_neighbour():
     assert ps.meta["isotropic"]["guard_slices"] == 3
     s = _slices(ps)
     assert not {z + d for z in s["val"] for d in range(-3, 4)} & set(s["train"])
+    # patch folders made before the guards are refused
+    import json
+
+    folder = tmp_path / "iso_patches"
+    cls.make_patches(config, [_stack((24, 48, 48))], axes="ZYX", n_patches_per_image=4, out=folder)
+    assert len(cc.load_patches(folder).X) > 0
+    meta = json.loads((folder / "patches.json").read_text())
+    del meta["isotropic"]["guard_slices"]
+    (folder / "patches.json").write_text(json.dumps(meta))
+    with pytest.raises(cc.CareError, match="made before the slices next to held-out ones"):
+        cc.load_patches(folder)
     # too few slices for a held-out one, its guards and training
     with pytest.raises(cc.CareError, match="neighbours of held-out slices"):
         cls.make_patches(config.replace(psf_sigma=4.0), [_stack((3, 48, 48))], axes="ZYX", n_patches_per_image=4)
