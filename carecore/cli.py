@@ -345,6 +345,9 @@ def cmd_predict(args):
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
     if not probabilistic and wants:
         raise CareError(f"--{wants[0].replace('_', '-')} needs a probabilistic model; {args.model[0]} is not")
+    if args.samples_out and "T" in out_axes:   # before any work is done
+        raise CareError(f"--samples-out: the samples are written along T, and {args.inp} has time points (axes "
+                        f"{img.axes}, shape {tuple(img.shape)}); draw samples of one time point at a time")
     if isinstance(model, Ensemble) and args.scale_out:  # before any work is done
         raise CareError("--scale-out is one Laplace's scale; an ensemble predicts a mixture: use --lower-out/"
                         "--upper-out (the mixture's interval) or --disagreement-out")

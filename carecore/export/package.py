@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CareError
+from ..prediction.frames import frame_by_frame
 
 #: The description format carecore reads (its 0.5.x versions).
 FORMAT = "0.5"
@@ -710,6 +711,7 @@ class BioimageioModel:
             y = np.expand_dims(y, i)
         return y
 
+    @frame_by_frame
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=None, batch_size=None, map_back=True,
                 progress=None, stop=None, name="image"):
         """Restore ``image`` with the package; probabilistic packages return ``(mean, scale)``.

@@ -32,6 +32,7 @@ from .. import __version__
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..normalize import Normalization, compute_percentiles
+from ..prediction.frames import frame_by_frame
 from ..prediction.tta import learnable_views
 from ..progress import check_stop, counting, join_messages, report
 from .config import CareConfig
@@ -733,11 +734,9 @@ class CARE:
         c = self.config
         sp = spatial_axes(axes)
         extra = set(axes) - set(sp) - {"C"}
-        if extra:
-            frames = (" or restore the time points chunk by chunk (carecore.predict_chunked, `carecore predict --dask`)"
-                      if extra == {"T"} else "")
-            raise CareError(f"{name}: axes {axes!r} (shape {tuple(np.shape(x))}) have {''.join(sorted(extra))}; predict "
-                            f"one image at a time (axes made of C and the model's spatial axes){frames}")
+        if extra:   # predict takes T and S frame by frame (frame_by_frame) before it checks a frame
+            raise CareError(f"{name}: axes {axes!r} (shape {tuple(np.shape(x))}) have {''.join(sorted(extra))}; a "
+                            "frame takes C and the model's spatial axes")
         if sp != c.axes:
             raise CareError(f"{name}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "
                             f"(shape {tuple(np.shape(x))}, axes {axes})")
@@ -792,6 +791,7 @@ class CARE:
                             f"model's, {self.output_sigma:g}), got {output_sigma!r}")
         return float(output_sigma)
 
+    @frame_by_frame
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
                 stage_tiles=None, normalization=None, tta=False, output_sigma=None, progress=None, stop=None,
                 out=None, name="image"):
@@ -801,7 +801,10 @@ class CARE:
         ----------
         image : array_like (may be a memory map)
         axes : str
-            Axes of ``image``: the model's spatial axes, optionally with ``C``.
+            Axes of ``image``: the model's spatial axes, optionally with ``C``; with ``T`` (time points)
+            or ``S`` (samples) each frame is restored as an image of its own
+            (:func:`~carecore.prediction.frames.frame_by_frame`; the result is held in memory: larger
+            ones chunk by chunk with :func:`~carecore.predict_chunked`).
         n_tiles : "auto" or tuple of int
             Tiles per spatial axis; ``"auto"`` picks the plan with the least work within
             ``memory_budget`` (see :meth:`tile_plan`).

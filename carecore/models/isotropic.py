@@ -24,6 +24,7 @@ import numpy as np
 
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
+from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE
 from .upsampling import UpsamplingCARE
@@ -155,6 +156,7 @@ class IsotropicCARE(CARE):
     on_output_grid = UpsamplingCARE.on_output_grid
     output_spacing = UpsamplingCARE.output_spacing
 
+    @frame_by_frame
     def predict(self, image, *, axes, combine="mean", normalization=None, progress=None, stop=None, out=None,
                 name="image", **kw):
         """Restore an anisotropic stack; returns ``round(Z × factor)`` slices (see the module).

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
+from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, counting, report
 from .care import CARE, DEFAULT_PREDICT_BUDGET
 
@@ -320,6 +321,7 @@ class ProjectionCARE(CARE):
         return plan_tiles(yx, n_tiles, **kw)
 
     # -- prediction --------------------------------------------------------------------------
+    @frame_by_frame
     def predict(self, image, *, axes, n_tiles="auto", memory_budget=DEFAULT_PREDICT_BUDGET, batch_size=None,
                 stage_tiles=None, normalization=None, tta=False, output_sigma=None, progress=None, stop=None,
                 out=None, name="image"):

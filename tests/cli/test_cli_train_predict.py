@@ -51,6 +51,20 @@ def test_cli_train_then_python_load_and_cli_predict(demo_root, tmp_path, capsys)
     assert main(args + ["--out", str(tmp_path / "no.tif"), "--output-sigma", "20"]) == 2
     assert "--output-sigma: must be a number of pixels in [0, 8] (0: no smoothing), got 20" in capsys.readouterr().err
     assert not (tmp_path / "no.tif").exists()
+    # a time-lapse (T) restored in memory, time point by time point, with its scale
+    movie = np.stack([low.data, other])
+    cc.write_image(tmp_path / "movie.tif", movie, axes="TZYX")
+    assert main(["predict", "--model", str(model_dir), "--in", str(tmp_path / "movie.tif"), "--tiles", "1,2,2",
+                 "--out", str(tmp_path / "movie_out.tif"), "--scale-out", str(tmp_path / "movie_scale.tif")]) == 0
+    restored = cc.read_image(tmp_path / "movie_out.tif")
+    assert restored.axes == "TZYX" and restored.shape == movie.shape
+    np.testing.assert_allclose(restored.data[0], mean_py, atol=1e-4 * np.abs(mean_py).max())
+    np.testing.assert_allclose(restored.data[1], by_training, atol=1e-4 * np.abs(by_training).max())
+    assert cc.read_image(tmp_path / "movie_scale.tif").data.shape == movie.shape
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model_dir), "--in", str(tmp_path / "movie.tif"), "--out",
+                 str(tmp_path / "no.tif"), "--samples-out", str(tmp_path / "s.tif")]) == 2
+    assert "--samples-out: the samples are written along T" in capsys.readouterr().err
     # a model trained in Python predicts from the CLI
     r = subprocess.run([sys.executable, "-m", "carecore.cli", "predict", "--model", model_dir, "--in", d / "test/low/sample00.tif",
                         "--out", tmp_path / "x.tif", "--axes", "YXZ"], capture_output=True, text=True)

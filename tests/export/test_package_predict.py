@@ -52,6 +52,10 @@ def test_2d_package_predicts_like_carecore_tiled_or_not(model2d, pkg2d, make_ima
     # on the test image the fixed mapping-back is carecore's own: the same restoration
     ours = model.predict(noisy, axes="YX")
     np.testing.assert_allclose(m.predict(noisy, axes="YX"), ours, atol=1e-4 * np.ptp(ours))
+    # a time-lapse, frame by frame
+    movie = m.predict(np.stack([noisy, noisy[::-1]]), axes="TYX")
+    np.testing.assert_allclose(movie[0], ours, atol=1e-4 * np.ptp(ours))
+    np.testing.assert_allclose(movie[1], m.predict(noisy[::-1], axes="YX"), atol=1e-4 * np.ptp(ours))
 
     # another image, another range: equal after the same normalization (package: test image's gain/offset)
     other = make_image((240, 256), seed=5)[0] * 0.5 + 40

@@ -1,0 +1,69 @@
+"""Time-lapses (T) and stacks of samples (S) restored in memory, frame by frame, by every kind."""
+import numpy as np
+import pytest
+
+import carecore as cc
+from carecore.models.kinds import model_class
+from carecore.uncertainty import Ensemble
+from carecore.progress import Stopped
+
+
+@pytest.fixture(scope="module")
+def model2d():
+    return cc.create_model(cc.care_config("YX", quick=True, probabilistic=True, patch_size=(32, 32), seed=3))
+
+
+def test_a_time_lapse_is_its_frames_restored_one_by_one(model2d):
+    rng = np.random.default_rng(0)
+    movie = rng.random((3, 64, 48)).astype(np.float32) * np.array([1, 5, 20], np.float32)[:, None, None]
+    calls = []
+    mean, scale = model2d.predict(movie, axes="TYX", normalization="image",
+                                  progress=lambda d, t, w: calls.append((d, t, w)))
+    assert mean.shape == scale.shape == movie.shape
+    for t in range(3):   # each frame as an image of its own, scaled by its own percentiles
+        a, b = model2d.predict(movie[t], axes="YX", normalization="image")
+        np.testing.assert_allclose(mean[t], a, atol=1e-5 * np.abs(a).max())
+        np.testing.assert_allclose(scale[t], b, atol=1e-5 * np.abs(b).max())
+    assert np.ptp(mean[2]) > 5 * np.ptp(mean[0])   # a frame's intensity range is its own
+    done = [d for d, _, _ in calls]
+    assert done == sorted(done) and calls[-1][:2] == (3, 3) and {t for _, t, _ in calls} == {3}
+    # T anywhere, S and T together, channels
+    a2, _ = model2d.predict(np.transpose(movie, (1, 0, 2)), axes="ytx", normalization="image")
+    np.testing.assert_allclose(np.transpose(a2, (1, 0, 2)), mean, atol=1e-5 * np.abs(mean).max())
+    st = rng.random((2, 3, 32, 32, 1)).astype(np.float32)
+    r, _ = model2d.predict(st, axes="STYXC")
+    assert r.shape == st.shape
+    np.testing.assert_allclose(r[1, 2], model2d.predict(st[1, 2], axes="YXC")[0], atol=1e-5)
+    # a stop between frames; out= takes one image
+    seen = []
+    with pytest.raises(Stopped):
+        model2d.predict(movie, axes="TYX", progress=lambda d, t, w: seen.append(d), stop=lambda: len(seen) > 1)
+    with pytest.raises(cc.CareError, match="out= takes one image, not the frames of axes 'TYX'.*predict_chunked"):
+        model2d.predict(movie, axes="TYX", out=np.empty((64, 48, 2), np.float32))
+    with pytest.raises(cc.CareError, match=r"image \[T=0\]: the model is 2D"):
+        model2d.predict(rng.random((2, 4, 32, 32)).astype(np.float32), axes="TZYX")
+
+
+def test_ensembles_projections_and_isotropic_models_take_frames(model2d, tmp_path):
+    rng = np.random.default_rng(1)
+    movie = rng.random((2, 32, 32)).astype(np.float32)
+    other = cc.create_model(cc.care_config("YX", quick=True, probabilistic=True, patch_size=(32, 32), seed=4))
+    ens = Ensemble([model2d, other])
+    got = ens.predict(movie, axes="TYX")
+    assert got["mean"].shape == movie.shape and got["member_means"].shape == (2,) + movie.shape
+    np.testing.assert_allclose(got["mean"][1], ens.predict(movie[1], axes="YX")["mean"], atol=1e-5)
+    # a projection drops Z of every time point
+    proj = model_class("projection")
+    pm = cc.create_model(proj.default_config("ZYX", quick=True, patch_size=(4, 32, 32)))
+    stacks = rng.random((2, 4, 32, 32)).astype(np.float32)
+    p = pm.predict(stacks, axes="TZYX")
+    assert p.shape == (2, 32, 32)
+    np.testing.assert_allclose(p[1], pm.predict(stacks[1], axes="ZYX"), atol=1e-5)
+    # isotropic restoration interpolates Z of every time point
+    iso = model_class("isotropic")
+    im = cc.create_model(iso.default_config("ZYX", upsampling_factor=2.0, psf_sigma=1.0, quick=True,
+                                            patch_size=(32, 32)))
+    stacks = rng.random((2, 4, 32, 32)).astype(np.float32)
+    r = im.predict(stacks, axes="TZYX")
+    assert r.shape == (2, 8, 32, 32)
+    np.testing.assert_allclose(r[0], im.predict(stacks[0], axes="ZYX"), atol=1e-5)
