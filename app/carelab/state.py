@@ -929,10 +929,20 @@ class LabState(HasTraits):
             dest.parent.mkdir(parents=True, exist_ok=True)
             cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None)
             self.restore_summary = "restored in this process, tile by tile"
+        # a time-lapse (T) or a stack of samples (S): all its frames restored and saved, the views and the
+        # read-outs on its middle frame (the views show one image or volume)
+        full_shape, in_axes, full_axes = restored.shape, img.axes, out_axes
+        at = {a: img.shape[img.axes.index(a)] // 2 for a in img.axes if a in "TS"}
+        frame = lambda a, axes: a[tuple(at.get(x, slice(None)) for x in axes)]  # noqa: E731
+        if at:
+            restored = frame(restored, out_axes)
+            scale = None if scale is None else frame(scale, out_axes)
+            members = None if members is None else tuple(frame(m, "M" + out_axes) for m in members)
+            in_axes, out_axes = ("".join(x for x in axes if x not in at) for axes in (img.axes, out_axes))
         # the views' data, set together once the restoration succeeded
-        self.input_image = np.asarray(img.data, np.float32)
-        self.image_axes, self.model_config = img.axes, model.config
-        self.input_norm = single.input_normalization(self.input_image, axes=img.axes, name=self.rel(src))
+        self.input_image = np.asarray(frame(img.data, img.axes), np.float32)
+        self.image_axes, self.model_config = in_axes, model.config
+        self.input_norm = single.input_normalization(self.input_image, axes=in_axes, name=self.rel(src))
         self.restore_summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
                                  else "; input scaled by its own percentiles")
         if tta:
@@ -942,23 +952,28 @@ class LabState(HasTraits):
                                      if isinstance(model, Ensemble) else
                                      "; one view (the model was trained without flips and rotations)")
         self.restore_summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
+        if at:
+            names = {"T": "time point", "S": "sample"}
+            self.restore_summary += ("; all " + " × ".join(f"{img.shape[img.axes.index(a)]} {names[a]}s" for a in at)
+                                     + " restored and saved; shown and scored here: "
+                                     + ", ".join(f"{names[a]} {a}={i}" for a, i in at.items()))
         if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
             self.restore_summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
         self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
-        self.input_on_grid = np.asarray(single.on_output_grid(self.input_image, axes=img.axes), np.float32)
+        self.input_on_grid = np.asarray(single.on_output_grid(self.input_image, axes=in_axes), np.float32)
         self.input_label = input_label(model.config.kind)
         self.restored_path = self.rel(dest)
         self.truth, self.metrics, self.metrics_note = None, {}, ""
         gt = self.truth_for(self.input_path)
         if gt is not None and gt != src:
-            truth = np.asarray(cc.read_image(gt).data, np.float32)
-            if truth.shape == self.restored.shape:
-                self.truth = truth
+            truth = cc.read_image(gt, mmap=True).data
+            if truth.shape == full_shape:
+                self.truth = np.asarray(frame(truth, full_axes), np.float32)
                 self.metrics = self._metrics(out_axes, progress)
             else:
-                self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {self.restored.shape}"
+                self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {full_shape}"
         self.reliability_ready = False
         self.restore_done += 1
         return self.restored

@@ -325,6 +325,40 @@ def test_restore_keeps_spacing_and_names_the_model(state):
     assert "Gaussian" not in state.restore_summary
 
 
+def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state):
+    """A TZYX time-lapse restored in this process: every time point saved, the views, the scores and the
+    reliability read-outs on the middle one (the views show one volume)."""
+    import carecore as cc
+
+    src = cc.read_image(state.resolve(state.default_input()))
+    truth = cc.read_image(state.resolve(state.truth_for(state.default_input())))
+    for sub in ("movie/low", "movie/high"):
+        (state.resolve(".") / sub).mkdir(parents=True)
+    movie = np.stack([src.data, src.data[:, ::-1], src.data[:, :, ::-1]])   # 3 time points
+    truths = np.stack([truth.data, truth.data[:, ::-1], truth.data[:, :, ::-1]])
+    cc.write_image(state.resolve("movie/low/tl.tif", must_exist=False), movie, axes="TZYX")
+    cc.write_image(state.resolve("movie/high/tl.tif", must_exist=False), truths, axes="TZYX")
+    kept = state.input_path
+    state.input_path = "movie/low/tl.tif"
+    try:
+        state.restore()
+    finally:
+        state.input_path = kept
+    out = cc.read_image(state.resolve(state.restored_path))
+    assert out.axes == "TZYX" and out.shape == movie.shape
+    model = cc.load_model(state.resolve(state.model_dir))
+    mean = lambda r: r[0] if isinstance(r, tuple) else r   # noqa: E731
+    middle = mean(model.predict(movie[1], axes="ZYX", tta=True))
+    np.testing.assert_allclose(out.data[1], middle, atol=1e-3 * np.abs(middle).max())
+    np.testing.assert_allclose(state.restored, middle, atol=1e-3 * np.abs(middle).max())
+    assert state.image_axes == "ZYX" and state.input_image.shape == src.data.shape
+    np.testing.assert_array_equal(state.input_image, movie[1])
+    assert "all 3 time points restored and saved; shown and scored here: time point T=1" in state.restore_summary
+    scored = cc.evaluate(middle, truth.data[:, ::-1], axes="ZYX")
+    assert abs(state.metrics["CARE"]["ssim"] - scored["ssim"]) < 1e-3, state.metrics
+    state.compute_reliability()
+
+
 def test_restore_summary_names_the_output_smoothing():
     """The summary clause states each model's sigma and whether training chose it or the configuration set it."""
     from types import SimpleNamespace
