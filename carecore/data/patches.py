@@ -312,16 +312,59 @@ MIN_VALIDATION_BOXES = 3
 HELD_OUT_RUN = 4
 
 
+#: Where Linux states a container's memory limit, what it uses, and how much of that is reclaimable
+#: page cache: cgroup v2, then v1 (a workshop's JupyterHub or a Docker container has a limit that
+#: ``/proc/meminfo``, the host's, does not show).
+CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
+                  "inactive_file"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                  "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"))
+
+
+def _cgroup_room():
+    """Bytes left under this container's memory limit (the limit less what it uses, its reclaimable page
+    cache not counted), None without a limit or where it cannot be read."""
+    for limit_path, usage_path, stat_path, cache_key in CGROUP_MEMORY:
+        try:
+            with open(limit_path) as f:
+                limit = f.read().strip()
+            with open(usage_path) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:   # no limit (v1 writes a huge number)
+            return None
+        cache = 0
+        try:
+            with open(stat_path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == cache_key:
+                        cache = int(value)
+        except (OSError, ValueError):
+            pass
+        return max(0, int(limit) - max(0, usage - cache))
+    return None
+
+
+#: Linux's memory figures (MemAvailable) for the whole machine.
+MEMINFO = "/proc/meminfo"
+
+
 def available_memory():
-    """Bytes of memory available to a new allocation (Linux: MemAvailable), None where unknown."""
+    """Bytes of memory available to a new allocation, None where unknown: Linux's MemAvailable, or less
+    where the process runs in a container with a memory limit (cgroups v2 or v1, :data:`CGROUP_MEMORY`)."""
+    free = None
     try:
-        with open("/proc/meminfo") as f:
+        with open(MEMINFO) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    return None
+    room = _cgroup_room()
+    return room if free is None else free if room is None else min(free, room)
 
 
 def _size(n_bytes):

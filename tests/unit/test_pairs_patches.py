@@ -168,6 +168,35 @@ def test_patches_larger_than_memory_are_refused_in_ram(monkeypatch, tmp_path):
     assert len(create_patches([(gt + 0.1, gt)], (32, 32), axes="TYX", n_patches_per_image=32, out=tmp_path / "p").X) == 128
 
 
+def test_available_memory_reads_a_containers_limit(monkeypatch, tmp_path):
+    """A container's memory limit (a workshop's JupyterHub) is less than the host's MemAvailable."""
+    import carecore.data.patches as patches
+
+    def cgroup(limit, usage, stat):
+        d = tmp_path / f"cgroup{len(list(tmp_path.glob('cgroup*')))}"
+        d.mkdir()
+        for name, text in (("max", limit), ("current", usage), ("stat", stat)):
+            (d / name).write_text(text)
+        return (str(d / "max"), str(d / "current"), str(d / "stat"), "inactive_file")
+
+    (tmp_path / "meminfo").write_text("MemTotal:  8000000 kB\nMemAvailable:  4000000 kB\n")
+    monkeypatch.setattr(patches, "MEMINFO", str(tmp_path / "meminfo"))
+    host = 4000000 * 1024
+    limited = cgroup(f"{2**30}\n", f"{600 * 2**20}\n", f"anon 1\ninactive_file {200 * 2**20}\nactive_file 5\n")
+    monkeypatch.setattr(patches, "CGROUP_MEMORY", (("/no/such/file", "/no", "/no", "x"), limited))
+    assert patches.available_memory() == min(host, 2**30 - 400 * 2**20)   # the page cache is reclaimable
+    monkeypatch.setattr(patches, "CGROUP_MEMORY", (cgroup("max\n", "5\n", ""),))
+    assert patches.available_memory() == host   # v2 without a limit
+    monkeypatch.setattr(patches, "CGROUP_MEMORY", (cgroup(f"{2**63 - 4096}\n", "5\n", ""),))
+    assert patches.available_memory() == host   # v1 without a limit
+    monkeypatch.setattr(patches, "CGROUP_MEMORY", (cgroup(f"{2**20}\n", f"{2**21}\n", ""),))
+    assert patches.available_memory() == 0   # over the limit: nothing left
+    monkeypatch.setattr(patches, "MEMINFO", "/no/such/file")
+    assert patches.available_memory() == 0   # the limit alone
+    monkeypatch.setattr(patches, "CGROUP_MEMORY", ())
+    assert patches.available_memory() is None   # nothing known: not checked
+
+
 def test_time_points_saved_as_files_share_their_boxes_when_told():
     # time points of one position as separate images: fields= with shared_boxes=True gives them the same
     # boxes (without it, a field of other pixels is held out whole or not at all)
