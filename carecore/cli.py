@@ -96,6 +96,12 @@ def cmd_degrade(args):
     return 0
 
 
+SAME_FIELD_HELP = ("pairs whose file names give the same match (its first group; the whole match without a group) "
+                   "show one field of view, e.g. '(pos\\d+)_t' for time points of a position saved as files: they "
+                   "validate on the same held-out boxes, so that no time point trains where another validates; names "
+                   "without a match are fields of their own")
+
+
 def _same_field_labels(listing, pattern):
     """A field label per pair from ``--same-field``: the first group of the pattern's match in the file
     name (the whole match without a group); a name without a match is a field of its own."""
@@ -136,6 +142,12 @@ def cmd_patches(args):
                             out=args.out, seed=args.seed, progress=progress, fields=fields,
                             shared_boxes=fields is not None)
     print(f"wrote {len(ps.X)} patch pairs ({ps.n_val} for validation) with axes {ps.axes} -> {ps.axes_y} to {args.out}")
+    _report_fields(ps, listing)
+    return 0
+
+
+def _report_fields(ps, listing):
+    """Say how many image pairs the files gave (frames) and how many fields of view they show."""
     sources = ps.meta["sources"]
     n_fields = len({s["field"] for s in sources})
     if len(sources) > len(listing):
@@ -145,7 +157,6 @@ def cmd_patches(args):
         print(f"{len(sources)} image pairs show {n_fields} field{'s' * (n_fields != 1)} of view: pairs of one ground "
               "truth, and the time points of one time-lapse, validate on the same held-out boxes, so that nothing is "
               "trained on where it is validated")
-    return 0
 
 
 def cmd_train(args):
@@ -198,6 +209,10 @@ def cmd_train(args):
             check_init_weights(config)
     task_options = {k: v for k, v in (("psf", args.psf), ("structures", args.structures),
                                       ("psf_sigma_z", args.psf_sigma_z)) if v is not None}
+    if args.same_field and (args.patches or not model_class(config.kind).needs_pairs):
+        raise CareError(f"--same-field joins pairs of files (--low, --high) into fields of view; "
+                        + (f"the patch folder {args.patches} was cut already (give --same-field to `carecore patches`)"
+                           if args.patches else f"kind {config.kind!r} makes its own pairs"))
     if args.patches:
         patches = load_patches(args.patches)
     elif model_class(config.kind).needs_pairs:
@@ -206,10 +221,13 @@ def cmd_train(args):
         listing = find_pairs(args.low, args.high)
         if listing.unmatched_low or listing.unmatched_high:
             print(listing.report(), file=sys.stderr)
+        if args.same_field:
+            task_options.update(fields=_same_field_labels(listing, args.same_field), shared_boxes=True)
         with tqdm_progress("patches", unit="image") as progress:
             patches = model_class(config.kind).make_patches(config, listing, axes=args.axes,
                                                             n_patches_per_image=args.n_per_image, progress=progress,
                                                             **task_options)
+        _report_fields(patches, listing)
     else:
         with tqdm_progress("patches", unit="image") as progress:
             patches = model_class(config.kind).make_patches(config, args.low, axes=args.axes,
@@ -547,11 +565,7 @@ def build_parser():
     s.add_argument("--patch", type=_floats, required=True, help="patch size, e.g. 16,64,64")
     s.add_argument("--n-per-image", type=int, default=64,
                    help="patches per image pair (per time point or sample of a pair with T or S)")
-    s.add_argument("--same-field", metavar="REGEX",
-                   help="pairs whose file names give the same match (its first group; the whole match without a "
-                        "group) show one field of view, e.g. '(pos\\d+)_t' for time points of a position saved as "
-                        "files: they validate on the same held-out boxes, so that no time point trains where another "
-                        "validates; names without a match are fields of their own")
+    s.add_argument("--same-field", metavar="REGEX", help=SAME_FIELD_HELP)
     s.add_argument("--validation", type=float, default=0.1)
     s.add_argument("--fg-threshold", type=float, default=0.4,
                    help="a biased patch lies within half a patch of ground truth above this share of its 99.9th percentile")
@@ -565,6 +579,7 @@ def build_parser():
     s.add_argument("--low", nargs="+", help="low-quality folder(s)")
     s.add_argument("--high", help="ground-truth folder")
     s.add_argument("--patches", help="a patch folder from `carecore patches` instead of --low/--high")
+    s.add_argument("--same-field", metavar="REGEX", help=SAME_FIELD_HELP)
     s.add_argument("--axes", help="axes of the images, e.g. ZYX or CYX")
     s.add_argument("--model-dir", required=True)
     s.add_argument("--epochs", type=int)

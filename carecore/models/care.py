@@ -142,9 +142,10 @@ class CARE:
 
     @classmethod
     def make_patches(cls, config, sources, *, axes=None, n_patches_per_image=64, progress=None, stop=None,
-                     **options):
+                     fields=None, shared_boxes=False, **options):
         """Training patches for this kind from ``sources`` (plain CARE: pairs, see
-        :func:`~carecore.create_patches`, sampled with ``config``'s patch size, percentiles and seed).
+        :func:`~carecore.create_patches`, sampled with ``config``'s patch size, percentiles and seed;
+        ``fields`` and ``shared_boxes`` as there).
 
         Kinds that make their pairs otherwise (from the low-quality stacks alone, or by simulation)
         override this; ``options`` are their task options (e.g. ``psf``, ``structures``).
@@ -156,7 +157,8 @@ class CARE:
         if sources is None:
             raise CareError(f"kind {config.kind!r} trains on pairs: give low- and high-quality images")
         return create_patches(sources, config.patch_size, axes=axes, n_patches_per_image=n_patches_per_image,
-                              percentiles=config.percentiles, seed=config.seed, progress=progress, stop=stop)
+                              percentiles=config.percentiles, seed=config.seed, progress=progress, stop=stop,
+                              fields=fields, shared_boxes=shared_boxes)
 
     def _build(self):
         from .unet import build_unet

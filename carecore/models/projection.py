@@ -190,7 +190,7 @@ class ProjectionCARE(CARE):
 
     @classmethod
     def make_patches(cls, config, sources, *, axes=None, n_patches_per_image=64, progress=None, stop=None,
-                     **options):
+                     fields=None, shared_boxes=False, **options):
         """Training patches: ``(Z, Y, X)`` from the stacks, ``(Y, X)`` from their projections.
 
         Z is taken whole: the patches span ``min(stack depths)`` slices (all of each stack when the
@@ -206,6 +206,8 @@ class ProjectionCARE(CARE):
             Axes of the stacks (default: from the files); the projections' axes come from their files
             (or are the stacks' without Z for arrays).
         n_patches_per_image : int
+        fields, shared_boxes : optional
+            Which stacks show one field of view (see :func:`~carecore.create_patches`).
         """
         from ..data.pairs import Pair, PairListing
         from ..data.patches import _resolve, create_patches
@@ -233,7 +235,8 @@ class ProjectionCARE(CARE):
         nz = min(lo.shape[lo.axes.index("Z")] for lo, _ in resolved)
         patch = (nz,) + tuple(config.patch_size[1:])
         ps = create_patches(resolved, patch, n_patches_per_image=n_patches_per_image,
-                            percentiles=config.percentiles, seed=config.seed, progress=progress, stop=stop)
+                            percentiles=config.percentiles, seed=config.seed, progress=progress, stop=stop,
+                            fields=fields, shared_boxes=shared_boxes)
         ps.meta["projection"] = {"z": nz, "note": "patches take Z whole (the smallest stack depth)"}
         return ps
 

@@ -117,6 +117,16 @@ def test_demo_data_and_patches(tmp_path):
     for bad, match in (("(pos", "not a regular expression"), ("zebra", "matches none of the file names")):
         r = run(*args, "--same-field", bad, "--out", tmp_path / "p5")
         assert r.returncode == 2 and match in r.stderr and not (tmp_path / "p5").exists()
+    # train makes its patches with the same fields; refused where there are no pairs of files to join
+    train = ["train", "--low", tmp_path / "tlow", "--high", tmp_path / "thigh", "--axes", "YX", "--patch", "16,16",
+             "--n-per-image", "8", "--epochs", "1", "--steps", "1", "--batch", "2"]
+    r = run(*train, "--same-field", r"(pos\d+)_t\d", "--model-dir", tmp_path / "m")
+    assert r.returncode == 0, r.stderr
+    assert "4 image pairs show 3 fields of view" in r.stdout and "1 file name(s) without a match" in r.stdout
+    r = run(*train, "--model-dir", tmp_path / "m2")
+    assert r.returncode == 0 and "fields of view" not in r.stdout, r.stderr
+    r = run("train", "--patches", tmp_path / "p4", "--same-field", "pos", "--model-dir", tmp_path / "m3")
+    assert r.returncode == 2 and "the patch folder" in r.stderr and "cut already" in r.stderr
 
 
 def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):
