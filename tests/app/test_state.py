@@ -606,7 +606,9 @@ def test_isotropic_patches_from_low_stacks_only(tmp_path):
     meta = ps.meta["isotropic"]
     assert meta["factor"] == 4.0 and meta["psf_sigma"] == 2.0 and len(meta["stacks"]) == 2
     assert ps.axes == "SYXC" and ps.X.shape[1:3] == (32, 32)
-    assert s.n_patches == len(ps.X) == 2 * 8 * 2 * 4                 # stacks × slices × directions × per slice
+    guards = sum(src["validation_block"] == {"guard": True} for src in ps.meta["sources"]) // 2
+    assert guards >= 1   # the slices next to held-out ones give no patch
+    assert s.n_patches == len(ps.X) == (2 * 8 - guards) * 2 * 4      # stacks × slices × directions × per slice
     assert (Path(s.patches_dir) / "patches.json").exists()
     assert s.ensure_patches() is not None
     s.psf_sigma = 1.5                                                 # new settings: extracted again
