@@ -61,7 +61,10 @@ print("axial factor", info["factor"], "· axial PSF sigma", info["psf_sigma"], "
 # ## Training pairs from the stacks themselves
 #
 # `Isotropic.make_patches` reads only the anisotropic stacks (`train/low`): no ground truth. Each
-# input patch is a lateral patch degraded along its first axis, the way Z is degraded.
+# input patch is a lateral patch degraded along its first axis, the way Z is degraded. Validation holds
+# out whole slices, and the slices right next to them are not trained on: a neighbouring slice shows
+# much of the same structure (the axial PSF spans both), and training on it would flatter the
+# validation score.
 
 # %%
 Isotropic = model_class("isotropic")
