@@ -954,9 +954,11 @@ class LabState(HasTraits):
         self.restore_summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
         if at:
             names = {"T": "time point", "S": "sample"}
-            self.restore_summary += ("; all " + " × ".join(f"{img.shape[img.axes.index(a)]} {names[a]}s" for a in at)
-                                     + " restored and saved; shown and scored here: "
-                                     + ", ".join(f"{names[a]} {a}={i}" for a, i in at.items()))
+            count = lambda a: img.shape[img.axes.index(a)]  # noqa: E731
+            self.restore_summary += (
+                "; all " + " × ".join(f"{count(a)} {names[a]}{'s' * (count(a) != 1)}" for a in at)
+                + " restored and saved; shown and scored here: "
+                + ", ".join(f"{names[a]} {i + 1} of {count(a)} ({a}={i}, counted from 0)" for a, i in at.items()))
         if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
             self.restore_summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
         self.restored, self.scale, self.members = restored, scale, members
@@ -969,8 +971,9 @@ class LabState(HasTraits):
         gt = self.truth_for(self.input_path)
         if gt is not None and gt != src:
             truth = cc.read_image(gt, mmap=True).data
-            if truth.shape == full_shape:
-                self.truth = np.asarray(frame(truth, full_axes), np.float32)
+            if truth.shape == full_shape or (at and truth.shape == self.restored.shape):
+                # a ground truth with the frames, or one for all of them (a fixed sample imaged again and again)
+                self.truth = np.asarray(frame(truth, full_axes) if truth.shape == full_shape else truth, np.float32)
                 self.metrics = self._metrics(out_axes, progress)
             else:
                 self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {full_shape}"

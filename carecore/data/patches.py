@@ -48,6 +48,7 @@ from .._atomic import fresh_tmp, recover, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..io import Image
+from ..memory import SHARE, fits, size_text
 from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
 from ..progress import check_stop, report
 from .pairs import Pair, PairListing, check_pair_shapes, load_pair
@@ -312,65 +313,6 @@ MIN_VALIDATION_BOXES = 3
 HELD_OUT_RUN = 4
 
 
-#: Where Linux states a container's memory limit, what it uses, and how much of that is reclaimable
-#: page cache: cgroup v2, then v1 (a workshop's JupyterHub or a Docker container has a limit that
-#: ``/proc/meminfo``, the host's, does not show).
-CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
-                  "inactive_file"),
-                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-                  "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"))
-
-
-def _cgroup_room():
-    """Bytes left under this container's memory limit (the limit less what it uses, its reclaimable page
-    cache not counted), None without a limit or where it cannot be read."""
-    for limit_path, usage_path, stat_path, cache_key in CGROUP_MEMORY:
-        try:
-            with open(limit_path) as f:
-                limit = f.read().strip()
-            with open(usage_path) as f:
-                usage = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:   # no limit (v1 writes a huge number)
-            return None
-        cache = 0
-        try:
-            with open(stat_path) as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == cache_key:
-                        cache = int(value)
-        except (OSError, ValueError):
-            pass
-        return max(0, int(limit) - max(0, usage - cache))
-    return None
-
-
-#: Linux's memory figures (MemAvailable) for the whole machine.
-MEMINFO = "/proc/meminfo"
-
-
-def available_memory():
-    """Bytes of memory available to a new allocation, None where unknown: Linux's MemAvailable, or less
-    where the process runs in a container with a memory limit (cgroups v2 or v1, :data:`CGROUP_MEMORY`)."""
-    free = None
-    try:
-        with open(MEMINFO) as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    room = _cgroup_room()
-    return room if free is None else free if room is None else min(free, room)
-
-
-def _size(n_bytes):
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
-
-
 def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(), neighbours=None):
     """Where each image's held-out validation boxes lie: ``None`` (all training), ``{"whole": True}``
     (the image is held out whole), ``{"whole": False, "boxes": [{axis: [start, stop], ...}, ...]}``
@@ -401,10 +343,10 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
         shapes): such a field is held out whole or not at all.
     neighbours : dict, optional
         The fields next to each field (label to labels), whose content continues its own: the slices
-        above and below a slice of a stack. Fields held out whole come in runs of neighbours (up to
-        :data:`HELD_OUT_RUN`), and a neighbour of one held out whole that is not held out itself is a
-        guard, ``{"guard": True}``: it gives no patch, so that no validation image has a trained
-        neighbour (fields held out in boxes are not guarded).
+        above and below a slice of a stack. Such fields are held out whole, in runs of neighbours (at
+        most :data:`HELD_OUT_RUN`, apart from one another), and a neighbour of one held out that is
+        not held out itself is a guard, ``{"guard": True}``: it gives no patch, so that no validation
+        image has a trained neighbour. Labels must be among ``fields``.
     """
     blocks = [None] * len(shapes)
     if fraction <= 0:
@@ -415,6 +357,12 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
     members = {}
     for j, f in enumerate(fields):
         members.setdefault(f, []).append(j)
+    neighbours = {} if neighbours is None else neighbours
+    unknown = [f for f in neighbours if f not in members] + [g for gs in neighbours.values() for g in gs if g not in members]
+    if unknown:
+        raise CareError(f"neighbours: {unknown[:3]} are not among the fields' labels")
+    # a field with neighbours validates whole, so that its guards can be whole too
+    whole_only = set(whole_only) | set(neighbours) | {g for gs in neighbours.values() for g in gs}
     order = list(dict.fromkeys(fields[i] for i in reversed(range(len(shapes)))))   # the last image's field first
     spots = [n for n, f in enumerate(order) if f in whole_only]
     if len(spots) > 1:   # fields held out whole: in a seeded order through the data, not its last ones (one end)
@@ -426,16 +374,19 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
     target = fraction * sum(voxels)
     held = 0.0
     rng = np.random.default_rng(seed)
-    neighbours = {} if neighbours is None else neighbours
-    taken, run = set(), []   # run: the fields held out whole in a row, each a neighbour of the one before
+    # run: the fields held out whole in a row, each a neighbour of the one before; blocked: the neighbours of
+    # the runs before (their guards), where no run starts or goes on, so that runs stay apart and short
+    taken, run, blocked = set(), [], set()
     pending = iter(order)
     while held < target:
-        nxt = [g for g in neighbours.get(run[-1], ()) if g in members and g not in taken] if run else []
+        nxt = [g for g in neighbours.get(run[-1], ()) if g not in taken and g not in blocked] if run else []
         if nxt and len(run) < HELD_OUT_RUN:   # the run goes on into the last one's first free neighbour
             f = nxt[0]
         else:
-            f = next((g for g in pending if g not in taken), None)
+            for h in run:
+                blocked.update(neighbours.get(h, ()))
             run = []
+            f = next((g for g in pending if g not in taken and g not in blocked), None)
             if f is None:
                 break
         taken.add(f)
@@ -478,7 +429,9 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
                     "slice and its transpose, or images joined by fields= or --same-field) are held out together: "
                     "more fields of view help" if len(members) < len(shapes) else "")
         if any(b.get("guard") for b in blocks):
-            together += "; the neighbours of held-out slices are not trained on (a guard): more slices help"
+            n_guard = sum(bool(b.get("guard")) for b in blocks)
+            together += (f"; the {n_guard} image(s) next to the held-out ones (the slices next to held-out slices) are not "
+                         "trained on: more slices help")
         raise CareError(f"no room for training patches: holding out validation_fraction={fraction} of images of "
                         f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves no "
                         f"training region; use more or larger images, a smaller patch, or validation_fraction=0{together}")
@@ -705,10 +658,12 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         if labels is None:
             raise CareError("neighbours: give the fields (labels) they name")
         joined = dict(zip(labels, fields))
+        unknown = [x for label, others in neighbours.items() for x in (label, *others) if x not in joined]
+        if unknown:   # a typo, or the samples of an S stack (labelled (label, source, sample))
+            raise CareError(f"neighbours: {unknown[:3]} are not among the fields' labels")
         near = {}
         for label, others in neighbours.items():
-            if label in joined:
-                near.setdefault(joined[label], []).extend(joined[o] for o in others if o in joined and joined[o] != joined[label])
+            near.setdefault(joined[label], []).extend(joined[o] for o in others if joined[o] != joined[label])
         neighbours = near
     if shared_boxes:
         whole_only = set()
@@ -754,10 +709,10 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     tmp = None
     if out is None:
         need = 4 * (int(np.prod(shape_x)) + int(np.prod(shape_y)))
-        free = available_memory()
-        if free is not None and need > 0.8 * free:   # e.g. 64 patches for each of a long time-lapse's frames
-            raise CareError(f"{N} patch pairs of {tuple(shape_x[1:])} -> {tuple(shape_y[1:])} would take {_size(need)} "
-                            f"of memory, more than 80 % of the {_size(free)} available: write them to disk (out=; "
+        ok, free = fits(need)
+        if not ok:   # e.g. 64 patches for each of a long time-lapse's frames
+            raise CareError(f"{N} patch pairs of {tuple(shape_x[1:])} -> {tuple(shape_y[1:])} would take {size_text(need)} "
+                            f"of memory, more than {SHARE * 100:.0f} % of the {size_text(free)} available: write them to disk (out=; "
                             "`carecore patches --out DIR`, then `carecore train --patches DIR`) or take fewer per "
                             "image (n_patches_per_image, --n-per-image; each time point or sample of a T or S pair "
                             "is an image)")

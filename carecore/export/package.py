@@ -720,7 +720,8 @@ class BioimageioModel:
         ----------
         image : array_like (may be a memory map)
         axes : str
-            Axes of ``image``: the package's spatial axes (any order), optionally with ``C``.
+            Axes of ``image``: the package's spatial axes (any order), optionally with ``C``; with ``T``
+            or ``S`` each frame is restored on its own (:func:`~carecore.prediction.frames.frame_by_frame`).
         n_tiles : "auto" or tuple of int
             Tiles per output axis (see :meth:`tile_plan`).
         memory_budget : int, optional

@@ -736,9 +736,9 @@ class CARE:
         c = self.config
         sp = spatial_axes(axes)
         extra = set(axes) - set(sp) - {"C"}
-        if extra:   # predict takes T and S frame by frame (frame_by_frame) before it checks a frame
-            raise CareError(f"{name}: axes {axes!r} (shape {tuple(np.shape(x))}) have {''.join(sorted(extra))}; a "
-                            "frame takes C and the model's spatial axes")
+        if extra:   # predict takes T and S frame by frame (frame_by_frame) before it checks one image
+            raise CareError(f"{name}: axes {axes!r} (shape {tuple(np.shape(x))}) have {''.join(sorted(extra))}; give "
+                            f"one image: the model's spatial axes ({c.axes}), optionally with C")
         if sp != c.axes:
             raise CareError(f"{name}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "
                             f"(shape {tuple(np.shape(x))}, axes {axes})")

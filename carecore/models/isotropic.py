@@ -104,18 +104,22 @@ class IsotropicCARE(CARE):
             if not profile.sum() > 0:
                 raise CareError(f"PSF {psf}: its axial profile sums to {profile.sum()}")
             profile = profile / profile.sum()
-            # two sigmas from the full width at half maximum (2.355 sigmas), which a measured PSF's
-            # background does not widen as it widens the profile's variance
-            reach = 2 * int(np.count_nonzero(profile >= profile.max() / 2)) / 2.355
+            reach = 2 * _half_maximum_width(profile) / 2.355   # two sigmas of a Gaussian of the same width
         elif not config.psf_sigma > 0:
             raise CareError("isotropic training needs the axial PSF: psf_sigma (in lateral pixels; see "
                             "carecore.psf_sigma_from_optics) or a measured psf")
         else:
             reach = 2 * config.psf_sigma
         f = config.upsampling_factor
-        # slices that close (the axial PSF's two sigmas, at least the next one) show much of one another's
-        # content: a slice held out for validation has them as guards, not trained on
-        guard = max(1, int(np.ceil(reach / f - 1e-9)))
+        # slices that close (the axial PSF's two sigmas in slices, rounded; at least the next one) show much of
+        # one another's content: a slice held out for validation has them as guards, not trained on
+        guard = max(1, int(np.floor(reach / f + 0.5)))
+        n_slices = sum(len(stack) for _, stack, _ in stacks)
+        if n_slices < 2 * guard + 2:
+            raise CareError(f"{n_slices} slice(s) in {len(stacks)} stack(s) are too few to validate on one and train on "
+                            f"others: validation holds out a slice, and the {guard} slice(s) on either side of it are not "
+                            f"trained on (within two axial PSF sigmas, {reach / 2:.3g} px, at factor {f:g}); give at least "
+                            f"{2 * guard + 2} slices")
         pairs, fields, neighbours = [], [], {}   # fields: a slice's two pairs show one view (one the other's transpose)
         for i, (name, stack, saxes) in enumerate(stacks):
             check_stop(stop)
@@ -164,7 +168,8 @@ class IsotropicCARE(CARE):
         Parameters
         ----------
         image : array_like
-            The stack, axes ``ZYX`` (optionally with ``C``).
+            The stack, axes ``ZYX`` (optionally with ``C``; with ``T`` or ``S`` each frame is restored
+            on its own, :func:`~carecore.prediction.frames.frame_by_frame`).
         axes : str
         combine : {"mean", "geometric"}
             How the restorations of the XZ and the YZ slices are combined.
@@ -222,6 +227,22 @@ class IsotropicCARE(CARE):
             out[...] = back
             return out
         return back
+
+
+def _half_maximum_width(profile):
+    """The full width at half maximum of a profile's main peak, in samples, its ends interpolated
+    between samples: a measured PSF's background does not widen it as it widens the variance."""
+    peak, half = int(np.argmax(profile)), float(profile.max()) / 2
+    ends = []
+    for step in (-1, 1):
+        i = peak
+        while 0 <= i + step < profile.size and profile[i + step] >= half:
+            i += step
+        j = i + step
+        if 0 <= j < profile.size:   # between the last sample above half and the first below
+            i = i + step * (profile[i] - half) / (profile[i] - profile[j])
+        ends.append(i)
+    return float(ends[1] - ends[0])
 
 
 def _read_stacks(sources, axes):

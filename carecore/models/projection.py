@@ -333,7 +333,8 @@ class ProjectionCARE(CARE):
         Parameters
         ----------
         image : array_like (may be a memory map)
-            The stack, spatial axes ``ZYX`` (optionally with ``C``).
+            The stack, spatial axes ``ZYX`` (optionally with ``C``; with ``T`` or ``S`` each frame is
+            projected and restored on its own, :func:`~carecore.prediction.frames.frame_by_frame`).
         axes : str
         n_tiles : "auto" or tuple of int
             Tiles along Y and X (``(ny, nx)``, or ``(1, ny, nx)``); Z is never cut.

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..axes import check_axes
 from ..errors import CareError
+from ..memory import SHARE, fits, size_text
 from ..progress import check_stop
 
 #: Axes along which an image is a series of images a model restores one by one.
@@ -27,9 +28,11 @@ def frame_by_frame(predict):
     so that an image with ``T`` or ``S`` axes is restored frame by frame (see the module).
 
     ``progress(done, total, what)`` counts the work of all frames (each frame's own units, ``total``
-    the frames times one frame's); ``out=`` is not taken with frames (the results are stacked in
-    memory). Returns what ``predict`` returns (an array or a tuple of arrays), each with the frame axes
-    added where ``output_axes`` puts them.
+    the frames times one frame's); ``stop()`` is polled between frames and within them. ``out=`` is not
+    taken with frames (the results are stacked in memory): a result that would take more than
+    :data:`~carecore.memory.SHARE` of the available memory is refused after the first frame, before
+    it is allocated. Returns what ``predict`` returns (an array or a tuple of arrays), each with the
+    frame axes added where ``output_axes`` puts them.
     """
     @functools.wraps(predict)
     def with_frames(self, image, *, axes, progress=None, stop=None, name="image", **kw):
@@ -43,6 +46,8 @@ def frame_by_frame(predict):
                             "(carecore.predict_chunked, `carecore predict --dask`)")
         kw.pop("out", None)
         sizes = [int(np.shape(image)[upper.index(a)]) for a in frames]
+        if 0 in sizes:
+            raise CareError(f"{name}: axes {upper!r} with shape {tuple(np.shape(image))} hold no frame to restore")
         rest = "".join(a for a in upper if a not in frames)
         n = int(np.prod(sizes))
         results = None
@@ -54,7 +59,14 @@ def frame_by_frame(predict):
             label = f"{name} [{', '.join(f'{a}={i}' for a, i in at.items())}]"
             r = predict(self, frame, axes=rest, progress=sub, stop=stop, name=label, **kw)
             parts = r if isinstance(r, tuple) else (r,)
-            if results is None:
+            if results is None:   # the first frame tells the result's size: refused before it is allocated
+                need = n * sum(np.asarray(p).nbytes for p in parts)
+                ok, free = fits(need)
+                if not ok:
+                    raise CareError(f"{name}: the restoration of its {n} frames (axes {upper!r}, shape "
+                                    f"{tuple(np.shape(image))}) would take {size_text(need)} of memory, more than "
+                                    f"{SHARE * 100:.0f} % of the {size_text(free)} available: restore it chunk by "
+                                    "chunk into an OME-Zarr store (carecore.predict_chunked, `carecore predict --dask`)")
                 results = [np.empty(tuple(sizes) + np.shape(p), np.asarray(p).dtype) for p in parts]
             for res, p in zip(results, parts):
                 res[index] = p

@@ -353,10 +353,20 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
     np.testing.assert_allclose(state.restored, middle, atol=1e-3 * np.abs(middle).max())
     assert state.image_axes == "ZYX" and state.input_image.shape == src.data.shape
     np.testing.assert_array_equal(state.input_image, movie[1])
-    assert "all 3 time points restored and saved; shown and scored here: time point T=1" in state.restore_summary
+    assert ("all 3 time points restored and saved; shown and scored here: time point 2 of 3 (T=1, counted from 0)"
+            in state.restore_summary)
     scored = cc.evaluate(middle, truth.data[:, ::-1], axes="ZYX")
     assert abs(state.metrics["CARE"]["ssim"] - scored["ssim"]) < 1e-3, state.metrics
     state.compute_reliability()
+    assert state.reliability_ready
+    # one ground truth for every time point (a fixed sample imaged again and again): scored against it
+    cc.write_image(state.resolve("movie/high/tl.tif"), truth.data, axes="ZYX")
+    state.input_path = "movie/low/tl.tif"
+    try:
+        state.restore()
+    finally:
+        state.input_path = kept
+    assert abs(state.metrics["CARE"]["ssim"] - cc.evaluate(middle, truth.data, axes="ZYX")["ssim"]) < 1e-3
 
 
 def test_restore_summary_names_the_output_smoothing():

@@ -42,6 +42,22 @@ def test_a_time_lapse_is_its_frames_restored_one_by_one(model2d):
         model2d.predict(movie, axes="TYX", out=np.empty((64, 48, 2), np.float32))
     with pytest.raises(cc.CareError, match=r"image \[T=0\]: the model is 2D"):
         model2d.predict(rng.random((2, 4, 32, 32)).astype(np.float32), axes="TZYX")
+    with pytest.raises(cc.CareError, match=r"axes 'TYX' with shape \(0, 32, 32\) hold no frame"):
+        model2d.predict(np.zeros((0, 32, 32), np.float32), axes="TYX")
+
+
+def test_a_time_lapse_too_large_for_memory_is_refused_after_one_frame(model2d, monkeypatch):
+    import carecore.memory as memory
+
+    movie = np.random.default_rng(2).random((50, 64, 64)).astype(np.float32)
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**20)   # 1 MiB; the mean and scale take 1.6 MiB
+    seen = []
+    with pytest.raises(cc.CareError, match=r"its 50 frames .* would take 1.6 MiB of memory, more than 80 % of the "
+                                           r"1.0 MiB available: restore it chunk by chunk .*predict_chunked"):
+        model2d.predict(movie, axes="TYX", progress=lambda d, t, w: seen.append(d))
+    assert max(seen) == 1   # the first frame told the size
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**21)
+    assert model2d.predict(movie, axes="TYX")[0].shape == movie.shape
 
 
 def test_ensembles_projections_and_isotropic_models_take_frames(model2d, tmp_path):

@@ -86,7 +86,7 @@ def test_held_out_slices_have_no_trained_neighbour(tmp_path):
     cls = _iso()
     config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=3.0, psf_sigma=1.5, quick=True,
                                 patch_size=(16, 16))
-    for nz, sigma, reach in ((24, 1.5, 1), (60, 1.5, 1), (60, 4.0, 3)):   # ceil(2 sigma / 3 pixels a slice)
+    for nz, sigma, reach in ((24, 1.5, 1), (60, 1.5, 1), (60, 4.0, 3)):   # 2 sigma / 3 pixels a slice, rounded
         ps = cls.make_patches(config.replace(psf_sigma=sigma), [_stack((nz, 48, 48))], axes="ZYX",
                               n_patches_per_image=8)
         s = _slices(ps)
@@ -109,6 +109,14 @@ def test_held_out_slices_have_no_trained_neighbour(tmp_path):
     assert ps.meta["isotropic"]["guard_slices"] == 3
     s = _slices(ps)
     assert not {z + d for z in s["val"] for d in range(-3, 4)} & set(s["train"])
+    # a measured Gaussian PSF gives the guard its sigma gives (half-maximum ends between samples: 2 here,
+    # where counting whole samples above half gave 1)
+    g = np.exp(-z**2 / (2 * 1.5**2))[:, None, None] * np.ones((1, 3, 3), np.float32)
+    near = config.replace(upsampling_factor=1.9)
+    by_sigma = cls.make_patches(near.replace(psf_sigma=1.5), [_stack((30, 48, 48))], axes="ZYX", n_patches_per_image=2)
+    by_psf = cls.make_patches(near.replace(psf_sigma=0.0), [_stack((30, 48, 48))], axes="ZYX", n_patches_per_image=2,
+                              psf=g)
+    assert by_psf.meta["isotropic"]["guard_slices"] == by_sigma.meta["isotropic"]["guard_slices"] == 2
     # patch folders made before the guards are refused
     import json
 
@@ -121,7 +129,8 @@ def test_held_out_slices_have_no_trained_neighbour(tmp_path):
     with pytest.raises(cc.CareError, match="made before the slices next to held-out ones"):
         cc.load_patches(folder)
     # too few slices for a held-out one, its guards and training
-    with pytest.raises(cc.CareError, match="neighbours of held-out slices"):
+    with pytest.raises(cc.CareError, match=r"3 slice\(s\) in 1 stack\(s\) are too few .* the 3 slice\(s\) on either "
+                                           r"side of it are not trained on .* give at least 8 slices"):
         cls.make_patches(config.replace(psf_sigma=4.0), [_stack((3, 48, 48))], axes="ZYX", n_patches_per_image=4)
 
 

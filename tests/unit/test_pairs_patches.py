@@ -156,10 +156,10 @@ def test_time_points_and_samples_are_pairs_of_their_own(tmp_path):
 
 
 def test_patches_larger_than_memory_are_refused_in_ram(monkeypatch, tmp_path):
-    import carecore.data.patches as patches
+    import carecore.memory as memory
 
     gt = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
-    monkeypatch.setattr(patches, "available_memory", lambda: 2**20)   # 1 MiB: 4 x 32 patches of 32 x 32 take 1 MiB
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**20)   # 1 MiB: 4 x 32 patches of 32 x 32 take 1 MiB
     done = []
     with pytest.raises(CareError, match=r"128 patch pairs .* take 1.0 MiB of memory, more than 80 % of the 1.0 MiB "
                                         r"available: write them to disk"):
@@ -169,32 +169,50 @@ def test_patches_larger_than_memory_are_refused_in_ram(monkeypatch, tmp_path):
 
 
 def test_available_memory_reads_a_containers_limit(monkeypatch, tmp_path):
-    """A container's memory limit (a workshop's JupyterHub) is less than the host's MemAvailable."""
-    import carecore.data.patches as patches
-
-    def cgroup(limit, usage, stat):
-        d = tmp_path / f"cgroup{len(list(tmp_path.glob('cgroup*')))}"
-        d.mkdir()
-        for name, text in (("max", limit), ("current", usage), ("stat", stat)):
-            (d / name).write_text(text)
-        return (str(d / "max"), str(d / "current"), str(d / "stat"), "inactive_file")
+    """A memory limit on the process's cgroup (a container, a JupyterHub's user slice) is less than the
+    host's MemAvailable: the tightest of its own cgroup and those above it counts."""
+    import carecore.memory as memory
 
     (tmp_path / "meminfo").write_text("MemTotal:  8000000 kB\nMemAvailable:  4000000 kB\n")
-    monkeypatch.setattr(patches, "MEMINFO", str(tmp_path / "meminfo"))
+    monkeypatch.setattr(memory, "MEMINFO", str(tmp_path / "meminfo"))
     host = 4000000 * 1024
-    limited = cgroup(f"{2**30}\n", f"{600 * 2**20}\n", f"anon 1\ninactive_file {200 * 2**20}\nactive_file 5\n")
-    monkeypatch.setattr(patches, "CGROUP_MEMORY", (("/no/such/file", "/no", "/no", "x"), limited))
-    assert patches.available_memory() == min(host, 2**30 - 400 * 2**20)   # the page cache is reclaimable
-    monkeypatch.setattr(patches, "CGROUP_MEMORY", (cgroup("max\n", "5\n", ""),))
-    assert patches.available_memory() == host   # v2 without a limit
-    monkeypatch.setattr(patches, "CGROUP_MEMORY", (cgroup(f"{2**63 - 4096}\n", "5\n", ""),))
-    assert patches.available_memory() == host   # v1 without a limit
-    monkeypatch.setattr(patches, "CGROUP_MEMORY", (cgroup(f"{2**20}\n", f"{2**21}\n", ""),))
-    assert patches.available_memory() == 0   # over the limit: nothing left
-    monkeypatch.setattr(patches, "MEMINFO", "/no/such/file")
-    assert patches.available_memory() == 0   # the limit alone
-    monkeypatch.setattr(patches, "CGROUP_MEMORY", ())
-    assert patches.available_memory() is None   # nothing known: not checked
+    root = tmp_path / "cgroup"
+    monkeypatch.setattr(memory, "CGROUP_ROOT", str(root))
+    monkeypatch.setattr(memory, "PROC_CGROUP", str(tmp_path / "self_cgroup"))
+
+    def group(path, limit, usage, stat="", v1=False):
+        d = root / ("memory" if v1 else "") / path
+        d.mkdir(parents=True, exist_ok=True)
+        names = ("memory.limit_in_bytes", "memory.usage_in_bytes") if v1 else ("memory.max", "memory.current")
+        for name, text in zip(names + ("memory.stat",), (limit, usage, stat)):
+            (d / name).write_text(text + "\n")
+
+    (tmp_path / "self_cgroup").write_text("0::/user.slice/user-1000.slice/jupyter\n")
+    assert memory.available_memory() == host   # no cgroup files: the host's figure
+    group("", "max", "5")
+    group("user.slice/user-1000.slice", str(2**30), str(600 * 2**20), f"anon 1\ninactive_file {200 * 2**20}")
+    group("user.slice/user-1000.slice/jupyter", "max", "5")
+    assert memory.available_memory() == 2**30 - 400 * 2**20   # the slice's limit above the process; cache reclaimable
+    group("user.slice/user-1000.slice/jupyter", str(2**29), str(2**20))
+    assert memory.available_memory() == 2**29 - 2**20   # the tightest
+    (tmp_path / "self_cgroup").write_text("0::/\n")
+    assert memory.available_memory() == host   # a container at the root without a limit
+    group("", str(2**20), str(2**21))
+    assert memory.available_memory() == 0   # over the limit: nothing left
+    assert memory.fits(1) == (False, 0) and memory.size_text(3 * 2**29) == "1.5 GiB"
+    # cgroup v1: a memory hierarchy, no limit written as a huge number
+    import shutil
+
+    shutil.rmtree(root)
+    (tmp_path / "self_cgroup").write_text("4:memory:/docker/abc\n0::/\n")
+    group("docker/abc", str(2**63 - 4096), "5", v1=True)
+    assert memory.available_memory() == host
+    group("docker/abc", str(2**30), str(2**29), "total_inactive_file 0", v1=True)
+    assert memory.available_memory() == 2**29
+    monkeypatch.setattr(memory, "MEMINFO", "/no/such/file")
+    assert memory.available_memory() == 2**29   # the limit alone
+    shutil.rmtree(root)
+    assert memory.available_memory() is None and memory.fits(2**40) == (True, None)   # nothing known: not checked
 
 
 def test_time_points_saved_as_files_share_their_boxes_when_told():
@@ -403,36 +421,44 @@ def test_validation_blocks_of_one_field():
 
 def test_neighbours_of_fields_held_out_whole_are_guards():
     """Fields whose content continues into one another (a stack's slices): held out whole in runs of
-    at most HELD_OUT_RUN, their free neighbours give no patch; fields held out in boxes are not guarded."""
+    at most HELD_OUT_RUN, apart from one another; their free neighbours give no patch (guards)."""
     from carecore.data.patches import HELD_OUT_RUN, validation_blocks
 
     shapes = [{"Y": 32, "X": 32}] * 40
     chain = {z: [z + d for d in (-1, 1) if 0 <= z + d < 40] for z in range(40)}
-    blocks = validation_blocks(shapes, {"Y": 16, "X": 16}, 0.2, fields=range(40), whole_only=set(range(40)),
-                               neighbours=chain)
-    held = [z for z, b in enumerate(blocks) if b == {"whole": True}]
-    guards = [z for z, b in enumerate(blocks) if b == {"guard": True}]
-    assert len(held) == 8   # 20 % of 40
-    runs = np.split(held, np.flatnonzero(np.diff(held) > 1) + 1)
-    assert all(len(r) <= HELD_OUT_RUN for r in runs) and len(runs) < len(held)   # runs, not single slices
-    assert set(guards) == {z + d for z in held for d in (-1, 1) if 0 <= z + d < 40} - set(held)
+    for seed in range(30):
+        blocks = validation_blocks(shapes, {"Y": 16, "X": 16}, 0.2, fields=range(40), neighbours=chain, seed=seed)
+        held = [z for z, b in enumerate(blocks) if b == {"whole": True}]
+        guards = [z for z, b in enumerate(blocks) if b == {"guard": True}]
+        assert len(held) == 8   # 20 % of 40
+        runs = np.split(held, np.flatnonzero(np.diff(held) > 1) + 1)
+        assert all(len(r) <= HELD_OUT_RUN for r in runs) and len(runs) < len(held), (seed, held)   # short runs
+        assert set(guards) == {z + d for z in held for d in (-1, 1) if 0 <= z + d < 40} - set(held), (seed, held)
+        assert all(b is None for z, b in enumerate(blocks) if z not in held and z not in guards)
     # without neighbours: no guards (the rule before)
     assert not any(b == {"guard": True} for b in validation_blocks(shapes, {"Y": 16, "X": 16}, 0.2, fields=range(40),
                                                                    whole_only=set(range(40))))
-    # a field held out in boxes keeps its training region and guards nothing
-    boxes = validation_blocks([{"Y": 128, "X": 128}] * 3, {"Y": 32, "X": 32}, 0.1, neighbours={0: [1], 1: [0, 2], 2: [1]},
-                              fields=[0, 1, 2])
-    assert boxes[0] is None and boxes[1] is None and boxes[2]["boxes"]
-    # create_patches takes neighbours in the labels of its fields (images of one patch: held out whole)
+    # a field with neighbours is held out whole, even where it has room for boxes: its neighbours are guards whole
+    big = validation_blocks([{"Y": 128, "X": 128}] * 3, {"Y": 32, "X": 32}, 0.1, fields=[0, 1, 2],
+                            neighbours={0: [1], 1: [0, 2], 2: [1]})
+    held = [i for i, b in enumerate(big) if b == {"whole": True}]
+    assert len(held) == 1 and {i for i, b in enumerate(big) if b == {"guard": True}} == {held[0] - 1, held[0] + 1} & {0, 1, 2}
+    assert all(b is None for i, b in enumerate(big) if abs(i - held[0]) > 1)
+    with pytest.raises(CareError, match=r"neighbours: \[5\] are not among the fields' labels"):
+        validation_blocks([{"Y": 128, "X": 128}] * 3, {"Y": 32, "X": 32}, 0.1, fields=[0, 1, 2], neighbours={0: [5]})
+    # create_patches takes neighbours in the labels of its fields
     pairs = [(np.random.default_rng(z).random((16, 16), np.float32),) * 2 for z in range(12)]
     ps = create_patches(pairs, (16, 16), axes="YX", n_patches_per_image=4, validation_fraction=0.1,
                         fields=[("s", z) for z in range(12)],
-                        neighbours={("s", z): [("s", z - 1), ("s", z + 1)] for z in range(12)})
+                        neighbours={("s", z): [("s", z + d) for d in (-1, 1) if 0 <= z + d < 12] for z in range(12)})
     kinds = [s["validation_block"] for s in ps.meta["sources"]]
     assert kinds.count({"guard": True}) >= 1 and all(s["n_train"] == s["n_val"] == 0 for s, b in
                                                      zip(ps.meta["sources"], kinds) if b == {"guard": True})
     with pytest.raises(CareError, match="neighbours: give the fields"):
         create_patches(pairs, (16, 16), axes="YX", n_patches_per_image=4, neighbours={0: [1]})
+    with pytest.raises(CareError, match=r"neighbours: \[\('s', 12\)\] are not among the fields' labels"):
+        create_patches(pairs, (16, 16), axes="YX", n_patches_per_image=4, fields=[("s", z) for z in range(12)],
+                       neighbours={("s", 11): [("s", 12)]})
 
 
 def test_one_patch_per_image_still_validates():
