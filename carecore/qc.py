@@ -114,6 +114,10 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     pairs = []
     for pair in listing.pairs:
         low, gt = load_pair(pair, axes=axes, check_shapes=False)  # compared on the output's grid below
+        frames = "".join(a for a in low.axes if a in "TS")
+        if frames:   # before anything is restored
+            raise CareError(f"{pair.name}: axes {low.axes} (shape {tuple(low.shape)}) have {frames}; the quality report "
+                            "scores single images or volumes: save each time point or sample as a file of its own")
         x = np.asarray(low.data, np.float32)
         x_grid = grid_model.on_output_grid(x, axes=low.axes)
         if x_grid.shape != gt.shape:

@@ -83,3 +83,15 @@ def test_ensembles_projections_and_isotropic_models_take_frames(model2d, tmp_pat
     r = im.predict(stacks, axes="TZYX")
     assert r.shape == (2, 8, 32, 32)
     np.testing.assert_allclose(r[0], im.predict(stacks[0], axes="ZYX"), atol=1e-5)
+
+
+def test_the_quality_report_refuses_time_lapses_before_restoring(model2d, tmp_path):
+    from carecore.qc import quality_report
+
+    model2d.save(tmp_path / "model")
+    movie = np.random.default_rng(3).random((2, 32, 32)).astype(np.float32)
+    for sub in ("low", "gt"):
+        (tmp_path / sub).mkdir()
+        cc.write_image(tmp_path / sub / "tl.tif", movie, axes="TYX")
+    with pytest.raises(cc.CareError, match=r"tl.tif: axes TYX \(shape \(2, 32, 32\)\) have T; .* save each time point"):
+        quality_report(tmp_path / "model", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
