@@ -313,6 +313,10 @@ MIN_VALIDATION_BOXES = 3
 HELD_OUT_RUN = 4
 
 
+class NoRoomForTraining(CareError):
+    """Validation (with the guards next to it) would hold out every image: nothing is left to train on."""
+
+
 def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(), neighbours=None):
     """Where each image's held-out validation boxes lie: ``None`` (all training), ``{"whole": True}``
     (the image is held out whole), ``{"whole": False, "boxes": [{axis: [start, stop], ...}, ...]}``
@@ -432,9 +436,10 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
             n_guard = sum(bool(b.get("guard")) for b in blocks)
             together += (f"; the {n_guard} image(s) next to the held-out ones (the slices next to held-out slices) are not "
                          "trained on: more slices help")
-        raise CareError(f"no room for training patches: holding out validation_fraction={fraction} of images of "
-                        f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves no "
-                        f"training region; use more or larger images, a smaller patch, or validation_fraction=0{together}")
+        raise NoRoomForTraining(f"no room for training patches: holding out validation_fraction={fraction} of images of "
+                                f"shape(s) {[tuple(s.values()) for s in shapes]} with patch {tuple(patch.values())} leaves "
+                                f"no training region; use more or larger images, a smaller patch, or "
+                                f"validation_fraction=0{together}")
     return blocks
 
 

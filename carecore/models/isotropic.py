@@ -83,7 +83,7 @@ class IsotropicCARE(CARE):
             A measured PSF (ZYX, or its XZ plane) used instead of ``psf_sigma``: its axial profile (summed
             over Y and X) is rotated into the lateral plane and applied along the degraded axis.
         """
-        from ..data.patches import create_patches
+        from ..data.patches import NoRoomForTraining, create_patches
         from ..io import read_image
         from ..simulate.anisotropic import simulate_anisotropic
 
@@ -114,12 +114,6 @@ class IsotropicCARE(CARE):
         # slices that close (the axial PSF's two sigmas in slices, rounded; at least the next one) show much of
         # one another's content: a slice held out for validation has them as guards, not trained on
         guard = max(1, int(np.floor(reach / f + 0.5)))
-        n_slices = sum(len(stack) for _, stack, _ in stacks)
-        if n_slices < 2 * guard + 2:
-            raise CareError(f"{n_slices} slice(s) in {len(stacks)} stack(s) are too few to validate on one and train on "
-                            f"others: validation holds out a slice, and the {guard} slice(s) on either side of it are not "
-                            f"trained on (within two axial PSF sigmas, {reach / 2:.3g} px, at factor {f:g}); give at least "
-                            f"{2 * guard + 2} slices")
         pairs, fields, neighbours = [], [], {}   # fields: a slice's two pairs show one view (one the other's transpose)
         for i, (name, stack, saxes) in enumerate(stacks):
             check_stop(stop)
@@ -151,9 +145,16 @@ class IsotropicCARE(CARE):
                 "stacks": [name for name, _, _ in stacks],
                 "pairs": "lateral slices degraded along Y and along X (degraded axis first)"}
         # a slice validates whole, both ways, in runs of slices with guards on either side
-        return create_patches(pairs, config.patch_size, axes="YXC", n_patches_per_image=n_patches_per_image,
-                              percentiles=config.percentiles, seed=config.seed, stop=stop, out=out,
-                              meta={"isotropic": made}, fields=fields, neighbours=neighbours)
+        try:
+            return create_patches(pairs, config.patch_size, axes="YXC", n_patches_per_image=n_patches_per_image,
+                                  percentiles=config.percentiles, seed=config.seed, stop=stop, out=out,
+                                  meta={"isotropic": made}, fields=fields, neighbours=neighbours)
+        except NoRoomForTraining:
+            n_slices = len(neighbours)
+            raise CareError(f"{n_slices} slice(s) in {len(stacks)} stack(s) leave none to train on: validation holds out "
+                            f"about a tenth of the slices (at least one), and the {guard} slice(s) on either side of "
+                            f"each are not trained on (within two axial PSF sigmas, {reach:.3g} px, at factor {f:g}); "
+                            "give more slices") from None
 
     # -- prediction ---------------------------------------------------------------------------
     # the output grid and voxel size are the upsampling kind's: Z interpolated by the axial factor
@@ -276,6 +277,7 @@ def _read_stacks(sources, axes):
             out.append(("array", np.asarray(s, np.float32), check_axes(a, np.ndim(s), name="array",
                                                                        shape=np.shape(s))))
     for name, arr, a in out:
-        if spatial_axes(a) != "ZYX":
-            raise CareError(f"{name}: isotropic training takes ZYX stacks, got axes {a!r} (shape {arr.shape})")
+        if spatial_axes(a) != "ZYX" or set(a) - set("CZYX"):
+            raise CareError(f"{name}: isotropic training takes ZYX stacks (optionally with C), got axes {a!r} (shape "
+                            f"{arr.shape}); save each time point or sample as a stack of its own")
     return out

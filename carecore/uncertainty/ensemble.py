@@ -79,16 +79,31 @@ class Ensemble:
         the members train on the same patches)."""
         return self.members[0].input_normalization(image, axes=axes, normalization=normalization, name=name)
 
-    def predict_members(self, image, *, axes, progress=None, stop=None, **kw):
-        """Stacked member means and scales, shape (M, ...)."""
-        mus, bs = [], []
+    def predict_members(self, image, *, axes, progress=None, stop=None, name="image", **kw):
+        """Stacked member means and scales, shape (M, ...).
+
+        The first member's result tells their size: where the members' means and scales and the
+        mixture's read-outs (about ``2 M + 3`` such images) would take more than
+        :data:`~carecore.memory.SHARE` of the available memory, the others are not run and an error
+        names chunk-by-chunk prediction."""
+        from ..memory import SHARE, fits, size_text
+
         M = len(self.members)
+        mus = bs = None
         for i, m in enumerate(self.members):
             sub = (lambda d, t, w, i=i: progress(i * t + d, M * t, f"member {i + 1}/{M}")) if progress else None
-            mu, b = m.predict(image, axes=axes, progress=sub, stop=stop, **kw)
-            mus.append(mu)
-            bs.append(b)
-        return np.stack(mus), np.stack(bs)
+            mu, b = m.predict(image, axes=axes, progress=sub, stop=stop, name=name, **kw)
+            if mus is None:
+                need = (2 * M + 3) * mu.nbytes
+                ok, free = fits(need)
+                if not ok:
+                    raise CareError(f"{name}: the {M} members' restorations of shape {mu.shape} and their mixture would "
+                                    f"take {size_text(need)} of memory, more than {SHARE * 100:.0f} % of the "
+                                    f"{size_text(free)} available: restore chunk by chunk (carecore.predict_chunked, "
+                                    "`carecore predict --dask`) or with fewer members")
+                mus, bs = np.empty((M,) + mu.shape, mu.dtype), np.empty((M,) + b.shape, b.dtype)
+            mus[i], bs[i] = mu, b
+        return mus, bs
 
     def predict(self, image, *, axes, progress=None, stop=None, **kw):
         """Mixture mean and variance, and the disagreement D, as a dict of arrays."""

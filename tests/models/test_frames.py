@@ -58,6 +58,13 @@ def test_a_time_lapse_too_large_for_memory_is_refused_after_one_frame(model2d, m
     assert max(seen) == 1   # the first frame told the size
     monkeypatch.setattr(memory, "available_memory", lambda: 2**21)
     assert model2d.predict(movie, axes="TYX")[0].shape == movie.shape
+    # an ensemble's members and mixture: (2 M + 3) results of 0.8 MiB, refused after the first member
+    other = cc.create_model(cc.care_config("YX", quick=True, probabilistic=True, patch_size=(32, 32), seed=5))
+    seen.clear()
+    with pytest.raises(cc.CareError, match=r"the 2 members' restorations of shape \(50, 64, 64\) and their mixture would "
+                                           r"take 5.5 MiB of memory, more than 80 % of the 2.0 MiB available"):
+        Ensemble([model2d, other]).predict(movie, axes="TYX", progress=lambda d, t, w: seen.append(w))
+    assert set(seen) == {"member 1/2"}
 
 
 def test_ensembles_projections_and_isotropic_models_take_frames(model2d, tmp_path):

@@ -49,6 +49,8 @@ def test_pairs_from_the_stack_degraded_along_the_first_axis():
         cls.make_patches(config.replace(psf_sigma=0.0), [stack], axes="ZYX")
     with pytest.raises(cc.CareError, match="ZYX stacks"):
         cls.make_patches(config, [stack[0]], axes="YX")
+    with pytest.raises(cc.CareError, match="got axes 'TZYX' .* save each time point or sample as a stack of its own"):
+        cls.make_patches(config, [np.stack([stack, stack])], axes="TZYX")
 
 
 def test_a_slice_and_its_transpose_validate_together():
@@ -129,8 +131,11 @@ def test_held_out_slices_have_no_trained_neighbour(tmp_path):
     with pytest.raises(cc.CareError, match="made before the slices next to held-out ones"):
         cc.load_patches(folder)
     # too few slices for a held-out one, its guards and training
-    with pytest.raises(cc.CareError, match=r"3 slice\(s\) in 1 stack\(s\) are too few .* the 3 slice\(s\) on either "
-                                           r"side of it are not trained on .* give at least 8 slices"):
+    # single-slice stacks: one held out, the others train (no guard crosses stacks)
+    ones = cls.make_patches(config, [_stack((1, 48, 48), seed=k) for k in range(3)], axes="ZYX", n_patches_per_image=2)
+    assert ones.n_val == 4 and ones.n_train == 8
+    with pytest.raises(cc.CareError, match=r"3 slice\(s\) in 1 stack\(s\) leave none to train on: .* the 3 slice\(s\) on "
+                                           r"either side of each are not trained on \(within two axial PSF sigmas, 8 px"):
         cls.make_patches(config.replace(psf_sigma=4.0), [_stack((3, 48, 48))], axes="ZYX", n_patches_per_image=4)
 
 
