@@ -246,6 +246,8 @@ class LabState(HasTraits):
     restore_summary = Unicode("")  # how the last restoration ran (in this process, chunks on a cluster)
     tta = Bool(True)              # the mean over the image's flips and rotations (models trained with them)
     smooth = Bool(True)           # the model's own output smoothing (output_sigma); off: the network's output
+    frame_count = Int(1)          # frames (time points, samples) of the last restoration; 1 for one image
+    frame_index = Int(0)          # the one shown and scored (show_frame), counted from 0
     # step 5: reliability
     reliability_ready = Bool(False)
 
@@ -269,6 +271,7 @@ class LabState(HasTraits):
         self._filter_rows = None             # (pair's key, rows, note): the filters tuned on the last pair
         self.image_axes, self.model_config, self.input_norm = "", None, None
         self.readouts = {}
+        self._frames = None                  # the last restoration, all its frames (show_frame)
         self._poller = None
         self._poll_lock = threading.RLock()   # re-entrant: the watcher polls while holding it (watch_job)
         self._stop_restore = threading.Event()
@@ -929,20 +932,8 @@ class LabState(HasTraits):
             dest.parent.mkdir(parents=True, exist_ok=True)
             cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None)
             self.restore_summary = "restored in this process, tile by tile"
-        # a time-lapse (T) or a stack of samples (S): all its frames restored and saved, the views and the
-        # read-outs on its middle frame (the views show one image or volume)
-        full_shape, in_axes, full_axes = restored.shape, img.axes, out_axes
-        at = {a: img.shape[img.axes.index(a)] // 2 for a in img.axes if a in "TS"}
-        frame = lambda a, axes: a[tuple(at.get(x, slice(None)) for x in axes)]  # noqa: E731
-        if at:
-            restored = frame(restored, out_axes)
-            scale = None if scale is None else frame(scale, out_axes)
-            members = None if members is None else tuple(frame(m, "M" + out_axes) for m in members)
-            in_axes, out_axes = ("".join(x for x in axes if x not in at) for axes in (img.axes, out_axes))
         # the views' data, set together once the restoration succeeded
-        self.input_image = np.asarray(frame(img.data, img.axes), np.float32)
-        self.image_axes, self.model_config = in_axes, model.config
-        self.input_norm = single.input_normalization(self.input_image, axes=in_axes, name=self.rel(src))
+        self.image_axes, self.model_config = "".join(a for a in img.axes if a not in "TS"), model.config
         self.restore_summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
                                  else "; input scaled by its own percentiles")
         if tta:
@@ -952,33 +943,67 @@ class LabState(HasTraits):
                                      if isinstance(model, Ensemble) else
                                      "; one view (the model was trained without flips and rotations)")
         self.restore_summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
-        if at:
-            names = {"T": "time point", "S": "sample"}
-            count = lambda a: img.shape[img.axes.index(a)]  # noqa: E731
-            self.restore_summary += (
-                "; all " + " × ".join(f"{count(a)} {names[a]}{'s' * (count(a) != 1)}" for a in at)
-                + " restored and saved; shown and scored here: "
-                + ", ".join(f"{names[a]} {i + 1} of {count(a)} ({a}={i}, counted from 0)" for a, i in at.items()))
         if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
             self.restore_summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
-        self.restored, self.scale, self.members = restored, scale, members
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
-        self.input_on_grid = np.asarray(single.on_output_grid(self.input_image, axes=in_axes), np.float32)
         self.input_label = input_label(model.config.kind)
         self.restored_path = self.rel(dest)
-        self.truth, self.metrics, self.metrics_note = None, {}, ""
+        truth, self.metrics_note = None, ""
         gt = self.truth_for(self.input_path)
         if gt is not None and gt != src:
             truth = cc.read_image(gt, mmap=True).data
-            if truth.shape == full_shape or (at and truth.shape == self.restored.shape):
-                # a ground truth with the frames, or one for all of them (a fixed sample imaged again and again)
-                self.truth = np.asarray(frame(truth, full_axes) if truth.shape == full_shape else truth, np.float32)
-                self.metrics = self._metrics(out_axes, progress)
-            else:
-                self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {full_shape}"
+            frame_shape = tuple(n for a, n in zip(out_axes, restored.shape) if a not in "TS")
+            if truth.shape != restored.shape and not (frame_shape != restored.shape and truth.shape == frame_shape):
+                # (a ground truth without the frame axes serves every frame: a fixed sample imaged again and again)
+                self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {restored.shape}"
+                truth = None
+        # a time-lapse (T) or a stack of samples (S): all its frames restored and saved; the views and the
+        # read-outs show one frame at a time (show_frame), first the middle one
+        sizes = {a: img.shape[img.axes.index(a)] for a in img.axes if a in "TS"}
+        self._frames = {"input": img.data, "in_axes": img.axes, "restored": restored, "scale": scale,
+                        "members": members, "out_axes": out_axes, "truth": truth, "model": single,
+                        "name": self.rel(src), "summary": self.restore_summary, "sizes": sizes}
+        self.frame_count = int(np.prod(list(sizes.values()), dtype=np.int64))
+        self.show_frame(self.frame_count // 2 if sizes else 0, progress)
         self.reliability_ready = False
         self.restore_done += 1
+        return self.restored
+
+    def show_frame(self, index, progress=None):
+        """Show and score frame ``index`` of the last restoration (its time points or samples counted from
+        0 through the frame axes in order; 0 for a single image): the views' input, restoration, scale and
+        members, the scores against the ground truth (the filters tuned on this frame) and the summary's
+        frame clause. The reliability read-outs are computed again for it (step 5)."""
+        f = self._frames
+        if f is None:
+            raise CareError("restore an image first")
+        if not 0 <= index < self.frame_count:
+            raise CareError(f"frame {index}: the restoration has {self.frame_count} (0 to {self.frame_count - 1})")
+        sizes = f["sizes"]
+        at = {a: int(i) for a, i in zip(sizes, np.unravel_index(index, tuple(sizes.values())))} if sizes else {}
+        pick = lambda a, axes: a[tuple(at.get(x, slice(None)) for x in axes)]  # noqa: E731
+        in_axes, out_axes = ("".join(x for x in axes if x not in at) for axes in (f["in_axes"], f["out_axes"]))
+        single = f["model"]
+        self.input_image = np.asarray(pick(f["input"], f["in_axes"]), np.float32)
+        self.input_norm = single.input_normalization(self.input_image, axes=in_axes, name=f["name"])
+        self.input_on_grid = np.asarray(single.on_output_grid(self.input_image, axes=in_axes), np.float32)
+        self.restored = pick(f["restored"], f["out_axes"])
+        self.scale = None if f["scale"] is None else pick(f["scale"], f["out_axes"])
+        self.members = None if f["members"] is None else tuple(pick(m, "M" + f["out_axes"]) for m in f["members"])
+        names = {"T": "time point", "S": "sample"}
+        self.restore_summary = f["summary"] + (
+            "; all " + " × ".join(f"{n} {names[a]}{'s' * (n != 1)}" for a, n in sizes.items())
+            + " restored and saved; shown and scored here: "
+            + ", ".join(f"{names[a]} {i + 1} of {sizes[a]} ({a}={i}, counted from 0)" for a, i in at.items())
+            if at else "")
+        self.truth, self.metrics = None, {}
+        if f["truth"] is not None:   # with the frames, or one for all of them
+            t = f["truth"]
+            self.truth = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
+            self.metrics = self._metrics(out_axes, progress)
+        self.frame_index = index
+        self.reliability_ready = False
         return self.restored
 
     def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False, output_sigma=None):

@@ -358,7 +358,18 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
     scored = cc.evaluate(middle, truth.data[:, ::-1], axes="ZYX")
     assert abs(state.metrics["CARE"]["ssim"] - scored["ssim"]) < 1e-3, state.metrics
     state.compute_reliability()
-    assert state.reliability_ready
+    assert state.reliability_ready and state.frame_count == 3 and state.frame_index == 1
+    # another time point shown and scored: its input, restoration, filters and summary
+    state.show_frame(0)
+    first = mean(model.predict(movie[0], axes="ZYX", tta=True))
+    np.testing.assert_allclose(state.restored, first, atol=1e-3 * np.abs(first).max())
+    np.testing.assert_array_equal(state.input_image, movie[0])
+    assert abs(state.metrics["CARE"]["ssim"] - cc.evaluate(first, truth.data, axes="ZYX")["ssim"]) < 1e-3
+    assert "shown and scored here: time point 1 of 3 (T=0, counted from 0)" in state.restore_summary
+    assert state.restore_summary.count("time point") == 2 and not state.reliability_ready
+    with pytest.raises(CareError, match=r"frame 3: the restoration has 3 \(0 to 2\)"):
+        state.show_frame(3)
+    assert state.frame_index == 0 and state.restored is not None   # still usable
     # one ground truth for every time point (a fixed sample imaged again and again): scored against it
     cc.write_image(state.resolve("movie/high/tl.tif"), truth.data, axes="ZYX")
     state.input_path = "movie/low/tl.tif"
@@ -367,6 +378,9 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
     finally:
         state.input_path = kept
     assert abs(state.metrics["CARE"]["ssim"] - cc.evaluate(middle, truth.data, axes="ZYX")["ssim"]) < 1e-3
+    state.input_path = kept
+    state.restore()
+    assert state.frame_count == 1 and state.frame_index == 0 and "time point" not in state.restore_summary
 
 
 def test_restore_summary_names_the_output_smoothing():
