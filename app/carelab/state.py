@@ -970,6 +970,11 @@ class LabState(HasTraits):
         self.restore_done += 1
         return self.restored
 
+    @property
+    def frame_axes(self):
+        """The last restoration's frame axes ("T", "S", "TS"), "" for a single image."""
+        return "".join(self._frames["sizes"]) if self._frames else ""
+
     def show_frame(self, index, progress=None):
         """Show and score frame ``index`` of the last restoration (its time points or samples counted from
         0 through the frame axes in order; 0 for a single image): the views' input, restoration, scale and

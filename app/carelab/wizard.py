@@ -553,6 +553,11 @@ class RestoreStep(W.VBox):
         self.metrics.add_class("care-restore-metrics")
         self.before = SliceView("input", "care-restore-input")
         self.after = SliceView("restored", "care-restore-output")
+        # a time-lapse or a stack of samples: every frame is restored and saved; this picks the one shown and scored
+        self.frame = W.IntSlider(description="time point", min=0, max=0, continuous_update=False,
+                                 style={"description_width": "initial"}, layout=W.Layout(width="480px", display="none"))
+        self.frame.add_class("care-restore-frame")
+        self._framing = False   # the slider set from the state, not by the user
         super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image (a TIFF or an OME-Zarr "
                                  "<code>*.ome.zarr</code>); it is restored tile by tile "
                                  "and saved with the output's axes and voxel size (the input's, or a finer Z for "
@@ -564,11 +569,12 @@ class RestoreStep(W.VBox):
                           self.where,
                           self.cluster_box,
                           W.HBox([self.go, self.stop, self.bar, self.progress]),
-                          self.msg, self.metrics, W.HBox([self.before, self.after])])
+                          self.msg, self.metrics, self.frame, W.HBox([self.before, self.after])])
         self._where()
         self.refresh.on_click(lambda b: run_guarded(self.msg, self.fill))
         self.go.on_click(lambda b: self.on_restore())
         self.stop.on_click(lambda b: self.on_stop())
+        self.frame.observe(lambda c: None if self._framing else self.on_frame(c["new"]), "value")
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
@@ -615,13 +621,7 @@ class RestoreStep(W.VBox):
         counted = "chunks" if self.state.restore_where != "here" else "tiles"
         self.bar.description, self.bar.value = counted, 0
 
-        def progress(done, total, what):
-            if what == "filters":
-                self.bar.description = "filters"
-            else:   # the chunks' (or tiles') count stays next to the bar while the filters are tuned
-                self.bar.description = "chunks" if what == "chunks" else "tiles"
-                self.progress.value = f"<span class='care-restore-count'>{html.escape(progress_text(done, total, what))}</span>"
-            self.bar.max, self.bar.value = max(total, 1), done
+        progress = self._progress
 
         def show(restored):
             s = self.state
@@ -631,19 +631,7 @@ class RestoreStep(W.VBox):
                 self.msg.note("stopped." + more)
                 return
             self.bar.description, self.bar.value = counted, self.bar.max   # (the filters' count ran last)
-            self.before.set_image(s.input_image, spacing=s.input_spacing)
-            self.after.set_image(restored, spacing=s.output_spacing)
-            td = "<td style='padding:2px 10px'>"
-            rows = "".join(f"<tr>{td}{html.escape(k)}</td>{td}{m['nrmse']:.4f}</td>{td}{m['ssim']:.4f}</td>"
-                           f"{td}{m['psnr']:.2f}</td></tr>" for k, m in s.metrics.items())
-            table = ("<table><tr><th></th><th>NRMSE</th><th>SSIM</th><th>PSNR (dB)</th></tr>" + rows + "</table>") if rows else \
-                "<i>no ground truth found for this image (looked for the same name in a <code>high</code> folder "\
-                "next to its <code>low</code> folder)</i>"
-            note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""
-            shown = (" (an OME-Zarr store: shown here is its full-resolution level read into memory; open large "
-                     "outputs in napari or Fiji)" if s.restored_path.lower().endswith(".zarr") else "")
-            self.metrics.value = (f"<p class='care-restore-summary'>{html.escape(s.restore_summary)}; saved "
-                                  f"<code>{html.escape(s.restored_path)}</code>{html.escape(shown)}</p>{table}{note}")
+            self._render()
             self.msg.note("restored. Next: step 4 · View.")
 
         def go():
@@ -657,6 +645,58 @@ class RestoreStep(W.VBox):
 
         self.msg.note("restoring ...")
         run_guarded(self.msg, go, thread=True, done=show)
+
+
+    def _progress(self, done, total, what):
+        if what == "filters":
+            self.bar.description = "filters"
+        else:   # the chunks' (or tiles') count stays next to the bar while the filters are tuned
+            self.bar.description = "chunks" if what == "chunks" else "tiles"
+            self.progress.value = f"<span class='care-restore-count'>{html.escape(progress_text(done, total, what))}</span>"
+        self.bar.max, self.bar.value = max(total, 1), done
+
+    def _render(self):
+        """The shown frame's views, the summary and the scores; the frame slider for a time-lapse."""
+        s = self.state
+        self.before.set_image(s.input_image, spacing=s.input_spacing)
+        self.after.set_image(s.restored, spacing=s.output_spacing)
+        td = "<td style='padding:2px 10px'>"
+        rows = "".join(f"<tr>{td}{html.escape(k)}</td>{td}{m['nrmse']:.4f}</td>{td}{m['ssim']:.4f}</td>"
+                       f"{td}{m['psnr']:.2f}</td></tr>" for k, m in s.metrics.items())
+        table = ("<table><tr><th></th><th>NRMSE</th><th>SSIM</th><th>PSNR (dB)</th></tr>" + rows + "</table>") if rows else \
+            "<i>no ground truth found for this image (looked for the same name in a <code>high</code> folder "\
+            "next to its <code>low</code> folder)</i>"
+        note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""
+        shown = (" (an OME-Zarr store: shown here is its full-resolution level read into memory; open large "
+                 "outputs in napari or Fiji)" if s.restored_path.lower().endswith(".zarr") else "")
+        self.metrics.value = (f"<p class='care-restore-summary'>{html.escape(s.restore_summary)}; saved "
+                              f"<code>{html.escape(s.restored_path)}</code>{html.escape(shown)}</p>{table}{note}")
+        self._framing = True
+        try:
+            with self.frame.hold_trait_notifications():
+                self.frame.max = max(s.frame_count - 1, 0)
+                self.frame.value = s.frame_index
+            self.frame.description = {"T": "time point", "S": "sample"}.get(s.frame_axes, "frame") + " (from 0)"
+            self.frame.layout.display = "" if s.frame_count > 1 else "none"
+        finally:
+            self._framing = False
+
+    def on_frame(self, index):
+        """Show and score another frame of the restored time-lapse (the filters are tuned on it)."""
+        self.frame.disabled = self.go.disabled = True
+
+        def go():
+            try:
+                return self.state.show_frame(index, self._progress)
+            finally:
+                self.frame.disabled = self.go.disabled = False
+
+        def done(restored):
+            self._render()
+            self.msg.note(f"showing {self.frame.description.replace(' (from 0)', '')} {index} (counted from 0).")
+
+        self.msg.note("scoring this frame ...")
+        run_guarded(self.msg, go, thread=True, done=done)
 
 
 class ViewStep(W.VBox):

@@ -2,6 +2,8 @@
 import re
 import time
 
+import numpy as np
+
 import pytest
 from playwright.sync_api import expect
 
@@ -449,4 +451,65 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
     page.locator(".care-restore-metrics table").wait_for(timeout=60_000)
     page.screenshot(path=str(shots / "dask_3_in_process.png"), full_page=True)
 
+    _assert_no_errors(page, errors)
+
+
+def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, shots):
+    """A TZYX time-lapse restored in this process: every time point saved, the middle one shown and
+    scored, and the time-point slider shows and scores another (the filters tuned on it)."""
+    import carecore as cc
+
+    root = lab_server["root"]
+    cc.CARE(cc.care_config("ZYX", quick=True, seed=1), root / "models" / "untrained_tl" / "model").save()
+    test = root / "denoising3d" / "test"
+    low, high = (cc.read_image(test / sub / "sample00.tif").data.astype(np.float32) for sub in ("low", "high"))
+    noisier = low + np.random.default_rng(0).normal(0, low.std(), low.shape).astype(np.float32)   # time point 0
+    (root / "timelapse" / "low").mkdir(parents=True)
+    (root / "timelapse" / "high").mkdir(parents=True)
+    cc.write_image(root / "timelapse" / "low" / "tl.tif", np.stack([noisier, low, low]), axes="TZYX")
+    cc.write_image(root / "timelapse" / "high" / "tl.tif", np.stack([high, high, high]), axes="TZYX")
+
+    page = page_on_failure
+    errors = _watch(page)
+    page.goto(lab_server["url"])
+    page.locator(".care-lab").wait_for(timeout=90_000)
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
+    page.locator(".care-restore-refresh").click()
+    time.sleep(1)
+    page.locator(".care-restore-model select").select_option(label="models/untrained_tl/model")
+    page.locator(".care-restore-image select").select_option(label="timelapse/low/tl.tif")
+    page.locator(".care-restore-where").get_by_text("In this process").click()
+    time.sleep(0.5)
+    page.locator(".care-restore-go").click()
+    page.locator(".care-restore-metrics table").wait_for(timeout=240_000)
+    summary = page.locator(".care-restore-summary").inner_text()
+    assert ("all 3 time points restored and saved; shown and scored here: time point 2 of 3 (T=1, counted from 0)"
+            in summary), summary
+    assert "restored/untrained_tl/tl.tif" in summary
+    saved = cc.read_image(root / "restored" / "untrained_tl" / "tl.tif")
+    assert saved.axes == "TZYX" and saved.shape == (3,) + low.shape
+    frame = page.locator(".care-restore-frame")
+    frame.wait_for(state="visible", timeout=10_000)
+    assert "time point (from 0)" in frame.inner_text() and frame.locator(".widget-readout").inner_text() == "1"
+    assert "16×64×64" in page.locator(".care-restore-output").inner_text()
+    page.screenshot(path=str(shots / "tl_3_restore.png"), full_page=True)
+
+    ssim = page.locator(".care-restore-metrics tr", has_text="CARE").inner_text()
+    frame.locator(".noUi-handle").first.focus()
+    page.keyboard.press("ArrowLeft")
+    t = time.time()
+    while time.time() - t < 120 and "time point 1 of 3 (T=0" not in page.locator(".care-restore-metrics").inner_text():
+        time.sleep(0.2)
+    assert "time point 1 of 3 (T=0, counted from 0)" in page.locator(".care-restore-summary").inner_text()
+    page.locator(".care-restore-msg", has_text="showing time point 0").wait_for(timeout=60_000)
+    assert page.locator(".care-restore-metrics tr", has_text="CARE").inner_text() != ssim   # scored on its own frame
+    assert frame.locator(".widget-readout").inner_text() == "0" and page.locator(".care-restore-go").is_enabled()
+    page.screenshot(path=str(shots / "tl_3_restore_first.png"), full_page=True)
+
+    # a single image afterwards: no time-point slider
+    page.locator(".care-restore-image select").select_option(label="denoising3d/test/low/sample00.tif")
+    time.sleep(0.5)
+    page.locator(".care-restore-go").click()
+    page.locator(".care-restore-summary", has_text="restored/untrained_tl/sample00.tif").wait_for(timeout=240_000)
+    frame.wait_for(state="hidden", timeout=10_000)
     _assert_no_errors(page, errors)
