@@ -268,7 +268,8 @@ class LabState(HasTraits):
         self.input_spacing = self.output_spacing = None
         self.input_label = "input"
         self._patch_key = None
-        self._filter_rows = None             # (pair's key, rows, note): the filters tuned on the last pair
+        self._filter_rows = {}               # pair's key -> (rows, note): the filters tuned on the last pairs
+        self._view_lock = threading.RLock()  # one restoration's frame shown at a time (show_frame, restore)
         self.image_axes, self.model_config, self.input_norm = "", None, None
         self.readouts = {}
         self._frames = None                  # the last restoration, all its frames (show_frame)
@@ -886,7 +887,17 @@ class LabState(HasTraits):
         """
         self._stop_restore.clear()
         try:
-            return self._restore(progress)
+            with self._view_lock:   # not while another frame is being shown and scored
+                return self._restore(progress)
+        finally:
+            self.restore_note = ""
+
+    def choose_frame(self, index, progress=None):
+        """Show and score frame ``index`` of the last restoration (the Restore step's time-point slider):
+        :meth:`show_frame` with a fresh stop request (:meth:`stop_restore` ends the filters' tuning)."""
+        self._stop_restore.clear()
+        try:
+            return self.show_frame(index, progress)
         finally:
             self.restore_note = ""
 
@@ -913,7 +924,7 @@ class LabState(HasTraits):
         off = not self.smooth and bool(single.output_sigma) and not isinstance(model, Ensemble)
         sigma = {"output_sigma": 0.0} if off else {}
         if chunked:
-            restored, scale, members, img, out_axes, output_spacing, dest = self._restore_chunked(
+            restored, scale, members, img, out_axes, output_spacing, dest, summary = self._restore_chunked(
                 folder, src, chunks, progress, stop, tta, **sigma)
         else:
             img = cc.read_image(src)
@@ -931,41 +942,44 @@ class LabState(HasTraits):
             dest = self.output_path(folder, src)
             dest.parent.mkdir(parents=True, exist_ok=True)
             cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None)
-            self.restore_summary = "restored in this process, tile by tile"
-        # the views' data, set together once the restoration succeeded
-        self.image_axes, self.model_config = "".join(a for a in img.axes if a not in "TS"), model.config
-        self.restore_summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
-                                 else "; input scaled by its own percentiles")
+            summary = "restored in this process, tile by tile"
+        # how it ran, and the views' data: set together once the restoration and its first frame's scores succeeded
+        summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
+                    else "; input scaled by its own percentiles")
         if tta:
-            self.restore_summary += "; the mean over its flips and 90° rotations"
+            summary += "; the mean over its flips and 90° rotations"
         elif self.tta:
-            self.restore_summary += ("; one view (an ensemble's disagreement is measured on one view)"
-                                     if isinstance(model, Ensemble) else
-                                     "; one view (the model was trained without flips and rotations)")
-        self.restore_summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
+            summary += ("; one view (an ensemble's disagreement is measured on one view)" if isinstance(model, Ensemble)
+                        else "; one view (the model was trained without flips and rotations)")
+        summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
         if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
-            self.restore_summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
-        self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
-        self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
-        self.input_label = input_label(model.config.kind)
-        self.restored_path = self.rel(dest)
-        truth, self.metrics_note = None, ""
+            summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
+        truth, note = None, ""
         gt = self.truth_for(self.input_path)
         if gt is not None and gt != src:
             truth = cc.read_image(gt, mmap=True).data
             frame_shape = tuple(n for a, n in zip(out_axes, restored.shape) if a not in "TS")
             if truth.shape != restored.shape and not (frame_shape != restored.shape and truth.shape == frame_shape):
                 # (a ground truth without the frame axes serves every frame: a fixed sample imaged again and again)
-                self.metrics_note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {restored.shape}"
+                note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {restored.shape}"
                 truth = None
         # a time-lapse (T) or a stack of samples (S): all its frames restored and saved; the views and the
-        # read-outs show one frame at a time (show_frame), first the middle one
+        # read-outs show one frame at a time (show_frame), first the middle one. The input is kept memory-mapped.
         sizes = {a: img.shape[img.axes.index(a)] for a in img.axes if a in "TS"}
-        self._frames = {"input": img.data, "in_axes": img.axes, "restored": restored, "scale": scale,
-                        "members": members, "out_axes": out_axes, "truth": truth, "model": single,
-                        "name": self.rel(src), "summary": self.restore_summary, "sizes": sizes}
-        self.frame_count = int(np.prod(list(sizes.values()), dtype=np.int64))
-        self.show_frame(self.frame_count // 2 if sizes else 0, progress)
+        frames = {"input": cc.read_image(src, mmap=True).data, "in_axes": img.axes, "restored": restored,
+                  "scale": scale, "members": members, "out_axes": out_axes, "truth": truth, "model": single,
+                  "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes}
+        input_label_before, self.input_label = self.input_label, input_label(model.config.kind)
+        try:
+            view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
+        except BaseException:
+            self.input_label = input_label_before
+            raise
+        self.image_axes, self.model_config = "".join(a for a in img.axes if a not in "TS"), model.config
+        self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
+        self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
+        self.restored_path = self.rel(dest)
+        self._set_view(view)
         self.reliability_ready = False
         self.restore_done += 1
         return self.restored
@@ -979,37 +993,51 @@ class LabState(HasTraits):
         """Show and score frame ``index`` of the last restoration (its time points or samples counted from
         0 through the frame axes in order; 0 for a single image): the views' input, restoration, scale and
         members, the scores against the ground truth (the filters tuned on this frame) and the summary's
-        frame clause. The reliability read-outs are computed again for it (step 5)."""
-        f = self._frames
-        if f is None:
-            raise CareError("restore an image first")
-        if not 0 <= index < self.frame_count:
-            raise CareError(f"frame {index}: the restoration has {self.frame_count} (0 to {self.frame_count - 1})")
+        frame clause, set together once all are computed (an error or a stop leaves the frame shown as it
+        was). The reliability read-outs are computed again for it (step 5). A stop request (stop_restore)
+        ends the filters' tuning: the frame is then shown without their rows."""
+        with self._view_lock:
+            if self._frames is None:
+                raise CareError("restore an image first")
+            self._set_view(self._frame_view(self._frames, index, progress))
+            return self.restored
+
+    def _frame_view(self, f, index, progress=None):
+        """The attributes that show frame ``index`` of the restoration ``f`` (a ``_frames`` record)."""
         sizes = f["sizes"]
+        count = int(np.prod(list(sizes.values()), dtype=np.int64))
+        if not 0 <= index < count:
+            raise CareError(f"frame {index}: the restoration has {count} (0 to {count - 1})")
         at = {a: int(i) for a, i in zip(sizes, np.unravel_index(index, tuple(sizes.values())))} if sizes else {}
         pick = lambda a, axes: a[tuple(at.get(x, slice(None)) for x in axes)]  # noqa: E731
         in_axes, out_axes = ("".join(x for x in axes if x not in at) for axes in (f["in_axes"], f["out_axes"]))
         single = f["model"]
-        self.input_image = np.asarray(pick(f["input"], f["in_axes"]), np.float32)
-        self.input_norm = single.input_normalization(self.input_image, axes=in_axes, name=f["name"])
-        self.input_on_grid = np.asarray(single.on_output_grid(self.input_image, axes=in_axes), np.float32)
-        self.restored = pick(f["restored"], f["out_axes"])
-        self.scale = None if f["scale"] is None else pick(f["scale"], f["out_axes"])
-        self.members = None if f["members"] is None else tuple(pick(m, "M" + f["out_axes"]) for m in f["members"])
+        v = {"_frames": f, "frame_count": count, "frame_index": index}
+        v["input_image"] = x = np.asarray(pick(f["input"], f["in_axes"]), np.float32)
+        v["input_norm"] = single.input_normalization(x, axes=in_axes, name=f["name"])
+        v["input_on_grid"] = np.asarray(single.on_output_grid(x, axes=in_axes), np.float32)
+        v["restored"] = np.asarray(pick(f["restored"], f["out_axes"]))
+        v["scale"] = None if f["scale"] is None else pick(f["scale"], f["out_axes"])
+        v["members"] = None if f["members"] is None else tuple(pick(m, "M" + f["out_axes"]) for m in f["members"])
         names = {"T": "time point", "S": "sample"}
-        self.restore_summary = f["summary"] + (
+        v["restore_summary"] = f["summary"] + (
             "; all " + " × ".join(f"{n} {names[a]}{'s' * (n != 1)}" for a, n in sizes.items())
             + " restored and saved; shown and scored here: "
             + ", ".join(f"{names[a]} {i + 1} of {sizes[a]} ({a}={i}, counted from 0)" for a, i in at.items())
             if at else "")
-        self.truth, self.metrics = None, {}
+        v["truth"], v["metrics"], v["metrics_note"] = None, {}, f["note"]
         if f["truth"] is not None:   # with the frames, or one for all of them
             t = f["truth"]
-            self.truth = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
-            self.metrics = self._metrics(out_axes, progress)
-        self.frame_index = index
+            v["truth"] = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
+            v["metrics"], v["metrics_note"] = self._metrics(v["restored"], v["truth"], v["input_on_grid"], out_axes,
+                                                            progress)
+        return v
+
+    def _set_view(self, v):
+        for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "input_image", "input_norm",
+                     "input_on_grid", "restore_summary", "_frames", "frame_count", "frame_index"):
+            setattr(self, name, v[name])
         self.reliability_ready = False
-        return self.restored
 
     def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False, output_sigma=None):
         """``carecore.predict_chunked`` on a local cluster or the configured scheduler, into
@@ -1045,34 +1073,36 @@ class LabState(HasTraits):
         if "scale" in result.outputs:                # a probabilistic model: its Laplace scale, for step 5
             scale = np.asarray(cc.read_image(dest / "extras" / "scale").data, np.float32)
         again = f", {result.blocks - result.computed} done before" if result.computed < result.blocks else ""
-        self.restore_summary = f"restored on {where}: {result.blocks} chunk(s){again}"
-        return restored, scale, None, img, out.axes, dict(out.spacing or {}), dest
+        summary = f"restored on {where}: {result.blocks} chunk(s){again}"
+        return restored, scale, None, img, out.axes, dict(out.spacing or {}), dest, summary
 
-    def _metrics(self, axes, progress=None):
-        """NRMSE/SSIM/PSNR on the output's grid: the input brought onto it (the kind's ``on_output_grid``:
-        itself, interpolated along Z, ...), CARE, and classical filters tuned on this very pair."""
-        rows = {"CARE": cc.evaluate(self.restored, self.truth, axes=axes)}
-        x = self.input_on_grid
-        if x is None or x.shape != self.truth.shape:
-            self.metrics_note = "the input cannot be brought onto the ground truth's grid: no input or filter rows"
-            return rows
-        rows = {self.input_label: cc.evaluate(x, self.truth, axes=axes), **rows}
+    def _metrics(self, restored, truth, x, axes, progress=None):
+        """(rows, note): NRMSE/SSIM/PSNR on the output's grid of the input brought onto it (``x``, the kind's
+        ``on_output_grid``: itself, interpolated along Z, ...), CARE, and classical filters tuned on this very
+        pair."""
+        rows = {"CARE": cc.evaluate(restored, truth, axes=axes)}
+        if x is None or x.shape != truth.shape:
+            return rows, "the input cannot be brought onto the ground truth's grid: no input or filter rows"
+        rows = {self.input_label: cc.evaluate(x, truth, axes=axes), **rows}
         # the filters depend on the pair alone, not the model: restoring the same image again (another model,
-        # more training) reuses them (54 s for the demo's 3D test volume on 2 cores, before they ran in threads)
-        key = (pair_key(x, self.truth), axes, self.input_label)
-        if self._filter_rows is not None and self._filter_rows[0] == key:
-            self.metrics_note = self._filter_rows[2]
-            return {**rows, **self._filter_rows[1]}
+        # more training), or going back to a time point, reuses them (54 s for the demo's 3D test volume on 2
+        # cores, before they ran in threads)
+        key = (pair_key(x, truth), axes, self.input_label)
+        if key in self._filter_rows:
+            filters, note = self._filter_rows[key]
+            return {**rows, **filters}, note
         try:
-            filters = self._tuned_filter_rows(x, axes, progress)
+            filters, note = self._tuned_filter_rows(x, truth, axes, progress)
         except Stopped:   # the restoration is done and saved: shown without the filters, nothing kept of them
-            self.metrics_note = "the classical filters' tuning was stopped: no filter rows (restore again to tune them)"
-            return rows
-        self._filter_rows = (key, filters, self.metrics_note)
-        return {**rows, **filters}
+            return rows, ("the classical filters' tuning was stopped: no filter rows (restore again, or choose the frame again, "
+                          "to tune them)")
+        self._filter_rows[key] = (filters, note)
+        while len(self._filter_rows) > 8:   # the last few pairs (frames) only
+            del self._filter_rows[next(iter(self._filter_rows))]
+        return {**rows, **filters}, note
 
-    def _tuned_filter_rows(self, x, axes, progress=None):
-        """The rows of the classical filters tuned on ``x`` and the ground truth, and the note on them."""
+    def _tuned_filter_rows(self, x, truth, axes, progress=None):
+        """(rows, note) of the classical filters tuned on ``x`` and the ground truth ``truth``."""
         from carecore.baselines import best_baseline, tune_baselines
 
         rows = {}
@@ -1082,7 +1112,7 @@ class LabState(HasTraits):
             if progress is not None:
                 progress(done, total, "filters")
 
-        tuned = tune_baselines([(x, self.truth)], axes=axes, progress=tuning, stop=self._stop_restore.is_set)
+        tuned = tune_baselines([(x, truth)], axes=axes, progress=tuning, stop=self._stop_restore.is_set)
         by_ssim, by_nrmse = best_baseline(tuned)
         picks = [("SSIM", by_ssim, by_ssim.params, "ssim"), ("NRMSE", by_nrmse, by_nrmse.params_nrmse, "nrmse")]
         if (by_nrmse.name, by_nrmse.params_nrmse) == (by_ssim.name, by_ssim.params):
@@ -1090,21 +1120,26 @@ class LabState(HasTraits):
         for what, t, params, metric in picks:
             label = filter_label(t.name, params)
             self.restore_note = f"scoring {label} on the whole image ..."
-            rows[f"best filter by {what}: {label}"] = cc.evaluate(t.apply(x, axes=axes, for_metric=metric),
-                                                                   self.truth, axes=axes)
-        self.metrics_note = "filters tuned on this image's own ground truth (their best case); CARE never saw it"
+            rows[f"best filter by {what}: {label}"] = cc.evaluate(t.apply(x, axes=axes, for_metric=metric), truth,
+                                                                   axes=axes)
+        self.restore_note = ""
+        note = "filters tuned on this image's own ground truth (their best case); CARE never saw it"
         if self.input_label != "input":
-            self.metrics_note = (f"compared on the output's grid ({self.input_label}; the filters are applied to it); "
-                                 + self.metrics_note)
-        return rows
+            note = f"compared on the output's grid ({self.input_label}; the filters are applied to it); " + note
+        return rows, note
 
     # -- step 5 ----------------------------------------------------------------------------
     def compute_reliability(self, n_samples=8, confidence=0.9):
         """Interval, samples (and disagreement) from the predicted distribution; calibration without a fit.
 
         An ensemble's read-outs come from the mixture of its members, never from one Laplace
-        matched to the mixture's variance. Everything is in the input's intensity units.
+        matched to the mixture's variance. Everything is in the input's intensity units. Of the frame
+        shown (:meth:`show_frame`); not while another frame is being shown.
         """
+        with self._view_lock:
+            return self._compute_reliability(n_samples, confidence)
+
+    def _compute_reliability(self, n_samples, confidence):
         from carecore.uncertainty import disagreement, predictive_readouts
 
         if self.restored is None:

@@ -558,6 +558,8 @@ class RestoreStep(W.VBox):
                                  style={"description_width": "initial"}, layout=W.Layout(width="480px", display="none"))
         self.frame.add_class("care-restore-frame")
         self._framing = False   # the slider set from the state, not by the user
+        self._frame_lock = threading.Lock()
+        self._frame_busy, self._frame_wanted = False, 0   # a frame being shown; the one the slider asks for
         super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image (a TIFF or an OME-Zarr "
                                  "<code>*.ome.zarr</code>); it is restored tile by tile "
                                  "and saved with the output's axes and voxel size (the input's, or a finer Z for "
@@ -615,7 +617,7 @@ class RestoreStep(W.VBox):
         self.msg.note("stopping after the running tiles or chunks ...")
 
     def on_restore(self):
-        self.go.disabled = True
+        self.go.disabled = self.frame.disabled = True
         self.stop.disabled = False
         self.progress.value = ""
         counted = "chunks" if self.state.restore_where != "here" else "tiles"
@@ -640,7 +642,7 @@ class RestoreStep(W.VBox):
             except Stopped:
                 return None
             finally:
-                self.go.disabled = False
+                self.go.disabled = self.frame.disabled = False
                 self.stop.disabled = True
 
         self.msg.note("restoring ...")
@@ -682,21 +684,41 @@ class RestoreStep(W.VBox):
             self._framing = False
 
     def on_frame(self, index):
-        """Show and score another frame of the restored time-lapse (the filters are tuned on it)."""
-        self.frame.disabled = self.go.disabled = True
-
-        def go():
-            try:
-                return self.state.show_frame(index, self._progress)
-            finally:
-                self.frame.disabled = self.go.disabled = False
-
-        def done(restored):
-            self._render()
-            self.msg.note(f"showing {self.frame.description.replace(' (from 0)', '')} {index} (counted from 0).")
-
+        """Show and score another frame of the restored time-lapse (the filters are tuned on it), in a
+        thread; moves of the slider meanwhile are taken when it ends (the last one), one frame at a time."""
+        with self._frame_lock:
+            self._frame_wanted = index
+            if self._frame_busy:
+                return
+            self._frame_busy = True
+        self.go.disabled, self.stop.disabled = True, False
         self.msg.note("scoring this frame ...")
-        run_guarded(self.msg, go, thread=True, done=done)
+        threading.Thread(target=self._frame_loop, daemon=True).start()
+
+    def _frame_loop(self):
+        s = self.state
+        try:
+            while True:
+                with self._frame_lock:
+                    index = self._frame_wanted
+                try:
+                    s.choose_frame(index, self._progress)
+                    what = {"T": "time point", "S": "sample"}.get(s.frame_axes, "frame")
+                    self.msg.note(f"showing {what} {index} (counted from 0).")
+                except CareError as e:
+                    self.msg.error(e)
+                except Exception as e:  # noqa: BLE001 - an unexpected failure must not kill the app
+                    self.msg.error(f"{type(e).__name__}: {e}")
+                    traceback.print_exc()
+                self._render()   # the frame the state shows (the one before, after an error)
+                with self._frame_lock:
+                    if self._frame_wanted == index:
+                        self._frame_busy = False
+                        return
+        finally:
+            with self._frame_lock:
+                self._frame_busy = False
+            self.go.disabled, self.stop.disabled = False, True
 
 
 class ViewStep(W.VBox):

@@ -505,6 +505,14 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     assert page.locator(".care-restore-metrics tr", has_text="CARE").inner_text() != ssim   # scored on its own frame
     assert frame.locator(".widget-readout").inner_text() == "0" and page.locator(".care-restore-go").is_enabled()
     page.screenshot(path=str(shots / "tl_3_restore_first.png"), full_page=True)
+    # two quick moves: the last one is shown, one frame at a time
+    frame.locator(".noUi-handle").first.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.locator(".care-restore-summary", has_text="time point 3 of 3 (T=2, counted from 0)").wait_for(timeout=120_000)
+    page.locator(".care-restore-msg", has_text="showing time point 2").wait_for(timeout=60_000)
+    expect(page.locator(".care-restore-go")).to_be_enabled(timeout=30_000)
+    assert frame.locator(".widget-readout").inner_text() == "2"
 
     # a single image afterwards: no time-point slider
     page.locator(".care-restore-image select").select_option(label="denoising3d/test/low/sample00.tif")

@@ -254,6 +254,7 @@ def test_all_steps(state):
         # Stop while the filters are tuned: the restoration (done, saved) is shown without them; nothing kept
         done = state.restore_done
         baselines_module.tune_baselines = lambda *a, **kw: state.stop_restore() or tune(*a, **kw)
+        state._filter_rows.clear()   # the last pairs' filters are kept: tuned afresh here
         state.restore()
         assert set(state.metrics) == {"input", "CARE"} and "tuning was stopped" in state.metrics_note
         assert state.restore_done == done + 1 and state.restored is not None
@@ -370,6 +371,26 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
     with pytest.raises(CareError, match=r"frame 3: the restoration has 3 \(0 to 2\)"):
         state.show_frame(3)
     assert state.frame_index == 0 and state.restored is not None   # still usable
+    # a failure while a frame is scored leaves the frame shown as it was, whole
+    shown = state.restored.copy()
+    kept_metrics = state._metrics
+
+    def broken(*args, **kwargs):
+        raise CareError("scoring failed")
+
+    state._metrics = broken
+    try:
+        with pytest.raises(CareError, match="scoring failed"):
+            state.show_frame(2)
+    finally:
+        state._metrics = kept_metrics
+    assert state.frame_index == 0 and "T=0" in state.restore_summary
+    np.testing.assert_array_equal(state.restored, shown)
+    np.testing.assert_array_equal(state.input_image, movie[0])
+    # a stop left over from an earlier restoration does not cut the next frame's filters short
+    state.stop_restore()
+    state.choose_frame(2)
+    assert state.frame_index == 2 and any(k.startswith("best filter") for k in state.metrics), state.metrics
     # one ground truth for every time point (a fixed sample imaged again and again): scored against it
     cc.write_image(state.resolve("movie/high/tl.tif"), truth.data, axes="ZYX")
     state.input_path = "movie/low/tl.tif"
