@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import CareError
+
 #: Linux's memory figures (MemAvailable) for the whole machine.
 MEMINFO = "/proc/meminfo"
 #: This process's control groups (``N:controllers:/path`` lines).
@@ -98,3 +100,12 @@ def fits(n_bytes):
     unknown: then it is taken to fit)."""
     free = available_memory()
     return (free is None or n_bytes <= SHARE * free), free
+
+
+def require_memory(n_bytes, what, remedy):
+    """Raise a :class:`~carecore.CareError` naming ``what`` (it "would take" the size), the memory and
+    ``remedy`` where ``n_bytes`` do not fit (:func:`fits`)."""
+    ok, free = fits(n_bytes)
+    if not ok:
+        raise CareError(f"{what} would take {size_text(n_bytes)} of memory, more than {SHARE * 100:.0f} % of the "
+                        f"{size_text(free)} available: {remedy}")

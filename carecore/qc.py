@@ -18,6 +18,7 @@ from ._atomic import fresh_tmp, swap_in
 from .errors import CareError
 from .metrics import GT_PERCENTILES, affine_fit, evaluate
 from .normalize import percentile_normalize
+from .prediction.frames import FRAME_AXES
 from .progress import check_stop, report
 from .uncertainty import Ensemble, disagreement, mixture_mean_variance, ood_check
 
@@ -114,7 +115,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     pairs = []
     for pair in listing.pairs:
         low, gt = load_pair(pair, axes=axes, check_shapes=False)  # compared on the output's grid below
-        frames = "".join(a for a in low.axes if a in "TS")
+        frames = "".join(a for a in low.axes if a in FRAME_AXES)
         if frames:   # before anything is restored
             raise CareError(f"{pair.name}: axes {low.axes} (shape {tuple(low.shape)}) have {frames}; the quality report "
                             "scores single images or volumes: save each time point or sample as a file of its own")

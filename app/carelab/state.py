@@ -17,6 +17,7 @@ from traitlets import Bool, Dict, Enum, Float, HasTraits, Int, List, Unicode, ob
 
 import carecore as cc
 from carecore import CareError
+from carecore.prediction.frames import FRAME_AXES
 from carecore.progress import Stopped
 
 #: Training budgets offered in step 2 (label, seconds); 0 is "custom": epochs × steps as typed.
@@ -958,14 +959,14 @@ class LabState(HasTraits):
         gt = self.truth_for(self.input_path)
         if gt is not None and gt != src:
             truth = cc.read_image(gt, mmap=True).data
-            frame_shape = tuple(n for a, n in zip(out_axes, restored.shape) if a not in "TS")
+            frame_shape = tuple(n for a, n in zip(out_axes, restored.shape) if a not in FRAME_AXES)
             if truth.shape != restored.shape and not (frame_shape != restored.shape and truth.shape == frame_shape):
                 # (a ground truth without the frame axes serves every frame: a fixed sample imaged again and again)
                 note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {restored.shape}"
                 truth = None
         # a time-lapse (T) or a stack of samples (S): all its frames restored and saved; the views and the
         # read-outs show one frame at a time (show_frame), first the middle one. The input is kept memory-mapped.
-        sizes = {a: img.shape[img.axes.index(a)] for a in img.axes if a in "TS"}
+        sizes = {a: img.shape[img.axes.index(a)] for a in img.axes if a in FRAME_AXES}
         frames = {"input": cc.read_image(src, mmap=True).data, "in_axes": img.axes, "restored": restored,
                   "scale": scale, "members": members, "out_axes": out_axes, "truth": truth, "model": single,
                   "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes}
@@ -975,7 +976,7 @@ class LabState(HasTraits):
         except BaseException:
             self.input_label = input_label_before
             raise
-        self.image_axes, self.model_config = "".join(a for a in img.axes if a not in "TS"), model.config
+        self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
         self.restored_path = self.rel(dest)

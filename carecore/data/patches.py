@@ -48,7 +48,7 @@ from .._atomic import fresh_tmp, recover, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..io import Image
-from ..memory import SHARE, fits, size_text
+from ..memory import require_memory
 from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
 from ..progress import check_stop, report
 from .pairs import Pair, PairListing, check_pair_shapes, load_pair
@@ -422,10 +422,10 @@ def validation_blocks(shapes, patch, fraction, seed=0, fields=None, whole_only=(
             blocks[j] = {"whole": False, "boxes": [{a: [int(offset[a] + c[d] * patch[a]), int(offset[a] + (c[d] + 1) * patch[a])]
                                                     for d, a in enumerate(shape)} for c in chosen]}
             held += k * patch_voxels
-    for f in list(taken):   # guards: the free neighbours of the fields held out whole
+    for f in taken:   # guards: the free neighbours of the fields held out whole
         if blocks[members[f][0]]["whole"]:
             for g in neighbours.get(f, ()):
-                if g in members and g not in taken:
+                if g not in taken:
                     for j in members[g]:
                         blocks[j] = {"guard": True}
     if not any(b is None or not (b.get("whole") or b.get("guard")) for b in blocks):
@@ -714,13 +714,11 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     tmp = None
     if out is None:
         need = 4 * (int(np.prod(shape_x)) + int(np.prod(shape_y)))
-        ok, free = fits(need)
-        if not ok:   # e.g. 64 patches for each of a long time-lapse's frames
-            raise CareError(f"{N} patch pairs of {tuple(shape_x[1:])} -> {tuple(shape_y[1:])} would take {size_text(need)} "
-                            f"of memory, more than {SHARE * 100:.0f} % of the {size_text(free)} available: write them to disk (out=; "
-                            "`carecore patches --out DIR`, then `carecore train --patches DIR`) or take fewer per "
-                            "image (n_patches_per_image, --n-per-image; each time point or sample of a T or S pair "
-                            "is an image)")
+        # e.g. 64 patches for each of a long time-lapse's frames
+        require_memory(need, f"{N} patch pairs of {tuple(shape_x[1:])} -> {tuple(shape_y[1:])}",
+                       "write them to disk (out=; `carecore patches --out DIR`, then `carecore train --patches DIR`) or "
+                       "take fewer per image (n_patches_per_image, --n-per-image; each time point or sample of a T or S "
+                       "pair is an image)")
         X, Y = np.empty(shape_x, np.float32), np.empty(shape_y, np.float32)
     else:
         tmp = fresh_tmp(Path(out))

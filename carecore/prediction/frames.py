@@ -16,7 +16,7 @@ import numpy as np
 
 from ..axes import check_axes
 from ..errors import CareError
-from ..memory import SHARE, fits, size_text
+from ..memory import require_memory
 from ..progress import check_stop
 
 #: Axes along which an image is a series of images a model restores one by one.
@@ -60,13 +60,10 @@ def frame_by_frame(predict):
             r = predict(self, frame, axes=rest, progress=sub, stop=stop, name=label, **kw)
             parts = r if isinstance(r, tuple) else (r,)
             if results is None:   # the first frame tells the result's size: refused before it is allocated
-                need = n * sum(np.asarray(p).nbytes for p in parts)
-                ok, free = fits(need)
-                if not ok:
-                    raise CareError(f"{name}: the restoration of its {n} frames (axes {upper!r}, shape "
-                                    f"{tuple(np.shape(image))}) would take {size_text(need)} of memory, more than "
-                                    f"{SHARE * 100:.0f} % of the {size_text(free)} available: restore it chunk by "
-                                    "chunk into an OME-Zarr store (carecore.predict_chunked, `carecore predict --dask`)")
+                require_memory(n * sum(np.asarray(p).nbytes for p in parts),
+                               f"{name}: the restoration of its {n} frames (axes {upper!r}, shape {tuple(np.shape(image))})",
+                               "restore it chunk by chunk into an OME-Zarr store (carecore.predict_chunked, "
+                               "`carecore predict --dask`)")
                 results = [np.empty(tuple(sizes) + np.shape(p), np.asarray(p).dtype) for p in parts]
             for res, p in zip(results, parts):
                 res[index] = p

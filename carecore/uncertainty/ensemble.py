@@ -86,7 +86,7 @@ class Ensemble:
         mixture's read-outs (about ``2 M + 3`` such images) would take more than
         :data:`~carecore.memory.SHARE` of the available memory, the others are not run and an error
         names chunk-by-chunk prediction."""
-        from ..memory import SHARE, fits, size_text
+        from ..memory import require_memory
 
         M = len(self.members)
         mus = bs = None
@@ -94,13 +94,10 @@ class Ensemble:
             sub = (lambda d, t, w, i=i: progress(i * t + d, M * t, f"member {i + 1}/{M}")) if progress else None
             mu, b = m.predict(image, axes=axes, progress=sub, stop=stop, name=name, **kw)
             if mus is None:
-                need = (2 * M + 3) * mu.nbytes
-                ok, free = fits(need)
-                if not ok:
-                    raise CareError(f"{name}: the {M} members' restorations of shape {mu.shape} and their mixture would "
-                                    f"take {size_text(need)} of memory, more than {SHARE * 100:.0f} % of the "
-                                    f"{size_text(free)} available: restore chunk by chunk (carecore.predict_chunked, "
-                                    "`carecore predict --dask`) or with fewer members")
+                require_memory((2 * M + 3) * mu.nbytes,
+                               f"{name}: the {M} members' restorations of shape {mu.shape} and their mixture",
+                               "restore chunk by chunk (carecore.predict_chunked, `carecore predict --dask`) or with "
+                               "fewer members")
                 mus, bs = np.empty((M,) + mu.shape, mu.dtype), np.empty((M,) + b.shape, b.dtype)
             mus[i], bs[i] = mu, b
         return mus, bs

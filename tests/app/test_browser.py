@@ -360,6 +360,17 @@ def test_walk_the_subdiffraction_task(page_on_failure, lab_server, shots):
     _assert_no_errors(page, errors)
 
 
+def _open_restore_step(page, url, model, image):
+    """The app at ``url`` on its Restore step, with ``model`` and ``image`` chosen from the refreshed lists."""
+    page.goto(url)
+    page.locator(".care-lab").wait_for(timeout=90_000)
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
+    page.locator(".care-restore-refresh").click()
+    time.sleep(1)
+    page.locator(".care-restore-model select").select_option(label=model)
+    page.locator(".care-restore-image select").select_option(label=image)
+
+
 def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
     """Restore an OME-Zarr input on a local Dask cluster (chunks counted as they complete), view it; an
     unreachable scheduler shows an error and the app then restores in its own process."""
@@ -375,13 +386,7 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
 
     page = page_on_failure
     errors = _watch(page)
-    page.goto(lab_server["url"])
-    page.locator(".care-lab").wait_for(timeout=90_000)
-    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
-    page.locator(".care-restore-refresh").click()
-    time.sleep(1)
-    page.locator(".care-restore-model select").select_option(label="models/untrained_cluster/model")
-    page.locator(".care-restore-image select").select_option(label="denoising3d/test/low/sample00.ome.zarr")
+    _open_restore_step(page, lab_server["url"], "models/untrained_cluster/model", "denoising3d/test/low/sample00.ome.zarr")
     assert page.locator(".care-restore-cluster .care-restore-workers").count() == 0   # in this process: no settings
     page.locator(".care-restore-where").get_by_text("Local Dask cluster").click()
     workers = page.locator(".care-restore-workers input")
@@ -471,13 +476,7 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
 
     page = page_on_failure
     errors = _watch(page)
-    page.goto(lab_server["url"])
-    page.locator(".care-lab").wait_for(timeout=90_000)
-    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
-    page.locator(".care-restore-refresh").click()
-    time.sleep(1)
-    page.locator(".care-restore-model select").select_option(label="models/untrained_tl/model")
-    page.locator(".care-restore-image select").select_option(label="timelapse/low/tl.tif")
+    _open_restore_step(page, lab_server["url"], "models/untrained_tl/model", "timelapse/low/tl.tif")
     page.locator(".care-restore-where").get_by_text("In this process").click()
     time.sleep(0.5)
     page.locator(".care-restore-go").click()
