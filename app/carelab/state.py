@@ -969,13 +969,9 @@ class LabState(HasTraits):
         sizes = {a: img.shape[img.axes.index(a)] for a in img.axes if a in FRAME_AXES}
         frames = {"input": cc.read_image(src, mmap=True).data, "in_axes": img.axes, "restored": restored,
                   "scale": scale, "members": members, "out_axes": out_axes, "truth": truth, "model": single,
-                  "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes}
-        input_label_before, self.input_label = self.input_label, input_label(model.config.kind)
-        try:
-            view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
-        except BaseException:
-            self.input_label = input_label_before
-            raise
+                  "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes,
+                  "input_label": input_label(model.config.kind)}
+        view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
         self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
@@ -1013,7 +1009,7 @@ class LabState(HasTraits):
         pick = lambda a, axes: a[tuple(at.get(x, slice(None)) for x in axes)]  # noqa: E731
         in_axes, out_axes = ("".join(x for x in axes if x not in at) for axes in (f["in_axes"], f["out_axes"]))
         single = f["model"]
-        v = {"_frames": f, "frame_count": count, "frame_index": index}
+        v = {"_frames": f, "frame_count": count, "frame_index": index, "input_label": f["input_label"]}
         v["input_image"] = x = np.asarray(pick(f["input"], f["in_axes"]), np.float32)
         v["input_norm"] = single.input_normalization(x, axes=in_axes, name=f["name"])
         v["input_on_grid"] = np.asarray(single.on_output_grid(x, axes=in_axes), np.float32)
@@ -1031,12 +1027,12 @@ class LabState(HasTraits):
             t = f["truth"]
             v["truth"] = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
             v["metrics"], v["metrics_note"] = self._metrics(v["restored"], v["truth"], v["input_on_grid"], out_axes,
-                                                            progress)
+                                                            f["input_label"], progress)
         return v
 
     def _set_view(self, v):
         for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "input_image", "input_norm",
-                     "input_on_grid", "restore_summary", "_frames", "frame_count", "frame_index"):
+                     "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index"):
             setattr(self, name, v[name])
         self.reliability_ready = False
 
@@ -1077,23 +1073,23 @@ class LabState(HasTraits):
         summary = f"restored on {where}: {result.blocks} chunk(s){again}"
         return restored, scale, None, img, out.axes, dict(out.spacing or {}), dest, summary
 
-    def _metrics(self, restored, truth, x, axes, progress=None):
+    def _metrics(self, restored, truth, x, axes, label, progress=None):
         """(rows, note): NRMSE/SSIM/PSNR on the output's grid of the input brought onto it (``x``, the kind's
-        ``on_output_grid``: itself, interpolated along Z, ...), CARE, and classical filters tuned on this very
-        pair."""
+        ``on_output_grid``: itself, interpolated along Z, ...; its row named ``label``), CARE, and classical
+        filters tuned on this very pair."""
         rows = {"CARE": cc.evaluate(restored, truth, axes=axes)}
         if x is None or x.shape != truth.shape:
             return rows, "the input cannot be brought onto the ground truth's grid: no input or filter rows"
-        rows = {self.input_label: cc.evaluate(x, truth, axes=axes), **rows}
+        rows = {label: cc.evaluate(x, truth, axes=axes), **rows}
         # the filters depend on the pair alone, not the model: restoring the same image again (another model,
         # more training), or going back to a time point, reuses them (54 s for the demo's 3D test volume on 2
         # cores, before they ran in threads)
-        key = (pair_key(x, truth), axes, self.input_label)
+        key = (pair_key(x, truth), axes, label)
         if key in self._filter_rows:
             filters, note = self._filter_rows[key]
             return {**rows, **filters}, note
         try:
-            filters, note = self._tuned_filter_rows(x, truth, axes, progress)
+            filters, note = self._tuned_filter_rows(x, truth, axes, label, progress)
         except Stopped:   # the restoration is done and saved: shown without the filters, nothing kept of them
             return rows, ("the classical filters' tuning was stopped: no filter rows (restore again, or choose the frame again, "
                           "to tune them)")
@@ -1102,7 +1098,7 @@ class LabState(HasTraits):
             del self._filter_rows[next(iter(self._filter_rows))]
         return {**rows, **filters}, note
 
-    def _tuned_filter_rows(self, x, truth, axes, progress=None):
+    def _tuned_filter_rows(self, x, truth, axes, label, progress=None):
         """(rows, note) of the classical filters tuned on ``x`` and the ground truth ``truth``."""
         from carecore.baselines import best_baseline, tune_baselines
 
@@ -1119,14 +1115,14 @@ class LabState(HasTraits):
         if (by_nrmse.name, by_nrmse.params_nrmse) == (by_ssim.name, by_ssim.params):
             picks = [("SSIM and NRMSE", by_ssim, by_ssim.params, "ssim")]
         for what, t, params, metric in picks:
-            label = filter_label(t.name, params)
-            self.restore_note = f"scoring {label} on the whole image ..."
-            rows[f"best filter by {what}: {label}"] = cc.evaluate(t.apply(x, axes=axes, for_metric=metric), truth,
+            named = filter_label(t.name, params)
+            self.restore_note = f"scoring {named} on the whole image ..."
+            rows[f"best filter by {what}: {named}"] = cc.evaluate(t.apply(x, axes=axes, for_metric=metric), truth,
                                                                    axes=axes)
         self.restore_note = ""
         note = "filters tuned on this image's own ground truth (their best case); CARE never saw it"
-        if self.input_label != "input":
-            note = f"compared on the output's grid ({self.input_label}; the filters are applied to it); " + note
+        if label != "input":
+            note = f"compared on the output's grid ({label}; the filters are applied to it); " + note
         return rows, note
 
     # -- step 5 ----------------------------------------------------------------------------
