@@ -20,6 +20,9 @@ from carecore import CareError
 from carecore.prediction.frames import FRAME_AXES
 from carecore.progress import Stopped
 
+#: What a frame along each frame axis is called.
+FRAME_NAMES = {"T": "time point", "S": "sample"}
+
 #: Training budgets offered in step 2 (label, seconds); 0 is "custom": epochs × steps as typed.
 BUDGETS = [("Quick · 3 min", 180.0), ("Standard · 20 min", 1200.0), ("Thorough · 60 min", 3600.0),
            ("Custom (epochs × steps)", 0.0)]
@@ -986,6 +989,11 @@ class LabState(HasTraits):
         """The last restoration's frame axes ("T", "S", "TS"), "" for a single image."""
         return "".join(self._frames["sizes"]) if self._frames else ""
 
+    @property
+    def frame_name(self):
+        """What a frame of the last restoration is called: "time point", "sample" or "frame"."""
+        return FRAME_NAMES.get(self.frame_axes, "frame")
+
     def show_frame(self, index, progress=None):
         """Show and score frame ``index`` of the last restoration (its time points or samples counted from
         0 through the frame axes in order; 0 for a single image): the views' input, restoration, scale and
@@ -1016,11 +1024,10 @@ class LabState(HasTraits):
         v["restored"] = np.asarray(pick(f["restored"], f["out_axes"]))
         v["scale"] = None if f["scale"] is None else pick(f["scale"], f["out_axes"])
         v["members"] = None if f["members"] is None else tuple(pick(m, "M" + f["out_axes"]) for m in f["members"])
-        names = {"T": "time point", "S": "sample"}
         v["restore_summary"] = f["summary"] + (
-            "; all " + " × ".join(f"{n} {names[a]}{'s' * (n != 1)}" for a, n in sizes.items())
+            "; all " + " × ".join(f"{n} {FRAME_NAMES[a]}{'s' * (n != 1)}" for a, n in sizes.items())
             + " restored and saved; shown and scored here: "
-            + ", ".join(f"{names[a]} {i + 1} of {sizes[a]} ({a}={i}, counted from 0)" for a, i in at.items())
+            + ", ".join(f"{FRAME_NAMES[a]} {i + 1} of {sizes[a]} ({a}={i}, counted from 0)" for a, i in at.items())
             if at else "")
         v["truth"], v["metrics"], v["metrics_note"] = None, {}, f["note"]
         if f["truth"] is not None:   # with the frames, or one for all of them

@@ -678,7 +678,7 @@ class RestoreStep(W.VBox):
             with self.frame.hold_trait_notifications():
                 self.frame.max = max(s.frame_count - 1, 0)
                 self.frame.value = s.frame_index
-            self.frame.description = {"T": "time point", "S": "sample"}.get(s.frame_axes, "frame") + " (from 0)"
+            self.frame.description = s.frame_name + " (from 0)"
             self.frame.layout.display = "" if s.frame_count > 1 else "none"
         finally:
             self._framing = False
@@ -703,8 +703,7 @@ class RestoreStep(W.VBox):
                     index = self._frame_wanted
                 try:
                     s.choose_frame(index, self._progress)
-                    what = {"T": "time point", "S": "sample"}.get(s.frame_axes, "frame")
-                    self.msg.note(f"showing {what} {index} (counted from 0).")
+                    self.msg.note(f"showing {s.frame_name} {index} (counted from 0).")
                 except CareError as e:
                     self.msg.error(e)
                 except Exception as e:  # noqa: BLE001 - an unexpected failure must not kill the app
