@@ -23,6 +23,17 @@ from carecore.progress import Stopped
 #: What a frame along each frame axis is called.
 FRAME_NAMES = {"T": "time point", "S": "sample"}
 
+
+def _frame_at(sizes, index):
+    """Frame ``index`` (counted through the frame axes in order) as an index per frame axis."""
+    return {a: int(i) for a, i in zip(sizes, np.unravel_index(index, tuple(sizes.values())))} if sizes else {}
+
+
+def _frame_clause(sizes, at):
+    """ "time point 2 of 3 (T=1, counted from 0)" for each frame axis."""
+    return ", ".join(f"{FRAME_NAMES[a]} {i + 1} of {sizes[a]} ({a}={i}, counted from 0)" for a, i in at.items())
+
+
 #: Training budgets offered in step 2 (label, seconds); 0 is "custom": epochs × steps as typed.
 BUDGETS = [("Quick · 3 min", 180.0), ("Standard · 20 min", 1200.0), ("Thorough · 60 min", 3600.0),
            ("Custom (epochs × steps)", 0.0)]
@@ -252,6 +263,7 @@ class LabState(HasTraits):
     smooth = Bool(True)           # the model's own output smoothing (output_sigma); off: the network's output
     frame_count = Int(1)          # frames (time points, samples) of the last restoration; 1 for one image
     frame_index = Int(0)          # the one shown and scored (show_frame), counted from 0
+    view_count = Int(0)           # counts the views' changes (a restoration, another frame shown): steps 4 and 5 follow
     # step 5: reliability
     reliability_ready = Bool(False)
 
@@ -994,6 +1006,16 @@ class LabState(HasTraits):
         """What a frame of the last restoration is called: "time point", "sample" or "frame"."""
         return FRAME_NAMES.get(self.frame_axes, "frame")
 
+    @property
+    def shown_caption(self):
+        """What the views show: the saved restoration and, for a time-lapse, the frame (steps 4 and 5)."""
+        if self.restored is None:
+            return ""
+        if self.frame_count <= 1:
+            return self.restored_path
+        sizes = self._frames["sizes"]
+        return f"{self.restored_path}, {_frame_clause(sizes, _frame_at(sizes, self.frame_index))}"
+
     def show_frame(self, index, progress=None):
         """Show and score frame ``index`` of the last restoration (its time points or samples counted from
         0 through the frame axes in order; 0 for a single image): the views' input, restoration, scale and
@@ -1013,7 +1035,7 @@ class LabState(HasTraits):
         count = int(np.prod(list(sizes.values()), dtype=np.int64))
         if not 0 <= index < count:
             raise CareError(f"frame {index}: the restoration has {count} (0 to {count - 1})")
-        at = {a: int(i) for a, i in zip(sizes, np.unravel_index(index, tuple(sizes.values())))} if sizes else {}
+        at = _frame_at(sizes, index)
         pick = lambda a, axes: a[tuple(at.get(x, slice(None)) for x in axes)]  # noqa: E731
         in_axes, out_axes = ("".join(x for x in axes if x not in at) for axes in (f["in_axes"], f["out_axes"]))
         single = f["model"]
@@ -1026,9 +1048,7 @@ class LabState(HasTraits):
         v["members"] = None if f["members"] is None else tuple(pick(m, "M" + f["out_axes"]) for m in f["members"])
         v["restore_summary"] = f["summary"] + (
             "; all " + " × ".join(f"{n} {FRAME_NAMES[a]}{'s' * (n != 1)}" for a, n in sizes.items())
-            + " restored and saved; shown and scored here: "
-            + ", ".join(f"{FRAME_NAMES[a]} {i + 1} of {sizes[a]} ({a}={i}, counted from 0)" for a, i in at.items())
-            if at else "")
+            + " restored and saved; shown and scored here: " + _frame_clause(sizes, at) if at else "")
         v["truth"], v["metrics"], v["metrics_note"] = None, {}, f["note"]
         if f["truth"] is not None:   # with the frames, or one for all of them
             t = f["truth"]
@@ -1041,7 +1061,9 @@ class LabState(HasTraits):
         for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "input_image", "input_norm",
                      "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index"):
             setattr(self, name, v[name])
+        self.readouts = {}   # of the frame shown before
         self.reliability_ready = False
+        self.view_count += 1
 
     def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False, output_sigma=None):
         """``carecore.predict_chunked`` on a local cluster or the configured scheduler, into
@@ -1161,6 +1183,7 @@ class LabState(HasTraits):
             r["disagreement"] = disagreement(means, scales)
         if self.truth is not None:
             r.update(self._truth_readouts(means, scales, members))
+        r["of"] = self.shown_caption
         self.readouts = r
         self.reliability_ready = True
         return r

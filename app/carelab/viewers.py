@@ -196,6 +196,13 @@ class BandProfile(W.VBox):
         items = [("#08519c", False, "mean (restored)"), ("#9ecae1", "band", "90 % interval")]
         self.caption.value = legend_html(items + ([("#222222", True, truth_label)] if truth is not None else []))
 
+    def clear(self):
+        """No profile (the read-outs it showed are gone)."""
+        for line in (self.band, self.mean, self.truth):
+            with line.hold_sync():
+                line.x, line.y = [], []
+        self.caption.value = ""
+
 
 def mip_colormap(color=(0.35, 1.0, 0.35), n=256):
     """An ipyvolume transfer function for maximum-intensity projection: black to ``color``.

@@ -731,12 +731,15 @@ class ViewStep(W.VBox):
         self.row = W.IntSlider(description="profile row", min=0, max=0, continuous_update=False)
         self.profile = None
         self.profile_box = W.Box()
+        self.caption = W.HTML()
+        self.caption.add_class("care-view-caption")
+        self._shown = None   # the state's view_count when the views were filled (None: never)
         super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side, each on its own grid "
                                  "(a coarse stack and its finer restoration are drawn at their voxel sizes): "
                                  "maximum-intensity projections with a shared camera (drag to rotate; each has its "
                                  "contrast window), orthogonal slices (the slice sliders follow each other in "
                                  "space), and a line profile on the output's grid.</p>"),
-                          W.HBox([self.show3d]), self.msg, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
+                          W.HBox([self.show3d]), self.msg, self.caption, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
                           self.profile_box])
         self.show3d.on_click(lambda b: run_guarded(self.msg, self.on_show))
         self.row.observe(lambda c: self._profile(), "value")
@@ -761,12 +764,20 @@ class ViewStep(W.VBox):
                                   css="care-view-profile", x_min=0, x_format="d", legend=None,
                                   colors=["#1f77b4", "#ff7f0e"])
             self.profile_box.children = [self.profile]
+        if self._shown is not None and self._shown != self.state.view_count:
+            # restored again, or another frame chosen in step 3, since the views were filled
+            run_guarded(self.msg, self.on_show)
 
     def on_show(self):
         s = self.state
         if s.restored is None:
             raise CareError("restore an image first (step 3)")
+        self._shown = s.view_count
         self.activate()
+        caption = html.escape(s.shown_caption)
+        if s.frame_count > 1:
+            caption += f" (another {html.escape(s.frame_name)}: the slider in step 3 · Restore)"
+        self.caption.value = f"<p style='color:#666'>showing {caption}</p>"
         self.ortho_in.set_image(s.input_image, spacing=s.input_spacing)
         self.ortho_out.set_image(s.restored, spacing=s.output_spacing)
         self.row.max = s.restored.shape[-2] - 1
@@ -815,10 +826,14 @@ class ReliabilityStep(W.VBox):
         self.dmap = W.Image(format="png", layout=W.Layout(width="260px", display="none"))
         self.dnote = W.HTML()
         self.ece = W.HTML()
+        self.caption = W.HTML()
+        self.caption.add_class("care-rel-caption")
+        self._of = None   # what the read-outs shown are of (None: none shown)
         super().__init__([W.HTML("<h3>5 · Reliability</h3><p>Where may the restoration be wrong? The 90 % interval "
                                  "along a line (in the input's intensity units; for an ensemble, of the mixture of its "
                                  "members), an uncertainty movie of samples, the ensemble disagreement and the "
-                                 "calibration curve, measured without fitting anything to the ground truth.</p>"), W.HBox([self.go]), self.msg, W.HBox([self.z, self.row]), self.band_box,
+                                 "calibration curve, measured without fitting anything to the ground truth.</p>"), W.HBox([self.go]), self.msg,
+                          self.caption, W.HBox([self.z, self.row]), self.band_box,
                           W.HBox([W.VBox([W.HTML("<b>uncertainty movie</b>"), W.HBox([self.play, self.frame]), self.movie]),
                                   W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dnote])]),
                           W.HBox([self.calib_box, self.ece])])
@@ -826,6 +841,23 @@ class ReliabilityStep(W.VBox):
         for w in (self.row, self.z):
             w.observe(lambda c: self._profile(), "value")
         self.frame.observe(lambda c: self._frame(), "value")
+        # restored again, or another frame shown: the read-outs of the one before are taken down
+        state.observe(lambda c: None if c["new"] else self._stale(), "reliability_ready")
+
+    def _stale(self):
+        if self._of is None:
+            return
+        before, self._of = self._of, None
+        if self.band is not None:
+            self.band.clear()
+            for name in ("calibrated", "model"):
+                self.calib.set_curve(name, [], [])
+        self.movie.value = b""
+        self.dmap.layout.display = "none"
+        self.dnote.value = self.ece.value = ""
+        now = self.state.shown_caption
+        self.caption.value = (f"<p style='color:#a15c00'>the read-outs of {html.escape(before)} were taken down: step 3 "
+                              f"shows {html.escape(now) or 'nothing'} now; compute again for it</p>")
 
     def activate(self):
         if self.band is None:
@@ -845,6 +877,12 @@ class ReliabilityStep(W.VBox):
     def show(self, r):
         from carecore.render import display_range, to_png
 
+        self._of = r.get("of", "")
+        if r is not self.state.readouts:   # restored again, or another frame shown, since they were computed
+            self._stale()
+            self.msg.note("step 3 changed what it shows while these were computed: compute again")
+            return
+        self.caption.value = f"<p style='color:#666'>of {html.escape(self._of)}</p>"
         m = r["mean"]
         self.z.max = m.shape[0] - 1 if m.ndim == 3 else 0
         self.z.value = m.shape[0] // 2 if m.ndim == 3 else 0
@@ -905,6 +943,8 @@ class CareLab(W.VBox):
             self.tabs.set_title(i, t)
         self.tabs.add_class("care-tabs")
         self.tabs.observe(self._tab_shown, "selected_index")
+        # a frame chosen in step 3 whose scoring ends after the View tab was opened: its views follow
+        state.observe(lambda c: self.steps[3].activate() if self.tabs.selected_index == 3 else None, "view_count")
         root = W.HTML(f"<p style='color:#666'>data root: <code>{html.escape(state.data_root)}</code></p>")
         super().__init__([root, self.tabs])
         self.add_class("care-lab")

@@ -504,6 +504,12 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     assert page.locator(".care-restore-metrics tr", has_text="CARE").inner_text() != ssim   # scored on its own frame
     assert frame.locator(".widget-readout").inner_text() == "0" and page.locator(".care-restore-go").is_enabled()
     page.screenshot(path=str(shots / "tl_3_restore_first.png"), full_page=True)
+    # step 4 names the frame it shows
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()
+    page.locator(".care-view-show").click()
+    page.locator(".care-view-caption", has_text="time point 1 of 3 (T=0, counted from 0)").wait_for(timeout=60_000)
+    page.screenshot(path=str(shots / "tl_4_view.png"), full_page=True)
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
     # two quick moves: the last one is shown, one frame at a time
     frame.locator(".noUi-handle").first.focus()
     page.keyboard.press("ArrowRight")
@@ -512,6 +518,9 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     page.locator(".care-restore-msg", has_text="showing time point 2").wait_for(timeout=60_000)
     expect(page.locator(".care-restore-go")).to_be_enabled(timeout=30_000)
     assert frame.locator(".widget-readout").inner_text() == "2"
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()   # the views follow
+    page.locator(".care-view-caption", has_text="time point 3 of 3 (T=2, counted from 0)").wait_for(timeout=60_000)
+    page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
 
     # a single image afterwards: no time-point slider
     page.locator(".care-restore-image select").select_option(label="denoising3d/test/low/sample00.tif")

@@ -404,6 +404,55 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
     assert state.frame_count == 1 and state.frame_index == 0 and "time point" not in state.restore_summary
 
 
+# the charts and volumes are made in this process here (elsewhere only in the browser's kernel): bqplot's
+# scales and axes and ipyvolume's volumes pass constructor arguments that traitlets deprecates
+@pytest.mark.filterwarnings("ignore:Passing unrecognized arguments to super:DeprecationWarning",
+                            "ignore:metadata .* was set from the constructor:DeprecationWarning")
+def test_views_and_read_outs_follow_the_frame_shown(state):
+    """Steps 4 and 5 name what they show; another frame (or restoration) refreshes the views and takes
+    the reliability read-outs of the one before down (no figure left standing for another frame)."""
+    import carecore as cc
+    from carelab import LabState
+    from carelab.wizard import ReliabilityStep, ViewStep
+
+    src = cc.read_image(state.resolve(state.default_input()))
+    (state.resolve(".") / "movie2" / "low").mkdir(parents=True)
+    cc.write_image(state.resolve("movie2/low/tl.tif", must_exist=False),
+                   np.stack([src.data, src.data[:, ::-1]]), axes="TZYX")
+    lab = LabState(state.data_root, quick=True)   # its own observers (the module's state keeps none)
+    lab.model_dir, lab.input_path, lab.tta = state.model_dir, "movie2/low/tl.tif", False
+    view, rel = ViewStep(lab), ReliabilityStep(lab)
+    rel.activate()   # (the tab opened: its charts made)
+    lab.restore()
+    view.on_show()
+    assert "time point 2 of 2 (T=1, counted from 0)" in view.caption.value and "tl.tif" in view.caption.value
+    np.testing.assert_array_equal(view.ortho_out.data, lab.restored)
+    rel.show(lab.compute_reliability())
+    assert "of restored/" in rel.caption.value and "time point 2 of 2" in rel.caption.value and rel.movie.value
+    shown = view.ortho_out.data.copy()
+    lab.show_frame(0)
+    assert lab.readouts == {} and not lab.reliability_ready
+    assert "taken down" in rel.caption.value and "time point 1 of 2 (T=0" in rel.caption.value
+    assert rel.movie.value == b"" and len(rel.band.mean.x) == 0 and len(rel.calib.lines["model"].x) == 0
+    rel.z.value = 0   # the sliders with nothing to show: no error
+    view.activate()   # the tab opened again: the views follow the frame shown
+    assert "time point 1 of 2 (T=0" in view.caption.value
+    np.testing.assert_array_equal(view.ortho_out.data, lab.restored)
+    assert not np.array_equal(view.ortho_out.data, shown)
+    # read-outs computed before a change arrive after it: not shown
+    r = lab.compute_reliability()
+    lab.show_frame(1)
+    rel.show(r)
+    assert "taken down" in rel.caption.value and rel.movie.value == b""
+    # a single image: no frame in the captions
+    lab.input_path = state.default_input()
+    lab.restore()
+    rel.show(lab.compute_reliability())
+    view.activate()
+    assert "time point" not in view.caption.value and "time point" not in rel.caption.value
+    assert "sample00.tif" in view.caption.value
+
+
 def test_restore_summary_names_the_output_smoothing():
     """The summary clause states each model's sigma and whether training chose it or the configuration set it."""
     from types import SimpleNamespace
