@@ -11,19 +11,22 @@ What carecore does around its network is written as the package's processing ste
   ``lo, hi`` (``y * (hi - lo) + lo``). The format has no step that reads statistics of the input and
   applies their inverse, so the package does one of (``postprocessing=``):
 
-  ``"scale_linear"`` (default when channels in == out)
-      ``y * gain + offset`` with fixed ``gain = hi - lo`` and ``offset = lo`` of the test input:
-      exactly carecore's output for the test input and for images whose percentiles equal it
-      (same microscope settings and sample); for other images the output is in the test
-      image's units rather than the image's own. With ``input_normalization="training"`` these
-      are the training inputs' values, and the package equals carecore on every image.
+  ``"scale_linear"`` (default when channels in == out, except probabilistic models scaled per image)
+      ``y * gain + offset`` with fixed ``gain = hi - lo`` and ``offset = lo`` of the test input (the
+      whole image given, not its crop, the test tensor): exactly carecore's output for the test
+      input and for images whose percentiles equal it (same microscope settings and sample); for
+      other images the output is in the test image's units rather than the image's own. With
+      ``input_normalization="training"`` these are the training inputs' values, and the package
+      equals carecore on every image; a probabilistic model's Laplace scale channels get the gain
+      alone (one gain and offset per channel: ``[hi - lo, hi - lo]``, ``[lo, 0]``).
   ``"scale_mean_variance"``
       the output's mean and standard deviation set to the input's: follows each image, but the
       contrast of a denoised output is stretched by ``std(noisy input) / std(restoration)``.
   ``"none"``
       the network's output in normalized units (0 ≈ the input's low, 1 ≈ its high percentile);
       carecore's output is ``output * (hi - lo) + lo``. Probabilistic models (mean and Laplace scale
-      as channels ``mean``/``scale``) and models whose channel count changes use this.
+      as channels ``mean``/``scale``) that scale each image by its own percentiles, and models whose
+      channel count changes, use this.
 
 The network is exported as standard Keras layers (:mod:`carecore.export.plain`) in the formats of
 :mod:`carecore.export.weights`; the export checks every written format against carecore's own
@@ -72,10 +75,18 @@ REFUSED_KINDS = {
 def _load_exportable(model_dir, weights):
     from ..models.folder import load_model
 
+    from ..uncertainty.ensemble import Ensemble
+
     model = load_model(model_dir, weights=weights)
-    if not hasattr(model, "config"):
-        raise CareError(f"{model_dir}: an ensemble folder; a package holds one network: export each member's "
-                        "model folder on its own")
+    if isinstance(model, Ensemble) or not hasattr(model, "config"):
+        members = [str(m.path) for m in getattr(model, "members", []) if getattr(m, "path", None) is not None]
+        example = members[0] if members else "MEMBER_FOLDER"
+        raise CareError(f"{model_dir}: an ensemble folder ({len(members) or 'several'} members); a bioimage.io package "
+                        "holds one network, and the format cannot express the ensemble's mixture of its members' "
+                        "predictions (nor its disagreement). Export one member's model folder instead (`carecore "
+                        f"export --model {example} --out member.zip`), or restore with the ensemble in carecore "
+                        f"(`carecore predict --model {model_dir} ...`); the members' folders: "
+                        + (", ".join(members) if members else "listed in its ensemble.json"))
     kind = model.config.kind
     if kind not in EXPORTABLE_KINDS:
         why = REFUSED_KINDS.get(kind, "it needs processing around its network that the package format cannot express")
@@ -104,8 +115,9 @@ def _min_size(divisor, halo):
 
 
 def _test_image(model, test_input, test_axes, min_size):
-    """The test input as (spatial..., C) float32, centre-cropped to a valid size; axes shorter than the
-    package's minimum (but at least half of it) are mirrored at both ends up to it."""
+    """``(x, whole)``: the test input as (spatial..., C) float32, centre-cropped to a valid size (axes
+    shorter than the package's minimum, but at least half of it, mirrored at both ends up to it), and
+    the whole image as given, (spatial..., C) float32 (a view where possible)."""
     from ..axes import spatial_axes
 
     c = model.config
@@ -113,9 +125,13 @@ def _test_image(model, test_input, test_axes, min_size):
         sources = model.run_card.get("data_sources") or []
         low = Path(sources[0]["low"]) if sources else None
         if low is None or not low.exists():
-            raise CareError("test_input: none given and the model's training data "
-                            f"({low or 'not recorded in its run card'}) cannot be read; pass an image "
-                            "(e.g. test_input=read_image('low.tif').data, test_axes='ZYX')")
+            imported = " (an imported model: its training data is not known)" \
+                if (model.run_card or {}).get("imported_from") else ""
+            raise CareError("test input: none given and the model's training data "
+                            f"({low or 'not recorded in its run card'}) cannot be read{imported}; pass an image "
+                            f"acquired like the ones the model restores: on the command line `--test-input low.tif` "
+                            f"(with `--axes {c.axes}` if the file does not record its axes), in Python "
+                            f"`export_bioimageio(..., test_input=read_image('low.tif').data, test_axes='{c.axes}')`")
         from ..io import read_image
 
         img = read_image(low)
@@ -126,6 +142,7 @@ def _test_image(model, test_input, test_axes, min_size):
     x = np.transpose(np.asarray(test_input, np.float32), order)
     if "C" not in test_axes:
         x = x[..., None]
+    whole = x
     crop, pad = [], []
     for a, s, cap in zip(c.axes, x.shape[:-1], TEST_INPUT_MAX[c.ndim]):
         if s < min_size:   # a shallow stack (the demo's 32 slices under a minimum of 52): mirrored up to it
@@ -143,7 +160,7 @@ def _test_image(model, test_input, test_axes, min_size):
     x = x[tuple(crop)]
     if any(p != (0, 0) for p in pad):
         x = np.pad(x, pad + [(0, 0)], mode="symmetric")
-    return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x), whole
 
 
 def _scale_linear(gain, offset):
@@ -161,14 +178,21 @@ def _training_scaling(norm):
 
 
 def _postprocessing(kind, config, norm, out_norm, x):
-    """(description entries, test output) for postprocessing ``kind``; ``out_norm`` is the network's
-    output (spatial..., C_out), ``x`` the test input (spatial..., C_in)."""
+    """(description entries, test output) for postprocessing ``kind``; ``norm`` is the mapping back's
+    percentiles, ``out_norm`` the network's output (spatial..., C_out; probabilistic: the means, then
+    the scales), ``x`` the test input (spatial..., C_in).
+
+    ``scale_linear`` maps a probabilistic model's means back as carecore does (``y * (hi - lo) + lo``)
+    and its Laplace scales, widths, by the gain alone: one gain and offset per output channel."""
     spatial = tuple(range(config.ndim))
     if kind == "none":
         return [], out_norm
     lo, hi = np.asarray(norm.lo, np.float32), np.asarray(norm.hi, np.float32)
     if kind == "scale_linear":
-        return [_scale_linear(hi - lo, lo)], out_norm * (hi - lo) + lo
+        gain, offset = hi - lo, lo
+        if config.probabilistic:
+            gain, offset = np.concatenate([gain, gain]), np.concatenate([offset, np.zeros_like(offset)])
+        return [_scale_linear(gain, offset)], (out_norm * gain + offset).astype(np.float32)
     eps = 1e-6
     mean, std = out_norm.mean(spatial), out_norm.std(spatial)
     ref_mean, ref_std = x.mean(spatial), x.std(spatial)
@@ -234,7 +258,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
     model_dir : str or Path
         A carecore model folder of kind ``care`` or ``subdiffraction`` (2D or 3D; probabilistic models
         export mean and scale as the output channels ``mean*`` and ``scale*``). The other kinds are
-        refused (:data:`REFUSED_KINDS` says why).
+        refused (:data:`REFUSED_KINDS` says why), and so are ensemble folders (export one member's folder).
     out_zip : str or Path
         The package to write.
     name, description : str, optional
@@ -247,10 +271,13 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
         An image to test the package with (default: the first training input of the run card),
         centre-cropped to at most :data:`TEST_INPUT_MAX`, and mirrored up to the package's minimum
         size along axes shorter than it (at least half of it); ``test_axes`` are its axes (default
-        the model's, optionally with ``C``).
+        the model's, optionally with ``C``). Its percentiles (of the whole image) are those of a
+        ``scale_linear`` postprocessing of a model that scales each image by its own percentiles.
+        Required (on the command line ``--test-input FILE``) when the training data cannot be read.
     postprocessing : {"scale_linear", "scale_mean_variance", "none"}, optional
         How the output is brought back to intensities (see the module's description); default
-        ``scale_linear`` when channels in == out and the model is not probabilistic, else ``none``.
+        ``scale_linear`` when channels in == out and the model is not probabilistic or scales its inputs
+        by its training inputs' percentiles (then exact on every image, mean and scale), else ``none``.
     weight_formats : "auto" or sequence of str
         Among ``keras_v3``, ``tensorflow_saved_model_bundle``, ``onnx`` ("auto": all whose converter
         is installed).
@@ -283,16 +310,27 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
     c = model.config
     if not 1 < c.percentiles[1] <= 100:
         raise CareError(f"percentiles {c.percentiles}: the package format needs a high percentile above 1")
-    mapped = c.n_channel_in == c.n_channel_out and not c.probabilistic
+    by_training = model.scales_by_training
+    # a probabilistic model's mean and scale map back by a fixed scale_linear (one gain and offset per channel);
+    # exact for every image when the inputs are scaled by the training inputs' percentiles
+    mapped = c.n_channel_in == c.n_channel_out and (not c.probabilistic or by_training)
     if postprocessing is None:
         postprocessing = "scale_linear" if mapped else "none"
     if postprocessing not in POSTPROCESSING:
         raise CareError(f"postprocessing: choose from {POSTPROCESSING}, got {postprocessing!r}")
-    if postprocessing != "none" and not mapped:
-        why = "is probabilistic (its scale channels must not be shifted)" if c.probabilistic else \
-            f"changes the channel count ({c.n_channel_in} -> {c.n_channel_out})"
-        raise CareError(f"postprocessing={postprocessing!r}: the model {why}; carecore does not map its output back "
-                        "either: use postprocessing='none'")
+    if c.n_channel_in != c.n_channel_out and postprocessing != "none":
+        raise CareError(f"postprocessing={postprocessing!r}: the model changes the channel count ({c.n_channel_in} "
+                        f"-> {c.n_channel_out}); carecore does not map its output back either: use "
+                        "postprocessing='none'")
+    if c.probabilistic and postprocessing == "scale_mean_variance":
+        raise CareError("postprocessing='scale_mean_variance': the model is probabilistic, and that step would shift "
+                        "and stretch its Laplace scale channels like intensities; use postprocessing="
+                        + ("'scale_linear' (the default: exact) or 'none'" if by_training else "'none'"))
+    if c.probabilistic and postprocessing == "scale_linear" and not by_training:
+        raise CareError("postprocessing='scale_linear': the model is probabilistic and scales each image by its own "
+                        "percentiles (input_normalization='image'), so a fixed mapping back would be right for the "
+                        "test image only; use postprocessing='none' (normalized units: carecore maps them back with "
+                        "each image's percentiles when it runs the package)")
     formats = resolve_formats(weight_formats)
     halo = model._halo() if halo is None else int(halo)
     if halo < 0:
@@ -301,10 +339,13 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
     halo = -(-halo // half) * half
     min_size = _min_size(c.divisor, halo)
 
-    x = _test_image(model, test_input, test_axes, min_size)
+    x, whole = _test_image(model, test_input, test_axes, min_size)
     axes_c = c.axes + "C"
-    by_training = model.scales_by_training
     norm = model.input_normalization(x, axes=axes_c, name="test_input")
+    # the mapping back: the training inputs' percentiles, or those of the whole test image as given (not of its
+    # crop, the test tensor), so that the package restores the image it was given exactly as carecore does
+    post_norm = norm if by_training else model.input_normalization(whole, axes=axes_c, name="test_input")
+    del whole
     twin = _float32_twin(model)
     pred = twin.predict(x, axes=axes_c, normalization=norm, n_tiles=(1,) * c.ndim)
     pred = np.concatenate(pred, axis=-1) if c.probabilistic else pred
@@ -318,7 +359,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
             out_norm[..., k:] = pred[..., k:] / (hi - lo)
     else:
         out_norm = pred
-    post, test_output = _postprocessing(postprocessing, c, norm, out_norm.astype(np.float32), x)
+    post, test_output = _postprocessing(postprocessing, c, post_norm, out_norm.astype(np.float32), x)
     bf16 = None
     if twin is not model:  # what carecore's default (bfloat16) arithmetic changes, for the documentation
         p16 = model.predict(x, axes=axes_c, normalization=norm, n_tiles=(1,) * c.ndim)
@@ -349,7 +390,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
         (files / "run_card.json").write_text(json.dumps(model.run_card, indent=1, default=str))
         name = name or model_dir.name
         facts = {"halo": halo, "min_size": min_size, "postprocessing": postprocessing, "formats": errors,
-                 "bfloat16_difference": bf16, "test_shape": x.shape, "norm": norm,
+                 "bfloat16_difference": bf16, "test_shape": x.shape, "norm": post_norm,
                  "by_training": by_training}
         (files / "README.md").write_text(docs.readme(name, model, facts))
 

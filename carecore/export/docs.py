@@ -22,7 +22,9 @@ def summary(config):
 
 def output_description(config, postprocessing):
     if config.probabilistic:
-        return "Laplace mean and scale per pixel (channels mean*, scale*), in normalized units"
+        units = "in intensity units (fixed gain/offset per channel)" if postprocessing == "scale_linear" \
+            else "in normalized units"
+        return f"Laplace mean and scale per pixel (channels mean*, scale*), {units}"
     return {"scale_linear": "restoration in the test image's intensity units (fixed gain/offset)",
             "scale_mean_variance": "restoration with the input's mean and standard deviation",
             "none": "restoration in normalized units (the input's low percentile ~0, high ~1)"}[postprocessing]
@@ -106,19 +108,24 @@ def readme(name, model, facts):
     ]
     if post == "scale_linear" and facts.get("by_training"):
         lines.append("- Output: mapped back with the same values (`scale_linear`), exactly as carecore does, for "
-                     "every image.")
+                     "every image" + ("; the Laplace scale channels (widths) are multiplied by `hi - lo` only (one "
+                                      "gain and offset per output channel)." if c.probabilistic else "."))
     elif post == "scale_linear":
         lines.append(f"- Output: mapped back with a fixed `scale_linear` (gain {_fmt(float(hi[0] - lo[0]))}, offset "
-                     f"{_fmt(float(lo[0]))} for channel 0): the test image's percentile range. carecore maps every "
-                     "image back with its *own* percentiles; the package reproduces that exactly only for images "
-                     "with the test image's range and otherwise returns the restoration in the test image's units.")
+                     f"{_fmt(float(lo[0]))} for channel 0): the percentile range of the whole test image given "
+                     "(the test tensor is its centre crop, the test output the package's output on it). carecore "
+                     "maps every image back with its *own* percentiles; the package reproduces that exactly only for "
+                     "images with the test image's range and otherwise returns the restoration in the test image's "
+                     "units.")
     elif post == "scale_mean_variance":
         lines.append("- Output: `scale_mean_variance` gives it the input's mean and standard deviation. This differs "
                      "from carecore (which maps back with the input's percentiles): the restoration's contrast is "
                      "stretched by the ratio of the noisy input's to the restoration's standard deviation.")
     else:
         lines.append("- Output: in normalized units (no postprocessing). carecore's output is "
-                     "`output * (hi - lo) + lo` with the input's percentile values `lo`, `hi`"
+                     "`output * (hi - lo) + lo` with the " + ("training inputs' percentile values `lo`, `hi` above"
+                                                              if facts.get("by_training") else
+                                                              "input's percentile values `lo`, `hi`")
                      + ("; the Laplace scale channels scale by `hi - lo` only." if c.probabilistic else "."))
     lines += [
         f"- Tiling: sides must be {facts['min_size']} + a multiple of {c.divisor}; the halo ({facts['halo']} "

@@ -21,8 +21,10 @@ package's own weights; :meth:`BioimageioModel.predict` restores an image the way
   (percentiles, mean, standard deviation) are those of the whole unprocessed tensor, as bioimageio.core
   computes them, over all spatial axes, per channel unless ``channel`` is among the step's ``axes``.
 - **carecore's packages** (``config.carecore`` in the description) that leave the network's output in
-  normalized units (``postprocessing: none``, e.g. probabilistic ones) are mapped back with the input's
-  own percentiles, as carecore maps its own predictions back (``map_back=False``: as written).
+  normalized units (``postprocessing: none``, e.g. probabilistic ones) are mapped back by the inverse of
+  their input's normalization: the input's own percentiles (``scale_range``), or the fixed training
+  inputs' percentiles (``scale_linear``), as carecore maps its own predictions back; a probabilistic
+  package's scale channels by the range alone (``map_back=False``: as written).
 
 The description is parsed as JSON (carecore writes it so) or, when PyYAML is installed, as YAML.
 
@@ -650,6 +652,10 @@ class BioimageioModel:
             elif st.id == "scale_linear":
                 gain, offset = self._vector(st, "gain", n, 1.0), self._vector(st, "offset", n, 0.0)
                 funcs.append(lambda t, g=gain, o=offset: t * g + o)
+                if np.all(gain != 0):   # its inverse, y / g - o / g: carecore's mapping back of a fixed scaling
+                    ranges.append((st, "channel", np.float32(1) / gain, -offset / gain))
+                else:
+                    ranges.append((st, "constant", None, None))
             elif st.id == "fixed_zero_mean_unit_variance":
                 mean, std = self._vector(st, "mean", n), self._vector(st, "std", n)
                 funcs.append(lambda t, m=mean, s=std, e=eps: (t - m) / (s + e))
@@ -661,7 +667,7 @@ class BioimageioModel:
                 kind = self._reduce(st, src_ids)
                 lo, hi = self._percentiles(src, p_lo, p_hi, kind, src_letters, name)
                 self._check_channels(st, lo, n)
-                ranges.append((st, kind, lo, hi, eps))
+                ranges.append((st, kind, hi - lo + eps, lo))
                 funcs.append(lambda t, lo=lo, hi=hi, e=eps: (t - lo) / (hi - lo + e))
             elif st.id == "zero_mean_unit_variance":
                 mean, std = self._moments(tensor, self._reduce(st, ids))
@@ -787,11 +793,11 @@ class BioimageioModel:
             res = f(res)
         res = np.asarray(res, np.float32)
         if map_back and self._maps_back(ranges):
-            _, _, lo, hi, eps = ranges[0]
+            _, _, gain, offset = ranges[0]   # the inverse of the input's normalization
             k = self.n_channel_out
-            res[..., :k] = res[..., :k] * (hi - lo + eps) + lo
+            res[..., :k] = res[..., :k] * gain + offset
             if self.probabilistic:
-                res[..., k:] *= hi - lo + eps
+                res[..., k:] *= gain
         out_axes = self.output_axes(axes)
         letters = [SPACE[i] for i in self._out_ids] + ["C"]
 
@@ -809,7 +815,9 @@ class BioimageioModel:
 
     def _maps_back(self, ranges):
         """Whether carecore maps this package's output back: a carecore package without postprocessing
-        whose input is normalized per channel by one ``scale_range`` and whose channels in == out."""
+        whose input is normalized per channel by one ``scale_range`` (the image's percentiles) or one
+        ``scale_linear`` (the training inputs' percentiles: packages of probabilistic models written
+        before carecore exported their mapping back) and whose channels in == out."""
         return (self._carecore is not None and self._carecore.get("postprocessing") == "none" and not self._post
                 and len(ranges) == 1 and ranges[0][1] == "channel" and ranges[0][0].kwargs.get("reference_tensor")
                 in (None, self._input_id) and self.n_channel_in == self.n_channel_out)

@@ -76,3 +76,18 @@ def model2d_training_scaled(tmp_path_factory):
     model.train(patches)
     assert model.config.input_normalization == "training" and model.training_normalization is not None
     return model, noisy
+
+
+@pytest.fixture(scope="session")
+def model2d_prob_training_scaled(tmp_path_factory):
+    """(model, noisy image): a float32 probabilistic 2D model trained on patches from ``create_patches``,
+    so that it scales every input by its training inputs' percentiles (the default, as ensemble members)."""
+    from carecore import create_patches
+
+    noisy, clean = simulated_image((112, 120))
+    cfg = care_config("YX", quick=True, epochs=1, steps_per_epoch=2, precision="float32", probabilistic=True)
+    patches = create_patches([(noisy, clean)], cfg.patch_size, axes="YX", n_patches_per_image=12, seed=0)
+    model = create_model(cfg, tmp_path_factory.mktemp("m") / "care2d_prob_training_scaled")
+    model.train(patches)
+    assert model.scales_by_training and model.config.probabilistic
+    return model, noisy

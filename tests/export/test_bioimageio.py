@@ -253,3 +253,47 @@ def test_the_onnx_graph_is_written_layer_by_layer_the_same_every_time(tmp_path):
         with pytest.raises(CareError, match=f"layer '{name}'|rescaling '{name}'|'sum' takes a tensor"):
             write_onnx(model, tmp_path / f"{name}.onnx", n_spatial=2, n_channel_in=1)
         assert not (tmp_path / f"{name}.onnx").exists()
+
+
+def test_probabilistic_model_scaled_by_training_gives_intensities_in_bioimageio_core(
+        model2d_prob_training_scaled, make_image, tmp_path):
+    """What Fiji/deepImageJ and bioimageio.core run is the rdf's own processing: a probabilistic model with
+    the default input normalization maps mean and scale back there (``scale_linear`` along the channel
+    axis), so they get carecore's mean and scale on any image, in intensity units."""
+    model, noisy = model2d_prob_training_scaled
+    pkg = export_bioimageio(model.path, tmp_path / "prob.zip", test_input=noisy, weight_formats=["onnx"])
+    _test_model(pkg)
+    other = make_image((96, 104), seed=3)[0] * 0.5 + 40   # another image, another intensity range
+    mean, scale = model.predict(other, axes="YX")
+    theirs = _bioimageio_predict(pkg, other[..., None])
+    np.testing.assert_allclose(theirs[..., 0], mean, atol=1e-4 * np.ptp(mean))
+    np.testing.assert_allclose(theirs[..., 1], scale, atol=1e-4 * np.ptp(mean))
+
+
+def test_ensembles_and_missing_test_inputs_are_refused_with_what_to_do(tmp_path, capsys):
+    from carecore.cli import main
+    from carecore.uncertainty.ensemble import Ensemble
+
+    members = []
+    for i in (1, 2):
+        m = create_model(care_config("YX", quick=True, probabilistic=True, precision="float32"),
+                         tmp_path / "ens" / f"member_{i}")
+        m.save()
+        members.append(m)
+    Ensemble(members, tmp_path / "ens").save_index()
+    assert main(["export", "--model", str(tmp_path / "ens"), "--out", str(tmp_path / "ens.zip")]) == 2
+    err = capsys.readouterr().err
+    assert "an ensemble folder (2 members)" in err and "Export one member's model folder" in err, err
+    assert str(tmp_path / "ens" / "member_1") in err and str(tmp_path / "ens" / "member_2") in err
+    assert not (tmp_path / "ens.zip").exists()
+    with pytest.raises(CareError, match="ensemble folder"):
+        export_bioimageio(tmp_path / "ens", tmp_path / "ens.zip")
+
+    # a model without recorded training data (as imported CSBDeep models): the test input's option is named
+    # for the command line and for Python
+    bare = create_model(care_config("YX", quick=True, precision="float32"), tmp_path / "bare")
+    bare.save()
+    assert main(["export", "--model", str(bare.path), "--out", str(tmp_path / "bare.zip")]) == 2
+    err = capsys.readouterr().err
+    assert "`--test-input low.tif`" in err and "test_input=read_image('low.tif').data" in err, err
+    assert "--axes YX" in err and "test_axes='YX'" in err

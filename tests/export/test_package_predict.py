@@ -210,3 +210,74 @@ def test_kinds_the_format_can_and_cannot_express(tmp_path, make_image):
     proj.save()
     with pytest.raises(CareError, match="kind 'projection' cannot be exported.*softmax"):
         export_bioimageio(proj.path, tmp_path / "proj.zip", test_input=np.stack([noisy] * 8))
+
+
+def test_probabilistic_package_scaled_by_training_writes_what_the_model_folder_writes(
+        model2d_prob_training_scaled, make_image, no_bioimageio, tmp_path, capsys):
+    """A probabilistic model with the default input normalization ("training": a fixed ``scale_linear``
+    before the network, as ensemble members): its package maps mean and scale back by a fixed
+    ``scale_linear`` per channel (mean: gain and offset; scale: the gain alone), so ``carecore predict``
+    with the package writes what it writes with the model folder, on any image. A package written
+    without that mapping back (``postprocessing="none"``, as carecore wrote them before) is mapped back
+    by the reader with the inverse of its input's ``scale_linear``."""
+    from carecore.cli import main
+    from carecore.io import read_image, write_image
+
+    model, noisy = model2d_prob_training_scaled
+    pkg = export_bioimageio(model.path, tmp_path / "prob.zip", test_input=noisy, weight_formats=["onnx"])
+    rdf = json.loads(zipfile.ZipFile(pkg).read("rdf.yaml"))
+    lo, hi = model.training_normalization.lo[0], model.training_normalization.hi[0]
+    assert rdf["inputs"][0]["preprocessing"][1]["id"] == "scale_linear"
+    post = rdf["outputs"][0]["postprocessing"]
+    assert [p["id"] for p in post] == ["scale_linear"] and post[0]["kwargs"]["axis"] == "channel"
+    assert post[0]["kwargs"]["gain"] == pytest.approx([hi - lo, hi - lo], rel=1e-6)
+    assert post[0]["kwargs"]["offset"] == pytest.approx([lo, 0.0], rel=1e-6, abs=1e-6)
+    assert rdf["config"]["carecore"]["postprocessing"] == "scale_linear"
+
+    other = make_image((96, 104), seed=4)[0] * 0.5 + 40   # another image, another intensity range
+    write_image(tmp_path / "other.tif", other, axes="YX")
+    folder_args = ["--in", str(tmp_path / "other.tif"), "--tiles", "1,1"]
+    for src, tag in ((model.path, "folder"), (pkg, "pkg")):
+        rc = main(["predict", "--model", str(src), *folder_args, "--out", str(tmp_path / f"r_{tag}.tif"),
+                   "--scale-out", str(tmp_path / f"s_{tag}.tif")])
+        assert rc == 0, capsys.readouterr().err
+    mean, scale = (read_image(tmp_path / f"{k}_folder.tif").data for k in "rs")
+    tol = 1e-4 * np.ptp(mean)
+    np.testing.assert_allclose(read_image(tmp_path / "r_pkg.tif").data, mean, atol=tol)
+    np.testing.assert_allclose(read_image(tmp_path / "s_pkg.tif").data, scale, atol=tol)
+    ours = model.predict(other, axes="YX")
+    np.testing.assert_allclose(mean, ours[0], atol=tol)   # the folder's files are the model's prediction
+
+    old = load_bioimageio(export_bioimageio(model.path, tmp_path / "none.zip", test_input=noisy,
+                                            postprocessing="none", weight_formats=["onnx"]))
+    assert json.loads(zipfile.ZipFile(old.path).read("rdf.yaml"))["outputs"][0]["postprocessing"] == []
+    for got, want in zip(old.predict(other, axes="YX"), ours):
+        np.testing.assert_allclose(got, want, atol=tol)
+    n_mean, n_scale = old.predict(other, axes="YX", map_back=False)   # as written: normalized units
+    np.testing.assert_allclose(n_mean, (ours[0] - lo) / (hi - lo), atol=1e-4 * np.ptp(n_mean))
+    np.testing.assert_allclose(n_scale, ours[1] / (hi - lo), atol=1e-4 * np.ptp(n_mean))
+    with pytest.raises(CareError, match="probabilistic.*scale channels"):
+        export_bioimageio(model.path, tmp_path / "x.zip", test_input=noisy, postprocessing="scale_mean_variance")
+
+
+def test_a_cropped_test_input_maps_back_with_the_whole_images_range(model2d, make_image, no_bioimageio, tmp_path):
+    """A test input larger than the test tensor is centre-cropped; the fixed mapping back of a model that
+    scales each image by its own percentiles is the range of the whole image given, not of the crop, so
+    that the package restores the image it was given as carecore does, and its own test tensor as the
+    test output says."""
+    model, _ = model2d
+    noisy = make_image((300, 284), seed=6)[0]
+    noisy += np.linspace(0, 2000, noisy.shape[1], dtype=np.float32)   # the crop misses the brightest columns
+    pkg = export_bioimageio(model.path, tmp_path / "big.zip", test_input=noisy, weight_formats=["onnx"])
+    with zipfile.ZipFile(pkg) as z:
+        x = np.load(z.open("test_input.npy"))[0, ..., 0]
+        y = np.load(z.open("test_output.npy"))[0, ..., 0]
+        kw = json.loads(z.read("rdf.yaml"))["outputs"][0]["postprocessing"][0]["kwargs"]
+    assert x.shape == (256, 256)
+    whole, crop = (compute_percentiles(a, *model.config.percentiles, axes="YX") for a in (noisy, x))
+    assert kw["gain"] == pytest.approx(whole.hi[0] - whole.lo[0], rel=1e-5)
+    assert abs((crop.hi[0] - crop.lo[0]) / kw["gain"] - 1) > 0.05   # the crop's range is another one
+    m = load_bioimageio(pkg)
+    ours = model.predict(noisy, axes="YX")
+    np.testing.assert_allclose(m.predict(noisy, axes="YX"), ours, atol=1e-4 * np.ptp(ours))
+    np.testing.assert_allclose(m.predict(x, axes="YX"), y, atol=1e-4 * np.ptp(y))
