@@ -18,7 +18,7 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 
-from .errors import CareError
+from .errors import CareError, CareWarning
 from .axes import check_axes, move_axes, guess_axes
 from .io import Image, read_image, write_image
 from .normalize import (
@@ -48,6 +48,7 @@ _LAZY = {
     "TrainingResult": ("carecore.models.care", "TrainingResult"),
     "CareConfig": ("carecore.models.config", "CareConfig"),
     "care_config": ("carecore.models.config", "care_config"),
+    "with_channels_of": ("carecore.models.config", "with_channels_of"),
     "load_model": ("carecore.models.folder", "load_model"),
     "create_model": ("carecore.models.kinds", "create_model"),
     "export_bioimageio": ("carecore.export.bioimageio", "export_bioimageio"),
@@ -70,7 +71,7 @@ def __getattr__(name):
 
 
 __all__ = list(_LAZY) + [
-    "__version__", "CareError", "check_axes", "move_axes", "guess_axes", "Image", "read_image",
+    "__version__", "CareError", "CareWarning", "check_axes", "move_axes", "guess_axes", "Image", "read_image",
     "write_image", "DEFAULT_PERCENTILES", "Normalization", "percentile_normalize", "denormalize",
     "compute_percentiles", "evaluate", "nrmse", "ssim", "psnr", "isotropy_ratio", "affine_fit",
     "baseline", "BASELINES", "find_pairs", "load_pair", "check_alignment", "PairListing",

@@ -20,12 +20,52 @@ def fresh_tmp(folder):
     """An empty, uniquely named sibling folder ``.NAME.<random>.part`` to write into."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    from .io import create_unique   # mkdtemp's 0700 would stay on the folder renamed into place: mkdir's umask mode
+    return create_unique(folder.parent, f".{folder.name}.", ".part", folder=True)
 
 
-def swap_in(tmp, folder):
-    """Replace ``folder`` by ``tmp`` (two renames; the old folder is removed after the swap)."""
+#: The files that mark a folder as one carecore wrote, per kind of folder: only such a folder (or an
+#: empty one) is replaced, never a folder of the user's with other things in it.
+MODEL_FOLDER = ("model folder", ("manifest.json", "ensemble.json"))
+PATCH_FOLDER = ("patch folder", ("patches.json",))
+REPORT_FOLDER = ("quality report folder", ("report.json",))
+ZARR_STORE = ("Zarr store", ("zarr.json", ".zgroup", ".zarray"))
+
+
+def check_replaceable(folder, kind):
+    """Refuse to replace ``folder`` unless it is missing, empty or a folder of ``kind`` carecore wrote.
+
+    ``kind`` is ``(what, marker files)``, e.g. :data:`MODEL_FOLDER`. A file where the folder would go,
+    or a folder holding other things (the user's images, say), is an error that names it: replacing it
+    would delete everything in it.
+    """
+    from .errors import CareError
+
     folder = Path(folder)
+    what, markers = kind
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise CareError(f"{folder}: is a file; a {what} goes there: give another path")
+    if any((folder / m).is_file() for m in markers):
+        return
+    try:
+        empty = next(os.scandir(folder), None) is None
+    except OSError as e:
+        raise CareError(f"{folder}: cannot be read ({e.strerror}); give another folder for the {what}") from None
+    if not empty:
+        raise CareError(f"{folder}: exists and is not a {what} carecore wrote (no {' or '.join(markers)} in it); "
+                        f"writing the {what} there would delete everything in it: give a new or empty folder")
+
+
+def swap_in(tmp, folder, kind):
+    """Replace ``folder`` by ``tmp`` (two renames; the old folder is removed after the swap).
+
+    An existing ``folder`` is replaced only if it is empty or a folder of ``kind`` (see
+    :func:`check_replaceable`); writers call that before their work too.
+    """
+    folder = Path(folder)
+    check_replaceable(folder, kind)
     if folder.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
         os.rmdir(old)

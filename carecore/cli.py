@@ -13,6 +13,7 @@ import numpy as np
 from pathlib import Path
 
 from . import __version__
+from ._atomic import MODEL_FOLDER, check_replaceable
 from .errors import CareError
 from .models.kinds import KINDS
 
@@ -159,16 +160,43 @@ def _report_fields(ps, listing):
               "trained on where it is validated")
 
 
+def _training_axes(args):
+    """``--axes``, or the axes of the patch folder or of the first low-quality image (a 2D or 3D model)."""
+    from .io import list_images, read_image
+
+    if args.axes:
+        return args.axes
+    if args.patches:
+        meta = Path(args.patches) / "patches.json"
+        try:
+            return json.loads(meta.read_text())["axes"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CareError(f"{args.patches}: not a patch folder from `carecore patches` ({meta.name} is missing or "
+                            "unreadable)") from None
+    for folder in args.low or ():
+        files = list_images(folder) if Path(folder).is_dir() else []
+        if files:
+            img = read_image(files[0], mmap=True)
+            if img.axes_guessed:
+                print(f"axes {img.axes} guessed from {files[0]} (shape {tuple(img.shape)}); give --axes if they are "
+                      "others", file=sys.stderr)
+            return img.axes
+    raise CareError("give --axes (e.g. YX or ZYX): no patch folder or low-quality images to read them from")
+
+
 def cmd_train(args):
     from .data.pairs import find_pairs
     from .data.patches import load_patches
     from .models.care import parse_duration
     from .models.folder import load_model_folder
+    from .models.config import with_channels_of
     from .models.kinds import create_model, model_class
     from .progress import tqdm_progress
 
     model_dir = Path(args.model_dir)
     resume = (model_dir / "manifest.json").exists()
+    if not resume:   # never into a folder of the user's (saving replaces the folder)
+        check_replaceable(model_dir, MODEL_FOLDER)
     if args.ensemble:   # told before any patch is made
         if resume:
             raise CareError(f"{model_dir} already holds a model; give a new folder for an ensemble")
@@ -191,7 +219,7 @@ def cmd_train(args):
             overrides["time_limit"] = parse_duration(args.time_limit)
         elif args.epochs is not None or args.steps is not None:
             overrides["time_limit"] = 0   # epochs x steps asked for: no budget (kinds that default to one too)
-        axes = "".join(a for a in (args.axes or "ZYX").upper() if a in "ZYX")
+        axes = "".join(a for a in _training_axes(args).upper() if a in "ZYX")
         if args.patch:
             overrides["patch_size"] = args.patch
         if args.probabilistic:
@@ -234,11 +262,7 @@ def cmd_train(args):
                                                             n_patches_per_image=args.n_per_image, progress=progress,
                                                             **task_options)
     if not resume:
-        if patches.X.shape[-1] != config.n_channel_in or patches.Y.shape[-1] != config.n_channel_out:
-            same = patches.X.shape[-1] == patches.Y.shape[-1]
-            config = config.replace(n_channel_in=int(patches.X.shape[-1]), n_channel_out=int(patches.Y.shape[-1]),
-                                    residual=config.residual and same,
-                                    residual_sigma=config.residual_sigma if same else 0.0, residual_affine=())
+        config = with_channels_of(config, patches)
         if not args.ensemble:
             model = create_model(config, model_dir)
     epochs = args.epochs or config.epochs
@@ -692,6 +716,64 @@ def build_parser():
     return p
 
 
+#: Options naming files or folders a command reads, and files or folders it writes (argparse dests).
+INPUT_OPTIONS = ("inp", "low", "high", "gt", "pred", "model", "patches", "test_input")
+OUTPUT_OPTIONS = ("out", "scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out")
+
+
+def _same_path(a, b):
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)   # links and other spellings of one file
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(args):
+    """Before any work: no output where an input is (it would be overwritten: the raw data lost) and no
+    two outputs in one place."""
+    inputs = [(o, v) for o in INPUT_OPTIONS for v in _listed(getattr(args, o, None))]
+    outputs = [(o, v) for o in OUTPUT_OPTIONS for v in _listed(getattr(args, o, None))]
+    for i, (o, out) in enumerate(outputs):
+        for io, inp in inputs:
+            if _same_path(out, inp):
+                raise CareError(f"{_option(o)} {out}: is the {_option(io)} {inp}; writing there would overwrite it: "
+                                "give another output path")
+        for o2, out2 in outputs[i + 1:]:
+            if _same_path(out, out2):
+                raise CareError(f"{_option(o)} and {_option(o2)} are both {out}: give each output its own path")
+
+
+def _listed(value):
+    return [] if value is None else [value] if isinstance(value, (str, Path)) else list(value)
+
+
+def _option(dest):
+    return {"inp": "--in"}.get(dest, "--" + dest.replace("_", "-"))
+
+
+def _show_care_warnings():
+    """A :class:`~carecore.CareWarning` as one line, ``carecore: warning: ...`` (no source line)."""
+    import warnings
+
+    from .errors import CareWarning
+
+    if getattr(warnings.showwarning, "_carecore", False):
+        return
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CareWarning):
+            print(f"carecore: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show._carecore = True
+    warnings.showwarning = show
+
+
 def _user_errors():
     """Exceptions a user causes with the files they give (an internal bug still shows its traceback)."""
     import tifffile
@@ -705,10 +787,12 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_care_warnings()
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
+        check_outputs(args)
         return args.func(args)
     except CareError as e:
         print(f"carecore: error: {e}", file=sys.stderr)

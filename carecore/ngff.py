@@ -314,7 +314,7 @@ def write_ngff(path, data, *, axes, spacing=None, dtype=None, chunks=None, level
     _require()
     import zarr
 
-    from ._atomic import fresh_tmp, swap_in
+    from ._atomic import ZARR_STORE, check_replaceable, fresh_tmp, swap_in
     from .axes import move_axes
 
     path = Path(path)
@@ -322,6 +322,7 @@ def write_ngff(path, data, *, axes, spacing=None, dtype=None, chunks=None, level
         raise CareError(f"{path}: the folder {path.parent} does not exist")
     if path.exists() and not path.is_dir():
         raise CareError(f"{path}: is a file; an OME-Zarr image is a folder")
+    check_replaceable(path, ZARR_STORE)
     images = {None: data, **(extras or {})}
     tmp = fresh_tmp(path)
     try:
@@ -363,7 +364,7 @@ def write_ngff(path, data, *, axes, spacing=None, dtype=None, chunks=None, level
             fill_pyramid(arrays, order)
         if extras:
             root.attrs["carecore"] = {"extras": sorted(extras)}
-        swap_in(tmp, path)
+        swap_in(tmp, path, ZARR_STORE)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import fresh_tmp, swap_in
+from ._atomic import REPORT_FOLDER, check_replaceable, fresh_tmp, swap_in
 from .errors import CareError
 from .metrics import GT_PERCENTILES, affine_fit, evaluate
 from .normalize import percentile_normalize
@@ -107,6 +107,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     grid_model = model.members[0] if ens else model
     listing = find_pairs(low_dir, gt_dir)
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, REPORT_FOLDER)   # before the work: never a folder of the user's
     rep = {"models": [str(m) for m in ([models] if isinstance(models, (str, Path)) else models)],
            "ensemble": ens, "probabilistic": cfg.probabilistic, "kind": cfg.kind, "images": [], "warnings": []}
     if listing.unmatched_low or listing.unmatched_high:
@@ -200,7 +201,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             _calibration_figure(tmp / "calibration.png", {"all images": rep["calibration"]})
         (tmp / "report.json").write_text(json.dumps(rep, indent=1))
         (tmp / "index.html").write_text(_html(rep))
-        swap_in(tmp, out_dir)
+        swap_in(tmp, out_dir, REPORT_FOLDER)
         tmp = None
     finally:
         if tmp is not None:

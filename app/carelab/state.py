@@ -10,6 +10,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -617,19 +618,23 @@ class LabState(HasTraits):
         return config
 
     def run_preflight(self, note=None):
+        from carecore.models.config import with_channels_of
         from carecore.training.jobs import preflight
 
-        self.preflight = preflight(self.config(), self.ensure_patches(note), members=self.ensemble_members or 1)
+        patches = self.ensure_patches(note)
+        self.preflight = preflight(with_channels_of(self.config(), patches), patches, members=self.ensemble_members or 1)
         return self.preflight
 
     def start_training(self, resume=False, note=None):
+        from carecore.models.config import with_channels_of
         from carecore.training.jobs import start_job
 
-        self.ensure_patches(note)
+        patches = self.ensure_patches(note)
         job_dir = self.job_dir
         if not resume or not job_dir:
             job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
-        start_job(job_dir, self.patches_dir, self.config(), ensemble=self.ensemble_members)
+        # (the images' channels: two-channel pairs train a two-channel network)
+        start_job(job_dir, self.patches_dir, with_channels_of(self.config(), patches), ensemble=self.ensemble_members)
         with self._poll_lock:   # not in the middle of a poll of the job before
             self.job_dir, self.job_state = job_dir, "starting"
         self.watch_job()
@@ -918,7 +923,7 @@ class LabState(HasTraits):
             self.restore_note = ""
 
     def _restore(self, progress):
-        from carecore.uncertainty import Ensemble, mixture_mean_variance
+        from carecore.uncertainty import Ensemble
 
         if not self.model_dir:
             raise CareError("choose a model (train one in step 2, or pick a model folder)")
@@ -939,6 +944,34 @@ class LabState(HasTraits):
         # on which its disagreement's reference levels were measured)
         off = not self.smooth and bool(single.output_sigma) and not isinstance(model, Ensemble)
         sigma = {"output_sigma": 0.0} if off else {}
+        with warnings.catch_warnings(record=True) as caught:   # (an image unlike the training's: said with the result)
+            warnings.simplefilter("always", cc.CareWarning)
+            restored, scale, members, img, out_axes, output_spacing, dest, summary = self._restore_image(
+                model, folder, src, chunked, chunks, progress, stop, tta, sigma)
+        warned = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, cc.CareWarning)))
+        for w in caught:
+            if not issubclass(w.category, cc.CareWarning):
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        # how it ran, and the views' data: set together once the restoration and its first frame's scores succeeded
+        summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
+                    else "; input scaled by its own percentiles")
+        summary += "".join(f"; warning: {m}" for m in warned)
+        if tta:
+            summary += "; the mean over its flips and 90° rotations"
+        elif self.tta:
+            summary += ("; one view (an ensemble's disagreement is measured on one view)" if isinstance(model, Ensemble)
+                        else "; one view (the model was trained without flips and rotations)")
+        summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
+        if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
+            summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
+        return self._show_restoration(model, single, src, img, restored, scale, members, out_axes, output_spacing,
+                                      dest, summary, chunked, progress)
+
+    def _restore_image(self, model, folder, src, chunked, chunks, progress, stop, tta, sigma):
+        """Restore ``src`` (in this process or chunk by chunk) and save it; what :meth:`_restore` shows."""
+        from carecore.uncertainty import Ensemble, mixture_mean_variance
+
+        single = model.members[0] if isinstance(model, Ensemble) else model
         if chunked:
             restored, scale, members, img, out_axes, output_spacing, dest, summary = self._restore_chunked(
                 folder, src, chunks, progress, stop, tta, **sigma)
@@ -959,17 +992,13 @@ class LabState(HasTraits):
             dest.parent.mkdir(parents=True, exist_ok=True)
             cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None)
             summary = "restored in this process, tile by tile"
-        # how it ran, and the views' data: set together once the restoration and its first frame's scores succeeded
-        summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
-                    else "; input scaled by its own percentiles")
-        if tta:
-            summary += "; the mean over its flips and 90° rotations"
-        elif self.tta:
-            summary += ("; one view (an ensemble's disagreement is measured on one view)" if isinstance(model, Ensemble)
-                        else "; one view (the model was trained without flips and rotations)")
-        summary += smoothing_note(model.members if isinstance(model, Ensemble) else [model], off)
-        if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
-            summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
+        return restored, scale, members, img, out_axes, output_spacing, dest, summary
+
+    def _show_restoration(self, model, single, src, img, restored, scale, members, out_axes, output_spacing, dest,
+                          summary, chunked, progress):
+        """The restoration's first frame shown and scored (with its ground truth, if any)."""
+        from carecore.uncertainty import Ensemble
+
         truth, note = None, ""
         gt = self.truth_for(self.input_path)
         if gt is not None and gt != src:

@@ -153,6 +153,8 @@ def check_alignment(low, high, *, max_shift=1.0):
     Parameters
     ----------
     low, high : Image
+        Along the spatial axes where their sizes differ (a finer Z, a projection's Z), their maximum
+        projections are compared.
     max_shift : float
         A pair is called misaligned when its shift exceeds this many pixels along any axis.
 
@@ -164,7 +166,10 @@ def check_alignment(low, high, *, max_shift=1.0):
     """
     from skimage.registration import phase_cross_correlation
 
-    keep = spatial_axes(high.axes)
+    size = lambda img, ax: img.shape[img.axes.index(ax)] if ax in img.axes else None  # noqa: E731
+    keep = "".join(ax for ax in spatial_axes(high.axes) if size(low, ax) == size(high, ax))
+    if not keep:
+        return {"name": low.name, "shift": {}, "aligned": True}
     a = _as_spatial(low, keep)
     b = _as_spatial(high, keep)
     shift, _, _ = phase_cross_correlation(b, a, upsample_factor=4, normalization=None)

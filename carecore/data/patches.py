@@ -44,12 +44,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._atomic import fresh_tmp, recover, swap_in
+from .._atomic import PATCH_FOLDER, check_replaceable, fresh_tmp, recover, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..io import Image
 from ..memory import require_memory
 from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
+from ..prediction.frames import FRAME_AXES
 from ..progress import check_stop, report
 from .pairs import Pair, PairListing, check_pair_shapes, load_pair
 
@@ -85,13 +86,14 @@ class PatchSet:
     def save(self, folder):
         """Write ``X.npy``, ``Y.npy`` and ``patches.json`` into ``folder`` (atomically)."""
         folder = Path(folder)
+        check_replaceable(folder, PATCH_FOLDER)
         tmp = fresh_tmp(folder)
         np.save(tmp / "X.npy", np.asarray(self.X))
         np.save(tmp / "Y.npy", np.asarray(self.Y))
         if self.positions is not None:
             np.save(tmp / "positions.npy", np.asarray(self.positions))
         (tmp / "patches.json").write_text(json.dumps(self._meta_json(), indent=1))
-        swap_in(tmp, folder)
+        swap_in(tmp, folder, PATCH_FOLDER)
         self.path = folder
         return folder
 
@@ -543,6 +545,53 @@ def _uniform_starts(valid, n, rng, boxes, patch):
     return np.concatenate(out)
 
 
+def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
+    """Warn (:class:`~carecore.CareWarning`) when a training pair is shifted in Y or X by more than
+    ``max_shift`` pixels: a network trained on misaligned pairs learns to blur.
+
+    Their maximum projections over every other axis (Z, T, C, ...) are compared by cross-correlation, in
+    the central box of at most ``max_side`` pixels per axis, read plane by plane (a memory map is read in
+    part; little memory)."""
+    import warnings
+
+    from skimage.registration import phase_cross_correlation
+
+    from ..errors import CareWarning
+
+    size = lambda img, a: img.shape[img.axes.index(a)] if a in img.axes else None  # noqa: E731
+    keep = "".join(a for a in "YX" if size(low, a) is not None and size(low, a) == size(high, a))
+    if not keep:
+        return
+    a, b = _central_projection(low, keep, max_side), _central_projection(high, keep, max_side)
+    if min(a.shape) < 8 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
+        return   # (too small, flat or not finite to correlate: other checks speak)
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    shift = phase_cross_correlation(b, a, upsample_factor=4, normalization=None)[0]
+    # only a clear match elsewhere: unrelated images (noise, another field) correlate weakly anywhere
+    k = tuple(int(round(float(v))) for v in shift)
+    at_shift = float(np.mean(np.roll(a, k, axis=tuple(range(a.ndim))) * b))
+    if max(abs(float(v)) for v in shift) > max_shift and at_shift > 0.3 and at_shift > float(np.mean(a * b)) + 0.1:
+        text = ", ".join(f"{ax} {float(v):+.1f}" for ax, v in zip(keep, shift))
+        warnings.warn(f"{low.name}: the low-quality image is shifted from its ground truth ({high.name}) by {text} "
+                      "pixels (cross-correlation of their maximum projections); a network trained on misaligned pairs "
+                      "learns to blur: register them first", CareWarning, stacklevel=3)
+
+
+def _central_projection(img, keep, max_side):
+    """The first frame (T, S) of the central box (``max_side`` per kept axis), its maximum over the other
+    axes (Z, C) but ``keep``, in float32."""
+    box = tuple(0 if a in FRAME_AXES else
+                slice(max(0, (n - max_side) // 2), max(0, (n - max_side) // 2) + max_side) if a in keep else slice(None)
+                for a, n in zip(img.axes, img.shape))
+    axes = "".join(a for a in img.axes if a not in FRAME_AXES)
+    view = np.transpose(img.data[box], [i for i, a in enumerate(axes) if a not in keep] + [axes.index(a) for a in keep])
+    out = None
+    for idx in np.ndindex(*view.shape[:view.ndim - len(keep)]):
+        plane = np.asarray(view[idx], np.float32)   # (a memory map or a Dask array read plane by plane)
+        out = plane.copy() if out is None else np.maximum(out, plane, out=out)
+    return out
+
+
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
                    fg_threshold=0.4, fg_fraction=0.5, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
                    out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None, fields=None,
@@ -626,7 +675,11 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     if not 0 <= fg_fraction <= 1:
         raise CareError(f"fg_fraction must be in [0, 1], got {fg_fraction}")
     rng = np.random.default_rng(seed)
+    if out is not None:
+        check_replaceable(out, PATCH_FOLDER)   # before the work: never a folder of the user's
     resolved = [_resolve(source, axes, axes_high) for source in sources]  # memory maps: headers only
+    for low, high in resolved:
+        warn_if_misaligned(low, high)
     keys = ground_truth_keys(resolved) if validation_fraction > 0 else list(range(len(resolved)))
     if fields is not None:
         fields = list(fields)
@@ -781,7 +834,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             np.save(tmp / "positions.npy", positions)
             (tmp / "patches.json").write_text(json.dumps(ps._meta_json(), indent=1))
             del X, Y, ps
-            swap_in(tmp, Path(out))
+            swap_in(tmp, Path(out), PATCH_FOLDER)
             tmp = None
             return load_patches(out)
         return ps

@@ -75,6 +75,32 @@ def parse_duration(value):
     return seconds
 
 
+def warn_if_unlike_training(x, norm, *, axes, name="image"):
+    """Warn (:class:`~carecore.CareWarning`) when ``x``'s own percentiles are far from the training
+    inputs' ``norm`` that will scale it: an image acquired with another gain, offset or bit depth is then
+    seen at a noise level the network never learned. Other content (a dim field, a bright cell) moves
+    the percentiles far less: warned only when the image's dark level lies above the training's bright
+    one, its bright level below the training's dark one, or its range is 20 times the training's."""
+    import warnings
+
+    from ..errors import CareWarning
+
+    try:
+        own = compute_percentiles(x, *norm.percentiles, axes=axes, name=name)
+    except CareError:   # a constant image, NaNs: prediction says so where it matters
+        return
+    for ci, (lo, hi, tlo, thi) in enumerate(zip(own.lo, own.hi, norm.lo, norm.hi)):
+        r = thi - tlo
+        if lo > thi or hi < tlo or hi - lo > 20 * r:
+            ch = f" (channel {ci})" if len(own.lo) > 1 else ""
+            p_lo, p_hi = norm.percentiles
+            warnings.warn(f"{name}{ch}: its {p_lo:g}-{p_hi:g} percentiles ({lo:.4g} to {hi:.4g}) are far from the "
+                          f"training inputs' ({tlo:.4g} to {thi:.4g}), which scale it: if it was acquired with "
+                          "another gain, offset or bit depth, the network sees it at a noise level it never "
+                          "learned; restore it scaled by its own percentiles (normalization='image', "
+                          "`carecore predict --normalization image`)", CareWarning, stacklevel=3)
+            return
+
 class CARE:
     """A content-aware restoration network.
 
@@ -280,10 +306,15 @@ class CARE:
         c = self.config
         if X.ndim != c.ndim + 2 or X.shape[-1] != c.n_channel_in:
             raise CareError(f"{what}: input patches of shape {tuple(X.shape)} do not fit a {c.ndim}D model with "
-                            f"{c.n_channel_in} input channel(s) (expected (N, {', '.join('?' * c.ndim)}, {c.n_channel_in}))")
+                            f"{c.n_channel_in} input channel(s) (expected (N, {', '.join('?' * c.ndim)}, {c.n_channel_in}))"
+                            + (f"; for {X.shape[-1]} channels configure it so: care_config(..., n_channel_in="
+                               f"{X.shape[-1]}), or carecore.with_channels_of(config, patches)" if X.ndim == c.ndim + 2 else ""))
         if Y.shape[:-1] != X.shape[:-1] or Y.shape[-1] != c.n_channel_out:
             raise CareError(f"{what}: target patches of shape {tuple(Y.shape)} do not match inputs {tuple(X.shape)} "
-                            f"with {c.n_channel_out} output channel(s)")
+                            f"with {c.n_channel_out} output channel(s)"
+                            + (f"; for {Y.shape[-1]} channels configure it so: care_config(..., n_channel_out="
+                               f"{Y.shape[-1]}), or carecore.with_channels_of(config, patches)"
+                               if Y.shape[:-1] == X.shape[:-1] else ""))
         bad = [s for s in X.shape[1:-1] if s % c.divisor]
         if bad:
             raise CareError(f"{what}: patch sides {tuple(X.shape[1:-1])} must be divisible by {c.divisor} (2**unet_depth)")
@@ -325,6 +356,7 @@ class CARE:
         if how == "training":
             norm = self.training_normalization
             if norm is not None:
+                warn_if_unlike_training(x, norm, axes=axes, name=name)
                 return norm
             if normalization == "training":
                 raise CareError(f"{name}: normalization='training', but this model has no training inputs' "
@@ -878,7 +910,13 @@ class CARE:
             p = p[tuple(slice(0, min(w.stop, n) - w.start) for w, n in zip(t.window, shape))]
             return smooth(p[None], sigma, n_channels=c.n_channel_out)[0]
 
-        normalized = lambda t: (np.asarray(read_window(xv, t.window), np.float32) - lo) / (hi - lo)  # noqa: E731
+        def normalized(t):
+            v = np.asarray(read_window(xv, t.window), np.float32)
+            if not np.isfinite(v).all():   # (the percentiles may have seen a sample only, or the training's)
+                box = " ".join(f"{a} {max(w.start, 0)}-{min(w.stop, n) - 1}" for a, w, n in zip(sp, t.window, shape))
+                raise CareError(f"{name}: contains NaN or infinite values (within {box}); fix or mask them first")
+            return (v - lo) / (hi - lo)
+
         tiles = plan.tiles
         n_views = len(views(square)) if tta else 1   # progress counts every view of every tile
         unit = "tile views" if tta else "tiles"

@@ -293,6 +293,18 @@ FAST_RECIPE_3D_FLOAT32_FEW_STEPS = {"unet_filters": 8}
 FAST_RECIPE_2D_NO_BFLOAT16 = {"batch_size": 4}
 
 
+def with_channels_of(config, patches):
+    """``config`` for the channel counts of ``patches`` (their last axis): ``n_channel_in``/``n_channel_out``
+    taken from them; a smoothed residual base needs as many channels out as in, so with others the
+    network is a plain one. Unchanged when they agree (a configuration from a patch set's own images)."""
+    n_in, n_out = int(patches.X.shape[-1]), int(patches.Y.shape[-1])
+    if (n_in, n_out) == (config.n_channel_in, config.n_channel_out):
+        return config
+    same = n_in == n_out
+    return config.replace(n_channel_in=n_in, n_channel_out=n_out, residual=config.residual and same,
+                          residual_sigma=config.residual_sigma if same else 0.0, residual_affine=())
+
+
 def care_config(axes="ZYX", *, quick=False, members=1, **overrides):
     """The common case in one line: CSBDeep-comparable defaults for ``axes``, or tiny ``quick`` sizes.
 

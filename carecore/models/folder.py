@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._atomic import fresh_tmp, recover, swap_in
+from .._atomic import MODEL_FOLDER, check_replaceable, fresh_tmp, recover, swap_in
 from ..errors import CareError
 from .config import CareConfig
 from .kinds import create_model
@@ -48,6 +48,7 @@ def save_model(model, path=None):
     if path is None and model.path is None:
         raise CareError("no folder to save to: pass a path")
     path = Path(path or model.path)
+    check_replaceable(path, MODEL_FOLDER)
     tmp = fresh_tmp(path)
     km = model.keras_model
     km.save_weights(tmp / "weights_last.weights.h5")
@@ -82,7 +83,7 @@ def save_model(model, path=None):
         "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "carecore_version": __version__,
         "model_class": type(model).__name__, "optimizer_class": (model._optimizer_state or {}).get("class"),
         "files": files}, indent=1))
-    swap_in(tmp, path)
+    swap_in(tmp, path, MODEL_FOLDER)
     model.path = path
     return path
 

@@ -400,7 +400,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     import dask
     import zarr
 
-    from .._atomic import swap_in
+    from .._atomic import ZARR_STORE, check_replaceable, swap_in
     from ..axes import spatial_axes
     from ..io import read_image
     from ..models.care import CARE, DEFAULT_PREDICT_BUDGET
@@ -429,6 +429,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         raise CareError(f"{dst}: chunked prediction writes an OME-Zarr store; name it *.ome.zarr")
     if not dst.parent.is_dir():
         raise CareError(f"{dst}: the folder {dst.parent} does not exist")
+    check_replaceable(dst, ZARR_STORE)   # before the work: never a folder of the user's
     img = read_image(src, axes=axes, mmap=True)
     src_axes = img.axes
     sp = spatial_axes(src_axes)
@@ -565,7 +566,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                               "source": job.src, "normalization": list(norms), "interval": job.interval,
                               "tta": job.tta, **({"output_sigma": output_sigma} if output_sigma is not None else {})}
     shutil.rmtree(part / DONE)
-    swap_in(part, dst)
+    swap_in(part, dst, ZARR_STORE)
     return result
 
 

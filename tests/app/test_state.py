@@ -96,6 +96,30 @@ def test_budget_maps_to_config(tmp_path):
     assert c.probabilistic and q.patch_size == c.patch_size
 
 
+def test_two_channel_pairs_train_a_two_channel_network(tmp_path):
+    """The Data step takes two-channel pairs (CYX); the Train step's network takes their channels (the
+    configuration follows the patches), not the task's one channel."""
+    import carecore as cc
+    from carelab import LabState
+
+    rng = np.random.default_rng(0)
+    for sub in ("two/low", "two/high"):
+        (tmp_path / sub).mkdir(parents=True)
+    for i in range(2):
+        clean = np.stack([cc.nuclei_volume((4, 64, 64), seed=i + k)[0].max(axis=0) for k in (0, 5)])
+        cc.write_image(tmp_path / "two/low" / f"s{i}.tif", clean + rng.normal(0, 0.1, clean.shape).astype(np.float32),
+                       axes="CYX")
+        cc.write_image(tmp_path / "two/high" / f"s{i}.tif", clean, axes="CYX")
+    s = LabState(tmp_path, quick=True)
+    s.task, s.low_dir, s.high_dir, s.axes = "denoising2d", "two/low", "two/high", "CYX"
+    assert s.scan()[0]["low"] == "2×64×64"
+    s.make_patches()
+    p = s.run_preflight()
+    assert p["parameters"] > 0
+    ps = s.ensure_patches()
+    assert ps.X.shape[-1] == 2 and cc.with_channels_of(s.config(), ps).n_channel_in == 2
+
+
 def test_patches_follow_the_config_patch_size(tmp_path):
     from carecore import write_demo_data
     from carelab import LabState

@@ -212,3 +212,27 @@ def test_a_fine_tune_from_a_folder_that_is_no_model_is_one_line_and_writes_nothi
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "another size of network (dimensions 3 here, 2 there; unet_kernel 3 here, 5 there)" in r.stderr, r.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_train_takes_its_axes_from_the_images_or_the_patch_folder(tmp_path, capsys):
+    """Without --axes, 2D pairs train a 2D model (the axes of the first low-quality image, or of the patch
+    folder), not the 3D default; nothing to read them from is one line."""
+    import carecore as cc
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        high = cc.nuclei_volume((4, 96, 96), seed=i)[0].max(axis=0)
+        for name, img in (("low", high + rng.normal(0, 0.1, high.shape)), ("high", high)):
+            (tmp_path / name).mkdir(exist_ok=True)
+            write_image(tmp_path / name / f"s{i}.tif", img.astype(np.float32), axes="YX")
+    assert main(["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--model-dir",
+                 str(tmp_path / "m"), "--epochs", "1", "--steps", "1", "--n-per-image", "8", "--patch", "32,32"]) == 0
+    assert cc.load_model(tmp_path / "m").config.axes == "YX"
+    assert main(["patches", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--patch", "32,32",
+                 "--n-per-image", "8", "--out", str(tmp_path / "p")]) == 0
+    assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m2"), "--epochs", "1",
+                 "--steps", "1", "--patch", "32,32"]) == 0
+    assert cc.load_model(tmp_path / "m2").config.axes == "YX"
+    capsys.readouterr()
+    assert main(["train", "--patches", str(tmp_path / "low"), "--model-dir", str(tmp_path / "m3")]) == 2
+    assert "not a patch folder" in capsys.readouterr().err and not (tmp_path / "m3").exists()

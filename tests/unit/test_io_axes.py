@@ -64,10 +64,10 @@ def test_missing_file(tmp_path):
         read_image(tmp_path / "nope.tif")
 
 
-@pytest.mark.parametrize("axes,match", [("ZYX", "3 letters but the image of shape \\(8, 9\\) has 2"),
+@pytest.mark.parametrize("axes,match", [("YX", "2 letters but the image of shape \\(3, 8, 9\\) has 3"),
                                         ("YQ", "unknown letter"), ("YY", "repeat"), ("ZY", "must contain both")])
 def test_bad_axes(tmp_path, axes, match):
-    write_image(tmp_path / "a.tif", np.zeros((8, 9), np.float32), axes="YX")
+    write_image(tmp_path / "a.tif", np.zeros((3, 8, 9), np.float32), axes="ZYX")
     with pytest.raises(CareError, match=match) as e:
         read_image(tmp_path / "a.tif", axes=axes)
     assert "a.tif" in str(e.value)
@@ -101,6 +101,7 @@ def test_folder_swap_survives_a_crash_between_the_renames(tmp_path, monkeypatch)
     target = tmp_path / "model"
     target.mkdir()
     (target / "a.txt").write_text("old")
+    (target / "manifest.json").write_text("{}")   # a model folder carecore wrote
     t1, t2 = _atomic.fresh_tmp(target), _atomic.fresh_tmp(target)
     assert t1 != t2 and t1.exists() and t2.exists()   # two writers never share (or delete) a folder
     (t1 / "a.txt").write_text("new")
@@ -115,10 +116,10 @@ def test_folder_swap_survives_a_crash_between_the_renames(tmp_path, monkeypatch)
 
     monkeypatch.setattr(_atomic.os, "replace", crash_on_second)
     with pytest.raises(OSError, match="power cut"):
-        _atomic.swap_in(t1, target)
+        _atomic.swap_in(t1, target, _atomic.MODEL_FOLDER)
     monkeypatch.setattr(_atomic.os, "replace", real)
     assert not target.exists()
     assert not _atomic.recover(target)   # too young: it may be a live writer's
     assert _atomic.recover(target, min_age=0) and (target / "a.txt").read_text() == "old"
-    _atomic.swap_in(t2, target)   # the other writer's folder is still intact
+    _atomic.swap_in(t2, target, _atomic.MODEL_FOLDER)   # the other writer's folder is still intact
     assert sorted(p.name for p in tmp_path.iterdir()) == [t1.name, "model"]

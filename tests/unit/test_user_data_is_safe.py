@@ -1,0 +1,141 @@
+"""What a user had is never lost, and what the work would get wrong is said: outputs never replace a
+folder of the user's or an input, NaNs are an error, misaligned pairs and images unlike the training's
+are warned about."""
+import warnings
+
+import numpy as np
+import pytest
+
+import carecore as cc
+from carecore import CareError, CareWarning
+from carecore._atomic import MODEL_FOLDER, PATCH_FOLDER, check_replaceable
+from carecore.cli import main
+from carecore.data.patches import create_patches, warn_if_misaligned
+from carecore.models.care import warn_if_unlike_training
+from carecore.ngff import write_ngff
+from carecore.normalize import Normalization
+
+
+def _users_folder(path):
+    path.mkdir()
+    (path / "important.tif").write_bytes(b"raw data")
+    (path / "notes.txt").write_text("notes")
+    return path
+
+
+def _intact(path):
+    return (path / "important.tif").read_bytes() == b"raw data" and (path / "notes.txt").read_text() == "notes"
+
+
+def _pair(shift=(0, 0), seed=0):
+    clean = cc.nuclei_volume((4, 96, 96), seed=seed)[0].max(axis=0)
+    low = np.roll(clean, shift, axis=(0, 1)) + np.float32(0.05) * np.random.default_rng(seed).standard_normal(clean.shape, np.float32)
+    return low.astype(np.float32), clean
+
+
+@pytest.fixture
+def model_2d(tmp_path):
+    model = cc.CARE(cc.care_config("YX", quick=True, seed=0), tmp_path / "m2d")
+    model.save()
+    return model
+
+
+def test_a_folder_of_the_users_is_never_replaced(tmp_path, model_2d):
+    users = _users_folder(tmp_path / "project")
+    with pytest.raises(CareError, match=r"project: exists and is not a model folder carecore wrote .*delete everything"):
+        model_2d.save(users)
+    low, high = _pair()
+    with pytest.raises(CareError, match="is not a patch folder carecore wrote"):
+        create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=4, out=users)
+    with pytest.raises(CareError, match="is not a Zarr store carecore wrote"):
+        write_ngff(users, low, axes="YX")
+    assert _intact(users) and sorted(p.name for p in tmp_path.iterdir()) == ["m2d", "project"]   # no leftovers
+    # the CLI: train, patches and qc refuse before any work
+    pairs = tmp_path / "pairs"
+    for sub in ("low", "high"):
+        (pairs / sub).mkdir(parents=True)
+    cc.write_image(pairs / "low" / "a.tif", low, axes="YX")
+    cc.write_image(pairs / "high" / "a.tif", high, axes="YX")
+    for args in (["train", "--low", pairs / "low", "--high", pairs / "high", "--axes", "YX", "--model-dir", users],
+                 ["patches", "--low", pairs / "low", "--high", pairs / "high", "--axes", "YX", "--patch", "16,16",
+                  "--out", users],
+                 ["qc", "--model", model_2d.path, "--low", pairs / "low", "--gt", pairs / "high", "--out", users]):
+        assert main([str(a) for a in args]) == 2
+        assert _intact(users)
+    # missing, empty and carecore's own folders are written (again)
+    check_replaceable(tmp_path / "new", MODEL_FOLDER)
+    (tmp_path / "empty").mkdir()
+    model_2d.save(tmp_path / "empty")
+    model_2d.save(tmp_path / "empty")
+    assert (tmp_path / "empty" / "manifest.json").exists()
+    ps = create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=4, out=tmp_path / "p")
+    create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=4, out=ps.path)
+    with pytest.raises(CareError, match="is a file"):
+        check_replaceable(users / "notes.txt", PATCH_FOLDER)
+
+
+def test_no_output_where_an_input_is(tmp_path, model_2d, capsys):
+    low, _ = _pair()
+    raw = cc.write_image(tmp_path / "raw.tif", low, axes="YX")
+    before = raw.read_bytes()
+    cases = [["predict", "--model", model_2d.path, "--in", raw, "--out", raw],
+             ["predict", "--model", model_2d.path, "--in", raw, "--out", tmp_path / "r.tif", "--scale-out", raw],
+             ["predict", "--model", model_2d.path, "--in", raw, "--out", tmp_path / "r.tif",
+              "--scale-out", tmp_path / "." / "r.tif"],
+             ["convert", raw, tmp_path / "sub" / ".." / "raw.tif"],
+             ["degrade", "noise", "--in", raw, "--out", raw, "--photons", "5"]]
+    for args in cases:
+        assert main([str(a) for a in args]) == 2
+        assert raw.read_bytes() == before
+    err = capsys.readouterr().err
+    assert "--out" in err and "writing there would overwrite it" in err and "give each output its own path" in err
+    assert not (tmp_path / "r.tif").exists()
+
+
+def test_nan_in_the_input_is_an_error_whatever_scales_it(model_2d):
+    low, _ = _pair()
+    low[40, 50] = np.nan
+    norm = Normalization((0.0,), (1.0,), (1.0, 99.8))   # as training's percentiles are: no look at the image
+    with pytest.raises(CareError, match=r"image: contains NaN or infinite values \(within Y \d+-\d+ X \d+-\d+\)"):
+        model_2d.predict(low, axes="YX", normalization=norm)
+    with pytest.raises(CareError, match="NaN or infinite"):
+        model_2d.predict(low, axes="YX", normalization="image")
+
+
+def test_an_image_unlike_the_training_images_is_warned_about():
+    low, _ = _pair()
+    norm = cc.compute_percentiles(low, 1, 99.8, axes="YX")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_unlike_training(low, norm, axes="YX")                      # itself
+        warn_if_unlike_training(low * 0.2, norm, axes="YX")                # a dim field
+        warn_if_unlike_training(low * 3 + 0.5, norm, axes="YX")            # brighter cells
+    with pytest.warns(CareWarning, match=r"raw.tif: its 1-99.8 percentiles .* far from the training inputs'.*'image'"):
+        warn_if_unlike_training(low * 100 + 500, norm, axes="YX", name="raw.tif")   # another gain and offset
+    with pytest.warns(CareWarning, match="far from the training"):
+        warn_if_unlike_training(low * 50, norm, axes="YX")                 # another bit depth
+
+
+def test_misaligned_training_pairs_are_warned_about(tmp_path, capsys):
+    low, high = _pair(shift=(6, 5))
+    a, b = (cc.read_image(cc.write_image(tmp_path / n, x, axes="YX")) for n, x in (("low.tif", low), ("high.tif", high)))
+    with pytest.warns(CareWarning, match=r"low.tif: the low-quality image is shifted from its ground truth \(high.tif\) "
+                                         r"by Y -6.0, X -5.0 pixels"):
+        warn_if_misaligned(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_misaligned(*(cc.read_image(cc.write_image(tmp_path / n, x, axes="YX"))   # aligned
+                             for n, x in (("l2.tif", _pair()[0]), ("h2.tif", high))))
+        rng = np.random.default_rng(1)
+        unrelated = [cc.Image(rng.random((64, 64), np.float32), "YX") for _ in range(2)]
+        warn_if_misaligned(*unrelated)                                          # noise: no clear match anywhere
+        volume = cc.nuclei_volume((8, 64, 64), seed=2)[0]
+        warn_if_misaligned(cc.Image(np.stack([volume, volume[:, ::-1]]), "TZYX"), cc.Image(volume, "ZYX"))
+    # the CLI says it in one line
+    for sub, x in (("low", low), ("high", high)):
+        (tmp_path / sub).mkdir()
+        cc.write_image(tmp_path / sub / "a.tif", x, axes="YX")
+    assert main(["patches", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "YX",
+                 "--patch", "16,16", "--n-per-image", "4", "--out", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert "carecore: warning: " in err and "a.tif: the low-quality image is shifted" in err
