@@ -27,10 +27,18 @@ def _median(x, size=3):
 
 def noise_sigma(x):
     """Robust noise level of an image: the median absolute second difference along X (rescaled so
-    that white Gaussian noise of standard deviation s gives s); smooth structure hardly contributes."""
+    that white Gaussian noise of standard deviation s gives s); smooth structure hardly contributes.
+
+    Where most second differences are exactly 0 (a photon-counting image of few photons: a background
+    of zeros, the noise only where there is signal), the median of the others: the noise where it is,
+    not 0 (which would leave a filter scaled by it doing nothing)."""
     x = np.asarray(x, np.float64)
-    d = x[..., 2:] - 2 * x[..., 1:-1] + x[..., :-2]
-    return float(np.median(np.abs(d)) / 0.6745 / np.sqrt(6.0))
+    d = np.abs(x[..., 2:] - 2 * x[..., 1:-1] + x[..., :-2])
+    m = np.median(d)
+    if m == 0:
+        d = d[d > 0]
+        m = np.median(d) if d.size else 0.0
+    return float(m / 0.6745 / np.sqrt(6.0))
 
 
 def _nlm(x, h=None, h_factor=0.8, patch_size=None, patch_distance=None):

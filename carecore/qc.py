@@ -145,13 +145,13 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             span = float(np.mean(np.asarray(norm.hi) - np.asarray(norm.lo)))
             mus = bs = None
             if ens:
-                mus, bs = model.predict_members(x, axes=low.axes, stop=stop)
+                mus, bs = model.predict_members(x, axes=low.axes, stop=stop, name=pair.name)
                 mean, _ = mixture_mean_variance(mus, bs)
                 D = disagreement(mus, bs, stop=stop)
                 entry["mean_disagreement"] = float(D.mean())
                 warn = ood_check(float(D.mean()), ref.get("mean_disagreement"), what="disagreement")
             else:
-                out = model.predict(x, axes=low.axes, stop=stop)
+                out = model.predict(x, axes=low.axes, stop=stop, name=pair.name)
                 if cfg.probabilistic:
                     mean, b = out
                     entry["mean_scale"] = float(b.mean() / span)

@@ -442,6 +442,8 @@ class CARE:
         bs = c.batch_size
         initial = len(self.history)
         resumed = initial > 0
+        if resumed:
+            self._check_same_data(info)
         # what a stop before the first step restores: the model as this call found it
         before = (self.config, self.keras_model, self.keras_model.get_weights(), copy.deepcopy(self.run_card),
                   self.best_val_loss)
@@ -733,6 +735,29 @@ class CARE:
             "auto": True, "sigma": sigma, "patches": int(len(val.X)),
             "val_rmse": {f"{s:g}": round(r, 6) for s, r in table.items()},
             "seconds": round(time.perf_counter() - t, 2)}
+
+    def _check_same_data(self, info):
+        """A training resumed goes on with the images it began with: on others, its validation losses
+        (which choose the best weights) would compare different validation sets, and its run card would
+        forget the images it learned from. Compared by file names (and frames); patches of bare arrays
+        are not checked."""
+        def names(sources):
+            return sorted((Path(str(s.get("low", ""))).name, Path(str(s.get("high", ""))).name, str(s.get("frame", "")))
+                          for s in sources)
+
+        before = (self.run_card or {}).get("data_sources")
+        now = info.get("sources")
+        if not before or not now or names(before) == names(now):
+            return
+        old = sorted({Path(str(s["low"])).name for s in before})
+        new = sorted({Path(str(s["low"])).name for s in now} - set(old))
+        where = f" {self.path}" if self.path else ""
+        raise CareError(f"this model{where} was trained on other images ({', '.join(old[:3])}"
+                        f"{' ...' if len(old) > 3 else ''}; now also or instead {', '.join(new[:3]) or 'fewer of them'}"
+                        f"{' ...' if len(new) > 3 else ''}): resuming on them would choose its best weights by validation "
+                        "losses on other validation sets and lose the record of what it learned from; fine-tune from it "
+                        "into a new folder instead (init_weights=<its folder>; `carecore train --init-weights FOLDER "
+                        "--model-dir NEW`)")
 
     def _run_card(self, info, data_hash, status, message, seconds):
         import keras

@@ -139,3 +139,28 @@ def test_misaligned_training_pairs_are_warned_about(tmp_path, capsys):
                  "--patch", "16,16", "--n-per-image", "4", "--out", str(tmp_path / "p")]) == 0
     err = capsys.readouterr().err
     assert "carecore: warning: " in err and "a.tif: the low-quality image is shifted" in err
+
+
+def test_a_training_resumes_on_its_own_images_only(tmp_path):
+    """Resumed on other images, a model would choose its best weights by losses on other validation sets
+    and forget what it learned from: refused (fine-tune into a new folder instead); its own images resume."""
+    from carecore.data.pairs import find_pairs
+
+    for folder, names in (("a", ("s0.tif", "s1.tif")), ("b", ("t0.tif",))):
+        for sub in ("low", "high"):
+            (tmp_path / folder / sub).mkdir(parents=True)
+        for i, n in enumerate(names):
+            low, high = _pair(seed=i + (5 if folder == "b" else 0))
+            cc.write_image(tmp_path / folder / "low" / n, low, axes="YX")
+            cc.write_image(tmp_path / folder / "high" / n, high, axes="YX")
+    cut = lambda f: create_patches(find_pairs(tmp_path / f / "low", tmp_path / f / "high"), (32, 32),  # noqa: E731
+                                   axes="YX", n_patches_per_image=8)
+    model = cc.CARE(cc.care_config("YX", quick=True, seed=0, time_limit=0), tmp_path / "m")
+    model.train(cut("a"), epochs=1, steps_per_epoch=1)
+    card, weights = dict(model.run_card), [w.copy() for w in model.keras_model.get_weights()]
+    with pytest.raises(CareError, match=r"trained on other images \(s0.tif, s1.tif; now also or instead t0.tif\).*"
+                                        r"--init-weights FOLDER"):
+        model.train(cut("b"), epochs=1, steps_per_epoch=1)
+    assert model.run_card == card and all(np.array_equal(a, b) for a, b in zip(model.keras_model.get_weights(), weights))
+    model.train(cut("a"), epochs=1, steps_per_epoch=1)   # its own images: resumed
+    assert len(model.history) == 2
