@@ -13,7 +13,7 @@ import numpy as np
 from pathlib import Path
 
 from . import __version__
-from ._atomic import MODEL_FOLDER, check_replaceable
+from ._atomic import MODEL_FOLDER, ZARR_STORE, check_replaceable
 from .errors import CareError
 from .models.kinds import KINDS
 
@@ -52,9 +52,12 @@ def cmd_evaluate(args):
     from .metrics import evaluate
 
     pred = read_image(args.pred, axes=args.axes)
-    gt = read_image(args.gt, axes=args.axes or pred.axes)
-    if pred.shape != gt.shape:
-        raise CareError(f"{args.pred} has shape {tuple(pred.shape)} but {args.gt} has {tuple(gt.shape)}")
+    gt = read_image(args.gt, axes=args.axes)
+    if gt.axes_guessed and not args.axes and gt.data.ndim == pred.data.ndim:   # (guessed: take the other's)
+        gt = read_image(args.gt, axes=pred.axes)
+    if pred.shape != gt.shape or pred.axes != gt.axes:
+        raise CareError(f"{args.pred} ({pred.axes}, shape {tuple(pred.shape)}) and {args.gt} ({gt.axes}, shape "
+                        f"{tuple(gt.shape)}) differ: compare a restoration with the ground truth of the same image")
     m = evaluate(pred.data, gt.data, axes=pred.axes, per_slice=args.per_slice, name=str(args.pred))
     if args.json:
         print(json.dumps(m))
@@ -326,7 +329,8 @@ def cmd_train(args):
                              devices=_devices(args.devices))
     finally:
         bar.close()
-    print(f"{result.status}: {result.epochs} epoch(s), best val_loss {result.best_val_loss:.4f}; model in {model_dir}")
+    best = ("validation MAE of the mean" if model._best_by() == "val_laplace_mae" else "val_loss")   # what chose it
+    print(f"{result.status}: {result.epochs} epoch(s), best {best} {result.best_val_loss:.4f}; model in {model_dir}")
     if result.status == "nan":
         print(f"carecore: {result.message}", file=sys.stderr)
         return 1
@@ -719,6 +723,8 @@ def build_parser():
 #: Options naming files or folders a command reads, and files or folders it writes (argparse dests).
 INPUT_OPTIONS = ("inp", "low", "high", "gt", "pred", "model", "patches", "test_input")
 OUTPUT_OPTIONS = ("out", "scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out")
+#: Commands whose outputs are images (TIFF or OME-Zarr).
+IMAGE_WRITERS = ("predict", "convert", "degrade")
 
 
 def _same_path(a, b):
@@ -793,6 +799,14 @@ def main(argv=None):
         return 0
     try:
         check_outputs(args)
+        if getattr(args, "command", None) in IMAGE_WRITERS:   # a missing folder or a suffix told before any work
+            from .io import check_writable
+
+            for o in OUTPUT_OPTIONS:
+                if getattr(args, o, None):
+                    check_writable(getattr(args, o), what=_option(o))
+                    if str(getattr(args, o)).lower().endswith(".zarr"):
+                        check_replaceable(getattr(args, o), ZARR_STORE)
         return args.func(args)
     except CareError as e:
         print(f"carecore: error: {e}", file=sys.stderr)

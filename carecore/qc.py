@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -252,6 +253,6 @@ def _html(rep):
         if "calibration" in img:
             parts.append(f"<p>ECE on this image: {img['calibration']['ece']:.3f}</p>")
         for key in ("images", "maps"):
-            parts.append(f"<img src='{e(img['figures'][key])}' alt='{e(key)}'>")
+            parts.append(f"<img src='{e(quote(img['figures'][key]))}' alt='{e(key)}'>")   # ('#', '?' in file names)
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -164,3 +164,29 @@ def test_a_training_resumes_on_its_own_images_only(tmp_path):
     assert model.run_card == card and all(np.array_equal(a, b) for a, b in zip(model.keras_model.get_weights(), weights))
     model.train(cut("a"), epochs=1, steps_per_epoch=1)   # its own images: resumed
     assert len(model.history) == 2
+
+
+def test_outputs_are_checked_before_the_work(tmp_path, model_2d, capsys):
+    """A missing folder, a suffix that cannot be written or a folder of the user's as a Zarr store is
+    told before anything is restored (no interval written, then the output refused); 2D and 3D images
+    compared are named with their axes."""
+    from carecore.qc import _html
+
+    low, _ = _pair()
+    raw = cc.write_image(tmp_path / "raw.tif", low, axes="YX")
+    base = ["predict", "--model", str(model_2d.path), "--in", str(raw)]
+    for extra, said in ((["--out", str(tmp_path / "nodir" / "r.tif"), "--scale-out", str(tmp_path / "s.tif")], "nodir"),
+                        (["--out", str(tmp_path / "r.png")], "r.png"),
+                        (["--out", str(_users_folder(tmp_path / "project.ome.zarr"))], "not a Zarr store")):
+        assert main(base + extra) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "s.tif").exists() and _intact(tmp_path / "project.ome.zarr")
+    vol = cc.write_image(tmp_path / "vol.tif", np.stack([low] * 4), axes="ZYX")
+    assert main(["evaluate", "--pred", str(raw), "--gt", str(vol)]) == 2
+    err = capsys.readouterr().err
+    assert "raw.tif (YX, shape (96, 96)) and" in err and "vol.tif (ZYX, shape (4, 96, 96)) differ" in err
+    page = _html({"models": ["m"], "kind": "care", "probabilistic": False, "ensemble": False, "baselines": {},
+                  "overall": {}, "warnings": [],
+                  "images": [{"name": "a#1.tif", "metrics": {}, "figures": {"images": "a#1_images.png",
+                                                                             "maps": "a#1_maps.png"}}]})
+    assert "src='a%231_images.png'" in page
