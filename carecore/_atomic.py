@@ -24,12 +24,14 @@ def fresh_tmp(folder):
     return create_unique(folder.parent, f".{folder.name}.", ".part", folder=True)
 
 
-#: The files that mark a folder as one carecore wrote, per kind of folder: only such a folder (or an
-#: empty one) is replaced, never a folder of the user's with other things in it.
-MODEL_FOLDER = ("model folder", ("manifest.json", "ensemble.json"))
+#: The files that mark a folder as one of its kind, as carecore writes it: only such a folder (or an
+#: empty one) is replaced, never a folder of the user's with other things in it (a Zarr store named as
+#: an output is replaced whoever wrote it, as a TIFF file would be).
+MODEL_FOLDER = ("model folder", ("manifest.json",))        # (an ensemble's folder is not: its members would go)
+ENSEMBLE_FOLDER = ("model or ensemble folder", ("manifest.json", "ensemble.json"))
 PATCH_FOLDER = ("patch folder", ("patches.json",))
 REPORT_FOLDER = ("quality report folder", ("report.json",))
-ZARR_STORE = ("Zarr store", ("zarr.json", ".zgroup", ".zarray"))
+ZARR_STORE = ("Zarr store", ("zarr.json", ".zgroup", ".zarray"))   # (any: replaced as a TIFF file would be)
 
 
 def check_replaceable(folder, kind):
@@ -54,7 +56,7 @@ def check_replaceable(folder, kind):
     except OSError as e:
         raise CareError(f"{folder}: cannot be read ({e.strerror}); give another folder for the {what}") from None
     if not empty:
-        raise CareError(f"{folder}: exists and is not a {what} carecore wrote (no {' or '.join(markers)} in it); "
+        raise CareError(f"{folder}: exists and is not a {what} (no {' or '.join(markers)} in it); "
                         f"writing the {what} there would delete everything in it: give a new or empty folder")
 
 

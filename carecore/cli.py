@@ -13,7 +13,7 @@ import numpy as np
 from pathlib import Path
 
 from . import __version__
-from ._atomic import MODEL_FOLDER, ZARR_STORE, check_replaceable
+from ._atomic import ENSEMBLE_FOLDER, MODEL_FOLDER, ZARR_STORE, check_replaceable
 from .errors import CareError
 from .models.kinds import KINDS
 
@@ -53,8 +53,8 @@ def cmd_evaluate(args):
 
     pred = read_image(args.pred, axes=args.axes)
     gt = read_image(args.gt, axes=args.axes)
-    if gt.axes_guessed and not args.axes and gt.data.ndim == pred.data.ndim:   # (guessed: take the other's)
-        gt = read_image(args.gt, axes=pred.axes)
+    if not args.axes and gt.axes != pred.axes and gt.shape == pred.shape:
+        gt = read_image(args.gt, axes=pred.axes)   # one grid, other letters (a stack saved as frames): the restoration's
     if pred.shape != gt.shape or pred.axes != gt.axes:
         raise CareError(f"{args.pred} ({pred.axes}, shape {tuple(pred.shape)}) and {args.gt} ({gt.axes}, shape "
                         f"{tuple(gt.shape)}) differ: compare a restoration with the ground truth of the same image")
@@ -198,8 +198,11 @@ def cmd_train(args):
 
     model_dir = Path(args.model_dir)
     resume = (model_dir / "manifest.json").exists()
-    if not resume:   # never into a folder of the user's (saving replaces the folder)
-        check_replaceable(model_dir, MODEL_FOLDER)
+    if not resume:   # never into a folder of the user's (saving replaces the folder), nor over an ensemble's members
+        if (model_dir / "ensemble.json").exists() and not args.ensemble:
+            raise CareError(f"{model_dir}: holds an ensemble; saving a single model there would delete its members: "
+                            "give a new --model-dir")
+        check_replaceable(model_dir, ENSEMBLE_FOLDER if args.ensemble else MODEL_FOLDER)
     if args.ensemble:   # told before any patch is made
         if resume:
             raise CareError(f"{model_dir} already holds a model; give a new folder for an ensemble")

@@ -132,7 +132,8 @@ def _tiff_layout(tif):
 
     Returns ``(axes, shape, order, guessed)``: reshape the series' pixels to ``shape``, transpose them
     by ``order`` (None: keep) and they have ``axes``. A file :func:`write_image` wrote is put back in the
-    axes it was given, axes of size 1 included; others get their metadata's axes, or guessed ones.
+    order of the axes it was given; others get their metadata's axes, or guessed ones. Axes of size 1
+    other than Y and X are dropped, as tifffile drops them from any file (``axes=`` puts them back).
     """
     series = tif.series[0]
     shape = tuple(series.shape)
@@ -145,6 +146,10 @@ def _tiff_layout(tif):
         kept = [(a, n) for a, n in mapped if n != 1 or a in own]
         letters = "".join(a for a, _ in kept)
         if len(letters) == len(own) and set(letters) == set(own):
+            # as any file is read: axes of size 1 but Y and X dropped (a one-slice stack is YX; axes= puts them back)
+            kept = [(a, n) for a, n in kept if n != 1 or a in "YX"]
+            letters = "".join(a for a, _ in kept)
+            own = "".join(a for a in own if a in letters)
             order = tuple(letters.index(a) for a in own)
             return own, tuple(n for _, n in kept), (None if order == tuple(range(len(own))) else order), False
     axes = _axes_from_tiff(tif)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ._atomic import REPORT_FOLDER, check_replaceable, fresh_tmp, swap_in
-from .errors import CareError
+from .errors import CareError, collect_warnings
 from .metrics import GT_PERCENTILES, affine_fit, evaluate
 from .normalize import percentile_normalize
 from .prediction.frames import FRAME_AXES
@@ -142,17 +142,20 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             g_raw = np.asarray(gt.data, np.float32)
             entry = {"name": pair.name, "shape": list(x.shape), "axes": low.axes, "metrics": {}, "figures": {}}
             oa = grid_model.output_axes(low.axes)   # the grid of restoration and ground truth (a projection: no Z)
-            norm = grid_model.input_normalization(x, axes=low.axes, name=pair.name)   # as predict scales x
+            with collect_warnings() as said:   # (an image unlike the training's: in the report, once)
+                norm = grid_model.input_normalization(x, axes=low.axes, name=pair.name)   # as predict scales x
+                if ens:
+                    mus, bs = model.predict_members(x, axes=low.axes, stop=stop, name=pair.name)
+                else:
+                    out = model.predict(x, axes=low.axes, stop=stop, name=pair.name)
+            rep["warnings"].extend(said)
             span = float(np.mean(np.asarray(norm.hi) - np.asarray(norm.lo)))
-            mus = bs = None
             if ens:
-                mus, bs = model.predict_members(x, axes=low.axes, stop=stop, name=pair.name)
                 mean, _ = mixture_mean_variance(mus, bs)
                 D = disagreement(mus, bs, stop=stop)
                 entry["mean_disagreement"] = float(D.mean())
                 warn = ood_check(float(D.mean()), ref.get("mean_disagreement"), what="disagreement")
             else:
-                out = model.predict(x, axes=low.axes, stop=stop, name=pair.name)
                 if cfg.probabilistic:
                     mean, b = out
                     entry["mean_scale"] = float(b.mean() / span)

@@ -10,7 +10,6 @@ import os
 import re
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from traitlets import Bool, Dict, Enum, Float, HasTraits, Int, List, Unicode, ob
 
 import carecore as cc
 from carecore import CareError
+from carecore.errors import collect_warnings
 from carecore.prediction.frames import FRAME_AXES
 from carecore.progress import Stopped
 
@@ -289,6 +289,7 @@ class LabState(HasTraits):
         self._view_lock = threading.RLock()  # one restoration's frame shown at a time (show_frame, restore)
         self.image_axes, self.model_config, self.input_norm = "", None, None
         self.readouts = {}
+        self.patch_warnings = []             # what the last patches' making warned about (misaligned pairs)
         self._frames = None                  # the last restoration, all its frames (show_frame)
         self._poller = None
         self._poll_lock = threading.RLock()   # re-entrant: the watcher polls while holding it (watch_job)
@@ -549,8 +550,10 @@ class LabState(HasTraits):
             sources = self.resolve(self.low_dir)
         out = Path(self.data_root) / "work" / f"patches_{self.task}"
         n = self.spec["patches_per_image"][0 if self.quick else 1]
-        ps = make_kind_patches(self.config(), sources, out=out, axes=self.axes, n_patches_per_image=n,
-                               progress=progress, **self.patch_options())
+        with collect_warnings() as warned:   # (misaligned pairs: shown with the patches)
+            ps = make_kind_patches(self.config(), sources, out=out, axes=self.axes, n_patches_per_image=n,
+                                   progress=progress, **self.patch_options())
+        self.patch_warnings = warned
         self.patches_dir = str(out)
         self.n_patches = len(ps.X)
         self._patch_key = self._key()
@@ -944,14 +947,9 @@ class LabState(HasTraits):
         # on which its disagreement's reference levels were measured)
         off = not self.smooth and bool(single.output_sigma) and not isinstance(model, Ensemble)
         sigma = {"output_sigma": 0.0} if off else {}
-        with warnings.catch_warnings(record=True) as caught:   # (an image unlike the training's: said with the result)
-            warnings.simplefilter("always", cc.CareWarning)
+        with collect_warnings() as warned:   # (an image unlike the training's: said with the result)
             restored, scale, members, img, out_axes, output_spacing, dest, summary = self._restore_image(
                 model, folder, src, chunked, chunks, progress, stop, tta, sigma)
-        warned = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, cc.CareWarning)))
-        for w in caught:
-            if not issubclass(w.category, cc.CareWarning):
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         # how it ran, and the views' data: set together once the restoration and its first frame's scores succeeded
         summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
                     else "; input scaled by its own percentiles")
@@ -1070,7 +1068,8 @@ class LabState(HasTraits):
         single = f["model"]
         v = {"_frames": f, "frame_count": count, "frame_index": index, "input_label": f["input_label"]}
         v["input_image"] = x = np.asarray(pick(f["input"], f["in_axes"]), np.float32)
-        v["input_norm"] = single.input_normalization(x, axes=in_axes, name=f["name"])
+        with collect_warnings():   # (said with the restoration)
+            v["input_norm"] = single.input_normalization(x, axes=in_axes, name=f["name"])
         v["input_on_grid"] = np.asarray(single.on_output_grid(x, axes=in_axes), np.float32)
         v["restored"] = np.asarray(pick(f["restored"], f["out_axes"]))
         v["scale"] = None if f["scale"] is None else pick(f["scale"], f["out_axes"])

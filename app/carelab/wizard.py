@@ -275,7 +275,9 @@ class DataStep(W.VBox):
             origin = ("" if self.state.needs_high else " made from the stacks' own lateral slices"
                       if task_spec(self.state.task)["folders"] else " from simulated structures")
             self.patch_note.value = (f"<b class='care-patches-ready'>{len(ps.X)} patch pairs ready</b>{origin} "
-                                     f"({ps.n_val} for validation), axes {ps.axes}. Next: step 2 · Train.")
+                                     f"({ps.n_val} for validation), axes {ps.axes}. Next: step 2 · Train."
+                                     + "".join(f"<br><span class='care-patches-warning' style='color:#a15c00'>warning: "
+                                               f"{html.escape(w)}</span>" for w in self.state.patch_warnings))
             self.patch_btn.disabled = False
 
         def go():

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..axes import spatial_axes
 from ..errors import CareError
-from ..io import TIFF_SUFFIXES, Image, list_images, read_image  # noqa: F401 (TIFF_SUFFIXES: kept importable)
+from ..io import TIFF_SUFFIXES, Image, list_images, peek_axes, read_image  # noqa: F401 (TIFF_SUFFIXES: kept importable)
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,9 @@ def load_pair(pair, *, axes=None, axes_high=None, mmap=False, check_shapes=True)
     """
     low = read_image(pair.low, axes=axes, mmap=mmap)
     if axes_high is None and axes is not None:
+        same = len(peek_axes(pair.high)[1]) == len(axes)   # (not a projection's YX given a Z of size 1)
         try:
-            high = read_image(pair.high, axes=axes, mmap=mmap)
+            high = read_image(pair.high, axes=axes if same else None, mmap=mmap)
         except CareError:
             high = read_image(pair.high, mmap=mmap)
     else:

@@ -552,11 +552,7 @@ def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
     Their maximum projections over every other axis (Z, T, C, ...) are compared by cross-correlation, in
     the central box of at most ``max_side`` pixels per axis, read plane by plane (a memory map is read in
     part; little memory)."""
-    import warnings
-
-    from skimage.registration import phase_cross_correlation
-
-    from ..errors import CareWarning
+    from ..errors import warn
 
     size = lambda img, a: img.shape[img.axes.index(a)] if a in img.axes else None  # noqa: E731
     keep = "".join(a for a in "YX" if size(low, a) is not None and size(low, a) == size(high, a))
@@ -566,15 +562,31 @@ def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
     if min(a.shape) < 8 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
         return   # (too small, flat or not finite to correlate: other checks speak)
     a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
-    shift = phase_cross_correlation(b, a, upsample_factor=4, normalization=None)[0]
-    # only a clear match elsewhere: unrelated images (noise, another field) correlate weakly anywhere
+    shift = _shift(a, b)
+    if max(abs(float(v)) for v in shift) <= max_shift:
+        return
+    # only a clear match elsewhere: unrelated images (noise, another field) correlate weakly anywhere, and
+    # their halves' shifts disagree; a real shift is the same in both halves
     k = tuple(int(round(float(v))) for v in shift)
-    at_shift = float(np.mean(np.roll(a, k, axis=tuple(range(a.ndim))) * b))
-    if max(abs(float(v)) for v in shift) > max_shift and at_shift > 0.3 and at_shift > float(np.mean(a * b)) + 0.1:
-        text = ", ".join(f"{ax} {float(v):+.1f}" for ax, v in zip(keep, shift))
-        warnings.warn(f"{low.name}: the low-quality image is shifted from its ground truth ({high.name}) by {text} "
-                      "pixels (cross-correlation of their maximum projections); a network trained on misaligned pairs "
-                      "learns to blur: register them first", CareWarning, stacklevel=3)
+    if float(np.mean(np.roll(a, k, axis=tuple(range(a.ndim))) * b)) < 0.3:
+        return
+    half = a.shape[0] // 2
+    for part in (slice(0, half), slice(half, None)):
+        if half < 8 or np.abs(_shift(a[part], b[part]) - shift).max() > 1:
+            return
+    text = ", ".join(f"{ax} {float(v):+.1f}" for ax, v in zip(keep, shift))
+    warn(f"{low.name}: the low-quality image is shifted from its ground truth ({high.name}) by {text} pixels "
+         "(cross-correlation of their maximum projections); a network trained on misaligned pairs learns to blur: "
+         "register them first", stacklevel=3)
+
+
+def _shift(a, b):
+    """How far ``a`` must move to match ``b`` (phase correlation, to a quarter pixel), through a window:
+    the circular correlation of a crop's cut edges would pull the peak towards no shift."""
+    from skimage.registration import phase_cross_correlation
+
+    window = np.hanning(a.shape[0])[:, None] * np.hanning(a.shape[1])[None] if a.ndim == 2 else np.hanning(a.shape[0])
+    return np.asarray(phase_cross_correlation(b * window, a * window, upsample_factor=4, normalization=None)[0], float)
 
 
 def _central_projection(img, keep, max_side):

@@ -75,15 +75,24 @@ def parse_duration(value):
     return seconds
 
 
+def finite_tile(tile, name, axes, window, shape):
+    """``tile`` (read at ``window`` of an image of ``shape`` along ``axes``) as float32, or an error naming
+    where it holds NaN or infinite values: found in every tile prediction reads, whatever scales the image
+    (its percentiles may have seen a sample of it only, or the training inputs')."""
+    v = np.asarray(tile, np.float32)
+    if not np.isfinite(v).all():
+        box = " ".join(f"{a} {max(w.start, 0)}-{min(w.stop, n) - 1}" for a, w, n in zip(axes, window, shape))
+        raise CareError(f"{name}: contains NaN or infinite values (within {box}); fix or mask them first")
+    return v
+
+
 def warn_if_unlike_training(x, norm, *, axes, name="image"):
     """Warn (:class:`~carecore.CareWarning`) when ``x``'s own percentiles are far from the training
     inputs' ``norm`` that will scale it: an image acquired with another gain, offset or bit depth is then
     seen at a noise level the network never learned. Other content (a dim field, a bright cell) moves
     the percentiles far less: warned only when the image's dark level lies above the training's bright
     one, its bright level below the training's dark one, or its range is 20 times the training's."""
-    import warnings
-
-    from ..errors import CareWarning
+    from ..errors import warn
 
     try:
         own = compute_percentiles(x, *norm.percentiles, axes=axes, name=name)
@@ -94,11 +103,11 @@ def warn_if_unlike_training(x, norm, *, axes, name="image"):
         if lo > thi or hi < tlo or hi - lo > 20 * r:
             ch = f" (channel {ci})" if len(own.lo) > 1 else ""
             p_lo, p_hi = norm.percentiles
-            warnings.warn(f"{name}{ch}: its {p_lo:g}-{p_hi:g} percentiles ({lo:.4g} to {hi:.4g}) are far from the "
+            warn(f"{name}{ch}: its {p_lo:g}-{p_hi:g} percentiles ({lo:.4g} to {hi:.4g}) are far from the "
                           f"training inputs' ({tlo:.4g} to {thi:.4g}), which scale it: if it was acquired with "
                           "another gain, offset or bit depth, the network sees it at a noise level it never "
                           "learned; restore it scaled by its own percentiles (normalization='image', "
-                          "`carecore predict --normalization image`)", CareWarning, stacklevel=3)
+                          "`carecore predict --normalization image`)", stacklevel=3)
             return
 
 class CARE:
@@ -747,7 +756,8 @@ class CARE:
 
         before = (self.run_card or {}).get("data_sources")
         now = info.get("sources")
-        if not before or not now or names(before) == names(now):
+        arrays = lambda sources: any(str(s.get("low", "")).startswith("array ") for s in sources)  # noqa: E731
+        if not before or not now or arrays(before) or arrays(now) or names(before) == names(now):
             return
         old = sorted({Path(str(s["low"])).name for s in before})
         new = sorted({Path(str(s["low"])).name for s in now} - set(old))
@@ -757,7 +767,7 @@ class CARE:
                         f"{' ...' if len(new) > 3 else ''}): resuming on them would choose its best weights by validation "
                         "losses on other validation sets and lose the record of what it learned from; fine-tune from it "
                         "into a new folder instead (init_weights=<its folder>; `carecore train --init-weights FOLDER "
-                        "--model-dir NEW`)")
+                        "--model-dir NEW`; in the app: start a new training)")
 
     def _run_card(self, info, data_hash, status, message, seconds):
         import keras
@@ -936,11 +946,7 @@ class CARE:
             return smooth(p[None], sigma, n_channels=c.n_channel_out)[0]
 
         def normalized(t):
-            v = np.asarray(read_window(xv, t.window), np.float32)
-            if not np.isfinite(v).all():   # (the percentiles may have seen a sample only, or the training's)
-                box = " ".join(f"{a} {max(w.start, 0)}-{min(w.stop, n) - 1}" for a, w, n in zip(sp, t.window, shape))
-                raise CareError(f"{name}: contains NaN or infinite values (within {box}); fix or mask them first")
-            return (v - lo) / (hi - lo)
+            return (finite_tile(read_window(xv, t.window), name, sp, t.window, shape) - lo) / (hi - lo)
 
         tiles = plan.tiles
         n_views = len(views(square)) if tta else 1   # progress counts every view of every tile

@@ -32,7 +32,7 @@ from ..axes import check_axes, spatial_axes
 from ..errors import CareError
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, counting, report
-from .care import CARE, DEFAULT_PREDICT_BUDGET
+from .care import CARE, DEFAULT_PREDICT_BUDGET, finite_tile
 
 #: What :meth:`ProjectionCARE.default_config` starts from (any value given explicitly wins): a small,
 #: fast network for budgets of minutes on a CPU. Z of the patch is nominal: patches take Z whole.
@@ -393,7 +393,8 @@ class ProjectionCARE(CARE):
         zall = slice(0, nz)
 
         def normalized(t):
-            return (np.asarray(read_window(xv, (zall,) + tuple(t.window)), np.float32) - lo) / (hi - lo)
+            window = (zall,) + tuple(t.window)
+            return (finite_tile(read_window(xv, window), name, "ZYX", window, (nz, ny, nx)) - lo) / (hi - lo)
 
         n_views = len(views(square)) if tta else 1
         unit = "tile views" if tta else "tiles"   # with tta, progress counts every view of every tile

@@ -401,6 +401,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     import zarr
 
     from .._atomic import ZARR_STORE, check_replaceable, swap_in
+    from ..errors import collect_warnings, warn_frames
     from ..axes import spatial_axes
     from ..io import read_image
     from ..models.care import CARE, DEFAULT_PREDICT_BUDGET
@@ -473,11 +474,12 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         norms = tuple(normalization.to_dict() for _ in frame_list)
     else:
         norms = []
-        with dask.config.set(scheduler="threads"):
+        with dask.config.set(scheduler="threads"), collect_warnings() as said:   # (said once for all frames)
             for f in frame_list:
                 view = img.data[tuple(f[frame_axes.index(a)] if a in frame_axes else slice(None) for a in src_axes)]
                 norms.append(first.input_normalization(view, axes=frame_data_axes, normalization=normalization,
                                                        name=f"{src}" + (f" frame {f}" if f else "")).to_dict())
+        warn_frames(said)
         norms = tuple(norms)
     probabilistic = c.probabilistic
     if isinstance(loaded, Ensemble):

@@ -15,7 +15,7 @@ import functools
 import numpy as np
 
 from ..axes import check_axes
-from ..errors import CareError
+from ..errors import CareError, collect_warnings, warn_frames
 from ..memory import require_memory
 from ..progress import check_stop
 
@@ -50,23 +50,9 @@ def frame_by_frame(predict):
             raise CareError(f"{name}: axes {upper!r} with shape {tuple(np.shape(image))} hold no frame to restore")
         rest = "".join(a for a in upper if a not in frames)
         n = int(np.prod(sizes))
-        results = None
-        for k, index in enumerate(np.ndindex(*sizes)):
-            check_stop(stop)
-            at = dict(zip(frames, index))
-            frame = image[tuple(at[a] if a in at else slice(None) for a in upper)]
-            sub = (lambda d, t, w, k=k: progress(k * t + d, n * t, w)) if progress is not None else None
-            label = f"{name} [{', '.join(f'{a}={i}' for a, i in at.items())}]"
-            r = predict(self, frame, axes=rest, progress=sub, stop=stop, name=label, **kw)
-            parts = r if isinstance(r, tuple) else (r,)
-            if results is None:   # the first frame tells the result's size: refused before it is allocated
-                require_memory(n * sum(np.asarray(p).nbytes for p in parts),
-                               f"{name}: the restoration of its {n} frames (axes {upper!r}, shape {tuple(np.shape(image))})",
-                               "restore it chunk by chunk into an OME-Zarr store (carecore.predict_chunked, "
-                               "`carecore predict --dask`)")
-                results = [np.empty(tuple(sizes) + np.shape(p), np.asarray(p).dtype) for p in parts]
-            for res, p in zip(results, parts):
-                res[index] = p
+        with collect_warnings() as said:   # (each frame's warnings, said once below)
+            results, r = _frames(self, predict, image, upper, frames, sizes, rest, n, progress, stop, name, kw)
+        warn_frames(said)
         inner = self.output_axes(rest)   # the frame's result axes; frames first in the stack
         stacked = "".join(frames) + inner
         full = self.output_axes(upper)
@@ -78,3 +64,25 @@ def frame_by_frame(predict):
         return tuple(out) if len(out) > 1 or isinstance(r, tuple) else out[0]
 
     return with_frames
+
+
+def _frames(self, predict, image, upper, frames, sizes, rest, n, progress, stop, name, kw):
+    """Each frame restored by ``predict``, the results stacked frames first; the last frame's result."""
+    results = r = None
+    for k, index in enumerate(np.ndindex(*sizes)):
+        check_stop(stop)
+        at = dict(zip(frames, index))
+        frame = image[tuple(at[a] if a in at else slice(None) for a in upper)]
+        sub = (lambda d, t, w, k=k: progress(k * t + d, n * t, w)) if progress is not None else None
+        label = f"{name} [{', '.join(f'{a}={i}' for a, i in at.items())}]"
+        r = predict(self, frame, axes=rest, progress=sub, stop=stop, name=label, **kw)
+        parts = r if isinstance(r, tuple) else (r,)
+        if results is None:   # the first frame tells the result's size: refused before it is allocated
+            require_memory(n * sum(np.asarray(p).nbytes for p in parts),
+                           f"{name}: the restoration of its {n} frames (axes {upper!r}, shape {tuple(np.shape(image))})",
+                           "restore it chunk by chunk into an OME-Zarr store (carecore.predict_chunked, "
+                           "`carecore predict --dask`)")
+            results = [np.empty(tuple(sizes) + np.shape(p), np.asarray(p).dtype) for p in parts]
+        for res, p in zip(results, parts):
+            res[index] = p
+    return results, r

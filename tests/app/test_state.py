@@ -96,7 +96,7 @@ def test_budget_maps_to_config(tmp_path):
     assert c.probabilistic and q.patch_size == c.patch_size
 
 
-def test_two_channel_pairs_train_a_two_channel_network(tmp_path):
+def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
     """The Data step takes two-channel pairs (CYX); the Train step's network takes their channels (the
     configuration follows the patches), not the task's one channel."""
     import carecore as cc
@@ -118,6 +118,11 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path):
     assert p["parameters"] > 0
     ps = s.ensure_patches()
     assert ps.X.shape[-1] == 2 and cc.with_channels_of(s.config(), ps).n_channel_in == 2
+    started = []   # the job is given the two-channel configuration (not started here)
+    monkeypatch.setattr("carecore.training.jobs.start_job", lambda job, patches, config, **kw: started.append(config))
+    monkeypatch.setattr(s, "watch_job", lambda: None)
+    s.start_training()
+    assert (started[0].n_channel_in, started[0].n_channel_out) == (2, 2)
 
 
 def test_patches_follow_the_config_patch_size(tmp_path):

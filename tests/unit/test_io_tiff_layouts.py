@@ -27,13 +27,19 @@ def _data(shape, dtype=np.uint16):
     ("CZYX", (1, 3, 12, 13)), ("TZYX", (1, 1, 12, 13)), ("ZYXC", (1, 12, 13, 1)), ("SYX", (1, 12, 13)),
 ])
 def test_any_axes_order_round_trips(tmp_path, axes, shape):
+    """Back in the order given; axes of size 1 (but Y and X) dropped as in any file read, put back by axes=."""
     data = _data(shape)
     p = write_image(tmp_path / "a.tif", data, axes=axes, spacing={"Z": 2.0, "Y": 0.5, "X": 0.25})
+    kept = "".join(a for a, n in zip(axes, shape) if n != 1 or a in "YX")
+    squeezed = tuple(n for a, n in zip(axes, shape) if n != 1 or a in "YX")
     for mmap in (False, True):
         img = read_image(p, mmap=mmap)
-        assert (img.axes, img.shape, img.axes_guessed) == (axes, shape, False)
-        np.testing.assert_array_equal(img.data, data)
-    assert peek_axes(p) == (axes, shape, False)
+        assert (img.axes, img.shape, img.axes_guessed) == (kept, squeezed, False)
+        np.testing.assert_array_equal(img.data, data.reshape(squeezed))
+        again = read_image(p, axes=axes, mmap=mmap)
+        assert (again.axes, again.shape) == (axes, shape)
+        np.testing.assert_array_equal(again.data, data)
+    assert peek_axes(p) == (kept, squeezed, False)
     assert img.spacing["X"] == pytest.approx(0.25) and img.spacing["Y"] == pytest.approx(0.5)
     with tifffile.TiffFile(p) as tif:   # a proper OME-TIFF: Y and X last, grey planes
         assert tif.is_ome and tif.series[0].axes.endswith("YX")

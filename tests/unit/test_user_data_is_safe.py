@@ -42,12 +42,12 @@ def model_2d(tmp_path):
 
 def test_a_folder_of_the_users_is_never_replaced(tmp_path, model_2d):
     users = _users_folder(tmp_path / "project")
-    with pytest.raises(CareError, match=r"project: exists and is not a model folder carecore wrote .*delete everything"):
+    with pytest.raises(CareError, match=r"project: exists and is not a model folder \(no manifest.json in it\).*delete everything"):
         model_2d.save(users)
     low, high = _pair()
-    with pytest.raises(CareError, match="is not a patch folder carecore wrote"):
+    with pytest.raises(CareError, match="is not a patch folder"):
         create_patches([(low, high)], (16, 16), axes="YX", n_patches_per_image=4, out=users)
-    with pytest.raises(CareError, match="is not a Zarr store carecore wrote"):
+    with pytest.raises(CareError, match="is not a Zarr store"):
         write_ngff(users, low, axes="YX")
     assert _intact(users) and sorted(p.name for p in tmp_path.iterdir()) == ["m2d", "project"]   # no leftovers
     # the CLI: train, patches and qc refuse before any work
@@ -62,6 +62,15 @@ def test_a_folder_of_the_users_is_never_replaced(tmp_path, model_2d):
                  ["qc", "--model", model_2d.path, "--low", pairs / "low", "--gt", pairs / "high", "--out", users]):
         assert main([str(a) for a in args]) == 2
         assert _intact(users)
+    # an ensemble's folder is not replaced by a single model (its members would go)
+    ens = tmp_path / "ens"
+    (ens / "member_0").mkdir(parents=True)
+    (ens / "ensemble.json").write_text('{"members": ["member_0"]}')
+    with pytest.raises(CareError, match="not a model folder"):
+        model_2d.save(ens)
+    assert main([str(a) for a in ["train", "--low", pairs / "low", "--high", pairs / "high", "--axes", "YX",
+                                  "--model-dir", ens]]) == 2
+    assert (ens / "member_0").is_dir()
     # missing, empty and carecore's own folders are written (again)
     check_replaceable(tmp_path / "new", MODEL_FOLDER)
     (tmp_path / "empty").mkdir()
@@ -100,6 +109,14 @@ def test_nan_in_the_input_is_an_error_whatever_scales_it(model_2d):
         model_2d.predict(low, axes="YX", normalization=norm)
     with pytest.raises(CareError, match="NaN or infinite"):
         model_2d.predict(low, axes="YX", normalization="image")
+    from carecore.models.kinds import create_model, model_class
+
+    projection = create_model(model_class("projection").default_config("ZYX", quick=True))
+    stack = np.stack([_pair(seed=k)[0][:64, :64] for k in range(4)])
+    stack[2, 10, 20] = np.inf
+    with pytest.raises(CareError, match=r"stack.tif: contains NaN or infinite values \(within Z 0-3 Y"):
+        projection.predict(stack, axes="ZYX", normalization=Normalization((0.0,), (1.0,), (1.0, 99.8)),
+                           name="stack.tif")
 
 
 def test_an_image_unlike_the_training_images_is_warned_about():
@@ -190,3 +207,16 @@ def test_outputs_are_checked_before_the_work(tmp_path, model_2d, capsys):
                   "images": [{"name": "a#1.tif", "metrics": {}, "figures": {"images": "a#1_images.png",
                                                                              "maps": "a#1_maps.png"}}]})
     assert "src='a%231_images.png'" in page
+
+
+@pytest.mark.parametrize("name", ["bian_BPAE_nuclei_680x1100.tif", "bian_BPAE_mito_680x1100.tif"])
+def test_a_real_pair_shifted_by_two_pixels_is_warned_about(shared_data, name):
+    """Real images at 100 photons: smooth nuclei correlate well even unmoved, so the match is judged by
+    its halves agreeing, not by how much better it correlates; unmoved, nothing is said."""
+    clean = cc.read_image(shared_data / name).data.astype(np.float32)
+    low, _ = cc.simulate_photon_noise(clean, 100, background=1.0, read_noise=1.0, seed=1)
+    with pytest.warns(CareWarning, match=r"shifted from its ground truth \(truth.tif\) by Y \+0.0, X -2.0 pixels"):
+        warn_if_misaligned(cc.Image(np.roll(low, 2, axis=1), "YX", path="low.tif"), cc.Image(clean, "YX", path="truth.tif"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_misaligned(cc.Image(low, "YX"), cc.Image(clean, "YX"))
