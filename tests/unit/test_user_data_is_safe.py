@@ -220,3 +220,23 @@ def test_a_real_pair_shifted_by_two_pixels_is_warned_about(shared_data, name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_misaligned(cc.Image(low, "YX"), cc.Image(clean, "YX"))
+
+
+def test_a_time_lapse_unlike_the_training_images_is_warned_about_once(model_2d):
+    """Every frame of a time-lapse taken with another offset would warn: said once, with how many more."""
+    low, _ = _pair()
+    norm = cc.compute_percentiles(low, *model_2d.config.percentiles, axes="YX").to_dict()
+    model_2d.run_card["normalization_seen"] = {"percentiles": norm["percentiles"],
+                                               "sources": [{"low": "a.tif", "norm_low": norm}]}
+    assert model_2d.scales_by_training
+    movie = np.stack([low * 50 + 500 + k for k in range(4)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model_2d.predict(movie, axes="TYX", name="movie.tif")
+    said = [str(w.message) for w in caught if issubclass(w.category, CareWarning)]
+    assert len(said) == 1 and said[0].startswith("movie.tif [T=0]: its") and "(and 3 more frames likewise)" in said[0]
+    with cc.errors.collect_warnings() as collected:   # in a collector (the app): the same, not shown
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model_2d.predict(movie, axes="TYX", name="movie.tif")
+    assert len(collected) == 1 and "(and 3 more frames likewise)" in collected[0]
