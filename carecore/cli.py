@@ -165,7 +165,7 @@ def _report_fields(ps, listing):
 
 def _training_axes(args):
     """``--axes``, or the axes of the patch folder or of the first low-quality image (a 2D or 3D model)."""
-    from .io import list_images, read_image
+    from .io import list_images, peek_axes
 
     if args.axes:
         return args.axes
@@ -179,11 +179,11 @@ def _training_axes(args):
     for folder in args.low or ():
         files = list_images(folder) if Path(folder).is_dir() else []
         if files:
-            img = read_image(files[0], mmap=True)
-            if img.axes_guessed:
-                print(f"axes {img.axes} guessed from {files[0]} (shape {tuple(img.shape)}); give --axes if they are "
-                      "others", file=sys.stderr)
-            return img.axes
+            axes, shape, guessed = peek_axes(files[0])   # the header only
+            if guessed:
+                print(f"axes {axes} guessed from {files[0]} (shape {tuple(shape)}); give --axes if they are others",
+                      file=sys.stderr)
+            return axes
     raise CareError("give --axes (e.g. YX or ZYX): no patch folder or low-quality images to read them from")
 
 
