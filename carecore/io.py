@@ -243,8 +243,8 @@ def read_image(path, *, axes=None, mmap=False):
 
     Notes
     -----
-    A file :func:`write_image` wrote comes back with the axes it was written with, in the same order
-    and with its axes of size 1. The voxel size is converted to micrometres from the file's length
+    A file :func:`write_image` wrote comes back with the axes it was written with, in the same order;
+    axes of size 1 other than Y and X are dropped, as from any file (``axes=`` with them puts them back). The voxel size is converted to micrometres from the file's length
     units (OME ``PhysicalSizeXUnit`` ..., ImageJ ``unit``).
 
     Examples
@@ -479,8 +479,8 @@ def write_image(path, data, *, axes, spacing=None, dtype=None, compression=None)
     -----
     OME-TIFF holds Y and X last: other orders (channel last ``YXC``) are stored with Y and X moved to
     the end, every channel a grey plane, and the axes given here recorded in the file (an OME
-    MapAnnotation ``carecore.axes``): :func:`read_image` gives back the same axes, axes of size 1
-    included, and the same pixels. Fiji shows the stored order.
+    MapAnnotation ``carecore.axes``): :func:`read_image` gives back the same axes (those of size 1 with
+    ``axes=``) and the same pixels. Fiji shows the stored order.
 
     Examples
     --------
