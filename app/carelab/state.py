@@ -25,6 +25,18 @@ from carecore.progress import Stopped
 FRAME_NAMES = {"T": "time point", "S": "sample"}
 
 
+def trained_on(model, path):
+    """Whether ``model`` was trained on the image ``path`` (a low-quality image of its run card's sources)."""
+    path = Path(path).resolve()
+    for source in (model.run_card or {}).get("data_sources") or []:
+        try:
+            if Path(str(source.get("low", ""))).resolve() == path:
+                return True
+        except (OSError, RuntimeError):
+            continue
+    return False
+
+
 def _frame_at(sizes, index):
     """Frame ``index`` (counted through the frame axes in order) as an index per frame axis."""
     return {a: int(i) for a, i in zip(sizes, np.unravel_index(index, tuple(sizes.values())))} if sizes else {}
@@ -418,6 +430,7 @@ class LabState(HasTraits):
 
     def scan_pairs(self):
         """Pairs under the chosen folders: shapes and the alignment check, as table rows."""
+        self.pairs = []   # (a failed scan leaves no table of the one before)
         if self.axes_error:
             raise CareError(self.axes_error)
         listing = cc.find_pairs(self.resolve(self.low_dir), self.resolve(self.high_dir))
@@ -438,6 +451,7 @@ class LabState(HasTraits):
         """The low-quality stacks a kind without pairs trains on: shapes, axes and voxel sizes, as table rows."""
         from carecore.axes import spatial_axes
 
+        self.stacks = []   # (a failed scan leaves no table of the one before)
         if self.axes_error:
             raise CareError(self.axes_error)
         folder = self.resolve(self.low_dir)
@@ -632,6 +646,10 @@ class LabState(HasTraits):
         from carecore.models.config import with_channels_of
         from carecore.training.jobs import start_job
 
+        with self._poll_lock:   # one training at a time: a second would share the CPU unseen, unstoppable here
+            if self.job_state in ("starting", "running"):
+                raise CareError(f"a training is {self.job_state} ({self.rel(self.job_dir)}): stop it first, or wait "
+                                "for it to end")
         patches = self.ensure_patches(note)
         job_dir = self.job_dir
         if not resume or not job_dir:
@@ -1012,7 +1030,7 @@ class LabState(HasTraits):
         frames = {"input": cc.read_image(src, mmap=True).data, "in_axes": img.axes, "restored": restored,
                   "scale": scale, "members": members, "out_axes": out_axes, "truth": truth, "model": single,
                   "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes,
-                  "input_label": input_label(model.config.kind)}
+                  "input_label": input_label(model.config.kind), "trained_on": trained_on(single, src)}
         view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
         self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
@@ -1083,6 +1101,8 @@ class LabState(HasTraits):
             v["truth"] = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
             v["metrics"], v["metrics_note"] = self._metrics(v["restored"], v["truth"], v["input_on_grid"], out_axes,
                                                             f["input_label"], progress)
+            v["metrics_note"] += ("; CARE was trained on this image: its scores here flatter it (score images it never "
+                                  "saw, e.g. a test folder)" if f["trained_on"] else "; CARE never saw it")
         return v
 
     def _set_view(self, v):
@@ -1177,7 +1197,7 @@ class LabState(HasTraits):
             rows[f"best filter by {what}: {named}"] = cc.evaluate(t.apply(x, axes=axes, for_metric=metric), truth,
                                                                    axes=axes)
         self.restore_note = ""
-        note = "filters tuned on this image's own ground truth (their best case); CARE never saw it"
+        note = "filters tuned on this image's own ground truth (their best case)"
         if label != "input":
             note = f"compared on the output's grid ({label}; the filters are applied to it); " + note
         return rows, note

@@ -36,7 +36,11 @@ class Message(W.HTML):
 
 
 def run_guarded(msg, fn, *, thread=False, done=None):
-    """Call ``fn``; show a CareError (or any failure) in ``msg`` instead of breaking the page."""
+    """Call ``fn``; show a CareError (or any failure) in ``msg`` instead of breaking the page. An error
+    the step showed before is taken down first (it was about an earlier action)."""
+    if "care-error" in msg.value:
+        msg.value = ""
+
     def body():
         try:
             out = fn()
@@ -238,8 +242,13 @@ class DataStep(W.VBox):
     def on_scan(self):
         what = "pairs" if self.state.needs_high else "stacks"
         self.msg.note(f"reading {what} ...")
-        run_guarded(self.msg, self.state.scan, done=lambda r: (self.msg.note(f"{len(r)} {what[:-1]}(s) ready"),
-                                                               self._previews()))
+        def done(rows):
+            off = sum(1 for r in rows if r.get("aligned") is False)
+            self.msg.note(f"{len(rows)} {what[:-1]}(s) ready" + (f"; {off} misaligned (see the table): register them, "
+                                                                "or training learns to blur" if off else ""))
+            self._previews()
+
+        run_guarded(self.msg, self.state.scan, done=done)
 
     def on_preview(self):
         self.msg.note("simulating a few training pairs ...")
@@ -421,7 +430,7 @@ class TrainStep(W.VBox):
             try:
                 self.state.start_training(resume=resume, note=self.msg.note)
             finally:
-                self.start.disabled = self.resume.disabled = False
+                self.update()   # (Start stays off while the job runs)
 
         run_guarded(self.msg, go, thread=True)
 
@@ -502,6 +511,7 @@ class TrainStep(W.VBox):
         notes = "".join(f"<br><span class='care-job-note' style='color:#a15c00'>{html.escape(n)}</span>"
                         for n in s.job_notes.splitlines())
         self.status.value = f"<span class='care-job-{state}'>{html.escape(text)}</span>{resumed}{notes}"
+        self.start.disabled = self.resume.disabled = state in ("starting", "running")   # one training at a time
         if s.job_message and state in ("nan", "error", "died", "stopped", "unreadable"):
             (self.msg.error if state != "stopped" else self.msg.note)(s.job_message)
 

@@ -480,6 +480,11 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     view.activate()
     assert "time point" not in view.caption.value and "time point" not in rel.caption.value
     assert "sample00.tif" in view.caption.value
+    # the scores' note says whether CARE saw the image: a test image it never saw, a training image it did
+    assert lab.metrics_note.endswith("; CARE never saw it"), lab.metrics_note
+    lab.input_path = state.rel(cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"][0]["low"])
+    lab.restore()
+    assert "CARE was trained on this image: its scores here flatter it" in lab.metrics_note, lab.metrics_note
 
 
 def test_restore_summary_names_the_output_smoothing():
