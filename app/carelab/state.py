@@ -273,6 +273,7 @@ class LabState(HasTraits):
     chunks = Unicode("")          # block sides for the cluster, "8,64,64"; empty: from the memory budget
     restore_summary = Unicode("")  # how the last restoration ran (in this process, chunks on a cluster)
     tta = Bool(True)              # the mean over the image's flips and rotations (models trained with them)
+    own_percentiles = Bool(False)  # scale the input by its own percentiles, not the training images' (another gain)
     smooth = Bool(True)           # the model's own output smoothing (output_sigma); off: the network's output
     frame_count = Int(1)          # frames (time points, samples) of the last restoration; 1 for one image
     frame_index = Int(0)          # the one shown and scored (show_frame), counted from 0
@@ -296,6 +297,7 @@ class LabState(HasTraits):
         self.input_image = self.input_on_grid = self.truth = None
         self.input_spacing = self.output_spacing = None
         self.input_label = "input"
+        self.restore_warnings = []           # what the restoration shown warned about (an image unlike the training's)
         self._patch_key = None
         self._filter_rows = {}               # pair's key -> (rows, note): the filters tuned on the last pairs
         self._view_lock = threading.RLock()  # one restoration's frame shown at a time (show_frame, restore)
@@ -964,14 +966,15 @@ class LabState(HasTraits):
         # the model's output smoothing left off: the network's output as it is (an ensemble keeps its members',
         # on which its disagreement's reference levels were measured)
         off = not self.smooth and bool(single.output_sigma) and not isinstance(model, Ensemble)
-        sigma = {"output_sigma": 0.0} if off else {}
+        options = {"output_sigma": 0.0} if off else {}
+        if self.own_percentiles:   # an image taken with another gain, offset or laser power
+            options["normalization"] = "image"
         with collect_warnings() as warned:   # (an image unlike the training's: said with the result)
             restored, scale, members, img, out_axes, output_spacing, dest, summary = self._restore_image(
-                model, folder, src, chunked, chunks, progress, stop, tta, sigma)
+                model, folder, src, chunked, chunks, progress, stop, tta, options)
         # how it ran, and the views' data: set together once the restoration and its first frame's scores succeeded
-        summary += ("; input scaled by the training images' percentiles" if single.scales_by_training
-                    else "; input scaled by its own percentiles")
-        summary += "".join(f"; warning: {m}" for m in warned)
+        summary += ("; input scaled by the training images' percentiles"
+                    if single.scales_by_training and not self.own_percentiles else "; input scaled by its own percentiles")
         if tta:
             summary += "; the mean over its flips and 90° rotations"
         elif self.tta:
@@ -981,37 +984,36 @@ class LabState(HasTraits):
         if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
             summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
         return self._show_restoration(model, single, src, img, restored, scale, members, out_axes, output_spacing,
-                                      dest, summary, chunked, progress)
+                                      dest, summary, chunked, progress, warned, options.get("normalization"))
 
-    def _restore_image(self, model, folder, src, chunked, chunks, progress, stop, tta, sigma):
-        """Restore ``src`` (in this process or chunk by chunk) and save it; what :meth:`_restore` shows."""
+    def _restore_image(self, model, folder, src, chunked, chunks, progress, stop, tta, options):
+        """Restore ``src`` (in this process or chunk by chunk) and save it; what :meth:`_restore` shows.
+        ``options``: ``output_sigma`` and ``normalization`` where they are not the model's own."""
         from carecore.uncertainty import Ensemble, mixture_mean_variance
 
         single = model.members[0] if isinstance(model, Ensemble) else model
         if chunked:
-            restored, scale, members, img, out_axes, output_spacing, dest, summary = self._restore_chunked(
-                folder, src, chunks, progress, stop, tta, **sigma)
+            return self._restore_chunked(folder, src, chunks, progress, stop, tta, **options)
+        img = cc.read_image(src)
+        self.restore_note = "restoring ..."
+        members = scale = None
+        if isinstance(model, Ensemble):   # (an ensemble keeps its members' smoothing)
+            norm = {k: v for k, v in options.items() if k == "normalization"}
+            members = model.predict_members(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop, **norm)
+            restored = mixture_mean_variance(*members)[0]
         else:
-            img = cc.read_image(src)
-            self.restore_note = "restoring ..."
-            members = scale = None
-            if isinstance(model, Ensemble):
-                members = model.predict_members(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop)
-                restored = mixture_mean_variance(*members)[0]
-            else:
-                out = model.predict(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop, **sigma)
-                restored, scale = out if isinstance(out, tuple) else (out, None)
-            # the output's grid, axes and voxel size are the kind's (a finer Z, or no Z for a projection)
-            out_axes = single.output_axes(img.axes) if hasattr(single, "output_axes") else img.axes
-            output_spacing = single.output_spacing(img.spacing)
-            dest = self.output_path(folder, src)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None)
-            summary = "restored in this process, tile by tile"
-        return restored, scale, members, img, out_axes, output_spacing, dest, summary
+            out = model.predict(img.data, axes=img.axes, tta=tta, progress=progress, stop=stop, **options)
+            restored, scale = out if isinstance(out, tuple) else (out, None)
+        # the output's grid, axes and voxel size are the kind's (a finer Z, or no Z for a projection)
+        out_axes = single.output_axes(img.axes) if hasattr(single, "output_axes") else img.axes
+        output_spacing = single.output_spacing(img.spacing)
+        dest = self.output_path(folder, src)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None)
+        return restored, scale, members, img, out_axes, output_spacing, dest, "restored in this process, tile by tile"
 
     def _show_restoration(self, model, single, src, img, restored, scale, members, out_axes, output_spacing, dest,
-                          summary, chunked, progress):
+                          summary, chunked, progress, warnings=(), normalization=None):
         """The restoration's first frame shown and scored (with its ground truth, if any)."""
         from carecore.uncertainty import Ensemble
 
@@ -1030,7 +1032,8 @@ class LabState(HasTraits):
         frames = {"input": cc.read_image(src, mmap=True).data, "in_axes": img.axes, "restored": restored,
                   "scale": scale, "members": members, "out_axes": out_axes, "truth": truth, "model": single,
                   "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes,
-                  "input_label": input_label(model.config.kind), "trained_on": trained_on(single, src)}
+                  "input_label": input_label(model.config.kind), "trained_on": trained_on(single, src),
+                  "warnings": list(warnings), "normalization": normalization}
         view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
         self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
@@ -1084,10 +1087,12 @@ class LabState(HasTraits):
         pick = lambda a, axes: a[tuple(at.get(x, slice(None)) for x in axes)]  # noqa: E731
         in_axes, out_axes = ("".join(x for x in axes if x not in at) for axes in (f["in_axes"], f["out_axes"]))
         single = f["model"]
-        v = {"_frames": f, "frame_count": count, "frame_index": index, "input_label": f["input_label"]}
+        v = {"_frames": f, "frame_count": count, "frame_index": index, "input_label": f["input_label"],
+             "restore_warnings": f["warnings"]}
         v["input_image"] = x = np.asarray(pick(f["input"], f["in_axes"]), np.float32)
         with collect_warnings():   # (said with the restoration)
-            v["input_norm"] = single.input_normalization(x, axes=in_axes, name=f["name"])
+            v["input_norm"] = single.input_normalization(x, axes=in_axes, name=f["name"],
+                                                         normalization=f["normalization"])   # as it was restored
         v["input_on_grid"] = np.asarray(single.on_output_grid(x, axes=in_axes), np.float32)
         v["restored"] = np.asarray(pick(f["restored"], f["out_axes"]))
         v["scale"] = None if f["scale"] is None else pick(f["scale"], f["out_axes"])
@@ -1107,13 +1112,14 @@ class LabState(HasTraits):
 
     def _set_view(self, v):
         for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "input_image", "input_norm",
-                     "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index"):
+                     "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index",
+                     "restore_warnings"):
             setattr(self, name, v[name])
         self.readouts = {}   # of the frame shown before
         self.reliability_ready = False
         self.view_count += 1
 
-    def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False, output_sigma=None):
+    def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False, output_sigma=None, normalization=None):
         """``carecore.predict_chunked`` on a local cluster or the configured scheduler, into
         ``restored/<model>/<name>.ome.zarr``; its full-resolution level read back for the views."""
         _dask_client_class()
@@ -1135,7 +1141,8 @@ class LabState(HasTraits):
         try:
             result = cc.predict_chunked(folder, src, dest, scheduler=client,
                                         n_workers=None if client is not None else self.n_workers, chunks=chunks,
-                                        tta=tta, output_sigma=output_sigma, progress=chunk_progress, stop=stop)
+                                        tta=tta, output_sigma=output_sigma, normalization=normalization,
+                                        progress=chunk_progress, stop=stop)
         finally:
             if client is not None:
                 client.close()

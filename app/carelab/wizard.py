@@ -535,6 +535,11 @@ class RestoreStep(W.VBox):
                                              "on the validation patches; off: the network's output as it is)",
                                  value=state.smooth, indent=False, layout=W.Layout(width="auto"))
         self.smooth.add_class("care-restore-smooth")
+        self.own = W.Checkbox(description="Scale the image by its own percentiles (an image taken with another gain, "
+                                          "offset or laser power than the training images; off: by theirs, as the "
+                                          "network learned)", value=state.own_percentiles, indent=False,
+                              layout=W.Layout(width="auto"))
+        self.own.add_class("care-restore-own")
         self.address = W.Text(description="Scheduler", placeholder="tcp://127.0.0.1:8786", value=state.scheduler_address,
                               layout=W.Layout(width="480px"))
         self.address.add_class("care-restore-scheduler")
@@ -579,7 +584,7 @@ class RestoreStep(W.VBox):
                                  "or chunk by chunk on a Dask cluster for large images. "
                                  "With a ground truth, CARE is compared on the output's grid with the input brought "
                                  "onto it and with classical filters tuned on that ground truth.</p>"),
-                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.tta, self.smooth,
+                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.tta, self.smooth, self.own,
                           self.where,
                           self.cluster_box,
                           W.HBox([self.go, self.stop, self.bar, self.progress]),
@@ -592,7 +597,7 @@ class RestoreStep(W.VBox):
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
-        for w, t in ((self.tta, "tta"), (self.smooth, "smooth"), (self.where, "restore_where"),
+        for w, t in ((self.tta, "tta"), (self.smooth, "smooth"), (self.own, "own_percentiles"), (self.where, "restore_where"),
                      (self.address, "scheduler_address"), (self.workers, "n_workers"), (self.chunks, "chunks")):
             W.link((state, t), (w, "value"))
         state.observe(lambda c: self._where(), "restore_where")
@@ -632,6 +637,7 @@ class RestoreStep(W.VBox):
         self.go.disabled = self.frame.disabled = True
         self.stop.disabled = False
         self.progress.value = ""
+        self.metrics.value = ""   # (not the image before's scores while this one is restored)
         counted = "chunks" if self.state.restore_where != "here" else "tiles"
         self.bar.description, self.bar.value = counted, 0
 
@@ -643,6 +649,8 @@ class RestoreStep(W.VBox):
                 more = (" The chunks written are kept: restoring again with the same settings continues."
                         if s.restore_where != "here" else "")
                 self.msg.note("stopped." + more)
+                if s.restored is not None:
+                    self._render()   # the restoration shown before (its summary names it)
                 return
             self.bar.description, self.bar.value = counted, self.bar.max   # (the filters' count ran last)
             self._render()
@@ -653,6 +661,10 @@ class RestoreStep(W.VBox):
                 return self.state.restore(progress)
             except Stopped:
                 return None
+            except Exception:
+                if self.state.restored is not None:
+                    self._render()   # the restoration shown before (its summary names it), then the error
+                raise
             finally:
                 self.go.disabled = self.frame.disabled = False
                 self.stop.disabled = True
@@ -683,8 +695,10 @@ class RestoreStep(W.VBox):
         note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""
         shown = (" (an OME-Zarr store: shown here is its full-resolution level read into memory; open large "
                  "outputs in napari or Fiji)" if s.restored_path.lower().endswith(".zarr") else "")
+        warned = "".join(f"<p class='care-restore-warning' style='color:#a15c00'>warning: {html.escape(w)}</p>"
+                         for w in s.restore_warnings)
         self.metrics.value = (f"<p class='care-restore-summary'>{html.escape(s.restore_summary)}; saved "
-                              f"<code>{html.escape(s.restored_path)}</code>{html.escape(shown)}</p>{table}{note}")
+                              f"<code>{html.escape(s.restored_path)}</code>{html.escape(shown)}</p>{warned}{table}{note}")
         self._framing = True
         try:
             with self.frame.hold_trait_notifications():

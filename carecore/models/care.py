@@ -104,10 +104,10 @@ def warn_if_unlike_training(x, norm, *, axes, name="image"):
             ch = f" (channel {ci})" if len(own.lo) > 1 else ""
             p_lo, p_hi = norm.percentiles
             warn(f"{name}{ch}: its {p_lo:g}-{p_hi:g} percentiles ({lo:.4g} to {hi:.4g}) are far from the "
-                          f"training inputs' ({tlo:.4g} to {thi:.4g}), which scale it: if it was acquired with "
-                          "another gain, offset or bit depth, the network sees it at a noise level it never "
-                          "learned; restore it scaled by its own percentiles (normalization='image', "
-                          "`carecore predict --normalization image`)", stacklevel=3)
+                 f"training inputs' ({tlo:.4g} to {thi:.4g}), which scale it: if it was acquired with another gain, "
+                 "offset or bit depth, the network sees it at a noise level it never learned; restore it scaled by "
+                 "its own percentiles (normalization='image'; `carecore predict --normalization image`; in the app, "
+                 "the Restore step's own-percentiles box)", stacklevel=3)
             return
 
 class CARE:

@@ -487,6 +487,35 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     assert "CARE was trained on this image: its scores here flatter it" in lab.metrics_note, lab.metrics_note
 
 
+def test_an_image_of_another_gain_is_warned_about_and_restored_by_its_own_percentiles(state):
+    """The warning of an image unlike the training images reaches the Restore step apart from the summary,
+    with what to do there: the own-percentiles box, which restores as predict(normalization="image") does."""
+    import carecore as cc
+    from carecore.errors import collect_warnings
+
+    src = cc.read_image(state.resolve(state.default_input()))
+    (state.resolve(".") / "gain" / "low").mkdir(parents=True)
+    other = (src.data * 40 + 900).astype(np.float32)
+    cc.write_image(state.resolve("gain/low/g.tif", must_exist=False), other, axes=src.axes)
+    kept, state.input_path = state.input_path, "gain/low/g.tif"
+    try:
+        state.restore()
+        assert len(state.restore_warnings) == 1 and "far from the training inputs'" in state.restore_warnings[0]
+        assert "own-percentiles box" in state.restore_warnings[0] and "warning" not in state.restore_summary
+        assert "scaled by the training images' percentiles" in state.restore_summary
+        state.own_percentiles = True
+        state.restore()
+        assert state.restore_warnings == [] and "input scaled by its own percentiles" in state.restore_summary
+        model = cc.load_model(state.resolve(state.model_dir))
+        with collect_warnings():
+            own = model.predict(other, axes=src.axes, tta=True, normalization="image")
+        own = own[0] if isinstance(own, tuple) else own
+        np.testing.assert_allclose(state.restored, own, atol=1e-3 * np.abs(own).max())
+        assert state.input_norm == cc.compute_percentiles(other, *model.config.percentiles, axes=src.axes)
+    finally:
+        state.input_path, state.own_percentiles = kept, False
+
+
 def test_restore_summary_names_the_output_smoothing():
     """The summary clause states each model's sigma and whether training chose it or the configuration set it."""
     from types import SimpleNamespace
