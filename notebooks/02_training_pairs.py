@@ -137,9 +137,9 @@ else:
 # %% [markdown]
 # ## Patches
 #
-# `create_patches` cuts the pairs into patches (here 16×32×32 voxels), half of them next to bright
-# structure and half anywhere (`fg_fraction`), normalizes each image by its percentiles, and sets
-# aside validation patches from blocks that no training patch touches. Written to a folder, they can
+# `create_patches` cuts the pairs into patches (here 16×32×32 voxels; 8×32×32 in quick mode), half
+# of them next to bright structure and half anywhere (`fg_fraction`), normalizes each image by its
+# percentiles, and sets aside validation patches from blocks that no training patch touches. Written to a folder, they can
 # be reused by notebook 3 and by the app.
 
 # %%

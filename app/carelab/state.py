@@ -25,6 +25,15 @@ from carecore.progress import Stopped
 FRAME_NAMES = {"T": "time point", "S": "sample"}
 
 
+def preview(img):
+    """An image's spatial axes as float32 for the Data step's previews: its first channel, time point or
+    sample (the views' slider walks Z, never C or T)."""
+    from carecore.axes import spatial_axes
+
+    keep = spatial_axes(img.axes)
+    return np.asarray(img.data[tuple(slice(None) if a in keep else 0 for a in img.axes)], np.float32)
+
+
 def trained_on(model, path):
     """Whether ``model`` was trained on the image ``path`` (a low-quality image of its run card's sources)."""
     path = Path(path).resolve()
@@ -443,7 +452,7 @@ class LabState(HasTraits):
             al = cc.check_alignment(low, high)
             rows.append({"name": pair.name, "low": "×".join(map(str, low.shape)), "high": "×".join(map(str, high.shape)),
                          "shift": ", ".join(f"{k} {v:+.1f}" for k, v in al["shift"].items()), "aligned": al["aligned"]})
-        self.low, self.high = np.asarray(low.data, np.float32), np.asarray(high.data, np.float32)
+        self.low, self.high = preview(low), preview(high)
         self.low_spacing = None
         self.unmatched = "" if not (listing.unmatched_low or listing.unmatched_high) else listing.report()
         self.pairs = rows
@@ -477,7 +486,7 @@ class LabState(HasTraits):
                 if abs(ratio - self.axial_factor) > 0.05 * self.axial_factor:
                     notes.append(f"{f.name}: voxel size Z/X = {ratio:g}, the axial factor is {self.axial_factor:g}")
         first = cc.read_image(files[0], axes=self.axes)
-        self.low, self.high, self.low_spacing = np.asarray(first.data, np.float32), None, dict(first.spacing or {})
+        self.low, self.high, self.low_spacing = preview(first), None, dict(first.spacing or {})
         self.unmatched = "; ".join(notes)
         self.stacks = rows
         return rows

@@ -912,6 +912,7 @@ class ReliabilityStep(W.VBox):
         m = r["mean"]
         self.z.max = m.shape[0] - 1 if m.ndim == 3 else 0
         self.z.value = m.shape[0] // 2 if m.ndim == 3 else 0
+        self.z.layout.display = "" if m.ndim == 3 else "none"   # (a 2D image has no slices)
         self.row.max = m.shape[-2] - 1
         self.row.value = m.shape[-2] // 2
         self._range = display_range(m)

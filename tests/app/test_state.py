@@ -113,6 +113,7 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
     s = LabState(tmp_path, quick=True)
     s.task, s.low_dir, s.high_dir, s.axes = "denoising2d", "two/low", "two/high", "CYX"
     assert s.scan()[0]["low"] == "2×64×64"
+    assert s.low.shape == s.high.shape == (64, 64)   # the previews show a channel, not the channels as slices
     s.make_patches()
     p = s.run_preflight()
     assert p["parameters"] > 0
