@@ -864,6 +864,16 @@ class LabState(HasTraits):
         self.model_problems = problems
         return sorted(ok, reverse=True)
 
+    def model_for_task(self, models=None):
+        """The model the Restore step offers first: the chosen one when it was trained for the current task
+        (its job folder is named ``<task>_<time>``) or is no job's; else the newest of the task's, if any."""
+        models = self.models_available() if models is None else models
+        current = self.rel(self.model_dir) if self.model_dir and self.model_dir.startswith("/") else self.model_dir
+        job = Path(current).parent.name if current else ""
+        if current and (job.startswith(f"{self.task}_") or not any(job.startswith(f"{t}_") for t in TASKS)):
+            return current
+        return next((m for m in models if Path(m).parent.name.startswith(f"{self.task}_")), current)
+
     def truth_for(self, input_path):
         """The ground truth of ``<...>/low/NAME``: ``<...>/high/NAME`` inside the data root, else an image
         of the same stem in another format (``low/a.ome.zarr`` and ``high/a.tif``), else None."""

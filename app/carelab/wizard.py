@@ -616,7 +616,7 @@ class RestoreStep(W.VBox):
         models = s.models_available()
         self.problems.value = "".join(f"<div style='color:#a66'>not offered: {html.escape(p)}</div>"
                                       for p in s.model_problems)
-        current = s.rel(s.model_dir) if s.model_dir and s.model_dir.startswith("/") else s.model_dir
+        current = s.model_for_task(models)   # (not a model of another task, where this task has one)
         opts = models if current in models or not current else [current] + models
         # (not under hold_trait_notifications: a dropdown validates its value against options that
         # only update when notifications flow)

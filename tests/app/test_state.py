@@ -126,6 +126,24 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
     assert (started[0].n_channel_in, started[0].n_channel_out) == (2, 2)
 
 
+def test_the_restore_step_offers_a_model_of_the_task_first(tmp_path):
+    """A fresh page attaches the newest job (any task); with another task chosen, the Restore step offers
+    that task's newest model first, not a model that cannot take its images."""
+    import carecore as cc
+    from carelab import LabState
+
+    for job, axes in (("denoising2d_20261205_100000", "YX"), ("denoising3d_20261205_110000", "ZYX")):
+        cc.CARE(cc.care_config(axes, quick=True), tmp_path / "models" / job / "model").save()
+    s = LabState(tmp_path, quick=True)
+    s.model_dir = "models/denoising3d_20261205_110000/model"
+    s.task = "denoising3d"
+    assert s.model_for_task() == "models/denoising3d_20261205_110000/model"
+    s.task = "denoising2d"
+    assert s.model_for_task() == "models/denoising2d_20261205_100000/model"
+    s.task = "isotropic"   # no model of its own: the chosen one stays
+    assert s.model_for_task() == "models/denoising3d_20261205_110000/model"
+
+
 def test_patches_follow_the_config_patch_size(tmp_path):
     from carecore import write_demo_data
     from carelab import LabState
