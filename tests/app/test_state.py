@@ -144,6 +144,23 @@ def test_the_restore_step_offers_a_model_of_the_task_first(tmp_path):
     assert s.model_for_task() == "models/denoising3d_20261205_110000/model"
 
 
+def test_one_training_at_a_time(tmp_path):
+    """A second Start while a job starts or runs is refused (two jobs would share the CPU, one unseen and
+    unstoppable from the page), and the Train step keeps Start and Resume off meanwhile."""
+    from carelab import LabState
+    from carelab.wizard import TrainStep
+
+    s = LabState(tmp_path, quick=True)
+    step = TrainStep(s)
+    for state in ("starting", "running"):
+        s.job_dir, s.job_state = str(tmp_path / "models" / "denoising3d_20261205_100000"), state
+        with pytest.raises(CareError, match=f"a training is {state} .*stop it first"):
+            s.start_training()
+        assert step.start.disabled and step.resume.disabled
+    s.job_state = "completed"
+    assert not step.start.disabled and not step.resume.disabled
+
+
 def test_patches_follow_the_config_patch_size(tmp_path):
     from carecore import write_demo_data
     from carelab import LabState
