@@ -242,6 +242,7 @@ class DataStep(W.VBox):
     def on_scan(self):
         what = "pairs" if self.state.needs_high else "stacks"
         self.msg.note(f"reading {what} ...")
+
         def done(rows):
             off = sum(1 for r in rows if r.get("aligned") is False)
             self.msg.note(f"{len(rows)} {what[:-1]}(s) ready" + (f"; {off} misaligned (see the table): register them, "
