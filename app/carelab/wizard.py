@@ -848,7 +848,7 @@ class ReliabilityStep(W.VBox):
         self.play = W.Play(min=0, max=0, interval=400, description="play")
         self.frame = W.IntSlider(description="sample", min=0, max=0)
         W.jslink((self.play, "value"), (self.frame, "value"))
-        self.movie = W.Image(format="png", layout=W.Layout(width="260px"))
+        self.movie = W.Image(format="png", layout=W.Layout(width="260px", display="none"))   # (no broken icon)
         self.movie.add_class("care-rel-movie")
         self.dmap = W.Image(format="png", layout=W.Layout(width="260px", display="none"))
         self.dnote = W.HTML()
@@ -880,6 +880,7 @@ class ReliabilityStep(W.VBox):
             for name in ("calibrated", "model"):
                 self.calib.set_curve(name, [], [])
         self.movie.value = b""
+        self.movie.layout.display = "none"
         self.dmap.layout.display = "none"
         self.dnote.value = self.ece.value = ""
         now = self.state.shown_caption
@@ -958,6 +959,7 @@ class ReliabilityStep(W.VBox):
             return
         f = r["samples"][self.frame.value]
         self.movie.value = to_png(f[f.shape[0] // 2] if f.ndim == 3 else f, *self._range)
+        self.movie.layout.display = ""
 
 
 class CareLab(W.VBox):

@@ -494,11 +494,13 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     np.testing.assert_array_equal(view.ortho_out.data, lab.restored)
     rel.show(lab.compute_reliability())
     assert "of restored/" in rel.caption.value and "time point 2 of 2" in rel.caption.value and rel.movie.value
+    assert rel.movie.layout.display == ""
     shown = view.ortho_out.data.copy()
     lab.show_frame(0)
     assert lab.readouts == {} and not lab.reliability_ready
     assert "taken down" in rel.caption.value and "time point 1 of 2 (T=0" in rel.caption.value
     assert rel.movie.value == b"" and len(rel.band.mean.x) == 0 and len(rel.calib.lines["model"].x) == 0
+    assert rel.movie.layout.display == "none"   # (an empty image would show a broken-image icon)
     rel.z.value = 0   # the sliders with nothing to show: no error
     view.activate()   # the tab opened again: the views follow the frame shown
     assert "time point 1 of 2 (T=0" in view.caption.value
