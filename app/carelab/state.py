@@ -313,6 +313,7 @@ class LabState(HasTraits):
         self.image_axes, self.model_config, self.input_norm = "", None, None
         self.readouts = {}
         self.patch_warnings = []             # what the last patches' making warned about (misaligned pairs)
+        self._task_data = {}                 # task -> its Data step's folders, scan and patches (TASK_DATA)
         self._frames = None                  # the last restoration, all its frames (show_frame)
         self._poller = None
         self._poll_lock = threading.RLock()   # re-entrant: the watcher polls while holding it (watch_job)
@@ -372,9 +373,18 @@ class LabState(HasTraits):
         return sorted(found)
 
     # -- step 1 ----------------------------------------------------------------------------
+    #: What the Data step holds for a task: kept when another task is chosen, back when it is chosen again.
+    TASK_DATA = ("low_dir", "high_dir", "axes", "axial_factor", "psf_sigma", "pairs", "stacks", "patches_dir",
+                 "n_patches", "unmatched", "low", "high", "low_spacing", "_patch_key", "patch_warnings")
+
     @observe("task")
     def _task_changed(self, change):
+        kept = getattr(self, "_task_data", None)   # (None while the state is made)
+        if kept is not None and change["old"]:
+            kept[change["old"]] = {k: getattr(self, k) for k in self.TASK_DATA}
         self.set_task_defaults()
+        for k, v in (kept or {}).get(change["new"], {}).items():   # (in order: the folders, then their axes)
+            setattr(self, k, v)
 
     @property
     def spec(self):

@@ -119,6 +119,11 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
     assert p["parameters"] > 0
     ps = s.ensure_patches()
     assert ps.X.shape[-1] == 2 and cc.with_channels_of(s.config(), ps).n_channel_in == 2
+    s.task = "denoising3d"   # another task and back: the folders, the scan and the patches are still there
+    assert s.low_dir != "two/low" and s.pairs == [] and not s.patches_dir
+    s.task = "denoising2d"
+    assert (s.low_dir, s.high_dir, s.axes, len(s.pairs)) == ("two/low", "two/high", "CYX", 2)
+    assert s.ensure_patches().X.shape == ps.X.shape
     started = []   # the job is given the two-channel configuration (not started here)
     monkeypatch.setattr("carecore.training.jobs.start_job", lambda job, patches, config, **kw: started.append(config))
     monkeypatch.setattr(s, "watch_job", lambda: None)
