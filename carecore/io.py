@@ -244,8 +244,9 @@ def read_image(path, *, axes=None, mmap=False):
     Notes
     -----
     A file :func:`write_image` wrote comes back with the axes it was written with, in the same order;
-    axes of size 1 other than Y and X are dropped, as from any file (``axes=`` with them puts them back). The voxel size is converted to micrometres from the file's length
-    units (OME ``PhysicalSizeXUnit`` ..., ImageJ ``unit``).
+    axes of size 1 other than Y and X are dropped, as from any file (``axes=`` with them puts them back).
+    The voxel size is converted to micrometres from the file's length units (OME ``PhysicalSizeXUnit``
+    ..., ImageJ ``unit``).
 
     Examples
     --------

@@ -110,6 +110,7 @@ def warn_if_unlike_training(x, norm, *, axes, name="image"):
                  "the Restore step's own-percentiles box)", stacklevel=3)
             return
 
+
 class CARE:
     """A content-aware restoration network.
 
