@@ -244,17 +244,22 @@ class VolumeView(W.VBox):
         self.volume.rendering_method = "MAX_INTENSITY"
         self.volume.show_min, self.volume.show_max = lo, hi
         step = (dmax - dmin) / 500 or 1.0
+        # the window's ends written beside it (the slider's own read-out box cuts numbers such as 3.91e+03)
         self.contrast = W.FloatRangeSlider(description="contrast", min=dmin, max=dmax, value=(lo, hi), step=step,
-                                           readout_format=".3g", continuous_update=False,
-                                           layout=W.Layout(width="320px"))
+                                           readout=False, continuous_update=False, layout=W.Layout(width="260px"))
         self.contrast.add_class("care-view-contrast")
+        self.window_text = W.HTML(layout=W.Layout(width="auto"))
+        self.window_text.add_class("care-view-window")
         self.contrast.observe(self._window, "value")
+        self._window({"new": (lo, hi)})
         super().__init__([W.HTML(f"<b>{title}</b> <span style='color:#666'>(maximum-intensity projection)</span>"),
-                          self.figure, self.contrast])
+                          self.figure, W.HBox([self.contrast, self.window_text])])
 
     def _window(self, change):
         with self.volume.hold_sync():
             self.volume.show_min, self.volume.show_max = change["new"]
+        lo, hi = change["new"]
+        self.window_text.value = f"<span style='font-size:12px'>{lo:.4g} – {hi:.4g}</span>"
 
 
 def volume_pair(a, b, css=None, titles=("input", "restored"), spacings=(None, None)):

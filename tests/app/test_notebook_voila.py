@@ -147,6 +147,9 @@ def test_notebook_05_view_3d_in_voila(nb_page, notebook_server, shots):
     # and the input's contrast window: the rendering changes (the notebook's second exercise)
     canvas = volumes.locator("canvas").first
     before = canvas.screenshot()
+    window = volumes.locator(".care-view-window").first
+    window_before = window.inner_text()
+    assert " – " in window_before   # the window's ends, written in full beside the slider
     contrast = volumes.locator(".care-view-contrast").first
     contrast.locator(".noUi-handle").last.focus()   # the upper end of the window
     for _ in range(40):
@@ -155,6 +158,7 @@ def test_notebook_05_view_3d_in_voila(nb_page, notebook_server, shots):
     while canvas.screenshot() == before and time.time() < deadline:
         time.sleep(0.5)
     assert canvas.screenshot() != before, "lowering the input's contrast window did not change its rendering"
+    assert window.inner_text() != window_before
     time.sleep(1)
     volumes.screenshot(path=str(shots / "nb_05_volumes_contrast.png"))
     page.locator(".nb-profile").screenshot(path=str(shots / "nb_05_profile.png"))
