@@ -894,8 +894,7 @@ class ReliabilityStep(W.VBox):
                                 ylabel="accuracy", css="care-rel-calibration", colors=["#999999", "#d62728"],
                                 markers={"model"}, dashed={"calibrated"}, x_min=0, x_max=1, y_range=(0, 1),
                                 x_format=".1f", y_format=".1f", legend="top-left", width="360px", height="300px")
-            self.band_box.children = [self.band]
-            self.calib_box.children = [self.calib]
+            # (shown with the first read-outs: empty charts would draw meaningless axes)
 
     def on_compute(self):
         self.activate()
@@ -911,6 +910,7 @@ class ReliabilityStep(W.VBox):
             self.msg.note("step 3 changed what it shows while these were computed: compute again")
             return
         self.caption.value = f"<p style='color:#666'>of {html.escape(self._of)}</p>"
+        self.band_box.children, self.calib_box.children = [self.band], [self.calib]   # (no empty charts before)
         m = r["mean"]
         self.z.max = m.shape[0] - 1 if m.ndim == 3 else 0
         self.z.value = m.shape[0] // 2 if m.ndim == 3 else 0

@@ -492,7 +492,8 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     lab = LabState(state.data_root, quick=True)   # its own observers (the module's state keeps none)
     lab.model_dir, lab.input_path, lab.tta = state.model_dir, "movie2/low/tl.tif", False
     view, rel = ViewStep(lab), ReliabilityStep(lab)
-    rel.activate()   # (the tab opened: its charts made)
+    rel.activate()   # (the tab opened: its charts made, shown with the first read-outs)
+    assert rel.band_box.children == () and rel.calib_box.children == ()
     lab.restore()
     view.on_show()
     assert "time point 2 of 2 (T=1, counted from 0)" in view.caption.value and "tl.tif" in view.caption.value
