@@ -35,11 +35,17 @@ def preview(img):
 
 
 def trained_on(model, path):
-    """Whether ``model`` was trained on the image ``path`` (a low-quality image of its run card's sources)."""
+    """Whether ``model`` was trained on the image ``path`` (a low-quality image of its run card's sources,
+    the same file or one whose last three path parts are the same: a data root moved, relative paths);
+    None when its run card records no sources."""
+    sources = (model.run_card or {}).get("data_sources") or []
+    if not sources:
+        return None
     path = Path(path).resolve()
-    for source in (model.run_card or {}).get("data_sources") or []:
+    for source in sources:
         try:
-            if Path(str(source.get("low", ""))).resolve() == path:
+            low = Path(str(source.get("low", "")))
+            if low.resolve() == path or low.parts[-3:] == path.parts[-3:]:
                 return True
         except (OSError, RuntimeError):
             continue
@@ -314,6 +320,7 @@ class LabState(HasTraits):
         self.readouts = {}
         self.patch_warnings = []             # what the last patches' making warned about (misaligned pairs)
         self._task_data = {}                 # task -> its Data step's folders, scan and patches (TASK_DATA)
+        self._starting = False               # a training being started (start_training)
         self._frames = None                  # the last restoration, all its frames (show_frame)
         self._poller = None
         self._poll_lock = threading.RLock()   # re-entrant: the watcher polls while holding it (watch_job)
@@ -374,14 +381,16 @@ class LabState(HasTraits):
 
     # -- step 1 ----------------------------------------------------------------------------
     #: What the Data step holds for a task: kept when another task is chosen, back when it is chosen again.
-    TASK_DATA = ("low_dir", "high_dir", "axes", "axial_factor", "psf_sigma", "pairs", "stacks", "patches_dir",
-                 "n_patches", "unmatched", "low", "high", "low_spacing", "_patch_key", "patch_warnings")
+    #: (The previews' arrays are not kept: a scan reads them again.) ``unmatched`` before the tables it notes.
+    TASK_DATA = ("low_dir", "high_dir", "axes", "axial_factor", "psf_sigma", "unmatched", "pairs", "stacks",
+                 "patches_dir", "n_patches", "_patch_key", "patch_warnings", "model_dir")
 
     @observe("task")
     def _task_changed(self, change):
         kept = getattr(self, "_task_data", None)   # (None while the state is made)
         if kept is not None and change["old"]:
             kept[change["old"]] = {k: getattr(self, k) for k in self.TASK_DATA}
+        self.low = self.high = self.low_spacing = None   # (the other task's previews)
         self.set_task_defaults()
         for k, v in (kept or {}).get(change["new"], {}).items():   # (in order: the folders, then their axes)
             setattr(self, k, v)
@@ -585,13 +594,16 @@ class LabState(HasTraits):
             sources = self.resolve(self.low_dir)
         out = Path(self.data_root) / "work" / f"patches_{self.task}"
         n = self.spec["patches_per_image"][0 if self.quick else 1]
+        task, key = self.task, self._key()   # (what the patches are of, should the task change meanwhile)
         with collect_warnings() as warned:   # (misaligned pairs: shown with the patches)
             ps = make_kind_patches(self.config(), sources, out=out, axes=self.axes, n_patches_per_image=n,
                                    progress=progress, **self.patch_options())
-        self.patch_warnings = warned
-        self.patches_dir = str(out)
-        self.n_patches = len(ps.X)
-        self._patch_key = self._key()
+        made = {"patch_warnings": warned, "patches_dir": str(out), "n_patches": len(ps.X), "_patch_key": key}
+        if self.task != task:   # another task chosen while they were cut: they are the first task's
+            self._task_data.setdefault(task, {}).update(made)
+            return ps
+        for k, v in made.items():
+            setattr(self, k, v)
         return ps
 
     def ensure_patches(self, note=None):
@@ -667,18 +679,28 @@ class LabState(HasTraits):
         from carecore.models.config import with_channels_of
         from carecore.training.jobs import start_job
 
-        with self._poll_lock:   # one training at a time: a second would share the CPU unseen, unstoppable here
-            if self.job_state in ("starting", "running"):
-                raise CareError(f"a training is {self.job_state} ({self.rel(self.job_dir)}): stop it first, or wait "
-                                "for it to end")
-        patches = self.ensure_patches(note)
-        job_dir = self.job_dir
-        if not resume or not job_dir:
-            job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
-        # (the images' channels: two-channel pairs train a two-channel network)
-        start_job(job_dir, self.patches_dir, with_channels_of(self.config(), patches), ensemble=self.ensemble_members)
-        with self._poll_lock:   # not in the middle of a poll of the job before
-            self.job_dir, self.job_state = job_dir, "starting"
+        from carecore.training.jobs import find_jobs, job_status
+
+        # one training at a time (a second would share the CPU unseen): any live job under models/, also one
+        # another page started, and a start under way here
+        with self._poll_lock:
+            if self._starting:
+                raise CareError("a training is being started: wait for it")
+            live = [j for j in find_jobs(Path(self.data_root) / "models") if job_status(j).get("alive")]
+            if live:
+                raise CareError(f"a training is running ({self.rel(live[0])}): stop it (Stop), or wait for it to end")
+            self._starting = True
+        try:
+            patches = self.ensure_patches(note)
+            job_dir = self.job_dir
+            if not resume or not job_dir:
+                job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
+            # (the images' channels: two-channel pairs train a two-channel network)
+            start_job(job_dir, self.patches_dir, with_channels_of(self.config(), patches), ensemble=self.ensemble_members)
+            with self._poll_lock:   # not in the middle of a poll of the job before
+                self.job_dir, self.job_state = job_dir, "starting"
+        finally:
+            self._starting = False
         self.watch_job()
 
     def stop_training(self):
@@ -818,6 +840,7 @@ class LabState(HasTraits):
                                 st = self.poll_job()
                             except Exception as e:  # noqa: BLE001 - keep the page alive
                                 self.job_message = f"cannot read the job status: {e}"
+                                self.job_state = "unknown"   # (not left "running": Start would stay off)
                                 st = {}
                             if st.get("state") not in ("starting", "running"):
                                 self._poller = None
@@ -877,12 +900,21 @@ class LabState(HasTraits):
     def model_for_task(self, models=None):
         """The model the Restore step offers first: the chosen one when it was trained for the current task
         (its job folder is named ``<task>_<time>``) or is no job's; else the newest of the task's, if any."""
+        import json
+
         models = self.models_available() if models is None else models
         current = self.rel(self.model_dir) if self.model_dir and self.model_dir.startswith("/") else self.model_dir
         job = Path(current).parent.name if current else ""
         if current and (job.startswith(f"{self.task}_") or not any(job.startswith(f"{t}_") for t in TASKS)):
             return current
-        return next((m for m in models if Path(m).parent.name.startswith(f"{self.task}_")), current)
+
+        def finished(m):   # not the checkpoint of a job still training (or one that died while training)
+            try:
+                return json.loads((Path(self.data_root) / m / "run_card.json").read_text()).get("status") != "running"
+            except (OSError, ValueError, AttributeError):
+                return True   # (an ensemble folder has no run card of its own)
+
+        return next((m for m in models if Path(m).parent.name.startswith(f"{self.task}_") and finished(m)), current)
 
     def truth_for(self, input_path):
         """The ground truth of ``<...>/low/NAME``: ``<...>/high/NAME`` inside the data root, else an image
@@ -1135,8 +1167,10 @@ class LabState(HasTraits):
             v["truth"] = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
             v["metrics"], v["metrics_note"] = self._metrics(v["restored"], v["truth"], v["input_on_grid"], out_axes,
                                                             f["input_label"], progress)
-            v["metrics_note"] += ("; CARE was trained on this image: its scores here flatter it (score images it never "
-                                  "saw, e.g. a test folder)" if f["trained_on"] else "; CARE never saw it")
+            v["metrics_note"] += {True: "; CARE was trained on this image: its scores here flatter it (score images it "
+                                        "never saw, e.g. a test folder)",
+                                  False: "; CARE never saw it",
+                                  None: "; whether CARE was trained on this image is not recorded"}[f["trained_on"]]
         return v
 
     def _set_view(self, v):

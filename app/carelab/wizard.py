@@ -10,6 +10,8 @@ import html
 import threading
 import traceback
 
+from pathlib import Path
+
 import ipywidgets as W
 import numpy as np
 
@@ -35,10 +37,11 @@ class Message(W.HTML):
         self.value = f"<div style='color:#444'>{html.escape(str(text))}</div>"
 
 
-def run_guarded(msg, fn, *, thread=False, done=None):
-    """Call ``fn``; show a CareError (or any failure) in ``msg`` instead of breaking the page. An error
-    the step showed before is taken down first (it was about an earlier action)."""
-    if "care-error" in msg.value:
+def run_guarded(msg, fn, *, thread=False, done=None, fresh=True):
+    """Call ``fn``; show a CareError (or any failure) in ``msg`` instead of breaking the page. With
+    ``fresh`` (a user's action) an error the step showed before is taken down first (it was about an
+    earlier action); an update the page makes by itself leaves it."""
+    if fresh and "care-error" in msg.value:
         msg.value = ""
 
     def body():
@@ -210,6 +213,29 @@ class DataStep(W.VBox):
         self.patch_bar.value = 0
         for v in (self.preview_low, self.preview_high, self.preview2_low, self.preview2_high):
             v.clear()
+        self._table()          # what the state kept for this task (its scan, its patches)
+        self._show_patches()
+
+    def _show_patches(self):
+        """The patches' note: how many, of what, and their warnings (misaligned pairs)."""
+        import json
+
+        s = self.state
+        if not s.patches_dir:
+            self.patch_note.value = ""
+            return
+        try:
+            meta = json.loads((Path(s.patches_dir) / "patches.json").read_text())
+        except (OSError, ValueError):
+            self.patch_note.value = ""
+            return
+        origin = ("" if s.needs_high else " made from the stacks' own lateral slices"
+                  if task_spec(s.task)["folders"] else " from simulated structures")
+        self.patch_note.value = (f"<b class='care-patches-ready'>{meta.get('n_patches', s.n_patches)} patch pairs "
+                                 f"ready</b>{origin} ({meta.get('n_val', 0)} for validation), axes {meta.get('axes', '')}. "
+                                 "Next: step 2 · Train."
+                                 + "".join(f"<br><span class='care-patches-warning' style='color:#a15c00'>warning: "
+                                           f"{html.escape(w)}</span>" for w in s.patch_warnings))
 
     def _axes_note(self, change):
         self.axes_note.value = (f"<span style='color:#b00020'>{html.escape(change['new'])}</span>" if change["new"]
@@ -242,6 +268,8 @@ class DataStep(W.VBox):
     def on_scan(self):
         what = "pairs" if self.state.needs_high else "stacks"
         self.msg.note(f"reading {what} ...")
+        for v in (self.preview_low, self.preview_high):   # (a failed scan leaves none of the scan before)
+            v.clear()
 
         def done(rows):
             off = sum(1 for r in rows if r.get("aligned") is False)
@@ -282,12 +310,7 @@ class DataStep(W.VBox):
             self.patch_bar.max, self.patch_bar.value = total, done
 
         def finished(ps):
-            origin = ("" if self.state.needs_high else " made from the stacks' own lateral slices"
-                      if task_spec(self.state.task)["folders"] else " from simulated structures")
-            self.patch_note.value = (f"<b class='care-patches-ready'>{len(ps.X)} patch pairs ready</b>{origin} "
-                                     f"({ps.n_val} for validation), axes {ps.axes}. Next: step 2 · Train."
-                                     + "".join(f"<br><span class='care-patches-warning' style='color:#a15c00'>warning: "
-                                               f"{html.escape(w)}</span>" for w in self.state.patch_warnings))
+            self._show_patches()
             self.patch_btn.disabled = False
 
         def go():
@@ -602,7 +625,7 @@ class RestoreStep(W.VBox):
                      (self.address, "scheduler_address"), (self.workers, "n_workers"), (self.chunks, "chunks")):
             W.link((state, t), (w, "value"))
         state.observe(lambda c: self._where(), "restore_where")
-        state.observe(lambda c: run_guarded(self.msg, self.fill), ["model_dir", "task"])
+        state.observe(lambda c: run_guarded(self.msg, self.fill, fresh=False), ["model_dir", "task"])
         state.observe(lambda c: self.msg.note(c["new"]) if c["new"] else None, "restore_note")
         run_guarded(self.msg, self.fill)
 

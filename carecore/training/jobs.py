@@ -147,7 +147,14 @@ def job_status(job_dir):
     if st.get("state") in STATES_RUNNING and not st["alive"] and st.get("pid"):
         st["state"] = "died"
         st.setdefault("message", "the training process ended unexpectedly; see job.log")
+    elif st.get("state") in STATES_RUNNING and not st.get("pid") and time.time() - f.stat().st_mtime > NEVER_STARTED_AFTER:
+        st["state"] = "died"   # its process never started (it records its pid within seconds)
+        st.setdefault("message", "the training process never started; see job.log")
     return st
+
+
+#: Seconds after which a job still "starting" without a process id is taken to have never started.
+NEVER_STARTED_AFTER = 60.0
 
 
 def request_stop(job_dir):

@@ -124,6 +124,13 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
     s.task = "denoising2d"
     assert (s.low_dir, s.high_dir, s.axes, len(s.pairs)) == ("two/low", "two/high", "CYX", 2)
     assert s.ensure_patches().X.shape == ps.X.shape
+    from carelab.wizard import DataStep   # the Data step shows what was kept: its table and the patches' note
+
+    data = DataStep(s)
+    s.task = "denoising3d"
+    assert "care-pairs" not in data.table.value and data.patch_note.value == ""
+    s.task = "denoising2d"
+    assert "s0.tif" in data.table.value and f"{len(ps.X)} patch pairs ready" in data.patch_note.value
     started = []   # the job is given the two-channel configuration (not started here)
     monkeypatch.setattr("carecore.training.jobs.start_job", lambda job, patches, config, **kw: started.append(config))
     monkeypatch.setattr(s, "watch_job", lambda: None)
@@ -147,23 +154,60 @@ def test_the_restore_step_offers_a_model_of_the_task_first(tmp_path):
     assert s.model_for_task() == "models/denoising2d_20261205_100000/model"
     s.task = "isotropic"   # no model of its own: the chosen one stays
     assert s.model_for_task() == "models/denoising3d_20261205_110000/model"
+    # a newer job of the task still training (or dead while training): its checkpoint is not offered first
+    m = cc.CARE(cc.care_config("YX", quick=True), tmp_path / "models" / "denoising2d_20261205_120000" / "model")
+    m.run_card["status"] = "running"
+    m.save()
+    s.task = "denoising2d"
+    assert s.model_for_task() == "models/denoising2d_20261205_100000/model"
 
 
 def test_one_training_at_a_time(tmp_path):
-    """A second Start while a job starts or runs is refused (two jobs would share the CPU, one unseen and
-    unstoppable from the page), and the Train step keeps Start and Resume off meanwhile."""
+    """A Start while a training runs (started here or from another page) is refused: two jobs would
+    share the CPU, one unseen and unstoppable from the page; the Train step keeps Start and Resume off
+    while its job runs. A job record whose process never started does not block the lab for good."""
+    import json
+    import os
+
     from carelab import LabState
     from carelab.wizard import TrainStep
 
     s = LabState(tmp_path, quick=True)
     step = TrainStep(s)
+    job = tmp_path / "models" / "denoising3d_20261205_100000"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text("{}")
+    (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))   # a live process
+    with pytest.raises(CareError, match=r"a training is running \(models/denoising3d_20261205_100000\): stop it"):
+        s.start_training()
     for state in ("starting", "running"):
-        s.job_dir, s.job_state = str(tmp_path / "models" / "denoising3d_20261205_100000"), state
-        with pytest.raises(CareError, match=f"a training is {state} .*stop it first"):
-            s.start_training()
+        s.job_state = state
         assert step.start.disabled and step.resume.disabled
     s.job_state = "completed"
     assert not step.start.disabled and not step.resume.disabled
+    # a record left "starting" without a process (its start failed, the kernel died): taken as died
+    (job / "status.json").write_text(json.dumps({"state": "starting"}))
+    old = os.path.getmtime(job / "status.json") - 120
+    os.utime(job / "status.json", (old, old))
+    with pytest.raises(CareError, match="make training patches first"):   # (past the one-at-a-time check)
+        s.start_training()
+    from carecore.training.jobs import job_status
+
+    assert job_status(job)["state"] == "died" and "never started" in job_status(job)["message"]
+
+
+def test_whether_care_saw_an_image_is_read_from_its_run_card(tmp_path):
+    """The same file, or the same last three path parts (a data root moved): seen; a test image: not; no
+    sources recorded (an import): not known."""
+    from types import SimpleNamespace
+
+    from carelab.state import trained_on
+
+    card = {"data_sources": [{"low": "/old/root/denoising3d/train/low/a.tif", "high": "/old/root/denoising3d/train/high/a.tif"}]}
+    model = SimpleNamespace(run_card=card)
+    assert trained_on(model, tmp_path / "denoising3d" / "train" / "low" / "a.tif") is True
+    assert trained_on(model, tmp_path / "denoising3d" / "test" / "low" / "a.tif") is False
+    assert trained_on(SimpleNamespace(run_card={}), tmp_path / "a.tif") is None
 
 
 def test_patches_follow_the_config_patch_size(tmp_path):
