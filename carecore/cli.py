@@ -13,7 +13,7 @@ import numpy as np
 from pathlib import Path
 
 from . import __version__
-from ._atomic import ENSEMBLE_FOLDER, MODEL_FOLDER, ZARR_STORE, check_replaceable
+from ._atomic import ENSEMBLE_FOLDER, MODEL_FOLDER, check_replaceable
 from .errors import CareError
 from .models.kinds import KINDS
 
@@ -199,9 +199,6 @@ def cmd_train(args):
     model_dir = Path(args.model_dir)
     resume = (model_dir / "manifest.json").exists()
     if not resume:   # never into a folder of the user's (saving replaces the folder), nor over an ensemble's members
-        if (model_dir / "ensemble.json").exists() and not args.ensemble:
-            raise CareError(f"{model_dir}: holds an ensemble; saving a single model there would delete its members: "
-                            "give a new --model-dir")
         check_replaceable(model_dir, ENSEMBLE_FOLDER if args.ensemble else MODEL_FOLDER)
     if args.ensemble:   # told before any patch is made
         if resume:
@@ -808,8 +805,6 @@ def main(argv=None):
             for o in OUTPUT_OPTIONS:
                 if getattr(args, o, None):
                     check_writable(getattr(args, o), what=_option(o))
-                    if str(getattr(args, o)).lower().endswith(".zarr"):
-                        check_replaceable(getattr(args, o), ZARR_STORE)
         return args.func(args)
     except CareError as e:
         print(f"carecore: error: {e}", file=sys.stderr)

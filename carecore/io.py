@@ -410,8 +410,9 @@ def check_writable(path, what="output"):
     ------
     CareError
         Naming the path: when its suffix is not one :func:`write_image` writes (see
-        :data:`WRITE_SUFFIXES`), when a TIFF path is a folder or an OME-Zarr path is a file, or when its
-        folder does not exist, is not a folder or cannot be written to.
+        :data:`WRITE_SUFFIXES`), when a TIFF path is a folder or an OME-Zarr path is a file or a folder
+        that is no Zarr store (and not empty), or when its folder does not exist, is not a folder or
+        cannot be written to.
 
     Examples
     --------
@@ -422,10 +423,13 @@ def check_writable(path, what="output"):
     """
     from .ngff import is_ngff
 
+    from ._atomic import ZARR_STORE, check_replaceable
+
     path = Path(path)
     if is_ngff(path):
         if path.exists() and not path.is_dir():
             raise CareError(f"{path}: is a file; the {what} is an OME-Zarr folder: give another path")
+        check_replaceable(path, ZARR_STORE)   # never over a folder of the user's
     elif path.suffix.lower() in TIFF_SUFFIXES:
         if path.is_dir():
             raise CareError(f"{path}: is a folder; the {what} is a TIFF file: give a file name")

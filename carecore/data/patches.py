@@ -50,7 +50,6 @@ from ..errors import CareError
 from ..io import Image
 from ..memory import require_memory
 from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
-from ..prediction.frames import FRAME_AXES
 from ..progress import check_stop, report
 from .pairs import Pair, PairListing, check_pair_shapes, load_pair
 
@@ -547,61 +546,18 @@ def _uniform_starts(valid, n, rng, boxes, patch):
 
 def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
     """Warn (:class:`~carecore.CareWarning`) when a training pair is shifted in Y or X by more than
-    ``max_shift`` pixels: a network trained on misaligned pairs learns to blur.
-
-    Their maximum projections over every other axis (Z, T, C, ...) are compared by cross-correlation, in
-    the central box of at most ``max_side`` pixels per axis, read plane by plane (a memory map is read in
-    part; little memory)."""
+    ``max_shift`` pixels (:func:`~carecore.check_alignment` on the central box of at most ``max_side``
+    pixels per axis, its other axes projected plane by plane: a memory map is read in part, little memory):
+    a network trained on misaligned pairs learns to blur."""
     from ..errors import warn
+    from .pairs import check_alignment
 
-    size = lambda img, a: img.shape[img.axes.index(a)] if a in img.axes else None  # noqa: E731
-    keep = "".join(a for a in "YX" if size(low, a) is not None and size(low, a) == size(high, a))
-    if not keep:
-        return
-    a, b = _central_projection(low, keep, max_side), _central_projection(high, keep, max_side)
-    if min(a.shape) < 8 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
-        return   # (too small, flat or not finite to correlate: other checks speak)
-    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
-    shift = _shift(a, b)
-    if max(abs(float(v)) for v in shift) <= max_shift:
-        return
-    # only a clear match elsewhere: unrelated images (noise, another field) correlate weakly anywhere, and
-    # their halves' shifts disagree; a real shift is the same in both halves
-    k = tuple(int(round(float(v))) for v in shift)
-    if float(np.mean(np.roll(a, k, axis=tuple(range(a.ndim))) * b)) < 0.3:
-        return
-    half = a.shape[0] // 2
-    for part in (slice(0, half), slice(half, None)):
-        if half < 8 or np.abs(_shift(a[part], b[part]) - shift).max() > 1:
-            return
-    text = ", ".join(f"{ax} {float(v):+.1f}" for ax, v in zip(keep, shift))
-    warn(f"{low.name}: the low-quality image is shifted from its ground truth ({high.name}) by {text} pixels "
-         "(cross-correlation of their maximum projections); a network trained on misaligned pairs learns to blur: "
-         "register them first", stacklevel=3)
-
-
-def _shift(a, b):
-    """How far ``a`` must move to match ``b`` (phase correlation, to a quarter pixel), through a window:
-    the circular correlation of a crop's cut edges would pull the peak towards no shift."""
-    from skimage.registration import phase_cross_correlation
-
-    window = np.hanning(a.shape[0])[:, None] * np.hanning(a.shape[1])[None] if a.ndim == 2 else np.hanning(a.shape[0])
-    return np.asarray(phase_cross_correlation(b * window, a * window, upsample_factor=4, normalization=None)[0], float)
-
-
-def _central_projection(img, keep, max_side):
-    """The first frame (T, S) of the central box (``max_side`` per kept axis), its maximum over the other
-    axes (Z, C) but ``keep``, in float32."""
-    box = tuple(0 if a in FRAME_AXES else
-                slice(max(0, (n - max_side) // 2), max(0, (n - max_side) // 2) + max_side) if a in keep else slice(None)
-                for a, n in zip(img.axes, img.shape))
-    axes = "".join(a for a in img.axes if a not in FRAME_AXES)
-    view = np.transpose(img.data[box], [i for i, a in enumerate(axes) if a not in keep] + [axes.index(a) for a in keep])
-    out = None
-    for idx in np.ndindex(*view.shape[:view.ndim - len(keep)]):
-        plane = np.asarray(view[idx], np.float32)   # (a memory map or a Dask array read plane by plane)
-        out = plane.copy() if out is None else np.maximum(out, plane, out=out)
-    return out
+    al = check_alignment(low, high, max_shift=max_shift, axes="YX", max_side=max_side)
+    if not al["aligned"]:
+        text = ", ".join(f"{ax} {v:+.1f}" for ax, v in al["shift"].items())
+        warn(f"{low.name}: the low-quality image is shifted from its ground truth ({high.name}) by {text} pixels "
+             "(cross-correlation of their maximum projections); a network trained on misaligned pairs learns to "
+             "blur: register them first", stacklevel=3)
 
 
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
