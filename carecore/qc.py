@@ -140,7 +140,11 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         for i, (pair, low, gt, x, x_grid) in enumerate(pairs):
             check_stop(stop)
             g_raw = np.asarray(gt.data, np.float32)
-            entry = {"name": pair.name, "shape": list(x.shape), "axes": low.axes, "metrics": {}, "figures": {}}
+            entry = {"name": pair.name, "shape": list(x.shape), "axes": low.axes, "metrics": {}, "figures": {},
+                     "trained_on": model.trained_on(x, axes=low.axes, path=pair.low)}
+            if entry["trained_on"]:   # (by its path or its pixels: a copy under another name too)
+                rep["warnings"].append(f"{pair.name}: CARE was trained on this image: its scores here flatter it (make the "
+                                       "report on images no training patch came from, e.g. a test folder)")
             oa = grid_model.output_axes(low.axes)   # the grid of restoration and ground truth (a projection: no Z)
             with collect_warnings() as said:   # (an image unlike the training's: in the report, once)
                 norm = grid_model.input_normalization(x, axes=low.axes, name=pair.name)   # as predict scales x
@@ -249,7 +253,8 @@ def _html(rep):
                      "its promise: the ground truth normalized as training targets were, the predicted distributions "
                      "as the network outputs them, <b>no fit to the ground truth</b>.</p><img src='calibration.png'>")
     for img in rep["images"]:
-        parts.append(f"<h2>{e(img['name'])}</h2><table><tr><th>method</th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>")
+        seen = " <small>(a training image: its scores flatter CARE)</small>" if img.get("trained_on") else ""
+        parts.append(f"<h2>{e(img['name'])}{seen}</h2><table><tr><th>method</th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>")
         for name, m in img["metrics"].items():
             parts.append(f"<tr><td>{e(name)}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>")
         parts.append("</table>")

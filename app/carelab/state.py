@@ -6,6 +6,7 @@ and shown next to the step; the state stays usable.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -32,24 +33,6 @@ def preview(img):
 
     keep = spatial_axes(img.axes)
     return np.asarray(img.data[tuple(slice(None) if a in keep else 0 for a in img.axes)], np.float32)
-
-
-def trained_on(model, path):
-    """Whether ``model`` was trained on the image ``path`` (a low-quality image of its run card's sources,
-    the same file or one whose last three path parts are the same: a data root moved, relative paths);
-    None when its run card records no sources."""
-    sources = (model.run_card or {}).get("data_sources") or []
-    if not sources:
-        return None
-    path = Path(path).resolve()
-    for source in sources:
-        try:
-            low = Path(str(source.get("low", "")))
-            if low.resolve() == path or low.parts[-3:] == path.parts[-3:]:
-                return True
-        except (OSError, RuntimeError):
-            continue
-    return False
 
 
 def _frame_at(sizes, index):
@@ -378,6 +361,35 @@ class LabState(HasTraits):
                     if p is not None and p.is_file():
                         found.add(self.rel(p))
         return sorted(found)
+
+    def image_choices(self):
+        """The Restore step's images as (label, path), the images to restore first: the chosen model's
+        training inputs (by the paths its run card records) and ground truths (a ``high`` folder's images,
+        the card's) last, named as such (their scores would flatter CARE; a ground truth needs no restoring)."""
+        import json
+
+        lows, highs = set(), set()
+        folder = self.inside(self.model_dir) if self.model_dir else None
+        cards = [folder / "run_card.json"] if folder is not None else []
+        if folder is not None and (folder / "ensemble.json").exists():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                members = json.loads((folder / "ensemble.json").read_text()).get("members", [])
+                cards = [folder / m / "run_card.json" for m in members]
+        for card in cards:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                for src in json.loads(card.read_text()).get("data_sources") or []:
+                    lows.add(Path(str(src.get("low", ""))).parts[-3:])
+                    highs.add(Path(str(src.get("high", ""))).parts[-3:])
+        plain, training, truths = [], [], []
+        for f in self.image_files():
+            tail = (Path(self.data_root) / f).parts[-3:]
+            if tail in lows:
+                training.append((f"{f} · trained on (scores flatter CARE)", f))
+            elif tail in highs or Path(f).parent.name == "high":
+                truths.append((f"{f} · a ground truth", f))
+            else:
+                plain.append((f, f))
+        return plain + training + truths
 
     # -- step 1 ----------------------------------------------------------------------------
     #: What the Data step holds for a task: kept when another task is chosen, back when it is chosen again.
@@ -1093,7 +1105,7 @@ class LabState(HasTraits):
         frames = {"input": cc.read_image(src, mmap=True).data, "in_axes": img.axes, "restored": restored,
                   "scale": scale, "members": members, "out_axes": out_axes, "truth": truth, "model": single,
                   "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes,
-                  "input_label": input_label(model.config.kind), "trained_on": trained_on(single, src),
+                  "input_label": input_label(model.config.kind), "trained_on": model.trained_on(img.data, axes=img.axes, path=src),
                   "warnings": list(warnings), "normalization": normalization}
         view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
         self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config

@@ -647,10 +647,10 @@ class RestoreStep(W.VBox):
         self.model.options = opts
         if current in opts:
             self.model.value = current
-        files = s.image_files()
-        self.image.options = files
+        choices = s.image_choices()   # (label, path): training images and ground truths last, named
+        self.image.options = choices
         default = s.input_path or s.default_input()
-        if default in files:
+        if default in [path for _, path in choices]:
             self.image.value = default
 
     def on_stop(self):

@@ -342,6 +342,60 @@ class CARE:
                              tuple(float(v) for v in np.median([n["hi"] for n in norms], axis=0)),
                              tuple(norms[0]["percentiles"]))
 
+    def trained_on(self, image, *, axes=None, path=None):
+        """Whether this model was trained on ``image``: its scores on it would flatter it.
+
+        An image is one of the training inputs when its path is one the run card records (the same file,
+        or the same last three path parts: a data root moved) or when its pixels have a recorded
+        fingerprint (:func:`carecore.fingerprint.fingerprint`: a copy under another name or in another
+        format; each time point or sample of a time-lapse or a stack of samples is compared).
+
+        Parameters
+        ----------
+        image : str, Path or array-like
+            An image file (read memory-mapped: a few small blocks per frame are read) or an array.
+        axes : str, optional
+            Its axes (required for an array; for a file, as for :func:`carecore.read_image`).
+        path : str or Path, optional
+            The file an array was read from, compared with the recorded paths.
+
+        Returns
+        -------
+        bool or None
+            None when the run card records no training images.
+        """
+        from ..fingerprint import fingerprint
+        from ..io import read_image
+
+        sources = (self.run_card or {}).get("data_sources") or []
+        if not sources:
+            return None
+        if isinstance(image, (str, Path)):
+            path = image
+        if path is not None:
+            p = Path(path).resolve()
+            for source in sources:
+                low = Path(str(source.get("low", "")))
+                with contextlib.suppress(OSError, RuntimeError):   # (RuntimeError: a symlink loop)
+                    if low.resolve() == p or low.parts[-3:] == p.parts[-3:]:
+                        return True
+        prints = {s["fingerprint"] for s in sources if s.get("fingerprint")}
+        if not prints:
+            return False
+        if isinstance(image, (str, Path)):
+            img = read_image(image, axes=axes, mmap=True)
+            image, axes = img.data, img.axes
+        if axes is None:
+            raise CareError("trained_on: give the axes of an array (axes='ZYX', ...)")
+        frames = [a for a in axes if a in "TS"]
+        sizes = [np.shape(image)[axes.index(a)] for a in frames]
+        rest = "".join(a for a in axes if a not in frames)
+        for at in np.ndindex(*sizes):
+            index = tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes)
+            if fingerprint(image[index] if frames else image, rest) in prints:
+                return True
+        return False
+
     @property
     def scales_by_training(self):
         """Whether prediction scales inputs by the training inputs' percentiles unless told otherwise."""
@@ -789,7 +843,8 @@ class CARE:
         if data_hash:
             card["data_sha256"] = data_hash
         if info.get("sources"):
-            card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {})}
+            card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {}),
+                                     **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {})}
                                     for s in info["sources"]]
         if info.get("percentiles"):
             card["normalization_seen"] = {

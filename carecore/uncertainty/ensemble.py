@@ -79,6 +79,12 @@ class Ensemble:
         the members train on the same patches)."""
         return self.members[0].input_normalization(image, axes=axes, normalization=normalization, name=name)
 
+    def trained_on(self, image, *, axes=None, path=None):
+        """Whether any member was trained on ``image`` (:meth:`carecore.CARE.trained_on`); None when no
+        member's run card records its training images."""
+        said = [m.trained_on(image, axes=axes, path=path) for m in self.members]
+        return True if True in said else False if False in said else None
+
     def predict_members(self, image, *, axes, progress=None, stop=None, name="image", **kw):
         """Stacked member means and scales, shape (M, ...).
 

@@ -23,7 +23,10 @@ def test_qc_report_renders(page, tmp_path, shots):
     clean, _ = cc.nuclei_volume((16, 48, 48), seed=9)
     cc.write_image(tmp_path / "low" / "test.tif", cc.simulate_photon_noise(clean, 10, seed=9)[0], axes="ZYX")
     cc.write_image(tmp_path / "gt" / "test.tif", clean, axes="ZYX")
-    quality_report(tmp_path / "ens", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
+    cc.write_image(tmp_path / "low" / "seen.tif", pairs[0][0], axes="ZYX")   # a training image (an array then)
+    cc.write_image(tmp_path / "gt" / "seen.tif", pairs[0][1], axes="ZYX")
+    rep = quality_report(tmp_path / "ens", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
+    assert [(e["name"], e["trained_on"]) for e in rep["images"]] == [("seen.tif", True), ("test.tif", False)]
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto((tmp_path / "qc" / "index.html").as_uri())
@@ -32,6 +35,9 @@ def test_qc_report_renders(page, tmp_path, shots):
     for img in page.locator("img").all():  # every figure loaded
         assert img.evaluate("i => i.complete && i.naturalWidth > 0")
     assert "ECE" in page.content()
+    assert "(a training image: its scores flatter CARE)" in page.locator("h2", has_text="seen.tif").inner_text()
+    said = page.locator(".warn").all_inner_texts()   # the training image's scores are said to flatter CARE
+    assert any("seen.tif: CARE was trained on this image" in w for w in said) and not any("test.tif" in w for w in said)
     page.screenshot(path=str(shots / "qc_report.png"), full_page=True)
     assert not errors
     ece = page.locator("p", has_text="Expected calibration error").locator("b").first.inner_text()

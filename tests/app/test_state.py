@@ -1,5 +1,6 @@
 """The wizard's state without a browser: every step through the same calls the buttons make."""
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -194,20 +195,6 @@ def test_one_training_at_a_time(tmp_path):
     from carecore.training.jobs import job_status
 
     assert job_status(job)["state"] == "died" and "never started" in job_status(job)["message"]
-
-
-def test_whether_care_saw_an_image_is_read_from_its_run_card(tmp_path):
-    """The same file, or the same last three path parts (a data root moved): seen; a test image: not; no
-    sources recorded (an import): not known."""
-    from types import SimpleNamespace
-
-    from carelab.state import trained_on
-
-    card = {"data_sources": [{"low": "/old/root/denoising3d/train/low/a.tif", "high": "/old/root/denoising3d/train/high/a.tif"}]}
-    model = SimpleNamespace(run_card=card)
-    assert trained_on(model, tmp_path / "denoising3d" / "train" / "low" / "a.tif") is True
-    assert trained_on(model, tmp_path / "denoising3d" / "test" / "low" / "a.tif") is False
-    assert trained_on(SimpleNamespace(run_card={}), tmp_path / "a.tif") is None
 
 
 def test_patches_follow_the_config_patch_size(tmp_path):
@@ -573,6 +560,22 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     lab.input_path = state.rel(cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"][0]["low"])
     lab.restore()
     assert "CARE was trained on this image: its scores here flatter it" in lab.metrics_note, lab.metrics_note
+    # a copy of it under another name, its ground truth beside it: known by its pixels
+    (state.resolve(".") / "copy" / "low").mkdir(parents=True)
+    (state.resolve(".") / "copy" / "high").mkdir()
+    shutil.copy(state.resolve(lab.input_path), state.resolve(".") / "copy" / "low" / "renamed.tif")
+    shutil.copy(state.resolve(lab.truth_for(lab.input_path)), state.resolve(".") / "copy" / "high" / "renamed.tif")
+    lab.input_path = "copy/low/renamed.tif"
+    lab.restore()
+    assert "CARE was trained on this image: its scores here flatter it" in lab.metrics_note, lab.metrics_note
+    # the Restore step's list: images to restore first, the model's training images and ground truths last, named
+    seen = state.rel(cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"][0]["low"])
+    truth = state.rel(lab.truth_for(seen))
+    order = [path for _, path in lab.image_choices()]
+    labels = dict((path, label) for label, path in lab.image_choices())
+    assert labels[state.default_input()] == state.default_input() and labels["copy/low/renamed.tif"] == "copy/low/renamed.tif"
+    assert labels[seen] == f"{seen} · trained on (scores flatter CARE)" and labels[truth] == f"{truth} · a ground truth"
+    assert order.index(state.default_input()) < order.index(seen) < order.index(truth)
 
 
 def test_an_image_of_another_gain_is_warned_about_and_restored_by_its_own_percentiles(state):
@@ -668,7 +671,7 @@ def test_symlinked_tif_outside_the_root_is_left_out(state, tmp_path):
     files = state.tif_files()
     assert "leak.tif" not in files and "loop.tif" not in files and files
     step = RestoreStep(state)
-    assert "leak.tif" not in step.image.options
+    assert "leak.tif" not in [path for _, path in step.image.options] and step.image.options
     assert "care-error" not in step.msg.value
     model_dir = state.model_dir
     state.input_path, state.model_dir = "leak.tif", model_dir or "models/none/model"

@@ -1,0 +1,81 @@
+"""Whether a model was trained on an image is known by its path and by its pixels: a copy under another
+name or in another format is one of its training images too (its scores there would flatter it)."""
+import shutil
+
+import numpy as np
+import pytest
+
+import carecore as cc
+from carecore import CareError
+from carecore.data.pairs import find_pairs
+from carecore.data.patches import create_patches
+from carecore.fingerprint import fingerprint
+from carecore.ngff import write_ngff
+from carecore.uncertainty import Ensemble
+
+
+def _volume(seed):
+    return (cc.nuclei_volume((8, 64, 64), seed=seed)[0] * 1000 + 100).astype(np.uint16)
+
+
+def test_a_fingerprint_is_of_the_pixels_not_their_array_type_or_axes_order():
+    x = _volume(0)
+    fp = fingerprint(x, "ZYX")
+    assert fp is not None and len(fp) == 24
+    assert fingerprint(x.astype(np.float32), "ZYX") == fp                      # another type, the same values
+    assert fingerprint(np.moveaxis(x, 0, -1), "YXZ") == fp                      # another axes order
+    assert fingerprint(x[None], "CZYX") != fp                                   # (another grid: one channel more)
+    assert fingerprint(_volume(1), "ZYX") != fp                                 # another image
+    y = x.copy()
+    y[4, 32, 32] += 1                                                            # one value in the central block
+    assert fingerprint(y, "ZYX") != fp
+    assert fingerprint(x[:, :32], "ZYX") != fp                                  # a crop
+    assert fingerprint(np.zeros((8, 64, 64), np.uint16), "ZYX") is None        # blank: would not tell images apart
+    assert fingerprint(x[0], "YX") != fingerprint(x[1], "YX")
+    with pytest.raises(CareError, match="axes 'TYX' do not fit"):
+        fingerprint(x, "TYX")
+
+
+def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
+    """Its run card records the training images' fingerprints: a renamed copy, an OME-Zarr copy and a
+    time-lapse with the image as a time point are recognised; a test image is not; a card without sources
+    does not know."""
+    for sub in ("train/low", "train/high", "test/low", "copies"):
+        (tmp_path / sub).mkdir(parents=True)
+    vols = {n: _volume(i) for i, n in enumerate(("a", "b", "test"))}
+    for n in ("a", "b"):
+        cc.write_image(tmp_path / "train/low" / f"{n}.tif", vols[n], axes="ZYX")
+        cc.write_image(tmp_path / "train/high" / f"{n}.tif", vols[n], axes="ZYX")
+    cc.write_image(tmp_path / "test/low/test.tif", vols["test"], axes="ZYX")
+    patches = create_patches(find_pairs(tmp_path / "train/low", tmp_path / "train/high"), (8, 16, 16), axes="ZYX",
+                             n_patches_per_image=4)
+    assert all(s["fingerprint"] for s in patches.meta["sources"])
+    model = cc.CARE(cc.care_config("ZYX", quick=True, seed=0, time_limit=0, probabilistic=True), tmp_path / "m")
+    model.train(patches, epochs=1, steps_per_epoch=1)
+    model = cc.load_model(tmp_path / "m")                                        # (read back from its folder)
+    assert [bool(s.get("fingerprint")) for s in model.run_card["data_sources"]] == [True, True]
+
+    assert model.trained_on(tmp_path / "train/low/a.tif") is True               # by path
+    moved = tmp_path / "moved" / "train" / "low" / "a.tif"                      # a data root moved: by its last parts
+    assert model.trained_on(np.zeros((8, 64, 64), np.uint16), axes="ZYX", path=moved) is True
+    shutil.copy(tmp_path / "train/low/b.tif", tmp_path / "copies/renamed.tif")
+    assert model.trained_on(tmp_path / "copies/renamed.tif") is True            # a renamed copy
+    write_ngff(tmp_path / "copies/b.ome.zarr", vols["b"].astype(np.float32), axes="ZYX")
+    assert model.trained_on(tmp_path / "copies/b.ome.zarr") is True             # another format and type
+    lapse = np.stack([vols["test"], vols["a"]])
+    cc.write_image(tmp_path / "copies/lapse.tif", lapse, axes="TZYX")
+    assert model.trained_on(tmp_path / "copies/lapse.tif") is True              # a time point of a time-lapse
+    assert model.trained_on(lapse, axes="TZYX") is True                         # an array
+    assert model.trained_on(tmp_path / "test/low/test.tif") is False            # never seen
+    assert model.trained_on(vols["test"], axes="ZYX") is False
+    with pytest.raises(CareError, match="give the axes"):
+        model.trained_on(vols["test"])
+
+    # an ensemble: any member's
+    ens = Ensemble([model, model])
+    assert ens.trained_on(tmp_path / "copies/renamed.tif") is True and ens.trained_on(vols["test"], axes="ZYX") is False
+    # a card of a model saved before fingerprints were recorded: by path only; a card without sources: not known
+    model.run_card["data_sources"] = [{k: v for k, v in d.items() if k != "fingerprint"} for d in model.run_card["data_sources"]]
+    assert model.trained_on(tmp_path / "train/low/a.tif") is True and model.trained_on(tmp_path / "copies/renamed.tif") is False
+    model.run_card.pop("data_sources")
+    assert model.trained_on(tmp_path / "copies/renamed.tif") is None
