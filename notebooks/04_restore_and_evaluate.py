@@ -110,6 +110,20 @@ results.update(restored=str(restored_path), input_shape=list(low.data.shape))
 print("written:", restored_path)
 
 # %% [markdown]
+# ## Was CARE trained on this volume?
+#
+# Scores on an image the network was trained on flatter it: it may have learned that very image. A model
+# knows its training images (its run card records their paths and a fingerprint of their pixels, so a
+# renamed copy is recognised too); score images it never saw, as here.
+
+# %%
+train_image = sorted((d / "train" / "low").glob("*.tif"))[0]
+results["trained_on"] = {"test": model.trained_on(d / "test" / "low" / "sample00.tif"),
+                         "train": model.trained_on(train_image)}
+print("trained on the test volume:", results["trained_on"]["test"], "· on", train_image.name, "of the training folder:",
+      results["trained_on"]["train"])
+
+# %% [markdown]
 # ## CARE against tuned classical filters
 #
 # Every filter is tried over a small grid of parameters on this volume, scored against its ground

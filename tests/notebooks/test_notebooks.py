@@ -99,6 +99,7 @@ def check_04(r, here):
     restored = cc.read_image(r["restored"])
     assert restored.axes == "ZYX" and list(restored.data.shape) == r["input_shape"]
     assert r["tiles"] > 1 and r["tiled_vs_untiled"] < 1e-3 * float(np.abs(restored.data).max())
+    assert r["trained_on"] == {"test": False, "train": True}, r["trained_on"]
     assert _beats(r["care"], r["input"]), r
     # the tuned filters: the best by SSIM and the best by NRMSE (quick mode tunes Gaussian, median and TV)
     assert r["care"]["ssim"] > r["best_baseline"]["ssim"] and r["care"]["nrmse"] < r["best_baseline"]["nrmse"], r
