@@ -24,6 +24,7 @@ import numpy as np
 
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
+from ..fingerprint import fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE
@@ -143,6 +144,7 @@ class IsotropicCARE(CARE):
                 "psf": str(psf) if psf is not None and not isinstance(psf, np.ndarray) else
                 ("array" if psf is not None else None),
                 "stacks": [name for name, _, _ in stacks],
+                "fingerprints": [fingerprint(stack, saxes) for _, stack, saxes in stacks],
                 "pairs": "lateral slices degraded along Y and along X (degraded axis first)"}
         # a slice validates whole, both ways, in runs of slices with guards on either side
         try:
@@ -155,6 +157,17 @@ class IsotropicCARE(CARE):
                             f"about a tenth of the slices (at least one), and the {guard} slice(s) on either side of "
                             f"each are not trained on (within two axial PSF sigmas, {reach:.3g} px, at factor {f:g}); "
                             "give more slices") from None
+
+    def _run_card(self, info, data_hash, status, message, seconds):
+        """The training data recorded per stack (its lateral slices are the training pairs): whether the
+        model was trained on a stack (:meth:`~carecore.CARE.trained_on`) is known by its path and pixels."""
+        card = super()._run_card(info, data_hash, status, message, seconds)
+        made = info.get("isotropic") or {}
+        if made.get("stacks"):
+            prints = made.get("fingerprints") or [None] * len(made["stacks"])
+            card["data_sources"] = [{"low": name, "high": f"{name} (its lateral slices, degraded along Y and X)",
+                                     **({"fingerprint": fp} if fp else {})} for name, fp in zip(made["stacks"], prints)]
+        return card
 
     # -- prediction ---------------------------------------------------------------------------
     # the output grid and voxel size are the upsampling kind's: Z interpolated by the axial factor

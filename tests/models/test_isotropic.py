@@ -266,6 +266,11 @@ def test_demo_data_trains_and_qc_compares_on_the_fine_grid(demo_root, tmp_path):
     rep = quality_report(tmp_path / "iso", d / "test" / "low", d / "test" / "high", tmp_path / "qc",
                                baselines=["gaussian"])
     assert rep["kind"] == "isotropic" and set(rep["overall"]) >= {"input", "CARE", "gaussian"}
+    # its training data recorded per stack: a training stack is known by its path and its pixels, a test one is not
+    trained = sorted((d / "train" / "low").glob("*.tif"))
+    assert [s["low"] for s in model.run_card["data_sources"]] == [str(f) for f in trained]
+    assert model.trained_on(trained[0]) is True and [e["trained_on"] for e in rep["images"]] == [False]
+    assert model.trained_on(cc.read_image(trained[-1]).data, axes="ZYX") is True
     low, high = cc.read_image(d / "test" / "low" / "sample00.tif"), cc.read_image(d / "test" / "high" / "sample00.tif")
     assert model.predict(low.data, axes="ZYX").shape == high.data.shape
     assert low.spacing["Z"] == 4.0 and model.output_spacing(low.spacing)["Z"] == 1.0
