@@ -783,13 +783,18 @@ class ViewStep(W.VBox):
         self.profile_box = W.Box()
         self.caption = W.HTML()
         self.caption.add_class("care-view-caption")
+        # a time-lapse or a stack of samples: the frame shown (linked to step 3's slider, which scores it)
+        self.frame = W.IntSlider(description="time point", min=0, max=0, continuous_update=False,
+                                 style={"description_width": "initial"}, layout=W.Layout(width="480px", display="none"))
+        self.frame.add_class("care-view-frame")
+        self.frame.observe(self._frame_moved, "value")
         self._shown = None   # the state's view_count when the views were filled (None: never)
         super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side, each on its own grid "
                                  "(a coarse stack and its finer restoration are drawn at their voxel sizes): "
                                  "maximum-intensity projections with a shared camera (drag to rotate; each has its "
                                  "contrast window), orthogonal slices (the slice sliders follow each other in "
                                  "space), and a line profile on the output's grid.</p>"),
-                          W.HBox([self.show3d]), self.msg, self.caption, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
+                          W.HBox([self.show3d]), self.msg, self.caption, self.frame, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
                           self.profile_box])
         self.show3d.on_click(lambda b: run_guarded(self.msg, self.on_show))
         self.row.observe(lambda c: self._profile(), "value")
@@ -797,6 +802,14 @@ class ViewStep(W.VBox):
         # the Z sliders follow each other through the grids' ratio (one to one on the same grid)
         self.ortho_in.slider.observe(lambda c: self._follow(self.ortho_in, self.ortho_out, c["new"]), "value")
         self.ortho_out.slider.observe(lambda c: self._follow(self.ortho_out, self.ortho_in, c["new"]), "value")
+
+    def _frame_moved(self, change):
+        """The user chose another frame here: step 3 scores it, then the views follow (``view_count``)."""
+        s = self.state
+        if s.restored is not None and change["new"] != s.frame_index:   # (not the slider set from step 3)
+            self.msg.note(f"scoring {s.frame_name} {change['new']} (counted from 0) in step 3 ...")
+        elif "in step 3 ..." in self.msg.value:   # set back to the frame shown (its scoring failed: step 3 says why)
+            self.msg.value = ""
 
     @staticmethod
     def _follow(src, dst, z):
@@ -823,10 +836,12 @@ class ViewStep(W.VBox):
         if s.restored is None:
             raise CareError("restore an image first (step 3)")
         self._shown = s.view_count
+        if "in step 3 ..." in self.msg.value:   # (the frame chosen here, scored)
+            self.msg.value = ""
         self.activate()
         caption = html.escape(s.shown_caption)
         if s.frame_count > 1:
-            caption += f" (another {html.escape(s.frame_name)}: the slider in step 3 · Restore)"
+            caption += f" (another {html.escape(s.frame_name)}: the slider below)"
         self.caption.value = f"<p style='color:#666'>showing {caption}</p>"
         self.ortho_in.set_image(s.input_image, spacing=s.input_spacing)
         self.ortho_out.set_image(s.restored, spacing=s.output_spacing)
@@ -996,7 +1011,12 @@ class CareLab(W.VBox):
             self.tabs.set_title(i, t)
         self.tabs.add_class("care-tabs")
         self.tabs.observe(self._tab_shown, "selected_index")
-        # a frame chosen in step 3 whose scoring ends after the View tab was opened: its views follow
+        # step 4's frame slider is step 3's (scored there): linked both ways, shown with it
+        restore, view = self.steps[2], self.steps[3]
+        for trait in ("value", "max", "description", "disabled"):
+            W.link((restore.frame, trait), (view.frame, trait))
+        W.dlink((restore.frame.layout, "display"), (view.frame.layout, "display"))
+        # a frame chosen in step 3 or 4 whose scoring ends while the View tab is open: its views follow
         state.observe(lambda c: self.steps[3].activate() if self.tabs.selected_index == 3 else None, "view_count")
         root = W.HTML(f"<p style='color:#666'>data root: <code>{html.escape(state.data_root)}</code></p>")
         super().__init__([root, self.tabs])

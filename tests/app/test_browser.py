@@ -508,8 +508,22 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()
     page.locator(".care-view-show").click()
     page.locator(".care-view-caption", has_text="time point 1 of 3 (T=0, counted from 0)").wait_for(timeout=60_000)
+    # step 4 has the frame slider too (step 3's, linked): another frame is scored and its views follow
+    view_frame = page.locator(".care-view-frame")
+    assert view_frame.is_visible() and view_frame.locator(".widget-readout").inner_text() == "0"
+    assert "the slider below" in page.locator(".care-view-caption").inner_text()
+    view_frame.locator(".noUi-handle").first.focus()
+    page.keyboard.press("ArrowRight")
+    page.locator(".care-view-msg", has_text="scoring time point 1").wait_for(timeout=10_000)
+    page.locator(".care-view-caption", has_text="time point 2 of 3 (T=1, counted from 0)").wait_for(timeout=120_000)
+    expect(page.locator(".care-view-msg")).not_to_contain_text("scoring", timeout=10_000)
     page.screenshot(path=str(shots / "tl_4_view.png"), full_page=True)
+    view_frame.locator(".noUi-handle").first.focus()
+    page.keyboard.press("ArrowLeft")
+    page.locator(".care-view-caption", has_text="time point 1 of 3 (T=0, counted from 0)").wait_for(timeout=120_000)
     page.locator(".care-tabs .lm-TabBar-tab", has_text="3 · Restore").click()
+    assert frame.locator(".widget-readout").inner_text() == "0"
+    expect(page.locator(".care-restore-go")).to_be_enabled(timeout=30_000)
     # two quick moves: the last one is shown, one frame at a time
     frame.locator(".noUi-handle").first.focus()
     page.keyboard.press("ArrowRight")
