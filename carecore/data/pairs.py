@@ -190,8 +190,14 @@ def check_alignment(low, high, *, max_shift=1.0, axes=None, max_side=None):
     keep = "".join(ax for ax in (axes or spatial_axes(high.axes)) if size(low, ax) is not None
                    and size(low, ax) == size(high, ax))
     a, b = (_central_projection(img, keep, max_side) for img in (low, high)) if keep else (None, None)
+    return {"name": low.name, **_compare(a, b, keep, max_shift)}
+
+
+def _compare(a, b, keep, max_shift):
+    """``{"shift": {axis: pixels}, "aligned": bool}`` of two projections along ``keep`` (see
+    :func:`check_alignment`)."""
     if a is None or a.size < 64 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
-        return {"name": low.name, "shift": {}, "aligned": True}   # (nothing to correlate: other checks speak)
+        return {"shift": {}, "aligned": True}   # (nothing to correlate: other checks speak)
     a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
     shift = _shift(a, b)
     aligned = max(abs(float(v)) for v in shift) <= max_shift
@@ -206,4 +212,27 @@ def check_alignment(low, high, *, max_shift=1.0, axes=None, max_side=None):
                       for part in (slice(0, half), slice(half, None))]
             # a half may hold little structure (sparse nuclei); a spurious peak is found by neither
             aligned = half < 8 or not any(np.abs(_shift(a[h], b[h]) - shift).max() <= 1 for h in halves)
-    return {"name": low.name, "shift": {ax: float(v) for ax, v in zip(keep, shift)}, "aligned": bool(aligned)}
+    return {"shift": {ax: float(v) for ax, v in zip(keep, shift)}, "aligned": bool(aligned)}
+
+
+def _lateral_and_axial_projections(img, max_side=None):
+    """The central box's (``max_side`` in Y and X; Z whole) maximum projections of a ZYX image (with C, or
+    a frame), its YX (over Z and C) and its ZX (over Y and C), in one pass over its planes (a memory map
+    or a Dask array is read a plane at a time, each once)."""
+    def middle(n):
+        start = max(0, (n - max_side) // 2) if max_side else 0
+        return slice(start, start + max_side) if max_side else slice(None)
+
+    box = tuple(0 if a in FRAME_AXES else middle(n) if a in "YX" else slice(None) for a, n in zip(img.axes, img.shape))
+    axes = "".join(a for a in img.axes if a not in FRAME_AXES)
+    rest = [i for i, a in enumerate(axes) if a not in "ZYX"]   # (C)
+    view = np.transpose(img.data[box], [axes.index("Z")] + rest + [axes.index("Y"), axes.index("X")])
+    yx, zx = None, []
+    for z in range(view.shape[0]):
+        plane = None
+        for idx in np.ndindex(*view.shape[1:-2]):
+            block = np.asarray(view[(z,) + idx], np.float32)
+            plane = block.copy() if plane is None else np.maximum(plane, block, out=plane)
+        yx = plane.copy() if yx is None else np.maximum(yx, plane, out=yx)
+        zx.append(plane.max(axis=0))
+    return yx, np.stack(zx)

@@ -546,16 +546,25 @@ def _uniform_starts(valid, n, rng, boxes, patch):
 
 
 def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
-    """Warn (:class:`~carecore.CareWarning`) when a training pair is shifted in Y or X by more than
-    ``max_shift`` pixels (:func:`~carecore.check_alignment` on the central box of at most ``max_side``
-    pixels per axis, its other axes projected plane by plane: a memory map is read in part, little memory):
-    a network trained on misaligned pairs learns to blur."""
+    """Warn (:class:`~carecore.CareWarning`) when a training pair is shifted by more than ``max_shift``
+    pixels in Y or X, or in Z where both have the same Z of 8 slices or more (the measurement of
+    :func:`~carecore.check_alignment` on the central box of at most ``max_side`` pixels in Y and X: its
+    YX and ZX maximum projections, read plane by plane, each plane once: little memory): a network trained
+    on misaligned pairs learns to blur."""
     from ..errors import warn
-    from .pairs import check_alignment
+    from .pairs import _compare, check_alignment, _lateral_and_axial_projections
 
-    al = check_alignment(low, high, max_shift=max_shift, axes="YX", max_side=max_side)
-    if not al["aligned"]:
-        text = ", ".join(f"{ax} {v:+.1f}" for ax, v in al["shift"].items())
+    size = lambda img, a: img.shape[img.axes.index(a)] if a in img.axes else 0  # noqa: E731
+    if size(low, "Z") >= 8 and size(low, "Z") == size(high, "Z") and all(size(low, a) == size(high, a) for a in "YX"):
+        (yx_l, zx_l), (yx_h, zx_h) = (_lateral_and_axial_projections(img, max_side) for img in (low, high))
+        lateral, axial = _compare(yx_l, yx_h, "YX", max_shift), _compare(zx_l, zx_h, "ZX", max_shift)
+        shift = {**({"Z": axial["shift"]["Z"]} if axial["shift"] else {}), **lateral["shift"]}
+        aligned = lateral["aligned"] and axial["aligned"]
+    else:
+        al = check_alignment(low, high, max_shift=max_shift, axes="YX", max_side=max_side)
+        shift, aligned = al["shift"], al["aligned"]
+    if not aligned:
+        text = ", ".join(f"{ax} {v:+.1f}" for ax, v in shift.items())
         warn(f"{low.name}: the low-quality image is shifted from its ground truth ({high.name}) by {text} pixels "
              "(cross-correlation of their maximum projections); a network trained on misaligned pairs learns to "
              "blur: register them first", stacklevel=3)

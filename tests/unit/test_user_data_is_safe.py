@@ -222,6 +222,19 @@ def test_a_real_pair_shifted_by_two_pixels_is_warned_about(shared_data, name):
         warn_if_misaligned(cc.Image(low, "YX"), cc.Image(clean, "YX"))
 
 
+def test_a_real_stack_shifted_in_z_is_warned_about(shared_data):
+    """The embryo at 100 photons, its low-quality stack two slices off its ground truth (stacks acquired
+    one after the other, the focus drive moved): the YX projections agree, Z says it; unmoved, nothing."""
+    clean = cc.read_image(shared_data / "morpholibj_arabidopsis_embryo_106x112x109.tif").data.astype(np.float32)
+    low, _ = cc.simulate_photon_noise(clean / clean.max(), 100, background=1.0, read_noise=1.0, seed=1)
+    with pytest.warns(CareWarning, match=r"shifted from its ground truth \(truth.tif\) by Z \+2.0, Y \+0.0, X \+0.0"):
+        warn_if_misaligned(cc.Image(low[2:], "ZYX", path="low.tif"), cc.Image(clean[:-2], "ZYX", path="truth.tif"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_misaligned(cc.Image(low, "ZYX"), cc.Image(clean, "ZYX"))
+        warn_if_misaligned(cc.Image(low[:4], "ZYX"), cc.Image(clean[2:6], "ZYX"))   # (4 slices: Z not measured)
+
+
 def test_a_time_lapse_unlike_the_training_images_is_warned_about_once(model_2d):
     """Every frame of a time-lapse taken with another offset would warn: said once, with how many more."""
     low, _ = _pair()
