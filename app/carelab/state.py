@@ -1313,6 +1313,7 @@ class LabState(HasTraits):
             r["disagreement"] = disagreement(means, scales)
         if self.truth is not None:
             r.update(self._truth_readouts(means, scales, members))
+            r["trained_on"] = (self._frames or {}).get("trained_on")   # (a training image flatters its calibration)
         r["of"] = self.shown_caption
         self.readouts = r
         self.reliability_ready = True

@@ -973,6 +973,9 @@ class ReliabilityStep(W.VBox):
             self.ece.value = (f"<p class='care-rel-ece'>ECE = <b>{c['ece']:.3f}</b><br>(below the diagonal: "
                               f"over-confident)<br><span style='color:#666'>measured in the {html.escape(c.get('space', ''))}"
                               "</span></p>")
+            if r.get("trained_on"):
+                self.ece.value += ("<p class='care-rel-trained' style='color:#a15c00'>CARE was trained on this image: "
+                                   "its calibration here flatters it (measure it on images CARE never saw)</p>")
         else:
             why = r.get("calibration_note") or "no ground truth for this image: no calibration curve"
             self.ece.value = f"<i>{html.escape(why)}</i>"

@@ -557,9 +557,12 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     assert "sample00.tif" in view.caption.value
     # the scores' note says whether CARE saw the image: a test image it never saw, a training image it did
     assert lab.metrics_note.endswith("; CARE never saw it"), lab.metrics_note
+    assert "ECE" in rel.ece.value and "care-rel-trained" not in rel.ece.value
     lab.input_path = state.rel(cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"][0]["low"])
     lab.restore()
     assert "CARE was trained on this image: its scores here flatter it" in lab.metrics_note, lab.metrics_note
+    rel.show(lab.compute_reliability())   # its calibration too
+    assert "CARE was trained on this image: its calibration here flatters it" in rel.ece.value, rel.ece.value
     # a copy of it under another name, its ground truth beside it: known by its pixels
     (state.resolve(".") / "copy" / "low").mkdir(parents=True)
     (state.resolve(".") / "copy" / "high").mkdir()
