@@ -364,8 +364,10 @@ class LabState(HasTraits):
 
     def image_choices(self):
         """The Restore step's images as (label, path), the images to restore first: the chosen model's
-        training inputs (by the paths its run card records) and ground truths (a ``high`` folder's images,
-        the card's) last, named as such (their scores would flatter CARE; a ground truth needs no restoring)."""
+        training inputs (the files its run card records) and ground truths (a ``high`` folder's images,
+        the card's) last, named as such (their scores would flatter CARE; a ground truth needs no restoring).
+        (A copy under another name is listed with the images to restore: the score note knows it by its
+        pixels.)"""
         import json
 
         lows, highs = set(), set()
@@ -378,14 +380,15 @@ class LabState(HasTraits):
         for card in cards:
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 for src in json.loads(card.read_text()).get("data_sources") or []:
-                    lows.add(Path(str(src.get("low", ""))).parts[-3:])
-                    highs.add(Path(str(src.get("high", ""))).parts[-3:])
+                    lows.add(self.inside(str(src.get("low", ""))))
+                    highs.add(self.inside(str(src.get("high", ""))))
+        lows.discard(None), highs.discard(None)   # (files gone, outside the data root, arrays)
         plain, training, truths = [], [], []
         for f in self.image_files():
-            tail = (Path(self.data_root) / f).parts[-3:]
-            if tail in lows:
+            path = self.inside(f)
+            if path in lows:
                 training.append((f"{f} · trained on (scores flatter CARE)", f))
-            elif tail in highs or Path(f).parent.name == "high":
+            elif path in highs or Path(f).parent.name == "high":
                 truths.append((f"{f} · a ground truth", f))
             else:
                 plain.append((f, f))

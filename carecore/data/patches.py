@@ -552,7 +552,7 @@ def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
     YX and ZX maximum projections, read plane by plane, each plane once: little memory): a network trained
     on misaligned pairs learns to blur."""
     from ..errors import warn
-    from .pairs import _compare, check_alignment, _lateral_and_axial_projections
+    from .pairs import _compare, _lateral_and_axial_projections, check_alignment
 
     size = lambda img, a: img.shape[img.axes.index(a)] if a in img.axes else 0  # noqa: E731
     if size(low, "Z") >= 8 and size(low, "Z") == size(high, "Z") and all(size(low, a) == size(high, a) for a in "YX"):

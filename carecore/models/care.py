@@ -345,10 +345,12 @@ class CARE:
     def trained_on(self, image, *, axes=None, path=None):
         """Whether this model was trained on ``image``: its scores on it would flatter it.
 
-        An image is one of the training inputs when its path is one the run card records (the same file,
-        or the same last three path parts: a data root moved) or when its pixels have a recorded
-        fingerprint (:func:`carecore.fingerprint.fingerprint`: a copy under another name or in another
-        format; each time point or sample of a time-lapse or a stack of samples is compared).
+        An image is one of the training inputs when it is a file the run card records or when its pixels
+        have a recorded fingerprint (:func:`carecore.fingerprint.fingerprint`: a copy under another name, in
+        another format or under a data root moved elsewhere; each time point or sample of a time-lapse or a
+        stack of samples is compared). A run card without fingerprints (a model saved before they were
+        recorded) is read by paths alone: the same file or, where that file is gone (a data root moved),
+        the same last three path parts.
 
         Parameters
         ----------
@@ -372,14 +374,16 @@ class CARE:
             return None
         if isinstance(image, (str, Path)):
             path = image
+        prints = {s["fingerprint"] for s in sources if s.get("fingerprint")}
         if path is not None:
             p = Path(path).resolve()
             for source in sources:
                 low = Path(str(source.get("low", "")))
                 with contextlib.suppress(OSError, RuntimeError):   # (RuntimeError: a symlink loop)
-                    if low.resolve() == p or low.parts[-3:] == p.parts[-3:]:
+                    # (by its last parts only without pixels to go by and where the file is gone: two
+                    # experiments' train/low/a.tif are not one image)
+                    if low.resolve() == p or (not prints and not low.exists() and low.parts[-3:] == p.parts[-3:]):
                         return True
-        prints = {s["fingerprint"] for s in sources if s.get("fingerprint")}
         if not prints:
             return False
         if isinstance(image, (str, Path)):

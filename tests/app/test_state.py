@@ -579,6 +579,10 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     assert labels[state.default_input()] == state.default_input() and labels["copy/low/renamed.tif"] == "copy/low/renamed.tif"
     assert labels[seen] == f"{seen} · trained on (scores flatter CARE)" and labels[truth] == f"{truth} · a ground truth"
     assert order.index(state.default_input()) < order.index(seen) < order.index(truth)
+    recorded = {state.rel(d["low"]) for d in cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"]}
+    others = [p for p in labels if "/train/low/" in p and p not in recorded]   # (another task's train/low/sample00.tif)
+    assert others and all(labels[p] == p for p in others), others
+    assert {p for p, label in labels.items() if "trained on" in label} == recorded
 
 
 def test_an_image_of_another_gain_is_warned_about_and_restored_by_its_own_percentiles(state):

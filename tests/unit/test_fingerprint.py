@@ -56,8 +56,9 @@ def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
     assert [bool(s.get("fingerprint")) for s in model.run_card["data_sources"]] == [True, True]
 
     assert model.trained_on(tmp_path / "train/low/a.tif") is True               # by path
-    moved = tmp_path / "moved" / "train" / "low" / "a.tif"                      # a data root moved: by its last parts
-    assert model.trained_on(np.zeros((8, 64, 64), np.uint16), axes="ZYX", path=moved) is True
+    moved = tmp_path / "moved" / "train" / "low" / "a.tif"                      # a data root moved: by its pixels,
+    assert model.trained_on(vols["a"], axes="ZYX", path=moved) is True
+    assert model.trained_on(vols["test"], axes="ZYX", path=moved) is False      # not its name (another experiment's a.tif)
     shutil.copy(tmp_path / "train/low/b.tif", tmp_path / "copies/renamed.tif")
     assert model.trained_on(tmp_path / "copies/renamed.tif") is True            # a renamed copy
     write_ngff(tmp_path / "copies/b.ome.zarr", vols["b"].astype(np.float32), axes="ZYX")
@@ -77,5 +78,9 @@ def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
     # a card of a model saved before fingerprints were recorded: by path only; a card without sources: not known
     model.run_card["data_sources"] = [{k: v for k, v in d.items() if k != "fingerprint"} for d in model.run_card["data_sources"]]
     assert model.trained_on(tmp_path / "train/low/a.tif") is True and model.trained_on(tmp_path / "copies/renamed.tif") is False
+    assert model.trained_on(vols["test"], axes="ZYX", path=moved) is False      # (its file is there: not by last parts)
+    for d in model.run_card["data_sources"]:                                     # a data root moved: by its last parts
+        d["low"] = d["low"].replace(str(tmp_path), "/gone/root")
+    assert model.trained_on(vols["test"], axes="ZYX", path=moved) is True
     model.run_card.pop("data_sources")
     assert model.trained_on(tmp_path / "copies/renamed.tif") is None
