@@ -27,8 +27,9 @@ def fingerprint(data, axes):
     data : array-like
         The image (NumPy, memory map, Dask or Zarr array: only a few small blocks are read).
     axes : str
-        Its axes (``'ZYX'``, ``'CYX'``, ...). Frame axes (``T``, ``S``) are not allowed: fingerprint each
-        frame.
+        Its axes (``'ZYX'``, ``'CYX'``, ``'TZYX'``, ...). Channels, time points and samples are read whole
+        at each place (a time-lapse's fingerprint is of all its frames; fingerprint a frame on its own to
+        compare frames).
 
     Returns
     -------
@@ -47,16 +48,18 @@ def fingerprint(data, axes):
     from .errors import CareError
 
     shape = tuple(int(n) for n in np.shape(data))
-    if len(axes) != len(shape) or any(a not in SPATIAL + "C" for a in axes):
-        raise CareError(f"fingerprint: axes {axes!r} do not fit an image of shape {shape} (spatial axes and C only)")
-    order = [axes.index(a) for a in "C" + SPATIAL if a in axes]   # the same fingerprint in any axes order
+    whole = "TSC"   # (read whole at each place)
+    if len(axes) != len(shape) or len(set(axes)) != len(axes) or any(a not in whole + SPATIAL for a in axes):
+        raise CareError(f"fingerprint: axes {axes!r} do not fit an image of shape {shape} (letters of {whole + SPATIAL}, "
+                        "one each)")
+    order = [axes.index(a) for a in whole + SPATIAL if a in axes]   # the same fingerprint in any axes order
     digest = hashlib.blake2b(digest_size=12)
     digest.update(repr([(axes[i], shape[i]) for i in order]).encode())
     varies = False
     for place in PLACES:
         index = []
         for a, n in zip(axes, shape):
-            if a == "C":
+            if a in whole:
                 index.append(slice(None))
                 continue
             side = min(n, BLOCK // 4 if a == "Z" else BLOCK)

@@ -449,39 +449,41 @@ def ground_truth_keys(resolved):
     """A key per (low, high) pair: pairs with the same key share their ground truth, i.e. show one
     field of view, e.g. acquired under several conditions (``find_pairs(["low_c1", "low_c2"], "gt")``).
 
-    The same file (and shape), the same dask array, or NumPy arrays (in memory or memory-mapped, such
-    as TIFF files: copies of one ground truth in two folders) with equal pixels share a key. NumPy
-    arrays are compared only where a coarse sample of their pixels agrees, a slab at a time; lazy
-    OME-Zarr images are not read to compare (another file is another field).
+    The same file (and shape), the same Dask array, or ground truths with equal pixels (copies of one
+    ground truth in two folders, under other names or in other formats: TIFF, OME-Zarr, arrays) share a
+    key. Pixels are compared in full (a slab at a time) only where the shapes and the fingerprints
+    (:func:`~carecore.fingerprint.fingerprint`, a few small blocks) agree: other images are barely read.
     """
-    keys, by_path, seen = [], {}, {}   # seen: fingerprint -> [(key, array)] of the NumPy ground truths so far
+    keys, by_path, seen = [], {}, {}   # seen: (shape, fingerprint) -> [(key, array)] of the ground truths so far
     for _, high in resolved:
         data = high.data
         where = (os.path.realpath(high.path), tuple(high.shape)) if high.path else None
+        lazy = None if isinstance(data, np.ndarray) else ("dask", getattr(data, "name", None))
         if where in by_path:
             keys.append(by_path[where])
-        elif not isinstance(data, np.ndarray):   # a dask array (lazy OME-Zarr): by its name
-            keys.append(("dask", where or data.name))
+        elif lazy in by_path:   # (the same Dask array)
+            keys.append(by_path[lazy])
         else:
-            coarse = data[tuple(slice(None, None, max(1, n // 8)) for n in data.shape)]
-            fingerprint = (data.shape, np.asarray(coarse, np.float64).tobytes())
-            for key, other in seen.get(fingerprint, []):
+            content = (tuple(high.shape), fingerprint(data, high.axes))
+            for key, other in seen.get(content, []):
                 if other is data or _same_pixels(other, data):
                     keys.append(key)
                     break
             else:
-                keys.append(("array", len(keys)))
-                seen.setdefault(fingerprint, []).append((keys[-1], data))
-        if where is not None:
-            by_path.setdefault(where, keys[-1])
+                keys.append(("field", len(keys)))
+                seen.setdefault(content, []).append((keys[-1], data))
+        for known in (where, lazy):
+            if known is not None and known[-1] is not None:
+                by_path.setdefault(known, keys[-1])
     return keys
 
 
 def _same_pixels(a, b, slab=2**24):
-    """Whether two arrays of one shape (in memory or memory-mapped) hold equal values, compared a slab at
-    a time."""
+    """Whether two arrays of one shape (in memory, memory-mapped or lazy) hold equal values, compared a slab
+    at a time (as float32: a copy in another type of the same values is the same)."""
     step = max(1, slab // max(1, int(np.prod(a.shape[1:]))))
-    return all(np.array_equal(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step))
+    return all(np.array_equal(np.asarray(a[i:i + step], np.float32), np.asarray(b[i:i + step], np.float32))
+               for i in range(0, len(a), step))
 
 
 def _join_fields(labels, keys):

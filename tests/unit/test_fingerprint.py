@@ -32,8 +32,13 @@ def test_a_fingerprint_is_of_the_pixels_not_their_array_type_or_axes_order():
     assert fingerprint(x[:, :32], "ZYX") != fp                                  # a crop
     assert fingerprint(np.zeros((8, 64, 64), np.uint16), "ZYX") is None        # blank: would not tell images apart
     assert fingerprint(x[0], "YX") != fingerprint(x[1], "YX")
-    with pytest.raises(CareError, match="axes 'TYX' do not fit"):
-        fingerprint(x, "TYX")
+    lapse = np.stack([x, _volume(1)])                                          # a time-lapse: all its frames
+    assert fingerprint(lapse, "TZYX") not in (None, fp, fingerprint(lapse[:1], "TZYX"))
+    assert fingerprint(np.moveaxis(lapse, 0, -1), "ZYXT") == fingerprint(lapse, "TZYX")
+    with pytest.raises(CareError, match="axes 'QYX' do not fit"):
+        fingerprint(x, "QYX")
+    with pytest.raises(CareError, match="axes 'YX' do not fit"):
+        fingerprint(x, "YX")
 
 
 def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):

@@ -78,6 +78,19 @@ def test_conditions_of_one_field_share_their_validation_boxes(tmp_path):
     ps = create_patches(listing, (32, 32), axes="YX", n_patches_per_image=40, validation_fraction=0.2, seed=0)
     assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 0, 1]
     assert _overlaps(ps, (32, 32), lambda i, j: i % 2 == j % 2) == []
+    # ... and OME-Zarr copies under other names (read lazily): one field, found by their pixels
+    from carecore.ngff import write_ngff
+
+    for c, name in (("z1", "first.ome.zarr"), ("z2", "second.ome.zarr")):
+        (tmp_path / f"gt_{c}").mkdir()
+        write_ngff(tmp_path / f"gt_{c}" / name, read_image(high / "a.tif").data, axes="YX")
+    lazy = [read_image(tmp_path / "gt_z1" / "first.ome.zarr", mmap=True), read_image(tmp_path / "gt_z2" / "second.ome.zarr", mmap=True)]
+    assert not isinstance(lazy[0].data, np.ndarray)
+    sources = [(read_image(tmp_path / "c1" / "a.tif"), lazy[0]), (read_image(tmp_path / "c1" / "b.tif"), read_image(high / "b.tif")),
+               (read_image(tmp_path / "c2" / "a.tif"), lazy[1])]
+    ps = create_patches(sources, (32, 32), n_patches_per_image=40, validation_fraction=0.2, seed=0)
+    assert [s["field"] for s in ps.meta["sources"]] == [0, 1, 0]
+    assert _overlaps(ps, (32, 32), lambda i, j: {i, j} <= {0, 2}) == []
     # the same with arrays: equal ground truths (copies) are one field
     gt = rng.random((96, 96)).astype(np.float32)
     other = rng.random((96, 96)).astype(np.float32)
