@@ -210,6 +210,13 @@ class CARE:
         plain CARE; Z interpolation for upsampling): the "input" to compare a restoration with."""
         return np.asarray(image, np.float32)
 
+    def grid_starts(self, image, *, axes):
+        """The classical ways to bring ``image`` onto the output's grid, ``{label: array}``: what the
+        tuned filters a restoration is compared with start from (:func:`carecore.baselines.tune_output_baselines`;
+        plain CARE: the input itself, ``{"": image}``; upsampling: nearest, linear and cubic interpolation
+        along Z; a projection: the maximum and, tuned there, the surface-following projection)."""
+        return {"": self.on_output_grid(image, axes=axes)}
+
     def patches_on_output_grid(self, X):
         """Input patches ``X`` (batch, spatial axes, channel), as the network takes them, brought onto
         the grid of the target patches: what the classical filters of the validation line restore

@@ -172,6 +172,7 @@ class IsotropicCARE(CARE):
     # -- prediction ---------------------------------------------------------------------------
     # the output grid and voxel size are the upsampling kind's: Z interpolated by the axial factor
     on_output_grid = UpsamplingCARE.on_output_grid
+    grid_starts = UpsamplingCARE.grid_starts
     output_spacing = UpsamplingCARE.output_spacing
 
     @frame_by_frame

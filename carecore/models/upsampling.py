@@ -43,6 +43,12 @@ class UpsamplingCARE(CARE):
         return interpolate_z(image, self.config.upsampling_factor, axes.index("Z"),
                              interpolation or self.config.interpolation)
 
+    def grid_starts(self, image, *, axes):
+        """The coarse stack interpolated along Z three ways (nearest, linear, cubic): a classical
+        restoration starts from whichever does best (:meth:`carecore.CARE.grid_starts`)."""
+        return {f"{how} interpolation": self.on_output_grid(image, axes=axes, interpolation=how)
+                for how in ("nearest", "linear", "cubic")}
+
     def output_spacing(self, spacing):
         out = dict(spacing or {})
         if "Z" in out:
