@@ -268,6 +268,17 @@ class ProjectionCARE(CARE):
         compared with), axes ``axes`` without Z."""
         return np.asarray(np.max(np.asarray(image, np.float32), axis=axes.index("Z")), np.float32)
 
+    def grid_starts(self, image, *, axes):
+        """The maximum projection and the surface-following projections of
+        :data:`carecore.baselines.SURFACE_GRID` (a tuning picks among them: :meth:`carecore.CARE.grid_starts`)."""
+        from ..baselines import SURFACE_GRID, max_projection, surface_projection
+
+        starts = {"maximum projection": max_projection(image, axes=axes)}
+        for p in SURFACE_GRID:
+            starts[f"surface projection ({', '.join(f'{k}={v:g}' for k, v in p.items())})"] = \
+                surface_projection(image, axes=axes, **p)
+        return starts
+
     def patches_on_output_grid(self, X):
         """The maximum-intensity projection of stack patches (batch, Z, Y, X, channel): the validation
         line is the best tuned filter applied to it."""
