@@ -296,6 +296,101 @@ def best_baseline(tuned):
     return max(vals, key=lambda t: t.ssim), min(vals, key=lambda t: t.nrmse)
 
 
+@dataclass
+class OutputBaseline:
+    """A classical restoration of what a model makes: a classical start onto the output's grid (the input
+    itself, an interpolation along Z, a projection: the model's :meth:`~carecore.CARE.grid_starts`)
+    followed by a tuned filter; each metric at its own best start and parameters."""
+
+    name: str
+    start: str          # the start of the SSIM-best (label; "" for the input itself)
+    params: dict
+    ssim: float
+    start_nrmse: str    # the start of the NRMSE-best
+    params_nrmse: dict
+    nrmse: float
+    grid: list = field(default_factory=list)   # every (start, parameters) point with its scores
+    starts: dict = field(default_factory=dict, repr=False)   # label -> function(image, *, axes)
+    output_axes: object = field(default=None, repr=False)    # function: input axes -> output axes
+
+    def apply(self, image, *, axes, for_metric="ssim"):
+        """The start, then the filter with its tuned parameters, on ``image`` (the model's input, ``axes``)."""
+        start, params = (self.start, self.params) if for_metric == "ssim" else (self.start_nrmse, self.params_nrmse)
+        on_grid = self.starts[start](image, axes=axes)
+        return baseline(self.name, on_grid, axes=self.output_axes(axes), **params)
+
+    def label(self, for_metric="ssim"):
+        start, params = (self.start, self.params) if for_metric == "ssim" else (self.start_nrmse, self.params_nrmse)
+        text = f"{self.name} ({', '.join(f'{k}={v:g}' for k, v in params.items())})"
+        return f"{text} on {start}" if start else text
+
+    def to_dict(self):
+        return {"name": self.name, "start": self.start, "params": self.params, "ssim": self.ssim,
+                "start_nrmse": self.start_nrmse, "params_nrmse": self.params_nrmse, "nrmse": self.nrmse,
+                "grid": self.grid}
+
+
+#: At most this many of a model's classical starts are tuned with every filter (the others are screened
+#: out by a tuned Gaussian filter's SSIM on them: a projection has 17).
+SCREENED_STARTS = 3
+
+
+def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX_VOXELS,
+                          progress=None, stop=None):
+    """Tune classical restorations of what ``model`` makes, on images with ground truth: each filter on
+    each of the model's classical starts onto the output's grid (:meth:`~carecore.CARE.grid_starts`: the
+    input itself for denoising; nearest, linear and cubic interpolation along Z for upsampling and
+    isotropic models; the maximum and surface-following projections for a projection model), so that CARE
+    is compared with the best classical pipeline, not with a filter on the model's own start.
+
+    Parameters
+    ----------
+    model : CARE
+        The model (of any kind) whose restorations are compared.
+    pairs : list of (input, ground_truth) arrays
+        Inputs as the model takes them (``axes``) and ground truths on the output's grid.
+    axes : str
+        The inputs' axes.
+    names, grids, max_voxels, progress, stop
+        As for :func:`tune_baselines`.
+
+    Returns
+    -------
+    dict
+        ``{filter name: OutputBaseline}``, best first (by SSIM).
+
+    Examples
+    --------
+    >>> tuned = tune_output_baselines(model, [(coarse, truth)], axes="ZYX")   # doctest: +SKIP
+    >>> next(iter(tuned.values())).label()                                     # doctest: +SKIP
+    'tv (weight=0.2) on cubic interpolation'
+    """
+    from .progress import check_stop
+
+    starts = model.grid_starts()
+    out_axes = model.output_axes(axes)
+    pairs = [(np.asarray(x, np.float32), np.asarray(g, np.float32)) for x, g in pairs]
+    on_grid = lambda fn: [(fn(x, axes=axes), g) for x, g in pairs]  # noqa: E731
+    kept = list(starts)
+    if len(kept) > SCREENED_STARTS:   # screened by a tuned Gaussian filter
+        score = {}
+        for label in kept:
+            check_stop(stop)
+            score[label] = next(iter(tune_baselines(on_grid(starts[label]), axes=out_axes, names=["gaussian"],
+                                                    max_voxels=max_voxels, stop=stop).values())).ssim
+        kept = sorted(kept, key=lambda k: -score[k])[:SCREENED_STARTS]
+    tuned = {label: tune_baselines(on_grid(starts[label]), axes=out_axes, names=names, grids=grids,
+                                   max_voxels=max_voxels, progress=progress, stop=stop) for label in kept}
+    out = {}
+    for name in next(iter(tuned.values())):
+        rows = [{"start": label, **row} for label in kept for row in tuned[label][name].grid]
+        bs = max(rows, key=lambda r: r["ssim"])
+        bn = min(rows, key=lambda r: r["nrmse"])
+        out[name] = OutputBaseline(name, bs["start"], bs["params"], bs["ssim"], bn["start"], bn["params"], bn["nrmse"],
+                                   rows, starts, model.output_axes)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1].ssim))
+
+
 #: Iteration counts :func:`richardson_lucy_tuned` tries by default.
 RL_ITERATIONS = (1, 2, 3, 5, 8, 12, 20, 30, 50, 80)
 

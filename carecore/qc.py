@@ -81,7 +81,9 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     """Write the QC report for ``models`` (a model folder, an ensemble folder, or several model folders).
 
     Every classical baseline is tuned on these images with their ground truth
-    (:func:`~carecore.baselines.tune_baselines`, the full grids) and each metric is reported at the
+    (:func:`~carecore.baselines.tune_output_baselines`, the full grids, each filter on each of the model's
+    classical starts onto the output's grid: nearest, linear and cubic interpolation for upsampling and
+    isotropic models, the maximum and surface-following projections for projections) and each metric is reported at the
     filter's best parameters for that metric; the report shows the chosen values. Calibration is
     measured without any fit (:func:`~carecore.uncertainty.measure_calibration`).
 
@@ -96,7 +98,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     --------
     >>> quality_report("models/care", "test/low", "test/high", "qc")  # doctest: +SKIP
     """
-    from .baselines import tune_baselines
+    from .baselines import tune_output_baselines
     from .data.pairs import find_pairs, load_pair
     from .uncertainty import measure_calibration
 
@@ -129,10 +131,11 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         pairs.append((pair, low, gt, x, x_grid))
     tuned = {}
     if pairs and (baselines is None or baselines):
-        tuned = tune_baselines([(xg, g.data) for _, _, g, _, xg in pairs], axes=grid_model.output_axes(pairs[0][1].axes),
-                               names=baselines or None, stop=stop,
-                               progress=(lambda d, t, w: report(progress, 0, len(pairs), f"tuning {w}")))
-    rep["baselines"] = {n: {"params_ssim": t.params, "params_nrmse": t.params_nrmse, "grid": t.grid}
+        tuned = tune_output_baselines(grid_model, [(x, g.data) for _, _, g, x, _ in pairs], axes=pairs[0][1].axes,
+                                      names=baselines or None, stop=stop,
+                                      progress=(lambda d, t, w: report(progress, 0, len(pairs), f"tuning {w}")))
+    rep["baselines"] = {n: {"params_ssim": t.params, "params_nrmse": t.params_nrmse, "grid": t.grid,
+                            "start_ssim": t.start, "start_nrmse": t.start_nrmse}
                         for n, t in tuned.items()}
     tmp = fresh_tmp(out_dir)
     curves = []
@@ -173,8 +176,9 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             ev = lambda y: evaluate(y, g_raw, axes=oa, name=pair.name)  # noqa: E731
             entry["metrics"]["input"] = ev(x_grid)
             for name, t in tuned.items():  # each metric at the filter's best parameters for it
-                m_s = ev(t.apply(x_grid, axes=oa))
-                m_n = m_s if t.params_nrmse == t.params else ev(t.apply(x_grid, axes=oa, for_metric="nrmse"))
+                m_s = ev(t.apply(x, axes=low.axes))
+                m_n = m_s if (t.start_nrmse, t.params_nrmse) == (t.start, t.params) else \
+                    ev(t.apply(x, axes=low.axes, for_metric="nrmse"))
                 entry["metrics"][name] = {"ssim": m_s["ssim"], "nrmse": m_n["nrmse"], "psnr": m_n["psnr"]}
             entry["metrics"]["CARE"] = ev(mean)
             g, _ = percentile_normalize(g_raw, *GT_PERCENTILES, axes=oa)
@@ -237,16 +241,20 @@ def _html(rep):
     parts.append("<h2>Overall</h2><table><tr><th>method</th><th>NRMSE ↓</th><th>SSIM ↑</th><th>PSNR ↑</th></tr>"
                  + "".join(rows) + "</table>")
     if rep.get("baselines"):
-        fmt = lambda p: ", ".join(f"{k}={v:g}" for k, v in p.items()) or "defaults"  # noqa: E731
-        items = "".join(f"<li><b>{e(n)}</b>: SSIM at {e(fmt(b['params_ssim']))}; NRMSE and PSNR at "
-                        f"{e(fmt(b['params_nrmse']))} (of {len(b['grid'])} values tried)</li>"
+        fmt = lambda p, start: (", ".join(f"{k}={v:g}" for k, v in p.items()) or "defaults") + \
+            (f" on the {start}" if start else "")  # noqa: E731
+        items = "".join(f"<li><b>{e(n)}</b>: SSIM at {e(fmt(b['params_ssim'], b.get('start_ssim')))}; NRMSE and PSNR at "
+                        f"{e(fmt(b['params_nrmse'], b.get('start_nrmse')))} (of {len(b['grid'])} values tried)</li>"
                         for n, b in rep["baselines"].items())
         parts.append("<p class='tuned'>The classical baselines are <b>tuned on these images with their ground truth</b> "
                      "over a small grid each, and every metric is shown at the filter's best parameters for it "
                      f"(an advantage CARE does not get):</p><ul>{items}</ul>")
     if rep.get("kind") in ("upsampling", "isotropic"):
-        parts.append("<p>Input and baselines: the coarse stack interpolated onto the restored grid as the model's "
-                     "training inputs were.</p>")
+        parts.append("<p>Input: the coarse stack interpolated onto the restored grid as the model's training inputs "
+                     "were; each baseline starts from the best of nearest, linear and cubic interpolation.</p>")
+    elif rep.get("kind") == "projection":
+        parts.append("<p>Input: the stack's maximum projection; each baseline starts from the best of the maximum "
+                     "and the surface-following projections.</p>")
     if "calibration" in rep:
         parts.append(f"<h2>Calibration</h2><p>Expected calibration error: <b>{rep['calibration']['ece']:.3f}</b> "
                      "(0 is perfect; a curve below the diagonal is over-confident). Measured where the network makes "

@@ -834,7 +834,8 @@ class LabState(HasTraits):
     def baseline_label(self):
         """``best filter: tv (weight=0.2)`` for the chart's legend."""
         b = self.baseline
-        return f"best filter: {filter_label(b['name'], b.get('params'))}" if b.get("name") else ""
+        start = f" on the {b['start']}" if b.get("start") else ""   # (a projection's best start)
+        return f"best filter: {filter_label(b['name'], b.get('params'))}{start}" if b.get("name") else ""
 
     def watch_job(self, interval=0.5):
         """Poll the job in a background thread until it ends (views observe the traits).
@@ -1181,7 +1182,8 @@ class LabState(HasTraits):
             t = f["truth"]
             v["truth"] = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
             v["metrics"], v["metrics_note"] = self._metrics(v["restored"], v["truth"], v["input_on_grid"], out_axes,
-                                                            f["input_label"], progress)
+                                                            f["input_label"], progress, model=single, raw=x,
+                                                            raw_axes=in_axes)
             v["metrics_note"] += {True: "; CARE was trained on this image: its scores here flatter it (score images it "
                                         "never saw, e.g. a test folder)",
                                   False: "; CARE never saw it",
@@ -1235,10 +1237,12 @@ class LabState(HasTraits):
         summary = f"restored on {where}: {result.blocks} chunk(s){again}"
         return restored, scale, None, img, out.axes, dict(out.spacing or {}), dest, summary
 
-    def _metrics(self, restored, truth, x, axes, label, progress=None):
+    def _metrics(self, restored, truth, x, axes, label, progress=None, *, model=None, raw=None, raw_axes=None):
         """(rows, note): NRMSE/SSIM/PSNR on the output's grid of the input brought onto it (``x``, the kind's
         ``on_output_grid``: itself, interpolated along Z, ...; its row named ``label``), CARE, and classical
-        filters tuned on this very pair."""
+        restorations tuned on this very pair: each filter on each of ``model``'s classical starts from the
+        input ``raw`` (``raw_axes``) onto the output's grid (:func:`carecore.baselines.tune_output_baselines`;
+        without a model: the filters on ``x``)."""
         rows = {"CARE": cc.evaluate(restored, truth, axes=axes)}
         if x is None or x.shape != truth.shape:
             return rows, "the input cannot be brought onto the ground truth's grid: no input or filter rows"
@@ -1246,12 +1250,15 @@ class LabState(HasTraits):
         # the filters depend on the pair alone, not the model: restoring the same image again (another model,
         # more training), or going back to a time point, reuses them (54 s for the demo's 3D test volume on 2
         # cores, before they ran in threads)
-        key = (pair_key(x, truth), axes, label)
+        starts = sorted(model.grid_starts()) if model is not None else [""]
+        factor = getattr(getattr(model, "config", None), "upsampling_factor", None)
+        key = (pair_key(x if model is None else raw, truth), axes, label, tuple(starts), factor)
         if key in self._filter_rows:
             filters, note = self._filter_rows[key]
             return {**rows, **filters}, note
         try:
-            filters, note = self._tuned_filter_rows(x, truth, axes, label, progress)
+            filters, note = self._tuned_filter_rows(x, truth, axes, label, progress, model=model, raw=raw,
+                                                    raw_axes=raw_axes)
         except Stopped:   # the restoration is done and saved: shown without the filters, nothing kept of them
             return rows, ("the classical filters' tuning was stopped: no filter rows (restore again, or choose the frame again, "
                           "to tune them)")
@@ -1260,9 +1267,9 @@ class LabState(HasTraits):
             del self._filter_rows[next(iter(self._filter_rows))]
         return {**rows, **filters}, note
 
-    def _tuned_filter_rows(self, x, truth, axes, label, progress=None):
-        """(rows, note) of the classical filters tuned on ``x`` and the ground truth ``truth``."""
-        from carecore.baselines import best_baseline, tune_baselines
+    def _tuned_filter_rows(self, x, truth, axes, label, progress=None, *, model=None, raw=None, raw_axes=None):
+        """(rows, note) of the classical restorations tuned on the input and the ground truth ``truth``."""
+        from carecore.baselines import best_baseline, tune_baselines, tune_output_baselines
 
         rows = {}
 
@@ -1271,20 +1278,33 @@ class LabState(HasTraits):
             if progress is not None:
                 progress(done, total, "filters")
 
-        tuned = tune_baselines([(x, truth)], axes=axes, progress=tuning, stop=self._stop_restore.is_set)
+        if model is None:
+            tuned = tune_baselines([(x, truth)], axes=axes, progress=tuning, stop=self._stop_restore.is_set)
+            start_of = lambda t, metric: ""  # noqa: E731
+            source, source_axes = x, axes
+        else:   # each filter on the best of the model's classical starts (nearest/linear/cubic, MIP/surface)
+            tuned = tune_output_baselines(model, [(raw, truth)], axes=raw_axes, progress=tuning,
+                                          stop=self._stop_restore.is_set)
+            start_of = lambda t, metric: t.start if metric == "ssim" else t.start_nrmse  # noqa: E731
+            source, source_axes = raw, raw_axes
         by_ssim, by_nrmse = best_baseline(tuned)
         picks = [("SSIM", by_ssim, by_ssim.params, "ssim"), ("NRMSE", by_nrmse, by_nrmse.params_nrmse, "nrmse")]
-        if (by_nrmse.name, by_nrmse.params_nrmse) == (by_ssim.name, by_ssim.params):
+        if (by_nrmse.name, by_nrmse.params_nrmse, start_of(by_nrmse, "nrmse")) == \
+                (by_ssim.name, by_ssim.params, start_of(by_ssim, "ssim")):
             picks = [("SSIM and NRMSE", by_ssim, by_ssim.params, "ssim")]
         for what, t, params, metric in picks:
-            named = filter_label(t.name, params)
+            start = start_of(t, metric)
+            named = filter_label(t.name, params) + (f" on the {start}" if start else "")
             self.restore_note = f"scoring {named} on the whole image ..."
-            rows[f"best filter by {what}: {named}"] = cc.evaluate(t.apply(x, axes=axes, for_metric=metric), truth,
-                                                                   axes=axes)
+            rows[f"best filter by {what}: {named}"] = cc.evaluate(t.apply(source, axes=source_axes, for_metric=metric),
+                                                                   truth, axes=axes)
         self.restore_note = ""
         note = "filters tuned on this image's own ground truth (their best case)"
         if label != "input":
-            note = f"compared on the output's grid ({label}; the filters are applied to it); " + note
+            named = [s for s in (model.grid_starts() if model is not None else ()) if s]
+            starts = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+            note = (f"compared on the output's grid (the input row: {label}; each filter starts from the best of "
+                    f"{starts or 'the input'}); " + note)
         return rows, note
 
     # -- step 5 ----------------------------------------------------------------------------

@@ -210,12 +210,20 @@ class CARE:
         plain CARE; Z interpolation for upsampling): the "input" to compare a restoration with."""
         return np.asarray(image, np.float32)
 
-    def grid_starts(self, image, *, axes):
-        """The classical ways to bring ``image`` onto the output's grid, ``{label: array}``: what the
-        tuned filters a restoration is compared with start from (:func:`carecore.baselines.tune_output_baselines`;
-        plain CARE: the input itself, ``{"": image}``; upsampling: nearest, linear and cubic interpolation
-        along Z; a projection: the maximum and, tuned there, the surface-following projection)."""
-        return {"": self.on_output_grid(image, axes=axes)}
+    def grid_starts(self):
+        """The classical ways to bring an input onto the output's grid, ``{label: function(image, *, axes)}``:
+        what the tuned filters a restoration is compared with start from
+        (:func:`carecore.baselines.tune_output_baselines`; plain CARE: the input itself, label ``""``;
+        upsampling: nearest, linear and cubic interpolation along Z; a projection: the maximum and the
+        surface-following projections)."""
+        return {"": self.on_output_grid}
+
+    def patch_grid_starts(self, X):
+        """:meth:`grid_starts` for input patches ``X`` (batch, spatial axes, channel) as the network
+        takes them: ``{label: patches on the targets' grid}``, what the validation line's filters start from
+        (the patches themselves, :meth:`patches_on_output_grid`; a projection's maximum and surface
+        projections)."""
+        return {"": self.patches_on_output_grid(X)}
 
     def patches_on_output_grid(self, X):
         """Input patches ``X`` (batch, spatial axes, channel), as the network takes them, brought onto

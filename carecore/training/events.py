@@ -3,7 +3,7 @@
 ``callback(event)`` receives dicts:
 
 - ``{"kind": "resume", "message"}`` first, when a saved model's training goes on from its folder;
-- ``{"kind": "baseline", "name", "params", "val_ssim", "tuned"}`` before the first step, where there is one:
+- ``{"kind": "baseline", "name", "params", "start", "val_ssim", "tuned"}`` before the first step, where there is one:
   the best classical filter tuned on the validation patches, the line CARE has to beat
   (:meth:`~carecore.training.validation.ValidationSet.baseline`);
 - ``{"kind": "batch", "epoch", "epochs", "step", "steps", "loss", "lr", "elapsed", "eta"}`` after

@@ -66,25 +66,31 @@ class ValidationSet:
 
     def baseline(self, cached=None, names=None):
         """The best tuned classical baseline on the same patches and measure, as a dict
-        ``{"name", "params", "val_ssim", "tuned": {name: (params, val_ssim)}}``, the filters applied to
-        the input patches brought onto the targets' grid (a projection's maximum projection); None
-        when the grids still differ (e.g. input and target channels).
+        ``{"name", "params", "start", "val_ssim", "tuned": {name: {"params", "start", "val_ssim"}}}``: each
+        filter on each of the model's classical starts from the input patches onto the targets' grid
+        (:meth:`~carecore.CARE.patch_grid_starts`: the patches themselves; a projection's maximum and
+        surface-following projections; ``start`` names the one chosen, "" for the patches themselves);
+        None when the grids still differ (e.g. input and target channels).
 
         ``cached``: a result computed before (stored with the patches) is returned as is. The grids
-        are :data:`~carecore.baselines.FAST_GRIDS` (the QC report tunes over the full ones).
+        are :data:`~carecore.baselines.FAST_GRIDS` (the QC report tunes over the full ones); of more than
+        :data:`~carecore.baselines.SCREENED_STARTS` starts, those a tuned Gaussian filter does best on.
         """
         if cached:
             return cached
-        sx = np.asarray(self.model.patches_on_output_grid(self.sx), np.float32)
-        if sx.shape != self.sy.shape:
-            return None
         from concurrent.futures import ThreadPoolExecutor
 
-        spatial = "ZYX"[-(sx.ndim - 2):]
-        tuned = {}
+        from ..baselines import SCREENED_STARTS
+
+        starts = {label: np.asarray(x, np.float32) for label, x in self.model.patch_grid_starts(self.sx).items()}
+        starts = {label: x for label, x in starts.items() if x.shape == self.sy.shape}
+        if not starts:
+            return None
+        spatial = "ZYX"[-(self.sy.ndim - 2):]
+
         # the filters release the GIL: patches in parallel threads (on 2 cores half the wall time)
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-            for name in names or available_baselines(len(spatial)):
+            def tune(sx, name):
                 best = None
                 for params in FAST_GRIDS.get(name, [{}]):
                     def one(p, name=name, params=params):
@@ -94,7 +100,18 @@ class ValidationSet:
                     score = patch_ssim(np.stack(list(pool.map(one, sx))), self.sy)
                     if best is None or score > best[1]:
                         best = (params, score)
-                tuned[name] = best
-        name = max(tuned, key=lambda n: tuned[n][1])
-        return {"name": name, "params": tuned[name][0], "val_ssim": tuned[name][1],
-                "tuned": {n: {"params": p, "val_ssim": v} for n, (p, v) in tuned.items()}}
+                return best
+
+            if len(starts) > SCREENED_STARTS:   # screened by a tuned Gaussian filter
+                screen = {label: tune(x, "gaussian")[1] for label, x in starts.items()}
+                starts = {k: starts[k] for k in sorted(starts, key=lambda k: -screen[k])[:SCREENED_STARTS]}
+            tuned = {}
+            for name in names or available_baselines(len(spatial)):
+                for label, sx in starts.items():
+                    params, score = tune(sx, name)
+                    if name not in tuned or score > tuned[name][2]:
+                        tuned[name] = (label, params, score)
+        name = max(tuned, key=lambda n: tuned[n][2])
+        start, params, score = tuned[name]
+        return {"name": name, "params": params, "start": start, "val_ssim": score,
+                "tuned": {n: {"params": p, "start": lb, "val_ssim": v} for n, (lb, p, v) in tuned.items()}}

@@ -925,6 +925,10 @@ def test_isotropic_trains_restores_on_the_fine_grid(tmp_path):
     label = "input interpolated along Z"
     assert s.input_label == label and list(s.metrics)[:2] == [label, "CARE"]
     assert any(k.startswith("best filter by") for k in s.metrics) and "output's grid" in s.metrics_note
+    # each filter starts from the best of three interpolations (cubic or nearest beat linear's filters)
+    assert "each filter starts from the best of nearest interpolation, linear interpolation, cubic interpolation" \
+        in s.metrics_note, s.metrics_note
+    assert all(k.endswith(" interpolation") for k in s.metrics if k.startswith("best filter by")), list(s.metrics)
     ref = cc.evaluate(s.input_on_grid, s.truth, axes="ZYX")
     assert s.metrics[label]["ssim"] == pytest.approx(ref["ssim"])
     assert all(np.isfinite(m["ssim"]) for m in s.metrics.values())
@@ -996,6 +1000,10 @@ def test_projection_3d_low_2d_high_and_a_yx_output(tmp_path):
     out = cc.read_image(s.resolve(s.restored_path))
     assert out.axes == "YX" and out.data.shape == (64, 64)
     assert list(s.metrics)[:2] == ["maximum projection of the input", "CARE"]
+    # the filters start from the best of the maximum and the surface-following projections (tuned here)
+    assert "each filter starts from the best of maximum projection, surface projection (" in s.metrics_note, s.metrics_note
+    filters = [k for k in s.metrics if k.startswith("best filter by")]
+    assert filters and all(" projection" in k for k in filters), filters
 
 
 def test_train_step_shows_a_jobs_dead_network_notes(tmp_path):

@@ -168,3 +168,43 @@ def test_non_local_means_tunes_on_a_photon_counting_image_of_zeros():
     assert np.median(np.abs(d)) == 0 and noise_sigma(norm) > 0.1
     tuned = tune_baselines([(norm, clean)], axes="YX", names=["nlm"])
     assert tuned["nlm"].ssim > evaluate(norm, clean, axes="YX")["ssim"] + 0.05
+
+
+def test_a_restoration_is_compared_with_the_best_classical_pipeline_of_its_kind():
+    """The filters start from each of the model's classical starts onto the output's grid (upsampling:
+    nearest, linear, cubic interpolation; projection: the maximum and the surface-following projections)
+    and each keeps its best: never weaker than the filter on the model's own start (the report's and the
+    app's rows were once the filters on linear interpolation and on the maximum projection alone)."""
+    from carecore.baselines import tune_baselines, tune_output_baselines
+    from carecore.models.projection import ProjectionCARE
+    from carecore.models.upsampling import UpsamplingCARE
+
+    truth = nuclei_volume((32, 48, 48), seed=3)[0]
+    coarse = truth[::4] + np.float32(0.02) * np.random.default_rng(0).standard_normal((8, 48, 48), np.float32)
+    up = UpsamplingCARE(UpsamplingCARE.default_config("ZYX", upsampling_factor=4.0, quick=True))
+    tuned = tune_output_baselines(up, [(coarse, truth)], axes="ZYX", names=["gaussian", "tv"])
+    assert set(up.grid_starts()) == {"nearest interpolation", "linear interpolation", "cubic interpolation"}
+    for name, t in tuned.items():
+        each = {label: tune_baselines([(fn(coarse, axes="ZYX"), truth)], axes="ZYX", names=[name])[name]
+                for label, fn in up.grid_starts().items()}
+        assert t.ssim == max(e.ssim for e in each.values()) and t.nrmse == min(e.nrmse for e in each.values())
+        assert each[t.start].ssim == t.ssim and t.ssim >= each["linear interpolation"].ssim
+        assert evaluate(t.apply(coarse, axes="ZYX"), truth, axes="ZYX")["ssim"] == pytest.approx(t.ssim, abs=0.02)
+
+    # a surface under bright specks: the maximum projection takes the specks, the surface projection the surface
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:64, :64]
+    height = np.round(6 + 3 * np.sin(yy / 10) * np.cos(xx / 13)).astype(int)
+    clean = ndi.gaussian_filter(rng.random((64, 64)), 2).astype(np.float32)
+    clean = (clean - clean.min()) / np.ptp(clean)
+    stack = np.zeros((16, 64, 64), np.float32)
+    np.put_along_axis(stack, height[None], clean[None], axis=0)
+    stack = ndi.gaussian_filter(stack, (1, 0, 0)) + np.float32(0.05) * rng.standard_normal(stack.shape, np.float32)
+    specks = rng.random(stack.shape) < 0.01
+    stack[specks & (np.arange(16)[:, None, None] < 2)] += 1.5
+    proj = ProjectionCARE(ProjectionCARE.default_config("ZYX", quick=True))
+    tuned = tune_output_baselines(proj, [(stack, clean)], axes="ZYX", names=["gaussian"])
+    best = tuned["gaussian"]
+    mip = tune_baselines([(stack.max(axis=0), clean)], axes="YX", names=["gaussian"])["gaussian"]
+    assert best.start.startswith("surface projection") and best.ssim > mip.ssim + 0.05, (best.label(), best.ssim, mip.ssim)
+    assert best.label().startswith("gaussian (sigma=") and " on surface projection (sigma=" in best.label()
