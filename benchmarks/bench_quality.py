@@ -145,7 +145,7 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     are written there as TIFF files. With ``probe`` the row holds :func:`smoothing_probe`'s measures
     under ``"smoothing"``."""
     import carecore as cc
-    from carecore.baselines import best_baseline, tune_baselines
+    from carecore.baselines import best_baseline, tune_output_baselines
 
     data = load_case(case, root)
     axes = data["axes"]
@@ -189,7 +189,8 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
                 cc.write_image(out / f"{stem}_{name}.tif", np.asarray(image, np.float32), axes=axes)
     # the other input scaling, for comparison: each image by its own percentiles (CSBDeep's way)
     care_own = cc.evaluate(mean(model.predict(low, axes=axes, normalization="image")), truth, axes=axes)
-    tuned = tuned or tune_baselines([(x, truth)], axes=axes)
+    # each filter on each classical start onto the output's grid (upsampling: nearest, linear, cubic interpolation)
+    tuned = tuned or tune_output_baselines(model, [(low, truth)], axes=axes)
     by_ssim, by_nrmse = best_baseline(tuned)
     line = next((e for e in events if e["kind"] == "baseline"), None)
     row = {"case": case, "seed": seed, "budget": budget, "config_overrides": config_overrides,
@@ -203,8 +204,8 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
            "input_normalization": model.config.input_normalization, "care_own_percentiles": care_own,
            "budget_clock": model.run_card.get("budget_clock"),
            "restarts": model.run_card.get("restarts", []),   # a network found dead and started again
-           "baselines": {n: {"ssim": b.ssim, "nrmse": b.nrmse, "params": b.params, "params_nrmse": b.params_nrmse}
-                         for n, b in tuned.items()},
+           "baselines": {n: {"ssim": b.ssim, "nrmse": b.nrmse, "params": b.params, "params_nrmse": b.params_nrmse,
+                             "start": b.start, "start_nrmse": b.start_nrmse} for n, b in tuned.items()},
            "best_ssim": [by_ssim.name, by_ssim.params, by_ssim.ssim],
            "best_nrmse": [by_nrmse.name, by_nrmse.params_nrmse, by_nrmse.nrmse],
            "curve": [(e["elapsed"], e["val_ssim"]) for e in events if e["kind"] == "epoch"],
