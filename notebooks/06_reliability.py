@@ -29,7 +29,8 @@
 # * **Calibration.** Do the 90 % intervals really contain the truth 90 % of the time? On test data with
 #   ground truth we count it for every confidence level: a calibrated model lies on the diagonal.
 #
-# Finally we show the network something it was never trained on and see the read-outs raise the alarm.
+# Finally we show the network something it was never trained on and see what the read-outs say, and
+# what they cannot say: in our runs the alarm stayed silent, which is a lesson in itself.
 #
 # Workshop time: about 4 minutes (3 of them training the ensemble).
 
@@ -161,11 +162,21 @@ results["calibration"] = {"ece": curve["ece"], "figure": str(HERE / "calibration
 print(f"expected calibration error: {curve['ece']:.3f} (0 is perfect)")
 
 # %% [markdown]
-# ## A restoration that should not be trusted
+# ## A sample unlike the training data
 #
 # Give the network a sample unlike its training data: cell walls on a curved surface instead of
-# round nuclei, at the same light dose. The restoration may still look clean, but the read-outs
-# compare it with what they were on the validation data.
+# round nuclei, at the same light dose. The restoration may still look clean. CARE Lab's alarm
+# (`ood_check`) compares the mean disagreement on the image with that on the validation data and
+# warns when it is more than 3× higher.
+#
+# What happens here: in our runs the disagreement rose only a little, by about 5 % to 10 % (quick
+# mode 1.05×, workshop budget 1.08×), far below the factor 3, and **no warning was printed** (the
+# printout below gives your numbers). Disagreement measures how much the members differ from each
+# other; members trained on the same data can make similar guesses on something new, or agree that it
+# is uncertain, so it need not rise much. The alarm is a coarse check: it fires on gross shifts, and
+# the factor 3 is chosen so that it rarely fires on familiar data. When it stays silent, that does
+# **not** mean the restoration is right: it only means the members do not disagree much more than
+# usual. Look at the maps, and at whether the restoration makes sense for your sample.
 
 # %%
 stranger, _, _ = cc.surface_stack(low.shape, seed=5)
@@ -175,7 +186,7 @@ reference = ensemble.info.get("reference", {}).get("mean_disagreement")
 ood = {"familiar": float(out["disagreement"].mean()), "unfamiliar": float(odd["disagreement"].mean()),
        "reference": reference}
 print(f"mean disagreement: validation {reference:.3g} · familiar test volume {ood['familiar']:.3g} · "
-      f"unfamiliar volume {ood['unfamiliar']:.3g}")
+      f"unfamiliar volume {ood['unfamiliar']:.3g} ({ood['unfamiliar'] / reference:.2f}× the validation's)")
 print(ood_check(ood["unfamiliar"], reference) or "no warning at the default factor (3×): look at the maps too")
 fig, ax = plt.subplots(1, 3, figsize=(10, 3.4))
 for a, (title, img, kw) in zip(ax, [("unfamiliar input", stranger_low[z], {"cmap": "gray"}),
