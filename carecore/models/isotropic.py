@@ -174,6 +174,7 @@ class IsotropicCARE(CARE):
     on_output_grid = UpsamplingCARE.on_output_grid
     grid_starts = UpsamplingCARE.grid_starts
     output_spacing = UpsamplingCARE.output_spacing
+    check_spacing = UpsamplingCARE.check_spacing   # a stack whose voxel size records another axial factor is told
 
     @frame_by_frame
     def predict(self, image, *, axes, combine="mean", normalization=None, progress=None, stop=None, out=None,

@@ -284,6 +284,34 @@ class ProjectionCARE(CARE):
         line is the best tuned filter applied to it."""
         return np.max(np.asarray(X, np.float32), axis=1)
 
+    @property
+    def trained_depth(self):
+        """The number of Z slices the training patches had (Z is taken whole: the smallest training stack's
+        depth), from the run card; None for models trained before it was recorded."""
+        z = ((self.run_card or {}).get("projection") or {}).get("z")
+        return int(z) if z else None
+
+    def check_depth(self, nz, *, name="image"):
+        """Warn when a stack of ``nz`` slices is not as deep as the training stacks: the network learned
+        where the surface lies among that many slices, and on another depth its projection is unreliable."""
+        trained = self.trained_depth
+        if trained and nz != trained:
+            from ..errors import warn
+
+            warn(f"{name}: {nz} Z slices, but this projection model was trained on stacks of {trained} slices "
+                 "(patches take Z whole): on another depth the surface it finds is unreliable; restore stacks "
+                 f"of {trained} slices (crop or pad Z around the surface), or train on stacks of this depth",
+                 stacklevel=3)
+            return False
+        return True
+
+    def _run_card(self, info, data_hash, status, message, seconds):
+        """The depth of the training stacks recorded (``projection: {"z": nz}``): prediction warns on others."""
+        card = super()._run_card(info, data_hash, status, message, seconds)
+        if (info.get("projection") or {}).get("z"):
+            card["projection"] = {"z": int(info["projection"]["z"])}
+        return card
+
     def output_spacing(self, spacing):
         """The input's voxel size without Z."""
         return {a: v for a, v in dict(spacing or {}).items() if a != "Z"}
@@ -389,6 +417,7 @@ class ProjectionCARE(CARE):
         nz, ny, nx = xv.shape[:3]
         if min(ny, nx) < 1 or nz < 1:
             raise CareError(f"{name}: empty stack of shape {tuple(np.shape(x))} (axes {axes})")
+        self.check_depth(nz, name=name)
         plan = self.tile_plan((nz, ny, nx), n_tiles, memory_budget=memory_budget, stage_tiles=stage_tiles)
         n_out = c.n_channel_out * (2 if c.probabilistic else 1)
         if out is None:

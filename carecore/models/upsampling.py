@@ -54,3 +54,50 @@ class UpsamplingCARE(CARE):
         if "Z" in out:
             out["Z"] = out["Z"] / self.config.upsampling_factor
         return out
+
+    def check_spacing(self, spacing, *, name="image"):
+        """Warn when the voxel size ``spacing`` ({axis: size}, as :func:`~carecore.read_image` gives it) says
+        the stack's axial factor is not the model's (:func:`spacing_mismatch`); returns the message or None."""
+        message = spacing_mismatch(spacing, self.config.upsampling_factor, name=name)
+        if message:
+            from ..errors import warn
+
+            warn(message + f"; the output's Z voxel size will be {spacing['Z']:g} / {self.config.upsampling_factor:g} = "
+                 f"{spacing['Z'] / self.config.upsampling_factor:g} µm, and the restoration is made for a stack of ratio "
+                 f"{self.config.upsampling_factor:g}: restore stacks acquired with that ratio, or train a model for "
+                 "this one (carecore train --factor)", stacklevel=2)
+        return message
+
+
+#: How far (relative) a stack's recorded Z/X voxel-size ratio may lie from the axial factor before it is told
+SPACING_TOLERANCE = 0.1
+
+
+def spacing_ratio(spacing):
+    """The axial factor a voxel size records: Z size over the lateral (X, else Y) size, or None when
+    either is unknown (not recorded, or zero)."""
+    spacing = spacing or {}
+    z = spacing.get("Z")
+    lateral = spacing.get("X") or spacing.get("Y")
+    if not z or not lateral or z <= 0 or lateral <= 0:
+        return None
+    return float(z) / float(lateral)
+
+
+def spacing_mismatch(spacing, factor, *, name="image", tolerance=SPACING_TOLERANCE,
+                     factor_label="the model's axial factor (upsampling_factor)"):
+    """A sentence when the Z/X (or Z/Y) voxel-size ratio that ``spacing`` records differs from the axial
+    ``factor`` by more than ``tolerance`` (relative), else None (also when the file records no voxel size).
+    ``factor_label`` names where the factor comes from (a CLI flag, say)."""
+    spacing = spacing or {}
+    z = spacing.get("Z")
+    for a in "XY":
+        lateral = spacing.get(a)
+        if not z or not lateral or z <= 0 or lateral <= 0:
+            continue
+        ratio = float(z) / float(lateral)
+        if abs(ratio / float(factor) - 1) > tolerance:
+            size = ", ".join(f"{k} {spacing[k]:g}" for k in "ZYX" if spacing.get(k))
+            return (f"{name}: its voxel size ({size} µm) gives a Z/{a} ratio of {ratio:.3g}, but {factor_label} is "
+                    f"{float(factor):g}")
+    return None

@@ -149,6 +149,36 @@ def test_config_checks():
         cls.default_config("ZYX", kind="isotropic", upsampling_factor=2.0, probabilistic=True)
 
 
+def test_the_generic_route_trains_without_rotations_and_refuses_tta():
+    """care_config(kind="isotropic") defaults to augment=False as IsotropicCARE.default_config and the CLI
+    do (rotations would move the degraded axis); augment=True given still wins. Without augmentation tta
+    is refused, whichever route made the configuration."""
+    generic = cc.care_config("YX", kind="isotropic", upsampling_factor=4, psf_sigma=2, quick=True)
+    assert generic.augment is False and _iso().default_config("ZYX", upsampling_factor=4).augment is False
+    assert cc.care_config("YX", kind="isotropic", upsampling_factor=4, augment=True).augment is True
+    assert cc.care_config("YX").augment is True   # other kinds unchanged
+    model = cc.create_model(generic)
+    with pytest.raises(cc.CareError, match="trained without augmentation"):
+        model.predict(np.zeros((4, 32, 32), np.float32), axes="ZYX", tta=True)
+
+
+def test_a_voxel_size_that_is_not_the_factor_is_told():
+    import warnings
+
+    from carecore.models.upsampling import spacing_mismatch
+
+    model = cc.create_model(cc.care_config("YX", kind="isotropic", upsampling_factor=4, psf_sigma=2, quick=True))
+    with pytest.warns(cc.CareWarning, match=r"s.tif: its voxel size \(Z 2, Y 1, X 1 µm\) gives a Z/X ratio of 2, "
+                                            r"but the model's axial factor \(upsampling_factor\) is 4; the output's "
+                                            r"Z voxel size will be 2 / 4 = 0.5 µm"):
+        model.check_spacing({"Z": 2.0, "Y": 1.0, "X": 1.0}, name="s.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cc.CareWarning)
+        assert model.check_spacing({"Z": 1.9, "Y": 0.5, "X": 0.5}) is None   # within 10 %
+        assert model.check_spacing({}) is None and model.check_spacing({"Z": 2.0}) is None   # nothing recorded
+    assert "Z/Y ratio of 3" in spacing_mismatch({"Z": 3.0, "Y": 1.0}, 4)
+
+
 def test_shapes_voxel_size_channels_and_round_trip(tmp_path):
     cls = _iso()
     config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=2.5, psf_sigma=1.0, quick=True,

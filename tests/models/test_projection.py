@@ -188,9 +188,17 @@ def test_trained_model_beats_tuned_projection_baselines():
     events = []
     result = model.train(patches, callback=events.append)
     assert result.status == "completed"
-    # the chart's validation line: the best tuned filter after a maximum projection of the patches
+    # the chart's validation line: the best tuned filter after the best of the maximum and surface projections
+    # of the patches (never below the filters on the maximum projection alone)
     line = [e for e in events if e["kind"] == "baseline"]
     assert len(line) == 1 and 0 < line[0]["val_ssim"] < 1 and model.run_card["validation_baseline"]["val_ssim"] == line[0]["val_ssim"]
+    assert line[0]["start"] in model.grid_starts() and all(t["start"] for t in line[0]["tuned"].values())
+    from carecore.training.validation import ValidationSet
+
+    val = ValidationSet(patches.X[patches.n_train:], patches.Y[patches.n_train:], model)
+    model.patch_grid_starts = lambda X: {"": model.patches_on_output_grid(X)}   # (the maximum projection alone)
+    assert line[0]["val_ssim"] >= val.baseline()["val_ssim"]
+    del model.patch_grid_starts
     assert max(e["val_ssim"] for e in events if e["kind"] == "epoch") > line[0]["val_ssim"]
     care = evaluate(model.predict(test_low, axes="ZYX"), test_gt, axes="YX")
     tuned = projection_baselines([(test_low, test_gt)], axes="ZYX")
@@ -199,3 +207,26 @@ def test_trained_model_beats_tuned_projection_baselines():
     for name, s in scores.items():
         assert care["ssim"] > s["ssim"] + 0.03, (name, care, s)
         assert care["nrmse"] < s["nrmse"], (name, care, s)
+
+
+def test_a_stack_of_another_depth_than_the_training_stacks_is_warned_about():
+    """Patches take Z whole: the run card records the training depth (projection: {"z": nz}), and prediction
+    on a stack of another depth warns (the surface found there is unreliable); the same depth is silent."""
+    import warnings
+
+    from carecore import CareWarning
+    from carecore.models.projection import ProjectionCARE
+
+    cfg = ProjectionCARE.default_config("ZYX", precision="float32", unet_filters=8, batch_size=2,
+                                        patch_size=(8, 32, 32))
+    pairs = [_pair(20 + i, (12, 32, 32)) for i in range(2)]
+    ps = ProjectionCARE.make_patches(cfg, pairs, axes="ZYX", n_patches_per_image=4)
+    m = ProjectionCARE(cfg)
+    m.train(ps, epochs=1, steps_per_epoch=1)
+    assert m.run_card["projection"] == {"z": 12} and m.trained_depth == 12
+    with pytest.warns(CareWarning, match=r"shallow: 8 Z slices, but this projection model was trained on stacks "
+                                         r"of 12 slices"):
+        m.predict(pairs[0][0][:8], axes="ZYX", name="shallow")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CareWarning)
+        m.predict(pairs[0][0], axes="ZYX")
