@@ -260,8 +260,10 @@ def read_image(path, *, axes=None, mmap=False):
     from .ngff import is_ngff
 
     if is_ngff(path):
-        from .ngff import read_ngff
+        from .ngff import describe, read_ngff
 
+        if axes is not None:
+            _warn_reordered(path, check_axes(axes, name=str(path)), describe(path)[0])
         return read_ngff(path, axes=axes, lazy=mmap)
     if not path.exists():
         raise CareError(f"{path}: no such file")
@@ -301,10 +303,45 @@ def read_image(path, *, axes=None, mmap=False):
         axes = file_axes
     else:
         axes = check_axes(axes, name=str(path))
+        if not guessed:
+            _warn_reordered(path, axes, file_axes, shape=data.shape)
         data = _fit_axes(data, axes, known=None if guessed else file_axes, path=path)
         guessed = False
     axes = check_axes(axes, data.ndim, name=str(path), shape=data.shape)
     return Image(data=data, axes=axes, spacing=spacing, path=str(path), axes_guessed=guessed)
+
+
+def _warn_reordered(path, axes, file_axes, *, shape=None):
+    """Warn when the ``axes`` a user gives are the axes the file records in another order: they relabel
+    the file's dimensions without moving its pixels (a YXZ stack read as ZYX takes its Y for Z), which is
+    right only where the file's metadata is wrong. Axes the file does not record (guessed) are not told."""
+    if axes == file_axes or sorted(axes) != sorted(file_axes):
+        return
+    from .errors import warn
+
+    size = f", shape {tuple(shape)}" if shape is not None else ""
+    moved = ", ".join(f"its {f} is read as {a}" for f, a in zip(file_axes, axes) if f != a)
+    warn(f"{path}: the file records its axes as {file_axes!r}{size}, and the axes given, {axes!r}, are the same "
+         f"letters in another order: they relabel the dimensions without moving the pixels ({moved}); leave "
+         "out --axes (axes=None) to read the file as it records itself, and give them only where its metadata "
+         "is wrong", stacklevel=4)
+
+
+def peek_spacing(path):
+    """The voxel size ({axis: micrometres}) a TIFF file or an OME-Zarr image records, from its header alone
+    (empty where it records none)."""
+    import tifffile
+
+    path = Path(path)
+    from .ngff import describe, is_ngff
+
+    if is_ngff(path):
+        return dict(describe(path)[1] or {})
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return _spacing_from_tiff(tif)
+    except Exception as e:
+        raise CareError(f"{path}: not a readable TIFF file ({e})") from None
 
 
 def _squeezed(shape):

@@ -123,3 +123,28 @@ def test_folder_swap_survives_a_crash_between_the_renames(tmp_path, monkeypatch)
     assert _atomic.recover(target, min_age=0) and (target / "a.txt").read_text() == "old"
     _atomic.swap_in(t2, target, _atomic.MODEL_FOLDER)   # the other writer's folder is still intact
     assert sorted(p.name for p in tmp_path.iterdir()) == [t1.name, "model"]
+
+
+def test_axes_given_in_another_order_than_the_file_records_are_warned_about(tmp_path):
+    """A YXZ stack read with axes ZYX would relabel its dimensions without moving the pixels: told. The
+    same axes, added size-1 axes, and overriding guessed axes stay silent."""
+    import warnings
+
+    from carecore import CareWarning
+
+    data = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    write_image(tmp_path / "yxz.tif", data, axes="YXZ")
+    with pytest.warns(CareWarning, match=r"yxz.tif: the file records its axes as 'YXZ'.*the axes given, 'ZYX', are "
+                                         r"the same letters in another order.*its Y is read as Z"):
+        img = read_image(tmp_path / "yxz.tif", axes="ZYX")
+    assert img.axes == "ZYX" and img.shape == (6, 5, 4)   # relabelled (warned), as asked
+    tifffile.imwrite(tmp_path / "plain.tif", data, photometric="minisblack")   # guessed ZYX: overridden silently
+    write_image(tmp_path / "zarr.ome.zarr", data, axes="YXZ")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CareWarning)
+        assert read_image(tmp_path / "plain.tif").axes_guessed
+        read_image(tmp_path / "plain.tif", axes="YXZ")
+        read_image(tmp_path / "yxz.tif", axes="YXZ")
+        read_image(tmp_path / "yxz.tif", axes="CYXZ")   # a size-1 axis added
+    with pytest.warns(CareWarning, match="zarr.ome.zarr: the file records its axes as 'ZYX'"):   # NGFF: Z first
+        read_image(tmp_path / "zarr.ome.zarr", axes="YXZ")
