@@ -56,8 +56,13 @@ def cmd_evaluate(args):
     if not args.axes and gt.axes != pred.axes and gt.shape == pred.shape:
         gt = read_image(args.gt, axes=pred.axes)   # one grid, other letters (a stack saved as frames): the restoration's
     if pred.shape != gt.shape or pred.axes != gt.axes:
+        from .metrics import z_slices_hint
+
+        hint = z_slices_hint(pred.shape, gt.shape, pred.axes, pred=str(args.pred), gt=str(args.gt)) \
+            if pred.axes == gt.axes else ""
         raise CareError(f"{args.pred} ({pred.axes}, shape {tuple(pred.shape)}) and {args.gt} ({gt.axes}, shape "
-                        f"{tuple(gt.shape)}) differ: compare a restoration with the ground truth of the same image")
+                        f"{tuple(gt.shape)}) differ: "
+                        + (hint if hint else "compare a restoration with the ground truth of the same image"))
     m = evaluate(pred.data, gt.data, axes=pred.axes, per_slice=args.per_slice, name=str(args.pred))
     if args.json:
         print(json.dumps(m))
@@ -163,9 +168,106 @@ def _report_fields(ps, listing):
               "trained on where it is validated")
 
 
+def _low_files(args):
+    """The image files ``--low`` names: the images of its folders, and the files (or OME-Zarr images) given."""
+    from .io import list_images
+    from .ngff import is_ngff
+
+    files = []
+    for entry in args.low or ():
+        p = Path(entry)
+        if p.is_dir() and not is_ngff(p):
+            files.extend(list_images(p))
+        elif p.exists():
+            files.append(p)
+    return files
+
+
+def _resume_conflicts(args, model, model_dir):
+    """Refuse the flags that define what a model does (``--task``, ``--factor``/``--upsampling``,
+    ``--psf-sigma``) when they contradict the configuration of the model being resumed: it trains on with
+    its own, and the model that came out would not be the one asked for."""
+    c = model.config
+    conflicts = []
+    if args.task and args.task != c.kind:
+        conflicts.append(f"--task {args.task} (it is a model of kind {c.kind})")
+    for flag, value in (("--factor", args.factor), ("--upsampling", args.upsampling)):
+        if value and value != c.upsampling_factor:
+            conflicts.append(f"{flag} {value:g} (its axial factor is {c.upsampling_factor:g})")
+    if args.psf_sigma and args.psf_sigma != c.psf_sigma:
+        conflicts.append(f"--psf-sigma {args.psf_sigma:g} (it was trained with {c.psf_sigma:g} px)")
+    if conflicts:
+        raise CareError(f"{model_dir} already holds a model, which resumes with its own configuration: "
+                        f"{'; '.join(conflicts)}; give a new --model-dir to train a model for them, or leave them "
+                        "out to resume")
+
+
+def _axial_factor(args, kind):
+    """``--factor`` (or ``--upsampling``); for isotropic training without it, the first stack's recorded
+    Z/X voxel-size ratio (said); else an error naming ``--factor``."""
+    from .io import peek_spacing
+    from .models.upsampling import spacing_ratio
+
+    factor = args.factor or args.upsampling
+    if factor or kind not in ("isotropic", "upsampling"):
+        return factor
+    if kind == "upsampling":   # its --low stacks are on the fine grid already: their voxel size cannot tell
+        raise CareError("--task upsampling needs --factor F: the axial factor of the coarse stacks it will "
+                        "restore (their Z voxel size / the lateral one), e.g. --factor 4")
+    files = _low_files(args)
+    if not files:
+        raise CareError("--task isotropic needs --low stacks and --factor F (their Z voxel size / the lateral one)")
+    spacing = peek_spacing(files[0])
+    ratio = spacing_ratio(spacing)
+    if ratio is None or ratio <= 1.05:
+        found = (f"records a Z/X voxel-size ratio of {ratio:.3g}" if ratio is not None else
+                 "records no voxel size")
+        raise CareError(f"--task isotropic needs --factor F, the axial factor (Z voxel size / lateral voxel size, "
+                        f"e.g. --factor 4): {files[0]} {found}")
+    factor = round(ratio, 2)
+    size = ", ".join(f"{a} {spacing[a]:g}" for a in "ZYX" if spacing.get(a))
+    print(f"--factor {factor:g} taken from the voxel size of {files[0]} ({size} µm); give --factor to choose "
+          "another", file=sys.stderr)
+    return factor
+
+
+def _check_isotropic_stacks(args, config):
+    """Before the patches are made: every ``--low`` stack's lateral slices hold a training patch (told with
+    the file and a ``--patch`` that fits), and a stack whose recorded Z/X voxel-size ratio is not the axial
+    factor is warned about."""
+    from .errors import warn_frames
+    from .io import peek_axes, peek_spacing
+    from .models.upsampling import spacing_mismatch
+
+    if not config.psf_sigma > 0 and not args.psf:
+        raise CareError("--task isotropic needs the axial PSF: --psf-sigma S (its sigma in lateral (Y/X) pixels, not Z "
+                        "slices; carecore.psf_sigma_from_optics derives it) or --psf FILE (a measured PSF)")
+    f = config.upsampling_factor
+    side = max(config.patch_size)
+    mismatched = []
+    for path in _low_files(args):
+        axes, shape, _ = peek_axes(path)
+        if args.axes and len(args.axes) == len(shape):
+            axes = args.axes.upper()
+        if "Y" in axes and "X" in axes:
+            ny, nx = shape[axes.index("Y")], shape[axes.index("X")]
+            if min(ny, nx) < side:
+                fits = min(ny, nx) // config.divisor * config.divisor
+                hint = (f"give a smaller --patch, e.g. --patch {fits},{fits} (sides divisible by {config.divisor})"
+                        if fits >= config.divisor else "the stack is too small to train on")
+                raise CareError(f"{path}: its lateral slices are {ny} x {nx} pixels (Y x X), smaller than the training "
+                                f"patch {config.patch_size[0]} x {config.patch_size[1]} (isotropic training cuts "
+                                f"patches from every YX slice and from its transpose); {hint}")
+        message = spacing_mismatch(peek_spacing(path), f, name=str(path), factor_label="--factor")
+        if message:
+            mismatched.append(message + f": the stack is degraded for training by {f:g}, not by its own ratio; give "
+                                        "--factor with its ratio, or train on stacks acquired with this one")
+    warn_frames(mismatched, "stack")
+
+
 def _training_axes(args):
     """``--axes``, or the axes of the patch folder or of the first low-quality image (a 2D or 3D model)."""
-    from .io import list_images, peek_axes
+    from .io import peek_axes
 
     if args.axes:
         return args.axes
@@ -176,14 +278,13 @@ def _training_axes(args):
         except (OSError, ValueError, KeyError, TypeError):
             raise CareError(f"{args.patches}: not a patch folder from `carecore patches` ({meta.name} is missing or "
                             "unreadable)") from None
-    for folder in args.low or ():
-        files = list_images(folder) if Path(folder).is_dir() else []
-        if files:
-            axes, shape, guessed = peek_axes(files[0])   # the header only
-            if guessed:
-                print(f"axes {axes} guessed from {files[0]} (shape {tuple(shape)}); give --axes if they are others",
-                      file=sys.stderr)
-            return axes
+    files = _low_files(args)
+    if files:
+        axes, shape, guessed = peek_axes(files[0])   # the header only
+        if guessed:
+            print(f"axes {axes} guessed from {files[0]} (shape {tuple(shape)}); give --axes if they are others",
+                  file=sys.stderr)
+        return axes
     raise CareError("give --axes (e.g. YX or ZYX): no patch folder or low-quality images to read them from")
 
 
@@ -208,10 +309,14 @@ def cmd_train(args):
     if resume:
         model = load_model_folder(model_dir, weights="last")
         config = model.config
+        _resume_conflicts(args, model, model_dir)
         ignored = [f"--{k.replace('_', '-')}" for k in ("patch", "batch", "seed", "precision", "probabilistic",
-                                                         "upsampling", "init_weights") if getattr(args, k, None)]
+                                                         "init_weights") if getattr(args, k, None)]
+        used = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("psf", "structures", "psf_sigma_z")
+                if getattr(args, k, None) is not None]
         print(f"resuming {model_dir} after {len(model.history)} epoch(s) with its own configuration"
-              + (f"; ignored: {' '.join(ignored)} (give a new --model-dir to change them)" if ignored else ""))
+              + (f"; ignored: {' '.join(ignored)} (give a new --model-dir to change them)" if ignored else "")
+              + (f"; this run's training patches are made with {', '.join(used)} as given" if used else ""))
     else:
         overrides = {k: v for k, v in (("batch_size", args.batch), ("seed", args.seed), ("precision", args.precision),
                                        ("epochs", args.epochs), ("steps_per_epoch", args.steps),
@@ -227,13 +332,28 @@ def cmd_train(args):
             overrides["patch_size"] = args.patch
         if args.probabilistic:
             overrides["probabilistic"] = True
-        if args.task != "care":
+        if args.task and args.task != "care":
             overrides["kind"] = args.task
-        if args.upsampling or args.factor:
-            overrides.update(kind=overrides.get("kind", "upsampling"), upsampling_factor=args.factor or args.upsampling)
+        factor = _axial_factor(args, args.task or ("upsampling" if args.upsampling or args.factor else "care"))
+        if factor:
+            overrides.update(kind=overrides.get("kind", "upsampling"), upsampling_factor=factor)
         if args.psf_sigma:
             overrides["psf_sigma"] = args.psf_sigma
-        config = model_class(overrides.get("kind", "care")).default_config(axes, **overrides)
+        try:
+            config = model_class(overrides.get("kind", "care")).default_config(axes, **overrides)
+        except CareError as e:   # the configuration's field named as the flag that set it
+            text = str(e)
+            if text.startswith("upsampling_factor:") and factor:
+                text = "--factor" + text[len("upsampling_factor"):]
+            raise CareError(text) from None
+        if args.ensemble:   # told before any patch is made, in the command's terms
+            try:
+                config.replace(probabilistic=True, loss="laplace")
+            except CareError as e:
+                reason = str(e).split(": ", 1)[-1].split("; ")[0]
+                raise CareError(f"--ensemble: an ensemble's members are probabilistic models (its disagreement "
+                                f"compares their predicted distributions), and {config.kind} models cannot be "
+                                f"probabilistic: {reason}; train one model: leave out --ensemble") from None
         if config.init_weights:   # a wrong source, or another size of network, is told before the patches are made
             from .models.init_weights import check_init_weights
 
@@ -244,6 +364,8 @@ def cmd_train(args):
         raise CareError(f"--same-field joins pairs of files (--low, --high) into fields of view; "
                         + (f"the patch folder {args.patches} was cut already (give --same-field to `carecore patches`)"
                            if args.patches else f"kind {config.kind!r} makes its own pairs"))
+    if config.kind == "isotropic" and not args.patches:
+        _check_isotropic_stacks(args, config)
     if args.patches:
         patches = load_patches(args.patches)
     elif model_class(config.kind).needs_pairs:
@@ -300,8 +422,8 @@ def cmd_train(args):
             bar.write(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e['val_loss']:.4f} "
                       f"val_ssim {e['val_ssim']:.3f} lr {e['lr']:.2g}")
         elif e["kind"] == "baseline":
-            bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']} "
-                      f"val_ssim {e['val_ssim']:.3f}")
+            bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']}"
+                      f"{' on the ' + e['start'] if e.get('start') else ''} val_ssim {e['val_ssim']:.3f}")
         elif e["kind"] in ("resume", "dead_network", "note"):
             bar.write((f"member {e['member']}: " if e.get("member") else "") + e["message"])
         elif e["kind"] == "ensemble_end":
@@ -385,6 +507,8 @@ def cmd_predict(args):
             raise CareError(f"--output-sigma: {plain[0].config.kind} models do not smooth their output; leave it out")
         kw["output_sigma"] = args.output_sigma
     first = model.members[0] if isinstance(model, Ensemble) else model
+    if hasattr(first, "check_spacing"):   # an axial model: the file's voxel size against its factor
+        first.check_spacing(img.spacing, name=str(args.inp))
     spacing = first.output_spacing(img.spacing)
     out_axes = first.output_axes(img.axes)  # a projection drops Z
     write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing)  # noqa: E731
@@ -470,10 +594,44 @@ def cmd_convert(args):
     return 0
 
 
+def _check_qc_depths(args):
+    """Before the report: an axial model's restorations of ``--low`` have round(n x factor) slices; a ground
+    truth of another depth is told with why and how to fix it (file headers only)."""
+    from .data.pairs import find_pairs
+    from .io import peek_axes
+    from .metrics import z_slices_hint
+    from .models.config import CareConfig
+
+    try:   # one model folder's configuration (ensembles and packages: the report itself tells)
+        config = CareConfig.from_dict(json.loads((Path(args.model[0]) / "config.json").read_text()))
+    except (OSError, ValueError, TypeError, CareError):
+        return
+    if config is None or config.kind not in ("isotropic", "upsampling"):
+        return
+    f = config.upsampling_factor
+    for pair in find_pairs(args.low, args.gt).pairs:
+        try:
+            (la, ls, _), (ga, gs, _) = peek_axes(pair.low), peek_axes(pair.high)
+        except CareError:
+            return
+        if args.axes and len(args.axes) == len(ls) == len(gs):
+            la = ga = args.axes.upper()
+        if la != ga or "Z" not in la or len(ls) != len(gs):
+            continue
+        z = la.index("Z")
+        restored = tuple(int(round(n * f)) if i == z else n for i, n in enumerate(ls))
+        hint = z_slices_hint(restored, gs, la, factor=f, n_input=ls[z], pred=f"the restoration of {pair.low}",
+                             gt=str(pair.high))
+        if hint:
+            raise CareError(f"{pair.name}: the restoration will have shape {restored} (axes {la}) but the ground "
+                            f"truth {pair.high} has {tuple(gs)}; {hint}")
+
+
 def cmd_qc(args):
     from .progress import tqdm_progress
     from .qc import quality_report
 
+    _check_qc_depths(args)
     with tqdm_progress("qc", unit="image") as progress:
         rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, progress=progress)
     for name, m in rep["overall"].items():
@@ -621,13 +779,15 @@ def build_parser():
     s.add_argument("--batch", type=int)
     s.add_argument("--n-per-image", type=int, default=64, help="patches per image")
     s.add_argument("--probabilistic", action="store_true", help="predict per-pixel Laplace mean and scale")
-    s.add_argument("--task", default="care", choices=list(KINDS),
-                   help="model kind: " + "; ".join(f"{k}: {v[2]}" for k, v in KINDS.items()))
+    s.add_argument("--task", choices=list(KINDS),
+                   help="model kind (default: care): " + "; ".join(f"{k}: {v[2]}" for k, v in KINDS.items()))
     s.add_argument("--upsampling", type=float, metavar="FACTOR", help="an upsampling model for this axial factor "
                                                                       "(the same as --task upsampling --factor F)")
-    s.add_argument("--factor", type=float, help="axial factor (upsampling, isotropic)")
-    s.add_argument("--psf-sigma", type=float, metavar="S", help="PSF sigma in pixels (isotropic: axial, subdiffraction: "
-                                                                "lateral)")
+    s.add_argument("--factor", type=float, help="axial factor, Z voxel size / lateral voxel size (upsampling, "
+                                                "isotropic; isotropic without it: the first stack's recorded ratio)")
+    s.add_argument("--psf-sigma", type=float, metavar="S", help="PSF sigma in lateral (Y/X) pixels, not Z slices "
+                                                                "(isotropic: the axial PSF's; subdiffraction: the lateral "
+                                                                "PSF's)")
     s.add_argument("--psf-sigma-z", type=float, metavar="SZ", help="subdiffraction, ZYX: axial PSF sigma in Z voxels "
                                                                     "(default: --psf-sigma)")
     s.add_argument("--psf", help="a measured PSF image instead of --psf-sigma")
@@ -662,7 +822,8 @@ def build_parser():
                    help="smooth the restored mean by a Gaussian of this sigma instead of the model's own (the one "
                         "training chose on its validation patches, or the configured one); 0: the network's output "
                         "as it is")
-    s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (ensembles: mixture std/sqrt2)")
+    s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (not for ensembles: their "
+                                       "mixture has no one scale; use --lower-out/--upper-out or --disagreement-out)")
     s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here")
     s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out")
     s.add_argument("--lower-out", help="probabilistic models: lower end of the central interval")

@@ -82,6 +82,42 @@ def _one(pred, gt, name):
     return alpha * np.asarray(pred, np.float64) + beta, g.astype(np.float64)
 
 
+def z_slices_hint(pred_shape, gt_shape, axes, *, factor=None, n_input=None, pred="the restoration",
+                  gt="the ground truth"):
+    """Why a restoration and its ground truth that differ only in their number of Z slices do, and what to
+    do about it (an empty string for other differences).
+
+    A restoration along Z (kinds isotropic and upsampling) of an ``n``-slice stack has ``round(n × f)``
+    slices at ``0, 1/f, 2/f, ...`` of the stack's grid; a ground truth degraded by subsampling every
+    ``f``-th slice gives back its own depth only when that depth is a multiple of ``f`` (106 slices
+    subsampled by 4 keep slices 0, 4, ..., 104: 27 of them, restored to 108). ``factor`` and ``n_input``
+    (the input's slices), when known, are named.
+    """
+    pred_shape, gt_shape = tuple(pred_shape), tuple(gt_shape)
+    if len(pred_shape) != len(gt_shape) or "Z" not in axes or len(axes) != len(pred_shape):
+        return ""
+    z = axes.index("Z")
+    if any(a != b for i, (a, b) in enumerate(zip(pred_shape, gt_shape)) if i != z):
+        return ""
+    pz, gz = pred_shape[z], gt_shape[z]
+    if factor and n_input:
+        how = f"round({n_input} input slices x factor {factor:g}) = {pz} slices"
+    else:
+        how = "round(input slices x factor) slices"
+    why = (f"a restoration along Z (an isotropic or upsampling model) has {how}, at 0, 1/f, 2/f, ... of the input's "
+           f"grid, and {pred} has {pz} Z slices where {gt} has {gz}")
+    multiple = f"a multiple of the factor ({factor:g})" if factor else "a multiple of the factor"
+    if pz > gz:
+        fix = (f"compare the restoration's first {gz} slices (its last {pz - gz} lie past the ground truth's last "
+               f"slice), or crop the ground truth to a depth that is {multiple}"
+               + (f", e.g. its first {int(gz // factor * factor)} slices," if factor and gz // factor else "")
+               + " before degrading it, so that the restoration has its depth exactly")
+    else:
+        fix = (f"crop the ground truth to its first {pz} slices (the restored slices lie on those), or degrade a "
+               f"ground truth whose depth is {multiple}")
+    return f"{why}: {fix}"
+
+
 def evaluate(pred, gt, *, axes, per_slice=False, name="image"):
     """NRMSE, SSIM and PSNR of ``pred`` against ``gt`` with the paper's protocol.
 
@@ -109,7 +145,9 @@ def evaluate(pred, gt, *, axes, per_slice=False, name="image"):
     gt = np.asarray(gt)
     axes = check_axes(axes, pred.ndim, name=name, shape=pred.shape)
     if pred.shape != gt.shape:
-        raise CareError(f"{name}: restored image has shape {pred.shape} but the ground truth has {gt.shape}")
+        hint = z_slices_hint(pred.shape, gt.shape, axes)
+        raise CareError(f"{name}: restored image has shape {pred.shape} but the ground truth has {gt.shape}"
+                        + (f"; {hint}" if hint else ""))
     if set(axes) - set("CZYX"):
         raise CareError(f"{name}: evaluate takes axes made of C, Z, Y, X; got {axes!r}")
     sp = spatial_axes(axes)

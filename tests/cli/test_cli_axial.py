@@ -1,0 +1,106 @@
+"""The command line with the axial kinds (isotropic, upsampling): the voxel size against the factor, resuming
+with flags that contradict the model, the messages of wrong patch sizes, ensembles and Z depths."""
+import numpy as np
+import pytest
+
+import carecore as cc
+from carecore.cli import build_parser, main
+from carecore.io import write_image
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["--psf-sigma", "2", "--epochs", "1", "--steps", "1", "--batch", "2", "--n-per-image", "2"]
+
+
+def _stack(seed, shape=(8, 32, 32)):
+    return cc.nuclei_volume(shape, seed=seed)[0].astype(np.float32)
+
+
+def test_isotropic_cli_voxel_size_factor_resume_and_messages(tmp_path, capsys):
+    low = tmp_path / "low"
+    low.mkdir()
+    write_image(low / "a.tif", _stack(1), axes="ZYX", spacing={"Z": 4.0, "Y": 1.0, "X": 1.0})
+    write_image(tmp_path / "z2.tif", _stack(2), axes="ZYX", spacing={"Z": 2.0, "Y": 1.0, "X": 1.0})
+    # --factor left out: the first stack's recorded ratio, said; --low a single file without --axes
+    assert main(["train", "--task", "isotropic", "--low", str(low / "a.tif"), "--model-dir", str(tmp_path / "m"),
+                 "--patch", "32,32"] + TRAIN) == 0
+    err = capsys.readouterr().err
+    assert "--factor 4 taken from the voxel size of" in err and "a.tif" in err, err
+    assert cc.load_model(tmp_path / "m").config.upsampling_factor == 4
+    # resuming with flags that contradict the model is refused, naming each
+    assert main(["train", "--task", "isotropic", "--low", str(low / "a.tif"), "--model-dir", str(tmp_path / "m"),
+                 "--factor", "2", "--psf-sigma", "1", "--epochs", "1", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--factor 2 (its axial factor is 4)" in err and "--psf-sigma 1 (it was trained with 2 px)" in err, err
+    assert main(["train", "--task", "care", "--low", str(low / "a.tif"), "--model-dir", str(tmp_path / "m"),
+                 "--epochs", "1", "--steps", "1"]) == 2
+    assert "--task care (it is a model of kind isotropic)" in capsys.readouterr().err
+    # a stack whose voxel size records another ratio: warned at training and at prediction
+    write_image(low / "b.tif", _stack(3), axes="ZYX", spacing={"Z": 2.0, "Y": 1.0, "X": 1.0})
+    assert main(["train", "--task", "isotropic", "--low", str(low), "--axes", "ZYX", "--factor", "4", "--model-dir",
+                 str(tmp_path / "m2"), "--patch", "32,32"] + TRAIN) == 0
+    err = capsys.readouterr().err
+    assert "carecore: warning: " in err and "b.tif: its voxel size (Z 2, Y 1, X 1 µm) gives a Z/X ratio of 2, " \
+                                           "but --factor is 4" in err, err
+    assert main(["predict", "--model", str(tmp_path / "m"), "--in", str(tmp_path / "z2.tif"), "--out",
+                 str(tmp_path / "o.tif")]) == 0
+    err = capsys.readouterr().err
+    assert "z2.tif: its voxel size (Z 2, Y 1, X 1 µm) gives a Z/X ratio of 2, but the model's axial factor " \
+           "(upsampling_factor) is 4; the output's Z voxel size will be 2 / 4 = 0.5 µm" in err, err
+    assert main(["predict", "--model", str(tmp_path / "m"), "--in", str(low / "a.tif"), "--out",
+                 str(tmp_path / "o2.tif")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    # the default patch larger than the stacks: the file and a --patch that fits
+    assert main(["train", "--task", "isotropic", "--low", str(low / "a.tif"), "--factor", "4", "--model-dir",
+                 str(tmp_path / "m3")] + TRAIN) == 2
+    err = capsys.readouterr().err
+    assert "a.tif: its lateral slices are 32 x 32 pixels" in err and "--patch 32,32" in err, err
+    # an ensemble of isotropic models: told in the command's terms
+    assert main(["train", "--task", "isotropic", "--low", str(low / "a.tif"), "--factor", "4", "--ensemble", "2",
+                 "--model-dir", str(tmp_path / "m4"), "--patch", "32,32"] + TRAIN) == 2
+    err = capsys.readouterr().err
+    assert "carecore: error: --ensemble: an ensemble's members are probabilistic models" in err \
+        and "isotropic models cannot be probabilistic" in err, err
+    # without --factor and without a recorded voxel size: the error names --factor
+    write_image(tmp_path / "plain.tif", _stack(4), axes="ZYX")
+    assert main(["train", "--task", "isotropic", "--low", str(tmp_path / "plain.tif"), "--model-dir",
+                 str(tmp_path / "m5"), "--patch", "32,32"] + TRAIN) == 2
+    err = capsys.readouterr().err
+    assert "--task isotropic needs --factor F" in err and "records no voxel size" in err, err
+    assert main(["train", "--task", "upsampling", "--low", str(low), "--high", str(low), "--model-dir",
+                 str(tmp_path / "m6")] + TRAIN) == 2
+    assert "--task upsampling needs --factor F" in capsys.readouterr().err
+    assert main(["train", "--task", "isotropic", "--low", str(low / "a.tif"), "--factor", "1", "--model-dir",
+                 str(tmp_path / "m7"), "--patch", "32,32"] + TRAIN) == 2
+    assert "carecore: error: --factor: must be > 1" in capsys.readouterr().err
+
+    # evaluate and qc: a restoration of round(27 x 4) = 108 slices against a ground truth of 106
+    for d in ("qlow", "qgt"):
+        (tmp_path / d).mkdir()
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "qlow" / "s.tif", rng.random((27, 16, 16), np.float32), axes="ZYX")
+    write_image(tmp_path / "qgt" / "s.tif", rng.random((106, 16, 16), np.float32), axes="ZYX")
+    assert main(["qc", "--model", str(tmp_path / "m"), "--low", str(tmp_path / "qlow"), "--gt", str(tmp_path / "qgt"),
+                 "--out", str(tmp_path / "qc")]) == 2
+    err = capsys.readouterr().err
+    assert "round(27 input slices x factor 4) = 108 slices" in err and "first 106 slices" in err \
+        and "its first 104 slices" in err, err
+    write_image(tmp_path / "pred.tif", rng.random((108, 16, 16), np.float32), axes="ZYX")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.tif"), "--gt", str(tmp_path / "qgt" / "s.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "round(input slices x factor)" in err and "compare the restoration's first 106 slices" in err \
+        and "a multiple of the factor" in err, err
+
+
+def test_help_says_what_the_flags_do():
+    sub = build_parser()._subparsers._group_actions[0].choices
+    predict, train = sub["predict"].format_help(), sub["train"].format_help()
+    assert "mixture std" not in predict and "not for ensembles" in " ".join(predict.split())
+    assert "lateral (Y/X) pixels, not Z slices" in " ".join(train.split())
+
+
+def test_evaluate_names_the_z_depths_in_python():
+    from carecore import CareError
+
+    with pytest.raises(CareError, match=r"crop the ground truth to its first 104 slices"):
+        cc.evaluate(np.zeros((104, 16, 16), np.float32), np.zeros((106, 16, 16), np.float32), axes="ZYX")
