@@ -268,16 +268,24 @@ class ProjectionCARE(CARE):
         compared with), axes ``axes`` without Z."""
         return np.asarray(np.max(np.asarray(image, np.float32), axis=axes.index("Z")), np.float32)
 
-    def grid_starts(self, image, *, axes):
+    def grid_starts(self):
         """The maximum projection and the surface-following projections of
         :data:`carecore.baselines.SURFACE_GRID` (a tuning picks among them: :meth:`carecore.CARE.grid_starts`)."""
+        import functools
+
         from ..baselines import SURFACE_GRID, max_projection, surface_projection
 
-        starts = {"maximum projection": max_projection(image, axes=axes)}
+        starts = {"maximum projection": max_projection}
         for p in SURFACE_GRID:
-            starts[f"surface projection ({', '.join(f'{k}={v:g}' for k, v in p.items())})"] = \
-                surface_projection(image, axes=axes, **p)
+            label = ", ".join(f"{k}={v:g}" for k, v in p.items())
+            starts[f"surface projection ({label})"] = functools.partial(surface_projection, **p)
         return starts
+
+    def patch_grid_starts(self, X):
+        """The stack patches (batch, Z, Y, X, channel) projected as :meth:`grid_starts` projects a stack."""
+        X = np.asarray(X, np.float32)
+        return {label: np.stack([np.stack([fn(p[..., c], axes="ZYX") for c in range(p.shape[-1])], -1) for p in X])
+                for label, fn in self.grid_starts().items()}
 
     def patches_on_output_grid(self, X):
         """The maximum-intensity projection of stack patches (batch, Z, Y, X, channel): the validation

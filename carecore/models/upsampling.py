@@ -43,10 +43,12 @@ class UpsamplingCARE(CARE):
         return interpolate_z(image, self.config.upsampling_factor, axes.index("Z"),
                              interpolation or self.config.interpolation)
 
-    def grid_starts(self, image, *, axes):
+    def grid_starts(self):
         """The coarse stack interpolated along Z three ways (nearest, linear, cubic): a classical
         restoration starts from whichever does best (:meth:`carecore.CARE.grid_starts`)."""
-        return {f"{how} interpolation": self.on_output_grid(image, axes=axes, interpolation=how)
+        import functools
+
+        return {f"{how} interpolation": functools.partial(self.on_output_grid, interpolation=how)
                 for how in ("nearest", "linear", "cubic")}
 
     def output_spacing(self, spacing):
