@@ -17,7 +17,7 @@ import numpy as np
 
 from ._atomic import REPORT_FOLDER, check_replaceable, fresh_tmp, swap_in
 from .errors import CareError, collect_warnings
-from .metrics import GT_PERCENTILES, affine_fit, evaluate
+from .metrics import GT_PERCENTILES, affine_fit, evaluate, z_slices_hint
 from .normalize import percentile_normalize
 from .prediction.frames import FRAME_AXES
 from .progress import check_stop, report
@@ -126,8 +126,16 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         x = np.asarray(low.data, np.float32)
         x_grid = grid_model.on_output_grid(x, axes=low.axes)
         if x_grid.shape != gt.shape:
-            raise CareError(f"{pair.name}: the restoration will have shape {x_grid.shape} (axes {grid_model.output_axes(low.axes)}) but the "
-                            f"ground truth has {tuple(gt.shape)}; they must be on the same grid to be compared")
+            oa = grid_model.output_axes(low.axes)
+            hint = z_slices_hint(x_grid.shape, gt.shape, oa, factor=getattr(cfg, "upsampling_factor", None),
+                                 n_input=low.shape[low.axes.index("Z")] if "Z" in low.axes else None)
+            raise CareError(f"{pair.name}: the restoration will have shape {x_grid.shape} (axes {oa}) but the "
+                            f"ground truth has {tuple(gt.shape)}; they must be on the same grid to be compared"
+                            + (f". {hint}" if hint else ""))
+        if hasattr(grid_model, "check_spacing"):   # an axial model: the file's voxel size against its factor
+            with collect_warnings() as said:
+                grid_model.check_spacing(low.spacing, name=pair.name)
+            rep["warnings"].extend(said)
         pairs.append((pair, low, gt, x, x_grid))
     tuned = {}
     if pairs and (baselines is None or baselines):

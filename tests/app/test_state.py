@@ -922,6 +922,7 @@ def test_isotropic_trains_restores_on_the_fine_grid(tmp_path):
     assert out.data.shape == (32, 64, 64) and out.axes == "ZYX"
     assert out.spacing["Z"] == pytest.approx(1.0) and out.spacing["X"] == 1.0
     assert s.input_spacing["Z"] == 4.0 and s.output_spacing["Z"] == pytest.approx(1.0)
+    assert s.restore_warnings == []   # (its voxel size's Z/X ratio is the model's factor)
     label = "input interpolated along Z"
     assert s.input_label == label and list(s.metrics)[:2] == [label, "CARE"]
     assert any(k.startswith("best filter by") for k in s.metrics) and "output's grid" in s.metrics_note
@@ -934,6 +935,14 @@ def test_isotropic_trains_restores_on_the_fine_grid(tmp_path):
     assert all(np.isfinite(m["ssim"]) for m in s.metrics.values())
     with pytest.raises(CareError, match="not probabilistic"):
         s.compute_reliability()
+    # a stack whose voxel size records another axial factor: restored, and told
+    img = cc.read_image(s.resolve(s.input_path))
+    (s.resolve(".") / "iso2" / "low").mkdir(parents=True)
+    cc.write_image(s.resolve("iso2/low/half.tif", must_exist=False), img.data, axes=img.axes,
+                   spacing={**img.spacing, "Z": img.spacing["Z"] / 2})
+    s.input_path = "iso2/low/half.tif"
+    s.restore()
+    assert any("Z/X ratio of 2" in w and "factor" in w for w in s.restore_warnings), s.restore_warnings
 
 
 def test_subdiffraction_trains_on_simulations_alone(tmp_path):

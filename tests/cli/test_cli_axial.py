@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import carecore as cc
+from carecore import CareError
 from carecore.cli import build_parser, main
 from carecore.io import write_image
 
@@ -85,6 +86,10 @@ def test_isotropic_cli_voxel_size_factor_resume_and_messages(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "round(27 input slices x factor 4) = 108 slices" in err and "first 106 slices" in err \
         and "its first 104 slices" in err, err
+    from carecore.qc import quality_report   # (the same from Python)
+
+    with pytest.raises(CareError, match=r"round\(27 input slices x factor 4\) = 108 slices.*its first 104 slices"):
+        quality_report(tmp_path / "m", tmp_path / "qlow", tmp_path / "qgt", tmp_path / "qc2")
     write_image(tmp_path / "pred.tif", rng.random((108, 16, 16), np.float32), axes="ZYX")
     assert main(["evaluate", "--pred", str(tmp_path / "pred.tif"), "--gt", str(tmp_path / "qgt" / "s.tif")]) == 2
     err = capsys.readouterr().err
