@@ -216,6 +216,21 @@ def _centre_crop(x, gt, axes, max_voxels):
     return x[sl], gt[sl]
 
 
+def _centre_crop_yx(x, axes, g, out_axes, max_voxels):
+    """The same centred crop in Y and X of an input ``x`` and its ground truth ``g`` (on the output's grid;
+    their Y and X are the same), their other axes whole, ``g`` of at most about ``max_voxels``."""
+    if g.size <= max_voxels or not all(a in axes and a in out_axes for a in "YX"):
+        return x, g
+    f = float(np.sqrt(max_voxels / g.size))
+    size = {a: max(min(32, g.shape[out_axes.index(a)]), int(g.shape[out_axes.index(a)] * f)) for a in "YX"}
+
+    def crop(arr, ax):
+        return arr[tuple(slice((n - size[a]) // 2, (n - size[a]) // 2 + size[a]) if a in size else slice(None)
+                         for a, n in zip(ax, arr.shape))]
+
+    return crop(x, axes), crop(g, out_axes)
+
+
 def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX_VOXELS, progress=None, stop=None):
     """Tune each classical baseline over a small grid on images with ground truth.
 
@@ -312,12 +327,16 @@ class OutputBaseline:
     grid: list = field(default_factory=list)   # every (start, parameters) point with its scores
     starts: dict = field(default_factory=dict, repr=False)   # label -> function(image, *, axes)
     output_axes: object = field(default=None, repr=False)    # function: input axes -> output axes
+    cache: dict = field(default_factory=dict, repr=False)    # the last start computed, shared by one tuning's filters
 
     def apply(self, image, *, axes, for_metric="ssim"):
         """The start, then the filter with its tuned parameters, on ``image`` (the model's input, ``axes``)."""
         start, params = (self.start, self.params) if for_metric == "ssim" else (self.start_nrmse, self.params_nrmse)
-        on_grid = self.starts[start](image, axes=axes)
-        return baseline(self.name, on_grid, axes=self.output_axes(axes), **params)
+        key = (id(image), axes, start)   # (the image is kept with it: its id names no other array meanwhile)
+        if key not in self.cache:
+            self.cache.clear()   # (one start of one image kept: the filters that start from it share it)
+            self.cache[key] = (image, self.starts[start](image, axes=axes))
+        return baseline(self.name, self.cache[key][1], axes=self.output_axes(axes), **params)
 
     def label(self, for_metric="ssim"):
         start, params = (self.start, self.params) if for_metric == "ssim" else (self.start_nrmse, self.params_nrmse)
@@ -369,7 +388,10 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
 
     starts = model.grid_starts()
     out_axes = model.output_axes(axes)
-    pairs = [(np.asarray(x, np.float32), np.asarray(g, np.float32)) for x, g in pairs]
+    # the starts are computed on a centred crop in Y and X (their other axes whole) of at most max_voxels on
+    # the output's grid: tuning looks no further (a projection's 17 starts of a large stack cost seconds)
+    pairs = [_centre_crop_yx(np.asarray(x, np.float32), axes, np.asarray(g, np.float32), out_axes, max_voxels)
+             for x, g in pairs]
     on_grid = lambda fn: [(fn(x, axes=axes), g) for x, g in pairs]  # noqa: E731
     kept = list(starts)
     if len(kept) > SCREENED_STARTS:   # screened by a tuned Gaussian filter
@@ -381,13 +403,13 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
         kept = sorted(kept, key=lambda k: -score[k])[:SCREENED_STARTS]
     tuned = {label: tune_baselines(on_grid(starts[label]), axes=out_axes, names=names, grids=grids,
                                    max_voxels=max_voxels, progress=progress, stop=stop) for label in kept}
-    out = {}
+    out, cache = {}, {}   # cache: the last start computed (the filters of one image share it)
     for name in next(iter(tuned.values())):
         rows = [{"start": label, **row} for label in kept for row in tuned[label][name].grid]
         bs = max(rows, key=lambda r: r["ssim"])
         bn = min(rows, key=lambda r: r["nrmse"])
         out[name] = OutputBaseline(name, bs["start"], bs["params"], bs["ssim"], bn["start"], bn["params"], bn["nrmse"],
-                                   rows, starts, model.output_axes)
+                                   rows, starts, model.output_axes, cache)
     return dict(sorted(out.items(), key=lambda kv: -kv[1].ssim))
 
 

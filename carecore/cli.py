@@ -620,6 +620,8 @@ def _check_qc_depths(args):
             continue
         z = la.index("Z")
         restored = tuple(int(round(n * f)) if i == z else n for i, n in enumerate(ls))
+        if restored == tuple(gs):
+            continue
         hint = z_slices_hint(restored, gs, la, factor=f, n_input=ls[z], pred=f"the restoration of {pair.low}",
                              gt=str(pair.high))
         if hint:

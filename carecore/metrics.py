@@ -100,6 +100,8 @@ def z_slices_hint(pred_shape, gt_shape, axes, *, factor=None, n_input=None, pred
     if any(a != b for i, (a, b) in enumerate(zip(pred_shape, gt_shape)) if i != z):
         return ""
     pz, gz = pred_shape[z], gt_shape[z]
+    if pz == gz or (factor is not None and not factor > 1):   # (the same depth; a kind that keeps Z)
+        return ""
     if factor and n_input:
         how = f"round({n_input} input slices x factor {factor:g}) = {pz} slices"
     else:

@@ -724,10 +724,10 @@ class RestoreStep(W.VBox):
         self.metrics.value = (f"<p class='care-restore-summary'>{html.escape(s.restore_summary)}; saved "
                               f"<code>{html.escape(s.restored_path)}</code>{html.escape(shown)}</p>{warned}{table}{note}")
         self._framing = True
-        try:
-            with self.frame.hold_trait_notifications():
-                self.frame.max = max(s.frame_count - 1, 0)
-                self.frame.value = s.frame_index
+        try:   # (0 first: step 4's slider, linked, is never clamped to a max below the value shown before)
+            self.frame.value = 0
+            self.frame.max = max(s.frame_count - 1, 0)
+            self.frame.value = s.frame_index
             self.frame.description = s.frame_name + " (from 0)"
             self.frame.layout.display = "" if s.frame_count > 1 else "none"
         finally:

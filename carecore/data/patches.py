@@ -464,7 +464,9 @@ def ground_truth_keys(resolved):
         elif lazy in by_path:   # (the same Dask array)
             keys.append(by_path[lazy])
         else:
-            content = (tuple(high.shape), fingerprint(data, high.axes))
+            # (a time-lapse's or a stack of samples' first frame: the full comparison decides)
+            first = tuple(0 if a in "TS" else slice(None) for a in high.axes)
+            content = (tuple(high.shape), fingerprint(data[first], "".join(a for a in high.axes if a not in "TS")))
             for key, other in seen.get(content, []):
                 if other is data or _same_pixels(other, data):
                     keys.append(key)
@@ -801,6 +803,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     positions[d] = [i] + [int(starts[a][j]) for a in sp]
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "fingerprint": fingerprint(low.data, low.axes),   # (a copy's too)
+                                    "shape": [int(n) for n in low.shape],
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
                                     "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,
                                     **({"frame": low.frame} if isinstance(low, Frame) else {}),

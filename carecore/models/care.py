@@ -360,12 +360,12 @@ class CARE:
     def trained_on(self, image, *, axes=None, path=None):
         """Whether this model was trained on ``image``: its scores on it would flatter it.
 
-        An image is one of the training inputs when it is a file the run card records or when its pixels
-        have a recorded fingerprint (:func:`carecore.fingerprint.fingerprint`: a copy under another name, in
-        another format or under a data root moved elsewhere; each time point or sample of a time-lapse or a
-        stack of samples is compared). A run card without fingerprints (a model saved before they were
-        recorded) is read by paths alone: the same file or, where that file is gone (a data root moved),
-        the same last three path parts.
+        An image is one of the training inputs when its pixels have a recorded fingerprint
+        (:func:`carecore.fingerprint.fingerprint`: also a copy under another name, in another format or
+        under a data root moved elsewhere; each time point or sample of a time-lapse or a stack of samples
+        is compared; a file at a recorded path but with other pixels is not). A run card without
+        fingerprints (a model saved before they were recorded) is read by paths alone: the same file or,
+        where that file is gone (a data root moved), the same last three path parts.
 
         Parameters
         ----------
@@ -390,17 +390,20 @@ class CARE:
         if isinstance(image, (str, Path)):
             path = image
         prints = {s["fingerprint"] for s in sources if s.get("fingerprint")}
-        if path is not None:
-            p = Path(path).resolve()
-            for source in sources:
-                low = Path(str(source.get("low", "")))
-                with contextlib.suppress(OSError, RuntimeError):   # (RuntimeError: a symlink loop)
-                    # (by its last parts only without pixels to go by and where the file is gone: two
-                    # experiments' train/low/a.tif are not one image)
-                    if low.resolve() == p or (not prints and not low.exists() and low.parts[-3:] == p.parts[-3:]):
-                        return True
-        if not prints:
+        if not prints:   # by path alone (a card of before fingerprints; recorded paths may be relative)
+            if path is not None:
+                p = Path(path).resolve()
+                for source in sources:
+                    low = Path(str(source.get("low", "")))
+                    with contextlib.suppress(OSError, RuntimeError):   # (RuntimeError: a symlink loop)
+                        # (by its last parts only where the file is gone: two experiments' train/low/a.tif
+                        # are not one image)
+                        if low.resolve() == p or (not low.exists() and low.parts[-3:] == p.parts[-3:]):
+                            return True
             return False
+        # by its pixels, also for a recorded path: another experiment's train/low/a.tif, or a file written
+        # again since, is not the image trained on
+        shapes = {tuple(sorted(s["shape"])) for s in sources if s.get("shape")}   # (in any axes order)
         if isinstance(image, (str, Path)):
             img = read_image(image, axes=axes, mmap=True)
             image, axes = img.data, img.axes
@@ -409,6 +412,9 @@ class CARE:
         frames = [a for a in axes if a in "TS"]
         sizes = [np.shape(image)[axes.index(a)] for a in frames]
         rest = "".join(a for a in axes if a not in frames)
+        frame_shape = tuple(sorted(n for a, n in zip(axes, np.shape(image)) if a not in frames))
+        if shapes and frame_shape not in shapes:   # (no training image had its shape: nothing read)
+            return False
         for at in np.ndindex(*sizes):
             index = tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes)
             if fingerprint(image[index] if frames else image, rest) in prints:
@@ -863,7 +869,8 @@ class CARE:
             card["data_sha256"] = data_hash
         if info.get("sources"):
             card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {}),
-                                     **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {})}
+                                     **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {}),
+                                     **({"shape": s["shape"]} if s.get("shape") else {})}
                                     for s in info["sources"]]
         if info.get("percentiles"):
             card["normalization_seen"] = {

@@ -28,7 +28,7 @@ from ..fingerprint import fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE
-from .upsampling import UpsamplingCARE
+from .upsampling import UpsamplingCARE, spacing_mismatch
 
 
 class IsotropicCARE(CARE):
@@ -145,6 +145,7 @@ class IsotropicCARE(CARE):
                 ("array" if psf is not None else None),
                 "stacks": [name for name, _, _ in stacks],
                 "fingerprints": [fingerprint(stack, saxes) for _, stack, saxes in stacks],
+                "shapes": [[int(n) for n in stack.shape] for _, stack, _ in stacks],
                 "pairs": "lateral slices degraded along Y and along X (degraded axis first)"}
         # a slice validates whole, both ways, in runs of slices with guards on either side
         try:
@@ -165,8 +166,10 @@ class IsotropicCARE(CARE):
         made = info.get("isotropic") or {}
         if made.get("stacks"):
             prints = made.get("fingerprints") or [None] * len(made["stacks"])
+            shapes = made.get("shapes") or [None] * len(made["stacks"])
             card["data_sources"] = [{"low": name, "high": f"{name} (its lateral slices, degraded along Y and X)",
-                                     **({"fingerprint": fp} if fp else {})} for name, fp in zip(made["stacks"], prints)]
+                                     **({"fingerprint": fp} if fp else {}), **({"shape": sh} if sh else {})}
+                                    for name, fp, sh in zip(made["stacks"], prints, shapes)]
         return card
 
     # -- prediction ---------------------------------------------------------------------------
@@ -174,7 +177,21 @@ class IsotropicCARE(CARE):
     on_output_grid = UpsamplingCARE.on_output_grid
     grid_starts = UpsamplingCARE.grid_starts
     output_spacing = UpsamplingCARE.output_spacing
-    check_spacing = UpsamplingCARE.check_spacing   # a stack whose voxel size records another axial factor is told
+
+    def check_spacing(self, spacing, *, name="image"):
+        """Warn when the voxel size ``spacing`` ({axis: size}, as :func:`~carecore.read_image` gives it) says
+        the stack's axial factor is not the model's (:func:`spacing_mismatch`); returns the message or None.
+        (Not for upsampling models: their fine grid need not be isotropic, so their factor need not be the
+        stack's Z/X ratio.)"""
+        message = spacing_mismatch(spacing, self.config.upsampling_factor, name=name)
+        if message:
+            from ..errors import warn
+
+            warn(message + f"; the output's Z voxel size will be {spacing['Z']:g} / {self.config.upsampling_factor:g} = "
+                 f"{spacing['Z'] / self.config.upsampling_factor:g} µm, and the restoration is made for a stack of ratio "
+                 f"{self.config.upsampling_factor:g}: restore stacks acquired with that ratio, or train a model for "
+                 "this one (carecore train --factor)", stacklevel=2)
+        return message
 
     @frame_by_frame
     def predict(self, image, *, axes, combine="mean", normalization=None, progress=None, stop=None, out=None,

@@ -57,19 +57,6 @@ class UpsamplingCARE(CARE):
             out["Z"] = out["Z"] / self.config.upsampling_factor
         return out
 
-    def check_spacing(self, spacing, *, name="image"):
-        """Warn when the voxel size ``spacing`` ({axis: size}, as :func:`~carecore.read_image` gives it) says
-        the stack's axial factor is not the model's (:func:`spacing_mismatch`); returns the message or None."""
-        message = spacing_mismatch(spacing, self.config.upsampling_factor, name=name)
-        if message:
-            from ..errors import warn
-
-            warn(message + f"; the output's Z voxel size will be {spacing['Z']:g} / {self.config.upsampling_factor:g} = "
-                 f"{spacing['Z'] / self.config.upsampling_factor:g} µm, and the restoration is made for a stack of ratio "
-                 f"{self.config.upsampling_factor:g}: restore stacks acquired with that ratio, or train a model for "
-                 "this one (carecore train --factor)", stacklevel=2)
-        return message
-
 
 #: How far (relative) a stack's recorded Z/X voxel-size ratio may lie from the axial factor before it is told
 SPACING_TOLERANCE = 0.1

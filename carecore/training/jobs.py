@@ -214,7 +214,7 @@ def run_job(job_dir):
             status["event"] = e
             write(force=True)
         elif e["kind"] == "baseline":   # the best tuned classical filter on the validation patches
-            status["baseline"] = {k: e.get(k) for k in ("name", "params", "val_ssim")}
+            status["baseline"] = {k: e.get(k) for k in ("name", "params", "start", "val_ssim")}
             write(force=True)
         elif e["kind"] == "resume":
             status["resume"] = e.get("message", "")

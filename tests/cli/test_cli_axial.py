@@ -86,6 +86,11 @@ def test_isotropic_cli_voxel_size_factor_resume_and_messages(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "round(27 input slices x factor 4) = 108 slices" in err and "first 106 slices" in err \
         and "its first 104 slices" in err, err
+    (tmp_path / "qgt2").mkdir()   # a ground truth of the restoration's depth: the report is made
+    write_image(tmp_path / "qgt2" / "s.tif", rng.random((108, 16, 16), np.float32), axes="ZYX")
+    assert main(["qc", "--model", str(tmp_path / "m"), "--low", str(tmp_path / "qlow"), "--gt", str(tmp_path / "qgt2"),
+                 "--out", str(tmp_path / "qc_ok")]) == 0, capsys.readouterr().err
+    capsys.readouterr()
     from carecore.qc import quality_report   # (the same from Python)
 
     with pytest.raises(CareError, match=r"round\(27 input slices x factor 4\) = 108 slices.*its first 104 slices"):

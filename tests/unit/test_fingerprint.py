@@ -64,6 +64,9 @@ def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
     moved = tmp_path / "moved" / "train" / "low" / "a.tif"                      # a data root moved: by its pixels,
     assert model.trained_on(vols["a"], axes="ZYX", path=moved) is True
     assert model.trained_on(vols["test"], axes="ZYX", path=moved) is False      # not its name (another experiment's a.tif)
+    # a recorded path with other pixels (another experiment's train/low/a.tif, a file written again): not
+    assert model.trained_on(vols["test"], axes="ZYX", path=tmp_path / "train/low/a.tif") is False
+    assert model.trained_on(vols["a"][:, :32], axes="ZYX") is False              # (a shape no training image had)
     shutil.copy(tmp_path / "train/low/b.tif", tmp_path / "copies/renamed.tif")
     assert model.trained_on(tmp_path / "copies/renamed.tif") is True            # a renamed copy
     write_ngff(tmp_path / "copies/b.ome.zarr", vols["b"].astype(np.float32), axes="ZYX")
