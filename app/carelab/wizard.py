@@ -647,9 +647,9 @@ class RestoreStep(W.VBox):
         self.model.options = opts
         if current in opts:
             self.model.value = current
+        default = s.input_path or s.default_input()   # (before the options: new options select the first)
         choices = s.image_choices()   # (label, path): training images and ground truths last, named
         self.image.options = choices
-        default = s.input_path or s.default_input()
         if default in [path for _, path in choices]:
             self.image.value = default
 

@@ -193,14 +193,15 @@ def check_alignment(low, high, *, max_shift=1.0, axes=None, max_side=None):
     return {"name": low.name, **_compare(a, b, keep, max_shift)}
 
 
-def _compare(a, b, keep, max_shift):
+def _compare(a, b, keep, max_shift, judge=None):
     """``{"shift": {axis: pixels}, "aligned": bool}`` of two projections along ``keep`` (see
-    :func:`check_alignment`)."""
+    :func:`check_alignment`), misaligned by a shift along the axes ``judge`` (default: all of ``keep``; the
+    ZX projections judge Z alone: their X is the YX projections')."""
     if a is None or a.size < 64 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
         return {"shift": {}, "aligned": True}   # (nothing to correlate: other checks speak)
     a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
     shift = _shift(a, b)
-    aligned = max(abs(float(v)) for v in shift) <= max_shift
+    aligned = max(abs(float(shift[keep.index(ax)])) for ax in (judge or keep)) <= max_shift
     if not aligned:
         k = tuple(int(round(float(v))) for v in shift)
         if float(np.mean(np.roll(a, k, axis=tuple(range(a.ndim))) * b)) < 0.3:

@@ -561,7 +561,7 @@ def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
     size = lambda img, a: img.shape[img.axes.index(a)] if a in img.axes else 0  # noqa: E731
     if size(low, "Z") >= 8 and size(low, "Z") == size(high, "Z") and all(size(low, a) == size(high, a) for a in "YX"):
         (yx_l, zx_l), (yx_h, zx_h) = (_lateral_and_axial_projections(img, max_side) for img in (low, high))
-        lateral, axial = _compare(yx_l, yx_h, "YX", max_shift), _compare(zx_l, zx_h, "ZX", max_shift)
+        lateral, axial = _compare(yx_l, yx_h, "YX", max_shift), _compare(zx_l, zx_h, "ZX", max_shift, judge="Z")
         shift = {**({"Z": axial["shift"]["Z"]} if axial["shift"] else {}), **lateral["shift"]}
         aligned = lateral["aligned"] and axial["aligned"]
     else:

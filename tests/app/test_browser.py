@@ -513,8 +513,7 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     assert view_frame.is_visible() and view_frame.locator(".widget-readout").inner_text() == "0"
     assert "the slider below" in page.locator(".care-view-caption").inner_text()
     view_frame.locator(".noUi-handle").first.focus()
-    page.keyboard.press("ArrowRight")
-    page.locator(".care-view-msg", has_text="scoring time point 1").wait_for(timeout=10_000)
+    page.keyboard.press("ArrowRight")   # (a note says it is scored: gone at once where its filters were tuned before)
     page.locator(".care-view-caption", has_text="time point 2 of 3 (T=1, counted from 0)").wait_for(timeout=120_000)
     expect(page.locator(".care-view-msg")).not_to_contain_text("scoring", timeout=10_000)
     page.screenshot(path=str(shots / "tl_4_view.png"), full_page=True)

@@ -774,7 +774,8 @@ def test_other_tasks_train_and_restore(task, tmp_path):
         assert restored.shape == (round(low.shape[0] * s.axial_factor),) + low.shape[1:]
         # compared on the output's grid: the input interpolated along Z (the model's on_output_grid)
         assert list(s.metrics)[:2] == ["input interpolated along Z", "CARE"]
-        assert "compared on the output's grid (input interpolated along Z; the filters" in s.metrics_note
+        assert "compared on the output's grid (the input row: input interpolated along Z; each filter starts from the best of " \
+            "nearest interpolation, linear interpolation, cubic interpolation)" in s.metrics_note, s.metrics_note
         assert s.input_on_grid.shape == restored.shape
         import carecore as cc
 
