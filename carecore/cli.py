@@ -507,8 +507,7 @@ def cmd_predict(args):
             raise CareError(f"--output-sigma: {plain[0].config.kind} models do not smooth their output; leave it out")
         kw["output_sigma"] = args.output_sigma
     first = model.members[0] if isinstance(model, Ensemble) else model
-    if hasattr(first, "check_spacing"):   # an axial model: the file's voxel size against its factor
-        first.check_spacing(img.spacing, name=str(args.inp))
+    first.check_spacing(img.spacing, name=str(args.inp))   # (an isotropic model: the voxel size against its factor)
     spacing = first.output_spacing(img.spacing)
     out_axes = first.output_axes(img.axes)  # a projection drops Z
     write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing)  # noqa: E731

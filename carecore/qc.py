@@ -132,10 +132,9 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             raise CareError(f"{pair.name}: the restoration will have shape {x_grid.shape} (axes {oa}) but the "
                             f"ground truth has {tuple(gt.shape)}; they must be on the same grid to be compared"
                             + (f". {hint}" if hint else ""))
-        if hasattr(grid_model, "check_spacing"):   # an axial model: the file's voxel size against its factor
-            with collect_warnings() as said:
-                grid_model.check_spacing(low.spacing, name=pair.name)
-            rep["warnings"].extend(said)
+        with collect_warnings() as said:   # (an isotropic model: the voxel size against its factor)
+            grid_model.check_spacing(low.spacing, name=pair.name)
+        rep["warnings"].extend(said)
         pairs.append((pair, low, gt, x, x_grid))
     tuned = {}
     if pairs and (baselines is None or baselines):

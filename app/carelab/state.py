@@ -1049,8 +1049,7 @@ class LabState(HasTraits):
         with collect_warnings() as warned:   # (an image unlike the training's: said with the result)
             restored, scale, members, img, out_axes, output_spacing, dest, summary = self._restore_image(
                 model, folder, src, chunked, chunks, progress, stop, tta, options)
-            if hasattr(single, "check_spacing"):   # an axial model: the file's voxel size against its factor
-                single.check_spacing(img.spacing, name=self.rel(src))
+            single.check_spacing(img.spacing, name=self.rel(src))   # (isotropic: the voxel size against its factor)
         # how it ran, and the views' data: set together once the restoration and its first frame's scores succeeded
         summary += ("; input scaled by the training images' percentiles"
                     if single.scales_by_training and not self.own_percentiles else "; input scaled by its own percentiles")

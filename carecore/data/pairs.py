@@ -135,16 +135,22 @@ def load_pair(pair, *, axes=None, axes_high=None, mmap=False, check_shapes=True)
     return low, high
 
 
-def _central_projection(img, keep, max_side=None):
-    """The first frame (T, S) of the central box (``max_side`` per kept axis; None: whole), its maximum
-    over the other axes (Z, C) but ``keep``, in float32, read a block at a time."""
+def _central_box(img, crop, max_side):
+    """The first frame (T, S) of ``img``, cropped to its central ``max_side`` pixels along the axes ``crop``
+    (None: whole), as a view, with its axes."""
     def middle(n):
         start = max(0, (n - max_side) // 2) if max_side else 0
         return slice(start, start + max_side) if max_side else slice(None)
 
-    box = tuple(0 if a in FRAME_AXES else middle(n) if a in keep else slice(None) for a, n in zip(img.axes, img.shape))
-    axes = "".join(a for a in img.axes if a not in FRAME_AXES)
-    view = np.transpose(img.data[box], [i for i, a in enumerate(axes) if a not in keep] + [axes.index(a) for a in keep])
+    box = tuple(0 if a in FRAME_AXES else middle(n) if a in crop else slice(None) for a, n in zip(img.axes, img.shape))
+    return img.data[box], "".join(a for a in img.axes if a not in FRAME_AXES)
+
+
+def _central_projection(img, keep, max_side=None):
+    """The first frame (T, S) of the central box (``max_side`` per kept axis; None: whole), its maximum
+    over the other axes (Z, C) but ``keep``, in float32, read a block at a time."""
+    data, axes = _central_box(img, keep, max_side)
+    view = np.transpose(data, [i for i, a in enumerate(axes) if a not in keep] + [axes.index(a) for a in keep])
     out = None
     for idx in np.ndindex(*view.shape[:view.ndim - len(keep)]):
         block = np.asarray(view[idx], np.float32)   # (a memory map or a Dask array read in part)
@@ -220,14 +226,9 @@ def _lateral_and_axial_projections(img, max_side=None):
     """The central box's (``max_side`` in Y and X; Z whole) maximum projections of a ZYX image (with C, or
     a frame), its YX (over Z and C) and its ZX (over Y and C), in one pass over its planes (a memory map
     or a Dask array is read a plane at a time, each once)."""
-    def middle(n):
-        start = max(0, (n - max_side) // 2) if max_side else 0
-        return slice(start, start + max_side) if max_side else slice(None)
-
-    box = tuple(0 if a in FRAME_AXES else middle(n) if a in "YX" else slice(None) for a, n in zip(img.axes, img.shape))
-    axes = "".join(a for a in img.axes if a not in FRAME_AXES)
+    data, axes = _central_box(img, "YX", max_side)
     rest = [i for i, a in enumerate(axes) if a not in "ZYX"]   # (C)
-    view = np.transpose(img.data[box], [axes.index("Z")] + rest + [axes.index("Y"), axes.index("X")])
+    view = np.transpose(data, [axes.index("Z")] + rest + [axes.index("Y"), axes.index("X")])
     yx, zx = None, []
     for z in range(view.shape[0]):
         plane = None

@@ -498,6 +498,11 @@ class BioimageioModel:
             out += "C"
         return out
 
+    def check_spacing(self, spacing, *, name="image"):
+        """None: a package takes any voxel size (isotropic models, whose factor is the stack's Z/X ratio,
+        are not exported; :meth:`carecore.CARE.check_spacing`)."""
+        return None
+
     def output_spacing(self, spacing):
         """The input's voxel size without the axes the package reduces."""
         whole = {SPACE[i] for i in self._whole_ids}

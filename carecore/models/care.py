@@ -357,6 +357,12 @@ class CARE:
                              tuple(float(v) for v in np.median([n["hi"] for n in norms], axis=0)),
                              tuple(norms[0]["percentiles"]))
 
+    def check_spacing(self, spacing, *, name="image"):
+        """Warn when the voxel size ``spacing`` ({axis: size}) does not fit this model, and return the
+        message (the isotropic kind: its axial factor against the stack's Z/X ratio); None here: a model
+        that keeps the grid takes any voxel size."""
+        return None
+
     def trained_on(self, image, *, axes=None, path=None):
         """Whether this model was trained on ``image``: its scores on it would flatter it.
 

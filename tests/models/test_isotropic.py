@@ -179,7 +179,9 @@ def test_a_voxel_size_that_is_not_the_factor_is_told():
     assert "Z/Y ratio of 3" in spacing_mismatch({"Z": 3.0, "Y": 1.0}, 4)
     # an upsampling model's fine grid need not be isotropic: its factor is not checked against the ratio
     up = cc.create_model(cc.care_config("ZYX", kind="upsampling", upsampling_factor=2, quick=True))
-    assert not hasattr(up, "check_spacing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cc.CareWarning)
+        assert up.check_spacing({"Z": 10.0, "Y": 1.0, "X": 1.0}) is None
 
 
 def test_shapes_voxel_size_channels_and_round_trip(tmp_path):
