@@ -107,10 +107,17 @@ def check_pair_shapes(low, high):
             "axes of the input (projection), not add new ones"
         )
     for a in spatial_axes(high.axes):
-        if low.shape[low.axes.index(a)] != high.shape[high.axes.index(a)]:
+        n_low, n_high = low.shape[low.axes.index(a)], high.shape[high.axes.index(a)]
+        if n_low != n_high:
+            hint = ""
+            if a == "Z" and n_high >= 1.5 * n_low:   # a coarse stack and its fine ground truth (upsampling)
+                hint = (f"; a coarse stack and its fine ground truth ({n_high / n_low:.3g}× its slices)? Upsampling "
+                        "trains on the coarse stacks interpolated onto the fine grid: interpolate them first "
+                        "(carecore.models.upsampling.interpolate_z(stack, factor, axis), as the demo's "
+                        "upsampling/train/low are made); the model then restores the coarse stacks themselves")
             raise CareError(
                 f"{low.path} has shape {tuple(low.shape)} ({low.axes}) but {high.path} has "
-                f"{tuple(high.shape)} ({high.axes}): sizes along {a} differ"
+                f"{tuple(high.shape)} ({high.axes}): sizes along {a} differ{hint}"
             )
 
 

@@ -569,3 +569,16 @@ def test_training_dataset_streams_the_batch_generator_in_order(tmp_path):
         np.testing.assert_array_equal(y, wy)
         np.testing.assert_allclose(y, 2 * x)              # input and target flipped and rotated together
     assert not np.array_equal(got[0][0], got[1][0])
+
+
+def test_a_coarse_stack_and_its_fine_ground_truth_are_told_how_to_pair():
+    """Upsampling pairs given as they are acquired (coarse, fine): the error says to interpolate first."""
+    from carecore.data.pairs import check_pair_shapes
+    from carecore.io import Image
+
+    coarse, fine = Image(np.zeros((4, 16, 16), np.float32), "ZYX"), Image(np.zeros((16, 16, 16), np.float32), "ZYX")
+    with pytest.raises(CareError, match=r"sizes along Z differ; a coarse stack and its fine ground truth \(4× its "
+                                        r"slices\)\? .*interpolate_z\(stack, factor, axis\)"):
+        check_pair_shapes(coarse, fine)
+    with pytest.raises(CareError, match=r"sizes along Z differ$"):   # (not for a ground truth with fewer slices)
+        check_pair_shapes(fine, coarse)
