@@ -28,7 +28,7 @@ from ..fingerprint import fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE
-from .upsampling import UpsamplingCARE, spacing_mismatch
+from .upsampling import UpsamplingCARE, spacing_mismatch, warn_if_interpolated
 
 
 class IsotropicCARE(CARE):
@@ -228,6 +228,7 @@ class IsotropicCARE(CARE):
         if nc != self.config.n_channel_in:
             raise CareError(f"{name}: the model takes {self.config.n_channel_in} channel(s) but the stack has {nc} "
                             f"(shape {tuple(np.shape(x))}, axes {axes})")
+        warn_if_interpolated(x, self.config.upsampling_factor, self.config.interpolation, axes=axes, name=name)
         norm = self.input_normalization(x, axes=axes, normalization=normalization, name=name)
         order = [axes.index(a) for a in "ZYX"] + ([axes.index("C")] if "C" in axes else [])
         fine = self.on_output_grid(np.transpose(x, order) if "C" in axes else np.asarray(x)[..., None],

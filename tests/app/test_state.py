@@ -785,6 +785,10 @@ def test_other_tasks_train_and_restore(task, tmp_path):
         s.restore()
         out = cc.read_image(s.resolve(s.restored_path))
         assert out.spacing["Z"] == pytest.approx(2.0 / s.axial_factor) and out.spacing["X"] == 0.5
+        assert not any("interpolated already" in w for w in s.restore_warnings), s.restore_warnings
+        s.input_path = "upsampling/train/low/sample00.tif"   # a training input: interpolated on purpose
+        s.restore()
+        assert any("look interpolated already" in w for w in s.restore_warnings), s.restore_warnings
     else:
         assert restored.shape == low.shape and {"input", "CARE"} <= set(s.metrics)
         assert s.metrics_note.startswith("filters tuned on this image's own ground truth"), s.metrics_note

@@ -285,6 +285,48 @@ def test_upsampling_input_is_made_as_training_inputs_were(interpolation):
     assert model.predict(coarse, axes="ZYX").shape == clean.shape
 
 
+def test_a_stack_interpolated_already_is_told_not_interpolated_twice(shared_data):
+    """An upsampling or isotropic model interpolates Z itself: given a stack interpolated already (one of its
+    own training inputs, say, which are interpolated on purpose) it would interpolate it twice and stretch
+    the restoration along Z. Nearest, linear (also rounded to integers) and the model's own cubic
+    interpolation are told; acquired stacks, coarse or fine, noisy or clean, real or simulated, are not."""
+    import warnings
+
+    import tifffile
+
+    from carecore.models.upsampling import interpolate_z, interpolated_along_z
+
+    clean, _ = cc.nuclei_volume((32, 48, 48), seed=0)
+    coarse, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", psf_sigma=2.0, peak_photons=1000, seed=1,
+                                        upsample_back=False)
+    train_low, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", psf_sigma=2.0, peak_photons=1000, seed=1)
+    embryo = tifffile.imread(shared_data / "morpholibj_arabidopsis_embryo_106x112x109.tif")
+    emb_coarse, _ = cc.simulate_anisotropic(embryo.astype(np.float32), 2, axes="ZYX", axis="Z", psf_sigma=2.0,
+                                            peak_photons=5, seed=2, upsample_back=False)
+    for acquired in (coarse, clean, embryo, emb_coarse, np.random.default_rng(0).random((12, 20, 20))):
+        assert interpolated_along_z(acquired, 4, "cubic") is None
+    assert interpolated_along_z(train_low, 4) == "linear"
+    assert interpolated_along_z(np.repeat(emb_coarse, 2, axis=0), 2) == "nearest-neighbour"
+    rounded = np.round(interpolate_z(emb_coarse, 2, 0) * 1000 / emb_coarse.max()).astype(np.uint16)
+    assert interpolated_along_z(rounded, 2) == "linear"
+    assert interpolated_along_z(interpolate_z(emb_coarse, 2, 0, "cubic"), 2, "cubic") == "cubic"
+    assert interpolated_along_z(train_low[:10], 4) is None   # too few slices to tell
+
+    model = cc.create_model(care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=4))
+    with pytest.warns(cc.CareWarning, match=r"low.tif: its 32 Z slices look interpolated already \(most slices lie "
+                                            r"on a straight line between their neighbours\), but this model "
+                                            r"interpolates Z by 4 itself \(onto 128 slices\)"):
+        assert model.predict(train_low, axes="ZYX", name="low.tif").shape == (128, 48, 48)
+    with pytest.warns(cc.CareWarning, match="interpolated already"):   # with a channel axis first
+        model.predict(train_low[None], axes="CZYX")
+    iso = cc.create_model(cc.care_config("YX", kind="isotropic", upsampling_factor=4, psf_sigma=2, quick=True))
+    with pytest.warns(cc.CareWarning, match="interpolated already"):
+        iso.predict(train_low[:, :16, :16], axes="ZYX")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cc.CareWarning)
+        assert model.predict(coarse, axes="ZYX").shape == (32, 48, 48)
+
+
 def test_augmentation_keeps_pairs_aligned():
     from carecore.training.pipeline import augment_batch
 
