@@ -178,6 +178,40 @@ class IsotropicCARE(CARE):
     grid_starts = UpsamplingCARE.grid_starts
     output_spacing = UpsamplingCARE.output_spacing
 
+    def patch_grid_starts(self, X):
+        """The validation patches (batch, degraded axis, other axis, channel), made by interpolating every
+        ``factor``-th row of a degraded slice back (the model's interpolation), brought onto their grid
+        three ways, as :meth:`grid_starts` brings a stack: ``{"nearest interpolation", "linear
+        interpolation", "cubic interpolation": patches}``. Each patch's coarse rows are found as the phase
+        whose rows, interpolated so, give back the others (away from the patch's ends); the model's own interpolation is the patches
+        themselves, and the others hold the rows past the patch's first and last coarse rows at them (the
+        next coarse row lies outside the patch). At a factor that is not an integer, the patches alone."""
+        from ..simulate.anisotropic import INTERPOLATION_ORDER, resample_axis
+
+        X = np.asarray(X, np.float32)
+        own = f"{self.config.interpolation} interpolation"
+        f = int(round(self.config.upsampling_factor))
+        n = X.shape[1] if X.ndim == 4 else 0
+        if abs(self.config.upsampling_factor - f) > 1e-6 or n < 2 * f + 1:
+            return {own: X}
+        order = INTERPOLATION_ORDER[self.config.interpolation]
+        rows = np.arange(n)
+        phases = []
+        for x in X:
+            def residual(p, x=x):
+                coarse = x[p::f]
+                last = p + (len(coarse) - 1) * f
+                again = resample_axis(coarse, (rows[p:last + 1] - p) / f, 0, order=order) - x[p:last + 1]
+                inner = 2 * f if len(again) > 6 * f else 0   # (a spline through the patch's rows alone: ends off)
+                return float((again[inner:len(again) - inner] ** 2).mean())
+            phases.append(min(range(f), key=residual))
+        starts = {}
+        for how in ("nearest", "linear", "cubic"):
+            label = f"{how} interpolation"
+            starts[label] = X if label == own else np.stack(
+                [resample_axis(x[p::f], (rows - p) / f, 0, order=INTERPOLATION_ORDER[how]) for x, p in zip(X, phases)])
+        return starts
+
     def check_spacing(self, spacing, *, name="image"):
         """Warn when the voxel size ``spacing`` ({axis: size}, as :func:`~carecore.read_image` gives it) says
         the stack's axial factor is not the model's (:func:`spacing_mismatch`); returns the message or None.

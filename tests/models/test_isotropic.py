@@ -139,6 +139,45 @@ def test_held_out_slices_have_no_trained_neighbour(tmp_path):
         cls.make_patches(config.replace(psf_sigma=4.0), [_stack((3, 48, 48))], axes="ZYX", n_patches_per_image=4)
 
 
+def test_the_validation_line_starts_from_every_interpolation():
+    """The chart's dashed line (the best filter on the validation patches) starts, like the QC report's
+    filters, from nearest, linear and cubic interpolation, not only from the patches' own (linear):
+    the patches' coarse rows are found and interpolated the other ways. The line rises (here linear
+    interpolation alone made it lower), so CARE is not seen to overtake the filters too early."""
+    from carecore.training.validation import ValidationSet
+
+    rng = np.random.default_rng(0)
+    clean, _ = cc.nuclei_volume((8, 128, 128), seed=0)
+    img = clean[4][..., None]
+    for own in ("linear", "cubic"):
+        model = cc.create_model(_iso().default_config("ZYX", upsampling_factor=4, psf_sigma=2.0, quick=True,
+                                                      interpolation=own))
+        lows = {how: cc.simulate_anisotropic(img, 4, axes="YXC", axis="Y", psf_sigma=2.0, interpolation=how, seed=1,
+                                             peak_photons=50)[0] for how in ("nearest", "linear", "cubic")}
+        offsets = [(int(rng.integers(0, 96)), int(rng.integers(0, 96))) for _ in range(6)]
+        X = np.stack([lows[own][a:a + 32, b:b + 32] for a, b in offsets])
+        starts = model.patch_grid_starts(X)
+        assert list(starts) == ["nearest interpolation", "linear interpolation", "cubic interpolation"]
+        assert starts[f"{own} interpolation"] is X
+        for how, start in starts.items():
+            ref = np.stack([lows[how.split()[0]][a:a + 32, b:b + 32] for a, b in offsets])
+            for p, r, (a, _) in zip(start, ref, offsets):
+                rows = [k for k in range(4, 28) if (a + k) % 4 != 2]   # inside; nearest's ties may go either way
+                if how.startswith("cubic"):   # a spline through the patch's coarse rows only
+                    assert np.corrcoef(p[rows].ravel(), r[rows].ravel())[0, 1] > 0.98
+                else:
+                    np.testing.assert_allclose(p[rows], r[rows], atol=1e-4 * r.max())
+    cfg = _iso().default_config("ZYX", upsampling_factor=4, psf_sigma=2.0, quick=True, patch_size=(32, 32))
+    stacks = [cc.simulate_anisotropic(cc.nuclei_volume((32, 64, 64), seed=k)[0], 4, axes="ZYX", axis="Z", psf_sigma=2.0,
+                                      peak_photons=100, seed=k, upsample_back=False)[0] for k in range(2)]
+    ps = _iso().make_patches(cfg, stacks, axes="ZYX", n_patches_per_image=8)
+    model = cc.create_model(cfg)
+    line = ValidationSet(ps.X[ps.n_train:], ps.Y[ps.n_train:], model).baseline(names=["gaussian", "median"])
+    model.patch_grid_starts = lambda X: {"linear interpolation": X}   # as before: the patches' own only
+    before = ValidationSet(ps.X[ps.n_train:], ps.Y[ps.n_train:], model).baseline(names=["gaussian", "median"])
+    assert line["start"] != "linear interpolation" and line["val_ssim"] > before["val_ssim"] + 0.01, (line, before)
+
+
 def test_config_checks():
     cls = _iso()
     with pytest.raises(cc.CareError, match="2D networks"):
