@@ -858,7 +858,8 @@ def build_parser():
     s.add_argument("--model", required=True, help="model folder (kind care or subdiffraction)")
     s.add_argument("--out", required=True, help="package to write (.zip)")
     s.add_argument("--format", default="bioimageio", choices=["bioimageio"])
-    s.add_argument("--name", help="model name (default: the folder's name)")
+    s.add_argument("--name", help="package name: 5 to 128 letters, digits, spaces or _+-() (default: the folder's "
+                                   "name made so, e.g. models/care -> 'care (CARE)')")
     s.add_argument("--author", action="append", help="author name (repeat for several)")
     s.add_argument("--license", default="CC-BY-4.0", help="SPDX license identifier")
     s.add_argument("--test-input", help="image to test the package with (default: the first training input)")

@@ -834,7 +834,7 @@ class LabState(HasTraits):
     def baseline_label(self):
         """``best filter: tv (weight=0.2)`` for the chart's legend."""
         b = self.baseline
-        start = f" on the {b['start']}" if b.get("start") else ""   # (a projection's best start)
+        start = f" on the {b['start']}" if b.get("start") else ""   # (a projection's or an axial kind's best start)
         return f"best filter: {filter_label(b['name'], b.get('params'))}{start}" if b.get("name") else ""
 
     def watch_job(self, interval=0.5):

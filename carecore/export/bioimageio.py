@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import string
 import tempfile
 import zipfile
 from pathlib import Path
@@ -55,6 +56,45 @@ TEST_INPUT_MAX = {3: (64, 128, 128), 2: (256, 256)}
 FORMAT_TOLERANCE = 1e-4
 SPACE_IDS = {"Z": "z", "Y": "y", "X": "x"}
 KIND_TAGS = {"care": ["denoising"], "subdiffraction": ["deconvolution", "super-resolution"]}
+
+#: The characters bioimage.io takes in a model's name (format 0.5), and how many of them
+NAME_CHARACTERS = string.ascii_letters + string.digits + "_+- ()"
+NAME_LENGTH = (5, 128)
+
+
+def _fit_name(text):
+    """``text`` made a valid package name: other characters as spaces, at most 64 characters (the format's
+    advice), " (CARE)" added where shorter than 5 ("mito" -> "mito (CARE)")."""
+    fitted = " ".join("".join(ch if ch in NAME_CHARACTERS else " " for ch in str(text)).split())[:64].strip()
+    if len(fitted) < NAME_LENGTH[0]:
+        fitted = f"{fitted} (CARE)" if fitted else "CARE model"
+    return fitted
+
+
+def package_name(name, folder):
+    """The package's name: ``name`` as given, refused (with a valid one to use) where bioimage.io would
+    refuse it (:data:`NAME_CHARACTERS`, :data:`NAME_LENGTH`: the package would fail validation in
+    bioimageio.core, deepImageJ and the model zoo), or, when None, the model folder's name made valid
+    (``models/care`` -> "care (CARE)")."""
+    if name is None:
+        return _fit_name(Path(folder).name)
+    bad = sorted({ch for ch in str(name) if ch not in NAME_CHARACTERS})
+    lo, hi = NAME_LENGTH
+    if bad or not lo <= len(str(name)) <= hi:
+        what = [f"{len(str(name))} characters"] + ([f"the characters {' '.join(repr(b) for b in bad)}"] if bad else [])
+        raise CareError(f"name {name!r}: a bioimage.io package name takes {lo} to {hi} letters, digits, spaces or "
+                        f"_+-() (it has {' and '.join(what)}), else the package fails validation in bioimageio.core, "
+                        f"deepImageJ and the model zoo; for example {_fit_name(name)!r}")
+    return str(name)
+
+
+def _check_authors(authors):
+    """bioimage.io refuses an author's name with a slash (a list of names in one, say)."""
+    for a in authors or []:
+        who = a.get("name", "") if isinstance(a, dict) else str(a)
+        if "/" in who or "\\" in who:
+            raise CareError(f"authors: {who!r} has a slash, which bioimage.io refuses in an author's name; give each "
+                            "author on their own (on the command line --author \"A. Name\" --author \"B. Name\")")
 
 
 #: Model kinds whose prediction is the network alone on the input's grid: what the format expresses.
@@ -262,7 +302,9 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
     out_zip : str or Path
         The package to write.
     name, description : str, optional
-        Default: from the folder's name and the configuration.
+        Default: from the folder's name (made a name bioimage.io takes: :func:`package_name`) and the
+        configuration. A ``name`` bioimage.io refuses (5 to 128 letters, digits, spaces or ``_+-()``) is
+        refused here, with a valid one to use.
     authors : list of str or dict, optional
         Names, or dicts with ``name``, ``affiliation``, ``orcid``... (default: "CARE Lab user").
     license : str
@@ -306,6 +348,8 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
     model_dir, out_zip = Path(model_dir), Path(out_zip)
     if out_zip.suffix != ".zip":
         raise CareError(f"out_zip: a bioimage.io package is a .zip file, got {out_zip.name!r}")
+    name = package_name(name, model_dir)   # (before the work: a name bioimage.io refuses fails fast)
+    _check_authors(authors)
     model = _load_exportable(model_dir, weights)
     c = model.config
     if not 1 < c.percentiles[1] <= 100:
@@ -388,7 +432,6 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
         (files / "cover.png").write_bytes(docs.cover_png(x, pred, c))
         (files / "carecore_config.json").write_text(json.dumps(c.to_dict(), indent=1))
         (files / "run_card.json").write_text(json.dumps(model.run_card, indent=1, default=str))
-        name = name or model_dir.name
         facts = {"halo": halo, "min_size": min_size, "postprocessing": postprocessing, "formats": errors,
                  "bfloat16_difference": bf16, "test_shape": x.shape, "norm": post_norm,
                  "by_training": by_training}

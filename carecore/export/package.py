@@ -751,7 +751,7 @@ class BioimageioModel:
         -------
         numpy.ndarray (float32) with axes :meth:`output_axes` of ``axes``, or ``(mean, scale)``.
         """
-        from ..models.care import DEFAULT_PREDICT_BUDGET
+        from ..models.care import DEFAULT_PREDICT_BUDGET, finite_tile
         from ..prediction.tiling import read_window
         from ..progress import check_stop, report
 
@@ -762,13 +762,16 @@ class BioimageioModel:
         x = x if "C" in axes else x[..., None]
         shape = dict(zip(self._in_ids, x.shape[:-1]))
         pre, ranges = self._functions(self._pre, x, self._in_ids, x, name)
+        self._warn_if_unlike_training(x, ranges, name)
         plan = self.tile_plan(x.shape[:-1], n_tiles, memory_budget=budget)
         whole = {i: slice(0, shape[i]) for i in self._whole_ids}
 
+        in_letters = [SPACE[i] for i in self._in_ids]
+
         def prepared(tile):
             window = iter(tile.window)
-            w = np.asarray(read_window(x, tuple(whole[i] if i in whole else next(window) for i in self._in_ids)),
-                           np.float32)
+            at = tuple(whole[i] if i in whole else next(window) for i in self._in_ids)
+            w = finite_tile(read_window(x, at), name, in_letters, at, x.shape[:-1])   # (NaN: an error, as carecore's)
             for f in pre:
                 w = f(w)
             return w
@@ -817,6 +820,27 @@ class BioimageioModel:
             k = self.n_channel_out
             return back(res[..., :k]), back(res[..., k:])
         return back(res)
+
+    def _warn_if_unlike_training(self, x, ranges, name):
+        """A carecore package that scales every image by its training inputs' percentiles (a fixed
+        ``scale_linear``) warns as the model folder does when ``x`` (spatial..., C) lies far from them
+        (:func:`~carecore.models.care.warn_if_unlike_training`): acquired with another gain or bit depth."""
+        from ..models.care import warn_if_unlike_training
+        from ..normalize import Normalization
+
+        cc = self._carecore or {}
+        percentiles = cc.get("percentiles")
+        if (cc.get("input_normalization") != "training" or len(ranges) != 1 or ranges[0][0].id != "scale_linear"
+                or ranges[0][1] != "channel" or not isinstance(percentiles, list) or len(percentiles) != 2):
+            return
+        _, _, width, lo = ranges[0]
+        lo = np.broadcast_to(np.asarray(lo, np.float64), (x.shape[-1],))
+        hi = lo + np.broadcast_to(np.asarray(width, np.float64), (x.shape[-1],))
+        norm = Normalization(tuple(float(v) for v in lo), tuple(float(v) for v in hi), tuple(float(p) for p in percentiles))
+        warn_if_unlike_training(x, norm, axes="".join(SPACE[i] for i in self._in_ids) + "C", name=name,
+                                advice="the package scales every image by them (a fixed scale_linear): restore it "
+                                       "with the model folder scaled by its own percentiles (`carecore predict --model "
+                                       "FOLDER --normalization image`), or bring it to the training images' range first")
 
     def _maps_back(self, ranges):
         """Whether carecore maps this package's output back: a carecore package without postprocessing

@@ -80,13 +80,23 @@ def finite_tile(tile, name, axes, window, shape):
     where it holds NaN or infinite values: found in every tile prediction reads, whatever scales the image
     (its percentiles may have seen a sample of it only, or the training inputs')."""
     v = np.asarray(tile, np.float32)
-    if not np.isfinite(v).all():
+    bad = ~np.isfinite(v)
+    if bad.any():
         box = " ".join(f"{a} {max(w.start, 0)}-{min(w.stop, n) - 1}" for a, w, n in zip(axes, window, shape))
-        raise CareError(f"{name}: contains NaN or infinite values (within {box}); fix or mask them first")
+        first = np.argwhere(bad)[0]
+        at = " ".join(f"{a} {w.start + int(i)}" for a, w, i in zip(axes, window, first))
+        n_bad = int(bad.any(axis=-1).sum()) if bad.ndim > len(axes) else int(bad.sum())
+        raise CareError(f"{name}: contains NaN or infinite values ({n_bad} pixel{'s' * (n_bad != 1)} in the tile {box}, "
+                        f"the first at {at}); fix or mask them first")
     return v
 
 
-def warn_if_unlike_training(x, norm, *, axes, name="image"):
+#: What to do about an image unlike the training inputs, said by :func:`warn_if_unlike_training`
+OWN_PERCENTILES_ADVICE = ("restore it scaled by its own percentiles (normalization='image'; `carecore predict "
+                          "--normalization image`; in the app, the Restore step's own-percentiles box)")
+
+
+def warn_if_unlike_training(x, norm, *, axes, name="image", advice=OWN_PERCENTILES_ADVICE):
     """Warn (:class:`~carecore.CareWarning`) when ``x``'s own percentiles are far from the training
     inputs' ``norm`` that will scale it: an image acquired with another gain, offset or bit depth is then
     seen at a noise level the network never learned. Other content (a dim field, a bright cell) moves
@@ -105,9 +115,7 @@ def warn_if_unlike_training(x, norm, *, axes, name="image"):
             p_lo, p_hi = norm.percentiles
             warn(f"{name}{ch}: its {p_lo:g}-{p_hi:g} percentiles ({lo:.4g} to {hi:.4g}) are far from the "
                  f"training inputs' ({tlo:.4g} to {thi:.4g}), which scale it: if it was acquired with another gain, "
-                 "offset or bit depth, the network sees it at a noise level it never learned; restore it scaled by "
-                 "its own percentiles (normalization='image'; `carecore predict --normalization image`; in the app, "
-                 "the Restore step's own-percentiles box)", stacklevel=3)
+                 f"offset or bit depth, the network sees it at a noise level it never learned; {advice}", stacklevel=3)
             return
 
 

@@ -1,6 +1,7 @@
 """bioimage.io export: the package validates and test-runs in bioimageio.core (every weight format),
 reproduces carecore's prediction, and refuses what it cannot express."""
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -153,6 +154,35 @@ def test_refusals_name_the_problem(model2d, tmp_path):
     up.save()
     with pytest.raises(CareError, match="kind 'upsampling'"):
         export_bioimageio(up.path, tmp_path / "up.zip", test_input=np.zeros((16, 64, 64), np.float32))
+
+
+def test_the_package_name_is_one_bioimageio_takes(model2d, tmp_path):
+    """bioimage.io refuses names shorter than 5 characters or with other characters than letters, digits,
+    spaces and _+-() (the README's own `models/care` made such a package): a folder's name is made valid,
+    a given name bioimage.io would refuse is refused with a valid one to use, and so is an author with a slash."""
+    import shutil
+
+    from bioimageio.spec import load_description
+
+    from carecore.export.bioimageio import package_name
+
+    assert package_name(None, "models/care") == "care (CARE)"
+    assert package_name(None, "models/mito v2.1é") == "mito v2 1"
+    assert package_name(None, "x/__") == "__ (CARE)" and package_name("BPAE mito denoiser", "x") == "BPAE mito denoiser"
+    model, noisy = model2d
+    folder = tmp_path / "mito"
+    shutil.copytree(model.path, folder)
+    pkg = export_bioimageio(folder, tmp_path / "mito.zip", test_input=noisy, weight_formats=["keras_v3"])
+    assert json.loads(zipfile.ZipFile(pkg).read("rdf.yaml"))["name"] == "mito (CARE)"
+    summary = load_description(str(pkg)).validation_summary
+    assert summary.status != "failed", [(d.name, [e.msg for e in d.errors]) for d in summary.details]
+    for bad, hint in (("care", "'care (CARE)'"), ("mito v2.1", "'mito v2 1'"), ("Zellkerne ä", "'Zellkerne'")):
+        with pytest.raises(CareError, match=rf"name {re.escape(repr(bad))}: a bioimage.io package name takes 5 to 128 "
+                                            rf"letters, .* for example {re.escape(hint)}"):
+            export_bioimageio(folder, tmp_path / "x.zip", name=bad, test_input=noisy)
+    with pytest.raises(CareError, match=r"authors: 'A. One / B. Two' has a slash"):
+        export_bioimageio(folder, tmp_path / "x.zip", authors=["A. One / B. Two"], test_input=noisy)
+    assert not (tmp_path / "x.zip").exists()
 
 
 def test_cli_export(model2d, tmp_path, capsys):

@@ -4,12 +4,13 @@ processing and its halo, tiled like a carecore model; the same restoration as ca
 or not; clear errors for what it cannot run; the model kinds the format can and cannot express."""
 import json
 import sys
+import warnings
 import zipfile
 
 import numpy as np
 import pytest
 
-from carecore import CareError, care_config, compute_percentiles, create_model
+from carecore import CareError, CareWarning, care_config, compute_percentiles, create_model
 from carecore.export import export_bioimageio, load_bioimageio
 
 pytestmark = pytest.mark.slow
@@ -187,6 +188,10 @@ def test_what_cannot_run_is_named(pkg2d, tmp_path, capsys):
     m = load_bioimageio(pkg2d)
     with pytest.raises(CareError, match="spatial axes YX"):
         m.predict(np.zeros((8, 96, 96), np.float32), axes="ZYX")
+    holed = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    holed[40:42, 50] = np.nan   # (its percentiles say so; a package scaled by fixed values: below)
+    with pytest.raises(CareError, match=r"holed.tif \(channel 0\): contains 2 NaN or infinite value"):
+        m.predict(holed, axes="YX", name="holed.tif")
 
 
 def test_kinds_the_format_can_and_cannot_express(tmp_path, make_image):
@@ -247,6 +252,24 @@ def test_probabilistic_package_scaled_by_training_writes_what_the_model_folder_w
     np.testing.assert_allclose(read_image(tmp_path / "s_pkg.tif").data, scale, atol=tol)
     ours = model.predict(other, axes="YX")
     np.testing.assert_allclose(mean, ours[0], atol=tol)   # the folder's files are the model's prediction
+    # an image from a camera at another gain and offset is warned about, by the package as by the folder
+    camera = other * 30 + 1000
+    with pytest.warns(CareWarning, match=r"cam.tif: its 2-99.8 percentiles .* are far from the training inputs' .*"
+                                         r"--normalization image"):
+        model.predict(camera, axes="YX", name="cam.tif")
+    with pytest.warns(CareWarning, match=r"cam.tif: its 2-99.8 percentiles .* are far from the training inputs' .*the "
+                                         r"package scales every image by them"):
+        load_bioimageio(pkg).predict(camera, axes="YX", name="cam.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CareWarning)
+        load_bioimageio(pkg).predict(other, axes="YX")
+    # NaN is an error naming where, as with the folder (it wrote a restoration with a hole 8 times wider)
+    holed = other.copy()
+    holed[40:42, 50] = np.nan
+    for m in (model, load_bioimageio(pkg)):
+        with pytest.raises(CareError, match=r"holed.tif: contains NaN or infinite values \(2 pixels in the tile .*, the "
+                                            r"first at Y 40 X 50\)"):
+            m.predict(holed, axes="YX", name="holed.tif")
 
     old = load_bioimageio(export_bioimageio(model.path, tmp_path / "none.zip", test_input=noisy,
                                             postprocessing="none", weight_formats=["onnx"]))

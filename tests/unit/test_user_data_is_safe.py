@@ -105,7 +105,8 @@ def test_nan_in_the_input_is_an_error_whatever_scales_it(model_2d):
     low, _ = _pair()
     low[40, 50] = np.nan
     norm = Normalization((0.0,), (1.0,), (1.0, 99.8))   # as training's percentiles are: no look at the image
-    with pytest.raises(CareError, match=r"image: contains NaN or infinite values \(within Y \d+-\d+ X \d+-\d+\)"):
+    with pytest.raises(CareError, match=r"image: contains NaN or infinite values \(1 pixel in the tile Y \d+-\d+ X \d+-\d+, "
+                                        r"the first at Y 40 X 50\)"):
         model_2d.predict(low, axes="YX", normalization=norm)
     with pytest.raises(CareError, match="NaN or infinite"):
         model_2d.predict(low, axes="YX", normalization="image")
@@ -114,7 +115,8 @@ def test_nan_in_the_input_is_an_error_whatever_scales_it(model_2d):
     projection = create_model(model_class("projection").default_config("ZYX", quick=True))
     stack = np.stack([_pair(seed=k)[0][:64, :64] for k in range(4)])
     stack[2, 10, 20] = np.inf
-    with pytest.raises(CareError, match=r"stack.tif: contains NaN or infinite values \(within Z 0-3 Y"):
+    with pytest.raises(CareError, match=r"stack.tif: contains NaN or infinite values \(1 pixel in the tile Z 0-3 Y .*, the "
+                                        r"first at Z 2 Y 10 X 20\)"):
         projection.predict(stack, axes="ZYX", normalization=Normalization((0.0,), (1.0,), (1.0, 99.8)),
                            name="stack.tif")
 
