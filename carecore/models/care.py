@@ -903,8 +903,13 @@ class CARE:
             raise CareError(f"{name}: axes {axes!r} (shape {tuple(np.shape(x))}) have {''.join(sorted(extra))}; give "
                             f"one image: the model's spatial axes ({c.axes}), optionally with C")
         if sp != c.axes:
+            hint = ""
+            if c.axes == "YX" and sp == "ZYX":
+                slices = axes.replace("Z", "S")
+                hint = (f"; to restore each Z slice on its own with this 2D model, give Z as a sample axis: axes "
+                        f"{slices!r} (`carecore predict --axes {slices}`)")
             raise CareError(f"{name}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "
-                            f"(shape {tuple(np.shape(x))}, axes {axes})")
+                            f"(shape {tuple(np.shape(x))}, axes {axes}){hint}")
         nc = x.shape[axes.index("C")] if "C" in axes else 1
         if nc != c.n_channel_in:
             raise CareError(f"{name}: the model takes {c.n_channel_in} channel(s) but the image has {nc} "

@@ -190,7 +190,9 @@ def predict_block(job, index):
     x = np.asarray(src[src_index])
     axes = "".join(a for a in job.src_axes if a not in job.frame_axes)
     norm = Normalization.from_dict(job.norms[frame_indices(job).index(frame)] if nf else job.norms[0])
-    kw = dict(axes=axes, normalization=norm, memory_budget=job.memory_budget, name=f"{job.src} block {index}")
+    origin = " ".join(f"{a} {windows[a].start}" for a in job.spatial)   # (a block's positions count from it)
+    kw = dict(axes=axes, normalization=norm, memory_budget=job.memory_budget,
+              name=f"{job.src} block {index} (read from {origin})")
     if job.tta:
         kw["tta"] = True
     if job.output_sigma is not None:
@@ -311,11 +313,15 @@ def local_cluster(n_workers, memory_limit=None):
     Its scheduler serves no dashboard and its HTTP endpoints on a free port (Dask's default takes port
     8787 even without a dashboard, and warns when another cluster, a notebook's say, has it).
     """
+    import logging
+
     from distributed import LocalCluster
 
     limit = {} if memory_limit is None else {"memory_limit": memory_limit}
+    # silence_logs: a block's error (bad data) reaches the caller as the error itself; the workers' own log
+    # of it ("Compute Failed" and a traceback) only repeated it before it
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, **limit,
+                        dashboard_address=None, silence_logs=logging.CRITICAL, **limit,
                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
 
 

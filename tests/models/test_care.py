@@ -190,6 +190,12 @@ def test_wrong_inputs_get_clear_errors(trained):
         model.predict(np.random.rand(32, 32), axes="YX")
     with pytest.raises(CareError, match="takes 1 channel\\(s\\) but the image has 2"):
         model.predict(np.random.rand(2, 8, 32, 32), axes="CZYX")
+    flat = cc.create_model(care_config("YX", quick=True))   # a 2D model on a stack: how to restore its slices
+    stack = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    with pytest.raises(CareError, match=r"stack.tif: the model is 2D \(YX\) but the image has spatial axes 'ZYX' .*; to "
+                                        r"restore each Z slice on its own .* axes 'SYX' \(`carecore predict --axes SYX`\)"):
+        flat.predict(stack, axes="ZYX", name="stack.tif")
+    assert flat.predict(stack, axes="SYX").shape == stack.shape
     with pytest.raises(CareError, match="input patches of shape"):
         model.train((np.zeros((4, 32, 32, 1)),) * 4)
 

@@ -259,6 +259,26 @@ def test_cli_predict_dask(client, models, tmp_path, capsys):
     assert np.abs(tta - cc.read_image(tmp_path / "m.ome.zarr").data).max() > 1e-3 * np.abs(tta).max()
 
 
+def test_nan_in_a_block_is_one_clear_error_naming_where(client, models, tmp_path, capfd):
+    """A block's bad data reaches the caller as the error itself, naming where the block was read from
+    and its first bad pixel in it; the workers' log of it ("Compute Failed" and a traceback) is not shown."""
+    import re
+
+    noisy, _ = _volume(tmp_path, (16, 40, 40), "ZYX", seed=3)
+    noisy[3, 30, 31] = np.nan
+    src = cc.write_image(tmp_path / "holed.ome.zarr", noisy, axes="ZYX")
+    norm = cc.Normalization((0.0,), (100.0,), (1.0, 99.8))   # (the image's percentiles would say it first)
+    with pytest.raises(cc.CareError, match=r"holed.ome.zarr block \(0, \d, \d\) \(read from Z \d+ Y \d+ X \d+\): contains "
+                                           r"NaN or infinite values \(1 pixel in the tile .*, the first at") as e:
+        cc.predict_chunked(cc.load_model(models["plain"]), src, tmp_path / "o.ome.zarr", chunks=(16, 24, 24),
+                           scheduler=client, normalization=norm)
+    origin = re.search(r"read from Z (\d+) Y (\d+) X (\d+)", str(e.value)).groups()
+    first = re.search(r"the first at Z (\d+) Y (\d+) X (\d+)", str(e.value)).groups()
+    assert tuple(int(a) + int(b) for a, b in zip(origin, first)) == (3, 30, 31)
+    time.sleep(1)   # (a worker's log would arrive by now)
+    assert "Compute Failed" not in capfd.readouterr().err
+
+
 # -- the memory bound, with a real scheduler and two workers started as processes -------------------
 
 def _dask(*args):
