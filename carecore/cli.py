@@ -405,19 +405,17 @@ def cmd_train(args):
               if limit else f"this run: {epochs} epoch(s) of {steps} steps")
     from tqdm.auto import tqdm
 
+    from .progress import bar_interval
     from .training.events import budget_clock
 
     bar = tqdm(total=limit or epochs * steps, desc="training", unit="s" if limit else "step",
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}" if limit else None)
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}" if limit else None,
+               mininterval=bar_interval())
 
     def on_event(e):
         if e["kind"] == "batch":
-            if limit:
-                bar.n = budget_clock(e, limit)
-                bar.refresh()
-            else:
-                bar.update(1)
             bar.set_postfix_str(f"epoch {e['epoch']}/{e['epochs']} loss {e['loss']:.4f}", refresh=False)
+            bar.update(max(0.0, budget_clock(e, limit) - bar.n) if limit else 1)
         elif e["kind"] == "epoch":
             bar.write(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e['val_loss']:.4f} "
                       f"val_ssim {e['val_ssim']:.3f} lr {e['lr']:.2g}")

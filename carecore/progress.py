@@ -43,20 +43,31 @@ def counting(run, progress, total, what):
     return counted
 
 
+def bar_interval():
+    """Seconds between a CLI progress bar's redraws: 0.1 on a terminal, 30 into a file or a pipe (a log of a
+    minute's training held thousands of redraws, megabytes)."""
+    import sys
+
+    try:
+        return 0.1 if sys.stderr.isatty() else 30.0
+    except (AttributeError, ValueError):   # (a closed or replaced stream)
+        return 30.0
+
+
 @contextmanager
 def tqdm_progress(desc, unit="it"):
-    """A ``progress`` callable that drives a tqdm bar (used by the CLI)."""
+    """A ``progress`` callable that drives a tqdm bar (used by the CLI), redrawn at most every
+    :func:`bar_interval` seconds (and at the end)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(desc=desc, unit=unit, leave=True)
+    bar = tqdm(desc=desc, unit=unit, leave=True, mininterval=bar_interval())
 
     def update(done, total, what=""):
         if bar.total != total:
             bar.total = total
-        bar.n = done
         if what:
             bar.set_postfix_str(str(what), refresh=False)
-        bar.refresh()
+        bar.update(done - bar.n)   # (redrawn when the interval has passed)
 
     try:
         yield update
