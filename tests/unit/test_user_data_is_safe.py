@@ -133,6 +133,9 @@ def test_an_image_unlike_the_training_images_is_warned_about():
         warn_if_unlike_training(low * 100 + 500, norm, axes="YX", name="raw.tif")   # another gain and offset
     with pytest.warns(CareWarning, match="far from the training"):
         warn_if_unlike_training(low * 50, norm, axes="YX")                 # another bit depth
+    with pytest.warns(CareWarning, match="far from the training"):        # an 8-bit copy, contrast stretched
+        warn_if_unlike_training(np.round(low / np.percentile(low, 99.9) * 255).clip(0, 255).astype(np.uint8) * 1.0,
+                                cc.compute_percentiles(low / np.percentile(low, 99.9) * 25, 1, 99.8, axes="YX"), axes="YX")
 
 
 def test_misaligned_training_pairs_are_warned_about(tmp_path, capsys):
