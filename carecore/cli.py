@@ -965,7 +965,7 @@ def main(argv=None):
 
             for o in OUTPUT_OPTIONS:
                 if getattr(args, o, None):
-                    check_writable(getattr(args, o), what=_option(o))
+                    check_writable(getattr(args, o), what="OUT" if args.command == "convert" else _option(o))
         return args.func(args)
     except CareError as e:
         print(f"carecore: error: {e}", file=sys.stderr)

@@ -44,10 +44,12 @@ def counting(run, progress, total, what):
 
 
 def bar_interval():
-    """Seconds between a CLI progress bar's redraws: 0.1 on a terminal, 30 into a file or a pipe (a log of a
-    minute's training held thousands of redraws, megabytes)."""
+    """Seconds between a progress bar's redraws: 0.1 on a terminal or in a notebook, 30 into a file or a pipe
+    (a log of a minute's training held thousands of redraws, megabytes)."""
     import sys
 
+    if "ipykernel" in sys.modules:   # a notebook: its bars are widgets, not lines of a log
+        return 0.1
     try:
         return 0.1 if sys.stderr.isatty() else 30.0
     except (AttributeError, ValueError):   # (a closed or replaced stream)

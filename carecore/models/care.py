@@ -80,12 +80,15 @@ def finite_tile(tile, name, axes, window, shape):
     where it holds NaN or infinite values: found in every tile prediction reads, whatever scales the image
     (its percentiles may have seen a sample of it only, or the training inputs')."""
     v = np.asarray(tile, np.float32)
-    bad = ~np.isfinite(v)
-    if bad.any():
+    if not np.isfinite(v).all():
         box = " ".join(f"{a} {max(w.start, 0)}-{min(w.stop, n) - 1}" for a, w, n in zip(axes, window, shape))
+        # counted within the image (a window past its end reads reflected pixels again)
+        bad = ~np.isfinite(v[tuple(slice(0, max(0, min(w.stop, n) - w.start)) for w, n in zip(window, shape))])
+        if bad.ndim > len(axes):   # (pixels, not values of their channels)
+            bad = bad.any(axis=tuple(range(len(axes), bad.ndim)))
         first = np.argwhere(bad)[0]
         at = " ".join(f"{a} {w.start + int(i)}" for a, w, i in zip(axes, window, first))
-        n_bad = int(bad.any(axis=-1).sum()) if bad.ndim > len(axes) else int(bad.sum())
+        n_bad = int(bad.sum())
         raise CareError(f"{name}: contains NaN or infinite values ({n_bad} pixel{'s' * (n_bad != 1)} in the tile {box}, "
                         f"the first at {at}); fix or mask them first")
     return v
@@ -102,13 +105,13 @@ OWN_PERCENTILES_ADVICE = ("restore it scaled by its own percentiles (normalizati
                           "--normalization image`; in the app, the Restore step's own-percentiles box)")
 
 
-def warn_if_unlike_training(x, norm, *, axes, name="image", advice=OWN_PERCENTILES_ADVICE):
+def warn_if_unlike_training(x, norm, *, axes, name="image", advice=OWN_PERCENTILES_ADVICE, limit=UNLIKE_RANGE):
     """Warn (:class:`~carecore.CareWarning`) when ``x``'s own percentiles are far from the training
     inputs' ``norm`` that will scale it: an image acquired with another gain, offset or bit depth is then
     seen at a noise level the network never learned. Other content (a dim field, a bright cell) moves
     the percentiles far less: warned only when the image's dark level lies above the training's bright
-    one, its bright level below the training's dark one, or its range is :data:`UNLIKE_RANGE` times the
-    training's."""
+    one, its bright level below the training's dark one, or its range is ``limit`` times the training's
+    (:data:`UNLIKE_RANGE`; a model kind's ``unlike_range``)."""
     from ..errors import warn
 
     try:
@@ -117,7 +120,7 @@ def warn_if_unlike_training(x, norm, *, axes, name="image", advice=OWN_PERCENTIL
         return
     for ci, (lo, hi, tlo, thi) in enumerate(zip(own.lo, own.hi, norm.lo, norm.hi)):
         r = thi - tlo
-        if lo > thi or hi < tlo or hi - lo > UNLIKE_RANGE * r:
+        if lo > thi or hi < tlo or hi - lo > limit * r:
             ch = f" (channel {ci})" if len(own.lo) > 1 else ""
             p_lo, p_hi = norm.percentiles
             warn(f"{name}{ch}: its {p_lo:g}-{p_hi:g} percentiles ({lo:.4g} to {hi:.4g}) are far from the "
@@ -183,6 +186,9 @@ class CARE:
     #: whether :meth:`predict` can smooth its output (``output_sigma``); kinds that cannot still take
     #: ``output_sigma=0``
     smooths_output = True
+    #: how many times the training inputs' percentile range an image's may span before it is warned about
+    #: (:func:`warn_if_unlike_training`)
+    unlike_range = UNLIKE_RANGE
 
     @classmethod
     def default_config(cls, axes, **overrides):
@@ -466,7 +472,7 @@ class CARE:
         if how == "training":
             norm = self.training_normalization
             if norm is not None:
-                warn_if_unlike_training(x, norm, axes=axes, name=name)
+                warn_if_unlike_training(x, norm, axes=axes, name=name, limit=self.unlike_range)
                 return norm
             if normalization == "training":
                 raise CareError(f"{name}: normalization='training', but this model has no training inputs' "
@@ -911,10 +917,9 @@ class CARE:
                             f"one image: the model's spatial axes ({c.axes}), optionally with C")
         if sp != c.axes:
             hint = ""
-            if c.axes == "YX" and sp == "ZYX":
-                slices = axes.replace("Z", "S")
-                hint = (f"; to restore each Z slice on its own with this 2D model, give Z as a sample axis: axes "
-                        f"{slices!r} (`carecore predict --axes {slices}`)")
+            if c.axes == "YX" and sp == "ZYX":   # (frame_by_frame gives one frame: the file's axes may have T)
+                hint = ("; to restore each Z slice on its own with this 2D model, give S in place of Z in the image's "
+                        f"axes (ZYX -> SYX, TZYX -> TSYX; `carecore predict --axes SYX`)")
             raise CareError(f"{name}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "
                             f"(shape {tuple(np.shape(x))}, axes {axes}){hint}")
         nc = x.shape[axes.index("C")] if "C" in axes else 1

@@ -24,23 +24,24 @@ def interpolate_z(image, factor, axis, interpolation="linear"):
     return resample_axis(x, np.arange(n_out) / factor, axis, order=INTERPOLATION_ORDER[interpolation])
 
 
-#: A stack looks interpolated along Z when the quietest quarter of its slice-to-slice differences (first
-#: or second) carries less than this share of the energy of the busiest tenth: exact nearest-neighbour or
-#: linear interpolation leaves most of them zero (interpolated and rounded to integers at a thousand
-#: photons: 0.003 or less), acquired stacks leave none (0.11 or more on the embryo and the simulated
-#: nuclei, fine or coarse, from 5 to 1000 photons)
+#: A stack looks interpolated along Z when in most runs of ``floor(factor)`` slice steps the quietest step
+#: (of first or second differences) carries less than this share of the busiest one's energy: exact
+#: nearest-neighbour or linear interpolation leaves zeros between its coarse slices (rounded to integers at
+#: a thousand photons: 0.003 or less), acquired stacks leave none, background margins included (their
+#: steps are noise, about equal)
 INTERPOLATED_SHARE = 0.01
 
 
 def interpolated_along_z(stack, factor, interpolation="linear", *, box=96):
     """How ``stack`` (Z first; any further axes) looks interpolated along Z already, or None.
 
-    Returns ``"nearest-neighbour"`` when most slices repeat their neighbour, ``"linear"`` when most lie on
-    the straight line between their neighbours (:data:`INTERPOLATED_SHARE`), or ``interpolation`` (the
-    model's own, say cubic) when, at an integer ``factor``, every ``factor``-th slice interpolated so
-    reproduces the others. Read on a centred crop of at most ``box`` pixels per further axis (a memory-
-    mapped stack reads little); slices of one value (padding) are left out. None for stacks of fewer than
-    ``2 × factor + 3`` slices: too few to tell.
+    Returns ``"nearest-neighbour"`` when slices repeat their neighbours, ``"linear"`` when they lie on
+    the straight line between their neighbours (in most runs of ``floor(factor)`` slice steps one step is
+    next to silent: :data:`INTERPOLATED_SHARE`), or ``interpolation`` (the model's own, say cubic) when, at
+    an integer ``factor``, every ``factor``-th slice (from any of the first ``factor``) interpolated so
+    gives the others back, up to the rounding of integer data. Read on a centred crop of at most ``box``
+    pixels per further axis (a memory-mapped stack reads little); slices of one value (padding) are left
+    out. None for stacks of fewer than ``2 × factor + 3`` slices: too few to tell.
     """
     n = int(np.shape(stack)[0])
     if n < 2 * factor + 3:
@@ -48,21 +49,34 @@ def interpolated_along_z(stack, factor, interpolation="linear", *, box=96):
     crop = tuple(slice(max(0, (s - box) // 2), max(0, (s - box) // 2) + box) for s in np.shape(stack)[1:3])
     x = np.asarray(stack[(slice(None),) + crop], np.float64).reshape(n, -1)
     live = x.std(axis=1) > 0
+    run = max(2, int(np.floor(factor)))
     for how, order in (("nearest-neighbour", 1), ("linear", 2)):
-        d = np.diff(x, n=order, axis=0)
-        energy = (d ** 2).mean(axis=1)[np.convolve(~live, np.ones(order + 1), "valid") == 0]
-        if energy.size >= 8:
-            busy = np.percentile(energy, 90)
-            if busy > 0 and np.percentile(energy, 25) < INTERPOLATED_SHARE * busy:
+        energy = (np.diff(x, n=order, axis=0) ** 2).mean(axis=1)
+        usable = np.convolve(~live, np.ones(order + 1), "valid") == 0   # (no slice of one value in the step)
+        for offset in range(run):   # (runs from every slice: nearest-neighbour ties alternate their side)
+            quiet = counted = 0
+            for j in range(offset, len(energy) - run + 1, run):
+                steps = energy[j:j + run]
+                if usable[j:j + run].all() and steps.max() > 0:   # (a run of repeats, all silent, tells nothing)
+                    counted += 1
+                    quiet += steps.min() < INTERPOLATED_SHARE * steps.max()
+            if counted >= 4 and quiet >= 0.5 * counted:
                 return how
     f = int(round(factor))
-    if abs(factor - f) < 1e-6 and interpolation not in ("nearest", "linear") and live.all():
-        coarse = x[::f]
-        n_known = (len(coarse) - 1) * f + 1   # (past the last coarse slice the interpolation holds it)
-        again = interpolate_z(coarse, f, 0, interpolation)[:n_known]
-        residual = ((again - x[:n_known]) ** 2).mean()
-        if residual < 1e-6 * (np.diff(x[:n_known], axis=0) ** 2).mean():
-            return interpolation
+    kept = np.flatnonzero(live)
+    if len(kept) and kept[-1] - kept[0] + 1 == len(kept):   # blank slices at the ends (none within) left out
+        x = x[kept[0]:kept[-1] + 1]
+    if abs(factor - f) < 1e-6 and interpolation not in ("nearest", "linear") and len(x) >= 2 * f + 3 \
+            and x.std(axis=1).min() > 0:
+        rounding = 1 / 6 if np.array_equal(x, np.round(x)) else 0.0   # (both ends rounded: twice 1/12)
+        steps = (np.diff(x, axis=0) ** 2).mean()
+        for p in range(f):
+            coarse = x[p::f]
+            again = interpolate_z(coarse, f, 0, interpolation)[:(len(coarse) - 1) * f + 1] - x[p:p + (len(coarse) - 1) * f + 1]
+            inner = 2 * f if len(again) > 6 * f else 0   # (a crop's first and last coarse slices are not its ends)
+            residual = (again[inner:len(again) - inner] ** 2).mean()
+            if residual < 0.1 * steps and residual < 1.5 * rounding + 1e-3 * steps:   # (acquired: 0.03 or more)
+                return interpolation
     return None
 
 

@@ -313,16 +313,29 @@ def local_cluster(n_workers, memory_limit=None):
     Its scheduler serves no dashboard and its HTTP endpoints on a free port (Dask's default takes port
     8787 even without a dashboard, and warns when another cluster, a notebook's say, has it).
     """
-    import logging
-
     from distributed import LocalCluster
 
     limit = {} if memory_limit is None else {"memory_limit": memory_limit}
-    # silence_logs: a block's error (bad data) reaches the caller as the error itself; the workers' own log
-    # of it ("Compute Failed" and a traceback) only repeated it before it
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, silence_logs=logging.CRITICAL, **limit,
+                        dashboard_address=None, **limit,
                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+
+
+def _said_by_the_caller(record):
+    """A logging filter for the workers: False for their "Compute Failed" record of a
+    :class:`~carecore.CareError` (bad data in a block: the caller says it, in one line)."""
+    message = record.msg if isinstance(record.msg, str) else ""
+    return not (message.startswith("Compute Failed") and "CareError(" in str(record.args))
+
+
+def _quiet_care_errors():
+    """Run on each worker before the blocks: :func:`_said_by_the_caller` on its log (other failures, memory
+    and event-loop warnings are logged as Dask logs them)."""
+    import logging
+
+    logger = logging.getLogger("distributed.worker")
+    if _said_by_the_caller not in logger.filters:
+        logger.addFilter(_said_by_the_caller)
 
 
 def _client(scheduler, n_workers, memory_limit):
@@ -547,6 +560,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
             client, cluster = _client(scheduler, n_workers, memory_limit)
             from distributed import as_completed
 
+            client.run(_quiet_care_errors)
             _warm_all(client, job)
             futures = [client.submit(predict_block, job, ix, pure=False) for ix in todo]
             try:

@@ -192,10 +192,13 @@ def test_wrong_inputs_get_clear_errors(trained):
         model.predict(np.random.rand(2, 8, 32, 32), axes="CZYX")
     flat = cc.create_model(care_config("YX", quick=True))   # a 2D model on a stack: how to restore its slices
     stack = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
-    with pytest.raises(CareError, match=r"stack.tif: the model is 2D \(YX\) but the image has spatial axes 'ZYX' .*; to "
-                                        r"restore each Z slice on its own .* axes 'SYX' \(`carecore predict --axes SYX`\)"):
-        flat.predict(stack, axes="ZYX", name="stack.tif")
+    for axes, image in (("ZYX", stack), ("TZYX", stack[None])):
+        with pytest.raises(CareError, match=r"stack.tif( \[T=0\])?: the model is 2D \(YX\) but the image has spatial axes 'ZYX' .*; to "
+                                            r"restore each Z slice on its own .* S in place of Z in the image's axes "
+                                            r"\(ZYX -> SYX, TZYX -> TSYX; `carecore predict --axes SYX`\)"):
+            flat.predict(image, axes=axes, name="stack.tif")
     assert flat.predict(stack, axes="SYX").shape == stack.shape
+    assert flat.predict(stack[None], axes="TSYX").shape == (1,) + stack.shape
     with pytest.raises(CareError, match="input patches of shape"):
         model.train((np.zeros((4, 32, 32, 1)),) * 4)
 
@@ -309,13 +312,21 @@ def test_a_stack_interpolated_already_is_told_not_interpolated_twice(shared_data
     embryo = tifffile.imread(shared_data / "morpholibj_arabidopsis_embryo_106x112x109.tif")
     emb_coarse, _ = cc.simulate_anisotropic(embryo.astype(np.float32), 2, axes="ZYX", axis="Z", psf_sigma=2.0,
                                             peak_photons=5, seed=2, upsample_back=False)
-    for acquired in (coarse, clean, embryo, emb_coarse, np.random.default_rng(0).random((12, 20, 20))):
-        assert interpolated_along_z(acquired, 4, "cubic") is None
+    # background margins (slices of noise alone about the sample) at a thousand photons: still acquired
+    margins, _ = cc.simulate_anisotropic(np.pad(clean, ((24, 24), (0, 0), (0, 0))), 2, axes="ZYX", axis="Z",
+                                         psf_sigma=2.0, peak_photons=1000, background=2, seed=3, upsample_back=False)
+    for acquired in (coarse, clean, embryo, emb_coarse, margins, np.random.default_rng(0).random((12, 20, 20))):
+        for factor in (2, 4):
+            assert interpolated_along_z(acquired, factor, "cubic") is None
     assert interpolated_along_z(train_low, 4) == "linear"
     assert interpolated_along_z(np.repeat(emb_coarse, 2, axis=0), 2) == "nearest-neighbour"
+    nearest = interpolate_z(emb_coarse, 2, 0, "nearest")   # (ties alternate sides) and a crop of it
+    assert interpolated_along_z(nearest, 2) == interpolated_along_z(nearest[1:], 2) == "nearest-neighbour"
     rounded = np.round(interpolate_z(emb_coarse, 2, 0) * 1000 / emb_coarse.max()).astype(np.uint16)
     assert interpolated_along_z(rounded, 2) == "linear"
-    assert interpolated_along_z(interpolate_z(emb_coarse, 2, 0, "cubic"), 2, "cubic") == "cubic"
+    cubic = interpolate_z(coarse, 4, 0, "cubic")
+    for stack in (cubic, cubic[1:], np.round(np.clip(cubic, 0, None) * 1000 / cubic.max()).astype(np.uint16)):
+        assert interpolated_along_z(stack, 4, "cubic") == "cubic"   # (also cropped, also rounded)
     assert interpolated_along_z(train_low[:10], 4) is None   # too few slices to tell
 
     model = cc.create_model(care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=4))

@@ -149,7 +149,7 @@ def test_the_validation_line_starts_from_every_interpolation():
     rng = np.random.default_rng(0)
     clean, _ = cc.nuclei_volume((8, 128, 128), seed=0)
     img = clean[4][..., None]
-    for own in ("linear", "cubic"):
+    for own in ("linear", "cubic", "nearest"):
         model = cc.create_model(_iso().default_config("ZYX", upsampling_factor=4, psf_sigma=2.0, quick=True,
                                                       interpolation=own))
         lows = {how: cc.simulate_anisotropic(img, 4, axes="YXC", axis="Y", psf_sigma=2.0, interpolation=how, seed=1,
@@ -163,8 +163,9 @@ def test_the_validation_line_starts_from_every_interpolation():
             ref = np.stack([lows[how.split()[0]][a:a + 32, b:b + 32] for a, b in offsets])
             for p, r, (a, _) in zip(start, ref, offsets):
                 rows = [k for k in range(4, 28) if (a + k) % 4 != 2]   # inside; nearest's ties may go either way
-                if how.startswith("cubic"):   # a spline through the patch's coarse rows only
-                    assert np.corrcoef(p[rows].ravel(), r[rows].ravel())[0, 1] > 0.98
+                if how.startswith("cubic"):   # a spline through the patch's coarse rows only: its middle
+                    middle = [k for k in rows if 8 <= k < 24]
+                    assert np.abs(p[middle] - r[middle]).mean() < 0.01 * np.ptp(lows["cubic"])
                 else:
                     np.testing.assert_allclose(p[rows], r[rows], atol=1e-4 * r.max())
     cfg = _iso().default_config("ZYX", upsampling_factor=4, psf_sigma=2.0, quick=True, patch_size=(32, 32))

@@ -110,6 +110,10 @@ def test_nan_in_the_input_is_an_error_whatever_scales_it(model_2d):
         model_2d.predict(low, axes="YX", normalization=norm)
     with pytest.raises(CareError, match="NaN or infinite"):
         model_2d.predict(low, axes="YX", normalization="image")
+    edge = np.pad(np.nan_to_num(low), ((0, 1), (0, 1)), mode="edge")   # 97 x 97: a window past the image's end reads it reflected
+    edge[96, 95] = np.nan                                 # (the pixel counted once)
+    with pytest.raises(CareError, match=r"\(1 pixel in the tile .*, the first at Y 96 X 95\)"):
+        model_2d.predict(edge, axes="YX", normalization=norm)
     from carecore.models.kinds import create_model, model_class
 
     projection = create_model(model_class("projection").default_config("ZYX", quick=True))
