@@ -129,7 +129,10 @@ def readme(name, model, facts):
                      + ("; the Laplace scale channels scale by `hi - lo` only." if c.probabilistic else "."))
     lines += [
         f"- Tiling: sides must be {facts['min_size']} + a multiple of {c.divisor}; the halo ({facts['halo']} "
-        "pixels per side) is the network's receptive-field radius (or the smoothing filter's, if wider).",
+        "pixels per side) is the network's receptive-field radius (or the smoothing filter's, if wider). Within "
+        "the halo of the image's edge the result depends on how the consumer pads the image (bioimageio.core "
+        "reflects it; carecore's network pads with zeros), so the outermost pixels differ somewhat from "
+        "carecore's; further in, the package and carecore agree.",
         "",
         "## Training", "",
         f"- Network: {c.unet_depth} poolings, {c.unet_filters} first-level filters, kernel {c.kernel}, "
