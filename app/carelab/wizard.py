@@ -406,7 +406,8 @@ class TrainStep(W.VBox):
                 f"peak learning rate {c.learning_rate:g}, in {'mixed bfloat16' if c.precision == 'mixed_bfloat16' else c.precision}")
         if c.time_limit > 0:
             text = (f"{_mmss(c.time_limit)} of training: {what}, about {c.epochs} validations; the epochs are "
-                    "sized from timed steps and the deadline ends training. An ensemble shares the budget.")
+                    "sized from timed steps and the deadline ends training."
+                    + (" An ensemble shares the budget." if t["probabilistic"] else ""))
             if c.time_limit > BUDGETS[0][1]:   # longer than the quick budget: what the benchmark found
                 text += (" A longer budget helps most with more training data: in our benchmark 30 minutes beat 3 on "
                          "24 simulated volumes, not on 3 of them nor on one 2D image, whose validation curve could "
