@@ -88,6 +88,19 @@ def package_name(name, folder):
     return str(name)
 
 
+def _check_license_and_description(license, description):
+    """bioimage.io takes an SPDX license identifier ("CC-BY-4.0", "MIT": no spaces) and a description of at
+    most 1024 characters; others fail its validation."""
+    import re
+
+    if not isinstance(license, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+-]*", license):
+        raise CareError(f"license {license!r}: give an SPDX identifier, e.g. 'CC-BY-4.0', 'CC0-1.0', 'MIT' or "
+                        "'BSD-3-Clause' (https://spdx.org/licenses/); bioimage.io refuses other names")
+    if description is not None and len(str(description)) > 1024:
+        raise CareError(f"description: {len(str(description))} characters, but bioimage.io takes at most 1024; "
+                        "shorten it (the package's README.md holds the details)")
+
+
 def _check_authors(authors):
     """bioimage.io refuses an author's name with a slash (a list of names in one, say)."""
     for a in authors or []:
@@ -350,6 +363,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
         raise CareError(f"out_zip: a bioimage.io package is a .zip file, got {out_zip.name!r}")
     name = package_name(name, model_dir)   # (before the work: a name bioimage.io refuses fails fast)
     _check_authors(authors)
+    _check_license_and_description(license, description)
     model = _load_exportable(model_dir, weights)
     c = model.config
     if not 1 < c.percentiles[1] <= 100:

@@ -182,6 +182,10 @@ def test_the_package_name_is_one_bioimageio_takes(model2d, tmp_path):
             export_bioimageio(folder, tmp_path / "x.zip", name=bad, test_input=noisy)
     with pytest.raises(CareError, match=r"authors: 'A. One / B. Two' has a slash"):
         export_bioimageio(folder, tmp_path / "x.zip", authors=["A. One / B. Two"], test_input=noisy)
+    with pytest.raises(CareError, match=r"license 'CC BY 4.0': give an SPDX identifier, e.g. 'CC-BY-4.0'"):
+        export_bioimageio(folder, tmp_path / "x.zip", license="CC BY 4.0", test_input=noisy)
+    with pytest.raises(CareError, match="description: 1100 characters, but bioimage.io takes at most 1024"):
+        export_bioimageio(folder, tmp_path / "x.zip", description="x" * 1100, test_input=noisy)
     assert not (tmp_path / "x.zip").exists()
 
 
