@@ -586,7 +586,7 @@ def cmd_convert(args):
 
     img = read_image(args.inp, axes=args.axes, mmap=True)
     write_image(args.out, img.data, axes=img.axes, spacing=img.spacing)
-    size = ", ".join(f"{a} {v:g} µm" for a, v in img.spacing.items())
+    size = ", ".join(f"{a} {v:g} {'s' if a == 'T' else 'µm'}" for a, v in img.spacing.items())
     print(f"wrote {args.out} ({' x '.join(map(str, img.shape))} {img.axes}" + (f"; voxel {size}" if size else "") + ")")
     return 0
 

@@ -35,7 +35,9 @@ class Image:
     axes : str
         One letter per dimension of ``data``.
     spacing : dict
-        Voxel size per spatial axis letter (in micrometres) where known, e.g. ``{"Z": 1.0}``.
+        Voxel size per spatial axis letter (in micrometres) where known, e.g. ``{"Z": 1.0}``, and under
+        ``"T"`` the frame interval in seconds (from OME's TimeIncrement, ImageJ's finterval, an OME-Zarr
+        t axis), kept by every writer.
     path : str or None
         The file it was read from.
     axes_guessed : bool
@@ -73,6 +75,16 @@ LENGTH_UNITS = {
     "m": 1e6, "meter": 1e6, "metre": 1e6,
     "in": 25400.0, "inch": 25400.0,
 }
+
+
+#: Seconds per time unit (OME's TimeIncrementUnit, ImageJ's time unit, OME-NGFF's axis unit)
+TIME_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "millisecond": 1e-3,
+              "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+
+
+def unit_to_s(unit):
+    """The length of one time ``unit`` (``'s'``, ``'ms'``, ``'min'``, ``'sec'``...) in seconds; None if unknown."""
+    return TIME_UNITS.get(unit.strip().lower()) if isinstance(unit, str) else None
 
 
 def unit_to_um(unit):
@@ -178,6 +190,9 @@ def _spacing_from_tiff(tif):
                         factor = unit_to_um(el.attrib.get(f"PhysicalSize{a}Unit", "µm"))  # OME's default
                         if v is not None and factor is not None:
                             spacing[a] = float(v) * factor
+                    v, factor = el.attrib.get("TimeIncrement"), unit_to_s(el.attrib.get("TimeIncrementUnit", "s"))
+                    if v is not None and factor is not None and float(v) > 0:
+                        spacing["T"] = float(v) * factor
                     break
         elif tif.is_imagej:
             md = tif.imagej_metadata or {}
@@ -196,6 +211,9 @@ def _spacing_from_tiff(tif):
                 factor = unit_to_um(units[a])
                 if factor is not None:
                     spacing[a] = v * factor
+            factor = unit_to_s(md.get("tunit", "sec"))   # (ImageJ's frame interval, in seconds by default)
+            if md.get("finterval") and factor is not None and float(md["finterval"]) > 0:
+                spacing["T"] = float(md["finterval"]) * factor
     except Exception:  # metadata is a courtesy: never fail a read because of it
         pass
     return spacing
@@ -568,6 +586,9 @@ def write_image(path, data, *, axes, spacing=None, dtype=None, compression=None)
         if a in "XYZ" and v:
             metadata[f"PhysicalSize{a}"] = float(v)
             metadata[f"PhysicalSize{a}Unit"] = "µm"
+    if (spacing or {}).get("T") and "T" in axes:   # the frame interval, in seconds
+        metadata["TimeIncrement"] = float(spacing["T"])
+        metadata["TimeIncrementUnit"] = "s"
     tmp = atomic_path(path)
     try:
         tifffile.imwrite(tmp, data, ome=True, photometric="minisblack", metadata=metadata,

@@ -102,9 +102,15 @@ def describe(path):
     for t in datasets[0].get("coordinateTransformations") or ms.get("coordinateTransformations") or []:
         if t.get("type") == "scale" and len(t.get("scale", [])) == len(axes):
             for a, md, s in zip(axes, axes_md, t["scale"]):
+                unit = md.get("unit") if isinstance(md, dict) else None
                 if a in "ZYX":
-                    unit = (md.get("unit") if isinstance(md, dict) else None) or "micrometer"
-                    spacing[a] = float(s) * _TO_UM.get(str(unit).lower(), 1.0)
+                    spacing[a] = float(s) * _TO_UM.get(str(unit or "micrometer").lower(), 1.0)
+                elif a == "T" and unit and float(s) > 0:   # a frame interval where its unit is a time's
+                    from .io import unit_to_s
+
+                    factor = unit_to_s(str(unit))
+                    if factor is not None:
+                        spacing[a] = float(s) * factor
     return axes, spacing, [d["path"] for d in datasets], ms
 
 
@@ -197,7 +203,7 @@ def create_image(group, shape, axes, *, dtype, chunks=None, spacing=None, levels
     if len(chunks) != len(shape) or len(shape) != len(axes):
         raise CareError(f"{name or 'image'}: shape {tuple(shape)}, chunks {chunks} and axes {axes!r} disagree")
     arrays, datasets = [], []
-    sp = [float((spacing or {}).get(a) or 1.0) if a in "ZYX" else 1.0 for a in axes]
+    sp = [float((spacing or {}).get(a) or 1.0) if a in "TZYX" else 1.0 for a in axes]
     for k, s in enumerate(pyramid_shapes(shape, axes, levels)):
         arrays.append(group.create_array(
             str(k), shape=s, chunks=tuple(max(1, min(c, n)) for c, n in zip(chunks, s)), dtype=dtype,
@@ -208,7 +214,9 @@ def create_image(group, shape, axes, *, dtype, chunks=None, spacing=None, levels
         if k:  # a binned pixel's centre lies half a (fine) pixel further in
             transforms.append({"type": "translation", "translation": [(fi - 1) / 2 * v for v, fi in zip(sp, f)]})
         datasets.append({"path": str(k), "coordinateTransformations": transforms})
-    md_axes = [{"name": a.lower(), "type": _TYPES[a], **({"unit": "micrometer"} if a in "ZYX" else {})}
+    timed = bool((spacing or {}).get("T"))
+    md_axes = [{"name": a.lower(), "type": _TYPES[a], **({"unit": "micrometer"} if a in "ZYX" else
+                                                          {"unit": "second"} if a == "T" and timed else {})}
                for a in axes]
     group.attrs["multiscales"] = [{"version": NGFF_VERSION, "name": name or "image", "axes": md_axes,
                                    "datasets": datasets, "type": "mean (2x2 binning along Y and X)",

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
 
 pytest.importorskip("zarr")
 
@@ -95,6 +96,32 @@ def test_convert_tiff_to_zarr_and_back(tmp_path, capsys):
     np.testing.assert_array_equal(back.data, np.moveaxis(data, 1, 0))
     assert main(["convert", str(tmp_path / "missing.ome.zarr"), str(tmp_path / "c.tif")]) == 2
     assert "missing.ome.zarr: no such OME-Zarr folder" in capsys.readouterr().err
+
+
+def test_a_time_lapse_keeps_its_frame_interval(tmp_path, capsys):
+    """The frame interval (ImageJ's finterval, OME's TimeIncrement, an OME-Zarr t axis in seconds) is read
+    and kept by every writer and by a restoration (it was dropped: the t scale came out 1, with no unit)."""
+    from ome_zarr_models.v04.image import ImageAttrs
+
+    data = (np.random.default_rng(3).random((3, 40, 44)) * 500).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, metadata={"axes": "TYX", "finterval": 5.0})
+    assert read_image(tmp_path / "ij.tif").spacing["T"] == 5.0
+    assert main(["convert", str(tmp_path / "ij.tif"), str(tmp_path / "tl.ome.zarr")]) == 0
+    assert "T 5 s" in capsys.readouterr().out
+    attrs = json.loads((tmp_path / "tl.ome.zarr" / ".zattrs").read_text())
+    ImageAttrs.model_validate(attrs)
+    assert attrs["multiscales"][0]["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
+    assert read_image(tmp_path / "tl.ome.zarr").spacing["T"] == 5.0
+    assert main(["convert", str(tmp_path / "tl.ome.zarr"), str(tmp_path / "back.tif")]) == 0
+    assert read_image(tmp_path / "back.tif").spacing["T"] == 5.0
+    tifffile.imwrite(tmp_path / "min.ome.tif", data, ome=True,
+                     metadata={"axes": "TYX", "TimeIncrement": 0.5, "TimeIncrementUnit": "min"})
+    assert read_image(tmp_path / "min.ome.tif").spacing["T"] == 30.0
+    model = cc.CARE(cc.care_config("YX", quick=True), tmp_path / "m")
+    model.save()
+    assert main(["predict", "--model", str(tmp_path / "m"), "--in", str(tmp_path / "ij.tif"), "--out",
+                 str(tmp_path / "r.tif")]) == 0
+    assert read_image(tmp_path / "r.tif").spacing["T"] == 5.0
 
 
 def test_find_pairs_and_patches_read_ome_zarr(tmp_path, noisy_pair):
