@@ -28,7 +28,7 @@ from ..fingerprint import fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE
-from .upsampling import UpsamplingCARE, spacing_mismatch, warn_if_interpolated
+from .upsampling import UpsamplingCARE, coarse_phase_residuals, spacing_mismatch, warn_if_interpolated
 
 
 class IsotropicCARE(CARE):
@@ -208,13 +208,7 @@ class IsotropicCARE(CARE):
                 middles = [(a + b - 1) // 2 for a, b in zip(change[:-1], change[1:])]   # runs inside the patch
                 phases.append(int(np.bincount(np.mod(middles, f), minlength=f).argmax()) if middles else 0)
         for x in (X if order else ()):
-            def residual(p, x=x):
-                coarse = x[p::f]
-                last = p + (len(coarse) - 1) * f
-                again = resample_axis(coarse, (rows[p:last + 1] - p) / f, 0, order=order) - x[p:last + 1]
-                inner = 2 * f if len(again) > 6 * f else 0   # (a spline through the patch's rows alone: ends off)
-                return float((again[inner:len(again) - inner] ** 2).mean())
-            phases.append(min(range(f), key=residual))
+            phases.append(int(coarse_phase_residuals(x, f, self.config.interpolation).argmin()))
         starts = {}
         for how in ("nearest", "linear", "cubic"):
             label = f"{how} interpolation"

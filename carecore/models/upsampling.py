@@ -24,6 +24,22 @@ def interpolate_z(image, factor, axis, interpolation="linear"):
     return resample_axis(x, np.arange(n_out) / factor, axis, order=INTERPOLATION_ORDER[interpolation])
 
 
+def coarse_phase_residuals(x, factor, interpolation):
+    """For each phase ``p < factor``: the mean squared difference between ``x`` (its first axis on a fine
+    grid) and its slices ``p, p + factor, ...`` interpolated back along that axis (``interpolation``), over
+    the slices between them and away from the ends (a spline through these slices alone differs there);
+    the phase of an interpolated ``x``'s coarse slices gives next to nothing. ``factor`` an integer."""
+    f = int(factor)
+    out = []
+    for p in range(f):
+        coarse = x[p::f]
+        known = (len(coarse) - 1) * f + 1   # (past the last coarse slice the interpolation holds it)
+        again = interpolate_z(coarse, f, 0, interpolation)[:known] - x[p:p + known]
+        inner = 2 * f if known > 6 * f else 0
+        out.append(float((again[inner:known - inner] ** 2).mean()))
+    return np.array(out)
+
+
 #: A stack looks interpolated along Z when in most runs of ``floor(factor)`` slice steps the quietest step
 #: (of first or second differences) carries less than this share of the busiest one's energy: exact
 #: nearest-neighbour or linear interpolation leaves zeros between its coarse slices (rounded to integers at
@@ -70,13 +86,9 @@ def interpolated_along_z(stack, factor, interpolation="linear", *, box=96):
             and x.std(axis=1).min() > 0:
         rounding = 1 / 6 if np.array_equal(x, np.round(x)) else 0.0   # (both ends rounded: twice 1/12)
         steps = (np.diff(x, axis=0) ** 2).mean()
-        for p in range(f):
-            coarse = x[p::f]
-            again = interpolate_z(coarse, f, 0, interpolation)[:(len(coarse) - 1) * f + 1] - x[p:p + (len(coarse) - 1) * f + 1]
-            inner = 2 * f if len(again) > 6 * f else 0   # (a crop's first and last coarse slices are not its ends)
-            residual = (again[inner:len(again) - inner] ** 2).mean()
-            if residual < 0.1 * steps and residual < 1.5 * rounding + 1e-3 * steps:   # (acquired: 0.03 or more)
-                return interpolation
+        residual = coarse_phase_residuals(x, f, interpolation).min()   # (a crop starts at any phase)
+        if residual < 0.1 * steps and residual < 1.5 * rounding + 1e-3 * steps:   # (acquired: 0.03 or more)
+            return interpolation
     return None
 
 
