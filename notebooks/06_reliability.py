@@ -106,7 +106,9 @@ results["input"] = cc.evaluate(low, truth, axes="ZYX")
 # %%
 pct = ensemble.config.percentiles
 scaling = ensemble.input_normalization(low, axes="ZYX")   # how predict scaled the input
-truth_units = cc.denormalize(cc.percentile_normalize(truth, *pct, axes="ZYX")[0], scaling, axes="ZYX")
+truth_scaling = ensemble.truth_normalization(scaling)   # (scaled by the training inputs: their targets')
+truth_units = cc.denormalize(cc.percentile_normalize(truth, *pct, axes="ZYX", norm=truth_scaling)[0], scaling,
+                             axes="ZYX")
 z, y = low.shape[0] // 2, low.shape[1] // 2
 try:
     from carelab.viewers import BandProfile
@@ -141,7 +143,7 @@ display(W.VBox([movie, play]))
 
 # %%
 curve = measure_calibration(truth, out["member_means"], out["member_scales"], image=low, axes="ZYX",
-                            percentiles=pct, normalization=scaling)
+                            percentiles=pct, normalization=scaling, truth_normalization=truth_scaling)
 fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
 ax[0].imshow(readouts["mean"][z], cmap="gray")
 ax[0].set_title("restored (ensemble mean)")

@@ -300,6 +300,7 @@ class LabState(HasTraits):
         self._filter_rows = {}               # pair's key -> (rows, note): the filters tuned on the last pairs
         self._view_lock = threading.RLock()  # one restoration's frame shown at a time (show_frame, restore)
         self.image_axes, self.model_config, self.input_norm = "", None, None
+        self.truth_norm = None   # how the ground truth is scaled into the network's units (None: its own percentiles)
         self.readouts = {}
         self.patch_warnings = []             # what the last patches' making warned about (misaligned pairs)
         self._task_data = {}                 # task -> its Data step's folders, scan and patches (TASK_DATA)
@@ -1171,6 +1172,7 @@ class LabState(HasTraits):
         with collect_warnings():   # (said with the restoration)
             v["input_norm"] = single.input_normalization(x, axes=in_axes, name=f["name"],
                                                          normalization=f["normalization"])   # as it was restored
+        v["truth_norm"] = single.truth_normalization(v["input_norm"])   # (scaled by the training inputs': their targets')
         v["input_on_grid"] = np.asarray(single.on_output_grid(x, axes=in_axes), np.float32)
         v["restored"] = np.asarray(pick(f["restored"], f["out_axes"]))
         v["scale"] = None if f["scale"] is None else pick(f["scale"], f["out_axes"])
@@ -1193,7 +1195,7 @@ class LabState(HasTraits):
 
     def _set_view(self, v):
         for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "input_image", "input_norm",
-                     "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index",
+                     "truth_norm", "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index",
                      "restore_warnings"):
             setattr(self, name, v[name])
         self.readouts = {}   # of the frame shown before
@@ -1350,17 +1352,21 @@ class LabState(HasTraits):
         cfg, axes = self.model_config, self.image_axes
         pct = tuple(cfg.percentiles) if cfg is not None else cc.DEFAULT_PERCENTILES
         out = {}
-        # the network's promise is about the truth normalized with its own percentiles; predict maps
-        # that back with the input's scaling: the same two maps put the truth into the input's units
-        g, _ = cc.percentile_normalize(self.truth, *pct, axes=axes)
+        # the network's promise is about the truth normalized as its training targets were (with its own
+        # percentiles; with the training targets' where the input was scaled by the training inputs'); predict
+        # maps that back with the input's scaling: the same two maps put the truth into the input's units
+        g, _ = cc.percentile_normalize(self.truth, *pct, axes=axes, norm=self.truth_norm)
         norm_in = self.input_norm or cc.compute_percentiles(self.input_image, *pct, axes=axes, name="input")
         out["truth_rescaled"] = cc.denormalize(g, norm_in, axes=axes)
         out["truth_label"] = (f"ground truth (rescaled for display: its {pct[0]:g}–{pct[1]:g} percentile range "
-                              "mapped as the input was scaled)")
+                              "mapped as the input was scaled)" if self.truth_norm is None else
+                              "ground truth (rescaled for display: scaled as the training targets were, mapped as the "
+                              "input was scaled)")
         if self.truth.shape == self.input_image.shape:
             mapped_back = cfg is None or cfg.n_channel_in == cfg.n_channel_out
             out["calibration"] = measure_calibration(self.truth, means, scales, image=self.input_image, axes=axes,
-                                                     percentiles=pct, mapped_back=mapped_back, normalization=norm_in)
+                                                     percentiles=pct, mapped_back=mapped_back, normalization=norm_in,
+                                                     truth_normalization=self.truth_norm)
         else:
             out["calibration_note"] = ("no calibration curve: the input is on another grid than the ground truth "
                                        "(its percentiles cannot be matched pixel by pixel)")

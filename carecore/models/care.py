@@ -378,6 +378,30 @@ class CARE:
                              tuple(float(v) for v in np.median([n["hi"] for n in norms], axis=0)),
                              tuple(norms[0]["percentiles"]))
 
+    @property
+    def training_target_normalization(self):
+        """The percentiles of the training targets (per channel, the median over the training images), or
+        ``None`` where not recorded: the units of the network's output for inputs scaled by
+        :attr:`training_normalization`."""
+        seen = (self.run_card or {}).get("normalization_seen") or {}
+        norms = [s["norm_high"] for s in seen.get("sources", []) if s.get("norm_high")]
+        if not norms:
+            return None
+        return Normalization(tuple(float(v) for v in np.median([n["lo"] for n in norms], axis=0)),
+                             tuple(float(v) for v in np.median([n["hi"] for n in norms], axis=0)),
+                             tuple(norms[0]["percentiles"]))
+
+    def truth_normalization(self, normalization):
+        """How a ground truth is scaled into the network's output units when the input was scaled by
+        ``normalization`` (what :meth:`input_normalization` gave): the training targets' percentiles when
+        that is the training inputs' scaling (the network then answers in the units of its training
+        targets: a region half as bright as the training images gives a mean half as high), else None
+        (the truth's own percentiles, as each training target was scaled with its input's own)."""
+        train = self.training_normalization
+        if train is not None and normalization == train:
+            return self.training_target_normalization
+        return None
+
     def check_spacing(self, spacing, *, name="image"):
         """Warn when the voxel size ``spacing`` ({axis: size}) does not fit this model, and return the
         message (the isotropic kind: its axial factor against the stack's Z/X ratio); None here: a model

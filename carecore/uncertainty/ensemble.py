@@ -79,6 +79,11 @@ class Ensemble:
         the members train on the same patches)."""
         return self.members[0].input_normalization(image, axes=axes, normalization=normalization, name=name)
 
+    def truth_normalization(self, normalization):
+        """How a ground truth is scaled into the members' output units (the first member's
+        :meth:`~carecore.CARE.truth_normalization`; the members train on the same patches)."""
+        return self.members[0].truth_normalization(normalization)
+
     def trained_on(self, image, *, axes=None, path=None):
         """Whether any member was trained on ``image`` (:meth:`carecore.CARE.trained_on`); None when no
         member's run card records its training images."""

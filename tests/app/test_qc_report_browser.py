@@ -27,6 +27,21 @@ def test_qc_report_renders(page, tmp_path, shots):
     cc.write_image(tmp_path / "gt" / "seen.tif", pairs[0][1], axes="ZYX")
     rep = quality_report(tmp_path / "ens", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
     assert [(e["name"], e["trained_on"]) for e in rep["images"]] == [("seen.tif", True), ("test.tif", False)]
+    # the overall and the calibration are of the image CARE never saw (the training image flattered both)
+    test = rep["images"][1]
+    assert rep["overall_images"] == ["test.tif"] and rep["calibration"]["images"] == ["test.tif"]
+    assert rep["overall"]["CARE"] == pytest.approx(test["metrics"]["CARE"])
+    assert rep["calibration"]["ece"] == pytest.approx(test["calibration"]["ece"])
+    # when a filter beats CARE on a metric the report says so, under the table
+    from carecore.qc import _beaten_note
+
+    beaten = [k for k in ("ssim", "psnr") if max(v[k] for n, v in test["metrics"].items()
+                                                if n not in ("CARE", "input")) > test["metrics"]["CARE"][k]]
+    assert ("CARE is beaten here" in _beaten_note(test["metrics"])) == bool(beaten or min(
+        v["nrmse"] for n, v in test["metrics"].items() if n not in ("CARE", "input")) < test["metrics"]["CARE"]["nrmse"])
+    assert "CARE is beaten here</b> on NRMSE by tv (0.01 against CARE's 0.02)" in _beaten_note(
+        {"CARE": {"nrmse": 0.02, "ssim": 0.9, "psnr": 30}, "input": {"nrmse": 0.01, "ssim": 0.95, "psnr": 31},
+         "tv": {"nrmse": 0.01, "ssim": 0.8, "psnr": 29}})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto((tmp_path / "qc" / "index.html").as_uri())
@@ -36,6 +51,7 @@ def test_qc_report_renders(page, tmp_path, shots):
         assert img.evaluate("i => i.complete && i.naturalWidth > 0")
     assert "ECE" in page.content()
     assert "(a training image: its scores flatter CARE)" in page.locator("h2", has_text="seen.tif").inner_text()
+    assert "left out: seen.tif (trained on" in page.content()
     said = page.locator(".warn").all_inner_texts()   # the training image's scores are said to flatter CARE
     assert any("seen.tif: CARE was trained on this image" in w for w in said) and not any("test.tif" in w for w in said)
     page.screenshot(path=str(shots / "qc_report.png"), full_page=True)

@@ -81,8 +81,9 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
     from carecore.uncertainty import measure_calibration
 
     mus, bs = loaded.predict_members(noisy, axes="ZYX")
+    norm = loaded.input_normalization(noisy, axes="ZYX")
     direct = measure_calibration(clean, mus, bs, image=noisy, axes="ZYX", percentiles=cfg.percentiles,
-                                 normalization=loaded.input_normalization(noisy, axes="ZYX"))
+                                 normalization=norm, truth_normalization=loaded.truth_normalization(norm))
     # ECE bins pixels: predictions made in another process (the CLI) may differ in the last float bit and
     # move a few pixels across a bin edge (seen: 2e-5); a fit to the ground truth would move it far more
     assert rep["calibration"]["ece"] == pytest.approx(direct["ece"], abs=2e-4)

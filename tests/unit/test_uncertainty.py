@@ -123,3 +123,33 @@ def test_calibration_is_measured_without_a_fit():
     ens = measure_calibration(truth, np.stack([back(mu_target)] * 2), np.stack([b_target * (hi - lo)] * 2),
                               image=image, axes="YX", percentiles=(2, 99.8))
     assert ens["ece"] == pytest.approx(honest["ece"], abs=1e-6)
+
+
+def test_calibration_of_an_input_scaled_by_the_training_inputs_is_in_the_training_targets_units(tmp_path):
+    """A model that scales every input by its training inputs' percentiles answers in its training targets'
+    units: a held-out region half as bright as the training images gets a mean half as high. Its ground
+    truth is scaled so (``truth_normalization``: the model's ``truth_normalization`` of that scaling), not by
+    its own percentiles, which double it here and called a calibrated prediction badly calibrated (a
+    microscopist's trial: ECE 0.315 where it was 0.048)."""
+    import carecore as cc
+    from carecore.normalize import Normalization
+    from carecore.uncertainty import measure_calibration
+
+    rng = np.random.default_rng(1)
+    t_in, t_gt = Normalization((10.0,), (210.0,), (2, 99.8)), Normalization((100.0,), (1100.0,), (2, 99.8))
+    model = cc.CARE(cc.care_config("YX", quick=True))
+    model.run_card = {"normalization_seen": {"percentiles": [2, 99.8], "sources": [
+        {"low": "a.tif", "norm_low": t_in.to_dict(), "norm_high": t_gt.to_dict()}]}}
+    assert model.truth_normalization(t_in) == t_gt
+    assert model.truth_normalization(Normalization((0.0,), (1.0,), (2, 99.8))) is None   # the image's own: its own
+    clean = rng.uniform(0, 0.5, size=(96, 96))           # half as bright as the training targets (0 to 1)
+    b = np.full_like(clean, 0.03)
+    truth_n = clean + rng.laplace(size=clean.shape) * b  # drawn from the network's promise, in target units
+    truth = t_gt.lo[0] + (t_gt.hi[0] - t_gt.lo[0]) * truth_n
+    image = 10 + 200 * clean + rng.normal(0, 5, clean.shape)
+    width = t_in.hi[0] - t_in.lo[0]   # predict maps back with the input's scaling (the training inputs')
+    kw = dict(image=image, axes="YX", percentiles=(2, 99.8), normalization=t_in)
+    honest = measure_calibration(truth, clean * width + t_in.lo[0], b * width, **kw,
+                                 truth_normalization=model.truth_normalization(t_in))
+    own = measure_calibration(truth, clean * width + t_in.lo[0], b * width, **kw)
+    assert honest["ece"] < 0.03 < 0.15 < own["ece"], (honest["ece"], own["ece"])
