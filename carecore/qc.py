@@ -123,6 +123,12 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         if frames:   # before anything is restored
             raise CareError(f"{pair.name}: axes {low.axes} (shape {tuple(low.shape)}) have {frames}; the quality report "
                             "scores single images or volumes: save each time point or sample as a file of its own")
+        sp = "".join(a for a in low.axes if a in "ZYX")
+        if sp != grid_model.input_spatial_axes:   # before the filters are tuned (a minute and more)
+            raise CareError(f"{pair.name}: axes {low.axes} (shape {tuple(low.shape)}), but the model restores "
+                            f"{grid_model.input_spatial_axes} images"
+                            + ("; the quality report scores single images: save each Z slice as a file of its own, "
+                               "or give a model for stacks" if grid_model.input_spatial_axes == "YX" and sp == "ZYX" else ""))
         x = np.asarray(low.data, np.float32)
         x_grid = grid_model.on_output_grid(x, axes=low.axes)
         if x_grid.shape != gt.shape:

@@ -260,6 +260,12 @@ class CARE:
         """Axes of the output for an input of ``axes`` (the same for most kinds; a projection drops Z)."""
         return axes
 
+    @property
+    def input_spatial_axes(self):
+        """The spatial axes of the images this model restores (its configuration's; an isotropic model's
+        2D network restores ZYX stacks)."""
+        return self.config.axes
+
     def _halo(self, output_sigma=None):
         from ..prediction.smoothing import output_radius
         from .unet import receptive_radius, smoothing_radius

@@ -181,6 +181,7 @@ class IsotropicCARE(CARE):
     on_output_grid = UpsamplingCARE.on_output_grid
     grid_starts = UpsamplingCARE.grid_starts
     output_spacing = UpsamplingCARE.output_spacing
+    input_spatial_axes = "ZYX"   # (its 2D network restores the stack's XZ and YZ slices)
 
     def patch_grid_starts(self, X):
         """The validation patches (batch, degraded axis, other axis, channel), made by interpolating every

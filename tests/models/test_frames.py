@@ -92,7 +92,7 @@ def test_ensembles_projections_and_isotropic_models_take_frames(model2d, tmp_pat
     np.testing.assert_allclose(r[0], im.predict(stacks[0], axes="ZYX"), atol=1e-5)
 
 
-def test_the_quality_report_refuses_time_lapses_before_restoring(model2d, tmp_path):
+def test_the_quality_report_refuses_time_lapses_before_restoring(model2d, tmp_path, monkeypatch):
     from carecore.qc import quality_report
 
     model2d.save(tmp_path / "model")
@@ -101,4 +101,16 @@ def test_the_quality_report_refuses_time_lapses_before_restoring(model2d, tmp_pa
         (tmp_path / sub).mkdir()
         cc.write_image(tmp_path / sub / "tl.tif", movie, axes="TYX")
     with pytest.raises(cc.CareError, match=r"tl.tif: axes TYX \(shape \(2, 32, 32\)\) have T; .* save each time point"):
+        quality_report(tmp_path / "model", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
+    # a stack for a 2D model: refused before the filters are tuned (a minute and more), not after
+    for sub in ("low", "gt"):
+        (tmp_path / sub / "tl.tif").unlink()
+        cc.write_image(tmp_path / sub / "st.tif", np.random.default_rng(4).random((6, 96, 96)), axes="ZYX")
+    import carecore.baselines
+
+    def tuned(*a, **k):
+        raise AssertionError("the filters were tuned before the axes were checked")
+    monkeypatch.setattr(carecore.baselines, "tune_output_baselines", tuned)
+    with pytest.raises(cc.CareError, match=r"st.tif: axes ZYX \(shape \(6, 96, 96\)\), but the model restores YX images; "
+                                           r"the quality report scores single images: save each Z slice as a file"):
         quality_report(tmp_path / "model", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
