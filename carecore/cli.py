@@ -632,7 +632,8 @@ def cmd_qc(args):
 
     _check_qc_depths(args)
     with tqdm_progress("qc", unit="image") as progress:
-        rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, progress=progress)
+        rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, progress=progress,
+                             normalization=args.normalization)
     for name, m in rep["overall"].items():
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
     if "calibration" in rep:
@@ -850,6 +851,9 @@ def build_parser():
     s.add_argument("--gt", required=True, help="folder of ground truth images (same file names)")
     s.add_argument("--axes")
     s.add_argument("--out", required=True, help="report folder (index.html, report.json, PNG figures)")
+    s.add_argument("--normalization", choices=["image", "training"],
+                   help="scale each input by its own percentiles (image: images taken with another gain or offset "
+                        "than the training images) or by the training inputs' (training); default: the model's")
     s.set_defaults(func=cmd_qc)
 
     s = sub.add_parser("export", help="write a model folder as a bioimage.io package (Fiji/deepImageJ, KNIME, napari)")

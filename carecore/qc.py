@@ -77,7 +77,8 @@ def _calibration_figure(path, curves):
     plt.close(fig)
 
 
-def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=None, progress=None, stop=None):
+def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=None, normalization=None, progress=None,
+                   stop=None):
     """Write the QC report for ``models`` (a model folder, an ensemble folder, or several model folders).
 
     Every classical baseline is tuned on these images with their ground truth
@@ -91,6 +92,9 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     ----------
     baselines : list of str, optional
         Baselines to tune and show (default: all available; ``[]`` for none).
+    normalization : {"image", "training"}, optional
+        How each input is scaled (default: the model's ``input_normalization``); ``"image"`` for images
+        taken with another gain or offset than the training images (their own percentiles).
 
     Returns the report as a dict (also written to ``out_dir/report.json``).
 
@@ -112,7 +116,8 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     out_dir = Path(out_dir)
     check_replaceable(out_dir, REPORT_FOLDER)   # before the work: never a folder of the user's
     rep = {"models": [str(m) for m in ([models] if isinstance(models, (str, Path)) else models)],
-           "ensemble": ens, "probabilistic": cfg.probabilistic, "kind": cfg.kind, "images": [], "warnings": []}
+           "ensemble": ens, "probabilistic": cfg.probabilistic, "kind": cfg.kind, "images": [], "warnings": [],
+           "normalization": normalization or cfg.input_normalization}
     if listing.unmatched_low or listing.unmatched_high:
         rep["warnings"].append(listing.report().replace("\n", "; "))
     ref = (model.info.get("reference") if ens else model.run_card.get("reference")) or {}
@@ -163,11 +168,12 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
                                        "report on images no training patch came from, e.g. a test folder)")
             oa = grid_model.output_axes(low.axes)   # the grid of restoration and ground truth (a projection: no Z)
             with collect_warnings() as said:   # (an image unlike the training's: in the report, once)
-                norm = grid_model.input_normalization(x, axes=low.axes, name=pair.name)   # as predict scales x
+                norm = grid_model.input_normalization(x, axes=low.axes, name=pair.name,   # as predict scales x
+                                                      normalization=normalization)
                 if ens:
-                    mus, bs = model.predict_members(x, axes=low.axes, stop=stop, name=pair.name)
+                    mus, bs = model.predict_members(x, axes=low.axes, stop=stop, name=pair.name, normalization=norm)
                 else:
-                    out = model.predict(x, axes=low.axes, stop=stop, name=pair.name)
+                    out = model.predict(x, axes=low.axes, stop=stop, name=pair.name, normalization=norm)
             rep["warnings"].extend(said)
             span = float(np.mean(np.asarray(norm.hi) - np.asarray(norm.lo)))
             if ens:
@@ -277,7 +283,10 @@ def _html(rep):
              ".warn{background:#fff3cd;border:1px solid #e0b000;padding:8px;margin:8px 0}img{max-width:100%}</style>",
              "</head><body><h1>CARE quality control</h1>",
              f"<p>Model: {e(', '.join(rep['models']))}{' (ensemble)' if rep['ensemble'] else ''}. Metrics follow the "
-             "paper's protocol: ground truth normalized (0.1, 99.9 percentiles), each result fitted to it by least squares.</p>"]
+             "paper's protocol: ground truth normalized (0.1, 99.9 percentiles), each result fitted to it by least squares. "
+             + ("Inputs scaled by their own percentiles (normalization 'image')." if rep.get("normalization") == "image"
+                else "Inputs scaled by the training inputs' percentiles, as the network learned (an image taken with "
+                     "another gain or offset: `carecore qc --normalization image`).") + "</p>"]
     for w in rep["warnings"]:
         parts.append(f"<div class='warn'>⚠ {e(w)}</div>")
     left = [i["name"] for i in rep["images"] if i["name"] not in rep.get("overall_images", [i["name"]])]

@@ -114,3 +114,13 @@ def test_the_quality_report_refuses_time_lapses_before_restoring(model2d, tmp_pa
     with pytest.raises(cc.CareError, match=r"st.tif: axes ZYX \(shape \(6, 96, 96\)\), but the model restores YX images; "
                                            r"the quality report scores single images: save each Z slice as a file"):
         quality_report(tmp_path / "model", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
+    # images taken with another gain: the report can scale them by their own percentiles, as predict can
+    monkeypatch.undo()
+    from carecore.cli import main
+
+    for sub in ("low", "gt"):
+        (tmp_path / sub / "st.tif").unlink()
+        cc.write_image(tmp_path / sub / "im.tif", np.random.default_rng(5).random((64, 64)) * 40 + 100, axes="YX")
+    assert main(["qc", "--model", str(tmp_path / "model"), "--low", str(tmp_path / "low"), "--gt", str(tmp_path / "gt"),
+                 "--out", str(tmp_path / "qc"), "--normalization", "image"]) == 0
+    assert "Inputs scaled by their own percentiles" in (tmp_path / "qc" / "index.html").read_text()
