@@ -169,6 +169,20 @@ TUNING_GRIDS = {
     "bm4d": [{"sigma_factor": f} for f in (0.5, 1.0, 1.5)],
     "bilateral": [{"sigma_spatial": s, "sigma_color": c} for s in (1.0, 2.0, 3.0) for c in (0.1, 0.3, 1.0)],
 }
+#: Where a filter's best value lies at the top of its grid, tuning goes on past it: the next value of that
+#: parameter (``step``), up to ``limit`` (3D: ``limit3d``), while it improves, at most
+#: :data:`EDGE_EXTENSIONS` more values per filter and metric (at 5 photons on the BPAE nuclei NLM was best at
+#: the grid's top, h_factor 2, and better at 4: NRMSE 0.0209 -> 0.0188; bilateral at sigma_spatial 3 ->
+#: 8: SSIM 0.794 -> 0.837; median at size 7 -> 11: SSIM 0.725 -> 0.745)
+EDGE_STEPS = {
+    "gaussian": {"sigma": (lambda v: v * 1.5, 96.0, 96.0)},
+    "tv": {"weight": (lambda v: v * 2, 51.2, 51.2)},
+    "nlm": {"h_factor": (lambda v: round(v * 1.4, 3), 8.0, 8.0)},
+    "median": {"size": (lambda v: v + 2, 15, 9)},
+    "bilateral": {"sigma_spatial": (lambda v: v + 2, 11.0, 7.0), "sigma_color": (lambda v: v * 3, 9.0, 9.0)},
+}
+EDGE_EXTENSIONS = 4
+
 #: The grids of the validation line drawn during training (seconds, not minutes): without the
 #: large NLM windows, which in 3D cost ~30× the small ones.
 FAST_GRIDS = {**TUNING_GRIDS, "nlm": [g for g in TUNING_GRIDS["nlm"] if "patch_distance" not in g]}
@@ -299,10 +313,41 @@ def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX
     tuned = {}
     for name in names:
         mine = [r for (n, _), r in zip(points, rows) if n == name]
+        _past_the_edge(name, mine, score, three_d=len(spatial_axes(axes)) == 3)
         bs = max(mine, key=lambda r: r["ssim"])
         bn = min(mine, key=lambda r: r["nrmse"])
         tuned[name] = TunedBaseline(name, bs["params"], bs["ssim"], bn["params"], bn["nrmse"], mine)
     return dict(sorted(tuned.items(), key=lambda kv: -kv[1].ssim))
+
+
+def _past_the_edge(name, rows, score, *, three_d):
+    """Extend ``rows`` (a filter's scored grid points) past the top of its grid while the best point by
+    SSIM or by NRMSE lies there (:data:`EDGE_STEPS`): a filter best at the edge of its grid was not tuned."""
+    from .progress import Stopped
+
+    steps = EDGE_STEPS.get(name, {})
+    added = 0
+    while added < EDGE_EXTENSIONS * 2:
+        tried = [r["params"] for r in rows]
+        todo = []
+        for best in (max(rows, key=lambda r: r["ssim"]), min(rows, key=lambda r: r["nrmse"])):
+            p = best["params"]
+            for key, (step, limit, limit3d) in steps.items():
+                if key not in p:
+                    continue
+                same = [q[key] for q in tried if all(q.get(o) == p.get(o) for o in set(p) | set(q) if o != key)]
+                nxt = {**p, key: step(p[key])}
+                if p[key] >= max(same) and nxt[key] <= (limit3d if three_d else limit) and nxt not in tried \
+                        and nxt not in todo:
+                    todo.append(nxt)
+        if not todo:
+            return
+        for params in todo:
+            row = score(name, params)
+            if row is None:
+                raise Stopped()
+            rows.append(row)
+            added += 1
 
 
 def best_baseline(tuned):

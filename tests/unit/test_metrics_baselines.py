@@ -119,6 +119,27 @@ def test_the_filter_grids_reach_past_the_best_values_at_5_photons(shared_data):
     assert tuned["gaussian"].params["sigma"] > 12      # where the grid ended before
 
 
+def test_a_filter_best_at_the_top_of_its_grid_is_tuned_past_it(shared_data):
+    """At 5 photons NLM and the median filter were best at the top of their grids (h_factor 2, size 7) and
+    better beyond (a microscopist's trial of the QC report): tuning goes on past the top while it improves,
+    so the report does not show them weaker than they are."""
+    from carecore import read_image
+    from carecore.baselines import EDGE_STEPS, TUNING_GRIDS, tune_baselines
+
+    clean = read_image(shared_data / "bian_BPAE_nuclei_680x1100.tif").data.astype(np.float32)
+    low, _ = simulate_photon_noise(clean, 5.0, background=1.0, read_noise=1.0, seed=7)
+    x, truth = low[200:456, 704:960], clean[200:456, 704:960]
+    tuned = tune_baselines([(x, truth)], axes="YX", names=["nlm", "median"])
+    for name, key in (("nlm", "h_factor"), ("median", "size")):
+        t = tuned[name]
+        top = max(g[key] for g in TUNING_GRIDS[name])
+        inside = [r for r in t.grid if r["params"] in TUNING_GRIDS[name]]
+        assert len(t.grid) > len(TUNING_GRIDS[name]) and t.params[key] > top, (name, t.params)
+        assert t.ssim > max(r["ssim"] for r in inside), name   # better than anything on the grid
+        beyond = [r["params"][key] for r in t.grid if r["params"][key] > top]
+        assert max(beyond) <= EDGE_STEPS[name][key][1]   # (up to its limit)
+
+
 def test_tuning_in_threads_equals_one_thread_and_stops_on_request(monkeypatch):
     """The grid's points run in parallel threads: the same parameters and scores as one at a time, in
     the grid's order; the progress counts every point once; a stop request raises ``Stopped`` and the
