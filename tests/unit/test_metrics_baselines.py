@@ -120,24 +120,24 @@ def test_the_filter_grids_reach_past_the_best_values_at_5_photons(shared_data):
 
 
 def test_a_filter_best_at_the_top_of_its_grid_is_tuned_past_it(shared_data):
-    """At 5 photons NLM and the median filter were best at the top of their grids (h_factor 2, size 7) and
-    better beyond (a microscopist's trial of the QC report): tuning goes on past the top while it improves,
-    so the report does not show them weaker than they are."""
+    """At 5 photons NLM was best at the top of its grid (h_factor 2) and better beyond (a microscopist's
+    trial of the QC report): tuning goes on past the top while it improves, for a filter within reach of
+    the best one (alone here, NLM is the best); a far weaker one (the median, 0.30 SSIM against the
+    Gaussian's 0.72) keeps its grid, so tuning does not take twice as long for it."""
     from carecore import read_image
     from carecore.baselines import EDGE_STEPS, TUNING_GRIDS, tune_baselines
 
     clean = read_image(shared_data / "bian_BPAE_nuclei_680x1100.tif").data.astype(np.float32)
     low, _ = simulate_photon_noise(clean, 5.0, background=1.0, read_noise=1.0, seed=7)
     x, truth = low[200:456, 704:960], clean[200:456, 704:960]
-    tuned = tune_baselines([(x, truth)], axes="YX", names=["nlm", "median"])
-    for name, key in (("nlm", "h_factor"), ("median", "size")):
-        t = tuned[name]
-        top = max(g[key] for g in TUNING_GRIDS[name])
-        inside = [r for r in t.grid if r["params"] in TUNING_GRIDS[name]]
-        assert len(t.grid) > len(TUNING_GRIDS[name]) and t.params[key] > top, (name, t.params)
-        assert t.ssim > max(r["ssim"] for r in inside), name   # better than anything on the grid
-        beyond = [r["params"][key] for r in t.grid if r["params"][key] > top]
-        assert max(beyond) <= EDGE_STEPS[name][key][1]   # (up to its limit)
+    nlm = tune_baselines([(x, truth)], axes="YX", names=["nlm"])["nlm"]
+    top = max(g["h_factor"] for g in TUNING_GRIDS["nlm"])
+    inside = [r for r in nlm.grid if r["params"] in TUNING_GRIDS["nlm"]]
+    assert len(nlm.grid) > len(TUNING_GRIDS["nlm"]) and nlm.params["h_factor"] > top, nlm.params
+    assert nlm.ssim > max(r["ssim"] for r in inside)   # better than anything on the grid
+    assert max(r["params"]["h_factor"] for r in nlm.grid) <= EDGE_STEPS["nlm"]["h_factor"][1]   # (up to its limit)
+    both = tune_baselines([(x, truth)], axes="YX", names=["gaussian", "median"])
+    assert both["median"].params["size"] == 7 and [r["params"] for r in both["median"].grid] == TUNING_GRIDS["median"]
 
 
 def test_tuning_in_threads_equals_one_thread_and_stops_on_request(monkeypatch):
