@@ -117,7 +117,8 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     check_replaceable(out_dir, REPORT_FOLDER)   # before the work: never a folder of the user's
     rep = {"models": [str(m) for m in ([models] if isinstance(models, (str, Path)) else models)],
            "ensemble": ens, "probabilistic": cfg.probabilistic, "kind": cfg.kind, "images": [], "warnings": [],
-           "normalization": normalization or cfg.input_normalization}
+           "normalization": normalization or ("training" if cfg.input_normalization == "training"
+                                              and grid_model.training_normalization is not None else "image")}
     if listing.unmatched_low or listing.unmatched_high:
         rep["warnings"].append(listing.report().replace("\n", "; "))
     ref = (model.info.get("reference") if ens else model.run_card.get("reference")) or {}
