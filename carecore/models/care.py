@@ -376,21 +376,20 @@ class CARE:
         """The percentiles of the training inputs (per channel, the median over the training images), or
         ``None`` when the model was trained on bare arrays, with no record of how they were normalized
         (and for kinds trained on synthetic data, whose units no microscope image shares)."""
-        seen = (self.run_card or {}).get("normalization_seen") or {}
-        norms = [s["norm_low"] for s in seen.get("sources", []) if s.get("norm_low")]
-        if not norms:
-            return None
-        return Normalization(tuple(float(v) for v in np.median([n["lo"] for n in norms], axis=0)),
-                             tuple(float(v) for v in np.median([n["hi"] for n in norms], axis=0)),
-                             tuple(norms[0]["percentiles"]))
+        return self._median_seen("norm_low")
 
     @property
     def training_target_normalization(self):
         """The percentiles of the training targets (per channel, the median over the training images), or
         ``None`` where not recorded: the units of the network's output for inputs scaled by
         :attr:`training_normalization`."""
+        return self._median_seen("norm_high")
+
+    def _median_seen(self, key):
+        """The run card's recorded scalings of the training images under ``key`` (``norm_low``: inputs,
+        ``norm_high``: targets), per channel the median over the images; None where none is recorded."""
         seen = (self.run_card or {}).get("normalization_seen") or {}
-        norms = [s["norm_high"] for s in seen.get("sources", []) if s.get("norm_high")]
+        norms = [s[key] for s in seen.get("sources", []) if s.get(key)]
         if not norms:
             return None
         return Normalization(tuple(float(v) for v in np.median([n["lo"] for n in norms], axis=0)),
