@@ -5,6 +5,12 @@ A model's run card records the fingerprint of each image it was trained on, so t
 another format (a TIFF saved again as OME-Zarr, a folder of copies). The fingerprint reads a few small
 blocks at fixed places (never the whole image: large images stay unread) and hashes their values as
 float32, so that a copy in another integer or float type of the same values has the same fingerprint.
+
+A crop is not the image: it shares windows with it. :func:`crop_sketch` keeps the smallest hashes of an
+image's 8x8 windows (of every YX plane) and :func:`overlaps` finds a crop of it, or an image it was cut
+from, by the windows of another image whose hashes fall in the sketch's range: all of them are in the
+sketch for a crop, almost none for another image. Windows of a few photons among zeros, which recur by
+chance in unrelated images of little light, are left out (:data:`MIN_CHANGES`).
 """
 
 import hashlib
@@ -69,3 +75,103 @@ def fingerprint(data, axes):
         varies = varies or bool(block.size and block.min() != block.max())
         digest.update(np.ascontiguousarray(block).tobytes())
     return digest.hexdigest() if varies else None
+
+
+# -- crops: a sketch of an image's small windows --------------------------------------------------------
+#: A window's side along Y and X: the sketch hashes every WINDOW x WINDOW window of each YX plane.
+WINDOW = 8
+#: How many window hashes a sketch keeps (the smallest ones: 4 KiB).
+SKETCH = 512
+#: Least share of an image's sampled windows found in a training image's sketch for it to overlap it, and
+#: the fewest such windows (a smaller crop cannot be told: about 1/128 of the training image's planes).
+OVERLAP_SHARE, OVERLAP_WINDOWS = 0.1, 4
+#: Fewest changes between horizontal neighbours a window must hold (of its WINDOW x (WINDOW - 1)) to be
+#: sketched: a window of a few photons among zeros recurs by chance in unrelated images of little light.
+MIN_CHANGES = 10
+# the hash's coefficients: fixed for good (a sketch recorded in a run card is compared with them)
+_ROW, _COL = (np.random.default_rng(seed).integers(1, 2**63, size=WINDOW, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+              for seed in (20261206, 6122026))
+
+
+def _planes(data, axes):
+    """The YX planes of ``data`` (every index of its other axes), read one at a time."""
+    if "Y" not in axes or "X" not in axes:
+        return
+    other = [i for i, a in enumerate(axes) if a not in "YX"]
+    shape = np.shape(data)
+    for at in np.ndindex(*[shape[i] for i in other]):
+        index = [slice(None)] * len(axes)
+        for i, k in zip(other, at):
+            index[i] = k
+        plane = np.asarray(data[tuple(index)], np.float32)
+        yield plane if axes.index("Y") < axes.index("X") else plane.T
+
+
+def _window_hashes(plane):
+    """The hashes (uint64) of the plane's WINDOW x WINDOW windows that hold at least :data:`MIN_CHANGES`
+    changes between horizontal neighbours."""
+    from numpy.lib.stride_tricks import sliding_window_view as windows
+
+    if min(plane.shape) < WINDOW:
+        return np.zeros(0, np.uint64)
+    p = np.ascontiguousarray(plane + np.float32(0))   # (-0 as 0)
+    bits = p.view(np.uint32).astype(np.uint64)
+    rows = sum(bits[:, j:j + bits.shape[1] - WINDOW + 1] * _ROW[j] for j in range(WINDOW))
+    h = sum(rows[i:i + rows.shape[0] - WINDOW + 1] * _COL[i] for i in range(WINDOW))
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):   # (splitmix64's finaliser)
+        h = (h ^ (h >> np.uint64(shift))) * np.uint64(factor)
+    h ^= h >> np.uint64(31)
+    c = np.cumsum(np.pad(p[:, 1:] != p[:, :-1], ((0, 0), (1, 0))), 1, dtype=np.int32)   # (changes up to x)
+    changes = windows(c[:, WINDOW - 1:] - c[:, :1 - WINDOW], WINDOW, axis=0).sum(-1)
+    return h[changes >= MIN_CHANGES]
+
+
+def crop_sketch(data, axes):
+    """A sketch of an image's windows by which a crop of it is recognised: the :data:`SKETCH` smallest
+    hashes of its :data:`WINDOW` x :data:`WINDOW` windows of more than one value, in every YX plane
+    (a crop keeps its windows whatever its offset, Z range, channels or time points).
+
+    Returns
+    -------
+    str or None
+        The hashes as base64 text (for a run card), or None for an image with no such window.
+    """
+    import base64
+
+    kept = np.zeros(0, np.uint64)
+    for plane in _planes(data, axes):
+        h = _window_hashes(plane)
+        if len(kept) >= SKETCH:
+            h = h[h < kept[-1]]
+        kept = np.unique(np.concatenate([kept, h]))[:SKETCH]
+    return base64.b64encode(kept.astype("<u8").tobytes()).decode() if len(kept) else None
+
+
+def _from_text(sketch):
+    import base64
+
+    return np.frombuffer(base64.b64decode(sketch), "<u8").astype(np.uint64)
+
+
+def overlaps(sketches, data, axes):
+    """Whether ``data`` shares its windows with any of the images sketched (:func:`crop_sketch`): a crop
+    of one, an image it is a crop of, or one that overlaps it by at least :data:`OVERLAP_SHARE` of
+    the smaller's windows.
+
+    Of the image's windows, those whose hash lies within a sketch's range are compared with it: all are
+    in it for a crop of the sketched image, about the shared part's share for an overlap, and almost none
+    for another image (including another crop of one acquisition: a test half beside the training half).
+    """
+    sets = [_from_text(s) for s in sketches if s]
+    if not sets:
+        return False
+    # a sketch of fewer than SKETCH hashes holds all of its image's: every hash is in its range
+    tops = [s[-1] if len(s) >= SKETCH else np.uint64(2**64 - 1) for s in sets]
+    top = max(tops)
+    sampled = np.unique(np.concatenate([np.zeros(0, np.uint64)] + [h[h <= top] for h in map(_window_hashes, _planes(data, axes))]))
+    for s, t in zip(sets, tops):
+        mine = sampled[sampled <= t]
+        found = int(np.isin(mine, s, assume_unique=True).sum())
+        if found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(len(mine), len(s)):
+            return True
+    return False

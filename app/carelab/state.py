@@ -1187,8 +1187,9 @@ class LabState(HasTraits):
             v["metrics"], v["metrics_note"] = self._metrics(v["restored"], v["truth"], v["input_on_grid"], out_axes,
                                                             f["input_label"], progress, model=single, raw=x,
                                                             raw_axes=in_axes)
-            v["metrics_note"] += {True: "; CARE was trained on this image: its scores here flatter it (score images it "
-                                        "never saw, e.g. a test folder)",
+            v["metrics_note"] += {True: "; CARE was trained on this image or a part of it (a crop of a training image, or "
+                                        "one a training image was cut from): its scores here flatter it (score images "
+                                        "it never saw, e.g. a test folder)",
                                   False: "; CARE never saw it",
                                   None: "; whether CARE was trained on this image is not recorded"}[f["trained_on"]]
         return v

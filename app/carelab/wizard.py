@@ -975,7 +975,7 @@ class ReliabilityStep(W.VBox):
                               f"over-confident)<br><span style='color:#666'>measured in the {html.escape(c.get('space', ''))}"
                               "</span></p>")
             if r.get("trained_on"):
-                self.ece.value += ("<p class='care-rel-trained' style='color:#a15c00'>CARE was trained on this image: "
+                self.ece.value += ("<p class='care-rel-trained' style='color:#a15c00'>CARE was trained on this image or a part of it: "
                                    "its calibration here flatters it (measure it on images CARE never saw)</p>")
         else:
             why = r.get("calibration_note") or "no ground truth for this image: no calibration curve"

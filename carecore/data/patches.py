@@ -47,7 +47,7 @@ from scipy import ndimage as ndi
 from .._atomic import PATCH_FOLDER, check_replaceable, fresh_tmp, recover, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
-from ..fingerprint import fingerprint
+from ..fingerprint import crop_sketch, fingerprint
 from ..io import Image
 from ..memory import require_memory
 from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
@@ -803,6 +803,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     positions[d] = [i] + [int(starts[a][j]) for a in sp]
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "fingerprint": fingerprint(low.data, low.axes),   # (a copy's too)
+                                    "sketch": crop_sketch(low.data, low.axes),        # (a crop's too)
                                     "shape": [int(n) for n in low.shape],
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
                                     "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,

@@ -419,9 +419,14 @@ class CARE:
         An image is one of the training inputs when its pixels have a recorded fingerprint
         (:func:`carecore.fingerprint.fingerprint`: also a copy under another name, in another format or
         under a data root moved elsewhere; each time point or sample of a time-lapse or a stack of samples
-        is compared; a file at a recorded path but with other pixels is not). A run card without
-        fingerprints (a model saved before they were recorded) is read by paths alone: the same file or,
-        where that file is gone (a data root moved), the same last three path parts.
+        is compared; a file at a recorded path but with other pixels is not). It shares pixels with one
+        when it is a crop of one (any offset, Z range or channel; at least about 1/128 of its planes'
+        area that is not background), an image one was cropped from, or overlaps one by a tenth of the
+        smaller or more (:func:`carecore.fingerprint.overlaps`: a sketch of each training input's small
+        windows is recorded; the whole image is read then, a plane at a time); a held-out part of one
+        acquisition beside the part trained on does not. A run card without fingerprints (a model saved
+        before they were recorded) is read by paths alone: the same file or, where that file is gone (a
+        data root moved), the same last three path parts.
 
         Parameters
         ----------
@@ -435,9 +440,10 @@ class CARE:
         Returns
         -------
         bool or None
-            None when the run card records no training images.
+            True when it is a training input or shares pixels with one; None when the run card records
+            no training images.
         """
-        from ..fingerprint import fingerprint
+        from ..fingerprint import fingerprint, overlaps
         from ..io import read_image
 
         sources = (self.run_card or {}).get("data_sources") or []
@@ -460,6 +466,7 @@ class CARE:
         # by its pixels, also for a recorded path: another experiment's train/low/a.tif, or a file written
         # again since, is not the image trained on
         shapes = {tuple(sorted(s["shape"])) for s in sources if s.get("shape")}   # (in any axes order)
+        sketches = [s["sketch"] for s in sources if s.get("sketch")]
         if isinstance(image, (str, Path)):
             img = read_image(image, axes=axes, mmap=True)
             image, axes = img.data, img.axes
@@ -469,13 +476,12 @@ class CARE:
         sizes = [np.shape(image)[axes.index(a)] for a in frames]
         rest = "".join(a for a in axes if a not in frames)
         frame_shape = tuple(sorted(n for a, n in zip(axes, np.shape(image)) if a not in frames))
-        if shapes and frame_shape not in shapes:   # (no training image had its shape: nothing read)
-            return False
-        for at in np.ndindex(*sizes):
-            index = tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes)
-            if fingerprint(image[index] if frames else image, rest) in prints:
+        each = [tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes) for at in np.ndindex(*sizes)]
+        if not shapes or frame_shape in shapes:   # (else no training image had its shape: no block read)
+            if any(fingerprint(image[index] if frames else image, rest) in prints for index in each):
                 return True
-        return False
+        # a crop of one, or an image one was cropped from (a time point of a time-lapse at a time)
+        return bool(sketches) and any(overlaps(sketches, image[index] if frames else image, rest) for index in each)
 
     @property
     def scales_by_training(self):
@@ -926,7 +932,8 @@ class CARE:
         if info.get("sources"):
             card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {}),
                                      **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {}),
-                                     **({"shape": s["shape"]} if s.get("shape") else {})}
+                                     **({"shape": s["shape"]} if s.get("shape") else {}),
+                                     **({"sketch": s["sketch"]} if s.get("sketch") else {})}
                                     for s in info["sources"]]
         if info.get("percentiles"):
             card["normalization_seen"] = {

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
-from ..fingerprint import fingerprint
+from ..fingerprint import crop_sketch, fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE
@@ -149,6 +149,7 @@ class IsotropicCARE(CARE):
                 ("array" if psf is not None else None),
                 "stacks": [name for name, _, _ in stacks],
                 "fingerprints": [fingerprint(stack, saxes) for _, stack, saxes in stacks],
+                "sketches": [crop_sketch(stack, saxes) for _, stack, saxes in stacks],
                 "shapes": [[int(n) for n in stack.shape] for _, stack, _ in stacks],
                 "pairs": "lateral slices degraded along Y and along X (degraded axis first)"}
         # a slice validates whole, both ways, in runs of slices with guards on either side
@@ -171,9 +172,11 @@ class IsotropicCARE(CARE):
         if made.get("stacks"):
             prints = made.get("fingerprints") or [None] * len(made["stacks"])
             shapes = made.get("shapes") or [None] * len(made["stacks"])
+            sketches = made.get("sketches") or [None] * len(made["stacks"])
             card["data_sources"] = [{"low": name, "high": f"{name} (its lateral slices, degraded along Y and X)",
-                                     **({"fingerprint": fp} if fp else {}), **({"shape": sh} if sh else {})}
-                                    for name, fp, sh in zip(made["stacks"], prints, shapes)]
+                                     **({"fingerprint": fp} if fp else {}), **({"shape": sh} if sh else {}),
+                                     **({"sketch": sk} if sk else {})}
+                                    for name, fp, sh, sk in zip(made["stacks"], prints, shapes, sketches)]
         return card
 
     # -- prediction ---------------------------------------------------------------------------

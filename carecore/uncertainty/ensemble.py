@@ -87,8 +87,16 @@ class Ensemble:
     def trained_on(self, image, *, axes=None, path=None):
         """Whether any member was trained on ``image`` (:meth:`carecore.CARE.trained_on`); None when no
         member's run card records its training images."""
-        said = [m.trained_on(image, axes=axes, path=path) for m in self.members]
-        return True if True in said else False if False in said else None
+        said, asked = [], []
+        for m in self.members:   # (members of the same training images are asked once: the image is read whole)
+            sources = (m.run_card or {}).get("data_sources")
+            if sources and sources in asked:
+                continue
+            asked.append(sources)
+            said.append(m.trained_on(image, axes=axes, path=path))
+            if said[-1]:
+                return True
+        return False if False in said else None
 
     def predict_members(self, image, *, axes, progress=None, stop=None, name="image", **kw):
         """Stacked member means and scales, shape (M, ...).

@@ -9,8 +9,9 @@ import carecore as cc
 from carecore import CareError
 from carecore.data.pairs import find_pairs
 from carecore.data.patches import create_patches
-from carecore.fingerprint import fingerprint
+from carecore.fingerprint import SKETCH, crop_sketch, fingerprint, overlaps
 from carecore.ngff import write_ngff
+from carecore.simulate.photon import simulate_photon_noise
 from carecore.uncertainty import Ensemble
 
 
@@ -66,7 +67,8 @@ def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
     assert model.trained_on(vols["test"], axes="ZYX", path=moved) is False      # not its name (another experiment's a.tif)
     # a recorded path with other pixels (another experiment's train/low/a.tif, a file written again): not
     assert model.trained_on(vols["test"], axes="ZYX", path=tmp_path / "train/low/a.tif") is False
-    assert model.trained_on(vols["a"][:, :32], axes="ZYX") is False              # (a shape no training image had)
+    assert model.trained_on(vols["a"][2:6, :32, 8:40], axes="ZYX") is True      # a crop (sketched windows)
+    assert model.trained_on(vols["a"][3], axes="YX") is True                     # a slice of it
     shutil.copy(tmp_path / "train/low/b.tif", tmp_path / "copies/renamed.tif")
     assert model.trained_on(tmp_path / "copies/renamed.tif") is True            # a renamed copy
     write_ngff(tmp_path / "copies/b.ome.zarr", vols["b"].astype(np.float32), axes="ZYX")
@@ -92,3 +94,40 @@ def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
     assert model.trained_on(vols["test"], axes="ZYX", path=moved) is True
     model.run_card.pop("data_sources")
     assert model.trained_on(tmp_path / "copies/renamed.tif") is None
+
+
+def _sketched(pieces, axes):
+    """A run card's sources as training records them, for the pieces given."""
+    return [{"low": f"piece{i}.tif", "high": f"piece{i}.tif", "fingerprint": fingerprint(p, axes),
+             "shape": list(p.shape), "sketch": crop_sketch(p, axes)} for i, p in enumerate(pieces)]
+
+
+@pytest.mark.parametrize("photons", [1, 5, 50])
+def test_a_crop_of_a_training_image_is_known_a_held_out_part_is_not(photons, shared_data):
+    """Trained on the left part of a real image degraded to a photon budget: crops of it (any offset, saved as
+    another type), the whole image it was cut from and a part that overlaps it are known as training images; the
+    held-out right part, the same field with other noise and other channels are not (low photon counts included:
+    windows of a few photons among zeros recur by chance, and are not sketched)."""
+    channels = [cc.read_image(shared_data / f"bian_BPAE_{c}_680x1100.tif").data for c in ("nuclei", "mito", "actin")]
+    low = [simulate_photon_noise(c / c.max(), photons, seed=k)[0].round() for k, c in enumerate(channels)]
+    model = cc.CARE(cc.care_config("YX", quick=True), None)
+    model.run_card = {"data_sources": _sketched([x[:, :550] for x in low], "YX")}
+    train, test = low[0][:, :550], low[0][:, 550:]
+    for seen in (train[100:300, 37:237], train[333:650, 200:511].astype(np.float64), low[0], low[1][:, 300:800],
+                 low[2][:300, :550]):
+        assert model.trained_on(seen, axes="YX") is True, seen.shape
+    for unseen in (test, test[100:300, 37:237], low[1][:, 550:],
+                   simulate_photon_noise(channels[0] / channels[0].max(), photons, seed=9)[0].round()[:, :550]):
+        assert model.trained_on(unseen, axes="YX") is False, unseen.shape
+    assert overlaps([crop_sketch(train, "YX")], low[0][:, 450:1000], "YX")      # a sixth of it shared: known
+
+
+def test_a_sketch_is_of_the_windows_not_their_grid_or_type():
+    x = _volume(3)
+    sketch = crop_sketch(x, "ZYX")
+    assert sketch == crop_sketch(x.astype(np.float32), "ZYX") == crop_sketch(np.moveaxis(x, 0, -1), "YXZ")
+    assert len(np.frombuffer(__import__("base64").b64decode(sketch), "<u8")) == SKETCH
+    assert overlaps([sketch], x[:, 5:40, 9:50].T, "XYZ")                         # a crop in another axes order
+    assert crop_sketch(np.zeros((4, 32, 32)), "ZYX") is None                     # blank: no window to tell
+    assert crop_sketch(np.ones((4, 6, 6)), "ZYX") is None                        # (smaller than a window)
+    assert not overlaps([None], x, "ZYX")
