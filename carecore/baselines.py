@@ -318,29 +318,29 @@ def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX
     top = (max(r["ssim"] for r in rows), min(r["nrmse"] for r in rows))   # the best filter's, on the grids
     for name in names:
         mine = [r for (n, _), r in zip(points, rows) if n == name]
-        _past_the_edge(name, mine, score, three_d=len(spatial_axes(axes)) == 3, top=top)
+        past_the_edge(name, mine, score, three_d=len(spatial_axes(axes)) == 3, top=top)
         bs = max(mine, key=lambda r: r["ssim"])
         bn = min(mine, key=lambda r: r["nrmse"])
         tuned[name] = TunedBaseline(name, bs["params"], bs["ssim"], bn["params"], bn["nrmse"], mine)
     return dict(sorted(tuned.items(), key=lambda kv: -kv[1].ssim))
 
 
-def _past_the_edge(name, rows, score, *, three_d, top):
+def past_the_edge(name, rows, score, *, three_d, top, metrics=("ssim", "nrmse")):
     """Extend ``rows`` (a filter's scored grid points) past the top of its grid while the best point by
     SSIM or by NRMSE lies there (:data:`EDGE_STEPS`): a filter best at the edge of its grid was not tuned.
-    Only where the filter is within reach of the best filter on the grids (``top``: its SSIM and NRMSE):
-    :data:`EDGE_REACH` (CARE is compared with the best filter; a far weaker one's extension cost time,
-    twice the tuning on the 3D demo, and changed no best filter of the benchmark)."""
+    Only where the filter is within reach of the best filter on the grids (``top``: its score in each of
+    ``metrics``): :data:`EDGE_REACH` (CARE is compared with the best filter; a far weaker one's extension
+    cost time, twice the tuning on the 3D demo, and changed no best filter of the benchmark)."""
     from .progress import Stopped
 
     steps = EDGE_STEPS.get(name, {})
+    reach = {"ssim": (max, lambda v, t: v >= t - EDGE_REACH[0]), "nrmse": (min, lambda v, t: v <= t * EDGE_REACH[1])}
     added = 0
-    while added < EDGE_EXTENSIONS * 2:
+    while added < EDGE_EXTENSIONS * len(metrics):
         tried = [r["params"] for r in rows]
         todo = []
-        bests = [max(rows, key=lambda r: r["ssim"]), min(rows, key=lambda r: r["nrmse"])]
-        near = [bests[0]["ssim"] >= top[0] - EDGE_REACH[0], bests[1]["nrmse"] <= top[1] * EDGE_REACH[1]]
-        for best in (b for b, close in zip(bests, near) if close):
+        bests = [(reach[m][0](rows, key=lambda r, m=m: r[m]), m, t) for m, t in zip(metrics, top)]
+        for best in (b for b, m, t in bests if reach[m][1](b[m], t)):
             p = best["params"]
             for key, (step, limit, limit3d) in steps.items():
                 if key not in p:

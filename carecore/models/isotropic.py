@@ -28,7 +28,7 @@ from ..fingerprint import crop_sketch, fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE
-from .upsampling import UpsamplingCARE, coarse_phase_residuals, spacing_mismatch, warn_if_interpolated
+from .upsampling import UpsamplingCARE, interpolation_starts, spacing_mismatch, warn_if_interpolated
 
 
 class IsotropicCARE(CARE):
@@ -189,36 +189,9 @@ class IsotropicCARE(CARE):
     def patch_grid_starts(self, X):
         """The validation patches (batch, degraded axis, other axis, channel), made by interpolating every
         ``factor``-th row of a degraded slice back (the model's interpolation), brought onto their grid
-        three ways, as :meth:`grid_starts` brings a stack: ``{"nearest interpolation", "linear
-        interpolation", "cubic interpolation": patches}``. Each patch's coarse rows are found as the phase
-        whose rows, interpolated so, give back the others (away from the patch's ends; of a nearest-neighbour
-        model's patches, the middles of the runs of repeated rows); the model's own interpolation is the patches
-        themselves, and the others hold the rows past the patch's first and last coarse rows at them (the
-        next coarse row lies outside the patch). At a factor that is not an integer, the patches alone."""
-        from ..simulate.anisotropic import INTERPOLATION_ORDER, resample_axis
-
-        X = np.asarray(X, np.float32)
-        own = f"{self.config.interpolation} interpolation"
-        f = int(round(self.config.upsampling_factor))
-        n = X.shape[1] if X.ndim == 4 else 0
-        if abs(self.config.upsampling_factor - f) > 1e-6 or n < 2 * f + 1:
-            return {own: X}
-        order = INTERPOLATION_ORDER[self.config.interpolation]
-        rows = np.arange(n)
-        phases = []
-        if order == 0:   # the model's nearest-neighbour patches: a coarse row is the middle of its run of repeats
-            for x in X:
-                change = np.flatnonzero(np.any(np.diff(x.reshape(n, -1), axis=0) != 0, axis=1)) + 1
-                middles = [(a + b - 1) // 2 for a, b in zip(change[:-1], change[1:])]   # runs inside the patch
-                phases.append(int(np.bincount(np.mod(middles, f), minlength=f).argmax()) if middles else 0)
-        for x in (X if order else ()):
-            phases.append(int(coarse_phase_residuals(x, f, self.config.interpolation).argmin()))
-        starts = {}
-        for how in ("nearest", "linear", "cubic"):
-            label = f"{how} interpolation"
-            starts[label] = X if label == own else np.stack(
-                [resample_axis(x[p::f], (rows - p) / f, 0, order=INTERPOLATION_ORDER[how]) for x, p in zip(X, phases)])
-        return starts
+        three ways, as :meth:`grid_starts` brings a stack (:func:`~carecore.models.upsampling.
+        interpolation_starts`)."""
+        return interpolation_starts(X, self.config.upsampling_factor, self.config.interpolation)
 
     def check_spacing(self, spacing, *, name="image"):
         """Warn when the voxel size ``spacing`` ({axis: size}, as :func:`~carecore.read_image` gives it) says

@@ -116,6 +116,42 @@ def warn_if_interpolated(stack, factor, interpolation, *, axes, name="image"):
     return message
 
 
+def interpolation_starts(X, factor, interpolation):
+    """Patches interpolated along their first spatial axis by ``interpolation`` (batch, fine axis, ..., channel:
+    an upsampling model's training inputs, an isotropic model's degraded slices), brought onto their grid
+    three ways, as :meth:`UpsamplingCARE.grid_starts` brings a stack: ``{"nearest interpolation", "linear
+    interpolation", "cubic interpolation": patches}``, the classical starts of the validation line.
+
+    Each patch's coarse rows are found as the phase whose rows, interpolated so, give back the others (away
+    from the patch's ends; of nearest-neighbour patches, the middles of the runs of repeated rows); the
+    model's own interpolation is the patches themselves, and the others hold the rows past the patch's
+    first and last coarse rows at them (the next coarse row lies outside the patch). At a factor that is not
+    an integer, or for patches shorter than ``2 factor + 1`` along that axis, the patches alone.
+    """
+    X = np.asarray(X, np.float32)
+    own = f"{interpolation} interpolation"
+    f = int(round(factor))
+    n = X.shape[1] if X.ndim >= 4 else 0
+    if abs(factor - f) > 1e-6 or n < 2 * f + 1:
+        return {own: X}
+    order = INTERPOLATION_ORDER[interpolation]
+    rows = np.arange(n)
+    phases = []
+    if order == 0:   # nearest-neighbour patches: a coarse row is the middle of its run of repeats
+        for x in X:
+            change = np.flatnonzero(np.any(np.diff(x.reshape(n, -1), axis=0) != 0, axis=1)) + 1
+            middles = [(a + b - 1) // 2 for a, b in zip(change[:-1], change[1:])]   # runs inside the patch
+            phases.append(int(np.bincount(np.mod(middles, f), minlength=f).argmax()) if middles else 0)
+    for x in (X if order else ()):
+        phases.append(int(coarse_phase_residuals(x, f, interpolation).argmin()))
+    starts = {}
+    for how in ("nearest", "linear", "cubic"):
+        label = f"{how} interpolation"
+        starts[label] = X if label == own else np.stack(
+            [resample_axis(x[p::f], (rows - p) / f, 0, order=INTERPOLATION_ORDER[how]) for x, p in zip(X, phases)])
+    return starts
+
+
 class UpsamplingCARE(CARE):
     """A :class:`CARE` whose input stack is first interpolated along Z by ``config.upsampling_factor``."""
 
@@ -147,6 +183,12 @@ class UpsamplingCARE(CARE):
 
         return {f"{how} interpolation": functools.partial(self.on_output_grid, interpolation=how)
                 for how in ("nearest", "linear", "cubic")}
+
+    def patch_grid_starts(self, X):
+        """The validation patches (batch, Z, Y, X, channel: interpolated along Z by the model's
+        interpolation) brought onto their grid three ways, as :meth:`grid_starts` brings a stack
+        (:func:`interpolation_starts`): the validation line's filters start from the best of them."""
+        return interpolation_starts(X, self.config.upsampling_factor, self.config.interpolation)
 
     def output_spacing(self, spacing):
         out = dict(spacing or {})

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from ..baselines import FAST_GRIDS, available_baselines, baseline
+from ..baselines import FAST_GRIDS, past_the_edge, available_baselines, baseline
 from ..errors import CareError
 from ..metrics import affine_fit, ssim
 
@@ -73,7 +73,8 @@ class ValidationSet:
         None when the grids still differ (e.g. input and target channels).
 
         ``cached``: a result computed before (stored with the patches) is returned as is. The grids
-        are :data:`~carecore.baselines.FAST_GRIDS` (the QC report tunes over the full ones); of more than
+        are :data:`~carecore.baselines.FAST_GRIDS` (the QC report tunes over the full ones), extended past
+        their tops as the QC report's are (:data:`~carecore.baselines.EDGE_STEPS`); of more than
         :data:`~carecore.baselines.SCREENED_STARTS` starts, those a tuned Gaussian filter does best on.
         """
         if cached:
@@ -90,28 +91,36 @@ class ValidationSet:
 
         # the filters release the GIL: patches in parallel threads (on 2 cores half the wall time)
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-            def tune(sx, name):
-                best = None
-                for params in FAST_GRIDS.get(name, [{}]):
-                    def one(p, name=name, params=params):
-                        return np.stack([baseline(name, p[..., c], axes=spatial, normalize=False, **params)
-                                         for c in range(p.shape[-1])], -1)
+            def score(sx, name, params):
+                def one(p):
+                    return np.stack([baseline(name, p[..., c], axes=spatial, normalize=False, **params)
+                                     for c in range(p.shape[-1])], -1)
 
-                    score = patch_ssim(np.stack(list(pool.map(one, sx))), self.sy)
-                    if best is None or score > best[1]:
-                        best = (params, score)
-                return best
+                value = patch_ssim(np.stack(list(pool.map(one, sx))), self.sy)
+                return {"params": params, "ssim": value if np.isfinite(value) else -np.inf}
+
+            def grid(sx, name):
+                return [score(sx, name, params) for params in FAST_GRIDS.get(name, [{}])]
 
             if len(starts) > SCREENED_STARTS:   # screened by a tuned Gaussian filter
-                screen = {label: tune(x, "gaussian")[1] for label, x in starts.items()}
+                screen = {label: max(r["ssim"] for r in grid(x, "gaussian")) for label, x in starts.items()}
                 starts = {k: starts[k] for k in sorted(starts, key=lambda k: -screen[k])[:SCREENED_STARTS]}
+            rows = {(name, label): grid(sx, name) for name in names or available_baselines(len(spatial))
+                    for label, sx in starts.items()}
+            # past a grid's top where the best lies there, as the QC report and the app tune (a best value at
+            # a grid's end is not a tuned one: on the validation boxes, background included, a Gaussian's
+            # best sigma was often the grid's 32 px)
+            top = max(r["ssim"] for rs in rows.values() for r in rs)
+            for (name, label), rs in rows.items():
+                past_the_edge(name, rs, lambda n, p, sx=starts[label]: score(sx, n, p), three_d=len(spatial) == 3,
+                               top=(top,), metrics=("ssim",))
             tuned = {}
-            for name in names or available_baselines(len(spatial)):
-                for label, sx in starts.items():
-                    params, score = tune(sx, name)
-                    if name not in tuned or score > tuned[name][2]:
-                        tuned[name] = (label, params, score)
+            for (name, label), rs in rows.items():
+                best = max(rs, key=lambda r: r["ssim"])
+                if name not in tuned or best["ssim"] > tuned[name][2]:
+                    tuned[name] = (label, best["params"], best["ssim"])
+        ssim_of = lambda v: float(v) if np.isfinite(v) else float("nan")   # noqa: E731
         name = max(tuned, key=lambda n: tuned[n][2])
-        start, params, score = tuned[name]
-        return {"name": name, "params": params, "start": start, "val_ssim": score,
-                "tuned": {n: {"params": p, "start": lb, "val_ssim": v} for n, (lb, p, v) in tuned.items()}}
+        start, params, value = tuned[name]
+        return {"name": name, "params": params, "start": start, "val_ssim": ssim_of(value),
+                "tuned": {n: {"params": p, "start": lb, "val_ssim": ssim_of(v)} for n, (lb, p, v) in tuned.items()}}

@@ -179,6 +179,35 @@ def test_the_validation_line_starts_from_every_interpolation():
     assert line["start"] != "linear interpolation" and line["val_ssim"] > before["val_ssim"] + 0.01, (line, before)
 
 
+def test_the_upsampling_validation_line_starts_from_every_interpolation():
+    """The upsampling kind's validation patches (interpolated along Z by the model) are brought onto their
+    grid three ways too, as its QC report's and Restore step's filters start from nearest, linear or cubic
+    interpolation (it had the patches' own alone)."""
+    from carecore.models.upsampling import interpolate_z
+
+    model = cc.create_model(cc.care_config("ZYX", kind="upsampling", upsampling_factor=4.0, quick=True))
+    assert model.config.interpolation == "linear"
+    rng = np.random.default_rng(2)
+    coarse = [rng.random((6, 16, 16, 1)).astype(np.float32) for _ in range(3)]
+    fine = {how: [interpolate_z(c, 4, 0, how) for c in coarse] for how in ("nearest", "linear", "cubic")}
+    offsets = [1, 2, 3]   # (the patches begin at any phase of the coarse rows)
+    X = np.stack([f[o:o + 16] for f, o in zip(fine["linear"], offsets)])
+    starts = model.patch_grid_starts(X)
+    assert list(starts) == ["nearest interpolation", "linear interpolation", "cubic interpolation"]
+    assert starts["linear interpolation"] is X
+    for how in ("nearest", "cubic"):
+        ref = np.stack([f[o:o + 16] for f, o in zip(fine[how], offsets)])
+        for p, r, o in zip(starts[f"{how} interpolation"], ref, offsets):
+            first = (-o) % 4   # the patch's first coarse row
+            rows = [k for k in range(first + 4, first + 9) if (o + k) % 4 != 2] if how == "cubic" else \
+                   [k for k in range(first, first + 9) if (o + k) % 4 != 2]   # (nearest's ties go either way)
+            tol = 0.25 if how == "cubic" else 1e-6   # (a spline through the patch's coarse rows only)
+            assert np.abs(p[rows] - r[rows]).mean() < tol, (how, o)
+    # a factor that is not an integer: the patches alone
+    odd = cc.create_model(cc.care_config("ZYX", kind="upsampling", upsampling_factor=2.5, quick=True))
+    assert list(odd.patch_grid_starts(X)) == ["linear interpolation"]
+
+
 def test_config_checks():
     cls = _iso()
     with pytest.raises(cc.CareError, match="2D networks"):

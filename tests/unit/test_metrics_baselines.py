@@ -3,6 +3,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import carecore as cc
 from carecore import BASELINES, CareError, affine_fit, baseline, evaluate, nuclei_volume, simulate_photon_noise, ssim
 from carecore.metrics import GT_PERCENTILES
 from carecore.normalize import percentile_normalize
@@ -138,6 +139,26 @@ def test_a_filter_best_at_the_top_of_its_grid_is_tuned_past_it(shared_data):
     assert max(r["params"]["h_factor"] for r in nlm.grid) <= EDGE_STEPS["nlm"]["h_factor"][1]   # (up to its limit)
     both = tune_baselines([(x, truth)], axes="YX", names=["gaussian", "median"])
     assert both["median"].params["size"] == 7 and [r["params"] for r in both["median"].grid] == TUNING_GRIDS["median"]
+
+
+def test_the_validation_line_is_tuned_past_the_top_of_its_grid(monkeypatch):
+    """The chart's dashed line (the best filter on the validation patches) goes past a grid's top where
+    the best lies there, as the QC report's tuning does: on the validation boxes a Gaussian was often best
+    at the grid's 32 px. Here the grid is cut at sigma 0.75 where sigma 2 or so is best: the line goes
+    beyond and rises; without the extension it stays at the grid's top."""
+    import carecore.baselines as baselines_module
+    import carecore.training.validation as validation
+
+    rng = np.random.default_rng(0)
+    clean = cc.nuclei_volume((6, 48, 48), seed=0)[0][..., None]
+    noisy = (clean + rng.normal(0, 0.4, clean.shape)).astype(np.float32)
+    model = cc.create_model(cc.care_config("YX", quick=True))
+    monkeypatch.setitem(baselines_module.FAST_GRIDS, "gaussian", [{"sigma": 0.5}, {"sigma": 0.75}])
+    line = validation.ValidationSet(noisy, clean, model).baseline(names=["gaussian"])
+    monkeypatch.setattr(validation, "past_the_edge", lambda *a, **k: None)
+    grid_only = validation.ValidationSet(noisy, clean, model).baseline(names=["gaussian"])
+    assert grid_only["params"] == {"sigma": 0.75}
+    assert line["params"]["sigma"] > 0.75 and line["val_ssim"] > grid_only["val_ssim"] + 0.02, (line, grid_only)
 
 
 def test_tuning_in_threads_equals_one_thread_and_stops_on_request(monkeypatch):
