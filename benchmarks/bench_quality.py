@@ -145,7 +145,7 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     are written there as TIFF files. With ``probe`` the row holds :func:`smoothing_probe`'s measures
     under ``"smoothing"``."""
     import carecore as cc
-    from carecore.baselines import best_baseline, tune_output_baselines
+    from carecore.baselines import tune_output_baselines
 
     data = load_case(case, root)
     axes = data["axes"]
@@ -191,7 +191,12 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
     care_own = cc.evaluate(mean(model.predict(low, axes=axes, normalization="image")), truth, axes=axes)
     # each filter on each classical start onto the output's grid (upsampling: nearest, linear, cubic interpolation)
     tuned = tuned or tune_output_baselines(model, [(low, truth)], axes=axes)
-    by_ssim, by_nrmse = best_baseline(tuned)
+    # each filter scored on the whole test part, as CARE is (tuning reads a centred crop of a large image)
+    whole = {n: {"ssim": cc.evaluate(b.apply(low, axes=axes), truth, axes=axes)["ssim"],
+                 "nrmse": cc.evaluate(b.apply(low, axes=axes, for_metric="nrmse"), truth, axes=axes)["nrmse"]}
+             for n, b in tuned.items()}
+    by_ssim = tuned[max(whole, key=lambda n: whole[n]["ssim"])]
+    by_nrmse = tuned[min(whole, key=lambda n: whole[n]["nrmse"])]
     line = next((e for e in events if e["kind"] == "baseline"), None)
     row = {"case": case, "seed": seed, "budget": budget, "config_overrides": config_overrides,
            "patch_overrides": patch_overrides, "config": model.config.to_dict(),
@@ -204,10 +209,11 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
            "input_normalization": model.config.input_normalization, "care_own_percentiles": care_own,
            "budget_clock": model.run_card.get("budget_clock"),
            "restarts": model.run_card.get("restarts", []),   # a network found dead and started again
-           "baselines": {n: {"ssim": b.ssim, "nrmse": b.nrmse, "params": b.params, "params_nrmse": b.params_nrmse,
-                             "start": b.start, "start_nrmse": b.start_nrmse} for n, b in tuned.items()},
-           "best_ssim": [by_ssim.name, by_ssim.params, by_ssim.ssim],
-           "best_nrmse": [by_nrmse.name, by_nrmse.params_nrmse, by_nrmse.nrmse],
+           "baselines": {n: {"ssim": whole[n]["ssim"], "nrmse": whole[n]["nrmse"], "params": b.params,
+                             "params_nrmse": b.params_nrmse, "start": b.start, "start_nrmse": b.start_nrmse,
+                             "tuning_ssim": b.ssim, "tuning_nrmse": b.nrmse} for n, b in tuned.items()},
+           "best_ssim": [by_ssim.name, by_ssim.params, whole[by_ssim.name]["ssim"]],
+           "best_nrmse": [by_nrmse.name, by_nrmse.params_nrmse, whole[by_nrmse.name]["nrmse"]],
            "curve": [(e["elapsed"], e["val_ssim"]) for e in events if e["kind"] == "epoch"],
            "val_baseline": line and [line["name"], line["params"], line["val_ssim"]]}
     # the peers' inputs: carecore's patches, and the test input on the output grid, scaled as carecore scales it

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from .axes import check_axes, spatial_axes
 from .errors import CareError
-from .normalize import percentile_normalize
+from .normalize import compute_percentiles, percentile_normalize
 
 
 def _gaussian(x, sigma=1.0):
@@ -249,7 +249,8 @@ def _centre_crop_yx(x, axes, g, out_axes, max_voxels):
     return crop(x, axes), crop(g, out_axes)
 
 
-def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX_VOXELS, progress=None, stop=None):
+def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX_VOXELS, progress=None, stop=None,
+                   norms=None):
     """Tune each classical baseline over a small grid on images with ground truth.
 
     Parameters
@@ -262,7 +263,11 @@ def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX
     grids : dict, optional
         ``{name: [params, ...]}`` replacing :data:`TUNING_GRIDS` entries.
     max_voxels : int
-        Each image is reduced to a centred crop of at most this many voxels for tuning.
+        Each image is reduced to a centred crop of at most this many voxels for tuning, scaled by the
+        whole image's percentiles as :meth:`TunedBaseline.apply` scales the whole image (filters such as
+        TV and bilateral depend on the scale: a crop of a sample amid background has higher percentiles).
+    norms : list of Normalization, optional
+        The scaling of each input (default: its own percentiles, of the whole image).
 
     Returns
     -------
@@ -287,14 +292,19 @@ def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX
                             f"(axes {axes}); the baselines are tuned on pairs on the same grid")
     names = list(names or available_baselines(len(spatial_axes(axes))))
     grids = {**TUNING_GRIDS, **(grids or {})}
-    crops = [_centre_crop(x, g, axes, max_voxels) for x, g in pairs]
+    norms = list(norms or [None] * len(pairs))
+    crops = []
+    for (x, g), norm in zip(pairs, norms):   # (the crop scaled as the whole image: as apply() scales it)
+        norm = norm or compute_percentiles(x, axes=axes, name="tuning input")
+        xc, gc = _centre_crop(x, g, axes, max_voxels)
+        crops.append((percentile_normalize(xc, axes=axes, norm=norm)[0], gc))
     points = [(name, params) for name in names for params in grids.get(name, [{}])]
 
     def score(name, params):
         if stop is not None and stop():
             return None
-        scores = [evaluate(baseline(name, x, axes=axes, **params), g, axes=axes, name=f"{name} baseline")
-                  for x, g in crops]
+        scores = [evaluate(baseline(name, x, axes=axes, normalize=False, **params), g, axes=axes,
+                           name=f"{name} baseline") for x, g in crops]
         return {"params": params, "ssim": float(np.mean([s["ssim"] for s in scores])),
                 "nrmse": float(np.mean([s["nrmse"] for s in scores]))}
 
@@ -444,9 +454,23 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
     starts = model.grid_starts()
     out_axes = model.output_axes(axes)
     # the starts are computed on a centred crop in Y and X (their other axes whole) of at most max_voxels on
-    # the output's grid: tuning looks no further (a projection's 17 starts of a large stack cost seconds)
-    pairs = [_centre_crop_yx(np.asarray(x, np.float32), axes, np.asarray(g, np.float32), out_axes, max_voxels)
-             for x, g in pairs]
+    # the output's grid: tuning looks no further (a projection's 17 starts of a large stack cost seconds);
+    # a cropped start is scaled by the percentiles of the whole image's start (read at every k-th pixel in Y
+    # and X), as apply() scales the start of the whole image
+    wholes = [np.asarray(x, np.float32) for x, _ in pairs]
+    pairs = [_centre_crop_yx(x, axes, np.asarray(g, np.float32), out_axes, max_voxels) for x, (_, g) in zip(wholes, pairs)]
+
+    def norms(fn):
+        out = []
+        for whole, (x, _) in zip(wholes, pairs):
+            if x.shape == whole.shape:
+                out.append(None)   # (not cropped: its own percentiles)
+                continue
+            k = max(1, int(np.ceil(np.sqrt(whole.size / max_voxels))))
+            thin = whole[tuple(slice(None, None, k) if a in "YX" else slice(None) for a in axes)]
+            out.append(compute_percentiles(fn(thin, axes=axes), axes=out_axes, name="tuning input"))
+        return out
+
     on_grid = lambda fn: [(fn(x, axes=axes), g) for x, g in pairs]  # noqa: E731
     kept = list(starts)
     if len(kept) > SCREENED_STARTS:   # screened by a tuned Gaussian filter
@@ -454,10 +478,12 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
         for label in kept:
             check_stop(stop)
             score[label] = next(iter(tune_baselines(on_grid(starts[label]), axes=out_axes, names=["gaussian"],
-                                                    max_voxels=max_voxels, stop=stop).values())).ssim
+                                                    max_voxels=max_voxels, stop=stop,
+                                                    norms=norms(starts[label])).values())).ssim
         kept = sorted(kept, key=lambda k: -score[k])[:SCREENED_STARTS]
     tuned = {label: tune_baselines(on_grid(starts[label]), axes=out_axes, names=names, grids=grids,
-                                   max_voxels=max_voxels, progress=progress, stop=stop) for label in kept}
+                                   max_voxels=max_voxels, progress=progress, stop=stop, norms=norms(starts[label]))
+             for label in kept}
     out, cache = {}, {}   # cache: the last start computed (the filters of one image share it)
     for name in next(iter(tuned.values())):
         rows = [{"start": label, **row} for label in kept for row in tuned[label][name].grid]

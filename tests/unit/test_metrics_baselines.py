@@ -161,6 +161,35 @@ def test_the_validation_line_is_tuned_past_the_top_of_its_grid(monkeypatch):
     assert line["params"]["sigma"] > 0.75 and line["val_ssim"] > grid_only["val_ssim"] + 0.02, (line, grid_only)
 
 
+def test_a_cropped_image_is_tuned_at_the_scale_the_filter_is_applied_at():
+    """Tuning reads a centred crop of a large image, but the tuned filter is applied to the whole image,
+    scaled by the whole image's percentiles: the crop is scaled so too. Here a bright corner far from the
+    centre puts the whole image's top percentile at 7 times the crop's; bilateral's sigma_color depends on
+    the scale. The parameters chosen are those best for the whole image as the filter is applied (scored on
+    the crop); scaled by its own percentiles the crop chose others."""
+    from carecore.baselines import _centre_crop, tune_baselines
+    from carecore.normalize import compute_percentiles
+
+    rng = np.random.default_rng(0)
+    clean = np.full((64, 320), 0.1, np.float32) + np.tile(nuclei_volume((4, 64, 64), seed=0)[0][2], (1, 5))
+    clean[:8, :40] = 6.0
+    low = (clean + rng.normal(0, 0.15, clean.shape)).astype(np.float32)
+    grid = {"bilateral": [{"sigma_spatial": 1.0, "sigma_color": c} for c in (0.03, 0.1, 0.3)]}
+    xc, gc = _centre_crop(low, clean, "YX", 64 * 64)
+    assert compute_percentiles(low, axes="YX").hi[0] > 5 * compute_percentiles(xc, axes="YX").hi[0]
+
+    def as_applied(params):   # the filter on the whole image, scored on the crop tuning reads
+        return evaluate(_centre_crop(baseline("bilateral", low, axes="YX", **params), clean, "YX", 64 * 64)[0], gc,
+                        axes="YX")["ssim"]
+
+    best = max(grid["bilateral"], key=as_applied)
+    tuned = tune_baselines([(low, clean)], axes="YX", names=["bilateral"], grids=grid, max_voxels=64 * 64)["bilateral"]
+    assert tuned.params == best, (tuned.params, best)
+    own = tune_baselines([(low, clean)], axes="YX", names=["bilateral"], grids=grid, max_voxels=64 * 64,
+                         norms=[compute_percentiles(xc, axes="YX")])["bilateral"]
+    assert own.params != best and as_applied(own.params) < as_applied(best) - 0.02
+
+
 def test_tuning_in_threads_equals_one_thread_and_stops_on_request(monkeypatch):
     """The grid's points run in parallel threads: the same parameters and scores as one at a time, in
     the grid's order; the progress counts every point once; a stop request raises ``Stopped`` and the
