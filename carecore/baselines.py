@@ -182,6 +182,13 @@ EDGE_STEPS = {
     "median": {"size": (lambda v: v + 2, 11, 9)},
     "bilateral": {"sigma_spatial": (lambda v: v + 2, 11.0, 7.0), "sigma_color": (lambda v: v * 3, 9.0, 9.0)},
 }
+#: And below a grid's bottom (at high light a filter is best light): the next value down, to a floor.
+EDGE_STEPS_DOWN = {
+    "gaussian": {"sigma": (lambda v: round(v / 1.5, 4), 0.2)},
+    "tv": {"weight": (lambda v: v / 2, 0.002)},
+    "nlm": {"h_factor": (lambda v: round(v / 1.4, 3), 0.1)},
+    "bilateral": {"sigma_color": (lambda v: round(v / 3, 4), 0.01)},
+}
 EDGE_EXTENSIONS = 4
 #: A filter is tuned past its grid's top for SSIM when its best SSIM on the grid is within 0.05 of the best
 #: filter's, for NRMSE when its best NRMSE is within 10 % of the best filter's
@@ -337,7 +344,8 @@ def tune_baselines(pairs, *, axes, names=None, grids=None, max_voxels=TUNING_MAX
 
 def past_the_edge(name, rows, score, *, three_d, top, metrics=("ssim", "nrmse")):
     """Extend ``rows`` (a filter's scored grid points) past the top of its grid while the best point by
-    SSIM or by NRMSE lies there (:data:`EDGE_STEPS`): a filter best at the edge of its grid was not tuned.
+    SSIM or by NRMSE lies there (:data:`EDGE_STEPS`), and below its bottom likewise
+    (:data:`EDGE_STEPS_DOWN`): a filter best at the edge of its grid was not tuned.
     Only where the filter is within reach of the best filter on the grids (``top``: its score in each of
     ``metrics``): :data:`EDGE_REACH` (CARE is compared with the best filter; a far weaker one's extension
     cost time, twice the tuning on the 3D demo, and changed no best filter of the benchmark)."""
@@ -359,6 +367,13 @@ def past_the_edge(name, rows, score, *, three_d, top, metrics=("ssim", "nrmse"))
                 nxt = {**p, key: step(p[key])}
                 if p[key] >= max(same) and nxt[key] <= (limit3d if three_d else limit) and nxt not in tried \
                         and nxt not in todo:
+                    todo.append(nxt)
+            for key, (step, floor) in EDGE_STEPS_DOWN.get(name, {}).items():
+                if key not in p:
+                    continue
+                same = [q[key] for q in tried if all(q.get(o) == p.get(o) for o in set(p) | set(q) if o != key)]
+                nxt = {**p, key: step(p[key])}
+                if p[key] <= min(same) and nxt[key] >= floor and nxt not in tried and nxt not in todo:
                     todo.append(nxt)
         if not todo:
             return

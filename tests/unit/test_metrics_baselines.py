@@ -141,6 +141,23 @@ def test_a_filter_best_at_the_top_of_its_grid_is_tuned_past_it(shared_data):
     assert both["median"].params["size"] == 7 and [r["params"] for r in both["median"].grid] == TUNING_GRIDS["median"]
 
 
+def test_a_filter_best_at_the_bottom_of_its_grid_is_tuned_below_it(shared_data):
+    """At high light (2000 photons) a filter is best light: TV at the grid's smallest weight (0.02) and
+    better below it; tuning goes down while it improves, to a floor."""
+    from carecore import read_image
+    from carecore.baselines import EDGE_STEPS_DOWN, TUNING_GRIDS, tune_baselines
+
+    clean = read_image(shared_data / "bian_BPAE_mito_680x1100.tif").data.astype(np.float32)
+    low, _ = simulate_photon_noise(clean, 2000.0, background=1.0, read_noise=1.0, seed=7)
+    x, truth = low[200:456, 304:560], clean[200:456, 304:560]
+    tv = tune_baselines([(x, truth)], axes="YX", names=["tv"])["tv"]
+    bottom = min(g["weight"] for g in TUNING_GRIDS["tv"])
+    inside = [r for r in tv.grid if r["params"] in TUNING_GRIDS["tv"]]
+    assert max(inside, key=lambda r: r["ssim"])["params"]["weight"] == bottom   # (best at the bottom of the grid)
+    assert tv.params["weight"] < bottom and tv.ssim > max(r["ssim"] for r in inside), tv.params
+    assert min(r["params"]["weight"] for r in tv.grid) >= EDGE_STEPS_DOWN["tv"]["weight"][1]
+
+
 def test_the_validation_line_is_tuned_past_the_top_of_its_grid(monkeypatch):
     """The chart's dashed line (the best filter on the validation patches) goes past a grid's top where
     the best lies there, as the QC report's tuning does: on the validation boxes a Gaussian was often best
