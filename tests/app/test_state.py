@@ -777,6 +777,11 @@ def test_other_tasks_train_and_restore(task, tmp_path):
         assert "compared on the output's grid (the input row: input interpolated along Z; each filter starts from the best of " \
             "nearest interpolation, linear interpolation, cubic interpolation)" in s.metrics_note, s.metrics_note
         assert s.input_on_grid.shape == restored.shape
+        # its calibration on the output's grid (the ground truth is there: it had no curve, "another grid")
+        assert s.model_config.probabilistic
+        r = s.compute_reliability()
+        assert "calibration_note" not in r and np.isfinite(r["calibration"]["ece"]), r.get("calibration_note")
+        assert r["truth_rescaled"].shape == restored.shape
         import carecore as cc
 
         img = cc.read_image(s.resolve(s.input_path))               # voxel size: Z divided by the factor
