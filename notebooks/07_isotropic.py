@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import carecore as cc
+from carecore.baselines import RL_START_ITERATIONS, deconvolve
 from carecore.models.kinds import model_class
 
 QUICK = os.environ.get("CARELAB_QUICK", "") not in ("", "0")        # the app's quick switch
@@ -121,10 +122,14 @@ print("input", low.data.shape, low.spacing, "→ restored", restored.shape, spac
 results.update(restored=str(restored_path), truth_shape=list(truth.shape))
 
 # %% [markdown]
-# ## Compare with interpolation
+# ## Compare with interpolation and deconvolution
 #
-# The fair classical baselines for this task are interpolations along Z (what every viewer does).
-# The slices after the last acquired one only repeat it, so the comparison stops there. The
+# The classical baselines for this task are interpolations along Z (what every viewer does) and, the
+# paper's competitor, **deconvolution**: the cubic interpolation deconvolved along Z with the axial PSF
+# (Richardson–Lucy, its number of iterations chosen on the ground truth, which real data never
+# allows). With a known PSF and little noise deconvolution is a strong competitor: on the real
+# Arabidopsis embryo without noise it beat a 60-second training (see the README). Read the table for
+# which wins here. The slices after the last acquired one only repeat it, so the comparison stops there. The
 # **isotropy ratio Φ** compares the image's Fourier power along Z with its power along X: 1 for an
 # isotropic volume, below 1 when Z is blurred. Because the demo's nuclei are flat (see above), the
 # truth's Φ is about 3, not 1; what matters is how close a restoration comes to *that* value.
@@ -149,6 +154,10 @@ one = {"Z": 1.0, "Y": 1.0, "X": 1.0}
 rows = {"ground truth": truth[:last]}
 for interp in ("nearest", "linear", "cubic"):
     rows[f"{interp} interpolation"] = model.on_output_grid(low.data, axes="ZYX", interpolation=interp)[:last]
+cubic = model.on_output_grid(low.data, axes="ZYX", interpolation="cubic")
+deconvolved = {n: deconvolve(cubic, {"Z": info["psf_sigma"]}, axes="ZYX", iterations=n)[:last] for n in RL_START_ITERATIONS}
+best_n = max(deconvolved, key=lambda n: cc.evaluate(deconvolved[n], truth[:last], axes="ZYX")["ssim"])   # tuned on the truth
+rows[f"Richardson-Lucy ({best_n} it.)"] = deconvolved[best_n]
 rows["CARE"] = restored[:last]
 metrics = {}
 for name, v in rows.items():
@@ -160,6 +169,9 @@ for name, v in rows.items():
 results["metrics"] = metrics
 results["input"] = metrics["linear interpolation"]
 results["care"] = metrics["CARE"]
+results["deconvolution"] = metrics[f"Richardson-Lucy ({best_n} it.)"]
+print("CARE " + ("beats" if metrics["CARE"]["ssim"] > results["deconvolution"]["ssim"] else "does not beat")
+      + f" the tuned deconvolution in SSIM here ({metrics['CARE']['ssim']:.3f} against {results['deconvolution']['ssim']:.3f})")
 
 y = low.data.shape[1] // 2
 fig, ax = plt.subplots(1, 3, figsize=(11, 3.6))

@@ -28,7 +28,8 @@ from ..fingerprint import crop_sketch, fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE
-from .upsampling import UpsamplingCARE, interpolation_starts, spacing_mismatch, warn_if_interpolated
+from .upsampling import (UpsamplingCARE, deconvolved_starts, interpolation_starts, spacing_mismatch,
+                         warn_if_interpolated)
 
 
 class IsotropicCARE(CARE):
@@ -191,7 +192,8 @@ class IsotropicCARE(CARE):
         ``factor``-th row of a degraded slice back (the model's interpolation), brought onto their grid
         three ways, as :meth:`grid_starts` brings a stack (:func:`~carecore.models.upsampling.
         interpolation_starts`)."""
-        return interpolation_starts(X, self.config.upsampling_factor, self.config.interpolation)
+        starts = interpolation_starts(X, self.config.upsampling_factor, self.config.interpolation)
+        return {**starts, **deconvolved_starts(starts, self.config.psf_sigma)}
 
     def check_spacing(self, spacing, *, name="image"):
         """Warn when the voxel size ``spacing`` ({axis: size}, as :func:`~carecore.read_image` gives it) says

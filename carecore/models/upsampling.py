@@ -152,6 +152,21 @@ def interpolation_starts(X, factor, interpolation):
     return starts
 
 
+def deconvolved_starts(starts, psf_sigma):
+    """The cubic interpolation of :func:`interpolation_starts` deconvolved along the patches' fine axis
+    (axis 1) with an axial PSF of ``psf_sigma`` pixels, as :meth:`UpsamplingCARE.grid_starts` deconvolves a
+    stack (one scaling for all the patches, so that the validation line's one fit over all patches still
+    holds); none without a PSF or a cubic interpolation."""
+    from ..baselines import RL_START_ITERATIONS, deconvolve
+
+    cubic = starts.get("cubic interpolation")
+    if cubic is None or not float(psf_sigma or 0.0) > 0:
+        return {}
+    axes = "S" + "ZYX"[3 - (cubic.ndim - 2):] + "C"   # (batch, fine axis first, ..., channel): only axis 1 is blurred
+    return {f"Richardson-Lucy along Z ({n} iterations) on cubic interpolation":
+            deconvolve(cubic, {axes[1]: float(psf_sigma)}, axes=axes, iterations=n) for n in RL_START_ITERATIONS}
+
+
 class UpsamplingCARE(CARE):
     """A :class:`CARE` whose input stack is first interpolated along Z by ``config.upsampling_factor``."""
 
@@ -177,18 +192,32 @@ class UpsamplingCARE(CARE):
                              interpolation or self.config.interpolation)
 
     def grid_starts(self):
-        """The coarse stack interpolated along Z three ways (nearest, linear, cubic): a classical
-        restoration starts from whichever does best (:meth:`carecore.CARE.grid_starts`)."""
+        """The coarse stack interpolated along Z three ways (nearest, linear, cubic), and where the model
+        knows an axial PSF (``config.psf_sigma``) the cubic interpolation deconvolved along Z with it
+        (Richardson-Lucy, :data:`~carecore.baselines.RL_START_ITERATIONS`: the paper's classical
+        competitor, deconvolution of the bicubic upsampled stack): a classical restoration starts from
+        whichever does best (:meth:`carecore.CARE.grid_starts`)."""
         import functools
 
-        return {f"{how} interpolation": functools.partial(self.on_output_grid, interpolation=how)
-                for how in ("nearest", "linear", "cubic")}
+        from ..baselines import RL_START_ITERATIONS, deconvolve
+
+        starts = {f"{how} interpolation": functools.partial(self.on_output_grid, interpolation=how)
+                  for how in ("nearest", "linear", "cubic")}
+        sigma = float(self.config.psf_sigma or 0.0)
+        for n in RL_START_ITERATIONS if sigma > 0 else ():
+            def start(image, *, axes, n=n):
+                return deconvolve(self.on_output_grid(image, axes=axes, interpolation="cubic"), {"Z": sigma}, axes=axes,
+                                  iterations=n)
+            starts[f"Richardson-Lucy along Z ({n} iterations) on cubic interpolation"] = start
+        return starts
 
     def patch_grid_starts(self, X):
         """The validation patches (batch, Z, Y, X, channel: interpolated along Z by the model's
-        interpolation) brought onto their grid three ways, as :meth:`grid_starts` brings a stack
-        (:func:`interpolation_starts`): the validation line's filters start from the best of them."""
-        return interpolation_starts(X, self.config.upsampling_factor, self.config.interpolation)
+        interpolation) brought onto their grid as :meth:`grid_starts` brings a stack
+        (:func:`interpolation_starts`, and :func:`deconvolved_starts`): the validation line's filters start
+        from the best of them."""
+        starts = interpolation_starts(X, self.config.upsampling_factor, self.config.interpolation)
+        return {**starts, **deconvolved_starts(starts, self.config.psf_sigma)}
 
     def output_spacing(self, spacing):
         out = dict(spacing or {})

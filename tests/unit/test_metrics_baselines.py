@@ -207,6 +207,40 @@ def test_a_cropped_image_is_tuned_at_the_scale_the_filter_is_applied_at():
     assert own.params != best and as_applied(own.params) < as_applied(best) - 0.02
 
 
+def test_deconvolution_is_a_classical_start_of_the_kinds_that_remove_a_known_blur():
+    """Richardson-Lucy with the model's PSF (the paper's classical competitor for isotropic and sub-diffraction
+    restoration) undoes a known blur, keeps the image's intensity units, and is among the starts the tuned
+    filters begin from wherever the model knows its PSF; a model without one has none."""
+    from carecore.baselines import RL_START_ITERATIONS, deconvolve
+
+    clean = nuclei_volume((32, 48, 48), seed=3)[0] * 500 + 100
+    blurred = ndi.gaussian_filter1d(clean, 2.0, axis=0)
+    sharp = deconvolve(blurred, {"Z": 2.0}, axes="ZYX", iterations=20)
+    assert evaluate(sharp, clean, axes="ZYX")["nrmse"] < 0.8 * evaluate(blurred, clean, axes="ZYX")["nrmse"]
+    assert abs(sharp.mean() / blurred.mean() - 1) < 0.05                        # (its own units)
+    lateral = deconvolve(blurred, {"Y": 2.0, "X": 2.0}, axes="ZYX", iterations=5)
+    assert not np.allclose(lateral, sharp)                                       # (only the axes named)
+    with pytest.raises(CareError, match="PSF sigma > 0"):
+        deconvolve(blurred, {}, axes="ZYX", iterations=5)
+
+    rl = [f"Richardson-Lucy along Z ({n} iterations) on cubic interpolation" for n in RL_START_ITERATIONS]
+    up = cc.create_model(cc.care_config("ZYX", kind="upsampling", upsampling_factor=2.0, psf_sigma=2.0, quick=True))
+    assert list(up.grid_starts())[3:] == rl
+    bare = cc.create_model(cc.care_config("ZYX", kind="upsampling", upsampling_factor=2.0, quick=True))
+    assert len(bare.grid_starts()) == 3
+    coarse = blurred[::2]
+    start = up.grid_starts()[rl[1]](coarse, axes="ZYX")
+    assert start.shape == up.on_output_grid(coarse, axes="ZYX").shape
+    from carecore.models.kinds import model_class
+
+    sub = cc.create_model(model_class("subdiffraction").default_config("YX", psf_sigma=2.0, quick=True))
+    labels = list(sub.grid_starts())
+    assert labels[0] == "" and len(labels) == 1 + 2 * len(RL_START_ITERATIONS)
+    assert any("background subtraction (Gaussian sigma 20 px)" in label for label in labels)
+    X = np.stack([ndi.gaussian_filter(clean[k], 2.0) for k in range(4)])[..., None]
+    assert all(v.shape == X.shape for v in sub.patch_grid_starts(X).values())
+
+
 def test_tuning_in_threads_equals_one_thread_and_stops_on_request(monkeypatch):
     """The grid's points run in parallel threads: the same parameters and scores as one at a time, in
     the grid's order; the progress counts every point once; a stop request raises ``Stopped`` and the
