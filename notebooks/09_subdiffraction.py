@@ -155,6 +155,11 @@ with open(HERE / "results.json", "w") as f:
 # 1. **The wrong PSF.** Restore the same input with a model trained for a PSF 30 % wider than the true
 #    one. Are the tubules thinner or thicker than the target? What would you measure on your
 #    microscope before trusting such a network?
-# 2. **Real cells.** `../../shared/data/bian_BPAE_actin_680x1100.tif` is a widefield image of actin
-#    (BioImageAnalysisNotebooks, CC-BY 4.0). Restore a crop of it with your model. Without a ground
-#    truth, which of the read-outs above can you still use?
+# 2. **Real cells.** `../../shared/data/bian_BPAE_actin_680x1100.tif` is an image of actin
+#    (BioImageAnalysisNotebooks, CC-BY 4.0; its microscope, pixel size and PSF are not recorded).
+#    Restore a crop of it with your model, and be suspicious: a network trained on simulated
+#    tubules and granules draws tubules and granules, also where the sample has none (diffuse actin
+#    can turn into a network of thin lines, a nucleus into a ring), and its PSF in pixels must be
+#    this image's (`carecore.psf_sigma_from_optics(na, wavelength, pixel_size)`), which here you
+#    cannot know. Without a ground truth, which of the read-outs above can you still use, and what
+#    would convince you that a thin line in the restoration is in the sample?

@@ -412,3 +412,24 @@ class SubdiffractionCARE(CARE):
         for label, (n, bg) in self._deconvolutions().items():
             starts[label] = deconvolve(X, sig, axes=axes, iterations=n, background_sigma=bg)
         return starts
+
+    def check_spacing(self, spacing, *, name="image"):
+        """Warn when the image's pixel size (``spacing["X"]``, micrometres) is more than twice or less than half
+        the one its structures were simulated at (the run card's ``pixel_size_um``): the model's PSF sigma, in
+        pixels, is then another PSF in micrometres, and it draws tubules and granules of the wrong size.
+        Returns the message, or None (no pixel size recorded, or close enough)."""
+        rec = (self.run_card or {}).get("subdiffraction") or {}
+        p_model, p = rec.get("pixel_size_um"), (spacing or {}).get("X")
+        sig = (self.psf_sigmas() or {}).get("X")
+        if not (p_model and p and sig) or 0.5 <= float(p) / float(p_model) <= 2.0:
+            return None
+        from ..errors import warn
+
+        message = (f"{name}: pixels of {p:g} µm, but this model's structures were simulated at {p_model:g} µm pixels: "
+                   f"its PSF sigma of {sig:g} px is {sig * p_model:.3g} µm there and {sig * p:.3g} µm at this image's "
+                   f"pixels (a widefield PSF at NA 1.3 and 520 nm: about {REFERENCE_PSF_SIGMA_UM:.2g} µm). A sub-diffraction "
+                   "model restores images whose PSF, in pixels, is the one it was trained for; for others it draws "
+                   "tubules and granules of the wrong size: train one with your optics' PSF sigma in this image's pixels "
+                   f"(carecore.psf_sigma_from_optics(na, wavelength, {p:g}); --psf-sigma)")
+        warn(message, stacklevel=2)
+        return message

@@ -327,6 +327,7 @@ def test_a_stack_interpolated_already_is_told_not_interpolated_twice(shared_data
     cubic = interpolate_z(coarse, 4, 0, "cubic")
     for stack in (cubic, cubic[1:], np.round(np.clip(cubic, 0, None) * 1000 / cubic.max()).astype(np.uint16)):
         assert interpolated_along_z(stack, 4, "cubic") == "cubic"   # (also cropped, also rounded)
+        assert interpolated_along_z(stack, 4, "linear") == "cubic"   # (scaled in Fiji, given to a linear model)
     assert interpolated_along_z(train_low[:10], 4) is None   # too few slices to tell
 
     model = cc.create_model(care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=4))

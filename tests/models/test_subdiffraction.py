@@ -141,7 +141,16 @@ def test_cli_train_with_measured_psf_and_predict(tmp_path, capsys):
     low, _, _ = simulate_subdiffraction((96, 80), kind="tubules", seed=9, psf=1.5)
     cc.write_image(tmp_path / "wf.tif", low, axes="YX")
     rc = main(["predict", "--model", str(model_dir), "--in", str(tmp_path / "wf.tif"), "--out", str(tmp_path / "out.tif")])
-    assert rc == 0, capsys.readouterr().err[-2000:]
+    said = capsys.readouterr()
+    assert rc == 0, said.err[-2000:]
+    assert "trained on simulated tubules and granules only" in said.out and "pixels of" not in said.err
+    # an image whose pixels make the model's PSF another one in micrometres: said (a user trial: 0.3 µm pixels
+    # restored into polygons without a word)
+    cc.write_image(tmp_path / "wf_coarse.tif", low, axes="YX", spacing={"Y": 0.3, "X": 0.3})
+    rc = main(["predict", "--model", str(model_dir), "--in", str(tmp_path / "wf_coarse.tif"), "--out",
+               str(tmp_path / "out2.tif")])
+    said = capsys.readouterr()
+    assert rc == 0 and "pixels of 0.3 µm, but this model's structures were simulated at" in said.err, said.err[-2000:]
     out = cc.read_image(tmp_path / "out.tif").data
     assert out.shape == (96, 80) and np.isfinite(out).all()
     np.testing.assert_allclose(out, model.predict(low, axes="YX"), atol=1e-3 * np.abs(out).max())
