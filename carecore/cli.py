@@ -941,8 +941,10 @@ def _show_care_warnings():
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, CareWarning):
-            print(f"carecore: warning: {message}", file=sys.stderr)
+        if issubclass(category, CareWarning):   # (above a progress bar being drawn, not on its line)
+            from tqdm import tqdm
+
+            tqdm.write(f"carecore: warning: {message}", file=sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)
 

@@ -46,7 +46,8 @@ class IsotropicCARE(CARE):
     def check_config(cls, config):
         if config.axes != "YX":
             raise CareError(f"kind and axes: isotropic models are 2D networks on axial slices (axes 'YX'), "
-                            f"got {config.axes!r}; they restore ZYX stacks")
+                            f"got {config.axes!r}; they restore ZYX stacks: care_config('YX', kind='isotropic', ...), or "
+                            "model_class('isotropic').default_config('ZYX', ...), which takes the stack's axes")
         if not config.upsampling_factor > 1:
             raise CareError(f"upsampling_factor: must be > 1 for kind='isotropic' (the axial factor), got "
                             f"{config.upsampling_factor}")
@@ -234,9 +235,9 @@ class IsotropicCARE(CARE):
         """
         x = np.asarray(image) if not hasattr(image, "shape") else image
         axes = check_axes(axes, np.ndim(x), name=name, shape=np.shape(x))
-        if spatial_axes(axes) != "ZYX" or set(axes) - set("CZYX"):
-            raise CareError(f"{name}: isotropic restoration takes a ZYX stack (optionally with C); got axes "
-                            f"{axes!r}, shape {tuple(np.shape(x))}")
+        if sorted(spatial_axes(axes)) != sorted("ZYX") or set(axes) - set("CZYX"):
+            raise CareError(f"{name}: isotropic restoration takes a stack with Z, Y and X (optionally C, in any "
+                            f"order); got axes {axes!r}, shape {tuple(np.shape(x))}")
         if combine not in ("mean", "geometric"):
             raise CareError(f"combine must be 'mean' or 'geometric', got {combine!r}")
         self._tta_views(kw.get("tta", False), name)   # before the stack is brought onto the fine grid
@@ -271,7 +272,9 @@ class IsotropicCARE(CARE):
                 report(progress, done, total, "slices")
         if not geo:
             res *= 0.5
-        back = np.moveaxis(res, -1, axes.index("C")) if "C" in axes else res[..., 0]
+        # back in the input's axes order (a YXZ file comes back YXZ, on the fine Z grid)
+        back = np.transpose(res, ["ZYXC".index(a) for a in axes]) if "C" in axes else \
+            np.transpose(res[..., 0], ["ZYX".index(a) for a in axes])
         if out is not None:
             if tuple(out.shape) != back.shape:
                 raise CareError(f"out has shape {tuple(out.shape)}, expected {back.shape}")

@@ -173,7 +173,7 @@ class ProjectionCARE(CARE):
             raise CareError(f"kind and axes: projection models take ZYX stacks (axes 'ZYX'), got {config.axes!r}")
         if config.residual:
             raise CareError("residual: a projection model's output (YX) is not on its input's grid (ZYX); "
-                            "set residual=False")
+                            "set residual=False (model_class('projection').default_config('ZYX', ...) sets it)")
 
     @classmethod
     def default_config(cls, axes="ZYX", **overrides):

@@ -210,6 +210,20 @@ def test_the_upsampling_validation_line_starts_from_every_interpolation():
     assert list(odd.patch_grid_starts(X)) == ["linear interpolation"]
 
 
+def test_a_stack_in_another_axes_order_comes_back_in_it():
+    """A YXZ stack (a file written Z last) is restored as its ZYX transpose is, and comes back YXZ on the
+    fine Z grid (it was refused: "takes a ZYX stack")."""
+    cfg = _iso().default_config("ZYX", upsampling_factor=2, psf_sigma=1.0, quick=True, patch_size=(16, 16))
+    model = cc.create_model(cfg)
+    stack = cc.nuclei_volume((8, 16, 20), seed=4)[0]
+    zyx = model.predict(stack, axes="ZYX")
+    yxz = model.predict(np.transpose(stack, (1, 2, 0)), axes="YXZ")
+    assert yxz.shape == (16, 20, 16)
+    np.testing.assert_allclose(yxz, np.transpose(zyx, (1, 2, 0)), atol=1e-5)
+    with pytest.raises(cc.CareError, match="Z, Y and X"):
+        model.predict(stack[0], axes="YX")
+
+
 def test_config_checks():
     cls = _iso()
     with pytest.raises(cc.CareError, match="2D networks"):
