@@ -89,15 +89,26 @@ def cmd_degrade(args):
                 raise CareError("give --psf-sigma, or --na, --wavelength and --voxel-size to derive it")
             from .simulate import psf_sigma_from_optics
 
-            sigma = psf_sigma_from_optics(args.na, args.wavelength, args.voxel_size, direction="axial",
+            size = args.voxel_size if args.voxel_size is not None else img.spacing.get(args.axis, 1.0)
+            sigma = psf_sigma_from_optics(args.na, args.wavelength, size, direction="axial",
                                           refractive_index=args.refractive_index)
         out, params = simulate_anisotropic(img.data, args.factor, axes=img.axes, axis=args.axis, psf_sigma=sigma,
                                            peak_photons=args.photons, read_noise=args.read_noise,
                                            interpolation=args.interpolation, upsample_back=not args.subsampled,
                                            seed=args.seed)
         spacing = dict(img.spacing)
+        if args.voxel_size is not None and args.axis not in spacing:   # (the file records none: given here)
+            spacing[args.axis] = args.voxel_size
         if args.subsampled and args.axis in spacing:
             spacing[args.axis] = spacing[args.axis] * args.factor
+        n = img.shape[img.axes.index(args.axis)]
+        if args.subsampled and float(args.factor).is_integer() and n % int(args.factor):
+            from .errors import warn
+
+            f = int(args.factor)
+            warn(f"{args.inp}: {n} slices along {args.axis} are not a multiple of the factor {f}: the coarse stack keeps "
+                 f"{out.shape[img.axes.index(args.axis)]}, and a restoration of it has round(that x {f}) slices, not {n}; "
+                 f"to compare with this ground truth, crop it to {n - n % f} slices first", stacklevel=2)
     write_image(args.out, out, axes=img.axes, spacing=spacing)
     if args.params:
         Path(args.params).write_text(json.dumps(params, indent=1))
@@ -364,6 +375,10 @@ def cmd_train(args):
         raise CareError(f"--same-field joins pairs of files (--low, --high) into fields of view; "
                         + (f"the patch folder {args.patches} was cut already (give --same-field to `carecore patches`)"
                            if args.patches else f"kind {config.kind!r} makes its own pairs"))
+    if args.high and not args.patches and not model_class(config.kind).needs_pairs:   # (it was ignored without a word)
+        raise CareError(f"--high: kind {config.kind!r} makes its own training pairs"
+                        + (" from the --low stacks alone (their lateral slices are the targets)"
+                           if config.kind == "isotropic" else " (simulated)") + "; leave --high out")
     if config.kind == "isotropic" and not args.patches:
         _check_isotropic_stacks(args, config)
     if args.patches:
@@ -633,7 +648,7 @@ def _check_qc_depths(args):
 
 def cmd_qc(args):
     from .progress import tqdm_progress
-    from .qc import quality_report
+    from .qc import beaten_by, quality_report
 
     _check_qc_depths(args)
     with tqdm_progress("qc", unit="image") as progress:
@@ -641,6 +656,9 @@ def cmd_qc(args):
                              normalization=args.normalization)
     for name, m in rep["overall"].items():
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
+    said = beaten_by(rep["overall"])
+    if said:   # (as the report says it)
+        print("CARE is beaten here on " + "; ".join(said))
     if "calibration" in rep:
         print(f"ECE {rep['calibration']['ece']:.3f}")
     for w in rep["warnings"]:
@@ -740,7 +758,10 @@ def build_parser():
     d.add_argument("--psf-sigma", type=float, help="axial PSF sigma in pixels")
     d.add_argument("--na", type=float)
     d.add_argument("--wavelength", type=float, help="emission wavelength, same unit as --voxel-size")
-    d.add_argument("--voxel-size", type=float, default=1.0)
+    d.add_argument("--voxel-size", type=float,
+                   help="the voxel size along --axis, in the unit of --wavelength: derives the PSF sigma with --na "
+                        "and --wavelength (default: the file's recorded one, else 1), and is written with the output "
+                        "where the file records none")
     d.add_argument("--refractive-index", type=float, default=1.33)
     d.add_argument("--photons", type=float, help="add photon noise at this peak count")
     d.add_argument("--interpolation", choices=["nearest", "linear", "cubic"], default="linear")

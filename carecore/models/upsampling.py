@@ -93,6 +93,34 @@ def interpolated_along_z(stack, factor, interpolation="linear", *, box=96):
     return None
 
 
+def interpolation_factor(stack, *, max_factor=8, box=64):
+    """The integer factor by which ``stack`` (Z first; any further axes) was interpolated along Z, and how,
+    as ``(factor, "linear" | "cubic")``, or None when no factor from 2 to ``max_factor`` fits (nor for
+    nearest-neighbour interpolation):
+    the largest one whose every ``factor``-th slice (from any of the first ``factor``), interpolated so,
+    gives the other slices back (up to the rounding of integer data). Read on a centred crop of at most
+    ``box`` pixels per further axis."""
+    n = int(np.shape(stack)[0])
+    crop = tuple(slice(max(0, (s - box) // 2), max(0, (s - box) // 2) + box) for s in np.shape(stack)[1:3])
+    x = np.asarray(stack[(slice(None),) + crop], np.float64).reshape(n, -1)
+    live = np.flatnonzero(x.std(axis=1) > 0)
+    if not len(live):
+        return None
+    x = x[live[0]:live[-1] + 1]
+    steps = (np.diff(x, axis=0) ** 2).mean() if len(x) > 1 else 0.0
+    if not steps > 0:
+        return None
+    rounding = 1 / 6 if np.array_equal(x, np.round(x)) else 0.0
+    for f in range(int(max_factor), 1, -1):
+        if len(x) < 2 * f + 3:
+            continue
+        for how in ("linear", "cubic"):   # (nearest-neighbour: ties rounded to even make its runs uneven)
+            residual = coarse_phase_residuals(x, f, how).min()
+            if residual < 0.1 * steps and residual < 1.5 * rounding + 1e-3 * steps:
+                return f, how
+    return None
+
+
 def warn_if_interpolated(stack, factor, interpolation, *, axes, name="image"):
     """Warn, and return the message, when ``stack`` (``axes`` with Z, Y and X) looks interpolated along Z
     already (:func:`interpolated_along_z`): a model that interpolates Z by ``factor`` itself would
@@ -182,6 +210,35 @@ class UpsamplingCARE(CARE):
         axes = super()._check_input(x, axes, name)
         warn_if_interpolated(x, self.config.upsampling_factor, self.config.interpolation, axes=axes, name=name)
         return axes
+
+    @classmethod
+    def make_patches(cls, config, sources, **kw):
+        """Training patches as plain CARE makes them (the ``--low`` stacks interpolated onto the fine grid
+        already), after a warning for a training input interpolated by another factor than the model's
+        (:func:`interpolation_factor`, the first three pairs): trained so, the model would restore coarse
+        stacks onto a wrong Z grid."""
+        from ..data.pairs import load_pair
+        from ..errors import warn
+
+        pairs = list(getattr(sources, "pairs", sources) or [])[:3]
+        f = float(config.upsampling_factor)
+        for pair in pairs:
+            try:
+                low = load_pair(pair, axes=kw.get("axes"), mmap=True)[0] if hasattr(pair, "low") else None
+            except (CareError, OSError, ValueError):
+                continue   # (create_patches says what is wrong with it)
+            if low is None or "Z" not in low.axes:
+                continue
+            order = [low.axes.index(a) for a in "ZYX" if a in low.axes] + \
+                [i for i, a in enumerate(low.axes) if a not in "ZYX"]
+            found = interpolation_factor(np.transpose(low.data, order))
+            if found and abs(found[0] - f) > 1e-6:
+                warn(f"{low.name}: this training input looks interpolated along Z by {found[0]} ({found[1]}: every "
+                     f"{found[0]}th slice gives the others), but the model's factor is {f:g}: trained so, it restores "
+                     f"coarse stacks onto a grid {f:g}× as fine in Z, not {found[0]}×, with the wrong Z voxel size; give "
+                     f"the factor the inputs were interpolated by (--factor {found[0]})", stacklevel=2)
+                break
+        return super().make_patches(config, sources, **kw)
 
     def _preprocess(self, x, axes):
         """(Z, Y, X, C) coarse -> (round(Z × factor), Y, X, C), as the training inputs were made."""

@@ -345,6 +345,33 @@ def test_a_stack_interpolated_already_is_told_not_interpolated_twice(shared_data
         assert model.predict(coarse, axes="ZYX").shape == (32, 48, 48)
 
 
+def test_upsampling_training_inputs_interpolated_by_another_factor_are_told(demo_root):
+    """A user trial trained an upsampling model with --factor 2 on inputs interpolated 4x: it restored coarse
+    stacks onto a grid twice as fine with the wrong Z voxel size, without a word. The factor the inputs were
+    interpolated by is found (linear or cubic; acquired stacks give none) and a different one is warned."""
+    import warnings
+
+    from carecore.models.kinds import model_class
+    from carecore.models.upsampling import interpolate_z, interpolation_factor
+
+    clean, _ = cc.nuclei_volume((32, 48, 48), seed=0)
+    coarse, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", psf_sigma=2.0, peak_photons=1000, seed=1,
+                                        upsample_back=False)
+    for acquired in (coarse, clean, np.random.default_rng(0).random((40, 20, 20))):
+        assert interpolation_factor(acquired) is None
+    assert interpolation_factor(interpolate_z(coarse, 4, 0, "linear")) == (4, "linear")
+    assert interpolation_factor(interpolate_z(coarse, 3, 0, "cubic")[1:]) == (3, "cubic")
+    pairs = cc.find_pairs(demo_root / "upsampling" / "train" / "low", demo_root / "upsampling" / "train" / "high")
+    cls = model_class("upsampling")
+    with pytest.warns(cc.CareWarning, match=r"looks interpolated along Z by 4 \(linear.*--factor 4"):
+        cls.make_patches(care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=2), pairs, axes="ZYX",
+                         n_patches_per_image=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cc.CareWarning)
+        cls.make_patches(care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=4), pairs, axes="ZYX",
+                         n_patches_per_image=2)
+
+
 def test_augmentation_keeps_pairs_aligned():
     from carecore.training.pipeline import augment_batch
 
