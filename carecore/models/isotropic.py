@@ -249,7 +249,7 @@ class IsotropicCARE(CARE):
         warn_if_interpolated(x, self.config.upsampling_factor, self.config.interpolation, axes=axes, name=name)
         norm = self.input_normalization(x, axes=axes, normalization=normalization, name=name)
         order = [axes.index(a) for a in "ZYX"] + ([axes.index("C")] if "C" in axes else [])
-        fine = self.on_output_grid(np.transpose(x, order) if "C" in axes else np.asarray(x)[..., None],
+        fine = self.on_output_grid(np.transpose(x, order) if "C" in axes else np.transpose(x, order)[..., None],
                                    axes="ZYXC")   # (Z', Y, X, C)
         Z, Y, X, C = fine.shape
         res = np.zeros(fine.shape, np.float32)
