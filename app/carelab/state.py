@@ -1306,7 +1306,10 @@ class LabState(HasTraits):
         note = "filters tuned on this image's own ground truth (their best case)"
         if label != "input":
             named = [s for s in (model.grid_starts() if model is not None else ()) if s]
-            starts = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+            plain = [s for s in named if "Richardson-Lucy" not in s]
+            deconvolved = len(named) - len(plain)
+            starts = ", ".join(plain[:3]) + (f" and {len(plain) - 3} more" if len(plain) > 3 else "") + \
+                (f"; or {deconvolved} Richardson-Lucy deconvolutions with the model's PSF" if deconvolved else "")
             note = (f"compared on the output's grid (the input row: {label}; each filter starts from the best of "
                     f"{starts or 'the input'}); " + note)
         return rows, note

@@ -774,8 +774,9 @@ def test_other_tasks_train_and_restore(task, tmp_path):
         assert restored.shape == (round(low.shape[0] * s.axial_factor),) + low.shape[1:]
         # compared on the output's grid: the input interpolated along Z (the model's on_output_grid)
         assert list(s.metrics)[:2] == ["input interpolated along Z", "CARE"]
+        deconvolved = "; or 4 Richardson-Lucy deconvolutions with the model's PSF" if s.model_config.psf_sigma > 0 else ""
         assert "compared on the output's grid (the input row: input interpolated along Z; each filter starts from the best of " \
-            "nearest interpolation, linear interpolation, cubic interpolation)" in s.metrics_note, s.metrics_note
+            f"nearest interpolation, linear interpolation, cubic interpolation{deconvolved})" in s.metrics_note, s.metrics_note
         assert s.input_on_grid.shape == restored.shape
         # its calibration on the output's grid (the ground truth is there: it had no curve, "another grid")
         assert s.model_config.probabilistic
