@@ -149,7 +149,8 @@ def run_case(case, budget, root, seed=0, tuned=None, config=None, patches=None, 
 
     data = load_case(case, root)
     axes = data["axes"]
-    extra = {"kind": "upsampling", "upsampling_factor": 4.0} if data["kind"] == "upsampling" else {}
+    # (the demo's axial PSF, as its dataset.json records it: the model's deconvolution starts use it)
+    extra = {"kind": "upsampling", "upsampling_factor": 4.0, "psf_sigma": 2.0} if data["kind"] == "upsampling" else {}
     config_overrides, patch_overrides = dict(config or {}), dict(patches or {})
     config = cc.care_config(axes, **{"time_limit": budget, "seed": seed, **extra, **config_overrides})
     patches = cc.create_patches(data["train"], config.patch_size,

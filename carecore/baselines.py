@@ -190,8 +190,8 @@ EDGE_STEPS_DOWN = {
     "bilateral": {"sigma_color": (lambda v: round(v / 3, 4), 0.01)},
 }
 EDGE_EXTENSIONS = 4
-#: A filter is tuned past its grid's top for SSIM when its best SSIM on the grid is within 0.05 of the best
-#: filter's, for NRMSE when its best NRMSE is within 10 % of the best filter's
+#: A filter is tuned past its grid's top (or below its bottom) for SSIM when its best SSIM on the grid is within
+#: 0.05 of the best filter's, for NRMSE when its best NRMSE is within 10 % of the best filter's
 EDGE_REACH = (0.05, 1.10)
 
 #: The grids of the validation line drawn during training (seconds, not minutes): without the
@@ -470,21 +470,20 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
     out_axes = model.output_axes(axes)
     # the starts are computed on a centred crop in Y and X (their other axes whole) of at most max_voxels on
     # the output's grid: tuning looks no further (a projection's 17 starts of a large stack cost seconds);
-    # a cropped start is scaled by the percentiles of the whole image's start (read at every k-th pixel in Y
-    # and X), as apply() scales the start of the whole image
-    wholes = [np.asarray(x, np.float32) for x, _ in pairs]
-    pairs = [_centre_crop_yx(x, axes, np.asarray(g, np.float32), out_axes, max_voxels) for x, (_, g) in zip(wholes, pairs)]
+    # a cropped start is scaled by the percentiles of the start of a crop 4 times as large (closer to the whole
+    # image's, which apply() scales by; a start that acts in Y and X, a deconvolution or a surface's smoothing,
+    # cannot be computed on a thinned image)
+    wide = [_centre_crop_yx(np.asarray(x, np.float32), axes, np.asarray(g, np.float32), out_axes, 4 * max_voxels)
+            for x, g in pairs]
+    pairs = [_centre_crop_yx(x, axes, g, out_axes, max_voxels) for x, g in wide]
+    known = {}
 
     def norms(fn):
-        out = []
-        for whole, (x, _) in zip(wholes, pairs):
-            if x.shape == whole.shape:
-                out.append(None)   # (not cropped: its own percentiles)
-                continue
-            k = max(1, int(np.ceil(np.sqrt(whole.size / max_voxels))))
-            thin = whole[tuple(slice(None, None, k) if a in "YX" else slice(None) for a in axes)]
-            out.append(compute_percentiles(fn(thin, axes=axes), axes=out_axes, name="tuning input"))
-        return out
+        if id(fn) not in known:   # (the screening and the tuning ask for the same start's)
+            known[id(fn)] = [None if x.shape == w.shape else   # (not cropped: its own percentiles)
+                             compute_percentiles(fn(w, axes=axes), axes=out_axes, name="tuning input")
+                             for (w, _), (x, _) in zip(wide, pairs)]
+        return known[id(fn)]
 
     on_grid = lambda fn: [(fn(x, axes=axes), g) for x, g in pairs]  # noqa: E731
     kept = list(starts)
@@ -639,7 +638,7 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
     out = np.empty_like(x)
     for c in range(x.shape[axes.index("C")] if "C" in axes else 1):
         index = tuple(c if a == "C" else slice(None) for a in axes)
-        v = x[index].astype(np.float64) if "C" in axes else x.astype(np.float64)
+        v = np.array(x[index] if "C" in axes else x, np.float32)   # (float32: a start of a large image stays small)
         s_c = [v_ for v_, a in zip(sig, axes) if a != "C"]
         b_c = [v_ for v_, a in zip(bg_sig, axes) if a != "C"]
         blur = lambda w, s_c=s_c: ndi.gaussian_filter(w, s_c, mode="reflect")  # noqa: E731 (symmetric: its own mirror)
@@ -647,10 +646,10 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
             v = v - ndi.gaussian_filter(v, b_c, mode="reflect")
         lo = float(np.percentile(v, 0.1))
         scale = max(float(np.percentile(v, 99.99)) - lo, 1e-12)
-        y = np.maximum((v - lo) / scale, 1e-6)
+        y = np.maximum((v - np.float32(lo)) / np.float32(scale), np.float32(1e-6))
         est = y.copy()
         for _ in range(int(iterations)):
-            est *= blur(y / np.maximum(blur(est), 1e-12))
+            est *= blur(y / np.maximum(blur(est), np.float32(1e-12)))
         out[index] = (est * scale + lo).astype(np.float32)
     return out
 

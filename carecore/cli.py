@@ -97,7 +97,7 @@ def cmd_degrade(args):
                                            interpolation=args.interpolation, upsample_back=not args.subsampled,
                                            seed=args.seed)
         spacing = dict(img.spacing)
-        if args.voxel_size is not None and args.axis not in spacing:   # (the file records none: given here)
+        if args.voxel_size is not None:   # (given: the one the PSF sigma was derived with, also written)
             spacing[args.axis] = args.voxel_size
         if args.subsampled and args.axis in spacing:
             spacing[args.axis] = spacing[args.axis] * args.factor
@@ -761,7 +761,7 @@ def build_parser():
     d.add_argument("--voxel-size", type=float,
                    help="the voxel size along --axis, in the unit of --wavelength: derives the PSF sigma with --na "
                         "and --wavelength (default: the file's recorded one, else 1), and is written with the output "
-                        "where the file records none")
+                        "(in place of the file's)")
     d.add_argument("--refractive-index", type=float, default=1.33)
     d.add_argument("--photons", type=float, help="add photon noise at this peak count")
     d.add_argument("--interpolation", choices=["nearest", "linear", "cubic"], default="linear")

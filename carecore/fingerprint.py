@@ -165,13 +165,20 @@ def overlaps(sketches, data, axes):
     sets = [_from_text(s) for s in sketches if s]
     if not sets:
         return False
-    # a sketch of fewer than SKETCH hashes holds all of its image's: every hash is in its range
-    tops = [s[-1] if len(s) >= SKETCH else np.uint64(2**64 - 1) for s in sets]
-    top = max(tops)
-    sampled = np.unique(np.concatenate([np.zeros(0, np.uint64)] + [h[h <= top] for h in map(_window_hashes, _planes(data, axes))]))
-    for s, t in zip(sets, tops):
-        mine = sampled[sampled <= t]
-        found = int(np.isin(mine, s, assume_unique=True).sum())
-        if found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(len(mine), len(s)):
-            return True
-    return False
+    full = [s for s in sets if len(s) >= SKETCH]
+    # a sketch of fewer than SKETCH hashes holds all of its (small) image's: every window of this image is in its
+    # range, so its windows are counted plane by plane, not gathered (a large image has millions)
+    small = [s for s in sets if len(s) < SKETCH]
+    top = max((s[-1] for s in full), default=None)
+    sampled, counts = [], [[0, 0] for _ in small]   # counts: [windows, found] per small sketch
+    for h in map(_window_hashes, _planes(data, axes)):
+        h = np.unique(h)
+        if top is not None:
+            sampled.append(h[h <= top])
+        for c, s in zip(counts, small):
+            c[0] += len(h)
+            c[1] += int(np.isin(s, h, assume_unique=True).sum())   # (its windows seen here)
+    sampled = np.unique(np.concatenate(sampled)) if sampled else np.zeros(0, np.uint64)
+    decided = [(int(np.isin(sampled[sampled <= s[-1]], s, assume_unique=True).sum()), int((sampled <= s[-1]).sum()), len(s))
+               for s in full] + [(found, seen, len(s)) for (seen, found), s in zip(counts, small)]
+    return any(found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(seen, n) for found, seen, n in decided)

@@ -162,13 +162,18 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         for i, (pair, low, gt, x, x_grid) in enumerate(pairs):
             check_stop(stop)
             g_raw = np.asarray(gt.data, np.float32)
+            oa = grid_model.output_axes(low.axes)   # the grid of restoration and ground truth (a projection: no Z)
             entry = {"name": pair.name, "shape": list(x.shape), "axes": low.axes, "metrics": {}, "figures": {},
                      "trained_on": model.trained_on(x, axes=low.axes, path=pair.low)}
             if entry["trained_on"]:   # (by its path or its pixels: a copy under another name too)
                 rep["warnings"].append(f"{pair.name}: CARE was trained on this image (or a part of it: a crop of a training "
                                        "image, or one a training image was cropped from): its scores here flatter it (make "
                                        "the report on images no training patch came from, e.g. a test folder)")
-            oa = grid_model.output_axes(low.axes)   # the grid of restoration and ground truth (a projection: no Z)
+            elif model.truth_seen(g_raw, axes=oa):   # a new noise draw of a field trained on: its target was seen
+                entry["trained_on"] = entry["target_seen"] = True
+                rep["warnings"].append(f"{pair.name}: its ground truth (or a part of it) was one of CARE's training "
+                                       "targets: another exposure of a field CARE trained on, whose scores flatter it (make "
+                                       "the report on fields no training patch came from)")
             with collect_warnings() as said:   # (an image unlike the training's: in the report, once)
                 norm = grid_model.input_normalization(x, axes=low.axes, name=pair.name,   # as predict scales x
                                                       normalization=normalization)
@@ -339,7 +344,9 @@ def _html(rep):
                      "training inputs' percentiles, by the training targets'), the predicted distributions "
                      "as the network outputs them, <b>no fit to the ground truth</b>.</p><img src='calibration.png'>")
     for img in rep["images"]:
-        seen = " <small>(a training image, or a part of one: its scores flatter CARE)</small>" if img.get("trained_on") else ""
+        seen = ("" if not img.get("trained_on") else
+                " <small>(its ground truth was a training target: its scores flatter CARE)</small>" if img.get("target_seen")
+                else " <small>(a training image, or a part of one: its scores flatter CARE)</small>")
         parts.append(f"<h2>{e(img['name'])}{seen}</h2><table><tr><th>method</th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>")
         for name, m in img["metrics"].items():
             parts.append(f"<tr><td>{e(name)}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>")

@@ -804,6 +804,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "fingerprint": fingerprint(low.data, low.axes),   # (a copy's too)
                                     "sketch": crop_sketch(low.data, low.axes),        # (a crop's too)
+                                    "sketch_high": crop_sketch(high.data, high.axes),  # (a new noise draw of it)
                                     "shape": [int(n) for n in low.shape],
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
                                     "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,

@@ -452,7 +452,8 @@ class CARE:
         if isinstance(image, (str, Path)):
             path = image
         prints = {s["fingerprint"] for s in sources if s.get("fingerprint")}
-        if not prints:   # by path alone (a card of before fingerprints; recorded paths may be relative)
+        sketches = [s["sketch"] for s in sources if s.get("sketch")]
+        if not prints and not sketches:   # by path alone (a card of before fingerprints; recorded paths may be relative)
             if path is not None:
                 p = Path(path).resolve()
                 for source in sources:
@@ -466,7 +467,6 @@ class CARE:
         # by its pixels, also for a recorded path: another experiment's train/low/a.tif, or a file written
         # again since, is not the image trained on
         shapes = {tuple(sorted(s["shape"])) for s in sources if s.get("shape")}   # (in any axes order)
-        sketches = [s["sketch"] for s in sources if s.get("sketch")]
         if isinstance(image, (str, Path)):
             img = read_image(image, axes=axes, mmap=True)
             image, axes = img.data, img.axes
@@ -482,6 +482,22 @@ class CARE:
                 return True
         # a crop of one, or an image one was cropped from (a time point of a time-lapse at a time)
         return bool(sketches) and any(overlaps(sketches, image[index] if frames else image, rest) for index in each)
+
+    def truth_seen(self, truth, *, axes):
+        """Whether ``truth`` (a ground truth, ``axes``) shares its pixels with one of this model's training
+        targets (:func:`carecore.fingerprint.overlaps` on the targets' recorded sketches): a new noise draw or
+        another exposure of a field trained on has never-seen input but a seen target, and its scores flatter
+        CARE as a training image's do. None when the run card records no sketches of its targets."""
+        from ..fingerprint import overlaps
+
+        sketches = [s["sketch_high"] for s in (self.run_card or {}).get("data_sources") or [] if s.get("sketch_high")]
+        if not sketches:
+            return None
+        frames = [a for a in axes if a in "TS"]
+        sizes = [np.shape(truth)[axes.index(a)] for a in frames]
+        rest = "".join(a for a in axes if a not in frames)
+        return any(overlaps(sketches, truth[tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes)]
+                            if frames else truth, rest) for at in np.ndindex(*sizes))
 
     @property
     def scales_by_training(self):
@@ -933,7 +949,8 @@ class CARE:
             card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {}),
                                      **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {}),
                                      **({"shape": s["shape"]} if s.get("shape") else {}),
-                                     **({"sketch": s["sketch"]} if s.get("sketch") else {})}
+                                     **({"sketch": s["sketch"]} if s.get("sketch") else {}),
+                                     **({"sketch_high": s["sketch_high"]} if s.get("sketch_high") else {})}
                                     for s in info["sources"]]
         if info.get("percentiles"):
             card["normalization_seen"] = {

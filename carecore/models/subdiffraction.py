@@ -424,6 +424,8 @@ class SubdiffractionCARE(CARE):
         rec = (self.run_card or {}).get("subdiffraction") or {}
         p_model, p = rec.get("pixel_size_um"), (spacing or {}).get("X")
         sig = (self.psf_sigmas() or {}).get("X")
+        if (spacing or {}).get("X") == 1.0 and (spacing or {}).get("Y") == 1.0:
+            return None   # (an uncalibrated file, ImageJ's default 1 µm: no pixel size known)
         if not (p_model and p and sig) or 0.5 <= float(p) / float(p_model) <= 2.0:
             return None
         from ..errors import warn
@@ -433,6 +435,7 @@ class SubdiffractionCARE(CARE):
                    f"pixels (a widefield PSF at NA 1.3 and 520 nm: about {REFERENCE_PSF_SIGMA_UM:.2g} µm). A sub-diffraction "
                    "model restores images whose PSF, in pixels, is the one it was trained for; for others it draws "
                    "tubules and granules of the wrong size: train one with your optics' PSF sigma in this image's pixels "
-                   f"(carecore.psf_sigma_from_optics(na, wavelength, {p:g}); --psf-sigma)")
+                   f"(carecore.psf_sigma_from_optics(na, wavelength, {p:g}); --psf-sigma). (Its structures' pixel "
+                   "size was derived from that PSF where none was given: if your PSF really is that wide, ignore this.)")
         warn(message, stacklevel=2)
         return message

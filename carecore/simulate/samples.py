@@ -200,8 +200,8 @@ def write_demo_data(root, *, tasks=DEMO_TASKS, seed=0, size="small"):
         info["axes_low"], info["axes_high"] = axes_low, axes
         if task in ("upsampling", "isotropic"):
             info["factor"] = 4.0
-        if task == "isotropic":
-            info["psf_sigma"] = 2.0   # the axial PSF sigma the stacks were blurred with, in lateral pixels
+        if task in ("isotropic", "upsampling"):
+            info["psf_sigma"] = 2.0   # the axial PSF sigma the stacks were blurred with, in pixels of the fine grid
         (folder / "dataset.json").write_text(json.dumps(info, indent=1, default=float))
         out[task] = folder
     return out

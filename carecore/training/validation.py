@@ -74,7 +74,8 @@ class ValidationSet:
 
         ``cached``: a result computed before (stored with the patches) is returned as is. The grids
         are :data:`~carecore.baselines.FAST_GRIDS` (the QC report tunes over the full ones), extended past
-        their tops as the QC report's are (:data:`~carecore.baselines.EDGE_STEPS`); of more than
+        their tops and below their bottoms as the QC report's are (:data:`~carecore.baselines.EDGE_STEPS`,
+        :data:`~carecore.baselines.EDGE_STEPS_DOWN`); of more than
         :data:`~carecore.baselines.SCREENED_STARTS` starts, those a tuned Gaussian filter does best on.
         """
         if cached:

@@ -98,6 +98,20 @@ class Ensemble:
                 return True
         return False if False in said else None
 
+    def truth_seen(self, truth, *, axes):
+        """Whether ``truth`` shares pixels with a training target of any member (:meth:`carecore.CARE.truth_seen`;
+        members of the same training images are asked once)."""
+        said, asked = [], []
+        for m in self.members:
+            sources = (m.run_card or {}).get("data_sources")
+            if sources and sources in asked:
+                continue
+            asked.append(sources)
+            said.append(m.truth_seen(truth, axes=axes))
+            if said[-1]:
+                return True
+        return False if False in said else None
+
     def predict_members(self, image, *, axes, progress=None, stop=None, name="image", **kw):
         """Stacked member means and scales, shape (M, ...).
 

@@ -25,10 +25,16 @@ def test_qc_report_renders(page, tmp_path, shots):
     cc.write_image(tmp_path / "gt" / "test.tif", clean, axes="ZYX")
     cc.write_image(tmp_path / "low" / "seen.tif", pairs[0][0], axes="ZYX")   # a training image (an array then)
     cc.write_image(tmp_path / "gt" / "seen.tif", pairs[0][1], axes="ZYX")
+    # another noise draw of a field trained on: a new input, but its ground truth was a training target
+    cc.write_image(tmp_path / "low" / "redraw.tif", cc.simulate_photon_noise(pairs[1][1], 10, seed=77)[0], axes="ZYX")
+    cc.write_image(tmp_path / "gt" / "redraw.tif", pairs[1][1], axes="ZYX")
     rep = quality_report(tmp_path / "ens", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
-    assert [(e["name"], e["trained_on"]) for e in rep["images"]] == [("seen.tif", True), ("test.tif", False)]
+    assert [(e["name"], e["trained_on"]) for e in rep["images"]] == [("redraw.tif", True), ("seen.tif", True),
+                                                                      ("test.tif", False)]
+    assert any(w.startswith("redraw.tif: its ground truth (or a part of it) was one of CARE's training targets")
+               for w in rep["warnings"]), rep["warnings"]
     # the overall and the calibration are of the image CARE never saw (the training image flattered both)
-    test = rep["images"][1]
+    test = rep["images"][2]
     assert rep["overall_images"] == ["test.tif"] and rep["calibration"]["images"] == ["test.tif"]
     assert rep["overall"]["CARE"] == pytest.approx(test["metrics"]["CARE"])
     assert rep["calibration"]["ece"] == pytest.approx(test["calibration"]["ece"])
@@ -50,8 +56,8 @@ def test_qc_report_renders(page, tmp_path, shots):
     for img in page.locator("img").all():  # every figure loaded
         assert img.evaluate("i => i.complete && i.naturalWidth > 0")
     assert "ECE" in page.content()
-    assert "(a training image: its scores flatter CARE)" in page.locator("h2", has_text="seen.tif").inner_text()
-    assert "left out: seen.tif (trained on" in page.content()
+    assert "(a training image, or a part of one: its scores flatter CARE)" in page.locator("h2", has_text="seen.tif").inner_text()
+    assert "left out: redraw.tif, seen.tif (trained on" in page.content()
     said = page.locator(".warn").all_inner_texts()   # the training image's scores are said to flatter CARE
     assert any("seen.tif: CARE was trained on this image" in w for w in said) and not any("test.tif" in w for w in said)
     page.screenshot(path=str(shots / "qc_report.png"), full_page=True)

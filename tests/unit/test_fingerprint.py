@@ -86,7 +86,11 @@ def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
     ens = Ensemble([model, model])
     assert ens.trained_on(tmp_path / "copies/renamed.tif") is True and ens.trained_on(vols["test"], axes="ZYX") is False
     # a card of a model saved before fingerprints were recorded: by path only; a card without sources: not known
-    model.run_card["data_sources"] = [{k: v for k, v in d.items() if k != "fingerprint"} for d in model.run_card["data_sources"]]
+    sources = model.run_card["data_sources"]
+    model.run_card["data_sources"] = [{k: v for k, v in d.items() if k != "fingerprint"} for d in sources]
+    assert model.trained_on(tmp_path / "copies/renamed.tif") is True   # sketched, no fingerprint (blank blocks): by pixels
+    model.run_card["data_sources"] = [{k: v for k, v in d.items() if k not in ("fingerprint", "sketch")}
+                                      for d in sources]
     assert model.trained_on(tmp_path / "train/low/a.tif") is True and model.trained_on(tmp_path / "copies/renamed.tif") is False
     assert model.trained_on(vols["test"], axes="ZYX", path=moved) is False      # (its file is there: not by last parts)
     for d in model.run_card["data_sources"]:                                     # a data root moved: by its last parts
@@ -120,6 +124,12 @@ def test_a_crop_of_a_training_image_is_known_a_held_out_part_is_not(photons, sha
                    simulate_photon_noise(channels[0] / channels[0].max(), photons, seed=9)[0].round()[:, :550]):
         assert model.trained_on(unseen, axes="YX") is False, unseen.shape
     assert overlaps([crop_sketch(train, "YX")], low[0][:, 450:1000], "YX")      # a sixth of it shared: known
+    # another noise draw of the field trained on: its input is new, its ground truth a training target
+    assert model.truth_seen(channels[0], axes="YX") is None                     # (no targets sketched)
+    for source, clean in zip(model.run_card["data_sources"], channels):
+        source["sketch_high"] = crop_sketch(clean[:, :550], "YX")
+    assert model.truth_seen(channels[0][100:400, 200:500], axes="YX") is True
+    assert model.truth_seen(channels[0][:, 550:], axes="YX") is False           # (the held-out part's truth)
 
 
 def test_a_sketch_is_of_the_windows_not_their_grid_or_type():
@@ -131,3 +141,7 @@ def test_a_sketch_is_of_the_windows_not_their_grid_or_type():
     assert crop_sketch(np.zeros((4, 32, 32)), "ZYX") is None                     # blank: no window to tell
     assert crop_sketch(np.ones((4, 6, 6)), "ZYX") is None                        # (smaller than a window)
     assert not overlaps([None], x, "ZYX")
+    tiny = x[2, 20:34, 20:34]                                                    # fewer windows than a sketch holds:
+    small = crop_sketch(tiny, "YX")                                             # all of them, and an image holding
+    assert len(np.frombuffer(__import__("base64").b64decode(small), "<u8")) < SKETCH   # it is known, plane by plane
+    assert overlaps([small], x, "ZYX") and not overlaps([small], _volume(4), "ZYX")
