@@ -71,8 +71,8 @@ TASKS = {
                     "quick_patch": (8, 32, 32)},
     "denoising2d": {"label": "Denoising 2D", "kind": "care", "axes": "YX", "patch": (128, 128), "quick_patch": (32, 32)},
     "upsampling": {"label": "Axial upsampling (3D)", "kind": "upsampling", "axes": "ZYX", "patch": (16, 64, 64),
-                   "quick_patch": (8, 32, 32), "options": ("axial_factor",), "simulate": "anisotropic",
-                   "sim_options": ("light_dose", "psf_sigma"), "input_label": "input interpolated along Z"},
+                   "quick_patch": (8, 32, 32), "options": ("axial_factor", "psf_sigma"), "simulate": "anisotropic",
+                   "sim_options": ("light_dose",), "input_label": "input interpolated along Z"},
     "isotropic": {"label": "Isotropic restoration (3D)", "kind": "isotropic", "axes": "ZYX", "patch": (64, 64),
                   "quick_patch": (32, 32), "options": ("axial_factor", "psf_sigma"), "simulate": "coarse",
                   "probabilistic": False, "patches_per_image": (4, 16), "input_label": "input interpolated along Z"},
@@ -1112,6 +1112,7 @@ class LabState(HasTraits):
                   "scale": scale, "members": members, "out_axes": out_axes, "truth": truth, "model": single,
                   "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes,
                   "input_label": input_label(model.config.kind), "trained_on": model.trained_on(img.data, axes=img.axes, path=src),
+                  "target_seen": truth is not None and bool(model.truth_seen(truth, axes=out_axes)),
                   "warnings": list(warnings), "normalization": normalization}
         view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
         self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config
@@ -1191,7 +1192,10 @@ class LabState(HasTraits):
                                         "one a training image was cut from): its scores here flatter it (score images "
                                         "it never saw, e.g. a test folder)",
                                   False: "; CARE never saw it",
-                                  None: "; whether CARE was trained on this image is not recorded"}[f["trained_on"]]
+                                  None: "; whether CARE was trained on this image is not recorded"}[f["trained_on"]] \
+                if not (f.get("target_seen") and not f["trained_on"]) else \
+                ("; its ground truth was one of CARE's training targets (another exposure of a field CARE trained on): "
+                 "its scores here flatter it (score fields it never saw)")
         return v
 
     def _set_view(self, v):
@@ -1256,7 +1260,10 @@ class LabState(HasTraits):
         # cores, before they ran in threads)
         starts = sorted(model.grid_starts()) if model is not None else [""]
         factor = getattr(getattr(model, "config", None), "upsampling_factor", None)
-        key = (pair_key(x if model is None else raw, truth), axes, label, tuple(starts), factor)
+        # (and the PSF a deconvolution start uses: another model's PSF is another competitor)
+        psf = (getattr(getattr(model, "config", None), "psf_sigma", None),
+               repr(model.psf_sigmas()) if hasattr(model, "psf_sigmas") else None)
+        key = (pair_key(x if model is None else raw, truth), axes, label, tuple(starts), factor, psf)
         if key in self._filter_rows:
             filters, note = self._filter_rows[key]
             return {**rows, **filters}, note
@@ -1304,14 +1311,16 @@ class LabState(HasTraits):
                                                                    truth, axes=axes)
         self.restore_note = ""
         note = "filters tuned on this image's own ground truth (their best case)"
+        named = [s for s in (model.grid_starts() if model is not None else ()) if s]
+        plain = [s for s in named if "Richardson-Lucy" not in s]
+        deconvolved = len(named) - len(plain)
+        also = f"; or {deconvolved} Richardson-Lucy deconvolutions with the model's PSF" if deconvolved else ""
         if label != "input":
-            named = [s for s in (model.grid_starts() if model is not None else ()) if s]
-            plain = [s for s in named if "Richardson-Lucy" not in s]
-            deconvolved = len(named) - len(plain)
-            starts = ", ".join(plain[:3]) + (f" and {len(plain) - 3} more" if len(plain) > 3 else "") + \
-                (f"; or {deconvolved} Richardson-Lucy deconvolutions with the model's PSF" if deconvolved else "")
+            starts = ", ".join(plain[:3]) + (f" and {len(plain) - 3} more" if len(plain) > 3 else "") + also
             note = (f"compared on the output's grid (the input row: {label}; each filter starts from the best of "
                     f"{starts or 'the input'}); " + note)
+        elif deconvolved:   # (sub-diffraction: the input itself or its deconvolutions)
+            note += f" (each starts from the best of the input itself{also})"
         return rows, note
 
     # -- step 5 ----------------------------------------------------------------------------
