@@ -24,6 +24,16 @@ def interpolate_z(image, factor, axis, interpolation="linear"):
     return resample_axis(x, np.arange(n_out) / factor, axis, order=INTERPOLATION_ORDER[interpolation])
 
 
+def reproduces(x, factor, interpolation):
+    """Whether ``x`` (Z first, further axes flattened: (n, -1)) is its every ``factor``-th slice (from any of
+    the first ``factor``) interpolated so (:func:`coarse_phase_residuals`), up to the rounding of integer data
+    (both ends rounded: twice 1/12 of a unit; acquired stacks leave 0.03 of their steps or more)."""
+    rounding = 1 / 6 if np.array_equal(x, np.round(x)) else 0.0
+    steps = (np.diff(x, axis=0) ** 2).mean()
+    residual = coarse_phase_residuals(x, factor, interpolation).min()   # (a crop starts at any phase)
+    return bool(residual < 0.1 * steps and residual < 1.5 * rounding + 1e-3 * steps)
+
+
 def coarse_phase_residuals(x, factor, interpolation):
     """For each phase ``p < factor``: the mean squared difference between ``x`` (its first axis on a fine
     grid) and its slices ``p, p + factor, ...`` interpolated back along that axis (``interpolation``), over
@@ -84,12 +94,8 @@ def interpolated_along_z(stack, factor, interpolation="linear", *, box=96):
         x = x[kept[0]:kept[-1] + 1]
     # a spline (cubic) whatever the model's own: a stack scaled in Z in Fiji (bicubic) given to a linear model
     # is interpolated twice too (a user trial: 416 slices from 104 without a word)
-    if abs(factor - f) < 1e-6 and len(x) >= 2 * f + 3 and x.std(axis=1).min() > 0:
-        rounding = 1 / 6 if np.array_equal(x, np.round(x)) else 0.0   # (both ends rounded: twice 1/12)
-        steps = (np.diff(x, axis=0) ** 2).mean()
-        residual = coarse_phase_residuals(x, f, "cubic").min()   # (a crop starts at any phase)
-        if residual < 0.1 * steps and residual < 1.5 * rounding + 1e-3 * steps:   # (acquired: 0.03 or more)
-            return "cubic"
+    if abs(factor - f) < 1e-6 and len(x) >= 2 * f + 3 and x.std(axis=1).min() > 0 and reproduces(x, f, "cubic"):
+        return "cubic"
     return None
 
 
@@ -107,16 +113,11 @@ def interpolation_factor(stack, *, max_factor=8, box=64):
     if not len(live):
         return None
     x = x[live[0]:live[-1] + 1]
-    steps = (np.diff(x, axis=0) ** 2).mean() if len(x) > 1 else 0.0
-    if not steps > 0:
+    if len(x) < 2 or not (np.diff(x, axis=0) ** 2).mean() > 0:
         return None
-    rounding = 1 / 6 if np.array_equal(x, np.round(x)) else 0.0
     for f in range(int(max_factor), 1, -1):
-        if len(x) < 2 * f + 3:
-            continue
-        for how in ("linear", "cubic"):   # (nearest-neighbour: ties rounded to even make its runs uneven)
-            residual = coarse_phase_residuals(x, f, how).min()
-            if residual < 0.1 * steps and residual < 1.5 * rounding + 1e-3 * steps:
+        for how in ("linear", "cubic") if len(x) >= 2 * f + 3 else ():   # (nearest: ties to even make uneven runs)
+            if reproduces(x, f, how):
                 return f, how
     return None
 

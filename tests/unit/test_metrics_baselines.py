@@ -120,17 +120,23 @@ def test_the_filter_grids_reach_past_the_best_values_at_5_photons(shared_data):
     assert tuned["gaussian"].params["sigma"] > 12      # where the grid ended before
 
 
+def _bpae_part(shared_data, channel, photons, part):
+    """A part of a BPAE channel degraded to ``photons`` at its brightest pixel, and its clean truth."""
+    from carecore import read_image
+
+    clean = read_image(shared_data / f"bian_BPAE_{channel}_680x1100.tif").data.astype(np.float32)
+    low, _ = simulate_photon_noise(clean, photons, background=1.0, read_noise=1.0, seed=7)
+    return low[part], clean[part]
+
+
 def test_a_filter_best_at_the_top_of_its_grid_is_tuned_past_it(shared_data):
     """At 5 photons NLM was best at the top of its grid (h_factor 2) and better beyond (a microscopist's
     trial of the QC report): tuning goes on past the top while it improves, for a filter within reach of
     the best one (alone here, NLM is the best); a far weaker one (the median, 0.30 SSIM against the
     Gaussian's 0.72) keeps its grid, so tuning does not take twice as long for it."""
-    from carecore import read_image
     from carecore.baselines import EDGE_STEPS, TUNING_GRIDS, tune_baselines
 
-    clean = read_image(shared_data / "bian_BPAE_nuclei_680x1100.tif").data.astype(np.float32)
-    low, _ = simulate_photon_noise(clean, 5.0, background=1.0, read_noise=1.0, seed=7)
-    x, truth = low[200:456, 704:960], clean[200:456, 704:960]
+    x, truth = _bpae_part(shared_data, "nuclei", 5.0, np.s_[200:456, 704:960])
     nlm = tune_baselines([(x, truth)], axes="YX", names=["nlm"])["nlm"]
     top = max(g["h_factor"] for g in TUNING_GRIDS["nlm"])
     inside = [r for r in nlm.grid if r["params"] in TUNING_GRIDS["nlm"]]
@@ -144,12 +150,9 @@ def test_a_filter_best_at_the_top_of_its_grid_is_tuned_past_it(shared_data):
 def test_a_filter_best_at_the_bottom_of_its_grid_is_tuned_below_it(shared_data):
     """At high light (2000 photons) a filter is best light: TV at the grid's smallest weight (0.02) and
     better below it; tuning goes down while it improves, to a floor."""
-    from carecore import read_image
     from carecore.baselines import EDGE_STEPS_DOWN, TUNING_GRIDS, tune_baselines
 
-    clean = read_image(shared_data / "bian_BPAE_mito_680x1100.tif").data.astype(np.float32)
-    low, _ = simulate_photon_noise(clean, 2000.0, background=1.0, read_noise=1.0, seed=7)
-    x, truth = low[200:456, 304:560], clean[200:456, 304:560]
+    x, truth = _bpae_part(shared_data, "mito", 2000.0, np.s_[200:456, 304:560])
     tv = tune_baselines([(x, truth)], axes="YX", names=["tv"])["tv"]
     bottom = min(g["weight"] for g in TUNING_GRIDS["tv"])
     inside = [r for r in tv.grid if r["params"] in TUNING_GRIDS["tv"]]
