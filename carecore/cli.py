@@ -565,7 +565,7 @@ def cmd_predict(args):
         mean = means
     write(args.out, mean)
     print(f"wrote {args.out}" + "".join(f", {getattr(args, o)}" for o in wants))
-    if first.config.kind == "subdiffraction":   # (what the restoration is, said once per run)
+    if getattr(getattr(first, "config", None), "kind", None) == "subdiffraction":   # (said once per run; a package: no)
         print("note: a sub-diffraction model was trained on simulated tubules and granules only: it draws such "
               "structures, also where the sample has none (diffuse signal can turn into thin lines, a nucleus into a "
               "ring); its intensities are the simulated targets' mapped into this image's percentile range, not a "

@@ -1112,7 +1112,9 @@ class LabState(HasTraits):
                   "scale": scale, "members": members, "out_axes": out_axes, "truth": truth, "model": single,
                   "name": self.rel(src), "summary": summary, "note": note, "sizes": sizes,
                   "input_label": input_label(model.config.kind), "trained_on": model.trained_on(img.data, axes=img.axes, path=src),
-                  "target_seen": truth is not None and bool(model.truth_seen(truth, axes=out_axes)),
+                  "target_seen": truth is not None and bool(model.truth_seen(   # (one truth for all frames: no T)
+                      truth, axes=out_axes if truth.ndim == len(out_axes) else
+                      "".join(a for a in out_axes if a not in FRAME_AXES))),
                   "warnings": list(warnings), "normalization": normalization}
         view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
         self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config

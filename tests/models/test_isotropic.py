@@ -294,7 +294,7 @@ def test_shapes_voxel_size_channels_and_round_trip(tmp_path):
     assert two.predict(np.stack([stack, stack[::-1]]), axes="CZYX").shape == (2, 15, 40, 36)
     with pytest.raises(cc.CareError, match="2 channel"):
         two.predict(stack, axes="ZYX")
-    with pytest.raises(cc.CareError, match="ZYX stack"):
+    with pytest.raises(cc.CareError, match="a stack with Z, Y and X"):
         model.predict(stack[0], axes="YX")
     model.save()
     again = cc.load_model(tmp_path / "iso")
