@@ -128,7 +128,7 @@ def _window_hashes(plane):
 
 def crop_sketch(data, axes):
     """A sketch of an image's windows by which a crop of it is recognised: the :data:`SKETCH` smallest
-    hashes of its :data:`WINDOW` x :data:`WINDOW` windows of more than one value, in every YX plane
+    hashes of its :data:`WINDOW` x :data:`WINDOW` windows of :data:`MIN_CHANGES` changes or more, in every YX plane
     (a crop keeps its windows whatever its offset, Z range, channels or time points).
 
     Returns

@@ -129,6 +129,18 @@ def warn_if_unlike_training(x, norm, *, axes, name="image", advice=OWN_PERCENTIL
             return
 
 
+
+def _frames(image, axes):
+    """Each time point or sample of ``image`` (``axes`` with T or S) with its axes, one at a time; the image
+    itself where it has neither (a memory map or a Zarr array reads a frame at a time)."""
+    frames = [a for a in axes if a in "TS"]
+    rest = "".join(a for a in axes if a not in frames)
+    if not frames:
+        yield image, rest
+        return
+    for at in np.ndindex(*[np.shape(image)[axes.index(a)] for a in frames]):
+        yield image[tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes)], rest
+
 class CARE:
     """A content-aware restoration network.
 
@@ -472,16 +484,12 @@ class CARE:
             image, axes = img.data, img.axes
         if axes is None:
             raise CareError("trained_on: give the axes of an array (axes='ZYX', ...)")
-        frames = [a for a in axes if a in "TS"]
-        sizes = [np.shape(image)[axes.index(a)] for a in frames]
-        rest = "".join(a for a in axes if a not in frames)
-        frame_shape = tuple(sorted(n for a, n in zip(axes, np.shape(image)) if a not in frames))
-        each = [tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes) for at in np.ndindex(*sizes)]
+        frame_shape = tuple(sorted(n for a, n in zip(axes, np.shape(image)) if a not in "TS"))
         if not shapes or frame_shape in shapes:   # (else no training image had its shape: no block read)
-            if any(fingerprint(image[index] if frames else image, rest) in prints for index in each):
+            if any(fingerprint(frame, rest) in prints for frame, rest in _frames(image, axes)):
                 return True
         # a crop of one, or an image one was cropped from (a time point of a time-lapse at a time)
-        return bool(sketches) and any(overlaps(sketches, image[index] if frames else image, rest) for index in each)
+        return bool(sketches) and any(overlaps(sketches, frame, rest) for frame, rest in _frames(image, axes))
 
     def truth_seen(self, truth, *, axes):
         """Whether ``truth`` (a ground truth, ``axes``) shares its pixels with one of this model's training
@@ -493,11 +501,7 @@ class CARE:
         sketches = [s["sketch_high"] for s in (self.run_card or {}).get("data_sources") or [] if s.get("sketch_high")]
         if not sketches:
             return None
-        frames = [a for a in axes if a in "TS"]
-        sizes = [np.shape(truth)[axes.index(a)] for a in frames]
-        rest = "".join(a for a in axes if a not in frames)
-        return any(overlaps(sketches, truth[tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes)]
-                            if frames else truth, rest) for at in np.ndindex(*sizes))
+        return any(overlaps(sketches, frame, rest) for frame, rest in _frames(truth, axes))
 
     @property
     def scales_by_training(self):

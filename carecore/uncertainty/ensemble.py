@@ -87,27 +87,23 @@ class Ensemble:
     def trained_on(self, image, *, axes=None, path=None):
         """Whether any member was trained on ``image`` (:meth:`carecore.CARE.trained_on`); None when no
         member's run card records its training images."""
-        said, asked = [], []
-        for m in self.members:   # (members of the same training images are asked once: the image is read whole)
-            sources = (m.run_card or {}).get("data_sources")
-            if sources and sources in asked:
-                continue
-            asked.append(sources)
-            said.append(m.trained_on(image, axes=axes, path=path))
-            if said[-1]:
-                return True
-        return False if False in said else None
+        return self._any_member(lambda m: m.trained_on(image, axes=axes, path=path))
 
     def truth_seen(self, truth, *, axes):
         """Whether ``truth`` shares pixels with a training target of any member (:meth:`carecore.CARE.truth_seen`;
         members of the same training images are asked once)."""
+        return self._any_member(lambda m: m.truth_seen(truth, axes=axes))
+
+    def _any_member(self, ask):
+        """True when ``ask(member)`` is for any member, False when one says False, None when none knows;
+        members of the same training images are asked once (the image is read whole)."""
         said, asked = [], []
         for m in self.members:
             sources = (m.run_card or {}).get("data_sources")
             if sources and sources in asked:
                 continue
             asked.append(sources)
-            said.append(m.truth_seen(truth, axes=axes))
+            said.append(ask(m))
             if said[-1]:
                 return True
         return False if False in said else None
