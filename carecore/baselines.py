@@ -407,14 +407,18 @@ class OutputBaseline:
     grid: list = field(default_factory=list)   # every (start, parameters) point with its scores
     starts: dict = field(default_factory=dict, repr=False)   # label -> function(image, *, axes)
     output_axes: object = field(default=None, repr=False)    # function: input axes -> output axes
-    cache: dict = field(default_factory=dict, repr=False)    # the last start computed, shared by one tuning's filters
+    cache: dict = field(default_factory=dict, repr=False)    # the last two starts of one image, shared by one tuning's filters
 
     def apply(self, image, *, axes, for_metric="ssim"):
         """The start, then the filter with its tuned parameters, on ``image`` (the model's input, ``axes``)."""
         start, params = (self.start, self.params) if for_metric == "ssim" else (self.start_nrmse, self.params_nrmse)
         key = (id(image), axes, start)   # (the image is kept with it: its id names no other array meanwhile)
         if key not in self.cache:
-            self.cache.clear()   # (one start of one image kept: the filters that start from it share it)
+            # two starts of one image kept (the SSIM- and the NRMSE-best: the filters that start from them
+            # share them), the oldest dropped
+            kept = [k for k in self.cache if k[:2] == key[:2]][-1:]
+            for old in [k for k in self.cache if k not in kept]:
+                del self.cache[old]
             self.cache[key] = (image, self.starts[start](image, axes=axes))
         return baseline(self.name, self.cache[key][1], axes=self.output_axes(axes), **params)
 
@@ -485,20 +489,27 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
                              for (w, _), (x, _) in zip(wide, pairs)]
         return known[id(fn)]
 
-    on_grid = lambda fn: [(fn(x, axes=axes), g) for x, g in pairs]  # noqa: E731
+    cropped = {}
+
+    def on_grid(label):   # (each start of the crops computed once: the screening and the tuning share it)
+        if label not in cropped:
+            cropped[label] = [(starts[label](x, axes=axes), g) for x, g in pairs]
+        return cropped[label]
+
     kept = list(starts)
     if len(kept) > SCREENED_STARTS:   # screened by a tuned Gaussian filter
         score = {}
         for label in kept:
             check_stop(stop)
-            score[label] = next(iter(tune_baselines(on_grid(starts[label]), axes=out_axes, names=["gaussian"],
+            score[label] = next(iter(tune_baselines(on_grid(label), axes=out_axes, names=["gaussian"],
                                                     max_voxels=max_voxels, stop=stop,
                                                     norms=norms(starts[label])).values())).ssim
         kept = sorted(kept, key=lambda k: -score[k])[:SCREENED_STARTS]
-    tuned = {label: tune_baselines(on_grid(starts[label]), axes=out_axes, names=names, grids=grids,
+        cropped = {label: cropped[label] for label in kept}   # (the others' crops freed)
+    tuned = {label: tune_baselines(on_grid(label), axes=out_axes, names=names, grids=grids,
                                    max_voxels=max_voxels, progress=progress, stop=stop, norms=norms(starts[label]))
              for label in kept}
-    out, cache = {}, {}   # cache: the last start computed (the filters of one image share it)
+    out, cache = {}, {}   # cache: the last two starts of one image computed (the filters share them)
     for name in next(iter(tuned.values())):
         rows = [{"start": label, **row} for label in kept for row in tuned[label][name].grid]
         bs = max(rows, key=lambda r: r["ssim"])
@@ -512,29 +523,14 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
 RL_ITERATIONS = (1, 2, 3, 5, 8, 12, 20, 30, 50, 80)
 
 
-def psf_kernel(psf, ndim):
-    """A PSF as a normalized, centred, odd-sized kernel: from Gaussian sigma(s) in pixels (truncated at
-    4 sigma) or a PSF image (see :func:`~carecore.simulate.structures.prepare_psf`)."""
-    from .simulate.structures import prepare_psf
-
-    kernel, sig = prepare_psf(psf, ndim)
-    if kernel is None:
-        size = [2 * int(np.ceil(4 * s)) + 1 for s in sig]
-        delta = np.zeros(size, np.float64)
-        delta[tuple(n // 2 for n in size)] = 1
-        kernel = ndi.gaussian_filter(delta, sig, mode="constant")
-        kernel = (kernel / kernel.sum()).astype(np.float32)
-    return kernel
-
-
 def richardson_lucy_tuned(image, truth, psf, *, axes, iterations=RL_ITERATIONS, metric="ssim"):
     """Richardson–Lucy deconvolution with the microscope's PSF, the number of iterations tuned on the
     ground truth (the classical baseline of sub-diffraction restoration).
 
     The image is shifted so that its 0.1th percentile is 0 (negative values, from read noise or a
     camera offset, are clipped to a small positive floor), scaled to a maximum of about 1, and
-    deconvolved with :func:`skimage.restoration.richardson_lucy` (no clipping of the result) for each
-    count in ``iterations``; every result is scored against ``truth`` with :func:`~carecore.evaluate`
+    deconvolved as :func:`deconvolve` does (started from the image itself, no clipping of the result;
+    one run to the largest count in ``iterations``, kept at each); every result is scored against ``truth`` with :func:`~carecore.evaluate`
     (paper protocol), and the best one by ``metric`` is returned. Iterations act as the
     regularization: too few leave the blur, too many amplify the noise.
 
@@ -546,7 +542,8 @@ def richardson_lucy_tuned(image, truth, psf, *, axes, iterations=RL_ITERATIONS, 
         Its ground truth, same shape.
     psf : float, tuple of float or array_like
         Gaussian sigma(s) in pixels, or a PSF image with the image's number of axes (normalized to sum
-        1 and centred, see :func:`psf_kernel`).
+        1 and centred on its centroid, see :func:`~carecore.simulate.structures.prepare_psf`; convolved
+        with reflected borders).
     axes : str
         ``YX`` or ``ZYX``.
     iterations : sequence of int
@@ -568,11 +565,10 @@ def richardson_lucy_tuned(image, truth, psf, *, axes, iterations=RL_ITERATIONS, 
     --------
     >>> restored, n, info = richardson_lucy_tuned(low, truth, 2.0, axes="YX")   # doctest: +SKIP
     """
-    from skimage.restoration import richardson_lucy
-
     from .metrics import evaluate
+    from .simulate.structures import _convolve, prepare_psf
 
-    x = np.asarray(image, np.float64)
+    x = np.asarray(image, np.float32)
     g = np.asarray(truth, np.float32)
     axes = check_axes(axes, x.ndim, shape=x.shape)
     if axes != spatial_axes(axes):
@@ -581,16 +577,16 @@ def richardson_lucy_tuned(image, truth, psf, *, axes, iterations=RL_ITERATIONS, 
         raise CareError(f"richardson_lucy_tuned: image of shape {x.shape} and ground truth {g.shape} differ (axes {axes})")
     if metric not in ("ssim", "nrmse"):
         raise CareError(f"richardson_lucy_tuned: metric must be 'ssim' or 'nrmse', got {metric!r}")
-    its = sorted({int(n) for n in iterations})
-    if not its or its[0] < 1:
-        raise CareError(f"richardson_lucy_tuned: iterations must be positive integers, got {iterations!r}")
-    kernel = psf_kernel(psf, x.ndim)
-    lo = np.percentile(x, 0.1)
-    scale = max(float(np.percentile(x, 99.99) - lo), 1e-12)
-    y = np.maximum((x - lo) / scale, 1e-6)
+    its = _iteration_counts(iterations, "richardson_lucy_tuned")
+    kernel, sig = prepare_psf(psf, x.ndim)
+    if kernel is None:
+        runs = deconvolve(x, dict(zip(axes, sig)), axes=axes, iterations=its)
+    else:   # (a PSF image: convolved with it, and with its mirror image for the correction)
+        mirror = kernel[tuple(slice(None, None, -1) for _ in kernel.shape)]
+        runs = _richardson_lucy(x, lambda w: _convolve(w, kernel), lambda w: _convolve(w, mirror), its)
     rows, best = [], None
     for n in its:
-        r = richardson_lucy(y, kernel, num_iter=n, clip=False).astype(np.float32)
+        r = runs[n]
         m = evaluate(r, g, axes=axes, name=f"Richardson-Lucy ({n} iterations)")
         rows.append({"iterations": n, "ssim": m["ssim"], "nrmse": m["nrmse"]})
         better = best is None or (m["ssim"] > best[1]["ssim"] if metric == "ssim" else m["nrmse"] < best[1]["nrmse"])
@@ -603,6 +599,32 @@ def richardson_lucy_tuned(image, truth, psf, *, axes, iterations=RL_ITERATIONS, 
 #: Iteration counts of the Richardson-Lucy starts of the kinds that remove a known blur (the axial kinds,
 #: sub-diffraction): each a start the tuned filters are also applied to (:meth:`carecore.CARE.grid_starts`).
 RL_START_ITERATIONS = (5, 10, 20, 40)
+
+
+def _richardson_lucy(v, blur, mirror, counts):
+    """``{n: estimate}`` for each count in ``counts``: one run of Richardson-Lucy iterations of one channel
+    ``v`` (float32) to the largest count, in ``v``'s units (shifted so that its 0.1th percentile is 0, values
+    below clipped to a small floor, scaled to about 1, started from the image itself and mapped back)."""
+    lo = float(np.percentile(v, 0.1))
+    scale = max(float(np.percentile(v, 99.99)) - lo, 1e-12)
+    y = np.maximum((v - np.float32(lo)) / np.float32(scale), np.float32(1e-6))
+    est, out = y.copy(), {}
+    for n in range(1, max(counts) + 1):
+        est *= mirror(y / np.maximum(blur(est), np.float32(1e-12)))
+        if n in counts:
+            out[n] = (est * scale + lo).astype(np.float32)
+    return out
+
+
+def _iteration_counts(iterations, name):
+    counts = [iterations] if np.ndim(iterations) == 0 else list(iterations)
+    try:
+        counts = sorted({int(n) for n in counts})
+    except (TypeError, ValueError):
+        counts = []
+    if not counts or counts[0] < 1:
+        raise CareError(f"{name}: iterations must be positive integers, got {iterations!r}")
+    return counts
 
 
 def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
@@ -620,22 +642,25 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
         The PSF's Gaussian sigma in pixels per spatial axis (``{"Z": 2.0}``: along Z only); axes not named
         are not blurred.
     axes : str
-    iterations : int
+    iterations : int or sequence of int
+        A sequence gives ``{count: deconvolution}`` from one run to the largest count (each the same as
+        a run of its own count).
     background_sigma : float
 
     Examples
     --------
     >>> sharp = deconvolve(stack, {"Z": 2.0}, axes="ZYX", iterations=10)   # doctest: +SKIP
+    >>> runs = deconvolve(stack, {"Z": 2.0}, axes="ZYX", iterations=(5, 10, 20))   # doctest: +SKIP
     """
     x = np.asarray(image, np.float32)
     axes = check_axes(axes, x.ndim, shape=x.shape)
     sp = spatial_axes(axes)
     sig = [float(sigmas.get(a, 0.0)) if a in sp else 0.0 for a in axes]
     bg_sig = [float(background_sigma) if a in sp else 0.0 for a in axes]
-    if int(iterations) < 1 or not any(v > 0 for v in sig):
-        raise CareError(f"deconvolve: give iterations >= 1 and a PSF sigma > 0 along a spatial axis, got "
-                        f"{iterations!r} and {sigmas!r} (axes {axes})")
-    out = np.empty_like(x)
+    if not any(v > 0 for v in sig):
+        raise CareError(f"deconvolve: give a PSF sigma > 0 along a spatial axis, got {sigmas!r} (axes {axes})")
+    counts = _iteration_counts(iterations, "deconvolve")
+    out = {n: np.empty_like(x) for n in counts}
     for c in range(x.shape[axes.index("C")] if "C" in axes else 1):
         index = tuple(c if a == "C" else slice(None) for a in axes)
         v = np.array(x[index] if "C" in axes else x, np.float32)   # (float32: a start of a large image stays small)
@@ -644,14 +669,9 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
         blur = lambda w, s_c=s_c: ndi.gaussian_filter(w, s_c, mode="reflect")  # noqa: E731 (symmetric: its own mirror)
         if background_sigma > 0:
             v = v - ndi.gaussian_filter(v, b_c, mode="reflect")
-        lo = float(np.percentile(v, 0.1))
-        scale = max(float(np.percentile(v, 99.99)) - lo, 1e-12)
-        y = np.maximum((v - np.float32(lo)) / np.float32(scale), np.float32(1e-6))
-        est = y.copy()
-        for _ in range(int(iterations)):
-            est *= blur(y / np.maximum(blur(est), np.float32(1e-12)))
-        out[index] = (est * scale + lo).astype(np.float32)
-    return out
+        for n, est in _richardson_lucy(v, blur, blur, counts).items():
+            out[n][index] = est
+    return out[counts[0]] if np.ndim(iterations) == 0 else out
 
 
 # -- surface projection (3D stack -> 2D image) ---------------------------------------------------

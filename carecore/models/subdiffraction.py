@@ -406,14 +406,17 @@ class SubdiffractionCARE(CARE):
     def patch_grid_starts(self, X):
         """:meth:`grid_starts` for the validation patches (batch, spatial axes, channel): each deconvolved
         with one scaling for all of them (the validation line fits all patches at once)."""
-        from ..baselines import deconvolve
+        from ..baselines import RL_START_ITERATIONS, deconvolve
 
         X = np.asarray(X, np.float32)
         starts = dict(super().patch_grid_starts(X))
         sig = self.psf_sigmas()
         axes = "S" + self.config.axes + "C"
+        runs = {}   # (one run per background to the largest count)
         for label, (n, bg) in self._deconvolutions().items():
-            starts[label] = deconvolve(X, sig, axes=axes, iterations=n, background_sigma=bg)
+            if bg not in runs:
+                runs[bg] = deconvolve(X, sig, axes=axes, iterations=RL_START_ITERATIONS, background_sigma=bg)
+            starts[label] = runs[bg][n]
         return starts
 
     def check_spacing(self, spacing, *, name="image"):

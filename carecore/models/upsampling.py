@@ -193,8 +193,8 @@ def deconvolved_starts(starts, psf_sigma):
     if cubic is None or not float(psf_sigma or 0.0) > 0:
         return {}
     axes = "S" + "ZYX"[3 - (cubic.ndim - 2):] + "C"   # (batch, fine axis first, ..., channel): only axis 1 is blurred
-    return {f"Richardson-Lucy along Z ({n} iterations) on cubic interpolation":
-            deconvolve(cubic, {axes[1]: float(psf_sigma)}, axes=axes, iterations=n) for n in RL_START_ITERATIONS}
+    runs = deconvolve(cubic, {axes[1]: float(psf_sigma)}, axes=axes, iterations=RL_START_ITERATIONS)
+    return {f"Richardson-Lucy along Z ({n} iterations) on cubic interpolation": runs[n] for n in RL_START_ITERATIONS}
 
 
 class UpsamplingCARE(CARE):

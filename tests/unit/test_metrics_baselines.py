@@ -226,6 +226,19 @@ def test_deconvolution_is_a_classical_start_of_the_kinds_that_remove_a_known_blu
     assert np.abs(deconvolve(flat, {"Y": 2.0, "X": 2.0}, axes="ZYX", iterations=10) - flat).max() > 10   # (only the axes named)
     with pytest.raises(CareError, match="PSF sigma > 0"):
         deconvolve(blurred, {}, axes="ZYX", iterations=5)
+    runs = deconvolve(blurred, {"Z": 2.0}, axes="ZYX", iterations=(5, 20))   # (one run, kept at each count)
+    np.testing.assert_array_equal(runs[20], sharp)
+    np.testing.assert_array_equal(runs[5], deconvolve(blurred, {"Z": 2.0}, axes="ZYX", iterations=5))
+    # tuned on the ground truth, with a Gaussian sigma or a PSF image: the same deconvolution
+    from carecore.baselines import richardson_lucy_tuned
+
+    image = ndi.gaussian_filter(clean[16], 2.0)
+    delta = np.zeros((17, 17), np.float32)
+    delta[8, 8] = 1
+    by_sigma = richardson_lucy_tuned(image, clean[16], 2.0, axes="YX", iterations=(5, 20, 40))
+    by_image = richardson_lucy_tuned(image, clean[16], ndi.gaussian_filter(delta, 2.0), axes="YX", iterations=(5, 20, 40))
+    assert by_sigma[1] == by_image[1] and by_sigma[2]["ssim"] == pytest.approx(by_image[2]["ssim"], abs=0.01)
+    assert by_sigma[2]["ssim"] > evaluate(image, clean[16], axes="YX")["ssim"] + 0.02
 
     rl = [f"Richardson-Lucy along Z ({n} iterations) on cubic interpolation" for n in RL_START_ITERATIONS]
     up = cc.create_model(cc.care_config("ZYX", kind="upsampling", upsampling_factor=2.0, psf_sigma=2.0, quick=True))
@@ -316,6 +329,23 @@ def test_a_restoration_is_compared_with_the_best_classical_pipeline_of_its_kind(
         assert t.ssim == max(e.ssim for e in each.values()) and t.nrmse == min(e.nrmse for e in each.values())
         assert each[t.start].ssim == t.ssim and t.ssim >= each["linear interpolation"].ssim
         assert evaluate(t.apply(coarse, axes="ZYX"), truth, axes="ZYX")["ssim"] == pytest.approx(t.ssim, abs=0.02)
+
+    # each start of an image is computed once by the tuning, and the report's SSIM and NRMSE rows of every
+    # filter (at different starts) share two of them
+    # (with an axial PSF: 7 starts, screened before the tuning)
+    up = UpsamplingCARE(UpsamplingCARE.default_config("ZYX", upsampling_factor=4.0, psf_sigma=2.0, quick=True))
+    calls = []
+    counted = {label: (lambda fn, label: lambda image, *, axes: calls.append(label) or fn(image, axes=axes))(fn, label)
+               for label, fn in up.grid_starts().items()}
+    up.grid_starts = lambda: counted
+    tuned = tune_output_baselines(up, [(coarse, truth)], axes="ZYX", names=["gaussian", "tv"])
+    assert sorted(calls) == sorted(counted), calls
+    calls.clear()
+    apart = {label for t in tuned.values() for label in (t.start, t.start_nrmse)}
+    for t in tuned.values():
+        for metric in ("ssim", "nrmse"):
+            t.apply(coarse, axes="ZYX", for_metric=metric)
+    assert len(apart) > 1 and sorted(calls) == sorted(apart), (calls, apart)
 
     # a surface under bright specks: the maximum projection takes the specks, the surface projection the surface
     rng = np.random.default_rng(1)
