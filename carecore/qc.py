@@ -86,7 +86,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     classical starts onto the output's grid: nearest, linear and cubic interpolation for upsampling and
     isotropic models, the maximum and surface-following projections for projections) and each metric is reported at the
     filter's best parameters for that metric; the report shows the chosen values. Calibration is
-    measured without any fit (:func:`~carecore.uncertainty.measure_calibration`).
+    measured without any fit (:meth:`~carecore.CARE.calibration`).
 
     Parameters
     ----------
@@ -104,7 +104,6 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     """
     from .baselines import tune_output_baselines
     from .data.pairs import find_pairs, load_pair
-    from .uncertainty import measure_calibration
 
     from .models.folder import load_model
 
@@ -221,9 +220,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             entry["figures"] = {"images": f"{stem}_images.png", "maps": f"{stem}_maps.png"}
             if cfg.probabilistic:
                 pm, ps = (mus, bs) if ens else out
-                curve = measure_calibration(g_raw, pm, ps, image=x, axes=low.axes, output_axes=oa, percentiles=cfg.percentiles,
-                                            mapped_back=cfg.n_channel_in == cfg.n_channel_out, normalization=norm,
-                                            truth_normalization=model.truth_normalization(norm))
+                curve = model.calibration(g_raw, pm, ps, image=x, axes=low.axes, normalization=norm)
                 entry["calibration"] = curve
                 curves.append((curve, g_raw.size, pair.name, bool(entry["trained_on"])))
             rep["images"].append(entry)

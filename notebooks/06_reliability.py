@@ -46,7 +46,7 @@ from IPython.display import display
 
 import carecore as cc
 from carecore.render import display_range, to_png
-from carecore.uncertainty import measure_calibration, ood_check, predictive_readouts, train_ensemble
+from carecore.uncertainty import ood_check, predictive_readouts, train_ensemble
 
 QUICK = os.environ.get("CARELAB_QUICK", "") not in ("", "0")        # the app's quick switch
 # Quick mode trains a fixed 3 × 100 steps of a tiny network (seconds, whatever the machine's speed).
@@ -104,11 +104,7 @@ results["input"] = cc.evaluate(low, truth, axes="ZYX")
 # truth, put into the input's intensity units the same way the network's output is.
 
 # %%
-pct = ensemble.config.percentiles
-scaling = ensemble.input_normalization(low, axes="ZYX")   # how predict scaled the input
-truth_scaling = ensemble.truth_normalization(scaling)   # (scaled by the training inputs: their targets')
-truth_units = cc.denormalize(cc.percentile_normalize(truth, *pct, axes="ZYX", norm=truth_scaling)[0], scaling,
-                             axes="ZYX")
+truth_units = ensemble.truth_in_input_units(truth, image=low, axes="ZYX")   # scaled as training targets were
 z, y = low.shape[0] // 2, low.shape[1] // 2
 try:
     from carelab.viewers import BandProfile
@@ -142,8 +138,7 @@ display(W.VBox([movie, play]))
 # ## Disagreement and calibration
 
 # %%
-curve = measure_calibration(truth, out["member_means"], out["member_scales"], image=low, axes="ZYX",
-                            percentiles=pct, normalization=scaling, truth_normalization=truth_scaling)
+curve = ensemble.calibration(truth, out["member_means"], out["member_scales"], image=low, axes="ZYX")
 fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
 ax[0].imshow(readouts["mean"][z], cmap="gray")
 ax[0].set_title("restored (ensemble mean)")

@@ -1362,28 +1362,19 @@ class LabState(HasTraits):
 
     def _truth_readouts(self, means, scales, members):
         """The calibration curve (no fit) and the ground truth for display, labelled with how it was scaled."""
-        from carecore.uncertainty import measure_calibration
-
-        cfg, axes = self.model_config, self.image_axes
-        single = (self._frames or {}).get("model")
-        out_axes = single.output_axes(axes) if single is not None else axes   # (a projection's: no Z)
-        pct = tuple(cfg.percentiles) if cfg is not None else cc.DEFAULT_PERCENTILES
-        out = {}
-        # the network's promise is about the truth normalized as its training targets were (with its own
-        # percentiles; with the training targets' where the input was scaled by the training inputs'); predict
-        # maps that back with the input's scaling: the same two maps put the truth into the input's units
-        g, _ = cc.percentile_normalize(self.truth, *pct, axes=out_axes, norm=self.truth_norm)
-        norm_in = self.input_norm or cc.compute_percentiles(self.input_image, *pct, axes=axes, name="input")
-        out["truth_rescaled"] = cc.denormalize(g, norm_in, axes=out_axes)
+        single, axes = self._frames["model"], self.image_axes   # (a truth comes with a restoration's frames)
+        pct = tuple(single.config.percentiles)
+        # the network's promise is about the truth scaled as its training targets were; predict maps that back
+        # with the input's scaling: the same two maps put the truth into the input's units (carecore's)
+        out = {"truth_rescaled": single.truth_in_input_units(self.truth, image=self.input_image, axes=axes,
+                                                             normalization=self.input_norm)}
         out["truth_label"] = (f"ground truth (rescaled for display: its {pct[0]:g}–{pct[1]:g} percentile range "
                               "mapped as the input was scaled)" if self.truth_norm is None else
                               "ground truth (rescaled for display: scaled as the training targets were, mapped as the "
                               "input was scaled)")
         if self.truth.shape == np.shape(self.restored):   # (on the output's grid: an upsampling model's finer Z too)
-            mapped_back = cfg is None or cfg.n_channel_in == cfg.n_channel_out
-            out["calibration"] = measure_calibration(self.truth, means, scales, image=self.input_image, axes=axes,
-                                                     output_axes=out_axes, percentiles=pct, mapped_back=mapped_back,
-                                                     normalization=norm_in, truth_normalization=self.truth_norm)
+            out["calibration"] = single.calibration(self.truth, means, scales, image=self.input_image, axes=axes,
+                                                    normalization=self.input_norm)
         else:
             out["calibration_note"] = ("no calibration curve: the ground truth is not on the restoration's grid "
                                        f"(shape {tuple(self.truth.shape)}, the restoration {tuple(np.shape(self.restored))})")

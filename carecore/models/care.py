@@ -419,6 +419,73 @@ class CARE:
             return self.training_target_normalization
         return None
 
+    def _scalings(self, image, axes, normalization):
+        """``(input scaling, ground-truth scaling)`` as :meth:`predict` scaled ``image`` (its warnings said there)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            norm = self.input_normalization(image, axes=axes, normalization=normalization, name="input")
+        return norm, self.truth_normalization(norm)
+
+    def calibration(self, truth, means, scales, *, image, axes, normalization=None, confidences=None):
+        """The calibration of a probabilistic restoration against its ground truth, with no fit to it: the
+        truth scaled as the training targets were, the prediction as :meth:`predict` scaled ``image``
+        (:func:`~carecore.uncertainty.measure_calibration` with this model's scalings, percentiles and
+        output grid).
+
+        Parameters
+        ----------
+        truth : array_like
+            The ground truth on the output's grid, in its own intensity units.
+        means, scales : array_like
+            What ``predict(image, axes=axes, ...)`` returned (an ensemble's members stacked, M first).
+        image : array_like
+            The input the restoration was made from.
+        axes : str
+            The input's axes.
+        normalization : optional
+            As given to :meth:`predict` (default: the model's configured scaling).
+        confidences : sequence of float, optional
+            Central-interval levels (default :data:`~carecore.uncertainty.DEFAULT_CONFIDENCES`).
+
+        Returns
+        -------
+        dict
+            ``{"confidence", "accuracy", "ece", "space"}``.
+
+        Examples
+        --------
+        >>> mean, scale = model.predict(low, axes="ZYX")           # doctest: +SKIP
+        >>> model.calibration(truth, mean, scale, image=low, axes="ZYX")["ece"]   # doctest: +SKIP
+        """
+        from ..uncertainty.mixture import DEFAULT_CONFIDENCES, measure_calibration
+
+        norm, truth_norm = self._scalings(image, axes, normalization)
+        return measure_calibration(truth, means, scales, image=image, axes=axes, output_axes=self.output_axes(axes),
+                                   percentiles=tuple(self.config.percentiles),
+                                   mapped_back=self.config.n_channel_in == self.config.n_channel_out,
+                                   normalization=norm, truth_normalization=truth_norm,
+                                   confidences=DEFAULT_CONFIDENCES if confidences is None else confidences)
+
+    def truth_in_input_units(self, truth, *, image, axes, normalization=None):
+        """The ground truth put into the units :meth:`predict` gives ``image``'s restoration in, with no fit
+        to it: scaled as the training targets were (their percentiles, or its own), then mapped back as the
+        restoration is (the input's scaling), so that the two can be compared pixel by pixel (an interval
+        against the truth along a line).
+
+        Examples
+        --------
+        >>> line = model.truth_in_input_units(truth, image=low, axes="ZYX")[10, 64]   # doctest: +SKIP
+        """
+        from ..normalize import denormalize, percentile_normalize
+
+        norm, truth_norm = self._scalings(image, axes, normalization)
+        out_axes = self.output_axes(axes)
+        g, _ = percentile_normalize(np.asarray(truth, np.float32), *self.config.percentiles, axes=out_axes,
+                                    norm=truth_norm)
+        return denormalize(g, norm, axes=out_axes)
+
     def check_spacing(self, spacing, *, name="image"):
         """Warn when the voxel size ``spacing`` ({axis: size}) does not fit this model, and return the
         message (the isotropic kind: its axial factor against the stack's Z/X ratio); None here: a model

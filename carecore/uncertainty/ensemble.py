@@ -84,6 +84,16 @@ class Ensemble:
         :meth:`~carecore.CARE.truth_normalization`; the members train on the same patches)."""
         return self.members[0].truth_normalization(normalization)
 
+    def calibration(self, truth, means, scales, *, image, axes, normalization=None, confidences=None):
+        """The calibration of the members' mixture (``means``, ``scales``: M first) against ``truth``, with
+        no fit (:meth:`carecore.CARE.calibration` of the first member: the members share their scalings)."""
+        return self.members[0].calibration(truth, means, scales, image=image, axes=axes, normalization=normalization,
+                                           confidences=confidences)
+
+    def truth_in_input_units(self, truth, *, image, axes, normalization=None):
+        """:meth:`carecore.CARE.truth_in_input_units` of the first member (the members share their scalings)."""
+        return self.members[0].truth_in_input_units(truth, image=image, axes=axes, normalization=normalization)
+
     def trained_on(self, image, *, axes=None, path=None):
         """Whether any member was trained on ``image`` (:meth:`carecore.CARE.trained_on`); None when no
         member's run card records its training images."""

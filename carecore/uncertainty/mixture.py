@@ -217,11 +217,17 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
                         truth_normalization=None):
     """Calibration where the network makes its promise, with no fit to the ground truth (CARE-NOTES §7).
 
-    The network predicts distributions of the *normalized target*: the ground truth normalized with
-    its own percentiles (the model's stored ``percentiles``), exactly as training targets were.
-    :meth:`~carecore.CARE.predict` maps its output back with the input's percentile range, so here
-    the prediction is mapped into the network's units again with the input's own percentiles, and
-    the ground truth with its own; nothing is fitted, so a biased mean shows as miscalibration.
+    Most callers want :meth:`carecore.CARE.calibration` (``model.calibration(truth, mean, scale,
+    image=low, axes=...)``), which fills in the model's scalings; this is the function under it, and its
+    defaults (each image scaled by its own percentiles) are right only for a model configured with
+    ``input_normalization="image"``.
+
+    The network predicts distributions of the *normalized target*: the ground truth normalized as
+    training targets were (its own percentiles; the training targets' where the input is scaled by the
+    training inputs'). :meth:`~carecore.CARE.predict` maps its output back with the input's scaling, so
+    here the prediction is mapped into the network's units again with ``normalization`` (default: the
+    input's own percentiles), and the ground truth with ``truth_normalization`` (default: its own);
+    nothing is fitted, so a biased mean shows as miscalibration.
 
     Parameters
     ----------

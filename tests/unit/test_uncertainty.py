@@ -153,3 +153,7 @@ def test_calibration_of_an_input_scaled_by_the_training_inputs_is_in_the_trainin
                                  truth_normalization=model.truth_normalization(t_in))
     own = measure_calibration(truth, clean * width + t_in.lo[0], b * width, **kw)
     assert honest["ece"] < 0.03 < 0.15 < own["ece"], (honest["ece"], own["ece"])
+    # the model's one-liners take its scalings themselves (a notebook once chained them by hand)
+    assert model.calibration(truth, clean * width + t_in.lo[0], b * width, image=image, axes="YX") == honest
+    np.testing.assert_allclose(model.truth_in_input_units(truth, image=image, axes="YX"), truth_n * width + t_in.lo[0],
+                               rtol=1e-4, atol=1e-3)
