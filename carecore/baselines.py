@@ -443,7 +443,9 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
     """Tune classical restorations of what ``model`` makes, on images with ground truth: each filter on
     each of the model's classical starts onto the output's grid (:meth:`~carecore.CARE.grid_starts`: the
     input itself for denoising; nearest, linear and cubic interpolation along Z for upsampling and
-    isotropic models; the maximum and surface-following projections for a projection model), so that CARE
+    isotropic models, and the cubic one deconvolved along Z where the model knows its axial PSF; the
+    input and its deconvolutions for sub-diffraction; the maximum and surface-following projections for
+    a projection model), so that CARE
     is compared with the best classical pipeline, not with a filter on the model's own start.
 
     Parameters

@@ -530,6 +530,10 @@ def cmd_predict(args):
     if args.samples_out and "T" in out_axes:   # before any work is done
         raise CareError(f"--samples-out: the samples are written along T, and {args.inp} has time points (axes "
                         f"{img.axes}, shape {tuple(img.shape)}); draw samples of one time point at a time")
+    if isinstance(model, Ensemble) and args.tta and args.disagreement_out:
+        raise CareError("--tta with --disagreement-out: the mean of the views hides part of the members' disagreement, "
+                        "and the ensemble's reference levels of D were measured on one view (as the app restores an "
+                        "ensemble); leave --tta out for the disagreement")
     if isinstance(model, Ensemble) and args.scale_out:  # before any work is done
         raise CareError("--scale-out is one Laplace's scale; an ensemble predicts a mixture: use --lower-out/"
                         "--upper-out (the mixture's interval) or --disagreement-out")
@@ -739,7 +743,8 @@ def build_parser():
     s = sub.add_parser("degrade", help="simulate low-quality images from a clean one")
     dsub = s.add_subparsers(dest="kind", metavar="KIND", required=True)
     for kind, help_ in (("noise", "photon-budget degradation (Poisson + Gaussian)"),
-                        ("anisotropic", "axial blur + subsampling along one axis")):
+                        ("anisotropic", "axial blur + subsampling along one axis, interpolated back onto the original grid "
+                                        "(upsampling pairs; --subsampled: the coarse stack itself)")):
         d = dsub.add_parser(kind, help=help_)
         d.add_argument("--in", dest="inp", required=True)
         d.add_argument("--out", required=True)
@@ -764,8 +769,11 @@ def build_parser():
                         "(in place of the file's)")
     d.add_argument("--refractive-index", type=float, default=1.33)
     d.add_argument("--photons", type=float, help="add photon noise at this peak count")
-    d.add_argument("--interpolation", choices=["nearest", "linear", "cubic"], default="linear")
-    d.add_argument("--subsampled", action="store_true", help="write the subsampled stack instead of re-interpolating")
+    d.add_argument("--interpolation", choices=["nearest", "linear", "cubic"], default="linear",
+                   help="how the subsampled stack is interpolated back (default: linear)")
+    d.add_argument("--subsampled", action="store_true",
+                   help="write the subsampled (coarse) stack, as an isotropic model trains on and predict takes, "
+                        "instead of interpolating it back onto the original grid")
     d.add_argument("--params", help="also write the parameters used as JSON here")
     dsub.choices["noise"].add_argument("--params", help="also write the parameters used as JSON here")
 
@@ -773,12 +781,14 @@ def build_parser():
     s.add_argument("--low", required=True, nargs="+", help="low-quality folder(s)")
     s.add_argument("--high", required=True, help="ground-truth folder")
     s.add_argument("--axes")
-    s.add_argument("--axes-high")
+    s.add_argument("--axes-high", help="axes of the ground-truth images where they differ from --axes")
     s.add_argument("--patch", type=_floats, required=True, help="patch size, e.g. 16,64,64")
     s.add_argument("--n-per-image", type=int, default=64,
-                   help="patches per image pair (per time point or sample of a pair with T or S)")
+                   help="patches per image pair (per time point or sample of a pair with T or S; default: 64)")
     s.add_argument("--same-field", metavar="REGEX", help=SAME_FIELD_HELP)
-    s.add_argument("--validation", type=float, default=0.1)
+    s.add_argument("--validation", type=float, default=0.1,
+                   help="share of the pairs' area held out for validation, in whole regions no training patch "
+                        "touches (default: 0.1)")
     s.add_argument("--fg-threshold", type=float, default=0.4,
                    help="a biased patch lies within half a patch of ground truth above this share of its 99.9th percentile")
     s.add_argument("--fg-fraction", type=float, default=0.5,
@@ -803,7 +813,7 @@ def build_parser():
                                                   "the batch is split across them (default: one device)")
     s.add_argument("--patch", type=_floats, help="patch size, e.g. 16,64,64")
     s.add_argument("--batch", type=int)
-    s.add_argument("--n-per-image", type=int, default=64, help="patches per image")
+    s.add_argument("--n-per-image", type=int, default=64, help="patches per image (default: 64)")
     s.add_argument("--probabilistic", action="store_true", help="predict per-pixel Laplace mean and scale")
     s.add_argument("--task", choices=list(KINDS),
                    help="model kind (default: care): " + "; ".join(f"{k}: {v[2]}" for k, v in KINDS.items()))
@@ -812,8 +822,9 @@ def build_parser():
     s.add_argument("--factor", type=float, help="axial factor, Z voxel size / lateral voxel size (upsampling, "
                                                 "isotropic; isotropic without it: the first stack's recorded ratio)")
     s.add_argument("--psf-sigma", type=float, metavar="S", help="PSF sigma in lateral (Y/X) pixels, not Z slices "
-                                                                "(isotropic: the axial PSF's; subdiffraction: the lateral "
-                                                                "PSF's)")
+                                                                "(isotropic: the axial PSF's; upsampling: the axial PSF's, "
+                                                                "optional: deconvolution among the classical "
+                                                                "starts; subdiffraction: the lateral PSF's)")
     s.add_argument("--psf-sigma-z", type=float, metavar="SZ", help="subdiffraction, ZYX: axial PSF sigma in Z voxels "
                                                                     "(default: --psf-sigma)")
     s.add_argument("--psf", help="a measured PSF image instead of --psf-sigma")
@@ -835,7 +846,8 @@ def build_parser():
     s.add_argument("--out", required=True)
     s.add_argument("--axes")
     s.add_argument("--tiles", default="auto", help="auto, or tiles per spatial axis such as 1,4,4")
-    s.add_argument("--memory-budget", type=float, default=1024, help="MiB of network activations at once")
+    s.add_argument("--memory-budget", type=float, default=1024,
+                   help="MiB of network activations at once (default: 1024; memory_budget= in Python is in bytes)")
     s.add_argument("--normalization", choices=["image", "training"],
                    help="scale the input by its own percentiles (image) or by the training inputs' (training); "
                         "default: the model's input_normalization (training for models trained by this carecore)")
@@ -850,11 +862,11 @@ def build_parser():
                         "as it is")
     s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (not for ensembles: their "
                                        "mixture has no one scale; use --lower-out/--upper-out or --disagreement-out)")
-    s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here")
-    s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out")
+    s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here (one view: not with --tta)")
+    s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out (default: 0.9)")
     s.add_argument("--lower-out", help="probabilistic models: lower end of the central interval")
     s.add_argument("--upper-out", help="probabilistic models: upper end of the central interval")
-    s.add_argument("--samples", type=int, default=10, help="number of samples for --samples-out")
+    s.add_argument("--samples", type=int, default=10, help="number of samples for --samples-out (default: 10)")
     s.add_argument("--samples-out", help="probabilistic models: samples (an uncertainty movie, axis T)")
     s.add_argument("--dask", action="store_true", help="chunk by chunk over a Dask cluster into an OME-Zarr --out "
                                                       "(resumable; probabilistic outputs as extras of the store)")
@@ -889,7 +901,7 @@ def build_parser():
     s.add_argument("--name", help="package name: 5 to 128 letters, digits, spaces or _+-() (default: the folder's "
                                    "name made so, e.g. models/care -> 'care (CARE)')")
     s.add_argument("--author", action="append", help="author name (repeat for several)")
-    s.add_argument("--license", default="CC-BY-4.0", help="SPDX license identifier")
+    s.add_argument("--license", default="CC-BY-4.0", help="SPDX license identifier (default: CC-BY-4.0)")
     s.add_argument("--test-input", help="image to test the package with (default: the first training input)")
     s.add_argument("--axes", help="axes of --test-input")
     s.add_argument("--postprocessing", choices=["scale_linear", "scale_mean_variance", "none"])
@@ -904,9 +916,11 @@ def build_parser():
     s.set_defaults(func=cmd_import_csbdeep)
 
     s = sub.add_parser("lab", help="start CARE Lab (the web app) on the demo data")
-    s.add_argument("--data-root", default="lab-data")
-    s.add_argument("--port", type=int, default=8866)
-    s.add_argument("--ip", default="127.0.0.1")
+    s.add_argument("--data-root", default="lab-data",
+                   help="the folder of datasets the lab lists (default: lab-data); the demo datasets are written into "
+                        "it first when it has no denoising3d/ folder")
+    s.add_argument("--port", type=int, default=8866, help="the port to serve on (default: 8866)")
+    s.add_argument("--ip", default="127.0.0.1", help="the address to serve on (default: 127.0.0.1, this machine only)")
     s.set_defaults(func=cmd_lab)
     return p
 

@@ -20,7 +20,7 @@
 # nudges its weights to do a little better; thousands of such steps make a restoration network. After
 # every *epoch* (a block of steps) it is scored on the **validation patches**, which it never trains on.
 #
-# On a laptop you cannot train for days, so CARE Lab trains for a **time budget**: it times one step,
+# On a laptop you cannot train for days, so CARE Lab trains for a **time budget**: it times a few steps,
 # plans how many steps fit, lowers the learning rate so that it reaches zero when the time is up, and
 # keeps the weights that scored best on validation.
 #

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import carecore as cc
-from carecore.baselines import RL_START_ITERATIONS, deconvolve
+from carecore.baselines import RL_START_ITERATIONS, richardson_lucy_tuned
 from carecore.models.kinds import model_class
 
 QUICK = os.environ.get("CARELAB_QUICK", "") not in ("", "0")        # the app's quick switch
@@ -155,9 +155,9 @@ rows = {"ground truth": truth[:last]}
 for interp in ("nearest", "linear", "cubic"):
     rows[f"{interp} interpolation"] = model.on_output_grid(low.data, axes="ZYX", interpolation=interp)[:last]
 cubic = model.on_output_grid(low.data, axes="ZYX", interpolation="cubic")
-deconvolved = {n: deconvolve(cubic, {"Z": info["psf_sigma"]}, axes="ZYX", iterations=n)[:last] for n in RL_START_ITERATIONS}
-best_n = max(deconvolved, key=lambda n: cc.evaluate(deconvolved[n], truth[:last], axes="ZYX")["ssim"])   # tuned on the truth
-rows[f"Richardson-Lucy ({best_n} it.)"] = deconvolved[best_n]
+deconvolved, best_n, _ = richardson_lucy_tuned(cubic, truth, (info["psf_sigma"], 0, 0), axes="ZYX",   # along Z only,
+                                               iterations=RL_START_ITERATIONS)                          # tuned on the truth
+rows[f"Richardson-Lucy ({best_n} it.)"] = deconvolved[:last]
 rows["CARE"] = restored[:last]
 metrics = {}
 for name, v in rows.items():

@@ -81,7 +81,7 @@ plt.show()
 # %% [markdown]
 # ## Train
 #
-# Quick mode trains a fixed 4 × 150 steps (under a minute on 2 cores, the same model whatever the
+# Quick mode trains a fixed 4 × 150 steps (about 80 s on 2 cores, the same model whatever the
 # machine's speed); the workshop budget is 2.5 minutes.
 
 # %%

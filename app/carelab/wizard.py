@@ -552,8 +552,9 @@ class RestoreStep(W.VBox):
         self.refresh = button("Refresh lists", "care-restore-refresh", "", "refresh")
         self.where = W.ToggleButtons(options=RESTORE_WHERE, value=state.restore_where, style={"button_width": "150px"})
         self.where.add_class("care-restore-where")
-        self.tta = W.Checkbox(description="Average the image's 8 flips and 90° rotations (8× the work; smoother "
-                                          "where the structure is faint)", value=state.tta, indent=False,
+        self.tta = W.Checkbox(description="Average the image's flips and 90° rotations (8 views, 4 for a model trained "
+                                          "on patches that were not square: as many times the work; smoother where "
+                                          "the structure is faint)", value=state.tta, indent=False,
                               layout=W.Layout(width="auto"))
         self.tta.add_class("care-restore-tta")
         self.smooth = W.Checkbox(description="Apply the model's output smoothing, if it has one (chosen by training "

@@ -224,8 +224,9 @@ class IsotropicCARE(CARE):
         axes : str
         combine : {"mean", "geometric"}
             How the restorations of the XZ and the YZ slices are combined.
-        normalization : Normalization, optional
-            Input percentiles (default: computed on the stack).
+        normalization : Normalization, "image" or "training", optional
+            How the stack is scaled (:meth:`~carecore.CARE.input_normalization`; default: the model's
+            configured ``input_normalization``, the training inputs' percentiles for a model trained here).
         progress, stop : callables, optional
             ``progress(done, total, "slices")``.
         out : array, optional

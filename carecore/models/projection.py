@@ -391,8 +391,9 @@ class ProjectionCARE(CARE):
             Tiles per network call (default: as many as fit the budget, at most 8).
         stage_tiles : None
             Not supported (staged prediction is for the plain U-Net).
-        normalization : Normalization, optional
-            Input percentiles (default: computed on the stack).
+        normalization : Normalization, "image" or "training", optional
+            How the stack is scaled (:meth:`~carecore.CARE.input_normalization`; default: the model's
+            configured ``input_normalization``, the training inputs' percentiles for a model trained here).
         tta : bool
             The mean over the stack's flips and 90° rotations in YX (see :meth:`CARE.predict`).
         output_sigma : None or 0

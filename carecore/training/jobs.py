@@ -267,7 +267,7 @@ def preflight(config, patches, *, members=1):
     what :meth:`~carecore.CARE.train` does around its steps is taken out: its preparation, timed here by
     doing it (the filters' line on the validation patches, the smoothed input to start from, building the
     network and its graphs, timing three steps and a validation: ``seconds_preparation``, the filters' line
-    counted once for an ensemble as :func:`~carecore.train_ensemble` does), the validations the budget plans
+    counted once for an ensemble as :func:`~carecore.uncertainty.train_ensemble` does), the validations the budget plans
     and the work after the last step (``seconds_per_validation``, ``validations``, ``seconds_after_training``).
     It estimates a fresh training (a resumed one keeps its smoothed input: it does not choose it again).
     ``room`` is the steps from the preparation's end to the deadline; training warns below

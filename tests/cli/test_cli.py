@@ -20,6 +20,8 @@ def test_help_and_version():
         assert cmd in r.stdout
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("carecore 0.")
+    r = subprocess.run([sys.executable, "-m", "carecore", "--version"], capture_output=True, text=True)   # (the package)
+    assert r.returncode == 0 and r.stdout.startswith("carecore 0."), r.stderr[-500:]
 
 
 @pytest.fixture

@@ -101,6 +101,11 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
     ref = out["disagreement"]
     assert D.shape == ref.shape and np.corrcoef(D.ravel(), ref.ravel())[0, 1] > 0.98
     assert float(D.mean()) == pytest.approx(float(ref.mean()), rel=0.05)
+    # the mean of 8 views would hide part of the disagreement its reference levels were measured without
+    r = subprocess.run([sys.executable, "-m", "carecore.cli", "predict", "--model", tmp_path / "ens", "--tta",
+                        "--in", d / "low" / "a.tif", "--out", tmp_path / "mean8.tif", "--disagreement-out", tmp_path / "D8.tif"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "--tta with --disagreement-out" in r.stderr and not (tmp_path / "D8.tif").exists()
 
 
 def test_ood_warning_reaches_the_report(patches, tmp_path, noisy_pair):
