@@ -345,6 +345,12 @@ def cmd_train(args):
             overrides["probabilistic"] = True
         if args.task and args.task != "care":
             overrides["kind"] = args.task
+        if args.upsampling and args.task not in (None, "upsampling"):
+            raise CareError(f"--upsampling F makes an upsampling model; with --task {args.task} give "
+                            + ("--factor F" if args.task == "isotropic" else "neither (it has no axial factor)"))
+        if args.factor and args.task not in (None, "upsampling", "isotropic"):
+            raise CareError(f"--factor: a {args.task} model has no axial factor (upsampling and isotropic models do); "
+                            "leave it out, or give --task upsampling")
         factor = _axial_factor(args, args.task or ("upsampling" if args.upsampling or args.factor else "care"))
         if factor:
             overrides.update(kind=overrides.get("kind", "upsampling"), upsampling_factor=factor)

@@ -73,6 +73,14 @@ def test_isotropic_cli_voxel_size_factor_resume_and_messages(tmp_path, capsys):
     assert main(["train", "--task", "upsampling", "--low", str(low), "--high", str(low), "--model-dir",
                  str(tmp_path / "m6")] + TRAIN) == 2
     assert "--task upsampling needs --factor F" in capsys.readouterr().err
+    # an axial factor with a kind that has none, or --upsampling with another kind: refused, not another kind made
+    assert main(["train", "--task", "care", "--low", str(low), "--high", str(low), "--factor", "4", "--model-dir",
+                 str(tmp_path / "m7")] + TRAIN) == 2
+    assert "--factor: a care model has no axial factor" in capsys.readouterr().err
+    assert main(["train", "--task", "isotropic", "--low", str(low), "--upsampling", "4", "--model-dir",
+                 str(tmp_path / "m8")] + TRAIN) == 2
+    assert "with --task isotropic give --factor F" in capsys.readouterr().err
+    assert not (tmp_path / "m7").exists() and not (tmp_path / "m8").exists()
     assert main(["train", "--task", "isotropic", "--low", str(low / "a.tif"), "--factor", "1", "--model-dir",
                  str(tmp_path / "m7"), "--patch", "32,32"] + TRAIN) == 2
     assert "carecore: error: --factor: must be > 1" in capsys.readouterr().err
