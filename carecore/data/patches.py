@@ -574,6 +574,25 @@ def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
              "blur: register them first", stacklevel=3)
 
 
+def _check_not_identical(pairs):
+    """Refuse pairs whose input is its own ground truth (the same pixels: ``--high`` given the inputs'
+    folder); warn where some are. A network learns nothing from them, and its validation loss of 0 would
+    win as the best weights over any real training resumed later."""
+    from ..errors import warn
+
+    same = [low.name for low, high in pairs
+            if tuple(low.shape) == tuple(high.shape) and low.axes == high.axes
+            and (fp := fingerprint(low.data, low.axes)) is not None and fp == fingerprint(high.data, high.axes)]
+    if not same:
+        return
+    names = ", ".join(same[:3]) + (" ..." if len(same) > 3 else "")
+    if len(same) == len(pairs):
+        raise CareError(f"every training input is the same image as its ground truth ({names}): give the "
+                        "low-quality images as --low (low) and the high-quality ones as --high (high)")
+    warn(f"{len(same)} of {len(pairs)} training inputs are the same image as their ground truth ({names}): "
+         "a network learns nothing from those pairs; check the folders", stacklevel=3)
+
+
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
                    fg_threshold=0.4, fg_fraction=0.5, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
                    out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None, fields=None,
@@ -660,6 +679,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     if out is not None:
         check_replaceable(out, PATCH_FOLDER)   # before the work: never a folder of the user's
     resolved = [_resolve(source, axes, axes_high) for source in sources]  # memory maps: headers only
+    _check_not_identical(resolved)
     for low, high in resolved:
         warn_if_misaligned(low, high)
     keys = ground_truth_keys(resolved) if validation_fraction > 0 else list(range(len(resolved)))

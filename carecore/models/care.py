@@ -977,26 +977,41 @@ class CARE:
     def _check_same_data(self, info):
         """A training resumed goes on with the images it began with: on others, its validation losses
         (which choose the best weights) would compare different validation sets, and its run card would
-        forget the images it learned from. Compared by file names (and frames); patches of bare arrays
-        are not checked."""
-        def names(sources):
-            return sorted((Path(str(s.get("low", ""))).name, Path(str(s.get("high", ""))).name, str(s.get("frame", "")))
-                          for s in sources)
-
+        forget the images it learned from. Compared by file names (and frames) and, where the run card
+        records them, by the inputs' fingerprints and the ground truths' sketches (the same names in a folder
+        of another light dose, or the inputs given as their own ground truth, are other images); patches of
+        bare arrays are not checked."""
         before = (self.run_card or {}).get("data_sources")
         now = info.get("sources")
         arrays = lambda sources: any(str(s.get("low", "")).startswith("array ") for s in sources)  # noqa: E731
-        if not before or not now or arrays(before) or arrays(now) or names(before) == names(now):
+        if not before or not now or arrays(before) or arrays(now):
             return
+        content = all(s.get("fingerprint") and s.get("sketch_high") for s in list(before) + list(now))
+
+        def keys(sources, pixels):
+            return sorted((Path(str(s.get("low", ""))).name, Path(str(s.get("high", ""))).name, str(s.get("frame", "")))
+                          + ((str(s["fingerprint"]), str(s["sketch_high"])) if pixels else ()) for s in sources)
+
+        if keys(before, content) == keys(now, content):
+            return
+        where = f" {self.path}" if self.path else ""
+        advice = ("fine-tune from it into a new folder instead (init_weights=<its folder>; `carecore train "
+                  "--init-weights FOLDER --model-dir NEW`; in the app: start a new training)")
+        if keys(before, False) == keys(now, False):
+            changed = sorted({f"{Path(str(n['low'])).name} / {Path(str(n['high'])).name}" for o, n in
+                              zip(sorted(before, key=lambda s: keys([s], False)), sorted(now, key=lambda s: keys([s], False)))
+                              if keys([o], True) != keys([n], True)})
+            raise CareError(f"this model{where} was trained on other pixels under the same file names ({', '.join(changed[:3])}"
+                            f"{' ...' if len(changed) > 3 else ''}: the inputs or their ground truths differ from the "
+                            "ones it began with, e.g. a folder of another light dose, or the inputs given as ground "
+                            "truth): resuming on them would choose its best weights by validation losses on other "
+                            f"validation sets and lose the record of what it learned from; {advice}")
         old = sorted({Path(str(s["low"])).name for s in before})
         new = sorted({Path(str(s["low"])).name for s in now} - set(old))
-        where = f" {self.path}" if self.path else ""
         raise CareError(f"this model{where} was trained on other images ({', '.join(old[:3])}"
                         f"{' ...' if len(old) > 3 else ''}; now also or instead {', '.join(new[:3]) or 'fewer of them'}"
                         f"{' ...' if len(new) > 3 else ''}): resuming on them would choose its best weights by validation "
-                        "losses on other validation sets and lose the record of what it learned from; fine-tune from it "
-                        "into a new folder instead (init_weights=<its folder>; `carecore train --init-weights FOLDER "
-                        "--model-dir NEW`; in the app: start a new training)")
+                        f"losses on other validation sets and lose the record of what it learned from; {advice}")
 
     def _run_card(self, info, data_hash, status, message, seconds):
         import keras

@@ -51,7 +51,7 @@ def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
     vols = {n: _volume(i) for i, n in enumerate(("a", "b", "test"))}
     for n in ("a", "b"):
         cc.write_image(tmp_path / "train/low" / f"{n}.tif", vols[n], axes="ZYX")
-        cc.write_image(tmp_path / "train/high" / f"{n}.tif", vols[n], axes="ZYX")
+        cc.write_image(tmp_path / "train/high" / f"{n}.tif", vols[n] + 1, axes="ZYX")   # (not the input itself)
     cc.write_image(tmp_path / "test/low/test.tif", vols["test"], axes="ZYX")
     patches = create_patches(find_pairs(tmp_path / "train/low", tmp_path / "train/high"), (8, 16, 16), axes="ZYX",
                              n_patches_per_image=4)

@@ -460,7 +460,7 @@ def test_neighbours_of_fields_held_out_whole_are_guards():
     with pytest.raises(CareError, match=r"neighbours: \[5\] are not among the fields' labels"):
         validation_blocks([{"Y": 128, "X": 128}] * 3, {"Y": 32, "X": 32}, 0.1, fields=[0, 1, 2], neighbours={0: [5]})
     # create_patches takes neighbours in the labels of its fields
-    pairs = [(np.random.default_rng(z).random((16, 16), np.float32),) * 2 for z in range(12)]
+    pairs = [(x, np.sqrt(x)) for x in (np.random.default_rng(z).random((16, 16), np.float32) for z in range(12))]
     ps = create_patches(pairs, (16, 16), axes="YX", n_patches_per_image=4, validation_fraction=0.1,
                         fields=[("s", z) for z in range(12)],
                         neighbours={("s", z): [("s", z + d) for d in (-1, 1) if 0 <= z + d < 12] for z in range(12)})
@@ -582,3 +582,17 @@ def test_a_coarse_stack_and_its_fine_ground_truth_are_told_how_to_pair():
         check_pair_shapes(coarse, fine)
     with pytest.raises(CareError, match=r"sizes along Z differ$"):   # (not for a ground truth with fewer slices)
         check_pair_shapes(fine, coarse)
+
+
+def test_an_input_given_as_its_own_ground_truth_is_refused(tmp_path):
+    """``--high`` given the inputs' folder (a user's trial): every pair the same image is refused before any
+    patch is cut; one such pair among others is warned about, by name."""
+    from carecore import CareWarning
+
+    rng = np.random.default_rng(0)
+    x = [rng.random((48, 48), np.float32) for _ in range(3)]
+    with pytest.raises(CareError, match=r"every training input is the same image as its ground truth"):
+        create_patches([(v, v.astype(np.float64)) for v in x], (16, 16), axes="YX", n_patches_per_image=2)
+    with pytest.warns(CareWarning, match=r"1 of 3 training inputs are the same image as their ground truth"):
+        create_patches([(x[0], x[0]), (x[1], np.sqrt(x[1])), (x[2], np.sqrt(x[2]))], (16, 16), axes="YX",
+                       n_patches_per_image=2)

@@ -1,6 +1,7 @@
 """What a user had is never lost, and what the work would get wrong is said: outputs never replace a
 folder of the user's or an input, NaNs are an error, misaligned pairs and images unlike the training's
 are warned about."""
+import shutil
 import warnings
 
 import numpy as np
@@ -189,6 +190,14 @@ def test_a_training_resumes_on_its_own_images_only(tmp_path):
         model.train(cut("b"), epochs=1, steps_per_epoch=1)
     assert model.run_card == card and all(np.array_equal(a, b) for a, b in zip(model.keras_model.get_weights(), weights))
     model.train(cut("a"), epochs=1, steps_per_epoch=1)   # its own images: resumed
+    assert len(model.history) == 2
+    # the same file names with other pixels (a user's trial: first the ground truths given as their own inputs,
+    # then the right folder; the 1-step weights of the mistake won as "best" at loss 0): refused
+    (tmp_path / "c").mkdir()
+    shutil.copytree(tmp_path / "a" / "high", tmp_path / "c" / "low")   # (the pairs swapped)
+    shutil.copytree(tmp_path / "a" / "low", tmp_path / "c" / "high")
+    with pytest.raises(CareError, match=r"other pixels under the same file names \(s0.tif / s0.tif, s1.tif / s1.tif"):
+        model.train(cut("c"), epochs=1, steps_per_epoch=1)
     assert len(model.history) == 2
 
 
