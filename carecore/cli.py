@@ -154,6 +154,8 @@ def cmd_patches(args):
     listing = find_pairs(args.low, args.high)
     if listing.unmatched_low or listing.unmatched_high:
         print(listing.report(), file=sys.stderr)
+    if not args.axes and _low_files(args):
+        _say_if_guessed(_low_files(args)[0])
     fields = _same_field_labels(listing, args.same_field) if args.same_field else None
     with tqdm_progress("patches", unit="image") as progress:
         ps = create_patches(listing, args.patch, axes=args.axes, axes_high=args.axes_high,
@@ -177,6 +179,18 @@ def _report_fields(ps, listing):
         print(f"{len(sources)} image pairs show {n_fields} field{'s' * (n_fields != 1)} of view: pairs of one ground "
               "truth, and the time points of one time-lapse, validate on the same held-out boxes, so that nothing is "
               "trained on where it is validated")
+
+
+def _say_if_guessed(path):
+    """The axes of the image at ``path`` (its header only), said on stderr where the file records none (3 or
+    more: a stack of slices, time points or channels looks the same without them)."""
+    from .io import peek_axes
+
+    axes, shape, guessed = peek_axes(path)
+    if guessed and len(axes) > 2:   # (a 2D image's YX is no guess worth a word)
+        print(f"carecore: note: axes {axes} guessed for {path} (shape {tuple(shape)}: the file records none); give "
+              "--axes if they are others (e.g. TYX for a time-lapse, CYX for channels)", file=sys.stderr)
+    return axes
 
 
 def _low_files(args):
@@ -278,8 +292,6 @@ def _check_isotropic_stacks(args, config):
 
 def _training_axes(args):
     """``--axes``, or the axes of the patch folder or of the first low-quality image (a 2D or 3D model)."""
-    from .io import peek_axes
-
     if args.axes:
         return args.axes
     if args.patches:
@@ -291,12 +303,24 @@ def _training_axes(args):
                             "unreadable)") from None
     files = _low_files(args)
     if files:
-        axes, shape, guessed = peek_axes(files[0])   # the header only
-        if guessed:
-            print(f"axes {axes} guessed from {files[0]} (shape {tuple(shape)}); give --axes if they are others",
-                  file=sys.stderr)
-        return axes
+        return _say_if_guessed(files[0])
+
     raise CareError("give --axes (e.g. YX or ZYX): no patch folder or low-quality images to read them from")
+
+
+def _time_limit(text):
+    """``--time-limit``'s seconds: a number with its unit (s, m or h), more than 0."""
+    import re
+
+    from .models.care import parse_duration
+
+    if not re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*(s|sec|m|min|h)\s*", str(text)):
+        raise CareError(f"--time-limit {text}: give a number with its unit, e.g. 3m, 90s or 1h")
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise CareError(f"--time-limit {text}: a budget must be more than 0 (for a fixed number of steps, leave it out "
+                        "and give --epochs and --steps)")
+    return seconds
 
 
 def cmd_train(args):
@@ -308,6 +332,8 @@ def cmd_train(args):
     from .models.kinds import create_model, model_class
     from .progress import tqdm_progress
 
+    if args.time_limit is not None:   # (before any work)
+        args.time_limit = _time_limit(args.time_limit)
     model_dir = Path(args.model_dir)
     resume = (model_dir / "manifest.json").exists()
     if not resume:   # never into a folder of the user's (saving replaces the folder), nor over an ensemble's members
@@ -501,6 +527,8 @@ def cmd_predict(args):
         model = load_model(args.model)
         probabilistic = (model.members[0] if isinstance(model, Ensemble) else model).config.probabilistic
     img = read_image(args.inp, axes=args.axes, mmap=True)
+    if img.axes_guessed:
+        _say_if_guessed(args.inp)
     if hasattr(img.data, "dask"):  # an OME-Zarr input restored in memory (--dask restores it chunk by chunk)
         import dataclasses
 

@@ -25,12 +25,16 @@ GT_PERCENTILES = (0.1, 99.9)
 
 
 def affine_fit(y, g):
-    """Least-squares ``alpha, beta`` such that ``alpha * y + beta`` is closest to ``g``."""
+    """Least-squares ``alpha, beta`` such that ``alpha * y + beta`` is closest to ``g``, with ``alpha >= 0``.
+
+    The fit may scale and shift an image, not invert it: an image anti-correlated with the ground truth
+    (its negative scored SSIM 1 with a free sign) gets ``alpha = 0``, the truth's mean, as one that is not
+    correlated at all."""
     y = np.asarray(y, dtype=np.float64).ravel()
     g = np.asarray(g, dtype=np.float64).ravel()
     ym, gm = y.mean(), g.mean()
     var = ((y - ym) ** 2).mean()
-    alpha = ((y - ym) * (g - gm)).mean() / var if var > 0 else 0.0
+    alpha = max(((y - ym) * (g - gm)).mean() / var, 0.0) if var > 0 else 0.0
     return float(alpha), float(gm - alpha * ym)
 
 
@@ -109,6 +113,12 @@ def z_slices_hint(pred_shape, gt_shape, axes, *, factor=None, n_input=None, pred
     why = (f"a restoration along Z (an isotropic or upsampling model) has {how}, at 0, 1/f, 2/f, ... of the input's "
            f"grid, and {pred} has {pz} Z slices where {gt} has {gz}")
     multiple = f"a multiple of the factor ({factor:g})" if factor else "a multiple of the factor"
+    if pz * 1.5 < gz and not (factor and n_input):   # (far fewer slices: the coarse stack, not a restoration)
+        f = gz / pz
+        return (f"{pred} has {pz} Z slices where {gt} has {gz}, about 1/{f:.3g} of them: it looks like a coarse "
+                f"(subsampled) stack, not a restoration on the ground truth's grid: restore it first (an upsampling "
+                f"or isotropic model), or compare it with the ground truth's slices it was taken from (every "
+                f"{round(f)}-th), not with the ground truth's first {pz}")
     if pz > gz:
         fix = (f"compare the restoration's first {gz} slices (its last {pz - gz} lie past the ground truth's last "
                f"slice), or crop the ground truth to a depth that is {multiple}"

@@ -173,6 +173,9 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     write_image(tmp_path / "low" / "a.tif", (clean + rng.normal(0, 0.3, clean.shape)).astype(np.float32), axes="YX")
     args = ["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "YX",
             "--model-dir", str(tmp_path / "m"), "--patch", "32,32", "--batch", "4", "--n-per-image", "16"]
+    for bad, said in (("0s", "a budget must be more than 0"), ("2", "give a number with its unit")):
+        assert main(args + ["--time-limit", bad]) == 2   # (0 once meant no budget: 10 x 400 steps)
+        assert said in capsys.readouterr().err and not (tmp_path / "m").exists()
     assert main(args + ["--time-limit", "4s"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("time_limit: ")
     assert main(args[:-6] + ["--epochs", "1", "--steps", "2"]) == 0
@@ -230,6 +233,15 @@ def test_train_takes_its_axes_from_the_images_or_the_patch_folder(tmp_path, caps
     assert main(["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--model-dir",
                  str(tmp_path / "m"), "--epochs", "1", "--steps", "1", "--n-per-image", "8", "--patch", "32,32"]) == 0
     assert cc.load_model(tmp_path / "m").config.axes == "YX"
+    # a stack saved without metadata: its guessed axes are said (a time-lapse read as Z, silently, in a user's trial)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "bare.tif", np.stack([high] * 6).astype(np.float32))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "m"), "--in", str(tmp_path / "bare.tif"), "--out",
+                 str(tmp_path / "r.tif")]) == 2   # (a stack given to a 2D model: refused, --axes SYX advised)
+    err = capsys.readouterr().err
+    assert "note: axes ZYX guessed for" in err and "bare.tif (shape (6, 96, 96)" in err, err
     assert main(["patches", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--patch", "32,32",
                  "--n-per-image", "8", "--out", str(tmp_path / "p")]) == 0
     assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m2"), "--epochs", "1",

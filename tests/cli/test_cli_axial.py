@@ -127,6 +127,9 @@ def test_evaluate_names_the_z_depths_in_python():
 
     with pytest.raises(CareError, match=r"crop the ground truth to its first 104 slices"):
         cc.evaluate(np.zeros((104, 16, 16), np.float32), np.zeros((106, 16, 16), np.float32), axes="ZYX")
+    # the coarse stack itself (a user followed the advice above and compared it with the first 27 slices)
+    with pytest.raises(CareError, match=r"looks like a coarse \(subsampled\) stack.*every 4-th"):
+        cc.evaluate(np.zeros((27, 16, 16), np.float32), np.zeros((106, 16, 16), np.float32), axes="ZYX")
 
 
 def test_a_ground_truth_folder_for_a_kind_that_makes_its_own_pairs_is_refused(tmp_path, capsys):

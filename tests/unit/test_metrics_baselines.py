@@ -34,6 +34,11 @@ def test_evaluate_follows_paper_protocol():
     m2 = evaluate(3 * noisy + 7, gt, axes="ZYX")
     assert m2["nrmse"] == pytest.approx(m["nrmse"], rel=1e-5)
     assert evaluate(gt, gt, axes="ZYX")["ssim"] == pytest.approx(1.0)
+    # ... but not to its sign: the truth inverted scores as an image unrelated to it (a user's trial: SSIM 1.0)
+    flipped = evaluate(-gt, gt, axes="ZYX")
+    flat = evaluate(np.zeros_like(gt), gt, axes="ZYX")
+    assert flipped["ssim"] == pytest.approx(flat["ssim"]) and flipped["nrmse"] == pytest.approx(flat["nrmse"])
+    assert flipped["ssim"] < m["ssim"]
 
 
 def test_evaluate_per_slice_and_channels():
