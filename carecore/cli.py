@@ -466,7 +466,10 @@ def cmd_train(args):
         elif e["kind"] == "epoch":
             bar.write(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e['val_loss']:.4f} "
                       f"val_ssim {e['val_ssim']:.3f} lr {e['lr']:.2g}")
+            if np.isfinite(e["val_ssim"]):
+                line["care"] = max(line.get("care", -np.inf), float(e["val_ssim"]))
         elif e["kind"] == "baseline":
+            line["filter"], line["name"] = float(e["val_ssim"]), e["name"]
             bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']}"
                       f"{' on the ' + e['start'] if e.get('start') else ''} val_ssim {e['val_ssim']:.3f}")
         elif e["kind"] in ("resume", "dead_network", "note"):
@@ -475,6 +478,7 @@ def cmd_train(args):
             outcome.update(e)
 
     outcome = {}   # how an ensemble's training ended
+    line = {}      # the best classical filter's validation SSIM, and CARE's best of this run
 
     if args.ensemble:
         from .uncertainty import train_ensemble
@@ -498,6 +502,10 @@ def cmd_train(args):
         bar.close()
     best = ("validation MAE of the mean" if model._best_by() == "val_laplace_mae" else "val_loss")   # what chose it
     print(f"{result.status}: {result.epochs} epoch(s), best {best} {result.best_val_loss:.4f}; model in {model_dir}")
+    if "care" in line and "filter" in line and line["care"] < line["filter"]:
+        print(f"CARE stayed below the best classical filter on the validation patches (SSIM {line['care']:.3f} against "
+              f"{line['name']}'s {line['filter']:.3f}): that filter restores these images better so far; train longer "
+              "(--time-limit) or compare on held-out images with `carecore qc`")
     if result.status == "nan":
         print(f"carecore: {result.message}", file=sys.stderr)
         return 1
@@ -686,7 +694,7 @@ def _check_qc_depths(args):
 
 def cmd_qc(args):
     from .progress import tqdm_progress
-    from .qc import beaten_by, quality_report
+    from .qc import WORSE_THAN_INPUT, beaten_by, quality_report, worse_than_input
 
     _check_qc_depths(args)
     with tqdm_progress("qc", unit="image") as progress:
@@ -694,9 +702,13 @@ def cmd_qc(args):
                              normalization=args.normalization)
     for name, m in rep["overall"].items():
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
+    if rep.get("overall_trained_on"):
+        print("(every image here was trained on: the mean over training images flatters CARE)")
     said = beaten_by(rep["overall"])
     if said:   # (as the report says it)
         print("CARE is beaten here on " + "; ".join(said))
+    if worse_than_input(rep["overall"]):
+        print(WORSE_THAN_INPUT.format(worse_than_input(rep["overall"])))
     if "calibration" in rep:
         print(f"ECE {rep['calibration']['ece']:.3f}")
     for w in rep["warnings"]:

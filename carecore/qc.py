@@ -229,6 +229,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         # the overall and the calibration of the images CARE never saw (of all, where it saw them all)
         held = [e for e in rep["images"] if not e["trained_on"]] or rep["images"]
         rep["overall_images"] = [e["name"] for e in held]
+        rep["overall_trained_on"] = bool(held) and all(e["trained_on"] for e in held)   # (no image held out)
         rep["overall"] = {n: {k: float(np.mean([e["metrics"][n][k] for e in held])) for k in ("nrmse", "ssim", "psnr")}
                           for n in names}
         used = [c for c in curves if not c[3]] or curves
@@ -274,12 +275,30 @@ def beaten_by(metrics):
     return said
 
 
+def worse_than_input(metrics):
+    """``"SSIM 0.919 against the input's 0.952; NRMSE ..."`` where CARE's restoration scores worse than its input
+    itself in SSIM and in NRMSE, else "" (an image much less noisy than the training images, or unlike them)."""
+    care, inp = metrics.get("CARE"), metrics.get("input")
+    if not care or not inp or not (care["ssim"] < inp["ssim"] and care["nrmse"] > inp["nrmse"]):
+        return ""
+    return (f"SSIM {care['ssim']:.4g} against the input's {inp['ssim']:.4g}, NRMSE {care['nrmse']:.4g} against "
+            f"{inp['nrmse']:.4g}")
+
+
+#: Said where CARE restores worse than its input (:func:`worse_than_input`).
+WORSE_THAN_INPUT = ("CARE made the image worse than it was ({}): the input may be much less noisy than the training "
+                    "images (more light), or unlike them; a model trained on such images, or the input itself, serves "
+                    "better")
+
+
 def _beaten_note(metrics):
-    """A sentence naming each metric on which a classical filter beats CARE (:func:`beaten_by`), or "" (the
-    tables alone left it to the reader)."""
+    """A sentence naming each metric on which a classical filter beats CARE (:func:`beaten_by`), and one where
+    CARE is worse than the input (:func:`worse_than_input`), or "" (the tables alone left it to the reader)."""
     said = beaten_by(metrics)
-    return ("<p class='beaten'><b>CARE is beaten here</b> on " + "; ".join(html.escape(x, quote=False) for x in said) + ".</p>"
-            if said else "")
+    worse = worse_than_input(metrics)
+    return (("<p class='beaten'><b>CARE is beaten here</b> on " + "; ".join(html.escape(x, quote=False) for x in said)
+             + ".</p>" if said else "")
+            + (f"<p class='beaten'><b>{html.escape(WORSE_THAN_INPUT.format(worse), quote=False)}.</b></p>" if worse else ""))
 
 
 def _html(rep):
@@ -307,6 +326,9 @@ def _html(rep):
                  + "".join(rows) + "</table>"
                  + (f"<p>The mean over the images CARE never saw; left out: {e(', '.join(left))} (trained on: their scores "
                     "flatter CARE).</p>" if left else "")
+                 + ("<p class='warn'>⚠ <b>Every image here was trained on</b>: this is the mean over training images, "
+                    "which flatters CARE; give images it never saw for an honest score.</p>"
+                    if rep.get("overall_trained_on") else "")
                  + _beaten_note(rep.get("overall", {})))
     if rep.get("baselines"):
         fmt = lambda p, start: (", ".join(f"{k}={v:g}" for k, v in p.items()) or "defaults") + \

@@ -1,4 +1,6 @@
 """The QC report renders in a real browser: tables, figures and the calibration curve."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -45,9 +47,18 @@ def test_qc_report_renders(page, tmp_path, shots):
                                                 if n not in ("CARE", "input")) > test["metrics"]["CARE"][k]]
     assert ("CARE is beaten here" in _beaten_note(test["metrics"])) == bool(beaten or min(
         v["nrmse"] for n, v in test["metrics"].items() if n not in ("CARE", "input")) < test["metrics"]["CARE"]["nrmse"])
-    assert "CARE is beaten here</b> on NRMSE by tv (0.01 against CARE's 0.02)" in _beaten_note(
-        {"CARE": {"nrmse": 0.02, "ssim": 0.9, "psnr": 30}, "input": {"nrmse": 0.01, "ssim": 0.95, "psnr": 31},
-         "tv": {"nrmse": 0.01, "ssim": 0.8, "psnr": 29}})
+    note = _beaten_note({"CARE": {"nrmse": 0.02, "ssim": 0.9, "psnr": 30}, "input": {"nrmse": 0.01, "ssim": 0.95, "psnr": 31},
+                         "tv": {"nrmse": 0.01, "ssim": 0.8, "psnr": 29}})
+    assert "CARE is beaten here</b> on NRMSE by tv (0.01 against CARE's 0.02)" in note
+    # worse than the input itself (a brighter, cleaner image than the training's, in a user's trial): said too
+    assert "CARE made the image worse than it was (SSIM 0.9 against the input's 0.95, NRMSE 0.02 against 0.01)" in note
+    assert rep["overall_trained_on"] is False
+    # every image trained on: the overall is of them, and says so (it read as an honest score)
+    for sub in ("low1", "gt1"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(tmp_path / sub[:-1] / "seen.tif", tmp_path / sub / "seen.tif")
+    seen = quality_report(tmp_path / "ens", tmp_path / "low1", tmp_path / "gt1", tmp_path / "qc1")
+    assert seen["overall_trained_on"] is True and "Every image here was trained on" in (tmp_path / "qc1" / "index.html").read_text()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto((tmp_path / "qc" / "index.html").as_uri())

@@ -195,6 +195,22 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     out = capsys.readouterr().out.strip().splitlines()
     assert "this run: a time budget of 4 s, validated every 2 step(s)" in out and out[-1].startswith("time_limit: "), out
     # (the epochs of 2 steps that the budget holds: tests/models/test_care.py, on a step clock)
+    # CARE's best validation SSIM below the filters' line: said at the end (it was only in the scrolled lines)
+    def fake(val_ssim):
+        def train(self, *a, callback=None, **kw):
+            callback({"kind": "baseline", "name": "median", "params": {"size": 3}, "val_ssim": 0.925})
+            for k, v in enumerate(val_ssim):
+                callback({"kind": "epoch", "epoch": k + 1, "epochs": 2, "loss": 0.1, "val_loss": 0.1, "val_ssim": v,
+                          "lr": 1e-3})
+            return care_module.TrainingResult("time_limit", "", len(val_ssim), best_val_loss=0.1)
+        return train
+
+    for scores, said in (([0.80, 0.871], True), ([0.80, 0.93], False)):
+        monkeypatch.setattr(care_module.CARE, "train", fake(scores))
+        assert main(args[:-6] + ["--time-limit", "4s"]) == 0
+        out = capsys.readouterr().out
+        assert ("CARE stayed below the best classical filter on the validation patches (SSIM 0.871 against "
+                "median's 0.925)" in out) == said, out
 
 
 def test_a_fine_tune_from_a_folder_that_is_no_model_is_one_line_and_writes_nothing(tmp_path):
