@@ -76,12 +76,15 @@ def cmd_degrade(args):
     from .io import read_image, write_image
     from .simulate import simulate_anisotropic, simulate_photon_noise
 
+    if args.photons is not None and not args.photons > 0:   # (before reading: in the flag's words)
+        raise CareError(f"--photons {args.photons:g}: give the expected photons at the brightest pixel, more than 0")
     img = read_image(args.inp, axes=args.axes)
     if args.kind == "noise":
         out, params = simulate_photon_noise(img.data, args.photons, background=args.background,
                                             read_noise=args.read_noise, gain=args.gain, offset=args.offset,
                                             seed=args.seed)
         spacing = img.spacing
+        _say_photons(img, args.photons)
     else:
         sigma = args.psf_sigma
         if sigma is None:
@@ -114,6 +117,24 @@ def cmd_degrade(args):
         Path(args.params).write_text(json.dumps(params, indent=1))
     print(f"wrote {args.out} ({' x '.join(map(str, out.shape))} {img.axes}, seed {params['seed']})")
     return 0
+
+
+def _say_photons(img, peak):
+    """Say the photon levels a degradation gave (the brightest pixel gets ``peak``), and warn where a few pixels
+    far brighter than the rest set that scale (one hot pixel made a whole image 13 times darker)."""
+    from .errors import warn
+
+    x = np.asarray(img.data, np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    p999 = float(np.percentile(x, 99.9))
+    to_photons = lambda v: peak * (v - lo) / (hi - lo)  # noqa: E731 (the clean image scaled as the simulator scales it)
+    print(f"photons per pixel: mean {to_photons(float(x.mean())):.3g}, 99.9th percentile {to_photons(p999):.3g}, "
+          f"brightest {peak:g} (plus the background)")
+    if to_photons(p999) < 0.25 * peak:
+        warn(f"{img.path}: its brightest pixel is {(hi - lo) / max(p999 - lo, 1e-12):.3g} times its 99.9th percentile: a few "
+             f"pixels far brighter than the rest set the photon scale (--photons {peak:g} is theirs), and the structures "
+             f"get about {to_photons(p999):.3g} photons; remove hot pixels first, or give a --photons that fits "
+             "the structures", stacklevel=2)
 
 
 SAME_FIELD_HELP = ("pairs whose file names give the same match (its first group; the whole match without a group) "

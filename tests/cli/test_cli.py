@@ -36,6 +36,17 @@ def test_degrade_same_seed_same_bytes(tmp_path, clean_tif, capsys):
                      "--photons", "5", "--read-noise", "1", "--seed", str(seed)]) == 0
     a, b, c = ((tmp_path / f"{n}.tif").read_bytes() for n in "abc")
     assert a == b and a != c
+    out = capsys.readouterr()
+    assert "photons per pixel: mean " in out.out and "brightest 5 (plus the background)" in out.out and "warning" not in out.err
+    # one hot pixel sets the scale (a user's trial: a whole image 13 times darker, without a word)
+    hot = read_image(clean_tif).data.copy()
+    hot[0, 0, 0] = 40 * hot.max()
+    write_image(tmp_path / "hot.tif", hot, axes="ZYX")
+    assert main(["degrade", "noise", "--in", str(tmp_path / "hot.tif"), "--out", str(tmp_path / "h.tif"),
+                 "--photons", "5"]) == 0
+    assert "hot.tif: its brightest pixel is" in capsys.readouterr().err
+    assert main(["degrade", "noise", "--in", str(clean_tif), "--out", str(tmp_path / "z.tif"), "--photons", "0"]) == 2
+    assert "--photons 0: give the expected photons" in capsys.readouterr().err
     assert main(["degrade", "anisotropic", "--in", str(clean_tif), "--out", str(tmp_path / "d.tif"),
                  "--factor", "2.5", "--psf-sigma", "1.5", "--seed", "3", "--params", str(tmp_path / "p.json")]) == 0
     assert read_image(tmp_path / "d.tif").shape == (8, 32, 32)
