@@ -1065,6 +1065,15 @@ class CARE:
         if nc != c.n_channel_in:
             raise CareError(f"{name}: the model takes {c.n_channel_in} channel(s) but the image has {nc} "
                             f"(shape {tuple(np.shape(x))}, axes {axes})")
+        if c.kind == "care":   # (the other kinds restore slices of a stack or a grid of their own)
+            small = [f"{a} {x.shape[axes.index(a)]} (the training patches' {int(p)})"
+                     for a, p in zip(c.axes, c.patch_size) if x.shape[axes.index(a)] < p / 2]
+            if small:
+                from ..errors import warn
+
+                warn(f"{name}: smaller than half the training patches along {', '.join(small)}: the network sees "
+                     "mostly its reflected border there and restores it worse than within a larger image (a single "
+                     "slice of a stack: restore the stack, or use a 2D model)", stacklevel=3)
         return axes
 
     @property

@@ -143,6 +143,19 @@ def test_an_image_unlike_the_training_images_is_warned_about():
                                 cc.compute_percentiles(low / np.percentile(low, 99.9) * 25, 1, 99.8, axes="YX"), axes="YX")
 
 
+def test_an_image_smaller_than_the_training_patches_is_warned_about(model_2d):
+    """A 5 x 5 image or a single row (a user's trial: restored without a word, worse than within a larger
+    image): warned, naming the axes; an image of half a patch or more is not."""
+    side = model_2d.config.patch_size[0]
+    x = np.random.default_rng(0).random((side, side), np.float32)
+    with pytest.warns(CareWarning, match=r"tiny: smaller than half the training patches along Y 5 \(the training "
+                                         rf"patches' {side}\), X 5"):
+        model_2d.predict(x[:5, :5], axes="YX", name="tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model_2d.predict(x[: side // 2, : side // 2], axes="YX")
+
+
 def test_misaligned_training_pairs_are_warned_about(tmp_path, capsys):
     low, high = _pair(shift=(6, 5))
     a, b = (cc.read_image(cc.write_image(tmp_path / n, x, axes="YX")) for n, x in (("low.tif", low), ("high.tif", high)))
