@@ -69,6 +69,8 @@ def cmd_evaluate(args):
     else:
         for k in ("nrmse", "ssim", "psnr"):
             print(f"{k:6s} {m[k]:.4f}")
+        for z, row in enumerate(m.get("per_slice") or ()):
+            print(f"Z {z:4d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in ("nrmse", "ssim", "psnr")))
     return 0
 
 
@@ -86,6 +88,9 @@ def cmd_degrade(args):
         spacing = img.spacing
         _say_photons(img, args.photons)
     else:
+        if args.axis not in img.axes:
+            raise CareError(f"{args.inp}: axes {img.axes} (shape {tuple(img.shape)}) have no {args.axis} to degrade; "
+                            "give a stack (ZYX), its axes (--axes) if the file records none, or another --axis")
         sigma = args.psf_sigma
         if sigma is None:
             if args.na is None or args.wavelength is None:
@@ -325,7 +330,9 @@ def _training_axes(args):
     files = _low_files(args)
     if files:
         return _say_if_guessed(files[0])
-
+    missing = [p for p in args.low or () if not Path(p).exists()]
+    if missing:
+        raise CareError(f"{missing[0]}: no such folder or file (--low)")
     raise CareError("give --axes (e.g. YX or ZYX): no patch folder or low-quality images to read them from")
 
 
@@ -588,8 +595,14 @@ def cmd_predict(args):
     out_axes = first.output_axes(img.axes)  # a projection drops Z
     write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing)  # noqa: E731
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
+    if args.disagreement_out and not isinstance(model, Ensemble):   # (before the probabilistic check: the real need)
+        raise CareError("--disagreement-out needs an ensemble: give several --model folders (or an ensemble folder)")
     if not probabilistic and wants:
         raise CareError(f"--{wants[0].replace('_', '-')} needs a probabilistic model; {args.model[0]} is not")
+    if not 0 < args.interval < 1:
+        raise CareError(f"--interval {args.interval:g}: the confidence of the central interval, between 0 and 1 (e.g. 0.9)")
+    if not args.memory_budget > 0:
+        raise CareError(f"--memory-budget {args.memory_budget:g}: MiB of working memory, more than 0")
     if args.samples_out and "T" in out_axes:   # before any work is done
         raise CareError(f"--samples-out: the samples are written along T, and {args.inp} has time points (axes "
                         f"{img.axes}, shape {tuple(img.shape)}); draw samples of one time point at a time")
@@ -610,8 +623,6 @@ def cmd_predict(args):
                 write(args.disagreement_out, disagreement(means, scales, progress=progress))
         members = True
     else:
-        if args.disagreement_out:
-            raise CareError("--disagreement-out needs an ensemble: give several --model folders (or an ensemble folder)")
         with tqdm_progress("predicting", unit="tile") as progress:
             out = model.predict(img.data, progress=progress, name=str(args.inp), **kw)
         means, scales = out if isinstance(out, tuple) else (out, None)
@@ -909,9 +920,9 @@ def build_parser():
     s.add_argument("--model", required=True, nargs="+",
                    help="model folder, ensemble folder, several model folders, or a bioimage.io package (.zip or "
                         "its unpacked folder with rdf.yaml; run with its own ONNX or Keras weights)")
-    s.add_argument("--in", dest="inp", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--axes")
+    s.add_argument("--in", dest="inp", required=True, help="the image to restore (TIFF or OME-Zarr)")
+    s.add_argument("--out", required=True, help="the restoration (.tif, or .zarr for OME-Zarr)")
+    s.add_argument("--axes", help="axes of --in, e.g. ZYX, TZYX, CYX (default: from the file)")
     s.add_argument("--tiles", default="auto", help="auto, or tiles per spatial axis such as 1,4,4")
     s.add_argument("--memory-budget", type=float, default=1024,
                    help="MiB of network activations at once (default: 1024; memory_budget= in Python is in bytes)")

@@ -360,7 +360,8 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
 
     model_dir, out_zip = Path(model_dir), Path(out_zip)
     if out_zip.suffix != ".zip":
-        raise CareError(f"out_zip: a bioimage.io package is a .zip file, got {out_zip.name!r}")
+        raise CareError(f"{out_zip}: a bioimage.io package is a .zip file; give an output name ending in .zip "
+                        "(`carecore export --out NAME.zip`)")
     name = package_name(name, model_dir)   # (before the work: a name bioimage.io refuses fails fast)
     _check_authors(authors)
     _check_license_and_description(license, description)

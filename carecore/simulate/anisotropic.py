@@ -83,7 +83,8 @@ def simulate_anisotropic(clean, factor, *, axes, axis="Z", psf_sigma=0.0, peak_p
     axes = check_axes(axes, x.ndim, shape=x.shape)
     axis = axis.upper()
     if axis not in axes or axis not in "ZYX":
-        raise CareError(f"axis {axis!r} is not a spatial axis of {axes!r}")
+        raise CareError(f"axis {axis!r} is not a spatial axis of {axes!r}: degrade a stack (ZYX) along Z, or name "
+                        "one of its spatial axes (`carecore degrade anisotropic --axis`)")
     factor = float(factor)
     if not factor >= 1:
         raise CareError(f"subsampling factor must be >= 1, got {factor}")

@@ -31,7 +31,10 @@ class Ensemble:
         cfgs = [m.config for m in members]
         for c in cfgs[1:]:
             if (c.axes, c.n_channel_in, c.n_channel_out) != (cfgs[0].axes, cfgs[0].n_channel_in, cfgs[0].n_channel_out):
-                raise CareError("ensemble members must share axes and channel counts")
+                names = [str(m.path or f"member {i}") for i, m in enumerate(members)]
+                raise CareError("ensemble members must share axes and channel counts; got "
+                                + ", ".join(f"{n} ({k.axes}, {k.n_channel_in} -> {k.n_channel_out} channels)"
+                                            for n, k in zip(names, cfgs)))
         if not all(c.probabilistic for c in cfgs):
             raise CareError("ensemble members must be probabilistic models (disagreement compares distributions)")
         self.members = list(members)

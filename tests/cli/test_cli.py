@@ -69,6 +69,9 @@ def test_evaluate_json(tmp_path, clean_tif):
      ["evaluate", "--pred", "{f}", "--gt", "{f}"], "constant"),
     (lambda p: write_image(p, np.zeros((16, 16), np.float32), axes="YX"),
      ["evaluate", "--pred", "{f}", "--gt", "{f}", "--axes", "ZYXQ"], "unknown letter"),
+    (lambda p: write_image(p, np.random.default_rng(0).random((16, 16), np.float32), axes="YX"),   # (a user's trial)
+     ["degrade", "anisotropic", "--in", "{f}", "--out", "{o}", "--factor", "2", "--psf-sigma", "1"], "have no Z to degrade"),
+    (lambda p: None, ["train", "--low", "{f}", "--high", "{f}", "--model-dir", "{o}"], "no such folder or file (--low)"),
 ])
 def test_bad_input_exit_2_one_line(tmp_path, make, args, match):
     f = tmp_path / "bad.tif"
