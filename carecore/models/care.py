@@ -125,7 +125,10 @@ def warn_if_unlike_training(x, norm, *, axes, name="image", advice=OWN_PERCENTIL
             p_lo, p_hi = norm.percentiles
             warn(f"{name}{ch}: its {p_lo:g}-{p_hi:g} percentiles ({lo:.4g} to {hi:.4g}) are far from the "
                  f"training inputs' ({tlo:.4g} to {thi:.4g}), which scale it: if it was acquired with another gain, "
-                 f"offset or bit depth, the network sees it at a noise level it never learned; {advice}", stacklevel=3)
+                 f"offset or bit depth, the network sees it at a noise level it never learned; {advice}. If it was "
+                 "taken with much more light than the training images (far less noisy), no scaling helps: the "
+                 "restoration may be worse than the image itself, so compare them (a model trained at that light "
+                 "suits it)", stacklevel=3)
             return
 
 
