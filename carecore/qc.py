@@ -259,11 +259,12 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     return rep
 
 
-def beaten_by(metrics):
-    """Each metric on which a classical filter beats CARE in ``metrics`` ({method: {nrmse, ssim, psnr}}), as
-    phrases ("SSIM by gaussian (0.9463 against CARE's 0.6076)"); an empty list where CARE wins them all."""
+def beaten_by(metrics, *, input_name="input"):
+    """Each metric on which a classical filter beats CARE in ``metrics`` ({method: {nrmse, ssim, psnr}}; the
+    input's row, ``input_name`` or named "input ...", is no filter), as phrases ("SSIM by gaussian (0.9463
+    against CARE's 0.6076)"); an empty list where CARE wins them all."""
     care = metrics.get("CARE")
-    filters = {n: m for n, m in metrics.items() if n != "CARE" and not n.startswith("input")}
+    filters = {n: m for n, m in metrics.items() if n not in ("CARE", input_name) and not n.startswith("input")}
     if not care or not filters:
         return []
     said = []
@@ -275,10 +276,11 @@ def beaten_by(metrics):
     return said
 
 
-def worse_than_input(metrics):
+def worse_than_input(metrics, *, input_name="input"):
     """``"SSIM 0.919 against the input's 0.952; NRMSE ..."`` where CARE's restoration scores worse than its input
-    itself in SSIM and in NRMSE, else "" (an image much less noisy than the training images, or unlike them)."""
-    care, inp = metrics.get("CARE"), metrics.get("input")
+    itself (the row ``input_name``) in SSIM and in NRMSE, else "" (an image much less noisy than the training
+    images, or unlike them)."""
+    care, inp = metrics.get("CARE"), metrics.get(input_name)
     if not care or not inp or not (care["ssim"] < inp["ssim"] and care["nrmse"] > inp["nrmse"]):
         return ""
     return (f"SSIM {care['ssim']:.4g} against the input's {inp['ssim']:.4g}, NRMSE {care['nrmse']:.4g} against "
