@@ -726,7 +726,7 @@ def _check_qc_depths(args):
 
 def cmd_qc(args):
     from .progress import tqdm_progress
-    from .qc import WORSE_THAN_INPUT, beaten_by, quality_report, worse_than_input
+    from .qc import quality_report, verdict
 
     _check_qc_depths(args)
     with tqdm_progress("qc", unit="image") as progress:
@@ -736,11 +736,8 @@ def cmd_qc(args):
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
     if rep.get("overall_trained_on"):
         print("(every image here was trained on: the mean over training images flatters CARE)")
-    said = beaten_by(rep["overall"])
-    if said:   # (as the report says it)
-        print("CARE is beaten here on " + "; ".join(said))
-    if worse_than_input(rep["overall"]):
-        print(WORSE_THAN_INPUT.format(worse_than_input(rep["overall"])))
+    for sentence in verdict(rep["overall"]):   # (as the report says it)
+        print(sentence)
     if "calibration" in rep:
         print(f"ECE {rep['calibration']['ece']:.3f}")
     for w in rep["warnings"]:

@@ -293,14 +293,23 @@ WORSE_THAN_INPUT = ("CARE made the image worse than it was ({}): the input may b
                     "better")
 
 
+def verdict(metrics, *, input_name="input"):
+    """The sentences said under a table of ``metrics``: where a classical filter beats CARE
+    (:func:`beaten_by`) and where CARE made the image worse than its input (:func:`worse_than_input`); the
+    report, ``carecore qc`` and the app's Restore step say the same."""
+    out = []
+    said = beaten_by(metrics, input_name=input_name)
+    if said:
+        out.append("CARE is beaten here on " + "; ".join(said))
+    worse = worse_than_input(metrics, input_name=input_name)
+    if worse:
+        out.append(WORSE_THAN_INPUT.format(worse))
+    return out
+
+
 def _beaten_note(metrics):
-    """A sentence naming each metric on which a classical filter beats CARE (:func:`beaten_by`), and one where
-    CARE is worse than the input (:func:`worse_than_input`), or "" (the tables alone left it to the reader)."""
-    said = beaten_by(metrics)
-    worse = worse_than_input(metrics)
-    return (("<p class='beaten'><b>CARE is beaten here</b> on " + "; ".join(html.escape(x, quote=False) for x in said)
-             + ".</p>" if said else "")
-            + (f"<p class='beaten'><b>{html.escape(WORSE_THAN_INPUT.format(worse), quote=False)}.</b></p>" if worse else ""))
+    """:func:`verdict` as HTML, or "" (the tables alone left it to the reader)."""
+    return "".join(f"<p class='beaten'><b>{html.escape(x, quote=False)}.</b></p>" for x in verdict(metrics))
 
 
 def _html(rep):

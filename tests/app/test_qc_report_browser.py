@@ -49,7 +49,7 @@ def test_qc_report_renders(page, tmp_path, shots):
         v["nrmse"] for n, v in test["metrics"].items() if n not in ("CARE", "input")) < test["metrics"]["CARE"]["nrmse"])
     note = _beaten_note({"CARE": {"nrmse": 0.02, "ssim": 0.9, "psnr": 30}, "input": {"nrmse": 0.01, "ssim": 0.95, "psnr": 31},
                          "tv": {"nrmse": 0.01, "ssim": 0.8, "psnr": 29}})
-    assert "CARE is beaten here</b> on NRMSE by tv (0.01 against CARE's 0.02)" in note
+    assert "<b>CARE is beaten here on NRMSE by tv (0.01 against CARE's 0.02).</b>" in note
     # worse than the input itself (a brighter, cleaner image than the training's, in a user's trial): said too
     assert "CARE made the image worse than it was (SSIM 0.9 against the input's 0.95, NRMSE 0.02 against 0.01)" in note
     assert rep["overall_trained_on"] is False
