@@ -413,9 +413,11 @@ class OutputBaseline:
         """The start, then the filter with its tuned parameters, on ``image`` (the model's input, ``axes``)."""
         start, params = (self.start, self.params) if for_metric == "ssim" else (self.start_nrmse, self.params_nrmse)
         key = (id(image), axes, start)   # (the image is kept with it: its id names no other array meanwhile)
-        if key not in self.cache:
+        if key in self.cache:
+            self.cache[key] = self.cache.pop(key)   # (the most recently used last: the other is dropped first)
+        else:
             # two starts of one image kept (the SSIM- and the NRMSE-best: the filters that start from them
-            # share them), the oldest dropped
+            # share them), the least recently used dropped
             kept = [k for k in self.cache if k[:2] == key[:2]][-1:]
             for old in [k for k in self.cache if k not in kept]:
                 del self.cache[old]
@@ -506,8 +508,9 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
             score[label] = next(iter(tune_baselines(on_grid(label), axes=out_axes, names=["gaussian"],
                                                     max_voxels=max_voxels, stop=stop,
                                                     norms=norms(starts[label])).values())).ssim
+            leading = sorted(score, key=lambda k: -score[k])[:SCREENED_STARTS]
+            cropped = {k: v for k, v in cropped.items() if k in leading}   # (only the leaders' crops kept)
         kept = sorted(kept, key=lambda k: -score[k])[:SCREENED_STARTS]
-        cropped = {label: cropped[label] for label in kept}   # (the others' crops freed)
     tuned = {label: tune_baselines(on_grid(label), axes=out_axes, names=names, grids=grids,
                                    max_voxels=max_voxels, progress=progress, stop=stop, norms=norms(starts[label]))
              for label in kept}
@@ -581,14 +584,14 @@ def richardson_lucy_tuned(image, truth, psf, *, axes, iterations=RL_ITERATIONS, 
         raise CareError(f"richardson_lucy_tuned: metric must be 'ssim' or 'nrmse', got {metric!r}")
     its = _iteration_counts(iterations, "richardson_lucy_tuned")
     kernel, sig = prepare_psf(psf, x.ndim)
-    if kernel is None:
-        runs = deconvolve(x, dict(zip(axes, sig)), axes=axes, iterations=its)
+    if kernel is None:   # (a Gaussian: as deconvolve blurs)
+        sig_c = [float(v) for v in sig]
+        blur = mirror = lambda w: ndi.gaussian_filter(w, sig_c, mode="reflect")  # noqa: E731
     else:   # (a PSF image: convolved with it, and with its mirror image for the correction)
-        mirror = kernel[tuple(slice(None, None, -1) for _ in kernel.shape)]
-        runs = _richardson_lucy(x, lambda w: _convolve(w, kernel), lambda w: _convolve(w, mirror), its)
+        flipped = kernel[tuple(slice(None, None, -1) for _ in kernel.shape)]
+        blur, mirror = (lambda w: _convolve(w, kernel)), (lambda w: _convolve(w, flipped))
     rows, best = [], None
-    for n in its:
-        r = runs[n]
+    for n, r in _richardson_lucy(x, blur, mirror, its):   # (each count scored as it comes: one kept besides the best)
         m = evaluate(r, g, axes=axes, name=f"Richardson-Lucy ({n} iterations)")
         rows.append({"iterations": n, "ssim": m["ssim"], "nrmse": m["nrmse"]})
         better = best is None or (m["ssim"] > best[1]["ssim"] if metric == "ssim" else m["nrmse"] < best[1]["nrmse"])
@@ -604,18 +607,18 @@ RL_START_ITERATIONS = (5, 10, 20, 40)
 
 
 def _richardson_lucy(v, blur, mirror, counts):
-    """``{n: estimate}`` for each count in ``counts``: one run of Richardson-Lucy iterations of one channel
-    ``v`` (float32) to the largest count, in ``v``'s units (shifted so that its 0.1th percentile is 0, values
-    below clipped to a small floor, scaled to about 1, started from the image itself and mapped back)."""
+    """``(n, estimate)`` for each count in ``counts``, one at a time (a generator: one estimate is kept): one run
+    of Richardson-Lucy iterations of one channel ``v`` (float32) to the largest count, in ``v``'s units (shifted
+    so that its 0.1th percentile is 0, values below clipped to a small floor, scaled to about 1, started from
+    the image itself and mapped back)."""
     lo = float(np.percentile(v, 0.1))
     scale = max(float(np.percentile(v, 99.99)) - lo, 1e-12)
     y = np.maximum((v - np.float32(lo)) / np.float32(scale), np.float32(1e-6))
-    est, out = y.copy(), {}
+    est = y.copy()
     for n in range(1, max(counts) + 1):
         est *= mirror(y / np.maximum(blur(est), np.float32(1e-12)))
         if n in counts:
-            out[n] = (est * scale + lo).astype(np.float32)
-    return out
+            yield n, (est * scale + lo).astype(np.float32)
 
 
 def _iteration_counts(iterations, name):
@@ -671,7 +674,7 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
         blur = lambda w, s_c=s_c: ndi.gaussian_filter(w, s_c, mode="reflect")  # noqa: E731 (symmetric: its own mirror)
         if background_sigma > 0:
             v = v - ndi.gaussian_filter(v, b_c, mode="reflect")
-        for n, est in _richardson_lucy(v, blur, blur, counts).items():
+        for n, est in _richardson_lucy(v, blur, blur, counts):
             out[n][index] = est
     return out[counts[0]] if np.ndim(iterations) == 0 else out
 

@@ -69,8 +69,12 @@ def cmd_evaluate(args):
     else:
         for k in ("nrmse", "ssim", "psnr"):
             print(f"{k:6s} {m[k]:.4f}")
-        for z, row in enumerate(m.get("per_slice") or ()):
-            print(f"Z {z:4d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in ("nrmse", "ssim", "psnr")))
+        rows = m.get("per_slice") or []
+        channels = rows if rows and isinstance(rows[0], list) else [rows]   # (per channel where the images have C)
+        for c, per in enumerate(channels):
+            for z, row in enumerate(per):
+                print((f"C {c} " if len(channels) > 1 else "") + f"Z {z:4d}  "
+                      + "  ".join(f"{k} {row[k]:.4f}" for k in ("nrmse", "ssim", "psnr")))
     return 0
 
 
@@ -135,11 +139,12 @@ def _say_photons(img, peak):
     to_photons = lambda v: peak * (v - lo) / (hi - lo)  # noqa: E731 (the clean image scaled as the simulator scales it)
     print(f"photons per pixel: mean {to_photons(float(x.mean())):.3g}, 99.9th percentile {to_photons(p999):.3g}, "
           f"brightest {peak:g} (plus the background)")
-    if to_photons(p999) < 0.25 * peak:
+    n_bright = int(np.count_nonzero(x > lo + 0.5 * (hi - lo)))
+    if to_photons(p999) < 0.25 * peak and n_bright <= max(3, 1e-5 * x.size):   # (a few pixels, not sparse beads)
         warn(f"{img.path}: its brightest pixel is {(hi - lo) / max(p999 - lo, 1e-12):.3g} times its 99.9th percentile: a few "
-             f"pixels far brighter than the rest set the photon scale (--photons {peak:g} is theirs), and the structures "
-             f"get about {to_photons(p999):.3g} photons; remove hot pixels first, or give a --photons that fits "
-             "the structures", stacklevel=2)
+             f"pixels ({n_bright} above half the brightest) set the photon scale (--photons {peak:g} is theirs), and "
+             f"99.9 % of the pixels get {to_photons(p999):.3g} photons or fewer; if they are hot pixels, remove them first, "
+             "or give a --photons that fits the structures", stacklevel=2)
 
 
 SAME_FIELD_HELP = ("pairs whose file names give the same match (its first group; the whole match without a group) "
@@ -343,12 +348,23 @@ def _time_limit(text):
     from .models.care import parse_duration
 
     if not re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*(s|sec|m|min|h)\s*", str(text)):
-        raise CareError(f"--time-limit {text}: give a number with its unit, e.g. 3m, 90s or 1h")
+        raise CareError(f"--time-limit {text}: give a number with its unit, e.g. 3m, 90s or 1h (a bare number is "
+                        "refused: seconds or minutes?)")
     seconds = parse_duration(text)
     if seconds <= 0:
         raise CareError(f"--time-limit {text}: a budget must be more than 0 (for a fixed number of steps, leave it out "
                         "and give --epochs and --steps)")
     return seconds
+
+
+def _say_below_line(line, *, ensemble=False):
+    """Say when CARE's best validation SSIM of this run (``line["care"]``; an ensemble's: of any member) stayed
+    below the best classical filter's (``line["filter"]``): the chart's dashed line never crossed."""
+    if "care" in line and "filter" in line and line["care"] < line["filter"]:
+        who = "no member of the ensemble rose above" if ensemble else "CARE stayed below"
+        print(f"{who} the best classical filter on the validation patches (SSIM {line['care']:.3f} "
+              f"against {line['name']}'s {line['filter']:.3f}): that filter restores these images better so far; train "
+              "longer (--time-limit) or compare on held-out images with `carecore qc`")
 
 
 def cmd_train(args):
@@ -522,6 +538,7 @@ def cmd_train(args):
             return 1
         print(f"{outcome['state']}: ensemble of {len(ens.members)} member(s) in {model_dir}"
               + (f"; {outcome['message']}" if outcome["message"] else ""))
+        _say_below_line(line, ensemble=True)
         return 0
     try:
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event, time_limit=limit,
@@ -530,10 +547,7 @@ def cmd_train(args):
         bar.close()
     best = ("validation MAE of the mean" if model._best_by() == "val_laplace_mae" else "val_loss")   # what chose it
     print(f"{result.status}: {result.epochs} epoch(s), best {best} {result.best_val_loss:.4f}; model in {model_dir}")
-    if "care" in line and "filter" in line and line["care"] < line["filter"]:
-        print(f"CARE stayed below the best classical filter on the validation patches (SSIM {line['care']:.3f} against "
-              f"{line['name']}'s {line['filter']:.3f}): that filter restores these images better so far; train longer "
-              "(--time-limit) or compare on held-out images with `carecore qc`")
+    _say_below_line(line)
     if result.status == "nan":
         print(f"carecore: {result.message}", file=sys.stderr)
         return 1
@@ -551,6 +565,12 @@ def cmd_predict(args):
     if args.output_sigma is not None and not 0 <= args.output_sigma <= MAX_OUTPUT_SIGMA:
         raise CareError(f"--output-sigma: must be a number of pixels in [0, {MAX_OUTPUT_SIGMA:g}] (0: no smoothing), "
                         f"got {args.output_sigma:g}")
+    if not 0 < args.interval < 1:
+        raise CareError(f"--interval {args.interval:g}: the confidence of the central interval, between 0 and 1 (e.g. 0.9)")
+    if not args.memory_budget > 0:
+        raise CareError(f"--memory-budget {args.memory_budget:g}: MiB of working memory, more than 0")
+    if args.axes is None and Path(args.inp).exists():
+        _say_if_guessed(args.inp)
     if args.dask or args.scheduler or args.workers:
         return _predict_dask(args)
     packages = [m for m in args.model if is_bioimageio_package(m)]
@@ -563,8 +583,6 @@ def cmd_predict(args):
         model = load_model(args.model)
         probabilistic = (model.members[0] if isinstance(model, Ensemble) else model).config.probabilistic
     img = read_image(args.inp, axes=args.axes, mmap=True)
-    if img.axes_guessed:
-        _say_if_guessed(args.inp)
     if hasattr(img.data, "dask"):  # an OME-Zarr input restored in memory (--dask restores it chunk by chunk)
         import dataclasses
 
@@ -599,10 +617,7 @@ def cmd_predict(args):
         raise CareError("--disagreement-out needs an ensemble: give several --model folders (or an ensemble folder)")
     if not probabilistic and wants:
         raise CareError(f"--{wants[0].replace('_', '-')} needs a probabilistic model; {args.model[0]} is not")
-    if not 0 < args.interval < 1:
-        raise CareError(f"--interval {args.interval:g}: the confidence of the central interval, between 0 and 1 (e.g. 0.9)")
-    if not args.memory_budget > 0:
-        raise CareError(f"--memory-budget {args.memory_budget:g}: MiB of working memory, more than 0")
+
     if args.samples_out and "T" in out_axes:   # before any work is done
         raise CareError(f"--samples-out: the samples are written along T, and {args.inp} has time points (axes "
                         f"{img.axes}, shape {tuple(img.shape)}); draw samples of one time point at a time")
@@ -736,7 +751,7 @@ def cmd_qc(args):
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
     if rep.get("overall_trained_on"):
         print("(every image here was trained on: the mean over training images flatters CARE)")
-    for sentence in verdict(rep["overall"]):   # (as the report says it)
+    for sentence in verdict(rep["overall"], kind=rep.get("kind", "care")):   # (as the report says it)
         print(sentence)
     if "calibration" in rep:
         print(f"ECE {rep['calibration']['ece']:.3f}")
@@ -882,8 +897,9 @@ def build_parser():
     s.add_argument("--epochs", type=int)
     s.add_argument("--steps", type=int, help="steps per epoch (with --time-limit: a validation every STEPS steps while "
                                              "the budget lasts)")
-    s.add_argument("--time-limit", metavar="T", help="train for a wall-clock budget, e.g. 3m, 90s, 1h (the schedule and "
-                                                     "the validations are planned for it unless --steps; the best weights are kept)")
+    s.add_argument("--time-limit", metavar="T", help="train for a wall-clock budget, a number with its unit, e.g. 3m, "
+                                                     "90s, 1h (the schedule and the validations are planned for it "
+                                                     "unless --steps; the best weights are kept)")
     s.add_argument("--devices", metavar="N", help="train data-parallel on N GPUs (or logical CPUs), or 'all'; "
                                                   "the batch is split across them (default: one device)")
     s.add_argument("--patch", type=_floats, help="patch size, e.g. 16,64,64")

@@ -287,29 +287,32 @@ def worse_than_input(metrics, *, input_name="input"):
             f"{inp['nrmse']:.4g}")
 
 
-#: Said where CARE restores worse than its input (:func:`worse_than_input`).
+#: Said where a denoising model restores worse than its input (:func:`worse_than_input`).
 WORSE_THAN_INPUT = ("CARE made the image worse than it was ({}): the input may be much less noisy than the training "
                     "images (more light), or unlike them; a model trained on such images, or the input itself, serves "
                     "better")
+#: Said where a model of another kind restores worse than its input brought onto the output's grid.
+WORSE_THAN_START = "CARE scored worse than the {} ({}): the image may be unlike the training images"
 
 
-def verdict(metrics, *, input_name="input"):
+def verdict(metrics, *, input_name="input", kind="care"):
     """The sentences said under a table of ``metrics``: where a classical filter beats CARE
-    (:func:`beaten_by`) and where CARE made the image worse than its input (:func:`worse_than_input`); the
-    report, ``carecore qc`` and the app's Restore step say the same."""
+    (:func:`beaten_by`) and where CARE scored worse than its input (:func:`worse_than_input`; for a denoising
+    model, ``kind`` "care", with the likely cause); the report, ``carecore qc`` and the app's Restore step say
+    the same."""
     out = []
     said = beaten_by(metrics, input_name=input_name)
     if said:
         out.append("CARE is beaten here on " + "; ".join(said))
     worse = worse_than_input(metrics, input_name=input_name)
     if worse:
-        out.append(WORSE_THAN_INPUT.format(worse))
+        out.append(WORSE_THAN_INPUT.format(worse) if kind == "care" else WORSE_THAN_START.format(input_name, worse))
     return out
 
 
-def _beaten_note(metrics):
+def _beaten_note(metrics, kind="care"):
     """:func:`verdict` as HTML, or "" (the tables alone left it to the reader)."""
-    return "".join(f"<p class='beaten'><b>{html.escape(x, quote=False)}.</b></p>" for x in verdict(metrics))
+    return "".join(f"<p class='beaten'><b>{html.escape(x, quote=False)}.</b></p>" for x in verdict(metrics, kind=kind))
 
 
 def _html(rep):
@@ -340,7 +343,7 @@ def _html(rep):
                  + ("<p class='warn'>⚠ <b>Every image here was trained on</b>: this is the mean over training images, "
                     "which flatters CARE; give images it never saw for an honest score.</p>"
                     if rep.get("overall_trained_on") else "")
-                 + _beaten_note(rep.get("overall", {})))
+                 + _beaten_note(rep.get("overall", {}), rep.get("kind", "care")))
     if rep.get("baselines"):
         fmt = lambda p, start: (", ".join(f"{k}={v:g}" for k, v in p.items()) or "defaults") + \
             (f" on the {start}" if start else "")  # noqa: E731
@@ -380,7 +383,7 @@ def _html(rep):
         parts.append(f"<h2>{e(img['name'])}{seen}</h2><table><tr><th>method</th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>")
         for name, m in img["metrics"].items():
             parts.append(f"<tr><td>{e(name)}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>")
-        parts.append("</table>" + _beaten_note(img["metrics"]))
+        parts.append("</table>" + _beaten_note(img["metrics"], rep.get("kind", "care")))
         if "calibration" in img:
             parts.append(f"<p>ECE on this image: {img['calibration']['ece']:.3f}</p>")
         for key in ("images", "maps"):

@@ -155,9 +155,9 @@ rows = {"ground truth": truth[:last]}
 for interp in ("nearest", "linear", "cubic"):
     rows[f"{interp} interpolation"] = model.on_output_grid(low.data, axes="ZYX", interpolation=interp)[:last]
 cubic = model.on_output_grid(low.data, axes="ZYX", interpolation="cubic")
-deconvolved, best_n, _ = richardson_lucy_tuned(cubic, truth, (info["psf_sigma"], 0, 0), axes="ZYX",   # along Z only,
-                                               iterations=RL_START_ITERATIONS)                          # tuned on the truth
-rows[f"Richardson-Lucy ({best_n} it.)"] = deconvolved[:last]
+deconvolved, best_n, _ = richardson_lucy_tuned(cubic[:last], truth[:last], (info["psf_sigma"], 0, 0), axes="ZYX",
+                                               iterations=RL_START_ITERATIONS)   # along Z only, tuned on the truth
+rows[f"Richardson-Lucy ({best_n} it.)"] = deconvolved
 rows["CARE"] = restored[:last]
 metrics = {}
 for name, v in rows.items():

@@ -123,12 +123,13 @@ def warn_if_unlike_training(x, norm, *, axes, name="image", advice=OWN_PERCENTIL
         if lo > thi or hi < tlo or hi - lo > limit * r:
             ch = f" (channel {ci})" if len(own.lo) > 1 else ""
             p_lo, p_hi = norm.percentiles
+            brighter = ("" if hi < tlo else ". If it was taken with much more light than the training images (far "
+                        "less noisy), no scaling helps: the restoration may be worse than the image itself, so compare "
+                        "them (a model trained at that light suits it)")
             warn(f"{name}{ch}: its {p_lo:g}-{p_hi:g} percentiles ({lo:.4g} to {hi:.4g}) are far from the "
                  f"training inputs' ({tlo:.4g} to {thi:.4g}), which scale it: if it was acquired with another gain, "
-                 f"offset or bit depth, the network sees it at a noise level it never learned; {advice}. If it was "
-                 "taken with much more light than the training images (far less noisy), no scaling helps: the "
-                 "restoration may be worse than the image itself, so compare them (a model trained at that light "
-                 "suits it)", stacklevel=3)
+                 f"offset or bit depth, the network sees it at a noise level it never learned; {advice}{brighter}",
+                 stacklevel=3)
             return
 
 
@@ -423,11 +424,11 @@ class CARE:
         return None
 
     def _scalings(self, image, axes, normalization):
-        """``(input scaling, ground-truth scaling)`` as :meth:`predict` scaled ``image`` (its warnings said there)."""
-        import warnings
+        """``(input scaling, ground-truth scaling)`` as :meth:`predict` scaled ``image`` (its warnings said there:
+        collected and dropped here, in this thread only)."""
+        from ..errors import collect_warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with collect_warnings():
             norm = self.input_normalization(image, axes=axes, normalization=normalization, name="input")
         return norm, self.truth_normalization(norm)
 
@@ -474,7 +475,8 @@ class CARE:
     def truth_in_input_units(self, truth, *, image, axes, normalization=None):
         """The ground truth put into the units :meth:`predict` gives ``image``'s restoration in, with no fit
         to it: scaled as the training targets were (their percentiles, or its own), then mapped back as the
-        restoration is (the input's scaling), so that the two can be compared pixel by pixel (an interval
+        restoration is (the input's scaling; not for a model with other output channels than input ones, whose
+        restoration stays in the network's units), so that the two can be compared pixel by pixel (an interval
         against the truth along a line).
 
         Examples
@@ -487,6 +489,8 @@ class CARE:
         out_axes = self.output_axes(axes)
         g, _ = percentile_normalize(np.asarray(truth, np.float32), *self.config.percentiles, axes=out_axes,
                                     norm=truth_norm)
+        if self.config.n_channel_in != self.config.n_channel_out:   # (predict leaves such output in the network's units)
+            return g
         return denormalize(g, norm, axes=out_axes)
 
     def check_spacing(self, spacing, *, name="image"):
@@ -1007,8 +1011,9 @@ class CARE:
             raise CareError(f"this model{where} was trained on other pixels under the same file names ({', '.join(changed[:3])}"
                             f"{' ...' if len(changed) > 3 else ''}: the inputs or their ground truths differ from the "
                             "ones it began with, e.g. a folder of another light dose, or the inputs given as ground "
-                            "truth): resuming on them would choose its best weights by validation losses on other "
-                            f"validation sets and lose the record of what it learned from; {advice}")
+                            "truth; or the same files read with other axes): resuming on them would choose its best "
+                            "weights by validation losses on other validation sets and lose the record of what it "
+                            f"learned from; {advice}")
         old = sorted({Path(str(s["low"])).name for s in before})
         new = sorted({Path(str(s["low"])).name for s in now} - set(old))
         raise CareError(f"this model{where} was trained on other images ({', '.join(old[:3])}"
@@ -1068,7 +1073,8 @@ class CARE:
         if nc != c.n_channel_in:
             raise CareError(f"{name}: the model takes {c.n_channel_in} channel(s) but the image has {nc} "
                             f"(shape {tuple(np.shape(x))}, axes {axes})")
-        if c.kind == "care":   # (the other kinds restore slices of a stack or a grid of their own)
+        if c.kind == "care" and not (self.run_card or {}).get("imported_from"):
+            # (the other kinds restore slices of a stack or a grid of their own; an import's patch size is a default)
             small = [f"{a} {x.shape[axes.index(a)]} (the training patches' {int(p)})"
                      for a, p in zip(c.axes, c.patch_size) if x.shape[axes.index(a)] < p / 2]
             if small:

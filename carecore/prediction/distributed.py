@@ -399,7 +399,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         ``input_normalization``; ``"image"`` computes each frame's own percentiles).
     tta : bool
         Average the restorations of the flips and 90° rotations in YX, block by block (as
-        :meth:`~carecore.CARE.predict`'s ``tta``: 8 views, 8× the work).
+        :meth:`~carecore.CARE.predict`'s ``tta``: 8 views, 8× the work); not for an ensemble (its
+        disagreement is of one view).
     output_sigma : float, optional
         The Gaussian sigma (pixels) that smooths the restored mean, as :meth:`~carecore.CARE.predict`'s
         ``output_sigma`` (default: each model's own).
@@ -441,6 +442,10 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                         "it in memory (carecore predict without --dask)")
     c = first.config
     if tta:   # before anything is read or any worker starts
+        if isinstance(loaded, Ensemble):
+            raise CareError("tta with an ensemble: the store's disagreement (extras/disagreement) would be of the mean "
+                            "of the views, which hides part of the members' disagreement, and the ensemble's reference "
+                            "levels of D were measured on one view; restore an ensemble without tta (--tta)")
         first._tta_views(tta, str(folders[0]))
     if output_sigma is not None:
         output_sigma = first._check_output_sigma(output_sigma)

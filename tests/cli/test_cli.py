@@ -45,6 +45,13 @@ def test_degrade_same_seed_same_bytes(tmp_path, clean_tif, capsys):
     assert main(["degrade", "noise", "--in", str(tmp_path / "hot.tif"), "--out", str(tmp_path / "h.tif"),
                  "--photons", "5"]) == 0
     assert "hot.tif: its brightest pixel is" in capsys.readouterr().err
+    beads = read_image(clean_tif).data.copy()   # (sparse bright beads, not hot pixels: no warning)
+    for z, y, x in ((2, 4, 4), (4, 20, 8), (6, 10, 24), (3, 26, 26)):
+        beads[z, y:y + 3, x:x + 3] = 40 * hot.max()
+    write_image(tmp_path / "beads.tif", beads, axes="ZYX")
+    assert main(["degrade", "noise", "--in", str(tmp_path / "beads.tif"), "--out", str(tmp_path / "b2.tif"),
+                 "--photons", "5"]) == 0
+    assert "brightest pixel" not in capsys.readouterr().err
     assert main(["degrade", "noise", "--in", str(clean_tif), "--out", str(tmp_path / "z.tif"), "--photons", "0"]) == 2
     assert "--photons 0: give the expected photons" in capsys.readouterr().err
     assert main(["degrade", "anisotropic", "--in", str(clean_tif), "--out", str(tmp_path / "d.tif"),
