@@ -261,6 +261,7 @@ class LabState(HasTraits):
     restored_path = Unicode()
     metrics = Dict()
     metrics_note = Unicode("")
+    metrics_verdict = List()   # sentences under the scores: a filter beats CARE, CARE worse than its input
     restore_note = Unicode("")    # what the restore thread is doing now
     model_problems = List()       # model folders that were not offered, and why
     restore_done = Int(0)
@@ -1183,13 +1184,16 @@ class LabState(HasTraits):
         v["restore_summary"] = f["summary"] + (
             "; all " + " × ".join(f"{n} {FRAME_NAMES[a]}{'s' * (n != 1)}" for a, n in sizes.items())
             + " restored and saved; shown and scored here: " + _frame_clause(sizes, at) if at else "")
-        v["truth"], v["metrics"], v["metrics_note"] = None, {}, f["note"]
+        v["truth"], v["metrics"], v["metrics_note"], v["metrics_verdict"] = None, {}, f["note"], []
         if f["truth"] is not None:   # with the frames, or one for all of them
             t = f["truth"]
             v["truth"] = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
             v["metrics"], v["metrics_note"] = self._metrics(v["restored"], v["truth"], v["input_on_grid"], out_axes,
                                                             f["input_label"], progress, model=single, raw=x,
                                                             raw_axes=in_axes)
+            from carecore.qc import verdict
+
+            v["metrics_verdict"] = verdict(v["metrics"], input_name=f["input_label"], kind=single.config.kind)
             v["metrics_note"] += {True: "; CARE was trained on this image or a part of it (a crop of a training image, or "
                                         "one a training image was cut from): its scores here flatter it (score images "
                                         "it never saw, e.g. a test folder)",
@@ -1201,7 +1205,8 @@ class LabState(HasTraits):
         return v
 
     def _set_view(self, v):
-        for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "input_image", "input_norm",
+        for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "metrics_verdict", "input_image",
+                     "input_norm",
                      "truth_norm", "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index",
                      "restore_warnings"):
             setattr(self, name, v[name])

@@ -719,6 +719,7 @@ class RestoreStep(W.VBox):
             "<i>no ground truth found for this image (looked for the same name in a <code>high</code> folder "\
             "next to its <code>low</code> folder)</i>"
         note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""
+        note += "".join(f"<p class='care-restore-verdict'><b>{html.escape(x)}.</b></p>" for x in s.metrics_verdict)
         shown = (" (an OME-Zarr store: shown here is its full-resolution level read into memory; open large "
                  "outputs in napari or Fiji)" if s.restored_path.lower().endswith(".zarr") else "")
         warned = "".join(f"<p class='care-restore-warning' style='color:#a15c00'>warning: {html.escape(w)}</p>"

@@ -770,6 +770,15 @@ def test_other_tasks_train_and_restore(task, tmp_path):
     s.input_path = s.default_input()
     restored = s.restore()
     low = s.input_image
+    # under the scores, said as the quality report says it: a filter that beats CARE (3 steps of training), or CARE
+    # worse than its input (the input's row, named by kind, is no filter)
+    from carecore.qc import beaten_by, worse_than_input
+
+    beaten = beaten_by(s.metrics, input_name=s.input_label)
+    assert beaten and not any(x.split(" (")[0].endswith(s.input_label) for x in beaten), beaten
+    said = " ".join(s.metrics_verdict)
+    assert f"CARE is beaten here on {'; '.join(beaten)}" in said, s.metrics_verdict
+    assert ("worse than" in said) == bool(worse_than_input(s.metrics, input_name=s.input_label)), s.metrics_verdict
     if task == "upsampling":  # a coarse stack comes back on the ground truth's grid: round(Z × factor) slices
         assert restored.shape == (round(low.shape[0] * s.axial_factor),) + low.shape[1:]
         # compared on the output's grid: the input interpolated along Z (the model's on_output_grid)
