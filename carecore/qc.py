@@ -243,7 +243,8 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             rep["calibration"] = {"confidence": conf.tolist(), "accuracy": acc.tolist(),
                                   "ece": float(np.average([c["ece"] for c, _, _, _ in used], weights=w)),
                                   "ece_pooled": float(np.mean(np.abs(acc - conf))), "space": used[0][0]["space"],
-                                  "images": [name for _, _, name, _ in used]}
+                                  "images": [name for _, _, name, _ in used],
+                                  "by_brightness": _pooled_coverage([c.get("by_brightness") or [] for c, _, _, _ in used])}
             drawn = {name: c for c, _, name, _ in used[:8]} if len(used) > 1 else {}
             drawn["pooled" if drawn else used[0][2]] = {**rep["calibration"], "ece": rep["calibration"]["ece_pooled"]}
             _calibration_figure(tmp / "calibration.png", drawn)
@@ -257,6 +258,25 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
 
             shutil.rmtree(tmp, ignore_errors=True)
     return rep
+
+
+def _pooled_coverage(per_image):
+    """The images' :func:`~carecore.uncertainty.coverage_by_brightness` pooled bin by bin (each image's own
+    brightness percentiles), weighted by their pixels."""
+    pooled = {}
+    for rows in per_image:
+        for r in rows:
+            n, covered = pooled.get(tuple(r["percentiles"]), (0, 0.0))
+            pooled[tuple(r["percentiles"])] = (n + r["pixels"], covered + r["coverage"] * r["pixels"])
+    return [{"percentiles": list(k), "coverage": covered / n, "pixels": n} for k, (n, covered) in pooled.items() if n]
+
+
+def coverage_text(rows, confidence=0.9):
+    """``"darkest 50 %: 0.91 · 50-90 %: 0.89 · ..."``: the share of pixels whose ground truth lies in the central
+    ``confidence`` interval, by the truth's brightness; "" without rows."""
+    name = lambda lo, hi: "darkest 50 %" if lo == 0 else ("brightest 1 %" if hi == 100 and lo == 99 else  # noqa: E731
+                                                          f"{lo:g}-{hi:g} %")
+    return " · ".join(f"{name(*r['percentiles'])}: {r['coverage']:.2f}" for r in rows)
 
 
 def beaten_by(metrics, *, input_name="input"):
@@ -375,7 +395,10 @@ def _html(rep):
                      + "(0 is perfect; a curve below the diagonal is over-confident). Measured where the network makes "
                      "its promise: the ground truth normalized as training targets were (for inputs scaled by the "
                      "training inputs' percentiles, by the training targets'), the predicted distributions "
-                     "as the network outputs them, <b>no fit to the ground truth</b>.</p><img src='calibration.png'>")
+                     "as the network outputs them, <b>no fit to the ground truth</b>.</p><img src='calibration.png'>"
+                     + (f"<p class='coverage'>How often the 90 % intervals hold the ground truth, by its brightness "
+                        f"(each 0.90 when calibrated; the curve is mostly background): {e(coverage_text(cal['by_brightness']))}."
+                        "</p>" if cal.get("by_brightness") else ""))
     for img in rep["images"]:
         seen = ("" if not img.get("trained_on") else
                 " <small>(its ground truth was a training target: its scores flatter CARE)</small>" if img.get("target_seen")

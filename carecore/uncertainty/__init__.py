@@ -7,11 +7,13 @@ Everything is importable from here, e.g. ``from carecore.uncertainty import Ense
 from .ensemble import ENSEMBLE_FILE, Ensemble, ood_check, reference_levels, train_ensemble
 from .laplace import (laplace_cdf, laplace_entropy, laplace_interval, laplace_quantile, laplace_samples,
                       laplace_variance)
-from .mixture import (DEFAULT_CONFIDENCES, calibration_curve, disagreement, measure_calibration, mixture_cdf,
+from .mixture import (DEFAULT_CONFIDENCES, calibration_curve, coverage_by_brightness, disagreement,
+                      measure_calibration, mixture_cdf,
                       mixture_mean_variance, mixture_quantile, mixture_samples, pit, predictive_readouts,
                       probabilistic_readouts)
 
-__all__ = ['DEFAULT_CONFIDENCES', 'ENSEMBLE_FILE', 'Ensemble', 'calibration_curve', 'disagreement',
+__all__ = ['DEFAULT_CONFIDENCES', 'ENSEMBLE_FILE', 'Ensemble', 'calibration_curve', 'coverage_by_brightness',
+           'disagreement',
            'laplace_cdf', 'laplace_entropy', 'laplace_interval', 'laplace_quantile',
            'laplace_samples', 'laplace_variance', 'measure_calibration', 'mixture_cdf',
            'mixture_mean_variance', 'mixture_quantile', 'mixture_samples', 'ood_check', 'pit',

@@ -67,6 +67,9 @@ def test_qc_report_renders(page, tmp_path, shots):
     for img in page.locator("img").all():  # every figure loaded
         assert img.evaluate("i => i.complete && i.naturalWidth > 0")
     assert "ECE" in page.content()
+    # the coverage by brightness, under the curve (an overall ECE is mostly background)
+    assert [r["percentiles"] for r in rep["calibration"]["by_brightness"]] == [[0, 50], [50, 90], [90, 99], [99, 100]]
+    assert "How often the 90 % intervals hold the ground truth, by its brightness" in page.content()
     assert "(a training image, or a part of one: its scores flatter CARE)" in page.locator("h2", has_text="seen.tif").inner_text()
     assert "left out: redraw.tif, seen.tif (trained on" in page.content()
     said = page.locator(".warn").all_inner_texts()   # the training image's scores are said to flatter CARE
