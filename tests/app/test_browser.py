@@ -194,6 +194,8 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     page.locator(".care-tabs .lm-TabBar-tab", has_text="5 · Reliability").click()
     page.locator(".care-rel-go").click()
     page.locator(".care-rel-ece").wait_for(timeout=120_000)
+    coverage = page.locator(".care-rel-coverage").inner_text()   # (the curve is mostly background)
+    assert "darkest 50 %" in coverage and "brightest 1 %" in coverage, coverage
     band = page.locator(".care-rel-band path.area").first
     assert "L" in (band.get_attribute("d") or ""), "the interval band is not drawn"
     _assert_drawn_inside(_line_inside_plot(page, ".care-rel-calibration"), "calibration diagonal", min_points=2)
