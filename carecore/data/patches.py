@@ -596,7 +596,7 @@ def _check_not_identical(pairs):
 def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_per_image=64,
                    fg_threshold=0.4, fg_fraction=0.5, validation_fraction=0.1, percentiles=DEFAULT_PERCENTILES,
                    out=None, memory_budget=2**30, seed=0, progress=None, stop=None, meta=None, fields=None,
-                   shared_boxes=False, neighbours=None):
+                   shared_boxes=False, neighbours=None, check_pairs=True):
     """Sample patch pairs from training pairs, a share of them foreground-biased.
 
     Parameters
@@ -655,6 +655,10 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         slices above and below): fields held out whole come in runs, and their neighbours that are not
         held out give no patch (see :func:`validation_blocks`), so that validation has no trained
         neighbour. The isotropic kind gives it for its slices.
+    check_pairs : bool
+        Refuse pairs whose input is its own ground truth and warn about misaligned ones (default); False
+        for pairs a model kind made from its own images (the isotropic kind's degraded slices: its noise
+        given back made the alignment check see shifts that cannot be there).
 
     Returns
     -------
@@ -679,9 +683,10 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     if out is not None:
         check_replaceable(out, PATCH_FOLDER)   # before the work: never a folder of the user's
     resolved = [_resolve(source, axes, axes_high) for source in sources]  # memory maps: headers only
-    _check_not_identical(resolved)
-    for low, high in resolved:
-        warn_if_misaligned(low, high)
+    if check_pairs:   # (not for pairs a kind made from its own images: they cannot be misaligned)
+        _check_not_identical(resolved)
+        for low, high in resolved:
+            warn_if_misaligned(low, high)
     keys = ground_truth_keys(resolved) if validation_fraction > 0 else list(range(len(resolved)))
     if fields is not None:
         fields = list(fields)

@@ -44,7 +44,7 @@ def resample_axis(x, positions, axis, order=1):
 
 def simulate_anisotropic(clean, factor, *, axes, axis="Z", psf_sigma=0.0, peak_photons=None,
                          background=0.0, read_noise=0.0, interpolation="linear", upsample_back=True,
-                         seed=None):
+                         seed=None, noise_std=0.0):
     """Blur, subsample and re-interpolate ``clean`` along one axis.
 
     Parameters
@@ -69,6 +69,10 @@ def simulate_anisotropic(clean, factor, *, axes, axis="Z", psf_sigma=0.0, peak_p
     upsample_back : bool
         Return the image on the original grid (default), or the subsampled one.
     seed : int, optional
+    noise_std : float or callable
+        Gaussian noise of this standard deviation (in the image's units; or a function of the blurred image
+        giving it per pixel) added after blurring: the noise a noisy image's blur took away, given back
+        (isotropic training pairs from a noisy stack's own slices).
 
     Returns
     -------
@@ -99,6 +103,9 @@ def simulate_anisotropic(clean, factor, *, axes, axis="Z", psf_sigma=0.0, peak_p
     rng, seed = make_rng(seed)
     y = ndi.gaussian_filter1d(x, psf_sigma, axis=ax, mode="reflect") if psf_sigma > 0 else x.copy()
     noise = None
+    std = noise_std(y) if callable(noise_std) else float(noise_std)
+    if np.any(np.asarray(std) > 0):
+        y = y + (rng.standard_normal(y.shape) * std).astype(np.float32)
     if peak_photons is not None:
         y, noise = simulate_photon_noise(y, peak_photons, background=background, read_noise=read_noise,
                                          seed=int(rng.integers(2**32)))

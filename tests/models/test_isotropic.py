@@ -54,6 +54,32 @@ def test_pairs_from_the_stack_degraded_along_the_first_axis():
         cls.make_patches(config, [np.stack([stack, stack])], axes="TZYX")
 
 
+def test_the_training_inputs_are_as_noisy_as_the_stack():
+    """The axial blur of a lateral slice also smooths its noise, which the stack's acquired slices keep in
+    full: the stack's noise (``noise_model``: shot and read noise) is given back before subsampling. Without
+    it a noisy embryo (100 photons) was restored at SSIM 0.589, below its cubic interpolation's 0.727."""
+    from carecore.models.isotropic import noise_model
+
+    rng = np.random.default_rng(1)
+    signal = 40 * _stack((8, 64, 64), seed=2) + 5
+    photons = rng.poisson(signal).astype(np.float32) + rng.normal(0, 1.0, signal.shape).astype(np.float32)
+    a, b = noise_model(photons[..., None])
+    for level in (15, 35):                                           # variance = photons + read noise (1)
+        assert 0.75 < (a * level + b) / (level + 1) < 1.25, (a, b)
+    a0, b0 = noise_model(signal[..., None])
+    assert a0 * 45 + b0 < 0.01 * (a * 45 + b), (a0, b0)              # the same stack without noise: next to none
+    cls = _iso()
+    config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=4.0, psf_sigma=2.0, quick=True,
+                                patch_size=(32, 32))
+    ps = cls.make_patches(config, [photons], axes="ZYX", n_patches_per_image=4)
+    X, Y = np.asarray(ps.X)[..., 0], np.asarray(ps.Y)[..., 0]
+    # the acquired rows of an input (every 4th along the degraded axis) are as rough along the other axis as
+    # the targets: their noise is the stack's, not the blur's fraction of it (0.38 of it without)
+    rough = lambda v: np.std(np.diff(v, axis=2))  # noqa: E731
+    assert 0.8 < rough(X[:, ::4]) / rough(Y) < 1.2, rough(X[:, ::4]) / rough(Y)
+    assert ps.meta["isotropic"]["noise"][0]["variance_per_level"] == pytest.approx(a)
+
+
 def test_a_slice_and_its_transpose_validate_together():
     # each slice gives two pairs, the second its transpose: a box held out in one would be trained on in
     # the other, so a slice is held out whole, both ways, or not at all
@@ -349,7 +375,9 @@ def test_real_embryo_beats_interpolation(step_clock):
     config = cls.default_config("ZYX", kind="isotropic", upsampling_factor=f, psf_sigma=s, time_limit=60)
     model = cc.create_model(config)
     step_clock(0.12)
-    model.train(cls.make_patches(config, [coarse], axes="ZYX", n_patches_per_image=16))
+    # (no noise given back: the simulation blurred the embryo's own noise along Z with its structure, as an
+    # acquisition would not; with it this stack restored at 0.939 against cubic's 0.943: the record)
+    model.train(cls.make_patches(config, [coarse], axes="ZYX", n_patches_per_image=16, match_noise=False))
     last = int((coarse.shape[0] - 1) * f) + 1   # slices between the first and the last coarse sample
     truth = clean[:last]
     care = model.predict(coarse, axes="ZYX")[:last]
