@@ -90,7 +90,7 @@ def cmd_degrade(args):
                                             read_noise=args.read_noise, gain=args.gain, offset=args.offset,
                                             seed=args.seed)
         spacing = img.spacing
-        _say_photons(img, args.photons)
+        _say_photons(img, args.photons, params["clean_range"])
     else:
         if args.axis not in img.axes:
             raise CareError(f"{args.inp}: axes {img.axes} (shape {tuple(img.shape)}) have no {args.axis} to degrade; "
@@ -128,13 +128,14 @@ def cmd_degrade(args):
     return 0
 
 
-def _say_photons(img, peak):
-    """Say the photon levels a degradation gave (the brightest pixel gets ``peak``), and warn where a few pixels
-    far brighter than the rest set that scale (one hot pixel made a whole image 13 times darker)."""
+def _say_photons(img, peak, clean_range):
+    """Say the photon levels a degradation gave (the brightest pixel gets ``peak``; ``clean_range``: the clean
+    image's minimum and maximum, as the simulator scaled it), and warn where a few pixels far brighter than
+    the rest set that scale (one hot pixel made a whole image 13 times darker)."""
     from .errors import warn
 
-    x = np.asarray(img.data, np.float32)
-    lo, hi = float(x.min()), float(x.max())
+    x = np.asarray(img.data)
+    lo, hi = (float(v) for v in clean_range)
     p999 = float(np.percentile(x, 99.9))
     to_photons = lambda v: peak * (v - lo) / (hi - lo)  # noqa: E731 (the clean image scaled as the simulator scales it)
     print(f"photons per pixel: mean {to_photons(float(x.mean())):.3g}, 99.9th percentile {to_photons(p999):.3g}, "
@@ -536,9 +537,9 @@ def cmd_train(args):
         if ens is None:
             print(f"carecore: {outcome['state']}: {outcome['message']}", file=sys.stderr)
             return 1
+        _say_below_line(line, ensemble=True)   # (before the last line, which says how it ended)
         print(f"{outcome['state']}: ensemble of {len(ens.members)} member(s) in {model_dir}"
               + (f"; {outcome['message']}" if outcome["message"] else ""))
-        _say_below_line(line, ensemble=True)
         return 0
     try:
         result = model.train(patches, epochs=epochs, steps_per_epoch=steps, callback=on_event, time_limit=limit,
@@ -546,8 +547,8 @@ def cmd_train(args):
     finally:
         bar.close()
     best = ("validation MAE of the mean" if model._best_by() == "val_laplace_mae" else "val_loss")   # what chose it
+    _say_below_line(line)   # (before the last line, which says how it ended)
     print(f"{result.status}: {result.epochs} epoch(s), best {best} {result.best_val_loss:.4f}; model in {model_dir}")
-    _say_below_line(line)
     if result.status == "nan":
         print(f"carecore: {result.message}", file=sys.stderr)
         return 1

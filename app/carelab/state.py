@@ -1193,7 +1193,9 @@ class LabState(HasTraits):
                                                             raw_axes=in_axes)
             from carecore.qc import verdict
 
-            v["metrics_verdict"] = verdict(v["metrics"], input_name=f["input_label"], kind=single.config.kind)
+            named = {k.split(": ", 1)[1] if k.startswith("best filter by ") else k: m   # (the filter's own name)
+                     for k, m in v["metrics"].items()}
+            v["metrics_verdict"] = verdict(named, input_name=f["input_label"], kind=single.config.kind)
             v["metrics_note"] += {True: "; CARE was trained on this image or a part of it (a crop of a training image, or "
                                         "one a training image was cut from): its scores here flatter it (score images "
                                         "it never saw, e.g. a test folder)",

@@ -203,11 +203,15 @@ def calibration_curve(gt, means, scales, *, confidences=DEFAULT_CONFIDENCES):
     >>> curve = calibration_curve(truth, mean, scale)   # doctest: +SKIP
     >>> curve["ece"] < 0.05                             # doctest: +SKIP
     """
-    u = pit(gt, means, scales).ravel()
+    return _curve(pit(gt, means, scales), confidences)
+
+
+def _curve(u, confidences):
+    """:func:`calibration_curve` from the PIT values ``u``."""
     c = np.asarray(confidences, np.float64)
     if not ((c > 0) & (c < 1)).all():
         raise CareError("confidence levels must be in (0, 1)")
-    dev = np.abs(u - 0.5)
+    dev = np.abs(np.ravel(u) - 0.5)
     acc = np.array([(dev <= ci / 2).mean() for ci in c])
     return {"confidence": c.tolist(), "accuracy": acc.tolist(), "ece": float(np.mean(np.abs(acc - c)))}
 
@@ -279,9 +283,10 @@ def measure_calibration(truth, means, scales, *, image, axes, percentiles, mappe
     lo, hi = (_broadcast(n_in.lo, None, oa), _broadcast(n_in.hi, None, oa)) if mapped_back else (0.0, 1.0)
     glo, ghi = _broadcast(n_gt.lo, None, oa), _broadcast(n_gt.hi, None, oa)
     g = (truth - glo) / (ghi - glo)
-    curve = calibration_curve(g, (means - lo) / (hi - lo), scales / (hi - lo), confidences=confidences)
+    u = pit(g, (means - lo) / (hi - lo), scales / (hi - lo))   # (once: the curve and the coverage share it)
+    curve = _curve(u, confidences)
     curve["space"] = "normalized target (no fit)"
-    curve["by_brightness"] = coverage_by_brightness(g, (means - lo) / (hi - lo), scales / (hi - lo))
+    curve["by_brightness"] = _coverage(u, g)
     return curve
 
 
@@ -300,8 +305,13 @@ def coverage_by_brightness(gt, means, scales, *, confidence=0.9, bins=BRIGHTNESS
     list of dict
         ``{"percentiles": (lo, hi), "coverage": share, "pixels": count}`` per bin (bins without pixels left out).
     """
+    return _coverage(pit(gt, means, scales), gt, confidence=confidence, bins=bins)
+
+
+def _coverage(u, gt, *, confidence=0.9, bins=BRIGHTNESS_BINS):
+    """:func:`coverage_by_brightness` from the PIT values ``u`` of the ground truth ``gt``."""
     gt = np.asarray(gt, np.float64)
-    inside = np.abs(pit(gt, means, scales) - 0.5) <= confidence / 2
+    inside = np.abs(u - 0.5) <= confidence / 2
     edges = np.percentile(gt, [b for pair in bins for b in pair])
     out = []
     for (p_lo, p_hi), (lo, hi) in zip(bins, edges.reshape(-1, 2)):

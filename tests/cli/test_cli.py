@@ -232,6 +232,7 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
         out = capsys.readouterr().out
         assert ("CARE stayed below the best classical filter on the validation patches (SSIM 0.871 against "
                 "median's 0.925)" in out) == said, out
+        assert out.strip().splitlines()[-1].startswith("time_limit: "), out   # (the last line says how it ended)
 
 
 def test_a_fine_tune_from_a_folder_that_is_no_model_is_one_line_and_writes_nothing(tmp_path):
