@@ -186,8 +186,9 @@ def cmd_patches(args):
     listing = find_pairs(args.low, args.high)
     if listing.unmatched_low or listing.unmatched_high:
         print(listing.report(), file=sys.stderr)
-    if not args.axes and _low_files(args):
-        _say_if_guessed(_low_files(args)[0])
+    files = [] if args.axes else _low_files(args)
+    if files:
+        _say_if_guessed(files[0])
     fields = _same_field_labels(listing, args.same_field) if args.same_field else None
     with tqdm_progress("patches", unit="image") as progress:
         ps = create_patches(listing, args.patch, axes=args.axes, axes_high=args.axes_high,
@@ -343,12 +344,11 @@ def _training_axes(args):
 
 
 def _time_limit(text):
-    """``--time-limit``'s seconds: a number with its unit (s, m or h), more than 0."""
-    import re
-
+    """``--time-limit``'s seconds: a number with its unit (s, m or h; :func:`~carecore.models.care.parse_duration`),
+    more than 0."""
     from .models.care import parse_duration
 
-    if not re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*(s|sec|m|min|h)\s*", str(text)):
+    if str(text).strip()[-1:].isdigit():   # (parse_duration takes bare seconds; the command line asks for the unit)
         raise CareError(f"--time-limit {text}: give a number with its unit, e.g. 3m, 90s or 1h (a bare number is "
                         "refused: seconds or minutes?)")
     seconds = parse_duration(text)
