@@ -448,6 +448,14 @@ def cmd_train(args):
             check_init_weights(config)
     task_options = {k: v for k, v in (("psf", args.psf), ("structures", args.structures),
                                       ("psf_sigma_z", args.psf_sigma_z)) if v is not None}
+    if args.no_match_noise:
+        if config.kind != "isotropic":
+            raise CareError("--no-match-noise: only isotropic training (--task isotropic) gives its inputs the stack's "
+                            f"noise back, not kind {config.kind!r}; leave it out")
+        if args.patches:
+            raise CareError(f"--no-match-noise: the patch folder {args.patches} was cut already (the noise is given "
+                            "back as the patches are made); leave it out, or give --low")
+        task_options["match_noise"] = False
     if args.same_field and (args.patches or not model_class(config.kind).needs_pairs):
         raise CareError(f"--same-field joins pairs of files (--low, --high) into fields of view; "
                         + (f"the patch folder {args.patches} was cut already (give --same-field to `carecore patches`)"
@@ -925,6 +933,10 @@ def build_parser():
                                                                     "(default: --psf-sigma)")
     s.add_argument("--psf", help="a measured PSF image instead of --psf-sigma")
     s.add_argument("--structures", help="subdiffraction: synthetic structures to train on, e.g. tubules,granules")
+    s.add_argument("--no-match-noise", action="store_true",
+                   help="isotropic: do not give the training inputs the stack's noise back after their blur (for a "
+                        "stack simulated from a clean one, whose noise was blurred along Z with its structure; an "
+                        "acquired stack's slices keep their noise in full, and the inputs are given it by default)")
     s.add_argument("--precision", choices=["mixed_bfloat16", "float32"],
                    help="default: mixed_bfloat16 for 3D networks where the CPU or GPU computes in bfloat16, else float32")
     s.add_argument("--seed", type=int)

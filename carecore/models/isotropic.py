@@ -33,7 +33,7 @@ from .upsampling import (UpsamplingCARE, deconvolved_starts, interpolation_start
 
 
 def noise_model(stack):
-    """The pixel noise of a stack (Z, Y, X, C; one channel) as ``(a, b)``: its variance ``a * signal + b``
+    """The pixel noise of a stack (Z, Y, X, C; one channel: the first is read) as ``(a, b)``: its variance ``a * signal + b``
     (shot noise and read noise), fitted to the variance of the finest diagonal Haar wavelet coefficients of
     its lateral slices (each 2 x 2 block's ``(a - b - c + d) / 2``: white noise's own variance, smooth
     structure and straight edges cancelled; a robust one, the median absolute deviation, over blocks binned
@@ -138,7 +138,8 @@ class IsotropicCARE(CARE):
             slice's noise, which an acquired stack's slices keep in full). Measured on the embryo subsampled
             by 4 (3 minutes, test part held out): 100 photons 0.589 -> 0.882 SSIM (cubic interpolation
             0.727), 10 photons 0.286 -> 0.476 (0.286); a stack whose noise was blurred with it (simulated
-            from a clean image, not acquired) loses by it: 0.964 -> 0.936 (cubic 0.958), so turn it off there.
+            from a clean image, not acquired) loses by it: 0.964 -> 0.936 (cubic 0.958), so turn it off there
+            (``carecore train --no-match-noise``). Each channel gets its own channel's noise.
         """
         from ..data.patches import NoRoomForTraining, create_patches
         from ..io import read_image
@@ -184,13 +185,17 @@ class IsotropicCARE(CARE):
                 stack = np.moveaxis(stack, saxes.index("C"), -1)
             else:
                 stack = stack[..., None]
-            if match_noise and stack.shape[-1] == 1:   # (one channel: its shot and read noise; channels: none added)
-                var_a, var_b = noise_model(stack)
+            if match_noise:   # (each channel its own shot and read noise)
+                fits = [noise_model(stack[..., c:c + 1]) for c in range(stack.shape[-1])]
+                var_a = np.array([a for a, _ in fits], np.float32)
+                var_b = np.array([b for _, b in fits], np.float32)
                 share = max(1.0 - kept ** 2, 0.0)
-                add = (lambda y, var_a=var_a, var_b=var_b, share=share:   # noqa: E731
+                add = (lambda y, var_a=var_a, var_b=var_b, share=share:   # noqa: E731  (y: Y, X, C)
                        np.sqrt(np.maximum(var_a * y + var_b, 0.0) * share))
-                noise.append({"variance_per_level": var_a, "variance_at_0": var_b})
-            else:   # (asked not to, or channels)
+                one = len(fits) == 1   # (one channel's recorded as numbers, channels' as lists)
+                noise.append({"variance_per_level": float(var_a[0]) if one else var_a.tolist(),
+                              "variance_at_0": float(var_b[0]) if one else var_b.tolist()})
+            else:   # (asked not to: a stack whose noise was blurred with its structure)
                 add = 0.0
                 noise.append(None)
             for z, zslice in enumerate(stack):   # (Y, X, C)
@@ -242,10 +247,12 @@ class IsotropicCARE(CARE):
             prints = made.get("fingerprints") or [None] * len(made["stacks"])
             shapes = made.get("shapes") or [None] * len(made["stacks"])
             sketches = made.get("sketches") or [None] * len(made["stacks"])
+            # the noise its training inputs were given back after the blur (None: none, match_noise=False)
+            noises = made.get("noise") or [None] * len(made["stacks"])
             card["data_sources"] = [{"low": name, "high": f"{name} (its lateral slices, degraded along Y and X)",
                                      **({"fingerprint": fp} if fp else {}), **({"shape": sh} if sh else {}),
-                                     **({"sketch": sk} if sk else {})}
-                                    for name, fp, sh, sk in zip(made["stacks"], prints, shapes, sketches)]
+                                     **({"sketch": sk} if sk else {}), "noise_given_back": nz}
+                                    for name, fp, sh, sk, nz in zip(made["stacks"], prints, shapes, sketches, noises)]
         return card
 
     # -- prediction ---------------------------------------------------------------------------

@@ -151,3 +151,19 @@ def test_degrade_anisotropic_writes_the_voxel_size_and_warns_of_a_depth_the_fact
     assert "10 slices along Z are not a multiple of the factor 4" in err and "crop it to 8 slices first" in err, err
     low = cc.read_image(tmp_path / "low.tif")
     assert low.shape[0] == 3 and low.spacing["Z"] == pytest.approx(2.0)
+
+
+def test_isotropic_cli_noise_given_back_or_not(tmp_path, capsys):
+    """The training inputs get the stack's noise back after their blur unless --no-match-noise (a stack simulated
+    from a clean one): the run card says which; the flag with another kind, or with cut patches, is refused."""
+    write_image(tmp_path / "a.tif", _stack(1), axes="ZYX", spacing={"Z": 4.0, "Y": 1.0, "X": 1.0})
+    for flag, folder in (([], "given"), (["--no-match-noise"], "not")):
+        assert main(["train", "--task", "isotropic", "--low", str(tmp_path / "a.tif"), "--model-dir",
+                     str(tmp_path / folder), "--patch", "32,32"] + TRAIN + flag) == 0
+    capsys.readouterr()
+    given = json.loads((tmp_path / "given" / "run_card.json").read_text())["data_sources"][0]["noise_given_back"]
+    assert given["variance_per_level"] >= 0 and "variance_at_0" in given, given
+    assert json.loads((tmp_path / "not" / "run_card.json").read_text())["data_sources"][0]["noise_given_back"] is None
+    assert main(["train", "--task", "care", "--low", str(tmp_path / "a.tif"), "--high", str(tmp_path / "a.tif"),
+                 "--model-dir", str(tmp_path / "c"), "--no-match-noise"] + TRAIN) == 2
+    assert "--no-match-noise: only isotropic training (--task isotropic)" in capsys.readouterr().err

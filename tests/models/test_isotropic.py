@@ -78,6 +78,12 @@ def test_the_training_inputs_are_as_noisy_as_the_stack():
     rough = lambda v: np.std(np.diff(v, axis=2))  # noqa: E731
     assert 0.8 < rough(X[:, ::4]) / rough(Y) < 1.2, rough(X[:, ::4]) / rough(Y)
     assert ps.meta["isotropic"]["noise"][0]["variance_per_level"] == pytest.approx(a)
+    # channels: each is given its own channel's noise back (they were given none before 2026-12-06)
+    two = cls.make_patches(config, [np.stack([photons, signal])], axes="CZYX", n_patches_per_image=4)
+    X2, Y2 = np.asarray(two.X), np.asarray(two.Y)
+    fitted = two.meta["isotropic"]["noise"][0]
+    assert fitted["variance_per_level"][0] == pytest.approx(a) and fitted["variance_per_level"][1] < 0.1 * a, fitted
+    assert 0.8 < rough(X2[:, ::4, :, 0]) / rough(Y2[..., 0]) < 1.2, rough(X2[:, ::4, :, 0]) / rough(Y2[..., 0])
 
 
 def test_a_slice_and_its_transpose_validate_together():
