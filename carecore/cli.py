@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 import numpy as np
@@ -351,7 +352,7 @@ def _time_limit(text):
     if str(text).strip()[-1:].isdigit():   # (parse_duration takes bare seconds; the command line asks for the unit)
         raise CareError(f"--time-limit {text}: give a number with its unit, e.g. 3m, 90s or 1h (a bare number is "
                         "refused: seconds or minutes?)")
-    seconds = parse_duration(text)
+    seconds = -1.0 if str(text).strip().startswith("-") else parse_duration(text)
     if seconds <= 0:
         raise CareError(f"--time-limit {text}: a budget must be more than 0 (for a fixed number of steps, leave it out "
                         "and give --epochs and --steps)")
@@ -1107,6 +1108,13 @@ def main(argv=None):
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # a negative budget ("--time-limit -1m") is taken for an option by argparse ("expected one argument"):
+    # joined to its flag, it is told as a budget that must be more than 0
+    for i, word in enumerate(argv[:-1]):
+        if word == "--time-limit" and re.fullmatch(r"-[0-9.]+\w*", argv[i + 1]):
+            argv[i:i + 2] = [f"--time-limit={argv[i + 1]}"]
+            break
     args = parser.parse_args(argv)
     _show_care_warnings()
     if not getattr(args, "func", None):

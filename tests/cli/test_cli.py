@@ -194,7 +194,8 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     write_image(tmp_path / "low" / "a.tif", (clean + rng.normal(0, 0.3, clean.shape)).astype(np.float32), axes="YX")
     args = ["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "YX",
             "--model-dir", str(tmp_path / "m"), "--patch", "32,32", "--batch", "4", "--n-per-image", "16"]
-    for bad, said in (("0s", "a budget must be more than 0"), ("2", "give a number with its unit")):
+    for bad, said in (("0s", "a budget must be more than 0"), ("2", "give a number with its unit"),
+                      ("-1m", "--time-limit -1m: a budget must be more than 0")):   # (argparse: "expected one argument")
         assert main(args + ["--time-limit", bad]) == 2   # (0 once meant no budget: 10 x 400 steps)
         assert said in capsys.readouterr().err and not (tmp_path / "m").exists()
     assert main(args + ["--time-limit", "4s"]) == 0
