@@ -15,6 +15,9 @@ import os as _os
 # here, before any carecore module imports it; a value the user set wins (``TF_ENABLE_ONEDNN_OPTS=0`` turns
 # it off).
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# TensorFlow's start-up notes (oneDNN, CPU features) are information, not warnings: kept off a notebook's or a
+# script's output (the command line keeps its warnings off too); a value the user set wins
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 __version__ = "0.1.0"
 

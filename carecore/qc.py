@@ -35,22 +35,28 @@ def _ssim_map(y, g):
     return ((2 * mu_y * mu_g + c1) * (2 * syg + c2)) / ((mu_y**2 + mu_g**2 + c1) * (syy + sgg + c2))
 
 
-def _mid(a):
-    return a[a.shape[0] // 2] if a.ndim == 3 else a
+def _plane(a, axes):
+    """The YX plane a figure shows of an image with ``axes``: its middle Z slice, its first channel (time
+    point, sample)."""
+    return a[tuple(n // 2 if ax == "Z" else slice(None) if ax in "YX" else 0 for ax, n in zip(axes, a.shape))]
 
 
-def _figure(path, panels, title):
+def _figure(path, panels, title, axes):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
-    for ax, (name, img, cmap, vmin, vmax) in zip(axes[0], panels):
-        im = ax.imshow(_mid(img), cmap=cmap, vmin=vmin, vmax=vmax)
+    fig, plots = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (name, img, cmap, vmin, vmax) in zip(plots[0], panels):
+        im = ax.imshow(_plane(img, axes), cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    shape = panels[0][1].shape
+    if "Z" in axes:   # (which slice of how many)
+        n = shape[axes.index("Z")]
+        title += f" · Z slice {n // 2} of 0-{n - 1}"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -201,22 +207,24 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             ev = lambda y: evaluate(y, g_raw, axes=oa, name=pair.name)  # noqa: E731
             entry["metrics"]["input"] = ev(x_grid)
             for name, t in tuned.items():  # each metric at the filter's best parameters for it
-                m_s = ev(t.apply(x, axes=low.axes))
-                m_n = m_s if (t.start_nrmse, t.params_nrmse) == (t.start, t.params) else \
-                    ev(t.apply(x, axes=low.axes, for_metric="nrmse"))
-                entry["metrics"][name] = {"ssim": m_s["ssim"], "nrmse": m_n["nrmse"], "psnr": m_n["psnr"]}
+                entry["metrics"][name] = t.scores(x, g_raw, axes=low.axes, name=pair.name)
             entry["metrics"]["CARE"] = ev(mean)
             g, _ = percentile_normalize(g_raw, *GT_PERCENTILES, axes=oa)
             a, b0 = affine_fit(mean, g)
             phi = a * mean + b0
             stem = Path(pair.name).stem
-            _figure(tmp / f"{stem}_images.png", [("input", x_grid, "gray", None, None), ("CARE", mean, "gray", None, None),
-                                                 ("ground truth", g_raw, "gray", None, None)], pair.name)
-            err_panels = [("|CARE - GT| (normalized, fitted)", np.abs(phi - g), "magma", 0, 0.5),
+            # input and CARE fitted to the normalized ground truth as they are scored: one intensity scale for all
+            a_in, b_in = affine_fit(x_grid, g)
+            _figure(tmp / f"{stem}_images.png", [("input", a_in * x_grid + b_in, "gray", 0, 1), ("CARE", phi, "gray", 0, 1),
+                                                 ("ground truth", g, "gray", 0, 1)],
+                    f"{pair.name} (fitted to the normalized ground truth, as scored)", oa)
+            err = np.abs(phi - g)
+            top = max(float(np.percentile(err, 99.5)), 1e-3)   # (a fixed 0.5 left errors of 0.2 nearly black)
+            err_panels = [("|CARE - GT| (fitted; to its 99.5th percentile)", err, "magma", 0, top),
                           ("SSIM map (CARE)", _ssim_map(phi.astype(np.float64), g.astype(np.float64)), "viridis", 0, 1)]
             if D is not None:
                 err_panels.append(("disagreement D", D, "inferno", 0, 1))
-            _figure(tmp / f"{stem}_maps.png", err_panels, pair.name)
+            _figure(tmp / f"{stem}_maps.png", err_panels, pair.name, oa)
             entry["figures"] = {"images": f"{stem}_images.png", "maps": f"{stem}_maps.png"}
             if cfg.probabilistic:
                 pm, ps = (mus, bs) if ens else out

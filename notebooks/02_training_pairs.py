@@ -140,7 +140,8 @@ else:
 # `create_patches` cuts the pairs into patches (here 16×32×32 voxels; 8×32×32 in quick mode), half
 # of them next to bright structure and half anywhere (`fg_fraction`), normalizes each image by its
 # percentiles, and sets aside validation patches from blocks that no training patch touches. Written to a folder, they can
-# be reused by notebook 3 and by the app.
+# be reused (`cc.load_patches`, `carecore train --patches`). Notebook 3 cuts its own, of the size its
+# time budget picks.
 
 # %%
 patch_size = (8, 32, 32) if QUICK else (16, 32, 32)

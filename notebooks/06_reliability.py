@@ -45,6 +45,7 @@ import numpy as np
 from IPython.display import display
 
 import carecore as cc
+from carecore.qc import coverage_text
 from carecore.render import display_range, to_png
 from carecore.uncertainty import ood_check, predictive_readouts, train_ensemble
 
@@ -80,7 +81,7 @@ def on_event(e):
     if e["kind"] == "epoch":
         print(f"member {e['member']}/{e['members']} · epoch {e['epoch']}: validation SSIM {e['val_ssim']:.3f}")
     elif e["kind"] == "ensemble_end":   # how the ensemble's training ended (and any member left out)
-        print(f"{e['state']}: {e['members']} of {e['n_members']} members trained. {e['message']}")
+        print(f"{e['members']} of {e['n_members']} members trained" + (f": {e['message']}" if e["message"] else ""))
 
 
 ensemble = train_ensemble(patches, config, HERE / "ensemble", n_members=n_members, callback=on_event)
@@ -92,10 +93,13 @@ truth = cc.read_image(d / "test" / "high" / "sample00.tif").data.astype(np.float
 out = ensemble.predict(low, axes="ZYX")
 readouts = predictive_readouts(out["member_means"], out["member_scales"], members=True, confidence=0.9,
                                n_samples=8)
-print("mean width of the 90 % interval:", float(readouts["width"].mean()), "(input intensity units)")
-print("mean disagreement D:", float(out["disagreement"].mean()))
+print(f"mean width of the 90 % interval: {readouts['width'].mean():.3g} (input intensity units)")
+print(f"mean disagreement D: {out['disagreement'].mean():.3g}")
 results["care"] = cc.evaluate(readouts["mean"], truth, axes="ZYX")
 results["input"] = cc.evaluate(low, truth, axes="ZYX")
+for name in ("input", "care"):   # (notebook 4's single network, trained for the whole budget, scored higher)
+    print(f"{'ensemble mean' if name == 'care' else 'noisy input':14s} SSIM {results[name]['ssim']:.3f}   "
+          f"NRMSE {results[name]['nrmse']:.4f}")
 
 # %% [markdown]
 # ## The interval along a line
@@ -136,6 +140,18 @@ display(W.VBox([movie, play]))
 
 # %% [markdown]
 # ## Disagreement and calibration
+#
+# **Disagreement D** compares the members' predicted distributions relative to their widths (it does
+# not depend on the brightness): in the dark background the members predict narrow distributions near
+# zero, and small offsets between them count there as much as large ones on a nucleus. So D can be
+# highest where nothing is: read it as "the members tell different stories here", not as an error bar.
+#
+# **Calibration**: for each confidence *c*, the share of pixels whose central *c* interval holds the
+# ground truth. A calibrated model lies on the diagonal. Nothing is fitted to the ground truth to draw
+# the curve. One curve over all pixels is mostly background, though: the line printed under the figure
+# says how often the 90 % intervals hold the truth in the darkest half of the volume, in the brighter
+# ranges and on the brightest 1 % (the nuclei). An ECE near 0 can hide intervals that are too narrow on
+# the structures you care about, and too wide in the background.
 
 # %%
 curve = ensemble.calibration(truth, out["member_means"], out["member_scales"], image=low, axes="ZYX")
@@ -155,8 +171,10 @@ ax[2].legend()
 fig.tight_layout()
 fig.savefig(HERE / "calibration.png", dpi=80)
 plt.show()
-results["calibration"] = {"ece": curve["ece"], "figure": str(HERE / "calibration.png")}
+results["calibration"] = {"ece": curve["ece"], "figure": str(HERE / "calibration.png"),
+                          "by_brightness": curve["by_brightness"]}
 print(f"expected calibration error: {curve['ece']:.3f} (0 is perfect)")
+print("90 % intervals holding the truth, by its brightness:", coverage_text(curve["by_brightness"]))
 
 # %% [markdown]
 # ## A sample unlike the training data
@@ -166,14 +184,16 @@ print(f"expected calibration error: {curve['ece']:.3f} (0 is perfect)")
 # (`ood_check`) compares the mean disagreement on the image with that on the validation data and
 # warns when it is more than 3× higher.
 #
-# What happens here: in our runs the disagreement rose only a little, by about 5 % to 10 % (quick
-# mode 1.05×, workshop budget 1.08×), far below the factor 3, and **no warning was printed** (the
-# printout below gives your numbers). Disagreement measures how much the members differ from each
-# other; members trained on the same data can make similar guesses on something new, or agree that it
-# is uncertain, so it need not rise much. The alarm is a coarse check: it fires on gross shifts, and
-# the factor 3 is chosen so that it rarely fires on familiar data. When it stays silent, that does
-# **not** mean the restoration is right: it only means the members do not disagree much more than
-# usual. Look at the maps, and at whether the restoration makes sense for your sample.
+# What happens here (the printout below gives your numbers): even the familiar test volume sits above
+# the validation's level, because the reference is measured on a few small validation patches placed
+# without regard to content, the test on a whole volume (new nuclei volumes measured 1.2–1.6× the
+# reference). That is why the alarm waits for 3×. The unfamiliar volume's disagreement need not rise
+# much above the familiar one's, and in our runs **no warning was printed**. Disagreement measures how
+# much the members differ from each other; members trained on the same data can make similar guesses
+# on something new, or agree that it is uncertain. The alarm is a coarse check: it fires on gross
+# shifts. When it stays silent, that does **not** mean the restoration is right: it only means the
+# members do not disagree much more than usual. Look at the maps, and at whether the restoration makes
+# sense for your sample.
 
 # %%
 stranger, _, _ = cc.surface_stack(low.shape, seed=5)
@@ -182,8 +202,10 @@ odd = ensemble.predict(stranger_low, axes="ZYX")
 reference = ensemble.info.get("reference", {}).get("mean_disagreement")
 ood = {"familiar": float(out["disagreement"].mean()), "unfamiliar": float(odd["disagreement"].mean()),
        "reference": reference}
-print(f"mean disagreement: validation {reference:.3g} · familiar test volume {ood['familiar']:.3g} · "
-      f"unfamiliar volume {ood['unfamiliar']:.3g} ({ood['unfamiliar'] / reference:.2f}× the validation's)")
+print(f"mean disagreement: validation patches {reference:.3g} · familiar test volume {ood['familiar']:.3g} "
+      f"({ood['familiar'] / reference:.2f}× the validation's) · unfamiliar volume {ood['unfamiliar']:.3g} "
+      f"({ood['unfamiliar'] / reference:.2f}× the validation's, {ood['unfamiliar'] / ood['familiar']:.2f}× the "
+      "familiar volume's)")
 print(ood_check(ood["unfamiliar"], reference) or "no warning at the default factor (3×): look at the maps too")
 fig, ax = plt.subplots(1, 3, figsize=(10, 3.4))
 for a, (title, img, kw) in zip(ax, [("unfamiliar input", stranger_low[z], {"cmap": "gray"}),
