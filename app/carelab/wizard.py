@@ -23,6 +23,9 @@ from carecore.qc import coverage_text
 from .state import BUDGETS, RESTORE_WHERE, TASKS, LabState, progress_text, task_spec
 from .viewers import BandProfile, Curves, SliceView, volume_pair
 
+#: The Data step's alignment column: aligned, shifted, or no clear match either way (carecore.check_alignment)
+ALIGNMENT_MARKS = {True: "✓", False: "⚠ misaligned", None: "? no clear match: check this pair"}
+
 
 class Message(W.HTML):
     """A step's message line: errors in red, notes in grey."""
@@ -255,7 +258,7 @@ class DataStep(W.VBox):
             return
         td = "<td style='padding:2px 12px'>"
         rows = "".join(f"<tr>{td}{html.escape(r['name'])}</td>{td}{r['low']}</td>{td}{r['high']}</td>{td}{r['shift']}</td>"
-                       f"{td}{'✓' if r['aligned'] else '⚠ misaligned'}</td></tr>" for r in s.pairs)
+                       f"{td}{ALIGNMENT_MARKS[r['aligned']]}</td></tr>" for r in s.pairs)
         self.table.value = ("<table class='care-pairs' style='border-collapse:collapse'><tr><th>file</th><th>low</th>"
                             "<th>high</th><th>shift (px)</th><th>alignment</th></tr>" + rows + "</table>" + extra) if rows else ""
 
@@ -274,8 +277,11 @@ class DataStep(W.VBox):
 
         def done(rows):
             off = sum(1 for r in rows if r.get("aligned") is False)
+            unclear = sum(1 for r in rows if "aligned" in r and r["aligned"] is None)
             self.msg.note(f"{len(rows)} {what[:-1]}(s) ready" + (f"; {off} misaligned (see the table): register them, "
-                                                                "or training learns to blur" if off else ""))
+                                                                "or training learns to blur" if off else "")
+                          + (f"; {unclear} with no clear match to their ground truth (see the table): check that each "
+                             "pair shows the same field" if unclear else ""))
             self._previews()
 
         run_guarded(self.msg, self.state.scan, done=done)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..axes import spatial_axes
 from ..errors import CareError
@@ -165,6 +166,11 @@ def _central_projection(img, keep, max_side=None):
     return out
 
 
+#: Gaussian sigma (pixels) the projections compared by :func:`check_alignment` are smoothed with: a low-light
+#: input's noise otherwise hides its match with the ground truth.
+ALIGNMENT_SIGMA = 1.5
+
+
 def _shift(a, b):
     """How far ``a`` must move to match ``b`` (phase correlation, to a quarter pixel), through a window:
     the circular correlation of a crop's cut edges would pull the peak towards no shift."""
@@ -187,7 +193,8 @@ def check_alignment(low, high, *, max_shift=1.0, axes=None, max_side=None):
     max_shift : float
         A pair is called misaligned when its shift exceeds this many pixels along any axis, a half of the
         images (along their longest axis) gives it too, within a pixel, and the match correlates (above
-        0.3): unrelated images and noise, whose correlation peaks anywhere, are not called misaligned.
+        0.3, the projections smoothed by :data:`ALIGNMENT_SIGMA` first). Where the shift exceeds it but
+        nothing correlates that well (unrelated images, or noise), the pair is neither: ``aligned`` is None.
     axes : str, optional
         The axes to measure along (default: the spatial axes both have at one size).
     max_side : int, optional
@@ -196,8 +203,9 @@ def check_alignment(low, high, *, max_shift=1.0, axes=None, max_side=None):
     Returns
     -------
     dict
-        ``{"shift": {axis: pixels}, "aligned": bool, "name": file name}``. The shift is how far the
-        low-quality image must be moved to match the ground truth.
+        ``{"shift": {axis: pixels}, "aligned": bool or None, "clear": bool, "name": file name}``. The shift
+        is how far the low-quality image must be moved to match the ground truth; ``aligned`` None and
+        ``clear`` False: no clear match anywhere (check that the two show the same field).
     """
     size = lambda img, ax: img.shape[img.axes.index(ax)] if ax in img.axes else None  # noqa: E731
     keep = "".join(ax for ax in (axes or spatial_axes(high.axes)) if size(low, ax) is not None
@@ -211,14 +219,22 @@ def _compare(a, b, keep, max_shift, judge=None):
     :func:`check_alignment`), misaligned by a shift along the axes ``judge`` (default: all of ``keep``; the
     ZX projections judge Z alone: their X is the YX projections')."""
     if a is None or a.size < 64 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
-        return {"shift": {}, "aligned": True}   # (nothing to correlate: other checks speak)
+        return {"shift": {}, "aligned": True, "clear": True}   # (nothing to correlate: other checks speak)
     a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
     shift = _shift(a, b)
-    aligned = max(abs(float(shift[keep.index(ax)])) for ax in (judge or keep)) <= max_shift
+    aligned, clear = max(abs(float(shift[keep.index(ax)])) for ax in (judge or keep)) <= max_shift, True
     if not aligned:
         k = tuple(int(round(float(v))) for v in shift)
-        if float(np.mean(np.roll(a, k, axis=tuple(range(a.ndim))) * b)) < 0.3:
-            aligned = True   # no clear match anywhere
+        # how well they match there, smoothed first: a low-light input's noise kept its correlation with the truth
+        # at the true shift below the 0.3 of a clear match (0.29 for a 2D demo pair, 0.74 smoothed), and a shifted
+        # pair passed as aligned (the shift itself is measured unsmoothed: smoothing biased it by a quarter pixel)
+        sa, sb = (ndi.gaussian_filter(v, [ALIGNMENT_SIGMA if n >= 8 else 0 for n in v.shape]) for v in (a, b))
+        sa, sb = ((v - v.mean()) / max(float(v.std()), 1e-12) for v in (sa, sb))
+        if float(np.mean(np.roll(sa, k, axis=tuple(range(a.ndim))) * sb)) < 0.3:
+            # no clear match there: where they match as they are, the peak was noise's (a tiny demo pair's); else
+            # no clear match anywhere: unrelated images, or too little in them to tell
+            aligned = clear = float(np.mean(sa * sb)) >= 0.3
+            aligned = aligned or None
         else:
             long = int(np.argmax(a.shape))
             half = a.shape[long] // 2
@@ -226,7 +242,8 @@ def _compare(a, b, keep, max_shift, judge=None):
                       for part in (slice(0, half), slice(half, None))]
             # a half may hold little structure (sparse nuclei); a spurious peak is found by neither
             aligned = half < 8 or not any(np.abs(_shift(a[h], b[h]) - shift).max() <= 1 for h in halves)
-    return {"shift": {ax: float(v) for ax, v in zip(keep, shift)}, "aligned": bool(aligned)}
+    return {"shift": {ax: float(v) for ax, v in zip(keep, shift)}, "aligned": None if aligned is None else bool(aligned),
+            "clear": clear}
 
 
 def _lateral_and_axial_projections(img, max_side=None):

@@ -563,15 +563,20 @@ def warn_if_misaligned(low, high, *, max_shift=1.0, max_side=256):
         (yx_l, zx_l), (yx_h, zx_h) = (_lateral_and_axial_projections(img, max_side) for img in (low, high))
         lateral, axial = _compare(yx_l, yx_h, "YX", max_shift), _compare(zx_l, zx_h, "ZX", max_shift, judge="Z")
         shift = {**({"Z": axial["shift"]["Z"]} if axial["shift"] else {}), **lateral["shift"]}
-        aligned = lateral["aligned"] and axial["aligned"]
+        said = [lateral["aligned"], axial["aligned"]]
+        aligned = False if False in said else None if None in said else True
     else:
         al = check_alignment(low, high, max_shift=max_shift, axes="YX", max_side=max_side)
         shift, aligned = al["shift"], al["aligned"]
-    if not aligned:
-        text = ", ".join(f"{ax} {v:+.1f}" for ax, v in shift.items())
+    text = ", ".join(f"{ax} {v:+.1f}" for ax, v in shift.items())
+    if aligned is False:
         warn(f"{low.name}: the low-quality image is shifted from its ground truth ({high.name}) by {text} pixels "
              "(cross-correlation of their maximum projections); a network trained on misaligned pairs learns to "
              "blur: register them first", stacklevel=3)
+    elif aligned is None:
+        warn(f"{low.name}: no clear match with its ground truth ({high.name}): their smoothed maximum projections "
+             f"correlate nowhere well (the best place is {text} pixels off); check that the two show the same field, "
+             "in the same orientation", stacklevel=3)
 
 
 def _check_not_identical(pairs):

@@ -286,6 +286,26 @@ def test_no_pairs_is_an_error(tmp_path):
         find_pairs(tmp_path / "a", tmp_path / "b")
 
 
+def test_a_low_light_pair_shifted_or_unrelated_is_not_called_aligned(tmp_path):
+    """A user trial: the 2D demo's 8-photon input correlated with its truth at 0.29 at the true shift, below
+    the 0.3 of a clear match, so its truth rolled by (9, -7) px, and an unrelated truth, were ticked
+    aligned. The projections are smoothed first: the shift is called misaligned, the unrelated truth "no
+    clear match" (aligned None), the pair itself aligned."""
+    from carecore import Image
+
+    cc_demo = tmp_path / "demo"
+    import carecore as cc
+
+    cc.write_demo_data(cc_demo, tasks=["denoising2d"], size="tiny")
+    pairs = find_pairs(cc_demo / "denoising2d" / "train" / "low", cc_demo / "denoising2d" / "train" / "high").pairs
+    low, high = load_pair(pairs[0])
+    assert check_alignment(low, high)["aligned"] is True
+    rolled = check_alignment(low, Image(np.roll(high.data, (9, -7), axis=(0, 1)), "YX"))
+    assert rolled["aligned"] is False and rolled["shift"] == pytest.approx({"Y": 9.0, "X": -7.0}, abs=0.5), rolled
+    other = check_alignment(low, Image(np.ascontiguousarray(high.data[::-1, ::-1]), "YX"))
+    assert other["aligned"] is None and other["clear"] is False, other
+
+
 def test_alignment_check_finds_shift():
     clean, _ = nuclei_volume((12, 64, 64), seed=0)
     noisy, _ = simulate_photon_noise(clean, 20, seed=0)
@@ -323,7 +343,7 @@ def test_patches_foreground_biased_and_split(tmp_path):
 def test_patches_2d_multichannel_and_projection():
     rng = np.random.default_rng(0)
     low = rng.random((2, 40, 40)).astype(np.float32)
-    high = rng.random((3, 40, 40)).astype(np.float32)
+    high = np.concatenate([low, low[:1]]) + 0.1 * rng.random((3, 40, 40)).astype(np.float32)   # (one field: aligned)
     ps = create_patches([(low, high)], (16, 16), axes="CYX", n_patches_per_image=5, validation_fraction=0)
     assert ps.X.shape == (5, 16, 16, 2) and ps.Y.shape == (5, 16, 16, 3) and ps.axes == "SYXC"
     stack = rng.random((10, 40, 40)).astype(np.float32)
@@ -334,7 +354,8 @@ def test_patches_2d_multichannel_and_projection():
 
 def test_patch_errors():
     with pytest.raises(CareError, match=r"smaller than the patch size \(16, 16\) along X \(10 < 16\)"):
-        create_patches([(np.random.rand(40, 10), np.random.rand(40, 10))], (16, 16), axes="YX")
+        narrow = np.random.rand(40, 10)
+        create_patches([(narrow + 0.1 * np.random.rand(40, 10), narrow)], (16, 16), axes="YX")
     with pytest.raises(CareError, match="constant"):
         create_patches([(np.ones((40, 40)), np.random.rand(40, 40))], (16, 16), axes="YX")
     with pytest.raises(CareError, match="NaN"):
@@ -476,7 +497,7 @@ def test_neighbours_of_fields_held_out_whole_are_guards():
 
 def test_one_patch_per_image_still_validates():
     rng = np.random.default_rng(0)
-    sources = [(rng.random((48, 48), np.float32), rng.random((48, 48), np.float32)) for _ in range(3)]
+    sources = [(x + 0.1 * rng.random((48, 48), np.float32), x) for x in rng.random((3, 48, 48), np.float32)]
     ps = create_patches(sources, (16, 16), axes="YX", n_patches_per_image=1, validation_fraction=0.1, seed=0)
     assert ps.n_val == 1 and ps.n_train == 2
 

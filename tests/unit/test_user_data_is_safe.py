@@ -166,11 +166,12 @@ def test_misaligned_training_pairs_are_warned_about(tmp_path, capsys):
         warnings.simplefilter("error")
         warn_if_misaligned(*(cc.read_image(cc.write_image(tmp_path / n, x, axes="YX"))   # aligned
                              for n, x in (("l2.tif", _pair()[0]), ("h2.tif", high))))
-        rng = np.random.default_rng(1)
-        unrelated = [cc.Image(rng.random((64, 64), np.float32), "YX") for _ in range(2)]
-        warn_if_misaligned(*unrelated)                                          # noise: no clear match anywhere
         volume = cc.nuclei_volume((8, 64, 64), seed=2)[0]
         warn_if_misaligned(cc.Image(np.stack([volume, volume[:, ::-1]]), "TZYX"), cc.Image(volume, "ZYX"))
+    rng = np.random.default_rng(1)
+    unrelated = [cc.Image(rng.random((64, 64), np.float32), "YX", path=f"{n}.tif") for n in ("u1", "u2")]
+    with pytest.warns(CareWarning, match=r"u1.tif: no clear match with its ground truth \(u2.tif\)"):
+        warn_if_misaligned(*unrelated)      # unrelated images (noise here): no clear match anywhere, said so
     # the CLI says it in one line
     for sub, x in (("low", low), ("high", high)):
         (tmp_path / sub).mkdir()
