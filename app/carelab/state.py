@@ -708,9 +708,11 @@ class LabState(HasTraits):
                 raise CareError(f"a training is running ({self.rel(live[0])}): stop it (Stop), or wait for it to end")
             self._starting = True
         try:
-            patches = self.ensure_patches(note)
             job_dir = self.job_dir
-            if not resume or not job_dir:
+            if resume:
+                self._check_resumable(job_dir)
+            patches = self.ensure_patches(note)
+            if not resume:
                 job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
             # (the images' channels: two-channel pairs train a two-channel network)
             start_job(job_dir, self.patches_dir, with_channels_of(self.config(), patches), ensemble=self.ensemble_members)
@@ -719,6 +721,26 @@ class LabState(HasTraits):
         finally:
             self._starting = False
         self.watch_job()
+
+    def _check_resumable(self, job_dir):
+        """Resume continues the last training: refused, before anything is written, where there is none, or
+        where it trained another kind of model or on other axes than the task chosen now (a user trial: Resume
+        after a change of task wrote the new task's job into the last one's folder and wiped its record)."""
+        import json
+
+        if not job_dir or not (Path(job_dir) / "job.json").exists():
+            raise CareError("nothing to resume: no training has run in this lab yet; press Train to start one")
+        try:
+            was = json.loads((Path(job_dir) / "job.json").read_text()).get("config") or {}
+        except (OSError, ValueError) as e:
+            raise CareError(f"cannot resume {self.rel(job_dir)}: its job.json is unreadable ({e}); press Train to "
+                            "start a new training") from None
+        now = self.config()
+        if (was.get("kind") or "care", was.get("axes")) != (now.kind, now.axes):
+            raise CareError(f"Resume continues the last training, {self.rel(job_dir)}: a model of kind "
+                            f"{was.get('kind') or 'care'!r} on {was.get('axes')} images; the task chosen now makes one "
+                            f"of kind {now.kind!r} on {now.axes} images: press Train to start a new training (or "
+                            "choose that task again to resume it)")
 
     def stop_training(self):
         from carecore.training.jobs import request_stop

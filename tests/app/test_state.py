@@ -197,6 +197,31 @@ def test_one_training_at_a_time(tmp_path):
     assert job_status(job)["state"] == "died" and "never started" in job_status(job)["message"]
 
 
+def test_resume_continues_only_the_last_training_of_the_same_kind(tmp_path):
+    """A user trial: Resume after a change of task wrote the new task's job into the last one's folder (its
+    job.json, a status with no history: its curves gone), and Resume with no training before started a new
+    one without a word. Both are refused before anything is written."""
+    import json
+
+    from carelab import LabState
+
+    s = LabState(tmp_path, quick=True)
+    with pytest.raises(CareError, match="nothing to resume: no training has run in this lab yet; press Train"):
+        s.start_training(resume=True)
+    job = tmp_path / "models" / "isotropic_20261205_100000"
+    job.mkdir(parents=True)
+    record = json.dumps({"config": {"kind": "isotropic", "axes": "YX"}, "patches": "p"})
+    (job / "job.json").write_text(record)
+    (job / "status.json").write_text(json.dumps({"state": "completed", "history": [{"epoch": 1}], "losses": []}))
+    s.job_dir = str(job)
+    s.task = "projection"
+    with pytest.raises(CareError, match=r"Resume continues the last training, models/isotropic_20261205_100000: a "
+                                        r"model of kind 'isotropic' on YX images; the task chosen now makes one of "
+                                        r"kind 'projection'"):
+        s.start_training(resume=True)
+    assert (job / "job.json").read_text() == record and json.loads((job / "status.json").read_text())["history"]
+
+
 def test_patches_follow_the_config_patch_size(tmp_path):
     from carecore import write_demo_data
     from carelab import LabState
