@@ -1126,7 +1126,9 @@ class LabState(HasTraits):
             frame_shape = tuple(n for a, n in zip(out_axes, restored.shape) if a not in FRAME_AXES)
             if truth.shape != restored.shape and not (frame_shape != restored.shape and truth.shape == frame_shape):
                 # (a ground truth without the frame axes serves every frame: a fixed sample imaged again and again)
-                note = f"the ground truth {self.rel(gt)} has shape {truth.shape}, the restoration {restored.shape}"
+                note = (f"not scored: its ground truth {self.rel(gt)} has shape {truth.shape}, the restoration "
+                        f"{restored.shape} (is the model made for images like this one? it is of kind "
+                        f"{model.config.kind!r}, trained on {model.config.axes} patches)")
                 truth = None
         # a time-lapse (T) or a stack of samples (S): all its frames restored and saved; the views and the
         # read-outs show one frame at a time (show_frame), first the middle one. The input is kept memory-mapped.

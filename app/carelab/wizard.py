@@ -634,7 +634,10 @@ class RestoreStep(W.VBox):
                      (self.address, "scheduler_address"), (self.workers, "n_workers"), (self.chunks, "chunks")):
             W.link((state, t), (w, "value"))
         state.observe(lambda c: self._where(), "restore_where")
-        state.observe(lambda c: run_guarded(self.msg, self.fill, fresh=False), ["model_dir", "task"])
+        # a new task offers its own model first; a model chosen (here, or a training's that ended) is kept (a user
+        # trial: choosing another task's model snapped back to this task's within a second)
+        state.observe(lambda c: run_guarded(self.msg, self.fill, fresh=False), "task")
+        state.observe(lambda c: run_guarded(self.msg, lambda: self.fill(keep_model=True), fresh=False), "model_dir")
         state.observe(lambda c: self.msg.note(c["new"]) if c["new"] else None, "restore_note")
         run_guarded(self.msg, self.fill)
 
@@ -644,12 +647,14 @@ class RestoreStep(W.VBox):
         first = [self.address] if where == "scheduler" else [self.workers] if where == "local" else []
         self.cluster_box.children = [] if where == "here" else [W.HBox(first + [self.chunks]), self.cluster_note]
 
-    def fill(self):
+    def fill(self, keep_model=False):
         s = self.state
         models = s.models_available()
         self.problems.value = "".join(f"<div style='color:#a66'>not offered: {html.escape(p)}</div>"
                                       for p in s.model_problems)
-        current = s.model_for_task(models)   # (not a model of another task, where this task has one)
+        chosen = s.rel(s.model_dir) if s.model_dir and s.model_dir.startswith("/") else s.model_dir
+        # the model chosen, or (a new task, a refresh) the task's own, where it has one
+        current = chosen if keep_model and chosen in models else s.model_for_task(models)
         opts = models if current in models or not current else [current] + models
         # (not under hold_trait_notifications: a dropdown validates its value against options that
         # only update when notifications flow)
@@ -723,6 +728,7 @@ class RestoreStep(W.VBox):
         rows = "".join(f"<tr>{td}{html.escape(k)}</td>{td}{m['nrmse']:.4f}</td>{td}{m['ssim']:.4f}</td>"
                        f"{td}{m['psnr']:.2f}</td></tr>" for k, m in s.metrics.items())
         table = ("<table><tr><th></th><th>NRMSE</th><th>SSIM</th><th>PSNR (dB)</th></tr>" + rows + "</table>") if rows else \
+            "" if s.metrics_note.startswith("not scored") else \
             "<i>no ground truth found for this image (looked for the same name in a <code>high</code> folder "\
             "next to its <code>low</code> folder)</i>"
         note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""

@@ -161,6 +161,17 @@ def test_the_restore_step_offers_a_model_of_the_task_first(tmp_path):
     m.save()
     s.task = "denoising2d"
     assert s.model_for_task() == "models/denoising2d_20261205_100000/model"
+    # the Restore step: a model of another task, chosen, is kept (a user trial: it snapped back to the task's
+    # own within a second); a change of task offers that task's own again
+    from carelab.wizard import RestoreStep
+
+    step = RestoreStep(s)
+    assert step.model.value == "models/denoising2d_20261205_100000/model"
+    step.model.value = "models/denoising3d_20261205_110000/model"
+    assert step.model.value == s.model_dir == "models/denoising3d_20261205_110000/model"
+    s.task = "denoising3d"
+    s.task = "denoising2d"
+    assert step.model.value == "models/denoising2d_20261205_100000/model"
 
 
 def test_one_training_at_a_time(tmp_path):
