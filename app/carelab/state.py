@@ -855,6 +855,22 @@ class LabState(HasTraits):
         pad = max(0.08 * (hi - lo), (0.02 - (hi - lo)) / 2, 0.0)
         return lo - pad, hi + pad
 
+    def line_verdict(self):
+        """Where a training's best validation SSIM ended against the best classical filter's (the chart's
+        dashed line), in a sentence; "" without both (a user trial: the Train step said "Next: step 3" whether
+        CARE had passed the filters or stayed below them)."""
+        b = self.baseline.get("val_ssim")
+        care = [float(h["val_ssim"]) for h in self.history if h.get("val_ssim") is not None and np.isfinite(h["val_ssim"])]
+        if b is None or not np.isfinite(b) or not care:
+            return ""
+        named = filter_label(self.baseline["name"], self.baseline.get("params")) if self.baseline.get("name") else "the filter"
+        versus = f"(best validation SSIM {max(care):.3f} against {named}'s {float(b):.3f})"
+        if max(care) > b:
+            return f"CARE passed the best classical filter on the validation patches {versus}"
+        return (f"CARE stayed below the best classical filter on the validation patches {versus}: that filter restores "
+                "these images better so far; train longer (a larger budget, or Resume), and compare on a test image "
+                "in step 3")
+
     def baseline_label(self):
         """``best filter: tv (weight=0.2)`` for the chart's legend."""
         b = self.baseline

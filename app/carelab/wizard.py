@@ -539,7 +539,9 @@ class TrainStep(W.VBox):
                 "stopped": "training stopped.", "early_stopped": "stopped early (no more improvement).",
                 "nan": "training failed", "error": "training failed", "died": "the training process ended unexpectedly",
                 "unknown": "cannot read this job's status", "unreadable": "cannot read the last training job"}.get(state, "")
-        resumed = f"<br><span style='color:#666'>{html.escape(s.resume_note)}</span>" if s.resume_note else ""
+        verdict = s.line_verdict() if state in ("completed", "time_limit", "early_stopped", "stopped") else ""
+        resumed = (f"<br><span class='care-job-line'>{html.escape(verdict)}.</span>" if verdict else "") + \
+            (f"<br><span style='color:#666'>{html.escape(s.resume_note)}</span>" if s.resume_note else "")
         notes = "".join(f"<br><span class='care-job-note' style='color:#a15c00'>{html.escape(n)}</span>"
                         for n in s.job_notes.splitlines())
         self.status.value = f"<span class='care-job-{state}'>{html.escape(text)}</span>{resumed}{notes}"

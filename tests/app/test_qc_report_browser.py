@@ -52,6 +52,11 @@ def test_qc_report_renders(page, tmp_path, shots):
     assert "<b>CARE is beaten here on NRMSE by tv (0.01 against CARE's 0.02).</b>" in note
     # worse than the input itself (a brighter, cleaner image than the training's, in a user's trial): said too
     assert "CARE made the image worse than it was (SSIM 0.9 against the input's 0.95, NRMSE 0.02 against 0.01)" in note
+    # and where CARE wins, that is said too (a user trial: only losses were ever said), the best filters named
+    won = _beaten_note({"CARE": {"nrmse": 0.03, "ssim": 0.95, "psnr": 30}, "input": {"nrmse": 0.1, "ssim": 0.1, "psnr": 18},
+                        "tv": {"nrmse": 0.05, "ssim": 0.6, "psnr": 25}, "nlm": {"nrmse": 0.06, "ssim": 0.62, "psnr": 24}})
+    assert "<b>CARE beats every classical filter here, each tuned on this ground truth: SSIM 0.95 against nlm's " \
+           "0.62; NRMSE 0.03 against tv's 0.05.</b>" in won, won
     assert rep["overall_trained_on"] is False
     # every image trained on: the overall is of them, and says so (it read as an honest score)
     for sub in ("low1", "gt1"):

@@ -263,6 +263,17 @@ def test_training_curves_in_epochs_from_the_batch_events(tmp_path):
     assert cv["validation"] == ([1.0], [-0.7]) and cv["ssim"] == ([1.0, 2.0], [0.6, 0.7])
     assert cv["baseline"] == ([0.0, 2.0], [0.65, 0.65])
     assert s.baseline_label() == "best filter: tv (weight=0.2)"
+    # at the end the Train step says on which side of the line CARE ended (it said "Next: step 3" either way)
+    from carelab.wizard import TrainStep
+
+    step = TrainStep(s)
+    s.job_state = "completed"
+    step.update()
+    assert "CARE passed the best classical filter on the validation patches (best validation SSIM 0.700 against " \
+           "tv (weight=0.2)'s 0.650)." in step.status.value.replace("&#x27;", "'"), step.status.value
+    s.baseline = {"name": "tv", "params": {"weight": 0.2}, "val_ssim": 0.75}
+    assert s.line_verdict().startswith("CARE stayed below the best classical filter on the validation patches (best "
+                                       "validation SSIM 0.700 against tv (weight=0.2)'s 0.750): that filter")
 
 
 def test_the_training_charts_span_the_planned_epochs_from_the_first_step(tmp_path):
