@@ -764,11 +764,14 @@ def cmd_qc(args):
     for sentence in verdict(rep["overall"], kind=rep.get("kind", "care")):   # (as the report says it)
         print(sentence)
     if "calibration" in rep:
-        from .qc import coverage_text
+        from .qc import coverage_text, coverage_verdict
 
         print(f"ECE {rep['calibration']['ece']:.3f}")
         if rep["calibration"].get("by_brightness"):
             print("90 % intervals holding the truth, by its brightness: " + coverage_text(rep["calibration"]["by_brightness"]))
+            said = coverage_verdict(rep["calibration"]["by_brightness"], capital=True)
+            if said:
+                print(said)
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(f"report: {Path(args.out) / 'index.html'}")

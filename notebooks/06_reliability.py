@@ -45,7 +45,7 @@ import numpy as np
 from IPython.display import display
 
 import carecore as cc
-from carecore.qc import coverage_text
+from carecore.qc import coverage_text, coverage_verdict
 from carecore.render import display_range, to_png
 from carecore.uncertainty import ood_check, predictive_readouts, train_ensemble
 
@@ -175,6 +175,7 @@ results["calibration"] = {"ece": curve["ece"], "figure": str(HERE / "calibration
                           "by_brightness": curve["by_brightness"]}
 print(f"expected calibration error: {curve['ece']:.3f} (0 is perfect)")
 print("90 % intervals holding the truth, by its brightness:", coverage_text(curve["by_brightness"]))
+print(coverage_verdict(curve["by_brightness"]) or "no brightness range with intervals much too narrow")
 
 # %% [markdown]
 # ## A sample unlike the training data

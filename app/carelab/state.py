@@ -1393,6 +1393,14 @@ class LabState(HasTraits):
                             f"OME-Zarr store ({self.restored_path}/extras), not its members: restore in this "
                             "process for the reliability step")
         if self.members is None and self.scale is None:
+            config = self.model_config
+            try:   # (kinds that predict one value per voxel cannot be trained so: not advised)
+                if config is not None:
+                    config.replace(probabilistic=True, loss="laplace")
+            except CareError as e:
+                raise CareError(f"this {config.kind} model gives no confidence intervals: {str(e).split(': ', 1)[-1]}; "
+                                "the Reliability step reads out probabilistic models and ensembles of the other "
+                                "tasks") from None
             raise CareError("this model is not probabilistic: train with 'probabilistic' (or an ensemble) for confidence intervals")
         means, scales = self.members if self.members is not None else (self.restored, self.scale)
         members = self.members is not None

@@ -18,7 +18,7 @@ import numpy as np
 from carecore import CareError
 from carecore.models.care import MIN_BUDGET_STEPS
 from carecore.progress import Stopped
-from carecore.qc import coverage_text
+from carecore.qc import coverage_text, coverage_verdict
 
 from .state import BUDGETS, RESTORE_WHERE, TASKS, LabState, progress_text, task_spec
 from .viewers import BandProfile, Curves, SliceView, volume_pair
@@ -988,12 +988,16 @@ class ReliabilityStep(W.VBox):
             c = r["calibration"]
             self.calib.set_curve("calibrated", [0, 1], [0, 1])
             self.calib.set_curve("model", c["confidence"], c["accuracy"])
-            self.ece.value = (f"<p class='care-rel-ece'>ECE = <b>{c['ece']:.3f}</b><br>(below the diagonal: "
-                              f"over-confident)<br><span style='color:#666'>measured in the {html.escape(c.get('space', ''))}"
-                              "</span></p>")
+            self.ece.value = (f"<p class='care-rel-ece'>ECE = <b>{c['ece']:.3f}</b> (0 when calibrated; a curve below "
+                              "the diagonal means over-confident intervals, above it too wide ones)<br>"
+                              f"<span style='color:#666'>measured in the {html.escape(c.get('space', ''))}</span></p>")
             if c.get("by_brightness"):   # (the curve is mostly background)
                 self.ece.value += ("<p class='care-rel-coverage'>90 % intervals holding the truth, by its brightness "
                                    f"(0.90 when calibrated):<br>{html.escape(coverage_text(c['by_brightness']))}</p>")
+                said = coverage_verdict(c["by_brightness"], capital=True)
+                if said:
+                    self.ece.value += (f"<p class='care-rel-narrow' style='color:#a15c00'><b>{html.escape(said)}."
+                                       "</b></p>")
             if r.get("trained_on"):
                 self.ece.value += ("<p class='care-rel-trained' style='color:#a15c00'>CARE was trained on this image or a part of it: "
                                    "its calibration here flatters it (measure it on images CARE never saw)</p>")
