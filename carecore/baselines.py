@@ -658,7 +658,25 @@ def _iteration_counts(iterations, name):
     return counts
 
 
-def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
+def _opened_background(v, sizes):
+    """A local background of ``v``: the grey opening (its structures narrower than ``sizes`` pixels per axis
+    removed) of ``v`` smoothed by a Gaussian of 1 pixel (so that its noise does not pull the opening down)."""
+    return ndi.grey_opening(ndi.gaussian_filter(v, [1.0 if n > 1 else 0.0 for n in sizes], mode="reflect"),
+                            size=tuple(sizes), mode="reflect")
+
+
+def subtract_background(image, *, axes, opening):
+    """``image`` less its local background: a top-hat filter, the grey opening of width ``opening`` pixels
+    (in Y and X, and Z where present) of the image smoothed by 1 pixel subtracted (a widefield image's
+    out-of-focus haze and autofluorescence around structures narrower than ``opening``), per channel,
+    time point and sample."""
+    x = np.asarray(image, np.float32)
+    axes = check_axes(axes, x.ndim, shape=x.shape)
+    sizes = [max(int(round(opening)), 1) if a in spatial_axes(axes) else 1 for a in axes]
+    return x - _opened_background(x, sizes)
+
+
+def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0, background_opening=0.0):
     """Richardson-Lucy deconvolution with a Gaussian PSF, in the image's own intensity units.
 
     Each channel is shifted so that its 0.1th percentile is 0 (values below it clipped to a small floor),
@@ -677,6 +695,9 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
         A sequence gives ``{count: deconvolution}`` from one run to the largest count (each the same as
         a run of its own count).
     background_sigma : float
+    background_opening : float
+        Instead, a local background is subtracted first (:func:`subtract_background`, a top-hat of this
+        width in pixels): around thin structures it follows the haze closer than a Gaussian's.
 
     Examples
     --------
@@ -698,7 +719,10 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0):
         s_c = [v_ for v_, a in zip(sig, axes) if a != "C"]
         b_c = [v_ for v_, a in zip(bg_sig, axes) if a != "C"]
         blur = lambda w, s_c=s_c: ndi.gaussian_filter(w, s_c, mode="reflect")  # noqa: E731 (symmetric: its own mirror)
-        if background_sigma > 0:
+        if background_opening > 0:
+            v = v - _opened_background(v, [max(int(round(background_opening)), 1) if a in sp else 1
+                                           for a in axes if a != "C"])
+        elif background_sigma > 0:
             v = v - ndi.gaussian_filter(v, b_c, mode="reflect")
         for n, est in _richardson_lucy(v, blur, blur, counts):
             out[n][index] = est

@@ -272,8 +272,19 @@ def test_deconvolution_is_a_classical_start_of_the_kinds_that_remove_a_known_blu
 
     sub = cc.create_model(model_class("subdiffraction").default_config("YX", psf_sigma=2.0, quick=True))
     labels = list(sub.grid_starts())
-    assert labels[0] == "" and len(labels) == 1 + 2 * len(RL_START_ITERATIONS)
+    assert labels[0] == "" and len(labels) == 2 + 3 * len(RL_START_ITERATIONS)
     assert any("background subtraction (Gaussian sigma 20 px)" in label for label in labels)
+    # a local (top-hat) background, alone and before Richardson-Lucy (a workshop trial: without it the best
+    # classical pipeline of notebook 9 scored SSIM 0.29; with it 0.45): the haze around thin lines goes, they stay
+    assert labels[1] == "a top-hat background subtraction (opening of 8 px)"
+    assert "Richardson-Lucy (40 iterations) after a top-hat background subtraction (opening of 8 px)" in labels
+    from carecore.baselines import subtract_background
+
+    yy, xx = np.mgrid[:64, :64]
+    haze = 50 + 0.5 * yy + 0.3 * xx
+    lines = np.where(xx % 16 == 8, 100.0, 0.0)
+    opened = subtract_background(haze + lines, axes="YX", opening=8)
+    assert np.abs(opened[xx % 16 < 4]).max() < 5 and opened[xx % 16 == 8].mean() > 50
     X = np.stack([ndi.gaussian_filter(clean[k], 2.0) for k in range(4)])[..., None]
     assert all(v.shape == X.shape for v in sub.patch_grid_starts(X).values())
 
