@@ -93,7 +93,7 @@ truth = cc.read_image(d / "test" / "high" / "sample00.tif").data.astype(np.float
 out = ensemble.predict(low, axes="ZYX")
 readouts = predictive_readouts(out["member_means"], out["member_scales"], members=True, confidence=0.9,
                                n_samples=8)
-print(f"mean width of the 90 % interval: {readouts['width'].mean():.3g} (input intensity units)")
+print(f"mean width of the 90 % interval: {readouts['width'].mean():.3g} (on the input's intensity scale)")
 print(f"mean disagreement D: {out['disagreement'].mean():.3g}")
 results["care"] = cc.evaluate(readouts["mean"], truth, axes="ZYX")
 results["input"] = cc.evaluate(low, truth, axes="ZYX")

@@ -174,7 +174,7 @@ class BandProfile(W.VBox):
         self.figure = bq.Figure(marks=[self.band, self.mean, self.truth],
                                 axes=[bq.Axis(scale=self.xs, label="X (pixels)", tick_format="d"),
                                       bq.Axis(scale=self.ys, orientation="vertical", tick_format=".3~g",
-                                              label="intensity (input units)")],
+                                              label="intensity (the input's scale)")],
                                 title="line profile (band: 90 % interval)", layout=W.Layout(width="620px", height="280px"),
                                 fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 20}, legend_location="top-right")
         self.caption = W.HTML()
