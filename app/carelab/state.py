@@ -1398,7 +1398,8 @@ class LabState(HasTraits):
                 if config is not None:
                     config.replace(probabilistic=True, loss="laplace")
             except CareError as e:
-                raise CareError(f"this {config.kind} model gives no confidence intervals: {str(e).split(': ', 1)[-1]}; "
+                raise CareError(f"this {config.kind} model gives no confidence intervals: "
+                                f"{str(e).split(': ', 1)[-1].split('; ')[0]}; "
                                 "the Reliability step reads out probabilistic models and ensembles of the other "
                                 "tasks") from None
             raise CareError("this model is not probabilistic: train with 'probabilistic' (or an ensemble) for confidence intervals")

@@ -539,6 +539,12 @@ class TrainStep(W.VBox):
                 "stopped": "training stopped.", "early_stopped": "stopped early (no more improvement).",
                 "nan": "training failed", "error": "training failed", "died": "the training process ended unexpectedly",
                 "unknown": "cannot read this job's status", "unreadable": "cannot read the last training job"}.get(state, "")
+        if text and s.job_dir and state not in ("starting", "running", "unreadable"):
+            # which training this is (a user trial: after a change of task its "Next: step 3" read as the new task's)
+            try:
+                text = f"last training, {s.rel(s.job_dir)}: {text}"
+            except ValueError:   # (a job outside the data root: its path as given)
+                text = f"last training, {s.job_dir}: {text}"
         verdict = s.line_verdict() if state in ("completed", "time_limit", "early_stopped", "stopped") else ""
         resumed = (f"<br><span class='care-job-line'>{html.escape(verdict)}.</span>" if verdict else "") + \
             (f"<br><span style='color:#666'>{html.escape(s.resume_note)}</span>" if s.resume_note else "")
@@ -678,6 +684,8 @@ class RestoreStep(W.VBox):
         self.stop.disabled = False
         self.progress.value = ""
         self.metrics.value = ""   # (not the image before's scores while this one is restored)
+        for v in (self.before, self.after):   # nor its images (a user trial took them for this one's for minutes)
+            v.clear()
         counted = "chunks" if self.state.restore_where != "here" else "tiles"
         self.bar.description, self.bar.value = counted, 0
 

@@ -1001,7 +1001,7 @@ def test_isotropic_trains_restores_on_the_fine_grid(tmp_path):
     ref = cc.evaluate(s.input_on_grid, s.truth, axes="ZYX")
     assert s.metrics[label]["ssim"] == pytest.approx(ref["ssim"])
     assert all(np.isfinite(m["ssim"]) for m in s.metrics.values())
-    with pytest.raises(CareError, match="not probabilistic"):
+    with pytest.raises(CareError, match=r"this isotropic model gives no confidence intervals: isotropic models predict one value per voxel \(the two slice directions are combined\); the Reliability step"):
         s.compute_reliability()
     # a stack whose voxel size records another axial factor: restored, and told
     img = cc.read_image(s.resolve(s.input_path))
