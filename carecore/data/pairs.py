@@ -104,8 +104,11 @@ def check_pair_shapes(low, high):
     """Check that ``high`` (axes subset of ``low``'s, channels aside) matches ``low`` on every shared axis."""
     if not set(spatial_axes(high.axes)) <= set(spatial_axes(low.axes)):
         raise CareError(
-            f"{high.name} has axes {high.axes!r} but {low.name} has {low.axes!r}: the ground truth may drop "
-            "axes of the input (projection), not add new ones"
+            f"the ground truth {high.path or high.name} has axes {high.axes!r} but its input (low) "
+            f"{low.path or low.name} has {low.axes!r}: the ground truth may drop axes of the input (projection), "
+            "not add new ones"
+            + ("; its Z has 1 slice: were 3D axes (ZYX) given for 2D images?"
+               if "Z" in high.axes and high.shape[high.axes.index("Z")] == 1 else "")
         )
     for a in spatial_axes(high.axes):
         n_low, n_high = low.shape[low.axes.index(a)], high.shape[high.axes.index(a)]
