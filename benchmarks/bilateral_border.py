@@ -1,0 +1,62 @@
+"""The bilateral filter's border: scikit-image's ``denoise_bilateral`` pads with zeros by default, which
+(the slice shifted to its minimum) darkened a border as wide as the filter's window. This tunes every
+filter on each benchmark case's test part (``bench_quality.load_case``: the same data and split) with the
+bilateral filter as it is now (borders reflected) and as it was, and prints both against the best other
+filter. One command: ``python benchmarks/bilateral_border.py [cases...]`` (default: every denoising case).
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_quality as bq  # noqa: E402
+
+DENOISING = ["demo3d", "demo2d", "bpae_actin_5", "bpae_mito_20", "bpae_nuclei_5", "embryo_10"]
+
+
+def zero_padded_bilateral(x, sigma_color=0.1, sigma_spatial=1.0):
+    """The bilateral filter before 2026-12-06: scikit-image's default padding (zeros)."""
+    from skimage.restoration import denoise_bilateral
+
+    def one(s):
+        lo = s.min()
+        return denoise_bilateral(s - lo, sigma_color=sigma_color, sigma_spatial=sigma_spatial) + lo
+
+    return one(x) if x.ndim == 2 else np.stack([one(s) for s in x.reshape(-1, *x.shape[-2:])]).reshape(x.shape)
+
+
+def main(cases):
+    import carecore.baselines as B
+    from carecore.baselines import tune_baselines
+
+    root = HERE / "work" / "bilateral_border"
+    rows = {}
+    for case in cases:
+        c = bq.load_case(case, root)
+        low, truth = c["test"]
+        t = time.time()
+        tuned = tune_baselines([(low, truth)], axes=c["axes"])
+        now = B.BASELINES["bilateral"]
+        B.BASELINES["bilateral"] = (zero_padded_bilateral, now[1])
+        try:
+            before = tune_baselines([(low, truth)], axes=c["axes"], names=["bilateral"])["bilateral"]
+        finally:
+            B.BASELINES["bilateral"] = now
+        others = {k: v for k, v in tuned.items() if k != "bilateral"}
+        best_s = max(others.values(), key=lambda v: v.ssim)
+        best_n = min(others.values(), key=lambda v: v.nrmse)
+        b = tuned["bilateral"]
+        rows[case] = {"before": [before.ssim, before.nrmse, before.params], "now": [b.ssim, b.nrmse, b.params],
+                      "best_other": [best_s.name, best_s.ssim, best_n.name, best_n.nrmse], "seconds": time.time() - t}
+        print(f"{case:14s} bilateral before {before.ssim:.3f} / {before.nrmse:.4f}   now {b.ssim:.3f} / {b.nrmse:.4f} "
+              f"{b.params}   best other: {best_s.name} {best_s.ssim:.3f} / {best_n.name} {best_n.nrmse:.4f}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or DENOISING)
