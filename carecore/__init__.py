@@ -16,7 +16,8 @@ import os as _os
 # it off).
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # TensorFlow's start-up notes (oneDNN, CPU features) are information, not warnings: kept off a notebook's or a
-# script's output (the command line keeps its warnings off too); a value the user set wins
+# script's output (the command line keeps its C++ warnings off too: _TF_LOG_OURS); a value the user set wins
+_TF_LOG_OURS = "TF_CPP_MIN_LOG_LEVEL" not in _os.environ
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 __version__ = "0.1.0"

@@ -672,7 +672,9 @@ def subtract_background(image, *, axes, opening):
     time point and sample."""
     x = np.asarray(image, np.float32)
     axes = check_axes(axes, x.ndim, shape=x.shape)
-    sizes = [max(int(round(opening)), 1) if a in spatial_axes(axes) else 1 for a in axes]
+    if not opening >= 2:
+        raise CareError(f"subtract_background: opening must be at least 2 pixels wide, got {opening!r}")
+    sizes = [int(round(opening)) if a in spatial_axes(axes) else 1 for a in axes]
     return x - _opened_background(x, sizes)
 
 
@@ -711,6 +713,9 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0, backgro
     bg_sig = [float(background_sigma) if a in sp else 0.0 for a in axes]
     if not any(v > 0 for v in sig):
         raise CareError(f"deconvolve: give a PSF sigma > 0 along a spatial axis, got {sigmas!r} (axes {axes})")
+    if 0 < background_opening < 2:
+        raise CareError(f"deconvolve: background_opening must be at least 2 pixels wide (or 0: none), got "
+                        f"{background_opening!r}")
     counts = _iteration_counts(iterations, "deconvolve")
     out = {n: np.empty_like(x) for n in counts}
     for c in range(x.shape[axes.index("C")] if "C" in axes else 1):
@@ -720,8 +725,7 @@ def deconvolve(image, sigmas, *, axes, iterations, background_sigma=0.0, backgro
         b_c = [v_ for v_, a in zip(bg_sig, axes) if a != "C"]
         blur = lambda w, s_c=s_c: ndi.gaussian_filter(w, s_c, mode="reflect")  # noqa: E731 (symmetric: its own mirror)
         if background_opening > 0:
-            v = v - _opened_background(v, [max(int(round(background_opening)), 1) if a in sp else 1
-                                           for a in axes if a != "C"])
+            v = v - _opened_background(v, [int(round(background_opening)) if a in sp else 1 for a in axes if a != "C"])
         elif background_sigma > 0:
             v = v - ndi.gaussian_filter(v, b_c, mode="reflect")
         for n, est in _richardson_lucy(v, blur, blur, counts):

@@ -1109,7 +1109,10 @@ def _user_errors():
 def main(argv=None):
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+    from . import _TF_LOG_OURS
+
+    if _TF_LOG_OURS:   # keep TensorFlow's start-up chatter off the terminal (unless the user asked for it)
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     # a negative budget ("--time-limit -1m") is taken for an option by argparse ("expected one argument"):

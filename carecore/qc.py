@@ -326,10 +326,12 @@ def beats_every_filter(metrics, *, input_name="input"):
     filter of ``metrics`` in SSIM and in NRMSE (the best filter for each named), else ""."""
     care = metrics.get("CARE")
     filters = {n: m for n, m in metrics.items() if n not in ("CARE", input_name) and not n.startswith("input")}
-    if not care or not filters or beaten_by(metrics, input_name=input_name):
+    if not care or not filters:
         return ""
     best_s = max(filters, key=lambda n: filters[n]["ssim"])
     best_n = min(filters, key=lambda n: filters[n]["nrmse"])
+    if not (care["ssim"] > filters[best_s]["ssim"] and care["nrmse"] < filters[best_n]["nrmse"]):   # (a tie: no win)
+        return ""
     return (f"SSIM {care['ssim']:.4g} against {best_s}'s {filters[best_s]['ssim']:.4g}; NRMSE {care['nrmse']:.4g} "
             f"against {best_n}'s {filters[best_n]['nrmse']:.4g}")
 
@@ -365,7 +367,7 @@ def verdict(metrics, *, input_name="input", kind="care"):
     else:   # (said too: a user trial found the app silent where CARE won, and only ever speaking of losses)
         won = beats_every_filter(metrics, input_name=input_name)
         if won:
-            out.append("CARE beats every classical filter here, each tuned on this ground truth: " + won)
+            out.append("CARE beats every classical filter here, each tuned on the ground truth: " + won)
     worse = worse_than_input(metrics, input_name=input_name)
     if worse:
         out.append(WORSE_THAN_INPUT.format(worse) if kind == "care" else WORSE_THAN_START.format(input_name, worse))

@@ -148,6 +148,7 @@ results["care"] = cc.evaluate(restored, truth, axes="ZYX")
 # a classical filter for comparison, tuned on this volume's ground truth (notebook 4 compares with them all)
 best, _ = best_baseline(tune_baselines([(noisy, truth)], axes="ZYX", names=["gaussian", "tv"]))
 results["best_baseline"] = {"name": best.label(), **best.scores(noisy, truth, axes="ZYX")}
+# (the filter's SSIM at the parameters named; its NRMSE and PSNR at its NRMSE-best ones)
 for name, m in (("input", results["input"]), (f"best filter: {best.label()}", results["best_baseline"]),
                 ("CARE", results["care"])):
     print(f"{name:34s} SSIM {m['ssim']:.3f}   NRMSE {m['nrmse']:.3f}   PSNR {m['psnr']:.1f} dB")

@@ -69,7 +69,9 @@ for pair in listing:
 # %% [markdown]
 # For each pair: the axes (read from the file, or guessed from the number of dimensions), the shapes,
 # and the **alignment check**, which measures the shift between low and high. A pair that is not
-# aligned should be registered before training (or left out).
+# aligned (`aligned: False`) should be registered before training (or left out). `aligned: None` means
+# no clear match anywhere: the two may not show the same field (a wrong file paired), or hold too little
+# to tell; look at them.
 
 # %%
 rows = []

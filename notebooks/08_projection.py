@@ -111,8 +111,9 @@ results["model_dir"] = str(HERE / "model")
 # ## Restore and compare
 #
 # The classical competitors: the MIP, and a **surface-following projection** (find the brightest
-# smoothed height per column, average a few slices around it), each followed by the best classical
-# denoiser, all tuned on this test image with its ground truth.
+# smoothed height per column, average a few slices around it). Each classical filter is then tuned on
+# this test image with its ground truth, starting from whichever projection suits it best: one row per
+# filter, its projection named.
 
 # %%
 low = cc.read_image(d / "test" / "low" / "sample00.tif")

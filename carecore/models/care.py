@@ -727,8 +727,8 @@ class CARE:
                           f"best validation loss so far {self.best_val_loss:.4g} (its weights are kept unless beaten)")
             if budget > 0:   # (a user trial took the stopped run's remaining time for the budget: it is a new one)
                 before_s = float((self.run_card or {}).get("training_seconds") or 0.0)
-                resume_msg += (f"; this run has a budget of its own, {budget / 60:.3g} min (the runs before trained "
-                               f"{before_s / 60:.2g} min)")
+                said = lambda t: f"{t / 60:.1f} min" if t >= 60 else f"{t:.0f} s"  # noqa: E731
+                resume_msg += f"; this run has a budget of its own, {said(budget)} (the runs before trained {said(before_s)})"
             if callback is not None:
                 callback({"kind": "resume", "message": resume_msg})
 

@@ -55,7 +55,7 @@ def test_qc_report_renders(page, tmp_path, shots):
     # and where CARE wins, that is said too (a user trial: only losses were ever said), the best filters named
     won = _beaten_note({"CARE": {"nrmse": 0.03, "ssim": 0.95, "psnr": 30}, "input": {"nrmse": 0.1, "ssim": 0.1, "psnr": 18},
                         "tv": {"nrmse": 0.05, "ssim": 0.6, "psnr": 25}, "nlm": {"nrmse": 0.06, "ssim": 0.62, "psnr": 24}})
-    assert "<b>CARE beats every classical filter here, each tuned on this ground truth: SSIM 0.95 against nlm's " \
+    assert "<b>CARE beats every classical filter here, each tuned on the ground truth: SSIM 0.95 against nlm's " \
            "0.62; NRMSE 0.03 against tv's 0.05.</b>" in won, won
     assert rep["overall_trained_on"] is False
     # every image trained on: the overall is of them, and says so (it read as an honest score)

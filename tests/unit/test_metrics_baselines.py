@@ -285,6 +285,8 @@ def test_deconvolution_is_a_classical_start_of_the_kinds_that_remove_a_known_blu
     lines = np.where(xx % 16 == 8, 100.0, 0.0)
     opened = subtract_background(haze + lines, axes="YX", opening=8)
     assert np.abs(opened[xx % 16 < 4]).max() < 5 and opened[xx % 16 == 8].mean() > 50
+    with pytest.raises(CareError, match="opening must be at least 2 pixels"):   # (1 px: it took the image away whole)
+        subtract_background(haze + lines, axes="YX", opening=1)
     X = np.stack([ndi.gaussian_filter(clean[k], 2.0) for k in range(4)])[..., None]
     assert all(v.shape == X.shape for v in sub.patch_grid_starts(X).values())
 

@@ -324,6 +324,15 @@ def test_aligned_pairs_at_one_or_two_photons_are_not_called_misaligned_nor_unrel
     assert check_alignment(Image(a, "YX"), Image(b, "YX"))["aligned"] is not True
 
 
+def test_a_ground_truth_with_an_axis_its_input_lacks_names_which_is_which():
+    from carecore import Image
+    from carecore.data.pairs import check_pair_shapes
+
+    with pytest.raises(CareError, match=r"the ground truth high/a.tif has axes 'ZYX' but its input \(low\) low/a.tif "
+                                        r"has 'YX'.*its Z has 1 slice: were 3D axes \(ZYX\) given for 2D images\?"):
+        check_pair_shapes(Image(np.zeros((8, 8)), "YX", path="low/a.tif"), Image(np.zeros((1, 8, 8)), "ZYX", path="high/a.tif"))
+
+
 def test_alignment_check_finds_shift():
     clean, _ = nuclei_volume((12, 64, 64), seed=0)
     noisy, _ = simulate_photon_noise(clean, 20, seed=0)
