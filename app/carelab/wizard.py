@@ -448,6 +448,10 @@ class TrainStep(W.VBox):
         s.observe(lambda c: self._layout(), "time_limit")
         s.observe(lambda c: self._recipe(), ["epochs", "steps", "batch_size", "filters", "learning_rate", "task",
                                              "probabilistic", "ensemble", "precision"])
+        # an estimate is of the settings it was made for (a user trial saw one task's on the others' pages)
+        s.observe(lambda c: setattr(self.pre_note, "value", ""), ["epochs", "steps", "batch_size", "filters",
+                                                                  "learning_rate", "task", "probabilistic", "ensemble",
+                                                                  "precision", "time_limit"])
         self.pre_btn.on_click(lambda b: self.on_preflight())
         self.start.on_click(lambda b: self.on_start())
         self.resume.on_click(lambda b: self.on_start(resume=True))
@@ -989,7 +993,8 @@ class ReliabilityStep(W.VBox):
             d = r["disagreement"]
             self.dmap.value = to_png(d[d.shape[0] // 2] if d.ndim == 3 else d, 0, 1, cmap="inferno")
             self.dmap.layout.display = None
-            self.dnote.value = f"mean D = {float(d.mean()):.3f} (0 agree … 1 disjoint)"
+            self.dnote.value = (f"mean D = {float(d.mean()):.3f} (0 agree … 1 disjoint; the map from black, 0, through "
+                                "red to yellow, 1)")
         else:
             self.dnote.value = "<i>train an ensemble (M ≥ 2) for the disagreement map</i>"
         if "calibration" in r:

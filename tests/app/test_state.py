@@ -271,6 +271,9 @@ def test_training_curves_in_epochs_from_the_batch_events(tmp_path):
     step.update()
     assert "CARE passed the best classical filter on the validation patches (best validation SSIM 0.700 against " \
            "tv (weight=0.2)'s 0.650)." in step.status.value.replace("&#x27;", "'"), step.status.value
+    step.pre_note.value = "231,106 parameters"   # an estimate is of the settings it was made for
+    s.task = "denoising2d"
+    assert step.pre_note.value == ""
     s.baseline = {"name": "tv", "params": {"weight": 0.2}, "val_ssim": 0.75}
     assert s.line_verdict().startswith("CARE stayed below the best classical filter on the validation patches (best "
                                        "validation SSIM 0.700 against tv (weight=0.2)'s 0.750): that filter")
