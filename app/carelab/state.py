@@ -1368,8 +1368,8 @@ class LabState(HasTraits):
             starts = ", ".join(plain[:3]) + (f" and {len(plain) - 3} more" if len(plain) > 3 else "") + also
             note = (f"compared on the output's grid (the input row: {label}; each filter starts from the best of "
                     f"{starts or 'the input'}); " + note)
-        elif deconvolved:   # (sub-diffraction: the input itself or its deconvolutions)
-            note += f" (each starts from the best of the input itself{also})"
+        elif deconvolved:   # (sub-diffraction: the input itself, its top-hat background subtraction, or deconvolutions)
+            note += f" (each starts from the best of the input itself{''.join('; ' + p for p in plain)}{also})"
         return rows, note
 
     # -- step 5 ----------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class DataStep(W.VBox):
                                layout=W.Layout(width="420px"))
         self.task.add_class("care-data-task")
         self.source = W.ToggleButtons(options=[("Pairs from folders", "folders"), ("Simulate from the demo", "simulate")],
-                                      value=state.source)
+                                      value=state.source, style={"button_width": "180px"})   # (labels were cut off)
         self.source.add_class("care-data-source")
         self.low = W.Text(description="Low", layout=W.Layout(width="420px"))
         self.high = W.Text(description="High", layout=W.Layout(width="420px"))
@@ -361,7 +361,8 @@ class TrainStep(W.VBox):
         self.kind_note = W.HTML()
         self.kind_note.add_class("care-train-kind-note")
         self.filters = W.BoundedIntText(description="Filters", min=4, max=128, value=state.filters)
-        self.lr = W.FloatText(description="Learning rate", value=state.learning_rate)
+        self.lr = W.FloatText(description="Learning rate", value=state.learning_rate,
+                              style={"description_width": "initial"})   # (the label was cut off)
         self.precision = W.Dropdown(description="Precision", value=state.precision, options=[
             ("auto (for this machine)", "auto"), ("mixed bfloat16", "mixed_bfloat16"), ("float32", "float32")])
         self.seed = W.IntText(description="Seed", value=state.seed)
