@@ -281,12 +281,15 @@ def _pooled_coverage(per_image):
     return [{"percentiles": list(k), "coverage": covered / n, "pixels": n} for k, (n, covered) in pooled.items() if n]
 
 
+def _range_name(lo, hi):
+    """A brightness range of :func:`coverage_text`'s rows by name: "darkest 50 %", "50-90 %", "brightest 1 %"."""
+    return "darkest 50 %" if lo == 0 else ("brightest 1 %" if hi == 100 and lo == 99 else f"{lo:g}-{hi:g} %")
+
+
 def coverage_text(rows, confidence=0.9):
     """``"darkest 50 %: 0.91 · 50-90 %: 0.89 · ..."``: the share of pixels whose ground truth lies in the central
     ``confidence`` interval, by the truth's brightness; "" without rows."""
-    name = lambda lo, hi: "darkest 50 %" if lo == 0 else ("brightest 1 %" if hi == 100 and lo == 99 else  # noqa: E731
-                                                          f"{lo:g}-{hi:g} %")
-    return " · ".join(f"{name(*r['percentiles'])}: {r['coverage']:.2f}" for r in rows)
+    return " · ".join(f"{_range_name(*r['percentiles'])}: {r['coverage']:.2f}" for r in rows)
 
 
 def coverage_verdict(rows, confidence=0.9, *, off=0.1, capital=False):
@@ -294,9 +297,8 @@ def coverage_verdict(rows, confidence=0.9, *, off=0.1, capital=False):
     below ``confidence`` in a range (over-confident there: the truth outside more often than promised), else "".
     A user trial: a projection model's ECE of 0.012 read as calibrated, its 90 % intervals holding the truth
     63-67 % of the time on the brightest structures."""
-    name = lambda lo, hi: "darkest 50 %" if lo == 0 else ("brightest 1 %" if hi == 100 and lo == 99 else  # noqa: E731
-                                                          f"{lo:g}-{hi:g} %")
-    low = [f"the {name(*r['percentiles'])} ({r['coverage']:.2f})" for r in rows if r["coverage"] < confidence - off]
+    low = [f"the {_range_name(*r['percentiles'])} ({r['coverage']:.2f})" for r in rows
+           if r["coverage"] < confidence - off]
     if not low:
         return ""
     return (f"{'T' if capital else 't'}he {100 * confidence:.0f} % intervals are too narrow on " + " and ".join(low)
@@ -304,12 +306,17 @@ def coverage_verdict(rows, confidence=0.9, *, off=0.1, capital=False):
             "trust them there")
 
 
+def _filter_rows(metrics, input_name):
+    """The classical filters' rows of ``metrics``: neither CARE's nor the input's (``input_name``, or named
+    "input ...")."""
+    return {n: m for n, m in metrics.items() if n not in ("CARE", input_name) and not n.startswith("input")}
+
+
 def beaten_by(metrics, *, input_name="input"):
     """Each metric on which a classical filter beats CARE in ``metrics`` ({method: {nrmse, ssim, psnr}}; the
     input's row, ``input_name`` or named "input ...", is no filter), as phrases ("SSIM by gaussian (0.9463
     against CARE's 0.6076)"); an empty list where CARE wins them all."""
-    care = metrics.get("CARE")
-    filters = {n: m for n, m in metrics.items() if n not in ("CARE", input_name) and not n.startswith("input")}
+    care, filters = metrics.get("CARE"), _filter_rows(metrics, input_name)
     if not care or not filters:
         return []
     said = []
@@ -324,8 +331,7 @@ def beaten_by(metrics, *, input_name="input"):
 def beats_every_filter(metrics, *, input_name="input"):
     """``"SSIM 0.9455 against tv's 0.585; NRMSE 0.0312 against tv's 0.0543"`` where CARE beats every classical
     filter of ``metrics`` in SSIM and in NRMSE (the best filter for each named), else ""."""
-    care = metrics.get("CARE")
-    filters = {n: m for n, m in metrics.items() if n not in ("CARE", input_name) and not n.startswith("input")}
+    care, filters = metrics.get("CARE"), _filter_rows(metrics, input_name)
     if not care or not filters:
         return ""
     best_s = max(filters, key=lambda n: filters[n]["ssim"])
@@ -432,6 +438,7 @@ def _html(rep):
     if "calibration" in rep:
         cal = rep["calibration"]
         several = len(cal.get("images", [])) > 1
+        narrow = coverage_verdict(cal["by_brightness"], capital=True) if cal.get("by_brightness") else ""
         parts.append(f"<h2>Calibration</h2><p>Expected calibration error: <b>{cal['ece']:.3f}</b> "
                      + ("(the images' own ECEs, weighted by their size, so that an over-confident image and an "
                         f"under-confident one do not cancel; of their pooled pixels {cal.get('ece_pooled', cal['ece']):.3f}) "
@@ -442,8 +449,7 @@ def _html(rep):
                      "as the network outputs them, <b>no fit to the ground truth</b>.</p><img src='calibration.png'>"
                      + (f"<p class='coverage'>How often the 90 % intervals hold the ground truth, by its brightness "
                         f"(each 0.90 when calibrated; the curve is mostly background): {e(coverage_text(cal['by_brightness']))}."
-                        + (f" <b>{e(coverage_verdict(cal['by_brightness'], capital=True))}.</b>"
-                           if coverage_verdict(cal["by_brightness"]) else "")
+                        + (f" <b>{e(narrow)}.</b>" if narrow else "")
                         + "</p>" if cal.get("by_brightness") else ""))
     for img in rep["images"]:
         seen = ("" if not img.get("trained_on") else
