@@ -184,6 +184,7 @@ def run_job(job_dir):
     status = json.loads((job_dir / "status.json").read_text()) if (job_dir / "status.json").exists() else {}
     status.update(state="running", pid=os.getpid(), history=[], losses=[], notes=[], message="")
     status.pop("members", None)   # an ensemble's, from an earlier run in this folder
+    status.pop("earlier_epochs", None)
     status.pop("event", None)     # and an earlier run's last event
     # the budget the app's running line reads, from the first write on (a configuration that is not valid
     # ends the job below, as an error)
@@ -244,6 +245,12 @@ def run_job(job_dir):
         else:
             mdir = job_dir / "model"
             model = load_model_folder(mdir, weights="last") if (mdir / "manifest.json").exists() else create_model(config, mdir)
+            # a resumed model's epochs before this run stay in the record (a user trial: after Stop and Resume the
+            # charts had lost them, and drew the new ones from epoch 1); the training loss of this run's steps
+            # follows them ("earlier_epochs")
+            status["history"] = [{k: h.get(k) for k in ("epoch", "loss", "val_loss", "val_ssim", "lr")}
+                                 for h in model.history]
+            status["earlier_epochs"] = len(model.history)
             # the job's own budget (or epochs x steps), not the one a resumed model was saved with: the app's
             # Resume trains for what the Train step shows
             result = model.train(patches, epochs=job.get("epochs") or config.epochs, time_limit=config.time_limit,

@@ -305,6 +305,13 @@ def test_the_training_charts_span_the_planned_epochs_from_the_first_step(tmp_pat
     assert s.epochs_planned() == 3
     s.history.append({"epoch": 7, "val_ssim": 0.7})
     assert s.epochs_planned() == 3
+    # ... with its 4 epochs before in the record (a job keeps them since 2026-12-06): the charts run from epoch 1,
+    # this run's training loss after the 4 (a user trial saw the resumed epochs drawn from 1)
+    s.history = [{"epoch": e, "val_ssim": 0.5} for e in range(1, 7)]
+    s.earlier_epochs, s.losses = 4, [[50, 0.3]]
+    assert s.epochs_planned() == 7 and s.curves()["training"] == ([5.0], [0.3])
+    assert s.curves()["ssim"][0] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    s.earlier_epochs = 0
     # member 2 of an ensemble of 3: the first trained 4 epochs, the second plans 5 (its share is
     # planned on its own), the third is counted at the second's plan
     s.history = [{"epoch": e, "val_ssim": 0.5, "member": m} for m, e in ((1, 1), (1, 2), (1, 3), (1, 4), (2, 1))]

@@ -543,3 +543,25 @@ def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, mon
     assert pre["steps_in_budget"] > 10 and abs(first - pre["steps_in_budget"]) <= 2, (first, pre)
     cached = jobs.preflight(cfg, patches, members=2)   # the line the ensemble tuned is reused: no time for it
     assert cached["seconds_filters_line"] == 0.0 and cached["steps_in_budget"] > pre["steps_in_budget"]
+
+
+def test_a_resumed_job_keeps_the_epochs_before_in_its_record(trained, patches, tmp_path):
+    """The app trains as a job; resumed after a Stop, its record dropped the epochs before, and the Train step's
+    charts drew the new ones from epoch 1 (a user trial): they stay, and the app places this run's training loss
+    after them (``earlier_epochs``)."""
+    import json
+    import shutil
+
+    from carecore.training.jobs import run_job
+
+    _, _, _, path = trained
+    shutil.copytree(path, tmp_path / "job" / "model")
+    model = cc.load_model(tmp_path / "job" / "model")
+    before = len(model.history)
+    patches.save(tmp_path / "patches")
+    (tmp_path / "job" / "job.json").write_text(json.dumps(
+        {"config": model.config.to_dict(), "patches": str(tmp_path / "patches"), "epochs": 1, "steps_per_epoch": 2}))
+    status = run_job(tmp_path / "job")
+    assert status["state"] == "completed", status
+    assert status["earlier_epochs"] == before > 0
+    assert [h["epoch"] for h in status["history"]] == list(range(1, before + 2)), status["history"]
