@@ -1379,7 +1379,7 @@ class LabState(HasTraits):
         """Interval, samples (and disagreement) from the predicted distribution; calibration without a fit.
 
         An ensemble's read-outs come from the mixture of its members, never from one Laplace
-        matched to the mixture's variance. Everything is in the input's intensity units. Of the frame
+        matched to the mixture's variance. Everything is on the input's intensity scale. Of the frame
         shown (:meth:`show_frame`); not while another frame is being shown.
         """
         with self._view_lock:

@@ -926,7 +926,7 @@ class ReliabilityStep(W.VBox):
         self.caption.add_class("care-rel-caption")
         self._of = None   # what the read-outs shown are of (None: none shown)
         super().__init__([W.HTML("<h3>5 · Reliability</h3><p>Where may the restoration be wrong? The 90 % interval "
-                                 "along a line (in the input's intensity units; for an ensemble, of the mixture of its "
+                                 "along a line (on the input's intensity scale; for an ensemble, of the mixture of its "
                                  "members), an uncertainty movie of samples, the ensemble disagreement and the "
                                  "calibration curve, measured without fitting anything to the ground truth.</p>"), W.HBox([self.go]), self.msg,
                           self.caption, W.HBox([self.z, self.row]), self.band_box,
