@@ -366,11 +366,13 @@ class LabState(HasTraits):
         return sorted(found)
 
     def image_choices(self):
-        """The Restore step's images as (label, path), the images to restore first: the chosen model's
-        training inputs (the files its run card records) and ground truths (a ``high`` folder's images,
-        the card's) last, named as such (their scores would flatter CARE; a ground truth needs no restoring).
-        (A copy under another name is listed with the images to restore: the score note knows it by its
-        pixels.)"""
+        """The Restore step's images as (label, path): the images to restore first, the ground truths (a
+        ``high`` folder's images) last; the chosen model's training inputs (the files its run card records)
+        and ground truths (the card's) named as such (their scores would flatter CARE; a ground truth needs
+        no restoring). The order does not depend on the model: a dropdown sends the position chosen, and a
+        list reordered by a change of model while the user chooses would take another image (a test under
+        load restored another task's training image). (A copy under another name is listed with the images
+        to restore: the score note knows it by its pixels.)"""
         import json
 
         lows, highs = set(), set()
@@ -386,16 +388,13 @@ class LabState(HasTraits):
                     lows.add(self.inside(str(src.get("low", ""))))
                     highs.add(self.inside(str(src.get("high", ""))))
         lows.discard(None), highs.discard(None)   # (files gone, outside the data root, arrays)
-        plain, training, truths = [], [], []
+        plain, truths = [], []
         for f in self.image_files():
             path = self.inside(f)
-            if path in lows:
-                training.append((f"{f} · trained on (scores flatter CARE)", f))
-            elif path in highs or Path(f).parent.name == "high":
-                truths.append((f"{f} · a ground truth", f))
-            else:
-                plain.append((f, f))
-        return plain + training + truths
+            label = (f"{f} · trained on (scores flatter CARE)" if path in lows else
+                     f"{f} · a ground truth" if path in highs or Path(f).parent.name == "high" else f)
+            (truths if Path(f).parent.name == "high" else plain).append((label, f))
+        return plain + truths
 
     # -- step 1 ----------------------------------------------------------------------------
     #: What the Data step holds for a task: kept when another task is chosen, back when it is chosen again.

@@ -675,7 +675,7 @@ class RestoreStep(W.VBox):
         if current in opts:
             self.model.value = current
         default = s.input_path or s.default_input()   # (before the options: new options select the first)
-        choices = s.image_choices()   # (label, path): training images and ground truths last, named
+        choices = s.image_choices()   # (label, path): ground truths last; training images named
         self.image.options = choices
         if default in [path for _, path in choices]:
             self.image.value = default

@@ -77,6 +77,14 @@ def _watch(page):
     return errors
 
 
+def _wait_for_scores(page, timeout):
+    """The Restore step's scores table, or at once the app's error (a timeout would hide what it said)."""
+    done = page.locator(".care-restore-metrics table").or_(page.locator(".care-restore-msg .care-error"))
+    done.first.wait_for(timeout=timeout)
+    error = page.locator(".care-restore-msg .care-error")
+    assert not error.count(), error.inner_text()
+
+
 def _assert_no_errors(page, errors):
     """No console or page errors outside the allow-list, and no error shown by the app."""
     bad = [e for e in errors if not _allowed(e)]
@@ -171,7 +179,7 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     time.sleep(1)
     page.locator(".care-restore-go").click()
     page.locator(".care-restore-output img[src]").first.wait_for(timeout=120_000)
-    page.locator(".care-restore-metrics table").wait_for(timeout=120_000)
+    _wait_for_scores(page, 120_000)
     metrics = page.locator(".care-restore-metrics").inner_text()
     assert "CARE" in metrics and "best filter by SSIM" in metrics, metrics
     # restored by default as the mean over the flips and rotations, and the summary says so
@@ -256,7 +264,7 @@ def test_walk_the_isotropic_task(page_on_failure, lab_server, shots):
     time.sleep(1)
     assert "isotropic/test/low/sample00.tif" in page.locator(".care-restore-image select").input_value()
     page.locator(".care-restore-go").click()
-    page.locator(".care-restore-metrics table").wait_for(timeout=240_000)
+    _wait_for_scores(page, 240_000)
     page.locator(".care-restore-output img[src]").first.wait_for(timeout=30_000)
     metrics = page.locator(".care-restore-metrics").inner_text()
     assert "input interpolated along Z" in metrics and "CARE" in metrics and "best filter by" in metrics, metrics
@@ -297,7 +305,7 @@ def _train_restore_view(page, shots, prefix, image, input_text, output_text):
     time.sleep(1)
     assert image in page.locator(".care-restore-image select").input_value()
     page.locator(".care-restore-go").click()
-    page.locator(".care-restore-metrics table").wait_for(timeout=240_000)
+    _wait_for_scores(page, 240_000)
     page.locator(".care-restore-output img[src]").first.wait_for(timeout=30_000)
     metrics = page.locator(".care-restore-metrics").inner_text()
     assert "CARE" in metrics and "best filter by" in metrics, metrics
@@ -409,7 +417,7 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
         seen.update(re.findall(r"chunk \d+/\d+", page.locator(".care-restore-msg").inner_text()))
         time.sleep(0.1)
     assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
-    page.locator(".care-restore-metrics table").wait_for(timeout=60_000)
+    _wait_for_scores(page, 60_000)
     assert seen and all(s.endswith("/8") for s in seen), seen
     assert page.locator(".care-restore-count").inner_text() == "chunk 8/8"
     summary = page.locator(".care-restore-summary").inner_text()
@@ -455,7 +463,7 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
         time.sleep(0.2)
     summary = page.locator(".care-restore-summary").inner_text()
     assert "restored in this process" in summary and "sample00.ome.zarr" in summary, summary
-    page.locator(".care-restore-metrics table").wait_for(timeout=60_000)
+    _wait_for_scores(page, 60_000)
     page.screenshot(path=str(shots / "dask_3_in_process.png"), full_page=True)
 
     _assert_no_errors(page, errors)
@@ -482,7 +490,7 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     page.locator(".care-restore-where").get_by_text("In this process").click()
     time.sleep(0.5)
     page.locator(".care-restore-go").click()
-    page.locator(".care-restore-metrics table").wait_for(timeout=240_000)
+    _wait_for_scores(page, 240_000)
     summary = page.locator(".care-restore-summary").inner_text()
     assert ("all 3 time points restored and saved; shown and scored here: time point 2 of 3 (T=1, counted from 0)"
             in summary), summary

@@ -628,7 +628,8 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     lab.input_path = "copy/low/renamed.tif"
     lab.restore()
     assert "CARE was trained on this image or a part of it" in lab.metrics_note, lab.metrics_note
-    # the Restore step's list: images to restore first, the model's training images and ground truths last, named
+    # the Restore step's list: images to restore first, ground truths last; the model's training images and
+    # ground truths named
     seen = state.rel(cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"][0]["low"])
     truth = state.rel(lab.truth_for(seen))
     order = [path for _, path in lab.image_choices()]
@@ -640,6 +641,13 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     others = [p for p in labels if "/train/low/" in p and p not in recorded]   # (another task's train/low/sample00.tif)
     assert others and all(labels[p] == p for p in others), others
     assert {p for p, label in labels.items() if "trained on" in label} == recorded
+    # its order does not depend on the model (a dropdown sends a position): with none chosen, the same order
+    kept, lab.model_dir = lab.model_dir, ""
+    try:
+        assert [path for _, path in lab.image_choices()] == order
+        assert not any("trained on" in label for label, _ in lab.image_choices())
+    finally:
+        lab.model_dir = kept
 
 
 def test_an_image_of_another_gain_is_warned_about_and_restored_by_its_own_percentiles(state):
