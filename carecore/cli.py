@@ -803,6 +803,20 @@ def cmd_import_csbdeep(args):
     return 0
 
 
+def voila_options(cull_idle_timeout=300, cull_interval=60):
+    """The options with which ``carecore lab`` (and the app's browser tests) serve the app with Voila.
+
+    A reloaded or closed page leaves its kernel (about 1 GB) behind: Voila's shutdown request on unload
+    lacks the XSRF token (voila-dashboards/voila#1458, answered 403). A kernel without a page is ended
+    after ``cull_idle_timeout`` idle seconds (checked every ``cull_interval``); a page's own kernel is
+    never culled, and training jobs run in their own processes, which outlive it.
+    """
+    return [f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_timeout)}",
+            f"--MappingKernelManager.cull_interval={int(cull_interval)}",
+            # jupytext (for the notebooks) ships a JupyterLab extension that fails to load in Voila
+            "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']"]
+
+
 def cmd_lab(args):
     from .simulate import write_demo_data
 
@@ -817,9 +831,7 @@ def cmd_lab(args):
 
         env = dict(os.environ, CARELAB_DATA_ROOT=str(root.resolve()))
         cmd = [sys.executable, "-m", "voila", "--no-browser", f"--port={args.port}", f"--Voila.ip={args.ip}",
-               "--MappingKernelManager.cull_idle_timeout=3600",
-               # jupytext (for the notebooks) ships a JupyterLab extension that fails to load in Voila
-               "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']", str(app)]
+               *voila_options(), str(app)]
         print(f"CARE Lab: open http://{args.ip}:{args.port}/ in your browser (Ctrl-C stops it)")
         return subprocess.call(cmd, env=env)
     print(f"demo data ready in {root}; try:\n  carecore evaluate --pred {root}/denoising3d/test/low/sample00.tif "

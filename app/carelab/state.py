@@ -263,6 +263,7 @@ class LabState(HasTraits):
     metrics = Dict()
     metrics_note = Unicode("")
     metrics_verdict = List()   # sentences under the scores: a filter beats CARE, CARE worse than its input
+    scores_pending = Bool(False)   # the restoration shown, the classical filters' rows still being tuned
     restore_note = Unicode("")    # what the restore thread is doing now
     model_problems = List()       # model folders that were not offered, and why
     restore_done = Int(0)
@@ -1036,7 +1037,7 @@ class LabState(HasTraits):
                             f"{type(e).__name__}); start some with `dask worker {address}`") from None
         return client
 
-    def restore(self, progress=None):
+    def restore(self, progress=None, shown=None):
         """Restore the chosen image with the chosen model; metrics (with tuned filters) when a truth exists.
 
         ``restore_where``: ``"here"`` predicts tile by tile in this process and writes a TIFF;
@@ -1046,24 +1047,27 @@ class LabState(HasTraits):
         :meth:`stop_restore` ends either (``carecore.progress.Stopped``; the chunks written are kept and
         a rerun with the same settings continues); a stop while the classical filters are tuned (the
         restoration done and saved) shows it without the filter rows, and the note says so.
+        ``shown()``, where given, is called once the restoration is saved and its views, summary and
+        the input's and CARE's scores are set, before the classical filters are tuned on its ground
+        truth (minutes for a large image): their rows follow (``scores_pending`` until then).
         """
         self._stop_restore.clear()
         try:
             with self._view_lock:   # not while another frame is being shown and scored
-                return self._restore(progress)
+                return self._restore(progress, shown)
         finally:
             self.restore_note = ""
 
-    def choose_frame(self, index, progress=None):
+    def choose_frame(self, index, progress=None, shown=None):
         """Show and score frame ``index`` of the last restoration (the Restore step's time-point slider):
         :meth:`show_frame` with a fresh stop request (:meth:`stop_restore` ends the filters' tuning)."""
         self._stop_restore.clear()
         try:
-            return self.show_frame(index, progress)
+            return self.show_frame(index, progress, shown)
         finally:
             self.restore_note = ""
 
-    def _restore(self, progress):
+    def _restore(self, progress, shown=None):
         from carecore.uncertainty import Ensemble
 
         if not self.model_dir:
@@ -1103,7 +1107,7 @@ class LabState(HasTraits):
         if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
             summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
         return self._show_restoration(model, single, src, img, restored, scale, members, out_axes, output_spacing,
-                                      dest, summary, chunked, progress, warned, options.get("normalization"))
+                                      dest, summary, chunked, progress, warned, options.get("normalization"), shown)
 
     def _restore_image(self, model, folder, src, chunked, chunks, progress, stop, tta, options):
         """Restore ``src`` (in this process or chunk by chunk) and save it; what :meth:`_restore` shows.
@@ -1132,8 +1136,9 @@ class LabState(HasTraits):
         return restored, scale, members, img, out_axes, output_spacing, dest, "restored in this process, tile by tile"
 
     def _show_restoration(self, model, single, src, img, restored, scale, members, out_axes, output_spacing, dest,
-                          summary, chunked, progress, warnings=(), normalization=None):
-        """The restoration's first frame shown and scored (with its ground truth, if any)."""
+                          summary, chunked, progress, warnings=(), normalization=None, shown=None):
+        """The restoration's first frame shown and scored (with its ground truth, if any); ``shown()``
+        before the classical filters are tuned (see :meth:`restore`)."""
         from carecore.uncertainty import Ensemble
 
         truth, note = None, ""
@@ -1158,15 +1163,31 @@ class LabState(HasTraits):
                       truth, axes=out_axes if truth.ndim == len(out_axes) else
                       "".join(a for a in out_axes if a not in FRAME_AXES))),
                   "warnings": list(warnings), "normalization": normalization}
-        view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress)
+        view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress,
+                                filters=shown is None)
         self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
         self.restored_path = self.rel(dest)
         self._set_view(view)
-        self.reliability_ready = False
         self.restore_done += 1
+        self._filter_rows_after(view, shown, progress)
         return self.restored
+
+    def _filter_rows_after(self, view, shown, progress):
+        """The frame ``view`` (set) shown with ``shown()``, then scored against the classical filters, where
+        its scores wait for them (``scores_pending``); a failure of their tuning is said in the scores' note."""
+        if not view["scores_pending"]:
+            return
+        shown()
+        try:
+            scores = self._frame_scores(self._frames, view, progress)
+        except Exception as e:
+            self.metrics_note = f"the classical filters could not be tuned on it ({e}): no filter rows{view['_seen']}"
+            self.scores_pending = False
+            raise
+        for name in ("metrics", "metrics_note", "metrics_verdict", "scores_pending"):
+            setattr(self, name, scores[name])
 
     @property
     def frame_axes(self):
@@ -1188,21 +1209,27 @@ class LabState(HasTraits):
         sizes = self._frames["sizes"]
         return f"{self.restored_path}, {_frame_clause(sizes, _frame_at(sizes, self.frame_index))}"
 
-    def show_frame(self, index, progress=None):
+    def show_frame(self, index, progress=None, shown=None):
         """Show and score frame ``index`` of the last restoration (its time points or samples counted from
         0 through the frame axes in order; 0 for a single image): the views' input, restoration, scale and
         members, the scores against the ground truth (the filters tuned on this frame) and the summary's
         frame clause, set together once all are computed (an error or a stop leaves the frame shown as it
         was). The reliability read-outs are computed again for it (step 5). A stop request (stop_restore)
-        ends the filters' tuning: the frame is then shown without their rows."""
+        ends the filters' tuning: the frame is then shown without their rows. ``shown()``, where given, is
+        called once the frame is set with the input's and CARE's scores, before the filters are tuned on
+        it (then a failure of their tuning leaves the frame shown and says so in the scores' note)."""
         with self._view_lock:
             if self._frames is None:
                 raise CareError("restore an image first")
-            self._set_view(self._frame_view(self._frames, index, progress))
+            view = self._frame_view(self._frames, index, progress, filters=shown is None)
+            self._set_view(view)
+            self._filter_rows_after(view, shown, progress)
             return self.restored
 
-    def _frame_view(self, f, index, progress=None):
-        """The attributes that show frame ``index`` of the restoration ``f`` (a ``_frames`` record)."""
+    def _frame_view(self, f, index, progress=None, filters=True):
+        """The attributes that show frame ``index`` of the restoration ``f`` (a ``_frames`` record);
+        ``filters=False``: scored without the classical filters where they were not tuned on it before
+        (``scores_pending``; :meth:`_frame_scores` adds them)."""
         sizes = f["sizes"]
         count = int(np.prod(list(sizes.values()), dtype=np.int64))
         if not 0 <= index < count:
@@ -1225,30 +1252,47 @@ class LabState(HasTraits):
         v["restore_summary"] = f["summary"] + (
             "; all " + " × ".join(f"{n} {FRAME_NAMES[a]}{'s' * (n != 1)}" for a, n in sizes.items())
             + " restored and saved; shown and scored here: " + _frame_clause(sizes, at) if at else "")
-        v["truth"], v["metrics"], v["metrics_note"], v["metrics_verdict"] = None, {}, f["note"], []
+        v["truth"] = None
         if f["truth"] is not None:   # with the frames, or one for all of them
             t = f["truth"]
             v["truth"] = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
-            v["metrics"], v["metrics_note"] = self._metrics(v["restored"], v["truth"], v["input_on_grid"], out_axes,
-                                                            f["input_label"], progress, model=single, raw=x,
-                                                            raw_axes=in_axes)
+        v["_axes"] = out_axes, in_axes
+        v.update(self._frame_scores(f, v, progress, filters))
+        return v
+
+    def _frame_scores(self, f, v, progress=None, filters=True):
+        """The scores of the frame view ``v`` (of the restoration ``f``): ``metrics`` (the input's, CARE's
+        and, unless ``filters`` is False and they were not tuned on this frame before, the tuned classical
+        filters'), their ``metrics_note`` and ``metrics_verdict``, and ``scores_pending`` (the filters' rows
+        to follow)."""
+        out = {"metrics": {}, "metrics_note": f["note"], "metrics_verdict": [], "scores_pending": False, "_seen": ""}
+        if v["truth"] is not None:
+            out_axes, in_axes = v["_axes"]
+            single = f["model"]
+            out["metrics"], note, out["scores_pending"] = self._metrics(
+                v["restored"], v["truth"], v["input_on_grid"], out_axes, f["input_label"], progress, model=single,
+                raw=v["input_image"], raw_axes=in_axes, filters=filters)
             from carecore.qc import verdict
 
             named = {k.split(": ", 1)[1] if k.startswith("best filter by ") else k: m   # (the filter's own name)
-                     for k, m in v["metrics"].items()}
-            v["metrics_verdict"] = verdict(named, input_name=f["input_label"], kind=single.config.kind)
-            v["metrics_note"] += {True: "; CARE was trained on this image or a part of it (a crop of a training image, or "
-                                        "one a training image was cut from): its scores here flatter it (score images "
-                                        "it never saw, e.g. a test folder)",
-                                  False: "; CARE never saw it",
-                                  None: "; whether CARE was trained on this image is not recorded"}[f["trained_on"]] \
+                     for k, m in out["metrics"].items()}
+            # (none while the filters' rows are to follow: not a verdict on the input alone)
+            out["metrics_verdict"] = [] if out["scores_pending"] else verdict(named, input_name=f["input_label"],
+                                                                              kind=single.config.kind)
+            seen = {True: "; CARE was trained on this image or a part of it (a crop of a training image, or "
+                          "one a training image was cut from): its scores here flatter it (score images "
+                          "it never saw, e.g. a test folder)",
+                    False: "; CARE never saw it",
+                    None: "; whether CARE was trained on this image is not recorded"}[f["trained_on"]] \
                 if not (f.get("target_seen") and not f["trained_on"]) else \
                 ("; its ground truth was one of CARE's training targets (another exposure of a field CARE trained on): "
                  "its scores here flatter it (score fields it never saw)")
-        return v
+            out["metrics_note"], out["_seen"] = note + seen, seen
+        return out
 
     def _set_view(self, v):
-        for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "metrics_verdict", "input_image",
+        for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "metrics_verdict", "scores_pending",
+                     "input_image",
                      "input_norm",
                      "truth_norm", "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index",
                      "restore_warnings"):
@@ -1295,15 +1339,17 @@ class LabState(HasTraits):
         summary = f"restored on {where}: {result.blocks} chunk(s){again}"
         return restored, scale, None, img, out.axes, dict(out.spacing or {}), dest, summary
 
-    def _metrics(self, restored, truth, x, axes, label, progress=None, *, model=None, raw=None, raw_axes=None):
-        """(rows, note): NRMSE/SSIM/PSNR on the output's grid of the input brought onto it (``x``, the kind's
+    def _metrics(self, restored, truth, x, axes, label, progress=None, *, model=None, raw=None, raw_axes=None,
+                 filters=True):
+        """(rows, note, pending): NRMSE/SSIM/PSNR on the output's grid of the input brought onto it (``x``, the kind's
         ``on_output_grid``: itself, interpolated along Z, ...; its row named ``label``), CARE, and classical
         restorations tuned on this very pair: each filter on each of ``model``'s classical starts from the
         input ``raw`` (``raw_axes``) onto the output's grid (:func:`carecore.baselines.tune_output_baselines`;
-        without a model: the filters on ``x``)."""
+        without a model: the filters on ``x``). ``filters=False``: the filters' rows only where they were
+        tuned on this pair before, else none and ``pending`` is True."""
         rows = {"CARE": cc.evaluate(restored, truth, axes=axes)}
         if x is None or x.shape != truth.shape:
-            return rows, "the input cannot be brought onto the ground truth's grid: no input or filter rows"
+            return rows, "the input cannot be brought onto the ground truth's grid: no input or filter rows", False
         rows = {label: cc.evaluate(x, truth, axes=axes), **rows}
         # the filters depend on the pair alone, not the model: restoring the same image again (another model,
         # more training), or going back to a time point, reuses them (54 s for the demo's 3D test volume on 2
@@ -1315,18 +1361,21 @@ class LabState(HasTraits):
                repr(model.psf_sigmas()) if hasattr(model, "psf_sigmas") else None)
         key = (pair_key(x if model is None else raw, truth), axes, label, tuple(starts), factor, psf)
         if key in self._filter_rows:
-            filters, note = self._filter_rows[key]
-            return {**rows, **filters}, note
+            tuned, note = self._filter_rows[key]
+            return {**rows, **tuned}, note, False
+        if not filters:
+            return rows, ("the classical filters are being tuned on this image's ground truth: their rows follow "
+                          "(Stop skips them)"), True
         try:
-            filters, note = self._tuned_filter_rows(x, truth, axes, label, progress, model=model, raw=raw,
-                                                    raw_axes=raw_axes)
+            tuned, note = self._tuned_filter_rows(x, truth, axes, label, progress, model=model, raw=raw,
+                                                  raw_axes=raw_axes)
         except Stopped:   # the restoration is done and saved: shown without the filters, nothing kept of them
             return rows, ("the classical filters' tuning was stopped: no filter rows (restore again, or choose the frame again, "
-                          "to tune them)")
-        self._filter_rows[key] = (filters, note)
+                          "to tune them)"), False
+        self._filter_rows[key] = (tuned, note)
         while len(self._filter_rows) > 8:   # the last few pairs (frames) only
             del self._filter_rows[next(iter(self._filter_rows))]
-        return {**rows, **filters}, note
+        return {**rows, **tuned}, note, False
 
     def _tuned_filter_rows(self, x, truth, axes, label, progress=None, *, model=None, raw=None, raw_axes=None):
         """(rows, note) of the classical restorations tuned on the input and the ground truth ``truth``."""

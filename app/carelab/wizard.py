@@ -19,6 +19,7 @@ from carecore import CareError
 from carecore.models.care import MIN_BUDGET_STEPS
 from carecore.progress import Stopped
 from carecore.qc import coverage_text, coverage_verdict
+from carecore.render import profile_row
 
 from .state import BUDGETS, RESTORE_WHERE, TASKS, LabState, progress_text, task_spec
 from .viewers import BandProfile, Curves, SliceView, volume_pair
@@ -709,9 +710,13 @@ class RestoreStep(W.VBox):
             self._render()
             self.msg.note("restored. Next: step 4 · View.")
 
+        def early():   # the restoration saved and shown; the filters' rows follow (minutes on a large image)
+            self._render()
+            self.msg.note("restored and saved; tuning the classical filters on its ground truth for the comparison ...")
+
         def go():
             try:
-                return self.state.restore(progress)
+                return self.state.restore(progress, shown=early)
             except Stopped:
                 return None
             except Exception:
@@ -746,7 +751,9 @@ class RestoreStep(W.VBox):
             "" if s.metrics_note.startswith("not scored") else \
             "<i>no ground truth found for this image (looked for the same name in a <code>high</code> folder "\
             "next to its <code>low</code> folder)</i>"
-        note = f"<p style='color:#666'>{html.escape(s.metrics_note)}</p>" if s.metrics_note else ""
+        pending = " care-restore-pending" if s.scores_pending else ""
+        note = f"<p class='care-restore-note{pending}' style='color:#666'>{html.escape(s.metrics_note)}</p>" \
+            if s.metrics_note else ""
         note += "".join(f"<p class='care-restore-verdict'><b>{html.escape(x)}.</b></p>" for x in s.metrics_verdict)
         shown = (" (an OME-Zarr store: shown here is its full-resolution level read into memory; open large "
                  "outputs in napari or Fiji)" if s.restored_path.lower().endswith(".zarr") else "")
@@ -783,7 +790,7 @@ class RestoreStep(W.VBox):
                 with self._frame_lock:
                     index = self._frame_wanted
                 try:
-                    s.choose_frame(index, self._progress)
+                    s.choose_frame(index, self._progress, shown=self._render)   # (its filters' rows follow)
                     self.msg.note(f"showing {s.frame_name} {index} (counted from 0).")
                 except CareError as e:
                     self.msg.error(e)
@@ -877,7 +884,8 @@ class ViewStep(W.VBox):
         self.ortho_in.set_image(s.input_image, spacing=s.input_spacing)
         self.ortho_out.set_image(s.restored, spacing=s.output_spacing)
         self.row.max = s.restored.shape[-2] - 1
-        self.row.value = s.restored.shape[-2] // 2
+        # through the brightest structure of the slice shown (a middle row can cross only background)
+        self.row.value = profile_row(s.restored[self.ortho_out.slider.value] if s.restored.ndim == 3 else s.restored)
         if s.restored.ndim == 3 and s.input_image.ndim == 3:
             self.vol_box.children = [volume_pair(s.input_image, s.restored, css="care-view-volumes",
                                                  spacings=(s.input_spacing, s.output_spacing))]
@@ -985,7 +993,8 @@ class ReliabilityStep(W.VBox):
         self.z.value = m.shape[0] // 2 if m.ndim == 3 else 0
         self.z.layout.display = "" if m.ndim == 3 else "none"   # (a 2D image has no slices)
         self.row.max = m.shape[-2] - 1
-        self.row.value = m.shape[-2] // 2
+        # through the brightest structure of the slice (a trial's middle row crossed only background: a flat band)
+        self.row.value = profile_row(m[self.z.value] if m.ndim == 3 else m)
         self._range = display_range(m)
         self.frame.max = self.play.max = len(r["samples"]) - 1
         self._profile()

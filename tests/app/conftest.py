@@ -52,21 +52,21 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 @contextlib.contextmanager
-def voila(notebook, *, env, cwd, log_path, extra_args=()):
+def voila(notebook, *, env, cwd, log_path, extra_args=(), cull=None):
     """Voila serving ``notebook`` on a free loopback port (yields its URL); stopped by its own PID.
 
     The port is free when picked; should another process (the suite's other one) take it before Voila
     does, Voila exits (``--port_retries=0``: it would otherwise serve on another port while this polls
-    the one picked) and starts again on another.
+    the one picked) and starts again on another. Served with ``carecore lab``'s options; ``cull`` (a dict)
+    overrides the times after which a kernel without a page is ended.
     """
+    from carecore.cli import voila_options
+
     for attempt in range(3):
         log = open(log_path, "w")
         port = _free_port()
         proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--port_retries=0",
-                                 "--Voila.ip=127.0.0.1", "--MappingKernelManager.cull_idle_timeout=600",
-                                 # jupytext (a dependency, for the notebooks) ships a JupyterLab extension whose
-                                 # shared modules Voila's page lacks: it logs a console error on every page
-                                 "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']",
+                                 "--Voila.ip=127.0.0.1", *voila_options(**(cull or {})),   # as `carecore lab`
                                  *extra_args, str(notebook)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         url = f"http://127.0.0.1:{port}/"
@@ -116,7 +116,9 @@ def lab_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("labroot")
     write_demo_data(root, size="tiny", tasks=["denoising3d", "isotropic", "projection", "subdiffraction"])
     env = dict(os.environ, CARELAB_DATA_ROOT=str(root), CARELAB_QUICK="1", TF_CPP_MIN_LOG_LEVEL="2")
-    with voila(REPO / "app" / "care_lab.ipynb", env=env, cwd=REPO,
+    # (kernels without a page ended after 20 idle s, not `carecore lab`'s 5 min: a test sees it happen, and the
+    # kernels of the pages closed by the tests before free their memory)
+    with voila(REPO / "app" / "care_lab.ipynb", env=env, cwd=REPO, cull={"cull_idle_timeout": 20, "cull_interval": 5},
                log_path=tmp_path_factory.mktemp("voila") / "voila.log") as url:
         yield {"url": url, "root": root}
 

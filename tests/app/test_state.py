@@ -566,6 +566,53 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
 # scales and axes and ipyvolume's volumes pass constructor arguments that traitlets deprecates
 @pytest.mark.filterwarnings("ignore:Passing unrecognized arguments to super:DeprecationWarning",
                             "ignore:metadata .* was set from the constructor:DeprecationWarning")
+def test_the_restoration_is_shown_before_the_filters_are_tuned(state):
+    """A restoration is shown (views, summary, the input's and CARE's scores) once it is saved, and the
+    tuned classical filters' rows follow (a user trial waited 5.5 min, seeing nothing, while they were tuned
+    on an isotropic stack); filters tuned on the same pair before come at once; a failure of their tuning
+    leaves the restoration shown and says so."""
+    import carecore.baselines as baselines_module
+
+    seen = []
+
+    def shown():
+        seen.append({"pending": state.scores_pending, "rows": set(state.metrics), "path": state.restored_path,
+                     "restored": state.restored is not None, "verdict": list(state.metrics_verdict),
+                     "note": state.metrics_note, "done": state.restore_done})
+
+    state._filter_rows.clear()
+    done = state.restore_done
+    state.restore(shown=shown)
+    assert len(seen) == 1, seen
+    early = seen[0]
+    assert early["pending"] and early["rows"] == {"input", "CARE"} and early["restored"] and early["path"]
+    assert early["verdict"] == [] and "their rows follow" in early["note"] and "CARE never saw it" in early["note"]
+    assert early["done"] == done + 1 and state.restore_done == done + 1
+    assert not state.scores_pending and "their rows follow" not in state.metrics_note
+    assert any(k.startswith("best filter by") for k in state.metrics) and state.metrics_verdict
+    rows = set(state.metrics)
+    state.restore(shown=shown)   # the same pair: its filters' rows at once, no early view
+    assert len(seen) == 1 and set(state.metrics) == rows and not state.scores_pending
+    state._filter_rows.clear()
+    tune = baselines_module.tune_baselines
+
+    def fail(*a, **kw):
+        raise MemoryError("no memory left for the filters")
+
+    baselines_module.tune_baselines = fail
+    try:
+        with pytest.raises(MemoryError):
+            state.restore(shown=shown)
+    finally:
+        baselines_module.tune_baselines = tune
+    assert len(seen) == 2 and seen[1]["pending"] and state.restored is not None and not state.scores_pending
+    assert set(state.metrics) == {"input", "CARE"}
+    assert state.metrics_note.startswith("the classical filters could not be tuned on it (no memory left for the "
+                                         "filters): no filter rows; CARE never saw it"), state.metrics_note
+    state.restore()   # (without ``shown``: all at once, as before)
+    assert set(state.metrics) == rows and len(seen) == 2
+
+
 def test_views_and_read_outs_follow_the_frame_shown(state):
     """Steps 4 and 5 name what they show; another frame (or restoration) refreshes the views and takes
     the reliability read-outs of the one before down (no figure left standing for another frame)."""
