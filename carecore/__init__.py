@@ -6,6 +6,7 @@ and the command line start fast.
 """
 from __future__ import annotations
 
+import logging as _logging
 import os as _os
 
 # TensorFlow computes with oneDNN by default only on CPUs it finds AVX512-VNNI, AVX512-BF16 or AMX on; on
@@ -19,6 +20,17 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # script's output (the command line keeps its C++ warnings off too: _TF_LOG_OURS); a value the user set wins
 _TF_LOG_OURS = "TF_CPP_MIN_LOG_LEVEL" not in _os.environ
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+def _not_retracing(record):
+    """TensorFlow's "N out of the last M calls ... triggered tf.function retracing" is left out: tiled
+    prediction gives the network tiles of a few shapes (the edges', an ensemble's members) by design, and
+    its advice (reduce_retracing, tensor arguments) is not the user's to follow (a workshop trial saw it
+    in notebook 6). TensorFlow's other warnings pass."""
+    return "triggered tf.function retracing" not in str(getattr(record, "msg", ""))
+
+
+_logging.getLogger("tensorflow").addFilter(_not_retracing)
 
 __version__ = "0.1.0"
 
