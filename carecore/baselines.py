@@ -177,7 +177,8 @@ TUNING_GRIDS = {
 #: parameter (``step``), up to ``limit`` (3D: ``limit3d``), while it improves, at most
 #: :data:`EDGE_EXTENSIONS` more values per filter and metric (at 5 photons on the BPAE nuclei NLM was best at
 #: the grid's top, h_factor 2, and better at 4: NRMSE 0.0209 -> 0.0188; bilateral at sigma_spatial 3 ->
-#: 8: SSIM 0.794 -> 0.837; median at size 7 -> 11: SSIM 0.725 -> 0.745)
+#: 8: SSIM 0.794 -> 0.837, with the zero-padded borders it had before 2026-12-06; median at size 7 -> 11:
+#: SSIM 0.725 -> 0.745)
 EDGE_STEPS = {
     "gaussian": {"sigma": (lambda v: v * 1.5, 96.0, 96.0)},
     "tv": {"weight": (lambda v: v * 2, 51.2, 51.2)},
@@ -472,9 +473,11 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
     each of the model's classical starts onto the output's grid (:meth:`~carecore.CARE.grid_starts`: the
     input itself for denoising; nearest, linear and cubic interpolation along Z for upsampling and
     isotropic models, and the cubic one deconvolved along Z where the model knows its axial PSF; the
-    input and its deconvolutions for sub-diffraction; the maximum and surface-following projections for
-    a projection model), so that CARE
-    is compared with the best classical pipeline, not with a filter on the model's own start.
+    input, its top-hat background subtraction and its deconvolutions (after no, a smooth or a top-hat
+    background subtraction) for sub-diffraction; the maximum and surface-following projections for a
+    projection model), so that CARE is compared with the best classical pipeline, not with a filter on
+    the model's own start. Where a model has more than :data:`SCREENED_STARTS` starts, the ones a
+    tuned Gaussian filter scores best are kept for the other filters.
 
     Parameters
     ----------

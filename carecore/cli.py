@@ -803,13 +803,15 @@ def cmd_import_csbdeep(args):
     return 0
 
 
-def voila_options(cull_idle_timeout=300, cull_interval=60):
+def voila_options(cull_idle_timeout=600, cull_interval=60):
     """The options with which ``carecore lab`` (and the app's browser tests) serve the app with Voila.
 
     A reloaded or closed page leaves its kernel (about 1 GB) behind: Voila's shutdown request on unload
-    lacks the XSRF token (voila-dashboards/voila#1458, answered 403). A kernel without a page is ended
-    after ``cull_idle_timeout`` idle seconds (checked every ``cull_interval``); a page's own kernel is
-    never culled, and training jobs run in their own processes, which outlive it.
+    lacks the XSRF token (voila-dashboards/voila#1458, answered 403). A kernel without a connected page
+    is ended after ``cull_idle_timeout`` idle seconds (checked every ``cull_interval``). A page open in
+    the browser keeps its kernel; one whose connection is lost for longer loses it (its restorations
+    are saved, and training jobs run in their own processes: a reload shows them again). A kernel that
+    follows a running training job stays busy until the job ends.
     """
     return [f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_timeout)}",
             f"--MappingKernelManager.cull_interval={int(cull_interval)}",

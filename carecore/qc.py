@@ -429,9 +429,10 @@ def _html(rep):
                      "the model knows its axial PSF, the cubic interpolation deconvolved along Z (Richardson-Lucy, "
                      "the paper's classical competitor; the iterations are tuned too).</p>")
     elif rep.get("kind") == "subdiffraction":
-        parts.append("<p>Each baseline starts from the best of the input itself and its Richardson-Lucy deconvolutions "
-                     "with the model's PSF (the paper's classical competitor; with and without a smooth background "
-                     "subtracted first; the iterations are tuned too).</p>")
+        parts.append("<p>Each baseline starts from the best of the input itself, its top-hat background subtraction "
+                     "and its Richardson-Lucy deconvolutions with the model's PSF (the paper's classical competitor; "
+                     "with no background, a smooth or a top-hat one subtracted first; the iterations are tuned "
+                     "too).</p>")
     elif rep.get("kind") == "projection":
         parts.append("<p>Input: the stack's maximum projection; each baseline starts from the best of the maximum "
                      "and the surface-following projections.</p>")

@@ -33,9 +33,9 @@ def profile_row(plane, sigma=2.0):
     Examples
     --------
     >>> plane = np.zeros((64, 64), np.float32)
-    >>> plane[40:44, 10:20] = 5.0
+    >>> plane[40:45, 10:20] = 5.0
     >>> profile_row(plane)
-    41
+    42
     """
     from scipy.ndimage import gaussian_filter
 

@@ -140,17 +140,19 @@ results.update(restored=str(restored_path), truth_shape=list(truth.shape))
 # above): their edges change faster along Z than along X, so the truth's Φ is about 3, and every row
 # of the table is above 1. Compare each row with the truth's Φ, not with 1.
 #
-# What the table below shows (the same picture in quick mode and with the workshop budget): **no
-# method reaches the truth's Φ**. All of them stay well below it (Φ between about 1.2 and 2.2 against
-# the truth's 3.0), because the axial blur and the 4× sub-sampling removed the fine axial detail and
-# interpolation cannot put it back. CARE comes closest (about 1.9 in quick mode, 2.2 with the
-# workshop budget), and it also has the best SSIM and NRMSE: it recovers part of the lost detail,
-# not all of it.
+# What the table below shows: **no method reaches the truth's Φ**. All of them stay well below it (Φ
+# between about 1.2 and 2.2 against the truth's 3.0), because the axial blur and the 4× sub-sampling
+# removed the fine axial detail and interpolation cannot put it back. Which row comes closest depends on
+# the training: in a quick-mode run (2026-12-06) the tuned deconvolution had Φ 2.0 and CARE 1.9, with
+# CARE's SSIM and NRMSE only just ahead (0.847 / 0.0444 against 0.841 / 0.0460); with the workshop
+# budget CARE reached about 2.2. Read your own table. Φ counts all the axial power, noise and
+# deconvolution's ringing included, so read it with the two scores.
 #
 # The fine detail that the sub-sampling lost lies above `1 / (2 × factor)` cycles per voxel of the
 # restored grid: **Φ lost band** sums only those frequencies. There the smooth interpolations (linear,
-# cubic) have almost nothing left (about 3 % to 9 % of the truth's value), and CARE brings back a part
-# (about 20 % to 30 % of it). Nearest-neighbour interpolation scores high in that band, but for the
+# cubic) have almost nothing left (about 3 % to 9 % of the truth's value), deconvolution about 13 %,
+# and CARE brings back more (about 20 % to 30 % of it): it recovers part of the lost detail, not all
+# of it. Nearest-neighbour interpolation scores high in that band, but for the
 # wrong reason: the edges of its blocks, a staircase rather than detail (its NRMSE is the worst of
 # all, and its SSIM far below CARE's). Its SSIM can still be the best of the three interpolations:
 # each of its slices is an acquired slice, unblended, and SSIM rewards that sharp in-plane detail

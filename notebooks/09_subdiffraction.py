@@ -83,8 +83,8 @@ plt.show()
 # %% [markdown]
 # ## Train
 #
-# Quick mode trains a fixed 4 × 150 steps (about 80 s on 2 cores, the same model whatever the
-# machine's speed); the workshop budget is 2.5 minutes.
+# Quick mode trains a fixed 6 × 250 steps (the same model whatever the machine's speed; the whole
+# notebook took about 50 s on the project's 2-core test machine); the workshop budget is 2.5 minutes.
 
 # %%
 def on_event(e):
@@ -94,7 +94,7 @@ def on_event(e):
 
 model = cc.create_model(config, HERE / "model")
 if QUICK:
-    result = model.train(patches, callback=on_event, epochs=4, steps_per_epoch=150, time_limit=0)
+    result = model.train(patches, callback=on_event, epochs=6, steps_per_epoch=250, time_limit=0)
 else:
     result = model.train(patches, callback=on_event)
 print("training:", result.message or result.status)
@@ -116,17 +116,20 @@ cc.write_image(HERE / "restored.tif", restored, axes="YX")
 # the model's PSF (5 to 40 iterations, with no background, a smooth or a top-hat one subtracted first), then each
 # filter, all tuned on the truth
 tuned = tune_output_baselines(model, [(low, truth)], axes="YX", names=["gaussian", "tv"] if QUICK else None)
-classical, _ = best_baseline(tuned)
-print("best classical pipeline (by SSIM):", classical.label())
-rows = {"input": low, "best classical": classical.apply(low, axes="YX"), "CARE": restored, "target": truth}
+by_ssim, by_nrmse = best_baseline(tuned)   # each metric's best pipeline, at its own best settings
+print("best classical pipeline by SSIM: ", by_ssim.label())
+print("best classical pipeline by NRMSE:", by_nrmse.label("nrmse"))
+rows = {"input": low, "best classical": by_ssim.apply(low, axes="YX"), "CARE": restored, "target": truth}
 metrics = {}
 for name, v in rows.items():
     m = cc.evaluate(v, truth, axes="YX") if name != "target" else {}
+    if name == "best classical":   # (its NRMSE from the NRMSE-best pipeline; its image and width the SSIM-best's)
+        m = {**m, "nrmse": by_nrmse.scores(low, truth, axes="YX")["nrmse"]}
     metrics[name] = {**m, "fwhm": tubule_fwhm(v, truth)}
     print(f"{name:16s}" + (f" SSIM {m['ssim']:.3f}  NRMSE {m['nrmse']:.4f}" if m else " " * 27)
           + f"  tubule FWHM {metrics[name]['fwhm']:.2f} px")
 results.update(restored=str(HERE / "restored.tif"), input=metrics["input"], care=metrics["CARE"],
-               best_baseline={**metrics["best classical"], "name": classical.label()})
+               best_baseline={**metrics["best classical"], "name": by_ssim.label()})
 
 fig, ax = plt.subplots(1, 4, figsize=(13, 3.4))
 for a, (title, img) in zip(ax, rows.items()):
@@ -142,8 +145,9 @@ with open(HERE / "results.json", "w") as f:
 #
 # In a workshop-budget run (2026-12-06, on one core of the project's 2-core test machine): the best
 # classical pipeline was total-variation denoising after a top-hat background subtraction, at SSIM 0.45
-# / NRMSE 0.107 (the input 0.16 / 0.130; Richardson–Lucy after the same background subtraction came
-# next, 0.40); CARE reached 0.82 / 0.082. Its tubules were the thinner ones, about 2.0 px against the
+# / NRMSE 0.107 (that run scored both at the SSIM-best pipeline; the notebook now takes the NRMSE from
+# the NRMSE-best one, which can only be lower: read your printout) (the input 0.16 / 0.130;
+# Richardson–Lucy after the same background subtraction came next, 0.40); CARE reached 0.82 / 0.082. Its tubules were the thinner ones, about 2.0 px against the
 # classical pipeline's 3.2 px (the input's 4.2 px, the target's 1.1 px): a gain in resolution, still
 # short of the target. A short training (quick mode) leaves CARE's tubules wider: compare the widths
 # your run printed.

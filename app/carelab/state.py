@@ -302,6 +302,7 @@ class LabState(HasTraits):
         self._patch_key = None
         self._filter_rows = {}               # pair's key -> (rows, note): the filters tuned on the last pairs
         self._view_lock = threading.RLock()  # one restoration's frame shown at a time (show_frame, restore)
+        self._view = None                    # the attributes of the frame shown (_set_view)
         self.image_axes, self.model_config, self.input_norm = "", None, None
         self.truth_norm = None   # how the ground truth is scaled into the network's units (None: its own percentiles)
         self.readouts = {}
@@ -1049,12 +1050,16 @@ class LabState(HasTraits):
         restoration done and saved) shows it without the filter rows, and the note says so.
         ``shown()``, where given, is called once the restoration is saved and its views, summary and
         the input's and CARE's scores are set, before the classical filters are tuned on its ground
-        truth (minutes for a large image): their rows follow (``scores_pending`` until then).
+        truth (minutes for a large image): their rows follow (``scores_pending`` until then; the
+        reliability read-outs can be computed meanwhile). A failure of their tuning is then raised with
+        the restoration shown, and the scores' note says it.
         """
         self._stop_restore.clear()
         try:
             with self._view_lock:   # not while another frame is being shown and scored
-                return self._restore(progress, shown)
+                self._restore(progress, tune=shown is None)
+            self._tune_after(shown, progress)
+            return self.restored
         finally:
             self.restore_note = ""
 
@@ -1067,7 +1072,7 @@ class LabState(HasTraits):
         finally:
             self.restore_note = ""
 
-    def _restore(self, progress, shown=None):
+    def _restore(self, progress, tune=True):
         from carecore.uncertainty import Ensemble
 
         if not self.model_dir:
@@ -1107,7 +1112,7 @@ class LabState(HasTraits):
         if not self.smooth and isinstance(model, Ensemble) and any(m.output_sigma for m in model.members):
             summary += "; kept: an ensemble's disagreement is measured on its smoothed means"
         return self._show_restoration(model, single, src, img, restored, scale, members, out_axes, output_spacing,
-                                      dest, summary, chunked, progress, warned, options.get("normalization"), shown)
+                                      dest, summary, chunked, progress, warned, options.get("normalization"), tune)
 
     def _restore_image(self, model, folder, src, chunked, chunks, progress, stop, tta, options):
         """Restore ``src`` (in this process or chunk by chunk) and save it; what :meth:`_restore` shows.
@@ -1136,9 +1141,9 @@ class LabState(HasTraits):
         return restored, scale, members, img, out_axes, output_spacing, dest, "restored in this process, tile by tile"
 
     def _show_restoration(self, model, single, src, img, restored, scale, members, out_axes, output_spacing, dest,
-                          summary, chunked, progress, warnings=(), normalization=None, shown=None):
-        """The restoration's first frame shown and scored (with its ground truth, if any); ``shown()``
-        before the classical filters are tuned (see :meth:`restore`)."""
+                          summary, chunked, progress, warnings=(), normalization=None, tune=True):
+        """The restoration's first frame shown and scored (with its ground truth, if any); ``tune=False``:
+        without the classical filters' rows where they were not tuned on it before (see :meth:`restore`)."""
         from carecore.uncertainty import Ensemble
 
         truth, note = None, ""
@@ -1163,31 +1168,38 @@ class LabState(HasTraits):
                       truth, axes=out_axes if truth.ndim == len(out_axes) else
                       "".join(a for a in out_axes if a not in FRAME_AXES))),
                   "warnings": list(warnings), "normalization": normalization}
-        view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress,
-                                filters=shown is None)
+        view = self._frame_view(frames, int(np.prod(list(sizes.values()), dtype=np.int64)) // 2, progress, tune=tune)
         self.image_axes, self.model_config = "".join(a for a in img.axes if a not in FRAME_AXES), model.config
         self._restored_chunked_ensemble = chunked and isinstance(model, Ensemble)
         self.input_spacing, self.output_spacing = dict(img.spacing or {}), output_spacing
         self.restored_path = self.rel(dest)
         self._set_view(view)
         self.restore_done += 1
-        self._filter_rows_after(view, shown, progress)
         return self.restored
 
-    def _filter_rows_after(self, view, shown, progress):
-        """The frame ``view`` (set) shown with ``shown()``, then scored against the classical filters, where
-        its scores wait for them (``scores_pending``); a failure of their tuning is said in the scores' note."""
+    def _tune_after(self, shown, progress):
+        """Where the frame shown waits for the classical filters' rows (``scores_pending``): ``shown()``,
+        then the filters tuned on it, outside the view lock (the read-outs of step 5 need not wait), and
+        their rows set if that frame is still the one shown. A failure is said in the scores' note."""
+        with self._view_lock:
+            view, count = self._view, self.view_count
         if not view["scores_pending"]:
             return
-        shown()
         try:
-            scores = self._frame_scores(self._frames, view, progress)
+            shown()
+            scores = self._frame_scores(view["_frames"], view, progress)
         except Exception as e:
-            self.metrics_note = f"the classical filters could not be tuned on it ({e}): no filter rows{view['_seen']}"
-            self.scores_pending = False
+            with self._view_lock:
+                if self.view_count == count:
+                    self.metrics_note = f"the classical filters could not be tuned on it ({e}): no filter rows" + \
+                        view["_seen"]
+                    self.metrics_verdict = self._verdict(self.metrics, view["_frames"])
+                    self.scores_pending = False
             raise
-        for name in ("metrics", "metrics_note", "metrics_verdict", "scores_pending"):
-            setattr(self, name, scores[name])
+        with self._view_lock:
+            if self.view_count == count:   # (else another restoration or frame is shown: these are not its)
+                for name in ("metrics", "metrics_note", "metrics_verdict", "scores_pending"):
+                    setattr(self, name, scores[name])
 
     @property
     def frame_axes(self):
@@ -1221,14 +1233,13 @@ class LabState(HasTraits):
         with self._view_lock:
             if self._frames is None:
                 raise CareError("restore an image first")
-            view = self._frame_view(self._frames, index, progress, filters=shown is None)
-            self._set_view(view)
-            self._filter_rows_after(view, shown, progress)
-            return self.restored
+            self._set_view(self._frame_view(self._frames, index, progress, tune=shown is None))
+        self._tune_after(shown, progress)
+        return self.restored
 
-    def _frame_view(self, f, index, progress=None, filters=True):
+    def _frame_view(self, f, index, progress=None, tune=True):
         """The attributes that show frame ``index`` of the restoration ``f`` (a ``_frames`` record);
-        ``filters=False``: scored without the classical filters where they were not tuned on it before
+        ``tune=False``: scored without the classical filters where they were not tuned on it before
         (``scores_pending``; :meth:`_frame_scores` adds them)."""
         sizes = f["sizes"]
         count = int(np.prod(list(sizes.values()), dtype=np.int64))
@@ -1257,28 +1268,23 @@ class LabState(HasTraits):
             t = f["truth"]
             v["truth"] = np.asarray(pick(t, f["out_axes"]) if t.shape == f["restored"].shape else t, np.float32)
         v["_axes"] = out_axes, in_axes
-        v.update(self._frame_scores(f, v, progress, filters))
+        v.update(self._frame_scores(f, v, progress, tune))
         return v
 
-    def _frame_scores(self, f, v, progress=None, filters=True):
+    def _frame_scores(self, f, v, progress=None, tune=True):
         """The scores of the frame view ``v`` (of the restoration ``f``): ``metrics`` (the input's, CARE's
-        and, unless ``filters`` is False and they were not tuned on this frame before, the tuned classical
+        and, unless ``tune`` is False and they were not tuned on this frame before, the tuned classical
         filters'), their ``metrics_note`` and ``metrics_verdict``, and ``scores_pending`` (the filters' rows
-        to follow)."""
+        to follow). The input's and CARE's rows already in ``v`` are reused."""
         out = {"metrics": {}, "metrics_note": f["note"], "metrics_verdict": [], "scores_pending": False, "_seen": ""}
         if v["truth"] is not None:
             out_axes, in_axes = v["_axes"]
             single = f["model"]
             out["metrics"], note, out["scores_pending"] = self._metrics(
                 v["restored"], v["truth"], v["input_on_grid"], out_axes, f["input_label"], progress, model=single,
-                raw=v["input_image"], raw_axes=in_axes, filters=filters)
-            from carecore.qc import verdict
-
-            named = {k.split(": ", 1)[1] if k.startswith("best filter by ") else k: m   # (the filter's own name)
-                     for k, m in out["metrics"].items()}
+                raw=v["input_image"], raw_axes=in_axes, tune=tune, rows=v.get("metrics"))
             # (none while the filters' rows are to follow: not a verdict on the input alone)
-            out["metrics_verdict"] = [] if out["scores_pending"] else verdict(named, input_name=f["input_label"],
-                                                                              kind=single.config.kind)
+            out["metrics_verdict"] = [] if out["scores_pending"] else self._verdict(out["metrics"], f)
             seen = {True: "; CARE was trained on this image or a part of it (a crop of a training image, or "
                           "one a training image was cut from): its scores here flatter it (score images "
                           "it never saw, e.g. a test folder)",
@@ -1290,6 +1296,15 @@ class LabState(HasTraits):
             out["metrics_note"], out["_seen"] = note + seen, seen
         return out
 
+    @staticmethod
+    def _verdict(metrics, f):
+        """The sentences under the scores ``metrics`` of the restoration ``f`` (a ``_frames`` record)."""
+        from carecore.qc import verdict
+
+        named = {k.split(": ", 1)[1] if k.startswith("best filter by ") else k: m   # (the filter's own name)
+                 for k, m in metrics.items()}
+        return verdict(named, input_name=f["input_label"], kind=f["model"].config.kind)
+
     def _set_view(self, v):
         for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "metrics_verdict", "scores_pending",
                      "input_image",
@@ -1297,6 +1312,7 @@ class LabState(HasTraits):
                      "truth_norm", "input_on_grid", "input_label", "restore_summary", "_frames", "frame_count", "frame_index",
                      "restore_warnings"):
             setattr(self, name, v[name])
+        self._view = v
         self.readouts = {}   # of the frame shown before
         self.reliability_ready = False
         self.view_count += 1
@@ -1340,17 +1356,19 @@ class LabState(HasTraits):
         return restored, scale, None, img, out.axes, dict(out.spacing or {}), dest, summary
 
     def _metrics(self, restored, truth, x, axes, label, progress=None, *, model=None, raw=None, raw_axes=None,
-                 filters=True):
+                 tune=True, rows=None):
         """(rows, note, pending): NRMSE/SSIM/PSNR on the output's grid of the input brought onto it (``x``, the kind's
         ``on_output_grid``: itself, interpolated along Z, ...; its row named ``label``), CARE, and classical
         restorations tuned on this very pair: each filter on each of ``model``'s classical starts from the
         input ``raw`` (``raw_axes``) onto the output's grid (:func:`carecore.baselines.tune_output_baselines`;
-        without a model: the filters on ``x``). ``filters=False``: the filters' rows only where they were
-        tuned on this pair before, else none and ``pending`` is True."""
-        rows = {"CARE": cc.evaluate(restored, truth, axes=axes)}
+        without a model: the filters on ``x``). ``tune=False``: the filters' rows only where they were
+        tuned on this pair before, else none and ``pending`` is True. ``rows``: the input's and CARE's
+        rows computed before (SSIM on a large stack takes seconds)."""
+        rows = rows or {}
+        care = {"CARE": rows["CARE"] if "CARE" in rows else cc.evaluate(restored, truth, axes=axes)}
         if x is None or x.shape != truth.shape:
-            return rows, "the input cannot be brought onto the ground truth's grid: no input or filter rows", False
-        rows = {label: cc.evaluate(x, truth, axes=axes), **rows}
+            return care, "the input cannot be brought onto the ground truth's grid: no input or filter rows", False
+        rows = {label: rows[label] if label in rows else cc.evaluate(x, truth, axes=axes), **care}
         # the filters depend on the pair alone, not the model: restoring the same image again (another model,
         # more training), or going back to a time point, reuses them (54 s for the demo's 3D test volume on 2
         # cores, before they ran in threads)
@@ -1363,7 +1381,7 @@ class LabState(HasTraits):
         if key in self._filter_rows:
             tuned, note = self._filter_rows[key]
             return {**rows, **tuned}, note, False
-        if not filters:
+        if not tune:
             return rows, ("the classical filters are being tuned on this image's ground truth: their rows follow "
                           "(Stop skips them)"), True
         try:

@@ -683,7 +683,8 @@ class RestoreStep(W.VBox):
 
     def on_stop(self):
         self.state.stop_restore()
-        self.msg.note("stopping after the running tiles or chunks ...")
+        self.msg.note("skipping the classical filters' rows ..." if self.state.scores_pending else
+                      "stopping after the running tiles or chunks ...")
 
     def on_restore(self):
         self.go.disabled = self.frame.disabled = True
@@ -710,13 +711,13 @@ class RestoreStep(W.VBox):
             self._render()
             self.msg.note("restored. Next: step 4 · View.")
 
-        def early():   # the restoration saved and shown; the filters' rows follow (minutes on a large image)
+        def shown():   # the restoration saved and shown; the filters' rows follow (minutes on a large image)
             self._render()
             self.msg.note("restored and saved; tuning the classical filters on its ground truth for the comparison ...")
 
         def go():
             try:
-                return self.state.restore(progress, shown=early)
+                return self.state.restore(progress, shown=shown)
             except Stopped:
                 return None
             except Exception:

@@ -204,8 +204,11 @@ def check_alignment(low, high, *, max_shift=1.0, axes=None, max_side=None):
     max_shift : float
         A pair is called misaligned when its shift exceeds this many pixels along any axis, a half of the
         images (along their longest axis) gives it too, within a pixel, and the match correlates (above
-        0.3, the projections smoothed by :data:`ALIGNMENT_SIGMA` first). Where the shift exceeds it but
-        nothing correlates that well (unrelated images, or noise), the pair is neither: ``aligned`` is None.
+        0.3, the projections smoothed by :data:`ALIGNMENT_SIGMA` and their broad background, wider than
+        :data:`ALIGNMENT_BACKGROUND`, removed first) clearly better than no shift (what is left unmatched
+        shrinks by :data:`ALIGNMENT_MARGIN`). Where the images match as they are about as well, the peak
+        was noise's: the pair is aligned and the shift said is 0. Where the shift exceeds it but nothing
+        correlates that well (unrelated images, or noise), the pair is neither: ``aligned`` is None.
     axes : str, optional
         The axes to measure along (default: the spatial axes both have at one size).
     max_side : int, optional

@@ -116,9 +116,10 @@ def lab_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("labroot")
     write_demo_data(root, size="tiny", tasks=["denoising3d", "isotropic", "projection", "subdiffraction"])
     env = dict(os.environ, CARELAB_DATA_ROOT=str(root), CARELAB_QUICK="1", TF_CPP_MIN_LOG_LEVEL="2")
-    # (kernels without a page ended after 20 idle s, not `carecore lab`'s 5 min: a test sees it happen, and the
-    # kernels of the pages closed by the tests before free their memory)
-    with voila(REPO / "app" / "care_lab.ipynb", env=env, cwd=REPO, cull={"cull_idle_timeout": 20, "cull_interval": 5},
+    # (kernels without a page ended after 60 idle s, not `carecore lab`'s 10 min: a test sees it happen, and the
+    # kernels of the pages closed by the tests before free their memory; a page's kernel not yet connected, on
+    # a loaded machine, has a minute)
+    with voila(REPO / "app" / "care_lab.ipynb", env=env, cwd=REPO, cull={"cull_idle_timeout": 60, "cull_interval": 10},
                log_path=tmp_path_factory.mktemp("voila") / "voila.log") as url:
         yield {"url": url, "root": root}
 

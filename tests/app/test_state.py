@@ -1,6 +1,7 @@
 """The wizard's state without a browser: every step through the same calls the buttons make."""
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -549,6 +550,12 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
     state.stop_restore()
     state.choose_frame(2)
     assert state.frame_index == 2 and any(k.startswith("best filter") for k in state.metrics), state.metrics
+    # a frame chosen in the app is shown before its filters are tuned (their rows follow)
+    state._filter_rows.clear()
+    early = []
+    state.choose_frame(0, shown=lambda: early.append((state.frame_index, state.scores_pending, set(state.metrics))))
+    assert early == [(0, True, {"input", "CARE"})], early
+    assert state.frame_index == 0 and not state.scores_pending and any(k.startswith("best filter") for k in state.metrics)
     # one ground truth for every time point (a fixed sample imaged again and again): scored against it
     cc.write_image(state.resolve("movie/high/tl.tif"), truth.data, axes="ZYX")
     state.input_path = "movie/low/tl.tif"
@@ -562,15 +569,11 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
     assert state.frame_count == 1 and state.frame_index == 0 and "time point" not in state.restore_summary
 
 
-# the charts and volumes are made in this process here (elsewhere only in the browser's kernel): bqplot's
-# scales and axes and ipyvolume's volumes pass constructor arguments that traitlets deprecates
-@pytest.mark.filterwarnings("ignore:Passing unrecognized arguments to super:DeprecationWarning",
-                            "ignore:metadata .* was set from the constructor:DeprecationWarning")
-def test_the_restoration_is_shown_before_the_filters_are_tuned(state):
+def test_the_restoration_is_shown_before_the_filters_are_tuned(state, monkeypatch):
     """A restoration is shown (views, summary, the input's and CARE's scores) once it is saved, and the
     tuned classical filters' rows follow (a user trial waited 5.5 min, seeing nothing, while they were tuned
-    on an isotropic stack); filters tuned on the same pair before come at once; a failure of their tuning
-    leaves the restoration shown and says so."""
+    on an isotropic stack); the reliability read-outs need not wait for them; filters tuned on the same pair
+    before come at once; a Stop skips them; a failure of their tuning leaves the restoration shown and says so."""
     import carecore.baselines as baselines_module
 
     seen = []
@@ -579,7 +582,13 @@ def test_the_restoration_is_shown_before_the_filters_are_tuned(state):
         seen.append({"pending": state.scores_pending, "rows": set(state.metrics), "path": state.restored_path,
                      "restored": state.restored is not None, "verdict": list(state.metrics_verdict),
                      "note": state.metrics_note, "done": state.restore_done})
+        if len(seen) == 1:   # step 5 meanwhile, from another thread: not held up by the tuning
+            worker = threading.Thread(target=lambda: seen[0].update(readouts=sorted(state.compute_reliability())))
+            worker.start()
+            worker.join(120)
+            assert not worker.is_alive(), "the reliability read-outs waited for the filters"
 
+    monkeypatch.setattr(state, "input_path", state.default_input())   # (a test image with its ground truth)
     state._filter_rows.clear()
     done = state.restore_done
     state.restore(shown=shown)
@@ -587,32 +596,38 @@ def test_the_restoration_is_shown_before_the_filters_are_tuned(state):
     early = seen[0]
     assert early["pending"] and early["rows"] == {"input", "CARE"} and early["restored"] and early["path"]
     assert early["verdict"] == [] and "their rows follow" in early["note"] and "CARE never saw it" in early["note"]
-    assert early["done"] == done + 1 and state.restore_done == done + 1
+    assert early["done"] == done + 1 and state.restore_done == done + 1 and "calibration" in early["readouts"]
     assert not state.scores_pending and "their rows follow" not in state.metrics_note
     assert any(k.startswith("best filter by") for k in state.metrics) and state.metrics_verdict
     rows = set(state.metrics)
     state.restore(shown=shown)   # the same pair: its filters' rows at once, no early view
     assert len(seen) == 1 and set(state.metrics) == rows and not state.scores_pending
+    # Stop while they are tuned: the restoration shown without them, and a verdict on what it has
     state._filter_rows.clear()
-    tune = baselines_module.tune_baselines
+    state.restore(shown=lambda: seen.append("stop") or state.stop_restore())
+    assert seen[-1] == "stop" and set(state.metrics) == {"input", "CARE"} and not state.scores_pending
+    assert "tuning was stopped" in state.metrics_note and state.restored is not None
+    # a failure: the restoration stays shown, and the note says why there are no filter rows
 
     def fail(*a, **kw):
         raise MemoryError("no memory left for the filters")
 
-    baselines_module.tune_baselines = fail
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(baselines_module, "tune_baselines", fail)
         with pytest.raises(MemoryError):
             state.restore(shown=shown)
-    finally:
-        baselines_module.tune_baselines = tune
-    assert len(seen) == 2 and seen[1]["pending"] and state.restored is not None and not state.scores_pending
+    assert len(seen) == 3 and seen[2]["pending"] and state.restored is not None and not state.scores_pending
     assert set(state.metrics) == {"input", "CARE"}
     assert state.metrics_note.startswith("the classical filters could not be tuned on it (no memory left for the "
                                          "filters): no filter rows; CARE never saw it"), state.metrics_note
     state.restore()   # (without ``shown``: all at once, as before)
-    assert set(state.metrics) == rows and len(seen) == 2
+    assert set(state.metrics) == rows and len(seen) == 3
 
 
+# the charts and volumes are made in this process here (elsewhere only in the browser's kernel): bqplot's
+# scales and axes and ipyvolume's volumes pass constructor arguments that traitlets deprecates
+@pytest.mark.filterwarnings("ignore:Passing unrecognized arguments to super:DeprecationWarning",
+                            "ignore:metadata .* was set from the constructor:DeprecationWarning")
 def test_views_and_read_outs_follow_the_frame_shown(state):
     """Steps 4 and 5 name what they show; another frame (or restoration) refreshes the views and takes
     the reliability read-outs of the one before down (no figure left standing for another frame)."""
