@@ -103,6 +103,19 @@ OPTIONAL_BASELINES = {
 }
 
 
+def filter_glossary(names):
+    """What each classical filter named is, for a table that shows the short names: ``"tv: total-variation
+    denoising (Chambolle); ..."``, each name once, in the order given (unknown names are left out).
+
+    Examples
+    --------
+    >>> filter_glossary(["tv", "tv", "median"])
+    'tv: total-variation denoising (Chambolle); median: median filter, window size in pixels'
+    """
+    known = {**{k: v[1] for k, v in BASELINES.items()}, **{k: v[1] for k, v in OPTIONAL_BASELINES.items()}}
+    return "; ".join(f"{n}: {known[n]}" for n in dict.fromkeys(names) if n in known)
+
+
 def available_baselines(ndim=None):
     """Names of the baselines that can run here: the built-in ones, and BM3D/BM4D when installed."""
     import importlib.util

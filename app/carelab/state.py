@@ -1397,7 +1397,7 @@ class LabState(HasTraits):
 
     def _tuned_filter_rows(self, x, truth, axes, label, progress=None, *, model=None, raw=None, raw_axes=None):
         """(rows, note) of the classical restorations tuned on the input and the ground truth ``truth``."""
-        from carecore.baselines import best_baseline, tune_baselines, tune_output_baselines
+        from carecore.baselines import best_baseline, filter_glossary, tune_baselines, tune_output_baselines
 
         rows = {}
 
@@ -1438,6 +1438,8 @@ class LabState(HasTraits):
                     f"{starts or 'the input'}); " + note)
         elif deconvolved:   # (sub-diffraction: the input itself, its top-hat background subtraction, or deconvolutions)
             note += f" (each starts from the best of the input itself{''.join('; ' + p for p in plain)}{also})"
+        # the rows' short names said in words (a trial: "tv" and "nlm" meant nothing to a microscopist)
+        note += f"; {filter_glossary(t.name for _, t, _, _ in picks)}"
         return rows, note
 
     # -- step 5 ----------------------------------------------------------------------------

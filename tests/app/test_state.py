@@ -883,6 +883,7 @@ def test_ensemble_reliability_uses_the_mixture(tmp_path):
 @pytest.mark.parametrize("task", ["denoising2d", "upsampling"])
 def test_other_tasks_train_and_restore(task, tmp_path):
     from carecore import write_demo_data
+    from carecore.baselines import BASELINES
     from carelab import LabState
 
     write_demo_data(tmp_path, size="tiny", tasks=[task])
@@ -907,6 +908,9 @@ def test_other_tasks_train_and_restore(task, tmp_path):
     said = " ".join(s.metrics_verdict)
     assert f"CARE is beaten here on {'; '.join(beaten)}" in said and "by best filter" not in said, s.metrics_verdict
     assert ("worse than" in said) == bool(worse_than_input(s.metrics, input_name=s.input_label)), s.metrics_verdict
+    # the filter rows' short names said in words ("tv: total-variation denoising (Chambolle)")
+    names = {k.split(": ", 1)[1].split(" ")[0] for k in s.metrics if k.startswith("best filter by")}
+    assert names and all(f"{n}: {BASELINES[n][1]}" in s.metrics_note for n in names), (names, s.metrics_note)
     if task == "upsampling":  # a coarse stack comes back on the ground truth's grid: round(Z × factor) slices
         assert restored.shape == (round(low.shape[0] * s.axial_factor),) + low.shape[1:]
         # compared on the output's grid: the input interpolated along Z (the model's on_output_grid)
