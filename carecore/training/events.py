@@ -200,7 +200,11 @@ class EventCallback(keras.callbacks.Callback):
                 self.message = f"time budget reached after {self.steps_done} steps; the best weights are kept"
                 self.model.stop_training = True
             else:
-                self.epochs = epoch + 1 + max(1, math.ceil(left))
+                # the total shown moves only when the pace says more than one epoch more or fewer: timing
+                # jitter near a whole number of epochs had made it flip ("of 10", "of 9", "of 10", a trial)
+                plan = epoch + 1 + max(1, math.ceil(left))
+                if abs(plan - self.epochs) > 1 or self.epochs <= epoch + 1:
+                    self.epochs = plan
         if self.model.stop_training or epoch + 1 >= (self.params or {}).get("epochs", math.inf):  # the last epoch
             self.epochs = epoch + 1
         self._emit({"kind": "epoch", "epochs": self.epochs, "best": best, "eta": self._eta(), **row})

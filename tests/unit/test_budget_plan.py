@@ -93,3 +93,42 @@ def test_plan_edges():
     assert p.trained >= 1 and p.validations == 3
     p = plan_budget(10.0, 1.0, 0.0, 0.0, 1.0, epochs=3, steps_per_epoch=4)
     assert math.isfinite(p.trained)
+
+
+def test_the_total_shown_does_not_flip_with_timing_jitter(monkeypatch, model):
+    # steps that take 0.1 s give or take 15 %: the epochs the time left holds hover near whole numbers, and
+    # the total in "epoch 3 of 10" must not go "of 10", "of 9", "of 10" (seen in the app)
+    flips = 0
+    for seed in range(20):
+        rng = random.Random(seed)
+        clock = Clock()
+        monkeypatch.setattr(events, "time", clock)
+        model.stop_training = False
+        totals = []
+        plan = plan_budget(30.0, 1.0, 0.1, 0.3, 1.0, epochs=10, steps_per_epoch=25)
+
+        def val_fn():
+            clock.now += 0.3
+            return 0.5
+
+        cb = EventCallback(epochs=plan.validations, steps=plan.steps, val_fn=val_fn, deadline=plan.deadline,
+                           t_start=0.0, callback=lambda e: totals.append(e["epochs"]) if e["kind"] == "epoch" else None)
+        cb.set_model(model)
+        cb.set_params({"epochs": 1000, "steps": plan.steps})
+        clock.now = 1.0
+        cb.on_train_begin()
+        for epoch in range(1000):
+            cb.on_epoch_begin(epoch)
+            for batch in range(plan.steps):
+                cb.on_train_batch_begin(batch)
+                clock.now += 0.1 * rng.uniform(0.85, 1.15)
+                cb.on_train_batch_end(batch, {"loss": 1.0})
+                if model.stop_training:
+                    break
+            cb.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 1.0})
+            if model.stop_training:
+                break
+        assert totals[-1] == epoch + 1, (seed, totals)   # the last event says the epochs trained
+        shown = [t for i, t in enumerate(totals[:-1]) if i == 0 or t != totals[i - 1]]
+        flips += len(shown) - len(set(shown))   # a total shown, left, and shown again
+    assert flips == 0
