@@ -7,10 +7,12 @@
   the best classical filter tuned on the validation patches, the line CARE has to beat
   (:meth:`~carecore.training.validation.ValidationSet.baseline`);
 - ``{"kind": "batch", "epoch", "epochs", "step", "steps", "loss", "lr", "elapsed", "eta"}`` after
-  every training step (``loss``: that batch's own loss);
+  every training step (``loss``: that batch's own loss; ``eta``: the seconds left, to the deadline for a
+  time budget, else at the pace of the steps after the first, None after the first);
 - ``{"kind": "epoch", "epoch", "epochs", "loss", "val_loss", "val_ssim", "lr", "elapsed", "eta",
   "best": bool}`` after every epoch (for a time budget ``epochs`` is the number the time left holds at
-  the pace so far, updated after every epoch, and the last epoch's own number at the end);
+  the pace so far, updated after every epoch when it moves by more than one, and the last epoch's own
+  number at the end);
 - ``{"kind": "dead_network", "epoch", "restarted": bool, "seed", "message"}`` when the network stopped
   depending on its input, and training started again from new weights of ``seed`` or (the run ending,
   restarted enough, or too little left: ``seed`` None) goes on to its end
@@ -95,6 +97,7 @@ class EventCallback(keras.callbacks.Callback):
         self.total_steps = (self.epochs - self.initial_epoch) * self.steps
         # the schedule's own steps (a restart starts them again over what is left) and the first rate
         self.sched_steps, self.sched_total = 0, self.total_steps
+        self._t_first = None   # the end of the schedule's first step
         self.lr0 = self._lr()
 
     def fraction(self):
@@ -119,8 +122,12 @@ class EventCallback(keras.callbacks.Callback):
     def _eta(self):
         if self.deadline:
             return max(0.0, self.deadline - (time.perf_counter() - self.t_start))
-        since = time.perf_counter() - self.t_sched   # the steps since the schedule (re)started
-        return since / max(self.sched_steps, 1) * (self.sched_total - self.sched_steps)
+        if self.sched_steps < 2:   # the first step also builds the graph (seconds): no pace from it alone
+            return None
+        # the pace of the steps after the first one since the schedule (re)started (with the first, the
+        # first estimates were several times too long, then fell: a trial)
+        since = time.perf_counter() - self._t_first
+        return since / (self.sched_steps - 1) * (self.sched_total - self.sched_steps)
 
     def on_train_batch_begin(self, batch, logs=None):
         f = self.fraction()
@@ -134,6 +141,8 @@ class EventCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.steps_done += 1
         self.sched_steps += 1
+        if self.sched_steps == 1:
+            self._t_first = time.perf_counter()
         mean = float((logs or {}).get("loss", np.nan)) * self.loss_scale  # the running mean of the epoch
         loss = mean * (batch + 1) - self._mean * batch if batch else mean   # this batch's own loss
         self._mean = mean

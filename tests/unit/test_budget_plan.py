@@ -132,3 +132,22 @@ def test_the_total_shown_does_not_flip_with_timing_jitter(monkeypatch, model):
         shown = [t for i, t in enumerate(totals[:-1]) if i == 0 or t != totals[i - 1]]
         flips += len(shown) - len(set(shown))   # a total shown, left, and shown again
     assert flips == 0
+
+
+def test_the_time_left_is_paced_without_the_first_step(monkeypatch, model):
+    # steps and epochs (no budget): the first step builds the graph (5 s here), the others take 0.1 s; the
+    # time left said after the third step is the pace of the steps after the first (not 1.7 s a step)
+    clock = Clock()
+    monkeypatch.setattr(events, "time", clock)
+    model.stop_training = False
+    etas = []
+    cb = EventCallback(epochs=2, steps=10, callback=lambda e: etas.append(e["eta"]) if e["kind"] == "batch" else None)
+    cb.set_model(model)
+    cb.set_params({"epochs": 2, "steps": 10})
+    cb.on_train_begin()
+    cb.on_epoch_begin(0)
+    for batch in range(3):
+        cb.on_train_batch_begin(batch)
+        clock.now += 5.0 if batch == 0 else 0.1
+        cb.on_train_batch_end(batch, {"loss": 1.0})
+    assert etas[0] is None and etas[2] == pytest.approx(17 * 0.1)
