@@ -5,6 +5,8 @@ bilateral filter as it is now (borders reflected) and as it was, and prints both
 filter. One command: ``python benchmarks/bilateral_border.py [cases...]`` (default: every denoising case;
 ``upsampling``: each filter on each classical start onto the fine grid, as the benchmark tunes them, with
 the demo's axial PSF: interpolations and their Richardson-Lucy deconvolutions along Z).
+``python benchmarks/bilateral_border.py validation [cases...]``: the validation line (the Train step's dashed
+best filter) on each case's validation patches, with the bilateral filter as it is now and as it was.
 """
 import json
 import sys
@@ -68,5 +70,44 @@ def main(cases):
     return rows
 
 
+def validation_lines(cases):
+    """The validation line (the Train step's dashed best filter, ``ValidationSet.baseline``) on each case's
+    validation patches as ``bench_quality`` makes them (seed 0), with the bilateral filter as it is now and
+    as it was: the best filter and its validation SSIM, and the bilateral filter's own."""
+    import carecore as cc
+    import carecore.baselines as B
+    import carecore.training.validation as validation
+
+    root = HERE / "work" / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for case in cases:
+        c = bq.load_case(case, root)
+        extra = {"kind": "upsampling", "upsampling_factor": 4.0, "psf_sigma": 2.0} if c["kind"] == "upsampling" else {}
+        config = cc.care_config(c["axes"], time_limit=180, seed=0, **extra)
+        patches = cc.create_patches(c["train"], config.patch_size, axes=c["axes"], n_patches_per_image=256, seed=0)
+        val = validation.ValidationSet(*patches.val, cc.create_model(config))
+        t = time.perf_counter()
+        now = val.baseline()
+        kept = B.BASELINES["bilateral"]
+        B.BASELINES["bilateral"] = (zero_padded_bilateral, kept[1])
+        try:
+            before = val.baseline()
+        finally:
+            B.BASELINES["bilateral"] = kept
+
+        def label(b):
+            return f"{b['name']} {b['params']}{' on ' + b['start'] if b['start'] else ''} {b['val_ssim']:.4f}"
+
+        rows[case] = {"before": label(before), "now": label(now), "bilateral_before": before["tuned"]["bilateral"]["val_ssim"],
+                      "bilateral_now": now["tuned"]["bilateral"]["val_ssim"], "seconds": time.perf_counter() - t}
+        print(f"{case:14s} line before: {label(before)} (bilateral {rows[case]['bilateral_before']:.4f})   now: "
+              f"{label(now)} (bilateral {rows[case]['bilateral_now']:.4f})   {rows[case]['seconds']:.0f} s", flush=True)
+    return rows
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:] or DENOISING)
+    if sys.argv[1:2] == ["validation"]:   # the validation lines, every case by default
+        validation_lines(sys.argv[2:] or bq.ALL_CASES)
+    else:
+        main(sys.argv[1:] or DENOISING)

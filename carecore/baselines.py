@@ -76,11 +76,15 @@ def _bilateral(x, sigma_color=0.1, sigma_spatial=1.0):
 
 #: name -> (function, what it is). Bilateral filtering works slice by slice (2D) on volumes.
 BASELINES = {
-    "gaussian": (_gaussian, "Gaussian low-pass, sigma in pixels"),
-    "median": (_median, "median filter, window size in pixels"),
-    "nlm": (_nlm, "non-local means (scikit-image), h = h_factor × the estimated noise level"),
-    "tv": (_tv, "total-variation denoising (Chambolle)"),
-    "bilateral": (_bilateral, "bilateral filter, slice by slice"),
+    "gaussian": (_gaussian, "Gaussian low-pass, sigma: its width in pixels"),
+    "median": (_median, "median filter, size: its window in pixels"),
+    "nlm": (_nlm, "non-local means (scikit-image): averages pixels whose neighbourhoods look alike, "
+                  "h = h_factor × the estimated noise level (the larger, the smoother), patch_size and "
+                  "patch_distance: the neighbourhood's size and how far alike ones are sought, in pixels"),
+    "tv": (_tv, "total-variation denoising (Chambolle): flattens noise and keeps edges, the more the larger "
+                "its weight"),
+    "bilateral": (_bilateral, "bilateral filter, slice by slice: averages pixels near (sigma_spatial, in "
+                              "pixels) and alike in intensity (sigma_color, in normalized intensity)"),
 }
 
 
@@ -105,12 +109,12 @@ OPTIONAL_BASELINES = {
 
 def filter_glossary(names):
     """What each classical filter named is, for a table that shows the short names: ``"tv: total-variation
-    denoising (Chambolle); ..."``, each name once, in the order given (unknown names are left out).
+    denoising (Chambolle): ..."``, each name once, in the order given (unknown names are left out).
 
     Examples
     --------
-    >>> filter_glossary(["tv", "tv", "median"])
-    'tv: total-variation denoising (Chambolle); median: median filter, window size in pixels'
+    >>> filter_glossary(["median", "median", "gaussian"])
+    'median: median filter, size: its window in pixels; gaussian: Gaussian low-pass, sigma: its width in pixels'
     """
     known = {**{k: v[1] for k, v in BASELINES.items()}, **{k: v[1] for k, v in OPTIONAL_BASELINES.items()}}
     return "; ".join(f"{n}: {known[n]}" for n in dict.fromkeys(names) if n in known)

@@ -70,3 +70,16 @@ def to_png(image2d, lo=None, hi=None, *, cmap="gray", size=None):
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def colorbar_png(cmap="gray", *, size=(12, 256)):
+    """PNG bytes of a horizontal colour bar (height, width ``size``): ``cmap`` from its low end, left, to
+    its high end, right, as :func:`to_png` maps ``lo`` to ``hi``.
+
+    Examples
+    --------
+    >>> colorbar_png("inferno")[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    True
+    """
+    ramp = np.broadcast_to(np.linspace(0.0, 1.0, int(size[1]), dtype=np.float32), (int(size[0]), int(size[1])))
+    return to_png(ramp, 0.0, 1.0, cmap=cmap)

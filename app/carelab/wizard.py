@@ -930,6 +930,10 @@ class ReliabilityStep(W.VBox):
         self.movie.add_class("care-rel-movie")
         self.dmap = W.Image(format="png", layout=W.Layout(width="260px", display="none"))
         self.dnote = W.HTML()
+        # the map's colour bar: what a colour means (a trial missed one)
+        self.dbar = W.HBox([W.HTML("<small>0 agree</small>"), W.Image(format="png", layout=W.Layout(width="160px", height="12px", margin="0 6px")),
+                            W.HTML("<small>1 disjoint</small>")], layout=W.Layout(display="none", align_items="center"))
+        self.dbar.add_class("care-rel-dbar")
         self.ece = W.HTML()
         self.caption = W.HTML()
         self.caption.add_class("care-rel-caption")
@@ -940,7 +944,7 @@ class ReliabilityStep(W.VBox):
                                  "calibration curve, measured without fitting anything to the ground truth.</p>"), W.HBox([self.go]), self.msg,
                           self.caption, W.HBox([self.z, self.row]), self.band_box,
                           W.HBox([W.VBox([W.HTML("<b>uncertainty movie</b>"), W.HBox([self.play, self.frame]), self.movie]),
-                                  W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dnote])]),
+                                  W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dbar, self.dnote])]),
                           W.HBox([self.calib_box, self.ece])])
         self.go.on_click(lambda b: self.on_compute())
         for w in (self.row, self.z):
@@ -959,7 +963,7 @@ class ReliabilityStep(W.VBox):
                 self.calib.set_curve(name, [], [])
         self.movie.value = b""
         self.movie.layout.display = "none"
-        self.dmap.layout.display = "none"
+        self.dmap.layout.display = self.dbar.layout.display = "none"
         self.dnote.value = self.ece.value = ""
         now = self.state.shown_caption
         self.caption.value = (f"<p style='color:#a15c00'>the read-outs of {html.escape(before)} were taken down: step 3 "
@@ -980,7 +984,7 @@ class ReliabilityStep(W.VBox):
         run_guarded(self.msg, self.state.compute_reliability, thread=True, done=lambda r: self.show(r))
 
     def show(self, r):
-        from carecore.render import display_range, to_png
+        from carecore.render import colorbar_png, display_range, to_png
 
         self._of = r.get("of", "")
         if r is not self.state.readouts:   # restored again, or another frame shown, since they were computed
@@ -1003,17 +1007,20 @@ class ReliabilityStep(W.VBox):
         if "disagreement" in r:
             d = r["disagreement"]
             self.dmap.value = to_png(d[d.shape[0] // 2] if d.ndim == 3 else d, 0, 1, cmap="inferno")
-            self.dmap.layout.display = None
-            self.dnote.value = (f"mean D = {float(d.mean()):.3f} (0 agree … 1 disjoint; the map from black, 0, through "
-                                "red to yellow, 1)")
+            self.dmap.layout.display = self.dbar.layout.display = None
+            if not self.dbar.children[1].value:
+                self.dbar.children[1].value = colorbar_png("inferno")
+            self.dnote.value = (f"mean D = {float(d.mean()):.3f}: how far the ensemble's members disagree at each "
+                                "pixel, 0 where their distributions agree, 1 where they do not overlap at all")
         else:
             self.dnote.value = "<i>train an ensemble (M ≥ 2) for the disagreement map</i>"
         if "calibration" in r:
             c = r["calibration"]
             self.calib.set_curve("calibrated", [0, 1], [0, 1])
             self.calib.set_curve("model", c["confidence"], c["accuracy"])
-            self.ece.value = (f"<p class='care-rel-ece'>ECE = <b>{c['ece']:.3f}</b> (0 when calibrated; a curve below "
-                              "the diagonal means over-confident intervals, above it too wide ones)<br>"
+            self.ece.value = (f"<p class='care-rel-ece'>ECE = <b>{c['ece']:.3f}</b> (expected calibration error: the "
+                              "curve's mean distance from the diagonal over its confidence levels; 0 when calibrated; a "
+                              "curve below the diagonal means over-confident intervals, above it too wide ones)<br>"
                               f"<span style='color:#666'>measured in the {html.escape(c.get('space', ''))}</span></p>")
             if c.get("by_brightness"):   # (the curve is mostly background)
                 self.ece.value += ("<p class='care-rel-coverage'>90 % intervals holding the truth, by its brightness "

@@ -677,6 +677,19 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     # the scores' note says whether CARE saw the image: a test image it never saw, a training image it did
     assert lab.metrics_note.endswith("; CARE never saw it"), lab.metrics_note
     assert "ECE" in rel.ece.value and "care-rel-trained" not in rel.ece.value
+    assert "expected calibration error" in rel.ece.value   # (the abbreviation said in words, a trial)
+    # an ensemble's disagreement map comes with its colour bar (0 agree, left, to 1 disjoint, right), and goes
+    # with it
+    from carecore.render import colorbar_png
+
+    assert rel.dbar.layout.display == "none"
+    r = lab.compute_reliability()
+    r["disagreement"] = np.linspace(0, 1, r["mean"].size).reshape(r["mean"].shape)
+    rel.show(r)
+    assert rel.dmap.layout.display is None and rel.dbar.layout.display is None
+    assert rel.dbar.children[1].value == colorbar_png("inferno") and "mean D = 0.500" in rel.dnote.value
+    lab.restore()   # (restored again: the read-outs taken down)
+    assert rel.dmap.layout.display == "none" and rel.dbar.layout.display == "none"
     lab.input_path = state.rel(cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"][0]["low"])
     lab.restore()
     assert "CARE was trained on this image or a part of it" in lab.metrics_note, lab.metrics_note
