@@ -390,8 +390,8 @@ class SubdiffractionCARE(CARE):
         if not sig:
             return {}
         lateral = max(sig.get("Y", 0.0), sig.get("X", 0.0))
-        return {f"a top-hat background subtraction (opening of {max(int(round(o * lateral)), 3)} px)":
-                max(int(round(o * lateral)), 3) for o in self.BACKGROUND_OPENINGS}
+        sizes = [max(int(round(o * lateral)), 3) for o in self.BACKGROUND_OPENINGS]
+        return {f"a top-hat background subtraction (opening of {size} px)": size for size in sizes}
 
     def _deconvolutions(self):
         """``{label: (iterations, background sigma, background opening)}`` of the Richardson-Lucy starts."""
