@@ -922,7 +922,8 @@ class ReliabilityStep(W.VBox):
         self.row = W.IntSlider(description="row", min=0, max=0, continuous_update=False)
         self.z = W.IntSlider(description="slice", min=0, max=0, continuous_update=False)
         self.band = self.calib = None
-        self.band_box, self.calib_box = W.Box(), W.Box()
+        # (the calibration chart keeps its width: the text beside it had squeezed it, its title and x axis cut)
+        self.band_box, self.calib_box = W.Box(), W.Box(layout=W.Layout(flex="0 0 auto"))
         self.play = W.Play(min=0, max=0, interval=400, description="play")
         self.frame = W.IntSlider(description="sample", min=0, max=0)
         W.jslink((self.play, "value"), (self.frame, "value"))
