@@ -103,7 +103,9 @@ def describe(path):
         if t.get("type") == "scale" and len(t.get("scale", [])) == len(axes):
             for a, md, s in zip(axes, axes_md, t["scale"]):
                 unit = md.get("unit") if isinstance(md, dict) else None
-                if a in "ZYX":
+                if a in "ZYX" and (unit or float(s) != 1.0):
+                    # (no unit and a scale of 1: no voxel size recorded, as carecore writes an image without
+                    # one; a trial found "1 µm" invented after a round trip)
                     spacing[a] = float(s) * _TO_UM.get(str(unit or "micrometer").lower(), 1.0)
                 elif a == "T" and unit and float(s) > 0:   # a frame interval where its unit is a time's
                     from .io import unit_to_s
@@ -215,8 +217,9 @@ def create_image(group, shape, axes, *, dtype, chunks=None, spacing=None, levels
             transforms.append({"type": "translation", "translation": [(fi - 1) / 2 * v for v, fi in zip(sp, f)]})
         datasets.append({"path": str(k), "coordinateTransformations": transforms})
     timed = bool((spacing or {}).get("T"))
-    md_axes = [{"name": a.lower(), "type": _TYPES[a], **({"unit": "micrometer"} if a in "ZYX" else
-                                                          {"unit": "second"} if a == "T" and timed else {})}
+    # a unit only where the size is known (an unknown voxel size stays unknown: scale 1, no unit)
+    md_axes = [{"name": a.lower(), "type": _TYPES[a], **({"unit": "micrometer"} if a in "ZYX" and (spacing or {}).get(a)
+                                                          else {"unit": "second"} if a == "T" and timed else {})}
                for a in axes]
     group.attrs["multiscales"] = [{"version": NGFF_VERSION, "name": name or "image", "axes": md_axes,
                                    "datasets": datasets, "type": "mean (2x2 binning along Y and X)",

@@ -156,3 +156,27 @@ def test_reads_ngff_05_written_by_ome_zarr(tmp_path):
     assert img.axes == "CZYX" and img.spacing == pytest.approx({"Z": 3.0, "Y": 4e-4, "X": 4e-4})
     np.testing.assert_array_equal(img.data, data)
     assert cc.ngff.read_ngff(tmp_path / "v5.ome.zarr", level=1).shape == (2, 6, 32, 24)
+
+
+def test_an_unknown_voxel_size_stays_unknown(tmp_path, capsys):
+    # a TIFF that records no voxel size, through OME-Zarr and back: not "1 µm" (scale 1 with a unit would
+    # claim it; a trial saw a round trip make an uncalibrated stack look calibrated and isotropic)
+    data = (np.random.default_rng(3).random((4, 40, 50)) * 100).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "raw.tif", data, photometric="minisblack")
+    assert read_image(tmp_path / "raw.tif", axes="ZYX").spacing == {}
+    assert main(["convert", str(tmp_path / "raw.tif"), str(tmp_path / "raw.ome.zarr"), "--axes", "ZYX"]) == 0
+    z = read_image(tmp_path / "raw.ome.zarr")
+    assert z.spacing == {}, z.spacing
+    axes_md = json.loads((tmp_path / "raw.ome.zarr" / ".zattrs").read_text())["multiscales"][0]["axes"]
+    assert not any("unit" in a for a in axes_md), axes_md
+    assert main(["convert", str(tmp_path / "raw.ome.zarr"), str(tmp_path / "back.tif")]) == 0
+    assert "µm" not in capsys.readouterr().out and read_image(tmp_path / "back.tif").spacing == {}
+    # a size known along Z only keeps Z's, and 1 µm given is 1 µm kept
+    p = write_image(tmp_path / "z.ome.zarr", data, axes="ZYX", spacing={"Z": 1.0})
+    assert read_image(p).spacing == {"Z": 1.0}
+    # another writer's scale without a unit (not 1) is read as micrometres, as before
+    attrs = json.loads((p / ".zattrs").read_text())
+    attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] = [2.0, 0.5, 0.5]
+    attrs["multiscales"][0]["axes"] = [{"name": a, "type": "space"} for a in "zyx"]
+    (p / ".zattrs").write_text(json.dumps(attrs))
+    assert read_image(p).spacing == {"Z": 2.0, "Y": 0.5, "X": 0.5}
