@@ -181,7 +181,7 @@ def _same_field_labels(listing, pattern):
 
 def cmd_patches(args):
     from .data.pairs import find_pairs
-    from .data.patches import create_patches
+    from .data.patches import create_patches, few_validation_note
     from .progress import tqdm_progress
 
     listing = find_pairs(args.low, args.high)
@@ -198,6 +198,9 @@ def cmd_patches(args):
                             out=args.out, seed=args.seed, progress=progress, fields=fields,
                             shared_boxes=fields is not None)
     print(f"wrote {len(ps.X)} patch pairs ({ps.n_val} for validation) with axes {ps.axes} -> {ps.axes_y} to {args.out}")
+    few = few_validation_note(ps.n_val)
+    if few:
+        print(f"note: {few}")
     _report_fields(ps, listing)
     return 0
 

@@ -16,6 +16,7 @@ import ipywidgets as W
 import numpy as np
 
 from carecore import CareError
+from carecore.data.patches import few_validation_note
 from carecore.models.care import MIN_BUDGET_STEPS
 from carecore.progress import Stopped
 from carecore.qc import coverage_text, coverage_verdict
@@ -239,6 +240,8 @@ class DataStep(W.VBox):
         self.patch_note.value = (f"<b class='care-patches-ready'>{meta.get('n_patches', s.n_patches)} patch pairs "
                                  f"ready</b>{origin} ({meta.get('n_val', 0)} for validation), axes {meta.get('axes', '')}. "
                                  "Next: step 2 · Train."
+                                 + (f"<br><span class='care-patches-few' style='color:#a15c00'>{html.escape(few)}</span>"
+                                    if (few := few_validation_note(meta.get("n_val", 0))) else "")
                                  + "".join(f"<br><span class='care-patches-warning' style='color:#a15c00'>warning: "
                                            f"{html.escape(w)}</span>" for w in s.patch_warnings))
 

@@ -57,6 +57,28 @@ from .pairs import Pair, PairListing, check_pair_shapes, load_pair
 FORMAT_VERSION = 2  # 2: validation from held-out blocks (an end slab, since stop 41 boxes), positions.npy
 
 
+#: Fewer validation patches than this make the validation scores (and the classical filters' line drawn
+#: on them) noisy: said where the number is shown (:func:`few_validation_note`).
+FEW_VALIDATION_PATCHES = 8
+
+
+def few_validation_note(n_val):
+    """A sentence for the user where ``n_val`` validation patches are few (0 < n_val <
+    :data:`FEW_VALIDATION_PATCHES`), else "".
+
+    Examples
+    --------
+    >>> few_validation_note(3)[:26]
+    'only 3 validation patches:'
+    >>> few_validation_note(40)
+    ''
+    """
+    if not 0 < int(n_val) < FEW_VALIDATION_PATCHES:
+        return ""
+    return (f"only {n_val} validation patch{'es' * (n_val != 1)}: the validation scores and the classical filters' line "
+            "rest on them and can mislead; more or larger images (or a smaller patch size) give more")
+
+
 @dataclass
 class PatchSet:
     """Patch pairs ``X`` (input) and ``Y`` (target), the first ``n_train`` for training, the rest for validation."""

@@ -133,6 +133,8 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
     assert "care-pairs" not in data.table.value and data.patch_note.value == ""
     s.task = "denoising2d"
     assert "s0.tif" in data.table.value and f"{len(ps.X)} patch pairs ready" in data.patch_note.value
+    # few validation patches said there too (or nothing said of them)
+    assert ("care-patches-few" in data.patch_note.value) == (0 < ps.n_val < 8), (ps.n_val, data.patch_note.value)
     started = []   # the job is given the two-channel configuration (not started here)
     monkeypatch.setattr("carecore.training.jobs.start_job", lambda job, patches, config, **kw: started.append(config))
     monkeypatch.setattr(s, "watch_job", lambda: None)

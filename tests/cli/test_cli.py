@@ -99,6 +99,9 @@ def test_demo_data_and_patches(tmp_path):
             "--out", tmp_path / "p")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "p" / "X.npy").exists() and "fields of view" not in r.stdout
+    # few validation patches are said (a trial's 3 of 64 were not): their scores rest on them
+    n_val = json.loads((tmp_path / "p" / "patches.json").read_text())["n_val"]
+    assert 0 < n_val < 8 and f"note: only {n_val} validation patch" in r.stdout, r.stdout
     # a second condition of the same samples (one ground truth folder): the pairs validate together
     (d / "low2").mkdir()
     for f in (d / "low").iterdir():
