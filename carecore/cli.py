@@ -518,7 +518,9 @@ def cmd_train(args):
 
     def on_event(e):
         if e["kind"] == "batch":
-            bar.set_postfix_str(f"epoch {e['epoch']}/{e['epochs']} loss {e['loss']:.4f}", refresh=False)
+            # (under a budget the total is what the time left holds at the pace so far: "~")
+            bar.set_postfix_str(f"epoch {e['epoch']}/{'~' if limit else ''}{e['epochs']} loss {e['loss']:.4f}",
+                                refresh=False)
             bar.update(max(0.0, budget_clock(e, limit) - bar.n) if limit else 1)
         elif e["kind"] == "epoch":
             bar.write(f"epoch {e['epoch']}: loss {e['loss']:.4f} val_loss {e['val_loss']:.4f} "

@@ -531,7 +531,9 @@ class TrainStep(W.VBox):
         who = "training"
         if int(ev.get("members") or 1) >= 2:
             who += f" member {ev.get('member')} of {ev['members']}"
-        running = f"{who}: epoch {s.progress_epoch}" + (f" of {ev['epochs']}" if ev.get("epochs") else "")
+        # (under a budget the epochs' total is what the time left holds at the pace so far: an estimate)
+        about = "about " if s.job_time_limit > 0 else ""
+        running = f"{who}: epoch {s.progress_epoch}" + (f" of {about}{ev['epochs']}" if ev.get("epochs") else "")
         if ev.get("elapsed") is not None and state == "running":
             if s.job_time_limit > 0:   # the budget's clock, counted from the call's start as its deadline is
                 from carecore.training.events import budget_clock
