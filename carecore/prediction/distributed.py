@@ -430,6 +430,11 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     from ..uncertainty import Ensemble
 
     memory_budget = int(memory_budget or DEFAULT_PREDICT_BUDGET)
+    dst = Path(dst)   # (before the models load: a wrong name is said at once, a trial waited for it)
+    if not dst.name.lower().endswith(".zarr"):
+        raise CareError(f"{dst}: chunked prediction writes an OME-Zarr store; name it *.ome.zarr")
+    if not dst.parent.is_dir():
+        raise CareError(f"{dst}: the folder {dst.parent} does not exist")
     folders, loaded = _resolve_models(model)
     first = loaded.members[0] if isinstance(loaded, Ensemble) else loaded
     if not isinstance(first, CARE):
@@ -449,11 +454,6 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         first._tta_views(tta, str(folders[0]))
     if output_sigma is not None:
         output_sigma = first._check_output_sigma(output_sigma)
-    dst = Path(dst)
-    if not dst.name.lower().endswith(".zarr"):
-        raise CareError(f"{dst}: chunked prediction writes an OME-Zarr store; name it *.ome.zarr")
-    if not dst.parent.is_dir():
-        raise CareError(f"{dst}: the folder {dst.parent} does not exist")
     check_replaceable(dst, ZARR_STORE)   # before the work: never a folder of the user's
     img = read_image(src, axes=axes, mmap=True)
     src_axes = img.axes

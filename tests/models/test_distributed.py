@@ -245,6 +245,10 @@ def test_cli_predict_dask(client, models, tmp_path, capsys):
     assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(tmp_path / "x.tif"),
                  "--scheduler", client.scheduler.address]) == 2
     assert "name it *.ome.zarr" in capsys.readouterr().err
+    # said before any model is loaded (here none could be)
+    assert main(["predict", "--model", str(tmp_path / "no-model"), "--in", str(src), "--out", str(tmp_path / "x.tif"),
+                 "--dask"]) == 2
+    assert "name it *.ome.zarr" in capsys.readouterr().err
     # without --dask an OME-Zarr input is restored in memory, into a TIFF or an OME-Zarr
     assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(tmp_path / "m.ome.zarr")]) == 0
     _close(cc.read_image(tmp_path / "m.ome.zarr").data, cc.load_model(models["plain"]).predict(noisy, axes="ZYX"))
