@@ -481,7 +481,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
                                       "max_percentile": float(c.percentiles[1]), "eps": 1e-6}}],
             }],
             "outputs": [{
-                "id": "output", "description": docs.output_description(c, postprocessing),
+                "id": "output", "description": docs.output_description(c, postprocessing, by_training=by_training),
                 "axes": _axes(c, halo, min_size, out_channels, output=True),
                 "test_tensor": {"source": "test_output.npy"}, "data": {"type": "float32"},
                 "postprocessing": post,

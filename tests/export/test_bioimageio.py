@@ -109,6 +109,8 @@ def test_a_model_scaled_by_its_training_inputs_exports_that_scaling(model2d_trai
     post = rdf["outputs"][0]["postprocessing"][0]
     assert post["kwargs"] == pytest.approx({"gain": hi - lo, "offset": lo})
     assert rdf["config"]["carecore"]["input_normalization"] == "training" and "training inputs" in readme
+    # the output's description says whose units, as the README does (it said the test image's, a trial)
+    assert "the training inputs' intensity units" in rdf["outputs"][0]["description"], rdf["outputs"][0]["description"]
     _test_model(pkg)
     other = make_image((96, 104), seed=3)[0] * 0.5 + 40   # another image, another intensity range
     ours = model.predict(other, axes="YX")
