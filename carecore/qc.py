@@ -108,7 +108,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     --------
     >>> quality_report("models/care", "test/low", "test/high", "qc")  # doctest: +SKIP
     """
-    from .baselines import tune_output_baselines
+    from .baselines import TUNING_MAX_VOXELS, tune_output_baselines
     from .data.pairs import find_pairs, load_pair
 
     from .models.folder import load_model
@@ -156,11 +156,17 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     tuned = {}
     if pairs and (baselines is None or baselines):
         tuned = tune_output_baselines(grid_model, [(x, g.data) for _, _, g, x, _ in pairs], axes=pairs[0][1].axes,
-                                      names=baselines or None, stop=stop,
+                                      names=baselines or None, stop=stop, max_voxels=TUNING_MAX_VOXELS,
                                       progress=(lambda d, t, w: report(progress, 0, len(pairs), f"tuning {w}")))
     rep["baselines"] = {n: {"params_ssim": t.params, "params_nrmse": t.params_nrmse, "grid": t.grid,
                             "start_ssim": t.start, "start_nrmse": t.start_nrmse}
                         for n, t in tuned.items()}
+    # the grids are searched on a centred crop of a large image (seconds, not minutes): their scores are of the
+    # crop, the tables' of the whole image (a trial read the two as numbers that did not add up)
+    if tuned and any(int(np.prod(g.shape)) > TUNING_MAX_VOXELS for _, _, g, _, _ in pairs):
+        rep["baselines_grid_note"] = (f"each grid was searched on a centred crop of at most {TUNING_MAX_VOXELS:,} voxels "
+                                      "of each image, so the grid's scores are of that crop; the tables score the "
+                                      "chosen parameters on the whole image")
     tmp = fresh_tmp(out_dir)
     curves = []
     try:
@@ -226,6 +232,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
                           ("SSIM map (CARE)", _ssim_map(phi.astype(np.float64), g.astype(np.float64)), "viridis", 0, 1)]
             if D is not None:
                 err_panels.append(("disagreement D", D, "inferno", 0, 1))
+                entry["has_disagreement"] = True
             _figure(tmp / f"{stem}_maps.png", err_panels, pair.name, oa)
             entry["figures"] = {"images": f"{stem}_images.png", "maps": f"{stem}_maps.png"}
             if cfg.probabilistic:
@@ -422,7 +429,9 @@ def _html(rep):
                         for n, b in rep["baselines"].items())
         parts.append("<p class='tuned'>The classical baselines are <b>tuned on these images with their ground truth</b> "
                      "over a small grid each, and every metric is shown at the filter's best parameters for it "
-                     f"(an advantage CARE does not get):</p><ul>{items}</ul>")
+                     f"(an advantage CARE does not get):</p><ul>{items}</ul>"
+                     + (f"<p class='grid-note'>({e(rep['baselines_grid_note'])}.)</p>" if rep.get("baselines_grid_note")
+                        else ""))
     if rep.get("kind") in ("upsampling", "isotropic"):
         parts.append("<p>Input: the coarse stack interpolated onto the restored grid as the model's training inputs "
                      "were; each baseline starts from the best of nearest, linear and cubic interpolation and, where "
@@ -464,5 +473,10 @@ def _html(rep):
             parts.append(f"<p>ECE on this image: {img['calibration']['ece']:.3f}</p>")
         for key in ("images", "maps"):
             parts.append(f"<img src='{e(quote(img['figures'][key]))}' alt='{e(key)}'>")   # ('#', '?' in file names)
+        parts.append(f"<p class='maps-note'>The error map is in the normalized ground truth's units (its "
+                     f"{GT_PERCENTILES[0]:g} to {GT_PERCENTILES[1]:g} percentile range is 0 to 1), CARE fitted to it as "
+                     "it is scored; the SSIM map is SSIM's local value (1: the same structure)"
+                     + ("; D is 0 where the ensemble's members agree, 1 where their distributions do not overlap"
+                        if img.get("has_disagreement") else "") + ".</p>")
     parts.append("</body></html>")
     return "\n".join(parts)

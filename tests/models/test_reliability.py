@@ -77,6 +77,10 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
     assert rep["overall"]["tv"]["ssim"] == pytest.approx(tv.ssim, abs=1e-6)
     html = (tmp_path / "qc" / "index.html").read_text()
     assert "tuned on these images with their ground truth" in html and f"weight={tv.params['weight']:g}" in html
+    # the maps' units said (a trial could not tell them), and D's scale where there is a D
+    assert "The error map is in the normalized ground truth's units" in html and "D is 0 where" in html
+    # an image small enough to be tuned whole: no crop to mention (the grid's scores are the table's)
+    assert noisy.size <= 2**20 and "baselines_grid_note" not in rep and "centred crop" not in html
     # calibration of the mixture, measured without a fit (item 1)
     from carecore.uncertainty import measure_calibration
 
@@ -142,7 +146,7 @@ def test_ood_warning_reaches_the_report(patches, tmp_path, noisy_pair):
 
 
 
-def test_qc_report_on_the_upsampling_demo(demo_root, tmp_path):
+def test_qc_report_on_the_upsampling_demo(demo_root, tmp_path, monkeypatch):
     """Upsampling is evaluable (trust issue, item 11): the restoration lies on the ground truth's grid, and
     the input and the filters are the coarse stack interpolated as the model's training inputs were."""
     from carecore.qc import quality_report
@@ -159,3 +163,13 @@ def test_qc_report_on_the_upsampling_demo(demo_root, tmp_path):
     expect = cc.evaluate(model.on_output_grid(low.data, axes="ZYX"), truth, axes="ZYX")
     assert rep["overall"]["input"]["ssim"] == pytest.approx(expect["ssim"], abs=1e-9)
     assert set(rep["overall"]) == {"input", "gaussian", "tv", "CARE"} and rep["kind"] == "upsampling"
+    assert "baselines_grid_note" not in rep   # (tuned whole)
+    # an image larger than the tuning looks at: the grid is searched on a crop, and the report says so
+    import carecore.baselines
+
+    monkeypatch.setattr(carecore.baselines, "TUNING_MAX_VOXELS", truth.size // 2)
+    rep = quality_report(tmp_path / "up", d / "test" / "low", d / "test" / "high", tmp_path / "qc2", baselines=["gaussian"])
+    assert "centred crop of at most" in rep["baselines_grid_note"]
+    import html
+
+    assert html.escape(rep["baselines_grid_note"]) in (tmp_path / "qc2" / "index.html").read_text()
