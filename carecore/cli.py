@@ -758,10 +758,20 @@ def cmd_qc(args):
     from .progress import tqdm_progress
     from .qc import quality_report, verdict
 
+    baselines = None
+    if args.baselines is not None:   # (NLM takes most of the time on a large image: a trial waited minutes)
+        from .baselines import available_baselines
+
+        baselines = [] if args.baselines.strip().lower() == "none" else \
+            [n.strip() for n in args.baselines.split(",") if n.strip()]
+        unknown = [n for n in baselines if n not in available_baselines()]
+        if unknown or args.baselines.strip() == "":
+            raise CareError(f"--baselines {args.baselines!r}: {', '.join(unknown) or 'no filter'} is not one of "
+                            f"{', '.join(available_baselines())} (comma-separated), or none")
     _check_qc_depths(args)
     with tqdm_progress("qc", unit="image") as progress:
         rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, progress=progress,
-                             normalization=args.normalization)
+                             normalization=args.normalization, baselines=baselines)
     for name, m in rep["overall"].items():
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
     if rep.get("overall_trained_on"):
@@ -1023,6 +1033,9 @@ def build_parser():
     s.add_argument("--normalization", choices=["image", "training"],
                    help="scale each input by its own percentiles (image: images taken with another gain or offset "
                         "than the training images) or by the training inputs' (training); default: the model's")
+    s.add_argument("--baselines", help="the classical filters to tune on the ground truth and compare, comma-separated "
+                                       "(default: all of gaussian, median, nlm, tv, bilateral; NLM takes the longest), "
+                                       "or none")
     s.set_defaults(func=cmd_qc)
 
     s = sub.add_parser("export", help="write a model folder as a bioimage.io package (Fiji/deepImageJ, KNIME, napari)")

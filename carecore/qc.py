@@ -432,6 +432,9 @@ def _html(rep):
                      f"(an advantage CARE does not get):</p><ul>{items}</ul>"
                      + (f"<p class='grid-note'>({e(rep['baselines_grid_note'])}.)</p>" if rep.get("baselines_grid_note")
                         else ""))
+    else:   # (none asked for: the report must not read as if CARE had beaten them)
+        parts.append("<p class='warn no-baselines'>⚠ No classical filter was tuned for this report: CARE is compared "
+                     "with its input only, not with the best classical restoration.</p>")
     if rep.get("kind") in ("upsampling", "isotropic"):
         parts.append("<p>Input: the coarse stack interpolated onto the restored grid as the model's training inputs "
                      "were; each baseline starts from the best of nearest, linear and cubic interpolation and, where "

@@ -294,3 +294,12 @@ def test_train_takes_its_axes_from_the_images_or_the_patch_folder(tmp_path, caps
     capsys.readouterr()
     assert main(["train", "--patches", str(tmp_path / "low"), "--model-dir", str(tmp_path / "m3")]) == 2
     assert "not a patch folder" in capsys.readouterr().err and not (tmp_path / "m3").exists()
+
+
+def test_qc_baselines_option_is_checked_before_any_work(tmp_path, capsys):
+    # a filter name that is not one: said at once, naming it and the names there are (nothing read or tuned)
+    assert main(["qc", "--model", str(tmp_path / "m"), "--low", str(tmp_path / "l"), "--gt", str(tmp_path / "g"),
+                 "--out", str(tmp_path / "o"), "--baselines", "gaussian,wiener"]) == 2
+    err = capsys.readouterr().err
+    assert "wiener is not one of gaussian, median, nlm, tv, bilateral" in err and not (tmp_path / "o").exists(), err
+

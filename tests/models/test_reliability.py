@@ -79,6 +79,7 @@ def test_ensemble_train_predict_and_qc(patches, tmp_path, noisy_pair):
     assert "tuned on these images with their ground truth" in html and f"weight={tv.params['weight']:g}" in html
     # the maps' units said (a trial could not tell them), and D's scale where there is a D
     assert "The error map is in the normalized ground truth's units" in html and "D is 0 where" in html
+    assert "No classical filter was tuned" not in html
     # an image small enough to be tuned whole: no crop to mention (the grid's scores are the table's)
     assert noisy.size <= 2**20 and "baselines_grid_note" not in rep and "centred crop" not in html
     # calibration of the mixture, measured without a fit (item 1)
@@ -143,6 +144,9 @@ def test_ood_warning_reaches_the_report(patches, tmp_path, noisy_pair):
     rep = quality_report(tmp_path / "ens", d / "low", d / "gt", tmp_path / "qc2", baselines={})
     assert len(rep["warnings"]) == 1 and rep["warnings"][0].startswith("nuclei.tif:"), rep["warnings"]
     assert "unlike anything the model was trained on" in (tmp_path / "qc2" / "index.html").read_text()
+    # no filter tuned (baselines=[], `carecore qc --baselines none`): said, so that the report does not read as
+    # CARE having beaten them
+    assert "No classical filter was tuned for this report" in (tmp_path / "qc2" / "index.html").read_text()
 
 
 
