@@ -24,10 +24,10 @@ def output_description(config, postprocessing, *, by_training=False):
     """The output's description; ``by_training``: the fixed gain/offset are the training inputs' percentiles
     (every image mapped back as carecore maps it), else the test image's."""
     whose = "the training inputs'" if by_training else "the test image's"
-    if config.probabilistic:
-        units = f"in {whose} intensity units (fixed gain/offset per channel)" if postprocessing == "scale_linear" \
+    if config.probabilistic:   # (at most 128 characters: bioimage.io's limit)
+        units = f"in {whose} units (fixed gain/offset per channel)" if postprocessing == "scale_linear" \
             else "in normalized units"
-        return f"Laplace mean and scale per pixel (channels mean*, scale*), {units}"
+        return f"Laplace mean and scale per pixel (channels mean*, scale*) {units}"
     return {"scale_linear": f"restoration in {whose} intensity units (fixed gain/offset)",
             "scale_mean_variance": "restoration with the input's mean and standard deviation",
             "none": "restoration in normalized units (the input's low percentile ~0, high ~1)"}[postprocessing]
