@@ -937,8 +937,9 @@ class ReliabilityStep(W.VBox):
         self.dmap = W.Image(format="png", layout=W.Layout(width="260px", display="none"))
         self.dnote = W.HTML()
         # the map's colour bar: what a colour means (a trial missed one)
-        self.dbar = W.HBox([W.HTML("<small>0 agree</small>"), W.Image(format="png", layout=W.Layout(width="160px", height="12px", margin="0 6px")),
-                            W.HTML("<small>1 disjoint</small>")], layout=W.Layout(display="none", align_items="center"))
+        self.dbar_image = W.Image(format="png", layout=W.Layout(width="160px", height="12px", margin="0 6px"))
+        self.dbar = W.HBox([W.HTML("<small>0 agree</small>"), self.dbar_image, W.HTML("<small>1 disjoint</small>")],
+                           layout=W.Layout(display="none", align_items="center"))
         self.dbar.add_class("care-rel-dbar")
         self.ece = W.HTML()
         self.caption = W.HTML()
@@ -1014,8 +1015,8 @@ class ReliabilityStep(W.VBox):
             d = r["disagreement"]
             self.dmap.value = to_png(d[d.shape[0] // 2] if d.ndim == 3 else d, 0, 1, cmap="inferno")
             self.dmap.layout.display = self.dbar.layout.display = None
-            if not self.dbar.children[1].value:
-                self.dbar.children[1].value = colorbar_png("inferno")
+            if not self.dbar_image.value:
+                self.dbar_image.value = colorbar_png("inferno")
             self.dnote.value = (f"mean D = {float(d.mean()):.3f}: how far the ensemble's members disagree at each "
                                 "pixel, 0 where their distributions agree, 1 where they do not overlap at all")
         else:

@@ -689,7 +689,7 @@ def test_views_and_read_outs_follow_the_frame_shown(state):
     r["disagreement"] = np.linspace(0, 1, r["mean"].size).reshape(r["mean"].shape)
     rel.show(r)
     assert rel.dmap.layout.display is None and rel.dbar.layout.display is None
-    assert rel.dbar.children[1].value == colorbar_png("inferno") and "mean D = 0.500" in rel.dnote.value
+    assert rel.dbar_image.value == colorbar_png("inferno") and "mean D = 0.500" in rel.dnote.value
     lab.restore()   # (restored again: the read-outs taken down)
     assert rel.dmap.layout.display == "none" and rel.dbar.layout.display == "none"
     lab.input_path = state.rel(cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"][0]["low"])
