@@ -1166,6 +1166,10 @@ def main(argv=None):
             for o in OUTPUT_OPTIONS:
                 if getattr(args, o, None):
                     check_writable(getattr(args, o), what="OUT" if args.command == "convert" else _option(o))
+            there = [str(getattr(args, o)) for o in OUTPUT_OPTIONS if getattr(args, o, None) and Path(getattr(args, o)).exists()]
+            if there:   # (written beside and swapped in at the end: an interrupted run leaves them as they are)
+                print(f"note: {', '.join(there)} exist{'s' if len(there) == 1 else ''} and will be replaced when this "
+                      "run finishes (interrupt it before then to keep " + ("it" if len(there) == 1 else "them") + ")")
         return args.func(args)
     except CareError as e:
         print(f"carecore: error: {e}", file=sys.stderr)

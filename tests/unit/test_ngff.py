@@ -91,6 +91,12 @@ def test_convert_tiff_to_zarr_and_back(tmp_path, capsys):
     z = read_image(tmp_path / "a.ome.zarr")
     assert z.axes == "CZYX" and z.spacing == pytest.approx({"Z": 1.5, "Y": 0.2, "X": 0.2})
     assert main(["convert", str(tmp_path / "a.ome.zarr"), str(tmp_path / "b.tif")]) == 0
+    assert "replaced" not in capsys.readouterr().out
+    # an output that exists is said to be replaced, before the work (a store, then a file)
+    assert main(["convert", str(tmp_path / "a.tif"), str(tmp_path / "a.ome.zarr")]) == 0
+    assert f"note: {tmp_path / 'a.ome.zarr'} exists and will be replaced" in capsys.readouterr().out
+    assert main(["convert", str(tmp_path / "a.ome.zarr"), str(tmp_path / "b.tif")]) == 0
+    assert f"note: {tmp_path / 'b.tif'} exists and will be replaced" in capsys.readouterr().out
     back = read_image(tmp_path / "b.tif")
     assert back.axes == "CZYX" and back.data.dtype == np.uint16 and back.spacing == pytest.approx(z.spacing)
     np.testing.assert_array_equal(back.data, np.moveaxis(data, 1, 0))
