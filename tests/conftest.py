@@ -6,13 +6,6 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# With `make test`'s two processes on CI's two cores, each TensorFlow (and each notebook kernel, app kernel
-# and command-line subprocess started from it) computes in one thread: two trainings side by side, each in
-# TensorFlow's default two threads, took 85 s where in one thread each they took 71 s (the 3D recipe,
-# 800 steps; one alone in two threads: 50 s). A value the user set wins.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
