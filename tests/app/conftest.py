@@ -135,3 +135,26 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def two_filters(monkeypatch):
+    """The Restore step's classical filters tuned as Gaussian and TV only, for tests of what the app does with
+    their rows (the pending state, the notes, the grids, the frames), not of the filters themselves: the five
+    filters' grids over the three interpolations onto an isotropic model's grid took 61 s on the tiny demo stack
+    (2-core AVX2), these two 6 s. The app tunes all five in ``test_all_steps`` and in the browser walks.
+    A filter list given explicitly is kept."""
+    import functools
+
+    import carecore.baselines as baselines_module
+
+    for name in ("tune_baselines", "tune_output_baselines"):
+        tune = getattr(baselines_module, name)
+
+        @functools.wraps(tune)
+        def two(*args, _tune=tune, **kwargs):
+            if kwargs.get("names") is None:
+                kwargs["names"] = ["gaussian", "tv"]
+            return _tune(*args, **kwargs)
+
+        monkeypatch.setattr(baselines_module, name, two)

@@ -415,10 +415,12 @@ def test_all_steps(state):
         # Stop while the filters are tuned: the restoration (done, saved) is shown without them; nothing kept
         done = state.restore_done
         baselines_module.tune_baselines = lambda *a, **kw: state.stop_restore() or tune(*a, **kw)
+        kept = dict(state._filter_rows)
         state._filter_rows.clear()   # the last pairs' filters are kept: tuned afresh here
         state.restore()
         assert set(state.metrics) == {"input", "CARE"} and "tuning was stopped" in state.metrics_note
-        assert state.restore_done == done + 1 and state.restored is not None
+        assert state.restore_done == done + 1 and state.restored is not None and not state._filter_rows
+        state._filter_rows.update(kept)   # (not tuned a fourth time for the read-outs below)
     finally:
         baselines_module.tune_baselines, state.tta = tune, True
     state.restore()
@@ -487,7 +489,7 @@ def test_restore_keeps_spacing_and_names_the_model(state):
     assert "Gaussian" not in state.restore_summary
 
 
-def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state):
+def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state, two_filters):
     """A TZYX time-lapse restored in this process: every time point saved, the views, the scores and the
     reliability read-outs on the middle one (the views show one volume)."""
     import carecore as cc
@@ -571,7 +573,7 @@ def test_a_time_lapse_is_restored_whole_and_shown_at_its_middle_time_point(state
     assert state.frame_count == 1 and state.frame_index == 0 and "time point" not in state.restore_summary
 
 
-def test_the_restoration_is_shown_before_the_filters_are_tuned(state, monkeypatch):
+def test_the_restoration_is_shown_before_the_filters_are_tuned(state, monkeypatch, two_filters):
     """A restoration is shown (views, summary, the input's and CARE's scores) once it is saved, and the
     tuned classical filters' rows follow (a user trial waited 5.5 min, seeing nothing, while they were tuned
     on an isotropic stack); the reliability read-outs need not wait for them; filters tuned on the same pair
@@ -630,7 +632,7 @@ def test_the_restoration_is_shown_before_the_filters_are_tuned(state, monkeypatc
 # scales and axes and ipyvolume's volumes pass constructor arguments that traitlets deprecates
 @pytest.mark.filterwarnings("ignore:Passing unrecognized arguments to super:DeprecationWarning",
                             "ignore:metadata .* was set from the constructor:DeprecationWarning")
-def test_views_and_read_outs_follow_the_frame_shown(state):
+def test_views_and_read_outs_follow_the_frame_shown(state, two_filters):
     """Steps 4 and 5 name what they show; another frame (or restoration) refreshes the views and takes
     the reliability read-outs of the one before down (no figure left standing for another frame)."""
     import carecore as cc
@@ -896,7 +898,7 @@ def test_ensemble_reliability_uses_the_mixture(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["denoising2d", "upsampling"])
-def test_other_tasks_train_and_restore(task, tmp_path):
+def test_other_tasks_train_and_restore(task, tmp_path, two_filters):
     from carecore import write_demo_data
     from carecore.baselines import BASELINES
     from carelab import LabState
@@ -956,7 +958,7 @@ def test_other_tasks_train_and_restore(task, tmp_path):
         assert s.metrics_note.startswith("filters tuned on this image's own ground truth"), s.metrics_note
 
 
-def test_ensemble_trains_restores_and_reads_the_mixture(tmp_path):
+def test_ensemble_trains_restores_and_reads_the_mixture(tmp_path, two_filters):
     """A real (tiny) ensemble through the app: its members pass the folder check, read-outs are the mixture's."""
     from carecore import write_demo_data
     from carecore.uncertainty import predictive_readouts
@@ -1064,7 +1066,7 @@ def test_isotropic_simulates_a_coarse_stack(tmp_path):
     assert len(s.scan()) == 2
 
 
-def test_isotropic_trains_restores_on_the_fine_grid(tmp_path):
+def test_isotropic_trains_restores_on_the_fine_grid(tmp_path, two_filters):
     """Restore: round(Z × factor) slices, voxel size Z / factor; metrics on that grid vs interpolation."""
     import carecore as cc
     from carecore import write_demo_data

@@ -143,7 +143,7 @@ def test_bad_or_unreachable_scheduler_is_an_error_and_the_state_stays_usable(lab
     assert s.restored_path.endswith("sample00.tif")
 
 
-def test_models_that_change_the_grid_are_refused_on_a_cluster(tmp_path):
+def test_models_that_change_the_grid_are_refused_on_a_cluster(tmp_path, two_filters):
     """predict_chunked runs models on the input's grid; the app shows why and restores in process."""
     import carecore as cc
     from carecore.models.kinds import model_class

@@ -167,7 +167,8 @@ def test_cli_3d_axial_sigma_and_steps_without_a_budget(tmp_path, capsys):
     model_dir = tmp_path / "m"
     rc = main(["train", "--task", "subdiffraction", "--structures", "granules", "--psf-sigma", "1.5",
                "--psf-sigma-z", "3", "--axes", "ZYX", "--model-dir", str(model_dir), "--epochs", "1", "--steps", "2",
-               "--n-per-image", "4"])
+               "--n-per-image", "4", "--patch", "16,32,32", "--batch", "2"])   # (the full recipe's batches of 16
+    # patches of 16×64×64: 110 s of the suite for two steps)
     assert rc == 0, capsys.readouterr().err[-2000:]
     model = cc.load_model(model_dir)
     assert model.config.time_limit == 0 and model.run_card["status"] == "completed" and len(model.history) == 1
