@@ -626,7 +626,10 @@ class RestoreStep(W.VBox):
         self.frame = W.IntSlider(description="time point", min=0, max=0, continuous_update=False,
                                  style={"description_width": "initial"}, layout=W.Layout(width="480px", display="none"))
         self.frame.add_class("care-restore-frame")
-        self._framing = False   # the slider set from the state, not by the user
+        # the thread setting the slider from the state (None: none is): its own changes are not the user's. A
+        # move of the user's meanwhile (it reaches the kernel on another thread) is taken: a flag for all
+        # threads dropped it, and a quick second move was never shown (the slider at 2, time point 1 shown)
+        self._framing = None
         self._frame_lock = threading.Lock()
         self._frame_busy, self._frame_wanted = False, 0   # a frame being shown; the one the slider asks for
         super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image (a TIFF or an OME-Zarr "
@@ -645,7 +648,8 @@ class RestoreStep(W.VBox):
         self.refresh.on_click(lambda b: run_guarded(self.msg, self.fill))
         self.go.on_click(lambda b: self.on_restore())
         self.stop.on_click(lambda b: self.on_stop())
-        self.frame.observe(lambda c: None if self._framing else self.on_frame(c["new"]), "value")
+        self.frame.observe(lambda c: None if self._framing == threading.get_ident() else self.on_frame(c["new"]),
+                           "value")
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
         self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
         self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
@@ -767,7 +771,7 @@ class RestoreStep(W.VBox):
                          for w in s.restore_warnings)
         self.metrics.value = (f"<p class='care-restore-summary'>{html.escape(s.restore_summary)}; saved "
                               f"<code>{html.escape(s.restored_path)}</code>{html.escape(shown)}</p>{warned}{table}{note}")
-        self._framing = True
+        self._framing = threading.get_ident()
         try:   # (0 first: step 4's slider, linked, is never clamped to a max below the value shown before)
             self.frame.value = 0
             self.frame.max = max(s.frame_count - 1, 0)
@@ -775,7 +779,7 @@ class RestoreStep(W.VBox):
             self.frame.description = s.frame_name + " (from 0)"
             self.frame.layout.display = "" if s.frame_count > 1 else "none"
         finally:
-            self._framing = False
+            self._framing = None
 
     def on_frame(self, index):
         """Show and score another frame of the restored time-lapse (the filters are tuned on it), in a

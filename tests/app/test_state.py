@@ -729,6 +729,50 @@ def test_views_and_read_outs_follow_the_frame_shown(state, two_filters):
         lab.model_dir = kept
 
 
+def test_a_move_of_the_frame_slider_while_a_frame_is_shown_is_taken(state, two_filters):
+    """The user moves the time-point slider again while the frame chosen before is being shown (its views and
+    slider set from the state, on the scoring thread): the later move is shown when that one ends. (The
+    slider's own changes were told from the user's by a flag for all threads: a move arriving then was
+    dropped, and a browser walk saw the slider at 2 with time point 1 shown.)"""
+    import carecore as cc
+    from carelab import LabState
+    from carelab.wizard import RestoreStep
+
+    src = cc.read_image(state.resolve(state.default_input()))
+    (state.resolve(".") / "movie3" / "low").mkdir(parents=True)
+    cc.write_image(state.resolve("movie3/low/tl.tif", must_exist=False),
+                   np.stack([src.data, src.data[:, ::-1], src.data[:, :, ::-1]]), axes="TZYX")
+    lab = LabState(state.data_root, quick=True)
+    lab.model_dir, lab.input_path, lab.tta = state.model_dir, "movie3/low/tl.tif", False
+    step = RestoreStep(lab)
+    lab.restore()
+    step._render()
+    assert step.frame.value == lab.frame_index == 1 and step.frame.max == 2
+    scorer, moved = [], []
+
+    def user_moves_meanwhile(change):   # the scoring thread sets the slider to frame 2: the user moves it
+        if scorer and threading.get_ident() == scorer[0] and change["new"] == 2 and not moved:   # to 0 meanwhile
+            moved.append(change["new"])
+            user = threading.Thread(target=lambda: setattr(step.frame, "value", 0))
+            user.start()
+            user.join(30)
+
+    choose = lab.choose_frame
+
+    def choose_frame(*args, **kwargs):
+        scorer.append(threading.get_ident())
+        return choose(*args, **kwargs)
+
+    lab.choose_frame = choose_frame
+    step.frame.observe(user_moves_meanwhile, "value")
+    step.frame.value = 2   # the user's first move
+    t = time.time()
+    while (step._frame_busy or lab.frame_index != 0) and time.time() - t < 60:
+        time.sleep(0.1)
+    assert moved and lab.frame_index == 0 and step.frame.value == 0, (moved, lab.frame_index, step.frame.value)
+    assert "T=0" in lab.restore_summary and not step.go.disabled
+
+
 def test_an_image_of_another_gain_is_warned_about_and_restored_by_its_own_percentiles(state):
     """The warning of an image unlike the training images reaches the Restore step apart from the summary,
     with what to do there: the own-percentiles box, which restores as predict(normalization="image") does."""
