@@ -141,8 +141,8 @@ def pytest_runtest_makereport(item, call):
 def two_filters(monkeypatch):
     """The Restore step's classical filters tuned as Gaussian and TV only, for tests of what the app does with
     their rows (the pending state, the notes, the grids, the frames), not of the filters themselves: the five
-    filters' grids over the three interpolations onto an isotropic model's grid took 61 s on the tiny demo stack
-    (2-core AVX2), these two 6 s. The app tunes all five in ``test_all_steps`` and in the browser walks.
+    filters' grids over an isotropic model's classical starts (three interpolations onto its grid, Richardson-Lucy
+    deconvolutions) took 61 s on the tiny demo stack (2-core AVX2), these two 6 s. The app tunes all five in ``test_all_steps`` and in the browser walks.
     A filter list given explicitly is kept."""
     import functools
 
