@@ -504,8 +504,11 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
         Inputs as the model takes them (``axes``) and ground truths on the output's grid.
     axes : str
         The inputs' axes.
-    names, grids, max_voxels, progress, stop
+    names, grids, max_voxels, stop
         As for :func:`tune_baselines`.
+    progress : callable, optional
+        ``progress(done, total, what)`` after each grid point, counted over every start tuned (``what``:
+        the filter, and its start where there are several: ``"tv on cubic interpolation"``).
 
     Returns
     -------
@@ -557,9 +560,16 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
             leading = sorted(score, key=lambda k: -score[k])[:SCREENED_STARTS]
             cropped = {k: v for k, v in cropped.items() if k in leading}   # (only the leaders' crops kept)
         kept = sorted(kept, key=lambda k: -score[k])[:SCREENED_STARTS]
+    def counted(i, label):   # one count over every start's grid (it started again at each start: 40/40, then 1/40)
+        if progress is None:
+            return None
+        return lambda done, total, what: progress(i * total + done, len(kept) * total,
+                                                  f"{what} on {label}" if len(kept) > 1 else what)
+
     tuned = {label: tune_baselines(on_grid(label), axes=out_axes, names=names, grids=grids,
-                                   max_voxels=max_voxels, progress=progress, stop=stop, norms=norms(starts[label]))
-             for label in kept}
+                                   max_voxels=max_voxels, progress=counted(i, label), stop=stop,
+                                   norms=norms(starts[label]))
+             for i, label in enumerate(kept)}
     out, cache = {}, {}   # cache: the last two starts of one image computed (the filters share them)
     for name in next(iter(tuned.values())):
         rows = [{"start": label, **row} for label in kept for row in tuned[label][name].grid]

@@ -157,7 +157,8 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     if pairs and (baselines is None or baselines):
         tuned = tune_output_baselines(grid_model, [(x, g.data) for _, _, g, x, _ in pairs], axes=pairs[0][1].axes,
                                       names=baselines or None, stop=stop, max_voxels=TUNING_MAX_VOXELS,
-                                      progress=(lambda d, t, w: report(progress, 0, len(pairs), f"tuning {w}")))
+                                      progress=(lambda d, t, w: report(progress, 0, len(pairs),
+                                                                       f"tuning the filters: {d}/{t} ({w})")))
     rep["baselines"] = {n: {"params_ssim": t.params, "params_nrmse": t.params_nrmse, "grid": t.grid,
                             "start_ssim": t.start, "start_nrmse": t.start_nrmse}
                         for n, t in tuned.items()}

@@ -617,6 +617,7 @@ class RestoreStep(W.VBox):
         self.bar = W.IntProgress(description="tiles", min=0, max=1)
         self.progress = W.HTML()
         self.progress.add_class("care-restore-progress")
+        self._counted = ""   # the last tiles' (chunks') count, said beside the filters' while they are tuned
         self.problems = W.HTML()
         self.metrics = W.HTML()
         self.metrics.add_class("care-restore-metrics")
@@ -698,7 +699,7 @@ class RestoreStep(W.VBox):
     def on_restore(self):
         self.go.disabled = self.frame.disabled = True
         self.stop.disabled = False
-        self.progress.value = ""
+        self.progress.value = self._counted = ""
         self.metrics.value = ""   # (not the image before's scores while this one is restored)
         for v in (self.before, self.after):   # nor its images (a user trial took them for this one's for minutes)
             v.clear()
@@ -709,6 +710,7 @@ class RestoreStep(W.VBox):
 
         def show(restored):
             s = self.state
+            self._show_count()   # the tiles' (chunks') count: where a stop left it, or all of them
             if restored is None:
                 more = (" The chunks written are kept: restoring again with the same settings continues."
                         if s.restore_where != "here" else "")
@@ -742,12 +744,19 @@ class RestoreStep(W.VBox):
 
 
     def _progress(self, done, total, what):
-        if what == "filters":
+        if what == "filters":   # the chunks' (or tiles') count stays, said done, next to the filters' own
             self.bar.description = "filters"
-        else:   # the chunks' (or tiles') count stays next to the bar while the filters are tuned
+            text = f"{self._counted} done · filters {done}/{total}" if self._counted else f"filters {done}/{total}"
+        else:
             self.bar.description = "chunks" if what == "chunks" else "tiles"
-            self.progress.value = f"<span class='care-restore-count'>{html.escape(progress_text(done, total, what))}</span>"
+            self._counted = text = progress_text(done, total, what)
+        self._show_count(text)
         self.bar.max, self.bar.value = max(total, 1), done
+
+    def _show_count(self, text=None):
+        """The count beside the bar: ``text``, or the last tiles' (chunks') count once the filters are tuned."""
+        text = self._counted if text is None else text
+        self.progress.value = f"<span class='care-restore-count'>{html.escape(text)}</span>" if text else ""
 
     def _render(self):
         """The shown frame's views, the summary and the scores; the frame slider for a time-lapse."""
@@ -808,6 +817,7 @@ class RestoreStep(W.VBox):
                     self.msg.error(f"{type(e).__name__}: {e}")
                     traceback.print_exc()
                 self._render()   # the frame the state shows (the one before, after an error)
+                self._show_count()   # (not the filters' count of a tuning ended or stopped)
                 with self._frame_lock:
                     if self._frame_wanted == index:
                         self._frame_busy = False

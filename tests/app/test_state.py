@@ -1,5 +1,6 @@
 """The wizard's state without a browser: every step through the same calls the buttons make."""
 import os
+import re
 import shutil
 import threading
 import time
@@ -175,6 +176,24 @@ def test_the_restore_step_offers_a_model_of_the_task_first(tmp_path):
     s.task = "denoising3d"
     s.task = "denoising2d"
     assert step.model.value == "models/denoising2d_20261205_100000/model"
+
+
+def test_the_restore_count_says_the_tiles_done_beside_the_filters_count(tmp_path):
+    """While the filters are tuned after a restoration, the label beside the bar says the tiles are done and
+    counts the filters' grid points (it said "tile view 24/24" under a bar named "filters", as if tiles were
+    still being restored); once they are tuned it says the tiles' count alone."""
+    from carelab import LabState
+    from carelab.wizard import RestoreStep
+
+    step = RestoreStep(LabState(tmp_path, quick=True))
+    label = lambda: re.sub(r"<[^>]+>", "", step.progress.value)  # noqa: E731
+    step._progress(24, 24, "tile views")
+    assert label() == "tile view 24/24" and step.bar.description == "tiles"
+    step._progress(3, 90, "filters")
+    assert label() == "tile view 24/24 done · filters 3/90" and step.bar.description == "filters"
+    assert (step.bar.value, step.bar.max) == (3, 90)
+    step._show_count()   # (the restoration shown, or a frame chosen: the filters tuned or stopped)
+    assert label() == "tile view 24/24"
 
 
 def test_one_training_at_a_time(tmp_path):

@@ -160,8 +160,12 @@ def test_qc_report_on_the_upsampling_demo(demo_root, tmp_path, monkeypatch):
     cfg = care_config("ZYX", quick=True, kind="upsampling", upsampling_factor=4, precision="float32")
     model = cc.create_model(cfg, tmp_path / "up")
     model.save()
+    said = []
     rep = quality_report(tmp_path / "up", d / "test" / "low", d / "test" / "high", tmp_path / "qc",
-                         baselines=["gaussian", "tv"])
+                         baselines=["gaussian", "tv"], progress=lambda *event: said.append(event[2]))
+    # the tuning's count over every start's grid is said (it was "tuning tv", with no count, for minutes of NLM)
+    tuning = [w for w in said if w.startswith("tuning the filters: ")]
+    assert tuning[-1].startswith(f"tuning the filters: {len(tuning)}/{len(tuning)} (") and " on " in tuning[-1], said
     low = cc.read_image(d / "test" / "low" / "sample00.tif")
     truth = cc.read_image(d / "test" / "high" / "sample00.tif").data
     assert low.shape[0] * 4 == truth.shape[0]

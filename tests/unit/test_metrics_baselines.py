@@ -354,8 +354,13 @@ def test_a_restoration_is_compared_with_the_best_classical_pipeline_of_its_kind(
     truth = nuclei_volume((32, 48, 48), seed=3)[0]
     coarse = truth[::4] + np.float32(0.02) * np.random.default_rng(0).standard_normal((8, 48, 48), np.float32)
     up = UpsamplingCARE(UpsamplingCARE.default_config("ZYX", upsampling_factor=4.0, quick=True))
-    tuned = tune_output_baselines(up, [(coarse, truth)], axes="ZYX", names=["gaussian", "tv"])
+    seen = []
+    tuned = tune_output_baselines(up, [(coarse, truth)], axes="ZYX", names=["gaussian", "tv"],
+                                  progress=lambda *event: seen.append(event))
     assert set(up.grid_starts()) == {"nearest interpolation", "linear interpolation", "cubic interpolation"}
+    # one count over the three starts' grids (it started again at each start), each event naming its start
+    assert [done for done, _, _ in seen] == list(range(1, len(seen) + 1)) and {t for _, t, _ in seen} == {len(seen)}
+    assert {what.split(" on ")[1] for _, _, what in seen} == set(up.grid_starts())
     for name, t in tuned.items():
         each = {label: tune_baselines([(fn(coarse, axes="ZYX"), truth)], axes="ZYX", names=[name])[name]
                 for label, fn in up.grid_starts().items()}
