@@ -531,7 +531,7 @@ def cmd_train(args):
             line["filter"], line["name"] = float(e["val_ssim"]), e["name"]
             bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']}"
                       f"{' on the ' + e['start'] if e.get('start') else ''} val_ssim {e['val_ssim']:.3f}")
-        elif e["kind"] in ("resume", "dead_network", "note"):
+        elif e["kind"] in ("resume", "plan", "dead_network", "note"):
             bar.write((f"member {e['member']}: " if e.get("member") else "") + e["message"])
         elif e["kind"] == "ensemble_end":
             outcome.update(e)

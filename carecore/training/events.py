@@ -17,6 +17,8 @@
   depending on its input, and training started again from new weights of ``seed`` or (the run ending,
   restarted enough, or too little left: ``seed`` None) goes on to its end
   (:mod:`carecore.training.dead_network`);
+- ``{"kind": "plan", "message"}`` before the first step: the steps, validations and learning-rate schedule
+  planned (:func:`plan_text`);
 - ``{"kind": "note", "message"}``: something the user should know before training ends (a time budget
   that its preparation nearly used up);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
@@ -262,6 +264,40 @@ def cosine_lr(peak, warmup=0.05):
         return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, (f - warmup) / max(1 - warmup, 1e-9))))
 
     return lr
+
+
+def plan_text(config, *, epochs, steps, batch_size, budget_plan=None, s_step=None, prep=0.0):
+    """What a training run is about to do, said before its first step (the ``"plan"`` event): its steps and
+    validations and its learning-rate schedule, so that the ``lr`` of the epochs' lines (rising, then falling)
+    is not a surprise.
+
+    Examples
+    --------
+    >>> from carecore.models.config import care_config
+    >>> plan_text(care_config("YX", quick=True, epochs=4, steps_per_epoch=25, lr_schedule="cosine", warmup=0.1),
+    ...           epochs=4, steps=25, batch_size=8)   # doctest: +NORMALIZE_WHITESPACE
+    'plan: 4 epoch(s) of 25 steps of 8 patches, each followed by a validation; the learning rate rises from 0 to
+    0.0004 over the first 10 steps (warm-up: a fresh network can be ruined by its first steps at the full rate),
+    then falls to 0 at the last (cosine)'
+    """
+    def count(n, word):
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    if budget_plan is not None:
+        p = budget_plan
+        run = (f"plan: about {count(p.trained, 'step')} of {batch_size} patches in {max(p.deadline - prep, 0):.0f} s "
+               f"(a step took {s_step:.2f} s), a validation every {count(p.steps, 'step')}")
+        span, end = f"{config.warmup:.0%} of the time", "at the deadline"
+    else:
+        run = f"plan: {epochs} epoch(s) of {count(steps, 'step')} of {batch_size} patches, each followed by a validation"
+        span, end = count(max(1, round(config.warmup * epochs * steps)), "step"), "at the last"
+    if config.lr_schedule == "cosine":
+        rate = (f"the learning rate rises from 0 to {config.learning_rate:g} over the first {span} (warm-up: a "
+                f"fresh network can be ruined by its first steps at the full rate), then falls to 0 {end} (cosine)")
+    else:
+        rate = (f"the learning rate starts at {config.learning_rate:g} and is halved after {config.lr_patience} "
+                "validations without improvement")
+    return f"{run}; {rate}"
 
 
 def budget_clock(event, time_limit):

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -202,10 +203,18 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
         assert main(args + ["--time-limit", bad]) == 2   # (0 once meant no budget: 10 x 400 steps)
         assert said in capsys.readouterr().err and not (tmp_path / "m").exists()
     assert main(args + ["--time-limit", "4s"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("time_limit: ")
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("time_limit: ")
+    # the plan before the first step, with the schedule that the epochs' "lr" follows
+    plan = [line for line in out if line.startswith("plan: about ")]
+    assert len(plan) == 1 and re.search(r"steps? of 4 patches in \d+ s \(a step took [\d.]+ s\), a validation every "
+                                        r"\d+ steps?; the learning rate rises from 0 to [\d.e-]+ over the first \d+% of "
+                                        r"the time \(warm-up", plan[0]), out
     assert main(args[:-6] + ["--epochs", "1", "--steps", "2"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert "this run: 1 epoch(s) of 2 steps" in out and out[-1].startswith("completed: "), out
+    assert any(line.startswith("plan: 1 epoch(s) of 2 steps of 4 patches, each followed by a validation; the "
+                               "learning rate rises from 0 to ") for line in out), out
     import carecore.models.care as care_module
 
     asked, train = [], care_module.CARE.train
