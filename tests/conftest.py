@@ -71,21 +71,40 @@ def step_clock(monkeypatch):
     """``clock = step_clock(0.25)``: carecore's time budgets count training steps, each 0.25 s of the
     budget (those that plan the budget and those of ``fit``); nothing else moves the clock.
     ``step_clock(0.25, fit_step=0.125, fit_startup=3.0)``: ``fit``'s steps take another time than the
-    planning measured, and ``fit`` spends seconds before its first step.
+    planning measured, and ``fit`` spends seconds before its first step. ``filters_line=2.0``: tuning the
+    filters' line on the validation patches takes 2 s of the clock (none where it is reused from the
+    patches); it is tuned for real once for the same patches and handed out again after (seconds of real
+    work each time, not under test). ``also``: other modules whose ``time`` is this clock (the training job's,
+    the ensemble's).
 
     Quality reached in a time budget depends on the CPU (a 2-core AVX2 CPU trains a 3D network several
     times slower than one with AVX512); tests that assert quality after a budget use this clock so that
     they assert it after the same training on every machine.
     """
-    def install(seconds_per_step, *, fit_step=None, fit_startup=0.0):
+    def install(seconds_per_step, *, fit_step=None, fit_startup=0.0, filters_line=None, also=()):
         import keras
 
         from carecore.models import care as care_module
         from carecore.training import events as events_module
 
         clock = StepClock()
-        monkeypatch.setattr(care_module, "time", clock)
-        monkeypatch.setattr(events_module, "time", clock)
+        for module in (care_module, events_module, *also):
+            monkeypatch.setattr(module, "time", clock)
+        if filters_line is not None:
+            from carecore.training.validation import ValidationSet
+
+            line, tuned = ValidationSet.baseline, {}
+
+            def timed_line(self, cached=None, names=None):
+                clock.now += 0.0 if cached else filters_line
+                if cached or names:
+                    return line(self, cached=cached, names=names)
+                key = (self.X.shape, float(np.sum(self.X, dtype=np.float64)))   # the same validation patches
+                if key not in tuned:
+                    tuned[key] = line(self)
+                return None if tuned[key] is None else dict(tuned[key])
+
+            monkeypatch.setattr(ValidationSet, "baseline", timed_line)
         train_on_batch, fit = keras.Model.train_on_batch, keras.Model.fit
 
         def timed_train_on_batch(self, *args, **kwargs):   # the steps that plan the budget

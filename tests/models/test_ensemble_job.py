@@ -139,19 +139,9 @@ def test_a_budgeted_ensemble_job_ends_on_its_budget(tmp_path, step_clock, monkey
     that the budget was too short). On a clock where a step takes 0.1 s and the filters' line 2 s: on the
     wall clock the shares' steps depended on the machine (a loaded 2-core one left too few: the note)."""
     from carecore.training import jobs
-    from carecore.training.validation import ValidationSet
     from carecore.uncertainty import ensemble as ensemble_module
 
-    clock = step_clock(0.1)
-    monkeypatch.setattr(jobs, "time", clock)
-    monkeypatch.setattr(ensemble_module, "time", clock)
-    line = ValidationSet.baseline
-
-    def timed_line(self, cached=None, names=None):
-        clock.now += 0.0 if cached else 2.0
-        return line(self, cached, names)
-
-    monkeypatch.setattr(ValidationSet, "baseline", timed_line)
+    step_clock(0.1, filters_line=2.0, also=(jobs, ensemble_module))
     rng = np.random.default_rng(0)
     clean = gaussian_filter(rng.random((96, 96)), 2).astype(np.float32)
     noisy = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)
