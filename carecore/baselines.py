@@ -564,7 +564,7 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
         if progress is None:
             return None
         return lambda done, total, what: progress(i * total + done, len(kept) * total,
-                                                  f"{what} on {label}" if len(kept) > 1 else what)
+                                                  f"{what} on {label or 'the input itself'}" if len(kept) > 1 else what)
 
     tuned = {label: tune_baselines(on_grid(label), axes=out_axes, names=names, grids=grids,
                                    max_voxels=max_voxels, progress=counted(i, label), stop=stop,

@@ -617,7 +617,7 @@ class RestoreStep(W.VBox):
         self.bar = W.IntProgress(description="tiles", min=0, max=1)
         self.progress = W.HTML()
         self.progress.add_class("care-restore-progress")
-        self._counted = ""   # the last tiles' (chunks') count, said beside the filters' while they are tuned
+        self._counted = None   # (done, total, what) of the last tiles' (chunks') count: beside the filters' own
         self.problems = W.HTML()
         self.metrics = W.HTML()
         self.metrics.add_class("care-restore-metrics")
@@ -699,7 +699,7 @@ class RestoreStep(W.VBox):
     def on_restore(self):
         self.go.disabled = self.frame.disabled = True
         self.stop.disabled = False
-        self.progress.value = self._counted = ""
+        self.progress.value, self._counted = "", None
         self.metrics.value = ""   # (not the image before's scores while this one is restored)
         for v in (self.before, self.after):   # nor its images (a user trial took them for this one's for minutes)
             v.clear()
@@ -744,19 +744,29 @@ class RestoreStep(W.VBox):
 
 
     def _progress(self, done, total, what):
-        if what == "filters":   # the chunks' (or tiles') count stays, said done, next to the filters' own
-            self.bar.description = "filters"
-            text = f"{self._counted} done · filters {done}/{total}" if self._counted else f"filters {done}/{total}"
-        else:
-            self.bar.description = "chunks" if what == "chunks" else "tiles"
-            self._counted = text = progress_text(done, total, what)
-        self._show_count(text)
+        if what != "filters":
+            self._counted = (done, total, what)
+            self._show_count()
+            return
+        # the chunks' (or tiles') count stays next to the filters' own, said done where they all were
+        self.bar.description = "filters"
         self.bar.max, self.bar.value = max(total, 1), done
+        text = f"filters {done}/{total}"
+        if self._counted:
+            d, t, w = self._counted
+            text = f"{progress_text(d, t, w)}{' done' if d == t else ''} · {text}"
+        self.progress.value = f"<span class='care-restore-count'>{html.escape(text)}</span>"
 
-    def _show_count(self, text=None):
-        """The count beside the bar: ``text``, or the last tiles' (chunks') count once the filters are tuned."""
-        text = self._counted if text is None else text
-        self.progress.value = f"<span class='care-restore-count'>{html.escape(text)}</span>" if text else ""
+    def _show_count(self):
+        """The bar and the label beside it at the last tiles' (chunks') count: while they are restored, and once
+        the filters' tuning after them has ended or was stopped (their own bar and count no longer shown)."""
+        if not self._counted:
+            self.progress.value = ""
+            return
+        done, total, what = self._counted
+        self.bar.description = "chunks" if what == "chunks" else "tiles"
+        self.bar.max, self.bar.value = max(total, 1), done
+        self.progress.value = f"<span class='care-restore-count'>{html.escape(progress_text(done, total, what))}</span>"
 
     def _render(self):
         """The shown frame's views, the summary and the scores; the frame slider for a time-lapse."""

@@ -802,11 +802,15 @@ class CARE:
                            loss_scale=1.0 / self.keras_model.distribute_strategy.num_replicas_in_sync,
                            revival=Revival(self, val.X, c.seed))
         if callback is not None:   # (the epochs' lines show the rate: said here why it rises, then falls)
+            import keras
+
             from ..training.events import plan_text
 
             callback({"kind": "plan", "message": plan_text(c, epochs=epochs, steps=steps, batch_size=bs,
                                                            budget_plan=plan if budget else None,
-                                                           s_step=s_step if budget else None, prep=prep if budget else 0.0)})
+                                                           s_step=s_step if budget else None, prep=prep if budget else 0.0,
+                                                           start_lr=float(keras.ops.convert_to_numpy(
+                                                               self.keras_model.optimizer.learning_rate)))})
         # a budget: the deadline ends training (the callback counts the epochs it still holds); the planned
         # epochs only size them, from a few timed steps that can be off by half (measured: 17 s planned,
         # 8-12 s taken, and the run ended with a third of its budget unused)

@@ -17,10 +17,10 @@
   depending on its input, and training started again from new weights of ``seed`` or (the run ending,
   restarted enough, or too little left: ``seed`` None) goes on to its end
   (:mod:`carecore.training.dead_network`);
-- ``{"kind": "plan", "message"}`` before the first step: the steps, validations and learning-rate schedule
-  planned (:func:`plan_text`);
 - ``{"kind": "note", "message"}``: something the user should know before training ends (a time budget
   that its preparation nearly used up);
+- ``{"kind": "plan", "message"}`` last before the first step: the steps, validations and learning-rate
+  schedule planned (:func:`plan_text`);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.
 
 An ensemble's members' events carry ``"member"``, ``"members"`` and, under a budget, ``"budget_start"`` and
@@ -250,7 +250,8 @@ class EventCallback(keras.callbacks.Callback):
         self.sched_steps = 0
         self.wait_lr = self.wait_stop = 0
         self.model.optimizer.learning_rate.assign(self.lr_fn(0.0) if self.lr_fn is not None else self.lr0)
-        note = f"{what}; it started again from new weights (seed {seed}) with {left:.0%} of the training left"
+        note = (f"{what}; it started again from new weights (seed {seed}) with {left:.0%} of the training left "
+                "(its learning-rate schedule begun again over it)")
         self.notes.append(note)
         self._emit({"kind": "dead_network", "epoch": epoch, "restarted": True, "seed": seed, "message": note})
 
@@ -266,19 +267,19 @@ def cosine_lr(peak, warmup=0.05):
     return lr
 
 
-def plan_text(config, *, epochs, steps, batch_size, budget_plan=None, s_step=None, prep=0.0):
+def plan_text(config, *, epochs, steps, batch_size, budget_plan=None, s_step=None, prep=0.0, start_lr=None):
     """What a training run is about to do, said before its first step (the ``"plan"`` event): its steps and
     validations and its learning-rate schedule, so that the ``lr`` of the epochs' lines (rising, then falling)
-    is not a surprise.
+    is not a surprise. ``start_lr``: the plateau rule's rate where this run begins (a resumed run's last).
 
     Examples
     --------
     >>> from carecore.models.config import care_config
     >>> plan_text(care_config("YX", quick=True, epochs=4, steps_per_epoch=25, lr_schedule="cosine", warmup=0.1),
     ...           epochs=4, steps=25, batch_size=8)   # doctest: +NORMALIZE_WHITESPACE
-    'plan: 4 epoch(s) of 25 steps of 8 patches, each followed by a validation; the learning rate rises from 0 to
-    0.0004 over the first 10 steps (warm-up: a fresh network can be ruined by its first steps at the full rate),
-    then falls to 0 at the last (cosine)'
+    'plan: 4 epoch(s) of 25 steps of 8 patches, each followed by a validation; the learning rate rises from 0
+    to 0.0004 over the first 10 steps (warm-up: the first steps at the full rate can throw the network off),
+    then falls along a cosine towards 0 by the last step'
     """
     def count(n, word):
         return f"{n} {word}{'' if n == 1 else 's'}"
@@ -286,17 +287,20 @@ def plan_text(config, *, epochs, steps, batch_size, budget_plan=None, s_step=Non
     if budget_plan is not None:
         p = budget_plan
         run = (f"plan: about {count(p.trained, 'step')} of {batch_size} patches in {max(p.deadline - prep, 0):.0f} s "
-               f"(a step took {s_step:.2f} s), a validation every {count(p.steps, 'step')}")
-        span, end = f"{config.warmup:.0%} of the time", "at the deadline"
+               f"(a step took {s_step:.2g} s), a validation every {count(p.steps, 'step')}")
+        span, end = f"{config.warmup:.0%} of the time", "to 0 at the deadline"
     else:
         run = f"plan: {epochs} epoch(s) of {count(steps, 'step')} of {batch_size} patches, each followed by a validation"
-        span, end = count(max(1, round(config.warmup * epochs * steps)), "step"), "at the last"
-    if config.lr_schedule == "cosine":
-        rate = (f"the learning rate rises from 0 to {config.learning_rate:g} over the first {span} (warm-up: a "
-                f"fresh network can be ruined by its first steps at the full rate), then falls to 0 {end} (cosine)")
+        # the steps at a fraction below the warm-up's (the k-th step at k / total)
+        span, end = count(math.ceil(config.warmup * epochs * steps - 1e-9), "step"), "towards 0 by the last step"
+    if config.lr_schedule != "cosine":
+        rate = (f"the learning rate starts at {start_lr or config.learning_rate:g} and is halved after "
+                f"{config.lr_patience} validations without improvement")
+    elif config.warmup > 0:
+        rate = (f"the learning rate rises from 0 to {config.learning_rate:g} over the first {span} (warm-up: the "
+                f"first steps at the full rate can throw the network off), then falls along a cosine {end}")
     else:
-        rate = (f"the learning rate starts at {config.learning_rate:g} and is halved after {config.lr_patience} "
-                "validations without improvement")
+        rate = f"the learning rate starts at {config.learning_rate:g} and falls along a cosine {end} (no warm-up)"
     return f"{run}; {rate}"
 
 

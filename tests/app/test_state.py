@@ -193,7 +193,10 @@ def test_the_restore_count_says_the_tiles_done_beside_the_filters_count(tmp_path
     assert label() == "tile view 24/24 done · filters 3/90" and step.bar.description == "filters"
     assert (step.bar.value, step.bar.max) == (3, 90)
     step._show_count()   # (the restoration shown, or a frame chosen: the filters tuned or stopped)
-    assert label() == "tile view 24/24"
+    assert label() == "tile view 24/24" and step.bar.description == "tiles" and (step.bar.value, step.bar.max) == (24, 24)
+    step._progress(5, 24, "tiles")   # a restoration stopped after 5 tiles: its count is not said done
+    step._progress(3, 90, "filters")
+    assert label() == "tile 5/24 · filters 3/90"
 
 
 def test_one_training_at_a_time(tmp_path):

@@ -128,3 +128,25 @@ def test_the_time_left_is_paced_without_the_first_step(monkeypatch, model):
         clock.now += 5.0 if batch == 0 else 0.1
         cb.on_train_batch_end(batch, {"loss": 1.0})
     assert etas[0] is None and etas[2] == pytest.approx(17 * 0.1)
+
+
+def test_the_plan_said_before_training_is_the_schedule_it_follows():
+    """The plan's warm-up is the steps the schedule warms up in (the k-th of N at k / N, below ``warmup``: 3 of
+    50 at 5 %, where rounding said 2); no warm-up is said where there is none; the plateau rule says the rate
+    a resumed run begins at, not the configured one; the time of a fast step is not "0.00 s"."""
+    from carecore.models.config import care_config
+    from carecore.training.events import cosine_lr, plan_text
+
+    cfg = care_config("YX", quick=True, lr_schedule="cosine", warmup=0.05)
+    lr = cosine_lr(cfg.learning_rate, cfg.warmup)
+    warming = sum(lr(k / 50) < lr((k + 1) / 50) for k in range(49))   # the steps before the rate's peak
+    assert warming == 3 and "over the first 3 steps (warm-up" in plan_text(cfg, epochs=2, steps=25, batch_size=8)
+    flat = plan_text(cfg.replace(warmup=0.0), epochs=2, steps=25, batch_size=8)
+    assert "starts at 0.0004 and falls along a cosine towards 0 by the last step (no warm-up)" in flat, flat
+    plateau = plan_text(cfg.replace(lr_schedule="plateau"), epochs=2, steps=25, batch_size=8, start_lr=1e-4)
+    assert plateau.endswith("the learning rate starts at 0.0001 and is halved after 10 validations without "
+                            "improvement"), plateau
+    p = plan_budget(60.0, 5.0, 0.004, 1.0, 3.0, epochs=10)
+    timed = plan_text(cfg, epochs=p.epochs, steps=p.steps, batch_size=8, budget_plan=p, s_step=0.004, prep=5.0)
+    assert f"plan: about {p.trained} steps of 8 patches in 52 s (a step took 0.004 s)" in timed, timed
+    assert "over the first 5% of the time" in timed and timed.endswith("to 0 at the deadline")
