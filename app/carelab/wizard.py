@@ -728,19 +728,21 @@ class RestoreStep(W.VBox):
 
         def go():
             try:
-                return self.state.restore(progress, shown=shown)
-            except Stopped:
-                return None
-            except Exception:
-                if self.state.restored is not None:
-                    self._render()   # the restoration shown before (its summary names it), then the error
-                raise
-            finally:
+                try:
+                    restored = self.state.restore(progress, shown=shown)
+                except Stopped:
+                    restored = None
+                except Exception:
+                    if self.state.restored is not None:
+                        self._render()   # the restoration shown before (its summary names it), then the error
+                    raise
+                show(restored)
+            finally:   # (after show: a frame chosen before it had its filters' count overwritten by show's)
                 self.go.disabled = self.frame.disabled = False
                 self.stop.disabled = True
 
         self.msg.note("restoring ...")
-        run_guarded(self.msg, go, thread=True, done=show)
+        run_guarded(self.msg, go, thread=True)
 
 
     def _progress(self, done, total, what):
