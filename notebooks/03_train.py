@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,8 +21,9 @@
 # every *epoch* (a block of steps) it is scored on the **validation patches**, which it never trains on.
 #
 # On a laptop you cannot train for days, so CARE Lab trains for a **time budget**: it times a few steps,
-# plans how many steps fit, lowers the learning rate so that it reaches zero when the time is up, and
-# keeps the weights that scored best on validation.
+# plans how many steps fit, raises the learning rate from zero over the first moments (a *warm-up*: full-size
+# steps on fresh weights can throw the network off), then lowers it so that it reaches zero when the time is
+# up, and keeps the weights that scored best on validation. Its plan is printed before the first step.
 #
 # The chart below follows the training live: the training loss (should go down), the validation SSIM
 # (should go up) and, as a dashed line, the validation SSIM of the **best classical filter** (Gaussian,
@@ -116,7 +117,7 @@ ssim_chart = Curves("validation SSIM", ["CARE", "best filter"], xlabel="epoch", 
                     markers={"CARE"}, dashed={"best filter"})
 display(loss_chart, ssim_chart)
 
-log = {"batch": [], "epoch": [], "baseline": None, "end": None}
+log = {"batch": [], "epoch": [], "baseline": None, "plan": None, "end": None}
 
 
 def on_event(event):
@@ -135,6 +136,9 @@ def on_event(event):
         log["baseline"] = event
         ssim_chart.set_curve("best filter", [0, config.epochs], [event["val_ssim"]] * 2,
                              label=f"best filter: {event['name']}")
+    elif kind == "plan":   # the steps, the validations and the learning rate's schedule, before the first step
+        log["plan"] = event["message"]
+        print(event["message"])
     elif kind == "end":
         log["end"] = event
     if kind in ("epoch", "baseline") and log["baseline"] and log["epoch"]:   # keep the line under the points
@@ -164,7 +168,7 @@ ax.legend()
 plt.show()
 results.update(model_dir=str(HERE / "model"), status=result.status, epochs=[
     {k: e[k] for k in ("epoch", "loss", "val_loss", "val_ssim")} for e in log["epoch"]],
-    baseline={k: log["baseline"][k] for k in ("name", "val_ssim")}, seconds=result.seconds)
+    baseline={k: log["baseline"][k] for k in ("name", "val_ssim")}, seconds=result.seconds, plan=log["plan"])
 
 # %% [markdown]
 # The saved model opens again anywhere (`cc.load_model`), in notebook 4, in the app (step 3) or on the

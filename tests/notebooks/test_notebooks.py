@@ -93,6 +93,7 @@ def check_03(r, here):
     assert r["baseline"]["name"] in cc.BASELINES and 0 < r["baseline"]["val_ssim"] < 1
     # the chart's story: CARE's validation SSIM overtakes the best filter's line
     assert max(e["val_ssim"] for e in r["epochs"]) > r["baseline"]["val_ssim"], r
+    assert "the learning rate rises from 0" in r["plan"], r["plan"]   # (printed before the first step)
 
 
 def check_04(r, here):
