@@ -258,6 +258,13 @@ def _resume_conflicts(args, model, model_dir):
             conflicts.append(f"{flag} {value:g} (its axial factor is {c.upsampling_factor:g})")
     if args.psf_sigma and args.psf_sigma != c.psf_sigma:
         conflicts.append(f"--psf-sigma {args.psf_sigma:g} (it was trained with {c.psf_sigma:g} px)")
+    try:   # (a 3D model's folder given 2D images was told "patch size (16, 32, 32) has 3 values": a user trial)
+        spatial = "".join(a for a in _training_axes(args).upper() if a in "ZYX")
+    except CareError:   # (no images to read them from: said where they are read)
+        spatial = model.input_spatial_axes
+    if spatial != model.input_spatial_axes:
+        conflicts.append(f"images with spatial axes {spatial}, from {'--axes' if args.axes else 'the first image'} "
+                         f"(it restores {model.input_spatial_axes} images)")
     if conflicts:
         raise CareError(f"{model_dir} already holds a model, which resumes with its own configuration: "
                         f"{'; '.join(conflicts)}; give a new --model-dir to train a model for them, or leave them "
@@ -527,11 +534,15 @@ def cmd_train(args):
                       f"val_ssim {e['val_ssim']:.3f} lr {e['lr']:.2g}")
             if np.isfinite(e["val_ssim"]):
                 line["care"] = max(line.get("care", -np.inf), float(e["val_ssim"]))
+            if e.get("best"):   # the epoch whose weights are kept (so far)
+                line["kept"] = (e["epoch"], float(e["val_ssim"]))
         elif e["kind"] == "baseline":
             line["filter"], line["name"] = float(e["val_ssim"]), e["name"]
             bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']}"
                       f"{' on the ' + e['start'] if e.get('start') else ''} val_ssim {e['val_ssim']:.3f}")
         elif e["kind"] in ("resume", "plan", "dead_network", "note"):
+            if e["kind"] == "note":   # a budget its preparation (nearly) used up: the run is not worth its model
+                line["short"] = e["message"]
             bar.write((f"member {e['member']}: " if e.get("member") else "") + e["message"])
         elif e["kind"] == "ensemble_end":
             outcome.update(e)
@@ -562,9 +573,17 @@ def cmd_train(args):
         bar.close()
     best = ("validation MAE of the mean" if model._best_by() == "val_laplace_mae" else "val_loss")   # what chose it
     _say_below_line(line)   # (before the last line, which says how it ended)
-    print(f"{result.status}: {result.epochs} epoch(s), best {best} {result.best_val_loss:.4f}; model in {model_dir}")
+    # how it ended (the steps a budget took: a user trial compared them with the plan's), and which epoch's
+    # weights are kept with their validation SSIM, the number the epochs' lines were read by
+    ended = result.message.split("; the best weights are kept")[0] if result.status == "time_limit" else ""
+    kept = (f" (epoch {line['kept'][0]}, val_ssim {line['kept'][1]:.3f})" if line.get("kept") else "")
+    print(f"{result.status}: {ended + ', ' if ended else ''}{result.epochs} epoch(s); the weights kept: best {best} "
+          f"{result.best_val_loss:.4f}{kept}; model in {model_dir}")
     if result.status == "nan":
         print(f"carecore: {result.message}", file=sys.stderr)
+        return 1
+    if line.get("short"):   # (exit status 0 said that a network all but untrained had trained: a user trial)
+        print(f"carecore: {line['short']}; the model saved in {model_dir} has hardly trained", file=sys.stderr)
         return 1
     return 0
 

@@ -136,10 +136,13 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
                             "scores single images or volumes: save each time point or sample as a file of its own")
         sp = "".join(a for a in low.axes if a in "ZYX")
         if sp != grid_model.input_spatial_axes:   # before the filters are tuned (a minute and more)
+            two_d = grid_model.input_spatial_axes == "YX" and sp == "ZYX"
+            plane = two_d and low.shape[low.axes.index("Z")] == 1   # (a 2D image read as a stack by axes="ZYX")
             raise CareError(f"{pair.name}: axes {low.axes} (shape {tuple(low.shape)}), but the model restores "
                             f"{grid_model.input_spatial_axes} images"
-                            + ("; the quality report scores single images: save each Z slice as a file of its own, "
-                               "or give a model for stacks" if grid_model.input_spatial_axes == "YX" and sp == "ZYX" else ""))
+                            + ("; this is a single plane: leave out --axes ZYX (axes=) or give YX" if plane else
+                               "; the quality report scores single images: save each Z slice as a file of its own, "
+                               "or give a model for stacks" if two_d else ""))
         x = np.asarray(low.data, np.float32)
         x_grid = grid_model.on_output_grid(x, axes=low.axes)
         if x_grid.shape != gt.shape:

@@ -740,8 +740,11 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
         for a, q in zip(sp, patch_size):
             n_a = low.shape[low.axes.index(a)]
             if n_a < q:
-                raise CareError(f"{low.name}: image of shape {tuple(low.shape)} ({low.axes}) is smaller than the "
-                                f"patch size {tuple(patch_size)} along {a} ({n_a} < {q})")
+                # (a 2D image read as a stack by --axes ZYX was told of the patch size: a user trial)
+                single = (" — a single plane: for a 2D image, train a 2D model (axes YX, `--axes YX`)"
+                          if a == "Z" and n_a == 1 else "")
+                raise CareError(f"{low.path or low.name}: image of shape {tuple(low.shape)} ({low.axes}) is smaller "
+                                f"than the patch size {tuple(patch_size)} along {a} ({n_a} < {q}){single}")
     _, sp, sp_h, cl, ch = first
     p = dict(zip(sp, (int(q) for q in patch_size)))
     labels = fields

@@ -166,10 +166,14 @@ def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):
     assert r.stderr.startswith("carecore: error:") and "a_file" in r.stderr
 
 
-def test_budgeted_training_from_two_channels_to_one(tmp_path):
+def test_budgeted_training_from_two_channels_to_one(tmp_path, step_clock, capsys):
     """A time budget gives the fast recipe, whose smoothed residual base needs as many channels out as in:
-    with 2 channels in and 1 out the CLI trains a plain (not residual) network instead of refusing."""
+    with 2 channels in and 1 out the CLI trains a plain (not residual) network instead of refusing.
+    Its budget, on a clock where a step takes 1 s, is used up by the preparation: the model is saved and the
+    exit status is 1 (it was 0, and a script went on with a network that had hardly trained: a user trial)."""
     import carecore as cc
+
+    step_clock(1.0)
 
     rng = np.random.default_rng(0)
     for i in range(2):
@@ -181,15 +185,19 @@ def test_budgeted_training_from_two_channels_to_one(tmp_path):
     rc = main(["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "CYX",
                "--model-dir", str(tmp_path / "m"), "--time-limit", "5s", "--patch", "32,32", "--batch", "4",
                "--n-per-image", "16"])
-    assert rc == 0
+    said = capsys.readouterr()
+    assert rc == 1 and "too few to learn from" in said.out, said.out
+    assert said.err.strip().endswith(f"the model saved in {tmp_path / 'm'} has hardly trained"), said.err
     c = cc.load_model(tmp_path / "m").config
     assert (c.n_channel_in, c.n_channel_out, c.residual, c.residual_sigma, c.residual_affine) == (2, 1, False, 0.0, ())
 
 
 
-def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, capsys, monkeypatch):
+def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, capsys, monkeypatch, step_clock):
     """A model saved with a budget, resumed with --epochs/--steps, trains those (not its saved budget);
-    the line after "resuming" says what this run does."""
+    the line after "resuming" says what this run does. (The budgets on a clock where a step takes 0.05 s: long
+    enough to train in on every machine.)"""
+    step_clock(0.05)
     rng = np.random.default_rng(1)
     for name in ("low", "high"):
         (tmp_path / name).mkdir()
@@ -210,6 +218,11 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     assert len(plan) == 1 and re.search(r"steps? of 4 patches in \d+ s \(a step took [\d.]+ s\), a validation every "
                                         r"\d+ steps?; the learning rate rises from 0 to [\d.e-]+ over the first \d+% of "
                                         r"the time \(warm-up", plan[0]), out
+    # a 2D model's folder given images as stacks: said as the resume's conflict (it was "patch size (32, 32) has
+    # 2 values but the images have 3 spatial axes", for a patch size the user never gave)
+    assert main(args + ["--time-limit", "4s", "--axes", "ZYX"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a model" in err and "images with spatial axes ZYX, from --axes (it restores YX images)" in err
     assert main(args[:-6] + ["--epochs", "1", "--steps", "2"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert "this run: 1 epoch(s) of 2 steps" in out and out[-1].startswith("completed: "), out

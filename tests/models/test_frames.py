@@ -114,6 +114,12 @@ def test_the_quality_report_refuses_time_lapses_before_restoring(model2d, tmp_pa
     with pytest.raises(cc.CareError, match=r"st.tif: axes ZYX \(shape \(6, 96, 96\)\), but the model restores YX images; "
                                            r"the quality report scores single images: save each Z slice as a file"):
         quality_report(tmp_path / "model", tmp_path / "low", tmp_path / "gt", tmp_path / "qc")
+    # a 2D image read as a stack (axes="ZYX" given for it): the axes are the remedy, not the files
+    for sub in ("low", "gt"):
+        cc.write_image(tmp_path / sub / "st.tif", np.random.default_rng(4).random((96, 96)), axes="YX")
+    with pytest.raises(cc.CareError, match=r"st.tif: axes ZYX \(shape \(1, 96, 96\)\), but the model restores YX images; "
+                                           r"this is a single plane: leave out --axes ZYX \(axes=\) or give YX"):
+        quality_report(tmp_path / "model", tmp_path / "low", tmp_path / "gt", tmp_path / "qc", axes="ZYX")
     # images taken with another gain: the report can scale them by their own percentiles, as predict can
     monkeypatch.undo()
     from carecore.cli import main

@@ -383,6 +383,10 @@ def test_patch_errors():
     with pytest.raises(CareError, match=r"smaller than the patch size \(16, 16\) along X \(10 < 16\)"):
         narrow = np.random.rand(40, 10)
         create_patches([(narrow + 0.1 * np.random.rand(40, 10), narrow)], (16, 16), axes="YX")
+    # a single plane as a stack (a 2D image read with --axes ZYX): the 2D model is named
+    with pytest.raises(CareError, match=r"along Z \(1 < 8\) — a single plane: for a 2D image, train a 2D model"):
+        flat = np.random.rand(1, 40, 40)
+        create_patches([(flat + 0.1 * np.random.rand(1, 40, 40), flat)], (8, 16, 16), axes="ZYX")
     with pytest.raises(CareError, match="constant"):
         create_patches([(np.ones((40, 40)), np.random.rand(40, 40))], (16, 16), axes="YX")
     with pytest.raises(CareError, match="NaN"):
