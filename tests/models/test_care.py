@@ -186,7 +186,8 @@ def test_loads_format1_folder_saved_by_carecore_0_1(tmp_path):
 
 def test_wrong_inputs_get_clear_errors(trained):
     model, *_ = trained
-    with pytest.raises(CareError, match="the model is 3D \\(ZYX\\) but the image has spatial axes 'YX'"):
+    with pytest.raises(CareError, match="the model is 3D \\(ZYX\\) but the image has spatial axes 'YX' .*; a 2D image is "
+                                        "restored by a 2D model"):
         model.predict(np.random.rand(32, 32), axes="YX")
     with pytest.raises(CareError, match="takes 1 channel\\(s\\) but the image has 2"):
         model.predict(np.random.rand(2, 8, 32, 32), axes="CZYX")
