@@ -390,7 +390,6 @@ def past_the_edge(name, rows, score, *, three_d, top, metrics=("ssim", "nrmse"))
     cost time, twice the tuning on the 3D demo, and changed no best filter of the benchmark)."""
     from .progress import Stopped
 
-    steps = EDGE_STEPS.get(name, {})
     reach = {"ssim": (max, lambda v, t: v >= t - EDGE_REACH[0]), "nrmse": (min, lambda v, t: v <= t * EDGE_REACH[1])}
     added = 0
     while added < EDGE_EXTENSIONS * len(metrics):
@@ -398,22 +397,7 @@ def past_the_edge(name, rows, score, *, three_d, top, metrics=("ssim", "nrmse"))
         todo = []
         bests = [(reach[m][0](rows, key=lambda r, m=m: r[m]), m, t) for m, t in zip(metrics, top)]
         for best in (b for b, m, t in bests if reach[m][1](b[m], t)):
-            p = best["params"]
-            for key, (step, limit, limit3d) in steps.items():
-                if key not in p:
-                    continue
-                same = [q[key] for q in tried if all(q.get(o) == p.get(o) for o in set(p) | set(q) if o != key)]
-                nxt = {**p, key: step(p[key])}
-                if p[key] >= max(same) and nxt[key] <= (limit3d if three_d else limit) and nxt not in tried \
-                        and nxt not in todo:
-                    todo.append(nxt)
-            for key, (step, floor) in EDGE_STEPS_DOWN.get(name, {}).items():
-                if key not in p:
-                    continue
-                same = [q[key] for q in tried if all(q.get(o) == p.get(o) for o in set(p) | set(q) if o != key)]
-                nxt = {**p, key: step(p[key])}
-                if p[key] <= min(same) and nxt[key] >= floor and nxt not in tried and nxt not in todo:
-                    todo.append(nxt)
+            todo.extend(nxt for _, nxt in edge_moves(name, tried, best["params"], three_d=three_d) if nxt not in todo)
         if not todo:
             return
         for params in todo:
@@ -422,6 +406,26 @@ def past_the_edge(name, rows, score, *, three_d, top, metrics=("ssim", "nrmse"))
                 raise Stopped()
             rows.append(row)
             added += 1
+
+
+def edge_moves(name, tried, params, *, three_d):
+    """``[(parameter, next params)]``: the points past the edges of filter ``name``'s grid (``tried``: the
+    parameter dicts scored) that ``params`` lies on, one step up (:data:`EDGE_STEPS`) or down
+    (:data:`EDGE_STEPS_DOWN`) within their limits, not tried yet. Empty where ``params`` lies inside its grid
+    or at a limit: tuned. Where it is not, :func:`past_the_edge` scores them, and the QC report says of a filter
+    left there that its grid's edge was not passed."""
+    moves = []
+    for key, step, within, at_edge in (
+            [(k, st, lambda v, lim=(l3 if three_d else l): v <= lim, max) for k, (st, l, l3) in EDGE_STEPS.get(name, {}).items()]
+            + [(k, st, lambda v, f=floor: v >= f, min) for k, (st, floor) in EDGE_STEPS_DOWN.get(name, {}).items()]):
+        if key not in params:
+            continue
+        same = [q[key] for q in tried if key in q and
+                all(q.get(o) == params.get(o) for o in set(params) | set(q) if o != key)]
+        nxt = {**params, key: step(params[key])}
+        if same and params[key] == at_edge(same) and within(nxt[key]) and nxt not in tried:
+            moves.append((key, nxt))
+    return moves
 
 
 def best_baseline(tuned):

@@ -108,7 +108,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     --------
     >>> quality_report("models/care", "test/low", "test/high", "qc")  # doctest: +SKIP
     """
-    from .baselines import TUNING_MAX_VOXELS, tune_output_baselines
+    from .baselines import TUNING_MAX_VOXELS, edge_moves, tune_output_baselines
     from .data.pairs import find_pairs, load_pair
 
     from .models.folder import load_model
@@ -162,8 +162,15 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
                                       names=baselines or None, stop=stop, max_voxels=TUNING_MAX_VOXELS,
                                       progress=(lambda d, t, w: report(progress, 0, len(pairs),
                                                                        f"tuning the filters: {d}/{t} ({w})")))
+    three_d = bool(pairs) and "Z" in grid_model.output_axes(pairs[0][1].axes)
+
+    def edge(name, t, params, start):   # the parameters of a best point at its grid's edge, not tuned past it
+        tried = [r["params"] for r in t.grid if r.get("start", "") == (start or "")]
+        return sorted({key for key, _ in edge_moves(name, tried, params, three_d=three_d)})
+
     rep["baselines"] = {n: {"params_ssim": t.params, "params_nrmse": t.params_nrmse, "grid": t.grid,
-                            "start_ssim": t.start, "start_nrmse": t.start_nrmse}
+                            "start_ssim": t.start, "start_nrmse": t.start_nrmse,
+                            "edge_ssim": edge(n, t, t.params, t.start), "edge_nrmse": edge(n, t, t.params_nrmse, t.start_nrmse)}
                         for n, t in tuned.items()}
     # the grids are searched on a centred crop of a large image (seconds, not minutes): their scores are of the
     # crop, the tables' of the whole image (a trial read the two as numbers that did not add up)
@@ -428,8 +435,17 @@ def _html(rep):
     if rep.get("baselines"):
         fmt = lambda p, start: (", ".join(f"{k}={v:g}" for k, v in p.items()) or "defaults") + \
             (f" on the {start}" if start else "")  # noqa: E731
+        from .baselines import EDGE_EXTENSIONS, EDGE_REACH
+
+        def at_edge(b):   # (a reader who knows that a best at the grid's edge was not tuned: a user trial)
+            keys = sorted(set(b.get("edge_ssim", []) + b.get("edge_nrmse", [])))
+            return (f"; best at the edge of the values tried for {', '.join(keys)}, not tuned past it: tuning goes "
+                    f"past a grid's edge, {EDGE_EXTENSIONS} steps at most, for a filter within {EDGE_REACH[0]:g} SSIM "
+                    f"or {EDGE_REACH[1] - 1:.0%} NRMSE of the best one" if keys else "")
+
         items = "".join(f"<li><b>{e(n)}</b>: SSIM at {e(fmt(b['params_ssim'], b.get('start_ssim')))}; NRMSE and PSNR at "
-                        f"{e(fmt(b['params_nrmse'], b.get('start_nrmse')))} (of {len(b['grid'])} values tried)</li>"
+                        f"{e(fmt(b['params_nrmse'], b.get('start_nrmse')))} (of {len(b['grid'])} values tried"
+                        f"{e(at_edge(b))})</li>"
                         for n, b in rep["baselines"].items())
         parts.append("<p class='tuned'>The classical baselines are <b>tuned on these images with their ground truth</b> "
                      "over a small grid each, and every metric is shown at the filter's best parameters for it "

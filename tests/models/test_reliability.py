@@ -172,13 +172,29 @@ def test_qc_report_on_the_upsampling_demo(demo_root, tmp_path, monkeypatch):
     expect = cc.evaluate(model.on_output_grid(low.data, axes="ZYX"), truth, axes="ZYX")
     assert rep["overall"]["input"]["ssim"] == pytest.approx(expect["ssim"], abs=1e-9)
     assert set(rep["overall"]) == {"input", "gaussian", "tv", "CARE"} and rep["kind"] == "upsampling"
+    # a filter best at its grid's edge and not tuned past it is said to be (a user trial wondered); the report
+    # names exactly the parameters whose next step up or down was not tried
+    from carecore.baselines import edge_moves
+
+    page = (tmp_path / "qc" / "index.html").read_text()
+    for name, b in rep["baselines"].items():
+        tried = [r["params"] for r in b["grid"] if r["start"] == b["start_ssim"]]
+        assert b["edge_ssim"] == sorted({k for k, _ in edge_moves(name, tried, b["params_ssim"], three_d=True)})
+        item = page.split(f"<li><b>{name}</b>")[1].split("</li>")[0]
+        assert ("best at the edge of the values tried" in item) == bool(b["edge_ssim"] or b["edge_nrmse"]), item
     assert "baselines_grid_note" not in rep   # (tuned whole)
     # an image larger than the tuning looks at: the grid is searched on a crop, and the report says so
     import carecore.baselines
 
     monkeypatch.setattr(carecore.baselines, "TUNING_MAX_VOXELS", truth.size // 2)
+    # (and a grid of one value, not tuned past: at its edge both ways)
+    monkeypatch.setitem(carecore.baselines.TUNING_GRIDS, "gaussian", [{"sigma": 1.0}])
+    monkeypatch.setattr(carecore.baselines, "EDGE_REACH", (-1.0, 0.0))
     rep = quality_report(tmp_path / "up", d / "test" / "low", d / "test" / "high", tmp_path / "qc2", baselines=["gaussian"])
     assert "centred crop of at most" in rep["baselines_grid_note"]
+    assert rep["baselines"]["gaussian"]["edge_ssim"] == ["sigma"], rep["baselines"]["gaussian"]
+    assert "(of 3 values tried; best at the edge of the values tried for sigma, not tuned past it" in \
+        (tmp_path / "qc2" / "index.html").read_text()
     import html
 
     assert html.escape(rep["baselines_grid_note"]) in (tmp_path / "qc2" / "index.html").read_text()

@@ -402,3 +402,19 @@ def test_a_restoration_is_compared_with_the_best_classical_pipeline_of_its_kind(
     mip = tune_baselines([(stack.max(axis=0), clean)], axes="YX", names=["gaussian"])["gaussian"]
     assert best.start.startswith("surface projection") and best.ssim > mip.ssim + 0.05, (best.label(), best.ssim, mip.ssim)
     assert best.label().startswith("gaussian (sigma=") and " on surface projection (sigma=" in best.label()
+
+
+def test_a_best_at_its_grids_edge_is_known_as_such():
+    """``edge_moves``: the steps past a grid's edge from a best point lying on it, within the limits (the same that
+    tuning takes past the edge, and that the QC report names where they were not taken)."""
+    from carecore.baselines import edge_moves
+
+    sizes = [{"size": 3}, {"size": 5}, {"size": 7}]
+    assert edge_moves("median", sizes, {"size": 7}, three_d=True) == [("size", {"size": 9})]
+    assert edge_moves("median", sizes, {"size": 5}, three_d=True) == []   # inside its grid: tuned
+    assert edge_moves("median", sizes + [{"size": 9}], {"size": 9}, three_d=True) == []   # at the 3D limit
+    assert edge_moves("median", sizes + [{"size": 9}], {"size": 9}, three_d=False) == [("size", {"size": 11})]
+    grid = [{"sigma_spatial": s, "sigma_color": c} for s in (1.0, 3.0) for c in (0.1, 1.0)]
+    moves = dict(edge_moves("bilateral", grid, {"sigma_spatial": 3.0, "sigma_color": 0.1}, three_d=False))
+    assert moves == {"sigma_spatial": {"sigma_spatial": 5.0, "sigma_color": 0.1},
+                     "sigma_color": {"sigma_spatial": 3.0, "sigma_color": 0.0333}}
