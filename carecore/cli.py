@@ -645,6 +645,14 @@ def cmd_predict(args):
     first.check_spacing(img.spacing, name=str(args.inp))   # (an isotropic model: the voxel size against its factor)
     spacing = first.output_spacing(img.spacing)
     out_axes = first.output_axes(img.axes)  # a projection drops Z
+    if "S" in img.axes and args.axes and out_axes == img.axes:
+        # a stack whose Z slices were restored one by one as samples (--axes SYX for a ZYX file, as a 2D model's
+        # error advises) is written back with its own axis: as S it was written as time points (a user trial)
+        from .io import peek_axes
+
+        own = peek_axes(args.inp)[0]
+        if len(own) == len(img.axes) and own[img.axes.index("S")] not in out_axes:
+            out_axes = out_axes.replace("S", own[img.axes.index("S")])
     write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing)  # noqa: E731
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
     if args.disagreement_out and not isinstance(model, Ensemble):   # (before the probabilistic check: the real need)

@@ -46,6 +46,10 @@ import keras
 import numpy as np
 
 
+def _steps(n):
+    return f"{n} step{'' if n == 1 else 's'}"
+
+
 class EventCallback(keras.callbacks.Callback):
     """Turns Keras' hooks into events; keeps the best weights; halves the LR on plateaus; NaN guard."""
 
@@ -163,7 +167,7 @@ class EventCallback(keras.callbacks.Callback):
             self.model.stop_training = True
         elif self.deadline and time.perf_counter() - self.t_start >= self.deadline:
             self.status = "time_limit"
-            self.message = f"time budget reached after {self.steps_done} steps; the best weights are kept"
+            self.message = f"time budget reached after {_steps(self.steps_done)}; the best weights are kept"
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -208,7 +212,7 @@ class EventCallback(keras.callbacks.Callback):
             left = (self.deadline - now) / max(per_epoch, 1e-9)
             if left * max(self.steps, 1) < 1:
                 self.status = "time_limit"
-                self.message = f"time budget reached after {self.steps_done} steps; the best weights are kept"
+                self.message = f"time budget reached after {_steps(self.steps_done)}; the best weights are kept"
                 self.model.stop_training = True
             else:
                 # the total shown moves only when the pace says more than one epoch more or fewer: timing
@@ -281,18 +285,15 @@ def plan_text(config, *, epochs, steps, batch_size, budget_plan=None, s_step=Non
     to 0.0004 over the first 10 steps (warm-up: the first steps at the full rate can throw the network off),
     then falls along a cosine towards 0 by the last step'
     """
-    def count(n, word):
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
     if budget_plan is not None:
         p = budget_plan
-        run = (f"plan: about {count(p.trained, 'step')} of {batch_size} patches in {max(p.deadline - prep, 0):.0f} s "
-               f"(a step took {s_step:.2g} s), a validation every {count(p.steps, 'step')}")
+        run = (f"plan: about {_steps(p.trained)} of {batch_size} patches in {max(p.deadline - prep, 0):.0f} s "
+               f"(a step took {s_step:.2g} s), a validation every {_steps(p.steps)}")
         span, end = f"{config.warmup:.0%} of the time", "to 0 at the deadline"
     else:
-        run = f"plan: {epochs} epoch(s) of {count(steps, 'step')} of {batch_size} patches, each followed by a validation"
+        run = f"plan: {epochs} epoch(s) of {_steps(steps)} of {batch_size} patches, each followed by a validation"
         # the steps at a fraction below the warm-up's (the k-th step at k / total)
-        span, end = count(math.ceil(config.warmup * epochs * steps - 1e-9), "step"), "towards 0 by the last step"
+        span, end = _steps(math.ceil(config.warmup * epochs * steps - 1e-9)), "towards 0 by the last step"
     if config.lr_schedule != "cosine":
         rate = (f"the learning rate starts at {start_lr or config.learning_rate:g} and is halved after "
                 f"{config.lr_patience} validations without improvement")
@@ -301,6 +302,9 @@ def plan_text(config, *, epochs, steps, batch_size, budget_plan=None, s_step=Non
                 f"first steps at the full rate can throw the network off), then falls along a cosine {end}")
     else:
         rate = f"the learning rate starts at {config.learning_rate:g} and falls along a cosine {end} (no warm-up)"
+    if config.probabilistic:   # (a workshop's user asked whether a loss below 0 was an error)
+        rate += ("; the loss is the Laplace distribution's negative log-likelihood, below 0 once the network is "
+                 "sure of its pixels, and the weights kept are the epoch's with the best validation MAE of the mean")
     return f"{run}; {rate}"
 
 

@@ -308,6 +308,12 @@ def test_train_takes_its_axes_from_the_images_or_the_patch_folder(tmp_path, caps
                  str(tmp_path / "r.tif")]) == 2   # (a stack given to a 2D model: refused, --axes SYX advised)
     err = capsys.readouterr().err
     assert "note: axes ZYX guessed for" in err and "bare.tif (shape (6, 96, 96)" in err, err
+    # as advised, its slices restored one by one (--axes SYX): written back as Z, not as time points (read so in Fiji)
+    write_image(tmp_path / "stack.tif", np.stack([high] * 3).astype(np.float32), axes="ZYX")
+    assert main(["predict", "--model", str(tmp_path / "m"), "--in", str(tmp_path / "stack.tif"), "--axes", "SYX",
+                 "--out", str(tmp_path / "r.tif")]) == 0
+    back = read_image(tmp_path / "r.tif")
+    assert back.axes == "ZYX" and back.shape == (3, 96, 96), (back.axes, back.shape)
     assert main(["patches", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--patch", "32,32",
                  "--n-per-image", "8", "--out", str(tmp_path / "p")]) == 0
     assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m2"), "--epochs", "1",

@@ -150,3 +150,8 @@ def test_the_plan_said_before_training_is_the_schedule_it_follows():
     timed = plan_text(cfg, epochs=p.epochs, steps=p.steps, batch_size=8, budget_plan=p, s_step=0.004, prep=5.0)
     assert f"plan: about {p.trained} steps of 8 patches in 52 s (a step took 0.004 s)" in timed, timed
     assert "over the first 5% of the time" in timed and timed.endswith("to 0 at the deadline")
+    # a probabilistic network's loss below 0, and what chooses its weights (not a column of the epochs' lines)
+    laplace = plan_text(cfg.replace(probabilistic=True, loss="laplace"), epochs=2, steps=25, batch_size=8)
+    assert laplace.endswith("the loss is the Laplace distribution's negative log-likelihood, below 0 once the "
+                            "network is sure of its pixels, and the weights kept are the epoch's with the best "
+                            "validation MAE of the mean"), laplace
