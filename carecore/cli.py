@@ -538,7 +538,8 @@ def cmd_train(args):
                 line["kept"] = (e["epoch"], float(e["val_ssim"]))
         elif e["kind"] == "baseline":
             line["filter"], line["name"] = float(e["val_ssim"]), e["name"]
-            bar.write(f"best classical filter on the validation patches: {e['name']} {e['params']}"
+            params = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in e["params"].items())
+            bar.write(f"best classical filter on the validation patches: {e['name']} ({params or 'defaults'})"
                       f"{' on the ' + e['start'] if e.get('start') else ''} val_ssim {e['val_ssim']:.3f}")
         elif e["kind"] in ("resume", "plan", "dead_network", "note"):
             if e["kind"] == "note":   # a budget its preparation (nearly) used up: the run is not worth its model

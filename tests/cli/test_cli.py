@@ -213,6 +213,9 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     assert main(args + ["--time-limit", "4s"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("time_limit: ")
+    # the filters' line with its parameters as the report writes them (it was a Python dict)
+    assert any(re.fullmatch(r"best classical filter on the validation patches: \w+ \((\w+=[\d.e-]+(, )?)+\) "
+                            r"val_ssim [\d.]+", line) for line in out), out
     # the plan before the first step, with the schedule that the epochs' "lr" follows
     plan = [line for line in out if line.startswith("plan: about ")]
     assert len(plan) == 1 and re.search(r"steps? of 4 patches in \d+ s \(a step took [\d.]+ s\), a validation every "
