@@ -258,17 +258,24 @@ def _resume_conflicts(args, model, model_dir):
             conflicts.append(f"{flag} {value:g} (its axial factor is {c.upsampling_factor:g})")
     if args.psf_sigma and args.psf_sigma != c.psf_sigma:
         conflicts.append(f"--psf-sigma {args.psf_sigma:g} (it was trained with {c.psf_sigma:g} px)")
-    try:   # (a 3D model's folder given 2D images was told "patch size (16, 32, 32) has 3 values": a user trial)
+    # (a 3D model's folder given 2D images was told "patch size (16, 32, 32) has 3 values": a user trial); a patch
+    # folder holds the network's own patches (an isotropic model's 2D slices), images the ones the model restores
+    from_patches = args.patches and not args.axes
+    wanted = c.axes if from_patches else model.input_spatial_axes
+    try:
         spatial = "".join(a for a in _training_axes(args).upper() if a in "ZYX")
     except CareError:   # (no images to read them from: said where they are read)
-        spatial = model.input_spatial_axes
-    if spatial != model.input_spatial_axes:
-        conflicts.append(f"images with spatial axes {spatial}, from {'--axes' if args.axes else 'the first image'} "
-                         f"(it restores {model.input_spatial_axes} images)")
-    if conflicts:
+        spatial = wanted
+    axes_conflict = spatial != wanted
+    if conflicts or axes_conflict:
+        source = "--axes" if args.axes else "the patch folder" if from_patches else "the first image"
         raise CareError(f"{model_dir} already holds a model, which resumes with its own configuration: "
-                        f"{'; '.join(conflicts)}; give a new --model-dir to train a model for them, or leave them "
-                        "out to resume")
+                        + "; ".join(conflicts + ([f"{'patches' if from_patches else 'images'} with spatial axes "
+                                                  f"{spatial}, from {source} (it takes {wanted})"] if axes_conflict else []))
+                        + "; give a new --model-dir to train a model for them"
+                        + (", or leave the flags out to resume" if conflicts else "")
+                        + ("; or, to resume, give --axes with the images' own letters (e.g. TYX or SYX for frames of "
+                           "a YX model)" if axes_conflict and not from_patches else ""))
 
 
 def _axial_factor(args, kind):
@@ -542,7 +549,7 @@ def cmd_train(args):
             bar.write(f"best classical filter on the validation patches: {e['name']} ({params or 'defaults'})"
                       f"{' on the ' + e['start'] if e.get('start') else ''} val_ssim {e['val_ssim']:.3f}")
         elif e["kind"] in ("resume", "plan", "dead_network", "note"):
-            if e["kind"] == "note":   # a budget its preparation (nearly) used up: the run is not worth its model
+            if e.get("reason") == "short_budget":   # a budget its preparation (nearly) used up
                 line["short"] = e["message"]
             bar.write((f"member {e['member']}: " if e.get("member") else "") + e["message"])
         elif e["kind"] == "ensemble_end":
@@ -584,6 +591,10 @@ def cmd_train(args):
         print(f"carecore: {result.message}", file=sys.stderr)
         return 1
     if line.get("short"):   # (exit status 0 said that a network all but untrained had trained: a user trial)
+        if resume or config.init_weights:   # its earlier (or its source's) weights are kept: not a failure
+            print(f"carecore: note: {line['short']}; this run hardly trained the model in {model_dir} (the weights "
+                  f"it {'had' if resume else 'started from'} are kept unless beaten)", file=sys.stderr)
+            return 0
         print(f"carecore: {line['short']}; the model saved in {model_dir} has hardly trained", file=sys.stderr)
         return 1
     return 0
@@ -646,14 +657,15 @@ def cmd_predict(args):
     first.check_spacing(img.spacing, name=str(args.inp))   # (an isotropic model: the voxel size against its factor)
     spacing = first.output_spacing(img.spacing)
     out_axes = first.output_axes(img.axes)  # a projection drops Z
-    if "S" in img.axes and args.axes and out_axes == img.axes:
+    if "S" in img.axes and args.axes and out_axes == img.axes and "Z" not in out_axes:
         # a stack whose Z slices were restored one by one as samples (--axes SYX for a ZYX file, as a 2D model's
-        # error advises) is written back with its own axis: as S it was written as time points (a user trial)
+        # error advises) is written back along Z, the file's own axis: as S it was written as time points (a user
+        # trial); not where Z was only guessed for a file without axes
         from .io import peek_axes
 
-        own = peek_axes(args.inp)[0]
-        if len(own) == len(img.axes) and own[img.axes.index("S")] not in out_axes:
-            out_axes = out_axes.replace("S", own[img.axes.index("S")])
+        own, _, guessed = peek_axes(args.inp)
+        if not guessed and len(own) == len(img.axes) and own[img.axes.index("S")] == "Z":
+            out_axes = out_axes.replace("S", "Z")
     write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing)  # noqa: E731
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
     if args.disagreement_out and not isinstance(model, Ensemble):   # (before the probabilistic check: the real need)

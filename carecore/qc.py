@@ -435,13 +435,13 @@ def _html(rep):
     if rep.get("baselines"):
         fmt = lambda p, start: (", ".join(f"{k}={v:g}" for k, v in p.items()) or "defaults") + \
             (f" on the {start}" if start else "")  # noqa: E731
-        from .baselines import EDGE_EXTENSIONS, EDGE_REACH
+        from .baselines import EDGE_REACH
 
         def at_edge(b):   # (a reader who knows that a best at the grid's edge was not tuned: a user trial)
             keys = sorted(set(b.get("edge_ssim", []) + b.get("edge_nrmse", [])))
             return (f"; best at the edge of the values tried for {', '.join(keys)}, not tuned past it: tuning goes "
-                    f"past a grid's edge, {EDGE_EXTENSIONS} steps at most, for a filter within {EDGE_REACH[0]:g} SSIM "
-                    f"or {EDGE_REACH[1] - 1:.0%} NRMSE of the best one" if keys else "")
+                    f"past a grid's edge, a few steps at most, only for a filter within {EDGE_REACH[0]:g} SSIM "
+                    f"or {EDGE_REACH[1] - 1:.0%} NRMSE of the best filter on the same start" if keys else "")
 
         items = "".join(f"<li><b>{e(n)}</b>: SSIM at {e(fmt(b['params_ssim'], b.get('start_ssim')))}; NRMSE and PSNR at "
                         f"{e(fmt(b['params_nrmse'], b.get('start_nrmse')))} (of {len(b['grid'])} values tried"

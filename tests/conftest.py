@@ -99,7 +99,8 @@ def step_clock(monkeypatch):
                 clock.now += 0.0 if cached else filters_line
                 if cached or names:
                     return line(self, cached=cached, names=names)
-                key = (self.X.shape, float(np.sum(self.X, dtype=np.float64)))   # the same validation patches
+                key = (self.X.shape, float(np.sum(self.X, dtype=np.float64)), float(np.sum(self.Y, dtype=np.float64)),
+                       type(self.model).__name__)   # the same validation patches, for the same kind of model
                 if key not in tuned:
                     tuned[key] = line(self)
                 return None if tuned[key] is None else dict(tuned[key])

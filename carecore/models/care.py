@@ -777,7 +777,7 @@ class CARE:
                              f"{prep:.0f} s of preparation (the filters' line, building the network, timing it) and "
                              "the work after training: too few to learn from; give a longer budget")
                 if callback is not None:
-                    callback({"kind": "note", "message": too_short})
+                    callback({"kind": "note", "reason": "short_budget", "message": too_short})
         if (early := stopped_before_training()) is not None:
             return early
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)

@@ -17,8 +17,8 @@
   depending on its input, and training started again from new weights of ``seed`` or (the run ending,
   restarted enough, or too little left: ``seed`` None) goes on to its end
   (:mod:`carecore.training.dead_network`);
-- ``{"kind": "note", "message"}``: something the user should know before training ends (a time budget
-  that its preparation nearly used up);
+- ``{"kind": "note", "message", "reason"}``: something the user should know before training ends (a time
+  budget that its preparation nearly used up: ``"reason": "short_budget"``);
 - ``{"kind": "plan", "message"}`` last before the first step: the steps, validations and learning-rate
   schedule planned (:func:`plan_text`);
 - ``{"kind": "end", "status": "completed" | "time_limit" | "stopped" | "early_stopped" | "nan", "message"}``.

@@ -225,7 +225,13 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     # 2 values but the images have 3 spatial axes", for a patch size the user never gave)
     assert main(args + ["--time-limit", "4s", "--axes", "ZYX"]) == 2
     err = capsys.readouterr().err
-    assert "already holds a model" in err and "images with spatial axes ZYX, from --axes (it restores YX images)" in err
+    assert "already holds a model" in err and "images with spatial axes ZYX, from --axes (it takes YX)" in err, err
+    assert err.strip().endswith("; or, to resume, give --axes with the images' own letters (e.g. TYX or SYX for frames "
+                                "of a YX model)"), err
+    # a resumed model's short budget: said, but not a failure (its earlier weights are kept)
+    assert main(args + ["--time-limit", "1s"]) == 0
+    err = capsys.readouterr().err
+    assert "too few to learn from" in err and f"this run hardly trained the model in {tmp_path / 'm'}" in err, err
     assert main(args[:-6] + ["--epochs", "1", "--steps", "2"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert "this run: 1 epoch(s) of 2 steps" in out and out[-1].startswith("completed: "), out

@@ -38,6 +38,16 @@ def test_isotropic_cli_voxel_size_factor_resume_and_messages(tmp_path, capsys):
     assert main(["train", "--task", "care", "--low", str(low / "a.tif"), "--model-dir", str(tmp_path / "m"),
                  "--epochs", "1", "--steps", "1"]) == 2
     assert "--task care (it is a model of kind isotropic)" in capsys.readouterr().err
+    # resumes that agree: its stacks (ZYX, restored by the 2D network), or a patch folder of its 2D slices
+    assert main(["train", "--task", "isotropic", "--low", str(low / "a.tif"), "--model-dir", str(tmp_path / "m"),
+                 "--epochs", "1", "--steps", "1"]) == 0, capsys.readouterr().err
+    from carecore.models.isotropic import IsotropicCARE
+
+    IsotropicCARE.make_patches(cc.load_model(tmp_path / "m").config, low / "a.tif", n_patches_per_image=2,
+                               out=tmp_path / "iso_patches")
+    assert main(["train", "--patches", str(tmp_path / "iso_patches"), "--model-dir", str(tmp_path / "m"),
+                 "--epochs", "1", "--steps", "1"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
     # a stack whose voxel size records another ratio: warned at training and at prediction
     write_image(low / "b.tif", _stack(3), axes="ZYX", spacing={"Z": 2.0, "Y": 1.0, "X": 1.0})
     assert main(["train", "--task", "isotropic", "--low", str(low), "--axes", "ZYX", "--factor", "4", "--model-dir",
