@@ -759,6 +759,23 @@ def cmd_convert(args):
     return 0
 
 
+def _say_if_tuning_is_long(args):
+    """A note before the report on stacks: every filter is tuned on each image first, minutes for a 3D stack
+    (file headers only)."""
+    from .data.pairs import find_pairs
+    from .io import peek_axes
+
+    try:
+        pairs = find_pairs(args.low, args.gt).pairs
+        stacks = [p for p in pairs if "Z" in (args.axes.upper() if args.axes else peek_axes(p.low)[0])]
+    except CareError:   # (said by the report itself)
+        return
+    if stacks:
+        print(f"carecore: note: the classical filters are tuned on each image's ground truth before it is scored: "
+              f"minutes for a 3D stack ({len(stacks)} here), NLM's large windows taking most of them; --baselines "
+              "gaussian,median,tv,bilateral leaves NLM out", file=sys.stderr)
+
+
 def _check_qc_depths(args):
     """Before the report: an axial model's restorations of ``--low`` have round(n x factor) slices; a ground
     truth of another depth is told with why and how to fix it (file headers only)."""
@@ -809,6 +826,8 @@ def cmd_qc(args):
             raise CareError(f"--baselines {args.baselines!r}: {', '.join(unknown) or 'no filter'} is not one of "
                             f"{', '.join(available_baselines())} (comma-separated), or none")
     _check_qc_depths(args)
+    if baselines is None:   # (a trial's 3D stack: 12 minutes of a bar at "0/1 image", NLM's large windows most of it)
+        _say_if_tuning_is_long(args)
     with tqdm_progress("qc", unit="image") as progress:
         rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, progress=progress,
                              normalization=args.normalization, baselines=baselines)
