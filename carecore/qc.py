@@ -140,7 +140,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             plane = two_d and low.shape[low.axes.index("Z")] == 1   # (a 2D image read as a stack by axes="ZYX")
             raise CareError(f"{pair.name}: axes {low.axes} (shape {tuple(low.shape)}), but the model restores "
                             f"{grid_model.input_spatial_axes} images"
-                            + ("; this is a single plane: leave out --axes ZYX (axes=) or give YX" if plane else
+                            + ("; this is a single plane: leave out --axes ZYX (axes= in Python), or give YX" if plane else
                                "; the quality report scores single images: save each Z slice as a file of its own, "
                                "or give a model for stacks" if two_d else ""))
         x = np.asarray(low.data, np.float32)

@@ -718,7 +718,8 @@ class RestoreStep(W.VBox):
                 if s.restored is not None:
                     self._render()   # the restoration shown before (its summary names it)
                 return
-            self.bar.description, self.bar.value = counted, self.bar.max   # (the filters' count ran last)
+            if not self._counted:   # (no count came: the bar full; else _show_count put it back to the count)
+                self.bar.description, self.bar.value = counted, self.bar.max
             self._render()
             self.msg.note("restored. Next: step 4 · View.")
 
@@ -766,7 +767,7 @@ class RestoreStep(W.VBox):
             self.progress.value = ""
             return
         done, total, what = self._counted
-        self.bar.description = "chunks" if what == "chunks" else "tiles"
+        self.bar.description = what if what in ("chunks", "slices") else "tiles"   # (an isotropic model's: slices)
         self.bar.max, self.bar.value = max(total, 1), done
         self.progress.value = f"<span class='care-restore-count'>{html.escape(progress_text(done, total, what))}</span>"
 

@@ -255,7 +255,7 @@ class EventCallback(keras.callbacks.Callback):
         self.wait_lr = self.wait_stop = 0
         self.model.optimizer.learning_rate.assign(self.lr_fn(0.0) if self.lr_fn is not None else self.lr0)
         note = (f"{what}; it started again from new weights (seed {seed}) with {left:.0%} of the training left "
-                "(its learning-rate schedule begun again over it)")
+                "(its learning-rate schedule starting again over it)")
         self.notes.append(note)
         self._emit({"kind": "dead_network", "epoch": epoch, "restarted": True, "seed": seed, "message": note})
 

@@ -197,6 +197,8 @@ def test_the_restore_count_says_the_tiles_done_beside_the_filters_count(tmp_path
     step._progress(5, 24, "tiles")   # a restoration stopped after 5 tiles: its count is not said done
     step._progress(3, 90, "filters")
     assert label() == "tile 5/24 · filters 3/90"
+    step._progress(128, 128, "slices")   # an isotropic model's slices: the bar says so (it said "tiles")
+    assert label() == "slices: 128/128" and step.bar.description == "slices"
 
 
 def test_one_training_at_a_time(tmp_path):

@@ -118,7 +118,7 @@ def test_the_quality_report_refuses_time_lapses_before_restoring(model2d, tmp_pa
     for sub in ("low", "gt"):
         cc.write_image(tmp_path / sub / "st.tif", np.random.default_rng(4).random((96, 96)), axes="YX")
     with pytest.raises(cc.CareError, match=r"st.tif: axes ZYX \(shape \(1, 96, 96\)\), but the model restores YX images; "
-                                           r"this is a single plane: leave out --axes ZYX \(axes=\) or give YX"):
+                                           r"this is a single plane: leave out --axes ZYX \(axes= in Python\), or give YX"):
         quality_report(tmp_path / "model", tmp_path / "low", tmp_path / "gt", tmp_path / "qc", axes="ZYX")
     # images taken with another gain: the report can scale them by their own percentiles, as predict can
     monkeypatch.undo()
