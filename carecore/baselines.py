@@ -512,7 +512,9 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
         As for :func:`tune_baselines`.
     progress : callable, optional
         ``progress(done, total, what)`` after each grid point, counted over every start tuned (``what``:
-        the filter, and its start where there are several: ``"tv on cubic interpolation"``).
+        the filter, and its start where there are several: ``"tv on cubic interpolation"``). Where the
+        starts are screened first, after each screened start too, counted over the starts (``what``:
+        ``"choosing 3 of 7 starts: gaussian on linear interpolation"``).
 
     Returns
     -------
@@ -556,11 +558,14 @@ def tune_output_baselines(model, pairs, *, axes, names=None, grids=None, max_vox
     kept = list(starts)
     if len(kept) > SCREENED_STARTS:   # screened by a tuned Gaussian filter
         score = {}
-        for label in kept:
+        for j, label in enumerate(kept):
             check_stop(stop)
             score[label] = next(iter(tune_baselines(on_grid(label), axes=out_axes, names=["gaussian"],
                                                     max_voxels=max_voxels, stop=stop,
                                                     norms=norms(starts[label])).values())).ssim
+            if progress is not None:   # (the screening said nothing: a user saw no count for its first seconds)
+                progress(j + 1, len(kept), f"choosing {SCREENED_STARTS} of {len(kept)} starts: gaussian on "
+                                           f"{label or 'the input itself'}")
             leading = sorted(score, key=lambda k: -score[k])[:SCREENED_STARTS]
             cropped = {k: v for k, v in cropped.items() if k in leading}   # (only the leaders' crops kept)
         kept = sorted(kept, key=lambda k: -score[k])[:SCREENED_STARTS]

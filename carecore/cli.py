@@ -521,14 +521,13 @@ def cmd_train(args):
     if resume:
         print((f"this run: a time budget of {limit:g} s" + (f", validated every {steps} step(s)" if steps else ""))
               if limit else f"this run: {epochs} epoch(s) of {steps} steps")
-    from tqdm.auto import tqdm
-
-    from .progress import bar_interval
+    from .progress import LazyBar, bar_interval
     from .training.events import budget_clock
 
-    bar = tqdm(total=limit or epochs * steps, desc="training", unit="s" if limit else "step",
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}" if limit else None,
-               mininterval=bar_interval())
+    # (drawn at the first step: a training refused before it leaves no empty bar above the error)
+    bar = LazyBar(total=limit or epochs * steps, desc="training", unit="s" if limit else "step",
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}" if limit else None,
+                  mininterval=bar_interval())
 
     def on_event(e):
         if e["kind"] == "batch":
@@ -813,7 +812,7 @@ def _check_qc_depths(args):
 
 def cmd_qc(args):
     from .progress import tqdm_progress
-    from .qc import quality_report, verdict
+    from .qc import TUNING, quality_report, verdict
 
     baselines = None
     if args.baselines is not None:   # (NLM takes most of the time on a large image: a trial waited minutes)
@@ -828,9 +827,12 @@ def cmd_qc(args):
     _check_qc_depths(args)
     if baselines is None:   # (a trial's 3D stack: 12 minutes of a bar at "0/1 image", NLM's large windows most of it)
         _say_if_tuning_is_long(args)
-    with tqdm_progress("qc", unit="image") as progress:
-        rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, progress=progress,
-                             normalization=args.normalization, baselines=baselines)
+    # the filters' grid points on a bar of their own, then the images (a trial's bar stood at "0/1 image" for
+    # the 12 minutes of the filters, its clock still between its redraws)
+    with tqdm_progress("filters", unit="point") as tuning, tqdm_progress("qc", unit="image") as images:
+        rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, normalization=args.normalization,
+                             baselines=baselines, progress=lambda d, t, w: (tuning if w.startswith(TUNING) else images)(
+                                 d, t, w[len(TUNING) + 2:] if w.startswith(TUNING) else w))
     for name, m in rep["overall"].items():
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
     if rep.get("overall_trained_on"):

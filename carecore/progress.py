@@ -56,17 +56,71 @@ def bar_interval():
         return 30.0
 
 
+class LazyBar:
+    """A tqdm bar drawn at its first count, not when made: an operation that fails before its first step
+    leaves no empty bar above its error (a user trial saw "qc: 0 image [00:00]" before every refusal).
+
+    ``write`` prints above the bar (whether it is drawn yet or not); ``total`` may be set before it is."""
+
+    def __init__(self, **options):
+        self._options, self._bar = options, None
+
+    @property
+    def bar(self):
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(**self._options)
+        return self._bar
+
+    @property
+    def n(self):
+        return self._bar.n if self._bar is not None else 0
+
+    @property
+    def total(self):
+        return self._bar.total if self._bar is not None else self._options.get("total")
+
+    @total.setter
+    def total(self, value):
+        if self._bar is None:
+            self._options["total"] = value
+        else:
+            self._bar.total = value
+
+    def update(self, n=1):
+        self.bar.update(n)
+
+    def set_postfix_str(self, s="", refresh=True):
+        self.bar.set_postfix_str(s, refresh=refresh)
+
+    def reset(self, total=None):
+        self.bar.reset(total=total)
+
+    @staticmethod
+    def write(s, **kwargs):
+        from tqdm.auto import tqdm
+
+        tqdm.write(s, **kwargs)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+
 @contextmanager
 def tqdm_progress(desc, unit="it"):
-    """A ``progress`` callable that drives a tqdm bar (used by the CLI), redrawn at most every
-    :func:`bar_interval` seconds (and at the end)."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=desc, unit=unit, leave=True, mininterval=bar_interval())
+    """A ``progress`` callable that drives a tqdm bar (used by the CLI), drawn at the first count (see
+    :class:`LazyBar`) and redrawn at most every :func:`bar_interval` seconds (and at the end). A count
+    with a new total starts the bar again (the next stage of an operation: its own count and rate)."""
+    bar = LazyBar(desc=desc, unit=unit, leave=True, mininterval=bar_interval())
 
     def update(done, total, what=""):
         if bar.total != total:
-            bar.total = total
+            if bar.n:   # (a stage ended: its count and clock no longer the next one's)
+                bar.reset(total=total)
+            else:
+                bar.total = total
         if what:
             bar.set_postfix_str(str(what), refresh=False)
         bar.update(done - bar.n)   # (redrawn when the interval has passed)

@@ -83,6 +83,11 @@ def _calibration_figure(path, curves):
     plt.close(fig)
 
 
+#: How the quality report's progress names the filters' tuning, its first stage (``progress(done, total,
+#: f"{TUNING}: {what}")``, counted over the grid points; then the images are counted).
+TUNING = "tuning the filters"
+
+
 def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=None, normalization=None, progress=None,
                    stop=None):
     """Write the QC report for ``models`` (a model folder, an ensemble folder, or several model folders).
@@ -101,6 +106,11 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     normalization : {"image", "training"}, optional
         How each input is scaled (default: the model's ``input_normalization``); ``"image"`` for images
         taken with another gain or offset than the training images (their own percentiles).
+    progress : callable, optional
+        ``progress(done, total, what)``: first over the filters' grid points (``what`` begins with
+        :data:`TUNING`), then over the images (``what``: the image's name; ``done`` the images finished).
+    stop : callable, optional
+        Returns True to stop (between grid points, tiles and images).
 
     Returns the report as a dict (also written to ``out_dir/report.json``).
 
@@ -160,8 +170,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     if pairs and (baselines is None or baselines):
         tuned = tune_output_baselines(grid_model, [(x, g.data) for _, _, g, x, _ in pairs], axes=pairs[0][1].axes,
                                       names=baselines or None, stop=stop, max_voxels=TUNING_MAX_VOXELS,
-                                      progress=(lambda d, t, w: report(progress, 0, len(pairs),
-                                                                       f"tuning the filters: {d}/{t} ({w})")))
+                                      progress=lambda d, t, w: report(progress, d, t, f"{TUNING}: {w}"))
     three_d = bool(pairs) and "Z" in grid_model.output_axes(pairs[0][1].axes)
 
     def edge(name, t, params, start):   # the parameters of a best point at its grid's edge, not tuned past it
@@ -183,6 +192,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     try:
         for i, (pair, low, gt, x, x_grid) in enumerate(pairs):
             check_stop(stop)
+            report(progress, i, len(pairs), pair.name)   # (the image being restored, after the filters' count)
             g_raw = np.asarray(gt.data, np.float32)
             oa = grid_model.output_axes(low.axes)   # the grid of restoration and ground truth (a projection: no Z)
             entry = {"name": pair.name, "shape": list(x.shape), "axes": low.axes, "metrics": {}, "figures": {},

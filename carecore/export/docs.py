@@ -151,7 +151,9 @@ def readme(name, model, facts):
         f"TensorFlow {versions.get('tensorflow', 'n/a')}.",
         "",
         "## Validation", "",
-        f"- Best validation loss: {_fmt(card.get('best_val_loss'))}; validation SSIM at the last epoch: "
+        # (a probabilistic model's best is chosen by its mean's validation MAE, which the card holds: not its NLL)
+        f"- Best {'validation MAE of the mean' if card.get('best_by') == 'val_laplace_mae' else 'validation loss'}: "
+        f"{_fmt(card.get('best_val_loss'))}; validation SSIM at the last epoch: "
         f"{_fmt(hist.get('val_ssim'))} (best {_fmt(max(ssims) if ssims else None)}).",
     ]
     if base:

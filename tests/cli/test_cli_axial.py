@@ -1,6 +1,7 @@
 """The command line with the axial kinds (isotropic, upsampling): the voxel size against the factor, resuming
 with flags that contradict the model, the messages of wrong patch sizes, ensembles and Z depths."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -113,6 +114,9 @@ def test_isotropic_cli_voxel_size_factor_resume_and_messages(tmp_path, capsys):
     printed = capsys.readouterr()   # the tuning's minutes on stacks said before they begin (a trial thought it hung)
     assert "note: the classical filters are tuned on each image's ground truth before it is scored: minutes for a " \
            "3D stack (1 here)" in printed.err, printed.err
+    # the filters' grid points counted on a bar of their own, then the image (its bar stood at "0/1 image" before)
+    bars = printed.err.replace("\r", "\n")
+    assert re.search(r"^filters: 100%.* (\d+)/\1 ", bars, re.M) and re.search(r"^qc: 100%.* 1/1 ", bars, re.M), bars
     from carecore.qc import beaten_by   # the report's "CARE is beaten here" is printed too (it was in index.html only)
 
     said = beaten_by(json.loads((tmp_path / "qc_ok" / "report.json").read_text())["overall"])

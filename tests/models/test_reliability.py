@@ -162,10 +162,12 @@ def test_qc_report_on_the_upsampling_demo(demo_root, tmp_path, monkeypatch):
     model.save()
     said = []
     rep = quality_report(tmp_path / "up", d / "test" / "low", d / "test" / "high", tmp_path / "qc",
-                         baselines=["gaussian", "tv"], progress=lambda *event: said.append(event[2]))
-    # the tuning's count over every start's grid is said (it was "tuning tv", with no count, for minutes of NLM)
-    tuning = [w for w in said if w.startswith("tuning the filters: ")]
-    assert tuning[-1].startswith(f"tuning the filters: {len(tuning)}/{len(tuning)} (") and " on " in tuning[-1], said
+                         baselines=["gaussian", "tv"], progress=lambda *event: said.append(event))
+    # the tuning's count over every start's grid is said, then the images' (it was "tuning tv", with no count, for
+    # minutes of NLM, and then a count of the images that stood at 0/1 while the filters were tuned)
+    tuning = [e for e in said if e[2].startswith("tuning the filters: ")]
+    assert [e[:2] for e in tuning] == [(i + 1, len(tuning)) for i in range(len(tuning))] and " on " in tuning[-1][2], said
+    assert said[len(tuning):] == [(0, 1, "sample00.tif"), (1, 1, "sample00.tif")], said
     low = cc.read_image(d / "test" / "low" / "sample00.tif")
     truth = cc.read_image(d / "test" / "high" / "sample00.tif").data
     assert low.shape[0] * 4 == truth.shape[0]

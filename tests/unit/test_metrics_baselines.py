@@ -376,8 +376,15 @@ def test_a_restoration_is_compared_with_the_best_classical_pipeline_of_its_kind(
     counted = {label: (lambda fn, label: lambda image, *, axes: calls.append(label) or fn(image, axes=axes))(fn, label)
                for label, fn in up.grid_starts().items()}
     up.grid_starts = lambda: counted
-    tuned = tune_output_baselines(up, [(coarse, truth)], axes="ZYX", names=["gaussian", "tv"])
+    seen = []
+    tuned = tune_output_baselines(up, [(coarse, truth)], axes="ZYX", names=["gaussian", "tv"],
+                                  progress=lambda *event: seen.append(event))
     assert sorted(calls) == sorted(counted), calls
+    # the screening is counted over the starts, naming each (its seconds said nothing), then the tuning of the 3 kept
+    screened = [e for e in seen if e[2].startswith("choosing 3 of 7 starts: gaussian on ")]
+    assert [e[:2] for e in screened] == [(i + 1, 7) for i in range(7)] and seen[:7] == screened, seen
+    assert {e[2].split(": gaussian on ")[1] for e in screened} == set(counted), screened
+    assert {t for _, t, _ in seen[7:]} == {len(seen) - 7} and seen[-1][0] == len(seen) - 7, seen
     calls.clear()
     apart = {label for t in tuned.values() for label in (t.start, t.start_nrmse)}
     for t in tuned.values():
