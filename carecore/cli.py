@@ -830,9 +830,15 @@ def cmd_qc(args):
     # the filters' grid points on a bar of their own, then the images (a trial's bar stood at "0/1 image" for
     # the 12 minutes of the filters, its clock still between its redraws)
     with tqdm_progress("filters", unit="point") as tuning, tqdm_progress("qc", unit="image") as images:
+        def progress(done, total, what):
+            if what.startswith(TUNING):
+                tuning(done, total, what[len(TUNING) + 2:])
+            else:   # (the filters' bar closed first: two open bars redrew out of order in a terminal)
+                tuning.close()
+                images(done, total, what)
+
         rep = quality_report(args.model, args.low, args.gt, args.out, axes=args.axes, normalization=args.normalization,
-                             baselines=baselines, progress=lambda d, t, w: (tuning if w.startswith(TUNING) else images)(
-                                 d, t, w[len(TUNING) + 2:] if w.startswith(TUNING) else w))
+                             baselines=baselines, progress=progress)
     for name, m in rep["overall"].items():
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
     if rep.get("overall_trained_on"):

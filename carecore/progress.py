@@ -92,6 +92,8 @@ class LazyBar:
         self.bar.update(n)
 
     def set_postfix_str(self, s="", refresh=True):
+        if self._bar is None:   # (drawn with it)
+            self._options["postfix"] = s
         self.bar.set_postfix_str(s, refresh=refresh)
 
     def reset(self, total=None):
@@ -112,19 +114,23 @@ class LazyBar:
 def tqdm_progress(desc, unit="it"):
     """A ``progress`` callable that drives a tqdm bar (used by the CLI), drawn at the first count (see
     :class:`LazyBar`) and redrawn at most every :func:`bar_interval` seconds (and at the end). A count
-    with a new total starts the bar again (the next stage of an operation: its own count and rate)."""
+    with a new total, or below the last, starts the bar again (the next stage of an operation: its own count and
+    rate). ``progress.close()`` closes the bar (where the next stage has a bar of its own)."""
     bar = LazyBar(desc=desc, unit=unit, leave=True, mininterval=bar_interval())
 
     def update(done, total, what=""):
-        if bar.total != total:
+        if bar.total != total or done < bar.n:
             if bar.n:   # (a stage ended: its count and clock no longer the next one's)
+                if what:   # (the reset redraws the bar: with this stage's text)
+                    bar.set_postfix_str(str(what), refresh=False)
                 bar.reset(total=total)
             else:
-                bar.total = total
+                bar.total = total   # (before the bar is drawn: with its total)
         if what:
             bar.set_postfix_str(str(what), refresh=False)
         bar.update(done - bar.n)   # (redrawn when the interval has passed)
 
+    update.close = bar.close   # (a stage's bar closed before the next one's is drawn below it)
     try:
         yield update
     finally:

@@ -117,6 +117,7 @@ def test_isotropic_cli_voxel_size_factor_resume_and_messages(tmp_path, capsys):
     # the filters' grid points counted on a bar of their own, then the image (its bar stood at "0/1 image" before)
     bars = printed.err.replace("\r", "\n")
     assert re.search(r"^filters: 100%.* (\d+)/\1 ", bars, re.M) and re.search(r"^qc: 100%.* 1/1 ", bars, re.M), bars
+    assert bars.index("filters: 100%") < bars.index("qc: "), bars   # (the filters' bar closed first: in order)
     from carecore.qc import beaten_by   # the report's "CARE is beaten here" is printed too (it was in index.html only)
 
     said = beaten_by(json.loads((tmp_path / "qc_ok" / "report.json").read_text())["overall"])

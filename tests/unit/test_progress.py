@@ -24,5 +24,9 @@ def test_a_bar_is_drawn_at_its_first_count_and_starts_again_for_a_stage(capsys):
             progress(done, 7, "choosing 3 of 7 starts")
         for done in range(1, 91):
             progress(done, 90, "tv on cubic interpolation")
-    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
-    assert last.startswith("filters: 100%") and " 90/90 " in last and "tv on cubic interpolation" in last, last
+    lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert lines[-1].startswith("filters: 100%") and " 90/90 " in lines[-1] and "tv on cubic interpolation" in lines[-1]
+    # the new stage drawn from 0, with its own text (the old bar went on from 7: "7/90" with the screening's text)
+    again = [line for line in lines if " 0/90 " in line]
+    assert again and all("tv on cubic interpolation" in line for line in again) \
+        and not any("/90 " in line and "choosing" in line for line in lines), lines
