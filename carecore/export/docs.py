@@ -142,7 +142,9 @@ def readme(name, model, facts):
         f"{c.unet_n_conv} convolutions per level, residual {c.residual}{_residual_base(c)}, loss {c.loss}, "
         f"{card.get('parameters', model.count_params())} parameters.",
         *_output_smoothing(c, card),
-        f"- Epochs: {card.get('epochs_done', len(model.history))} ({_fmt(card.get('training_seconds'), 3)} s, "
+        f"- Epochs: {card.get('epochs_done', len(model.history))} ("
+        + (f"{card['steps_done']} steps, " if card.get("steps_done") else "")
+        + f"{_fmt(card.get('training_seconds'), 3)} s, "
         f"status {card.get('status', 'n/a')}); seed {c.seed}; precision {c.precision}.",
         f"- Training data: {len(sources)} pair(s)" + (": " + ", ".join(f"`{s['low']}` -> `{s['high']}`"
                                                                        for s in sources[:5]) if sources else "")

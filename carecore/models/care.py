@@ -847,6 +847,9 @@ class CARE:
         message = join_messages(cb.message, *notes)
         self.run_card = self._run_card(info, data_hash, cb.status, message, seconds)
         self.run_card["trained_views"] = views
+        # the steps trained, over every call (a budget's config.json keeps the recipe's epochs and steps: a trial
+        # read them as what had been trained)
+        self.run_card["steps_done"] = int(self.run_card.get("steps_done", 0)) + int(cb.steps_done)
         if cb.restarts:
             self.run_card["restarts"] = self.run_card.get("restarts", []) + cb.restarts
         if resume_msg:

@@ -79,8 +79,10 @@ class CareConfig:
     time_limit: float = field(default=0.0, metadata={"doc": "training budget in seconds, everything included (0: train "
                                                             "epochs × steps_per_epoch); the schedule plans for it"})
     batch_size: int = field(default=16, metadata={"doc": "patches per training step"})
-    epochs: int = field(default=100, metadata={"doc": "training epochs"})
-    steps_per_epoch: int = field(default=400, metadata={"doc": "training steps per epoch"})
+    epochs: int = field(default=100, metadata={"doc": "training epochs (with a time_limit: the validations planned, "
+                                                      "the steps between them sized from timed steps)"})
+    steps_per_epoch: int = field(default=400, metadata={"doc": "training steps per epoch (not used with a time_limit: "
+                                                               "the run card's steps_done says what was trained)"})
     patch_size: tuple = field(default=(16, 64, 64), metadata={"doc": "training patch size along axes"})
     seed: int = field(default=0, metadata={"doc": "seed of weight initialization and patch order"})
     init_weights: str = field(default="", metadata={"doc": "start from these weights instead of random ones: a model "

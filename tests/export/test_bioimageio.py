@@ -131,6 +131,7 @@ def test_3d_probabilistic_package_has_mean_and_scale(model3d_prob, tmp_path):
     # the model card names what chose the weights (it called the MAE of the mean a "validation loss")
     readme = zipfile.ZipFile(pkg).read("README.md").decode()
     assert f"- Best validation MAE of the mean: {model.best_val_loss:.4g}" in readme, readme
+    assert f"- Epochs: {len(model.history)} ({model.run_card['steps_done']} steps, " in readme, readme
     assert rdf["outputs"][0]["postprocessing"] == []
     _test_model(pkg)
     # the network's float32 output against carecore's (bfloat16) prediction, in normalized units

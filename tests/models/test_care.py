@@ -55,7 +55,7 @@ def test_training_events_history_and_folder(trained):
     assert names == {"config.json", "weights_best.weights.h5", "weights_last.weights.h5", "normalization.json",
                      "history.csv", "run_card.json", "manifest.json", "optimizer.npz"}
     card = json.loads((path / "run_card.json").read_text())
-    assert card["epochs_done"] == 4 and card["versions"]["keras"] and card["seed"] == 1
+    assert card["epochs_done"] == 4 and card["steps_done"] == 40 and card["versions"]["keras"] and card["seed"] == 1
     assert (path / "history.csv").read_text().count("\n") == 5
 
 
@@ -464,8 +464,11 @@ def test_steps_per_epoch_under_a_budget_spaces_the_validations(patches, tmp_path
     clock = step_clock(0.25)
     cfg = care_config("ZYX", quick=True, unet_filters=8, batch_size=4, epochs=3, learning_rate=2e-3)
     events = []
-    r = cc.CARE(cfg).train(patches, time_limit="12s", steps_per_epoch=5, epochs=2, callback=events.append)
+    model = cc.CARE(cfg)
+    r = model.train(patches, time_limit="12s", steps_per_epoch=5, epochs=2, callback=events.append)
     steps = [e["step"] for e in events if e["kind"] == "batch"]
+    # the run card says the steps the budget held (config.json keeps the recipe's epochs and steps)
+    assert model.run_card["steps_done"] == len(steps) and f"after {len(steps)} steps" in r.message, r.message
     per_epoch = [max(e["step"] for e in events if e["kind"] == "batch" and e["epoch"] == k + 1)
                  for k in range(r.epochs)]
     assert r.status == "time_limit" and r.epochs >= 5 and set(per_epoch[:-1]) == {5}, per_epoch
