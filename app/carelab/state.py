@@ -1403,8 +1403,8 @@ class LabState(HasTraits):
 
         def tuning(done, total, what):
             self.restore_note = f"tuning classical filters on this image's ground truth: {what} ({done}/{total})"
-            if progress is not None:
-                progress(done, total, "filters")
+            if progress is not None:   # (the screening of a model's starts counted as starts: "filters 7/7, 1/90")
+                progress(done, total, "starts" if what.startswith("choosing ") else "filters")
 
         if model is None:
             tuned = tune_baselines([(x, truth)], axes=axes, progress=tuning, stop=self._stop_restore.is_set)

@@ -747,14 +747,15 @@ class RestoreStep(W.VBox):
 
 
     def _progress(self, done, total, what):
-        if what != "filters":
+        if what not in ("filters", "starts"):
             self._counted = (done, total, what)
             self._show_count()
             return
-        # the chunks' (or tiles') count stays next to the filters' own, said done where they all were
-        self.bar.description = "filters"
+        # the chunks' (or tiles') count stays next to the filters' own (or their screening of the model's
+        # classical starts'), said done where they all were
+        self.bar.description = what
         self.bar.max, self.bar.value = max(total, 1), done
-        text = f"filters {done}/{total}"
+        text = f"{what} {done}/{total}"
         if self._counted:
             d, t, w = self._counted
             text = f"{progress_text(d, t, w)}{' done' if d == t else ''} · {text}"

@@ -189,6 +189,8 @@ def test_the_restore_count_says_the_tiles_done_beside_the_filters_count(tmp_path
     label = lambda: re.sub(r"<[^>]+>", "", step.progress.value)  # noqa: E731
     step._progress(24, 24, "tile views")
     assert label() == "tile view 24/24" and step.bar.description == "tiles"
+    step._progress(3, 7, "starts")   # the screening of a model's classical starts, before the filters' grids
+    assert label() == "tile view 24/24 done · starts 3/7" and step.bar.description == "starts"
     step._progress(3, 90, "filters")
     assert label() == "tile view 24/24 done · filters 3/90" and step.bar.description == "filters"
     assert (step.bar.value, step.bar.max) == (3, 90)
@@ -1209,9 +1211,15 @@ def test_subdiffraction_trains_on_simulations_alone(tmp_path):
     _wait_for_job(s)
     assert s.job_state == "completed", s.job_message
     s.input_path = s.default_input()
-    restored = s.restore()
+    counts = []
+    restored = s.restore(progress=lambda *count: counts.append(count))
     assert restored.shape == s.input_image.shape == (96, 96)
     assert list(s.metrics)[:2] == ["input", "CARE"]
+    # the screening of its classical starts is counted as starts, then the filters' grid points
+    starts = [(d, t) for d, t, w in counts if w == "starts"]
+    assert starts and starts[-1][0] == starts[-1][1] > 3, counts
+    assert counts.index(next(c for c in counts if c[2] == "starts")) < counts.index(next(c for c in counts
+                                                                                      if c[2] == "filters"))
 
 
 def test_projection_3d_low_2d_high_and_a_yx_output(tmp_path):
