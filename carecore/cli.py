@@ -530,7 +530,10 @@ def cmd_train(args):
                   mininterval=bar_interval())
 
     def on_event(e):
-        if e["kind"] == "batch":
+        if e["kind"] == "preparing":   # (the bar drawn once the inputs are accepted: not above their error)
+            bar.set_postfix_str("preparing: the filters' line, the network", refresh=False)
+            bar.update(0)
+        elif e["kind"] == "batch":
             # (under a budget the total is what the time left holds at the pace so far: "~")
             bar.set_postfix_str(f"epoch {e['epoch']}/{'~' if limit else ''}{e['epochs']} loss {e['loss']:.4f}",
                                 refresh=False)

@@ -748,6 +748,9 @@ class CARE:
             return TrainingResult("stopped", message, len(self.history), list(self.history), self.best_val_loss,
                                   time.perf_counter() - t_enter)
 
+        if callback is not None:   # (seconds to a minute before the first step: the CLI's bar is drawn from here)
+            callback({"kind": "preparing", "message": "preparing: tuning the classical filters on the validation "
+                                                      "patches (the line to beat) and building the network"})
         val = ValidationSet(Xv, Yv, self)
         self.baseline_val = val.baseline(cached=info.get("validation_baseline"))
         if (early := stopped_before_training()) is not None:

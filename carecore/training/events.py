@@ -3,6 +3,8 @@
 ``callback(event)`` receives dicts:
 
 - ``{"kind": "resume", "message"}`` first, when a saved model's training goes on from its folder;
+- ``{"kind": "preparing", "message"}`` once the inputs are checked, before the preparation (the filters' line,
+  building the network, timed steps: seconds to a minute);
 - ``{"kind": "baseline", "name", "params", "start", "val_ssim", "tuned"}`` before the first step, where there is one:
   the best classical filter tuned on the validation patches, the line CARE has to beat
   (:meth:`~carecore.training.validation.ValidationSet.baseline`);

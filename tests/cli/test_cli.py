@@ -166,6 +166,30 @@ def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):
     assert r.stderr.startswith("carecore: error:") and "a_file" in r.stderr
 
 
+def test_a_refused_training_leaves_no_empty_bar_and_a_training_says_it_prepares(tmp_path, capsys):
+    """A training refused before its first step ends with its error, no empty "training: 0/5 s" bar above it
+    (a user trial saw empty bars above refusals); one that trains draws its bar once it prepares (the
+    filters' line and the network: seconds to a minute before the first step)."""
+    rng = np.random.default_rng(2)
+    for name in ("low", "high"):
+        (tmp_path / name).mkdir()
+    clean = rng.random((96, 96)).astype(np.float32)
+    write_image(tmp_path / "high" / "a.tif", clean, axes="YX")
+    write_image(tmp_path / "low" / "a.tif", (clean + rng.normal(0, 0.3, clean.shape)).astype(np.float32), axes="YX")
+    assert main(["patches", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "YX",
+                 "--out", str(tmp_path / "p"), "--patch", "32,32", "--n-per-image", "16", "--validation", "0"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m"), "--time-limit", "5s",
+                 "--batch", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "carecore: error: no validation patches: create patches with validation_fraction > 0", err
+    assert main(["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "YX",
+                 "--model-dir", str(tmp_path / "m"), "--patch", "32,32", "--batch", "4", "--n-per-image", "16",
+                 "--epochs", "1", "--steps", "2"]) == 0
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert re.search(r"^training: +0%.* 0/2 .*preparing: the filters' line, the network", err, re.M), err
+
+
 def test_budgeted_training_from_two_channels_to_one(tmp_path, step_clock, capsys):
     """A time budget gives the fast recipe, whose smoothed residual base needs as many channels out as in:
     with 2 channels in and 1 out the CLI trains a plain (not residual) network instead of refusing.
