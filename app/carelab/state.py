@@ -254,6 +254,7 @@ class LabState(HasTraits):
     resume_note = Unicode("")
     job_time_limit = Float(0.0)   # the running job's budget in seconds (0: epochs x steps)
     job_notes = Unicode("")   # the training job's notes: a network started again, ensemble members missing
+    job_preparing = Dict()        # the job's "preparing" event while it prepares (before a network's first step)
     progress_epoch = Int(0)
     progress_step = Int(0)
     # step 3: restore
@@ -781,6 +782,7 @@ class LabState(HasTraits):
                 self.last_event = dict(ev)
             elif not ev:   # a job that has not trained a step yet: no earlier job's plan or clock
                 self.last_event = {}
+            self.job_preparing = dict(ev) if ev.get("kind") == "preparing" else {}
             self.job_time_limit = float(st.get("time_limit") or 0.0)
             self.progress_epoch = int(ev.get("epoch", 0) or 0)
             self.progress_step = int(ev.get("step", 0) or 0)

@@ -461,7 +461,8 @@ class TrainStep(W.VBox):
         self.start.on_click(lambda b: self.on_start())
         self.resume.on_click(lambda b: self.on_start(resume=True))
         self.stop.on_click(lambda b: run_guarded(self.msg, self.state.stop_training))
-        s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step", "baseline", "job_notes"])
+        s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step", "baseline", "job_notes",
+                                            "job_preparing"])
 
     def on_start(self, resume=False):
         self.msg.value = ""
@@ -543,6 +544,11 @@ class TrainStep(W.VBox):
                             f"about {_mmss(s.job_time_limit - used)} left")
             else:
                 running += f" · {_mmss(ev['elapsed'])} elapsed" + (f", about {_mmss(ev['eta'])} left" if ev.get("eta") else "")
+        prep = s.job_preparing
+        if prep and state == "running":   # (a minute on a 3D stack said "epoch 0")
+            m = f" member {prep.get('member')} of {prep['members']}" if int(prep.get("members") or 1) >= 2 else ""
+            running = (f"training{m}: preparing (tuning the classical filters on the validation patches, the line "
+                       "to beat, and building the network) ...")
         text = {"starting": "starting the training process ...", "running": running,
                 "completed": "training completed. Next: step 3 · Restore.",
                 "time_limit": "the time budget is used up: training ended on time with its best weights. "

@@ -214,6 +214,9 @@ def run_job(job_dir):
             status["history"].append({k: e.get(k) for k in ("epoch", "loss", "val_loss", "val_ssim", "lr", "member")})
             status["event"] = e
             write(force=True)
+        elif e["kind"] == "preparing":   # (the app says so until the first step: seconds to a minute)
+            status["event"] = e
+            write(force=True)
         elif e["kind"] == "baseline":   # the best tuned classical filter on the validation patches
             status["baseline"] = {k: e.get(k) for k in ("name", "params", "start", "val_ssim")}
             write(force=True)

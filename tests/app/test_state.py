@@ -237,6 +237,35 @@ def test_one_training_at_a_time(tmp_path):
     assert job_status(job)["state"] == "died" and "never started" in job_status(job)["message"]
 
 
+def test_a_preparing_job_says_so(tmp_path):
+    """Before a network's first step (the filters' line and the network: a minute on a 3D stack) the Train step
+    says the job prepares, naming an ensemble's member (it said "training: epoch 0"); the first step ends it."""
+    import json
+    import os
+
+    from carelab import LabState
+    from carelab.wizard import TrainStep
+
+    s = LabState(tmp_path, quick=True)
+    step = TrainStep(s)
+    job = tmp_path / "models" / "denoising3d_20261205_100000"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text("{}")
+    prep = {"kind": "preparing", "message": "preparing: ...", "member": 2, "members": 3}
+    (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "event": prep}))
+    s.job_dir = str(job)
+    s.poll_job()
+    text = re.sub(r"<[^>]+>", "", step.status.value)
+    assert text.startswith("training member 2 of 3: preparing (tuning the classical filters on the validation "
+                           "patches, the line to beat, and building the network) ..."), text
+    batch = {"kind": "batch", "epoch": 1, "epochs": 4, "step": 1, "steps": 10, "loss": 0.1, "lr": 1e-4,
+             "elapsed": 1.0, "eta": 9.0, "member": 2, "members": 3}
+    (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "event": batch}))
+    s.poll_job()
+    text = re.sub(r"<[^>]+>", "", step.status.value)
+    assert s.job_preparing == {} and text.startswith("training member 2 of 3: epoch 1 of 4"), text
+
+
 def test_resume_continues_only_the_last_training_of_the_same_kind(tmp_path):
     """A user trial: Resume after a change of task wrote the new task's job into the last one's folder (its
     job.json, a status with no history: its curves gone), and Resume with no training before started a new
