@@ -23,7 +23,7 @@
 # On a laptop you cannot train for days, so CARE Lab trains for a **time budget**: it times a few steps,
 # plans how many steps fit, raises the learning rate from zero over the first moments (a *warm-up*: full-size
 # steps on fresh weights can throw the network off), then lowers it so that it reaches zero when the time is
-# up, and keeps the weights that scored best on validation. Its plan is printed before the first step.
+# up, and keeps the weights of the epoch with the lowest validation loss. Its plan is printed before the first step.
 #
 # The chart below follows the training live: the training loss (should go down), the validation SSIM
 # (should go up) and, as a dashed line, the validation SSIM of the **best classical filter** (Gaussian,
@@ -155,8 +155,12 @@ def on_event(event):
 model = cc.create_model(config, HERE / "model")
 result = model.train(patches, callback=on_event)
 print("training:", result.message or result.status, f"({result.seconds:.0f} s)")
+# the weights kept are the epoch's with the lowest validation loss ("best" in its event), which need not be the
+# epoch of the highest validation SSIM (a student read the SSIM's best epoch as the weights kept)
+kept = [e for e in log["epoch"] if e["best"]][-1]
 best = max(log["epoch"], key=lambda e: e["val_ssim"])
-print(f"best validation SSIM {best['val_ssim']:.3f} (epoch {best['epoch']}); "
+print(f"weights kept: epoch {kept['epoch']}, the lowest validation loss ({kept['val_loss']:.4f}), validation SSIM "
+      f"{kept['val_ssim']:.3f} · highest validation SSIM {best['val_ssim']:.3f} (epoch {best['epoch']}) · "
       f"best filter {log['baseline']['name']}: {log['baseline']['val_ssim']:.3f}")
 # the same curves as a plain figure (the live chart above needs Jupyter's widgets; this one stays in a saved notebook)
 fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -168,7 +172,8 @@ ax.legend()
 plt.show()
 results.update(model_dir=str(HERE / "model"), status=result.status, epochs=[
     {k: e[k] for k in ("epoch", "loss", "val_loss", "val_ssim")} for e in log["epoch"]],
-    baseline={k: log["baseline"][k] for k in ("name", "val_ssim")}, seconds=result.seconds, plan=log["plan"])
+    baseline={k: log["baseline"][k] for k in ("name", "val_ssim")}, seconds=result.seconds, plan=log["plan"],
+    kept_epoch=kept["epoch"])
 
 # %% [markdown]
 # The saved model opens again anywhere (`cc.load_model`), in notebook 4, in the app (step 3) or on the
@@ -185,7 +190,7 @@ with open(HERE / "results.json", "w") as f:
 #
 # With too little data the network memorizes its training patches: the **training** loss keeps falling
 # while the **validation** loss stops improving and turns up again. The validation SSIM then stalls or
-# drops. Because CARE Lab keeps the weights of the best validation epoch, an over-fitted run still
+# drops. Because CARE Lab keeps the weights of the epoch with the lowest validation loss, an over-fitted run still
 # returns its best moment, but more data (or a shorter training) would have done better.
 #
 # ## Exercises

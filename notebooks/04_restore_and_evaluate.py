@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -79,18 +79,21 @@ results["model_dir"] = str(model_dir)
 # %% [markdown]
 # ## Tiled prediction
 #
-# `predict` chooses tiles from a memory budget (1 GiB by default). Here we pretend to have a small
-# computer: with a budget of a few megabytes the same volume is cut into tiles, and the result equals
-# the one computed in a single piece. Where even the whole volume's input and output would not fit
-# the budget, it is read and written in **staged blocks**, each cut into tiles in turn (the progress
-# counts the tiles of all blocks).
+# `predict` chooses tiles from a memory budget (1 GiB by default) for the network's working memory, its
+# activations: many times the image itself (the 2 MiB test volume needs far more inside the network). Here
+# we pretend to have a small computer: with a budget of a few megabytes the same volume is cut into pieces,
+# and the result equals the one computed in a single piece. The pieces are either plain **tiles**, each run
+# through the whole network (every cut costs the network's context, its receptive field, on both sides), or
+# **staged blocks**: the network run part by part over a block, each part in tiles of its own with a small
+# context. `predict` takes whichever needs less work (the progress counts the tiles of all blocks and parts).
 
 # %%
 low = cc.read_image(d / "test" / "low" / "sample00.tif")
 truth = cc.read_image(d / "test" / "high" / "sample00.tif").data.astype(np.float32)
 small_budget = 2**21 if QUICK else 2**24
 plan = model.tile_plan(low.data.shape, memory_budget=small_budget)
-print(f"{low.data.shape} with {small_budget / 2**20:g} MiB:", len(plan), "tiles" if plan.stage_tiles is None else "staged blocks")
+print(f"{low.data.shape} with {small_budget / 2**20:g} MiB:", len(plan),
+      "tiles" if plan.stage_tiles is None else "staged blocks (each run in parts, each part in tiles)")
 
 progress = []
 restored = model.predict(low.data, axes=low.axes, memory_budget=small_budget,
@@ -146,8 +149,9 @@ for name, t in tuned.items():   # SSIM at the SSIM-best parameters (printed), NR
 metrics["CARE"] = cc.evaluate(restored, truth, axes=low.axes)
 metrics["CARE, mean over 8 views"] = cc.evaluate(model.predict(low.data, axes=low.axes, tta=True), truth,
                                                  axes=low.axes)
+width = max(map(len, metrics))   # (NLM's label is long: the columns stay aligned)
 for name, m in metrics.items():
-    print(f"{name:32s} SSIM {m['ssim']:.3f}   NRMSE {m['nrmse']:.4f}   PSNR {m['psnr']:5.2f} dB")
+    print(f"{name:{width}s}  SSIM {m['ssim']:.3f}   NRMSE {m['nrmse']:.4f}   PSNR {m['psnr']:5.2f} dB")
 results.update(input=metrics["input"], care=metrics["CARE"], care_tta=metrics["CARE, mean over 8 views"],
                best_baseline={"name": by_ssim.label(), "ssim": by_ssim.ssim, "nrmse": by_nrmse.nrmse,
                               "nrmse_name": by_nrmse.name})
@@ -166,6 +170,9 @@ from carecore.qc import quality_report
 
 report = quality_report(model_dir, d / "test" / "low", d / "test" / "high", HERE / "qc",
                         baselines=["gaussian", "tv"] if QUICK else None)
+for name, m in report["overall"].items():   # the report's table (mean over its test images)
+    print(f"{name:10s} SSIM {m['ssim']:.3f}   NRMSE {m['nrmse']:.4f}")
+print("the report, to open in a browser:", HERE / "qc" / "index.html")
 for fig in report["images"][0]["figures"].values():
     display(Image(filename=str(HERE / "qc" / fig)))
 results["qc"] = str(HERE / "qc" / "index.html")

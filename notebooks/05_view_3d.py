@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -105,25 +105,34 @@ if SliceView is not None:
     for view, volume in zip(views, (low, restored, truth)):
         view.set_image(volume)
     display(W.HBox(views))
-else:
-    import matplotlib.pyplot as plt
+# the middle slices as a plain figure too, with pixel coordinates (the widgets need Jupyter's; this one stays
+# in a saved notebook), and the line of the profile below in red
+import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(2, 3, figsize=(10, 5))
-    for j, (title, v) in enumerate((("input", low), ("CARE", restored), ("ground truth", truth))):
-        ax[0, j].imshow(v[len(v) // 2], cmap="gray")
-        ax[0, j].set_title(title)
-        ax[1, j].imshow(v[:, v.shape[1] // 2], cmap="gray", aspect=2)
-    plt.show()
+# the profile's line: the middle slice's row that holds the most of the ground truth's signal (the volume's
+# middle row can pass between the nuclei: a flat line)
+z = low.shape[0] // 2
+y = int(np.argmax(truth[z].sum(axis=1)))
+fig, ax = plt.subplots(2, 3, figsize=(10, 5))
+for j, (title, v) in enumerate((("input", low), ("CARE", restored), ("ground truth", truth))):
+    ax[0, j].imshow(v[z], cmap="gray")
+    ax[0, j].axhline(y, color="red", lw=0.8)
+    ax[0, j].set_title(f"{title} (Z={z})")
+    ax[1, j].imshow(v[:, v.shape[1] // 2], cmap="gray", aspect=2)
+    ax[1, j].set_title(f"XZ slice (Y={v.shape[1] // 2})", fontsize=9)
+plt.tight_layout()
+plt.show()
 results["slices"] = True
 
 # %% [markdown]
 # ## A line profile
 #
-# Along X through the middle of the volume. Each curve is scaled to its own 0–1 range for display
-# (`cc.percentile_normalize`), since input, restoration and ground truth have different intensity units.
+# Along X, on the red line above: the middle slice's row that crosses the most of the ground truth's
+# nuclei. Each curve is scaled to its own 0–1 range for display (`cc.percentile_normalize`), since input,
+# restoration and ground truth have different intensity units: so the input's background, lifted by its
+# noise, sits higher than the others'.
 
 # %%
-z, y = low.shape[0] // 2, low.shape[1] // 2
 profiles = {name: cc.percentile_normalize(v, 0.1, 99.9, axes="ZYX")[0][z, y]
             for name, v in (("input", low), ("CARE", restored), ("ground truth", truth))}
 try:
@@ -139,20 +148,25 @@ try:
         chart.set_curve(name, np.arange(len(p)), p)
     display(chart)
 except ImportError:
-    import matplotlib.pyplot as plt
-
-    for name, p in profiles.items():
-        plt.plot(p, label=name)
-    plt.legend()
-    plt.show()
-results.update(profile_length=int(len(profiles["CARE"])), shape=list(low.shape))
+    pass
+plt.figure(figsize=(7, 3))   # (a plain copy, as above)
+for name, p in profiles.items():
+    plt.plot(p, label=name, ls="--" if name == "ground truth" else "-")
+plt.xlabel("X (pixels)")
+plt.ylabel("normalized intensity")
+plt.title(f"line profile (Z={z}, Y={y})")
+plt.legend()
+plt.show()
+results.update(profile_length=int(len(profiles["CARE"])), shape=list(low.shape),
+               profile_truth_range=float(np.ptp(profiles["ground truth"])))
 with open(HERE / "results.json", "w") as f:
     json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
 # ## Exercises
 #
-# 1. Move the profile to a line that crosses two touching nuclei (change `z` and `y`). Does CARE keep
+# 1. Move the profile to a line that crosses two touching nuclei (change `z` and `y`; the figure above
+#    gives the pixel coordinates). Does CARE keep
 #    them apart as the ground truth does? Does the input?
 # 2. In the 3D rendering, lower the contrast window of the input until the nuclei appear. What do you
 #    lose at the same time?

@@ -93,6 +93,8 @@ def check_03(r, here):
     assert r["baseline"]["name"] in cc.BASELINES and 0 < r["baseline"]["val_ssim"] < 1
     # the chart's story: CARE's validation SSIM overtakes the best filter's line
     assert max(e["val_ssim"] for e in r["epochs"]) > r["baseline"]["val_ssim"], r
+    # the epoch it says is kept is the one of the lowest validation loss (it printed the best SSIM's epoch)
+    assert r["kept_epoch"] == min(r["epochs"], key=lambda e: e["val_loss"])["epoch"], r
     assert "the learning rate rises from 0" in r["plan"], r["plan"]   # (printed before the first step)
 
 
@@ -111,6 +113,8 @@ def check_04(r, here):
 
 def check_05(r, here):
     assert r["rendering"] == "ipyvolume" and r["slices"] and r["profile_length"] == r["shape"][-1]
+    # the profile crosses nuclei (the volume's middle row ran between them: a flat ground truth)
+    assert r["profile_truth_range"] > 0.5, r
 
 
 def check_06(r, here):
