@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -112,6 +112,12 @@ noisy, noise_info = cc.simulate_photon_noise(clean, 8, background=2, read_noise=
 coarse, aniso_info = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", psf_sigma=2.0, upsample_back=False, seed=2)
 print("photon budget:", {k: noise_info[k] for k in ("peak_photons", "snr_peak") if k in noise_info})
 print("anisotropic: factor", aniso_info["factor"], "· shape", clean.shape, "->", coarse.shape)
+fig, ax = plt.subplots(1, 2, figsize=(7, 3))   # an XZ slice: the coarse stack's Z steps, stretched back to scale
+for a, (title, img, aspect) in zip(ax, [("clean, XZ slice", clean, 1), ("coarse Z steps, XZ slice", coarse, 4)]):
+    a.imshow(img[:, img.shape[1] // 2], cmap="gray", aspect=aspect)
+    a.set_title(title)
+    a.axis("off")
+plt.show()
 
 # %% [markdown]
 # The same works on real images. The shared folder holds clean confocal stacks (an Arabidopsis embryo,
@@ -149,6 +155,7 @@ else:
 patch_size = (8, 32, 32) if QUICK else (16, 32, 32)
 patches = cc.create_patches(listing, patch_size, n_patches_per_image=32 if QUICK else 128, out=HERE / "patches")
 print("training patches:", patches.X.shape, "axes", patches.axes, "· validation patches:", patches.n_val)
+# (axes SZYXC: S counts the patches, Z, Y and X are a patch's voxels, C its channels, one here)
 results.update(n_patches=int(len(patches.X)), n_val=int(patches.n_val), patches_dir=str(HERE / "patches"))
 
 fig, ax = plt.subplots(2, 6, figsize=(10, 3.6))
