@@ -137,11 +137,16 @@ try:
                         truth=truth_units[z, y], truth_label="ground truth (in the input's units)")
     display(profile)
 except ImportError:
-    plt.fill_between(np.arange(low.shape[2]), readouts["lower"][z, y], readouts["upper"][z, y], alpha=0.4)
-    plt.plot(readouts["mean"][z, y], label="mean")
-    plt.plot(truth_units[z, y], "k--", label="ground truth")
-    plt.legend()
-    plt.show()
+    pass
+plt.figure(figsize=(7, 3))   # (a plain copy: the widget needs a running notebook)
+plt.fill_between(np.arange(low.shape[2]), readouts["lower"][z, y], readouts["upper"][z, y], alpha=0.4,
+                 label="90 % interval")
+plt.plot(readouts["mean"][z, y], label="mean")
+plt.plot(truth_units[z, y], "k--", label="ground truth")
+plt.xlabel("X (pixels)")
+plt.title(f"Z={z}, Y={y}")
+plt.legend()
+plt.show()
 
 # %% [markdown]
 # ## An uncertainty movie
