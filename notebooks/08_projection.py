@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -56,8 +56,10 @@ results = {"quick": QUICK}
 # ## The data
 #
 # Each training pair is a noisy stack (`ZYX`) and the clean projection of its surface (`YX`). The
-# XZ slice (smoothed by a Gaussian filter for the figure: at 8 photons the raw slice is mostly noise)
-# shows the curved sheet and the bright blobs away from it that fool a MIP.
+# XZ slice (smoothed by a Gaussian filter for the figure: at 8 photons the raw slice is mostly noise),
+# taken along the red line of the two projections, shows the curved sheet as a chain of bright spots (the
+# cell walls it crosses) rising and falling across X. A few bright blobs lie away from the sheet, and
+# they are what fool a MIP; they are in some slices, not all: change `y` to look for one.
 #
 # A caveat about this demo: its target is the membrane pattern *before* the microscope's blur (the stack
 # is blurred, by 0.6 px laterally, the target is not), as no acquired projection would be. So no
@@ -70,15 +72,21 @@ listing = cc.find_pairs(d / "train" / "low", d / "train" / "high")
 stack, surface = cc.load_pair(listing.pairs[0], check_shapes=False)
 print("stack", stack.axes, stack.shape, "→ projection", surface.axes, surface.shape)
 smoothed = cc.baseline("gaussian", stack.data, axes=stack.axes, sigma=1.5)   # (the raw slice is mostly noise)
-fig, ax = plt.subplots(1, 3, figsize=(11, 3.4))
-ax[0].imshow(smoothed[:, stack.shape[1] // 2], cmap="gray", aspect="auto")
-ax[0].set_title("XZ slice of the stack (smoothed, Z down)")
-ax[1].imshow(max_projection(stack.data, axes=stack.axes), cmap="gray")
-ax[1].set_title("maximum projection (MIP)")
-ax[2].imshow(surface.data, cmap="gray")
-ax[2].set_title("ground-truth projection")
-for a in ax:
+y = stack.shape[1] // 2   # the XZ slice's row
+fig = plt.figure(figsize=(11, 6.4))
+xz = fig.add_subplot(2, 1, 1)   # (wide: the sheet's rise and fall across X is seen at this aspect)
+xz.imshow(smoothed[:, y], cmap="gray", aspect="auto")
+xz.set_title(f"XZ slice of the stack at Y={y} (smoothed, Z down)")
+xz.set_xlabel("X (pixels)")
+xz.set_ylabel("Z (slices)")
+for k, (title, img) in enumerate((("maximum projection (MIP)", max_projection(stack.data, axes=stack.axes)),
+                                  ("ground-truth projection", surface.data))):
+    a = fig.add_subplot(2, 2, 3 + k)
+    a.imshow(img, cmap="gray")
+    a.axhline(y, color="red", lw=0.8)
+    a.set_title(title)
     a.axis("off")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -94,7 +102,7 @@ if QUICK:
 else:
     config = Projection.default_config("ZYX", time_limit=120)
 patches = Projection.make_patches(config, listing, n_patches_per_image=32 if QUICK else 128)
-print("patches:", patches.X.shape, "→", patches.Y.shape)
+print("patches:", patches.X.shape, "→", patches.Y.shape)   # (patches, Z, Y, X, channels) → (patches, Y, X, channels)
 
 
 def on_event(e):
@@ -131,8 +139,9 @@ mip = model.on_output_grid(low.data, axes=low.axes)   # the maximum projection
 metrics = {"maximum projection (MIP)": cc.evaluate(mip, truth, axes="YX")}
 metrics.update({t.label(): t.scores(low.data, truth, axes=low.axes) for t in tuned.values()})
 metrics["CARE"] = cc.evaluate(restored, truth, axes="YX")
+width = max(map(len, metrics))   # (the filters' labels are long: the columns stay aligned)
 for name, m in metrics.items():
-    print(f"{name:50s} SSIM {m['ssim']:.3f}   NRMSE {m['nrmse']:.4f}")
+    print(f"{name:{width}s}  SSIM {m['ssim']:.3f}   NRMSE {m['nrmse']:.4f}")
 by_ssim, by_nrmse = best_baseline(tuned)
 results.update(input=metrics["maximum projection (MIP)"], care=metrics["CARE"],   # the best filter for each metric
                best_baseline={"ssim": metrics[by_ssim.label()]["ssim"], "nrmse": metrics[by_nrmse.label()]["nrmse"]})
@@ -148,10 +157,15 @@ with open(HERE / "results.json", "w") as f:
     json.dump(results, f, indent=1, default=float)
 
 # %% [markdown]
+# Look closely before you trust the crisp picture: where the stack holds too little light, CARE draws a
+# clean membrane pattern that can differ from the truth's cells (a plausible guess, not a measurement).
+# Compare it with the ground truth here; on your own data, where there is none, notebook 6's read-outs
+# flag where the networks disagree.
+#
 # ## Exercises
 #
-# 1. Where does the MIP go wrong? Find a bright blob in the XZ slice and look at the same place in the
-#    three projections.
+# 1. Where does the MIP go wrong? Move `y` until the XZ slice shows a bright blob away from the sheet, and
+#    look at the same place (X, and the red line's Y) in the projections, CARE's included.
 # 2. The network takes Z whole. What happens if you restore only the top half of the test stack
 #    (`low.data[: low.shape[0] // 2]`)? Why might a real wing stack need the same depth as the
 #    training stacks?
