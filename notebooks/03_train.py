@@ -196,6 +196,8 @@ with open(HERE / "results.json", "w") as f:
 # ## Exercises
 #
 # 1. **Over-fit on purpose.** Make patches with `n_patches_per_image=4`, train with the same budget
-#    into a new folder and compare the two loss charts. When does validation stop improving?
+#    into a new folder and compare the two loss charts. When does validation stop improving? (With so few
+#    patches only one or two are set aside for validation: its curve is a rough estimate, and may flatten
+#    rather than turn up.)
 # 2. **Budget.** Double the budget. Does the validation SSIM keep climbing, and by how much per minute?
 #    Where would you stop for a real experiment?
