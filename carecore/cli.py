@@ -531,7 +531,8 @@ def cmd_train(args):
 
     def on_event(e):
         if e["kind"] == "preparing":   # (the bar drawn once the inputs are accepted: not above their error)
-            bar.set_postfix_str("preparing: the filters' line, the network", refresh=False)
+            bar.set_postfix_str("preparing: " + ("the filters' line, the network" if e.get("tuning", True) else
+                                                 "the network"), refresh=False)
             bar.update(0)
         elif e["kind"] == "batch":
             # (under a budget the total is what the time left holds at the pace so far: "~")

@@ -66,10 +66,10 @@ print("quick mode" if QUICK else "workshop mode", "· writing to", HERE)
 #
 # $$\text{noisy} = \text{Poisson}(N \cdot \text{clean} + \text{background}) + \mathcal{N}(0, \text{read noise}^2)$$
 #
-# The background and the read noise add noise of their own, so the SNR printed is a little below √N: at 8
-# photons, a background of 2 and a read noise of 1 it is 8 / √(8 + 2 + 1) ≈ 2.4, not √8 ≈ 2.8.
+# The background and the read noise add noise of their own, so the SNR printed is below √N, most at low
+# doses: at 8 photons, a background of 2 and a read noise of 1 it is 8 / √(8 + 2 + 1) ≈ 2.4, not √8 ≈ 2.8.
 # Move the slider: at a few photons the nuclei drown in noise. (The slider needs a running notebook; the
-# table below shows three doses side by side in any copy.)
+# figure under the table below shows three doses side by side in any copy.)
 
 # %%
 from carecore.simulate import photon_snr

@@ -157,7 +157,7 @@ result = model.train(patches, callback=on_event)
 print("training:", result.message or result.status, f"({result.seconds:.0f} s)")
 # the weights kept are the epoch's with the lowest validation loss ("best" in its event), which need not be the
 # epoch of the highest validation SSIM (a student read the SSIM's best epoch as the weights kept)
-kept = [e for e in log["epoch"] if e["best"]][-1]
+kept = next((e for e in reversed(log["epoch"]) if e["best"]), log["epoch"][-1])   # (none: not one finite loss)
 best = max(log["epoch"], key=lambda e: e["val_ssim"])
 print(f"weights kept: epoch {kept['epoch']}, the lowest validation loss ({kept['val_loss']:.4f}), validation SSIM "
       f"{kept['val_ssim']:.3f} · highest validation SSIM {best['val_ssim']:.3f} (epoch {best['epoch']}) · "

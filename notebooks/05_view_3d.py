@@ -127,8 +127,8 @@ results["slices"] = True
 # %% [markdown]
 # ## A line profile
 #
-# Along X, on the red line above: the middle slice's row that crosses the most of the ground truth's
-# nuclei. Each curve is scaled to its own 0–1 range for display (`cc.percentile_normalize`), since input,
+# Along X, on the red line above: the middle slice's row with the most of the ground truth's signal (it
+# crosses nuclei). Each curve is scaled to its own 0–1 range for display (`cc.percentile_normalize`), since input,
 # restoration and ground truth have different intensity units: so the input's background, lifted by its
 # noise, sits higher than the others'.
 

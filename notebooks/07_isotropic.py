@@ -87,8 +87,8 @@ plt.show()
 # %% [markdown]
 # The network learns a correction to its input, the stack interpolated along the degraded axis (a
 # residual network): its first validation SSIM is already about the interpolation's, and over a short
-# budget it may rise only a little, or wobble from one epoch to the next (a few small 2D patches, on which
-# the interpolation alone already scores high). The whole stack scored against its ground truth below
+# budget it may barely move, wobble from one epoch to the next or even drift down (a few small 2D patches,
+# on which the interpolation alone already scores high). The whole stack scored against its ground truth below
 # shows the difference better. The weights kept are those of the best validation loss.
 
 # %%
@@ -147,12 +147,12 @@ results.update(restored=str(restored_path), truth_shape=list(truth.shape))
 # removed the fine axial detail and interpolation cannot put it back. Which row comes closest depends on
 # the training: in a quick-mode run (2026-12-06) the tuned deconvolution had Φ 2.0 and CARE 1.9, with
 # CARE's SSIM and NRMSE only just ahead (0.847 / 0.0444 against 0.841 / 0.0460); with the workshop
-# budget CARE reached about 2.2. Read your own table. Φ counts all the axial power, noise and
+# budget CARE reached about 2.0 to 2.2. Read your own table. Φ counts all the axial power, noise and
 # deconvolution's ringing included, so read it with the two scores.
 #
 # The fine detail that the sub-sampling lost lies above `1 / (2 × factor)` cycles per voxel of the
 # restored grid: **Φ lost band** sums only those frequencies. There the smooth interpolations (linear,
-# cubic) have almost nothing left (about 3 % to 9 % of the truth's value), deconvolution about 13 %,
+# cubic) have almost nothing left (about 3 % to 9 % of the truth's value), deconvolution 10 % to 13 %,
 # and CARE brings back more (about 20 % to 30 % of it): it recovers part of the lost detail, not all
 # of it. Nearest-neighbour interpolation scores high in that band, but for the
 # wrong reason: the edges of its blocks, a staircase rather than detail (its NRMSE is the worst of
@@ -167,17 +167,19 @@ rows = {"ground truth": truth[:last]}
 for interp in ("nearest", "linear", "cubic"):
     rows[f"{interp} interpolation"] = model.on_output_grid(low.data, axes="ZYX", interpolation=interp)[:last]
 cubic = model.on_output_grid(low.data, axes="ZYX", interpolation="cubic")
-# along Z only, its iterations tuned on the truth over 1 to 80 (a grid from 5 had its best at 5: its edge)
+# along Z only, its iterations tuned on the truth over 1 to 80 (a workshop run found 5 best, as the app's grid of
+# 5 to 40 had: there 5 was its edge)
 deconvolved, best_n, _ = richardson_lucy_tuned(cubic[:last], truth[:last], (info["psf_sigma"], 0, 0), axes="ZYX",
                                                iterations=RL_ITERATIONS)
 rows[f"Richardson-Lucy ({best_n} it.)"] = deconvolved
 rows["CARE"] = restored[:last]
 metrics = {}
+width = max(map(len, rows))   # (the columns aligned)
 for name, v in rows.items():
     m = cc.evaluate(v, truth[:last], axes="ZYX") if name != "ground truth" else {}
     metrics[name] = {**m, "phi": cc.isotropy_ratio(v, spacing=one),
                      "phi_lost_band": cc.isotropy_ratio(v, spacing=one, min_frequency=0.5 / info["factor"])}
-    print(f"{name:22s}" + (f" SSIM {m['ssim']:.3f}  NRMSE {m['nrmse']:.4f}" if m else " " * 27)
+    print(f"{name:{width}s}" + (f" SSIM {m['ssim']:.3f}  NRMSE {m['nrmse']:.4f}" if m else " " * 27)
           + f"  Φ {metrics[name]['phi']:.3f}  Φ lost band {metrics[name]['phi_lost_band']:.4f}")
 results["metrics"] = metrics
 results["input"] = metrics["linear interpolation"]

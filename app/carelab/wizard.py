@@ -547,8 +547,9 @@ class TrainStep(W.VBox):
         prep = s.job_preparing
         if prep and state == "running":   # (a minute on a 3D stack said "epoch 0")
             m = f" member {prep.get('member')} of {prep['members']}" if int(prep.get("members") or 1) >= 2 else ""
-            running = (f"training{m}: preparing (tuning the classical filters on the validation patches, the line "
-                       "to beat, and building the network) ...")
+            running = (f"training{m}: preparing ("
+                       + ("tuning the classical filters on the validation patches, the line to beat, and building "
+                          "the network" if prep.get("tuning", True) else "building the network") + ") ...")
         text = {"starting": "starting the training process ...", "running": running,
                 "completed": "training completed. Next: step 3 · Restore.",
                 "time_limit": "the time budget is used up: training ended on time with its best weights. "

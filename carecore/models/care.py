@@ -656,7 +656,7 @@ class CARE:
         -------
         TrainingResult
         """
-        from ..training.events import EventCallback, cosine_lr, plan_budget, work_after_training
+        from ..training.events import EventCallback, cosine_lr, plan_budget, preparing_event, work_after_training
         from ..training.pipeline import make_dataset
         from ..training.validation import ValidationSet
 
@@ -689,6 +689,8 @@ class CARE:
         resumed = initial > 0
         if resumed:
             self._check_same_data(info)
+        if callback is not None:   # (seconds to a minute before the first step: the CLI's bar is drawn from here)
+            callback(preparing_event(tuning=not info.get("validation_baseline")))
         # what a stop before the first step restores: the model as this call found it
         before = (self.config, self.keras_model, self.keras_model.get_weights(), copy.deepcopy(self.run_card),
                   self.best_val_loss)
@@ -748,9 +750,6 @@ class CARE:
             return TrainingResult("stopped", message, len(self.history), list(self.history), self.best_val_loss,
                                   time.perf_counter() - t_enter)
 
-        if callback is not None:   # (seconds to a minute before the first step: the CLI's bar is drawn from here)
-            callback({"kind": "preparing", "message": "preparing: tuning the classical filters on the validation "
-                                                      "patches (the line to beat) and building the network"})
         val = ValidationSet(Xv, Yv, self)
         self.baseline_val = val.baseline(cached=info.get("validation_baseline"))
         if (early := stopped_before_training()) is not None:

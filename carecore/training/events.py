@@ -2,9 +2,10 @@
 
 ``callback(event)`` receives dicts:
 
-- ``{"kind": "resume", "message"}`` first, when a saved model's training goes on from its folder;
-- ``{"kind": "preparing", "message"}`` once the inputs are checked, before the preparation (the filters' line,
-  building the network, timed steps: seconds to a minute);
+- ``{"kind": "preparing", "tuning", "message"}`` first, once the inputs are checked, before the preparation
+  (the filters' line, unless ``tuning`` is False: tuned before, building the network, timed steps: seconds
+  to a minute; :func:`preparing_event`);
+- ``{"kind": "resume", "message"}`` when a saved model's training goes on from its folder;
 - ``{"kind": "baseline", "name", "params", "start", "val_ssim", "tuned"}`` before the first step, where there is one:
   the best classical filter tuned on the validation patches, the line CARE has to beat
   (:meth:`~carecore.training.validation.ValidationSet.baseline`);
@@ -308,6 +309,14 @@ def plan_text(config, *, epochs, steps, batch_size, budget_plan=None, s_step=Non
         rate += ("; the loss is the Laplace distribution's negative log-likelihood, below 0 once the network is "
                  "sure of its pixels, and the weights kept are the epoch's with the best validation MAE of the mean")
     return f"{run}; {rate}"
+
+
+def preparing_event(tuning=True):
+    """The ``"preparing"`` event: ``tuning`` whether the classical filters' line is tuned now (False: it was
+    tuned before, for these patches)."""
+    what = ("tuning the classical filters on the validation patches (the line to beat) and building the network"
+            if tuning else "building the network (the classical filters' line was tuned before)")
+    return {"kind": "preparing", "tuning": bool(tuning), "message": f"preparing: {what}"}
 
 
 def budget_clock(event, time_limit):

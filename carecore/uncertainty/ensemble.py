@@ -202,8 +202,11 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
         if i == 0 and budget and not isinstance(patches, tuple) and not patches.meta.get("validation_baseline"):
             # the filters' line, which every member's training shows and reuses from the patches, is tuned
             # before the budget is shared: the first member does not pay for it alone
+            from ..training.events import preparing_event
             from ..training.validation import ValidationSet
 
+            if callback is not None:   # (its seconds said as the members' own preparation is)
+                callback({**preparing_event(tuning=True), "member": 1, "members": n_members})
             line = ValidationSet(*patches.val, model).baseline()
             if line:
                 patches.meta["validation_baseline"] = line

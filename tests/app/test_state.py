@@ -251,13 +251,17 @@ def test_a_preparing_job_says_so(tmp_path):
     job = tmp_path / "models" / "denoising3d_20261205_100000"
     job.mkdir(parents=True)
     (job / "job.json").write_text("{}")
-    prep = {"kind": "preparing", "message": "preparing: ...", "member": 2, "members": 3}
-    (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "event": prep}))
+    from carecore.training.events import preparing_event
+
     s.job_dir = str(job)
-    s.poll_job()
-    text = re.sub(r"<[^>]+>", "", step.status.value)
-    assert text.startswith("training member 2 of 3: preparing (tuning the classical filters on the validation "
-                           "patches, the line to beat, and building the network) ..."), text
+    for member, tuning, said in ((1, True, "tuning the classical filters on the validation patches, the line to beat, "
+                                           "and building the network"),
+                                 (2, False, "building the network")):   # (the line reused by the next members)
+        prep = {**preparing_event(tuning=tuning), "member": member, "members": 3}
+        (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "event": prep}))
+        s.poll_job()
+        text = re.sub(r"<[^>]+>", "", step.status.value)
+        assert text.startswith(f"training member {member} of 3: preparing ({said}) ..."), text
     batch = {"kind": "batch", "epoch": 1, "epochs": 4, "step": 1, "steps": 10, "loss": 0.1, "lr": 1e-4,
              "elapsed": 1.0, "eta": 9.0, "member": 2, "members": 3}
     (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "event": batch}))

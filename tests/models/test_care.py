@@ -48,6 +48,8 @@ def test_training_events_history_and_folder(trained):
     batch = [e for e in events if e["kind"] == "batch"]
     epoch = [e for e in events if e["kind"] == "epoch"]
     assert len(batch) == 40 and len(epoch) == 4 and events[-1]["kind"] == "end"
+    # the preparation said first, the filters' line tuned in it (the CLI's bar and the app's status from here)
+    assert events[0]["kind"] == "preparing" and events[0]["tuning"] is True, events[0]
     assert {"loss", "lr", "elapsed", "eta", "step", "steps"} <= set(batch[0])
     assert all(np.isfinite(e["val_loss"]) and np.isfinite(e["val_ssim"]) for e in epoch)
     assert batch[-1]["eta"] == pytest.approx(0, abs=1e-6)
@@ -536,6 +538,9 @@ def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, mon
     events = []
     train_ensemble(patches, cfg, tmp_path / "two", n_members=2, callback=events.append)
     first = sum(e["kind"] == "batch" and e["member"] == 1 for e in events)
+    # the ensemble's own tuning of the line said as member 1's preparation, the members' then without it
+    said = [(e["member"], e["tuning"]) for e in events if e["kind"] == "preparing"]
+    assert events[0]["kind"] == "preparing" and said == [(1, True), (1, False), (2, False)], said
     assert pre["steps_in_budget"] > 10 and abs(first - pre["steps_in_budget"]) <= 2, (first, pre)
     cached = jobs.preflight(cfg, patches, members=2)   # the line the ensemble tuned is reused: no time for it
     assert cached["seconds_filters_line"] == 0.0 and cached["steps_in_budget"] > pre["steps_in_budget"]

@@ -122,7 +122,7 @@ def check_06(r, here):
     assert Path(r["calibration"]["figure"]).stat().st_size > 1000 and 0 <= r["calibration"]["ece"] <= 1
     assert _beats(r["care"], r["input"]), r
     assert all(math.isfinite(v) and 0 <= v <= 1 for v in r["ood"].values())
-    assert len(r["members_best"]) == 2 and all(0 < v < 1 for v in r["members_best"].values()), r   # (said per member)
+    assert len(r["members_kept"]) == 2 and all(0 < v < 1 for v in r["members_kept"].values()), r   # (said per member)
 
 
 def check_07(r, here):
