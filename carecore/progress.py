@@ -92,9 +92,10 @@ class LazyBar:
         self.bar.update(n)
 
     def set_postfix_str(self, s="", refresh=True):
-        if self._bar is None:   # (drawn with it)
+        if self._bar is None:   # (drawn with it, at the first count)
             self._options["postfix"] = s
-        self.bar.set_postfix_str(s, refresh=refresh)
+        else:
+            self._bar.set_postfix_str(s, refresh=refresh)
 
     def reset(self, total=None):
         self.bar.reset(total=total)
@@ -119,15 +120,13 @@ def tqdm_progress(desc, unit="it"):
     bar = LazyBar(desc=desc, unit=unit, leave=True, mininterval=bar_interval())
 
     def update(done, total, what=""):
+        if what:   # (before a reset, which redraws the bar: with this stage's text)
+            bar.set_postfix_str(str(what), refresh=False)
         if bar.total != total or done < bar.n:
             if bar.n:   # (a stage ended: its count and clock no longer the next one's)
-                if what:   # (the reset redraws the bar: with this stage's text)
-                    bar.set_postfix_str(str(what), refresh=False)
                 bar.reset(total=total)
             else:
-                bar.total = total   # (before the bar is drawn: with its total)
-        if what:
-            bar.set_postfix_str(str(what), refresh=False)
+                bar.total = total
         bar.update(done - bar.n)   # (redrawn when the interval has passed)
 
     update.close = bar.close   # (a stage's bar closed before the next one's is drawn below it)

@@ -166,16 +166,21 @@ def test_file_system_errors_are_one_line_with_status_2(tmp_path, clean_tif):
     assert r.stderr.startswith("carecore: error:") and "a_file" in r.stderr
 
 
-def test_a_refused_training_leaves_no_empty_bar_and_a_training_says_it_prepares(tmp_path, capsys):
-    """A training refused before its first step ends with its error, no empty "training: 0/5 s" bar above it
-    (a user trial saw empty bars above refusals); one that trains draws its bar once it prepares (the
-    filters' line and the network: seconds to a minute before the first step)."""
-    rng = np.random.default_rng(2)
+def _noisy_pair_folders(tmp_path, seed):
+    """``low/a.tif`` and ``high/a.tif`` under ``tmp_path``: a 96x96 random image and its noisy copy."""
+    rng = np.random.default_rng(seed)
     for name in ("low", "high"):
         (tmp_path / name).mkdir()
     clean = rng.random((96, 96)).astype(np.float32)
     write_image(tmp_path / "high" / "a.tif", clean, axes="YX")
     write_image(tmp_path / "low" / "a.tif", (clean + rng.normal(0, 0.3, clean.shape)).astype(np.float32), axes="YX")
+
+
+def test_a_refused_training_leaves_no_empty_bar_and_a_training_says_it_prepares(tmp_path, capsys):
+    """A training refused before its first step ends with its error, no empty "training: 0/5 s" bar above it
+    (a user trial saw empty bars above refusals); one that trains draws its bar once it prepares (the
+    filters' line and the network: seconds to a minute before the first step)."""
+    _noisy_pair_folders(tmp_path, seed=2)
     assert main(["patches", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "YX",
                  "--out", str(tmp_path / "p"), "--patch", "32,32", "--n-per-image", "16", "--validation", "0"]) == 0
     capsys.readouterr()
@@ -222,12 +227,7 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     the line after "resuming" says what this run does. (The budgets on a clock where a step takes 0.05 s: long
     enough to train in on every machine.)"""
     step_clock(0.05)
-    rng = np.random.default_rng(1)
-    for name in ("low", "high"):
-        (tmp_path / name).mkdir()
-    clean = rng.random((96, 96)).astype(np.float32)
-    write_image(tmp_path / "high" / "a.tif", clean, axes="YX")
-    write_image(tmp_path / "low" / "a.tif", (clean + rng.normal(0, 0.3, clean.shape)).astype(np.float32), axes="YX")
+    _noisy_pair_folders(tmp_path, seed=1)
     args = ["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--axes", "YX",
             "--model-dir", str(tmp_path / "m"), "--patch", "32,32", "--batch", "4", "--n-per-image", "16"]
     for bad, said in (("0s", "a budget must be more than 0"), ("2", "give a number with its unit"),
