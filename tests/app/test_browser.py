@@ -93,18 +93,25 @@ def _assert_no_errors(page, errors):
     assert not page.locator(".care-error").count(), page.locator(".care-error").all_inner_texts()
 
 
-def _train_until_done(page, limit=300, running_shot=None):
+def _train_until_done(page, limit=300, running_shot=None, preparing_shot=None):
     """Start training and wait for this job (not an earlier one the page attached to) to end. Returns
-    whether the loss curve had points while the job ran and the status line then (``running_shot``: a
-    screenshot of the page at that moment)."""
+    whether the loss curve had points while the job ran, the status line then (``running_shot``: a
+    screenshot of the page at that moment) and the status line while it prepared, before its first step
+    (``""`` if never seen; ``preparing_shot``: a screenshot then)."""
     page.locator(".care-train-start").click()
     page.locator(".care-job-starting, .care-job-running").first.wait_for(timeout=60_000)
     line = page.locator(".care-train-loss path.line").first
-    saw_points_while_running, running_text = False, ""
+    saw_points_while_running, running_text, preparing_text = False, "", ""
     done = ".care-job-completed, .care-job-time_limit"
     t = time.time()
     while time.time() - t < limit:
         running = page.locator(".care-job-running").count() > 0
+        if running and not preparing_text and not saw_points_while_running:
+            said = page.locator(".care-train-status").inner_text()
+            if "preparing (" in said:
+                preparing_text = said
+                if preparing_shot is not None:
+                    page.screenshot(path=str(preparing_shot), full_page=True)
         d = line.get_attribute("d") or "" if line.count() else ""
         if running and d.count("L") >= 2 and not saw_points_while_running:
             saw_points_while_running = True
@@ -115,7 +122,7 @@ def _train_until_done(page, limit=300, running_shot=None):
             break   # a failed job ends the wait at once (the assertion below shows its message)
         time.sleep(0.2)
     assert page.locator(done).count(), f"training did not finish: {page.locator('.care-train-status').inner_text()}"
-    return saw_points_while_running, running_text
+    return saw_points_while_running, running_text, preparing_text
 
 
 def test_walk_all_five_steps(page_on_failure, lab_server, shots):
@@ -156,8 +163,11 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     estimate = page.locator(".care-train-estimate").inner_text()
     assert re.search(r"about [1-9][\d,]* steps fit in 0:30, [1-9]\d* s of it for the preparation and [1-9]\d* s "
                      r"for [1-9]\d* validation\(s\) and the work after training", estimate), estimate
-    saw_points_while_running, running = _train_until_done(page, running_shot=shots / "2_train_running.png")
+    saw_points_while_running, running, preparing = _train_until_done(
+        page, running_shot=shots / "2_train_running.png", preparing_shot=shots / "2_train_preparing.png")
     assert saw_points_while_running, "no curve points appeared while training ran"
+    # its seconds before the first step said as the preparation (they said "training: epoch 0")
+    assert preparing.startswith("training: preparing (") and "building the network) ..." in preparing, preparing
     # the running line reads the budget's clock (the filters' line and preparation counted, as its deadline)
     assert re.search(r"\d:\d\d of the 0:30 budget used, about \d:\d\d left", running), running
     time.sleep(1.5)   # the last status poll reaches the charts
