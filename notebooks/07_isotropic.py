@@ -131,34 +131,36 @@ results.update(restored=str(restored_path), truth_shape=list(truth.shape))
 # %% [markdown]
 # ## Compare with interpolation and deconvolution
 #
-# The classical baselines for this task are interpolations along Z (what every viewer does) and, the
-# paper's competitor, **deconvolution**: the cubic interpolation deconvolved along Z with the axial PSF
-# (Richardson–Lucy, its number of iterations chosen on the ground truth, which real data never
-# allows). With a known PSF and little noise deconvolution is a strong competitor: on the real
-# Arabidopsis embryo without noise it beat a 60-second training (see the README). Read the table for
-# which wins here. The slices after the last acquired one only repeat it, so the comparison stops there. The
-# **isotropy ratio Φ** compares the image's Fourier power along Z with its power along X: 1 for an
-# isotropic sample imaged isotropically, below 1 when Z is blurred. The demo's nuclei are flat (see
-# above): their edges change faster along Z than along X, so the truth's Φ is about 3, and every row
-# of the table is above 1. Compare each row with the truth's Φ, not with 1.
+# The classical answers to a coarse Z step:
+# - **interpolation along Z** (nearest, linear, cubic): what every viewer does;
+# - **deconvolution**, the paper's competitor: the cubic interpolation deconvolved along Z with the axial
+#   PSF (Richardson–Lucy). Its number of iterations is chosen here on the ground truth, which real data
+#   never allows, so it is at its best. With a known PSF and little noise it is strong: on the real
+#   Arabidopsis embryo without noise it beat a 60-second training (see the README).
 #
-# What the table below shows: **no method reaches the truth's Φ**. All of them stay well below it (Φ
-# between about 1.2 and 2.2 against the truth's 3.0), because the axial blur and the 4× sub-sampling
-# removed the fine axial detail and interpolation cannot put it back. Which row comes closest depends on
-# the training: in a quick-mode run (2026-12-06) the tuned deconvolution had Φ 2.0 and CARE 1.9, with
-# CARE's SSIM and NRMSE only just ahead (0.847 / 0.0444 against 0.841 / 0.0460); with the workshop
-# budget CARE reached about 2.0 to 2.2. Read your own table. Φ counts all the axial power, noise and
-# deconvolution's ringing included, so read it with the two scores.
+# The slices after the last acquired one only repeat it, so the comparison stops there.
 #
-# The fine detail that the sub-sampling lost lies above `1 / (2 × factor)` cycles per voxel of the
-# restored grid: **Φ lost band** sums only those frequencies. There the smooth interpolations (linear,
-# cubic) have almost nothing left (about 3 % to 9 % of the truth's value), deconvolution 10 % to 13 %,
-# and CARE brings back more (about 20 % to 30 % of it): it recovers part of the lost detail, not all
-# of it. Nearest-neighbour interpolation scores high in that band, but for the
-# wrong reason: the edges of its blocks, a staircase rather than detail (its NRMSE is the worst of
-# all, and its SSIM far below CARE's). Its SSIM can still be the best of the three interpolations:
-# each of its slices is an acquired slice, unblended, and SSIM rewards that sharp in-plane detail
-# more than it punishes the steps between slices.
+# How to read the table:
+# - **SSIM** (higher is better) and **NRMSE** (lower is better) compare each result with the ground truth.
+# - **Φ, the isotropy ratio**, asks how much fine detail there is along Z compared with along X (their
+#   Fourier power). 1 means Z is as sharp as X; below 1, Z is blurrier. The demo's nuclei are flat (see
+#   above), so even the truth has Φ of about 3: compare each row with the truth's Φ, not with 1.
+#   Φ counts noise and deconvolution's ringing as detail too, so read it with the two scores.
+# - **Φ lost band** counts only the finest detail, the part that the coarse Z sampling threw away
+#   (above `1 / (2 × factor)` cycles per voxel of the restored grid). No interpolation can bring it back;
+#   this is where a network can show that it does more than smooth.
+#
+# What workshop runs here showed (read your own table, it varies from run to run):
+# - **No method reaches the truth's Φ.** All stay between about 1.2 and 2.2, against the truth's 3.0:
+#   the axial blur and the 4× sub-sampling removed detail that nothing fully restores.
+# - **In the lost band** the linear and cubic interpolations keep 3 % to 9 % of the truth's value,
+#   deconvolution 10 % to 13 %, and CARE 20 % to 30 %: it recovers part of the lost detail, not all.
+# - **Nearest-neighbour interpolation** scores high in the lost band for the wrong reason: the edges of
+#   its blocks, a staircase rather than detail. Its NRMSE is the worst of all. Its SSIM can still be the
+#   best of the three interpolations, because each of its slices is an acquired slice, not a blend.
+# - **The scores**: with the workshop budget CARE reached SSIM 0.887 / NRMSE 0.0380 against the tuned
+#   deconvolution's 0.832 / 0.0481, and Φ about 2.0 to 2.2. In quick mode (a tiny network, seconds of
+#   training) it was only just ahead (0.847 / 0.0444 against 0.841 / 0.0460; Φ 1.9 against 2.0).
 
 # %%
 last = int((low.data.shape[0] - 1) * info["factor"]) + 1
