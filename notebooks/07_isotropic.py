@@ -147,8 +147,8 @@ results.update(restored=str(restored_path), truth_shape=list(truth.shape))
 #   above), so even the truth has Φ of about 3: compare each row with the truth's Φ, not with 1.
 #   Φ counts noise and deconvolution's ringing as detail too, so read it with the two scores.
 # - **Φ lost band** counts only the finest detail, the part that the coarse Z sampling threw away
-#   (above `1 / (2 × factor)` cycles per voxel of the restored grid). No interpolation can bring it back;
-#   this is where a network can show that it does more than smooth.
+#   (above `1 / (2 × factor)` cycles per voxel of the restored grid). Interpolation brings back little
+#   of it; this is where a network can show that it does more than smooth.
 #
 # What workshop runs here showed (read your own table, it varies from run to run):
 # - **No method reaches the truth's Φ.** All stay between about 1.2 and 2.2, against the truth's 3.0:

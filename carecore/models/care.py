@@ -750,6 +750,7 @@ class CARE:
             return TrainingResult("stopped", message, len(self.history), list(self.history), self.best_val_loss,
                                   time.perf_counter() - t_enter)
 
+        self.run_card.update(self._records_of(info))   # (a measured PSF's sigma: the line's deconvolution starts)
         val = ValidationSet(Xv, Yv, self)
         self.baseline_val = val.baseline(cached=info.get("validation_baseline"))
         if (early := stopped_before_training()) is not None:
@@ -1039,6 +1040,11 @@ class CARE:
                         f"{' ...' if len(old) > 3 else ''}; now also or instead {', '.join(new[:3]) or 'fewer of them'}"
                         f"{' ...' if len(new) > 3 else ''}): resuming on them would choose its best weights by validation "
                         f"losses on other validation sets and lose the record of what it learned from; {advice}")
+
+    def _records_of(self, info):
+        """The run card's records that a model kind takes from its patch set's metadata ``info`` (a measured
+        PSF's, say), given to the run card before the validation line is tuned: {} here."""
+        return {}
 
     def _run_card(self, info, data_hash, status, message, seconds):
         import keras

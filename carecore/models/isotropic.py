@@ -220,6 +220,9 @@ class IsotropicCARE(CARE):
         made = {"factor": f, "psf_sigma": config.psf_sigma, "guard_slices": guard,
                 "psf": str(psf) if psf is not None and not isinstance(psf, np.ndarray) else
                 ("array" if psf is not None else None),
+                # a measured PSF's Gaussian of the same width: the sigma of the classical deconvolution starts
+                **({"psf_sigma_equivalent": round(_half_maximum_width(profile) / 2.355, 4)}
+                   if profile is not None else {}),
                 "stacks": [name for name, _, _ in stacks],
                 "fingerprints": [fingerprint(stack, saxes) for _, stack, saxes in stacks],
                 "sketches": [crop_sketch(stack, saxes) for _, stack, saxes in stacks],
@@ -242,6 +245,7 @@ class IsotropicCARE(CARE):
         """The training data recorded per stack (its lateral slices are the training pairs): whether the
         model was trained on a stack (:meth:`~carecore.CARE.trained_on`) is known by its path and pixels."""
         card = super()._run_card(info, data_hash, status, message, seconds)
+        card.update(self._records_of(info))
         made = info.get("isotropic") or {}
         if made.get("stacks"):
             prints = made.get("fingerprints") or [None] * len(made["stacks"])
@@ -268,7 +272,23 @@ class IsotropicCARE(CARE):
         three ways, as :meth:`grid_starts` brings a stack (:func:`~carecore.models.upsampling.
         interpolation_starts`)."""
         starts = interpolation_starts(X, self.config.upsampling_factor, self.config.interpolation)
-        return {**starts, **deconvolved_starts(starts, self.config.psf_sigma)}
+        return {**starts, **deconvolved_starts(starts, self.axial_psf_sigma())}
+
+    def axial_psf_sigma(self):
+        """The axial PSF's Gaussian sigma in pixels that the classical deconvolution starts use: for a model
+        trained with a measured PSF, the Gaussian of that PSF's half-maximum width (the run card's
+        ``isotropic.psf_sigma_equivalent``: its training pairs were blurred with that PSF, whatever
+        ``psf_sigma`` said), else ``config.psf_sigma``; 0 where neither is known."""
+        measured = ((self.run_card or {}).get("isotropic") or {}).get("psf_sigma_equivalent")
+        return float(measured or self.config.psf_sigma or 0.0)
+
+    def _records_of(self, info):
+        """A measured PSF's record (``{"isotropic": {"psf": ..., "psf_sigma_equivalent": ...}}``): the
+        deconvolution starts of the validation line and of every later comparison take its sigma."""
+        made = info.get("isotropic") or {}
+        if made.get("psf_sigma_equivalent"):
+            return {"isotropic": {"psf": made.get("psf"), "psf_sigma_equivalent": made["psf_sigma_equivalent"]}}
+        return {}
 
     def check_spacing(self, spacing, *, name="image"):
         """Warn when the voxel size ``spacing`` ({axis: size}, as :func:`~carecore.read_image` gives it) says

@@ -353,12 +353,18 @@ class SubdiffractionCARE(CARE):
         ps.meta["subdiffraction"] = record
         return ps
 
+    def _records_of(self, info):
+        """The simulation's record (its PSF, measured or a sigma): the deconvolution starts of the validation
+        line and of every later comparison take their sigmas from it (:meth:`psf_sigmas`)."""
+        if not info.get("subdiffraction"):
+            return {}
+        rec = dict(info["subdiffraction"])
+        rec.pop("images", None)   # every image's seed stays in the patch set's metadata
+        return {"subdiffraction": rec}
+
     def _run_card(self, info, data_hash, status, message, seconds):
         card = super()._run_card(info, data_hash, status, message, seconds)
-        if info.get("subdiffraction"):
-            rec = dict(info["subdiffraction"])
-            rec.pop("images", None)   # every image's seed stays in the patch set's metadata
-            card["subdiffraction"] = rec
+        card.update(self._records_of(info))
         return card
 
     # -- the classical competitor: deconvolution ------------------------------------------------

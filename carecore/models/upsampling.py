@@ -252,7 +252,7 @@ class UpsamplingCARE(CARE):
 
     def grid_starts(self):
         """The coarse stack interpolated along Z three ways (nearest, linear, cubic), and where the model
-        knows an axial PSF (``config.psf_sigma``) the cubic interpolation deconvolved along Z with it
+        knows an axial PSF (:meth:`axial_psf_sigma`) the cubic interpolation deconvolved along Z with it
         (Richardson-Lucy, :data:`~carecore.baselines.RL_START_ITERATIONS`: the paper's classical
         competitor, deconvolution of the bicubic upsampled stack): a classical restoration starts from
         whichever does best (:meth:`carecore.CARE.grid_starts`)."""
@@ -262,7 +262,7 @@ class UpsamplingCARE(CARE):
 
         starts = {f"{how} interpolation": functools.partial(self.on_output_grid, interpolation=how)
                   for how in ("nearest", "linear", "cubic")}
-        sigma = float(self.config.psf_sigma or 0.0)
+        sigma = self.axial_psf_sigma()
         for n in RL_START_ITERATIONS if sigma > 0 else ():
             def start(image, *, axes, n=n):
                 return deconvolve(self.on_output_grid(image, axes=axes, interpolation="cubic"), {"Z": sigma}, axes=axes,
@@ -276,7 +276,12 @@ class UpsamplingCARE(CARE):
         (:func:`interpolation_starts`, and :func:`deconvolved_starts`): the validation line's filters start
         from the best of them."""
         starts = interpolation_starts(X, self.config.upsampling_factor, self.config.interpolation)
-        return {**starts, **deconvolved_starts(starts, self.config.psf_sigma)}
+        return {**starts, **deconvolved_starts(starts, self.axial_psf_sigma())}
+
+    def axial_psf_sigma(self):
+        """The axial PSF's Gaussian sigma in pixels that the classical deconvolution starts use
+        (``config.psf_sigma``; 0: none known, no deconvolution start)."""
+        return float(self.config.psf_sigma or 0.0)
 
     def output_spacing(self, spacing):
         out = dict(spacing or {})

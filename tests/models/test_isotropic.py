@@ -213,6 +213,35 @@ def test_the_validation_line_starts_from_every_interpolation():
     assert line["start"] != "linear interpolation" and line["val_ssim"] > before["val_ssim"] + 0.01, (line, before)
 
 
+def test_a_measured_psf_is_compared_with_deconvolution(tmp_path, monkeypatch):
+    """A model trained with a measured axial PSF and no ``psf_sigma`` is compared with the cubic interpolation
+    deconvolved along Z too (the paper's competitor), with the Gaussian of that PSF's half-maximum width: in
+    the validation line of its first training and in every comparison after it, also once loaded. Before,
+    such a model had only the interpolations to beat."""
+    cls = _iso()
+    z = np.arange(-8, 9, dtype=np.float32)
+    psf = np.exp(-z**2 / (2 * 1.5**2))[:, None, None] * np.ones((1, 3, 3), np.float32) + 0.01   # (a background)
+    config = cls.default_config("ZYX", upsampling_factor=3.0, psf_sigma=0.0, quick=True, patch_size=(16, 16),
+                                batch_size=2)
+    ps = cls.make_patches(config, [_stack((24, 48, 48))], axes="ZYX", n_patches_per_image=4, psf=psf)
+    assert ps.meta["isotropic"]["psf_sigma_equivalent"] == pytest.approx(1.5, abs=0.05)
+    model = cc.create_model(config, tmp_path / "m")
+    assert model.axial_psf_sigma() == 0.0   # (nothing known before its training)
+    seen = []
+    starts = model.patch_grid_starts
+    monkeypatch.setattr(model, "patch_grid_starts", lambda X: seen.append(list(starts(X))) or starts(X))
+    model.train(ps, epochs=1, steps_per_epoch=1)
+    deconvolutions = [f"Richardson-Lucy along Z ({n} iterations) on cubic interpolation" for n in RL_START_ITERATIONS]
+    assert seen and seen[0][3:] == deconvolutions   # the validation line's starts
+    assert model.baseline_val["tuned"]
+    loaded = cc.load_model(tmp_path / "m")
+    assert loaded.axial_psf_sigma() == pytest.approx(1.5, abs=0.05)
+    assert list(loaded.grid_starts())[3:] == deconvolutions   # the QC report's and the app's
+    assert loaded.run_card["isotropic"]["psf"] == "array"
+    # a sigma given wins over the measured PSF's
+    assert cc.create_model(config.replace(psf_sigma=2.0)).axial_psf_sigma() == 2.0
+
+
 def test_the_upsampling_validation_line_starts_from_every_interpolation():
     """The upsampling kind's validation patches (interpolated along Z by the model) are brought onto their
     grid three ways too, as its QC report's and Restore step's filters start from nearest, linear or cubic

@@ -161,6 +161,34 @@ def test_cli_train_with_measured_psf_and_predict(tmp_path, capsys, step_clock):
     assert rc == 2 and "--psf-sigma S or --psf" in capsys.readouterr().err
 
 
+def test_a_measured_psf_is_deconvolved_in_the_first_validation_line(monkeypatch):
+    """A model trained with a measured PSF and no ``psf_sigma``: its first training's validation line
+    starts from the deconvolutions too (with the PSF's equivalent sigmas, recorded before the line is tuned),
+    not from the input alone, as it did before its run card held the PSF's record."""
+    delta = np.zeros((21, 21), np.float32)
+    delta[10, 10] = 1
+    c = SubdiffractionCARE.default_config("YX", psf_sigma=0.0, quick=True, patch_size=(32, 32), batch_size=2)
+    ps = SubdiffractionCARE.make_patches(c, n_patches_per_image=4, n_images=4, image_shape=(64, 64),
+                                         psf=ndi.gaussian_filter(delta, 1.5))
+    model = cc.create_model(c)
+    assert model.psf_sigmas() is None   # (nothing known before its training)
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def starts(X):   # the line's starts seen, then the training ends there (its tuning: minutes of the suite)
+        seen.append(list(SubdiffractionCARE.patch_grid_starts(model, X)))
+        raise Seen
+
+    monkeypatch.setattr(model, "patch_grid_starts", starts)
+    with pytest.raises(Seen):
+        model.train(ps, epochs=1, steps_per_epoch=1)
+    assert seen and any(label.startswith("Richardson-Lucy") for label in seen[0]), seen
+    assert any(label.startswith("a top-hat background subtraction") for label in seen[0])
+    assert model.psf_sigmas() == pytest.approx({"Y": 1.5, "X": 1.5}, abs=0.05)
+
+
 def test_cli_3d_axial_sigma_and_steps_without_a_budget(tmp_path, capsys):
     """--psf-sigma-z reaches the simulator; --epochs/--steps mean no time budget (the kind's default
     3-minute budget would otherwise keep training)."""
