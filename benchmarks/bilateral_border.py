@@ -8,7 +8,6 @@ the demo's axial PSF: interpolations and their Richardson-Lucy deconvolutions al
 ``python benchmarks/bilateral_border.py validation [cases...]``: the validation line (the Train step's dashed
 best filter) on each case's validation patches, with the bilateral filter as it is now and as it was.
 """
-import json
 import sys
 import time
 from pathlib import Path

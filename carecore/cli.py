@@ -475,7 +475,7 @@ def cmd_train(args):
                             "back as the patches are made); leave it out, or give --low")
         task_options["match_noise"] = False
     if args.same_field and (args.patches or not model_class(config.kind).needs_pairs):
-        raise CareError(f"--same-field joins pairs of files (--low, --high) into fields of view; "
+        raise CareError("--same-field joins pairs of files (--low, --high) into fields of view; "
                         + (f"the patch folder {args.patches} was cut already (give --same-field to `carecore patches`)"
                            if args.patches else f"kind {config.kind!r} makes its own pairs"))
     if args.high and not args.patches and not model_class(config.kind).needs_pairs:   # (it was ignored without a word)

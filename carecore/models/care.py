@@ -1091,7 +1091,7 @@ class CARE:
             hint = ""
             if c.axes == "YX" and sp == "ZYX":   # (frame_by_frame gives one frame: the file's axes may have T)
                 hint = ("; to restore each Z slice on its own with this 2D model, give S in place of Z in the image's "
-                        f"axes (ZYX -> SYX, TZYX -> TSYX; `carecore predict --axes SYX`)")
+                        "axes (ZYX -> SYX, TZYX -> TSYX; `carecore predict --axes SYX`)")
             elif c.axes == "ZYX" and sp == "YX":   # (a user trial found no remedy said)
                 hint = "; a 2D image is restored by a 2D model (trained on YX images)"
             raise CareError(f"{name}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "

@@ -14,7 +14,6 @@ which ``import carecore`` turns on, 180 s hold about 2,700 steps: the test train
 three minutes buy on CI. Quality per minute of the wall clock, on the real images too, is the
 benchmark's (benchmarks/bench_quality.py).
 """
-import numpy as np
 import pytest
 
 import carecore as cc
