@@ -1378,7 +1378,8 @@ class LabState(HasTraits):
         factor = getattr(getattr(model, "config", None), "upsampling_factor", None)
         # (and the PSF a deconvolution start uses: another model's PSF is another competitor)
         psf = (getattr(getattr(model, "config", None), "psf_sigma", None),
-               repr(model.psf_sigmas()) if hasattr(model, "psf_sigmas") else None)
+               repr(model.psf_sigmas()) if hasattr(model, "psf_sigmas") else None,
+               model.axial_psf_sigma() if hasattr(model, "axial_psf_sigma") else None)   # (a measured PSF's)
         key = (pair_key(x if model is None else raw, truth), axes, label, tuple(starts), factor, psf)
         if key in self._filter_rows:
             tuned, note = self._filter_rows[key]

@@ -658,7 +658,7 @@ class CARE:
         """
         from ..training.events import EventCallback, cosine_lr, plan_budget, preparing_event, work_after_training
         from ..training.pipeline import make_dataset
-        from ..training.validation import ValidationSet
+        from ..training.validation import ValidationSet, cached_line, keep_line
 
         c = self.config
         if isinstance(patches, tuple):
@@ -690,7 +690,7 @@ class CARE:
         if resumed:
             self._check_same_data(info)
         if callback is not None:   # (seconds to a minute before the first step: the CLI's bar is drawn from here)
-            callback(preparing_event(tuning=not info.get("validation_baseline")))
+            callback(preparing_event(tuning=not cached_line(info, self)))
         # what a stop before the first step restores: the model as this call found it
         before = (self.config, self.keras_model, self.keras_model.get_weights(), copy.deepcopy(self.run_card),
                   self.best_val_loss)
@@ -752,11 +752,11 @@ class CARE:
 
         self.run_card.update(self._records_of(info))   # (a measured PSF's sigma: the line's deconvolution starts)
         val = ValidationSet(Xv, Yv, self)
-        self.baseline_val = val.baseline(cached=info.get("validation_baseline"))
+        self.baseline_val = val.baseline(cached=cached_line(info, self))
         if (early := stopped_before_training()) is not None:
             return early
-        if self.baseline_val and not isinstance(patches, tuple):  # the next run on these patches (an ensemble's
-            patches.meta.setdefault("validation_baseline", self.baseline_val)   # members) reuses it
+        if self.baseline_val and not isinstance(patches, tuple) and not cached_line(info, self):
+            keep_line(patches.meta, self, self.baseline_val)   # the next run on these patches (an ensemble's members)
         if callback is not None and self.baseline_val:
             callback({"kind": "baseline", **self.baseline_val})
         val_ds = self._validation_dataset(val)

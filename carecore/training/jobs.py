@@ -286,7 +286,7 @@ def preflight(config, patches, *, members=1):
     from ..models.care import parse_duration
     from ..models.kinds import create_model
     from .events import plan_budget, work_after_training
-    from .validation import ValidationSet
+    from .validation import ValidationSet, cached_line
 
     members = max(int(members), 1)
     if members > 1:
@@ -317,8 +317,9 @@ def preflight(config, patches, *, members=1):
         # the filters' line, unless tuned before (a training on these patches keeps it with them); an
         # ensemble tunes it once, before the budget is shared, a single model within its budget
         line = 0.0
-        if not patches.meta.get("validation_baseline"):
+        if not cached_line(patches.meta, model):
             t = time.perf_counter()
+            model.run_card.update(model._records_of(patches.meta))   # (as training does: a measured PSF's starts)
             val.baseline()
             line = time.perf_counter() - t
         share = max(budget - line - create, 0.0) / members if members > 1 else budget

@@ -26,6 +26,29 @@ MAX_VAL_PATCHES = 256
 SSIM_PATCHES = 32
 
 
+def line_key(model):
+    """What a validation line tuned on a patch set depends on besides the patches: the model's kind and the
+    settings of its classical starts (its axial factor and interpolation, its PSF sigma). A line kept with the
+    patches is reused only by a model with the same key: a notebook's second model on the same patch set,
+    with another PSF or kind, tunes its own."""
+    c = model.config
+    return repr((c.kind, c.axes, float(c.upsampling_factor), c.interpolation, float(c.psf_sigma or 0.0)))
+
+
+def cached_line(meta, model):
+    """The validation line kept in a patch set's metadata ``meta`` for ``model`` (:func:`line_key`), or None."""
+    line = meta.get("validation_baseline")
+    return line if line and meta.get("validation_baseline_for") == line_key(model) else None
+
+
+def keep_line(meta, model, line):
+    """Keep the validation ``line`` tuned for ``model`` in a patch set's metadata, for the next training on
+    the same patches (an ensemble's members)."""
+    if line:
+        meta["validation_baseline"] = line
+        meta["validation_baseline_for"] = line_key(model)
+
+
 def patch_ssim(pred, target):
     """Mean SSIM over patches and channels of ``pred`` against ``target`` (both (N, ..., C)).
 

@@ -179,6 +179,7 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
     were trained.
     """
     from ..models.kinds import create_model
+    from ..training.validation import ValidationSet, cached_line, keep_line
 
     if n_members < 2:
         raise CareError(f"n_members must be >= 2, got {n_members}")
@@ -199,17 +200,15 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
             why = "the budget was used up"   # members trained on no time at all would only blur the others
             break
         model = create_model(config.replace(seed=config.seed + i), folder / f"member{i + 1:02d}")
-        if i == 0 and budget and not isinstance(patches, tuple) and not patches.meta.get("validation_baseline"):
+        if i == 0 and budget and not isinstance(patches, tuple) and not cached_line(patches.meta, model):
             # the filters' line, which every member's training shows and reuses from the patches, is tuned
             # before the budget is shared: the first member does not pay for it alone
             from ..training.events import preparing_event
-            from ..training.validation import ValidationSet
 
             if callback is not None:   # (its seconds said as the members' own preparation is)
                 callback({**preparing_event(tuning=True), "member": 1, "members": n_members})
-            line = ValidationSet(*patches.val, model).baseline()
-            if line:
-                patches.meta["validation_baseline"] = line
+            model.run_card.update(model._records_of(patches.meta))   # (a measured PSF: its deconvolution starts)
+            keep_line(patches.meta, model, ValidationSet(*patches.val, model).baseline())
         # an equal share of the time left (never 0, which would mean no budget at all)
         begun = time.perf_counter() - t_start
         share = max((budget - begun) / (n_members - i), 0.1) if budget else 0.0

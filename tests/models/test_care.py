@@ -546,6 +546,23 @@ def test_the_estimate_is_what_a_budget_trains(patches, tmp_path, step_clock, mon
     assert cached["seconds_filters_line"] == 0.0 and cached["steps_in_budget"] > pre["steps_in_budget"]
 
 
+def test_a_kept_line_is_reused_only_for_the_model_it_was_tuned_for():
+    """The filters' line kept with a patch set is reused by an ensemble's members (another seed), not by a
+    model of another kind, axial factor, interpolation or PSF on the same patches (a notebook's second
+    model reused the first one's line, without its deconvolution starts)."""
+    from carecore.models.kinds import model_class
+    from carecore.training.validation import cached_line, keep_line
+
+    up = model_class("upsampling").default_config("ZYX", upsampling_factor=2.0, quick=True)
+    meta, line = {}, {"name": "tv", "params": {"weight": 0.1}, "start": "linear interpolation", "val_ssim": 0.5}
+    keep_line(meta, cc.create_model(up), line)
+    assert cached_line(meta, cc.create_model(up.replace(seed=up.seed + 1))) == line   # a member
+    for other in (up.replace(psf_sigma=2.0), up.replace(upsampling_factor=3.0), up.replace(interpolation="cubic"),
+                  care_config("ZYX", quick=True)):
+        assert cached_line(meta, cc.create_model(other)) is None, other
+    assert cached_line({"validation_baseline": line}, cc.create_model(up)) is None   # kept without its key
+
+
 def test_a_resumed_job_keeps_the_epochs_before_in_its_record(trained, patches, tmp_path):
     """The app trains as a job; resumed after a Stop, its record dropped the epochs before, and the Train step's
     charts drew the new ones from epoch 1 (a user trial): they stay, and the app places this run's training loss

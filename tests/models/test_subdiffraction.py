@@ -161,10 +161,10 @@ def test_cli_train_with_measured_psf_and_predict(tmp_path, capsys, step_clock):
     assert rc == 2 and "--psf-sigma S or --psf" in capsys.readouterr().err
 
 
-def test_a_measured_psf_is_deconvolved_in_the_first_validation_line(monkeypatch):
-    """A model trained with a measured PSF and no ``psf_sigma``: its first training's validation line
-    starts from the deconvolutions too (with the PSF's equivalent sigmas, recorded before the line is tuned),
-    not from the input alone, as it did before its run card held the PSF's record."""
+def test_a_measured_psf_is_deconvolved_in_the_first_validation_line(monkeypatch, tmp_path):
+    """A model trained with a measured PSF and no ``psf_sigma``: its first training's validation line, and an
+    ensemble's (tuned before its first member trains), start from the deconvolutions too (with the PSF's
+    equivalent sigmas, recorded before the line is tuned), not from the input alone, as they did before."""
     delta = np.zeros((21, 21), np.float32)
     delta[10, 10] = 1
     c = SubdiffractionCARE.default_config("YX", psf_sigma=0.0, quick=True, patch_size=(32, 32), batch_size=2)
@@ -177,16 +177,24 @@ def test_a_measured_psf_is_deconvolved_in_the_first_validation_line(monkeypatch)
     class Seen(Exception):
         pass
 
-    def starts(X):   # the line's starts seen, then the training ends there (its tuning: minutes of the suite)
-        seen.append(list(SubdiffractionCARE.patch_grid_starts(model, X)))
+    def seen_then_stop(self, X, own=SubdiffractionCARE.patch_grid_starts):   # the line's starts seen, then the
+        seen.append(list(own(self, X)))                                      # training ends (its tuning: minutes)
         raise Seen
 
-    monkeypatch.setattr(model, "patch_grid_starts", starts)
+    monkeypatch.setattr(model, "patch_grid_starts", lambda X: seen_then_stop(model, X))
     with pytest.raises(Seen):
         model.train(ps, epochs=1, steps_per_epoch=1)
     assert seen and any(label.startswith("Richardson-Lucy") for label in seen[0]), seen
     assert any(label.startswith("a top-hat background subtraction") for label in seen[0])
     assert model.psf_sigmas() == pytest.approx({"Y": 1.5, "X": 1.5}, abs=0.05)
+    # an ensemble tunes the line for its members before the first one trains: with the PSF's starts too
+    from carecore.uncertainty.ensemble import train_ensemble
+
+    seen.clear()
+    monkeypatch.setattr(SubdiffractionCARE, "patch_grid_starts", seen_then_stop)
+    with pytest.raises(Seen):
+        train_ensemble(ps, c, tmp_path / "ens", n_members=2, time_limit=60)
+    assert seen and any(label.startswith("Richardson-Lucy") for label in seen[0]), seen
 
 
 def test_cli_3d_axial_sigma_and_steps_without_a_budget(tmp_path, capsys):
