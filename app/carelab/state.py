@@ -599,9 +599,10 @@ class LabState(HasTraits):
         return (self.task, self.low_dir, self.high_dir, self.axes, self.seed,
                 tuple((k, getattr(self, k)) for k in self.spec["options"]))
 
-    def make_patches(self, progress=None):
+    def make_patches(self, progress=None, patch_size=None):
         """Training patches through the kind's ``make_patches``: from pairs, or from the low-quality stacks
-        alone (kinds without pairs never read the high-quality folder)."""
+        alone (kinds without pairs never read the high-quality folder); ``patch_size``: another than the
+        chosen budget's (a resumed training's own)."""
         if not self.spec["folders"]:
             sources = None                     # trained on simulations alone
         elif self.needs_high:
@@ -616,7 +617,8 @@ class LabState(HasTraits):
         n = self.spec["patches_per_image"][0 if self.quick else 1]
         task, key = self.task, self._key()   # (what the patches are of, should the task change meanwhile)
         with collect_warnings() as warned:   # (misaligned pairs: shown with the patches)
-            ps = make_kind_patches(self.config(), sources, out=out, axes=self.axes, n_patches_per_image=n,
+            config = self.config() if patch_size is None else self.config().replace(patch_size=tuple(patch_size))
+            ps = make_kind_patches(config, sources, out=out, axes=self.axes, n_patches_per_image=n,
                                    progress=progress, **self.patch_options())
         made = {"patch_warnings": warned, "patches_dir": str(out), "n_patches": len(ps.X), "_patch_key": key}
         if self.task != task:   # another task chosen while they were cut: they are the first task's
@@ -626,22 +628,25 @@ class LabState(HasTraits):
             setattr(self, k, v)
         return ps
 
-    def ensure_patches(self, note=None):
-        """The patches, extracted again when their size is not the configuration's (another budget)."""
+    def ensure_patches(self, note=None, patch_size=None):
+        """The patches, extracted again when their size is not the configuration's (another budget), or
+        ``patch_size`` (a resumed training's: it validates on the boxes it began with)."""
         if not self.patches_dir:
             raise CareError("make training patches first (step 1)")
         ps = cc.load_patches(self.patches_dir)
+        size = tuple(self.patch_size if patch_size is None else patch_size)
         if self._patch_key is not None and self._patch_key != self._key():
             if note is not None:
                 note("the data or its settings changed: extracting the patches again ...")
-            return self.make_patches()
-        made, want = tuple(ps.meta.get("patch_size", ())), tuple(self.patch_size)
+            return self.make_patches(patch_size=patch_size)
+        made, want = tuple(ps.meta.get("patch_size", ())), size
         if self.spec["z_whole"]:                 # Z is taken whole: only Y and X follow the configuration
             made, want = made[-2:], want[-2:]
         if made != want:
             if note is not None:
-                note(f"this budget trains on {'×'.join(map(str, self.patch_size))} patches: extracting them again ...")
-            ps = self.make_patches()
+                note(f"{'this budget' if patch_size is None else 'the training resumed'} trains on "
+                     f"{'×'.join(map(str, size))} patches: extracting them again ...")
+            ps = self.make_patches(patch_size=patch_size)
         return ps
 
     # -- step 2 ----------------------------------------------------------------------------
@@ -712,13 +717,15 @@ class LabState(HasTraits):
             self._starting = True
         try:
             job_dir = self.job_dir
-            if resume:
-                self._check_resumable(job_dir)
-            patches = self.ensure_patches(note)
+            # a resumed training's own patch size, whatever the budget chosen now (another budget's patches hold
+            # out other validation boxes, some on regions it trained on: training refuses them)
+            own = self._check_resumable(job_dir).get("patch_size") if resume else None
+            patches = self.ensure_patches(note, patch_size=own)
             if not resume:
                 job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
+            config = self.config() if not own else self.config().replace(patch_size=tuple(own))   # (its record's)
             # (the images' channels: two-channel pairs train a two-channel network)
-            start_job(job_dir, self.patches_dir, with_channels_of(self.config(), patches), ensemble=self.ensemble_members)
+            start_job(job_dir, self.patches_dir, with_channels_of(config, patches), ensemble=self.ensemble_members)
             with self._poll_lock:   # not in the middle of a poll of the job before
                 self.job_dir, self.job_state = job_dir, "starting"
         finally:
@@ -728,7 +735,8 @@ class LabState(HasTraits):
     def _check_resumable(self, job_dir):
         """Resume continues the last training: refused, before anything is written, where there is none, or
         where it trained another kind of model or on other axes than the task chosen now (a user trial: Resume
-        after a change of task wrote the new task's job into the last one's folder and wiped its record)."""
+        after a change of task wrote the new task's job into the last one's folder and wiped its record).
+        Returns the configuration it was started with (its job's)."""
         import json
 
         if not job_dir or not (Path(job_dir) / "job.json").exists():
@@ -744,6 +752,7 @@ class LabState(HasTraits):
                             f"{was.get('kind') or 'care'!r} on {was.get('axes')} images; the task chosen now makes one "
                             f"of kind {now.kind!r} on {now.axes} images: press Train to start a new training (or "
                             "choose that task again to resume it)")
+        return was
 
     def stop_training(self):
         from carecore.training.jobs import request_stop

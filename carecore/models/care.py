@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import math
 import platform
 import re
@@ -144,6 +146,21 @@ def _frames(image, axes):
         return
     for at in np.ndindex(*[np.shape(image)[axes.index(a)] for a in frames]):
         yield image[tuple(at[frames.index(a)] if a in frames else slice(None) for a in axes)], rest
+
+
+#: What a refused resume (other images, other validation boxes) advises.
+FINE_TUNE_INSTEAD = ("fine-tune from it into a new folder instead (init_weights=<its folder>; `carecore train "
+                     "--init-weights FOLDER --model-dir NEW`; in the app: start a new training)")
+
+
+def validation_layout(info):
+    """A digest of where a patch set's validation boxes lie (each source's held-out block, from its metadata
+    ``info``), or None where its metadata records none: a resumed training must validate where its first run
+    did, on boxes that no training patch of either run touched."""
+    blocks = [s.get("validation_block") for s in info.get("sources") or []]
+    if not blocks or all(b is None for b in blocks):
+        return None
+    return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 class CARE:
     """A content-aware restoration network.
@@ -1002,12 +1019,30 @@ class CARE:
             "seconds": round(time.perf_counter() - t, 2)}
 
     def _check_same_data(self, info):
+        """A training resumed goes on with the images it began with (:meth:`_check_same_sources`) and
+        validates on the boxes it began with: patches cut at another patch size or with another seed hold out
+        other boxes, some of them regions its first run trained on (the run card's ``validation_layout``)."""
+        self._check_same_sources(info)
+        where = f" {self.path}" if self.path else ""
+        layout = validation_layout(info)
+        if (self.run_card or {}).get("validation_layout") not in (None, layout) and layout is not None:
+            # (the app's Resume after another budget cut its patches at another size: a user's run would have
+            # validated on regions it had trained on)
+            raise CareError(f"this model{where} began training on patches whose validation boxes lie elsewhere (patches "
+                            f"cut at another patch size ({'×'.join(map(str, info.get('patch_size') or [])) or '?'} "
+                            "now), number of patches per image or seed): resumed on these, it would validate on regions "
+                            "its first run trained on, and choose its best weights on other boxes; resume on the patches "
+                            "it began with (the same patch folder, or the same images, patch size, number per image and "
+                            f"seed; in the app: the budget it began with), or {FINE_TUNE_INSTEAD}")
+
+    def _check_same_sources(self, info):
         """A training resumed goes on with the images it began with: on others, its validation losses
         (which choose the best weights) would compare different validation sets, and its run card would
         forget the images it learned from. Compared by file names (and frames) and, where the run card
         records them, by the inputs' fingerprints and the ground truths' sketches (the same names in a folder
         of another light dose, or the inputs given as their own ground truth, are other images); patches of
         bare arrays are not checked."""
+        where = f" {self.path}" if self.path else ""
         before = (self.run_card or {}).get("data_sources")
         now = info.get("sources")
         arrays = lambda sources: any(str(s.get("low", "")).startswith("array ") for s in sources)  # noqa: E731
@@ -1021,9 +1056,6 @@ class CARE:
 
         if keys(before, content) == keys(now, content):
             return
-        where = f" {self.path}" if self.path else ""
-        advice = ("fine-tune from it into a new folder instead (init_weights=<its folder>; `carecore train "
-                  "--init-weights FOLDER --model-dir NEW`; in the app: start a new training)")
         if keys(before, False) == keys(now, False):
             changed = sorted({f"{Path(str(n['low'])).name} / {Path(str(n['high'])).name}" for o, n in
                               zip(sorted(before, key=lambda s: keys([s], False)), sorted(now, key=lambda s: keys([s], False)))
@@ -1033,13 +1065,13 @@ class CARE:
                             "ones it began with, e.g. a folder of another light dose, or the inputs given as ground "
                             "truth; or the same files read with other axes): resuming on them would choose its best "
                             "weights by validation losses on other validation sets and lose the record of what it "
-                            f"learned from; {advice}")
+                            f"learned from; {FINE_TUNE_INSTEAD}")
         old = sorted({Path(str(s["low"])).name for s in before})
         new = sorted({Path(str(s["low"])).name for s in now} - set(old))
         raise CareError(f"this model{where} was trained on other images ({', '.join(old[:3])}"
                         f"{' ...' if len(old) > 3 else ''}; now also or instead {', '.join(new[:3]) or 'fewer of them'}"
                         f"{' ...' if len(new) > 3 else ''}): resuming on them would choose its best weights by validation "
-                        f"losses on other validation sets and lose the record of what it learned from; {advice}")
+                        f"losses on other validation sets and lose the record of what it learned from; {FINE_TUNE_INSTEAD}")
 
     def _records_of(self, info):
         """The run card's records that a model kind takes from its patch set's metadata ``info`` (a measured
@@ -1064,6 +1096,8 @@ class CARE:
         })
         if data_hash:
             card["data_sha256"] = data_hash
+        if validation_layout(info):   # (a resume on patches whose validation boxes lie elsewhere is refused)
+            card["validation_layout"] = validation_layout(info)
         if info.get("sources"):
             card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {}),
                                      **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {}),

@@ -20,6 +20,8 @@ than 0.005 SSIM; the mean is kept as it needs no clipping.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..axes import check_axes, spatial_axes
@@ -27,7 +29,7 @@ from ..errors import CareError
 from ..fingerprint import crop_sketch, fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
-from .care import CARE
+from .care import CARE, FINE_TUNE_INSTEAD
 from .upsampling import (UpsamplingCARE, deconvolved_starts, interpolation_starts, spacing_mismatch,
                          warn_if_interpolated)
 
@@ -240,6 +242,25 @@ class IsotropicCARE(CARE):
                             f"about a tenth of the slices (at least one), and the {guard} slice(s) on either side of "
                             f"each are not trained on (within two axial PSF sigmas, {reach:.3g} px, at factor {f:g}); "
                             "give more slices") from None
+
+    def _check_same_sources(self, info):
+        """A resumed training goes on with the stacks it began with. The patches' own sources are the stacks'
+        slices (arrays, which the base class's check passes): the stacks are compared here, by name and
+        fingerprint (the run card's ``data_sources``). On other stacks, or one more, it would choose its best
+        weights on other held-out slices, some of which its first run trained on."""
+        super()._check_same_sources(info)
+        made = info.get("isotropic") or {}
+        before = sorted((Path(str(s.get("low", ""))).name, str(s.get("fingerprint")))
+                        for s in (self.run_card or {}).get("data_sources") or [])
+        now = sorted((Path(str(n)).name, str(fp)) for n, fp in zip(made.get("stacks") or [], made.get("fingerprints") or []))
+        if not before or not now or before == now:
+            return
+        where = f" {self.path}" if self.path else ""
+        said = lambda keys: ", ".join(n for n, _ in keys[:3]) + (" ..." if len(keys) > 3 else "")  # noqa: E731
+        raise CareError(f"this isotropic model{where} was trained on other stacks ({said(before)}; now {said(now)}, "
+                        "or the same names with other pixels): resuming on them would choose its best weights on other "
+                        "held-out slices, some of which it trained on, and lose the record of what it learned from; "
+                        f"{FINE_TUNE_INSTEAD}")
 
     def _run_card(self, info, data_hash, status, message, seconds):
         """The training data recorded per stack (its lateral slices are the training pairs): whether the

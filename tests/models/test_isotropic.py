@@ -242,6 +242,23 @@ def test_a_measured_psf_is_compared_with_deconvolution(tmp_path, monkeypatch):
     assert cc.create_model(config.replace(psf_sigma=2.0)).axial_psf_sigma() == 2.0
 
 
+def test_a_resume_goes_on_with_its_own_stacks(tmp_path):
+    """The patches' sources are the stacks' slices (arrays), which the generic check let through: resumed with
+    one more stack, a model chose its best weights on other held-out slices, some of which it had trained on."""
+    cls = _iso()
+    config = cls.default_config("ZYX", upsampling_factor=3.0, psf_sigma=1.5, quick=True, patch_size=(16, 16),
+                                batch_size=2, time_limit=0)
+    a, b = _stack((12, 48, 48), seed=0), _stack((12, 48, 48), seed=1)
+    model = cc.create_model(config, tmp_path / "m")
+    model.train(cls.make_patches(config, [a], axes="ZYX", n_patches_per_image=4), epochs=1, steps_per_epoch=1)
+    for stacks in ([a, b], [b]):
+        with pytest.raises(cc.CareError, match=r"this isotropic model .* was trained on other stacks .*--init-weights"):
+            model.train(cls.make_patches(config, stacks, axes="ZYX", n_patches_per_image=4), epochs=1,
+                        steps_per_epoch=1)
+    model.train(cls.make_patches(config, [a], axes="ZYX", n_patches_per_image=4), epochs=1, steps_per_epoch=1)
+    assert len(model.history) == 2   # its own stack: resumed
+
+
 def test_the_upsampling_validation_line_starts_from_every_interpolation():
     """The upsampling kind's validation patches (interpolated along Z by the model) are brought onto their
     grid three ways too, as its QC report's and Restore step's filters start from nearest, linear or cubic

@@ -205,6 +205,15 @@ def test_a_training_resumes_on_its_own_images_only(tmp_path):
     assert model.run_card == card and all(np.array_equal(a, b) for a, b in zip(model.keras_model.get_weights(), weights))
     model.train(cut("a"), epochs=1, steps_per_epoch=1)   # its own images: resumed
     assert len(model.history) == 2
+    # its own images cut at another patch size or with another seed (the app's Resume after another budget
+    # cut them again): other validation boxes, some on regions its first run trained on: refused
+    pairs = find_pairs(tmp_path / "a" / "low", tmp_path / "a" / "high")
+    for other in (dict(patch_size=(48, 48)), dict(seed=7), dict(n_patches_per_image=4)):
+        with pytest.raises(CareError, match=r"began training on patches whose validation boxes lie elsewhere .*"
+                                            r"resume on the patches it began with"):
+            model.train(create_patches(pairs, **{"patch_size": (32, 32), "axes": "YX", "n_patches_per_image": 8,
+                                                 **other}), epochs=1, steps_per_epoch=1)
+    assert len(model.history) == 2 and model.run_card["validation_layout"] == card["validation_layout"]
     # the same file names with other pixels (a user's trial: first the ground truths given as their own inputs,
     # then the right folder; the 1-step weights of the mistake won as "best" at loss 0): refused
     (tmp_path / "c").mkdir()
