@@ -549,7 +549,9 @@ class CARE:
         from ..fingerprint import fingerprint, overlaps
         from ..io import read_image
 
-        sources = (self.run_card or {}).get("data_sources") or []
+        from .init_weights import learned_from
+
+        sources = learned_from(self.run_card)   # (a fine-tune's source's images too)
         if not sources:
             return None
         if isinstance(image, (str, Path)):
@@ -589,7 +591,9 @@ class CARE:
         CARE as a training image's do. None when the run card records no sketches of its targets."""
         from ..fingerprint import overlaps
 
-        sketches = [s["sketch_high"] for s in (self.run_card or {}).get("data_sources") or [] if s.get("sketch_high")]
+        from .init_weights import learned_from
+
+        sketches = [s["sketch_high"] for s in learned_from(self.run_card) if s.get("sketch_high")]
         if not sketches:
             return None
         return any(overlaps(sketches, frame, rest) for frame, rest in _frames(truth, axes))
@@ -719,6 +723,7 @@ class CARE:
             from .init_weights import copy_matching_weights
 
             self.run_card["init_weights"] = copy_matching_weights(self.keras_model, c.init_weights)
+            self._warn_if_fine_tuned_on_its_sources_images(info)
             import keras
 
             keras.utils.set_random_seed(c.seed)   # loading the source set its own seed: this run's draws are its own
@@ -1017,6 +1022,24 @@ class CARE:
             "auto": True, "sigma": sigma, "patches": int(len(val.X)),
             "val_rmse": {f"{s:g}": round(r, 6) for s, r in table.items()},
             "seconds": round(time.perf_counter() - t, 2)}
+
+    def _warn_if_fine_tuned_on_its_sources_images(self, info):
+        """A fine-tune on images its source network learned from (the same pixels, by fingerprint) is told:
+        its validation boxes there may lie on regions that network trained on, so its validation SSIM and its
+        lead over the filters' line flatter it. (Its run card lists those images as learned from, so
+        :meth:`trained_on`, the QC report and the app flag them.)"""
+        from ..errors import warn
+
+        seen = {s["fingerprint"] for s in (self.run_card.get("init_weights") or {}).get("data_sources") or []
+                if s.get("fingerprint")}
+        again = sorted({Path(str(s.get("low", ""))).name for s in info.get("sources") or []
+                        if s.get("fingerprint") in seen})
+        if again:
+            warn(f"fine-tuning on {len(again)} image(s) that {self.config.init_weights} learned from "
+                 f"({', '.join(again[:3])}{' ...' if len(again) > 3 else ''}): validation boxes there may lie where "
+                 "that network trained, so the validation SSIM and its lead over the filters' line flatter this "
+                 "model; judge it on images neither network trained on (`carecore qc` says which ones a model has "
+                 "seen)", stacklevel=3)
 
     def _check_same_data(self, info):
         """A training resumed goes on with the images it began with (:meth:`_check_same_sources`) and

@@ -87,7 +87,8 @@ def check_init_weights(config):
 
 def copy_matching_weights(keras_model, source):
     """Copy into ``keras_model`` the weights of every layer of ``source``'s network (``init_weights``)
-    with the same name; returns ``{"source", "copied", "layers", "new"}``.
+    with the same name; returns ``{"source", "copied", "layers", "new", "data_sources"}`` (the images the
+    source learned from, :func:`learned_from`).
 
     Layers the source does not have keep their initial weights (``new``: a probabilistic network's
     scale head started from a plain network, say). Raises :class:`CareError` when a layer of both has
@@ -96,7 +97,8 @@ def copy_matching_weights(keras_model, source):
     from .folder import load_model_folder
 
     folder = resolve_init_weights(source)
-    src = load_model_folder(folder).keras_model
+    source_model = load_model_folder(folder)
+    src = source_model.keras_model
     have = {layer.name: layer for layer in src.layers if layer.weights}
     pairs, new, other = [], [], []
     for layer in keras_model.layers:
@@ -118,4 +120,14 @@ def copy_matching_weights(keras_model, source):
         raise CareError(f"init_weights: no layer of {folder} is in this network; {what}")
     for layer, theirs, _, _ in pairs:
         layer.set_weights([np.asarray(w) for w in theirs.get_weights()])
-    return {"source": str(source), "copied": len(pairs), "layers": len(pairs) + len(new), "new": new}
+    # the images the source network learned from (and its own source's): a fine-tune's scores on them flatter it
+    return {"source": str(source), "copied": len(pairs), "layers": len(pairs) + len(new), "new": new,
+            "data_sources": learned_from(source_model.run_card)}
+
+
+def learned_from(run_card):
+    """The training images a model's network learned from, as its run card records them (``data_sources``),
+    with those of the network it was fine-tuned from (``init_weights.data_sources``, recorded since
+    2026-12-07), and so on back."""
+    run_card = run_card or {}
+    return list(run_card.get("data_sources") or []) + list((run_card.get("init_weights") or {}).get("data_sources") or [])

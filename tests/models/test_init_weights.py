@@ -86,3 +86,33 @@ def test_a_fine_tune_takes_its_sources_network_size_unless_given(tmp_path):
     assert care_config("ZYX", init_weights=tmp_path / "nowhere").unet_filters == care_config("ZYX").unet_filters
     with pytest.raises(cc.CareError, match="nowhere is not a model folder"):
         check_init_weights(care_config("ZYX", init_weights=tmp_path / "nowhere"))
+
+
+def test_a_fine_tune_knows_the_images_its_source_learned_from(tmp_path):
+    """A fine-tune on images its source network trained on is told (its validation boxes there may lie where
+    that network trained: its scores flatter it), and it counts them as learned from (``trained_on``: the QC
+    report and the app flag them), as it did not before."""
+    from carecore.data.patches import create_patches
+
+    def pair(seed):
+        clean = cc.nuclei_volume((4, 96, 96), seed=seed)[0].max(axis=0)
+        noisy = clean + np.float32(0.1) * np.random.default_rng(seed).standard_normal(clean.shape, np.float32)
+        return noisy.astype(np.float32), clean
+
+    p0, p1, p2 = pair(0), pair(1), pair(2)
+    quick = dict(quick=True, epochs=1, steps_per_epoch=1, time_limit=0, residual_sigma=1.0)
+    src = cc.CARE(care_config("YX", **quick), tmp_path / "src")
+    src.train(create_patches([p0, p1], (32, 32), axes="YX", n_patches_per_image=8))
+    tuned = cc.CARE(care_config("YX", **quick, init_weights=tmp_path / "src"))
+    assert not tuned.trained_on(p1[0], axes="YX")   # (nothing learned yet)
+    with pytest.warns(cc.CareWarning, match=r"fine-tuning on 1 image\(s\) that .*src learned from .*flatter this model"):
+        tuned.train(create_patches([p0, p2], (32, 32), axes="YX", n_patches_per_image=8))
+    assert tuned.trained_on(p1[0], axes="YX") and tuned.trained_on(p2[0], axes="YX")   # its source's, and its own
+    assert tuned.truth_seen(p1[1], axes="YX")
+    # a fine-tune of the fine-tune knows them all
+    tuned.save(tmp_path / "tuned")
+    again = cc.CARE(care_config("YX", **quick, init_weights=tmp_path / "tuned"), tmp_path / "again")
+    fresh = pair(3)
+    again.train(create_patches([fresh], (32, 32), axes="YX", n_patches_per_image=8))
+    assert all(again.trained_on(p[0], axes="YX") for p in (p0, p1, p2, fresh))
+    assert not again.trained_on(pair(4)[0], axes="YX")
