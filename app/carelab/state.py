@@ -599,10 +599,10 @@ class LabState(HasTraits):
         return (self.task, self.low_dir, self.high_dir, self.axes, self.seed,
                 tuple((k, getattr(self, k)) for k in self.spec["options"]))
 
-    def make_patches(self, progress=None, patch_size=None):
+    def make_patches(self, progress=None, resumed=None):
         """Training patches through the kind's ``make_patches``: from pairs, or from the low-quality stacks
-        alone (kinds without pairs never read the high-quality folder); ``patch_size``: another than the
-        chosen budget's (a resumed training's own)."""
+        alone (kinds without pairs never read the high-quality folder); ``resumed``: the patch size and seed
+        of a resumed training (``{"patch_size": ..., "seed": ...}``), whatever the budget and seed chosen now."""
         if not self.spec["folders"]:
             sources = None                     # trained on simulations alone
         elif self.needs_high:
@@ -617,7 +617,7 @@ class LabState(HasTraits):
         n = self.spec["patches_per_image"][0 if self.quick else 1]
         task, key = self.task, self._key()   # (what the patches are of, should the task change meanwhile)
         with collect_warnings() as warned:   # (misaligned pairs: shown with the patches)
-            config = self.config() if patch_size is None else self.config().replace(patch_size=tuple(patch_size))
+            config = self.config().replace(**(resumed or {}))
             ps = make_kind_patches(config, sources, out=out, axes=self.axes, n_patches_per_image=n,
                                    progress=progress, **self.patch_options())
         made = {"patch_warnings": warned, "patches_dir": str(out), "n_patches": len(ps.X), "_patch_key": key}
@@ -628,25 +628,26 @@ class LabState(HasTraits):
             setattr(self, k, v)
         return ps
 
-    def ensure_patches(self, note=None, patch_size=None):
+    def ensure_patches(self, note=None, resumed=None):
         """The patches, extracted again when their size is not the configuration's (another budget), or
-        ``patch_size`` (a resumed training's: it validates on the boxes it began with)."""
+        when they are not a resumed training's (``resumed``: its patch size and seed; it validates on the
+        boxes it began with, whatever budget and seed are chosen now)."""
         if not self.patches_dir:
             raise CareError("make training patches first (step 1)")
         ps = cc.load_patches(self.patches_dir)
-        size = tuple(self.patch_size if patch_size is None else patch_size)
+        size = tuple((resumed or {}).get("patch_size") or self.patch_size)
         if self._patch_key is not None and self._patch_key != self._key():
             if note is not None:
                 note("the data or its settings changed: extracting the patches again ...")
-            return self.make_patches(patch_size=patch_size)
+            return self.make_patches(resumed=resumed)
         made, want = tuple(ps.meta.get("patch_size", ())), size
         if self.spec["z_whole"]:                 # Z is taken whole: only Y and X follow the configuration
             made, want = made[-2:], want[-2:]
-        if made != want:
+        if made != want or ps.meta.get("seed") != (resumed or {}).get("seed", ps.meta.get("seed")):
             if note is not None:
-                note(f"{'this budget' if patch_size is None else 'the training resumed'} trains on "
+                note(f"{'this budget' if resumed is None else 'the training resumed'} trains on "
                      f"{'×'.join(map(str, size))} patches: extracting them again ...")
-            ps = self.make_patches(patch_size=patch_size)
+            ps = self.make_patches(resumed=resumed)
         return ps
 
     # -- step 2 ----------------------------------------------------------------------------
@@ -719,11 +720,12 @@ class LabState(HasTraits):
             job_dir = self.job_dir
             # a resumed training's own patch size, whatever the budget chosen now (another budget's patches hold
             # out other validation boxes, some on regions it trained on: training refuses them)
-            own = self._check_resumable(job_dir).get("patch_size") if resume else None
-            patches = self.ensure_patches(note, patch_size=own)
+            was = self._check_resumable(job_dir) if resume else {}
+            own = {k: (tuple(was[k]) if k == "patch_size" else was[k]) for k in ("patch_size", "seed") if was.get(k) is not None}
+            patches = self.ensure_patches(note, resumed=own or None)
             if not resume:
                 job_dir = str(Path(self.data_root) / "models" / time.strftime(f"{self.task}_%Y%m%d_%H%M%S"))
-            config = self.config() if not own else self.config().replace(patch_size=tuple(own))   # (its record's)
+            config = self.config().replace(**own)   # (a resumed training's own patch size and seed, in its record)
             # (the images' channels: two-channel pairs train a two-channel network)
             start_job(job_dir, self.patches_dir, with_channels_of(config, patches), ensemble=self.ensemble_members)
             with self._poll_lock:   # not in the middle of a poll of the job before

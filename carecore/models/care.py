@@ -1051,12 +1051,14 @@ class CARE:
         if (self.run_card or {}).get("validation_layout") not in (None, layout) and layout is not None:
             # (the app's Resume after another budget cut its patches at another size: a user's run would have
             # validated on regions it had trained on)
-            raise CareError(f"this model{where} began training on patches whose validation boxes lie elsewhere (patches "
-                            f"cut at another patch size ({'×'.join(map(str, info.get('patch_size') or [])) or '?'} "
-                            "now), number of patches per image or seed): resumed on these, it would validate on regions "
-                            "its first run trained on, and choose its best weights on other boxes; resume on the patches "
-                            "it began with (the same patch folder, or the same images, patch size, number per image and "
-                            f"seed; in the app: the budget it began with), or {FINE_TUNE_INSTEAD}")
+            size = lambda v: "×".join(map(str, v or [])) or "?"   # noqa: E731
+            raise CareError(f"this model{where} began training on patches whose validation boxes lie elsewhere: these "
+                            f"were cut at another patch size, number of patches per image, seed or split (patches of "
+                            f"{size(info.get('patch_size'))}, seed {info.get('seed', '?')}; the model's configuration: "
+                            f"{size(self.config.patch_size)}, seed {self.config.seed}); resumed on them, it would validate "
+                            "on regions its first run trained on, and choose its best weights on other boxes; resume on "
+                            "the patches it began with (the same patch folder, or the same images, patch size, number "
+                            f"per image and seed), or {FINE_TUNE_INSTEAD}")
 
     def _check_same_sources(self, info):
         """A training resumed goes on with the images it began with: on others, its validation losses

@@ -310,34 +310,38 @@ def test_patches_follow_the_config_patch_size(tmp_path):
     assert tuple(ps.meta["patch_size"]) == s.config().patch_size == (16, 32, 32) and notes
 
 
-def test_a_resumed_training_keeps_its_patch_size(tmp_path, monkeypatch):
-    """Resume after another budget was chosen: the app cut the patches at the new budget's size, whose
-    validation boxes lie elsewhere, some on regions the first run trained on (training now refuses them).
-    The patches are cut at the resumed training's own size, and its job keeps that size for the next Resume."""
+def test_a_resumed_training_keeps_its_patch_size_and_seed(tmp_path, monkeypatch):
+    """Resume after another budget or seed was chosen: the app cut the patches at the new budget's size (or
+    with the new seed), whose validation boxes lie elsewhere, some on regions the first run trained on
+    (training now refuses them). They are cut at the resumed training's own size and seed, on the same boxes,
+    and its job keeps both for the next Resume."""
     import json
 
     import carecore.training.jobs as jobs
     from carecore import load_patches, write_demo_data
+    from carecore.models.care import validation_layout
     from carelab import LabState
 
     write_demo_data(tmp_path, size="tiny", tasks=["denoising3d"])
-    s = LabState(tmp_path, quick=True)
-    first = s.config().patch_size
-    s.make_patches()
+    s = LabState(tmp_path, quick=False)
+    s.time_limit = 180
+    cfg = s.config()
+    first = s.make_patches()
     job = tmp_path / "models" / "denoising3d_20261207_100000"
     job.mkdir(parents=True)
-    cfg = s.config()
     (job / "job.json").write_text(json.dumps({"config": cfg.to_dict(), "patches": s.patches_dir}))
     s.job_dir = str(job)
-    s.quick, s.time_limit, s.precision = False, 180, "mixed_bfloat16"   # another budget, another patch size
-    assert s.config().patch_size != first
+    s.time_limit, s.seed = 3600, 5   # another budget (another patch size) and another seed
+    assert s.config().patch_size != cfg.patch_size and s.config().seed != cfg.seed
     started, notes = [], []
     monkeypatch.setattr(jobs, "start_job", lambda job_dir, patches, config, **kw: started.append((job_dir, config)))
     monkeypatch.setattr(s, "watch_job", lambda: None)
     s.start_training(resume=True, note=notes.append)
-    assert started and started[0][0] == str(job) and tuple(started[0][1].patch_size) == tuple(first)
-    assert tuple(load_patches(s.patches_dir).meta["patch_size"]) == tuple(first)
-    assert started[0][1].time_limit == 180   # (the budget chosen now)
+    assert started and started[0][0] == str(job)
+    assert (tuple(started[0][1].patch_size), started[0][1].seed) == (tuple(cfg.patch_size), cfg.seed)
+    assert started[0][1].time_limit == 3600   # (the budget chosen now)
+    again = load_patches(s.patches_dir)
+    assert validation_layout(again.meta) == validation_layout(first.meta) is not None   # the boxes it began with
 
 
 def test_training_curves_in_epochs_from_the_batch_events(tmp_path):

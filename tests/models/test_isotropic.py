@@ -238,7 +238,9 @@ def test_a_measured_psf_is_compared_with_deconvolution(tmp_path, monkeypatch):
     assert loaded.axial_psf_sigma() == pytest.approx(1.5, abs=0.05)
     assert list(loaded.grid_starts())[3:] == deconvolutions   # the QC report's and the app's
     assert loaded.run_card["isotropic"]["psf"] == "array"
-    # a sigma given wins over the measured PSF's
+    # the measured PSF's, which blurred its training pairs, also where a sigma was given; a sigma alone where none
+    loaded.config = loaded.config.replace(psf_sigma=2.0)
+    assert loaded.axial_psf_sigma() == pytest.approx(1.5, abs=0.05)
     assert cc.create_model(config.replace(psf_sigma=2.0)).axial_psf_sigma() == 2.0
 
 

@@ -209,7 +209,7 @@ def test_a_training_resumes_on_its_own_images_only(tmp_path):
     # cut them again): other validation boxes, some on regions its first run trained on: refused
     pairs = find_pairs(tmp_path / "a" / "low", tmp_path / "a" / "high")
     for other in (dict(patch_size=(48, 48)), dict(seed=7), dict(n_patches_per_image=4)):
-        with pytest.raises(CareError, match=r"began training on patches whose validation boxes lie elsewhere .*"
+        with pytest.raises(CareError, match=r"began training on patches whose validation boxes lie elsewhere: .*"
                                             r"resume on the patches it began with"):
             model.train(create_patches(pairs, **{"patch_size": (32, 32), "axes": "YX", "n_patches_per_image": 8,
                                                  **other}), epochs=1, steps_per_epoch=1)
