@@ -1023,6 +1023,11 @@ class CARE:
             "val_rmse": {f"{s:g}": round(r, 6) for s, r in table.items()},
             "seconds": round(time.perf_counter() - t, 2)}
 
+    def _training_images(self, info):
+        """``[(name, fingerprint)]`` of the training inputs a patch set's metadata ``info`` records, as the run
+        card's ``data_sources`` list them."""
+        return [(s.get("low", ""), s.get("fingerprint")) for s in info.get("sources") or []]
+
     def _warn_if_fine_tuned_on_its_sources_images(self, info):
         """A fine-tune on images its source network learned from (the same pixels, by fingerprint) is told:
         its validation boxes there may lie on regions that network trained on, so its validation SSIM and its
@@ -1032,8 +1037,7 @@ class CARE:
 
         seen = {s["fingerprint"] for s in (self.run_card.get("init_weights") or {}).get("data_sources") or []
                 if s.get("fingerprint")}
-        again = sorted({Path(str(s.get("low", ""))).name for s in info.get("sources") or []
-                        if s.get("fingerprint") in seen})
+        again = sorted({Path(str(name)).name for name, fp in self._training_images(info) if fp in seen})
         if again:
             warn(f"fine-tuning on {len(again)} image(s) that {self.config.init_weights} learned from "
                  f"({', '.join(again[:3])}{' ...' if len(again) > 3 else ''}): validation boxes there may lie where "

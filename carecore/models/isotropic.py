@@ -243,18 +243,22 @@ class IsotropicCARE(CARE):
                             f"each are not trained on (within two axial PSF sigmas, {reach:.3g} px, at factor {f:g}); "
                             "give more slices") from None
 
+    def _training_images(self, info):
+        """The stacks (the patches' own sources are their slices), as the run card lists them."""
+        made = info.get("isotropic") or {}
+        return list(zip(made.get("stacks") or [], made.get("fingerprints") or []))
+
     def _check_same_sources(self, info):
         """A resumed training goes on with the stacks it began with. The patches' own sources are the stacks'
         slices (arrays, which the base class's check passes): the stacks are compared here, by name and
         fingerprint (the run card's ``data_sources``). On other stacks, or one more, it would choose its best
         weights on other held-out slices, some of which its first run trained on."""
         super()._check_same_sources(info)
-        made = info.get("isotropic") or {}
         recorded = (self.run_card or {}).get("data_sources") or []
         if any(str(s.get("low", "")).startswith("array ") for s in recorded):
             return   # (a run card of before 2026-12-05 lists the slices, not the stacks: not compared)
         before = sorted((Path(str(s.get("low", ""))).name, str(s.get("fingerprint"))) for s in recorded)
-        now = sorted((Path(str(n)).name, str(fp)) for n, fp in zip(made.get("stacks") or [], made.get("fingerprints") or []))
+        now = sorted((Path(str(n)).name, str(fp)) for n, fp in self._training_images(info))
         if not before or not now or before == now:
             return
         where = f" {self.path}" if self.path else ""

@@ -259,6 +259,10 @@ def test_a_resume_goes_on_with_its_own_stacks(tmp_path):
                         steps_per_epoch=1)
     model.train(cls.make_patches(config, [a], axes="ZYX", n_patches_per_image=4), epochs=1, steps_per_epoch=1)
     assert len(model.history) == 2   # its own stack: resumed
+    # a fine-tune on its stack is told (its slices validate where the source trained)
+    tuned = cc.create_model(config.replace(init_weights=str(tmp_path / "m")))
+    with pytest.warns(cc.CareWarning, match=r"fine-tuning on 1 image\(s\) that .* learned from \(array\)"):
+        tuned.train(cls.make_patches(config, [a, b], axes="ZYX", n_patches_per_image=4), epochs=1, steps_per_epoch=1)
 
 
 def test_the_upsampling_validation_line_starts_from_every_interpolation():
