@@ -162,6 +162,7 @@ def validation_layout(info):
         return None
     return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+
 class CARE:
     """A content-aware restoration network.
 
@@ -772,7 +773,7 @@ class CARE:
             return TrainingResult("stopped", message, len(self.history), list(self.history), self.best_val_loss,
                                   time.perf_counter() - t_enter)
 
-        self.run_card.update(self._records_of(info))   # (a measured PSF's sigma: the line's deconvolution starts)
+        self._adopt_records(info)   # (a measured PSF's sigma: the line's deconvolution starts)
         val = ValidationSet(Xv, Yv, self)
         self.baseline_val = val.baseline(cached=cached_line(info, self))
         if (early := stopped_before_training()) is not None:
@@ -1051,8 +1052,8 @@ class CARE:
         other boxes, some of them regions its first run trained on (the run card's ``validation_layout``)."""
         self._check_same_sources(info)
         where = f" {self.path}" if self.path else ""
-        layout = validation_layout(info)
-        if (self.run_card or {}).get("validation_layout") not in (None, layout) and layout is not None:
+        began, layout = (self.run_card or {}).get("validation_layout"), validation_layout(info)
+        if began and layout and began != layout:   # (unknown for a model or patches of before 2026-12-07)
             # (the app's Resume after another budget cut its patches at another size: a user's run would have
             # validated on regions it had trained on)
             size = lambda v: "×".join(map(str, v or [])) or "?"   # noqa: E731
@@ -1107,6 +1108,11 @@ class CARE:
         PSF's, say), given to the run card before the validation line is tuned: {} here."""
         return {}
 
+    def _adopt_records(self, info):
+        """Give the run card the kind's records of the patch set (:meth:`_records_of`) before a validation line
+        is tuned on it (training, an ensemble's line, the Estimate)."""
+        self.run_card.update(self._records_of(info))
+
     def _run_card(self, info, data_hash, status, message, seconds):
         import keras
         import tensorflow as tf
@@ -1125,8 +1131,14 @@ class CARE:
         })
         if data_hash:
             card["data_sha256"] = data_hash
-        if validation_layout(info):   # (a resume on patches whose validation boxes lie elsewhere is refused)
-            card["validation_layout"] = validation_layout(info)
+        layout = validation_layout(info)
+        if layout:   # (a resume on patches whose validation boxes lie elsewhere is refused)
+            card["validation_layout"] = layout
+        for key, record in self._records_of(info).items():   # (the kind's; None: an earlier run's no longer holds)
+            if record is None:
+                card.pop(key, None)
+            else:
+                card[key] = record
         if info.get("sources"):
             card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {}),
                                      **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {}),

@@ -272,9 +272,6 @@ class IsotropicCARE(CARE):
         """The training data recorded per stack (its lateral slices are the training pairs): whether the
         model was trained on a stack (:meth:`~carecore.CARE.trained_on`) is known by its path and pixels."""
         card = super()._run_card(info, data_hash, status, message, seconds)
-        card.update(self._records_of(info))
-        if card.get("isotropic") is None:
-            card.pop("isotropic", None)
         made = info.get("isotropic") or {}
         if made.get("stacks"):
             prints = made.get("fingerprints") or [None] * len(made["stacks"])

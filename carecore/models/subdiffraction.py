@@ -362,11 +362,6 @@ class SubdiffractionCARE(CARE):
         rec.pop("images", None)   # every image's seed stays in the patch set's metadata
         return {"subdiffraction": rec}
 
-    def _run_card(self, info, data_hash, status, message, seconds):
-        card = super()._run_card(info, data_hash, status, message, seconds)
-        card.update(self._records_of(info))
-        return card
-
     # -- the classical competitor: deconvolution ------------------------------------------------
     #: Background subtracted before the deconvolution starts, in lateral PSF sigmas (0: none): the
     #: training inputs carry a smooth autofluorescence that the targets lack, as widefield images do.

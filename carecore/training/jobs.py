@@ -319,7 +319,7 @@ def preflight(config, patches, *, members=1):
         line = 0.0
         if not cached_line(patches.meta, model):
             t = time.perf_counter()
-            model.run_card.update(model._records_of(patches.meta))   # (as training does: a measured PSF's starts)
+            model._adopt_records(patches.meta)   # (as training does: a measured PSF's starts)
             val.baseline()
             line = time.perf_counter() - t
         share = max(budget - line - create, 0.0) / members if members > 1 else budget

@@ -207,7 +207,7 @@ def train_ensemble(patches, config, folder, *, n_members=5, callback=None, stop=
 
             if callback is not None:   # (its seconds said as the members' own preparation is)
                 callback({**preparing_event(tuning=True), "member": 1, "members": n_members})
-            model.run_card.update(model._records_of(patches.meta))   # (a measured PSF: its deconvolution starts)
+            model._adopt_records(patches.meta)   # (a measured PSF: its deconvolution starts)
             keep_line(patches.meta, model, ValidationSet(*patches.val, model).baseline())
         # an equal share of the time left (never 0, which would mean no budget at all)
         begun = time.perf_counter() - t_start
