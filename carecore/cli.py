@@ -1042,7 +1042,8 @@ def build_parser():
                         "stack simulated from a clean one, whose noise was blurred along Z with its structure; an "
                         "acquired stack's slices keep their noise in full, and the inputs are given it by default)")
     s.add_argument("--precision", choices=["mixed_bfloat16", "float32"],
-                   help="default: mixed_bfloat16 for 3D networks where the CPU or GPU computes in bfloat16, else float32")
+                   help="default: mixed_bfloat16 for 3D networks where a training step is faster in it (a GPU that computes in "
+                        "bfloat16; a CPU with bfloat16 instructions where a timed step says so), else float32")
     s.add_argument("--seed", type=int)
     s.add_argument("--init-weights", metavar="SOURCE",
                    help="fine-tune: start from a model folder's weights instead of random ones (the network takes "

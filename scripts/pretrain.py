@@ -6,7 +6,7 @@
 The training pairs are simulator output only (no real image: the benchmark's real cases stay
 unseen): nuclei volumes and cell-wall surface stacks in turn, each at a light dose drawn between 1.4
 and 90 photons peak, with the photon-budget simulator's background and read noise. The network is
-the one a 3D denoising budget of up to 30 minutes builds on a CPU without bfloat16
+the one a 3D denoising budget of up to 30 minutes builds where 3D trains in float32
 (``care_config("ZYX", time_limit=180, precision="float32")``: 8 filters (16 before 2026-12-02),
 depth 2, patches of 8×32×32, batches of 4), trained for a fixed number of steps (the same weights on
 any machine, given the seed and the same TensorFlow) with that recipe's schedule. The folder is an

@@ -90,7 +90,7 @@ class CareConfig:
                                                           "the first step: a fine-tune); empty: random weights"})
     augment: bool = field(default=True, metadata={"doc": "random flips and 90° rotations in the lateral plane"})
     precision: str = field(default="float32", metadata={
-        "doc": "float32 or mixed_bfloat16 (fast where the hardware computes in bfloat16); care_config picks "
+        "doc": "float32 or mixed_bfloat16 (fast where the hardware computes in bfloat16, and not on every such CPU); care_config picks "
                "one for the machine (carecore.models.precision.default_precision)"})
     percentiles: tuple = field(default=DEFAULT_PERCENTILES, metadata={"doc": "normalization percentiles (low, high)"})
     input_normalization: str = field(default="training", metadata={
@@ -264,7 +264,7 @@ def upgrade(d):
 FAST_RECIPE_UP_TO = 1800
 FAST_RECIPE = {"unet_filters": 16, "batch_size": 8, "learning_rate": 1e-3, "warmup": 0.15, "epochs": 10}  # epochs: validations
 FAST_RECIPE_PATCH = {2: (64, 64), 3: (16, 32, 32)}
-#: What 3D denoising budgets computed in float32 (CPUs without bfloat16) take instead: half as thick patches,
+#: What 3D denoising budgets computed in float32 (where bfloat16 is not faster) take instead: half as thick patches,
 #: half as many a batch. Training such a network in float32 on 2 AVX2 cores, a batch of 8 patches of 16x32x32
 #: took 1.27 s a step, and 4 patches of 8x32x32 0.25 s (a working set that fits the caches: 1.3 times the
 #: voxels a second, 5 times the steps); the 3D demo's test volume after 180 s went from SSIM / NRMSE 0.395 /
@@ -316,7 +316,7 @@ def care_config(axes="ZYX", *, quick=False, members=1, **overrides):
     :data:`FEW_STEPS_UP_TO` seconds 8 filters, a 2D one
     on a machine without bfloat16 hardware :data:`FAST_RECIPE_2D_NO_BFLOAT16`'s). The
     precision is chosen for this machine (:func:`~carecore.models.precision.default_precision`:
-    mixed bfloat16 for 3D networks where the hardware computes in bfloat16, else float32). Any value
+    mixed bfloat16 for 3D networks where a training step is faster in it, else float32). Any value
     given explicitly wins; with ``init_weights`` (a fine-tune) the network's size is that of the model it
     starts from unless given. ``members``: the budget is an ensemble's, whose members share it equally
     (:func:`~carecore.uncertainty.train_ensemble`), so the recipe is chosen for one member's share
@@ -359,7 +359,7 @@ def care_config(axes="ZYX", *, quick=False, members=1, **overrides):
             base.update(FAST_RECIPE_3D_FLOAT32)   # smaller batches, whose working set the CPU's caches hold
             if limit <= FEW_STEPS_UP_TO:
                 base.update(FAST_RECIPE_3D_FLOAT32_FEW_STEPS)   # and a narrower network: twice the steps
-        if denoising and len(axes) == 2 and not precision_rules.native_bfloat16():
+        if denoising and len(axes) == 2 and not precision_rules.bfloat16_hardware():
             base.update(FAST_RECIPE_2D_NO_BFLOAT16)   # more, smaller steps where each is slow
     if quick:
         base.update(patch_size=(8, 32, 32) if len(axes) == 3 else (32, 32), unet_filters=8, batch_size=4,

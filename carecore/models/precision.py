@@ -6,6 +6,15 @@ capability 8.0 or newer. Elsewhere TensorFlow converts every value and computes 
 2-core AVX2 CPU a training step of the fast 2D network took 1.6 s in bfloat16 against 0.21 s in
 float32, and the 3D demo made 6 steps in 3 minutes (README, "Conventions": Precision).
 
+Nor is it fast on every CPU that has the instructions: on an AMD EPYC with AVX512-BF16 the 3D demo
+passed the tuned filter in 32 s in bfloat16 against 62 s in float32, but on an Intel Xeon with
+AVX512-BF16 and without AMX a step of the same network took 0.229 s in bfloat16 against 0.177 s in
+float32. So where the CPU has the instructions, :func:`bfloat16_timing` times a training step of the 3D
+budget recipe's network in both precisions, once per machine (a few seconds; the result is kept in
+the user's cache folder), and bfloat16 is chosen where its step is at least
+:data:`BFLOAT16_MIN_SPEEDUP` times as fast (benchmarks/quality-per-minute.md, "bfloat16 timed, not
+assumed").
+
 Where bfloat16 is fast, it is still only chosen for 3D networks: on a CPU with bfloat16 in hardware,
 3-minute runs of the 2D cases restored as well or better in float32 (2D demo SSIM 0.723 against
 0.683, BPAE actin at 5 photons 0.813 against 0.776), while the 3D cases did as well or better in
@@ -14,7 +23,11 @@ bfloat16 (embryo 0.883 against 0.870, in the same time).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import platform
+import time
 from pathlib import Path
 
 #: CPU flags (``/proc/cpuinfo``) of instructions that compute in bfloat16.
@@ -66,15 +79,124 @@ def gpu_has_bfloat16():
     return False
 
 
-@functools.lru_cache(maxsize=None)
-def native_bfloat16():
-    """Whether this machine trains in bfloat16 faster than in float32: its GPU when it has one, else its CPU."""
+def bfloat16_hardware():
+    """Whether this machine has instructions that compute in bfloat16: its GPU when it has one, else its
+    CPU's flags (:func:`gpu_has_bfloat16`, :func:`cpu_has_bfloat16`). Whether they make training faster
+    is :func:`native_bfloat16`'s question."""
     try:
         if gpu_has_bfloat16():
             return True
     except Exception:   # a backend that cannot tell: judge by the CPU
         pass
     return platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64") and cpu_has_bfloat16()
+
+
+#: How much faster a bfloat16 training step must be than a float32 one for bfloat16 to be chosen: where
+#: both are about as fast, float32 is kept (the 2D cases restored better in it, the 3D ones as well).
+BFLOAT16_MIN_SPEEDUP = 1.1
+
+#: The step :func:`bfloat16_timing` times: the 3D budget recipe's network (16 filters, two poolings) on a
+#: batch of 8 patches of 16x32x32, as bfloat16 trains it (:data:`~carecore.models.config.FAST_RECIPE`).
+TIMED_STEP = {"unet_filters": 16, "unet_depth": 2, "batch_size": 8, "patch_size": (16, 32, 32)}
+
+
+def bfloat16_timing(*, repeats=3):
+    """Seconds a training step of the 3D budget recipe's network (:data:`TIMED_STEP`, plain MAE) takes
+    on this machine in each precision: ``{"mixed_bfloat16": s, "float32": s}``, each the fastest of
+    ``repeats`` steps after one untimed, the two precisions' steps alternating so that other work on
+    the machine slows both alike. Takes a few seconds (building and tracing both networks)."""
+    import keras
+    import numpy as np
+
+    from .config import CareConfig
+    from .unet import build_unet
+
+    shape = (TIMED_STEP["batch_size"], *TIMED_STEP["patch_size"], 1)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    models = {}
+    for precision in ("mixed_bfloat16", "float32"):
+        config = CareConfig(axes="ZYX", precision=precision, residual=False, unet_filters=TIMED_STEP["unet_filters"],
+                            unet_depth=TIMED_STEP["unet_depth"], patch_size=TIMED_STEP["patch_size"],
+                            batch_size=TIMED_STEP["batch_size"])
+        model = build_unet(config, name=f"timed_{precision}")
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mae")
+        model.train_on_batch(x, x)   # traced, not timed
+        models[precision] = model
+    best = dict.fromkeys(models, float("inf"))
+    for _ in range(max(int(repeats), 1)):
+        for precision, model in models.items():
+            t = time.perf_counter()
+            model.train_on_batch(x, x)
+            best[precision] = min(best[precision], time.perf_counter() - t)
+    return best
+
+
+def _timing_cache():
+    """The file that keeps :func:`bfloat16_timing`'s result for this machine and software, and its key."""
+    import keras
+
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        cpuinfo = ""
+    lines = {line.partition(":")[0].strip().lower(): line.partition(":")[2].strip() for line in cpuinfo.splitlines()}
+    import importlib
+
+    backend = keras.backend.backend()
+    versions = {"keras": keras.version()}
+    try:
+        versions[backend] = importlib.import_module(backend).__version__
+    except Exception:   # a backend that does not say its version: the key without it
+        pass
+    key = json.dumps({"machine": platform.machine(), "cpu": lines.get("model name", ""),
+                      "flags": lines.get("flags", lines.get("features", "")), "cores": os.cpu_count(),
+                      "backend": backend, "versions": versions, "onednn": onednn_enabled(),
+                      "step": {k: list(v) if isinstance(v, tuple) else v for k, v in TIMED_STEP.items()}},
+                     sort_keys=True)
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "carecore"
+    return folder / f"bfloat16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json", key
+
+
+def bfloat16_faster():
+    """Whether a training step is at least :data:`BFLOAT16_MIN_SPEEDUP` times as fast in bfloat16 as in
+    float32 here, timed once per machine and software by :func:`bfloat16_timing` and kept in
+    ``~/.cache/carecore`` (``$XDG_CACHE_HOME``); timed again where that cannot be read or written."""
+    try:
+        path, key = _timing_cache()
+    except Exception:   # no home folder to keep it in: time it
+        path, key = None, None
+    if path is not None:
+        try:
+            kept = json.loads(path.read_text())
+            if kept.get("key") == key:
+                return bool(kept["bfloat16_faster"])
+        except (OSError, ValueError, KeyError, TypeError):   # not timed yet, or a file from elsewhere
+            pass
+    seconds = bfloat16_timing()
+    faster = seconds["float32"] >= BFLOAT16_MIN_SPEEDUP * seconds["mixed_bfloat16"]
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+            tmp.write_text(json.dumps({"key": key, "seconds_per_step": seconds, "bfloat16_faster": faster,
+                                       "timed": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+            os.replace(tmp, path)
+        except OSError:   # a read-only home: timed again next time
+            pass
+    return faster
+
+
+@functools.lru_cache(maxsize=None)
+def native_bfloat16():
+    """Whether this machine trains in bfloat16 faster than in float32: a GPU with bfloat16 (compute
+    capability 8.0 or newer) does; a CPU with bfloat16 instructions does where a timed step says so
+    (:func:`bfloat16_faster`); other CPUs do not."""
+    try:
+        if gpu_has_bfloat16():
+            return True
+    except Exception:   # a backend that cannot tell: judge by the CPU
+        pass
+    return bfloat16_hardware() and bfloat16_faster()
 
 
 def onednn_enabled():
@@ -96,7 +218,7 @@ def onednn_enabled():
 
 def default_precision(ndim, *, native=None):
     """The precision a new ``ndim``-D network computes in on this machine: ``"mixed_bfloat16"`` for 3D
-    networks where the hardware computes in bfloat16 (:func:`native_bfloat16`), else ``"float32"``.
+    networks where a training step is faster in it (:func:`native_bfloat16`), else ``"float32"``.
 
     Parameters
     ----------
@@ -112,9 +234,9 @@ def default_precision(ndim, *, native=None):
     >>> default_precision(3, native=True)
     'mixed_bfloat16'
     """
-    if native is None:
-        native = native_bfloat16()
-    return "mixed_bfloat16" if ndim == 3 and native else "float32"
+    if ndim != 3:
+        return "float32"
+    return "mixed_bfloat16" if (native_bfloat16() if native is None else native) else "float32"
 
 
 def bfloat16_fits(patch_size, unet_depth):

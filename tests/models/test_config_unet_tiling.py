@@ -1,3 +1,4 @@
+import json
 
 import numpy as np
 import pytest
@@ -125,6 +126,46 @@ def test_read_window_reflects_past_the_end():
     np.testing.assert_array_equal(read_window(x, (slice(6, 12),))[:, 0], [6, 7, 8, 9, 8, 7])
 
 
+def test_bfloat16_is_chosen_by_a_timed_step_kept_per_machine(monkeypatch, tmp_path):
+    """Where the CPU has bfloat16 instructions, a training step is timed in both precisions once and the
+    answer kept in the user's cache folder: bfloat16 only where it is clearly faster."""
+    from carecore.models import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    timings = []
+
+    def timed(seconds):
+        def timing(**kwargs):
+            timings.append(seconds)
+            return dict(seconds)
+        return timing
+
+    monkeypatch.setattr(precision, "bfloat16_timing", timed({"mixed_bfloat16": 0.229, "float32": 0.177}))
+    assert precision.bfloat16_faster() is False and len(timings) == 1
+    (kept,) = (tmp_path / "carecore").glob("bfloat16-*.json")
+    assert json.loads(kept.read_text())["seconds_per_step"] == {"mixed_bfloat16": 0.229, "float32": 0.177}
+    # kept: not timed again, whatever a new timing would say
+    monkeypatch.setattr(precision, "bfloat16_timing", timed({"mixed_bfloat16": 0.1, "float32": 0.2}))
+    assert precision.bfloat16_faster() is False and len(timings) == 1
+    # another machine or software (another key): timed again; about as fast is not fast enough
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "key": "another machine"}))
+    assert precision.bfloat16_faster() is True and len(timings) == 2
+    kept.unlink()
+    monkeypatch.setattr(precision, "bfloat16_timing", timed({"mixed_bfloat16": 0.1, "float32": 0.105}))
+    assert precision.bfloat16_faster() is False and len(timings) == 3
+    # a cache folder that cannot be written: timed, answered, nothing kept
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert precision.bfloat16_faster() is False and len(timings) == 4
+    # the timing itself trains both networks (a small one here: the real one takes seconds)
+    monkeypatch.undo()
+    monkeypatch.setattr(precision, "TIMED_STEP", {"unet_filters": 4, "unet_depth": 1, "batch_size": 1,
+                                                  "patch_size": (8, 16, 16)})
+    seconds = precision.bfloat16_timing(repeats=1)
+    assert set(seconds) == {"mixed_bfloat16", "float32"} and all(0 < s < 60 for s in seconds.values()), seconds
+
+
 def test_precision_is_chosen_for_the_machine(monkeypatch):
     """bfloat16 only where the hardware computes in it (elsewhere a step took 7x longer), and only for
     3D networks (2D restored better in float32); an explicit precision always wins."""
@@ -134,8 +175,12 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
     assert precision.cpu_has_bfloat16("processor\t: 0\nFeatures\t: fp asimd sve bf16\n")
     assert not precision.cpu_has_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f\n")
     assert not precision.cpu_has_bfloat16("model name\t: bf16 in the name only\n")
-    for native, expected in ((True, "mixed_bfloat16"), (False, "float32")):
+    # (hardware, native): a CPU with bfloat16 instructions that a timed step found no faster in bfloat16
+    # (an Intel Xeon without AMX) trains 3D in float32 and keeps the 2D batches of a fast CPU
+    for hardware, native, expected in ((True, True, "mixed_bfloat16"), (False, False, "float32"),
+                                       (True, False, "float32")):
         monkeypatch.setattr(precision, "native_bfloat16", lambda: native)
+        monkeypatch.setattr(precision, "bfloat16_hardware", lambda: hardware)
         assert care_config("ZYX").precision == expected
         assert care_config("ZYX", time_limit=180).precision == expected
         assert care_config("YX").precision == care_config("YX", time_limit=180).precision == "float32"
@@ -158,7 +203,7 @@ def test_precision_is_chosen_for_the_machine(monkeypatch):
         assert care_config("ZYX", time_limit=180, kind="subdiffraction", psf_sigma=2.0).patch_size == (16, 32, 32)
         assert care_config("YX", time_limit=180).patch_size == (64, 64)
         # 2D denoising budgets (float32 everywhere): batches of 4 where the machine has no bfloat16 hardware
-        assert care_config("YX", time_limit=180).batch_size == (8 if native else 4)
+        assert care_config("YX", time_limit=180).batch_size == (8 if hardware else 4)
         assert care_config("YX", time_limit=180, batch_size=8).batch_size == 8
         assert care_config("YX", time_limit=180, kind="subdiffraction", psf_sigma=2.0).batch_size == 8
         assert care_config("ZYX").patch_size == (16, 64, 64)

@@ -8,7 +8,8 @@ training volumes, tested on the held-out test volume against Gaussian, median, b
 each tuned over its grid on that very test volume with its ground truth (an advantage CARE does not
 get). The budget is counted in training steps of 0.25 s, so that every machine trains as many steps
 of the recipe that ``care_config`` picks for it (float32 batches of 2 patches of 16×32×32 for 8 filters
-on the 2-core AVX2 CI machine, bfloat16 batches of 8 of 16×32×32 where the CPU computes in bfloat16).
+on the 2-core AVX2 CI machine and where bfloat16 is not faster, bfloat16 batches of 8 of 16×32×32 where it
+is: carecore.models.precision).
 That was the float32 recipe's pace there with TensorFlow's own kernels (715 steps in 180 s); with oneDNN,
 which ``import carecore`` turns on, 180 s hold about 2,700 steps: the test trains a quarter of what
 three minutes buy on CI. Quality per minute of the wall clock, on the real images too, is the
