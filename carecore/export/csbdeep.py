@@ -55,7 +55,7 @@ def _config_from_csbdeep(d, where):
     loss = "laplace" if prob else (d.get("train_loss") if d.get("train_loss") in ("mae", "mse") else "mae")
     depth = int(d["unet_n_depth"])
     div = 2**depth
-    base = care_config(spatial).patch_size
+    base = care_config(spatial, precision="float32").patch_size   # (no timing of the machine for a size)
     patch = tuple(max(div, -(-p // div) * div) for p in base)
     reduce = d.get("train_reduce_lr") or {}
     try:

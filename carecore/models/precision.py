@@ -8,12 +8,12 @@ float32, and the 3D demo made 6 steps in 3 minutes (README, "Conventions": Preci
 
 Nor is it fast on every CPU that has the instructions: on an AMD EPYC with AVX512-BF16 the 3D demo
 passed the tuned filter in 32 s in bfloat16 against 62 s in float32, but on an Intel Xeon with
-AVX512-BF16 and without AMX a step of the same network took 0.229 s in bfloat16 against 0.177 s in
-float32. So where the CPU has the instructions, :func:`bfloat16_timing` times a training step of the 3D
-budget recipe's network in both precisions, once per machine (a few seconds; the result is kept in
-the user's cache folder), and bfloat16 is chosen where its step is at least
-:data:`BFLOAT16_MIN_SPEEDUP` times as fast (benchmarks/quality-per-minute.md, "bfloat16 timed, not
-assumed").
+AVX512-BF16 and without AMX a step of the same network took 0.22-0.23 s in bfloat16 against 0.13-0.17 s
+in float32 (three timings). So where the CPU has the instructions, :func:`bfloat16_timing` times a
+training step of the 3D budget recipe's network in both precisions, once per machine and software
+(about 10 s; the answer is kept in ``$XDG_CACHE_HOME/carecore``, by default ``~/.cache/carecore``),
+and bfloat16 is chosen where its step is at least :data:`BFLOAT16_MIN_SPEEDUP` times as fast
+(benchmarks/quality-per-minute.md, "bfloat16 timed, not assumed").
 
 Where bfloat16 is fast, it is still only chosen for 3D networks: on a CPU with bfloat16 in hardware,
 3-minute runs of the 2D cases restored as well or better in float32 (2D demo SSIM 0.723 against
@@ -25,10 +25,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import platform
+import threading
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: CPU flags (``/proc/cpuinfo``) of instructions that compute in bfloat16.
 CPU_BFLOAT16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
@@ -79,6 +83,7 @@ def gpu_has_bfloat16():
     return False
 
 
+@functools.lru_cache(maxsize=None)
 def bfloat16_hardware():
     """Whether this machine has instructions that compute in bfloat16: its GPU when it has one, else its
     CPU's flags (:func:`gpu_has_bfloat16`, :func:`cpu_has_bfloat16`). Whether they make training faster
@@ -104,7 +109,11 @@ def bfloat16_timing(*, repeats=3):
     """Seconds a training step of the 3D budget recipe's network (:data:`TIMED_STEP`, plain MAE) takes
     on this machine in each precision: ``{"mixed_bfloat16": s, "float32": s}``, each the fastest of
     ``repeats`` steps after one untimed, the two precisions' steps alternating so that other work on
-    the machine slows both alike. Takes a few seconds (building and tracing both networks)."""
+    the machine slows both alike. Takes about 10 s on 2 CPU cores (building and tracing both networks).
+
+    The same network in both precisions: what it answers is whether this machine computes in bfloat16
+    faster. (What a float32 step is best spent on, smaller batches and fewer filters for short budgets,
+    was measured separately: :data:`~carecore.models.config.FAST_RECIPE_3D_FLOAT32`.)"""
     import keras
     import numpy as np
 
@@ -131,6 +140,24 @@ def bfloat16_timing(*, repeats=3):
     return best
 
 
+def _devices():
+    """The accelerators Keras' backend sees (names), where it can tell: part of what a timing was taken on."""
+    import keras
+
+    try:
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return [d.name for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
+        if keras.backend.backend() == "jax":
+            import jax
+
+            return [str(d) for d in jax.devices() if d.platform != "cpu"]
+    except Exception:   # a backend that cannot list them: the key without them
+        pass
+    return []
+
+
 def _timing_cache():
     """The file that keeps :func:`bfloat16_timing`'s result for this machine and software, and its key."""
     import keras
@@ -148,8 +175,15 @@ def _timing_cache():
         versions[backend] = importlib.import_module(backend).__version__
     except Exception:   # a backend that does not say its version: the key without it
         pass
+    try:
+        cores = len(os.sched_getaffinity(0))   # the cores this process may use (a container's, a taskset's)
+    except (AttributeError, OSError):
+        cores = os.cpu_count()
+    threads = {k: os.environ[k] for k in sorted(os.environ)
+               if k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS") or k.startswith("TF_NUM_")}
     key = json.dumps({"machine": platform.machine(), "cpu": lines.get("model name", ""),
-                      "flags": lines.get("flags", lines.get("features", "")), "cores": os.cpu_count(),
+                      "flags": lines.get("flags", lines.get("features", "")), "cores": cores,
+                      "threads": threads, "devices": _devices(),
                       "backend": backend, "versions": versions, "onednn": onednn_enabled(),
                       "step": {k: list(v) if isinstance(v, tuple) else v for k, v in TIMED_STEP.items()}},
                      sort_keys=True)
@@ -157,32 +191,76 @@ def _timing_cache():
     return folder / f"bfloat16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json", key
 
 
+def _read_kept(path, key):
+    """The answer kept in ``path`` for ``key``; None where there is none (not timed yet, another key, a
+    file that is not one of these)."""
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(kept, dict) and kept.get("key") == key and isinstance(kept.get("bfloat16_faster"), bool):
+        return kept["bfloat16_faster"]
+    return None
+
+
+class _Lock:
+    """An exclusive lock on ``path`` (POSIX ``flock``) while a timing is taken and kept: other processes
+    configuring at the same moment (test workers, the app's kernel, a training job) wait for its answer
+    instead of timing beside it. No lock where the platform or the folder has none."""
+
+    def __init__(self, path):
+        self.path, self.file = path, None
+
+    def __enter__(self):
+        if self.path is None:
+            return self
+        try:
+            import fcntl
+
+            self.file = open(self.path, "a")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            if self.file is not None:
+                self.file.close()
+            self.file = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()   # (closing releases the lock)
+
+
 def bfloat16_faster():
     """Whether a training step is at least :data:`BFLOAT16_MIN_SPEEDUP` times as fast in bfloat16 as in
     float32 here, timed once per machine and software by :func:`bfloat16_timing` and kept in
-    ``~/.cache/carecore`` (``$XDG_CACHE_HOME``); timed again where that cannot be read or written."""
+    ``$XDG_CACHE_HOME/carecore`` (``~/.cache/carecore``); timed again where that cannot be read or written.
+    Where the timing fails (a backend that cannot train this network in bfloat16, memory), False: float32,
+    nothing kept."""
     try:
         path, key = _timing_cache()
-    except Exception:   # no home folder to keep it in: time it
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except Exception:   # no cache folder to keep it in: time it
         path, key = None, None
-    if path is not None:
+    if path is not None and (kept := _read_kept(path, key)) is not None:
+        return kept
+    with _Lock(path.with_name(".bfloat16.lock")) if path is not None else _Lock(None):
+        if path is not None and (kept := _read_kept(path, key)) is not None:
+            return kept   # timed by another process while this one waited
+        log.info("timing a training step in bfloat16 and in float32 (once on this machine, about 10 s)")
         try:
-            kept = json.loads(path.read_text())
-            if kept.get("key") == key:
-                return bool(kept["bfloat16_faster"])
-        except (OSError, ValueError, KeyError, TypeError):   # not timed yet, or a file from elsewhere
-            pass
-    seconds = bfloat16_timing()
-    faster = seconds["float32"] >= BFLOAT16_MIN_SPEEDUP * seconds["mixed_bfloat16"]
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-            tmp.write_text(json.dumps({"key": key, "seconds_per_step": seconds, "bfloat16_faster": faster,
-                                       "timed": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
-            os.replace(tmp, path)
-        except OSError:   # a read-only home: timed again next time
-            pass
+            seconds = bfloat16_timing()
+        except Exception as e:   # float32 is right everywhere: bfloat16 only where it was measured faster
+            log.warning("carecore could not time a bfloat16 training step (%s: %s): float32", type(e).__name__, e)
+            return False
+        faster = seconds["float32"] >= BFLOAT16_MIN_SPEEDUP * seconds["mixed_bfloat16"]
+        if path is not None:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+            try:
+                tmp.write_text(json.dumps({"key": key, "seconds_per_step": seconds, "bfloat16_faster": faster,
+                                           "timed": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+                os.replace(tmp, path)
+            except OSError:   # a read-only cache: timed again next time
+                tmp.unlink(missing_ok=True)
     return faster
 
 
@@ -191,12 +269,14 @@ def native_bfloat16():
     """Whether this machine trains in bfloat16 faster than in float32: a GPU with bfloat16 (compute
     capability 8.0 or newer) does; a CPU with bfloat16 instructions does where a timed step says so
     (:func:`bfloat16_faster`); other CPUs do not."""
+    if not bfloat16_hardware():
+        return False
     try:
         if gpu_has_bfloat16():
             return True
-    except Exception:   # a backend that cannot tell: judge by the CPU
+    except Exception:   # a backend that cannot tell: time it
         pass
-    return bfloat16_hardware() and bfloat16_faster()
+    return bfloat16_faster()
 
 
 def onednn_enabled():

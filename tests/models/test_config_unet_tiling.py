@@ -153,11 +153,31 @@ def test_bfloat16_is_chosen_by_a_timed_step_kept_per_machine(monkeypatch, tmp_pa
     kept.unlink()
     monkeypatch.setattr(precision, "bfloat16_timing", timed({"mixed_bfloat16": 0.1, "float32": 0.105}))
     assert precision.bfloat16_faster() is False and len(timings) == 3
+    # a kept file that is not one of these: timed again; a timing that fails: float32, nothing kept
+    kept.write_text("[1]")
+    assert precision.bfloat16_faster() is False and len(timings) == 4
+    kept.unlink()
+
+    def fails(**kwargs):
+        raise MemoryError("no room for the timed network")
+
+    monkeypatch.setattr(precision, "bfloat16_timing", fails)
+    assert precision.bfloat16_faster() is False and not kept.exists()
+    # native_bfloat16: no timing without the instructions; a GPU that computes in bfloat16 needs none
+    monkeypatch.setattr(precision, "bfloat16_timing", timed({"mixed_bfloat16": 0.1, "float32": 0.2}))
+    for hardware, gpu, expected, timed_now in ((False, False, False, 0), (True, True, True, 0),
+                                               (True, False, True, 1)):
+        precision.native_bfloat16.cache_clear()
+        monkeypatch.setattr(precision, "bfloat16_hardware", lambda: hardware)
+        monkeypatch.setattr(precision, "gpu_has_bfloat16", lambda: gpu)
+        n = len(timings)
+        assert precision.native_bfloat16() is expected and len(timings) == n + timed_now, (hardware, gpu)
+    precision.native_bfloat16.cache_clear()   # (this machine's own answer again for the tests after)
     # a cache folder that cannot be written: timed, answered, nothing kept
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the folder would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    assert precision.bfloat16_faster() is False and len(timings) == 4
+    assert precision.bfloat16_faster() is True and len(timings) == 6
     # the timing itself trains both networks (a small one here: the real one takes seconds)
     monkeypatch.undo()
     monkeypatch.setattr(precision, "TIMED_STEP", {"unet_filters": 4, "unet_depth": 1, "batch_size": 1,
@@ -167,8 +187,8 @@ def test_bfloat16_is_chosen_by_a_timed_step_kept_per_machine(monkeypatch, tmp_pa
 
 
 def test_precision_is_chosen_for_the_machine(monkeypatch):
-    """bfloat16 only where the hardware computes in it (elsewhere a step took 7x longer), and only for
-    3D networks (2D restored better in float32); an explicit precision always wins."""
+    """bfloat16 only where a training step is faster in it (where the hardware emulates it a step took 7x
+    longer), and only for 3D networks (2D restored better in float32); an explicit precision always wins."""
     from carecore.models import precision
 
     assert precision.cpu_has_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
