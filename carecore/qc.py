@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -137,6 +138,14 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     if listing.unmatched_low or listing.unmatched_high:
         rep["warnings"].append(listing.report().replace("\n", "; "))
     ref = (model.info.get("reference") if ens else model.run_card.get("reference")) or {}
+    # a model that makes other channels than it takes (two stains in, one out): its input, and any filter on
+    # it, has no counterpart of the ground truth's channels to be scored against; CARE is scored alone
+    n_in, n_out = cfg.n_channel_in, cfg.n_channel_out
+    other_channels = n_in != n_out
+    if other_channels:
+        rep["warnings"].append(f"the model takes {n_in} channel{'s' * (n_in != 1)} and makes {n_out}: there is no input "
+                               "or classical filter on the ground truth's channels to compare it with, so CARE is "
+                               "scored alone")
     pairs = []
     for pair in listing.pairs:
         low, gt = load_pair(pair, axes=axes, check_shapes=False)  # compared on the output's grid below
@@ -155,11 +164,17 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
                                "or give a model for stacks" if two_d else ""))
         x = np.asarray(low.data, np.float32)
         x_grid = grid_model.on_output_grid(x, axes=low.axes)
-        if x_grid.shape != gt.shape:
+        shape = x_grid.shape
+        if other_channels:   # the restoration's shape: the input's grid with the model's output channels
             oa = grid_model.output_axes(low.axes)
-            hint = z_slices_hint(x_grid.shape, gt.shape, oa, factor=getattr(cfg, "upsampling_factor", None),
+            if "C" in oa and "C" not in gt.axes and n_out == 1:   # (a one-channel truth saved without C)
+                gt = replace(gt, data=np.expand_dims(np.asarray(gt.data), oa.index("C")), axes=oa)
+            shape, x_grid = tuple(n_out if a == "C" else n for a, n in zip(oa, shape)), None
+        if shape != gt.shape:
+            oa = grid_model.output_axes(low.axes)
+            hint = z_slices_hint(shape, gt.shape, oa, factor=getattr(cfg, "upsampling_factor", None),
                                  n_input=low.shape[low.axes.index("Z")] if "Z" in low.axes else None)
-            raise CareError(f"{pair.name}: the restoration will have shape {x_grid.shape} (axes {oa}) but the "
+            raise CareError(f"{pair.name}: the restoration will have shape {shape} (axes {oa}) but the "
                             f"ground truth has {tuple(gt.shape)}; they must be on the same grid to be compared"
                             + (f". {hint}" if hint else ""))
         with collect_warnings() as said:   # (an isotropic model: the voxel size against its factor)
@@ -167,7 +182,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         rep["warnings"].extend(said)
         pairs.append((pair, low, gt, x, x_grid))
     tuned = {}
-    if pairs and (baselines is None or baselines):
+    if pairs and (baselines is None or baselines) and not other_channels:
         tuned = tune_output_baselines(grid_model, [(x, g.data) for _, _, g, x, _ in pairs], axes=pairs[0][1].axes,
                                       names=baselines or None, stop=stop, max_voxels=TUNING_MAX_VOXELS,
                                       progress=lambda d, t, w: report(progress, d, t, f"{TUNING}: {w}"))
@@ -232,7 +247,8 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
                 entry["warning"] = warn
                 rep["warnings"].append(f"{pair.name}: {warn}")
             ev = lambda y: evaluate(y, g_raw, axes=oa, name=pair.name)  # noqa: E731
-            entry["metrics"]["input"] = ev(x_grid)
+            if not other_channels:
+                entry["metrics"]["input"] = ev(x_grid)
             for name, t in tuned.items():  # each metric at the filter's best parameters for it
                 entry["metrics"][name] = t.scores(x, g_raw, axes=low.axes, name=pair.name)
             entry["metrics"]["CARE"] = ev(mean)
@@ -242,10 +258,12 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
             stem = Path(pair.name).stem
             # input and CARE fitted to the normalized ground truth as they are scored: one intensity scale for all
             # (shown up to the ground truth's 99.5th percentile: its normalization's top leaves small structure dim)
-            a_in, b_in = affine_fit(x_grid, g)
             shown = max(float(np.percentile(g, 99.5)), 1e-3)
-            _figure(tmp / f"{stem}_images.png", [("input", a_in * x_grid + b_in, "gray", 0, shown),
-                                                 ("CARE", phi, "gray", 0, shown), ("ground truth", g, "gray", 0, shown)],
+            panels = [("CARE", phi, "gray", 0, shown), ("ground truth", g, "gray", 0, shown)]
+            if not other_channels:
+                a_in, b_in = affine_fit(x_grid, g)
+                panels.insert(0, ("input", a_in * x_grid + b_in, "gray", 0, shown))
+            _figure(tmp / f"{stem}_images.png", panels,
                     f"{pair.name} (fitted to the normalized ground truth, as scored; one scale)", oa)
             err = np.abs(phi - g)
             top = max(float(np.percentile(err, 99.5)), 1e-3)   # (a fixed 0.5 left errors of 0.2 nearly black)

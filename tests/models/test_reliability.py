@@ -200,3 +200,28 @@ def test_qc_report_on_the_upsampling_demo(demo_root, tmp_path, monkeypatch):
     import html
 
     assert html.escape(rep["baselines_grid_note"]) in (tmp_path / "qc2" / "index.html").read_text()
+
+
+def test_qc_report_of_a_model_that_makes_other_channels(tmp_path):
+    """A model taking two channels and making one (two stains in, one out) is scored alone: no input or
+    filter row (neither is on the ground truth's channels), said in the report; a one-channel truth saved
+    without a C axis is compared on the restoration's grid. (It stopped with a grid-shape error before.)"""
+    from carecore.qc import quality_report
+
+    rng = np.random.default_rng(0)
+    for d in ("low", "gt"):
+        (tmp_path / d).mkdir()
+    truth = rng.random((64, 64), dtype=np.float32)
+    cc.write_image(tmp_path / "low" / "a.tif", np.stack([truth + rng.normal(0, 0.2, truth.shape)] * 2), axes="CYX")
+    cc.write_image(tmp_path / "gt" / "a.tif", truth, axes="YX")
+    model = cc.create_model(care_config("YX", quick=True, n_channel_in=2, n_channel_out=1), tmp_path / "m")
+    model.save()
+    rep = quality_report(tmp_path / "m", tmp_path / "low", tmp_path / "gt", tmp_path / "qc", axes="CYX")
+    assert set(rep["overall"]) == {"CARE"} and rep["baselines"] == {}, rep["overall"]
+    assert np.isfinite(rep["overall"]["CARE"]["ssim"])
+    assert any("takes 2 channels and makes 1" in w for w in rep["warnings"]), rep["warnings"]
+    assert "takes 2 channels and makes 1" in (tmp_path / "qc" / "index.html").read_text()
+    # a truth of another size still stops before anything is restored, naming the restoration's shape
+    cc.write_image(tmp_path / "gt" / "a.tif", truth[:32], axes="YX")
+    with pytest.raises(cc.CareError, match=r"shape \(1, 64, 64\) \(axes CYX\) but the ground truth has \(1, 32, 64\)"):
+        quality_report(tmp_path / "m", tmp_path / "low", tmp_path / "gt", tmp_path / "qc2", axes="CYX")
