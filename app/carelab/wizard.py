@@ -409,6 +409,11 @@ class TrainStep(W.VBox):
         self.kind_note.value = "" if t["probabilistic"] else (
             f"<span style='color:#666'>{html.escape(t['label'])}: the model predicts one value per voxel, so "
             "there are no confidence intervals and no ensembles (step 5 does not apply).</span>")
+        from carecore.models.precision import needs_timing
+
+        if self.state.precision == "auto" and len(t["axes"]) == 3 and needs_timing():   # (once per machine)
+            self.recipe.value = ("<i>Timing a training step in bfloat16 and in float32 to choose the faster on this "
+                                 "machine (once, about 10 s)…</i>")
         try:
             c = self.state.config()
         except CareError as e:

@@ -264,6 +264,24 @@ def bfloat16_faster():
     return faster
 
 
+def needs_timing():
+    """Whether :func:`native_bfloat16` would time a training step now (about 10 s): a CPU with bfloat16
+    instructions, no GPU that answers, and no answer kept for this machine yet. For a caller that says so
+    before it asks (the app's Train step)."""
+    if native_bfloat16.cache_info().currsize or not bfloat16_hardware():
+        return False
+    try:
+        if gpu_has_bfloat16():
+            return False
+    except Exception:   # a backend that cannot tell: as native_bfloat16, time it
+        pass
+    try:
+        path, key = _timing_cache()
+    except Exception:   # no cache folder: it would be timed
+        return True
+    return _read_kept(path, key) is None
+
+
 @functools.lru_cache(maxsize=None)
 def native_bfloat16():
     """Whether this machine trains in bfloat16 faster than in float32: a GPU with bfloat16 (compute

@@ -203,6 +203,26 @@ def test_the_restore_count_says_the_tiles_done_beside_the_filters_count(tmp_path
     assert label() == "slices: 128/128" and step.bar.description == "slices"
 
 
+def test_the_train_step_says_it_times_the_machine(tmp_path, monkeypatch):
+    """Where the first 3D configuration times a training step in both precisions (about 10 s, once per
+    machine), the Train step says so while it does, not a page that hangs; not where the precision is given."""
+    from carecore.models import precision
+    from carelab import LabState
+    from carelab.wizard import TrainStep
+
+    s = LabState(tmp_path, quick=True)
+    s.task = "denoising3d"
+    step = TrainStep(s)
+    monkeypatch.setattr(precision, "needs_timing", lambda: True)
+    seen, config = [], s.config
+    monkeypatch.setattr(s, "config", lambda: seen.append(step.recipe.value) or config())
+    step._recipe()
+    assert "Timing a training step in bfloat16 and in float32" in seen[-1], seen
+    assert "filters" in step.recipe.value and "Timing" not in step.recipe.value
+    s.precision = "float32"   # (observed: the recipe is said again)
+    assert "Timing" not in seen[-1] and "float32" in step.recipe.value, seen
+
+
 def test_one_training_at_a_time(tmp_path):
     """A Start while a training runs (started here or from another page) is refused: two jobs would
     share the CPU, one unseen and unstoppable from the page; the Train step keeps Start and Resume off

@@ -141,7 +141,13 @@ def test_bfloat16_is_chosen_by_a_timed_step_kept_per_machine(monkeypatch, tmp_pa
         return timing
 
     monkeypatch.setattr(precision, "bfloat16_timing", timed({"mixed_bfloat16": 0.229, "float32": 0.177}))
+    # (the app says so before a timing: on a CPU with the instructions, none kept yet)
+    monkeypatch.setattr(precision, "bfloat16_hardware", lambda: True)
+    monkeypatch.setattr(precision, "gpu_has_bfloat16", lambda: False)
+    precision.native_bfloat16.cache_clear()
+    assert precision.needs_timing() and not timings
     assert precision.bfloat16_faster() is False and len(timings) == 1
+    assert not precision.needs_timing()
     (kept,) = (tmp_path / "carecore").glob("bfloat16-*.json")
     assert json.loads(kept.read_text())["seconds_per_step"] == {"mixed_bfloat16": 0.229, "float32": 0.177}
     # kept: not timed again, whatever a new timing would say
