@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -97,7 +98,8 @@ def bfloat16_hardware():
 
 
 #: How much faster a bfloat16 training step must be than a float32 one for bfloat16 to be chosen: where
-#: both are about as fast, float32 is kept (the 2D cases restored better in it, the 3D ones as well).
+#: both are about as fast, float32 is kept (at equal speed the 3D cases restored as well in it, the 2D ones
+#: better).
 BFLOAT16_MIN_SPEEDUP = 1.1
 
 #: The step :func:`bfloat16_timing` times: the 3D budget recipe's network (16 filters, two poolings) on a
@@ -167,8 +169,6 @@ def _timing_cache():
     except OSError:
         cpuinfo = ""
     lines = {line.partition(":")[0].strip().lower(): line.partition(":")[2].strip() for line in cpuinfo.splitlines()}
-    import importlib
-
     backend = keras.backend.backend()
     versions = {"keras": keras.version()}
     try:
