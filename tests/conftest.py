@@ -86,10 +86,9 @@ def step_clock(monkeypatch):
 
         from carecore.models import care as care_module
         from carecore.models.precision import native_bfloat16
-
-        native_bfloat16()   # the machine's precision settled first: its timed steps must not move this clock
         from carecore.training import events as events_module
 
+        native_bfloat16()   # the machine's precision settled first: its timed steps must not move this clock
         clock = StepClock()
         for module in (care_module, events_module, *also):
             monkeypatch.setattr(module, "time", clock)

@@ -90,8 +90,8 @@ class CareConfig:
                                                           "the first step: a fine-tune); empty: random weights"})
     augment: bool = field(default=True, metadata={"doc": "random flips and 90° rotations in the lateral plane"})
     precision: str = field(default="float32", metadata={
-        "doc": "float32 or mixed_bfloat16 (fast where the hardware computes in bfloat16, and not on every such CPU); care_config picks "
-               "one for the machine (carecore.models.precision.default_precision)"})
+        "doc": "float32 or mixed_bfloat16 (fast where the hardware computes in bfloat16, and not on every such "
+               "CPU); care_config picks one for the machine (carecore.models.precision.default_precision)"})
     percentiles: tuple = field(default=DEFAULT_PERCENTILES, metadata={"doc": "normalization percentiles (low, high)"})
     input_normalization: str = field(default="training", metadata={
         "doc": "what prediction scales its input by: 'image' (each image's own percentiles, as CSBDeep) or "
