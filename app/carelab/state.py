@@ -273,7 +273,7 @@ class LabState(HasTraits):
     scheduler_address = Unicode("tcp://127.0.0.1:8786")   # a running `dask scheduler` (DASK_SCHEDULER_ADDRESS)
     n_workers = Int(2)            # workers of the local cluster
     chunks = Unicode("")          # block sides for the cluster, "8,64,64"; empty: from the memory budget
-    restore_summary = Unicode("")  # how the last restoration ran (in this process, chunks on a cluster)
+    restore_summary = Unicode("")  # what the last restoration restored and how (in this process, chunks on a cluster)
     tta = Bool(True)              # the mean over the image's flips and rotations (models trained with them)
     own_percentiles = Bool(False)  # scale the input by its own percentiles, not the training images' (another gain)
     smooth = Bool(True)           # the model's own output smoothing (output_sigma); off: the network's output
@@ -1113,7 +1113,9 @@ class LabState(HasTraits):
             restored, scale, members, img, out_axes, output_spacing, dest, summary = self._restore_image(
                 model, folder, src, chunked, chunks, progress, stop, tta, options)
             single.check_spacing(img.spacing, name=self.rel(src))   # (isotropic: the voxel size against its factor)
-        # how it ran, and the views' data: set together once the restoration and its first frame's scores succeeded
+        # what was restored and how, and the views' data: set together once the restoration and its first frame's
+        # scores succeeded
+        summary = f"{self.rel(src)}: {summary}"
         summary += ("; input scaled by the training images' percentiles"
                     if single.scales_by_training and not self.own_percentiles else "; input scaled by its own percentiles")
         if tta:

@@ -6,6 +6,7 @@ message area. Long work runs in a thread so the page stays responsive.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import threading
 import traceback
@@ -140,8 +141,9 @@ class DataStep(W.VBox):
                    ("Simulate from the demo", "simulate"))
         if tuple(self.source.options) != options:   # relabel (the task changed); keep the chosen source
             source = s.source
-            self.source.options = options
-            s.source = self.source.value = source
+            with self.source.hold_sync():   # (the page gets the labels with the choice: see RestoreStep.fill)
+                self.source.options = options
+                s.source = self.source.value = source
         self.low.description = "Low" if pairs else "Stacks"
         if t["high_axes"]:
             self.low.description, self.high.description = "Low (3D)", f"High ({len(t['high_axes'])}D)"
@@ -664,8 +666,10 @@ class RestoreStep(W.VBox):
         self.frame.observe(lambda c: None if self._framing == threading.get_ident() else self.on_frame(c["new"]),
                            "value")
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
-        self.model.observe(lambda c: setattr(state, "model_dir", c["new"]) if c["new"] else None, "value")
-        self.image.observe(lambda c: setattr(state, "input_path", c["new"]) if c["new"] else None, "value")
+        # (nor a selection a dropdown passes through while fill sets its options: fill gives the state its final one)
+        self._fill_lock, self._filling = threading.RLock(), None   # (the thread filling the lists, if any)
+        self.model.observe(lambda c: self._chosen("model_dir", c["new"]), "value")
+        self.image.observe(lambda c: self._chosen("input_path", c["new"]), "value")
         for w, t in ((self.tta, "tta"), (self.smooth, "smooth"), (self.own, "own_percentiles"), (self.where, "restore_where"),
                      (self.address, "scheduler_address"), (self.workers, "n_workers"), (self.chunks, "chunks")):
             W.link((state, t), (w, "value"))
@@ -683,25 +687,55 @@ class RestoreStep(W.VBox):
         first = [self.address] if where == "scheduler" else [self.workers] if where == "local" else []
         self.cluster_box.children = [] if where == "here" else [W.HBox(first + [self.chunks]), self.cluster_note]
 
+    def _chosen(self, trait, value):
+        """A dropdown's selection to the state: the user's, not one fill passes through (nor an empty one's None)."""
+        if value and self._filling != threading.get_ident():
+            setattr(self.state, trait, value)
+
     def fill(self, keep_model=False):
+        """The model and image lists, read again; the chosen ones kept where they are still offered.
+
+        New options select their first entry before the chosen one is set again: the page gets each list
+        and its selection in one message, and the state only the final selection. (The page was sent the
+        first entry, then the chosen one: an image the user picked in between was dropped, and a browser
+        test restored another image than the one it had chosen.) One fill at a time: a job's watcher
+        thread fills when its training ends."""
         s = self.state
-        models = s.models_available()
-        self.problems.value = "".join(f"<div style='color:#a66'>not offered: {html.escape(p)}</div>"
-                                      for p in s.model_problems)
-        chosen = s.rel(s.model_dir) if s.model_dir and s.model_dir.startswith("/") else s.model_dir
-        # the model chosen, or (a new task, a refresh) the task's own, where it has one
-        current = chosen if keep_model and chosen in models else s.model_for_task(models)
-        opts = models if current in models or not current else [current] + models
-        # (not under hold_trait_notifications: a dropdown validates its value against options that
-        # only update when notifications flow)
-        self.model.options = opts
-        if current in opts:
-            self.model.value = current
-        default = s.input_path or s.default_input()   # (before the options: new options select the first)
-        choices = s.image_choices()   # (label, path): ground truths last; training images named
-        self.image.options = choices
-        if default in [path for _, path in choices]:
-            self.image.value = default
+        with self._fill_lock:
+            with self._unsaid():
+                models = s.models_available()
+                self.problems.value = "".join(f"<div style='color:#a66'>not offered: {html.escape(p)}</div>"
+                                              for p in s.model_problems)
+                chosen = s.rel(s.model_dir) if s.model_dir and s.model_dir.startswith("/") else s.model_dir
+                # the model chosen, or (a new task, a refresh) the task's own, where it has one
+                current = chosen if keep_model and chosen in models else s.model_for_task(models)
+                opts = models if current in models or not current else [current] + models
+                # (not under hold_trait_notifications: a dropdown validates its value against options that
+                # only update when notifications flow)
+                with self.model.hold_sync():
+                    self.model.options = opts
+                    if current in opts:
+                        self.model.value = current
+            if self.model.value and self.model.value != chosen:   # (its training images are named in the image
+                s.model_dir = self.model.value                      # list: the state's observer fills again)
+            with self._unsaid():
+                default = s.input_path or s.default_input()
+                choices = s.image_choices()   # (label, path): ground truths last; training images named
+                with self.image.hold_sync():
+                    self.image.options = choices
+                    if default in [path for _, path in choices]:
+                        self.image.value = default
+            if self.image.value and self.image.value != s.input_path:
+                s.input_path = self.image.value
+
+    @contextlib.contextmanager
+    def _unsaid(self):
+        """The dropdowns' selections in this thread not told to the state (:meth:`_chosen`)."""
+        outer, self._filling = self._filling, threading.get_ident()
+        try:
+            yield
+        finally:
+            self._filling = outer
 
     def on_stop(self):
         self.state.stop_restore()

@@ -439,6 +439,9 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
     assert seen and all(s.endswith("/8") for s in seen), seen
     assert page.locator(".care-restore-count").inner_text() == "chunk 8/8"
     summary = page.locator(".care-restore-summary").inner_text()
+    # the image chosen, not another of the list (the chunked output's name is its stem's whatever it was: a
+    # page sent the list's first entry and then the chosen one, and a choice made in between was dropped)
+    assert summary.startswith("denoising3d/test/low/sample00.ome.zarr: restored on a local Dask cluster"), summary
     assert "local Dask cluster of 1 worker(s): 8 chunk(s)" in summary, summary
     assert "restored/untrained_cluster/sample00.ome.zarr" in summary and "napari" in summary, summary
     assert "CARE" in page.locator(".care-restore-metrics").inner_text()
@@ -480,7 +483,8 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
     while time.time() - t < 240 and "in this process" not in page.locator(".care-restore-metrics").inner_text():
         time.sleep(0.2)
     summary = page.locator(".care-restore-summary").inner_text()
-    assert "restored in this process" in summary and "sample00.ome.zarr" in summary, summary
+    assert summary.startswith("denoising3d/test/low/sample00.ome.zarr: restored in this process"), summary
+    assert "saved restored/untrained_cluster/sample00.ome.zarr" in summary, summary
     _wait_for_scores(page, 60_000)
     page.screenshot(path=str(shots / "dask_3_in_process.png"), full_page=True)
 
@@ -512,7 +516,7 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     summary = page.locator(".care-restore-summary").inner_text()
     assert ("all 3 time points restored and saved; shown and scored here: time point 2 of 3 (T=1, counted from 0)"
             in summary), summary
-    assert "restored/untrained_tl/tl.tif" in summary
+    assert summary.startswith("timelapse/low/tl.tif: restored in this process") and "restored/untrained_tl/tl.tif" in summary
     saved = cc.read_image(root / "restored" / "untrained_tl" / "tl.tif")
     assert saved.axes == "TZYX" and saved.shape == (3,) + low.shape
     frame = page.locator(".care-restore-frame")

@@ -178,6 +178,48 @@ def test_the_restore_step_offers_a_model_of_the_task_first(tmp_path):
     assert step.model.value == "models/denoising2d_20261205_100000/model"
 
 
+def test_the_restore_lists_reach_the_page_with_their_final_choice(tmp_path):
+    """When the Restore step fills its lists again (a model chosen names its training images in the image list;
+    a refresh finds a new model), the page gets each list with the choice kept in one message, and the state
+    never sees the list's first entry that new options select on the way. (The page was sent the first entry
+    and then the chosen one: an image a user picked in between was dropped, and a browser test restored
+    another image than the one it had chosen.)"""
+    import carecore as cc
+    from carelab import LabState
+    from carelab.wizard import RestoreStep
+
+    for sub in ("low", "high"):
+        (tmp_path / sub).mkdir()
+        for name in ("a.tif", "b.tif"):
+            cc.write_image(tmp_path / sub / name, np.ones((4, 16, 16), np.float32), axes="ZYX")
+    trained = cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / "models" / "trained" / "model")
+    trained.run_card["data_sources"] = [{"low": str(tmp_path / "low" / "b.tif"), "high": str(tmp_path / "high" / "b.tif")}]
+    trained.save()
+    cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / "models" / "untrained" / "model").save()
+    s = LabState(tmp_path, quick=True)
+    s.model_dir, s.input_path = "models/untrained/model", "low/b.tif"
+    step = RestoreStep(s)
+    assert (step.model.value, step.image.value) == ("models/untrained/model", "low/b.tif")
+    sent, told = {"model": [], "image": []}, []
+    for name in sent:
+        getattr(step, name)._send = lambda msg, buffers=None, name=name: sent[name].append(msg["state"])
+    s.observe(lambda c: told.append((c["name"], c["new"])), ["model_dir", "input_path"])
+
+    step.model.value = "models/trained/model"   # (as the page sets it) its training image is named: a new list
+    assert ("b.tif · trained on" in step.image.options[1][0] and step.image.value == s.input_path == "low/b.tif")
+    assert [m for m in sent["image"] if "index" in m] == [{"_options_labels": tuple(x for x, _ in step.image.options),
+                                                             "index": 1}], sent["image"]
+    assert told == [("model_dir", "models/trained/model")], told
+
+    sent["model"].clear(), sent["image"].clear(), told.clear()
+    cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / "models" / "zebra" / "model").save()   # first in the list
+    step.fill()   # Refresh: the new model listed, the chosen one kept
+    assert step.model.options[0] == "models/zebra/model" and step.model.value == "models/trained/model"
+    assert [m for m in sent["model"] if "index" in m] == [{"_options_labels": tuple(step.model.options), "index": 2}], \
+        sent["model"]
+    assert told == [] and sent["image"] == []
+
+
 def test_the_restore_count_says_the_tiles_done_beside_the_filters_count(tmp_path):
     """While the filters are tuned after a restoration, the label beside the bar says the tiles are done and
     counts the filters' grid points (it said "tile view 24/24" under a bar named "filters", as if tiles were
