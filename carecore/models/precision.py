@@ -268,13 +268,8 @@ def needs_timing():
     """Whether :func:`native_bfloat16` would time a training step now (about 10 s): a CPU with bfloat16
     instructions, no GPU that answers, and no answer kept for this machine yet. For a caller that says so
     before it asks (the app's Train step)."""
-    if native_bfloat16.cache_info().currsize or not bfloat16_hardware():
+    if native_bfloat16.cache_info().currsize or _untimed_answer() is not None:
         return False
-    try:
-        if gpu_has_bfloat16():
-            return False
-    except Exception:   # a backend that cannot tell: as native_bfloat16, time it
-        pass
     try:
         path, key = _timing_cache()
     except Exception:   # no cache folder: it would be timed
@@ -287,6 +282,13 @@ def native_bfloat16():
     """Whether this machine trains in bfloat16 faster than in float32: a GPU with bfloat16 (compute
     capability 8.0 or newer) does; a CPU with bfloat16 instructions does where a timed step says so
     (:func:`bfloat16_faster`); other CPUs do not."""
+    answer = _untimed_answer()
+    return bfloat16_faster() if answer is None else answer
+
+
+def _untimed_answer():
+    """:func:`native_bfloat16`'s answer where no step is timed: False without bfloat16 instructions, True
+    with a GPU that has bfloat16; None where a step must be timed."""
     if not bfloat16_hardware():
         return False
     try:
@@ -294,7 +296,7 @@ def native_bfloat16():
             return True
     except Exception:   # a backend that cannot tell: time it
         pass
-    return bfloat16_faster()
+    return None
 
 
 def onednn_enabled():
