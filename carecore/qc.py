@@ -143,9 +143,7 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
     n_in, n_out = cfg.n_channel_in, cfg.n_channel_out
     other_channels = n_in != n_out
     if other_channels:
-        rep["warnings"].append(f"the model takes {n_in} channel{'s' * (n_in != 1)} and makes {n_out}: there is no input "
-                               "or classical filter on the ground truth's channels to compare it with, so CARE is "
-                               "scored alone")
+        rep["warnings"].append(other_channels_note(n_in, n_out))
     pairs = []
     for pair in listing.pairs:
         low, gt = load_pair(pair, axes=axes, check_shapes=False)  # compared on the output's grid below
@@ -405,6 +403,13 @@ WORSE_THAN_INPUT = ("CARE made the image worse than it was ({}): the input may b
                     "better")
 #: Said where a model of another kind restores worse than its input brought onto the output's grid.
 WORSE_THAN_START = "CARE scored worse than the {} ({}): the image may be unlike the training images"
+
+
+def other_channels_note(n_in, n_out):
+    """Why a model that makes other channels than it takes (``n_in`` in, ``n_out`` out: two stains in, one out)
+    is scored alone: its input, and a classical filter on it, are not on the ground truth's channels."""
+    return (f"the model takes {n_in} channel{'s' * (n_in != 1)} and makes {n_out}: there is no input or classical "
+            "filter on the ground truth's channels to compare it with, so CARE is scored alone")
 
 
 def verdict(metrics, *, input_name="input", kind="care"):

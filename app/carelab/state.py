@@ -1164,7 +1164,11 @@ class LabState(HasTraits):
         truth, note = None, ""
         gt = self.truth_for(self.input_path)
         if gt is not None and gt != src:
-            truth = cc.read_image(gt, mmap=True).data
+            t = cc.read_image(gt, mmap=True)
+            truth = t.data
+            if "C" in out_axes and "C" not in t.axes and restored.shape[out_axes.index("C")] == 1:
+                # (a one-channel ground truth saved without C: the restoration's single channel)
+                truth = np.expand_dims(truth, [a for a in out_axes if a in t.axes or a == "C"].index("C"))
             frame_shape = tuple(n for a, n in zip(out_axes, restored.shape) if a not in FRAME_AXES)
             if truth.shape != restored.shape and not (frame_shape != restored.shape and truth.shape == frame_shape):
                 # (a ground truth without the frame axes serves every frame: a fixed sample imaged again and again)
@@ -1378,9 +1382,15 @@ class LabState(HasTraits):
         input ``raw`` (``raw_axes``) onto the output's grid (:func:`carecore.baselines.tune_output_baselines`;
         without a model: the filters on ``x``). ``tune=False``: the filters' rows only where they were
         tuned on this pair before, else none and ``pending`` is True. ``rows``: the input's and CARE's
-        rows computed before (SSIM on a large stack takes seconds)."""
+        rows computed before (SSIM on a large stack takes seconds). A model that makes other channels than it
+        takes is scored alone."""
+        from carecore.qc import other_channels_note
+
         rows = rows or {}
         care = {"CARE": rows["CARE"] if "CARE" in rows else cc.evaluate(restored, truth, axes=axes)}
+        cfg = getattr(model, "config", None)
+        if cfg is not None and cfg.n_channel_in != cfg.n_channel_out:   # (two stains in, one out)
+            return care, other_channels_note(cfg.n_channel_in, cfg.n_channel_out), False
         if x is None or x.shape != truth.shape:
             return care, "the input cannot be brought onto the ground truth's grid: no input or filter rows", False
         rows = {label: rows[label] if label in rows else cc.evaluate(x, truth, axes=axes), **care}

@@ -220,6 +220,34 @@ def test_the_restore_lists_reach_the_page_with_their_final_choice(tmp_path):
     assert told == [] and sent["image"] == []
 
 
+def test_a_model_that_makes_other_channels_is_scored_alone(tmp_path):
+    """The Restore step scores a model that makes other channels than it takes (two stains in, one out) alone,
+    against a one-channel ground truth saved without C, and the note says why: its input, and a filter on it,
+    are not on the truth's channels. (It said "not scored": shapes (64, 64) and (1, 64, 64).)"""
+    import carecore as cc
+    from carelab import LabState
+    from carelab.wizard import RestoreStep
+
+    rng = np.random.default_rng(0)
+    truth = cc.nuclei_volume((4, 64, 64), seed=0)[0].max(axis=0).astype(np.float32)
+    for sub in ("two/low", "two/high"):
+        (tmp_path / sub).mkdir(parents=True)
+    cc.write_image(tmp_path / "two/low/a.tif", np.stack([truth, truth]) + rng.normal(0, 0.1, (2, 64, 64)).astype(np.float32),
+                   axes="CYX")
+    cc.write_image(tmp_path / "two/high/a.tif", truth, axes="YX")
+    cc.CARE(cc.care_config("YX", quick=True, n_channel_in=2, residual=False), tmp_path / "models" / "two" / "model").save()
+    s = LabState(tmp_path, quick=True)
+    s.task, s.tta = "denoising2d", False
+    step = RestoreStep(s)
+    s.model_dir, s.input_path = "models/two/model", "two/low/a.tif"
+    s.restore()
+    assert s.restored.shape == (1, 64, 64) and set(s.metrics) == {"CARE"}, (s.metrics, s.metrics_note)
+    assert np.isfinite(s.metrics["CARE"]["ssim"])
+    assert s.metrics_note.startswith("the model takes 2 channels and makes 1: there is no input or classical filter")
+    step._render()
+    assert "takes 2 channels and makes 1" in step.metrics.value and ">CARE<" in step.metrics.value
+
+
 def test_the_restore_count_says_the_tiles_done_beside_the_filters_count(tmp_path):
     """While the filters are tuned after a restoration, the label beside the bar says the tiles are done and
     counts the filters' grid points (it said "tile view 24/24" under a bar named "filters", as if tiles were
