@@ -969,13 +969,20 @@ class LabState(HasTraits):
         self.model_problems = problems
         return sorted(ok, reverse=True)
 
+    @property
+    def chosen_model(self):
+        """The chosen model folder as the Restore step lists it: relative to the data root (a job's watcher sets
+        an absolute path); "" if none."""
+        m = self.model_dir
+        return self.rel(m) if m and Path(m).is_absolute() else m
+
     def model_for_task(self, models=None):
         """The model the Restore step offers first: the chosen one when it was trained for the current task
         (its job folder is named ``<task>_<time>``) or is no job's; else the newest of the task's, if any."""
         import json
 
         models = self.models_available() if models is None else models
-        current = self.rel(self.model_dir) if self.model_dir and self.model_dir.startswith("/") else self.model_dir
+        current = self.chosen_model
         job = Path(current).parent.name if current else ""
         if current and (job.startswith(f"{self.task}_") or not any(job.startswith(f"{t}_") for t in TASKS)):
             return current
@@ -1167,7 +1174,8 @@ class LabState(HasTraits):
             t = cc.read_image(gt, mmap=True)
             truth = t.data
             if "C" in out_axes and "C" not in t.axes and restored.shape[out_axes.index("C")] == 1:
-                # (a one-channel ground truth saved without C: the restoration's single channel)
+                # (a one-channel ground truth saved without C: the restoration's single channel; its axes are
+                # in the restoration's order)
                 truth = np.expand_dims(truth, [a for a in out_axes if a in t.axes or a == "C"].index("C"))
             frame_shape = tuple(n for a, n in zip(out_axes, restored.shape) if a not in FRAME_AXES)
             if truth.shape != restored.shape and not (frame_shape != restored.shape and truth.shape == frame_shape):

@@ -141,7 +141,7 @@ class DataStep(W.VBox):
                    ("Simulate from the demo", "simulate"))
         if tuple(self.source.options) != options:   # relabel (the task changed); keep the chosen source
             source = s.source
-            with self.source.hold_sync():   # (the page gets the labels with the choice: see RestoreStep.fill)
+            with self.source.hold_sync():   # (the page gets the labels with the choice in one message)
                 self.source.options = options
                 s.source = self.source.value = source
         self.low.description = "Low" if pairs else "Stacks"
@@ -699,14 +699,15 @@ class RestoreStep(W.VBox):
         and its selection in one message, and the state only the final selection. (The page was sent the
         first entry, then the chosen one: an image the user picked in between was dropped, and a browser
         test restored another image than the one it had chosen.) One fill at a time: a job's watcher
-        thread fills when its training ends."""
+        thread fills when its training ends (a pick the page sends at that very moment may still lose to
+        the watcher's list; the page then shows which image the state holds)."""
         s = self.state
         with self._fill_lock:
             with self._unsaid():
                 models = s.models_available()
                 self.problems.value = "".join(f"<div style='color:#a66'>not offered: {html.escape(p)}</div>"
                                               for p in s.model_problems)
-                chosen = s.rel(s.model_dir) if s.model_dir and s.model_dir.startswith("/") else s.model_dir
+                chosen = s.chosen_model
                 # the model chosen, or (a new task, a refresh) the task's own, where it has one
                 current = chosen if keep_model and chosen in models else s.model_for_task(models)
                 opts = models if current in models or not current else [current] + models
@@ -716,8 +717,9 @@ class RestoreStep(W.VBox):
                     self.model.options = opts
                     if current in opts:
                         self.model.value = current
-            if self.model.value and self.model.value != chosen:   # (its training images are named in the image
-                s.model_dir = self.model.value                      # list: the state's observer fills again)
+            if self.model.value and self.model.value != s.model_dir:   # (another model, or the watcher's absolute
+                s.model_dir = self.model.value   # path: the state's observer fills again, its training images named)
+                return
             with self._unsaid():
                 default = s.input_path or s.default_input()
                 choices = s.image_choices()   # (label, path): ground truths last; training images named

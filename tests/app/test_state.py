@@ -205,7 +205,8 @@ def test_the_restore_lists_reach_the_page_with_their_final_choice(tmp_path):
         getattr(step, name)._send = lambda msg, buffers=None, name=name: sent[name].append(msg["state"])
     s.observe(lambda c: told.append((c["name"], c["new"])), ["model_dir", "input_path"])
 
-    step.model.value = "models/trained/model"   # (as the page sets it) its training image is named: a new list
+    # the page picks the other model (an index in its list): its training image is named, a new image list
+    step.model.set_state({"index": list(step.model.options).index("models/trained/model")})
     assert ("b.tif · trained on" in step.image.options[1][0] and step.image.value == s.input_path == "low/b.tif")
     assert [m for m in sent["image"] if "index" in m] == [{"_options_labels": tuple(x for x, _ in step.image.options),
                                                              "index": 1}], sent["image"]
@@ -218,6 +219,9 @@ def test_the_restore_lists_reach_the_page_with_their_final_choice(tmp_path):
     assert [m for m in sent["model"] if "index" in m] == [{"_options_labels": tuple(step.model.options), "index": 2}], \
         sent["model"]
     assert told == [] and sent["image"] == []
+    # a job's watcher sets the model it trained by its absolute path: listed, and the state told the list's form
+    s.model_dir = str(tmp_path / "models" / "zebra" / "model")
+    assert step.model.value == s.model_dir == "models/zebra/model" and step.image.value == s.input_path == "low/b.tif"
 
 
 def test_a_model_that_makes_other_channels_is_scored_alone(tmp_path):
