@@ -104,3 +104,31 @@ def spatial_axes(axes):
 def n_channels(shape, axes):
     """Number of channels (1 when there is no ``C`` axis)."""
     return shape[axes.index("C")] if "C" in axes else 1
+
+
+def with_channel_of(x, axes, out_axes):
+    """A one-channel image saved without ``C`` given the ``C`` axis of ``out_axes``, at its place there.
+
+    For a ground truth compared with a restoration of axes ``out_axes`` that has one channel: the image is
+    brought into the restoration's order of its axes, and ``C`` put where it stands among them (axes of
+    ``out_axes`` the image lacks, a time-lapse's ``T`` for instance, are not counted).
+    An image that has ``C``, an ``out_axes`` without it, or an image with axes that ``out_axes`` lacks
+    is returned as it is (the caller's comparison of shapes says what does not match).
+
+    Returns
+    -------
+    (x, axes) : the array and its axes string.
+
+    Examples
+    --------
+    >>> x, axes = with_channel_of(np.zeros((4, 8, 8)), "ZYX", "TCZYX")
+    >>> x.shape, axes
+    ((1, 4, 8, 8), 'CZYX')
+    >>> with_channel_of(np.zeros((8, 6)), "XY", "CYX")[0].shape
+    (1, 6, 8)
+    """
+    axes = check_axes(axes, np.ndim(x), shape=np.shape(x))
+    if "C" in axes or "C" not in out_axes or not set(axes) <= set(out_axes):
+        return x, axes
+    order = "".join(a for a in out_axes if a in axes or a == "C")
+    return move_axes(x, axes, order), order

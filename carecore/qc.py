@@ -17,6 +17,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ._atomic import REPORT_FOLDER, check_replaceable, fresh_tmp, swap_in
+from .axes import with_channel_of
 from .errors import CareError, collect_warnings
 from .metrics import GT_PERCENTILES, affine_fit, evaluate, z_slices_hint
 from .normalize import percentile_normalize
@@ -165,8 +166,9 @@ def quality_report(models, low_dir, gt_dir, out_dir, *, axes=None, baselines=Non
         shape = x_grid.shape
         if other_channels:   # the restoration's shape: the input's grid with the model's output channels
             oa = grid_model.output_axes(low.axes)
-            if "C" in oa and "C" not in gt.axes and n_out == 1:   # (a one-channel truth saved without C)
-                gt = replace(gt, data=np.expand_dims(np.asarray(gt.data), oa.index("C")), axes=oa)
+            if n_out == 1:   # (a one-channel truth saved without C)
+                data, gt_axes = with_channel_of(np.asarray(gt.data), gt.axes, oa)
+                gt = replace(gt, data=data, axes=gt_axes)
             shape, x_grid = tuple(n_out if a == "C" else n for a, n in zip(oa, shape)), None
         if shape != gt.shape:
             oa = grid_model.output_axes(low.axes)

@@ -18,6 +18,7 @@ from traitlets import Bool, Dict, Enum, Float, HasTraits, Int, List, Unicode, ob
 
 import carecore as cc
 from carecore import CareError
+from carecore.axes import with_channel_of
 from carecore.errors import collect_warnings
 from carecore.prediction.frames import FRAME_AXES
 from carecore.progress import Stopped
@@ -1173,10 +1174,8 @@ class LabState(HasTraits):
         if gt is not None and gt != src:
             t = cc.read_image(gt, mmap=True)
             truth = t.data
-            if "C" in out_axes and "C" not in t.axes and restored.shape[out_axes.index("C")] == 1:
-                # (a one-channel ground truth saved without C: the restoration's single channel; its axes are
-                # in the restoration's order)
-                truth = np.expand_dims(truth, [a for a in out_axes if a in t.axes or a == "C"].index("C"))
+            if "C" in out_axes and restored.shape[out_axes.index("C")] == 1:   # (a one-channel truth saved without C)
+                truth, _ = with_channel_of(truth, t.axes, out_axes)
             frame_shape = tuple(n for a, n in zip(out_axes, restored.shape) if a not in FRAME_AXES)
             if truth.shape != restored.shape and not (frame_shape != restored.shape and truth.shape == frame_shape):
                 # (a ground truth without the frame axes serves every frame: a fixed sample imaged again and again)

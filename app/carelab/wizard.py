@@ -6,6 +6,7 @@ message area. Long work runs in a thread so the page stays responsive.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import threading
@@ -66,6 +67,33 @@ def run_guarded(msg, fn, *, thread=False, done=None, fresh=True):
         threading.Thread(target=body, daemon=True).start()
     else:
         body()
+
+
+class PageThread:
+    """Runs calls on the thread that takes the page's messages: the kernel's event loop, where the step
+    was built (a user's pick reaches the widgets there, one message at a time).
+
+    A call made on another thread (a training job's watcher) is queued for that thread, so that the two
+    never change a widget at once. Where no event loop runs (a test driving the widgets), a call runs
+    where it is made.
+    """
+
+    def __init__(self):
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._ident = threading.get_ident()
+
+    def call(self, fn):
+        """``fn()`` now on the page's thread, or queued for it from another thread."""
+        if self._loop is None or threading.get_ident() == self._ident:
+            fn()
+            return
+        try:
+            self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:   # the loop is closed (the kernel is shutting down): nobody can pick any more
+            fn()
 
 
 def button(label, css, style="primary", icon=""):
@@ -676,8 +704,12 @@ class RestoreStep(W.VBox):
         state.observe(lambda c: self._where(), "restore_where")
         # a new task offers its own model first; a model chosen (here, or a training's that ended) is kept (a user
         # trial: choosing another task's model snapped back to this task's within a second)
-        state.observe(lambda c: run_guarded(self.msg, self.fill, fresh=False), "task")
-        state.observe(lambda c: run_guarded(self.msg, lambda: self.fill(keep_model=True), fresh=False), "model_dir")
+        # (on the page's thread: a job's watcher sets the model it trained from its own thread, and a pick of the
+        # user's at that moment lost to the watcher's fill, two threads changing one dropdown)
+        page = PageThread()
+        state.observe(lambda c: page.call(lambda: run_guarded(self.msg, self.fill, fresh=False)), "task")
+        state.observe(lambda c: page.call(lambda: run_guarded(self.msg, lambda: self.fill(keep_model=True), fresh=False)),
+                      "model_dir")
         state.observe(lambda c: self.msg.note(c["new"]) if c["new"] else None, "restore_note")
         run_guarded(self.msg, self.fill)
 
@@ -698,9 +730,9 @@ class RestoreStep(W.VBox):
         New options select their first entry before the chosen one is set again: the page gets each list
         and its selection in one message, and the state only the final selection. (The page was sent the
         first entry, then the chosen one: an image the user picked in between was dropped, and a browser
-        test restored another image than the one it had chosen.) One fill at a time: a job's watcher
-        thread fills when its training ends (a pick the page sends at that very moment may still lose to
-        the watcher's list; the page then shows which image the state holds)."""
+        test restored another image than the one it had chosen.) A job's watcher that sets the model it
+        trained has its fill run on the page's thread (:class:`PageThread`), after or before a pick the
+        page sends, never during it; one fill at a time all the same."""
         s = self.state
         with self._fill_lock:
             with self._unsaid():

@@ -224,6 +224,51 @@ def test_the_restore_lists_reach_the_page_with_their_final_choice(tmp_path):
     assert step.model.value == s.model_dir == "models/zebra/model" and step.image.value == s.input_path == "low/b.tif"
 
 
+
+def test_a_watchers_model_is_listed_on_the_pages_thread_after_a_pick(tmp_path):
+    """A training job's watcher sets the model it trained from its own thread. The Restore step fills its
+    lists for it on the page's thread (the kernel's event loop, where the page's messages arrive), not on
+    the watcher's: a pick of the user's arriving at that moment is taken whole, before or after the fill,
+    and kept. (Both threads changed the image list at once, and the pick could lose to the watcher's fill.)"""
+    import asyncio
+    import threading
+
+    import carecore as cc
+    from carelab import LabState
+    from carelab.wizard import RestoreStep
+
+    for sub in ("low", "high"):
+        (tmp_path / sub).mkdir()
+        for name in ("a.tif", "b.tif"):
+            cc.write_image(tmp_path / sub / name, np.ones((4, 16, 16), np.float32), axes="ZYX")
+    for name in ("first", "trained"):
+        cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / "models" / name / "model").save()
+    s = LabState(tmp_path, quick=True)
+    s.model_dir, s.input_path = "models/first/model", "low/a.tif"
+
+    async def page():
+        step = RestoreStep(s)   # built on the loop's thread, as the kernel builds the page
+        fills = []
+        fill = step.fill
+        step.fill = lambda **kw: (fills.append(threading.get_ident()), fill(**kw))
+        watcher = threading.Thread(target=lambda: setattr(s, "model_dir", str(tmp_path / "models" / "trained" / "model")))
+        watcher.start()
+        watcher.join()
+        assert fills == [] and step.model.value == "models/first/model"   # queued for the page's thread
+        # the user's pick reaches the kernel before the queued fill runs
+        step.image.set_state({"index": [p for _, p in step.image.options].index("low/b.tif")})
+        assert s.input_path == "low/b.tif"
+        await asyncio.sleep(0.05)
+        assert fills and set(fills) == {threading.get_ident()}   # on this thread (again, nested, for the list's form)
+        assert step.model.value == s.model_dir == "models/trained/model"
+        assert step.image.value == s.input_path == "low/b.tif"
+        # a call on the page's own thread still fills at once (Refresh, a new task)
+        n = len(fills)
+        s.model_dir = "models/first/model"
+        assert len(fills) == n + 1 and step.model.value == "models/first/model"
+
+    asyncio.run(page())
+
 def test_a_model_that_makes_other_channels_is_scored_alone(tmp_path):
     """The Restore step scores a model that makes other channels than it takes (two stains in, one out) alone,
     against a one-channel ground truth saved without C, and the note says why: its input, and a filter on it,

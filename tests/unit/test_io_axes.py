@@ -91,6 +91,23 @@ def test_move_axes():
     assert check_axes("zyx", 3) == "ZYX"
 
 
+
+def test_a_one_channel_truth_saved_without_c_gets_the_restorations_c():
+    """A ground truth saved without C gets the C of a one-channel restoration, at its place there and in
+    the restoration's order of axes (the QC report and the app's Restore step both compare such pairs)."""
+    from carecore.axes import with_channel_of
+
+    x = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    y, axes = with_channel_of(x, "ZYX", "TZCYX")
+    assert axes == "ZCYX" and y.shape == (2, 1, 3, 4) and np.array_equal(y[:, 0], x)
+    y, axes = with_channel_of(x, "ZXY", "CZYX")   # brought into the restoration's order
+    assert axes == "CZYX" and np.array_equal(y[0], x.transpose(0, 2, 1))
+    # left as they are, for the caller's shape check to say what does not match: a truth with C, a
+    # restoration without C, a truth with an axis the restoration lacks
+    for axes_in, out in (("CYX", "CYX"), ("ZYX", "ZYX"), ("ZYX", "CYX")):
+        y, axes = with_channel_of(x, axes_in, out)
+        assert y is x and axes == axes_in
+
 def test_folder_swap_survives_a_crash_between_the_renames(tmp_path, monkeypatch):
     """Atomic saving (trust issue, item 9): unique temporary folders; a crash between the two renames
     leaves the old folder aside, and the loader puts it back."""
