@@ -113,7 +113,8 @@ def with_channel_of(x, axes, out_axes):
     brought into the restoration's order of its axes, and ``C`` put where it stands among them (axes of
     ``out_axes`` the image lacks, a time-lapse's ``T`` for instance, are not counted).
     An image that has ``C``, an ``out_axes`` without it, or an image with axes that ``out_axes`` lacks
-    is returned as it is (the caller's comparison of shapes says what does not match).
+    is returned as it is, for the caller to compare its shape with the restoration's. A Dask array stays
+    lazy and a memory map a view.
 
     Returns
     -------
@@ -131,4 +132,6 @@ def with_channel_of(x, axes, out_axes):
     if "C" in axes or "C" not in out_axes or not set(axes) <= set(out_axes):
         return x, axes
     order = "".join(a for a in out_axes if a in axes or a == "C")
-    return move_axes(x, axes, order), order
+    # (NumPy functions that a Dask array takes as its own: a lazy truth stays lazy, a memory map a view)
+    x = np.transpose(x, [axes.index(a) for a in order if a != "C"])
+    return np.expand_dims(x, order.index("C")), order

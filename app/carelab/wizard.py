@@ -75,7 +75,8 @@ class PageThread:
 
     A call made on another thread (a training job's watcher) is queued for that thread, so that the two
     never change a widget at once. Where no event loop runs (a test driving the widgets), a call runs
-    where it is made.
+    where it is made. (The page's messages reach the thread that built it in Voila and in a notebook;
+    not in a JupyterLab subshell console, which has a thread of its own.)
     """
 
     def __init__(self):
@@ -86,8 +87,9 @@ class PageThread:
         self._ident = threading.get_ident()
 
     def call(self, fn):
-        """``fn()`` now on the page's thread, or queued for it from another thread."""
-        if self._loop is None or threading.get_ident() == self._ident:
+        """``fn()`` now on the page's thread, or queued for it from another thread (now where the loop
+        no longer runs)."""
+        if self._loop is None or threading.get_ident() == self._ident or not self._loop.is_running():
             fn()
             return
         try:
@@ -704,8 +706,8 @@ class RestoreStep(W.VBox):
         state.observe(lambda c: self._where(), "restore_where")
         # a new task offers its own model first; a model chosen (here, or a training's that ended) is kept (a user
         # trial: choosing another task's model snapped back to this task's within a second)
-        # (on the page's thread: a job's watcher sets the model it trained from its own thread, and a pick of the
-        # user's at that moment lost to the watcher's fill, two threads changing one dropdown)
+        # (on the page's thread: a job's watcher sets the model it trained from its own thread, and an image
+        # picked at that moment could lose to the watcher's fill, two threads changing one dropdown)
         page = PageThread()
         state.observe(lambda c: page.call(lambda: run_guarded(self.msg, self.fill, fresh=False)), "task")
         state.observe(lambda c: page.call(lambda: run_guarded(self.msg, lambda: self.fill(keep_model=True), fresh=False)),
@@ -732,7 +734,9 @@ class RestoreStep(W.VBox):
         first entry, then the chosen one: an image the user picked in between was dropped, and a browser
         test restored another image than the one it had chosen.) A job's watcher that sets the model it
         trained has its fill run on the page's thread (:class:`PageThread`), after or before a pick the
-        page sends, never during it; one fill at a time all the same."""
+        page sends, never during it: an image picked then is kept (the page sends a pick as a place in
+        the list it has, and the images keep their places; a new model listed first moves the models');
+        one fill at a time all the same."""
         s = self.state
         with self._fill_lock:
             with self._unsaid():

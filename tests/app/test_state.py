@@ -224,12 +224,11 @@ def test_the_restore_lists_reach_the_page_with_their_final_choice(tmp_path):
     assert step.model.value == s.model_dir == "models/zebra/model" and step.image.value == s.input_path == "low/b.tif"
 
 
-
 def test_a_watchers_model_is_listed_on_the_pages_thread_after_a_pick(tmp_path):
     """A training job's watcher sets the model it trained from its own thread. The Restore step fills its
     lists for it on the page's thread (the kernel's event loop, where the page's messages arrive), not on
-    the watcher's: a pick of the user's arriving at that moment is taken whole, before or after the fill,
-    and kept. (Both threads changed the image list at once, and the pick could lose to the watcher's fill.)"""
+    the watcher's: an image picked at that moment is taken whole, before or after the fill, and kept.
+    (Both threads changed the image list at once, and the pick could lose to the watcher's fill.)"""
     import asyncio
     import threading
 

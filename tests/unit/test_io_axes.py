@@ -91,7 +91,6 @@ def test_move_axes():
     assert check_axes("zyx", 3) == "ZYX"
 
 
-
 def test_a_one_channel_truth_saved_without_c_gets_the_restorations_c():
     """A ground truth saved without C gets the C of a one-channel restoration, at its place there and in
     the restoration's order of axes (the QC report and the app's Restore step both compare such pairs)."""
@@ -107,6 +106,11 @@ def test_a_one_channel_truth_saved_without_c_gets_the_restorations_c():
     for axes_in, out in (("CYX", "CYX"), ("ZYX", "ZYX"), ("ZYX", "CYX")):
         y, axes = with_channel_of(x, axes_in, out)
         assert y is x and axes == axes_in
+    # a lazy truth (an OME-Zarr's Dask array) stays lazy: a time-lapse's frames are read one at a time
+    import dask.array as da
+
+    y, axes = with_channel_of(da.from_array(x, chunks=1), "TYX", "TCYX")
+    assert isinstance(y, da.Array) and axes == "TCYX" and np.array_equal(y.compute()[:, 0], x)
 
 def test_folder_swap_survives_a_crash_between_the_renames(tmp_path, monkeypatch):
     """Atomic saving (trust issue, item 9): unique temporary folders; a crash between the two renames
