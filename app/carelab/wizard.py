@@ -69,21 +69,34 @@ def run_guarded(msg, fn, *, thread=False, done=None, fresh=True):
         body()
 
 
+def kernel_loop():
+    """The event loop on which the IPython kernel this runs in takes the page's messages, or None (no
+    kernel: a test driving the widgets, a script)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    io_loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+    return getattr(io_loop, "asyncio_loop", None)
+
+
 class PageThread:
     """Runs calls on the thread that takes the page's messages: the kernel's event loop, where the step
     was built (a user's pick reaches the widgets there, one message at a time).
 
     A call made on another thread (a training job's watcher) is queued for that thread, so that the two
-    never change a widget at once. Where no event loop runs (a test driving the widgets), a call runs
-    where it is made. (The page's messages reach the thread that built it in Voila and in a notebook;
-    not in a JupyterLab subshell console, which has a thread of its own.)
+    never change a widget at once. Outside a kernel, or built off its loop, a call runs where it is made
+    (as in a test driving the widgets). (The page's messages reach the thread that built it in Voila and
+    in a notebook; not in a JupyterLab subshell console, which has a thread of its own.)
     """
 
     def __init__(self):
+        loop = kernel_loop()
         try:
-            self._loop = asyncio.get_running_loop()
+            here = asyncio.get_running_loop()
         except RuntimeError:
-            self._loop = None
+            here = None
+        self._loop = loop if loop is not None and loop is here else None
         self._ident = threading.get_ident()
 
     def call(self, fn):

@@ -224,16 +224,17 @@ def test_the_restore_lists_reach_the_page_with_their_final_choice(tmp_path):
     assert step.model.value == s.model_dir == "models/zebra/model" and step.image.value == s.input_path == "low/b.tif"
 
 
-def test_a_watchers_model_is_listed_on_the_pages_thread_after_a_pick(tmp_path):
+def test_a_watchers_model_is_listed_on_the_pages_thread_after_a_pick(tmp_path, monkeypatch):
     """A training job's watcher sets the model it trained from its own thread. The Restore step fills its
     lists for it on the page's thread (the kernel's event loop, where the page's messages arrive), not on
     the watcher's: an image picked at that moment is taken whole, before or after the fill, and kept.
     (Both threads changed the image list at once, and the pick could lose to the watcher's fill.)"""
     import asyncio
+    import concurrent.futures
     import threading
 
     import carecore as cc
-    from carelab import LabState
+    from carelab import LabState, wizard
     from carelab.wizard import RestoreStep
 
     for sub in ("low", "high"):
@@ -246,7 +247,10 @@ def test_a_watchers_model_is_listed_on_the_pages_thread_after_a_pick(tmp_path):
     s.model_dir, s.input_path = "models/first/model", "low/a.tif"
 
     async def page():
-        step = RestoreStep(s)   # built on the loop's thread, as the kernel builds the page
+        # built on the loop's thread, as the kernel builds the page (the loop stands for the kernel's)
+        with monkeypatch.context() as m:
+            m.setattr(wizard, "kernel_loop", asyncio.get_running_loop)
+            step = RestoreStep(s)
         fills = []
         fill = step.fill
         step.fill = lambda **kw: (fills.append(threading.get_ident()), fill(**kw))
@@ -266,7 +270,12 @@ def test_a_watchers_model_is_listed_on_the_pages_thread_after_a_pick(tmp_path):
         s.model_dir = "models/first/model"
         assert len(fills) == n + 1 and step.model.value == "models/first/model"
 
-    asyncio.run(page())
+    # (a loop of its own, in a thread of its own: a browser test's Playwright leaves one running in this one)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, page()).result()
+    # outside a kernel, a call from another thread runs where it is made
+    assert wizard.PageThread()._loop is None
+
 
 def test_a_model_that_makes_other_channels_is_scored_alone(tmp_path):
     """The Restore step scores a model that makes other channels than it takes (two stains in, one out) alone,
