@@ -112,6 +112,7 @@ def test_a_one_channel_truth_saved_without_c_gets_the_restorations_c():
     y, axes = with_channel_of(da.from_array(x, chunks=1), "TYX", "TCYX")
     assert isinstance(y, da.Array) and axes == "TCYX" and np.array_equal(y.compute()[:, 0], x)
 
+
 def test_folder_swap_survives_a_crash_between_the_renames(tmp_path, monkeypatch):
     """Atomic saving (trust issue, item 9): unique temporary folders; a crash between the two renames
     leaves the old folder aside, and the loader puts it back."""
