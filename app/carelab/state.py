@@ -113,6 +113,13 @@ def image_stem(name):
     return next((name[: -len(s)] for s in IMAGE_SUFFIXES if low.endswith(s)), Path(name).stem)
 
 
+def _trained_order(model):
+    """A model folder's place in the Restore step's list: named by hand (``models/mine/model``) first, by
+    name; then the lab's trainings (``models/<task>_<YYYYmmdd_HHMMSS>/model``) by the time they started."""
+    started = re.search(r"_(\d{8}_\d{6})$", Path(model).parent.name)
+    return (1, started.group(1), model) if started else (0, "", model)
+
+
 def parse_chunks(text):
     """Block sides for chunked prediction from ``"8,64,64"`` (one per spatial axis); None when empty (automatic)."""
     text = (text or "").strip()
@@ -957,7 +964,11 @@ class LabState(HasTraits):
         return folder
 
     def models_available(self):
-        """Model and ensemble folders under ``models/``; refused ones are listed in ``model_problems``."""
+        """Model and ensemble folders under ``models/``, in the order they were trained: folders a user put
+        there by name first, then the lab's trainings by their start (``<task>_<YYYYmmdd_HHMMSS>``), so a
+        training that ends adds its model at the end. (The page sends a pick as a place in the list it has:
+        newest first, a model picked in the instant a training ended landed on its neighbour.) Refused
+        folders are listed in ``model_problems``."""
         root = Path(self.data_root) / "models"
         found = [p for p in root.glob("*/model") if (p / "manifest.json").exists()]
         found += [p for p in root.glob("*/ensemble") if (p / "ensemble.json").exists()]
@@ -968,7 +979,7 @@ class LabState(HasTraits):
             except CareError as e:
                 problems.append(str(e))
         self.model_problems = problems
-        return sorted(ok, reverse=True)
+        return sorted(ok, key=_trained_order)
 
     @property
     def chosen_model(self):
@@ -994,7 +1005,8 @@ class LabState(HasTraits):
             except (OSError, ValueError, AttributeError):
                 return True   # (an ensemble folder has no run card of its own)
 
-        return next((m for m in models if Path(m).parent.name.startswith(f"{self.task}_") and finished(m)), current)
+        return next((m for m in reversed(models) if Path(m).parent.name.startswith(f"{self.task}_") and finished(m)),
+                    current)
 
     def truth_for(self, input_path):
         """The ground truth of ``<...>/low/NAME``: ``<...>/high/NAME`` inside the data root, else an image
