@@ -163,6 +163,34 @@ def validation_layout(info):
     return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def held_out_within(now, before):
+    """Whether an image's validation boxes ``now`` lie where a network that held out ``before`` on it never
+    trained: inside its boxes, or anywhere where it held the image out whole (or gave it no patch, a guard).
+
+    Both are validation blocks as :func:`~carecore.data.patches.validation_blocks` gives them (None: no
+    box, all of the image trains); ``before`` is ``"unknown"`` where a run card does not say (False then,
+    unless ``now`` holds no box).
+
+    >>> box = lambda y, x: {"Y": [y, y + 32], "X": [x, x + 32]}
+    >>> held_out_within({"whole": False, "boxes": [box(0, 32)]}, {"whole": False, "boxes": [box(0, 32), box(64, 0)]})
+    True
+    >>> held_out_within({"whole": False, "boxes": [box(0, 0)]}, {"whole": False, "boxes": [box(0, 32)]})
+    False
+    >>> held_out_within({"whole": True}, None), held_out_within(None, None), held_out_within({"whole": True}, "unknown")
+    (False, True, False)
+    """
+    if now is None or now.get("guard"):   # no validation box on it now
+        return True
+    if not isinstance(before, dict):   # all of it trained then (None), or not recorded
+        return False
+    if before.get("whole") or before.get("guard"):   # none of it trained then
+        return True
+    if now.get("whole"):
+        return False
+    return all(any(all(a in b and b[a][0] <= lo and hi <= b[a][1] for a, (lo, hi) in box.items()) for b in before["boxes"])
+               for box in now.get("boxes") or [])
+
+
 class CARE:
     """A content-aware restoration network.
 
@@ -1030,21 +1058,35 @@ class CARE:
         return [(s.get("low", ""), s.get("fingerprint")) for s in info.get("sources") or []]
 
     def _warn_if_fine_tuned_on_its_sources_images(self, info):
-        """A fine-tune on images its source network learned from (the same pixels, by fingerprint) is told:
-        its validation boxes there may lie on regions that network trained on, so its validation SSIM and its
-        lead over the filters' line flatter it. (Its run card lists those images as learned from, so
+        """A fine-tune on images its source network learned from (the same pixels, by fingerprint) is told
+        where its validation boxes there may lie on regions that network trained on: its validation SSIM and
+        its lead over the filters' line then flatter it. Boxes inside the ones the source (and each network
+        before it) held out on that image, as patches cut again with the same images, patch size and seed
+        hold out, are honest and not told of; a source whose run card does not say where it held out (before
+        2026-12-07) is told of. The images told of are recorded in the run card's ``init_weights``
+        (``validation_on_learned``). (Its run card lists the source's images as learned from all the same, so
         :meth:`trained_on`, the QC report and the app flag them.)"""
         from ..errors import warn
 
-        seen = {s["fingerprint"] for s in (self.run_card.get("init_weights") or {}).get("data_sources") or []
-                if s.get("fingerprint")}
-        again = sorted({Path(str(name)).name for name, fp in self._training_images(info) if fp in seen})
+        source = self.run_card.get("init_weights") or {}
+        before = {}   # fingerprint: the validation block of each network that learned from it
+        for s in source.get("data_sources") or []:
+            if s.get("fingerprint"):
+                before.setdefault(s["fingerprint"], []).append(s.get("validation_block", "unknown"))
+        now = {}   # fingerprint: this patch set's validation blocks on it (a kind whose images are not its
+        for src in info.get("sources") or []:   # patches' sources, the isotropic kind's stacks, has none: told)
+            if src.get("fingerprint"):
+                now.setdefault(src["fingerprint"], []).append(src.get("validation_block"))
+        again = sorted({Path(str(name)).name for name, fp in self._training_images(info) if fp in before
+                        and not (fp in now and all(held_out_within(n, b) for n in now[fp] for b in before[fp]))})
         if again:
+            source["validation_on_learned"] = again
             warn(f"fine-tuning on {len(again)} image(s) that {self.config.init_weights} learned from "
                  f"({', '.join(again[:3])}{' ...' if len(again) > 3 else ''}): validation boxes there may lie where "
                  "that network trained, so the validation SSIM and its lead over the filters' line flatter this "
-                 "model; judge it on images neither network trained on (`carecore qc` says which ones a model has "
-                 "seen)", stacklevel=3)
+                 "model; cut the patches with the images, patch size and seed that network was trained with "
+                 "(its validation boxes are then held out again), or judge it on images neither network trained "
+                 "on (`carecore qc` says which ones a model has seen)", stacklevel=3)
 
     def _check_same_data(self, info):
         """A training resumed goes on with the images it began with (:meth:`_check_same_sources`) and
@@ -1144,7 +1186,9 @@ class CARE:
                                      **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {}),
                                      **({"shape": s["shape"]} if s.get("shape") else {}),
                                      **({"sketch": s["sketch"]} if s.get("sketch") else {}),
-                                     **({"sketch_high": s["sketch_high"]} if s.get("sketch_high") else {})}
+                                     **({"sketch_high": s["sketch_high"]} if s.get("sketch_high") else {}),
+                                     # (where it held out: a fine-tune validates honestly on its boxes)
+                                     **({"validation_block": s["validation_block"]} if "validation_block" in s else {})}
                                     for s in info["sources"]]
         if info.get("percentiles"):
             card["normalization_seen"] = {

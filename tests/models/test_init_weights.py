@@ -89,9 +89,12 @@ def test_a_fine_tune_takes_its_sources_network_size_unless_given(tmp_path):
 
 
 def test_a_fine_tune_knows_the_images_its_source_learned_from(tmp_path):
-    """A fine-tune on images its source network trained on is told (its validation boxes there may lie where
-    that network trained: its scores flatter it), and it counts them as learned from (``trained_on``: the QC
-    report and the app flag them), as it did not before."""
+    """A fine-tune on images its source network trained on is told where its validation boxes there lie
+    where that network trained (its scores flatter it), not where they lie inside the boxes it held out (the
+    same images cut again alike: it was told every time), nor where a record does not say (told); and it
+    counts them as learned from (``trained_on``: the QC report and the app flag them), as it did not before."""
+    import warnings
+
     from carecore.data.patches import create_patches
 
     def pair(seed):
@@ -105,9 +108,31 @@ def test_a_fine_tune_knows_the_images_its_source_learned_from(tmp_path):
     src.train(create_patches([p0, p1], (32, 32), axes="YX", n_patches_per_image=8))
     tuned = cc.CARE(care_config("YX", **quick, init_weights=tmp_path / "src"))
     assert not tuned.trained_on(p1[0], axes="YX")   # (nothing learned yet)
-    with pytest.warns(cc.CareWarning, match=r"fine-tuning on 1 image\(s\) that .*src learned from .*flatter this model"):
-        tuned.train(create_patches([p0, p2], (32, 32), axes="YX", n_patches_per_image=8))
+    # p0 last: its boxes now (the last image's, the first held out) lie where src trained (all of p0)
+    with pytest.warns(cc.CareWarning, match=r"fine-tuning on 1 image\(s\) that .*src learned from \(array 1\).*flatter"):
+        tuned.train(create_patches([p2, p0], (32, 32), axes="YX", n_patches_per_image=8))
+    assert tuned.run_card["init_weights"]["validation_on_learned"] == ["array 1"]
     assert tuned.trained_on(p1[0], axes="YX") and tuned.trained_on(p2[0], axes="YX")   # its source's, and its own
+
+    def fine_tune(source):
+        model = cc.CARE(care_config("YX", **quick, init_weights=source))
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            model.train(create_patches([p0, p1], (32, 32), axes="YX", n_patches_per_image=8))
+        return model, [str(w.message) for w in said if "fine-tuning on" in str(w.message)]
+
+    # src's own images cut again alike: its validation boxes, held out again; p1 is still learned from
+    same, told = fine_tune(tmp_path / "src")
+    assert told == [] and "validation_on_learned" not in same.run_card["init_weights"], told
+    assert same.trained_on(p1[0], axes="YX")
+    # ... but a source whose run card does not say where it held out (before 2026-12-07) is told of
+    old = cc.load_model(tmp_path / "src")
+    assert {s["low"]: s["validation_block"] for s in old.run_card["data_sources"]}["array 0"] is None   # (all trained)
+    for s in old.run_card["data_sources"]:
+        del s["validation_block"]
+    old.save(tmp_path / "old")
+    _, told = fine_tune(tmp_path / "old")
+    assert len(told) == 1 and "(array 1)" in told[0], told   # (p0 holds no box: nothing to flatter there)
     assert tuned.truth_seen(p1[1], axes="YX")
     # a fine-tune of the fine-tune knows them all
     tuned.save(tmp_path / "tuned")
