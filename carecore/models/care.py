@@ -167,9 +167,11 @@ def held_out_within(now, before):
     """Whether an image's validation boxes ``now`` lie where a network that held out ``before`` on it never
     trained: inside its boxes, or anywhere where it held the image out whole (or gave it no patch, a guard).
 
-    Both are validation blocks as :func:`~carecore.data.patches.validation_blocks` gives them (None: no
-    box, all of the image trains); ``before`` is ``"unknown"`` where a run card does not say (False then,
-    unless ``now`` holds no box).
+    Both are validation blocks as :func:`~carecore.data.patches.validation_blocks` gives them, boxes on
+    the image's own grid along the ground truth's spatial axes (None: no box, all of the image trains);
+    ``before`` is ``"unknown"`` where a run card does not say (False then, unless ``now`` holds no box).
+    Boxes along other axes (a projection's YX against a 3D network's ZYX, which trained on the rest of Z)
+    are not inside one another.
 
     >>> box = lambda y, x: {"Y": [y, y + 32], "X": [x, x + 32]}
     >>> held_out_within({"whole": False, "boxes": [box(0, 32)]}, {"whole": False, "boxes": [box(0, 32), box(64, 0)]})
@@ -178,6 +180,8 @@ def held_out_within(now, before):
     False
     >>> held_out_within({"whole": True}, None), held_out_within(None, None), held_out_within({"whole": True}, "unknown")
     (False, True, False)
+    >>> held_out_within({"whole": False, "boxes": [box(0, 32)]}, {"whole": False, "boxes": [{"Z": [0, 8], **box(0, 32)}]})
+    False
     """
     if now is None or now.get("guard"):   # no validation box on it now
         return True
@@ -187,8 +191,8 @@ def held_out_within(now, before):
         return True
     if now.get("whole"):
         return False
-    return all(any(all(a in b and b[a][0] <= lo and hi <= b[a][1] for a, (lo, hi) in box.items()) for b in before["boxes"])
-               for box in now.get("boxes") or [])
+    return all(any(set(b) == set(box) and all(b[a][0] <= lo and hi <= b[a][1] for a, (lo, hi) in box.items())
+                   for b in before["boxes"]) for box in now.get("boxes") or [])
 
 
 class CARE:
@@ -1084,9 +1088,9 @@ class CARE:
             warn(f"fine-tuning on {len(again)} image(s) that {self.config.init_weights} learned from "
                  f"({', '.join(again[:3])}{' ...' if len(again) > 3 else ''}): validation boxes there may lie where "
                  "that network trained, so the validation SSIM and its lead over the filters' line flatter this "
-                 "model; cut the patches with the images, patch size and seed that network was trained with "
-                 "(its validation boxes are then held out again), or judge it on images neither network trained "
-                 "on (`carecore qc` says which ones a model has seen)", stacklevel=3)
+                 "model; cut the patches as that network's were (the same images in the same order, patch size, "
+                 "patches per image and seed: its validation boxes are then held out again), or judge it on "
+                 "images neither network trained on (`carecore qc` says which ones a model has seen)", stacklevel=3)
 
     def _check_same_data(self, info):
         """A training resumed goes on with the images it began with (:meth:`_check_same_sources`) and
