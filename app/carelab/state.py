@@ -965,10 +965,10 @@ class LabState(HasTraits):
 
     def models_available(self):
         """Model and ensemble folders under ``models/``, in the order they were trained: folders a user put
-        there by name first, then the lab's trainings by their start (``<task>_<YYYYmmdd_HHMMSS>``), so a
-        training that ends adds its model at the end. (The page sends a pick as a place in the list it has:
-        newest first, a model picked in the instant a training ended landed on its neighbour.) Refused
-        folders are listed in ``model_problems``."""
+        there by name first, then the lab's trainings by their start (``<task>_<YYYYmmdd_HHMMSS>``). (The
+        Restore step keeps the places it has shown and lists new folders last: the page sends a pick as a
+        place in its list, and newest first, a model picked in the instant a training ended landed on its
+        neighbour.) Refused folders are listed in ``model_problems``."""
         root = Path(self.data_root) / "models"
         found = [p for p in root.glob("*/model") if (p / "manifest.json").exists()]
         found += [p for p in root.glob("*/ensemble") if (p / "ensemble.json").exists()]
@@ -990,7 +990,8 @@ class LabState(HasTraits):
 
     def model_for_task(self, models=None):
         """The model the Restore step offers first: the chosen one when it was trained for the current task
-        (its job folder is named ``<task>_<time>``) or is no job's; else the newest of the task's, if any."""
+        (its job folder is named ``<task>_<time>``) or is no job's; else the newest of the lab's trainings
+        for the task (a folder named by hand ``<task>_...`` where there is none), if any."""
         import json
 
         models = self.models_available() if models is None else models

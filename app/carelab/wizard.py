@@ -748,9 +748,9 @@ class RestoreStep(W.VBox):
         test restored another image than the one it had chosen.) A job's watcher that sets the model it
         trained has its fill run on the page's thread (:class:`PageThread`), after or before a pick the
         page sends, never during it: an image picked then is kept (the page sends a pick as a place in
-        the list it has: the images keep their places, and a training's new model is listed last,
-        :meth:`LabState.models_available`, so a model picked then is kept too); one fill at a time all the
-        same."""
+        the list it has: the images keep their places, and so do the models, new ones listed last, so a
+        model picked then is kept too; only a folder deleted meanwhile moves the ones after it); one fill at
+        a time all the same."""
         s = self.state
         with self._fill_lock:
             with self._unsaid():
@@ -760,7 +760,10 @@ class RestoreStep(W.VBox):
                 chosen = s.chosen_model
                 # the model chosen, or (a new task, a refresh) the task's own, where it has one
                 current = chosen if keep_model and chosen in models else s.model_for_task(models)
-                opts = models if current in models or not current else models + [current]   # (places kept)
+                # the places the page has kept: new folders (a training's that ended, one made by hand) last
+                shown = [m for m in self.model.options if m in models]
+                opts = shown + [m for m in models if m not in shown]
+                opts = opts if current in opts or not current else opts + [current]
                 # (not under hold_trait_notifications: a dropdown validates its value against options that
                 # only update when notifications flow)
                 with self.model.hold_sync():

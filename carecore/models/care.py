@@ -163,36 +163,55 @@ def validation_layout(info):
     return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+#: A validation block a run card does not record (a model trained before 2026-12-07).
+UNRECORDED = "unrecorded"
+
+
+def _box_inside(box, other):
+    """Whether a validation box lies inside ``other``, along the same axes (``{axis: [start, stop]}``)."""
+    return set(box) == set(other) and all(other[a][0] <= lo and hi <= other[a][1] for a, (lo, hi) in box.items())
+
+
 def held_out_within(now, before):
-    """Whether an image's validation boxes ``now`` lie where a network that held out ``before`` on it never
-    trained: inside its boxes, or anywhere where it held the image out whole (or gave it no patch, a guard).
+    """Whether an image's validation boxes lie where a network that held out ``before`` on it never trained.
 
-    Both are validation blocks as :func:`~carecore.data.patches.validation_blocks` gives them, boxes on
-    the image's own grid along the ground truth's spatial axes (None: no box, all of the image trains);
-    ``before`` is ``"unknown"`` where a run card does not say (False then, unless ``now`` holds no box).
-    Boxes along other axes (a projection's YX against a 3D network's ZYX, which trained on the rest of Z)
-    are not inside one another.
+    Parameters
+    ----------
+    now, before : dict, None or str
+        Validation blocks of one image as :func:`~carecore.data.patches.validation_blocks` gives them:
+        boxes on the image's own grid along the ground truth's spatial axes, ``{"whole": True}``, a guard
+        ``{"guard": True}`` (no patch), or None (no box: all of the image trains). ``before`` is the
+        earlier network's, :data:`UNRECORDED` where its run card does not say.
 
+    Returns
+    -------
+    bool
+        True where ``now`` holds no box, where the earlier network held the image out whole or gave it
+        no patch, or where every box of ``now`` lies inside one of its boxes. Boxes along other axes (a
+        projection's YX against a 3D network's ZYX, which trained on the rest of Z) are not inside one
+        another; an unrecorded block holds nothing.
+
+    Examples
+    --------
     >>> box = lambda y, x: {"Y": [y, y + 32], "X": [x, x + 32]}
     >>> held_out_within({"whole": False, "boxes": [box(0, 32)]}, {"whole": False, "boxes": [box(0, 32), box(64, 0)]})
     True
     >>> held_out_within({"whole": False, "boxes": [box(0, 0)]}, {"whole": False, "boxes": [box(0, 32)]})
     False
-    >>> held_out_within({"whole": True}, None), held_out_within(None, None), held_out_within({"whole": True}, "unknown")
+    >>> held_out_within({"whole": True}, None), held_out_within(None, None), held_out_within({"whole": True}, UNRECORDED)
     (False, True, False)
     >>> held_out_within({"whole": False, "boxes": [box(0, 32)]}, {"whole": False, "boxes": [{"Z": [0, 8], **box(0, 32)}]})
     False
     """
-    if now is None or now.get("guard"):   # no validation box on it now
+    if now is None or (isinstance(now, dict) and now.get("guard")):   # no validation box on it now
         return True
-    if not isinstance(before, dict):   # all of it trained then (None), or not recorded
+    if not isinstance(now, dict) or not isinstance(before, dict):   # unrecorded; or all of it trained then (None)
         return False
     if before.get("whole") or before.get("guard"):   # none of it trained then
         return True
     if now.get("whole"):
         return False
-    return all(any(set(b) == set(box) and all(b[a][0] <= lo and hi <= b[a][1] for a, (lo, hi) in box.items())
-                   for b in before["boxes"]) for box in now.get("boxes") or [])
+    return all(any(_box_inside(box, b) for b in before["boxes"]) for box in now.get("boxes") or [])
 
 
 class CARE:
@@ -1062,35 +1081,45 @@ class CARE:
         return [(s.get("low", ""), s.get("fingerprint")) for s in info.get("sources") or []]
 
     def _warn_if_fine_tuned_on_its_sources_images(self, info):
-        """A fine-tune on images its source network learned from (the same pixels, by fingerprint) is told
-        where its validation boxes there may lie on regions that network trained on: its validation SSIM and
-        its lead over the filters' line then flatter it. Boxes inside the ones the source (and each network
-        before it) held out on that image, as patches cut again with the same images, patch size and seed
-        hold out, are honest and not told of; a source whose run card does not say where it held out (before
-        2026-12-07) is told of. The images told of are recorded in the run card's ``init_weights``
-        (``validation_on_learned``). (Its run card lists the source's images as learned from all the same, so
-        :meth:`trained_on`, the QC report and the app flag them.)"""
+        """A fine-tune on images its source network learned from is told where its validation boxes there
+        may lie on regions that network trained on: its validation SSIM and its lead over the filters' line
+        then flatter it.
+
+        An image is the source's where its input's fingerprint, or its ground truth's sketch (another noise
+        draw of a field it trained on), is among those the source and each network before it recorded.
+        Boxes inside the ones each of them held out on it (:func:`held_out_within`: patches cut again from
+        the same images in the same order, with the same patch size, patches per image, validation
+        fraction, fields and seed) are honest and not told of; an earlier network whose run card does not
+        say where it held out (before 2026-12-07) is told of, as are the stacks of a kind whose patches'
+        sources are not its training images (the isotropic kind's slices). The images told of are recorded
+        in the run card's ``init_weights`` (``validation_on_learned``). (The run card lists the source's
+        images as learned from all the same, so :meth:`trained_on`, the QC report and the app flag them.)
+        A crop of a source's image is on another grid and not compared."""
         from ..errors import warn
 
         source = self.run_card.get("init_weights") or {}
-        before = {}   # fingerprint: the validation block of each network that learned from it
+        before = {}   # an input's fingerprint or a ground truth's sketch: each earlier network's block on it
         for s in source.get("data_sources") or []:
-            if s.get("fingerprint"):
-                before.setdefault(s["fingerprint"], []).append(s.get("validation_block", "unknown"))
-        now = {}   # fingerprint: this patch set's validation blocks on it (a kind whose images are not its
-        for src in info.get("sources") or []:   # patches' sources, the isotropic kind's stacks, has none: told)
-            if src.get("fingerprint"):
-                now.setdefault(src["fingerprint"], []).append(src.get("validation_block"))
-        again = sorted({Path(str(name)).name for name, fp in self._training_images(info) if fp in before
-                        and not (fp in now and all(held_out_within(n, b) for n in now[fp] for b in before[fp]))})
+            for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""}:
+                before.setdefault(key, []).append(s.get("validation_block", UNRECORDED))
+        again, sources = set(), info.get("sources") or []
+        for s in sources:
+            earlier = [b for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""} for b in before.get(key, [])]
+            honest = all(held_out_within(s.get("validation_block", UNRECORDED), b) for b in earlier)
+            if not honest:
+                again.add(Path(str(s.get("low", ""))).name)
+        sourced = {s.get("fingerprint") for s in sources}
+        again.update(Path(str(name)).name for name, fp in self._training_images(info) if fp in before and fp not in sourced)
         if again:
+            again = sorted(again)
             source["validation_on_learned"] = again
             warn(f"fine-tuning on {len(again)} image(s) that {self.config.init_weights} learned from "
                  f"({', '.join(again[:3])}{' ...' if len(again) > 3 else ''}): validation boxes there may lie where "
                  "that network trained, so the validation SSIM and its lead over the filters' line flatter this "
-                 "model; cut the patches as that network's were (the same images in the same order, patch size, "
-                 "patches per image and seed: its validation boxes are then held out again), or judge it on "
-                 "images neither network trained on (`carecore qc` says which ones a model has seen)", stacklevel=3)
+                 "model; cut the patches as that network's were (the same images in the same order, the same "
+                 "patch size, patches per image, validation fraction, fields and seed: its validation boxes are "
+                 "then held out again), or judge it on images neither network trained on (`carecore qc` says "
+                 "which ones a model has seen)", stacklevel=3)
 
     def _check_same_data(self, info):
         """A training resumed goes on with the images it began with (:meth:`_check_same_sources`) and

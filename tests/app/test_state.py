@@ -213,10 +213,10 @@ def test_the_restore_lists_reach_the_page_with_their_final_choice(tmp_path):
     assert told == [("model_dir", "models/trained/model")], told
 
     sent["model"].clear(), sent["image"].clear(), told.clear()
-    cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / "models" / "aardvark" / "model").save()   # first in the list
-    step.fill()   # Refresh: the new model listed, the chosen one kept
-    assert step.model.options[0] == "models/aardvark/model" and step.model.value == "models/trained/model"
-    assert [m for m in sent["model"] if "index" in m] == [{"_options_labels": tuple(step.model.options), "index": 1}], \
+    cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / "models" / "aardvark" / "model").save()
+    step.fill()   # Refresh: the new model listed (last: the places shown are kept), the chosen one kept
+    assert step.model.options[-1] == "models/aardvark/model" and step.model.value == "models/trained/model"
+    assert [m for m in sent["model"] if "index" in m] == [{"_options_labels": tuple(step.model.options), "index": 0}], \
         sent["model"]
     assert told == [] and sent["image"] == []
     # a job's watcher sets the model it trained by its absolute path: listed, and the state told the list's form
@@ -278,10 +278,12 @@ def test_a_watchers_model_is_listed_on_the_pages_thread_after_a_pick(tmp_path, m
 
 
 def test_a_model_picked_as_a_training_ends_keeps_its_place(tmp_path):
-    """The page sends a pick as a place in the list it has. A training that ends lists its model last (the
-    lab's trainings in the order they started, folders named by hand before them), so a model picked in
-    that instant is the one the user saw in that place. (Listed newest first, the new model moved every
-    other one down, and the pick landed on its neighbour.) The task's newest model is still the one chosen."""
+    """The page sends a pick as a place in the list it has. The Restore step lists models in the order
+    trained (folders named by hand first, then the lab's trainings by their start, whatever their task),
+    keeps the places it has shown, and lists new folders last (a training's that ended, one made by hand),
+    so a model picked in that instant is the one the user saw in that place. (Listed newest first, the new
+    model moved every other one down, and the pick landed on its neighbour.) The task's newest model is
+    still the one chosen."""
     import carecore as cc
     from carelab import LabState
     from carelab.wizard import RestoreStep
@@ -289,25 +291,29 @@ def test_a_model_picked_as_a_training_ends_keeps_its_place(tmp_path):
     (tmp_path / "low").mkdir()
     cc.write_image(tmp_path / "low" / "a.tif", np.ones((4, 16, 16), np.float32), axes="ZYX")
     older, newer, ended = (f"models/denoising3d_20261207_{t}/model" for t in ("095959", "110000", "120000"))
-    for folder in (older, newer, "models/mine/model"):
+    first = "models/isotropic_20261201_090000/model"   # (another task's, older: its name sorts after theirs)
+    for folder in (older, newer, first, "models/mine/model"):
         cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / folder).save()
     s = LabState(tmp_path, quick=True)
     s.task = "denoising3d"
     step = RestoreStep(s)
     seen = list(step.model.options)
-    assert seen == ["models/mine/model", older, newer], seen
+    assert seen == ["models/mine/model", first, older, newer], seen
     assert step.model.value == s.model_dir == newer   # the task's newest
-    # a training ends: its watcher sets the model it trained (queued to the page's thread, as PageThread does)
-    cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / ended).save()
+    # a training ends: its watcher sets the model it trained (queued to the page's thread, as PageThread does);
+    # a folder put there by hand meanwhile, which sorts first, is listed last too
+    for folder in (ended, "models/aaa/model"):
+        cc.CARE(cc.care_config("ZYX", quick=True), tmp_path / folder).save()
     s.model_dir = str(tmp_path / ended)
-    assert step.model.value == s.model_dir == ended and list(step.model.options) == seen + [ended]
+    assert step.model.value == s.model_dir == ended
+    assert list(step.model.options) == seen + ["models/aaa/model", ended], step.model.options
     # the user's pick, made in the list the page had before the fill reached it: the older training
     step.model.set_state({"index": seen.index(older)})
     assert step.model.value == s.model_dir == older
-    # a Refresh, or a new task, offers the task's newest
+    # a Refresh, or a new task, offers the task's newest (in a list whose places are kept)
     s.model_dir = ""
     step.fill()
-    assert step.model.value == s.model_dir == ended
+    assert step.model.value == s.model_dir == ended and list(step.model.options) == seen + ["models/aaa/model", ended]
 
 
 def test_a_model_that_makes_other_channels_is_scored_alone(tmp_path):

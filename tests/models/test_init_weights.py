@@ -114,17 +114,25 @@ def test_a_fine_tune_knows_the_images_its_source_learned_from(tmp_path):
     assert tuned.run_card["init_weights"]["validation_on_learned"] == ["array 1"]
     assert tuned.trained_on(p1[0], axes="YX") and tuned.trained_on(p2[0], axes="YX")   # its source's, and its own
 
-    def fine_tune(source):
+    def fine_tune(source, pairs=(p0, p1), patch=(32, 32)):
         model = cc.CARE(care_config("YX", **quick, init_weights=source))
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            model.train(create_patches([p0, p1], (32, 32), axes="YX", n_patches_per_image=8))
+            model.train(create_patches(list(pairs), patch, axes="YX", n_patches_per_image=8))
         return model, [str(w.message) for w in said if "fine-tuning on" in str(w.message)]
 
     # src's own images cut again alike: its validation boxes, held out again; p1 is still learned from
     same, told = fine_tune(tmp_path / "src")
     assert told == [] and "validation_on_learned" not in same.run_card["init_weights"], told
     assert same.trained_on(p1[0], axes="YX")
+    # ... and again from that fine-tune: inside the boxes of both networks
+    same.save(tmp_path / "same")
+    assert fine_tune(tmp_path / "same")[1] == []
+    # another noise draw of p1's field (an input never seen, its ground truth learned): compared by the truth
+    redraw = ((p1[1] + np.float32(0.1) * np.random.default_rng(7).standard_normal(p1[1].shape, np.float32)), p1[1])
+    assert fine_tune(tmp_path / "src", (p0, redraw))[1] == []   # src's boxes on that field
+    _, told = fine_tune(tmp_path / "src", (p0, redraw), patch=(48, 48))   # larger boxes: where src trained
+    assert len(told) == 1 and "(array 1)" in told[0], told
     # ... but a source whose run card does not say where it held out (before 2026-12-07) is told of
     old = cc.load_model(tmp_path / "src")
     assert {s["low"]: s["validation_block"] for s in old.run_card["data_sources"]}["array 0"] is None   # (all trained)
