@@ -153,6 +153,33 @@ def _from_text(sketch):
     return np.frombuffer(base64.b64decode(sketch), "<u8").astype(np.uint64)
 
 
+def sketches_overlap(a, b):
+    """Whether two images share their windows, told from their sketches alone (:func:`crop_sketch`): one a
+    crop of the other, or one overlapping the other by at least :data:`OVERLAP_SHARE` of the smaller's
+    windows, as :func:`overlaps` tells from one image's pixels.
+
+    Below the smaller of the two sketches' largest hashes (where a sketch holds fewer than :data:`SKETCH`
+    hashes, it holds all of its image's), each sketch holds every window of its image: the windows the two
+    share there are their common hashes.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).random((128, 128), dtype=np.float32)
+    >>> y = np.random.default_rng(1).random((128, 128), dtype=np.float32)
+    >>> sketches_overlap(crop_sketch(x[20:90, 10:100], "YX"), crop_sketch(x, "YX"))
+    True
+    >>> sketches_overlap(crop_sketch(y, "YX"), crop_sketch(x, "YX")), sketches_overlap(None, crop_sketch(x, "YX"))
+    (False, False)
+    """
+    if not a or not b:
+        return False
+    a, b = _from_text(a), _from_text(b)
+    top = min((s[-1] for s in (a, b) if len(s) >= SKETCH), default=None)
+    if top is not None:
+        a, b = a[a <= top], b[b <= top]
+    found = int(np.isin(a, b, assume_unique=True).sum())
+    return found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(len(a), len(b))
+
+
 def overlaps(sketches, data, axes):
     """Whether ``data`` shares its windows with any of the images sketched (:func:`crop_sketch`): a crop
     of one, an image it is a crop of, or one that overlaps it by at least :data:`OVERLAP_SHARE` of

@@ -1094,22 +1094,32 @@ class CARE:
         sources are not its training images (the isotropic kind's slices). The images told of are recorded
         in the run card's ``init_weights`` (``validation_on_learned``). (The run card lists the source's
         images as learned from all the same, so :meth:`trained_on`, the QC report and the app flag them.)
-        A crop of a source's image is on another grid and not compared."""
+        A crop of a source's image (or of its ground truth), found by their sketches
+        (:func:`~carecore.fingerprint.sketches_overlap`), lies on another grid: its boxes are not compared,
+        and it is told of where it holds any."""
         from ..errors import warn
+        from ..fingerprint import sketches_overlap
 
         source = self.run_card.get("init_weights") or {}
+        learned = source.get("data_sources") or []
         before = {}   # an input's fingerprint or a ground truth's sketch: each earlier network's block on it
-        for s in source.get("data_sources") or []:
+        for s in learned:
             for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""}:
                 before.setdefault(key, []).append(s.get("validation_block", UNRECORDED))
-        again, sources = set(), info.get("sources") or []
+        images = self._training_images(info)   # [(name, fingerprint)]
+        # the patches' sources that are the training images (not an isotropic model's slices of its stacks)
+        sources = [s for s in info.get("sources") or [] if s.get("fingerprint") in {fp for _, fp in images}]
+        again = set()
         for s in sources:
+            block = s.get("validation_block", UNRECORDED)
             earlier = [b for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""} for b in before.get(key, [])]
-            honest = all(held_out_within(s.get("validation_block", UNRECORDED), b) for b in earlier)
+            honest = all(held_out_within(block, b) for b in earlier)
+            if not earlier and not held_out_within(block, None):   # boxes on a crop of one: on another grid
+                honest = not any(sketches_overlap(s.get(k), r.get(k)) for r in learned for k in ("sketch", "sketch_high"))
             if not honest:
                 again.add(Path(str(s.get("low", ""))).name)
         sourced = {s.get("fingerprint") for s in sources}
-        again.update(Path(str(name)).name for name, fp in self._training_images(info) if fp in before and fp not in sourced)
+        again.update(Path(str(name)).name for name, fp in images if fp in before and fp not in sourced)
         if again:
             again = sorted(again)
             source["validation_on_learned"] = again

@@ -89,10 +89,11 @@ def test_a_fine_tune_takes_its_sources_network_size_unless_given(tmp_path):
 
 
 def test_a_fine_tune_knows_the_images_its_source_learned_from(tmp_path):
-    """A fine-tune on images its source network trained on is told where its validation boxes there lie
-    where that network trained (its scores flatter it), not where they lie inside the boxes it held out (the
-    same images cut again alike: it was told every time), nor where a record does not say (told); and it
-    counts them as learned from (``trained_on``: the QC report and the app flag them), as it did not before."""
+    """A fine-tune on images its source network trained on (the same input, another noise draw of a ground
+    truth, a crop of either) is told where its validation boxes there lie where that network trained (its
+    scores flatter it), not where they lie inside the boxes it held out (the same images cut again alike: it
+    was told every time); where a record does not say, and on a crop, it is told; and it counts them as
+    learned from (``trained_on``: the QC report and the app flag them), as it did not before."""
     import warnings
 
     from carecore.data.patches import create_patches
@@ -133,6 +134,11 @@ def test_a_fine_tune_knows_the_images_its_source_learned_from(tmp_path):
     assert fine_tune(tmp_path / "src", (p0, redraw))[1] == []   # src's boxes on that field
     _, told = fine_tune(tmp_path / "src", (p0, redraw), patch=(48, 48))   # larger boxes: where src trained
     assert len(told) == 1 and "(array 1)" in told[0], told
+    # a crop of p1 (another grid, its boxes not comparable), found by its sketch; a crop of a new image is not told
+    crop = tuple(np.ascontiguousarray(a[8:, 4:]) for a in p1)
+    _, told = fine_tune(tmp_path / "src", (p0, crop))
+    assert len(told) == 1 and "(array 1)" in told[0], told
+    assert fine_tune(tmp_path / "src", (p0, tuple(np.ascontiguousarray(a[8:, 4:]) for a in p2)))[1] == []
     # ... but a source whose run card does not say where it held out (before 2026-12-07) is told of
     old = cc.load_model(tmp_path / "src")
     assert {s["low"]: s["validation_block"] for s in old.run_card["data_sources"]}["array 0"] is None   # (all trained)
