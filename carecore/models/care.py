@@ -1082,35 +1082,44 @@ class CARE:
 
     def _warn_if_fine_tuned_on_its_sources_images(self, info):
         """A fine-tune on images its source network learned from is told where its validation boxes there
-        may lie on regions that network trained on: its validation SSIM and its lead over the filters' line
-        then flatter it.
-
-        An image is the source's where its input's fingerprint, or its ground truth's sketch (another noise
-        draw of a field it trained on), is among those the source and each network before it recorded.
-        Boxes inside the ones each of them held out on it (:func:`held_out_within`: patches cut again from
-        the same images in the same order, with the same patch size, patches per image, validation
-        fraction, fields and seed) are honest and not told of; an earlier network whose run card does not
-        say where it held out (before 2026-12-07) is told of, as are the stacks of a kind whose patches'
-        sources are not its training images (the isotropic kind's slices). The images told of are recorded
-        in the run card's ``init_weights`` (``validation_on_learned``). (The run card lists the source's
-        images as learned from all the same, so :meth:`trained_on`, the QC report and the app flag them.)
-        A crop of a source's image (or of its ground truth), found by their sketches
-        (:func:`~carecore.fingerprint.sketches_overlap`), lies on another grid: its boxes are not compared,
-        and it is told of where it holds any."""
+        may lie on regions that network trained on (:meth:`_validated_where_learned`): its validation SSIM
+        and its lead over the filters' line then flatter it. The images told of are recorded in the run
+        card's ``init_weights`` (``validation_on_learned``). (The run card lists the source's images as
+        learned from all the same, so :meth:`trained_on`, the QC report and the app flag them.)"""
         from ..errors import warn
-        from ..fingerprint import sketches_overlap
 
         source = self.run_card.get("init_weights") or {}
-        learned = source.get("data_sources") or []
+        again = sorted(self._validated_where_learned(info, source.get("data_sources") or []))
+        if again:
+            source["validation_on_learned"] = again
+            warn(f"fine-tuning on {len(again)} image(s) that {self.config.init_weights} learned from "
+                 f"({', '.join(again[:3])}{' ...' if len(again) > 3 else ''}): validation there may lie where "
+                 "that network trained, so the validation SSIM and its lead over the filters' line flatter this "
+                 "model; cut the patches as that network's were (the same images in the same order, the same "
+                 "patch size, patches per image, validation fraction, fields and seed: its validation boxes are "
+                 "then held out again), or judge it on images neither network trained on (`carecore qc` says "
+                 "which ones a model has seen)", stacklevel=3)
+
+    def _validated_where_learned(self, info, learned):
+        """The names of the training images (in the patch set's metadata ``info``) whose validation boxes
+        may lie where a network of ``learned`` (the source's ``data_sources`` and those before it) trained.
+
+        An image is one of theirs where its input's fingerprint, or its ground truth's sketch (another noise
+        draw of a field it trained on), is among those they recorded. Boxes inside the ones each of them
+        held out on it (:func:`held_out_within`: patches cut again from the same images in the same order,
+        with the same patch size, patches per image, validation fraction, fields and seed) are honest; where
+        a run card does not say where it held out (before 2026-12-07) they are not. A crop of one of their
+        images (or of its ground truth), found by their sketches (:func:`~carecore.fingerprint.
+        sketches_overlap`), lies on another grid: its boxes are not compared, and it is named where it
+        holds any."""
+        from ..fingerprint import sketches_overlap
+
         before = {}   # an input's fingerprint or a ground truth's sketch: each earlier network's block on it
         for s in learned:
             for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""}:
                 before.setdefault(key, []).append(s.get("validation_block", UNRECORDED))
-        images = self._training_images(info)   # [(name, fingerprint)]
-        # the patches' sources that are the training images (not an isotropic model's slices of its stacks)
-        sources = [s for s in info.get("sources") or [] if s.get("fingerprint") in {fp for _, fp in images}]
         again = set()
-        for s in sources:
+        for s in info.get("sources") or []:
             block = s.get("validation_block", UNRECORDED)
             earlier = [b for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""} for b in before.get(key, [])]
             honest = all(held_out_within(block, b) for b in earlier)
@@ -1118,18 +1127,7 @@ class CARE:
                 honest = not any(sketches_overlap(s.get(k), r.get(k)) for r in learned for k in ("sketch", "sketch_high"))
             if not honest:
                 again.add(Path(str(s.get("low", ""))).name)
-        sourced = {s.get("fingerprint") for s in sources}
-        again.update(Path(str(name)).name for name, fp in images if fp in before and fp not in sourced)
-        if again:
-            again = sorted(again)
-            source["validation_on_learned"] = again
-            warn(f"fine-tuning on {len(again)} image(s) that {self.config.init_weights} learned from "
-                 f"({', '.join(again[:3])}{' ...' if len(again) > 3 else ''}): validation boxes there may lie where "
-                 "that network trained, so the validation SSIM and its lead over the filters' line flatter this "
-                 "model; cut the patches as that network's were (the same images in the same order, the same "
-                 "patch size, patches per image, validation fraction, fields and seed: its validation boxes are "
-                 "then held out again), or judge it on images neither network trained on (`carecore qc` says "
-                 "which ones a model has seen)", stacklevel=3)
+        return again
 
     def _check_same_data(self, info):
         """A training resumed goes on with the images it began with (:meth:`_check_same_sources`) and

@@ -226,6 +226,7 @@ class IsotropicCARE(CARE):
                 **({"psf_sigma_equivalent": round(_half_maximum_width(profile) / 2.355, 4)}
                    if profile is not None else {}),
                 "stacks": [name for name, _, _ in stacks],
+                "slices": [[i, z] for i, z in fields],   # (the stack and slice of each pair)
                 "fingerprints": [fingerprint(stack, saxes) for _, stack, saxes in stacks],
                 "sketches": [crop_sketch(stack, saxes) for _, stack, saxes in stacks],
                 "shapes": [[int(n) for n in stack.shape] for _, stack, _ in stacks],
@@ -247,6 +248,38 @@ class IsotropicCARE(CARE):
         """The stacks (the patches' own sources are their slices), as the run card lists them."""
         made = info.get("isotropic") or {}
         return list(zip(made.get("stacks") or [], made.get("fingerprints") or []))
+
+    @staticmethod
+    def _slices_by_block(info):
+        """``{stack: {"trained": set, "validated": set}}``: each stack's slices (z) that its patches train
+        on, and those they validate on (held out whole); None where the patches do not say (made before
+        2026-12-07)."""
+        made, sources = info.get("isotropic") or {}, info.get("sources") or []
+        pairs = made.get("slices")
+        if not pairs or len(pairs) != len(sources):
+            return None
+        out = {}
+        for (i, z), s in zip(pairs, sources):
+            block = s.get("validation_block")
+            role = "trained" if block is None else "validated" if block.get("whole") else None   # (a guard: neither)
+            if role:
+                out.setdefault(i, {"trained": set(), "validated": set()})[role].add(z)
+        return out
+
+    def _validated_where_learned(self, info, learned):
+        """The stacks whose held-out slices lie where a network of ``learned`` trained: on one of its
+        trained slices of that stack (by fingerprint), or closer to one than the guard slices keep
+        (:func:`make_patches`'s ``guard_slices``); every stack of theirs where either side does not say."""
+        guard = int((info.get("isotropic") or {}).get("guard_slices") or 1)
+        now = self._slices_by_block(info)
+        again = set()
+        for i, (name, fp) in enumerate(self._training_images(info)):
+            earlier = [r.get("trained_slices") for r in learned if fp and r.get("fingerprint") == fp]
+            validated = (now or {}).get(i, {}).get("validated", set())
+            near = {z + d for z in validated for d in range(-guard, guard + 1)}
+            if any(t is None or now is None or near & set(t) for t in earlier):
+                again.add(Path(str(name)).name)
+        return again
 
     def _check_same_sources(self, info):
         """A resumed training goes on with the stacks it began with. The patches' own sources are the stacks'
@@ -279,10 +312,16 @@ class IsotropicCARE(CARE):
             sketches = made.get("sketches") or [None] * len(made["stacks"])
             # the noise its training inputs were given back after the blur (None: none, match_noise=False)
             noises = made.get("noise") or [None] * len(made["stacks"])
+            # the slices it trained on (a fine-tune validating on them, or next to them, is told)
+            by_block = self._slices_by_block(info)
+            trained = [sorted(by_block.get(i, {}).get("trained", ())) if by_block is not None else None
+                       for i in range(len(made["stacks"]))]
             card["data_sources"] = [{"low": name, "high": f"{name} (its lateral slices, degraded along Y and X)",
                                      **({"fingerprint": fp} if fp else {}), **({"shape": sh} if sh else {}),
-                                     **({"sketch": sk} if sk else {}), "noise_given_back": nz}
-                                    for name, fp, sh, sk, nz in zip(made["stacks"], prints, shapes, sketches, noises)]
+                                     **({"sketch": sk} if sk else {}), "noise_given_back": nz,
+                                     **({"trained_slices": t} if t is not None else {})}
+                                    for name, fp, sh, sk, nz, t in zip(made["stacks"], prints, shapes, sketches, noises,
+                                                                       trained)]
         return card
 
     # -- prediction ---------------------------------------------------------------------------

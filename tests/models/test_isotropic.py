@@ -2,6 +2,7 @@
 Arabidopsis embryo subsampled along Z (beats linear and cubic interpolation)."""
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -259,10 +260,20 @@ def test_a_resume_goes_on_with_its_own_stacks(tmp_path):
                         steps_per_epoch=1)
     model.train(cls.make_patches(config, [a], axes="ZYX", n_patches_per_image=4), epochs=1, steps_per_epoch=1)
     assert len(model.history) == 2   # its own stack: resumed
-    # a fine-tune on its stack is told (its slices validate where the source trained)
+    # a fine-tune on its stack is told where its slices validate where the source trained, or next to them
     tuned = cc.create_model(config.replace(init_weights=str(tmp_path / "m")))
+    patches = cls.make_patches(config, [b, a], axes="ZYX", n_patches_per_image=4)
+    assert tuned._slices_by_block(patches.meta)[1]["validated"]   # (a validates here, last: its trained slices among them)
     with pytest.warns(cc.CareWarning, match=r"fine-tuning on 1 image\(s\) that .* learned from \(array\)"):
-        tuned.train(cls.make_patches(config, [a, b], axes="ZYX", n_patches_per_image=4), epochs=1, steps_per_epoch=1)
+        tuned.train(patches, epochs=1, steps_per_epoch=1)
+    # ... not where they are the slices it held out (its stack cut again alike)
+    trained = model.run_card["data_sources"][0]["trained_slices"]
+    assert 0 < len(trained) < 12 - 1
+    again = cc.create_model(config.replace(init_weights=str(tmp_path / "m")))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "fine-tuning on")
+        again.train(cls.make_patches(config, [a], axes="ZYX", n_patches_per_image=4), epochs=1, steps_per_epoch=1)
+    assert "validation_on_learned" not in again.run_card["init_weights"]
 
 
 def test_the_upsampling_validation_line_starts_from_every_interpolation():
