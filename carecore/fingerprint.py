@@ -153,14 +153,25 @@ def _from_text(sketch):
     return np.frombuffer(base64.b64decode(sketch), "<u8").astype(np.uint64)
 
 
+def sketch_hashes(sketch):
+    """A sketch's hashes (sorted uint64), from its text (:func:`crop_sketch`) or as already read; an empty
+    array for None."""
+    if sketch is None or isinstance(sketch, np.ndarray):
+        return np.zeros(0, np.uint64) if sketch is None else sketch
+    return _from_text(sketch) if sketch else np.zeros(0, np.uint64)
+
+
 def sketches_overlap(a, b):
-    """Whether two images share their windows, told from their sketches alone (:func:`crop_sketch`): one a
-    crop of the other, or one overlapping the other by at least :data:`OVERLAP_SHARE` of the smaller's
-    windows, as :func:`overlaps` tells from one image's pixels.
+    """Whether two images share their windows, told from their sketches alone (:func:`crop_sketch`, as
+    text or as read by :func:`sketch_hashes`): one a crop of the other, or one overlapping the other by
+    at least :data:`OVERLAP_SHARE` of the smaller's windows.
 
     Below the smaller of the two sketches' largest hashes (where a sketch holds fewer than :data:`SKETCH`
     hashes, it holds all of its image's), each sketch holds every window of its image: the windows the two
-    share there are their common hashes.
+    share there are their common hashes. The smaller image's share of the larger's windows is about how
+    many of its hashes lie there, out of :data:`SKETCH`: a crop of less than about 1/128 of the other
+    image's windows (a 128 x 128 tile of a 2048 x 2048 image) is not found, where :func:`overlaps`, which
+    reads the pixels of the larger, finds it.
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).random((128, 128), dtype=np.float32)
@@ -170,14 +181,38 @@ def sketches_overlap(a, b):
     >>> sketches_overlap(crop_sketch(y, "YX"), crop_sketch(x, "YX")), sketches_overlap(None, crop_sketch(x, "YX"))
     (False, False)
     """
-    if not a or not b:
+    a, b = sketch_hashes(a), sketch_hashes(b)
+    if not len(a) or not len(b):
         return False
-    a, b = _from_text(a), _from_text(b)
     top = min((s[-1] for s in (a, b) if len(s) >= SKETCH), default=None)
     if top is not None:
         a, b = a[a <= top], b[b <= top]
     found = int(np.isin(a, b, assume_unique=True).sum())
     return found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(len(a), len(b))
+
+
+def sketch_matcher(sketches):
+    """A test ``matches(sketch)``: whether a sketch overlaps any of ``sketches`` (:func:`sketches_overlap`).
+    The sketches are read once, and a sketch sharing fewer than :data:`OVERLAP_WINDOWS` hashes with all of
+    them together is answered at once (hundreds of time points against hundreds of records: a fine-tune
+    on a time-lapse).
+
+    >>> import numpy as np
+    >>> x, y = (np.random.default_rng(k).random((64, 64), dtype=np.float32) for k in (0, 1))
+    >>> matches = sketch_matcher([crop_sketch(x, "YX"), None])
+    >>> matches(crop_sketch(x[8:, 8:], "YX")), matches(crop_sketch(y, "YX")), matches(None)
+    (True, False, False)
+    """
+    read = [h for h in map(sketch_hashes, sketches) if len(h)]
+    union = np.unique(np.concatenate(read)) if read else np.zeros(0, np.uint64)
+
+    def matches(sketch):
+        h = sketch_hashes(sketch)
+        if int(np.isin(h, union, assume_unique=True).sum()) < OVERLAP_WINDOWS:
+            return False
+        return any(sketches_overlap(h, r) for r in read)
+
+    return matches
 
 
 def overlaps(sketches, data, axes):

@@ -1111,20 +1111,21 @@ class CARE:
         a run card does not say where it held out (before 2026-12-07) they are not. A crop of one of their
         images (or of its ground truth), found by their sketches (:func:`~carecore.fingerprint.
         sketches_overlap`), lies on another grid: its boxes are not compared, and it is named where it
-        holds any."""
-        from ..fingerprint import sketches_overlap
+        holds any (a crop of at least about 1/128 of the image's windows)."""
+        from ..fingerprint import sketch_matcher
 
         before = {}   # an input's fingerprint or a ground truth's sketch: each earlier network's block on it
         for s in learned:
             for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""}:
                 before.setdefault(key, []).append(s.get("validation_block", UNRECORDED))
+        crop_of = {k: sketch_matcher([r.get(k) for r in learned]) for k in ("sketch", "sketch_high")}
         again = set()
         for s in info.get("sources") or []:
             block = s.get("validation_block", UNRECORDED)
             earlier = [b for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""} for b in before.get(key, [])]
             honest = all(held_out_within(block, b) for b in earlier)
             if not earlier and not held_out_within(block, None):   # boxes on a crop of one: on another grid
-                honest = not any(sketches_overlap(s.get(k), r.get(k)) for r in learned for k in ("sketch", "sketch_high"))
+                honest = not any(matches(s.get(k)) for k, matches in crop_of.items())
             if not honest:
                 again.add(Path(str(s.get("low", ""))).name)
         return again

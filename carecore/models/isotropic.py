@@ -261,23 +261,35 @@ class IsotropicCARE(CARE):
         out = {}
         for (i, z), s in zip(pairs, sources):
             block = s.get("validation_block")
-            role = "trained" if block is None else "validated" if block.get("whole") else None   # (a guard: neither)
-            if role:
-                out.setdefault(i, {"trained": set(), "validated": set()})[role].add(z)
+            slices = out.setdefault(i, {"trained": set(), "validated": set()})
+            if block is None or block.get("boxes"):   # (boxes: a slice that is its own transpose, both)
+                slices["trained"].add(z)
+            if block is not None and (block.get("whole") or block.get("boxes")):   # (a guard: neither)
+                slices["validated"].add(z)
         return out
 
     def _validated_where_learned(self, info, learned):
         """The stacks whose held-out slices lie where a network of ``learned`` trained: on one of its
         trained slices of that stack (by fingerprint), or closer to one than the guard slices keep
-        (:func:`make_patches`'s ``guard_slices``); every stack of theirs where either side does not say."""
-        guard = int((info.get("isotropic") or {}).get("guard_slices") or 1)
+        (:func:`make_patches`'s ``guard_slices``); every stack of theirs that holds slices out where either
+        side does not say; a crop of one of their stacks (by its sketch, :func:`~carecore.fingerprint.
+        sketches_overlap`), on another grid, where it holds slices out. A stack that holds none out is
+        not named."""
+        from ..fingerprint import sketch_matcher
+
+        made = info.get("isotropic") or {}
+        guard = int(made.get("guard_slices") or 1)
         now = self._slices_by_block(info)
+        sketches = made.get("sketches") or [None] * len(made.get("stacks") or [])
+        crop_of = sketch_matcher([r.get("sketch") for r in learned])
         again = set()
-        for i, (name, fp) in enumerate(self._training_images(info)):
-            earlier = [r.get("trained_slices") for r in learned if fp and r.get("fingerprint") == fp]
+        for i, ((name, fp), sketch) in enumerate(zip(self._training_images(info), sketches)):
             validated = (now or {}).get(i, {}).get("validated", set())
+            if now is not None and not validated:
+                continue   # (no slice of it validates)
+            earlier = [r.get("trained_slices") for r in learned if fp and r.get("fingerprint") == fp]
             near = {z + d for z in validated for d in range(-guard, guard + 1)}
-            if any(t is None or now is None or near & set(t) for t in earlier):
+            if any(t is None or now is None or near & set(t) for t in earlier) or (not earlier and crop_of(sketch)):
                 again.add(Path(str(name)).name)
         return again
 

@@ -262,13 +262,20 @@ def test_a_resume_goes_on_with_its_own_stacks(tmp_path):
     assert len(model.history) == 2   # its own stack: resumed
     # a fine-tune on its stack is told where its slices validate where the source trained, or next to them
     tuned = cc.create_model(config.replace(init_weights=str(tmp_path / "m")))
-    patches = cls.make_patches(config, [b, a], axes="ZYX", n_patches_per_image=4)
-    assert tuned._slices_by_block(patches.meta)[1]["validated"]   # (a validates here, last: its trained slices among them)
-    with pytest.warns(cc.CareWarning, match=r"fine-tuning on 1 image\(s\) that .* learned from \(array\)"):
-        tuned.train(patches, epochs=1, steps_per_epoch=1)
-    # ... not where they are the slices it held out (its stack cut again alike)
     trained = model.run_card["data_sources"][0]["trained_slices"]
     assert 0 < len(trained) < 12 - 1
+    patches = cls.make_patches(config, [b, a], axes="ZYX", n_patches_per_image=4)
+    assert tuned._slices_by_block(patches.meta)[1]["validated"] & set(trained)   # (a validates here, last)
+    with pytest.warns(cc.CareWarning, match=r"fine-tuning on 1 image\(s\) that .* learned from \(array\)"):
+        tuned.train(patches, epochs=1, steps_per_epoch=1)
+    # a crop of its stack (another grid: its slices are not compared), found by its sketch, is told too
+    crop = cls.make_patches(config, [np.ascontiguousarray(a[1:, 2:])], axes="ZYX", n_patches_per_image=4)
+    assert tuned._validated_where_learned(crop.meta, model.run_card["data_sources"]) == {"array"}
+    # ... but not where it holds no slice out (b takes them all here), nor where they are the slices the
+    # source held out (its stack cut again alike)
+    first = cls.make_patches(config, [a, b], axes="ZYX", n_patches_per_image=4)
+    assert not tuned._slices_by_block(first.meta)[0]["validated"]
+    assert tuned._validated_where_learned(first.meta, model.run_card["data_sources"]) == set()
     again = cc.create_model(config.replace(init_weights=str(tmp_path / "m")))
     with warnings.catch_warnings():
         warnings.filterwarnings("error", "fine-tuning on")
