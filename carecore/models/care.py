@@ -1075,11 +1075,6 @@ class CARE:
             "val_rmse": {f"{s:g}": round(r, 6) for s, r in table.items()},
             "seconds": round(time.perf_counter() - t, 2)}
 
-    def _training_images(self, info):
-        """``[(name, fingerprint)]`` of the training inputs a patch set's metadata ``info`` records, as the run
-        card's ``data_sources`` list them."""
-        return [(s.get("low", ""), s.get("fingerprint")) for s in info.get("sources") or []]
-
     def _warn_if_fine_tuned_on_its_sources_images(self, info):
         """A fine-tune on images its source network learned from is told where its validation boxes there
         may lie on regions that network trained on (:meth:`_validated_where_learned`): its validation SSIM

@@ -245,7 +245,8 @@ class IsotropicCARE(CARE):
                             "give more slices") from None
 
     def _training_images(self, info):
-        """The stacks (the patches' own sources are their slices), as the run card lists them."""
+        """``[(name, fingerprint)]`` of the stacks (the patches' own sources are their slices), as the run card
+        lists them."""
         made = info.get("isotropic") or {}
         return list(zip(made.get("stacks") or [], made.get("fingerprints") or []))
 
