@@ -10,7 +10,8 @@ A crop is not the image: it shares windows with it. :func:`crop_sketch` keeps th
 image's 8x8 windows (of every YX plane) and :func:`overlaps` finds a crop of it, or an image it was cut
 from, by the windows of another image whose hashes fall in the sketch's range: all of them are in the
 sketch for a crop, almost none for another image. Windows of a few photons among zeros, which recur by
-chance in unrelated images of little light, are left out (:data:`MIN_CHANGES`).
+chance in unrelated images of little light, are left out (:data:`MIN_CHANGES`); of a large image's, only
+those with enough bits to be told from chance are compared (:data:`CHANCE_BITS`).
 """
 
 import hashlib
@@ -88,9 +89,24 @@ OVERLAP_SHARE, OVERLAP_WINDOWS = 0.1, 4
 #: Fewest changes between horizontal neighbours a window must hold (of its WINDOW x (WINDOW - 1)) to be
 #: sketched: a window of a few photons among zeros recurs by chance in unrelated images of little light.
 MIN_CHANGES = 10
+#: How much rarer than its chance to recur in the sketched image a window must be to be compared with its
+#: sketch by :func:`overlaps`, as bits: a window whose values can be placed in it in M ways (2**b: 64! / the
+#: product of each value's count!) recurs by chance in an image of N windows about N / M times. Windows of
+#: 10 changes hold 23 bits or more (5 photons among zeros: C(64, 5)), enough below about 2**16 windows.
+#: Two unrelated stacks of 96 x 1024 x 1024 at 0.04 photons a pixel shared 1/8 of their sketches' windows.
+CHANCE_BITS = 7
+#: Fewest bits of a window kept in a sketch's second part, of rare windows (:func:`crop_sketches`): a window
+#: of 40 bits (12 photons among zeros or more) recurs by chance in an image of N windows about N / 2**40
+#: times, under 1/1000 up to 10**9 windows (a stack of 1000 x 1024 x 1024). A crop of a large, dim image
+#: keeps too few of the first part's windows that are not of chance to be found by them, but its rare ones.
+RARE_BITS = 40
 # the hash's coefficients: fixed for good (a sketch recorded in a run card is compared with them)
 _ROW, _COL = (np.random.default_rng(seed).integers(1, 2**63, size=WINDOW, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
               for seed in (20261206, 6122026))
+_LOG2_FACTORIAL = np.concatenate([[0.0], np.cumsum(np.log2(np.arange(1, WINDOW * WINDOW + 1)))])
+# the fewest bits a window of MIN_CHANGES changes holds: each change needs a value other than the window's most
+# common one, and each such value makes two changes at most
+_LEAST_BITS = float(np.log2(__import__("math").comb(WINDOW * WINDOW, (MIN_CHANGES + 1) // 2)))
 
 
 def _planes(data, axes):
@@ -107,14 +123,14 @@ def _planes(data, axes):
         yield plane if axes.index("Y") < axes.index("X") else plane.T
 
 
-def _window_hashes(plane):
-    """The hashes (uint64) of the plane's WINDOW x WINDOW windows that hold at least :data:`MIN_CHANGES`
-    changes between horizontal neighbours."""
+def _candidates(plane):
+    """The plane (as float32, -0 as 0) and its WINDOW x WINDOW windows that hold at least :data:`MIN_CHANGES`
+    changes between horizontal neighbours: ``(plane, hashes, ys, xs)``, each window by its top-left corner."""
     from numpy.lib.stride_tricks import sliding_window_view as windows
 
-    if min(plane.shape) < WINDOW:
-        return np.zeros(0, np.uint64)
     p = np.ascontiguousarray(plane + np.float32(0))   # (-0 as 0)
+    if min(p.shape) < WINDOW:
+        return p, np.zeros(0, np.uint64), np.zeros(0, np.intp), np.zeros(0, np.intp)
     bits = p.view(np.uint32).astype(np.uint64)
     rows = sum(bits[:, j:j + bits.shape[1] - WINDOW + 1] * _ROW[j] for j in range(WINDOW))
     h = sum(rows[i:i + rows.shape[0] - WINDOW + 1] * _COL[i] for i in range(WINDOW))
@@ -122,29 +138,77 @@ def _window_hashes(plane):
         h = (h ^ (h >> np.uint64(shift))) * np.uint64(factor)
     h ^= h >> np.uint64(31)
     c = np.cumsum(np.pad(p[:, 1:] != p[:, :-1], ((0, 0), (1, 0))), 1, dtype=np.int32)   # (changes up to x)
-    changes = windows(c[:, WINDOW - 1:] - c[:, :1 - WINDOW], WINDOW, axis=0).sum(-1)
-    return h[changes >= MIN_CHANGES]
+    ys, xs = np.nonzero(windows(c[:, WINDOW - 1:] - c[:, :1 - WINDOW], WINDOW, axis=0).sum(-1) >= MIN_CHANGES)
+    return p, h[ys, xs], ys, xs
+
+
+def _window_hashes(plane):
+    """The hashes (uint64) of the plane's WINDOW x WINDOW windows that hold at least
+    :data:`MIN_CHANGES` changes between horizontal neighbours."""
+    return _candidates(plane)[1]
+
+
+def _bits(plane, ys, xs):
+    """log2 of the number of ways the values of the windows at top-left corners ``ys``, ``xs`` can be placed
+    in them (:data:`CHANCE_BITS`)."""
+    from numpy.lib.stride_tricks import sliding_window_view as windows
+
+    out = np.empty(len(ys))
+    view = windows(plane, (WINDOW, WINDOW))
+    for at in range(0, len(ys), 65536):   # (in parts of 16 MiB of values)
+        v = np.sort(view[ys[at:at + 65536], xs[at:at + 65536]].reshape(-1, WINDOW * WINDOW), axis=1)
+        starts = np.ones(v.shape, bool)
+        starts[:, 1:] = v[:, 1:] != v[:, :-1]
+        run = np.flatnonzero(np.append(starts.ravel(), True))   # (where each run of equal values starts)
+        out[at:at + len(v)] = _LOG2_FACTORIAL[-1] - np.bincount(run[:-1] // v.shape[1], _LOG2_FACTORIAL[np.diff(run)],
+                                                                minlength=len(v))
+    return out
 
 
 def crop_sketch(data, axes):
     """A sketch of an image's windows by which a crop of it is recognised: the :data:`SKETCH` smallest
     hashes of its :data:`WINDOW` x :data:`WINDOW` windows of :data:`MIN_CHANGES` changes or more, in every YX plane
-    (a crop keeps its windows whatever its offset, Z range, channels or time points).
+    (a crop keeps its windows whatever its offset, Z range, channels or time points). The first part of
+    :func:`crop_sketches`.
 
     Returns
     -------
     str or None
         The hashes as base64 text (for a run card), or None for an image with no such window.
     """
+    return crop_sketches(data, axes)[0]
+
+
+def crop_sketches(data, axes):
+    """The two parts of an image's sketch, read in one pass: :func:`crop_sketch`'s, and the :data:`SKETCH`
+    smallest hashes of its rare windows (of :data:`RARE_BITS` bits or more), by which a crop of a large,
+    dim image is told from chance.
+
+    Returns
+    -------
+    (str or None, str or None)
+        Each as base64 text (for a run card). The second is ``"="`` where it is the first (every window of
+        the first is rare: an image of continuous values), ``""`` where the image has no rare window, and None
+        where the first is None.
+    """
     import base64
 
-    kept = np.zeros(0, np.uint64)
+    kept, rare = np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     for plane in _planes(data, axes):
-        h = _window_hashes(plane)
-        if len(kept) >= SKETCH:
-            h = h[h < kept[-1]]
-        kept = np.unique(np.concatenate([kept, h]))[:SKETCH]
-    return base64.b64encode(kept.astype("<u8").tobytes()).decode() if len(kept) else None
+        p, h, ys, xs = _candidates(plane)
+        kept = np.unique(np.concatenate([kept, h[h < kept[-1]] if len(kept) >= SKETCH else h]))[:SKETCH]
+        if len(rare) >= SKETCH:
+            h, ys, xs = (v[h < rare[-1]] for v in (h, ys, xs))
+        order, found, at = np.argsort(h, kind="stable"), [], 0
+        while at < len(order) and sum(map(len, found)) < SKETCH:   # (smallest hashes first, until SKETCH are rare)
+            part = order[at:at + max(2 * SKETCH, at)]
+            found.append(h[part][_bits(p, ys[part], xs[part]) >= RARE_BITS])
+            at += len(part)
+        rare = np.unique(np.concatenate([rare, *found]))[:SKETCH]
+    if not len(kept):
+        return None, None
+    text = lambda v: base64.b64encode(v.astype("<u8").tobytes()).decode()   # noqa: E731
+    return text(kept), "=" if np.array_equal(rare, kept) else text(rare)
 
 
 def _from_text(sketch):
@@ -161,17 +225,56 @@ def sketch_hashes(sketch):
     return _from_text(sketch) if sketch else np.zeros(0, np.uint64)
 
 
+def recorded_sketch(record, key="sketch"):
+    """The sketch of an image as a run card or a patch set records it (``record[key]``, and the rare part in
+    ``record[key + "_rare"]``): the pair of its parts' texts, or the first part's alone where the record
+    has no rare part (before 2026-12-07); None where it has no sketch."""
+    first, rare = record.get(key), record.get(key + "_rare")
+    return first if rare is None or not first else (first, rare)
+
+
+def _parts(sketch):
+    """A sketch's two parts, read (:func:`crop_sketches`): from its text or its pair of texts, or as already
+    read. The second is None where it is not known (a sketch recorded before 2026-12-07, of one part)."""
+    if not isinstance(sketch, tuple):
+        return sketch_hashes(sketch), None
+    first, rare = sketch_hashes(sketch[0]), sketch[1]
+    if rare is None or isinstance(rare, np.ndarray):
+        return first, rare
+    return first, (first if rare == "=" else sketch_hashes(rare))
+
+
+def _windows(hashes):
+    """About how many windows (of :data:`MIN_CHANGES`) the image of a sketch's first part has."""
+    return len(hashes) if len(hashes) < SKETCH else SKETCH * 2.0**64 / float(hashes[-1])
+
+
+def _shared(a, b):
+    """Whether two parts of sketches (read) share :data:`OVERLAP_WINDOWS` windows, and :data:`OVERLAP_SHARE`
+    of the smaller's, below the smaller of their largest hashes."""
+    if not len(a) or not len(b):
+        return False
+    top = min((s[-1] for s in (a, b) if len(s) >= SKETCH), default=None)
+    if top is not None:
+        a, b = a[a <= top], b[b <= top]
+    found = int(np.isin(a, b, assume_unique=True).sum())
+    return found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(len(a), len(b))
+
+
 def sketches_overlap(a, b):
-    """Whether two images share their windows, told from their sketches alone (:func:`crop_sketch`, as
-    text or as read by :func:`sketch_hashes`): one a crop of the other, or one overlapping the other by
-    at least :data:`OVERLAP_SHARE` of the smaller's windows.
+    """Whether two images share their windows, told from their sketches alone: one a crop of the other, or
+    one overlapping the other by at least :data:`OVERLAP_SHARE` of the smaller's windows. A sketch is the
+    first part's text (:func:`crop_sketch`), both parts' texts as a pair (:func:`crop_sketches`), or either
+    as read.
 
     Below the smaller of the two sketches' largest hashes (where a sketch holds fewer than :data:`SKETCH`
     hashes, it holds all of its image's), each sketch holds every window of its image: the windows the two
     share there are their common hashes. The smaller image's share of the larger's windows is about how
     many of its hashes lie there, out of :data:`SKETCH`: a crop of less than about 1/128 of the other
     image's windows (a 128 x 128 tile of a 2048 x 2048 image) is not found, where :func:`overlaps`, which
-    reads the pixels of the larger, finds it.
+    reads the pixels of the larger, finds it. Where both sketches have their rare part, the first parts are
+    compared only where neither image is large enough for its windows to recur by chance
+    (:data:`CHANCE_BITS`), and the rare parts always.
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).random((128, 128), dtype=np.float32)
@@ -180,15 +283,14 @@ def sketches_overlap(a, b):
     True
     >>> sketches_overlap(crop_sketch(y, "YX"), crop_sketch(x, "YX")), sketches_overlap(None, crop_sketch(x, "YX"))
     (False, False)
+    >>> sketches_overlap(crop_sketches(x[20:90, 10:100], "YX"), crop_sketches(x, "YX"))
+    True
     """
-    a, b = sketch_hashes(a), sketch_hashes(b)
-    if not len(a) or not len(b):
-        return False
-    top = min((s[-1] for s in (a, b) if len(s) >= SKETCH), default=None)
-    if top is not None:
-        a, b = a[a <= top], b[b <= top]
-    found = int(np.isin(a, b, assume_unique=True).sum())
-    return found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(len(a), len(b))
+    (a, rare_a), (b, rare_b) = _parts(a), _parts(b)
+    if rare_a is None or rare_b is None:
+        return _shared(a, b)
+    by_chance = np.log2(max(_windows(a), _windows(b), 1)) + CHANCE_BITS > _LEAST_BITS
+    return (not by_chance and _shared(a, b)) or _shared(rare_a, rare_b)
 
 
 def sketch_matcher(sketches):
@@ -203,44 +305,71 @@ def sketch_matcher(sketches):
     >>> matches(crop_sketch(x[8:, 8:], "YX")), matches(crop_sketch(y, "YX")), matches(None)
     (True, False, False)
     """
-    read = [h for h in map(sketch_hashes, sketches) if len(h)]
-    union = np.unique(np.concatenate(read)) if read else np.zeros(0, np.uint64)
+    read = [(h, r) for h, r in map(_parts, sketches) if len(h)]
+    union = np.unique(np.concatenate([v for h, r in read for v in (h, r) if v is not None])) if read else \
+        np.zeros(0, np.uint64)
 
     def matches(sketch):
-        h = sketch_hashes(sketch)
-        if int(np.isin(h, union, assume_unique=True).sum()) < OVERLAP_WINDOWS:
+        h, r = _parts(sketch)
+        mine = np.unique(np.concatenate([h, r])) if r is not None else h
+        if int(np.isin(mine, union, assume_unique=True).sum()) < OVERLAP_WINDOWS:
             return False
-        return any(sketches_overlap(h, r) for r in read)
+        return any(sketches_overlap((h, r), other) for other in read)
 
     return matches
 
 
 def overlaps(sketches, data, axes):
-    """Whether ``data`` shares its windows with any of the images sketched (:func:`crop_sketch`): a crop
-    of one, an image it is a crop of, or one that overlaps it by at least :data:`OVERLAP_SHARE` of
-    the smaller's windows.
+    """Whether ``data`` shares its windows with any of the images sketched (:func:`crop_sketch`, or both
+    parts of :func:`crop_sketches` as a pair): a crop of one, an image it is a crop of, or one that overlaps
+    it by at least :data:`OVERLAP_SHARE` of the smaller's windows.
 
     Of the image's windows, those whose hash lies within a sketch's range are compared with it: all are
     in it for a crop of the sketched image, about the shared part's share for an overlap, and almost none
     for another image (including another crop of one acquisition: a test half beside the training half).
+    Where a sketch has its rare part, only the windows too rare to recur by chance in the sketched image are
+    compared with its first part (:data:`CHANCE_BITS`), and its rare windows with its rare part.
     """
-    sets = [_from_text(s) for s in sketches if s]
-    if not sets:
+    tests = []   # (a part of a sketch, the fewest bits of a window compared with it)
+    for first, rare in map(_parts, sketches):
+        if len(first):
+            tests.append((first, 0.0 if rare is None else np.log2(_windows(first)) + CHANCE_BITS))
+        if rare is not None and len(rare):
+            tests.append((rare, float(RARE_BITS)))
+    if not tests:
         return False
-    full = [s for s in sets if len(s) >= SKETCH]
-    # a sketch of fewer than SKETCH hashes holds all of its (small) image's: every window of this image is in its
+    tests = [(h, need if need > _LEAST_BITS else 0.0) for h, need in tests]   # (every window has the bits)
+    full = [(h, need) for h, need in tests if len(h) >= SKETCH]
+    # a part of fewer than SKETCH hashes holds all of its (small) image's: every window of this image is in its
     # range, so its windows are counted plane by plane, not gathered (a large image has millions)
-    small = [s for s in sets if len(s) < SKETCH]
-    top = max((s[-1] for s in full), default=None)
-    sampled, counts = [], [[0, 0] for _ in small]   # counts: [windows, found] per small sketch
-    for h in map(_window_hashes, _planes(data, axes)):
-        h = np.unique(h)
+    small = [(h, need) for h, need in tests if len(h) < SKETCH]
+    top = max((h[-1] for h, _ in full), default=None)
+    counted = max((h[-1] for h, need in full if need), default=None)   # (windows whose bits are needed)
+    theirs = np.unique(np.concatenate([h for h, _ in small])) if small else None
+    sampled, sampled_bits, found, seen = [], [], [0] * len(small), {}   # seen: windows of each need's bits, up to SKETCH
+    for plane in _planes(data, axes):
+        p, h, ys, xs = _candidates(plane)
         if top is not None:
             sampled.append(h[h <= top])
-        for c, s in zip(counts, small):
-            c[0] += len(h)
-            c[1] += int(np.isin(s, h, assume_unique=True).sum())   # (its windows seen here)
-    sampled = np.unique(np.concatenate(sampled)) if sampled else np.zeros(0, np.uint64)
-    decided = [(int(np.isin(sampled[sampled <= s[-1]], s, assume_unique=True).sum()), int((sampled <= s[-1]).sum()), len(s))
-               for s in full] + [(found, seen, len(s)) for (seen, found), s in zip(counts, small)]
+            sampled_bits.append(np.full(len(sampled[-1]), np.inf))
+            if counted is not None:
+                sampled_bits[-1][sampled[-1] <= counted] = _bits(p, ys[h <= counted], xs[h <= counted])
+        if small:
+            mine = np.isin(h, theirs)
+            mine_bits = _bits(p, ys[mine], xs[mine])
+            for k, (s, need) in enumerate(small):
+                found[k] += int(np.isin(s, h[mine][mine_bits >= need]).sum())   # (its windows seen here)
+            for need in {need for _, need in small}:
+                if not need:
+                    seen[need] = seen.get(need, 0) + len(np.unique(h))
+                    continue
+                at = 0
+                while at < len(h) and seen.get(need, 0) < SKETCH:
+                    seen[need] = seen.get(need, 0) + int((_bits(p, ys[at:at + 4096], xs[at:at + 4096]) >= need).sum())
+                    at += 4096
+    sampled, first = np.unique(np.concatenate(sampled), return_index=True) if sampled else (np.zeros(0, np.uint64), [])
+    sampled_bits = np.concatenate(sampled_bits)[first] if len(first) else np.zeros(0)
+    compared = [sampled[(sampled <= h[-1]) & (sampled_bits >= need)] for h, need in full]
+    decided = [(int(np.isin(c, h, assume_unique=True).sum()), len(c), len(h)) for c, (h, _) in zip(compared, full)] + \
+        [(f, seen.get(need, 0), len(s)) for f, (s, need) in zip(found, small)]
     return any(found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(seen, n) for found, seen, n in decided)

@@ -47,7 +47,7 @@ from scipy import ndimage as ndi
 from .._atomic import PATCH_FOLDER, check_replaceable, fresh_tmp, recover, swap_in
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
-from ..fingerprint import crop_sketch, fingerprint
+from ..fingerprint import crop_sketches, fingerprint
 from ..io import Image
 from ..memory import require_memory
 from ..normalize import DEFAULT_PERCENTILES, compute_percentiles
@@ -856,10 +856,11 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
                     X[d] = _to_layout(_normalize_block(low.data[sl_l], nl, low.axes), low.axes, sp)
                     Y[d] = _to_layout(_normalize_block(high.data[sl_h], nh, high.axes), high.axes, sp_h)
                     positions[d] = [i] + [int(starts[a][j]) for a in sp]
+            (sketch, rare), (sketch_high, rare_high) = crop_sketches(low.data, low.axes), crop_sketches(high.data, high.axes)
             info["sources"].append({"low": str(low.path or f"array {i}"), "high": str(high.path or f"array {i}"),
                                     "fingerprint": fingerprint(low.data, low.axes),   # (a copy's too)
-                                    "sketch": crop_sketch(low.data, low.axes),        # (a crop's too)
-                                    "sketch_high": crop_sketch(high.data, high.axes),  # (a new noise draw of it)
+                                    "sketch": sketch, "sketch_rare": rare,             # (a crop's too)
+                                    "sketch_high": sketch_high, "sketch_high_rare": rare_high,   # (a new noise draw of it)
                                     "shape": [int(n) for n in low.shape],
                                     "norm_low": nl.to_dict(), "norm_high": nh.to_dict(),
                                     "foreground_fraction": round(float(fgs[0]), 4) if fgs else None,

@@ -598,7 +598,7 @@ class CARE:
             True when it is a training input or shares pixels with one; None when the run card records
             no training images.
         """
-        from ..fingerprint import fingerprint, overlaps
+        from ..fingerprint import fingerprint, overlaps, recorded_sketch
         from ..io import read_image
 
         from .init_weights import learned_from
@@ -609,7 +609,7 @@ class CARE:
         if isinstance(image, (str, Path)):
             path = image
         prints = {s["fingerprint"] for s in sources if s.get("fingerprint")}
-        sketches = [s["sketch"] for s in sources if s.get("sketch")]
+        sketches = [recorded_sketch(s) for s in sources if s.get("sketch")]
         if not prints and not sketches:   # by path alone (a card of before fingerprints; recorded paths may be relative)
             if path is not None:
                 p = Path(path).resolve()
@@ -641,11 +641,11 @@ class CARE:
         targets (:func:`carecore.fingerprint.overlaps` on the targets' recorded sketches): a new noise draw or
         another exposure of a field trained on has never-seen input but a seen target, and its scores flatter
         CARE as a training image's do. None when the run card records no sketches of its targets."""
-        from ..fingerprint import overlaps
+        from ..fingerprint import overlaps, recorded_sketch
 
         from .init_weights import learned_from
 
-        sketches = [s["sketch_high"] for s in learned_from(self.run_card) if s.get("sketch_high")]
+        sketches = [recorded_sketch(s, "sketch_high") for s in learned_from(self.run_card) if s.get("sketch_high")]
         if not sketches:
             return None
         return any(overlaps(sketches, frame, rest) for frame, rest in _frames(truth, axes))
@@ -1107,20 +1107,20 @@ class CARE:
         images (or of its ground truth), found by their sketches (:func:`~carecore.fingerprint.
         sketches_overlap`), lies on another grid: its boxes are not compared, and it is named where it
         holds any (a crop of at least about 1/128 of the image's windows)."""
-        from ..fingerprint import sketch_matcher
+        from ..fingerprint import recorded_sketch, sketch_matcher
 
         before = {}   # an input's fingerprint or a ground truth's sketch: each earlier network's block on it
         for s in learned:
             for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""}:
                 before.setdefault(key, []).append(s.get("validation_block", UNRECORDED))
-        crop_of = {k: sketch_matcher([r.get(k) for r in learned]) for k in ("sketch", "sketch_high")}
+        crop_of = {k: sketch_matcher([recorded_sketch(r, k) for r in learned]) for k in ("sketch", "sketch_high")}
         again = set()
         for s in info.get("sources") or []:
             block = s.get("validation_block", UNRECORDED)
             earlier = [b for key in {s.get("fingerprint"), s.get("sketch_high")} - {None, ""} for b in before.get(key, [])]
             honest = all(held_out_within(block, b) for b in earlier)
             if not earlier and not held_out_within(block, None):   # boxes on a crop of one: on another grid
-                honest = not any(matches(s.get(k)) for k, matches in crop_of.items())
+                honest = not any(matches(recorded_sketch(s, k)) for k, matches in crop_of.items())
             if not honest:
                 again.add(Path(str(s.get("low", ""))).name)
         return again
@@ -1222,8 +1222,8 @@ class CARE:
             card["data_sources"] = [{"low": s["low"], "high": s["high"], **({"frame": s["frame"]} if "frame" in s else {}),
                                      **({"fingerprint": s["fingerprint"]} if s.get("fingerprint") else {}),
                                      **({"shape": s["shape"]} if s.get("shape") else {}),
-                                     **({"sketch": s["sketch"]} if s.get("sketch") else {}),
-                                     **({"sketch_high": s["sketch_high"]} if s.get("sketch_high") else {}),
+                                     **{k: s[k] for k in ("sketch", "sketch_rare", "sketch_high", "sketch_high_rare")
+                                        if s.get(k) is not None},
                                      # (where it held out: a fine-tune validates honestly on its boxes)
                                      **({"validation_block": s["validation_block"]} if "validation_block" in s else {})}
                                     for s in info["sources"]]

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..axes import check_axes, spatial_axes
 from ..errors import CareError
-from ..fingerprint import crop_sketch, fingerprint
+from ..fingerprint import crop_sketches, fingerprint
 from ..prediction.frames import frame_by_frame
 from ..progress import check_stop, report
 from .care import CARE, FINE_TUNE_INSTEAD
@@ -219,6 +219,7 @@ class IsotropicCARE(CARE):
                 neighbours[(i, z)] = [(i, z + d * side) for d in range(1, guard + 1) for side in (-1, 1)
                                       if 0 <= z + d * side < len(stack)]
             report(progress, i + 1, len(stacks), name)
+        sketched = [crop_sketches(stack, saxes) for _, stack, saxes in stacks]   # (each stack's sketch's two parts)
         made = {"factor": f, "psf_sigma": config.psf_sigma, "guard_slices": guard,
                 "psf": str(psf) if psf is not None and not isinstance(psf, np.ndarray) else
                 ("array" if psf is not None else None),
@@ -228,7 +229,7 @@ class IsotropicCARE(CARE):
                 "stacks": [name for name, _, _ in stacks],
                 "slices": [[i, z] for i, z in fields],   # (the stack and slice of each pair)
                 "fingerprints": [fingerprint(stack, saxes) for _, stack, saxes in stacks],
-                "sketches": [crop_sketch(stack, saxes) for _, stack, saxes in stacks],
+                "sketches": [first for first, _ in sketched], "sketches_rare": [rare for _, rare in sketched],
                 "shapes": [[int(n) for n in stack.shape] for _, stack, _ in stacks],
                 "pairs": "lateral slices degraded along Y and along X (degraded axis first)",
                 "noise": noise, "blur_noise_factor": kept}
@@ -249,6 +250,16 @@ class IsotropicCARE(CARE):
         lists them."""
         made = info.get("isotropic") or {}
         return list(zip(made.get("stacks") or [], made.get("fingerprints") or []))
+
+    @staticmethod
+    def _stack_sketches(made):
+        """Each stack's sketch as its patch set records it (:func:`~carecore.fingerprint.recorded_sketch`),
+        or None's."""
+        from ..fingerprint import recorded_sketch
+
+        n = len(made.get("stacks") or [])
+        rare = made.get("sketches_rare") or [None] * n
+        return [recorded_sketch({"sketch": s, "sketch_rare": r}) for s, r in zip(made.get("sketches") or [None] * n, rare)]
 
     @staticmethod
     def _slices_by_block(info):
@@ -276,13 +287,13 @@ class IsotropicCARE(CARE):
         side does not say; a crop of one of their stacks (by its sketch, :func:`~carecore.fingerprint.
         sketches_overlap`), on another grid, where it holds slices out. A stack that holds none out is
         not named."""
-        from ..fingerprint import sketch_matcher
+        from ..fingerprint import recorded_sketch, sketch_matcher
 
         made = info.get("isotropic") or {}
         guard = int(made.get("guard_slices") or 1)
         now = self._slices_by_block(info)
-        sketches = made.get("sketches") or [None] * len(made.get("stacks") or [])
-        crop_of = sketch_matcher([r.get("sketch") for r in learned])
+        sketches = self._stack_sketches(made)
+        crop_of = sketch_matcher([recorded_sketch(r) for r in learned])
         again = set()
         for i, ((name, fp), sketch) in enumerate(zip(self._training_images(info), sketches)):
             validated = (now or {}).get(i, {}).get("validated", set())
@@ -322,7 +333,7 @@ class IsotropicCARE(CARE):
         if made.get("stacks"):
             prints = made.get("fingerprints") or [None] * len(made["stacks"])
             shapes = made.get("shapes") or [None] * len(made["stacks"])
-            sketches = made.get("sketches") or [None] * len(made["stacks"])
+            sketches = self._stack_sketches(made)
             # the noise its training inputs were given back after the blur (None: none, match_noise=False)
             noises = made.get("noise") or [None] * len(made["stacks"])
             # the slices it trained on (a fine-tune validating on them, or next to them, is told)
@@ -331,7 +342,8 @@ class IsotropicCARE(CARE):
                        for i in range(len(made["stacks"]))]
             card["data_sources"] = [{"low": name, "high": f"{name} (its lateral slices, degraded along Y and X)",
                                      **({"fingerprint": fp} if fp else {}), **({"shape": sh} if sh else {}),
-                                     **({"sketch": sk} if sk else {}), "noise_given_back": nz,
+                                     **({"sketch": sk} if isinstance(sk, str) else
+                                        {"sketch": sk[0], "sketch_rare": sk[1]} if sk else {}), "noise_given_back": nz,
                                      **({"trained_slices": t} if t is not None else {})}
                                     for name, fp, sh, sk, nz, t in zip(made["stacks"], prints, shapes, sketches, noises,
                                                                        trained)]

@@ -9,7 +9,7 @@ import carecore as cc
 from carecore import CareError
 from carecore.data.pairs import find_pairs
 from carecore.data.patches import create_patches
-from carecore.fingerprint import SKETCH, crop_sketch, fingerprint, overlaps
+from carecore.fingerprint import SKETCH, crop_sketch, crop_sketches, fingerprint, overlaps, sketches_overlap
 from carecore.ngff import write_ngff
 from carecore.simulate.photon import simulate_photon_noise
 from carecore.uncertainty import Ensemble
@@ -103,7 +103,8 @@ def test_a_model_knows_its_training_images_by_path_and_by_pixels(tmp_path):
 def _sketched(pieces, axes):
     """A run card's sources as training records them, for the pieces given."""
     return [{"low": f"piece{i}.tif", "high": f"piece{i}.tif", "fingerprint": fingerprint(p, axes),
-             "shape": list(p.shape), "sketch": crop_sketch(p, axes)} for i, p in enumerate(pieces)]
+             "shape": list(p.shape), **dict(zip(("sketch", "sketch_rare"), crop_sketches(p, axes)))}
+            for i, p in enumerate(pieces)]
 
 
 @pytest.mark.parametrize("photons", [1, 5, 50])
@@ -145,3 +146,22 @@ def test_a_sketch_is_of_the_windows_not_their_grid_or_type():
     small = crop_sketch(tiny, "YX")                                             # all of them, and an image holding
     assert len(np.frombuffer(__import__("base64").b64decode(small), "<u8")) < SKETCH   # it is known, plane by plane
     assert overlaps([small], x, "ZYX") and not overlaps([small], _volume(4), "ZYX")
+
+
+def test_a_large_dim_stack_is_not_taken_for_another_by_windows_that_recur_by_chance():
+    """Two unrelated stacks of 96 x 1024 x 1024 at 0.04 photons a pixel (0 or 1): most of their windows of 10 changes are a
+    few photons among zeros, which recur in both by chance (a run card of before 2026-12-07, with the first part
+    of the sketch alone, takes one for the other). With the rare part, they are told apart by sketches and by
+    pixels, and a crop and a block of planes of the stack trained on are still known."""
+    rng = np.random.default_rng(1)
+    trained, other = ((rng.random((96, 1024, 1024), dtype=np.float32) < 0.04).astype(np.uint8) for _ in range(2))
+    sketch, sketch_other = crop_sketches(trained, "ZYX"), crop_sketches(other, "ZYX")
+    assert sketch[0] == crop_sketch(trained, "ZYX")                              # (the first part: as before)
+    assert sketches_overlap(sketch[0], sketch_other[0])                          # (of chance)
+    assert not sketches_overlap(sketch, sketch_other) and not overlaps([sketch], other, "ZYX")
+    for seen in (trained[10:30, 100:700, 200:900], trained[40:52]):              # (a twelfth and an eighth of it)
+        assert overlaps([sketch], seen, "ZYX"), seen.shape
+        assert sketches_overlap(crop_sketches(seen, "ZYX"), sketch), seen.shape
+    # an image of continuous values: every window is rare, and the second part is recorded as the first
+    assert crop_sketches(rng.random((64, 64)), "YX")[1] == "="
+    assert crop_sketches(np.zeros((4, 32, 32)), "ZYX") == (None, None)
