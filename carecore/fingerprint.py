@@ -92,7 +92,7 @@ MIN_CHANGES = 10
 #: How much rarer than its chance to recur in the sketched image a window must be to be compared with its
 #: sketch by :func:`overlaps`, as bits: a window whose values can be placed in it in M ways (2**b: 64! / the
 #: product of each value's count!) recurs by chance in an image of N windows about N / M times. Windows of
-#: 10 changes hold 23 bits or more (5 photons among zeros: C(64, 5)), enough below about 2**16 windows.
+#: 10 changes hold 22.9 bits or more (5 photons among zeros: C(64, 5)), enough below about 2**16 windows.
 #: Two unrelated stacks of 96 x 1024 x 1024 at 0.04 photons a pixel shared 1/8 of their sketches' windows.
 CHANCE_BITS = 7
 #: Fewest bits of a window kept in a sketch's second part, of rare windows (:func:`crop_sketches`): a window
@@ -104,9 +104,9 @@ RARE_BITS = 40
 _ROW, _COL = (np.random.default_rng(seed).integers(1, 2**63, size=WINDOW, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
               for seed in (20261206, 6122026))
 _LOG2_FACTORIAL = np.concatenate([[0.0], np.cumsum(np.log2(np.arange(1, WINDOW * WINDOW + 1)))])
-# the fewest bits a window of MIN_CHANGES changes holds: each change needs a value other than the window's most
-# common one, and each such value makes two changes at most
-_LEAST_BITS = float(np.log2(__import__("math").comb(WINDOW * WINDOW, (MIN_CHANGES + 1) // 2)))
+_LOG2_CHOOSE = _LOG2_FACTORIAL[-1] - _LOG2_FACTORIAL - _LOG2_FACTORIAL[::-1]   # (log2 C(64, k))
+# the fewest bits a window of MIN_CHANGES changes holds (_bits)
+_LEAST_BITS = float(_LOG2_CHOOSE[(MIN_CHANGES + 1) // 2])
 
 
 def _planes(data, axes):
@@ -125,12 +125,13 @@ def _planes(data, axes):
 
 def _candidates(plane):
     """The plane (as float32, -0 as 0) and its WINDOW x WINDOW windows that hold at least :data:`MIN_CHANGES`
-    changes between horizontal neighbours: ``(plane, hashes, ys, xs)``, each window by its top-left corner."""
+    changes between horizontal neighbours: ``(plane, hashes, ys, xs, changes)``, each window by its top-left
+    corner."""
     from numpy.lib.stride_tricks import sliding_window_view as windows
 
     p = np.ascontiguousarray(plane + np.float32(0))   # (-0 as 0)
     if min(p.shape) < WINDOW:
-        return p, np.zeros(0, np.uint64), np.zeros(0, np.intp), np.zeros(0, np.intp)
+        return p, np.zeros(0, np.uint64), np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.intp)
     bits = p.view(np.uint32).astype(np.uint64)
     rows = sum(bits[:, j:j + bits.shape[1] - WINDOW + 1] * _ROW[j] for j in range(WINDOW))
     h = sum(rows[i:i + rows.shape[0] - WINDOW + 1] * _COL[i] for i in range(WINDOW))
@@ -138,8 +139,9 @@ def _candidates(plane):
         h = (h ^ (h >> np.uint64(shift))) * np.uint64(factor)
     h ^= h >> np.uint64(31)
     c = np.cumsum(np.pad(p[:, 1:] != p[:, :-1], ((0, 0), (1, 0))), 1, dtype=np.int32)   # (changes up to x)
-    ys, xs = np.nonzero(windows(c[:, WINDOW - 1:] - c[:, :1 - WINDOW], WINDOW, axis=0).sum(-1) >= MIN_CHANGES)
-    return p, h[ys, xs], ys, xs
+    changes = windows(c[:, WINDOW - 1:] - c[:, :1 - WINDOW], WINDOW, axis=0).sum(-1)
+    ys, xs = np.nonzero(changes >= MIN_CHANGES)
+    return p, h[ys, xs], ys, xs, changes[ys, xs]
 
 
 def _window_hashes(plane):
@@ -148,20 +150,27 @@ def _window_hashes(plane):
     return _candidates(plane)[1]
 
 
-def _bits(plane, ys, xs):
-    """log2 of the number of ways the values of the windows at top-left corners ``ys``, ``xs`` can be placed
-    in them (:data:`CHANCE_BITS`)."""
+def _bits(plane, ys, xs, changes, enough=np.inf):
+    """log2 of the number of ways the values of the windows at top-left corners ``ys``, ``xs`` (of ``changes``
+    changes) can be placed in them (:data:`CHANCE_BITS`), or, where that is ``enough`` or more, a bound below it
+    told from their changes alone (a window of 32 changes or more: 48.6 bits or more, unsorted)."""
     from numpy.lib.stride_tricks import sliding_window_view as windows
 
-    out = np.empty(len(ys))
+    # each change needs a value other than the window's most common one, and each such value makes two at most:
+    # k = changes / 2 of them or more. Up to 32 of them, the most common value's places alone can be chosen in
+    # C(64, k) ways or more; beyond, every value fills fewer than 32 places, and some of them together fill 16 to 47,
+    # which can be chosen in C(64, 16) ways or more
+    out = _LOG2_CHOOSE[np.minimum((np.asarray(changes) + 1) // 2, 16)]
+    todo = np.flatnonzero(out < enough)
     view = windows(plane, (WINDOW, WINDOW))
-    for at in range(0, len(ys), 65536):   # (in parts of 16 MiB of values)
-        v = np.sort(view[ys[at:at + 65536], xs[at:at + 65536]].reshape(-1, WINDOW * WINDOW), axis=1)
+    for at in range(0, len(todo), 16384):   # (in parts of 16384 windows: about 30 MiB at a time)
+        part = todo[at:at + 16384]
+        v = np.sort(view[ys[part], xs[part]].reshape(-1, WINDOW * WINDOW), axis=1)
         starts = np.ones(v.shape, bool)
         starts[:, 1:] = v[:, 1:] != v[:, :-1]
         run = np.flatnonzero(np.append(starts.ravel(), True))   # (where each run of equal values starts)
-        out[at:at + len(v)] = _LOG2_FACTORIAL[-1] - np.bincount(run[:-1] // v.shape[1], _LOG2_FACTORIAL[np.diff(run)],
-                                                                minlength=len(v))
+        out[part] = _LOG2_FACTORIAL[-1] - np.bincount(run[:-1] // v.shape[1], _LOG2_FACTORIAL[np.diff(run)],
+                                                      minlength=len(v))
     return out
 
 
@@ -195,15 +204,17 @@ def crop_sketches(data, axes):
 
     kept, rare = np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     for plane in _planes(data, axes):
-        p, h, ys, xs = _candidates(plane)
+        p, h, ys, xs, ch = _candidates(plane)
         kept = np.unique(np.concatenate([kept, h[h < kept[-1]] if len(kept) >= SKETCH else h]))[:SKETCH]
-        if len(rare) >= SKETCH:
-            h, ys, xs = (v[h < rare[-1]] for v in (h, ys, xs))
-        order, found, at = np.argsort(h, kind="stable"), [], 0
-        while at < len(order) and sum(map(len, found)) < SKETCH:   # (smallest hashes first, until SKETCH are rare)
-            part = order[at:at + max(2 * SKETCH, at)]
-            found.append(h[part][_bits(p, ys[part], xs[part]) >= RARE_BITS])
-            at += len(part)
+        h, first = np.unique(h, return_index=True)   # (sorted; a window recurring in the plane once)
+        ys, xs, ch = ys[first], xs[first], ch[first]
+        new = (h < rare[-1] if len(rare) >= SKETCH else np.ones(len(h), bool)) & ~np.isin(h, rare)
+        h, ys, xs, ch = h[new], ys[new], xs[new], ch[new]
+        found, at = [], 0
+        while at < len(h) and sum(map(len, found)) < SKETCH:   # (smallest hashes first, until SKETCH more are rare)
+            part = slice(at, at + max(2 * SKETCH, at))
+            found.append(h[part][_bits(p, ys[part], xs[part], ch[part], RARE_BITS) >= RARE_BITS])
+            at = part.stop
         rare = np.unique(np.concatenate([rare, *found]))[:SKETCH]
     if not len(kept):
         return None, None
@@ -327,49 +338,80 @@ def overlaps(sketches, data, axes):
     Of the image's windows, those whose hash lies within a sketch's range are compared with it: all are
     in it for a crop of the sketched image, about the shared part's share for an overlap, and almost none
     for another image (including another crop of one acquisition: a test half beside the training half).
-    Where a sketch has its rare part, only the windows too rare to recur by chance in the sketched image are
-    compared with its first part (:data:`CHANCE_BITS`), and its rare windows with its rare part.
+    Where a sketch has its rare part, only the windows too rare to recur by chance in the sketched image or
+    in this one (the larger: :data:`CHANCE_BITS`) are compared with its first part, and its rare windows
+    with its rare part.
     """
-    tests = []   # (a part of a sketch, the fewest bits of a window compared with it)
-    for first, rare in map(_parts, sketches):
-        if len(first):
-            tests.append((first, 0.0 if rare is None else np.log2(_windows(first)) + CHANCE_BITS))
-        if rare is not None and len(rare):
-            tests.append((rare, float(RARE_BITS)))
-    if not tests:
+    read = [(first, rare) for first, rare in map(_parts, sketches) if len(first)]
+    if not read:
         return False
-    tests = [(h, need if need > _LEAST_BITS else 0.0) for h, need in tests]   # (every window has the bits)
-    full = [(h, need) for h, need in tests if len(h) >= SKETCH]
+    firsts = [(first, rare is not None) for first, rare in read]   # (and whether its windows' bits count)
+    rares = [rare for _, rare in read if rare is not None and len(rare)]
+    full, small = ([(h, new) for h, new in firsts if (len(h) >= SKETCH) == big] for big in (True, False))
+    full_rare, small_rare = ([h for h in rares if (len(h) >= SKETCH) == big] for big in (True, False))
     # a part of fewer than SKETCH hashes holds all of its (small) image's: every window of this image is in its
     # range, so its windows are counted plane by plane, not gathered (a large image has millions)
-    small = [(h, need) for h, need in tests if len(h) < SKETCH]
     top = max((h[-1] for h, _ in full), default=None)
-    counted = max((h[-1] for h, need in full if need), default=None)   # (windows whose bits are needed)
-    theirs = np.unique(np.concatenate([h for h, _ in small])) if small else None
-    sampled, sampled_bits, found, seen = [], [], [0] * len(small), {}   # seen: windows of each need's bits, up to SKETCH
+    top_rare = max((h[-1] for h in full_rare), default=None)
+    theirs = np.unique(np.concatenate([h for h, _ in small] + small_rare)) if small or small_rare else None
+    # where neither image can have 2**16 windows, every window of 10 changes is too rare to recur by chance
+    most = np.prod([n for a, n in zip(axes, np.shape(data)) if a not in "YX"] or [1]) * \
+        max(np.shape(data)[axes.index("Y")] - WINDOW + 1, 0) * max(np.shape(data)[axes.index("X")] - WINDOW + 1, 0) \
+        if "Y" in axes and "X" in axes else 0
+    weighed = any(new and np.log2(max(_windows(h), most, 1)) + CHANCE_BITS > _LEAST_BITS for h, new in firsts)
+    enough = max([RARE_BITS] + [np.log2(max(_windows(h), most, 1)) + CHANCE_BITS for h, new in firsts if new])
+    sampled, sampled_bits = [], []
+    rare_found, rare_compared = [[] for _ in full_rare], [0] * len(full_rare)   # (counted plane by plane)
+    seen_rare, mine, windows = 0, [], 0   # mine: (hashes, bits) of this image's in small parts
     for plane in _planes(data, axes):
-        p, h, ys, xs = _candidates(plane)
+        p, h, ys, xs, ch = _candidates(plane)
+        h, first = np.unique(h, return_index=True)
+        ys, xs, ch = ys[first], xs[first], ch[first]
+        windows += len(h)
+        at = np.zeros(len(h), bool)   # (the windows whose bits are needed)
+        if top is not None and weighed:
+            at |= h <= top
+        if top_rare is not None:
+            at |= h <= top_rare
+        if theirs is not None:
+            at |= np.isin(h, theirs)
+        bits = np.full(len(h), np.inf)
+        bits[at] = _bits(p, ys[at], xs[at], ch[at], enough)
         if top is not None:
             sampled.append(h[h <= top])
-            sampled_bits.append(np.full(len(sampled[-1]), np.inf))
-            if counted is not None:
-                sampled_bits[-1][sampled[-1] <= counted] = _bits(p, ys[h <= counted], xs[h <= counted])
-        if small:
-            mine = np.isin(h, theirs)
-            mine_bits = _bits(p, ys[mine], xs[mine])
-            for k, (s, need) in enumerate(small):
-                found[k] += int(np.isin(s, h[mine][mine_bits >= need]).sum())   # (its windows seen here)
-            for need in {need for _, need in small}:
-                if not need:
-                    seen[need] = seen.get(need, 0) + len(np.unique(h))
-                    continue
-                at = 0
-                while at < len(h) and seen.get(need, 0) < SKETCH:
-                    seen[need] = seen.get(need, 0) + int((_bits(p, ys[at:at + 4096], xs[at:at + 4096]) >= need).sum())
-                    at += 4096
-    sampled, first = np.unique(np.concatenate(sampled), return_index=True) if sampled else (np.zeros(0, np.uint64), [])
-    sampled_bits = np.concatenate(sampled_bits)[first] if len(first) else np.zeros(0)
-    compared = [sampled[(sampled <= h[-1]) & (sampled_bits >= need)] for h, need in full]
-    decided = [(int(np.isin(c, h, assume_unique=True).sum()), len(c), len(h)) for c, (h, _) in zip(compared, full)] + \
-        [(f, seen.get(need, 0), len(s)) for f, (s, need) in zip(found, small)]
+            sampled_bits.append(bits[h <= top].astype(np.float32))
+        if top_rare is not None:
+            rare = h[(h <= top_rare) & (bits >= RARE_BITS)]
+            for k, r in enumerate(full_rare):
+                compared = rare[rare <= r[-1]]
+                rare_compared[k] += len(compared)
+                rare_found[k].append(compared[np.isin(compared, r, assume_unique=True)])
+        if theirs is not None:
+            mine.append((h[np.isin(h, theirs)], bits[np.isin(h, theirs)]))
+            for part in range(0, len(h), 4096):   # (this image's rare windows, counted up to SKETCH)
+                if seen_rare >= SKETCH or not small_rare:
+                    break
+                b = bits[part:part + 4096]
+                unknown = np.isinf(b)
+                b[unknown] = _bits(p, ys[part:part + 4096][unknown], xs[part:part + 4096][unknown],
+                                   ch[part:part + 4096][unknown], RARE_BITS)
+                seen_rare += int((b >= RARE_BITS).sum())
+    need = lambda h, new: (np.log2(max(_windows(h), windows, 1)) + CHANCE_BITS) if new else 0.0   # noqa: E731
+    decided = []
+    if top is not None and sampled:   # (an image of no plane: none)
+        sampled, first = np.unique(np.concatenate(sampled), return_index=True)
+        sampled_bits = np.concatenate(sampled_bits)[first]
+        for h, new in full:
+            compared = sampled[(sampled <= h[-1]) & (sampled_bits >= need(h, new))]
+            decided.append((int(np.isin(compared, h, assume_unique=True).sum()), len(compared), len(h)))
+    for r, found, compared in zip(full_rare, rare_found, rare_compared):
+        decided.append((len(np.unique(np.concatenate(found))) if found else 0, compared, len(r)))
+    if theirs is not None:
+        hashes, bits = (np.concatenate(v) for v in zip(*mine)) if mine else (np.zeros(0, np.uint64), np.zeros(0))
+        for h, new in small:   # (every window of this image of the bits needed: more than SKETCH, or as counted)
+            found = np.unique(hashes[bits >= need(h, new)])
+            decided.append((int(np.isin(h, found, assume_unique=True).sum()), windows, len(h)))
+        for h in small_rare:
+            found = np.unique(hashes[bits >= RARE_BITS])
+            decided.append((int(np.isin(h, found, assume_unique=True).sum()), seen_rare, len(h)))
     return any(found >= OVERLAP_WINDOWS and found >= OVERLAP_SHARE * min(seen, n) for found, seen, n in decided)
