@@ -152,13 +152,17 @@ def test_a_large_dim_stack_is_not_taken_for_another_by_windows_that_recur_by_cha
     """Two unrelated stacks of 96 x 1024 x 1024 at 0.04 photons a pixel (0 or 1): most of their windows of 10 changes are a
     few photons among zeros, which recur in both by chance (a run card of before 2026-12-07, with the first part
     of the sketch alone, takes one for the other). With the rare part, they are told apart by sketches and by
-    pixels, and a crop and a block of planes of the stack trained on are still known."""
+    pixels (and a small dim image from the large one), and a crop and a block of planes of the stack trained on are
+    still known."""
     rng = np.random.default_rng(1)
     trained, other = ((rng.random((96, 1024, 1024), dtype=np.float32) < 0.04).astype(np.uint8) for _ in range(2))
     sketch, sketch_other = crop_sketches(trained, "ZYX"), crop_sketches(other, "ZYX")
     assert sketch[0] == crop_sketch(trained, "ZYX")                              # (the first part: as before)
     assert sketches_overlap(sketch[0], sketch_other[0])                          # (of chance)
     assert not sketches_overlap(sketch, sketch_other) and not overlaps([sketch], other, "ZYX")
+    small = (rng.random((256, 256), dtype=np.float32) < 0.04).astype(np.uint8)   # a small dim training image: its
+    assert overlaps([crop_sketches(small, "YX")[0]], other, "ZYX")                # windows recur in the large one
+    assert not overlaps([crop_sketches(small, "YX")], other, "ZYX")               # by chance
     for seen in (trained[10:30, 100:700, 200:900], trained[40:52]):              # (a twelfth and an eighth of it)
         assert overlaps([sketch], seen, "ZYX"), seen.shape
         assert sketches_overlap(crop_sketches(seen, "ZYX"), sketch), seen.shape
