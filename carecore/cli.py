@@ -847,7 +847,8 @@ def cmd_qc(args):
         print(f"{name:10s} NRMSE {m['nrmse']:.4f}  SSIM {m['ssim']:.4f}  PSNR {m['psnr']:.2f}")
     if rep.get("overall_trained_on"):
         print("(every image here was trained on: the mean over training images flatters CARE)")
-    for sentence in verdict(rep["overall"], kind=rep.get("kind", "care")):   # (as the report says it)
+    for sentence in verdict(rep["overall"], kind=rep.get("kind", "care"),   # (as the report says it)
+                            seen=bool(rep.get("overall_trained_on"))):
         print(sentence)
     if "calibration" in rep:
         from .qc import coverage_text, coverage_verdict
@@ -905,6 +906,27 @@ def voila_options(cull_idle_timeout=600, cull_interval=60):
             "--VoilaConfiguration.extension_denylist=['jupyterlab-jupytext']"]
 
 
+def _serve(cmd, env):
+    """Run Voila (``cmd``) until it ends; a SIGTERM or SIGHUP sent to this process (``kill``, a closed
+    terminal, a service manager) is passed on to it, which ends its kernels too (Ctrl-C reaches it with the
+    terminal's process group)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env)
+    passed = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+              for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:   # (Voila has it too: it asks whether to stop, or stops on a second one)
+                continue
+    finally:
+        for sig, handler in passed.items():
+            signal.signal(sig, handler)
+
+
 def cmd_lab(args):
     from .simulate import write_demo_data
 
@@ -915,13 +937,12 @@ def cmd_lab(args):
     app = Path(__file__).resolve().parent.parent / "app" / "care_lab.ipynb"
     if app.exists():
         import os
-        import subprocess
 
         env = dict(os.environ, CARELAB_DATA_ROOT=str(root.resolve()))
         cmd = [sys.executable, "-m", "voila", "--no-browser", f"--port={args.port}", f"--Voila.ip={args.ip}",
                *voila_options(), str(app)]
         print(f"CARE Lab: open http://{args.ip}:{args.port}/ in your browser (Ctrl-C stops it)")
-        return subprocess.call(cmd, env=env)
+        return _serve(cmd, env)
     print(f"demo data ready in {root}; try:\n  carecore evaluate --pred {root}/denoising3d/test/low/sample00.tif "
           f"--gt {root}/denoising3d/test/high/sample00.tif")
     return 0

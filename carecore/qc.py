@@ -338,6 +338,22 @@ def coverage_text(rows, confidence=0.9):
     return " · ".join(f"{_range_name(*r['percentiles'])}: {r['coverage']:.2f}" for r in rows)
 
 
+def spread_text(spread, confidence=0.9):
+    """A sentence of how wide the ``confidence`` intervals are on the brightest structures
+    (:func:`carecore.uncertainty.interval_spread`), "" for None."""
+    if not spread:
+        return ""
+    text = (f"On the brightest {100 * spread['brightest']:g} % of the restoration, a {100 * confidence:.0f} % interval "
+            f"spans {spread['median']:.2f} times the restored intensity (median; {spread['p90']:.2f} times at the "
+            "90th percentile)")
+    if spread["below_zero"] > 0:
+        text += f"; {100 * spread['below_zero']:.0f} % of them reach below 0"
+    if spread["median"] >= 0.5:
+        text += (": the network is unsure of the intensities there; trust the structures it restores more than "
+                 "their exact brightness")
+    return text
+
+
 def coverage_verdict(rows, confidence=0.9, *, off=0.1, capital=False):
     """A sentence where the intervals' coverage by brightness (:func:`coverage_text`'s rows) is more than ``off``
     below ``confidence`` in a range (over-confident there: the truth outside more often than promised), else "".
@@ -414,18 +430,23 @@ def other_channels_note(n_in, n_out):
             "filter on the ground truth's channels to compare it with, so CARE is scored alone")
 
 
-def verdict(metrics, *, input_name="input", kind="care"):
+def verdict(metrics, *, input_name="input", kind="care", seen=False):
     """The sentences said under a table of ``metrics``: where a classical filter beats CARE
     (:func:`beaten_by`) and where CARE scored worse than its input (:func:`worse_than_input`; for a denoising
     model, ``kind`` "care", with the likely cause); the report, ``carecore qc`` and the app's Restore step say
-    the same."""
+    the same. ``seen``: the scores are of images CARE learned (a training image, or its ground truth a training
+    target): a win is said as what flatters CARE, not as a win (a user trial found it said in bold, the
+    caveat in grey)."""
     out = []
     said = beaten_by(metrics, input_name=input_name)
     if said:
         out.append("CARE is beaten here on " + "; ".join(said))
     else:   # (said too: a user trial found the app silent where CARE won, and only ever speaking of losses)
         won = beats_every_filter(metrics, input_name=input_name)
-        if won:
+        if won and seen:
+            out.append("CARE beats every classical filter here, but on what it was trained on: these scores flatter "
+                       "it and prove nothing; compare it on images it never saw")
+        elif won:
             out.append("CARE beats every classical filter here, each tuned on the ground truth: " + won)
     worse = worse_than_input(metrics, input_name=input_name)
     if worse:
@@ -433,9 +454,10 @@ def verdict(metrics, *, input_name="input", kind="care"):
     return out
 
 
-def _beaten_note(metrics, kind="care"):
+def _beaten_note(metrics, kind="care", seen=False):
     """:func:`verdict` as HTML, or "" (the tables alone left it to the reader)."""
-    return "".join(f"<p class='verdict'><b>{html.escape(x, quote=False)}.</b></p>" for x in verdict(metrics, kind=kind))
+    return "".join(f"<p class='verdict'><b>{html.escape(x, quote=False)}.</b></p>"
+                   for x in verdict(metrics, kind=kind, seen=seen))
 
 
 def _html(rep):
@@ -466,7 +488,7 @@ def _html(rep):
                  + ("<p class='warn'>⚠ <b>Every image here was trained on</b>: this is the mean over training images, "
                     "which flatters CARE; give images it never saw for an honest score.</p>"
                     if rep.get("overall_trained_on") else "")
-                 + _beaten_note(rep.get("overall", {}), rep.get("kind", "care")))
+                 + _beaten_note(rep.get("overall", {}), rep.get("kind", "care"), rep.get("overall_trained_on", False)))
     if rep.get("baselines"):
         fmt = lambda p, start: (", ".join(f"{k}={v:g}" for k, v in p.items()) or "defaults") + \
             (f" on the {start}" if start else "")  # noqa: E731
@@ -526,7 +548,7 @@ def _html(rep):
         parts.append(f"<h2>{e(img['name'])}{seen}</h2><table><tr><th>method</th><th>NRMSE</th><th>SSIM</th><th>PSNR</th></tr>")
         for name, m in img["metrics"].items():
             parts.append(f"<tr><td>{e(name)}</td><td>{m['nrmse']:.4f}</td><td>{m['ssim']:.4f}</td><td>{m['psnr']:.2f}</td></tr>")
-        parts.append("</table>" + _beaten_note(img["metrics"], rep.get("kind", "care")))
+        parts.append("</table>" + _beaten_note(img["metrics"], rep.get("kind", "care"), bool(img.get("trained_on"))))
         if "calibration" in img:
             parts.append(f"<p>ECE on this image: {img['calibration']['ece']:.3f}</p>")
         for key in ("images", "maps"):

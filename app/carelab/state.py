@@ -317,6 +317,7 @@ class LabState(HasTraits):
         self.readouts = {}
         self.patch_warnings = []             # what the last patches' making warned about (misaligned pairs)
         self._task_data = {}                 # task -> its Data step's folders, scan and patches (TASK_DATA)
+        self._scanned = None                 # the folders and axes the pairs' table is of
         self._starting = False               # a training being started (start_training)
         self._frames = None                  # the last restoration, all its frames (show_frame)
         self._poller = None
@@ -491,11 +492,30 @@ class LabState(HasTraits):
         self.pairs = []   # (a failed scan leaves no table of the one before)
         if self.axes_error:
             raise CareError(self.axes_error)
+        from carecore.axes import spatial_axes
+
         listing = cc.find_pairs(self.resolve(self.low_dir), self.resolve(self.high_dir))
         rows = []
         high_axes = self.spec["high_axes"]
+        want = spatial_axes(self.spec["axes"])
+        channels = lambda img: img.shape[img.axes.index("C")] if "C" in img.axes else 1   # noqa: E731
         for pair in listing:
             low, high = cc.load_pair(pair, axes=self.axes, axes_high=high_axes, check_shapes=high_axes is None)
+            if spatial_axes(low.axes) != want:   # (a 2D task given ZYX: its patches would be refused later)
+                extra = [a for a in spatial_axes(low.axes) if a not in want]
+                flat = extra and all(low.shape[low.axes.index(a)] == 1 for a in extra)
+                raise CareError(f"{self.rel(pair.low)}: axes {low.axes} (shape {'×'.join(map(str, low.shape))}); "
+                                f"{self.spec['label']} takes {want} images: "
+                                + (f"its {', '.join(extra)} of 1 is no axis of theirs; give the axes without it"
+                                   if flat else f"choose a task for {spatial_axes(low.axes)} images, or give the "
+                                   "file's axes (Axes)"))
+            if channels(low) != channels(high):   # (the tasks restore each channel into itself)
+                raise CareError(f"{self.rel(pair.high)}: {channels(high)} channel(s) (axes {high.axes}, shape "
+                                f"{'×'.join(map(str, high.shape))}) but its input {self.rel(pair.low)} has "
+                                f"{channels(low)} (axes {low.axes}, shape {'×'.join(map(str, low.shape))}): "
+                                f"{self.spec['label']} restores each channel of an image into the same channel; "
+                                "give ground truths with the inputs' channels (planes of another axis, such as Z "
+                                "slices or time points, are not channels)")
             al = cc.check_alignment(low, high)
             rows.append({"name": pair.name, "low": "×".join(map(str, low.shape)), "high": "×".join(map(str, high.shape)),
                          "shift": ", ".join(f"{k} {v:+.1f}" for k, v in al["shift"].items()), "aligned": al["aligned"]})
@@ -503,6 +523,7 @@ class LabState(HasTraits):
         self.low_spacing = None
         self.unmatched = "" if not (listing.unmatched_low or listing.unmatched_high) else listing.report()
         self.pairs = rows
+        self._scanned = (self.low_dir, self.high_dir, self.axes)   # (what the table is of)
         return rows
 
     def scan_stacks(self):
@@ -614,8 +635,8 @@ class LabState(HasTraits):
         if not self.spec["folders"]:
             sources = None                     # trained on simulations alone
         elif self.needs_high:
-            if not self.pairs:
-                self.scan_pairs()
+            if not self.pairs or self._scanned != (self.low_dir, self.high_dir, self.axes):
+                self.scan_pairs()   # (not checked, or checked with other folders or axes: a trial typed others)
             sources = cc.find_pairs(self.resolve(self.low_dir), self.resolve(self.high_dir))
         else:
             if not self.stacks:
@@ -750,25 +771,29 @@ class LabState(HasTraits):
         import json
 
         if not job_dir or not (Path(job_dir) / "job.json").exists():
-            raise CareError("nothing to resume: no training has run in this lab yet; press Train to start one")
+            raise CareError("nothing to resume: no training has run in this lab yet; press Start to start one")
         try:
             was = json.loads((Path(job_dir) / "job.json").read_text()).get("config") or {}
         except (OSError, ValueError) as e:
-            raise CareError(f"cannot resume {self.rel(job_dir)}: its job.json is unreadable ({e}); press Train to "
+            raise CareError(f"cannot resume {self.rel(job_dir)}: its job.json is unreadable ({e}); press Start to "
                             "start a new training") from None
         now = self.config()
         if (was.get("kind") or "care", was.get("axes")) != (now.kind, now.axes):
             raise CareError(f"Resume continues the last training, {self.rel(job_dir)}: a model of kind "
                             f"{was.get('kind') or 'care'!r} on {was.get('axes')} images; the task chosen now makes one "
-                            f"of kind {now.kind!r} on {now.axes} images: press Train to start a new training (or "
+                            f"of kind {now.kind!r} on {now.axes} images: press Start to start a new training (or "
                             "choose that task again to resume it)")
         return was
 
     def stop_training(self):
-        from carecore.training.jobs import request_stop
+        """Ask this page's training to stop after its running step (it keeps its best weights); what the
+        Train step says of it (a Stop with nothing running said nothing)."""
+        from carecore.training.jobs import STATES_RUNNING, job_status, request_stop
 
-        if self.job_dir:
+        if self.job_dir and job_status(self.job_dir).get("state") in STATES_RUNNING:
             request_stop(self.job_dir)
+            return f"stopping {self.rel(self.job_dir)} after its running step: it keeps its best weights so far"
+        return "no training is running: nothing to stop"
 
     def attach_latest_job(self):
         """Re-attach to the newest job under ``models/`` (a reloaded page or a second tab)."""
@@ -1024,13 +1049,17 @@ class LabState(HasTraits):
                      if t is not None), None)
 
     def output_path(self, model_dir, input_path, *, ome_zarr=False):
-        """``restored/<model>/<input name>``: the model is named by its job folder (``.../job/model``);
-        ``ome_zarr``: ``restored/<model>/<input stem>.ome.zarr`` (what chunked prediction writes)."""
+        """``restored/<model>/<input's path in the data root>``: the model is named by its job folder
+        (``.../job/model``), and the image by its folders too (``train/low/a.tif`` and ``test/low/a.tif`` are
+        two restorations); ``ome_zarr``: ``.../<input stem>.ome.zarr`` (what chunked prediction writes)."""
         m = Path(model_dir)
         name = m.parent.name if m.name in ("model", "ensemble") and m.parent.name else m.name
-        out = Path(input_path).name
+        try:
+            out = Path(self.rel(self.resolve(input_path, must_exist=False)))
+        except CareError:   # (outside the data root: by its name)
+            out = Path(Path(input_path).name)
         if ome_zarr:
-            out = image_stem(out) + ".ome.zarr"
+            out = out.parent / (image_stem(out.name) + ".ome.zarr")
         return Path(self.data_root) / "restored" / name / out
 
     def default_input(self):
@@ -1077,7 +1106,7 @@ class LabState(HasTraits):
 
         ``restore_where``: ``"here"`` predicts tile by tile in this process and writes a TIFF;
         ``"local"`` (a local cluster of ``n_workers``) and ``"scheduler"`` (``scheduler_address``) run
-        ``carecore.predict_chunked`` and write ``restored/<model>/<name>.ome.zarr``, reporting
+        ``carecore.predict_chunked`` and write ``restored/<model>/<folders>/<name>.ome.zarr``, reporting
         ``progress(done, total, "chunks")``; the app then reads its full-resolution level back to show it.
         :meth:`stop_restore` ends either (``carecore.progress.Stopped``; the chunks written are kept and
         a rerun with the same settings continues); a stop while the classical filters are tuned (the
@@ -1120,6 +1149,14 @@ class LabState(HasTraits):
         self.restore_note = "loading the model ..."
         model = cc.load_model(folder)          # a model or an ensemble folder
         single = model.members[0] if isinstance(model, Ensemble) else model   # the kind's hooks
+        axes, shape, _ = cc.io.peek_axes(src)
+        if single.config.axes == "YX" and "Z" in axes and shape[axes.index("Z")] > 1:
+            # (the engine's remedy, other axes, is not a setting of this step: a user trial was told to give them)
+            raise CareError(f"{self.rel(src)}: a stack of {shape[axes.index('Z')]} slices (axes {axes}, shape "
+                            f"{'×'.join(map(str, shape))}), and {self.rel(folder)} is a 2D model (trained on YX "
+                            "images): choose a 2D image, or a 3D model (to restore each slice with this 2D model: "
+                            f"carecore predict --model {self.rel(folder)} --in {self.rel(src)} --axes "
+                            f"{axes.replace('Z', 'S')} --out ... on the command line, in the data root)")
         stop = self._stop_restore.is_set
         # views the network never learned are not averaged; nor an ensemble's members, whose disagreement
         # D and its reference levels (ood_check) are measured on one view
@@ -1342,7 +1379,8 @@ class LabState(HasTraits):
 
         named = {k.split(": ", 1)[1] if k.startswith("best filter by ") else k: m   # (the filter's own name)
                  for k, m in metrics.items()}
-        return verdict(named, input_name=f["input_label"], kind=f["model"].config.kind)
+        return verdict(named, input_name=f["input_label"], kind=f["model"].config.kind,
+                       seen=bool(f.get("trained_on") or f.get("target_seen")))
 
     def _set_view(self, v):
         for name in ("restored", "scale", "members", "truth", "metrics", "metrics_note", "metrics_verdict", "scores_pending",
@@ -1358,7 +1396,7 @@ class LabState(HasTraits):
 
     def _restore_chunked(self, folder, src, chunks, progress, stop, tta=False, output_sigma=None, normalization=None):
         """``carecore.predict_chunked`` on a local cluster or the configured scheduler, into
-        ``restored/<model>/<name>.ome.zarr``; its full-resolution level read back for the views."""
+        ``restored/<model>/<folders>/<name>.ome.zarr``; its full-resolution level read back for the views."""
         _dask_client_class()
         dest = self.output_path(folder, src, ome_zarr=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -1500,7 +1538,7 @@ class LabState(HasTraits):
             return self._compute_reliability(n_samples, confidence)
 
     def _compute_reliability(self, n_samples, confidence):
-        from carecore.uncertainty import disagreement, predictive_readouts
+        from carecore.uncertainty import disagreement, interval_spread, predictive_readouts
 
         if self.restored is None:
             raise CareError("restore an image first (step 3)")
@@ -1522,6 +1560,7 @@ class LabState(HasTraits):
         means, scales = self.members if self.members is not None else (self.restored, self.scale)
         members = self.members is not None
         r = predictive_readouts(means, scales, members=members, confidence=confidence, n_samples=n_samples)
+        r["spread"] = interval_spread(r["mean"], r["lower"], r["upper"])   # (how wide, on the brightest structures)
         if members:
             r["disagreement"] = disagreement(means, scales)
         if self.truth is not None:

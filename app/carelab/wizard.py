@@ -21,7 +21,7 @@ from carecore import CareError
 from carecore.data.patches import few_validation_note
 from carecore.models.care import MIN_BUDGET_STEPS
 from carecore.progress import Stopped
-from carecore.qc import coverage_text, coverage_verdict
+from carecore.qc import coverage_text, coverage_verdict, spread_text
 from carecore.render import profile_row
 
 from .state import BUDGETS, RESTORE_WHERE, TASKS, LabState, progress_text, task_spec
@@ -372,6 +372,9 @@ class DataStep(W.VBox):
         def go():
             try:
                 return self.state.make_patches(progress)
+            except Exception:   # (the last patches' "ready ... Next: step 2" stayed under the error: a user trial)
+                self.patch_note.value = ""
+                raise
             finally:
                 self.patch_btn.disabled = False
 
@@ -510,9 +513,24 @@ class TrainStep(W.VBox):
         self.pre_btn.on_click(lambda b: self.on_preflight())
         self.start.on_click(lambda b: self.on_start())
         self.resume.on_click(lambda b: self.on_start(resume=True))
-        self.stop.on_click(lambda b: run_guarded(self.msg, self.state.stop_training))
+        self.stop.on_click(lambda b: run_guarded(self.msg, self.state.stop_training, done=self._about_running))
         s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step", "baseline", "job_notes",
                                             "job_preparing"])
+        s.observe(self._training_ended, "job_state")
+
+    def _about_running(self, text):
+        """A note of the running training (``text``), taken down when it ends."""
+        self.msg.note(text)
+        self._running_note = self.msg.value
+
+    def _training_ended(self, change):
+        """Take down what the step said of the training that ran ("a training is running", "stopping ..."):
+        a user trial found the refusal of a second Start still there after the training had ended."""
+        if change["new"] in ("starting", "running"):
+            return
+        if self.msg.value and (self.msg.value == getattr(self, "_running_note", None)
+                               or "a training is running (" in self.msg.value):
+            self.msg.value = ""
 
     def on_start(self, resume=False):
         self.msg.value = ""
@@ -549,7 +567,14 @@ class TrainStep(W.VBox):
                 text += f" · ~{p['seconds_per_epoch']:.0f} s/epoch · ~{p['seconds_total'] / 60:.1f} min in all"
             self.pre_note.value = html.escape(text)
 
-        run_guarded(self.msg, lambda: self.state.run_preflight(note=self.msg.note), thread=True, done=show)
+        def go():
+            try:
+                return self.state.run_preflight(note=self.msg.note)
+            except Exception:   # (it said "preparing ..." for good under the error: a user trial)
+                self.pre_note.value = ""
+                raise
+
+        run_guarded(self.msg, go, thread=True, done=show)
 
     def update(self):
         s = self.state
@@ -661,7 +686,7 @@ class RestoreStep(W.VBox):
         self.cluster_note = W.HTML(
             "<span style='color:#666'>Chunk by chunk on a Dask cluster: every chunk is restored with the network's "
             "halo around it (the same result as in this process) and written into "
-            "<code>restored/&lt;model&gt;/&lt;image&gt;.ome.zarr</code> (OME-Zarr with a pyramid; extras of "
+            "<code>restored/&lt;model&gt;/&lt;image's folders&gt;/&lt;image&gt;.ome.zarr</code> (OME-Zarr with a pyramid; extras of "
             "probabilistic models under <code>extras/</code>). The workers must see the data root at the same path. "
             "The app then shows the full-resolution level read back into memory: fine for the demo; open very "
             "large outputs in napari or Fiji (MoBIE, BigDataViewer). Upsampling, isotropic and projection models "
@@ -693,7 +718,7 @@ class RestoreStep(W.VBox):
         super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image (a TIFF or an OME-Zarr "
                                  "<code>*.ome.zarr</code>); it is restored tile by tile "
                                  "and saved with the output's axes and voxel size (the input's, or a finer Z for "
-                                 "upsampling and isotropic models) as <code>restored/&lt;model&gt;/&lt;image&gt;</code>, "
+                                 "upsampling and isotropic models) as <code>restored/&lt;model&gt;/&lt;image's path&gt;</code>, "
                                  "or chunk by chunk on a Dask cluster for large images. "
                                  "With a ground truth, CARE is compared on the output's grid with the input brought "
                                  "onto it and with classical filters tuned on that ground truth.</p>"),
@@ -1071,6 +1096,8 @@ class ReliabilityStep(W.VBox):
                            layout=W.Layout(display="none", align_items="center"))
         self.dbar.add_class("care-rel-dbar")
         self.ece = W.HTML()
+        self.spread = W.HTML()   # (how wide the intervals are on the structures: a trial found nothing said it)
+        self.spread.add_class("care-rel-spread")
         self.caption = W.HTML()
         self.caption.add_class("care-rel-caption")
         self._of = None   # what the read-outs shown are of (None: none shown)
@@ -1078,7 +1105,7 @@ class ReliabilityStep(W.VBox):
                                  "along a line (on the input's intensity scale; for an ensemble, of the mixture of its "
                                  "members), an uncertainty movie of samples, the ensemble disagreement and the "
                                  "calibration curve, measured without fitting anything to the ground truth.</p>"), W.HBox([self.go]), self.msg,
-                          self.caption, W.HBox([self.z, self.row]), self.band_box,
+                          self.caption, W.HBox([self.z, self.row]), self.band_box, self.spread,
                           W.HBox([W.VBox([W.HTML("<b>uncertainty movie</b>"), W.HBox([self.play, self.frame]), self.movie]),
                                   W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dbar, self.dnote])]),
                           W.HBox([self.calib_box, self.ece])])
@@ -1100,7 +1127,7 @@ class ReliabilityStep(W.VBox):
         self.movie.value = b""
         self.movie.layout.display = "none"
         self.dmap.layout.display = self.dbar.layout.display = "none"
-        self.dnote.value = self.ece.value = ""
+        self.dnote.value = self.ece.value = self.spread.value = ""
         now = self.state.shown_caption
         self.caption.value = (f"<p style='color:#a15c00'>the read-outs of {html.escape(before)} were taken down: step 3 "
                               f"shows {html.escape(now) or 'nothing'} now; compute again for it</p>")
@@ -1140,6 +1167,8 @@ class ReliabilityStep(W.VBox):
         self.frame.max = self.play.max = len(r["samples"]) - 1
         self._profile()
         self._frame()
+        said = spread_text(r.get("spread"), r.get("confidence", 0.9))
+        self.spread.value = f"<p style='color:#444'>{html.escape(said)}.</p>" if said else ""
         if "disagreement" in r:
             d = r["disagreement"]
             self.dmap.value = to_png(d[d.shape[0] // 2] if d.ndim == 3 else d, 0, 1, cmap="inferno")

@@ -8,12 +8,12 @@ from .ensemble import ENSEMBLE_FILE, Ensemble, ood_check, reference_levels, trai
 from .laplace import (laplace_cdf, laplace_entropy, laplace_interval, laplace_quantile, laplace_samples,
                       laplace_variance)
 from .mixture import (DEFAULT_CONFIDENCES, calibration_curve, coverage_by_brightness, disagreement,
-                      measure_calibration, mixture_cdf,
+                      interval_spread, measure_calibration, mixture_cdf,
                       mixture_mean_variance, mixture_quantile, mixture_samples, pit, predictive_readouts,
                       probabilistic_readouts)
 
 __all__ = ['DEFAULT_CONFIDENCES', 'ENSEMBLE_FILE', 'Ensemble', 'calibration_curve', 'coverage_by_brightness',
-           'disagreement',
+           'disagreement', 'interval_spread',
            'laplace_cdf', 'laplace_entropy', 'laplace_interval', 'laplace_quantile',
            'laplace_samples', 'laplace_variance', 'measure_calibration', 'mixture_cdf',
            'mixture_mean_variance', 'mixture_quantile', 'mixture_samples', 'ood_check', 'pit',

@@ -321,6 +321,42 @@ def _coverage(u, gt, *, confidence=0.9, bins=BRIGHTNESS_BINS):
     return out
 
 
+def interval_spread(mean, lower, upper, *, brightest=0.01):
+    """How wide the intervals are where the restoration is brightest (its structure; a calibration curve and
+    the coverage say how often they hold the truth, not how much they tell): over the brightest ``brightest``
+    share of ``mean``'s pixels (those above 0), each interval's width (``upper - lower``) relative to the
+    restored intensity, and the share of lower bounds below 0 (a Laplace is unbounded below). A user trial
+    found 90 % intervals of a median 0.95 times the intensity on an embryo's brightest structures, a third of
+    them reaching below 0, with nothing on the page to say so. None where no pixel is bright.
+
+    >>> import numpy as np
+    >>> mean = np.array([0.0, 1.0, 2.0, 10.0])
+    >>> s = interval_spread(mean, mean - 6, mean + 4, brightest=0.25)
+    >>> s["median"], s["below_zero"], s["pixels"]
+    (1.0, 0.0, 1)
+
+    Returns
+    -------
+    dict or None
+        ``{"brightest": share, "median": width / intensity, "p90": its 90th percentile, "below_zero": share,
+        "pixels": count}``.
+    """
+    m = np.asarray(mean, np.float64)
+    lo, hi = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+    if not 0 < brightest <= 1:
+        raise CareError(f"brightest must be in (0, 1], got {brightest}")
+    if m.shape != lo.shape or m.shape != hi.shape:
+        raise CareError(f"mean, lower and upper have shapes {m.shape}, {lo.shape}, {hi.shape}: give one shape")
+    if not m.size:
+        return None
+    sel = (m >= np.quantile(m, 1 - brightest)) & (m > 0)
+    if not sel.any():
+        return None
+    rel = (hi[sel] - lo[sel]) / m[sel]
+    return {"brightest": brightest, "median": float(np.median(rel)), "p90": float(np.quantile(rel, 0.9)),
+            "below_zero": float(np.mean(lo[sel] < 0)), "pixels": int(sel.sum())}
+
+
 # -- one model's read-outs (a mixture of one) ------------------------------------------------
 def probabilistic_readouts(mean, scale, *, confidence=0.9):
     """Mean, scale, variance, entropy and the central interval, as a dict of arrays."""

@@ -215,6 +215,8 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     page.locator(".care-rel-ece").wait_for(timeout=120_000)
     coverage = page.locator(".care-rel-coverage").inner_text()   # (the curve is mostly background)
     assert "darkest 50 %" in coverage and "brightest 1 %" in coverage, coverage
+    spread = page.locator(".care-rel-spread").inner_text()   # (how wide the intervals are on the structures)
+    assert re.match(r"On the brightest 1 % of the restoration, a 90 % interval spans \d+\.\d\d times", spread), spread
     band = page.locator(".care-rel-band path.area").first
     assert "L" in (band.get_attribute("d") or ""), "the interval band is not drawn"
     _assert_drawn_inside(_line_inside_plot(page, ".care-rel-calibration"), "calibration diagonal", min_points=2)
@@ -443,7 +445,7 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
     # page sent the list's first entry and then the chosen one, and a choice made in between was dropped)
     assert summary.startswith("denoising3d/test/low/sample00.ome.zarr: restored on a local Dask cluster"), summary
     assert "local Dask cluster of 1 worker(s): 8 chunk(s)" in summary, summary
-    assert "restored/untrained_cluster/sample00.ome.zarr" in summary and "napari" in summary, summary
+    assert "restored/untrained_cluster/denoising3d/test/low/sample00.ome.zarr" in summary and "napari" in summary, summary
     assert "CARE" in page.locator(".care-restore-metrics").inner_text()
     page.locator(".care-restore-output img[src]").first.wait_for(timeout=30_000)
     assert "16×64×64" in page.locator(".care-restore-output").inner_text()
@@ -484,7 +486,7 @@ def test_restore_on_a_dask_cluster(page_on_failure, lab_server, shots):
         time.sleep(0.2)
     summary = page.locator(".care-restore-summary").inner_text()
     assert summary.startswith("denoising3d/test/low/sample00.ome.zarr: restored in this process"), summary
-    assert "saved restored/untrained_cluster/sample00.ome.zarr" in summary, summary
+    assert "saved restored/untrained_cluster/denoising3d/test/low/sample00.ome.zarr" in summary, summary
     _wait_for_scores(page, 60_000)
     page.screenshot(path=str(shots / "dask_3_in_process.png"), full_page=True)
 
@@ -516,8 +518,8 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     summary = page.locator(".care-restore-summary").inner_text()
     assert ("all 3 time points restored and saved; shown and scored here: time point 2 of 3 (T=1, counted from 0)"
             in summary), summary
-    assert summary.startswith("timelapse/low/tl.tif: restored in this process") and "restored/untrained_tl/tl.tif" in summary
-    saved = cc.read_image(root / "restored" / "untrained_tl" / "tl.tif")
+    assert summary.startswith("timelapse/low/tl.tif: restored in this process") and "restored/untrained_tl/timelapse/low/tl.tif" in summary
+    saved = cc.read_image(root / "restored" / "untrained_tl" / "timelapse" / "low" / "tl.tif")
     assert saved.axes == "TZYX" and saved.shape == (3,) + low.shape
     frame = page.locator(".care-restore-frame")
     frame.wait_for(state="visible", timeout=10_000)
@@ -571,7 +573,7 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     page.locator(".care-restore-image select").select_option(label="denoising3d/test/low/sample00.tif")
     time.sleep(0.5)
     page.locator(".care-restore-go").click()
-    page.locator(".care-restore-summary", has_text="restored/untrained_tl/sample00.tif").wait_for(timeout=240_000)
+    page.locator(".care-restore-summary", has_text="restored/untrained_tl/denoising3d/test/low/sample00.tif").wait_for(timeout=240_000)
     frame.wait_for(state="hidden", timeout=10_000)
     _assert_no_errors(page, errors)
 

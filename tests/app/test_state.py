@@ -66,6 +66,40 @@ def test_bad_folder_is_a_clear_error_and_state_stays_usable(state):
     assert state.low_dir.endswith("train/low")
 
 
+def test_pairs_of_other_axes_or_channels_than_the_task_takes_are_refused_at_the_scan(state):
+    """A 2D task given ZYX (a Z of 1: the patches were refused only later, under the old "patches ready" note), a
+    2D image with a ground truth of 3 planes (read as 3 channels: a 1-in, 3-out model, with no word): refused when
+    the pairs are checked, naming the file, its axes and shape."""
+    import carecore as cc
+
+    root = state.resolve(".")
+    for sub, low, high in (("flat", (1, 32, 40), (1, 32, 40)), ("three", (32, 40), (3, 32, 40))):
+        for q, shape in (("low", low), ("high", high)):
+            (root / sub / q).mkdir(parents=True)
+            cc.write_image(root / sub / q / "a.tif", np.random.default_rng(0).random(shape, dtype=np.float32),
+                           axes="YX" if len(shape) == 2 else "ZYX" if shape[0] == 1 else "CYX")
+    state.task = "denoising2d"
+    state.set_task_defaults()
+    state.low_dir, state.high_dir = "flat/low", "flat/high"
+    state.axes = "ZYX"
+    with pytest.raises(CareError, match=r"flat/low/a.tif: axes ZYX \(shape 1×32×40\); Denoising 2D takes YX images: "
+                                        "its Z of 1 is no axis of theirs"):
+        state.scan_pairs()
+    assert state.pairs == []
+    state.axes = "YX"   # (what the user gives then: the file's Z of 1 dropped)
+    assert len(state.scan_pairs()) == 1
+    state.low_dir, state.high_dir = "three/low", "three/high"
+    state.axes = "YX"
+    with pytest.raises(CareError, match=r"three/high/a.tif: 3 channel\(s\) \(axes CYX, shape 3×32×40\) but its input "
+                                        r"three/low/a.tif has 1 \(axes YX, shape 32×40\)"):
+        state.scan_pairs()
+    with pytest.raises(CareError, match="3 channel"):   # (and the patches, which scan first)
+        state.make_patches()
+    state.task = "denoising3d"   # (the module's state, as the other tests have it)
+    state.set_task_defaults()
+    assert len(state.scan_pairs()) == 2
+
+
 def test_budget_maps_to_config(tmp_path):
     """A budget lets carecore's fast recipe size the network; custom passes every field as typed."""
     from carelab import LabState
@@ -136,6 +170,17 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
     assert "s0.tif" in data.table.value and f"{len(ps.X)} patch pairs ready" in data.patch_note.value
     # few validation patches said there too (or nothing said of them)
     assert ("care-patches-few" in data.patch_note.value) == (0 < ps.n_val < 8), (ps.n_val, data.patch_note.value)
+    # other axes typed and Extract pressed: checked again, refused, and the last patches' note taken down (it said
+    # "ready ... Next: step 2" under the error: a user trial)
+    s.axes = "ZYX"
+    data.on_patches()
+    for _ in range(200):
+        if "care-error" in data.msg.value:
+            break
+        time.sleep(0.05)
+    assert "Denoising 2D takes YX images" in data.msg.value and data.patch_note.value == "", data.msg.value
+    s.axes = "CYX"
+    s.scan()
     started = []   # the job is given the two-channel configuration (not started here)
     monkeypatch.setattr("carecore.training.jobs.start_job", lambda job, patches, config, **kw: started.append(config))
     monkeypatch.setattr(s, "watch_job", lambda: None)
@@ -410,8 +455,25 @@ def test_one_training_at_a_time(tmp_path):
     for state in ("starting", "running"):
         s.job_state = state
         assert step.start.disabled and step.resume.disabled
+    step.on_start()   # (the page's Start, on its thread: refused, and said so)
+    for _ in range(100):
+        if "care-error" in step.msg.value:
+            break
+        time.sleep(0.05)
+    assert "a training is running (models/denoising3d_20261205_100000)" in step.msg.value
+    s.job_dir = str(job)
+    step.stop.click()
+    assert "stopping models/denoising3d_20261205_100000 after its running step" in step.msg.value
     s.job_state = "completed"
     assert not step.start.disabled and not step.resume.disabled
+    assert step.msg.value == ""   # (a user trial found the refusal still there after the training had ended)
+    step.msg.error("a training is running (models/x): stop it (Stop), or wait for it to end")
+    s.job_state = "stopped"
+    assert step.msg.value == ""
+    (job / "status.json").write_text(json.dumps({"state": "completed"}))
+    step.stop.click()
+    assert "no training is running: nothing to stop" in step.msg.value   # (a Stop said nothing)
+    (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
     # a record left "starting" without a process (its start failed, the kernel died): taken as died
     (job / "status.json").write_text(json.dumps({"state": "starting"}))
     old = os.path.getmtime(job / "status.json") - 120
@@ -465,7 +527,7 @@ def test_resume_continues_only_the_last_training_of_the_same_kind(tmp_path):
     from carelab import LabState
 
     s = LabState(tmp_path, quick=True)
-    with pytest.raises(CareError, match="nothing to resume: no training has run in this lab yet; press Train"):
+    with pytest.raises(CareError, match="nothing to resume: no training has run in this lab yet; press Start"):
         s.start_training(resume=True)
     job = tmp_path / "models" / "isotropic_20261205_100000"
     job.mkdir(parents=True)
@@ -664,7 +726,7 @@ def test_all_steps(state):
     state.input_path = state.default_input()
     restored = state.restore()
     assert restored.shape == state.input_image.shape
-    assert state.restored_path == f"restored/{Path(state.job_dir).name}/{Path(state.input_path).name}"
+    assert state.restored_path == f"restored/{Path(state.job_dir).name}/{state.input_path}"
     keys = set(state.metrics)
     assert {"input", "CARE"} <= keys and any(k.startswith("best filter by SSIM") for k in keys)
     assert all(np.isfinite(m["ssim"]) for m in state.metrics.values())
@@ -705,6 +767,8 @@ def test_all_steps(state):
     state.restore()
     r = state.compute_reliability()
     assert r["samples"].shape[1:] == restored.shape and "calibration" in r
+    bright = r["mean"] >= np.quantile(r["mean"], 0.99)   # (how wide the intervals are on the brightest structures)
+    assert r["spread"]["median"] == pytest.approx(float(np.median((r["upper"] - r["lower"])[bright] / r["mean"][bright])))
     ref = predictive_readouts(state.restored, state.scale, confidence=0.9)
     np.testing.assert_allclose(r["lower"], ref["lower"])
     np.testing.assert_allclose(r["upper"], ref["upper"])
@@ -712,7 +776,8 @@ def test_all_steps(state):
 
 
 def test_restore_keeps_spacing_and_names_the_model(state):
-    """Outputs keep axes and voxel size and go to restored/<model>/ (two models never overwrite)."""
+    """Outputs keep axes and voxel size and go to restored/<model>/<the image's folders>/ (two models, or two
+    images of one name in two folders, never overwrite one another)."""
     import carecore as cc
 
     src = state.resolve(state.default_input())
@@ -725,8 +790,18 @@ def test_restore_keeps_spacing_and_names_the_model(state):
     assert state.truth is None and state.metrics == {}            # no spaced/high/sample00.tif
     out = cc.read_image(state.resolve(state.restored_path))
     assert out.axes == img.axes and out.spacing == {"Z": 2.0, "Y": 0.25, "X": 0.25}
-    assert Path(state.restored_path).parent == Path("restored") / Path(state.job_dir).name
-    assert state.output_path("models/other_job/model", "x/low/sample00.tif") != state.resolve(state.restored_path)
+    assert Path(state.restored_path) == Path("restored") / Path(state.job_dir).name / "spaced/low/sample00.tif"
+    assert state.output_path("models/other_job/model", "spaced/low/sample00.tif") != state.resolve(state.restored_path)
+    (state.resolve(".") / "flipped" / "low").mkdir(parents=True)  # another sample00.tif: saved beside it
+    cc.write_image(state.resolve(".") / "flipped/low/sample00.tif", img.data[:, ::-1], axes=img.axes)
+    state.input_path = "flipped/low/sample00.tif"
+    state.restore()
+    assert state.restored_path == f"restored/{Path(state.job_dir).name}/flipped/low/sample00.tif"
+    assert cc.read_image(state.resolve(state.restored_path)).spacing != out.spacing   # (the first one kept)
+    assert cc.read_image(state.resolve(f"restored/{Path(state.job_dir).name}/spaced/low/sample00.tif")).spacing == \
+        out.spacing
+    state.input_path = "spaced/low/sample00.tif"
+    state.restore()
     # by default the mean over the image's flips and rotations (predict(tta=True)); one view when unticked
     model = cc.load_model(state.resolve(state.model_dir))
     mean = lambda r: r[0] if isinstance(r, tuple) else r   # noqa: E731 (probabilistic: the mean)
@@ -976,6 +1051,8 @@ def test_views_and_read_outs_follow_the_frame_shown(state, two_filters):
     lab.input_path = state.rel(cc.load_model(state.resolve(state.model_dir)).run_card["data_sources"][0]["low"])
     lab.restore()
     assert "CARE was trained on this image or a part of it" in lab.metrics_note, lab.metrics_note
+    assert not any("each tuned on the ground truth" in v for v in lab.metrics_verdict), lab.metrics_verdict   # (no win
+    # said in bold for a training image: a user trial)
     rel.show(lab.compute_reliability())   # its calibration too
     assert "CARE was trained on this image or a part of it: its calibration here flatters it" in rel.ece.value, rel.ece.value
     # a copy of it under another name, its ground truth beside it: known by its pixels
@@ -1124,11 +1201,12 @@ def test_stop_request_ends_the_job(state):
     while not state.losses and time.time() - t < 120:
         time.sleep(0.3)
         state.poll_job()
-    state.stop_training()
+    assert state.stop_training().startswith("stopping models/")
     while state.job_state == "running" and time.time() - t < 180:
         time.sleep(0.3)
         state.poll_job()
     assert state.job_state == "stopped"
+    assert state.stop_training() == "no training is running: nothing to stop"   # (a Stop said nothing)
     assert len(state.losses) < 50 * 50
     state.epochs, state.steps = 2, 6
 

@@ -32,12 +32,31 @@ def lab(tmp_path_factory):
     return s
 
 
+def test_a_2d_model_on_a_stack_says_what_the_step_can_do(lab):
+    """A 2D model given a 3D stack: the step says to choose a 2D image or a 3D model, and names the command
+    that restores each slice (a user trial was told to give axes this step has no field for); nothing is
+    written, and the step's model and image stay."""
+    import carecore as cc
+
+    cc.CARE(cc.care_config("YX", quick=True, seed=1), lab.resolve(".") / "models" / "flat" / "model").save()
+    was = lab.model_dir
+    lab.model_dir, lab.input_path = "models/flat/model", lab.default_input()
+    try:
+        with pytest.raises(CareError, match=r"denoising3d/test/low/sample00.tif: a stack of \d+ slices \(axes ZYX, "
+                                            r"shape .*\), and models/flat/model is a 2D model .*choose a 2D image, or "
+                                            r"a 3D model .*--axes SYX"):
+            lab.restore()
+        assert not (lab.resolve(".") / "restored" / "flat").exists() and lab.model_dir == "models/flat/model"
+    finally:
+        lab.model_dir = was
+
+
 @pytest.fixture(scope="module")
 def reference(lab):
     """The in-process restoration of the demo's test volume (the app's default path)."""
     lab.restore_where, lab.input_path = "here", lab.default_input()
     restored = lab.restore().copy()
-    assert lab.restored_path == "restored/untrained/sample00.tif" and "in this process" in lab.restore_summary
+    assert lab.restored_path == "restored/untrained/denoising3d/test/low/sample00.tif" and "in this process" in lab.restore_summary
     return {"restored": restored, "scale": lab.scale.copy(), "metrics": dict(lab.metrics)}
 
 
@@ -73,7 +92,7 @@ def test_local_cluster_equals_in_process_and_reports_chunks(lab, reference):
     restored = s.restore(lambda d, t, w: events.append((d, t, w)))
     _close(restored, reference["restored"])
     _close(s.scale, reference["scale"])            # the probabilistic extra, read back for step 5
-    assert s.restored_path == "restored/untrained/sample00.ome.zarr"
+    assert s.restored_path == "restored/untrained/denoising3d/test/low/sample00.ome.zarr"
     stored = cc.read_image(s.resolve(s.restored_path))
     assert stored.axes == "ZYX" and stored.data.shape == restored.shape
     chunks = [(d, t) for d, t, w in events if w == "chunks"]
@@ -107,7 +126,7 @@ def test_ome_zarr_input_on_a_scheduler_stops_and_resumes(lab, reference, schedul
 
     with pytest.raises(Stopped):
         s.restore(stop_after_one)
-    out = s.resolve("restored/untrained")
+    out = s.resolve("restored/untrained/denoising3d/test/low")
     assert (out / ".sample00.ome.zarr.resume.part").is_dir()         # kept for the rerun
     assert not any("resume" in f for f in s.image_files())             # a store being written is not offered
     events = []
@@ -115,7 +134,7 @@ def test_ome_zarr_input_on_a_scheduler_stops_and_resumes(lab, reference, schedul
     first = next(d for d, t, w in events if w == "chunks")
     assert 1 <= first < 8 and "done before" in s.restore_summary, (events, s.restore_summary)
     _close(restored, reference["restored"])
-    assert s.restored_path == "restored/untrained/sample00.ome.zarr"
+    assert s.restored_path == "restored/untrained/denoising3d/test/low/sample00.ome.zarr"
     assert "CARE" in s.metrics                                      # the truth high/sample00.tif was found
 
 
