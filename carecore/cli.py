@@ -907,19 +907,21 @@ def voila_options(cull_idle_timeout=600, cull_interval=60):
 
 
 def _serve(cmd, env):
-    """Run Voila (``cmd``) until it ends; a SIGTERM or SIGHUP sent to this process (``kill``, a closed
-    terminal, a service manager) is passed on to it, which ends its kernels too (Ctrl-C reaches it with the
-    terminal's process group)."""
+    """Run Voila (``cmd``) until it ends, and its exit status (128 + the signal's number where a signal ended
+    it); a SIGTERM or SIGHUP sent to this process (``kill``, a closed terminal, a service manager) is passed on
+    to it as a SIGTERM, on which it stops its kernels too (Voila 0.5 handles SIGTERM alone: a SIGHUP would end
+    it with its kernels left). Ctrl-C reaches it with the terminal's process group."""
     import signal
     import subprocess
 
     proc = subprocess.Popen(cmd, env=env)
-    passed = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    passed = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signal.SIGTERM))
               for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while True:
             try:
-                return proc.wait()
+                code = proc.wait()
+                return 128 - code if code < 0 else code
             except KeyboardInterrupt:   # (Voila has it too: it asks whether to stop, or stops on a second one)
                 continue
     finally:

@@ -347,7 +347,8 @@ def spread_text(spread, confidence=0.9):
             f"spans {spread['median']:.2f} times the restored intensity (median; {spread['p90']:.2f} times at the "
             "90th percentile)")
     if spread["below_zero"] > 0:
-        text += f"; {100 * spread['below_zero']:.0f} % of them reach below 0"
+        share = 100 * spread["below_zero"]
+        text += f"; {'under 1' if share < 0.5 else f'{share:.0f}'} % of them reach below 0"
     if spread["median"] >= 0.5:
         text += (": the network is unsure of the intensities there; trust the structures it restores more than "
                  "their exact brightness")

@@ -317,7 +317,7 @@ class LabState(HasTraits):
         self.readouts = {}
         self.patch_warnings = []             # what the last patches' making warned about (misaligned pairs)
         self._task_data = {}                 # task -> its Data step's folders, scan and patches (TASK_DATA)
-        self._scanned = None                 # the folders and axes the pairs' table is of
+        self._scanned = None                 # the task, folders and axes the pairs' table is of
         self._starting = False               # a training being started (start_training)
         self._frames = None                  # the last restoration, all its frames (show_frame)
         self._poller = None
@@ -509,13 +509,13 @@ class LabState(HasTraits):
                                 + (f"its {', '.join(extra)} of 1 is no axis of theirs; give the axes without it"
                                    if flat else f"choose a task for {spatial_axes(low.axes)} images, or give the "
                                    "file's axes (Axes)"))
-            if channels(low) != channels(high):   # (the tasks restore each channel into itself)
-                raise CareError(f"{self.rel(pair.high)}: {channels(high)} channel(s) (axes {high.axes}, shape "
-                                f"{'×'.join(map(str, high.shape))}) but its input {self.rel(pair.low)} has "
-                                f"{channels(low)} (axes {low.axes}, shape {'×'.join(map(str, low.shape))}): "
-                                f"{self.spec['label']} restores each channel of an image into the same channel; "
-                                "give ground truths with the inputs' channels (planes of another axis, such as Z "
-                                "slices or time points, are not channels)")
+            if channels(low) == 1 and channels(high) > 1:   # (several stains in, one out, is a model's; not this)
+                raise CareError(f"{self.rel(pair.high)}: {channels(high)} channels (axes {high.axes}, shape "
+                                f"{'×'.join(map(str, high.shape))}) but its input {self.rel(pair.low)} has one "
+                                f"(axes {low.axes}, shape {'×'.join(map(str, low.shape))}): a model would make "
+                                f"{channels(high)} channels of one; give ground truths of the inputs' channel (planes "
+                                "of another axis, such as Z slices or time points, are not channels: give the "
+                                "file's axes)")
             al = cc.check_alignment(low, high)
             rows.append({"name": pair.name, "low": "×".join(map(str, low.shape)), "high": "×".join(map(str, high.shape)),
                          "shift": ", ".join(f"{k} {v:+.1f}" for k, v in al["shift"].items()), "aligned": al["aligned"]})
@@ -523,7 +523,7 @@ class LabState(HasTraits):
         self.low_spacing = None
         self.unmatched = "" if not (listing.unmatched_low or listing.unmatched_high) else listing.report()
         self.pairs = rows
-        self._scanned = (self.low_dir, self.high_dir, self.axes)   # (what the table is of)
+        self._scanned = (self.task, self.low_dir, self.high_dir, self.axes)   # (what the table is of)
         return rows
 
     def scan_stacks(self):
@@ -635,7 +635,7 @@ class LabState(HasTraits):
         if not self.spec["folders"]:
             sources = None                     # trained on simulations alone
         elif self.needs_high:
-            if not self.pairs or self._scanned != (self.low_dir, self.high_dir, self.axes):
+            if not self.pairs or self._scanned != (self.task, self.low_dir, self.high_dir, self.axes):
                 self.scan_pairs()   # (not checked, or checked with other folders or axes: a trial typed others)
             sources = cc.find_pairs(self.resolve(self.low_dir), self.resolve(self.high_dir))
         else:
@@ -793,6 +793,8 @@ class LabState(HasTraits):
         if self.job_dir and job_status(self.job_dir).get("state") in STATES_RUNNING:
             request_stop(self.job_dir)
             return f"stopping {self.rel(self.job_dir)} after its running step: it keeps its best weights so far"
+        if self._starting:
+            return "a training is being prepared (its patches): press Stop again once it has started"
         return "no training is running: nothing to stop"
 
     def attach_latest_job(self):
@@ -1150,7 +1152,8 @@ class LabState(HasTraits):
         model = cc.load_model(folder)          # a model or an ensemble folder
         single = model.members[0] if isinstance(model, Ensemble) else model   # the kind's hooks
         axes, shape, _ = cc.io.peek_axes(src)
-        if single.config.axes == "YX" and "Z" in axes and shape[axes.index("Z")] > 1:
+        if single.config.kind in ("care", "subdiffraction") and single.config.axes == "YX" and "Z" in axes \
+                and shape[axes.index("Z")] > 1:   # (an isotropic model restores stacks slice by slice itself)
             # (the engine's remedy, other axes, is not a setting of this step: a user trial was told to give them)
             raise CareError(f"{self.rel(src)}: a stack of {shape[axes.index('Z')]} slices (axes {axes}, shape "
                             f"{'×'.join(map(str, shape))}), and {self.rel(folder)} is a 2D model (trained on YX "

@@ -347,14 +347,18 @@ def interval_spread(mean, lower, upper, *, brightest=0.01):
         raise CareError(f"brightest must be in (0, 1], got {brightest}")
     if m.shape != lo.shape or m.shape != hi.shape:
         raise CareError(f"mean, lower and upper have shapes {m.shape}, {lo.shape}, {hi.shape}: give one shape")
-    if not m.size:
+    ok = np.flatnonzero(np.isfinite(m) & np.isfinite(lo) & np.isfinite(hi))   # (a NaN is no pixel's intensity)
+    if not ok.size:
         return None
-    sel = (m >= np.quantile(m, 1 - brightest)) & (m > 0)
-    if not sel.any():
+    n = max(1, int(np.ceil(brightest * ok.size)))   # (the brightest n exactly: ties at the top are not all taken)
+    top = ok[np.argpartition(m.ravel()[ok], ok.size - n)[ok.size - n:]]
+    sel = top[m.ravel()[top] > 0]
+    if not sel.size:
         return None
-    rel = (hi[sel] - lo[sel]) / m[sel]
+    m, lo, hi = m.ravel()[sel], lo.ravel()[sel], hi.ravel()[sel]
+    rel = (hi - lo) / m
     return {"brightest": brightest, "median": float(np.median(rel)), "p90": float(np.quantile(rel, 0.9)),
-            "below_zero": float(np.mean(lo[sel] < 0)), "pixels": int(sel.sum())}
+            "below_zero": float(np.mean(lo < 0)), "pixels": int(sel.size)}
 
 
 # -- one model's read-outs (a mixture of one) ------------------------------------------------

@@ -42,7 +42,7 @@ def test_a_sigterm_to_carecore_lab_stops_voila(tmp_path):
             assert proc.poll() is None and time.time() - t < 120, proc.stdout.read().decode()[-2000:]
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)   # (to carecore alone, not its process group)
-        assert proc.wait(timeout=60) is not None
+        assert proc.wait(timeout=60) in (0, 128 + signal.SIGTERM)   # (Voila's own status: its stop, or the signal's)
         t = time.time()
         while _answers(url):   # Voila ended with it
             assert time.time() - t < 30, "Voila still serves after carecore lab was stopped"

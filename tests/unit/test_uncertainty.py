@@ -215,5 +215,10 @@ def test_how_wide_the_intervals_are_on_the_brightest_structures_is_said():
         assert said.startswith("On the brightest 1 % of the restoration, a 90 % interval spans "), said
         assert ("reach below 0" in said and "the network is unsure" in said) == wide, said
     assert interval_spread(-mean, -mean, -mean) is None and spread_text(None) == ""   # (nothing bright)
+    flat, nan = np.ones(10000), mean.copy()   # ties at the top: the brightest 1 %, not every pixel tied; a NaN: no pixel
+    assert interval_spread(flat, flat - 1, flat + 1)["pixels"] == 100
+    nan[0, 0] = np.nan
+    assert interval_spread(nan, nan - 1, nan + 1)["pixels"] == int(np.ceil(0.01 * (mean.size - 1)))
+    assert "under 1 % of them reach below 0" in spread_text({**s, "below_zero": 0.004})
     with pytest.raises(CareError, match="shapes"):
         interval_spread(mean, mean[1:], mean)
