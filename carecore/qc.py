@@ -344,14 +344,15 @@ def spread_text(spread, confidence=0.9):
     if not spread:
         return ""
     text = (f"On the brightest {100 * spread['brightest']:g} % of the restoration, a {100 * confidence:.0f} % interval "
-            f"spans {spread['median']:.2f} times the restored intensity (median; {spread['p90']:.2f} times at the "
-            "90th percentile)")
-    if spread["below_zero"] > 0:
-        share = 100 * spread["below_zero"]
-        text += f"; {'under 1' if share < 0.5 else f'{share:.0f}'} % of them reach below 0"
+            f"spans {spread['median']:.2f} times the structures' height above the background (median; "
+            f"{spread['p90']:.2f} at the 90th percentile)")
+    if spread["below_background"] > 0:
+        share = 100 * spread["below_background"]
+        text += (f"; {'under 1' if share < 0.5 else f'{share:.0f}'} % of them reach down to the background, where "
+                 "they cannot tell a structure from none")
     if spread["median"] >= 0.5:
-        text += (": the network is unsure of the intensities there; trust the structures it restores more than "
-                 "their exact brightness")
+        text += ": the network is unsure of the intensities there; trust the structures it restores more than their "\
+                "exact brightness"
     return text
 
 

@@ -216,7 +216,8 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     coverage = page.locator(".care-rel-coverage").inner_text()   # (the curve is mostly background)
     assert "darkest 50 %" in coverage and "brightest 1 %" in coverage, coverage
     spread = page.locator(".care-rel-spread").inner_text()   # (how wide the intervals are on the structures)
-    assert re.match(r"On the brightest 1 % of the restoration, a 90 % interval spans \d+\.\d\d times", spread), spread
+    assert re.match(r"On the brightest 1 % of the restoration, a 90 % interval spans \d+\.\d\d times the structures' "
+                    r"height above the background", spread), spread
     band = page.locator(".care-rel-band path.area").first
     assert "L" in (band.get_attribute("d") or ""), "the interval band is not drawn"
     _assert_drawn_inside(_line_inside_plot(page, ".care-rel-calibration"), "calibration diagonal", min_points=2)
