@@ -45,9 +45,9 @@ import numpy as np
 from IPython.display import display
 
 import carecore as cc
-from carecore.qc import coverage_text, coverage_verdict
+from carecore.qc import coverage_text, coverage_verdict, spread_text
 from carecore.render import display_range, to_png
-from carecore.uncertainty import ood_check, predictive_readouts, train_ensemble
+from carecore.uncertainty import interval_spread, ood_check, predictive_readouts, train_ensemble
 
 QUICK = os.environ.get("CARELAB_QUICK", "") not in ("", "0")        # the app's quick switch
 # Quick mode trains a fixed 3 × 100 steps of a tiny network (seconds, whatever the machine's speed).
@@ -112,6 +112,7 @@ readouts = predictive_readouts(out["member_means"], out["member_scales"], member
 span = float(np.percentile(low, 99.9) - np.percentile(low, 0.1))   # the input's range (its intensity units)
 print(f"mean width of the 90 % interval: {readouts['width'].mean():.3g} in the input's intensity units, "
       f"{readouts['width'].mean() / span:.1%} of the input's range (0.1 to 99.9 percentile: {span:.3g})")
+print(spread_text(interval_spread(readouts["mean"], readouts["lower"], readouts["upper"])) + ".")   # (as the app says it)
 print(f"mean disagreement D: {out['disagreement'].mean():.3g}")
 results["care"] = cc.evaluate(readouts["mean"], truth, axes="ZYX")
 results["input"] = cc.evaluate(low, truth, axes="ZYX")
