@@ -631,7 +631,17 @@ class LabState(HasTraits):
     def make_patches(self, progress=None, resumed=None):
         """Training patches through the kind's ``make_patches``: from pairs, or from the low-quality stacks
         alone (kinds without pairs never read the high-quality folder); ``resumed``: the patch size and seed
-        of a resumed training (``{"patch_size": ..., "seed": ...}``), whatever the budget and seed chosen now."""
+        of a resumed training (``{"patch_size": ..., "seed": ...}``), whatever the budget and seed chosen now.
+        A failure with other folders or settings than the last patches' forgets those (their "ready" note came
+        back on a return to the task: a review)."""
+        try:
+            return self._make_patches(progress, resumed)
+        except Exception:
+            if self.patches_dir and self._patch_key != self._key():
+                self.patches_dir, self.n_patches, self._patch_key = "", 0, None
+            raise
+
+    def _make_patches(self, progress, resumed):
         if not self.spec["folders"]:
             sources = None                     # trained on simulations alone
         elif self.needs_high:

@@ -179,8 +179,10 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
             break
         time.sleep(0.05)
     assert "Denoising 2D takes YX images" in data.msg.value and data.patch_note.value == "", data.msg.value
+    assert s.patches_dir == "" and s.n_patches == 0   # (the other axes' patches forgotten: not "ready" on a return)
     s.axes = "CYX"
     s.scan()
+    s.make_patches()
     started = []   # the job is given the two-channel configuration (not started here)
     monkeypatch.setattr("carecore.training.jobs.start_job", lambda job, patches, config, **kw: started.append(config))
     monkeypatch.setattr(s, "watch_job", lambda: None)
