@@ -259,6 +259,7 @@ class LabState(HasTraits):
     baseline = Dict()             # the best tuned classical filter on the validation patches
     last_event = Dict()           # the job's last progress event (epochs, steps per epoch, elapsed, eta)
     earlier_epochs = 0            # a resumed model's epochs before its job's run (in its history, not its losses)
+    earlier_losses = ()           # and their training loss, as (epoch, loss) (a job's record since 2026-12-07)
     resume_note = Unicode("")
     job_time_limit = Float(0.0)   # the running job's budget in seconds (0: epochs x steps)
     job_notes = Unicode("")   # the training job's notes: a network started again, ensemble members missing
@@ -843,6 +844,7 @@ class LabState(HasTraits):
             self.progress_epoch = int(ev.get("epoch", 0) or 0)
             self.progress_step = int(ev.get("step", 0) or 0)
             self.earlier_epochs = int(st.get("earlier_epochs") or 0)   # a resumed model's, before this run (first: charts)
+            self.earlier_losses = [tuple(p) for p in st.get("earlier_losses") or []]   # (their training loss, in epochs)
             self.losses = list(st.get("losses") or [])
             self.history = list(st.get("history") or [])
             self.baseline = dict(st.get("baseline") or {})
@@ -876,7 +878,8 @@ class LabState(HasTraits):
                     if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
             return [k[0] for k in keep], [k[1] for k in keep]
 
-        out = {"training": finite([self.earlier_epochs + p[0] / steps for p in self.losses], [p[1] for p in self.losses]),
+        losses = [(x, y) for x, y in self.earlier_losses] + [(self.earlier_epochs + p[0] / steps, p[1]) for p in self.losses]
+        out = {"training": finite([p[0] for p in losses], [p[1] for p in losses]),
                "validation": finite(range(1, len(hist) + 1), [h.get("val_loss") for h in hist]),
                "ssim": finite(range(1, len(hist) + 1), [h.get("val_ssim") for h in hist])}
         b = self.baseline.get("val_ssim")

@@ -182,6 +182,13 @@ def run_job(job_dir):
     job_dir = Path(job_dir)
     job = json.loads((job_dir / "job.json").read_text())
     status = json.loads((job_dir / "status.json").read_text()) if (job_dir / "status.json").exists() else {}
+    # an earlier run's training loss in this folder, in epochs (a resumed model's; a user trial found the first
+    # run's curve gone from the charts after Stop and Resume)
+    ran = status.pop("steps_per_epoch", None)
+    earlier_losses = list(status.get("earlier_losses") or []) + (
+        [[float(status.get("earlier_epochs") or 0) + s / ran, loss] for s, loss in status.get("losses") or []]
+        if ran else [])
+    status.pop("earlier_losses", None)
     status.update(state="running", pid=os.getpid(), history=[], losses=[], notes=[], message="")
     status.pop("members", None)   # an ensemble's, from an earlier run in this folder
     status.pop("earlier_epochs", None)
@@ -209,6 +216,7 @@ def run_job(job_dir):
             step[0] += 1
             trace.add(step[0], e["loss"])
             status["event"] = e
+            status["steps_per_epoch"] = e.get("steps")   # (this run's loss placed in epochs, should it be resumed)
             write()
         elif e["kind"] == "epoch":
             status["history"].append({k: e.get(k) for k in ("epoch", "loss", "val_loss", "val_ssim", "lr", "member")})
@@ -254,6 +262,8 @@ def run_job(job_dir):
             status["history"] = [{k: h.get(k) for k in ("epoch", "loss", "val_loss", "val_ssim", "lr")}
                                  for h in model.history]
             status["earlier_epochs"] = len(model.history)
+            if model.history and earlier_losses:   # (epochs x, loss y: the app draws them before this run's)
+                status["earlier_losses"] = earlier_losses
             # the job's own budget (or epochs x steps), not the one a resumed model was saved with: the app's
             # Resume trains for what the Train step shows
             result = model.train(patches, epochs=job.get("epochs") or config.epochs, time_limit=config.time_limit,

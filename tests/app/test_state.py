@@ -657,7 +657,9 @@ def test_the_training_charts_span_the_planned_epochs_from_the_first_step(tmp_pat
     s.earlier_epochs, s.losses = 4, [[50, 0.3]]
     assert s.epochs_planned() == 7 and s.curves()["training"] == ([5.0], [0.3])
     assert s.curves()["ssim"][0] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    s.earlier_epochs = 0
+    s.earlier_losses = [(2.0, 0.5), (4.0, 0.4)]   # ... and their training loss, drawn before this run's
+    assert s.curves()["training"] == ([2.0, 4.0, 5.0], [0.5, 0.4, 0.3])
+    s.earlier_epochs, s.earlier_losses = 0, ()
     # member 2 of an ensemble of 3: the first trained 4 epochs, the second plans 5 (its share is
     # planned on its own), the third is counted at the second's plan
     s.history = [{"epoch": e, "val_ssim": 0.5, "member": m} for m, e in ((1, 1), (1, 2), (1, 3), (1, 4), (2, 1))]

@@ -583,3 +583,9 @@ def test_a_resumed_job_keeps_the_epochs_before_in_its_record(trained, patches, t
     assert status["state"] == "completed", status
     assert status["earlier_epochs"] == before > 0
     assert [h["epoch"] for h in status["history"]] == list(range(1, before + 2)), status["history"]
+    # resumed again: the run before's training loss is kept, in epochs, after the epochs before it (a user trial
+    # found the first run's curve gone from the charts after Stop and Resume)
+    ran = status["losses"]
+    again = run_job(tmp_path / "job")
+    assert again["earlier_epochs"] == before + 1 and again["earlier_losses"] == [[before + s / 2, loss] for s, loss in ran]
+    assert len(again["losses"]) == 2
