@@ -635,11 +635,17 @@ class LabState(HasTraits):
         of a resumed training (``{"patch_size": ..., "seed": ...}``), whatever the budget and seed chosen now.
         A failure with other folders or settings than the last patches' forgets those (their "ready" note came
         back on a return to the task: a review)."""
+        task, key = self.task, self._key()
         try:
             return self._make_patches(progress, resumed)
         except Exception:
-            if self.patches_dir and self._patch_key != self._key():
-                self.patches_dir, self.n_patches, self._patch_key = "", 0, None
+            if self.task == task:
+                if self.patches_dir and self._patch_key != key:
+                    self.patches_dir, self.n_patches, self._patch_key = "", 0, None
+            else:   # (another task chosen meanwhile: the first task's kept data)
+                kept = self._task_data.get(task) or {}
+                if kept.get("patches_dir") and kept.get("_patch_key") != key:
+                    kept.update(patches_dir="", n_patches=0, _patch_key=None)
             raise
 
     def _make_patches(self, progress, resumed):
@@ -878,7 +884,8 @@ class LabState(HasTraits):
                     if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
             return [k[0] for k in keep], [k[1] for k in keep]
 
-        losses = [(x, y) for x, y in self.earlier_losses] + [(self.earlier_epochs + p[0] / steps, p[1]) for p in self.losses]
+        losses = sorted((x, y) for x, y in self.earlier_losses if x <= self.earlier_epochs) + \
+            [(self.earlier_epochs + p[0] / steps, p[1]) for p in self.losses]
         out = {"training": finite([p[0] for p in losses], [p[1] for p in losses]),
                "validation": finite(range(1, len(hist) + 1), [h.get("val_loss") for h in hist]),
                "ssim": finite(range(1, len(hist) + 1), [h.get("val_ssim") for h in hist])}

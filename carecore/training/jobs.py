@@ -83,6 +83,32 @@ def model_path(job_dir):
     return Path(job_dir) / ("ensemble" if job.get("ensemble", 0) >= 2 else "model")
 
 
+#: The most points of the earlier runs' training loss a resumed job keeps (neighbours averaged in pairs beyond).
+EARLIER_POINTS = 2000
+
+
+def _earlier_losses(status):
+    """The training loss of the runs before, in epochs (``[[epoch, loss], ...]``), from a job's status: what it
+    carries (``earlier_losses``) and its own run's (``losses`` in steps, placed after its ``earlier_epochs`` by its
+    ``steps_per_epoch``), at most :data:`EARLIER_POINTS` (a user trial found the first run's curve gone from the
+    app's charts after Stop and Resume).
+
+    >>> _earlier_losses({"earlier_losses": [[1.0, 0.5]], "earlier_epochs": 2, "steps_per_epoch": 4,
+    ...                  "losses": [[2, 0.4], [4, 0.3]]})
+    [[1.0, 0.5], [2.5, 0.4], [3.0, 0.3]]
+    >>> len(_earlier_losses({"earlier_losses": [[k, 1.0] for k in range(5001)]}))
+    1251
+    """
+    ran = status.get("steps_per_epoch")
+    points = [list(p) for p in status.get("earlier_losses") or []] + (
+        [[float(status.get("earlier_epochs") or 0) + s / ran, loss] for s, loss in status.get("losses") or []]
+        if ran else [])
+    while len(points) > EARLIER_POINTS:   # (each point at the last step it averages, as LossTrace's)
+        points = [[b[0], (a[1] + b[1]) / 2] for a, b in zip(points[::2], points[1::2])] + \
+            ([points[-1]] if len(points) % 2 else [])
+    return points
+
+
 def start_job(job_dir, patches_dir, config, *, epochs=None, steps_per_epoch=None, ensemble=0, python=None):
     """Start training in a separate process; returns the process id.
 
@@ -106,7 +132,9 @@ def start_job(job_dir, patches_dir, config, *, epochs=None, steps_per_epoch=None
     (job_dir / "STOP").unlink(missing_ok=True)
     _write_json(job_dir / "job.json", {"config": config.to_dict(), "patches": str(Path(patches_dir).resolve()),
                                        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "ensemble": int(ensemble)})
-    _write_json(job_dir / "status.json", {"state": "starting", "started": time.time(), "history": [], "losses": []})
+    earlier = _earlier_losses(st)   # (a resumed model's runs before: kept for the charts)
+    _write_json(job_dir / "status.json", {"state": "starting", "started": time.time(), "history": [], "losses": [],
+                                          **({"earlier_losses": earlier} if earlier else {})})
     log = open(job_dir / "job.log", "ab")
     proc = subprocess.Popen([python or sys.executable, "-m", "carecore.training.jobs", str(job_dir)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -182,13 +210,12 @@ def run_job(job_dir):
     job_dir = Path(job_dir)
     job = json.loads((job_dir / "job.json").read_text())
     status = json.loads((job_dir / "status.json").read_text()) if (job_dir / "status.json").exists() else {}
-    # an earlier run's training loss in this folder, in epochs (a resumed model's; a user trial found the first
-    # run's curve gone from the charts after Stop and Resume)
-    ran = status.pop("steps_per_epoch", None)
-    earlier_losses = list(status.get("earlier_losses") or []) + (
-        [[float(status.get("earlier_epochs") or 0) + s / ran, loss] for s, loss in status.get("losses") or []]
-        if ran else [])
-    status.pop("earlier_losses", None)
+    # the earlier runs' training loss in this folder, in epochs (a resumed model's): kept until this run says
+    # whether it resumes (a failure before keeps it for the next)
+    earlier_losses = _earlier_losses(status)
+    status.pop("steps_per_epoch", None)
+    if earlier_losses:
+        status["earlier_losses"] = earlier_losses
     status.update(state="running", pid=os.getpid(), history=[], losses=[], notes=[], message="")
     status.pop("members", None)   # an ensemble's, from an earlier run in this folder
     status.pop("earlier_epochs", None)
@@ -249,6 +276,7 @@ def run_job(job_dir):
         config = CareConfig.from_dict(job["config"])
         patches = load_patches(job["patches"])
         if job.get("ensemble", 0) >= 2:
+            status.pop("earlier_losses", None)   # (an ensemble trains its members anew)
             # its last event ("ensemble_end") sets the state and message
             train_ensemble(patches, config, job_dir / "ensemble", n_members=job["ensemble"], callback=on_event,
                            stop=stop, epochs=job.get("epochs"), steps_per_epoch=job.get("steps_per_epoch"),
@@ -262,8 +290,13 @@ def run_job(job_dir):
             status["history"] = [{k: h.get(k) for k in ("epoch", "loss", "val_loss", "val_ssim", "lr")}
                                  for h in model.history]
             status["earlier_epochs"] = len(model.history)
-            if model.history and earlier_losses:   # (epochs x, loss y: the app draws them before this run's)
-                status["earlier_losses"] = earlier_losses
+            # (epochs x, loss y: the app draws them before this run's; none past the epochs the model kept: a run that
+            # died or went NaN kept fewer than it trained)
+            kept = [p for p in earlier_losses if p[0] <= len(model.history)]
+            if kept:
+                status["earlier_losses"] = kept
+            else:
+                status.pop("earlier_losses", None)
             # the job's own budget (or epochs x steps), not the one a resumed model was saved with: the app's
             # Resume trains for what the Train step shows
             result = model.train(patches, epochs=job.get("epochs") or config.epochs, time_limit=config.time_limit,

@@ -585,7 +585,13 @@ def test_a_resumed_job_keeps_the_epochs_before_in_its_record(trained, patches, t
     assert [h["epoch"] for h in status["history"]] == list(range(1, before + 2)), status["history"]
     # resumed again: the run before's training loss is kept, in epochs, after the epochs before it (a user trial
     # found the first run's curve gone from the charts after Stop and Resume)
+    # (through start_job, as the app resumes: it writes the job's first status; a review found it dropped them)
+    from carecore.training.jobs import start_job
+
     ran = status["losses"]
+    start_job(tmp_path / "job", tmp_path / "patches", model.config, epochs=1, steps_per_epoch=2, python="/bin/true")
+    carried = json.loads((tmp_path / "job" / "status.json").read_text())["earlier_losses"]
+    assert carried == [[before + s / 2, loss] for s, loss in ran] and len(carried) == 2
     again = run_job(tmp_path / "job")
-    assert again["earlier_epochs"] == before + 1 and again["earlier_losses"] == [[before + s / 2, loss] for s, loss in ran]
+    assert again["earlier_epochs"] == before + 1 and again["earlier_losses"] == carried
     assert len(again["losses"]) == 2
