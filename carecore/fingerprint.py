@@ -123,10 +123,10 @@ def _planes(data, axes):
         yield plane if axes.index("Y") < axes.index("X") else plane.T
 
 
-def _candidates(plane):
+def _candidates(plane, below=None):
     """The plane (as float32, -0 as 0) and its WINDOW x WINDOW windows that hold at least :data:`MIN_CHANGES`
-    changes between horizontal neighbours: ``(plane, hashes, ys, xs, changes)``, each window by its top-left
-    corner."""
+    changes between horizontal neighbours (and a hash below ``below``, where given): ``(plane, hashes, ys, xs,
+    changes)``, each window by its top-left corner."""
     from numpy.lib.stride_tricks import sliding_window_view as windows
 
     p = np.ascontiguousarray(plane + np.float32(0))   # (-0 as 0)
@@ -140,7 +140,10 @@ def _candidates(plane):
     h ^= h >> np.uint64(31)
     c = np.cumsum(np.pad(p[:, 1:] != p[:, :-1], ((0, 0), (1, 0))), 1, dtype=np.int32)   # (changes up to x)
     changes = windows(c[:, WINDOW - 1:] - c[:, :1 - WINDOW], WINDOW, axis=0).sum(-1)
-    ys, xs = np.nonzero(changes >= MIN_CHANGES)
+    keep = changes >= MIN_CHANGES
+    if below is not None:
+        keep &= h < below
+    ys, xs = np.nonzero(keep)
     return p, h[ys, xs], ys, xs, changes[ys, xs]
 
 
@@ -204,12 +207,14 @@ def crop_sketches(data, axes):
 
     kept, rare = np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     for plane in _planes(data, axes):
-        p, h, ys, xs, ch = _candidates(plane)
+        # (past the first planes, only hashes below the parts' largest can enter them: few)
+        p, h, ys, xs, ch = _candidates(plane, max(kept[-1], rare[-1]) if min(len(kept), len(rare)) >= SKETCH else None)
         kept = np.unique(np.concatenate([kept, h[h < kept[-1]] if len(kept) >= SKETCH else h]))[:SKETCH]
+        if len(rare) >= SKETCH:
+            h, ys, xs, ch = (v[h < rare[-1]] for v in (h, ys, xs, ch))
         h, first = np.unique(h, return_index=True)   # (sorted; a window recurring in the plane once)
-        ys, xs, ch = ys[first], xs[first], ch[first]
-        new = (h < rare[-1] if len(rare) >= SKETCH else np.ones(len(h), bool)) & ~np.isin(h, rare)
-        h, ys, xs, ch = h[new], ys[new], xs[new], ch[new]
+        new = ~np.isin(h, rare)
+        h, ys, xs, ch = h[new], ys[first][new], xs[first][new], ch[first][new]
         found, at = [], 0
         while at < len(h) and sum(map(len, found)) < SKETCH:   # (smallest hashes first, until SKETCH more are rare)
             part = slice(at, at + max(2 * SKETCH, at))
