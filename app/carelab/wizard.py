@@ -390,6 +390,7 @@ class TrainStep(W.VBox):
     def __init__(self, state: LabState):
         self.state = state
         self.msg = Message("care-train-msg")
+        self._running_note = None   # (the note of a Stop, taken down when the training ends)
         self.budget = W.ToggleButtons(options=state.budget_options(), value=state.time_limit,
                                       style={"button_width": "170px"})
         self.budget.add_class("care-train-budget")
@@ -528,8 +529,7 @@ class TrainStep(W.VBox):
         a user trial found the refusal of a second Start still there after the training had ended."""
         if change["new"] in ("starting", "running"):
             return
-        if self.msg.value and (self.msg.value == getattr(self, "_running_note", None)
-                               or "a training is running (" in self.msg.value):
+        if self.msg.value and (self.msg.value == self._running_note or "a training is running (" in self.msg.value):
             self.msg.value = ""
 
     def on_start(self, resume=False):
