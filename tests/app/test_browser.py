@@ -537,7 +537,9 @@ def test_restore_a_time_lapse_and_step_through_it(page_on_failure, lab_server, s
     assert "time point 1 of 3 (T=0, counted from 0)" in page.locator(".care-restore-summary").inner_text()
     page.locator(".care-restore-msg", has_text="showing time point 0").wait_for(timeout=60_000)
     assert page.locator(".care-restore-metrics tr", has_text="CARE").inner_text() != ssim   # scored on its own frame
-    assert frame.locator(".widget-readout").inner_text() == "0" and page.locator(".care-restore-go").is_enabled()
+    assert frame.locator(".widget-readout").inner_text() == "0"
+    # (the note comes before the frame's views are drawn; the Restore button follows them)
+    expect(page.locator(".care-restore-go")).to_be_enabled(timeout=30_000)
     page.screenshot(path=str(shots / "tl_3_restore_first.png"), full_page=True)
     # step 4 names the frame it shows
     page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()
