@@ -805,6 +805,9 @@ class CARE:
                 before_s = float((self.run_card or {}).get("training_seconds") or 0.0)
                 said = lambda t: f"{t / 60:.1f} min" if t >= 60 else f"{t:.0f} s"  # noqa: E731
                 resume_msg += f"; this run has a budget of its own, {said(budget)} (the runs before trained {said(before_s)})"
+            if c.lr_schedule == "cosine":   # (a user trial asked why the loss rose after Resume)
+                resume_msg += ("; its learning rate warms up and falls again (a warm restart): the loss rises for an "
+                               "epoch or two, then falls, usually below where it was")
             if callback is not None:
                 callback({"kind": "resume", "message": resume_msg})
 

@@ -276,6 +276,8 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     assert "this run: a time budget of 4 s, validated every 2 step(s)" in out and out[-1].startswith("time_limit: "), out
     # the resumed run's budget is its own, not what the run before left (a user trial took it for that)
     assert any("this run has a budget of its own, 4 s (the runs before trained" in line for line in out), out
+    # and why its loss rises first (the cosine schedule starts again)
+    assert any("warms up and falls again (a warm restart)" in line for line in out), out
     # (the epochs of 2 steps that the budget holds: tests/models/test_care.py, on a step clock)
     # CARE's best validation SSIM below the filters' line: said at the end (it was only in the scrolled lines)
     def fake(val_ssim):
