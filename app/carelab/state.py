@@ -739,10 +739,22 @@ class LabState(HasTraits):
             config = config.replace(time_limit=0.0)
         return config
 
+    def _live_job(self):
+        """A training job alive under ``models/`` (also one another page started), or None."""
+        from carecore.training.jobs import find_jobs, job_status
+
+        return next((j for j in find_jobs(Path(self.data_root) / "models") if job_status(j).get("alive")), None)
+
     def run_preflight(self, note=None):
         from carecore.models.config import with_channels_of
         from carecore.training.jobs import preflight
 
+        # (a user trial pressed Estimate while a training ran: its timed steps shared the CPU with it, slowing
+        # the training and timing steps at half their speed)
+        if (live := self._live_job()) is not None:
+            raise CareError(f"a training is running ({self.rel(live)}): an estimate times training steps on this "
+                            "machine, and beside it both would be slowed and the estimate off; estimate when it has "
+                            "ended, or Stop it")
         patches = self.ensure_patches(note)
         self.preflight = preflight(with_channels_of(self.config(), patches), patches, members=self.ensemble_members or 1)
         return self.preflight
@@ -751,16 +763,13 @@ class LabState(HasTraits):
         from carecore.models.config import with_channels_of
         from carecore.training.jobs import start_job
 
-        from carecore.training.jobs import find_jobs, job_status
-
         # one training at a time (a second would share the CPU unseen): any live job under models/, also one
         # another page started, and a start under way here
         with self._poll_lock:
             if self._starting:
                 raise CareError("a training is being started: wait for it")
-            live = [j for j in find_jobs(Path(self.data_root) / "models") if job_status(j).get("alive")]
-            if live:
-                raise CareError(f"a training is running ({self.rel(live[0])}): stop it (Stop), or wait for it to end")
+            if (live := self._live_job()) is not None:
+                raise CareError(f"a training is running ({self.rel(live)}): stop it (Stop), or wait for it to end")
             self._starting = True
         try:
             job_dir = self.job_dir

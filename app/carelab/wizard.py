@@ -644,7 +644,8 @@ class TrainStep(W.VBox):
         notes = "".join(f"<br><span class='care-job-note' style='color:#a15c00'>{html.escape(n)}</span>"
                         for n in s.job_notes.splitlines())
         self.status.value = f"<span class='care-job-{state}'>{html.escape(text)}</span>{resumed}{notes}"
-        self.start.disabled = self.resume.disabled = state in ("starting", "running")   # one training at a time
+        # one training at a time, and no estimate beside it (its timed steps would share the CPU)
+        self.start.disabled = self.resume.disabled = self.pre_btn.disabled = state in ("starting", "running")
         if s.job_message and state in ("nan", "error", "died", "stopped", "unreadable"):
             (self.msg.error if state != "stopped" else self.msg.note)(s.job_message)
 

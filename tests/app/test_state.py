@@ -454,9 +454,12 @@ def test_one_training_at_a_time(tmp_path):
     (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))   # a live process
     with pytest.raises(CareError, match=r"a training is running \(models/denoising3d_20261205_100000\): stop it"):
         s.start_training()
+    # nor an estimate beside it (its timed steps would share the CPU with the training: both slowed, the estimate off)
+    with pytest.raises(CareError, match=r"a training is running \(models/denoising3d_20261205_100000\): an estimate"):
+        s.run_preflight()
     for state in ("starting", "running"):
         s.job_state = state
-        assert step.start.disabled and step.resume.disabled
+        assert step.start.disabled and step.resume.disabled and step.pre_btn.disabled
     step.on_start()   # (the page's Start, on its thread: refused, and said so)
     for _ in range(100):
         if "care-error" in step.msg.value:
@@ -467,7 +470,7 @@ def test_one_training_at_a_time(tmp_path):
     step.stop.click()
     assert "stopping models/denoising3d_20261205_100000 after its running step" in step.msg.value
     s.job_state = "completed"
-    assert not step.start.disabled and not step.resume.disabled
+    assert not step.start.disabled and not step.resume.disabled and not step.pre_btn.disabled
     assert step.msg.value == ""   # (a user trial found the refusal still there after the training had ended)
     step.msg.error("a training is running (models/x): stop it (Stop), or wait for it to end")
     s.job_state = "stopped"
