@@ -74,8 +74,11 @@ class SliceView(W.VBox):
 
 
 def legend_html(items):
-    """A chart legend as HTML, ``[(color, style, text), ...]`` with style solid, dashed (True) or band."""
+    """A chart legend as HTML, ``[(color, style, text), ...]`` with style solid, dashed (True) or band; a
+    color None: the text alone (a note on the chart)."""
     def key(color, style):
+        if color is None:
+            return "<span style='margin-left:10px'></span>"
         style = {True: "dashed", False: "solid"}.get(style, style)
         if style == "band":
             return f"<span style='display:inline-block;width:24px;height:10px;background:{color};margin:0 4px 0 10px'></span>"

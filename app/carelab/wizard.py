@@ -386,6 +386,10 @@ def _mmss(seconds):
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+#: The loss chart's legend (under it: inside, bqplot's box covered the curve's late epochs).
+LOSS_LEGEND = [("#1f77b4", False, "training (per step)"), ("#ff7f0e", False, "validation (per epoch)")]
+
+
 class TrainStep(W.VBox):
     def __init__(self, state: LabState):
         self.state = state
@@ -489,8 +493,7 @@ class TrainStep(W.VBox):
             self.loss = Curves("loss", ["training", "validation"], xlabel="epoch", css="care-train-loss",
                                markers={"validation"}, x_min=0, legend=None, height="280px")
             # the legend under the chart: inside it, bqplot's box covered the curve's late epochs
-            self.loss.set_caption([("#1f77b4", False, "training (per step)"),
-                                   ("#ff7f0e", False, "validation (per epoch)")])
+            self.loss.set_caption(LOSS_LEGEND)
             self.ssim = Curves("validation SSIM", ["CARE", "best filter"], xlabel="epoch", css="care-train-ssim",
                                colors=["#2ca02c", "#555555"], markers={"CARE"}, dashed={"best filter"}, x_min=0,
                                legend=None, height="280px")
@@ -582,6 +585,11 @@ class TrainStep(W.VBox):
             cv = s.curves()
             self.loss.set_curve("training", *cv["training"])
             self.loss.set_curve("validation", *cv["validation"])
+            # (a user trial asked what a loss below 0 meant: the probabilistic networks' Laplace loss)
+            below = any(np.nanmin(np.asarray(cv[n][1], float), initial=np.inf) < 0 for n in ("training", "validation"))
+            self.loss.set_caption(LOSS_LEGEND + [(None, None, "· below 0: the loss of a probabilistic network is a "
+                                                              "negative log-likelihood (Laplace), not an error; lower "
+                                                              "is better")] * below)
             self.ssim.set_curve("CARE", *cv["ssim"])
             legend = [("#2ca02c", False, "CARE")]
             if "baseline" in cv:

@@ -1703,3 +1703,20 @@ def test_the_watcher_follows_a_job_to_its_end_and_the_next_job_gets_one(tmp_path
         assert s.job_state == "completed", (s.job_state, s.job_message)
         assert seen[-1] == ("completed", str(job / "model")), seen
         s.model_dir = ""
+
+
+def test_a_loss_below_zero_is_explained_under_the_chart(tmp_path):
+    """A probabilistic network's Laplace loss goes below 0 (a user trial asked what that meant): the loss
+    chart's legend says so then, and only then."""
+    from carelab import LabState
+    from carelab.wizard import TrainStep
+
+    s = LabState(tmp_path, quick=True)
+    step = TrainStep(s)
+    step.activate()
+    s.losses = [[1, 0.3], [2, 0.1]]
+    s.history = [{"epoch": 1, "val_loss": 0.2, "val_ssim": 0.5}]
+    assert "training (per step)" in step.loss.caption.value and "negative log-likelihood" not in step.loss.caption.value
+    s.history = [{"epoch": 1, "val_loss": 0.2, "val_ssim": 0.5}, {"epoch": 2, "val_loss": -0.4, "val_ssim": 0.6}]
+    assert "below 0: the loss of a probabilistic network is a negative log-likelihood" in step.loss.caption.value
+    assert "validation (per epoch)" in step.loss.caption.value
