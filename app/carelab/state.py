@@ -833,6 +833,11 @@ class LabState(HasTraits):
                 self.job_dir = str(jobs[0])
                 self.poll_job()
                 if self.job_state in ("starting", "running"):
+                    # a page reloaded while a training runs comes back to its task (the folder's name begins
+                    # with it): a user trial found the page on the first task, showing another task's training
+                    task = jobs[0].name.rsplit("_", 2)[0]
+                    if task in TASKS and task != self.task:
+                        self.task = task
                     self.watch_job()
         except Exception as e:  # noqa: BLE001 - a damaged job folder must not break the page
             self.job_state = "unreadable"

@@ -1720,3 +1720,24 @@ def test_a_loss_below_zero_is_explained_under_the_chart(tmp_path):
     s.history = [{"epoch": 1, "val_loss": 0.2, "val_ssim": 0.5}, {"epoch": 2, "val_loss": -0.4, "val_ssim": 0.6}]
     assert "below 0: the loss of a probabilistic network is a negative log-likelihood" in step.loss.caption.value
     assert "validation (per epoch)" in step.loss.caption.value
+
+
+def test_a_reloaded_page_comes_back_to_the_running_trainings_task(tmp_path, monkeypatch):
+    """A page opened (or reloaded) while a training runs shows that training's task, not the first task
+    beside it; a finished job leaves the task as it is."""
+    import json
+    import os
+
+    from carelab import CareLab, LabState
+    from carelab.state import LabState as State
+
+    monkeypatch.setattr(State, "watch_job", lambda self: None)   # (no watcher thread on the fake job)
+    job = tmp_path / "models" / "isotropic_20261207_100000"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text("{}")
+    (job / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))   # a live process
+    lab = CareLab(LabState(tmp_path, quick=True))
+    assert lab.state.task == "isotropic" and lab.state.job_dir.endswith("isotropic_20261207_100000")
+    assert lab.steps[0].task.value == "isotropic"
+    (job / "status.json").write_text(json.dumps({"state": "completed"}))
+    assert CareLab(LabState(tmp_path, quick=True)).state.task == "denoising3d"
