@@ -35,6 +35,11 @@ def _write_json(path, data):
     os.replace(tmp, path)
 
 
+#: The most points of a training-loss curve kept for the charts (neighbours averaged in pairs beyond): a run's
+#: (:class:`LossTrace`) and the earlier runs' that a resumed job carries (:func:`_earlier_losses`).
+LOSS_POINTS = 2000
+
+
 class LossTrace:
     """The training loss for a chart, from the first step to the last in fewer than ``limit`` points: when
     ``limit`` are reached, neighbours are averaged in pairs and each later point averages twice as many steps.
@@ -54,7 +59,7 @@ class LossTrace:
     [7, 7.0]
     """
 
-    def __init__(self, limit=2000):
+    def __init__(self, limit=LOSS_POINTS):
         if limit < 2 or limit % 2:
             raise ValueError(f"LossTrace: limit must be an even number of at least 2, got {limit}")
         self.limit, self.stride, self.points, self._pending, self._last = int(limit), 1, [], [], 0
@@ -83,14 +88,10 @@ def model_path(job_dir):
     return Path(job_dir) / ("ensemble" if job.get("ensemble", 0) >= 2 else "model")
 
 
-#: The most points of the earlier runs' training loss a resumed job keeps (neighbours averaged in pairs beyond).
-EARLIER_POINTS = 2000
-
-
 def _earlier_losses(status):
     """The training loss of the runs before, in epochs (``[[epoch, loss], ...]``), from a job's status: what it
     carries (``earlier_losses``) and its own run's (``losses`` in steps, placed after its ``earlier_epochs`` by its
-    ``steps_per_epoch``), at most :data:`EARLIER_POINTS` (a user trial found the first run's curve gone from the
+    ``steps_per_epoch``), at most :data:`LOSS_POINTS` (a user trial found the first run's curve gone from the
     app's charts after Stop and Resume).
 
     >>> _earlier_losses({"earlier_losses": [[1.0, 0.5]], "earlier_epochs": 2, "steps_per_epoch": 4,
@@ -103,7 +104,7 @@ def _earlier_losses(status):
     points = [list(p) for p in status.get("earlier_losses") or []] + (
         [[float(status.get("earlier_epochs") or 0) + s / ran, loss] for s, loss in status.get("losses") or []]
         if ran else [])
-    while len(points) > EARLIER_POINTS:   # (each point at the last step it averages, as LossTrace's)
+    while len(points) > LOSS_POINTS:   # (each point at the last step it averages, as LossTrace's)
         points = [[b[0], (a[1] + b[1]) / 2] for a, b in zip(points[::2], points[1::2])] + \
             ([points[-1]] if len(points) % 2 else [])
     return points
