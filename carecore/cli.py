@@ -1274,8 +1274,23 @@ def main(argv=None):
         print(f"carecore: error:{name} {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("carecore: interrupted", file=sys.stderr)
+        print("carecore: interrupted" + _kept_after_interrupt(args), file=sys.stderr)
         return 130
+
+
+def _kept_after_interrupt(args):
+    """What an interrupted ``train`` kept (its run card says; a user trial was told only "interrupted")."""
+    import json
+
+    folder = getattr(args, "model_dir", None) if getattr(args, "command", None) == "train" else None
+    try:
+        card = json.loads((Path(folder) / "run_card.json").read_text()) if folder else {}
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(card, dict) or card.get("status") != "interrupted":
+        return ""
+    return (f": {folder} keeps the best weights of its {card.get('epochs_done')} epoch(s) and the last ones "
+            "(run the same command again to resume)")
 
 
 if __name__ == "__main__":

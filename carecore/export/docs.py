@@ -59,6 +59,16 @@ def _fmt(v, nd=4):
     return f"{v:.{nd}g}" if isinstance(v, float) else str(v)
 
 
+def _status(card):
+    """The run card's status in words (a folder saved while training, whose run never ended: said so).
+
+    >>> _status({"status": "running"}), _status({"status": "interrupted"}), _status({})
+    ('running when last saved: interrupted, or its process ended', 'interrupted', 'n/a')
+    """
+    status = card.get("status", "n/a")
+    return "running when last saved: interrupted, or its process ended" if status == "running" else status
+
+
 def _residual_base(c):
     """' (added to ...)': what a residual network's correction is added to, when not the plain input."""
     smoothed = isinstance(c.residual_sigma, (int, float)) and c.residual_sigma
@@ -145,7 +155,7 @@ def readme(name, model, facts):
         f"- Epochs: {card.get('epochs_done', len(model.history))} ("
         + (f"{card['steps_done']} steps, " if card.get("steps_done") else "")
         + f"{_fmt(card.get('training_seconds'), 3)} s, "
-        f"status {card.get('status', 'n/a')}); seed {c.seed}; precision {c.precision}.",
+        f"status {_status(card)}); seed {c.seed}; precision {c.precision}.",
         f"- Training data: {len(sources)} pair(s)" + (": " + ", ".join(f"`{s['low']}` -> `{s['high']}`"
                                                                        for s in sources[:5]) if sources else "")
         + (f" (patches sha256 `{card['data_sha256'][:16]}…`)" if card.get("data_sha256") else "") + ".",

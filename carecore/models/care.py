@@ -861,6 +861,16 @@ class CARE:
         if (early := stopped_before_training()) is not None:
             return early
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
+        # the runs before's seconds and steps (a run card saved while training counts this run's so far: a user
+        # trial's interrupted run left "0 s" for the next resume to say, and an export's README "status running")
+        before_s = float((self.run_card or {}).get("training_seconds") or 0.0)
+        before_steps = int((self.run_card or {}).get("steps_done", 0))
+
+        def so_far(events, status, message):
+            """The run card with this run's seconds and steps so far."""
+            self.run_card = self._run_card(info, data_hash, status, message, 0.0)
+            self.run_card.update(training_seconds=before_s + time.perf_counter() - (t_enter if budget else t0),
+                                 steps_done=before_steps + int(events.steps_done))
 
         def checkpoint(events, save=True):
             """After every epoch: record history and best weights, save the folder (if any)."""
@@ -869,7 +879,9 @@ class CARE:
                 self._best_weights = events.best_weights
                 self.best_val_loss = events.best_val
             if save and self.path is not None and events.status != "nan":
-                self.run_card = self._run_card(info, data_hash, "running", "", 0.0)
+                so_far(events, "running", f"saved after epoch {len(self.history)} while training: a run that ended "
+                                          "here was interrupted (or its process ended); training again on this "
+                                          "folder resumes it")
                 self.save(self.path)
 
         from ..training.dead_network import Revival
@@ -895,8 +907,16 @@ class CARE:
         # epochs only size them, from a few timed steps that can be off by half (measured: 17 s planned,
         # 8-12 s taken, and the run ended with a third of its budget unused)
         cap = max(10 * epochs, 1000) if budget else epochs
-        self.keras_model.fit(ds, epochs=initial + cap, initial_epoch=initial, steps_per_epoch=steps,
-                             validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
+        try:
+            self.keras_model.fit(ds, epochs=initial + cap, initial_epoch=initial, steps_per_epoch=steps,
+                                 validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
+        except KeyboardInterrupt:   # (Ctrl-C) the folder says so, with the weights where it stopped
+            if self.path is not None and len(self.history) > initial:
+                so_far(cb, "interrupted", f"interrupted during epoch {len(self.history) + 1}: the best weights of "
+                                          f"the {len(self.history)} epoch(s) before and the last ones were saved; "
+                                          "training again on this folder resumes it")
+                self.save(self.path)
+            raise
         seconds = time.perf_counter() - (t_enter if budget else t0)
         # where a budget's seconds went (a run that ends off its budget says so in its run card)
         clock = {"fit_started": cb.t0 - t_enter, "last_epoch_ended": cb.epoch_ends[-1] if cb.epoch_ends else None,
@@ -925,6 +945,8 @@ class CARE:
             notes.append(f"the restarted network did not beat the validation loss of epoch {cb.best_epoch}: "
                          "those weights, from before the restart, are kept")
         message = join_messages(cb.message, *notes)
+        # (a checkpoint's counts of this run so far: this run's are added to the runs before's here)
+        self.run_card.update(training_seconds=before_s, steps_done=before_steps)
         self.run_card = self._run_card(info, data_hash, cb.status, message, seconds)
         self.run_card["trained_views"] = views
         # the steps trained, over every call (a budget's config.json keeps the recipe's epochs and steps: a trial

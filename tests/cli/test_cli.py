@@ -366,3 +366,21 @@ def test_qc_baselines_option_is_checked_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "wiener is not one of gaussian, median, nlm, tv, bilateral" in err and not (tmp_path / "o").exists(), err
 
+
+
+def test_an_interrupted_train_says_what_its_folder_kept(tmp_path):
+    """Ctrl-C during ``carecore train``: the line says what the folder kept and how to go on (a user trial was
+    told only "interrupted"); other commands, and a folder without an interrupted run card, say no more."""
+    import argparse
+
+    from carecore.cli import _kept_after_interrupt
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "run_card.json").write_text(json.dumps({"status": "interrupted", "epochs_done": 3}))
+    said = _kept_after_interrupt(argparse.Namespace(command="train", model_dir=str(folder)))
+    assert said == f": {folder} keeps the best weights of its 3 epoch(s) and the last ones (run the same command again to resume)"
+    assert _kept_after_interrupt(argparse.Namespace(command="predict", model_dir=str(folder))) == ""
+    (folder / "run_card.json").write_text(json.dumps({"status": "running", "epochs_done": 3}))
+    assert _kept_after_interrupt(argparse.Namespace(command="train", model_dir=str(folder))) == ""
+    assert _kept_after_interrupt(argparse.Namespace(command="train", model_dir=str(tmp_path / "none"))) == ""

@@ -413,6 +413,38 @@ def test_resume_keeps_best_weights_and_optimizer(trained, patches, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_an_interrupted_training_says_so_in_its_folder(patches, tmp_path):
+    """Ctrl-C during training: the folder's run card says "interrupted", with the epochs, steps and seconds
+    trained (a user trial's said "running", 0 s, and a resume then said the runs before trained 0 s); a run
+    card saved while training counts them too; the next run resumes and adds its own."""
+    folder = tmp_path / "m"
+    model = cc.CARE(care_config("ZYX", quick=True, epochs=5, steps_per_epoch=3, precision="float32"), folder)
+    epochs, cards = [], []
+
+    def callback(e):
+        if e["kind"] == "epoch":
+            epochs.append(e)
+            cards.append(json.loads((folder / "run_card.json").read_text()) if folder.exists() else None)
+        if e["kind"] == "batch" and len(epochs) == 2 and e["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.train(patches, callback=callback)
+    card = json.loads((folder / "run_card.json").read_text())
+    assert card["status"] == "interrupted" and card["epochs_done"] == 2 and card["steps_done"] == 8, card
+    assert "interrupted during epoch 3" in card["message"] and card["training_seconds"] > 0
+    saved = cc.load_model(folder)   # (the manifest matches: saved as a whole)
+    assert len(saved.history) == 2
+    # the checkpoints (saved before each epoch's event): "running", with the steps and seconds so far
+    assert [c["status"] for c in cards] == ["running"] * 2 and [c["steps_done"] for c in cards] == [3, 6], cards
+    assert 0 < cards[0]["training_seconds"] < cards[1]["training_seconds"] < card["training_seconds"]
+    assert "saved after epoch 1 while training" in cards[0]["message"]
+    events = []
+    saved.train(patches, epochs=1, steps_per_epoch=2, callback=events.append)
+    assert saved.run_card["status"] == "completed" and saved.run_card["steps_done"] == 10
+    assert saved.run_card["training_seconds"] > card["training_seconds"]
+
+
 def test_patches_normalized_otherwise_are_refused(patches):
     cfg = care_config("ZYX", quick=True, percentiles=(1.0, 99.5))
     with pytest.raises(CareError, match=r"percentiles \(2.0, 99.8\) but the model uses \(1.0, 99.5\)"):
