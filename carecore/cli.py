@@ -361,6 +361,15 @@ def _training_axes(args):
     raise CareError("give --axes (e.g. YX or ZYX): no patch folder or low-quality images to read them from")
 
 
+def _folder_patch_size(folder):
+    """The spatial patch size a patch folder was cut at (its ``patches.json``), or None where it says none."""
+    try:
+        size = json.loads((Path(folder) / "patches.json").read_text()).get("patch_size")
+        return tuple(int(n) for n in size) if size else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def _time_limit(text):
     """``--time-limit``'s seconds: a number with its unit (s, m or h; :func:`~carecore.models.care.parse_duration`),
     more than 0."""
@@ -430,6 +439,14 @@ def cmd_train(args):
         axes = "".join(a for a in _training_axes(args).upper() if a in "ZYX")
         if args.patch:
             overrides["patch_size"] = args.patch
+        if args.patches:   # the folder's patch size (a user trial's model recorded the default, or --patch unused)
+            cut = _folder_patch_size(args.patches)
+            if args.patch and cut and tuple(args.patch) != cut:
+                raise CareError(f"--patch {','.join(map(str, args.patch))}: the patch folder {args.patches} holds "
+                                f"patches of {'x'.join(map(str, cut))}, which training takes as they are; leave --patch "
+                                "out, or cut patches of that size with `carecore patches --patch`")
+            if cut and len(cut) == len(axes):
+                overrides["patch_size"] = cut
         if args.probabilistic:
             overrides["probabilistic"] = True
         if args.task and args.task != "care":

@@ -354,6 +354,17 @@ def test_train_takes_its_axes_from_the_images_or_the_patch_folder(tmp_path, caps
     assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m2"), "--epochs", "1",
                  "--steps", "1", "--patch", "32,32"]) == 0
     assert cc.load_model(tmp_path / "m2").config.axes == "YX"
+    # the model records the folder's patch size (a user trial's recorded the default 64x64), and another --patch
+    # is refused (it was taken and not used)
+    assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m4"), "--epochs", "1",
+                 "--steps", "1"]) == 0
+    assert cc.load_model(tmp_path / "m4").config.patch_size == (32, 32)
+    capsys.readouterr()
+    assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m5"), "--epochs", "1",
+                 "--steps", "1", "--patch", "16,16"]) == 2
+    err = capsys.readouterr().err
+    assert f"--patch 16,16: the patch folder {tmp_path / 'p'} holds patches of 32x32" in err, err
+    assert not (tmp_path / "m5").exists()
     capsys.readouterr()
     assert main(["train", "--patches", str(tmp_path / "low"), "--model-dir", str(tmp_path / "m3")]) == 2
     assert "not a patch folder" in capsys.readouterr().err and not (tmp_path / "m3").exists()
