@@ -408,6 +408,9 @@ def is_image_path(path):
 def list_images(folder):
     """The TIFF files and OME-Zarr images in ``folder``, sorted by name."""
     folder = Path(folder)
+    if is_image_path(folder) or folder.is_file():   # (a user trial's image file was told "no such folder")
+        raise CareError(f"{folder}: an image{'' if is_image_path(folder) else ' or other file'}, not a folder: give the "
+                        "folder that holds the images")
     if not folder.is_dir():
         raise CareError(f"{folder}: no such folder")
     return [p for p in sorted(folder.iterdir()) if is_image_path(p)]

@@ -94,6 +94,12 @@ def find_pairs(low_dirs, high_dir):
                 listing.unmatched_low.append(path)
     listing.unmatched_high = [p for n, p in high.items() if n not in used]
     if not listing.pairs:
+        # (a user trial's empty folder was told that its images had no namesakes)
+        empty = ([str(d) for d in low_dirs] if not listing.unmatched_low else []) + ([str(high_dir)] if not high else [])
+        if empty:
+            empty = list(dict.fromkeys(empty))
+            raise CareError(f"no pairs: {' and '.join(empty)} hold{'s' if len(empty) == 1 else ''} no images (TIFF files "
+                            "or OME-Zarr folders)")
         raise CareError(
             f"no pairs: none of the images (TIFF or OME-Zarr) in {', '.join(map(str, low_dirs))} has a namesake in {high_dir}"
         )

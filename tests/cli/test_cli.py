@@ -80,6 +80,11 @@ def test_evaluate_json(tmp_path, clean_tif):
     (lambda p: write_image(p, np.random.default_rng(0).random((16, 16), np.float32), axes="YX"),   # (a user's trial)
      ["degrade", "anisotropic", "--in", "{f}", "--out", "{o}", "--factor", "2", "--psf-sigma", "1"], "have no Z to degrade"),
     (lambda p: None, ["train", "--low", "{f}", "--high", "{f}", "--model-dir", "{o}"], "no such folder or file (--low)"),
+    # an image given for the folders (a user trial was told "no such folder"), an empty folder ("no namesake")
+    (lambda p: write_image(p, np.zeros((64, 64), np.float32), axes="YX"),
+     ["train", "--low", "{f}", "--high", "{f}", "--model-dir", "{o}"], "bad.tif: an image, not a folder: give the folder"),
+    (lambda p: p.mkdir(),
+     ["train", "--low", "{f}", "--high", "{f}", "--axes", "YX", "--model-dir", "{o}"], "bad.tif holds no images"),
 ])
 def test_bad_input_exit_2_one_line(tmp_path, make, args, match):
     f = tmp_path / "bad.tif"
