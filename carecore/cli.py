@@ -521,6 +521,10 @@ def cmd_train(args):
             patches = model_class(config.kind).make_patches(config, args.low, axes=args.axes,
                                                             n_patches_per_image=args.n_per_image, progress=progress,
                                                             **task_options)
+    from .data.patches import few_validation_note
+
+    if few := few_validation_note(patches.n_val):   # (`carecore patches` said it; a trial's train did not)
+        print(f"note: {few}")
     if not resume:
         config = with_channels_of(config, patches)
         if not args.ensemble:

@@ -361,9 +361,13 @@ def test_train_takes_its_axes_from_the_images_or_the_patch_folder(tmp_path, caps
     assert cc.load_model(tmp_path / "m2").config.axes == "YX"
     # the model records the folder's patch size (a user trial's recorded the default 64x64), and another --patch
     # is refused (it was taken and not used)
+    capsys.readouterr()
     assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m4"), "--epochs", "1",
                  "--steps", "1"]) == 0
     assert cc.load_model(tmp_path / "m4").config.patch_size == (32, 32)
+    # few validation patches are said by train too (a trial's were said by `carecore patches` only)
+    n_val = json.loads((tmp_path / "p" / "patches.json").read_text())["n_val"]
+    assert 0 < n_val < 8 and f"note: only {n_val} validation patch" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m5"), "--epochs", "1",
                  "--steps", "1", "--patch", "16,16"]) == 2
