@@ -46,6 +46,9 @@ def check_axes(axes, ndim=None, *, name="image", shape=None):
         raise CareError(f"{name}: axes {axes!r} repeat {''.join(dup)!r}; each letter at most once")
     if "Y" not in axes or "X" not in axes:
         raise CareError(f"{name}: axes {axes!r} must contain both 'Y' and 'X'")
+    if ndim == 0:   # (a user trial's carecore.Image was told "cannot guess axes for an array with 0 dimensions")
+        raise CareError(f"{name}: not an image array (0 dimensions): give a NumPy array (for a carecore.Image, its "
+                        ".data, with axes=its .axes)")
     if ndim is not None and len(axes) != ndim:
         shp = f" of shape {tuple(shape)}" if shape is not None else ""
         raise CareError(

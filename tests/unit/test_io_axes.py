@@ -73,6 +73,17 @@ def test_bad_axes(tmp_path, axes, match):
     assert "a.tif" in str(e.value)
 
 
+def test_an_image_object_given_for_an_array_is_told(tmp_path):
+    """A carecore.Image where an array is asked (a user trial was told "cannot guess axes for an array with 0
+    dimensions; give axes explicitly", with axes given): its .data and .axes are named."""
+    import carecore as cc
+
+    write_image(tmp_path / "a.tif", np.ones((8, 9), np.float32), axes="YX")
+    image = read_image(tmp_path / "a.tif")
+    with pytest.raises(CareError, match=r"image: not an image array \(0 dimensions\): .*its \.data, with axes=its \.axes"):
+        cc.evaluate(image, image.data, axes="YX")
+
+
 def test_write_is_atomic_and_checks_range(tmp_path):
     with pytest.raises(CareError, match="do not fit in uint8"):
         write_image(tmp_path / "a.tif", np.array([[0, 300]], float), axes="YX", dtype=np.uint8)
