@@ -1001,13 +1001,14 @@ def build_parser():
         d.add_argument("--out", required=True)
         d.add_argument("--axes")
         d.add_argument("--seed", type=int, default=0)
-        d.add_argument("--read-noise", type=float, default=0.0)
+        d.add_argument("--read-noise", type=float, default=0.0,
+                       help="standard deviation of the camera's Gaussian read noise, in output units (default 0)")
         d.set_defaults(func=cmd_degrade)
     d = dsub.choices["noise"]
     d.add_argument("--photons", type=float, required=True, help="expected photons at the brightest pixel")
     d.add_argument("--background", type=float, default=0.0, help="background photons per pixel")
-    d.add_argument("--gain", type=float, default=1.0)
-    d.add_argument("--offset", type=float, default=0.0)
+    d.add_argument("--gain", type=float, default=1.0, help="output units per photon (default 1)")
+    d.add_argument("--offset", type=float, default=0.0, help="constant camera offset added, in output units (default 0)")
     d = dsub.choices["anisotropic"]
     d.add_argument("--factor", type=float, required=True, help="subsampling factor (non-integer allowed)")
     d.add_argument("--axis", default="Z", type=str.upper)
