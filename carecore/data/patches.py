@@ -93,6 +93,11 @@ class PatchSet:
     # (N, 1 + ndim): source pair (after frames are split), start per spatial axis (input's axes)
     positions: np.ndarray | None = None
 
+    def __repr__(self):   # (the dataclass's printed every patch: a user trial's screen of numbers)
+        where = f", path={str(self.path)!r}" if self.path is not None else ""
+        return (f"PatchSet({self.n_train} training + {self.n_val} validation patch pairs, X {self.axes} "
+                f"{tuple(self.X.shape)} {self.X.dtype}, Y {self.axes_y} {tuple(self.Y.shape)} {self.Y.dtype}{where})")
+
     @property
     def n_train(self):
         return len(self.X) - self.n_val

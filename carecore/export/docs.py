@@ -172,7 +172,7 @@ def readme(name, model, facts):
         lines.append(f"- Best tuned classical filter on the same patches: {base.get('name')} "
                      f"(validation SSIM {_fmt(base.get('val_ssim'))}).")
     lines += [
-        f"- The weight formats reproduce carecore's float32 prediction on the test input ({facts['test_shape'][:-1]}) "
+        f"- The weight formats reproduce carecore's float32 prediction on the test input ({'×'.join(map(str, facts['test_shape'][:-1]))}) "
         "to " + ", ".join(f"{k} {v:.1e}" for k, v in facts["formats"].items()) + " of the output range.",
     ]
     if facts.get("bfloat16_difference") is not None:

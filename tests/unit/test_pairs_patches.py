@@ -648,3 +648,14 @@ def test_an_input_given_as_its_own_ground_truth_is_refused(tmp_path):
     with pytest.warns(CareWarning, match=r"1 of 3 training inputs are the same image as their ground truth"):
         create_patches([(x[0], x[0]), (x[1], np.sqrt(x[1])), (x[2], np.sqrt(x[2]))], (16, 16), axes="YX",
                        n_patches_per_image=2)
+
+
+def test_a_patch_set_prints_in_one_line():
+    """A PatchSet's repr names its counts, axes and shapes (the dataclass's printed every patch)."""
+    rng = np.random.default_rng(0)
+    clean = ndi.gaussian_filter(rng.random((64, 64)), 2).astype(np.float32)
+    pairs = [(clean + np.float32(0.05) * rng.random((64, 64), np.float32), clean)]
+    ps = create_patches(pairs, (16, 16), axes="YX", n_patches_per_image=8, seed=0)
+    text = repr(ps)
+    assert text == (f"PatchSet({ps.n_train} training + {ps.n_val} validation patch pairs, X SYXC (8, 16, 16, 1) "
+                    "float32, Y SYXC (8, 16, 16, 1) float32)"), text
