@@ -361,6 +361,12 @@ def _training_axes(args):
     raise CareError("give --axes (e.g. YX or ZYX): no patch folder or low-quality images to read them from")
 
 
+#: The configuration's fields that ``carecore train`` sets from its flags: errors name the flag.
+CONFIG_FLAGS = {"batch_size": "--batch", "patch_size": "--patch", "seed": "--seed", "epochs": "--epochs",
+                "steps_per_epoch": "--steps", "precision": "--precision", "init_weights": "--init-weights",
+                "psf_sigma": "--psf-sigma"}
+
+
 def _folder_patch_size(folder):
     """The spatial patch size a patch folder was cut at (its ``patches.json``), or None where it says none."""
     try:
@@ -468,6 +474,10 @@ def cmd_train(args):
             text = str(e)
             if text.startswith("upsampling_factor:") and factor:
                 text = "--factor" + text[len("upsampling_factor"):]
+            for field_, flag in CONFIG_FLAGS.items():   # (a user trial read "batch_size:" for --batch)
+                if text.startswith(f"{field_}:") or text.startswith(f"{field_} and "):
+                    text = flag + text[len(field_):]
+                    break
             raise CareError(text) from None
         if args.ensemble:   # told before any patch is made, in the command's terms
             try:

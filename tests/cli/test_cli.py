@@ -374,6 +374,9 @@ def test_train_takes_its_axes_from_the_images_or_the_patch_folder(tmp_path, caps
     err = capsys.readouterr().err
     assert f"--patch 16,16: the patch folder {tmp_path / 'p'} holds patches of 32x32" in err, err
     assert not (tmp_path / "m5").exists()
+    # a bad value is told by its flag, not by the configuration's field (a trial read "batch_size:")
+    assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m5"), "--batch", "0"]) == 2
+    assert "carecore: error: --batch: must be an integer >= 1, got 0" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["train", "--patches", str(tmp_path / "low"), "--model-dir", str(tmp_path / "m3")]) == 2
     assert "not a patch folder" in capsys.readouterr().err and not (tmp_path / "m3").exists()
