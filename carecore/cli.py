@@ -1293,6 +1293,8 @@ def main(argv=None):
             for o in OUTPUT_OPTIONS:
                 if getattr(args, o, None):
                     check_writable(getattr(args, o), what="OUT" if args.command == "convert" else _option(o))
+        if getattr(args, "command", None) in IMAGE_WRITERS + ("patches", "export"):
+            # (a patch folder and a package are swapped in at the end too: a user trial found them replaced unsaid)
             there = [str(getattr(args, o)) for o in OUTPUT_OPTIONS if getattr(args, o, None) and Path(getattr(args, o)).exists()]
             if there:   # (written beside and swapped in at the end: an interrupted run leaves them as they are)
                 print(f"note: {', '.join(there)} exist{'s' if len(there) == 1 else ''} and will be replaced when this "

@@ -108,6 +108,10 @@ def test_demo_data_and_patches(tmp_path):
     # few validation patches are said (a trial's 3 of 64 were not): their scores rest on them
     n_val = json.loads((tmp_path / "p" / "patches.json").read_text())["n_val"]
     assert 0 < n_val < 8 and f"note: only {n_val} validation patch" in r.stdout, r.stdout
+    # cut again into the same folder: said before it is replaced (a trial's was replaced unsaid)
+    r = run("patches", "--low", d / "low", "--high", d / "high", "--patch", "8,32,32", "--n-per-image", "4",
+            "--out", tmp_path / "p")
+    assert r.returncode == 0 and f"note: {tmp_path / 'p'} exists and will be replaced when this run finishes" in r.stdout
     # a second condition of the same samples (one ground truth folder): the pairs validate together
     (d / "low2").mkdir()
     for f in (d / "low").iterdir():
