@@ -910,6 +910,13 @@ def cmd_export(args):
                             test_input=test_input, test_axes=args.axes, postprocessing=args.postprocessing,
                             weight_formats=formats)
     print(f"bioimage.io package: {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    if not args.test_input:   # (a user trial did not know that a crop of its training data travels in the package)
+        try:
+            low = json.loads((Path(args.model) / "run_card.json").read_text())["data_sources"][0]["low"]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            low = "the first training input"
+        print(f"note: its test input (test_input.npy, in the package) is a crop of {low}; before you publish it, "
+              "give --test-input with an image you may share")
     return 0
 
 

@@ -204,6 +204,7 @@ def test_cli_export(model2d, tmp_path, capsys):
     rc = main(["export", "--model", str(model.path), "--out", str(tmp_path / "cli.zip"), "--name", "my care",
                "--test-input", str(tmp_path / "test.tif"), "--weight-formats", "keras_v3"])
     assert rc == 0, capsys.readouterr().err
+    assert "note: its test input" not in capsys.readouterr().out   # (said where a training crop is embedded)
     rdf = json.loads(zipfile.ZipFile(tmp_path / "cli.zip").read("rdf.yaml"))
     assert rdf["name"] == "my care" and list(rdf["weights"]) == ["keras_v3"]
     assert main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "m.zip")]) == 2
