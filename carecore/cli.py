@@ -67,9 +67,15 @@ def cmd_evaluate(args):
     m = evaluate(pred.data, gt.data, axes=pred.axes, per_slice=args.per_slice, name=str(args.pred))
     if args.json:
         print(json.dumps(m))
-    else:
+    else:   # (a user trial asked what the numbers meant: said beside them)
+        said = {"nrmse": "root-mean-square error on the truth's normalized scale, the image fitted to it (the paper's "
+                         "protocol): lower is better, 0 equal",
+                "ssim": "structural similarity, -1 to 1: higher is better, 1 equal",
+                "psnr": "peak signal-to-noise ratio in dB: higher is better"}
         for k in ("nrmse", "ssim", "psnr"):
-            print(f"{k:6s} {m[k]:.4f}")
+            print(f"{k:6s} {m[k]:.4f}   ({said[k]})")
+        if args.per_slice and "Z" not in pred.axes:
+            print("note: --per-slice scores the Z slices of a stack; these images have no Z")
         rows = m.get("per_slice") or []
         channels = rows if rows and isinstance(rows[0], list) else [rows]   # (per channel where the images have C)
         for c, per in enumerate(channels):

@@ -68,6 +68,12 @@ def test_evaluate_json(tmp_path, clean_tif):
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert set(m) == {"nrmse", "ssim", "psnr"} and 0 < m["ssim"] < 1
+    # the lines a person reads say what each number is (a user trial asked)
+    r = run("evaluate", "--pred", tmp_path / "n.tif", "--gt", clean_tif)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1].startswith(f"ssim   {m['ssim']:.4f}   (structural similarity, -1 to 1: higher is better"), lines
+    assert "lower is better" in lines[0] and "dB" in lines[2], lines
 
 
 @pytest.mark.parametrize("make,args,match", [
