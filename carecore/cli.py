@@ -624,7 +624,8 @@ def cmd_train(args):
     # how it ended (the steps a budget took: a user trial compared them with the plan's), and which epoch's
     # weights are kept with their validation SSIM, the number the epochs' lines were read by
     ended = result.message.split("; the best weights are kept")[0] if result.status == "time_limit" else ""
-    kept = (f" (epoch {line['kept'][0]}, val_ssim {line['kept'][1]:.3f})" if line.get("kept") else "")
+    kept = (f" (epoch {line['kept'][0]}, val_ssim {line['kept'][1]:.3f})" if line.get("kept") else
+            " (of a run before this one: none of this run's epochs beat it)" if resume and result.epochs else "")
     print(f"{result.status}: {ended + ', ' if ended else ''}{result.epochs} epoch(s); the weights kept: best {best} "
           f"{result.best_val_loss:.4f}{kept}; model in {model_dir}")
     if result.status == "nan":

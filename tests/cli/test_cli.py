@@ -274,6 +274,9 @@ def test_a_resumed_model_trains_for_the_budget_or_steps_asked_for(tmp_path, caps
     assert main(args[:-6] + ["--epochs", "1", "--steps", "2"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert "this run: 1 epoch(s) of 2 steps" in out and out[-1].startswith("completed: "), out
+    # the weights kept are named: this run's epoch, or a run before (a trial's line said neither)
+    assert out[-1].startswith("completed: 4 epoch(s)") and (
+        ("(epoch 4, val_ssim " in out[-1]) != ("(of a run before this one: none of this run's epochs beat it)" in out[-1])), out
     assert any(line.startswith("plan: 1 epoch(s) of 2 steps of 4 patches, each followed by a validation; the "
                                "learning rate rises from 0 to ") for line in out), out
     import carecore.models.care as care_module
