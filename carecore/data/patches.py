@@ -620,7 +620,8 @@ def _check_not_identical(pairs):
     names = ", ".join(same[:3]) + (" ..." if len(same) > 3 else "")
     if len(same) == len(pairs):
         raise CareError(f"every training input is the same image as its ground truth ({names}): give the "
-                        "low-quality images as --low (low) and the high-quality ones as --high (high)")
+                        "low-quality images as the inputs (--low; in Python, each pair's first image) and the high-quality "
+                        "ones as their ground truth (--high; each pair's second)")
     warn(f"{len(same)} of {len(pairs)} training inputs are the same image as their ground truth ({names}): "
          "a network learns nothing from those pairs; check the folders", stacklevel=3)
 
