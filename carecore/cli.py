@@ -451,7 +451,9 @@ def cmd_train(args):
         axes = "".join(a for a in _training_axes(args).upper() if a in "ZYX")
         if args.patch:
             overrides["patch_size"] = args.patch
-        if args.patches:   # the folder's patch size (a user trial's model recorded the default, or --patch unused)
+        if args.patches and args.task in (None, "care") and not (args.upsampling or args.factor):
+            # the folder's patch size (a user trial's model recorded the default, or --patch unused); a plain CARE
+            # network's only: other kinds' folders record sizes of their own (a projection's whole depth)
             cut = _folder_patch_size(args.patches)
             if args.patch and cut and tuple(args.patch) != cut:
                 raise CareError(f"--patch {','.join(map(str, args.patch))}: the patch folder {args.patches} holds "
@@ -480,7 +482,11 @@ def cmd_train(args):
             text = str(e)
             if text.startswith("upsampling_factor:") and factor:
                 text = "--factor" + text[len("upsampling_factor"):]
+            if text.startswith("patch_size") and args.patches and not args.patch:   # (the folder's, not --patch)
+                text = f"the patch size of the patch folder {args.patches}" + text[len("patch_size"):]
             for field_, flag in CONFIG_FLAGS.items():   # (a user trial read "batch_size:" for --batch)
+                if getattr(args, flag[2:].replace("-", "_"), None) is None:
+                    continue   # (not given: from the recipe, or a patch folder's size)
                 if text.startswith(f"{field_}:") or text.startswith(f"{field_} and "):
                     text = flag + text[len(field_):]
                     break
@@ -625,7 +631,7 @@ def cmd_train(args):
     # weights are kept with their validation SSIM, the number the epochs' lines were read by
     ended = result.message.split("; the best weights are kept")[0] if result.status == "time_limit" else ""
     kept = (f" (epoch {line['kept'][0]}, val_ssim {line['kept'][1]:.3f})" if line.get("kept") else
-            " (of a run before this one: none of this run's epochs beat it)" if resume and result.epochs else "")
+            " (of a run before this one: none of this run's epochs beat it)" if resume and "care" in line else "")
     print(f"{result.status}: {ended + ', ' if ended else ''}{result.epochs} epoch(s); the weights kept: best {best} "
           f"{result.best_val_loss:.4f}{kept}; model in {model_dir}")
     if result.status == "nan":
@@ -1080,7 +1086,8 @@ def build_parser():
     s.add_argument("--same-field", metavar="REGEX", help=SAME_FIELD_HELP)
     s.add_argument("--axes", help="axes of the images, e.g. ZYX or CYX")
     s.add_argument("--model-dir", required=True)
-    s.add_argument("--epochs", type=int)
+    s.add_argument("--epochs", type=int, help="epochs to train, each followed by a validation (with --steps and no "
+                                              "--time-limit: a fixed number of steps)")
     s.add_argument("--steps", type=int, help="steps per epoch (with --time-limit: a validation every STEPS steps while "
                                              "the budget lasts)")
     s.add_argument("--time-limit", metavar="T", help="train for a wall-clock budget, a number with its unit, e.g. 3m, "
@@ -1089,7 +1096,7 @@ def build_parser():
     s.add_argument("--devices", metavar="N", help="train data-parallel on N GPUs (or logical CPUs), or 'all'; "
                                                   "the batch is split across them (default: one device)")
     s.add_argument("--patch", type=_floats, help="patch size, e.g. 16,64,64")
-    s.add_argument("--batch", type=int)
+    s.add_argument("--batch", type=int, help="patches per training step (default: sized for the budget)")
     s.add_argument("--n-per-image", type=int, default=64, help="patches per image (default: 64)")
     s.add_argument("--probabilistic", action="store_true", help="predict per-pixel Laplace mean and scale")
     s.add_argument("--task", choices=list(KINDS),
@@ -1113,7 +1120,7 @@ def build_parser():
     s.add_argument("--precision", choices=["mixed_bfloat16", "float32"],
                    help="default: mixed_bfloat16 for 3D networks where a training step is faster in it (a GPU that computes in "
                         "bfloat16; a CPU with bfloat16 instructions where a timed step says so), else float32")
-    s.add_argument("--seed", type=int)
+    s.add_argument("--seed", type=int, help="seed of the patch draws and the initial weights (default 0)")
     s.add_argument("--init-weights", metavar="SOURCE",
                    help="fine-tune: start from a model folder's weights instead of random ones (the network takes "
                         "its size; its layers are copied before the first step)")
@@ -1307,6 +1314,12 @@ def main(argv=None):
             for o in OUTPUT_OPTIONS:
                 if getattr(args, o, None):
                     check_writable(getattr(args, o), what="OUT" if args.command == "convert" else _option(o))
+        if getattr(args, "n_per_image", None) is not None and args.n_per_image < 1:   # (said by its flag)
+            raise CareError(f"--n-per-image: must be >= 1, got {args.n_per_image}")
+        if getattr(args, "command", None) == "patches" and args.out:   # (refused before a note says it is replaced)
+            from ._atomic import PATCH_FOLDER, check_replaceable
+
+            check_replaceable(args.out, PATCH_FOLDER)
         if getattr(args, "command", None) in IMAGE_WRITERS + ("patches", "export"):
             # (a patch folder and a package are swapped in at the end too: a user trial found them replaced unsaid)
             there = [str(getattr(args, o)) for o in OUTPUT_OPTIONS if getattr(args, o, None) and Path(getattr(args, o)).exists()]

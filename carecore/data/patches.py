@@ -709,7 +709,7 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     if not 0 <= validation_fraction < 1:
         raise CareError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     if n_patches_per_image < 1:
-        raise CareError(f"n_patches_per_image (--n-per-image): must be >= 1, got {n_patches_per_image}")
+        raise CareError(f"n_patches_per_image must be >= 1, got {n_patches_per_image}")
     if not 0 <= fg_fraction <= 1:
         raise CareError(f"fg_fraction must be in [0, 1], got {fg_fraction}")
     rng = np.random.default_rng(seed)

@@ -806,8 +806,9 @@ class CARE:
                 said = lambda t: f"{t / 60:.1f} min" if t >= 60 else f"{t:.0f} s"  # noqa: E731
                 resume_msg += f"; this run has a budget of its own, {said(budget)} (the runs before trained {said(before_s)})"
             if c.lr_schedule == "cosine":   # (a user trial asked why the loss rose after Resume)
-                resume_msg += ("; its learning rate warms up and falls again (a warm restart): the loss rises for an "
-                               "epoch or two, then falls, usually below where it was")
+                resume_msg += (f"; its learning rate {'warms up' if c.warmup > 0 else 'starts at its peak'} and falls "
+                               "again (a warm restart): the loss rises for an epoch or two, then falls, usually below "
+                               "where it was")
             if callback is not None:
                 callback({"kind": "resume", "message": resume_msg})
 
@@ -911,11 +912,17 @@ class CARE:
             self.keras_model.fit(ds, epochs=initial + cap, initial_epoch=initial, steps_per_epoch=steps,
                                  validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
         except KeyboardInterrupt:   # (Ctrl-C) the folder says so, with the weights where it stopped
-            if self.path is not None and len(self.history) > initial:
-                so_far(cb, "interrupted", f"interrupted during epoch {len(self.history) + 1}: the best weights of "
-                                          f"the {len(self.history)} epoch(s) before and the last ones were saved; "
-                                          "training again on this folder resumes it")
-                self.save(self.path)
+            if self.path is not None and len(self.history) > initial and cb.status != "nan":   # (never NaN weights)
+                try:
+                    so_far(cb, "interrupted", f"interrupted during epoch {len(self.history) + 1}: the best weights of "
+                                              f"the {len(self.history)} epoch(s) before and the last ones were saved; "
+                                              "training again on this folder resumes it")
+                    self.save(self.path)
+                except Exception as e:  # noqa: BLE001 - the interrupt is what the user must hear of
+                    from ..errors import warn
+
+                    warn(f"{self.path}: the interrupted training's folder was not saved again ({type(e).__name__}: "
+                         f"{e}); it holds what was saved after epoch {len(self.history)}, marked running", stacklevel=2)
             raise
         seconds = time.perf_counter() - (t_enter if budget else t0)
         # where a budget's seconds went (a run that ends off its budget says so in its run card)

@@ -390,6 +390,17 @@ def test_train_takes_its_axes_from_the_images_or_the_patch_folder(tmp_path, caps
     # a bad value is told by its flag, not by the configuration's field (a trial read "batch_size:")
     assert main(["train", "--patches", str(tmp_path / "p"), "--model-dir", str(tmp_path / "m5"), "--batch", "0"]) == 2
     assert "carecore: error: --batch: must be an integer >= 1, got 0" in capsys.readouterr().err
+    # a folder's patch size the network cannot take: said as the folder's (not --patch, which was not given)
+    assert main(["patches", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--patch", "30,30",
+                 "--n-per-image", "8", "--out", str(tmp_path / "p30")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--patches", str(tmp_path / "p30"), "--model-dir", str(tmp_path / "m5")]) == 2
+    err = capsys.readouterr().err
+    assert f"carecore: error: the patch size of the patch folder {tmp_path / 'p30'} and unet_depth: each patch side " \
+           "must be divisible by" in err, err
+    assert main(["patches", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--patch", "32,32",
+                 "--n-per-image", "0", "--out", str(tmp_path / "p0")]) == 2
+    assert "carecore: error: --n-per-image: must be >= 1, got 0" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["train", "--patches", str(tmp_path / "low"), "--model-dir", str(tmp_path / "m3")]) == 2
     assert "not a patch folder" in capsys.readouterr().err and not (tmp_path / "m3").exists()

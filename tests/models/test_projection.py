@@ -92,6 +92,20 @@ def test_patches_and_training_shapes():
         m._check_patches(ps.X, ps.Y[:, :16], "training patches")
 
 
+def test_cli_trains_on_a_projection_patch_folder_of_any_depth(tmp_path, capsys):
+    """A projection patch folder records its stacks' whole depth as its patch size (10 here, not a multiple of
+    the network's divisor): `carecore train --patches` takes it as it did (a review found it refused once the
+    CLI took plain CARE folders' patch size into the configuration)."""
+    from carecore.cli import main
+    from carecore.models.projection import ProjectionCARE
+
+    cfg = ProjectionCARE.default_config("ZYX")
+    pairs = [_pair(20 + i, (10, 64, 64)) for i in range(2)]
+    ProjectionCARE.make_patches(cfg, pairs, axes="ZYX", n_patches_per_image=8).save(tmp_path / "p")
+    assert main(["train", "--task", "projection", "--patches", str(tmp_path / "p"), "--model-dir",
+                 str(tmp_path / "m"), "--epochs", "1", "--steps", "1"]) == 0, capsys.readouterr().err
+
+
 def test_save_load_round_trip(tmp_path, small_model):
     import carecore
 
