@@ -1705,6 +1705,8 @@ def test_the_watcher_follows_a_job_to_its_end_and_the_next_job_gets_one(tmp_path
         s.model_dir = ""
 
 
+@pytest.mark.filterwarnings("ignore:Passing unrecognized arguments to super:DeprecationWarning",
+                            "ignore:metadata .* was set from the constructor:DeprecationWarning")   # (the charts: as above)
 def test_a_loss_below_zero_is_explained_under_the_chart(tmp_path):
     """A probabilistic network's Laplace loss goes below 0 (a user trial asked what that meant): the loss
     chart's legend says so then, and only then."""
