@@ -1341,8 +1341,6 @@ def main(argv=None):
 
 def _kept_after_interrupt(args):
     """What an interrupted ``train`` kept (its run card says; a user trial was told only "interrupted")."""
-    import json
-
     folder = getattr(args, "model_dir", None) if getattr(args, "command", None) == "train" else None
     try:
         card = json.loads((Path(folder) / "run_card.json").read_text()) if folder else {}

@@ -769,6 +769,10 @@ class CARE:
                   self.best_val_loss)
         for key in ("time_limit", "budget_clock", "devices"):   # an earlier call's: this one says its own
             (self.run_card or {}).pop(key, None)
+        # the runs before's seconds and steps (a run card saved while training counts this run's so far: a user
+        # trial's interrupted run left "0 s" for the next resume to say, and an export's README "status running")
+        before_s = float((self.run_card or {}).get("training_seconds") or 0.0)
+        before_steps = int((self.run_card or {}).get("steps_done", 0))
         self._choose_residual_base(X, Y)
         c = self.config
         if c.init_weights and not resumed:   # a fine-tune: the layers that match start from those weights
@@ -802,7 +806,6 @@ class CARE:
             resume_msg = (f"resuming after {initial} epoch(s) with the last weights, {optimizer_msg}, "
                           f"best validation loss so far {self.best_val_loss:.4g} (its weights are kept unless beaten)")
             if budget > 0:   # (a user trial took the stopped run's remaining time for the budget: it is a new one)
-                before_s = float((self.run_card or {}).get("training_seconds") or 0.0)
                 said = lambda t: f"{t / 60:.1f} min" if t >= 60 else f"{t:.0f} s"  # noqa: E731
                 resume_msg += f"; this run has a budget of its own, {said(budget)} (the runs before trained {said(before_s)})"
             if c.lr_schedule == "cosine":   # (a user trial asked why the loss rose after Resume)
@@ -862,10 +865,6 @@ class CARE:
         if (early := stopped_before_training()) is not None:
             return early
         ds = make_dataset(X, Y, bs, seed=c.seed + initial, augment=c.augment)
-        # the runs before's seconds and steps (a run card saved while training counts this run's so far: a user
-        # trial's interrupted run left "0 s" for the next resume to say, and an export's README "status running")
-        before_s = float((self.run_card or {}).get("training_seconds") or 0.0)
-        before_steps = int((self.run_card or {}).get("steps_done", 0))
 
         def so_far(events, status, message):
             """The run card with this run's seconds and steps so far."""
