@@ -269,7 +269,7 @@ def _resume_conflicts(args, model, model_dir):
     from_patches = args.patches and not args.axes
     wanted = c.axes if from_patches else model.input_spatial_axes
     try:
-        spatial = "".join(a for a in _training_axes(args).upper() if a in "ZYX")
+        spatial = "".join(a for a in "ZYX" if a in _training_axes(args).upper())   # (XY images: a YX model's)
     except CareError:   # (no images to read them from: said where they are read)
         spatial = wanted
     axes_conflict = spatial != wanted
@@ -448,7 +448,8 @@ def cmd_train(args):
             overrides["time_limit"] = parse_duration(args.time_limit)
         elif args.epochs is not None or args.steps is not None:
             overrides["time_limit"] = 0   # epochs x steps asked for: no budget (kinds that default to one too)
-        axes = "".join(a for a in _training_axes(args).upper() if a in "ZYX")
+        # a network's axes in their order (the images' own, --axes XY, are moved to it when patches are cut)
+        axes = "".join(a for a in "ZYX" if a in _training_axes(args).upper())
         if args.patch:
             overrides["patch_size"] = args.patch
         if args.patches and args.task in (None, "care") and not (args.upsampling or args.factor):

@@ -1354,7 +1354,8 @@ class CARE:
         ----------
         image : array_like (may be a memory map)
         axes : str
-            Axes of ``image``: the model's spatial axes, optionally with ``C``; with ``T`` (time points)
+            Axes of ``image``: the model's spatial axes (in any order: an ``XY`` image is restored as ``YX``
+            and given back as ``XY``), optionally with ``C``; with ``T`` (time points)
             or ``S`` (samples) each frame is restored as an image of its own
             (:func:`~carecore.prediction.frames.frame_by_frame`; the result is held in memory: larger
             ones chunk by chunk with :func:`~carecore.predict_chunked`).

@@ -461,7 +461,10 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     frame_axes = "".join(a for a in src_axes if a not in sp + "C")
     if sp != c.axes:
         raise CareError(f"{src}: the model is {c.ndim}D ({c.axes}) but the image has spatial axes {sp!r} "
-                        f"(shape {tuple(img.shape)}, axes {src_axes})")
+                        f"(shape {tuple(img.shape)}, axes {src_axes})"
+                        + ("; chunk by chunk the spatial axes are taken in the model's order only: restore it in memory "
+                           "(without --dask), or save it with its axes in that order" if sorted(sp) == sorted(c.axes)
+                           else ""))
     if set(frame_axes) - set("T"):
         raise CareError(f"{src}: axes {src_axes!r} (shape {tuple(img.shape)}): besides C and {c.axes} only T "
                         "(frames) can be predicted chunk by chunk")

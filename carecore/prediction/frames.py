@@ -37,6 +37,9 @@ def frame_by_frame(predict):
     @functools.wraps(predict)
     def with_frames(self, image, *, axes, progress=None, stop=None, name="image", **kw):
         upper = check_axes(axes, np.ndim(image), name=name, shape=np.shape(image))
+        ordered = spatial_in_order(upper)
+        if ordered != upper:   # (an XY image: restored as YX, the result given back in its own order)
+            return _in_spatial_order(self, with_frames, image, upper, ordered, progress, stop, name, kw)
         frames = [a for a in upper if a in FRAME_AXES]
         if not frames:
             return predict(self, image, axes=axes, progress=progress, stop=stop, name=name, **kw)
@@ -64,6 +67,34 @@ def frame_by_frame(predict):
         return tuple(out) if len(out) > 1 or isinstance(r, tuple) else out[0]
 
     return with_frames
+
+
+def spatial_in_order(axes):
+    """``axes`` with its spatial letters in a model's order (Z, Y, X), each other letter where it is:
+    ``'XY'`` -> ``'YX'``, ``'XCYZ'`` -> ``'ZCYX'``.
+
+    Examples
+    --------
+    >>> spatial_in_order("TXY")
+    'TYX'
+    """
+    spatial = iter(a for a in "ZYX" if a in axes)
+    return "".join(next(spatial) if a in "ZYX" else a for a in axes)
+
+
+def _in_spatial_order(self, with_frames, image, upper, ordered, progress, stop, name, kw):
+    """``with_frames`` on ``image`` (axes ``upper``) seen in the axes ``ordered`` (a transposed view, no
+    copy); the results (and ``n_tiles``) moved between the two orders (``out=`` is the network's own layout,
+    as it is for any image)."""
+    to_model = [upper.index(a) for a in ordered]
+    spatial, model_spatial = [a for a in upper if a in "ZYX"], [a for a in ordered if a in "ZYX"]
+    n_tiles = kw.get("n_tiles")
+    if isinstance(n_tiles, (tuple, list)) and len(n_tiles) == len(spatial):   # (given in the image's order)
+        kw["n_tiles"] = tuple(n_tiles[spatial.index(a)] for a in model_spatial)
+    out_axes, out_model = self.output_axes(upper), self.output_axes(ordered)
+    r = with_frames(self, np.transpose(image, to_model), axes=ordered, progress=progress, stop=stop, name=name, **kw)
+    back = [out_model.index(a) for a in out_axes]
+    return tuple(np.transpose(x, back) for x in r) if isinstance(r, tuple) else np.transpose(r, back)
 
 
 def _frames(self, predict, image, upper, frames, sizes, rest, n, progress, stop, name, kw):

@@ -210,6 +210,32 @@ def test_a_refused_training_leaves_no_empty_bar_and_a_training_says_it_prepares(
     assert re.search(r"^training: +0%.* 0/2 .*preparing: the filters' line, the network", err, re.M), err
 
 
+def test_images_saved_with_their_axes_in_another_order_train_and_restore(tmp_path, capsys):
+    """Images whose files record XY (saved transposed) train a YX network and are restored in their own order
+    (a user trial's `--axes XY` was refused: "axes: must be 'YX' (2D) or 'ZYX' (3D), got 'XY'")."""
+    from scipy.ndimage import gaussian_filter
+
+    import carecore as cc
+
+    rng = np.random.default_rng(4)
+    clean = gaussian_filter(rng.random((96, 64)), 2).astype(np.float32)
+    for name, img in (("high", clean), ("low", clean + rng.normal(0, 0.3, clean.shape).astype(np.float32))):
+        (tmp_path / name).mkdir()
+        write_image(tmp_path / name / "a.tif", img.T, axes="XY")
+    assert main(["train", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--model-dir",
+                 str(tmp_path / "m"), "--patch", "32,32", "--batch", "4", "--n-per-image", "16", "--epochs", "1",
+                 "--steps", "2"]) == 0
+    model = cc.load_model(tmp_path / "m")
+    assert model.config.axes == "YX"
+    assert main(["predict", "--model", str(tmp_path / "m"), "--in", str(tmp_path / "low" / "a.tif"), "--out",
+                 str(tmp_path / "r.tif")]) == 0
+    out = cc.read_image(tmp_path / "r.tif")
+    assert out.axes == "XY" and out.shape == (64, 96)
+    np.testing.assert_allclose(out.data.T, model.predict(cc.read_image(tmp_path / "low" / "a.tif").data.T, axes="YX"),
+                               atol=1e-5)
+    capsys.readouterr()
+
+
 def test_budgeted_training_from_two_channels_to_one(tmp_path, step_clock, capsys):
     """A time budget gives the fast recipe, whose smoothed residual base needs as many channels out as in:
     with 2 channels in and 1 out the CLI trains a plain (not residual) network instead of refusing.

@@ -194,6 +194,11 @@ def test_a_client_that_is_not_the_default_and_a_kind_off_the_grid(client, models
     cls(cls.default_config("ZYX", quick=True, kind="upsampling", upsampling_factor=2.0), tmp_path / "up").save()
     with pytest.raises(cc.CareError, match="'upsampling' model changes the image's grid"):
         cc.predict_chunked(tmp_path / "up", src, tmp_path / "u.ome.zarr", scheduler=client)
+    # a stack saved with its axes in another order (XYZ): restored in memory, where it is moved; refused here
+    cc.write_image(tmp_path / "xyz.tif", np.transpose(noisy), axes="XYZ")
+    with pytest.raises(cc.CareError, match=r"spatial axes 'XYZ' .* in the model's order only: restore it in memory "
+                                           r"\(without --dask\)"):
+        cc.predict_chunked(models["plain"], tmp_path / "xyz.tif", tmp_path / "x.ome.zarr", scheduler=client)
 
 
 def test_resumes_after_a_crash(client, models, tmp_path):

@@ -46,6 +46,28 @@ def test_a_time_lapse_is_its_frames_restored_one_by_one(model2d):
         model2d.predict(np.zeros((0, 32, 32), np.float32), axes="TYX")
 
 
+def test_spatial_axes_in_another_order_are_restored_as_the_model_s_and_given_back(model2d):
+    """An image saved transposed (axes XY, or a stack XYZ) is restored as the model's YX (ZYX) and given back
+    in its own order (a user trial's `carecore predict --axes XY` was refused: "the model is 2D (YX) but the
+    image has spatial axes 'XY'"); n_tiles counts along the image's own axes."""
+    rng = np.random.default_rng(5)
+    img = rng.random((64, 40)).astype(np.float32)
+    mean, scale = model2d.predict(img, axes="YX")
+    m2, s2 = model2d.predict(img.T, axes="XY", n_tiles=(1, 2))   # (two tiles along the image's Y: its 2nd axis)
+    assert m2.shape == s2.shape == img.T.shape
+    np.testing.assert_allclose(m2.T, mean, atol=1e-5 * np.abs(mean).max())
+    np.testing.assert_allclose(s2.T, scale, atol=1e-5 * np.abs(scale).max())
+    frames = rng.random((2, 40, 64)).astype(np.float32)   # frames and channels where they are
+    r, _ = model2d.predict(frames[..., None], axes="TXYC")
+    assert r.shape == (2, 40, 64, 1)
+    np.testing.assert_allclose(r[1, ..., 0].T, model2d.predict(frames[1].T, axes="YX")[0], atol=1e-5)
+    proj = model_class("projection")
+    pm = cc.create_model(proj.default_config("ZYX", quick=True, patch_size=(4, 32, 32)))
+    stack = rng.random((4, 32, 48)).astype(np.float32)
+    p = pm.predict(np.transpose(stack, (2, 1, 0)), axes="XYZ")   # a projection drops Z: XY back
+    np.testing.assert_allclose(p, pm.predict(stack, axes="ZYX").T, atol=1e-5)
+
+
 def test_a_time_lapse_too_large_for_memory_is_refused_after_one_frame(model2d, monkeypatch):
     import carecore.memory as memory
 
