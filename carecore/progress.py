@@ -121,6 +121,8 @@ def tqdm_progress(desc, unit="it"):
     bar = LazyBar(desc=desc, unit=" " + unit.lstrip(), leave=True, mininterval=bar_interval())
 
     def update(done, total, what=""):
+        if what and str(what) in (unit, unit + "s"):   # (the unit again: "1/1 [00:00, 2.97 tile/s, tiles]")
+            what = ""
         if what:   # (before a reset, which redraws the bar: with this stage's text)
             bar.set_postfix_str(str(what), refresh=False)
         if bar.total != total or done < bar.n:

@@ -28,6 +28,10 @@ def test_a_bar_is_drawn_at_its_first_count_and_starts_again_for_a_stage(capsys):
     assert lines[-1].startswith("filters: 100%") and " 90/90 " in lines[-1] and "tv on cubic interpolation" in lines[-1]
     # the rate's unit apart from its number ("1253.04 point/s", not "1253.04point/s")
     assert " point/s" in lines[-1] and "point/s" not in lines[-1].replace(" point/s", ""), lines[-1]
+    with tqdm_progress("predicting", unit="tile") as progress:   # (no "tiles" after "tile/s")
+        progress(1, 1, "tiles")
+    line = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert line.startswith("predicting: 100%") and line.endswith(" tile/s]"), line
     # the new stage drawn from 0, with its own text (the old bar went on from 7: "7/90" with the screening's text)
     again = [line for line in lines if " 0/90 " in line]
     assert again and all("tv on cubic interpolation" in line for line in again) \
