@@ -110,8 +110,11 @@ def z_slices_hint(pred_shape, gt_shape, axes, *, factor=None, n_input=None, pred
         how = f"round({n_input} input slices x factor {factor:g}) = {pz} slices"
     else:
         how = "round(input slices x factor) slices"
-    why = (f"a restoration along Z (an isotropic or upsampling model) has {how}, at 0, 1/f, 2/f, ... of the input's "
-           f"grid, and {pred} has {pz} Z slices where {gt} has {gz}")
+    # (said as a condition where no model is known: `cc.evaluate` of two stacks of different depths is often just
+    # the wrong pair of files, and a user trial read the hint as a claim that an isotropic model was involved)
+    lead = ("a restoration along Z (an isotropic or upsampling model) has" if factor and n_input else
+            "if it is a restoration along Z (by an isotropic or upsampling model): such a restoration has")
+    why = f"{lead} {how}, at 0, 1/f, 2/f, ... of the input's grid, and {pred} has {pz} Z slices where {gt} has {gz}"
     multiple = f"a multiple of the factor ({factor:g})" if factor else "a multiple of the factor"
     if pz * 1.5 < gz and not (factor and n_input):   # (far fewer slices: the coarse stack, not a restoration)
         f = gz / pz

@@ -42,11 +42,9 @@ import matplotlib.pyplot as plt
 import carecore as cc
 
 QUICK = os.environ.get("CARELAB_QUICK", "") not in ("", "0")        # the app's quick switch
-# Quick mode trains a fixed 8 × 100 steps of a small network on batches of 2 patches of 16×32×32, starting
-# at a tuned Gaussian's answer (the same model whatever the machine's speed): enough to beat the tuned
-# classical filters on the tiny demo. (Batches of 4 patches of 8×32×32, the same voxels a step and about
-# four minutes on 2 AVX2 cores, restored the test volume unevenly along Z and only sometimes beat the
-# filters.) In float32: bfloat16 arithmetic differs between CPUs that have it in hardware and those that do not.
+# Quick mode (for tests, seconds) trains a fixed 8 × 100 steps of a small network, whatever the machine's speed,
+# starting from a tuned Gaussian filter's answer (residual_sigma="auto"), in float32 so that every CPU computes
+# the same: enough to beat the tuned filters on the tiny demo. Workshop mode uses the budget's own recipe.
 QUICK_TRAINING = dict(quick=True, unet_filters=16, batch_size=2, patch_size=(16, 32, 32), epochs=8,
                       steps_per_epoch=100, learning_rate=3e-3, residual_sigma="auto", precision="float32")
 OUT = Path(os.environ.get("CARELAB_NOTEBOOK_OUT", "work")).resolve()  # default: notebooks/work/
@@ -155,13 +153,14 @@ def on_event(event):
 model = cc.create_model(config, HERE / "model")
 result = model.train(patches, callback=on_event)
 print("training:", result.message or result.status, f"({result.seconds:.0f} s)")
-# the weights kept are the epoch's with the lowest validation loss ("best" in its event), which need not be the
-# epoch of the highest validation SSIM (a student read the SSIM's best epoch as the weights kept)
-kept = next((e for e in reversed(log["epoch"]) if e["best"]), log["epoch"][-1])   # (none: not one finite loss)
+# the weights kept are the epoch's with the lowest validation loss, which need not be the epoch of the highest
+# validation SSIM
+kept = result.kept
 best = max(log["epoch"], key=lambda e: e["val_ssim"])
 print(f"weights kept: epoch {kept['epoch']}, the lowest validation loss ({kept['val_loss']:.4f}), validation SSIM "
-      f"{kept['val_ssim']:.3f} · highest validation SSIM {best['val_ssim']:.3f} (epoch {best['epoch']}) · "
-      f"best filter {log['baseline']['name']}: {log['baseline']['val_ssim']:.3f}")
+      f"{kept['val_ssim']:.4f}" + ("" if best["epoch"] == kept["epoch"] else
+                                   f" · highest validation SSIM {best['val_ssim']:.4f} (epoch {best['epoch']})")
+      + f" · best filter {log['baseline']['name']}: {log['baseline']['val_ssim']:.4f}")
 # the same curves as a plain figure (the live chart above needs Jupyter's widgets; this one stays in a saved notebook)
 fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.plot([e["epoch"] for e in log["epoch"]], [e["val_ssim"] for e in log["epoch"]], "o-", label="CARE")

@@ -41,11 +41,9 @@ import carecore as cc
 from carecore.baselines import best_baseline, tune_baselines
 
 QUICK = os.environ.get("CARELAB_QUICK", "") not in ("", "0")        # the app's quick switch
-# Quick mode trains a fixed 8 × 100 steps of a small network on batches of 2 patches of 16×32×32, starting
-# at a tuned Gaussian's answer (the same model whatever the machine's speed): enough to beat the tuned
-# classical filters on the tiny demo. (Batches of 4 patches of 8×32×32, the same voxels a step and about
-# four minutes on 2 AVX2 cores, restored the test volume unevenly along Z and only sometimes beat the
-# filters.) In float32: bfloat16 arithmetic differs between CPUs that have it in hardware and those that do not.
+# Quick mode (for tests, seconds) trains a fixed 8 × 100 steps of a small network, whatever the machine's speed,
+# starting from a tuned Gaussian filter's answer (residual_sigma="auto"), in float32 so that every CPU computes
+# the same: enough to beat the tuned filters on the tiny demo. Workshop mode uses the budget's own recipe.
 QUICK_TRAINING = dict(quick=True, unet_filters=16, batch_size=2, patch_size=(16, 32, 32), epochs=8,
                       steps_per_epoch=100, learning_rate=3e-3, residual_sigma="auto", precision="float32")
 OUT = Path(os.environ.get("CARELAB_NOTEBOOK_OUT", "work")).resolve()  # default: notebooks/work/

@@ -59,7 +59,11 @@ results = {"quick": QUICK}
 # The restoration written by notebook 4; if you start here, a short model is trained and applied now.
 
 # %%
-low = cc.read_image(d / "test" / "low" / "sample00.tif").data.astype(np.float32)
+image = cc.read_image(d / "test" / "low" / "sample00.tif")
+low = image.data.astype(np.float32)
+# the voxel's height over its width, for drawing XZ slices to scale (1 where the file records no voxel size, as the
+# demo's: simulated on a grid of 1 pixel in every direction)
+z_aspect = image.spacing.get("Z", 1.0) / image.spacing.get("X", 1.0)
 truth = cc.read_image(d / "test" / "high" / "sample00.tif").data.astype(np.float32)
 restored_file = OUT / "04_restore_and_evaluate" / "restored" / "sample00.tif"
 if restored_file.exists():
@@ -118,7 +122,7 @@ for j, (title, v) in enumerate((("input", low), ("CARE", restored), ("ground tru
     ax[0, j].imshow(v[z], cmap="gray")
     ax[0, j].axhline(y, color="red", lw=0.8)
     ax[0, j].set_title(f"{title} (Z={z})")
-    ax[1, j].imshow(v[:, v.shape[1] // 2], cmap="gray", aspect=2)
+    ax[1, j].imshow(v[:, v.shape[1] // 2], cmap="gray", aspect=z_aspect)
     ax[1, j].set_title(f"XZ slice (Y={v.shape[1] // 2})", fontsize=9)
 plt.tight_layout()
 plt.show()

@@ -75,9 +75,9 @@ config = Isotropic.default_config("ZYX", upsampling_factor=info["factor"],
 patches = Isotropic.make_patches(config, d / "train" / "low", axes="ZYX", n_patches_per_image=4 if QUICK else 16)
 print("patches:", patches.X.shape, "· network axes", config.axes)
 fig, ax = plt.subplots(2, 5, figsize=(9, 3.8))
-for i in range(5):
-    ax[0, i].imshow(patches.X[i * 7][..., 0], cmap="gray")
-    ax[1, i].imshow(patches.Y[i * 7][..., 0], cmap="gray")
+for i, k in enumerate(np.linspace(0, len(patches.X) - 1, 5).astype(int)):   # five spread over the patches
+    ax[0, i].imshow(patches.X[k][..., 0], cmap="gray")
+    ax[1, i].imshow(patches.Y[k][..., 0], cmap="gray")
     ax[0, i].axis("off")
     ax[1, i].axis("off")
 ax[0, 0].set_title("input (degraded along the vertical axis)", loc="left", fontsize=9)
@@ -211,7 +211,8 @@ with open(HERE / "results.json", "w") as f:
 #    clean = cc.read_image(SHARED / "morpholibj_arabidopsis_embryo_106x112x109.tif").data.astype("float32")
 #    coarse, _ = cc.simulate_anisotropic(clean, 4, axes="ZYX", axis="Z", psf_sigma=2, upsample_back=False)
 #    ```
-#    then train on `[coarse]` as above and compare with `clean` (the first `last` slices). Its 106
+#    then train on `[coarse]` as above, restore `coarse` in place of `low.data` (and `cc.Image(coarse, "ZYX")`
+#    in place of `low`), and compare with `clean` (the first `last` slices). Its 106
 #    slices are not a multiple of 4: the coarse stack keeps slices 0, 4, …, 104, and the restoration's
 #    slices after 104 only repeat the last one, so crop `clean` to a multiple of 4 plus one slice
 #    (`clean[:105]`) before you make it coarse, or compare the first `last` slices only. Pass

@@ -105,9 +105,8 @@ if QUICK:
 else:
     result = model.train(patches, callback=on_event)
 print("training:", result.message or result.status)
-# the weights kept: the epoch of the lowest validation loss ("best" in its event), whose validation SSIM can be
-# below an earlier epoch's (a student's run: 0.793 at epoch 1, the weights of epoch 4 kept at 0.747)
-kept = next((e for e in reversed(epochs) if e["best"]), epochs[-1])   # (none marked: not one finite loss)
+# the weights kept: the epoch of the lowest validation loss, whose validation SSIM can be below an earlier epoch's
+kept = result.kept
 print(f"weights kept: epoch {kept['epoch']} (the lowest validation loss, {kept['val_loss']:.4f}; validation SSIM "
       f"{kept['val_ssim']:.3f})")
 results["model_dir"] = str(HERE / "model")

@@ -59,6 +59,15 @@ class TrainingResult:
     history: list = field(default_factory=list)
     best_val_loss: float = math.inf
     seconds: float = 0.0
+    #: The epoch whose weights the model holds (that of the best validation measure: the loss, or a probabilistic
+    #: model's mean's error), counted as ``history`` counts; None where no epoch of this run beat the weights
+    #: kept before it (a resumed run keeps those) or none finished.
+    kept_epoch: int | None = None
+
+    @property
+    def kept(self):
+        """The ``history`` row of :attr:`kept_epoch` (its ``val_loss``, ``val_ssim``…), or None."""
+        return next((row for row in self.history if row.get("epoch") == self.kept_epoch), None)
 
 
 def parse_duration(value):
@@ -944,7 +953,7 @@ class CARE:
                 if callback is not None:
                     callback({"kind": "end", "status": cb.status, "message": message})
                 return TrainingResult(cb.status, message,
-                                      len(self.history), list(self.history), self.best_val_loss, seconds)
+                                      len(self.history), list(self.history), self.best_val_loss, seconds, cb.best_epoch)
             self.keras_model.set_weights(self._best_weights)  # never keep NaN weights, not even as "last"
         notes = list(cb.notes) + ([too_short] if too_short else [])
         if cb.restarts and cb.best_epoch is not None and cb.best_epoch <= cb.restarts[-1]["epoch"]:
@@ -1015,7 +1024,8 @@ class CARE:
             self.keras_model.set_weights(self._best_weights)  # predict with the best weights
         if callback is not None:
             callback({"kind": "end", "status": cb.status, "message": message})
-        return TrainingResult(cb.status, message, len(self.history), list(self.history), self.best_val_loss, seconds)
+        return TrainingResult(cb.status, message, len(self.history), list(self.history), self.best_val_loss, seconds,
+                              cb.best_epoch)
 
     def _views_to_learn(self, X):
         """The symmetries training on the patches ``X`` teaches the network (pipeline.augment_batch): the

@@ -53,6 +53,10 @@ def test_training_events_history_and_folder(trained):
     assert {"loss", "lr", "elapsed", "eta", "step", "steps"} <= set(batch[0])
     assert all(np.isfinite(e["val_loss"]) and np.isfinite(e["val_ssim"]) for e in epoch)
     assert batch[-1]["eta"] == pytest.approx(0, abs=1e-6)
+    # the epoch kept: the last one its event called best, the lowest validation loss (a notebook searched for it)
+    kept = [e["epoch"] for e in epoch if e["best"]][-1]
+    assert result.kept_epoch == kept == min(result.history, key=lambda r: r["val_loss"])["epoch"]
+    assert result.kept["val_loss"] == result.best_val_loss
     names = {p.name for p in path.iterdir()}
     assert names == {"config.json", "weights_best.weights.h5", "weights_last.weights.h5", "normalization.json",
                      "history.csv", "run_card.json", "manifest.json", "optimizer.npz"}
@@ -141,6 +145,8 @@ def test_save_load_identical_and_resume(trained, patches, tmp_path, noisy_pair):
     resumed.path = tmp_path / "resumed"
     r = resumed.train(patches, epochs=1, steps_per_epoch=2)
     assert r.epochs == 5 and len(cc.load_model(tmp_path / "resumed").history) == 5
+    # its epoch counted as the history counts: 5 if it beat the 4 before, else none of this run's
+    assert r.kept_epoch == (5 if r.history[-1]["val_loss"] < min(h["val_loss"] for h in r.history[:4]) else None), r
 
 
 def test_load_refuses_bad_folders(trained, tmp_path):

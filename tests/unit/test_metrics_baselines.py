@@ -45,7 +45,10 @@ def test_evaluate_per_slice_and_channels():
     gt = np.random.default_rng(0).random((2, 5, 32, 32))
     m = evaluate(gt + 0.1, gt, axes="CZYX", per_slice=True)
     assert len(m["per_channel"]) == 2 and len(m["per_slice"]) == 2 and len(m["per_slice"][0]) == 5
-    with pytest.raises(CareError, match="shape"):
+    # depths that differ: the hint for a restoration along Z said as a condition, not as what the image is (a user
+    # trial's two stacks, no isotropic model involved)
+    with pytest.raises(CareError, match=r"shape \(5, 32, 32\) but the ground truth has \(4, 32, 32\); if it is a "
+                                        r"restoration along Z \(by an isotropic or upsampling model\): such a"):
         evaluate(gt[0], gt[1, :4], axes="ZYX")
 
 
