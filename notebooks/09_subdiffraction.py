@@ -60,8 +60,10 @@ results = {"quick": QUICK}
 # An oil-immersion objective with NA 1.3, 520 nm emission, 65 nm pixels:
 
 # %%
-psf_sigma = cc.psf_sigma_from_optics(1.3, 0.52, 0.065, refractive_index=1.52)   # oil immersion
-print(f"lateral PSF sigma: {psf_sigma:.2f} pixels (FWHM {2.355 * psf_sigma * 65:.0f} nm)")
+pixel_um = 0.065
+psf_sigma = cc.psf_sigma_from_optics(1.3, 0.52, pixel_um, refractive_index=1.52)   # oil immersion
+# (a Gaussian's full width at half its maximum is 2.355 sigmas)
+print(f"lateral PSF sigma: {psf_sigma:.2f} pixels (FWHM {2.355 * psf_sigma * pixel_um * 1000:.0f} nm)")
 
 # %% [markdown]
 # ## Simulated training pairs
