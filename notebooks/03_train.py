@@ -155,7 +155,7 @@ result = model.train(patches, callback=on_event)
 print("training:", result.message or result.status, f"({result.seconds:.0f} s)")
 # the weights kept are the epoch's with the lowest validation loss, which need not be the epoch of the highest
 # validation SSIM
-kept = result.kept
+kept = result.kept or result.history[-1]   # (none kept: not one finite validation loss)
 best = max(log["epoch"], key=lambda e: e["val_ssim"])
 print(f"weights kept: epoch {kept['epoch']}, the lowest validation loss ({kept['val_loss']:.4f}), validation SSIM "
       f"{kept['val_ssim']:.4f}" + ("" if best["epoch"] == kept["epoch"] else

@@ -108,7 +108,7 @@ else:
     result = model.train(patches, callback=on_event)
 print("training:", result.message or result.status)
 # the weights kept: the epoch of the lowest validation loss, whose validation SSIM can be below an earlier epoch's
-kept = result.kept
+kept = result.kept or result.history[-1]   # (none kept: not one finite validation loss)
 print(f"weights kept: epoch {kept['epoch']} (the lowest validation loss, {kept['val_loss']:.4f}; validation SSIM "
       f"{kept['val_ssim']:.3f})")
 results["model_dir"] = str(HERE / "model")
