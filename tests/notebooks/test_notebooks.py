@@ -153,6 +153,39 @@ def check_09(r, here):
 
 
 CHECKS = {name[6:]: fn for name, fn in globals().items() if name.startswith("check_")}
+FIGURES = Path(__file__).resolve().parents[2] / "test-artifacts" / "notebooks"
+
+
+def _shows_a_figure(source):
+    """Whether a cell's ``source`` calls ``plt.show()`` when it runs (not only within a function it defines: one that
+    an interact slider calls draws into its widget)."""
+    lines = source.splitlines()
+    for k, line in enumerate(lines):
+        if line.strip() != "plt.show()":
+            continue
+        indent = len(line) - len(line.lstrip())
+        outer = [x for x in lines[:k] if x.strip() and len(x) - len(x.lstrip()) < indent]
+        if not any(x.lstrip().startswith("def ") for x in outer[-1:]) or not indent:
+            return True
+    return False
+
+
+def _figures(nb, stem):
+    """The indices of the cells of the executed ``nb`` that drew a figure (a PNG output); each PNG written to
+    :data:`FIGURES` as ``<stem>_<cell>_<n>.png``."""
+    import base64
+
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    for old in FIGURES.glob(f"{stem}_*.png"):
+        old.unlink()
+    cells = set()
+    for i, cell in enumerate(nb.cells):
+        pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        for n, png in enumerate(pngs):
+            (FIGURES / f"{stem}_{i}_{n}.png").write_bytes(base64.b64decode(png))
+        if pngs:
+            cells.add(i)
+    return cells
 
 
 #: CARELAB_NOTEBOOKS_FULL=1 runs the notebooks at their workshop budgets instead (minutes each) and
@@ -171,7 +204,8 @@ def test_notebook_runs_in_quick_mode(path, out_dir, monkeypatch):
     monkeypatch.setenv("CARELAB_QUICK", "1" if QUICK else "0")
     monkeypatch.setenv("CARELAB_NOTEBOOK_OUT", str(out_dir))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # (Jupyter's inline backend, as a student's notebook draws: Agg drew no figure, and a figure's problems went unseen)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=600 if QUICK else 1800, kernel_name="python3", resources={"metadata": {"path": str(NB_DIR)}}).execute()
@@ -181,6 +215,10 @@ def test_notebook_runs_in_quick_mode(path, out_dir, monkeypatch):
     noise = [o.get("text", "")[:200] for c in nb.cells for o in c.get("outputs", [])
              if o.get("name") == "stderr" and "tf.function retracing" in o.get("text", "")]
     assert not noise, noise
+    # every cell that shows a figure drew one; the figures kept in test-artifacts/notebooks/ to look at
+    shown = _figures(nb, path.stem)
+    missing = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and _shows_a_figure(c.source) and i not in shown]
+    assert not missing, f"{path.name}: cells {missing} show no figure"
     here = out_dir / path.stem
     results = json.loads((here / "results.json").read_text())
     assert results["quick"] is QUICK
