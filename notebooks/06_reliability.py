@@ -126,7 +126,9 @@ for name in ("input", "care"):   # (notebook 4's single network, trained for the
 # ## The interval along a line
 #
 # The band is the 90 % interval of the ensemble's mixture distribution; the dashed line is the ground
-# truth, put into the input's intensity units the same way the network's output is.
+# truth, put into the input's intensity units the same way the network's output is. Both have the ground
+# truth's contrast, not the input's: their dark background lies below the input's (its offset and noise
+# are gone), and can lie below 0. Compare shapes and relative heights, not absolute values.
 
 # %%
 truth_units = ensemble.truth_in_input_units(truth, image=low, axes="ZYX")   # scaled as training targets were
