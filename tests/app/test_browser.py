@@ -270,6 +270,11 @@ def test_walk_the_isotropic_task(page_on_failure, lab_server, shots):
     _train_until_done(page)
     time.sleep(1.5)
     _assert_drawn_inside(_line_inside_plot(page, ".care-train-loss"), "training loss", from_start=True)
+    # the two charts side by side, neither under the other: the SSIM chart's long caption (the filters' line on an
+    # isotropic model's starts) had widened its box over the loss chart's right end, its last validation hidden
+    loss = page.locator(".care-train-loss rect.plotarea_background").first.bounding_box()
+    ssim = page.locator(".care-train-ssim").first.bounding_box()
+    assert loss["x"] + loss["width"] <= ssim["x"] + 1, (loss, ssim)
     page.screenshot(path=str(shots / "iso_2_train.png"), full_page=True)
 
     # 3 · Restore: the demo's coarse test stack onto the fine grid, compared with interpolation
