@@ -924,7 +924,13 @@ def cmd_export(args):
                             test_input=test_input, test_axes=args.axes, postprocessing=args.postprocessing,
                             weight_formats=formats)
     print(f"bioimage.io package: {out} ({out.stat().st_size / 2**20:.1f} MiB)")
-    if not args.test_input:   # (a user trial did not know that a crop of its training data travels in the package)
+    try:
+        kind = json.loads((Path(args.model) / "config.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if not args.test_input and kind == "subdiffraction":
+        print("note: its test input (test_input.npy, in the package) is an image simulated as its training images were")
+    elif not args.test_input:   # (a user trial did not know that a crop of its training data travels in the package)
         try:
             low = json.loads((Path(args.model) / "run_card.json").read_text())["data_sources"][0]["low"]
         except (OSError, ValueError, KeyError, IndexError, TypeError):

@@ -350,9 +350,10 @@ def spread_text(spread, confidence=0.9):
         share = 100 * spread["below_background"]
         text += (f"; {'under 1' if share < 0.5 else f'{share:.0f}'} % of them reach down to the background, where "
                  "they cannot tell a structure from none")
-    if spread["median"] >= 0.5:
-        text += ": the network is unsure of the intensities there; trust the structures it restores more than their "\
-                "exact brightness"
+    if spread["median"] >= 0.5:   # (its own sentence: after "under 1 % of them reach down ..." a user trial read
+        # "the network is unsure of the intensities there" as said of that 1 %)
+        text += (". Intervals this wide say that the network is unsure of these structures' intensities: trust the "
+                 "structures it restores more than their exact brightness")
     return text
 
 

@@ -424,6 +424,37 @@ class LabState(HasTraits):
         self.set_task_defaults()
         for k, v in (kept or {}).get(change["new"], {}).items():   # (in order: the folders, then their axes)
             setattr(self, k, v)
+        if kept is not None:
+            self._attach_task_job()
+
+    def _attach_task_job(self):
+        """The Train step shows the chosen task's last training, or none (a user trial chose projection and saw
+        an isotropic job's charts and filter as "last training"); Resume continues it. A running job stays
+        attached whatever the task (its folder's name says its task)."""
+        from carecore.training.jobs import find_jobs
+
+        if self.job_state in ("starting", "running") or self._starting:
+            return
+        try:
+            mine = [j for j in find_jobs(Path(self.data_root) / "models") if j.name.rsplit("_", 2)[0] == self.task]
+        except OSError:
+            mine = []
+        if mine and str(mine[0]) == self.job_dir:
+            return
+        with self._poll_lock:
+            self.job_dir, self.job_state, self.job_message = "", "none", ""
+            self.last_event, self.job_preparing, self.job_time_limit = {}, {}, 0.0
+            self.earlier_epochs, self.earlier_losses = 0, ()
+            self.losses, self.history, self.baseline = [], [], {}
+            self.resume_note = self.job_notes = ""
+            self.progress_epoch = self.progress_step = 0
+        if mine:
+            self.job_dir = str(mine[0])
+            try:
+                self.poll_job()
+            except Exception as e:  # noqa: BLE001 - a damaged job folder must not break the page
+                self.job_state = "unreadable"
+                self.job_message = f"cannot read the last training job ({self.job_dir}): {type(e).__name__}: {e}"
 
     @property
     def spec(self):
@@ -797,6 +828,13 @@ class LabState(HasTraits):
         import json
 
         if not job_dir or not (Path(job_dir) / "job.json").exists():
+            from carecore.training.jobs import find_jobs
+
+            others = find_jobs(Path(self.data_root) / "models")
+            if others:   # (the Train step shows the chosen task's last training: none here)
+                raise CareError(f"nothing to resume for {self.spec['label']}: no training of this task has run in this "
+                                f"lab yet (the last one, {self.rel(others[0])}, is another task's: choose that task to "
+                                "resume it); press Start to start one")
             raise CareError("nothing to resume: no training has run in this lab yet; press Start to start one")
         try:
             was = json.loads((Path(job_dir) / "job.json").read_text()).get("config") or {}
@@ -1048,6 +1086,21 @@ class LabState(HasTraits):
         an absolute path); "" if none."""
         m = self.model_dir
         return self.rel(m) if m and Path(m).is_absolute() else m
+
+    def model_scales_by_own(self):
+        """Whether the chosen model scales every image by its own percentiles whatever the Restore step's choice
+        (one trained on simulations, whose images have no intensities of their own to scale by: a user trial found
+        the unticked box contradicted by "input scaled by its own percentiles"); False where unknown."""
+        import json
+
+        try:
+            folder = self.resolve(self.model_dir)
+            if (folder / "ensemble.json").exists():
+                return False   # (an ensemble's members: CARE networks, which follow the choice)
+            config = json.loads((folder / "config.json").read_text())
+        except (CareError, OSError, ValueError, TypeError):
+            return False
+        return config.get("input_normalization", "training") == "image" or config.get("kind") == "subdiffraction"
 
     def model_for_task(self, models=None):
         """The model the Restore step offers first: the chosen one when it was trained for the current task

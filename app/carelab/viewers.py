@@ -183,11 +183,8 @@ class BandProfile(W.VBox):
                                               label="intensity (the input's scale)")],
                                 title="line profile (band: 90 % interval)", layout=W.Layout(width="620px", height="280px"),
                                 fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 20}, legend_location="top-right")
-        # the caption wraps within the chart's width, and the chart keeps it: a long caption (a filter's line
-        # on an isotropic model's starts) had widened its box, and the box beside it shrank under its chart's
-        # right end (the last validation hidden, as if the axis stopped short)
-        self.caption = W.HTML(layout=W.Layout(max_width=width))
-        super().__init__([self.figure, self.caption], layout=W.Layout(min_width=width, max_width=width))
+        self.caption = W.HTML()
+        super().__init__([self.figure, self.caption])
         if css:
             self.add_class(css)
 

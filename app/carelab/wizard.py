@@ -683,6 +683,8 @@ class RestoreStep(W.VBox):
                                           "network learned)", value=state.own_percentiles, indent=False,
                               layout=W.Layout(width="auto"))
         self.own.add_class("care-restore-own")
+        self.own_note = W.HTML()   # (in its place for a model that always scales by the image's own percentiles)
+        self.own_note.add_class("care-restore-own-note")
         self.address = W.Text(description="Scheduler", placeholder="tcp://127.0.0.1:8786", value=state.scheduler_address,
                               layout=W.Layout(width="480px"))
         self.address.add_class("care-restore-scheduler")
@@ -731,7 +733,7 @@ class RestoreStep(W.VBox):
                                  "or chunk by chunk on a Dask cluster for large images. "
                                  "With a ground truth, CARE is compared on the output's grid with the input brought "
                                  "onto it and with classical filters tuned on that ground truth.</p>"),
-                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.tta, self.smooth, self.own,
+                          W.HBox([self.model, self.refresh]), self.problems, self.image, self.tta, self.smooth, self.own, self.own_note,
                           self.where,
                           self.cluster_box,
                           W.HBox([self.go, self.stop, self.bar, self.progress]),
@@ -760,7 +762,17 @@ class RestoreStep(W.VBox):
         state.observe(lambda c: page.call(lambda: run_guarded(self.msg, lambda: self.fill(keep_model=True), fresh=False)),
                       "model_dir")
         state.observe(lambda c: self.msg.note(c["new"]) if c["new"] else None, "restore_note")
+        state.observe(lambda c: self._own_for_model(), "model_dir")
         run_guarded(self.msg, self.fill)
+        self._own_for_model()
+
+    def _own_for_model(self):
+        """The own-percentiles box, or in its place a note where the chosen model always scales by the image's own."""
+        fixed = self.state.model_scales_by_own()
+        self.own.layout.display = "none" if fixed else None
+        self.own_note.value = ("<span style='color:#666'>This model scales every image by its own percentiles (it was "
+                               "trained on simulated images, which have no intensity scale of their own to keep).</span>"
+                               if fixed else "")
 
     def _where(self):
         """The cluster's settings, shown when a cluster is chosen."""
@@ -1110,20 +1122,37 @@ class ReliabilityStep(W.VBox):
         self.caption = W.HTML()
         self.caption.add_class("care-rel-caption")
         self._of = None   # what the read-outs shown are of (None: none shown)
+        self.kind_note = W.HTML()   # (a task whose models give no intervals: said before a click, not after it)
+        self.kind_note.add_class("care-rel-kind-note")
+        self.readouts = W.VBox([self.caption, W.HBox([self.z, self.row]), self.band_box, self.spread,
+                                W.HBox([W.VBox([W.HTML("<b>uncertainty movie</b>"), W.HBox([self.play, self.frame]),
+                                                self.movie]),
+                                        W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dbar, self.dnote])]),
+                                W.HBox([self.calib_box, self.ece])])
         super().__init__([W.HTML("<h3>5 · Reliability</h3><p>Where may the restoration be wrong? The 90 % interval "
                                  "along a line (on the input's intensity scale; for an ensemble, of the mixture of its "
                                  "members), an uncertainty movie of samples, the ensemble disagreement and the "
-                                 "calibration curve, measured without fitting anything to the ground truth.</p>"), W.HBox([self.go]), self.msg,
-                          self.caption, W.HBox([self.z, self.row]), self.band_box, self.spread,
-                          W.HBox([W.VBox([W.HTML("<b>uncertainty movie</b>"), W.HBox([self.play, self.frame]), self.movie]),
-                                  W.VBox([W.HTML("<b>disagreement D</b>"), self.dmap, self.dbar, self.dnote])]),
-                          W.HBox([self.calib_box, self.ece])])
+                                 "calibration curve, measured without fitting anything to the ground truth.</p>"),
+                          self.kind_note, W.HBox([self.go]), self.msg, self.readouts])
         self.go.on_click(lambda b: self.on_compute())
+        state.observe(lambda c: self._for_task(), "task")
+        self._for_task()
         for w in (self.row, self.z):
             w.observe(lambda c: self._profile(), "value")
         self.frame.observe(lambda c: self._frame(), "value")
         # restored again, or another frame shown: the read-outs of the one before are taken down
         state.observe(lambda c: None if c["new"] else self._stale(), "reliability_ready")
+
+    def _for_task(self):
+        """A task whose models predict one value per voxel: said up front, Compute off and no empty read-outs (a
+        user trial found them shown, and the reason only after a click)."""
+        t = task_spec(self.state.task)
+        self.go.disabled = not t["probabilistic"]
+        self.readouts.layout.display = None if t["probabilistic"] else "none"
+        self.kind_note.value = "" if t["probabilistic"] else (
+            f"<p style='color:#666'>{html.escape(t['label'])}: its models predict one value per voxel, so there are no "
+            "confidence intervals, samples or disagreement to read out here. The scores against a ground truth (step 3) "
+            "and the comparison with the classical methods are this task's check.</p>")
 
     def _stale(self):
         if self._of is None:

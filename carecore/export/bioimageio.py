@@ -75,9 +75,12 @@ def package_name(name, folder):
     """The package's name: ``name`` as given, refused (with a valid one to use) where bioimage.io would
     refuse it (:data:`NAME_CHARACTERS`, :data:`NAME_LENGTH`: the package would fail validation in
     bioimageio.core, deepImageJ and the model zoo), or, when None, the model folder's name made valid
-    (``models/care`` -> "care (CARE)")."""
+    (``models/care`` -> "care (CARE)"); a folder named ``model`` or ``ensemble`` (the app's trainings,
+    ``models/<task>_<time>/model``) is named by the folder above it (a user trial's package was called "model")."""
     if name is None:
-        return _fit_name(Path(folder).name)
+        folder = Path(folder).resolve()
+        named = folder.parent if folder.name in ("model", "ensemble") and folder.parent.name else folder
+        return _fit_name(named.name)
     bad = sorted({ch for ch in str(name) if ch not in NAME_CHARACTERS})
     lo, hi = NAME_LENGTH
     if bad or not lo <= len(str(name)) <= hi:
@@ -174,6 +177,11 @@ def _test_image(model, test_input, test_axes, min_size):
     from ..axes import spatial_axes
 
     c = model.config
+    if test_input is None and hasattr(type(model), "simulate_pairs"):
+        # a model trained on simulations (sub-diffraction): an image simulated as its training inputs were (a user
+        # trial's export failed on "the model's training data (simulated tubules 0 ...) cannot be read")
+        pairs, _ = type(model).simulate_pairs(c, n_images=1, seed=(c.seed or 0) + 7919)
+        test_input, test_axes = pairs[0][0], c.axes
     if test_input is None:
         sources = model.run_card.get("data_sources") or []
         low = Path(sources[0]["low"]) if sources else None

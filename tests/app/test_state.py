@@ -490,6 +490,65 @@ def test_one_training_at_a_time(tmp_path):
     assert job_status(job)["state"] == "died" and "never started" in job_status(job)["message"]
 
 
+def test_the_train_step_shows_the_chosen_task_s_last_training(tmp_path):
+    """A change of task shows that task's last training in the Train step, or none (a user trial chose projection
+    and saw an isotropic job's charts and filter as "last training"); Resume continues it. A running job stays
+    shown whatever the task."""
+    import json
+    import os
+
+    from carelab import LabState
+
+    def job(name, **status):
+        d = tmp_path / "models" / name
+        d.mkdir(parents=True)
+        (d / "job.json").write_text("{}")
+        (d / "status.json").write_text(json.dumps(status))
+        return d
+
+    iso = job("isotropic_20261207_100000", state="completed", history=[{"epoch": 1, "val_loss": 0.1, "val_ssim": 0.7}],
+              losses=[[1, 0.2]], baseline={"name": "nlm", "val_ssim": 0.66}, message="the isotropic one")
+    time.sleep(0.05)
+    proj = job("projection_20261207_110000", state="completed", history=[{"epoch": 1, "val_loss": 0.3, "val_ssim": 0.5}],
+               message="the projection one")
+    s = LabState(tmp_path, quick=True)
+    s.attach_latest_job()
+    assert s.job_dir == str(proj)
+    s.task = "isotropic"
+    assert s.job_dir == str(iso) and s.job_message == "the isotropic one" and s.baseline["name"] == "nlm" \
+        and len(s.history) == 1 and s.losses == [[1, 0.2]]
+    s.task = "denoising2d"   # none of its own: nothing shown
+    assert (s.job_dir, s.job_state, s.history, s.losses, s.baseline, s.job_message) == ("", "none", [], [], {}, "")
+    s.task = "projection"
+    assert s.job_dir == str(proj) and s.history[0]["val_ssim"] == 0.5
+    # a running job stays shown (its folder names its task)
+    (proj / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    s.poll_job()
+    s.task = "isotropic"
+    assert s.job_dir == str(proj) and s.job_state == "running"
+
+
+def test_a_model_that_scales_by_the_image_s_own_percentiles_has_no_box_to_untick(tmp_path):
+    """A sub-diffraction model (trained on simulations) scales every image by its own percentiles: the Restore step
+    shows that in place of the box (a user trial found it unticked, and the summary saying "input scaled by its own
+    percentiles"); a CARE model's box is back when it is chosen."""
+    import json
+
+    from carelab import LabState
+    from carelab.wizard import RestoreStep
+
+    for name, config in (("subdiffraction_20261207_100000", {"kind": "subdiffraction", "input_normalization": "image"}),
+                         ("denoising2d_20261207_100000", {"kind": "care", "input_normalization": "training"})):
+        (tmp_path / "models" / name / "model").mkdir(parents=True)
+        (tmp_path / "models" / name / "model" / "config.json").write_text(json.dumps(config))
+    s = LabState(tmp_path, quick=True)
+    step = RestoreStep(s)
+    s.model_dir = "models/subdiffraction_20261207_100000/model"
+    assert step.own.layout.display == "none" and "scales every image by its own percentiles" in step.own_note.value
+    s.model_dir = "models/denoising2d_20261207_100000/model"
+    assert step.own.layout.display is None and step.own_note.value == ""
+
+
 def test_a_preparing_job_says_so(tmp_path):
     """Before a network's first step (the filters' line and the network: a minute on a 3D stack) the Train step
     says the job prepares, naming an ensemble's member (it said "training: epoch 0"); the first step ends it."""
@@ -540,7 +599,12 @@ def test_resume_continues_only_the_last_training_of_the_same_kind(tmp_path):
     (job / "job.json").write_text(record)
     (job / "status.json").write_text(json.dumps({"state": "completed", "history": [{"epoch": 1}], "losses": []}))
     s.job_dir = str(job)
-    s.task = "projection"
+    s.task = "projection"   # (the Train step then shows projection's last training: none)
+    with pytest.raises(CareError, match=r"nothing to resume for Surface projection .*: no training of this task has "
+                                        r"run in this lab yet \(the last one, models/isotropic_20261205_100000, is "
+                                        r"another task's: choose that task to resume it\)"):
+        s.start_training(resume=True)
+    s.job_dir = str(job)   # (a job of another kind attached all the same)
     with pytest.raises(CareError, match=r"Resume continues the last training, models/isotropic_20261205_100000: a "
                                         r"model of kind 'isotropic' on YX images; the task chosen now makes one of "
                                         r"kind 'projection'"):
@@ -620,12 +684,14 @@ def test_training_curves_in_epochs_from_the_batch_events(tmp_path):
     step.update()
     assert "CARE passed the best classical filter on the validation patches (best validation SSIM 0.700 against " \
            "tv (weight=0.2)'s 0.650)." in step.status.value.replace("&#x27;", "'"), step.status.value
-    step.pre_note.value = "231,106 parameters"   # an estimate is of the settings it was made for
-    s.task = "denoising2d"
-    assert step.pre_note.value == ""
     s.baseline = {"name": "tv", "params": {"weight": 0.2}, "val_ssim": 0.75}
     assert s.line_verdict().startswith("CARE stayed below the best classical filter on the validation patches (best "
                                        "validation SSIM 0.700 against tv (weight=0.2)'s 0.750): that filter")
+    step.pre_note.value = "231,106 parameters"   # an estimate is of the settings it was made for
+    s.task = "denoising2d"
+    assert step.pre_note.value == ""
+    # (no training of that task here: none shown, not the other task's curves and verdict)
+    assert s.history == [] and s.line_verdict() == "" and s.curves()["ssim"] == ([], [])
 
 
 def test_the_training_charts_span_the_planned_epochs_from_the_first_step(tmp_path):
@@ -1514,6 +1580,11 @@ def test_isotropic_trains_restores_on_the_fine_grid(tmp_path, two_filters):
     assert all(np.isfinite(m["ssim"]) for m in s.metrics.values())
     with pytest.raises(CareError, match=r"this isotropic model gives no confidence intervals: isotropic models predict one value per voxel \(the two slice directions are combined\); the Reliability step"):
         s.compute_reliability()
+    # the Reliability step says so up front, its Compute off and no empty read-outs (a user trial: said after a click)
+    from carelab.wizard import ReliabilityStep
+
+    step = ReliabilityStep(s)
+    assert step.go.disabled and step.readouts.layout.display == "none" and "one value per voxel" in step.kind_note.value
     # a stack whose voxel size records another axial factor: restored, and told
     img = cc.read_image(s.resolve(s.input_path))
     (s.resolve(".") / "iso2" / "low").mkdir(parents=True)

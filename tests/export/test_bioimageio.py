@@ -173,6 +173,9 @@ def test_the_package_name_is_one_bioimageio_takes(model2d, tmp_path):
     from carecore.export.bioimageio import package_name
 
     assert package_name(None, "models/care") == "care (CARE)"
+    # the app's trainings (models/<task>_<time>/model): named by their job's folder, not "model"
+    assert package_name(None, "models/denoising2d_20261207_214250/model") == "denoising2d_20261207_214250"
+    assert package_name(None, "lab/models/x_1/ensemble") == "x_1 (CARE)"
     assert package_name(None, "models/mito v2.1é") == "mito v2 1"
     assert package_name(None, "x/__") == "__ (CARE)" and package_name("BPAE mito denoiser", "x") == "BPAE mito denoiser"
     model, noisy = model2d

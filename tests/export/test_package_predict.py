@@ -2,6 +2,7 @@
 ``carecore.load_bioimageio``): the package's own weights (ONNX through onnxruntime, or Keras), its
 processing and its halo, tiled like a carecore model; the same restoration as carecore's model, tiled
 or not; clear errors for what it cannot run; the model kinds the format can and cannot express."""
+import io
 import json
 import sys
 import warnings
@@ -206,6 +207,12 @@ def test_kinds_the_format_can_and_cannot_express(tmp_path, make_image):
     assert rdf["config"]["carecore"]["kind"] == "subdiffraction" and "deconvolution" in rdf["tags"]
     ours = sub.predict(noisy, axes="YX")
     np.testing.assert_allclose(load_bioimageio(pkg).predict(noisy, axes="YX"), ours, atol=1e-4 * np.ptp(ours))
+    # without a test input: an image simulated as its training inputs were (its training data is no file: a user
+    # trial's export was refused), the package's test output its restoration
+    pkg = export_bioimageio(sub.path, tmp_path / "sub2.zip", weight_formats=["keras_v3"])
+    with zipfile.ZipFile(pkg) as z:
+        x = np.load(io.BytesIO(z.read("test_input.npy")))
+    assert x.size >= 64 * 64 and np.ptp(x) > 0, x.shape
 
     iso = create_model(care_config("YX", quick=True, kind="isotropic", upsampling_factor=4.0), tmp_path / "iso")
     iso.save()

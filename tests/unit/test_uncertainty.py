@@ -217,6 +217,11 @@ def test_how_wide_the_intervals_are_on_the_brightest_structures_is_said():
         said = spread_text(s)
         assert said.startswith("On the brightest 1 % of the restoration, a 90 % interval spans "), said
         assert ("reach down to the background" in said and "the network is unsure" in said) == wide, said
+        # (a sentence of its own: not read as said of the few intervals that reach the background)
+        assert ("from none. Intervals this wide say that the network is unsure" in said) == wide, said
+    few = dict(s, below_background=0.001, median=0.6)
+    assert "under 1 % of them reach down to the background, where they cannot tell a structure from none. " \
+           "Intervals this wide" in spread_text(few), spread_text(few)
     assert interval_spread(np.ones(9), np.zeros(9), np.ones(9) * 2) is None and spread_text(None) == ""   # (flat)
     flat, nan = np.r_[np.zeros(9000), np.ones(1000)], mean.copy()   # ties at the top: the brightest 1 %, not every
     assert interval_spread(flat, flat - 1, flat + 1)["pixels"] == 100          # pixel tied; a NaN: no pixel
