@@ -519,7 +519,7 @@ class TrainStep(W.VBox):
         self.resume.on_click(lambda b: self.on_start(resume=True))
         self.stop.on_click(lambda b: run_guarded(self.msg, self.state.stop_training, done=self._about_running))
         s.observe(lambda c: self.update(), ["losses", "history", "job_state", "progress_step", "baseline", "job_notes",
-                                            "job_preparing"])
+                                            "job_preparing", "task"])
         s.observe(self._training_ended, "job_state")
 
     def _about_running(self, text):
@@ -640,6 +640,13 @@ class TrainStep(W.VBox):
                 "stopped": "training stopped.", "early_stopped": "stopped early (no more improvement).",
                 "nan": "training failed", "error": "training failed", "died": "the training process ended unexpectedly",
                 "unknown": "cannot read this job's status", "unreadable": "cannot read the last training job"}.get(state, "")
+        job_task = Path(s.job_dir).name.rsplit("_", 2)[0] if s.job_dir else ""
+        if text and state in ("starting", "running") and job_task in TASKS and job_task != s.task:
+            # a training of the task chosen before (a user trial switched task mid-run: the status line named none)
+            try:
+                text = f"{task_spec(job_task)['label']}, {s.rel(s.job_dir)}: {text}"
+            except ValueError:   # (a job outside the data root: its path as given)
+                text = f"{task_spec(job_task)['label']}, {s.job_dir}: {text}"
         if text and s.job_dir and state not in ("starting", "running", "unreadable"):
             # which training this is (a user trial: after a change of task its "Next: step 3" read as the new task's)
             try:

@@ -524,8 +524,16 @@ def test_the_train_step_shows_the_chosen_task_s_last_training(tmp_path):
     # a running job stays shown (its folder names its task)
     (proj / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
     s.poll_job()
+    from carelab.wizard import TrainStep
+
+    step = TrainStep(s)
     s.task = "isotropic"
     assert s.job_dir == str(proj) and s.job_state == "running"
+    # the status line names the other task's training (it named none: a user trial switched task mid-run)
+    assert "Surface projection (3D stack → 2D image), models/projection_20261207_110000: training" \
+        in step.status.value, step.status.value
+    s.task = "projection"
+    assert "models/projection_20261207_110000" not in step.status.value, step.status.value
 
 
 def test_a_model_that_scales_by_the_image_s_own_percentiles_has_no_box_to_untick(tmp_path):
