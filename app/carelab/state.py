@@ -532,6 +532,12 @@ class LabState(HasTraits):
         want = spatial_axes(self.spec["axes"])
         channels = lambda img: img.shape[img.axes.index("C")] if "C" in img.axes else 1   # noqa: E731
         for pair in listing:
+            if high_axes:   # (a projection's 2D ground truths: a stack there was told "axes 'YX' have 2 letters ...")
+                shape = [n for n in cc.io.peek_axes(pair.high)[1] if n > 1]
+                if len(shape) > len(high_axes):
+                    raise CareError(f"{self.rel(pair.high)}: an image of {'×'.join(map(str, shape))} pixels, but "
+                                    f"{self.spec['label']} takes {len(high_axes)}D ground truths ({high_axes}) in the "
+                                    "High folder: the projections of the stacks in Low, not stacks")
             low, high = cc.load_pair(pair, axes=self.axes, axes_high=high_axes, check_shapes=high_axes is None)
             if spatial_axes(low.axes) != want:   # (a 2D task given ZYX: its patches would be refused later)
                 extra = [a for a in spatial_axes(low.axes) if a not in want]

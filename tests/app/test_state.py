@@ -1654,6 +1654,11 @@ def test_projection_3d_low_2d_high_and_a_yx_output(tmp_path):
     rows = s.scan()
     assert len(rows) == 2 and rows[0]["low"] == "16×64×64" and rows[0]["high"] == "64×64"
     assert s.low.ndim == 3 and s.high.ndim == 2
+    s.high_dir = "projection/train/low"   # stacks given as ground truths: said so (not "axes 'YX' have 2 letters")
+    with pytest.raises(CareError, match=r"projection/train/low/sample00.tif: an image of 16×64×64 pixels, but Surface "
+                                        r"projection .* takes 2D ground truths \(YX\) in the High folder"):
+        s.scan()
+    s.high_dir = "projection/train/high"
     with pytest.raises(CareError, match="not offered"):
         s.simulate()
     c = s.config()
