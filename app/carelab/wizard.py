@@ -302,7 +302,7 @@ class DataStep(W.VBox):
             rows = "".join(f"<tr>{td}{html.escape(r['name'])}</td>{td}{r['shape']}</td>{td}{r['axes']}</td>"
                            f"{td}{html.escape(r['spacing'])}</td></tr>" for r in s.stacks)
             self.table.value = ("<table class='care-stacks' style='border-collapse:collapse'><tr><th>file</th>"
-                                "<th>shape</th><th>axes</th><th>voxel size (Z × Y × X)</th></tr>" + rows + "</table>"
+                                "<th>shape</th><th>axes</th><th>voxel size (Z × Y × X, µm)</th></tr>" + rows + "</table>"
                                 + extra) if rows else ""
             return
         td = "<td style='padding:2px 12px'>"
