@@ -313,9 +313,12 @@ def _coverage(u, gt, *, confidence=0.9, bins=BRIGHTNESS_BINS):
     gt = np.asarray(gt, np.float64)
     inside = np.abs(u - 0.5) <= confidence / 2
     edges = np.percentile(gt, [b for pair in bins for b in pair])
-    out = []
+    out, taken = [], np.zeros(gt.shape, bool)
     for (p_lo, p_hi), (lo, hi) in zip(bins, edges.reshape(-1, 2)):
-        sel = (gt >= lo) & ((gt <= hi) if p_hi == 100 else (gt < hi))
+        # a range whose two ends are one value (more than half the truth exactly 0: a simulation's background) holds
+        # the pixels of that value: its row was left out, and the next range's held the background unsaid (a trial)
+        sel = ((gt == lo) if lo == hi else (gt >= lo) & ((gt <= hi) if p_hi == 100 else (gt < hi))) & ~taken
+        taken |= sel
         if sel.any():
             out.append({"percentiles": (p_lo, p_hi), "coverage": float(inside[sel].mean()), "pixels": int(sel.sum())})
     return out

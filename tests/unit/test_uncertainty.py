@@ -175,6 +175,12 @@ def test_coverage_by_brightness_shows_what_the_overall_curve_hides():
     assert list(rows) == [(0, 50), (50, 90), (90, 99), (99, 100)]
     assert all(abs(rows[k]["coverage"] - 0.9) < 0.03 for k in list(rows)[:3]) and rows[(99, 100)]["coverage"] > 0.99
     assert sum(r["pixels"] for r in rows.values()) == truth.size
+    # a truth 0 on more than half its pixels (a simulation's background): those are the darkest range's, each pixel
+    # in one range (the darkest row was left out, the next one holding the background: a user trial)
+    dark = np.where(truth < np.percentile(truth, 70), 0.0, truth)
+    rows = {tuple(r["percentiles"]): r for r in coverage_by_brightness(dark, mean, wide)}
+    assert list(rows) == [(0, 50), (50, 90), (90, 99), (99, 100)], rows
+    assert rows[(0, 50)]["pixels"] == int((dark == 0).sum()) and sum(r["pixels"] for r in rows.values()) == dark.size
 
 
 def test_intervals_too_narrow_on_a_brightness_range_are_said():
