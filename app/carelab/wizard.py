@@ -1015,19 +1015,31 @@ class ViewStep(W.VBox):
         self.frame.add_class("care-view-frame")
         self.frame.observe(self._frame_moved, "value")
         self._shown = None   # the state's view_count when the views were filled (None: never)
-        super().__init__([W.HTML("<h3>4 · View</h3><p>Input and restored data side by side, each on its own grid "
-                                 "(a coarse stack and its finer restoration are drawn at their voxel sizes): "
-                                 "maximum-intensity projections with a shared camera (drag to rotate; each has its "
-                                 "contrast window), orthogonal slices (the slice sliders follow each other in "
-                                 "space), and a line profile on the output's grid.</p>"),
-                          W.HBox([self.show3d]), self.msg, self.caption, self.frame, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
+        self.intro = W.HTML()
+        super().__init__([self.intro, W.HBox([self.show3d]), self.msg, self.caption, self.frame, self.vol_box, W.HBox([self.ortho_in, self.ortho_out]), self.row,
                           self.profile_box])
         self.show3d.on_click(lambda b: run_guarded(self.msg, self.on_show))
+        state.observe(lambda c: self._for_task(), "task")
+        self._for_task()
         self.row.observe(lambda c: self._profile(), "value")
         self.ortho_out.slider.observe(lambda c: self._profile(), "value")
         # the Z sliders follow each other through the grids' ratio (one to one on the same grid)
         self.ortho_in.slider.observe(lambda c: self._follow(self.ortho_in, self.ortho_out, c["new"]), "value")
         self.ortho_out.slider.observe(lambda c: self._follow(self.ortho_out, self.ortho_in, c["new"]), "value")
+
+    def _for_task(self):
+        """What the step shows, said for the task's output: volumes for a stack, images for a 2D output (a user
+        trial found "Show volumes" and "drag to rotate" above a projection's and a 2D model's images)."""
+        t = task_spec(self.state.task)
+        volumes = len(t["axes"]) == 3 and t.get("high_axes") != "YX"
+        self.show3d.description = "Show volumes" if volumes else "Show images"
+        self.intro.value = (
+            "<h3>4 · View</h3><p>Input and restored data side by side, each on its own grid"
+            + (" (a coarse stack and its finer restoration are drawn at their voxel sizes): maximum-intensity "
+               "projections with a shared camera (drag to rotate; each has its contrast window), orthogonal slices "
+               "(the slice sliders follow each other in space), and a line profile on the output's grid.</p>"
+               if volumes else ": the images (a stack by its slices, with their slider), each with its contrast "
+                               "window, and a line profile on the output's grid.</p>"))
 
     def _frame_moved(self, change):
         """The user chose another frame here: step 3 scores it, then the views follow (``view_count``)."""
@@ -1049,7 +1061,8 @@ class ViewStep(W.VBox):
     def activate(self):
         if self.profile is None:
             # the legend goes under the chart: the input's label can be long ("input interpolated along Z")
-            self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)", ylabel="intensity",
+            self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)",
+                                  ylabel="intensity (the input's scale)",
                                   css="care-view-profile", x_min=0, x_format="d", legend=None,
                                   colors=["#1f77b4", "#ff7f0e"])
             self.profile_box.children = [self.profile]

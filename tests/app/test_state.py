@@ -1659,6 +1659,13 @@ def test_projection_3d_low_2d_high_and_a_yx_output(tmp_path):
                                         r"projection .* takes 2D ground truths \(YX\) in the High folder"):
         s.scan()
     s.high_dir = "projection/train/high"
+    from carelab.wizard import ViewStep
+
+    view = ViewStep(s)   # a 2D output: images, not volumes to rotate (a user trial)
+    assert view.show3d.description == "Show images" and "rotate" not in view.intro.value
+    s.task = "isotropic"
+    assert view.show3d.description == "Show volumes" and "drag to rotate" in view.intro.value
+    s.task = "projection"
     with pytest.raises(CareError, match="not offered"):
         s.simulate()
     c = s.config()
