@@ -104,6 +104,19 @@ def spatial_axes(axes):
     return "".join(a for a in axes if a in SPATIAL)
 
 
+def spatial_in_order(axes):
+    """``axes`` with its spatial letters in a model's order (Z, Y, X), each other letter where it is:
+    ``'XY'`` -> ``'YX'``, ``'XCYZ'`` -> ``'ZCYX'`` (images saved transposed are trained and restored in it).
+
+    Examples
+    --------
+    >>> spatial_in_order("TXY")
+    'TYX'
+    """
+    spatial = iter(a for a in "ZYX" if a in axes)
+    return "".join(next(spatial) if a in "ZYX" else a for a in axes)
+
+
 def n_channels(shape, axes):
     """Number of channels (1 when there is no ``C`` axis)."""
     return shape[axes.index("C")] if "C" in axes else 1

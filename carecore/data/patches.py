@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._atomic import PATCH_FOLDER, check_replaceable, fresh_tmp, recover, swap_in
-from ..axes import check_axes, spatial_axes
+from ..axes import check_axes, spatial_axes, spatial_in_order
 from ..errors import CareError
 from ..fingerprint import crop_sketches, fingerprint
 from ..io import Image
@@ -178,6 +178,17 @@ def _resolve(source, axes, axes_high):
         high = Image(np.asarray(high), check_axes(ah, np.ndim(high), name="ground truth", shape=np.shape(high)))
     check_pair_shapes(low, high)
     return low, high
+
+
+def _in_model_order(img):
+    """``img`` with its spatial axes in a model's order (:func:`~carecore.axes.spatial_in_order`): a transposed
+    view (a memory map or a dask array stays unread), or ``img`` itself."""
+    import dataclasses
+
+    ordered = spatial_in_order(img.axes)
+    if ordered == img.axes:
+        return img
+    return dataclasses.replace(img, data=np.transpose(img.data, [img.axes.index(a) for a in ordered]), axes=ordered)
 
 
 def _to_layout(block, axes, spatial):
@@ -716,6 +727,9 @@ def create_patches(sources, patch_size, *, axes=None, axes_high=None, n_patches_
     if out is not None:
         check_replaceable(out, PATCH_FOLDER)   # before the work: never a folder of the user's
     resolved = [_resolve(source, axes, axes_high) for source in sources]  # memory maps: headers only
+    # images saved transposed (XY, XYZ) seen in a model's order, as the patch size counts it (views: nothing read;
+    # a stack saved as XYZ had been cut 8 along X and 32 along Z, and laid out X first: a review)
+    resolved = [(_in_model_order(low), _in_model_order(high)) for low, high in resolved]
     if check_pairs:   # (not for pairs a kind made from its own images: they cannot be misaligned)
         _check_not_identical(resolved)
         for low, high in resolved:

@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from ..axes import check_axes
+from ..axes import check_axes, spatial_in_order
 from ..errors import CareError, collect_warnings, warn_frames
 from ..memory import require_memory
 from ..progress import check_stop
@@ -69,19 +69,6 @@ def frame_by_frame(predict):
     return with_frames
 
 
-def spatial_in_order(axes):
-    """``axes`` with its spatial letters in a model's order (Z, Y, X), each other letter where it is:
-    ``'XY'`` -> ``'YX'``, ``'XCYZ'`` -> ``'ZCYX'``.
-
-    Examples
-    --------
-    >>> spatial_in_order("TXY")
-    'TYX'
-    """
-    spatial = iter(a for a in "ZYX" if a in axes)
-    return "".join(next(spatial) if a in "ZYX" else a for a in axes)
-
-
 def _in_spatial_order(self, with_frames, image, upper, ordered, progress, stop, name, kw):
     """``with_frames`` on ``image`` (axes ``upper``) seen in the axes ``ordered`` (a transposed view, no
     copy); the results (and ``n_tiles``) moved between the two orders (``out=`` is the network's own layout,
@@ -92,7 +79,12 @@ def _in_spatial_order(self, with_frames, image, upper, ordered, progress, stop, 
     if isinstance(n_tiles, (tuple, list)) and len(n_tiles) == len(spatial):   # (given in the image's order)
         kw["n_tiles"] = tuple(n_tiles[spatial.index(a)] for a in model_spatial)
     out_axes, out_model = self.output_axes(upper), self.output_axes(ordered)
-    r = with_frames(self, np.transpose(image, to_model), axes=ordered, progress=progress, stop=stop, name=name, **kw)
+    try:
+        r = with_frames(self, np.transpose(image, to_model), axes=ordered, progress=progress, stop=stop, name=name,
+                        **kw)
+    except CareError as e:   # (said of the transposed view: the image as given named too)
+        raise CareError(f"{e} (the image as given: axes {upper}, shape {tuple(np.shape(image))}, seen in the order "
+                        f"{ordered})") from None
     back = [out_model.index(a) for a in out_axes]
     return tuple(np.transpose(x, back) for x in r) if isinstance(r, tuple) else np.transpose(r, back)
 

@@ -53,7 +53,14 @@ def test_spatial_axes_in_another_order_are_restored_as_the_model_s_and_given_bac
     rng = np.random.default_rng(5)
     img = rng.random((64, 40)).astype(np.float32)
     mean, scale = model2d.predict(img, axes="YX")
-    m2, s2 = model2d.predict(img.T, axes="XY", n_tiles=(1, 2))   # (two tiles along the image's Y: its 2nd axis)
+    plans = []
+    plan = model2d.tile_plan
+    model2d.tile_plan = lambda shape, n_tiles, **k: plans.append((shape, n_tiles)) or plan(shape, n_tiles, **k)
+    try:
+        m2, s2 = model2d.predict(img.T, axes="XY", n_tiles=(1, 2))   # (two tiles along the image's Y: its 2nd axis)
+    finally:
+        del model2d.tile_plan
+    assert plans == [((64, 40), (2, 1))], plans   # (in the model's order, Y first)
     assert m2.shape == s2.shape == img.T.shape
     np.testing.assert_allclose(m2.T, mean, atol=1e-5 * np.abs(mean).max())
     np.testing.assert_allclose(s2.T, scale, atol=1e-5 * np.abs(scale).max())
@@ -66,6 +73,10 @@ def test_spatial_axes_in_another_order_are_restored_as_the_model_s_and_given_bac
     stack = rng.random((4, 32, 48)).astype(np.float32)
     p = pm.predict(np.transpose(stack, (2, 1, 0)), axes="XYZ")   # a projection drops Z: XY back
     np.testing.assert_allclose(p, pm.predict(stack, axes="ZYX").T, atol=1e-5)
+    # a refusal names the image as given, not only its transposed view
+    with pytest.raises(cc.CareError, match=r"the model is 2D .* \(the image as given: axes XYZ, shape \(48, 32, 4\), "
+                                           r"seen in the order ZYX\)"):
+        model2d.predict(np.transpose(stack, (2, 1, 0)), axes="XYZ")
 
 
 def test_a_time_lapse_too_large_for_memory_is_refused_after_one_frame(model2d, monkeypatch):

@@ -168,6 +168,24 @@ def test_time_points_and_samples_are_pairs_of_their_own(tmp_path):
         create_patches([(gt[0], gt)], (16, 16), axes="YX", axes_high="TYX")
 
 
+def test_stacks_saved_transposed_give_the_patches_of_the_model_s_order(tmp_path):
+    """A stack saved as XYZ is cut and laid out as its ZYX self (a review found 8 pixels along X and 32 along Z for a
+    patch size of (8, 16, 32), laid out X first), from files and memory maps as from arrays."""
+    high = nuclei_volume((20, 48, 64), seed=0)[0].astype(np.float32)
+    low = (high + np.random.default_rng(0).normal(0, 0.05, high.shape)).astype(np.float32)
+    kw = dict(n_patches_per_image=6, validation_fraction=0.2, seed=0)
+    want = create_patches([(low, high)], (8, 16, 32), axes="ZYX", **kw)
+    got = create_patches([(low.T, high.T)], (8, 16, 32), axes="XYZ", **kw)
+    assert got.axes == want.axes == "SZYXC" and got.X.shape[1:4] == (8, 16, 32)
+    np.testing.assert_array_equal(got.X, want.X)
+    np.testing.assert_array_equal(got.Y, want.Y)
+    for name, img in (("low", low), ("high", high)):
+        (tmp_path / name).mkdir()
+        write_image(tmp_path / name / "a.tif", img.T, axes="XYZ")
+    files = create_patches(find_pairs(tmp_path / "low", tmp_path / "high"), (8, 16, 32), **kw)
+    np.testing.assert_array_equal(files.X, want.X)
+
+
 def test_patches_larger_than_memory_are_refused_in_ram(monkeypatch, tmp_path):
     import carecore.memory as memory
 
