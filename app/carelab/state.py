@@ -430,31 +430,35 @@ class LabState(HasTraits):
     def _attach_task_job(self):
         """The Train step shows the chosen task's last training, or none (a user trial chose projection and saw
         an isotropic job's charts and filter as "last training"); Resume continues it. A running job stays
-        attached whatever the task (its folder's name says its task)."""
+        attached whatever the task (the Train step names its task). The model chosen for Restore is left as it is
+        (the Restore step offers the task's own)."""
         from carecore.training.jobs import find_jobs
 
-        if self.job_state in ("starting", "running") or self._starting:
-            return
-        try:
-            mine = [j for j in find_jobs(Path(self.data_root) / "models") if j.name.rsplit("_", 2)[0] == self.task]
-        except OSError:
-            mine = []
-        if mine and str(mine[0]) == self.job_dir:
-            return
-        with self._poll_lock:
+        with self._poll_lock:   # (not while a Start attaches its job, nor beside the watcher's poll)
+            if self.job_state in ("starting", "running") or self._starting:
+                return
+            try:
+                mine = [j for j in find_jobs(Path(self.data_root) / "models") if j.name.rsplit("_", 2)[0] == self.task]
+            except OSError:
+                mine = []
+            if mine and str(mine[0]) == self.job_dir:
+                return
             self.job_dir, self.job_state, self.job_message = "", "none", ""
             self.last_event, self.job_preparing, self.job_time_limit = {}, {}, 0.0
             self.earlier_epochs, self.earlier_losses = 0, ()
             self.losses, self.history, self.baseline = [], [], {}
             self.resume_note = self.job_notes = ""
             self.progress_epoch = self.progress_step = 0
-        if mine:
-            self.job_dir = str(mine[0])
-            try:
-                self.poll_job()
-            except Exception as e:  # noqa: BLE001 - a damaged job folder must not break the page
-                self.job_state = "unreadable"
-                self.job_message = f"cannot read the last training job ({self.job_dir}): {type(e).__name__}: {e}"
+            if mine:
+                self.job_dir = str(mine[0])
+                try:
+                    self.poll_job(adopt_model=False)
+                except Exception as e:  # noqa: BLE001 - a damaged job folder must not break the page
+                    self.job_state = "unreadable"
+                    self.job_message = f"cannot read the last training job ({self.job_dir}): {type(e).__name__}: {e}"
+            running = self.job_state in ("starting", "running")
+        if running:   # (a training of this task started from another page: followed as it runs)
+            self.watch_job()
 
     @property
     def spec(self):
@@ -545,8 +549,11 @@ class LabState(HasTraits):
                 raise CareError(f"{self.rel(pair.low)}: axes {low.axes} (shape {'×'.join(map(str, low.shape))}); "
                                 f"{self.spec['label']} takes {want} images: "
                                 + (f"its {', '.join(extra)} of 1 is no axis of theirs; give the axes without it"
-                                   if flat else f"choose a task for {spatial_axes(low.axes)} images, or give the "
-                                   "file's axes (Axes)"))
+                                   if flat else
+                                   f"the app takes them in that order (images saved transposed, {spatial_axes(low.axes)}: "
+                                   "train them with `carecore train`, which moves them to it)"
+                                   if sorted(spatial_axes(low.axes)) == sorted(want) else
+                                   f"choose a task for {spatial_axes(low.axes)} images, or give the file's axes (Axes)"))
             if channels(low) == 1 and channels(high) > 1:   # (several stains in, one out, is a model's; not this)
                 raise CareError(f"{self.rel(pair.high)}: {channels(high)} channels (axes {high.axes}, shape "
                                 f"{'×'.join(map(str, high.shape))}) but its input {self.rel(pair.low)} has one "
@@ -888,7 +895,9 @@ class LabState(HasTraits):
             self.job_message = f"cannot read the last training job ({self.job_dir or 'models/'}): {type(e).__name__}: {e}"
         return self.job_dir
 
-    def poll_job(self):
+    def poll_job(self, adopt_model=True):
+        """Read the job's status into the traits; a job seen ending here makes its model the one to restore with
+        (``adopt_model``; not for a task's last job attached on a change of task: the model chosen is kept)."""
         from carecore.training.jobs import STATES_DONE, job_status, model_path
 
         # the background watcher and the page (or a test) may poll at once: one poll at a time
@@ -919,7 +928,7 @@ class LabState(HasTraits):
             # the job's model becomes the one to restore with once, when the job ends: a later poll
             # (the watcher's last one) must not take back a model the user picked meanwhile. It is
             # set before the state, so that whoever sees the job done also sees its model.
-            if state in STATES_DONE and self.job_state not in STATES_DONE:
+            if adopt_model and state in STATES_DONE and self.job_state not in STATES_DONE:
                 mp = model_path(job_dir)
                 if (mp / "manifest.json").exists() or (mp / "ensemble.json").exists():
                     self.model_dir = str(mp)
@@ -1094,19 +1103,31 @@ class LabState(HasTraits):
         return self.rel(m) if m and Path(m).is_absolute() else m
 
     def model_scales_by_own(self):
-        """Whether the chosen model scales every image by its own percentiles whatever the Restore step's choice
-        (one trained on simulations, whose images have no intensities of their own to scale by: a user trial found
-        the unticked box contradicted by "input scaled by its own percentiles"); False where unknown."""
+        """Why the chosen model scales every image by its own percentiles whatever the Restore step's choice, or ""
+        where the choice applies (a user trial found the box unticked for a sub-diffraction model, and the summary
+        saying "input scaled by its own percentiles"); the rule of :attr:`carecore.CARE.scales_by_training`, read
+        from the folder's files (an ensemble's members follow the choice)."""
         import json
 
         try:
             folder = self.resolve(self.model_dir)
             if (folder / "ensemble.json").exists():
-                return False   # (an ensemble's members: CARE networks, which follow the choice)
+                return ""
             config = json.loads((folder / "config.json").read_text())
         except (CareError, OSError, ValueError, TypeError):
-            return False
-        return config.get("input_normalization", "training") == "image" or config.get("kind") == "subdiffraction"
+            return ""
+        if config.get("kind") == "subdiffraction":
+            return "it was trained on simulated images, which have no intensity scale of their own to keep"
+        if config.get("input_normalization", "image") == "image":   # (folders saved before the choice existed)
+            return "its configuration scales each image by its own percentiles"
+        try:
+            card = json.loads((folder / "run_card.json").read_text())
+            sources = (card.get("normalization_seen") or {}).get("sources") or []
+        except (OSError, ValueError, AttributeError):
+            sources = []
+        if not any(isinstance(x, dict) and x.get("norm_low") is not None for x in sources):
+            return "it was trained on arrays with no record of their scaling"
+        return ""
 
     def model_for_task(self, models=None):
         """The model the Restore step offers first: the chosen one when it was trained for the current task

@@ -769,17 +769,17 @@ class RestoreStep(W.VBox):
         state.observe(lambda c: page.call(lambda: run_guarded(self.msg, lambda: self.fill(keep_model=True), fresh=False)),
                       "model_dir")
         state.observe(lambda c: self.msg.note(c["new"]) if c["new"] else None, "restore_note")
-        state.observe(lambda c: self._own_for_model(), "model_dir")
+        # (on the page's thread: a training's watcher sets the model it trained from its own)
+        state.observe(lambda c: page.call(self._own_for_model), "model_dir")
         run_guarded(self.msg, self.fill)
         self._own_for_model()
 
     def _own_for_model(self):
         """The own-percentiles box, or in its place a note where the chosen model always scales by the image's own."""
-        fixed = self.state.model_scales_by_own()
-        self.own.layout.display = "none" if fixed else None
-        self.own_note.value = ("<span style='color:#666'>This model scales every image by its own percentiles (it was "
-                               "trained on simulated images, which have no intensity scale of their own to keep).</span>"
-                               if fixed else "")
+        why = self.state.model_scales_by_own()
+        self.own.layout.display = "none" if why else None
+        self.own_note.value = (f"<span style='color:#666'>This model scales every image by its own percentiles "
+                               f"({html.escape(why)}).</span>" if why else "")
 
     def _where(self):
         """The cluster's settings, shown when a cluster is chosen."""

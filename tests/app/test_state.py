@@ -514,13 +514,14 @@ def test_the_train_step_shows_the_chosen_task_s_last_training(tmp_path):
     s = LabState(tmp_path, quick=True)
     s.attach_latest_job()
     assert s.job_dir == str(proj)
+    s.model_dir = "mine/model"   # a model chosen for Restore stays chosen (the Restore step offers the task's own)
     s.task = "isotropic"
     assert s.job_dir == str(iso) and s.job_message == "the isotropic one" and s.baseline["name"] == "nlm" \
         and len(s.history) == 1 and s.losses == [[1, 0.2]]
     s.task = "denoising2d"   # none of its own: nothing shown
     assert (s.job_dir, s.job_state, s.history, s.losses, s.baseline, s.job_message) == ("", "none", [], [], {}, "")
     s.task = "projection"
-    assert s.job_dir == str(proj) and s.history[0]["val_ssim"] == 0.5
+    assert s.job_dir == str(proj) and s.history[0]["val_ssim"] == 0.5 and s.model_dir == "mine/model"
     # a running job stays shown (its folder names its task)
     (proj / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
     s.poll_job()
@@ -534,6 +535,19 @@ def test_the_train_step_shows_the_chosen_task_s_last_training(tmp_path):
         in step.status.value, step.status.value
     s.task = "projection"
     assert "models/projection_20261207_110000" not in step.status.value, step.status.value
+    # a task whose last training runs (started from another page): attached and followed as it runs
+    (proj / "status.json").write_text(json.dumps({"state": "completed"}))
+    s.poll_job()
+    time.sleep(0.05)
+    live = job("denoising2d_20261207_120000", state="running", pid=os.getpid())
+    s.task = "denoising2d"
+    assert s.job_dir == str(live) and s.job_state == "running" and s._poller is not None
+    (live / "status.json").write_text(json.dumps({"state": "completed"}))
+    for _ in range(100):
+        if s._poller is None:
+            break
+        time.sleep(0.05)
+    assert s._poller is None and s.job_state == "completed"
 
 
 def test_a_model_that_scales_by_the_image_s_own_percentiles_has_no_box_to_untick(tmp_path):
@@ -545,16 +559,27 @@ def test_a_model_that_scales_by_the_image_s_own_percentiles_has_no_box_to_untick
     from carelab import LabState
     from carelab.wizard import RestoreStep
 
-    for name, config in (("subdiffraction_20261207_100000", {"kind": "subdiffraction", "input_normalization": "image"}),
-                         ("denoising2d_20261207_100000", {"kind": "care", "input_normalization": "training"})):
+    seen = {"normalization_seen": {"sources": [{"low": "a.tif", "norm_low": [0.1, 9.0]}]}}
+    for name, config, card in (
+            ("subdiffraction_20261207_100000", {"kind": "subdiffraction", "input_normalization": "image"}, {}),
+            ("denoising2d_20261207_100000", {"kind": "care", "input_normalization": "training"}, seen),
+            ("denoising2d_20261207_110000", {"kind": "care", "input_normalization": "training"}, {}),   # bare arrays
+            ("old", {"kind": "care"}, seen)):   # (saved before the choice: each image by its own)
         (tmp_path / "models" / name / "model").mkdir(parents=True)
         (tmp_path / "models" / name / "model" / "config.json").write_text(json.dumps(config))
+        (tmp_path / "models" / name / "model" / "run_card.json").write_text(json.dumps(card))
     s = LabState(tmp_path, quick=True)
     step = RestoreStep(s)
-    s.model_dir = "models/subdiffraction_20261207_100000/model"
-    assert step.own.layout.display == "none" and "scales every image by its own percentiles" in step.own_note.value
-    s.model_dir = "models/denoising2d_20261207_100000/model"
-    assert step.own.layout.display is None and step.own_note.value == ""
+    for name, why in (("subdiffraction_20261207_100000", "trained on simulated images"),
+                      ("denoising2d_20261207_100000", ""),
+                      ("denoising2d_20261207_110000", "trained on arrays with no record of their scaling"),
+                      ("old", "its configuration scales each image by its own percentiles")):
+        s.model_dir = f"models/{name}/model"
+        if why:
+            assert step.own.layout.display == "none" and "scales every image by its own percentiles" in \
+                step.own_note.value and why in step.own_note.value, (name, step.own_note.value)
+        else:
+            assert step.own.layout.display is None and step.own_note.value == "", name
 
 
 def test_a_preparing_job_says_so(tmp_path):
