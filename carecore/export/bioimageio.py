@@ -180,7 +180,13 @@ def _test_image(model, test_input, test_axes, min_size):
     if test_input is None and hasattr(type(model), "simulate_pairs"):
         # a model trained on simulations (sub-diffraction): an image simulated as its training inputs were (a user
         # trial's export failed on "the model's training data (simulated tubules 0 ...) cannot be read")
-        pairs, _ = type(model).simulate_pairs(c, n_images=1, seed=(c.seed or 0) + 7919)
+        rec = (model.run_card or {}).get("subdiffraction") or {}   # (the training's simulation settings)
+        kw = {k: rec[k] for k in ("background_level", "read_noise", "target_sigma", "density") if rec.get(k) is not None}
+        if rec.get("structures"):
+            kw["structures"] = ",".join(rec["structures"]) if isinstance(rec["structures"], list) else rec["structures"]
+        if rec.get("peak_photons") is not None:
+            kw["peak_photons"] = tuple(rec["peak_photons"]) if isinstance(rec["peak_photons"], list) else rec["peak_photons"]
+        pairs, _ = type(model).simulate_pairs(c, n_images=1, seed=(c.seed or 0) + 7919, **kw)
         test_input, test_axes = pairs[0][0], c.axes
     if test_input is None:
         sources = model.run_card.get("data_sources") or []
