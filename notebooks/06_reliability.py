@@ -101,8 +101,8 @@ for m, ssim in kept.items():
     name, filt = line.get(m, ("-", float("nan")))
     # (a difference under 0.01 is within what a few validation patches can tell apart: no verdict on it)
     print(f"member {m}: the weights kept score validation SSIM {ssim:.3f} · best filter ({name}) {filt:.3f}"
-          + (" · level with the filter on these patches" if abs(ssim - filt) < 0.01 else "" if ssim > filt
-             else " · below the filter: it pulls the ensemble's mean down"))
+          + ("" if not np.isfinite(filt) or ssim > filt + 0.01 else " · level with the filter on these patches"
+             if ssim > filt - 0.01 else " · below the filter: it pulls the ensemble's mean down"))
 results["members_kept"] = kept
 
 # %%

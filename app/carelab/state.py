@@ -537,7 +537,8 @@ class LabState(HasTraits):
         channels = lambda img: img.shape[img.axes.index("C")] if "C" in img.axes else 1   # noqa: E731
         for pair in listing:
             if high_axes:   # (a projection's 2D ground truths: a stack there was told "axes 'YX' have 2 letters ...")
-                shape = [n for n in cc.io.peek_axes(pair.high)[1] if n > 1]
+                file_axes, file_shape, _ = cc.io.peek_axes(pair.high)
+                shape = [n for a, n in zip(file_axes, file_shape) if n > 1 and a != "C"]   # (channels: said below)
                 if len(shape) > len(high_axes):
                     raise CareError(f"{self.rel(pair.high)}: an image of {'×'.join(map(str, shape))} pixels, but "
                                     f"{self.spec['label']} takes {len(high_axes)}D ground truths ({high_axes}) in the "
