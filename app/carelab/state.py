@@ -876,11 +876,18 @@ class LabState(HasTraits):
         return "no training is running: nothing to stop"
 
     def attach_latest_job(self):
-        """Re-attach to the newest job under ``models/`` (a reloaded page or a second tab)."""
-        from carecore.training.jobs import find_jobs
+        """Re-attach to the newest job under ``models/`` (a reloaded page or a second tab): the chosen task's last
+        one where it has one and no other runs."""
+        from carecore.training.jobs import find_jobs, job_status
 
         try:
             jobs = find_jobs(Path(self.data_root) / "models")
+            # the task's own last training where it has one (a change of task shows that task's: the same on a new
+            # page), unless another one runs
+            mine = [j for j in jobs if j.name.rsplit("_", 2)[0] == self.task]
+            if mine and mine[0] != jobs[0] and job_status(jobs[0]).get("alive"):
+                mine = []
+            jobs = mine[:1] + jobs
             if jobs:
                 self.job_dir = str(jobs[0])
                 self.poll_job()

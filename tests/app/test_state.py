@@ -513,7 +513,10 @@ def test_the_train_step_shows_the_chosen_task_s_last_training(tmp_path):
                message="the projection one")
     s = LabState(tmp_path, quick=True)
     s.attach_latest_job()
-    assert s.job_dir == str(proj)
+    assert s.job_dir == str(proj)   # (no training of its task: the newest one, named as another's)
+    page = LabState(tmp_path, quick=True, task="isotropic")   # a new page on a task with a training of its own
+    page.attach_latest_job()
+    assert page.job_dir == str(iso) and page.task == "isotropic"
     s.model_dir = "mine/model"   # a model chosen for Restore stays chosen (the Restore step offers the task's own)
     s.task = "isotropic"
     assert s.job_dir == str(iso) and s.job_message == "the isotropic one" and s.baseline["name"] == "nlm" \
