@@ -157,6 +157,13 @@ def task_spec(task):
     return {**TASK_DEFAULTS, **TASKS[task]}
 
 
+def job_task(job_dir):
+    """The task a training job's folder was started for: its name begins with it (``<task>_<YYYYmmdd_HHMMSS>``);
+    "" for a folder named otherwise."""
+    task = Path(job_dir).name.rsplit("_", 2)[0] if job_dir else ""
+    return task if task in TASKS else ""
+
+
 def needs_pairs(task):
     """Whether the task's model kind trains on pairs (a high-quality folder is needed)."""
     from carecore.models.kinds import model_class
@@ -438,7 +445,7 @@ class LabState(HasTraits):
             if self.job_state in ("starting", "running") or self._starting:
                 return
             try:
-                mine = [j for j in find_jobs(Path(self.data_root) / "models") if j.name.rsplit("_", 2)[0] == self.task]
+                mine = [j for j in find_jobs(Path(self.data_root) / "models") if job_task(j) == self.task]
             except OSError:
                 mine = []
             if mine and str(mine[0]) == self.job_dir:
@@ -884,7 +891,7 @@ class LabState(HasTraits):
             jobs = find_jobs(Path(self.data_root) / "models")
             # the task's own last training where it has one (a change of task shows that task's: the same on a new
             # page), unless another one runs
-            mine = [j for j in jobs if j.name.rsplit("_", 2)[0] == self.task]
+            mine = [j for j in jobs if job_task(j) == self.task]
             if mine and mine[0] != jobs[0] and job_status(jobs[0]).get("alive"):
                 mine = []
             jobs = mine[:1] + jobs
@@ -894,8 +901,8 @@ class LabState(HasTraits):
                 if self.job_state in ("starting", "running"):
                     # a page reloaded while a training runs comes back to its task (the folder's name begins
                     # with it): a user trial found the page on the first task, showing another task's training
-                    task = jobs[0].name.rsplit("_", 2)[0]
-                    if task in TASKS and task != self.task:
+                    task = job_task(jobs[0])
+                    if task and task != self.task:
                         self.task = task
                     self.watch_job()
         except Exception as e:  # noqa: BLE001 - a damaged job folder must not break the page

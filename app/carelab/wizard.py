@@ -24,7 +24,7 @@ from carecore.progress import Stopped
 from carecore.qc import coverage_text, coverage_verdict, spread_text
 from carecore.render import profile_row
 
-from .state import BUDGETS, RESTORE_WHERE, TASKS, LabState, progress_text, task_spec
+from .state import BUDGETS, RESTORE_WHERE, TASKS, LabState, job_task, progress_text, task_spec
 from .viewers import BandProfile, Curves, SliceView, volume_pair
 
 #: The Data step's alignment column: aligned, shifted, or no clear match either way (carecore.check_alignment)
@@ -640,13 +640,13 @@ class TrainStep(W.VBox):
                 "stopped": "training stopped.", "early_stopped": "stopped early (no more improvement).",
                 "nan": "training failed", "error": "training failed", "died": "the training process ended unexpectedly",
                 "unknown": "cannot read this job's status", "unreadable": "cannot read the last training job"}.get(state, "")
-        job_task = Path(s.job_dir).name.rsplit("_", 2)[0] if s.job_dir else ""
-        if text and state in ("starting", "running") and job_task in TASKS and job_task != s.task:
+        other = job_task(s.job_dir)
+        if text and state in ("starting", "running") and other and other != s.task:
             # a training of the task chosen before (a user trial switched task mid-run: the status line named none)
             try:
-                text = f"{task_spec(job_task)['label']}, {s.rel(s.job_dir)}: {text}"
+                text = f"{task_spec(other)['label']}, {s.rel(s.job_dir)}: {text}"
             except ValueError:   # (a job outside the data root: its path as given)
-                text = f"{task_spec(job_task)['label']}, {s.job_dir}: {text}"
+                text = f"{task_spec(other)['label']}, {s.job_dir}: {text}"
         if text and s.job_dir and state not in ("starting", "running", "unreadable"):
             # which training this is (a user trial: after a change of task its "Next: step 3" read as the new task's)
             try:
