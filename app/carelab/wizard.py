@@ -1061,8 +1061,7 @@ class ViewStep(W.VBox):
     def activate(self):
         if self.profile is None:
             # the legend goes under the chart: the input's label can be long ("input interpolated along Z")
-            self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)",
-                                  ylabel="intensity (the input's scale)",
+            self.profile = Curves("line profile", ["input", "restored"], xlabel="X (pixels)", ylabel="intensity",
                                   css="care-view-profile", x_min=0, x_format="d", legend=None,
                                   colors=["#1f77b4", "#ff7f0e"])
             self.profile_box.children = [self.profile]
@@ -1111,7 +1110,9 @@ class ViewStep(W.VBox):
         else:
             self.profile.set_curve("input", [], [])
         where = f"slice Z {z}, row {self.row.value}" if z is not None else f"row {self.row.value}"
-        self.profile.set_caption(legend + [("transparent", False, f"({where} of the output's grid)")])
+        # (the input's scale said here: in the axis label it was cut at the chart's left edge)
+        self.profile.set_caption(legend + [("transparent", False, f"({where} of the output's grid; intensities on the "
+                                                                  "input's scale)")])
 
 
 class ReliabilityStep(W.VBox):
