@@ -372,6 +372,9 @@ class DataStep(W.VBox):
         def go():
             try:
                 return self.state.make_patches(progress)
+            except CareError as e:   # (named: after a failed check, the same error came back word for word, and
+                self.patch_note.value = ""   # the click looked ignored: a user trial)
+                raise CareError(f"no training patches: {e}") from e
             except Exception:   # (the last patches' "ready ... Next: step 2" stayed under the error: a user trial)
                 self.patch_note.value = ""
                 raise

@@ -179,6 +179,7 @@ def test_two_channel_pairs_train_a_two_channel_network(tmp_path, monkeypatch):
             break
         time.sleep(0.05)
     assert "Denoising 2D takes YX images" in data.msg.value and data.patch_note.value == "", data.msg.value
+    assert "no training patches:" in data.msg.value   # (the Check's error word for word looked like an ignored click)
     assert s.patches_dir == "" and s.n_patches == 0   # (the other axes' patches forgotten: not "ready" on a return)
     s.axes = "CYX"
     s.scan()
