@@ -1193,6 +1193,50 @@ class LabState(HasTraits):
             out = out.parent / (image_stem(out.name) + ".ome.zarr")
         return Path(self.data_root) / "restored" / name / out
 
+    def export_model(self, author=""):
+        """The chosen model as a bioimage.io package (Fiji's deepImageJ, KNIME, napari, ``carecore predict``):
+        ``exports/<model>.zip`` in the data root, named by its job folder (an earlier export of it replaced),
+        through :func:`carecore.export_bioimageio`. An ensemble's first member is exported (the format holds
+        one network). Returns a dict: ``path`` (in the data root), ``mib``, ``member`` (the member exported,
+        or ""), ``test_input`` (what the package's test image was cropped from)."""
+        import json
+
+        from carecore.export.bioimageio import EXPORTABLE_KINDS, REFUSED_KINDS, package_name
+
+        if not self.model_dir:
+            raise CareError("no model chosen: train one (step 2) or choose one above")
+        folder = self.resolve(self.model_dir)
+        name = folder.parent.name if folder.name in ("model", "ensemble") and folder.parent.name else folder.name
+        title, member = None, ""   # (the package's name: by default the folder's, made one bioimage.io takes)
+        if (folder / "ensemble.json").exists():   # (the format cannot express the members' mixture nor their D)
+            try:
+                members = json.loads((folder / "ensemble.json").read_text())["members"]
+                member_dir = self.resolve(folder / members[0])   # (confined to the data root)
+            except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+                raise CareError(f"{self.rel(folder)}: its ensemble.json names no member to export ({e})") from None
+            title, member = f"{package_name(None, folder)} member 1", self.rel(member_dir)
+            folder = member_dir
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CareError(f"{self.rel(folder)}: no readable config.json ({e})") from None
+        kind = config.get("kind", "care") if isinstance(config, dict) else None
+        if kind not in EXPORTABLE_KINDS:
+            why = REFUSED_KINDS.get(kind, "it needs processing around its network that the format cannot express")
+            raise CareError(f"a model of kind {kind!r} cannot be exported as a bioimage.io package: {why}. Restore "
+                            "with it here instead and open the saved OME-TIFF in Fiji, KNIME or napari")
+        out = Path(self.data_root) / "exports" / f"{name}.zip"
+        written = cc.export_bioimageio(folder, out, name=title,
+                                       authors=[author.strip()] if author.strip() else None)
+        try:
+            sources = json.loads((folder / "run_card.json").read_text()).get("data_sources") or []
+            low = str(sources[0]["low"])
+            low = self.rel(low) if self.inside(low) is not None else low
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+            low = ""
+        return {"path": self.rel(written), "mib": written.stat().st_size / 2**20, "member": member,
+                "test_input": "" if kind == "subdiffraction" else low}
+
     def default_input(self):
         """The task's demo test image: a TIFF, else an OME-Zarr image, in ``<task>/test/low``."""
         from carecore.io import is_image_path

@@ -736,6 +736,18 @@ class RestoreStep(W.VBox):
         self._framing = None
         self._frame_lock = threading.Lock()
         self._frame_busy, self._frame_wanted = False, 0   # a frame being shown; the one the slider asks for
+        # the chosen model as a bioimage.io package (a user trial looked for it here and found the CLI only)
+        self.author = W.Text(description="Author", placeholder="your name, written into the package",
+                             layout=W.Layout(width="420px"))
+        self.author.add_class("care-export-author")
+        self.export = button("Export for Fiji, KNIME, napari", "care-export-go", "", "download")
+        self.export_msg = Message("care-export-msg")
+        self.export_box = W.VBox([W.HTML(
+            "<h4>Share the model</h4><p style='color:#666'>The chosen model as a bioimage.io package (a .zip "
+            "checked against this lab's own prediction before it is written), for Fiji's deepImageJ, KNIME, napari "
+            "or <code>carecore predict --model PACKAGE.zip</code>. Denoising and sub-diffraction models; an "
+            "ensemble gives its first member.</p>"), W.HBox([self.author, self.export]), self.export_msg])
+        self.export_box.add_class("care-export")
         super().__init__([W.HTML("<h3>3 · Restore</h3><p>Choose a model and an image (a TIFF or an OME-Zarr "
                                  "<code>*.ome.zarr</code>); it is restored tile by tile "
                                  "and saved with the output's axes and voxel size (the input's, or a finer Z for "
@@ -747,11 +759,12 @@ class RestoreStep(W.VBox):
                           self.where,
                           self.cluster_box,
                           W.HBox([self.go, self.stop, self.bar, self.progress]),
-                          self.msg, self.metrics, self.frame, W.HBox([self.before, self.after])])
+                          self.msg, self.metrics, self.frame, W.HBox([self.before, self.after]), self.export_box])
         self._where()
         self.refresh.on_click(lambda b: run_guarded(self.msg, self.fill))
         self.go.on_click(lambda b: self.on_restore())
         self.stop.on_click(lambda b: self.on_stop())
+        self.export.on_click(lambda b: self.on_export())
         self.frame.observe(lambda c: None if self._framing == threading.get_ident() else self.on_frame(c["new"]),
                            "value")
         # one way (dropdown -> state): an empty dropdown's None must not reach the state
@@ -902,6 +915,33 @@ class RestoreStep(W.VBox):
         self.msg.note("restoring ...")
         run_guarded(self.msg, go, thread=True)
 
+
+    def on_export(self):
+        """Write the chosen model's package (seconds: each weight format is checked against carecore) in a thread."""
+        self.export.disabled = True
+        model = self.state.chosen_model
+
+        def done(r):
+            where = Path(self.state.data_root) / r["path"]
+            said = [f"<b class='care-export-done'>wrote <code>{html.escape(str(where))}</code></b> "
+                    f"({r['mib']:.1f} MiB) from <code>{html.escape(r['member'] or model)}</code>"
+                    + (" (the ensemble's first member: the format holds one network)" if r["member"] else "")
+                    + ". In Fiji: deepImageJ → Install Model, from this file; or restore with "
+                    f"<code>carecore predict --model {html.escape(str(where))} --in IMAGE --out RESTORED.tif</code>."]
+            if r["test_input"]:   # (a crop of it travels in the package: a user may not be free to share it)
+                said.append(f"Its test image is a crop of <code>{html.escape(r['test_input'])}</code>: publish the "
+                            "package only if you may share that image, or export with <code>carecore export "
+                            "--test-input IMAGE</code>.")
+            self.export_msg.value = "<div style='color:#444'>" + "<br>".join(said) + "</div>"
+
+        def go():
+            try:
+                return self.state.export_model(self.author.value)
+            finally:
+                self.export.disabled = False
+
+        self.export_msg.note(f"exporting {model} (each weight format is checked against this lab's prediction) ...")
+        run_guarded(self.export_msg, go, thread=True, done=done)
 
     def _progress(self, done, total, what):
         if what not in ("filters", "starts"):

@@ -172,7 +172,7 @@ def _min_size(divisor, halo):
 
 def _test_image(model, test_input, test_axes, min_size):
     """``(x, whole)``: the test input as (spatial..., C) float32, centre-cropped to a valid size (axes
-    shorter than the package's minimum, but at least half of it, mirrored at both ends up to it), and
+    shorter than the package's minimum mirrored at both ends up to it, as often as needed), and
     the whole image as given, (spatial..., C) float32 (a view where possible)."""
     from ..axes import spatial_axes
 
@@ -212,11 +212,7 @@ def _test_image(model, test_input, test_axes, min_size):
     whole = x
     crop, pad = [], []
     for a, s, cap in zip(c.axes, x.shape[:-1], TEST_INPUT_MAX[c.ndim]):
-        if s < min_size:   # a shallow stack (the demo's 32 slices under a minimum of 52): mirrored up to it
-            if 2 * s < min_size:
-                raise CareError(f"test_input: axis {a} has {s} pixels but the package needs at least {min_size} (a "
-                                f"multiple of {c.divisor} above twice the halo; images down to half of it are mirrored "
-                                "up to it); pass a larger image or a smaller halo")
+        if s < min_size:   # a shallow stack (the demo's 32 slices under a minimum of 52): mirrored up to it, as often
             crop.append(slice(0, s))
             pad.append(((min_size - s) // 2, min_size - s - (min_size - s) // 2))
             continue
@@ -339,7 +335,7 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
     test_input : array_like, optional
         An image to test the package with (default: the first training input of the run card),
         centre-cropped to at most :data:`TEST_INPUT_MAX`, and mirrored up to the package's minimum
-        size along axes shorter than it (at least half of it); ``test_axes`` are its axes (default
+        size along axes shorter than it; ``test_axes`` are its axes (default
         the model's, optionally with ``C``). Its percentiles (of the whole image) are those of a
         ``scale_linear`` postprocessing of a model that scales each image by its own percentiles.
         Required (on the command line ``--test-input FILE``) when the training data cannot be read.

@@ -198,6 +198,13 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     assert page.locator(".care-restore-smooth input").is_checked()   # the model's own output smoothing
     assert "the mean over its flips and 90° rotations" in metrics, metrics
     page.screenshot(path=str(shots / "3_restore.png"), full_page=True)
+    # the model shared as a bioimage.io package for Fiji (it was on the command line only: a user trial)
+    page.locator(".care-export-author input").fill("Ada Lovelace")
+    page.locator(".care-export-go").click()
+    page.locator(".care-export-done").wait_for(timeout=180_000)
+    said = page.locator(".care-export-msg").inner_text()
+    assert re.search(r"wrote /\S+/exports/denoising3d_\d{8}_\d{6}\.zip \(\d+\.\d MiB\)", said), said
+    page.locator(".care-export").screenshot(path=str(shots / "3_restore_export.png"))
 
     # 4 · View
     page.locator(".care-tabs .lm-TabBar-tab", has_text="4 · View").click()

@@ -586,6 +586,66 @@ def test_a_model_that_scales_by_the_image_s_own_percentiles_has_no_box_to_untick
             assert step.own.layout.display is None and step.own_note.value == "", name
 
 
+def test_the_restore_step_exports_the_chosen_model_for_fiji(tmp_path):
+    """The Restore step writes the chosen model as a bioimage.io package (a user trial found export on the command
+    line only): ``exports/<job>.zip``, with the author given, that carecore runs as the model folder restores, its
+    test image named; an ensemble gives its first member; a kind the format cannot express is refused with the
+    reason, and the step stays usable."""
+    import json
+    import zipfile
+
+    import carecore as cc
+    from carelab import LabState
+    from carelab.wizard import RestoreStep
+
+    (tmp_path / "low").mkdir()
+    img = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    cc.write_image(tmp_path / "low" / "a.tif", img, axes="YX")
+    job, ens = "denoising2d_20261208_100000", "denoising2d_20261208_110000"
+    model = cc.CARE(cc.care_config("YX", quick=True), tmp_path / "models" / job / "model")
+    model.run_card["data_sources"] = [{"low": str(tmp_path / "low" / "a.tif"), "high": str(tmp_path / "low" / "a.tif")}]
+    model.save()
+    for i in (0, 1):
+        member = cc.CARE(cc.care_config("YX", quick=True), tmp_path / "models" / ens / "ensemble" / f"member_{i}")
+        member.run_card["data_sources"] = model.run_card["data_sources"]
+        member.save()
+    (tmp_path / "models" / ens / "ensemble" / "ensemble.json").write_text(json.dumps({"members": ["member_0", "member_1"]}))
+    s = LabState(tmp_path, quick=True)
+    step = RestoreStep(s)
+
+    def export():
+        step.on_export()
+        for _ in range(2400):
+            if not step.export.disabled and ("care-export-done" in step.export_msg.value
+                                             or "care-error" in step.export_msg.value):
+                break
+            time.sleep(0.05)
+        return step.export_msg.value
+
+    s.model_dir = f"models/{job}/model"
+    step.author.value = "Ada Lovelace"
+    said = export()
+    pkg = tmp_path / "exports" / f"{job}.zip"
+    assert "care-export-done" in said and str(pkg) in said and "crop of <code>low/a.tif</code>" in said, said
+    with zipfile.ZipFile(pkg) as z:
+        rdf = z.read("rdf.yaml").decode()
+    assert "Ada Lovelace" in rdf and job in rdf
+    np.testing.assert_allclose(cc.load_bioimageio(pkg).predict(img, axes="YX"), model.predict(img, axes="YX"),
+                               atol=1e-4 * float(np.ptp(model.predict(img, axes="YX"))))
+    s.model_dir = f"models/{ens}/ensemble"
+    said = export()
+    assert "first member" in said and f"models/{ens}/ensemble/member_0" in said, said
+    assert (tmp_path / "exports" / f"{ens}.zip").exists()
+    cfg = json.loads((tmp_path / "models" / job / "model" / "config.json").read_text())
+    (tmp_path / "models" / "isotropic_20261208_100000" / "model").mkdir(parents=True)
+    (tmp_path / "models" / "isotropic_20261208_100000" / "model" / "config.json").write_text(
+        json.dumps({**cfg, "kind": "isotropic"}))
+    s.model_dir = "models/isotropic_20261208_100000/model"
+    said = export()
+    assert "care-error" in said and "kind &#x27;isotropic&#x27; cannot be exported" in said and "Restore with it here" in said, said
+    assert not step.export.disabled and not (tmp_path / "exports" / "isotropic_20261208_100000.zip").exists()
+
+
 def test_a_preparing_job_says_so(tmp_path):
     """Before a network's first step (the filters' line and the network: a minute on a 3D stack) the Train step
     says the job prepares, naming an ensemble's member (it said "training: epoch 0"); the first step ends it."""
