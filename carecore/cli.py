@@ -420,6 +420,9 @@ def cmd_train(args):
         args.time_limit = _time_limit(args.time_limit)
     model_dir = Path(args.model_dir)
     resume = (model_dir / "manifest.json").exists()
+    if args.ensemble is not None and args.ensemble < 2:   # (0 trained one plain model, 1 failed after the patches)
+        raise CareError(f"--ensemble {args.ensemble}: an ensemble has at least 2 members (their disagreement needs "
+                        "two); for one model leave out --ensemble (with --probabilistic for its intervals)")
     if not resume:   # never into a folder of the user's (saving replaces the folder), nor over an ensemble's members
         check_replaceable(model_dir, ENSEMBLE_FOLDER if args.ensemble else MODEL_FOLDER)
     if args.ensemble:   # told before any patch is made

@@ -35,8 +35,10 @@ class Ensemble:
                 raise CareError("ensemble members must share axes and channel counts; got "
                                 + ", ".join(f"{n} ({k.axes}, {k.n_channel_in} -> {k.n_channel_out} channels)"
                                             for n, k in zip(names, cfgs)))
-        if not all(c.probabilistic for c in cfgs):
-            raise CareError("ensemble members must be probabilistic models (disagreement compares distributions)")
+        if not all(c.probabilistic for c in cfgs):   # (named: a user trial could not tell which folder it was)
+            plain = [str(m.path or f"member {i}") for i, (m, c) in enumerate(zip(members, cfgs)) if not c.probabilistic]
+            raise CareError("ensemble members must be probabilistic models (disagreement compares distributions); not "
+                            f"probabilistic: {', '.join(plain)} (trained without --probabilistic / probabilistic=True)")
         self.members = list(members)
         self.path = Path(path) if path else None
         self.info = dict(info or {})

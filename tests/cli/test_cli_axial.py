@@ -75,6 +75,14 @@ def test_isotropic_cli_voxel_size_factor_resume_and_messages(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "carecore: error: --ensemble: an ensemble's members are probabilistic models" in err \
         and "isotropic models cannot be probabilistic" in err, err
+    # an ensemble of fewer than 2 (0 trained one plain model without a word; 1 failed after the patches, in Python's
+    # terms): refused before any work, in the command's
+    for m in ("0", "1"):
+        assert main(["train", "--task", "isotropic", "--low", str(low / "a.tif"), "--factor", "4", "--ensemble", m,
+                     "--model-dir", str(tmp_path / "m4"), "--patch", "32,32"] + TRAIN) == 2
+        err = capsys.readouterr().err
+        assert f"carecore: error: --ensemble {m}: an ensemble has at least 2 members" in err, err
+    assert not (tmp_path / "m4").exists()
     # without --factor and without a recorded voxel size: the error names --factor
     write_image(tmp_path / "plain.tif", _stack(4), axes="ZYX")
     assert main(["train", "--task", "isotropic", "--low", str(tmp_path / "plain.tif"), "--model-dir",

@@ -11,7 +11,7 @@ import carecore as cc
 from carecore.models.config import care_config
 from carecore.training.jobs import STATES_DONE, run_job
 from carecore.uncertainty import train_ensemble
-from carecore.uncertainty.ensemble import ENSEMBLE_FILE, ensemble_outcome
+from carecore.uncertainty.ensemble import ENSEMBLE_FILE, Ensemble, ensemble_outcome
 
 
 def _end(member, status, message="", kept=True):
@@ -205,3 +205,12 @@ def test_a_resumed_job_trains_for_the_budget_it_is_given(tmp_path):
     assert (status["state"], status["time_limit"]) == ("completed", 0.0), status
     model = cc.load_model(tmp_path / "job" / "model")
     assert len(model.history) == n + 1 and "time_limit" not in model.run_card   # the card is this run's
+
+
+def test_a_member_that_is_not_probabilistic_is_named(tmp_path):
+    """An ensemble of a probabilistic model and a plain one names the plain one (a user trial could not tell which
+    of its folders the refusal meant)."""
+    prob = cc.CARE(care_config("YX", quick=True, probabilistic=True), tmp_path / "prob")
+    plain = cc.CARE(care_config("YX", quick=True, probabilistic=False), tmp_path / "plain")
+    with pytest.raises(cc.CareError, match=r"must be probabilistic models .*; not probabilistic: \S*plain \(trained"):
+        Ensemble([prob, plain])
