@@ -588,11 +588,18 @@ def _html(rep):
                      + "(0 is perfect; a curve below the diagonal is over-confident). Measured where the network makes "
                      "its promise: the ground truth normalized as training targets were (for inputs scaled by the "
                      "training inputs' percentiles, by the training targets'), the predicted distributions "
-                     "as the network outputs them, <b>no fit to the ground truth</b>.</p><img src='calibration.png'>"
+                     "as the network outputs them, <b>no fit to the ground truth</b>. Of one view: each image as it "
+                     "is, not the mean over its flips and rotations (<code>carecore predict --tta</code>, and the app "
+                     "by default), whose intervals are widened or narrowed by a factor chosen on the validation "
+                     "patches.</p><img src='calibration.png'>"
                      + (f"<p class='coverage'>How often the 90 % intervals hold the ground truth, by its brightness "
                         f"(each 0.90 when calibrated; the curve is mostly background): {e(coverage_text(cal['by_brightness']))}."
                         + (f" <b>{e(narrow)}.</b>" if narrow else "")
                         + "</p>" if cal.get("by_brightness") else ""))
+    elif rep.get("images") and not rep.get("probabilistic"):   # (left out unsaid: a user trial)
+        parts.append("<h2>Calibration</h2><p class='no-calibration'>Not measured: the model is not probabilistic, so "
+                     "it predicts no intervals to calibrate (train with <code>--probabilistic</code>, where its kind "
+                     "allows, for intervals).</p>")
     for img in rep["images"]:
         seen = ("" if not img.get("trained_on") else
                 " <small>(its ground truth was a training target: its scores flatter CARE)</small>" if img.get("target_seen")

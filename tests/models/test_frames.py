@@ -163,3 +163,10 @@ def test_the_quality_report_refuses_time_lapses_before_restoring(model2d, tmp_pa
     assert main(["qc", "--model", str(tmp_path / "model"), "--low", str(tmp_path / "low"), "--gt", str(tmp_path / "gt"),
                  "--out", str(tmp_path / "qc"), "--normalization", "image"]) == 0
     assert "Inputs scaled by their own percentiles" in (tmp_path / "qc" / "index.html").read_text()
+    # the calibration is said to be of one view (the app restores the mean over views by default: a user trial)
+    assert "Of one view: each image as it is" in (tmp_path / "qc" / "index.html").read_text()
+    # a model with no intervals: the report says why it has no calibration (it left it out unsaid)
+    cc.create_model(cc.care_config("YX", quick=True, probabilistic=False, patch_size=(32, 32))).save(tmp_path / "plain")
+    assert main(["qc", "--model", str(tmp_path / "plain"), "--low", str(tmp_path / "low"), "--gt", str(tmp_path / "gt"),
+                 "--out", str(tmp_path / "qc2"), "--normalization", "image", "--baselines", "gaussian"]) == 0
+    assert "Not measured: the model is not probabilistic" in (tmp_path / "qc2" / "index.html").read_text()
