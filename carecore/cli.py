@@ -662,6 +662,10 @@ def cmd_predict(args):
     if args.output_sigma is not None and not 0 <= args.output_sigma <= MAX_OUTPUT_SIGMA:
         raise CareError(f"--output-sigma: must be a number of pixels in [0, {MAX_OUTPUT_SIGMA:g}] (0: no smoothing), "
                         f"got {args.output_sigma:g}")
+    if args.interval is not None and not (args.lower_out or args.upper_out or args.dask or args.scheduler or args.workers):
+        raise CareError(f"--interval {args.interval:g}: the confidence of the interval that --lower-out and --upper-out "
+                        "write; give them too, or leave out --interval")
+    args.interval = 0.9 if args.interval is None else args.interval
     if not 0 < args.interval < 1:
         raise CareError(f"--interval {args.interval:g}: the confidence of the central interval, between 0 and 1 (e.g. 0.9)")
     if not args.memory_budget > 0:
@@ -1162,7 +1166,7 @@ def build_parser():
     s.add_argument("--scale-out", help="probabilistic models: write the Laplace scale here (not for ensembles: their "
                                        "mixture has no one scale; use --lower-out/--upper-out or --disagreement-out)")
     s.add_argument("--disagreement-out", help="ensembles: write the disagreement D (0..1) here (one view: not with --tta)")
-    s.add_argument("--interval", type=float, default=0.9, help="confidence of --lower-out/--upper-out (default: 0.9)")
+    s.add_argument("--interval", type=float, help="confidence of --lower-out/--upper-out (default: 0.9)")
     s.add_argument("--lower-out", help="probabilistic models: lower end of the central interval")
     s.add_argument("--upper-out", help="probabilistic models: upper end of the central interval")
     s.add_argument("--samples", type=int, default=10, help="number of samples for --samples-out (default: 10)")

@@ -66,6 +66,12 @@ def test_cli_train_then_python_load_and_cli_predict(demo_root, tmp_path, capsys)
     assert main(["predict", "--model", str(model_dir), "--in", str(tmp_path / "movie.tif"), "--out",
                  str(tmp_path / "no.tif"), "--samples-out", str(tmp_path / "s.tif")]) == 2
     assert "--samples-out: the samples are written along T" in capsys.readouterr().err
+    # --interval with nothing that writes an interval: refused (it was ignored unsaid: a user trial)
+    assert main(["predict", "--model", str(model_dir), "--in", str(tmp_path / "movie.tif"), "--out",
+                 str(tmp_path / "no.tif"), "--interval", "0.5"]) == 2
+    assert "--interval 0.5: the confidence of the interval that --lower-out and --upper-out write; give them too" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "no.tif").exists()
     # a model trained in Python predicts from the CLI
     r = subprocess.run([sys.executable, "-m", "carecore.cli", "predict", "--model", model_dir, "--in", d / "test/low/sample00.tif",
                         "--out", tmp_path / "x.tif", "--axes", "YXZ"], capture_output=True, text=True)
