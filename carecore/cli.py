@@ -912,7 +912,7 @@ def cmd_qc(args):
             if said:
                 print(said)
     for w in rep["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"carecore: warning: {w}", file=sys.stderr)   # (as every other warning)
     print(f"report: {Path(args.out) / 'index.html'}")
     return 0
 
