@@ -405,6 +405,13 @@ def _say_below_line(line, *, ensemble=False):
         print(f"{who} the best classical filter on the validation patches (SSIM {line['care']:.3f} "
               f"against {line['name']}'s {line['filter']:.3f}): that filter restores these images better so far; train "
               "longer (--time-limit) or compare on held-out images with `carecore qc`")
+    elif ensemble and "filter" in line:   # some members under it (unsaid, the last line read as all well: a trial)
+        below = {m: v for m, v in sorted((line.get("members") or {}).items()) if v < line["filter"]}
+        if below:
+            print(f"member{'s' * (len(below) > 1)} {', '.join(map(str, below))} stayed below the best classical filter "
+                  f"on the validation patches (SSIM {', '.join(f'{v:.3f}' for v in below.values())} against "
+                  f"{line['name']}'s {line['filter']:.3f}); the ensemble's mean is scored with `carecore qc` on "
+                  "held-out images")
 
 
 def cmd_train(args):
@@ -591,6 +598,9 @@ def cmd_train(args):
                       f"val_ssim {e['val_ssim']:.3f} lr {e['lr']:.2g}")
             if np.isfinite(e["val_ssim"]):
                 line["care"] = max(line.get("care", -np.inf), float(e["val_ssim"]))
+                if e.get("member"):   # (an ensemble's members: each one's best)
+                    best = line.setdefault("members", {})
+                    best[e["member"]] = max(best.get(e["member"], -np.inf), float(e["val_ssim"]))
             if e.get("best"):   # the epoch whose weights are kept (so far)
                 line["kept"] = (e["epoch"], float(e["val_ssim"]))
         elif e["kind"] == "baseline":

@@ -457,3 +457,21 @@ def test_an_interrupted_train_says_what_its_folder_kept(tmp_path):
     (folder / "run_card.json").write_text(json.dumps({"status": "running", "epochs_done": 3}))
     assert _kept_after_interrupt(argparse.Namespace(command="train", model_dir=str(folder))) == ""
     assert _kept_after_interrupt(argparse.Namespace(command="train", model_dir=str(tmp_path / "none"))) == ""
+
+
+def test_members_below_the_filter_are_named(capsys):
+    """An ensemble whose members did not all rise above the best filter's validation SSIM names those that did not
+    (the last line, "ensemble of 3 member(s)", read as all well: a user trial's member 3 stayed at 0.874 under tv's
+    0.918); none of them above: said as before; all above: nothing said."""
+    from carecore.cli import _say_below_line
+
+    line = {"filter": 0.918, "name": "tv", "care": 0.93, "members": {1: 0.93, 2: 0.925, 3: 0.874}}
+    _say_below_line(line, ensemble=True)
+    assert capsys.readouterr().out == ("member 3 stayed below the best classical filter on the validation patches "
+                                       "(SSIM 0.874 against tv's 0.918); the ensemble's mean is scored with `carecore "
+                                       "qc` on held-out images\n")
+    _say_below_line({**line, "care": 0.9, "members": {1: 0.9, 2: 0.8}}, ensemble=True)
+    assert capsys.readouterr().out.startswith("no member of the ensemble rose above the best classical filter")
+    _say_below_line({**line, "members": {1: 0.93, 2: 0.92}}, ensemble=True)
+    _say_below_line({**line, "members": {}}, ensemble=False)
+    assert capsys.readouterr().out == ""
