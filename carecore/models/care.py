@@ -1013,6 +1013,7 @@ class CARE:
                 net = lambda v, k: np.asarray(self.keras_model.predict_on_batch(v), np.float32)  # noqa: E731
                 self.run_card["tta_scale_factor"] = fit_scale_factor(net, val.X[:TTA_FIT_PATCHES],
                                                                      val.Y[:TTA_FIT_PATCHES], views == 8)
+                self.run_card["tta_scale_patches"] = int(len(val.X[:TTA_FIT_PATCHES]))   # (a trial's: 7, unsaid)
                 mark("tta_scale_factor_fitted")
             self.keras_model.set_weights(last)
         if self._best_weights is not None and self._chooses_output_sigma():

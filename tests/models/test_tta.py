@@ -140,6 +140,7 @@ def test_a_probabilistic_model_calibrates_its_tta_intervals_on_validation_patche
     model.train((noisy[:10], clean[:10], noisy[10:], clean[10:]))
     factor = model.tta_scale_factor
     assert model.run_card["tta_scale_factor"] == factor and 0.1 <= factor <= 2.0
+    assert model.run_card["tta_scale_patches"] == 2   # (how many it was fitted on: said in the run card)
     x = rng.random((40, 40)).astype(np.float32)
     mean, scale = model.predict(x, axes="YX", tta=True)
     model.run_card["tta_scale_factor"] = 1.0
