@@ -26,7 +26,8 @@ def fresh_tmp(folder):
 
 #: The files that mark a folder as one of its kind, as carecore writes it: only such a folder (or an
 #: empty one) is replaced, never a folder of the user's with other things in it (a Zarr store named as
-#: an output is replaced whoever wrote it, as a TIFF file would be).
+#: an output is replaced whoever wrote it, as a TIFF file would be; a restoration replaces only a restoration:
+#: :func:`carecore.ngff.check_restoration_target`).
 MODEL_FOLDER = ("model folder", ("manifest.json",))        # (an ensemble's folder is not: its members would go)
 ENSEMBLE_FOLDER = ("model or ensemble folder", ("manifest.json", "ensemble.json"))
 PATCH_FOLDER = ("patch folder", ("patches.json",))

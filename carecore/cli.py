@@ -731,7 +731,8 @@ def cmd_predict(args):
         own, _, guessed = peek_axes(args.inp)
         if not guessed and len(own) == len(img.axes) and own[img.axes.index("S")] == "Z":
             out_axes = out_axes.replace("S", "Z")
-    write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing)  # noqa: E731
+    restored_by = {"model": [str(m) for m in args.model]}   # (an OME-Zarr output marked a restoration: replaceable)
+    write = lambda path, data: write_image(path, data, axes=out_axes, spacing=spacing, attrs=restored_by)  # noqa: E731
     wants = [o for o in ("scale_out", "lower_out", "upper_out", "samples_out", "disagreement_out") if getattr(args, o)]
     if args.disagreement_out and not isinstance(model, Ensemble):   # (before the probabilistic check: the real need)
         raise CareError("--disagreement-out needs an ensemble: give several --model folders (or an ensemble folder)")
@@ -773,7 +774,8 @@ def cmd_predict(args):
         if args.upper_out:
             write(args.upper_out, r["upper"])
         if args.samples_out:
-            write_image(args.samples_out, r["samples"], axes="T" + out_axes.replace("T", ""), spacing=spacing)
+            write_image(args.samples_out, r["samples"], axes="T" + out_axes.replace("T", ""), spacing=spacing,
+                        attrs=restored_by)
     else:
         mean = means
     write(args.out, mean)
@@ -1338,6 +1340,10 @@ def main(argv=None):
             for o in OUTPUT_OPTIONS:
                 if getattr(args, o, None):
                     check_writable(getattr(args, o), what="OUT" if args.command == "convert" else _option(o))
+                    if args.command == "predict":   # never over a store of raw data (a trial lost one so)
+                        from .ngff import check_restoration_target
+
+                        check_restoration_target(getattr(args, o))
         if getattr(args, "n_per_image", None) is not None and args.n_per_image < 1:   # (said by its flag)
             raise CareError(f"--n-per-image: must be >= 1, got {args.n_per_image}")
         if getattr(args, "command", None) == "patches" and args.out:   # (refused before a note says it is replaced)

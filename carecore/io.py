@@ -517,7 +517,7 @@ def _storage_axes(axes):
     return "".join(lead).replace("S", "Q") + "YX"
 
 
-def write_image(path, data, *, axes, spacing=None, dtype=None, compression=None):
+def write_image(path, data, *, axes, spacing=None, dtype=None, compression=None, attrs=None):
     """Write ``data`` with its axes (and voxel size) to an OME-TIFF file, atomically.
 
     A path ending in ``.zarr`` writes an OME-Zarr image instead (:func:`carecore.ngff.write_ngff`: NGFF
@@ -537,6 +537,8 @@ def write_image(path, data, *, axes, spacing=None, dtype=None, compression=None)
     dtype : numpy dtype, optional
         Convert to this type first (uint8, uint16 or float32); integer conversion rounds and errors
         out when values fall outside the type's range.
+    attrs : dict, optional
+        OME-Zarr only: written into the store's ``carecore`` attribute (:func:`carecore.ngff.write_ngff`).
 
     Notes
     -----
@@ -558,7 +560,7 @@ def write_image(path, data, *, axes, spacing=None, dtype=None, compression=None)
     if is_ngff(path):
         from .ngff import write_ngff
 
-        return write_ngff(path, data, axes=axes, spacing=spacing, dtype=dtype)
+        return write_ngff(path, data, axes=axes, spacing=spacing, dtype=dtype, attrs=attrs)
     data = np.asarray(data)
     axes = check_axes(axes, data.ndim, name=str(path), shape=data.shape)
     if dtype is None:

@@ -52,6 +52,31 @@ def is_ngff(path):
     return path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())
 
 
+def is_restoration(path):
+    """True when the Zarr store ``path`` is a restoration carecore wrote (its ``carecore`` attribute names the
+    model: chunked prediction, ``carecore predict --out X.ome.zarr``)."""
+    try:
+        import zarr
+
+        return bool((zarr.open_group(str(path), mode="r").attrs.get("carecore") or {}).get("model"))
+    except Exception:  # noqa: BLE001 - not a readable group: not a restoration
+        return False
+
+
+def check_restoration_target(path):
+    """Refuse to write a restoration over an existing Zarr store that is not one (:func:`is_restoration`): a raw
+    acquisition named as ``--out`` was replaced after a note (a user trial lost 165 MB so). Missing or empty
+    folders, and folders that are no store, are left to :func:`carecore._atomic.check_replaceable`."""
+    from ._atomic import ZARR_STORE
+
+    path = Path(path)
+    if not path.is_dir() or not any((path / m).is_file() for m in ZARR_STORE[1]) or is_restoration(path):
+        return
+    raise CareError(f"{path}: an OME-Zarr store that is not a restoration carecore wrote (its attributes name no "
+                    "model): writing the restoration there would replace it and all it holds; give a new name, or "
+                    "delete that store yourself if it may go")
+
+
 def ngff_axes(axes, *, name="image"):
     """``axes`` in NGFF order (``'ZCYX'`` -> ``'CZYX'``); ``S`` is refused."""
     axes = check_axes(axes, name=name)
@@ -295,7 +320,7 @@ def _compute(*xs):
     return xs
 
 
-def write_ngff(path, data, *, axes, spacing=None, dtype=None, chunks=None, levels=None, extras=None):
+def write_ngff(path, data, *, axes, spacing=None, dtype=None, chunks=None, levels=None, extras=None, attrs=None):
     """Write ``data`` with its axes and voxel size as an OME-Zarr image (NGFF 0.4, pyramid), atomically.
 
     Parameters
@@ -317,6 +342,8 @@ def write_ngff(path, data, *, axes, spacing=None, dtype=None, chunks=None, level
         Pyramid levels (default: halve Y and X down to about 64 pixels).
     extras : dict, optional
         ``{name: array}`` with the axes and shape of ``data``: written as images ``extras/<name>``.
+    attrs : dict, optional
+        Written into the root's ``carecore`` attribute (a restoration's ``model``: see :func:`is_restoration`).
 
     Examples
     --------
@@ -373,8 +400,8 @@ def write_ngff(path, data, *, axes, spacing=None, dtype=None, chunks=None, level
             else:
                 arrays[0][...] = x
             fill_pyramid(arrays, order)
-        if extras:
-            root.attrs["carecore"] = {"extras": sorted(extras)}
+        if extras or attrs:
+            root.attrs["carecore"] = {**({"extras": sorted(extras)} if extras else {}), **(attrs or {})}
         swap_in(tmp, path, ZARR_STORE)
     finally:
         if tmp.exists():

@@ -1386,7 +1386,8 @@ class LabState(HasTraits):
         output_spacing = single.output_spacing(img.spacing)
         dest = self.output_path(folder, src)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None)
+        cc.write_image(dest, restored, axes=out_axes, spacing=output_spacing or None,
+                       attrs={"model": [str(folder)]})   # (an OME-Zarr one marked a restoration: replaceable)
         return restored, scale, members, img, out_axes, output_spacing, dest, "restored in this process, tile by tile"
 
     def _show_restoration(self, model, single, src, img, restored, scale, members, out_axes, output_spacing, dest,

@@ -290,6 +290,23 @@ def _resolve_models(model):
     return (str(Path(model.path).resolve()),), model
 
 
+def source_id(path):
+    """What changes when the input at ``path`` is rewritten, for a resumed store to match: a file's inode,
+    modification time and size; for a folder (a Zarr store), its inode and, over every file and folder in it,
+    the latest modification time, their count and their total size. (The store folder's own time was kept when
+    chunks inside it were rewritten in place: a user trial's resume mixed the old input's blocks with the new.)"""
+    st = os.stat(path)
+    if not os.path.isdir(path):
+        return [st.st_ino, st.st_mtime_ns, st.st_size]
+    latest, count, size = st.st_mtime_ns, 0, 0
+    for root, _, files in os.walk(path):
+        latest = max(latest, os.stat(root).st_mtime_ns)
+        for f in files:
+            fs = os.stat(os.path.join(root, f))
+            latest, count, size = max(latest, fs.st_mtime_ns), count + 1, size + fs.st_size
+    return [st.st_ino, latest, count, size]
+
+
 def _auto_block(model, shape, memory_budget, halo):
     """Block sides (multiples of the divisor) whose window's activations fit the budget, with ``halo``
     (per axis) on each side."""
@@ -425,7 +442,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     from ..axes import spatial_axes
     from ..io import read_image
     from ..models.care import CARE, DEFAULT_PREDICT_BUDGET
-    from ..ngff import create_image, fill_pyramid, ngff_axes
+    from ..ngff import check_restoration_target, create_image, fill_pyramid, ngff_axes
     from ..normalize import Normalization
     from ..uncertainty import Ensemble
 
@@ -455,6 +472,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     if output_sigma is not None:
         output_sigma = first._check_output_sigma(output_sigma)
     check_replaceable(dst, ZARR_STORE)   # before the work: never a folder of the user's
+    check_restoration_target(dst)        # nor a store of raw data (a user trial's acquisition was replaced)
     img = read_image(src, axes=axes, mmap=True)
     src_axes = img.axes
     sp = spatial_axes(src_axes)
@@ -523,8 +541,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                    out=str(part.resolve()), out_axes=out_axes, frame_axes=frame_axes, spatial=sp, shape=shape,
                    block=block, window=window, divisor=div, norms=norms, names=names, interval=float(interval),
                    memory_budget=memory_budget, tta=bool(tta), output_sigma=output_sigma)
-    stat = os.stat(job.src)   # a rewritten input (a new file or store) never resumes an old part
-    signature = {"models": job.model_key, "src": job.src, "src_id": [stat.st_ino, stat.st_mtime_ns],
+    signature = {"models": job.model_key, "src": job.src, "src_id": source_id(job.src),
                  "src_axes": src_axes, "shape": shape, "block": list(block),
                  "window": list(window), "norms": list(norms), "names": list(names), "interval": job.interval,
                  **({"tta": True} if job.tta else {}),   # (parts written before tta existed still resume)
