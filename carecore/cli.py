@@ -672,6 +672,8 @@ def cmd_predict(args):
     if args.output_sigma is not None and not 0 <= args.output_sigma <= MAX_OUTPUT_SIGMA:
         raise CareError(f"--output-sigma: must be a number of pixels in [0, {MAX_OUTPUT_SIGMA:g}] (0: no smoothing), "
                         f"got {args.output_sigma:g}")
+    if args.workers is not None and args.workers < 1:   # (0 was taken as the default, unsaid)
+        raise CareError(f"--workers {args.workers}: the number of Dask workers, 1 or more")
     if args.interval is not None and not (args.lower_out or args.upper_out or args.dask or args.scheduler or args.workers):
         raise CareError(f"--interval {args.interval:g}: the confidence of the interval that --lower-out and --upper-out "
                         "write; give them too, or leave out --interval")
@@ -1370,7 +1372,22 @@ def main(argv=None):
 
 
 def _kept_after_interrupt(args):
-    """What an interrupted ``train`` kept (its run card says; a user trial was told only "interrupted")."""
+    """What an interrupted ``train`` kept (its run card says; a user trial was told only "interrupted"), or an
+    interrupted ``predict --dask`` (its chunks done, in the store's resumable part)."""
+    if getattr(args, "command", None) == "predict" and getattr(args, "out", None):
+        out = Path(args.out)
+        part = out.parent / f".{out.name}.resume.part"
+        if part.is_dir():
+            try:
+                import zarr
+
+                done = zarr.open_array(str(part / "_done"), mode="r")[...]
+                counted = f"{int(done.sum())} of {done.size} chunks done, "
+            except Exception:  # noqa: BLE001 - the count is a courtesy
+                counted = ""
+            return (f": {counted}kept in {part} (run the same command again to continue; delete that folder to "
+                    "start afresh)")
+        return ""
     folder = getattr(args, "model_dir", None) if getattr(args, "command", None) == "train" else None
     try:
         card = json.loads((Path(folder) / "run_card.json").read_text()) if folder else {}

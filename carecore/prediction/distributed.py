@@ -355,6 +355,10 @@ def _quiet_care_errors():
         logger.addFilter(_said_by_the_caller)
 
 
+#: Seconds a scheduler's client waits for the workers asked for (``n_workers``).
+WAIT_FOR_WORKERS = 120
+
+
 def _client(scheduler, n_workers, memory_limit):
     """(client, owned cluster or None)."""
     from distributed import Client
@@ -370,7 +374,14 @@ def _client(scheduler, n_workers, memory_limit):
         raise CareError(f"cannot reach the Dask scheduler at {scheduler} ({e}); start one with `dask scheduler` "
                         "and give its address, e.g. tcp://127.0.0.1:8786") from None
     if n_workers:
-        client.wait_for_workers(n_workers, timeout=120)
+        try:
+            client.wait_for_workers(n_workers, timeout=WAIT_FOR_WORKERS)
+        except TimeoutError:   # (a trial waited 2 minutes for "carecore: error: 120 2")
+            have = len(client.scheduler_info().get("workers", {}))
+            client.close()
+            raise CareError(f"the Dask scheduler at {scheduler} has {have} worker(s) after {WAIT_FOR_WORKERS} s of "
+                            f"waiting for {n_workers} (--workers / n_workers): start more (`dask worker {scheduler}`), "
+                            "or ask for as many as it has") from None
     return client, None
 
 
@@ -547,42 +558,45 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                  **({"tta": True} if job.tta else {}),   # (parts written before tta existed still resume)
                  **({"output_sigma": output_sigma} if output_sigma is not None else {})}
     grid = tuple(shape[a] for a in frame_axes) + tuple(math.ceil(shape[a] / b) for a, b in zip(sp, block))
-    done = None
-    if part.exists():
-        try:
-            g = zarr.open_group(str(part), mode="r+")
-            if json.loads(json.dumps(g.attrs.get("carecore", {}).get("job"))) == json.loads(json.dumps(signature)):
-                done = zarr.open_array(str(part / DONE), mode="r+")
-        except Exception:  # an unreadable leftover: start again
-            done = None
-        if done is None:
-            shutil.rmtree(part)
-    arrays = {}
-    if done is None:
-        root = zarr.open_group(str(part), mode="w", zarr_format=2)
-        store_chunks = tuple(1 if a in frame_axes else out_shape[a] if a == "C" else block[sp.index(a)]
-                             for a in out_axes)
-        for name in names:
-            group = root if name == "image" else root.require_group("extras").require_group(name)
-            arrays[name] = create_image(group, tuple(out_shape[a] for a in out_axes), out_axes, dtype=np.float32,
-                                        chunks=store_chunks, spacing=first.output_spacing(img.spacing),
-                                        name=dst.name if name == "image" else name)
-        done = root.create_array(DONE, shape=grid, chunks=(1,) * len(grid), dtype="u1", fill_value=0,
-                                 chunk_key_encoding={"name": "v2", "separator": "/"}, compressors=None)
-        root.attrs["carecore"] = {"job": signature}
-    else:
-        for name in names:
-            g = zarr.open_group(str(part if name == "image" else part / "extras" / name), mode="r+")
-            arrays[name] = [g[d["path"]] for d in g.attrs["multiscales"][0]["datasets"]]
-    todo = [tuple(int(i) for i in ix) for ix in np.argwhere(done[...] == 0)]
-    total = int(np.prod(grid))
-    result = ChunkedPrediction(dst, total, 0, names)
-    report(progress, total - len(todo), total, "chunks")
     client = cluster = None
+    if scheduler is not None and not _is_client(scheduler):   # reached, or refused, before anything is written (a
+        client, cluster = _client(scheduler, n_workers, memory_limit)   # trial's refusal left a part folder behind)
     try:
+        done = None
+        if part.exists():
+            try:
+                g = zarr.open_group(str(part), mode="r+")
+                if json.loads(json.dumps(g.attrs.get("carecore", {}).get("job"))) == json.loads(json.dumps(signature)):
+                    done = zarr.open_array(str(part / DONE), mode="r+")
+            except Exception:  # an unreadable leftover: start again
+                done = None
+            if done is None:
+                shutil.rmtree(part)
+        arrays = {}
+        if done is None:
+            root = zarr.open_group(str(part), mode="w", zarr_format=2)
+            store_chunks = tuple(1 if a in frame_axes else out_shape[a] if a == "C" else block[sp.index(a)]
+                                 for a in out_axes)
+            for name in names:
+                group = root if name == "image" else root.require_group("extras").require_group(name)
+                arrays[name] = create_image(group, tuple(out_shape[a] for a in out_axes), out_axes, dtype=np.float32,
+                                            chunks=store_chunks, spacing=first.output_spacing(img.spacing),
+                                            name=dst.name if name == "image" else name)
+            done = root.create_array(DONE, shape=grid, chunks=(1,) * len(grid), dtype="u1", fill_value=0,
+                                     chunk_key_encoding={"name": "v2", "separator": "/"}, compressors=None)
+            root.attrs["carecore"] = {"job": signature}
+        else:
+            for name in names:
+                g = zarr.open_group(str(part if name == "image" else part / "extras" / name), mode="r+")
+                arrays[name] = [g[d["path"]] for d in g.attrs["multiscales"][0]["datasets"]]
+        todo = [tuple(int(i) for i in ix) for ix in np.argwhere(done[...] == 0)]
+        total = int(np.prod(grid))
+        result = ChunkedPrediction(dst, total, 0, names)
+        report(progress, total - len(todo), total, "chunks")
         if todo:
             check_stop(stop)
-            client, cluster = _client(scheduler, n_workers, memory_limit)
+            if client is None:
+                client, cluster = _client(scheduler, n_workers, memory_limit)
             from distributed import as_completed
 
             client.run(_quiet_care_errors)

@@ -2,6 +2,7 @@
 probabilistic models and ensembles, resumable, the CLI, and per-worker memory bounded by the chunk size."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -257,6 +258,37 @@ def test_resumes_after_a_crash(client, models, tmp_path):
     assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(dst)]) == 0
     assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(dst), "--dask",
                  "--scheduler", client.scheduler.address]) == 0
+
+
+def test_a_scheduler_with_too_few_workers_is_said_before_anything_is_written(client, models, tmp_path, capsys,
+                                                                               monkeypatch):
+    """More workers asked of a scheduler than it has: an error naming both counts, before any part folder (a user
+    trial waited 2 minutes for "carecore: error: 120 2", and a part folder was left behind); --workers 0 refused; an
+    interrupted run says what it kept and how to continue."""
+    import argparse
+
+    import carecore.prediction.distributed as dist
+    from carecore.cli import _kept_after_interrupt
+
+    noisy, src = _volume(tmp_path, (16, 40, 40), "ZYX", seed=9)
+    out = tmp_path / "few.ome.zarr"
+    monkeypatch.setattr(dist, "WAIT_FOR_WORKERS", 2)
+    address = client.scheduler.address
+    assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(out), "--scheduler",
+                 address, "--workers", "9"]) == 2
+    err = capsys.readouterr().err
+    assert f"the Dask scheduler at {address} has 2 worker(s) after 2 s of waiting for 9 (--workers" in err, err
+    assert not out.exists() and not list(tmp_path.glob(".few.ome.zarr*"))
+    assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(out), "--dask",
+                 "--workers", "0"]) == 2
+    assert "--workers 0: the number of Dask workers, 1 or more" in capsys.readouterr().err
+    seen = []
+    with pytest.raises(Stopped):
+        cc.predict_chunked(models["plain"], src, out, chunks=(8, 16, 16), scheduler=client,
+                           progress=lambda d, t, w: seen.append(d), stop=lambda: len(seen) > 2)
+    said = _kept_after_interrupt(argparse.Namespace(command="predict", out=str(out)))
+    assert re.fullmatch(rf": \d+ of 18 chunks done, kept in {re.escape(str(tmp_path / '.few.ome.zarr.resume.part'))} "
+                        r"\(run the same command again to continue; delete that folder to start afresh\)", said), said
 
 
 def test_cli_predict_dask(client, models, tmp_path, capsys):
