@@ -493,7 +493,9 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                         f"(shape {tuple(img.shape)}, axes {src_axes})"
                         + ("; chunk by chunk the spatial axes are taken in the model's order only: restore it in memory "
                            "(without --dask), or save it with its axes in that order" if sorted(sp) == sorted(c.axes)
-                           else ""))
+                           else "; a 2D model restores a stack slice by slice in memory: without --dask, with --axes "
+                           f"{sp.replace('Z', 'S')} (predict(..., axes={src_axes.replace('Z', 'S')!r}) in Python), "
+                           "written back along Z" if c.ndim == 2 and "Z" in sp else ""))
     if set(frame_axes) - set("T"):
         raise CareError(f"{src}: axes {src_axes!r} (shape {tuple(img.shape)}): besides C and {c.axes} only T "
                         "(frames) can be predicted chunk by chunk")

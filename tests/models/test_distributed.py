@@ -282,6 +282,11 @@ def test_a_scheduler_with_too_few_workers_is_said_before_anything_is_written(cli
     assert main(["predict", "--model", str(models["plain"]), "--in", str(src), "--out", str(out), "--dask",
                  "--workers", "0"]) == 2
     assert "--workers 0: the number of Dask workers, 1 or more" in capsys.readouterr().err
+    # a 2D model on a stack: the way that works is said (in memory, --axes SYX), as without --dask
+    cc.CARE(cc.care_config("YX", quick=True), tmp_path / "m2d").save()
+    with pytest.raises(cc.CareError, match=r"the model is 2D \(YX\) but the image has spatial axes 'ZYX' .*; a 2D model "
+                                           r"restores a stack slice by slice in memory: without --dask, with --axes SYX"):
+        cc.predict_chunked(tmp_path / "m2d", src, out, scheduler=client)
     seen = []
     with pytest.raises(Stopped):
         cc.predict_chunked(models["plain"], src, out, chunks=(8, 16, 16), scheduler=client,
