@@ -618,6 +618,12 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
         compute = (lambda jobs: client.compute(jobs, sync=True)) if client is not None else None
         for name in names:
             fill_pyramid(arrays[name], out_axes, compute=compute)
+    except Stopped:   # (said what it kept: a trial's Stopped had no message)
+        try:
+            kept = f"{int(zarr.open_array(str(part / DONE), mode='r')[...].sum())} of {int(np.prod(grid))} chunks done, "
+        except Exception:  # noqa: BLE001 - the count is a courtesy
+            kept = ""
+        raise Stopped(f"stopped: {kept}kept in {part}; the same call again continues from there") from None
     finally:
         if cluster is not None:
             client.close()

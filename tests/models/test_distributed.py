@@ -288,7 +288,8 @@ def test_a_scheduler_with_too_few_workers_is_said_before_anything_is_written(cli
                                            r"restores a stack slice by slice in memory: without --dask, with --axes SYX"):
         cc.predict_chunked(tmp_path / "m2d", src, out, scheduler=client)
     seen = []
-    with pytest.raises(Stopped):
+    with pytest.raises(Stopped, match=r"stopped: \d+ of 18 chunks done, kept in .*\.few\.ome\.zarr\.resume\.part; the "
+                                      "same call again continues from there"):
         cc.predict_chunked(models["plain"], src, out, chunks=(8, 16, 16), scheduler=client,
                            progress=lambda d, t, w: seen.append(d), stop=lambda: len(seen) > 2)
     said = _kept_after_interrupt(argparse.Namespace(command="predict", out=str(out)))
