@@ -1374,7 +1374,8 @@ def main(argv=None):
 def _kept_after_interrupt(args):
     """What an interrupted ``train`` kept (its run card says; a user trial was told only "interrupted"), or an
     interrupted ``predict --dask`` (its chunks done, in the store's resumable part)."""
-    if getattr(args, "command", None) == "predict" and getattr(args, "out", None):
+    if getattr(args, "command", None) == "predict" and getattr(args, "out", None) and (
+            getattr(args, "dask", False) or getattr(args, "scheduler", None) or getattr(args, "workers", None)):
         out = Path(args.out)
         part = out.parent / f".{out.name}.resume.part"
         if part.is_dir():

@@ -73,8 +73,9 @@ def check_restoration_target(path):
     if not path.is_dir() or not any((path / m).is_file() for m in ZARR_STORE[1]) or is_restoration(path):
         return
     raise CareError(f"{path}: an OME-Zarr store that is not a restoration carecore wrote (its attributes name no "
-                    "model): writing the restoration there would replace it and all it holds; give a new name, or "
-                    "delete that store yourself if it may go")
+                    "model; restorations written in memory before 2026-12-08 lack that mark too): writing the "
+                    "restoration there would replace it and all it holds; give a new name, or delete that store "
+                    "yourself if it may go")
 
 
 def ngff_axes(axes, *, name="image"):

@@ -47,9 +47,12 @@ def rank_correlation(a, b, *, n=200_000, seed=0):
     if a.size > n:
         at = np.random.default_rng(seed).choice(a.size, n, replace=False)
         a, b = a[at], b[at]
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
-    return float(spearmanr(a, b)[0])
+    rho = float(spearmanr(a, b)[0])
+    return rho if np.isfinite(rho) else None
 
 
 def _plane(a, axes):
@@ -500,8 +503,9 @@ def _disagreement_note(img):
     patches, and its rank correlation with CARE's error (whether D points at the errors here)."""
     ref, rho = img.get("reference_disagreement"), img.get("disagreement_error_rank")
     said = f"Mean D on this image {img['mean_disagreement']:.3g}" + (
-        f" ({img['mean_disagreement'] / ref:.1f}× its {ref:.3g} on the validation patches; above 3× the report warns "
-        "that the image may be unlike the training images)" if ref else " (no reference level recorded)")
+        f" ({img['mean_disagreement'] / ref:.1f}× its {ref:.3g} on the validation patches; above 3× it, and more "
+        "than 0.001 above it, the report warns that the image may be unlike the training images)" if ref else
+        f" (its level on the validation patches: {ref:.3g})" if ref is not None else " (no reference level recorded)")
     if rho is not None:
         how = ("D points at the errors here" if rho >= 0.5 else "D points at the errors here only loosely"
                if rho >= 0.2 else "D does not say where the errors are here: a low D is no sign of a right pixel")

@@ -1218,16 +1218,23 @@ class LabState(HasTraits):
             folder = member_dir
         try:
             config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError) as e:
+            kind = config.get("kind", "care")
+        except (OSError, ValueError, AttributeError) as e:
             raise CareError(f"{self.rel(folder)}: no readable config.json ({e})") from None
-        kind = config.get("kind", "care") if isinstance(config, dict) else None
         if kind not in EXPORTABLE_KINDS:
             why = REFUSED_KINDS.get(kind, "it needs processing around its network that the format cannot express")
             raise CareError(f"a model of kind {kind!r} cannot be exported as a bioimage.io package: {why}. Restore "
                             "with it here instead and open the saved OME-TIFF in Fiji, KNIME or napari")
         out = Path(self.data_root) / "exports" / f"{name}.zip"
-        written = cc.export_bioimageio(folder, out, name=title,
-                                       authors=[author.strip()] if author.strip() else None)
+        try:
+            written = cc.export_bioimageio(folder, out, name=title,
+                                           authors=[author.strip()] if author.strip() else None)
+        except CareError as e:   # (the app has no field for a test image: the command line has)
+            if not str(e).startswith("test input: none given"):
+                raise
+            raise CareError(f"{self.rel(folder)}: its training images cannot be read, and the package needs a test "
+                            f"image; export it on the command line with one: `carecore export --model "
+                            f"{self.rel(folder)} --out {self.rel(out)} --test-input IMAGE`") from None
         try:
             sources = json.loads((folder / "run_card.json").read_text()).get("data_sources") or []
             low = str(sources[0]["low"])

@@ -374,6 +374,8 @@ class DataStep(W.VBox):
                 return self.state.make_patches(progress)
             except CareError as e:   # (named: after a failed check, the same error came back word for word, and
                 self.patch_note.value = ""   # the click looked ignored: a user trial)
+                if str(e).startswith("no training patches"):
+                    raise
                 raise CareError(f"no training patches: {e}") from e
             except Exception:   # (the last patches' "ready ... Next: step 2" stayed under the error: a user trial)
                 self.patch_note.value = ""
@@ -917,11 +919,11 @@ class RestoreStep(W.VBox):
 
 
     def on_export(self):
-        """Write the chosen model's package (seconds: each weight format is checked against carecore) in a thread."""
+        """Write the chosen model's package (seconds: each weight format is checked against carecore) in a thread;
+        the button is given back once the result (or the error) is said."""
         self.export.disabled = True
-        model = self.state.chosen_model
 
-        def done(r):
+        def show(model, r):
             where = Path(self.state.data_root) / r["path"]
             said = [f"<b class='care-export-done'>wrote <code>{html.escape(str(where))}</code></b> "
                     f"({r['mib']:.1f} MiB) from <code>{html.escape(r['member'] or model)}</code>"
@@ -936,12 +938,18 @@ class RestoreStep(W.VBox):
 
         def go():
             try:
-                return self.state.export_model(self.author.value)
+                model = self.state.chosen_model
+                show(model, self.state.export_model(self.author.value))
+            except Exception as e:   # (said first, then the button given back: a second click's note stays its own)
+                self.export_msg.error(e if isinstance(e, CareError) else f"{type(e).__name__}: {e}")
+                if not isinstance(e, CareError):
+                    traceback.print_exc()
             finally:
                 self.export.disabled = False
 
-        self.export_msg.note(f"exporting {model} (each weight format is checked against this lab's prediction) ...")
-        run_guarded(self.export_msg, go, thread=True, done=done)
+        self.export_msg.note(f"exporting {self.model.value or 'the chosen model'} (each weight format is checked "
+                             "against this lab's prediction) ...")
+        run_guarded(self.export_msg, go, thread=True, fresh=False)
 
     def _progress(self, done, total, what):
         if what not in ("filters", "starts"):

@@ -294,12 +294,22 @@ def source_id(path):
     """What changes when the input at ``path`` is rewritten, for a resumed store to match: a file's inode,
     modification time and size; for a folder (a Zarr store), its inode and, over every file and folder in it,
     the latest modification time, their count and their total size. (The store folder's own time was kept when
-    chunks inside it were rewritten in place: a user trial's resume mixed the old input's blocks with the new.)"""
+    chunks inside it were rewritten in place: a user trial's resume mixed the old input's blocks with the new; an
+    OME-Zarr image's full-resolution array only is walked. Parts written before 2026-12-08 start again.)"""
     st = os.stat(path)
     if not os.path.isdir(path):
         return [st.st_ino, st.st_mtime_ns, st.st_size]
     latest, count, size = st.st_mtime_ns, 0, 0
-    for root, _, files in os.walk(path):
+    walked = path
+    try:   # an OME-Zarr image: its full-resolution array only (not its labels, not the pyramid's other levels)
+        import zarr
+
+        level0 = zarr.open_group(str(path), mode="r").attrs["multiscales"][0]["datasets"][0]["path"]
+        if os.path.isdir(os.path.join(path, level0)):
+            walked = os.path.join(path, level0)
+    except Exception:  # noqa: BLE001 - a plain Zarr array or group: all of it
+        pass
+    for root, _, files in os.walk(walked):
         latest = max(latest, os.stat(root).st_mtime_ns)
         for f in files:
             fs = os.stat(os.path.join(root, f))
@@ -360,7 +370,7 @@ WAIT_FOR_WORKERS = 120
 
 
 def _client(scheduler, n_workers, memory_limit):
-    """(client, owned cluster or None)."""
+    """(client, owned cluster or None); a scheduler's client waits for ``n_workers`` (none: for none)."""
     from distributed import Client
 
     if scheduler is None:
@@ -374,15 +384,22 @@ def _client(scheduler, n_workers, memory_limit):
         raise CareError(f"cannot reach the Dask scheduler at {scheduler} ({e}); start one with `dask scheduler` "
                         "and give its address, e.g. tcp://127.0.0.1:8786") from None
     if n_workers:
-        try:
-            client.wait_for_workers(n_workers, timeout=WAIT_FOR_WORKERS)
-        except TimeoutError:   # (a trial waited 2 minutes for "carecore: error: 120 2")
-            have = len(client.scheduler_info().get("workers", {}))
-            client.close()
-            raise CareError(f"the Dask scheduler at {scheduler} has {have} worker(s) after {WAIT_FOR_WORKERS} s of "
-                            f"waiting for {n_workers} (--workers / n_workers): start more (`dask worker {scheduler}`), "
-                            "or ask for as many as it has") from None
+        _await_workers(client, scheduler, n_workers)
     return client, None
+
+
+def _await_workers(client, scheduler, n_workers):
+    """Wait for the scheduler's ``n_workers``, or close the client and say how many it has."""
+    try:
+        client.wait_for_workers(n_workers, timeout=WAIT_FOR_WORKERS)
+    except TimeoutError as e:   # (a trial waited 2 minutes for "carecore: error: 120 2")
+        have = getattr(e, "available_workers", None)   # (scheduler_info() lists 5 workers at most)
+        if have is None:
+            have = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        client.close()
+        raise CareError(f"the Dask scheduler at {scheduler} has {have} worker(s) after {WAIT_FOR_WORKERS} s of "
+                        f"waiting for {n_workers} (--workers / n_workers): start more (`dask worker {scheduler}`), "
+                        "or ask for as many as it has") from None
 
 
 def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, n_workers=None,
@@ -494,8 +511,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                         + ("; chunk by chunk the spatial axes are taken in the model's order only: restore it in memory "
                            "(without --dask), or save it with its axes in that order" if sorted(sp) == sorted(c.axes)
                            else "; a 2D model restores a stack slice by slice in memory: without --dask, with --axes "
-                           f"{sp.replace('Z', 'S')} (predict(..., axes={src_axes.replace('Z', 'S')!r}) in Python), "
-                           "written back along Z" if c.ndim == 2 and "Z" in sp else ""))
+                           f"{src_axes.replace('Z', 'S')} (predict(..., axes={src_axes.replace('Z', 'S')!r}) in "
+                           "Python)" if c.ndim == 2 and "Z" in sp else ""))
     if set(frame_axes) - set("T"):
         raise CareError(f"{src}: axes {src_axes!r} (shape {tuple(img.shape)}): besides C and {c.axes} only T "
                         "(frames) can be predicted chunk by chunk")
@@ -561,8 +578,12 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
                  **({"output_sigma": output_sigma} if output_sigma is not None else {})}
     grid = tuple(shape[a] for a in frame_axes) + tuple(math.ceil(shape[a] / b) for a, b in zip(sp, block))
     client = cluster = None
+    awaited = False
     if scheduler is not None and not _is_client(scheduler):   # reached, or refused, before anything is written (a
-        client, cluster = _client(scheduler, n_workers, memory_limit)   # trial's refusal left a part folder behind)
+        # trial's refusal left a part folder behind); its workers awaited here for a fresh run, for a resume only
+        # where blocks are left (one with its pyramid left needs none)
+        client, cluster = _client(scheduler, None if part.exists() else n_workers, memory_limit)
+        awaited = not part.exists()
     try:
         done = None
         if part.exists():
@@ -599,6 +620,8 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
             check_stop(stop)
             if client is None:
                 client, cluster = _client(scheduler, n_workers, memory_limit)
+            elif n_workers and cluster is None and not awaited:
+                _await_workers(client, scheduler, n_workers)
             from distributed import as_completed
 
             client.run(_quiet_care_errors)

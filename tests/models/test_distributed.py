@@ -285,14 +285,15 @@ def test_a_scheduler_with_too_few_workers_is_said_before_anything_is_written(cli
     # a 2D model on a stack: the way that works is said (in memory, --axes SYX), as without --dask
     cc.CARE(cc.care_config("YX", quick=True), tmp_path / "m2d").save()
     with pytest.raises(cc.CareError, match=r"the model is 2D \(YX\) but the image has spatial axes 'ZYX' .*; a 2D model "
-                                           r"restores a stack slice by slice in memory: without --dask, with --axes SYX"):
+                                           r"restores a stack slice by slice in memory: without --dask, with --axes SYX \(predict"):
         cc.predict_chunked(tmp_path / "m2d", src, out, scheduler=client)
     seen = []
     with pytest.raises(Stopped, match=r"stopped: \d+ of 18 chunks done, kept in .*\.few\.ome\.zarr\.resume\.part; the "
                                       "same call again continues from there"):
         cc.predict_chunked(models["plain"], src, out, chunks=(8, 16, 16), scheduler=client,
                            progress=lambda d, t, w: seen.append(d), stop=lambda: len(seen) > 2)
-    said = _kept_after_interrupt(argparse.Namespace(command="predict", out=str(out)))
+    assert _kept_after_interrupt(argparse.Namespace(command="predict", out=str(out), dask=False)) == ""   # in memory
+    said = _kept_after_interrupt(argparse.Namespace(command="predict", out=str(out), dask=True))
     assert re.fullmatch(rf": \d+ of 18 chunks done, kept in {re.escape(str(tmp_path / '.few.ome.zarr.resume.part'))} "
                         r"\(run the same command again to continue; delete that folder to start afresh\)", said), said
 
