@@ -1198,7 +1198,8 @@ class LabState(HasTraits):
         ``exports/<model>.zip`` in the data root, named by its job folder (an earlier export of it replaced),
         through :func:`carecore.export_bioimageio`. An ensemble's first member is exported (the format holds
         one network). Returns a dict: ``path`` (in the data root), ``mib``, ``member`` (the member exported,
-        or ""), ``test_input`` (what the package's test image was cropped from)."""
+        or ""), ``test_input`` (what the package's test image was cropped from), ``replaced`` (an earlier export
+        of it was), ``authors`` (``author`` split at ``;``), ``probabilistic`` (two output channels per channel)."""
         import json
 
         from carecore.export.bioimageio import EXPORTABLE_KINDS, REFUSED_KINDS, package_name
@@ -1225,10 +1226,15 @@ class LabState(HasTraits):
             why = REFUSED_KINDS.get(kind, "it needs processing around its network that the format cannot express")
             raise CareError(f"a model of kind {kind!r} cannot be exported as a bioimage.io package: {why}. Restore "
                             "with it here instead and open the saved OME-TIFF in Fiji, KNIME or napari")
+        authors = [a.strip() for a in author.split(";") if a.strip()]   # (several: "A. Name; B. Name")
+        slashed = [a for a in authors if "/" in a or "\\" in a]
+        if slashed:   # (carecore's own refusal speaks of the command line's --author)
+            raise CareError(f"Author {slashed[0]!r}: bioimage.io refuses a slash in an author's name; separate several "
+                            "authors with ';' (A. Name; B. Name)")
         out = Path(self.data_root) / "exports" / f"{name}.zip"
+        replaced = out.exists()
         try:
-            written = cc.export_bioimageio(folder, out, name=title,
-                                           authors=[author.strip()] if author.strip() else None)
+            written = cc.export_bioimageio(folder, out, name=title, authors=authors or None)
         except CareError as e:   # (the app has no field for a test image: the command line has)
             if not str(e).startswith("test input: none given"):
                 raise
@@ -1242,7 +1248,8 @@ class LabState(HasTraits):
         except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
             low = ""
         return {"path": self.rel(written), "mib": written.stat().st_size / 2**20, "member": member,
-                "test_input": "" if kind == "subdiffraction" else low}
+                "test_input": "" if kind == "subdiffraction" else low, "replaced": replaced, "authors": authors,
+                "probabilistic": bool(config.get("probabilistic"))}
 
     def default_input(self):
         """The task's demo test image: a TIFF, else an OME-Zarr image, in ``<task>/test/low``."""

@@ -739,7 +739,7 @@ class RestoreStep(W.VBox):
         self._frame_lock = threading.Lock()
         self._frame_busy, self._frame_wanted = False, 0   # a frame being shown; the one the slider asks for
         # the chosen model as a bioimage.io package (a user trial looked for it here and found the CLI only)
-        self.author = W.Text(description="Author", placeholder="your name, written into the package",
+        self.author = W.Text(description="Author", placeholder="your name, written into the package (several: A; B)",
                              layout=W.Layout(width="420px"))
         self.author.add_class("care-export-author")
         self.export = button("Export for Fiji, KNIME, napari", "care-export-go", "", "download")
@@ -926,10 +926,16 @@ class RestoreStep(W.VBox):
         def show(model, r):
             where = Path(self.state.data_root) / r["path"]
             said = [f"<b class='care-export-done'>wrote <code>{html.escape(str(where))}</code></b> "
-                    f"({r['mib']:.1f} MiB) from <code>{html.escape(r['member'] or model)}</code>"
+                    f"({r['mib']:.1f} MiB{', replacing the earlier export' if r['replaced'] else ''}; on the machine "
+                    f"that runs this lab) from <code>{html.escape(r['member'] or model)}</code>"
                     + (" (the ensemble's first member: the format holds one network)" if r["member"] else "")
                     + ". In Fiji: deepImageJ → Install Model, from this file; or restore with "
                     f"<code>carecore predict --model {html.escape(str(where))} --in IMAGE --out RESTORED.tif</code>."]
+            if r["probabilistic"]:   # (deepImageJ shows a two-channel image: a trial asked what the second was)
+                said.append("Its output has two channels: the restoration (mean) and the width of its Laplace "
+                            "distribution (scale).")
+            if not r["authors"]:
+                said.append("Its author is \"CARE Lab user\": type your name above and export again before you publish it.")
             if r["test_input"]:   # (a crop of it travels in the package: a user may not be free to share it)
                 said.append(f"Its test image is a crop of <code>{html.escape(r['test_input'])}</code>: publish the "
                             "package only if you may share that image, or export with <code>carecore export "

@@ -203,7 +203,9 @@ def test_walk_all_five_steps(page_on_failure, lab_server, shots):
     page.locator(".care-export-go").click()
     page.locator(".care-export-done").wait_for(timeout=180_000)
     said = page.locator(".care-export-msg").inner_text()
-    assert re.search(r"wrote /\S+/exports/denoising3d_\d{8}_\d{6}\.zip \(\d+\.\d MiB\)", said), said
+    assert re.search(r"wrote /\S+/exports/denoising3d_\d{8}_\d{6}\.zip \(\d+\.\d MiB; on the machine that runs this "
+                     r"lab\)", said), said
+    assert "two channels: the restoration (mean) and the width" in said, said   # (the default: probabilistic)
     page.locator(".care-export").screenshot(path=str(shots / "3_restore_export.png"))
 
     # 4 · View

@@ -606,7 +606,8 @@ def test_the_restore_step_exports_the_chosen_model_for_fiji(tmp_path):
     model.run_card["data_sources"] = [{"low": str(tmp_path / "low" / "a.tif"), "high": str(tmp_path / "low" / "a.tif")}]
     model.save()
     for i in (0, 1):
-        member = cc.CARE(cc.care_config("YX", quick=True), tmp_path / "models" / ens / "ensemble" / f"member_{i}")
+        member = cc.CARE(cc.care_config("YX", quick=True, probabilistic=True),
+                         tmp_path / "models" / ens / "ensemble" / f"member_{i}")
         member.run_card["data_sources"] = model.run_card["data_sources"]
         member.save()
     (tmp_path / "models" / ens / "ensemble" / "ensemble.json").write_text(json.dumps({"members": ["member_0", "member_1"]}))
@@ -623,18 +624,28 @@ def test_the_restore_step_exports_the_chosen_model_for_fiji(tmp_path):
         return step.export_msg.value
 
     s.model_dir = f"models/{job}/model"
-    step.author.value = "Ada Lovelace"
+    step.author.value = "Ada Lovelace / Charles Babbage"   # (the command line's advice did not fit the app)
+    said = export()
+    assert "care-error" in said and "separate several authors with &#x27;;&#x27;" in said, said
+    step.author.value = "Ada Lovelace; Charles Babbage"
     said = export()
     pkg = tmp_path / "exports" / f"{job}.zip"
     assert "care-export-done" in said and str(pkg) in said and "crop of <code>low/a.tif</code>" in said, said
     with zipfile.ZipFile(pkg) as z:
         rdf = z.read("rdf.yaml").decode()
-    assert "Ada Lovelace" in rdf and job in rdf
+        shared = {n: z.read(n).decode() for n in ("run_card.json", "README.md")}
+    assert "Ada Lovelace" in rdf and "Charles Babbage" in rdf and job in rdf and "replacing" not in said
+    # no path of the user's disk in what is published (a user trial found the training folders there)
+    assert all(str(tmp_path) not in t for t in [rdf, *shared.values()]) and "a.tif" in shared["run_card.json"], shared
     np.testing.assert_allclose(cc.load_bioimageio(pkg).predict(img, axes="YX"), model.predict(img, axes="YX"),
                                atol=1e-4 * float(np.ptp(model.predict(img, axes="YX"))))
     s.model_dir = f"models/{ens}/ensemble"
+    step.author.value = ""
     said = export()
     assert "first member" in said and f"models/{ens}/ensemble/member_0" in said, said
+    assert 'Its author is "CARE Lab user"' in said and "two channels" in said, said
+    said = export()
+    assert "replacing the earlier export" in said, said
     assert (tmp_path / "exports" / f"{ens}.zip").exists()
     cfg = json.loads((tmp_path / "models" / job / "model" / "config.json").read_text())
     (tmp_path / "models" / "isotropic_20261208_100000" / "model").mkdir(parents=True)
