@@ -1224,7 +1224,10 @@ def build_parser():
     s.add_argument("--license", default="CC-BY-4.0", help="SPDX license identifier (default: CC-BY-4.0)")
     s.add_argument("--test-input", help="image to test the package with (default: the first training input)")
     s.add_argument("--axes", help="axes of --test-input")
-    s.add_argument("--postprocessing", choices=["scale_linear", "scale_mean_variance", "none"])
+    s.add_argument("--postprocessing", choices=["scale_linear", "scale_mean_variance", "none"],
+                   help="how the output is brought back to intensities (default: scale_linear where the channels "
+                        "in and out agree and the model is not probabilistic or scales by its training inputs' "
+                        "percentiles, else none: normalized units)")
     s.add_argument("--weight-formats", default="auto",
                    help="auto, or comma-separated: keras_v3,tensorflow_saved_model_bundle,onnx")
     s.set_defaults(func=cmd_export)

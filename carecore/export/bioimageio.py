@@ -522,7 +522,9 @@ def export_bioimageio(model_dir, out_zip, *, name=None, description=None, author
             "attachments": [{"source": "carecore_config.json"}, {"source": "run_card.json"}],
             "version": "0.1.0",
             "inputs": [{
-                "id": "input", "description": "raw image; percentile-normalized per channel by the preprocessing",
+                "id": "input", "description": ("raw image; scaled per channel by the training inputs' percentiles "
+                                               "(a fixed scale_linear)" if by_training else "raw image; "
+                                               "percentile-normalized per channel by the preprocessing"),
                 "axes": _axes(c, halo, min_size, [f"channel{i}" for i in range(c.n_channel_in)], output=False),
                 "test_tensor": {"source": "test_input.npy"}, "data": {"type": "float32"},
                 "preprocessing": [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},

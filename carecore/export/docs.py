@@ -184,7 +184,8 @@ def readme(name, model, facts):
         "- Trained for one kind of data; not a general denoiser. Out-of-distribution inputs are not detected by "
         "the package.",
         ("- Inputs are scaled by the training inputs' percentiles: images taken with another gain, offset or "
-         "laser power are scaled wrongly; retrain, or export a model with `input_normalization='image'`."
+         "laser power are scaled wrongly; retrain, or export a model trained to scale each image by its own "
+         "percentiles (`care_config(..., input_normalization='image')`)."
          if facts.get("by_training") else
          "- Percentiles are computed per image: very sparse or saturated images normalize differently from the "
          "training images."),
