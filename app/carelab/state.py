@@ -7,6 +7,7 @@ and shown next to the step; the state stays usable.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import threading
@@ -23,6 +24,8 @@ from carecore.errors import collect_warnings
 from carecore.prediction.frames import FRAME_AXES
 from carecore.progress import Stopped
 
+#: Beside a task's patches: the folders and settings they were made of (``LabState._adopt_patches``).
+PATCHES_RECORD = "lab_patches.json"
 #: What a frame along each frame axis is called.
 FRAME_NAMES = {"T": "time point", "S": "sample"}
 
@@ -473,9 +476,8 @@ class LabState(HasTraits):
         return task_spec(self.task)
 
     def set_task_defaults(self):
-        """The task's axes, its demo folders and the settings its demo was made with (dataset.json)."""
-        import json
-
+        """The task's axes, its demo folders and the settings its demo was made with (dataset.json); the patches a
+        page before this one made of them (:meth:`_adopt_patches`)."""
         t = self.spec
         self.needs_high = needs_pairs(self.task)
         self.axes = t["axes"]
@@ -496,6 +498,22 @@ class LabState(HasTraits):
         self.pairs, self.stacks, self.patches_dir, self.n_patches = [], [], "", 0
         self.unmatched = ""
         self.input_path = self.default_input() or self.input_path
+        self._adopt_patches()
+
+    def _adopt_patches(self):
+        """The task's patches that a page before this one made with these folders and settings (a reloaded page
+        said "make training patches first" with them on disk: a user trial); others are left to be made."""
+        folder = Path(self.data_root) / "work" / f"patches_{self.task}"
+        try:
+            made = json.loads((folder / PATCHES_RECORD).read_text())
+            meta = json.loads((folder / "patches.json").read_text())
+            if made["key"] != json.loads(json.dumps(self._key(), default=str)):
+                return
+            n = int(meta["n_patches"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        self.patches_dir, self.n_patches, self._patch_key = str(folder), n, self._key()
+        self.patch_warnings = [str(w) for w in made.get("warnings") or []]
 
     @observe("low_dir")
     def _guess_axes(self, change):
@@ -719,6 +737,8 @@ class LabState(HasTraits):
             ps = make_kind_patches(config, sources, out=out, axes=self.axes, n_patches_per_image=n,
                                    progress=progress, **self.patch_options())
         made = {"patch_warnings": warned, "patches_dir": str(out), "n_patches": len(ps.X), "_patch_key": key}
+        with contextlib.suppress(OSError):   # what they were made of, for a page opened later (_adopt_patches)
+            (out / PATCHES_RECORD).write_text(json.dumps({"key": key, "warnings": list(warned)}, default=str))
         if self.task != task:   # another task chosen while they were cut: they are the first task's
             self._task_data.setdefault(task, {}).update(made)
             return ps

@@ -170,6 +170,7 @@ class DataStep(W.VBox):
         super().__init__()
         self._wire()
         self._layout()
+        self._show_patches()   # (patches a page before this one made, adopted by the state)
 
     def _layout(self):
         s = self.state

@@ -1934,3 +1934,31 @@ def test_a_reloaded_page_comes_back_to_the_running_trainings_task(tmp_path, monk
     assert lab.steps[0].task.value == "isotropic"
     (job / "status.json").write_text(json.dumps({"state": "completed"}))
     assert CareLab(LabState(tmp_path, quick=True)).state.task == "denoising3d"
+
+
+def test_a_new_page_takes_the_patches_made_of_its_folders(tmp_path):
+    """A reloaded page (a new state) takes the task's patches that a page before it made of the same folders and
+    settings (it said "make training patches first" with them on disk: a user trial), with their note; made of
+    other folders or settings they are not taken."""
+    import json
+
+    from carecore import write_demo_data
+    from carelab import LabState
+    from carelab.wizard import DataStep
+
+    write_demo_data(tmp_path, size="tiny", tasks=["denoising2d"])
+    first = LabState(tmp_path, quick=True, task="denoising2d")
+    ps = first.make_patches()
+    page = LabState(tmp_path, quick=True, task="denoising2d")
+    assert (page.patches_dir, page.n_patches) == (first.patches_dir, len(ps.X))
+    assert len(page.ensure_patches().X) == len(ps.X)
+    assert f"{len(ps.X)} patch pairs ready" in DataStep(page).patch_note.value
+    # made with another seed (or folders, axes, settings): not taken, made again when asked
+    record = Path(first.patches_dir) / "lab_patches.json"
+    made = json.loads(record.read_text())
+    made["key"][4] = 99
+    record.write_text(json.dumps(made))
+    other = LabState(tmp_path, quick=True, task="denoising2d")
+    assert other.patches_dir == "" and other.n_patches == 0
+    with pytest.raises(CareError, match="make training patches first"):
+        other.ensure_patches()
