@@ -1379,13 +1379,14 @@ def _kept_after_interrupt(args):
     interrupted ``predict --dask`` (its chunks done, in the store's resumable part)."""
     if getattr(args, "command", None) == "predict" and getattr(args, "out", None) and (
             getattr(args, "dask", False) or getattr(args, "scheduler", None) or getattr(args, "workers", None)):
-        out = Path(args.out)
-        part = out.parent / f".{out.name}.resume.part"
+        from .prediction.distributed import DONE, resume_part
+
+        part = resume_part(args.out)
         if part.is_dir():
             try:
                 import zarr
 
-                done = zarr.open_array(str(part / "_done"), mode="r")[...]
+                done = zarr.open_array(str(part / DONE), mode="r")[...]
                 counted = f"{int(done.sum())} of {done.size} chunks done, "
             except Exception:  # noqa: BLE001 - the count is a courtesy
                 counted = ""

@@ -40,6 +40,14 @@ from ..errors import CareError
 from ..progress import Stopped, check_stop, report
 
 DONE = "_done"
+
+
+def resume_part(dst):
+    """Where the store ``dst`` is built, and kept after a stop or a crash for a rerun to continue."""
+    dst = Path(dst)
+    return dst.parent / f".{dst.name}.resume.part"
+
+
 _LOCK = threading.Lock()
 _MODELS = {}     # per worker process: model key -> loaded model (or ensemble)
 _SOURCES = {}    # per worker process: (path, axes) -> array sliced by the tasks
@@ -566,7 +574,7 @@ def predict_chunked(model, src, dst, *, axes=None, chunks=None, scheduler=None, 
     out_letters = src_axes if ("C" in src_axes or c.n_channel_out == 1) else src_axes + "C"
     out_axes = ngff_axes(out_letters, name=str(dst))
     out_shape = {**shape, "C": c.n_channel_out} if "C" in out_axes else dict(shape)
-    part = dst.parent / f".{dst.name}.resume.part"
+    part = resume_part(dst)
     job = BlockJob(models=folders, model_key=_model_key(folders), src=str(Path(src).resolve()), src_axes=src_axes,
                    out=str(part.resolve()), out_axes=out_axes, frame_axes=frame_axes, spatial=sp, shape=shape,
                    block=block, window=window, divisor=div, norms=norms, names=names, interval=float(interval),
